@@ -1,0 +1,81 @@
+"""Errors of the control plane, each with a message a person can act on.
+
+::
+
+    JumpgateError
+    ├── InvalidRequest          bad input the caller can fix
+    ├── Unauthenticated         no valid proof of identity
+    │   ├── CertificateExpired
+    │   ├── LoginFailed         wrong user, password or code (never says which)
+    │   ├── UserLocked          too many failed logins
+    │   └── OTPReplayed         a code already used
+    ├── AccessDenied            authenticated but not allowed
+    ├── InviteInvalid           expired, used or unknown invite
+    ├── TokenInvalid            expired, deleted or wrong-role join token
+    ├── UnknownTenant
+    ├── NotFound
+    ├── AlreadyExists
+    └── Conflict                a concurrent change won; retry
+
+The HTTP status and problem type of each live in one table, ``handlers.problems``.
+"""
+
+
+class JumpgateError(Exception):
+    """Base of every error the control plane reports to a caller."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidRequest(JumpgateError):
+    """The request is malformed or breaks a rule the caller can fix."""
+
+
+class Unauthenticated(JumpgateError):
+    """The caller proved no identity, or a wrong one."""
+
+
+class CertificateExpired(Unauthenticated):
+    """The caller's certificate is outside its validity window."""
+
+
+class LoginFailed(Unauthenticated):
+    """Wrong user name, password or one-time code; deliberately does not say which."""
+
+
+class UserLocked(Unauthenticated):
+    """Too many failed logins; the user is locked for a while."""
+
+
+class OTPReplayed(Unauthenticated):
+    """The one-time code was already used."""
+
+
+class AccessDenied(JumpgateError):
+    """The caller is known but its roles do not allow this."""
+
+
+class InviteInvalid(JumpgateError):
+    """The invite token is unknown, used or expired."""
+
+
+class TokenInvalid(JumpgateError):
+    """The join token is unknown, deleted, expired or not for this role."""
+
+
+class UnknownTenant(JumpgateError):
+    """No tenant of that name is served here."""
+
+
+class NotFound(JumpgateError):
+    """The addressed object does not exist."""
+
+
+class AlreadyExists(JumpgateError):
+    """An object of that name exists already."""
+
+
+class Conflict(JumpgateError):
+    """A concurrent writer changed the object first."""

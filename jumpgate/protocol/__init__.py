@@ -1,0 +1,6 @@
+"""The contract shared by every Jumpgate component.
+
+Resource and API models, names, durations, certificate extensions, the CA pin, the request
+signature format, problem types, ports and versions live here. This package imports no
+other component, so a node agent or a laptop can depend on it alone.
+"""

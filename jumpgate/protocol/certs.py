@@ -1,0 +1,75 @@
+"""Certificate extension names, CA key types and the CA pin.
+
+Identity travels in certificate *extensions*, not critical options: OpenSSH ignores
+extensions it does not know but refuses certificates with unknown critical options.
+"""
+
+import base64
+import hashlib
+from enum import StrEnum
+from typing import TypeAlias
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+
+EXT_USER = "jumpgate-user"
+"""The Jumpgate user the certificate was issued to."""
+EXT_ROLES = "jumpgate-roles"
+"""Comma-separated roles the user held at issue time."""
+EXT_TENANT = "jumpgate-tenant"
+"""The tenant (cluster) that issued the certificate."""
+
+PERMIT_PTY = "permit-pty"
+PERMIT_PORT_FORWARDING = "permit-port-forwarding"
+PERMIT_AGENT_FORWARDING = "permit-agent-forwarding"
+
+USER_CERT_DEFAULT_TTL_SECONDS = 12 * 3600
+"""A login's certificate lives at most this long unless a role allows less."""
+HOST_CERT_TTL_SECONDS = 7 * 24 * 3600
+"""Host certificates are renewed by the agent well before this runs out."""
+
+
+class KeyType(StrEnum):
+    """CA key algorithms a tenant may choose."""
+
+    ED25519 = "ed25519"
+    ECDSA_P256 = "ecdsa-p256"
+    RSA_3072 = "rsa-3072"
+
+
+PublicKey: TypeAlias = ed25519.Ed25519PublicKey | ec.EllipticCurvePublicKey | rsa.RSAPublicKey
+
+
+def load_public_key(openssh: str) -> PublicKey:
+    """Parse an OpenSSH public key line; raise ``ValueError`` if it is not one we accept."""
+    try:
+        key = serialization.load_ssh_public_key(openssh.strip().encode())
+    except (ValueError, TypeError, IndexError) as exc:
+        raise ValueError("not an OpenSSH public key (expected 'ssh-ed25519 AAAA...')") from exc
+    if isinstance(key, ed25519.Ed25519PublicKey):
+        return key
+    if isinstance(key, ec.EllipticCurvePublicKey) and key.curve.name in ("secp256r1", "secp384r1"):
+        return key
+    if isinstance(key, rsa.RSAPublicKey) and key.key_size >= 2048:
+        return key
+    raise ValueError("unsupported key type: use Ed25519, ECDSA P-256/P-384 or RSA >= 2048 bits")
+
+
+def openssh_public(key: PublicKey) -> str:
+    """The OpenSSH one-line form of a public key."""
+    return key.public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode()
+
+
+def ca_pin(host_ca_public_key: str) -> str:
+    """``sha256:`` + hex SHA-256 of the DER SubjectPublicKeyInfo of the host CA key."""
+    der = load_public_key(host_ca_public_key).public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return "sha256:" + hashlib.sha256(der).hexdigest()
+
+
+def fingerprint(openssh: str) -> str:
+    """The ``SHA256:...`` fingerprint ``ssh-keygen -l`` prints for a public key."""
+    blob = base64.b64decode(openssh.split()[1])
+    digest = base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
+    return "SHA256:" + digest

@@ -1,0 +1,202 @@
+"""Request and response bodies of the ``/v1`` API.
+
+The server validates requests with these models (and generates its OpenAPI document from
+them); clients build requests and read responses with the same classes.
+"""
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from jumpgate.protocol import names
+
+
+class Role(StrEnum):
+    """Built-in roles until full RBAC arrives."""
+
+    ADMIN = "admin"
+    """Manages its tenant: users, join tokens, nodes, the audit log."""
+    ACCESS = "access"
+    """Logs in, lists nodes and reaches the ones its logins allow."""
+
+
+class TokenRole(StrEnum):
+    """What a join token lets its bearer join as."""
+
+    NODE = "node"
+
+
+UserName = Annotated[str, Field(max_length=128), AfterValidator(names.check_user_name)]
+Login = Annotated[str, Field(max_length=32), AfterValidator(names.check_login)]
+NodeName = Annotated[str, Field(max_length=253), AfterValidator(names.check_nodename)]
+Password = Annotated[str, Field(min_length=12, max_length=128)]
+OpenSSHKey = Annotated[str, Field(min_length=16, max_length=8192)]
+Secret = Annotated[str, Field(min_length=16, max_length=256, pattern=r"^[A-Za-z0-9_\-]+$")]
+OTP = Annotated[str, Field(pattern=r"^[0-9]{6}$")]
+TTLSeconds = Annotated[int, Field(ge=60, le=30 * 86400)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SignupRequest(_Model):
+    """Accept an invite: set a password; the server enrols a TOTP secret."""
+
+    token: Secret
+    password: Password
+
+
+class SignupResponse(_Model):
+    """The TOTP secret to put in an authenticator app, shown once."""
+
+    tenant: str
+    user: str
+    totp_secret: str
+    otpauth_uri: str
+
+
+class LoginRequest(_Model):
+    """Password and one-time code in exchange for a certificate of ``public_key``."""
+
+    user: UserName
+    password: Annotated[str, Field(min_length=1, max_length=128)]
+    otp: OTP
+    public_key: OpenSSHKey
+    ttl_seconds: TTLSeconds | None = None
+
+
+class CAKeys(_Model):
+    """A tenant's CA public keys (OpenSSH format) and the pin of its host CA."""
+
+    tenant: str
+    user_ca_keys: list[str]
+    host_ca_keys: list[str]
+    ca_pin: str
+
+
+class LoginResponse(_Model):
+    """A short-lived SSH user certificate and what it grants."""
+
+    tenant: str
+    user: str
+    roles: list[Role]
+    logins: list[str]
+    certificate: str
+    valid_before: datetime
+    ca: CAKeys
+
+
+class CAInfo(_Model):
+    """One CA of a tenant as ``jumpctl status`` shows it."""
+
+    kind: Literal["user", "host"]
+    key_type: str
+    fingerprint: str
+
+
+class ClusterStatus(_Model):
+    """``jumpctl status``: the cluster name, its CAs and the pin agents check."""
+
+    cluster_name: str
+    server_version: str
+    ca_pin: str
+    cas: list[CAInfo]
+
+
+class UserCreateRequest(_Model):
+    """Invite a user; they choose a password with ``jump signup``."""
+
+    name: UserName
+    logins: list[Login] = Field(default_factory=list, max_length=64)
+    roles: list[Role] = Field(default_factory=lambda: [Role.ACCESS], min_length=1, max_length=8)
+    invite_ttl_seconds: TTLSeconds = 3600
+
+
+class UserCreated(_Model):
+    """The invite token to hand to the new user."""
+
+    user: str
+    invite_token: str
+    expires: datetime
+
+
+class UserInfo(_Model):
+    """A user as ``jumpctl users ls`` shows it."""
+
+    name: str
+    roles: list[Role]
+    logins: list[str]
+    status: Literal["invited", "active", "locked"]
+    created: datetime
+
+
+class UserList(_Model):
+    users: list[UserInfo]
+
+
+class TokenCreateRequest(_Model):
+    """Issue a join token; ``token`` sets the value, else the server picks one."""
+
+    roles: list[TokenRole] = Field(default_factory=lambda: [TokenRole.NODE], min_length=1)
+    ttl_seconds: TTLSeconds = 1800
+    token: Secret | None = None
+
+
+class TokenInfo(_Model):
+    """A join token; static tokens come from the config file and never expire."""
+
+    token: str
+    roles: list[TokenRole]
+    expires: datetime | None
+    static: bool = False
+
+
+class TokenList(_Model):
+    tokens: list[TokenInfo]
+
+
+class TokenCreated(_Model):
+    """A new join token and the CA pin a node checks before it joins."""
+
+    token: str
+    roles: list[TokenRole]
+    expires: datetime
+    ca_pin: str
+
+
+class JoinRequest(_Model):
+    """A node's host key and name, presented with a join token."""
+
+    token: Secret
+    public_key: OpenSSHKey
+    nodename: NodeName
+
+
+class JoinResponse(_Model):
+    """The node's identity: its uuid, host certificate and the tenant's CA keys."""
+
+    host_id: str
+    certificate: str
+    ca: CAKeys
+
+
+class Ping(_Model):
+    """``/webapi/ping``: who answers and where its listeners are."""
+
+    server_version: str
+    protocol_version: str
+    cluster_name: str | None
+    ssh_public_addr: str
+    tunnel_public_addr: str
+
+
+class Problem(_Model):
+    """RFC 9457 problem details; ``type`` is one of ``ProblemType``."""
+
+    type: str
+    title: str
+    status: int
+    detail: str

@@ -1,0 +1,85 @@
+"""Names of tenants, users and logins, and how a hostname names a tenant.
+
+A tenant is addressed as ``NAME.<public-addr>`` (``acme.localhost``); its name is one DNS
+label so that it can be a subdomain. ``*.localhost`` is loopback by RFC 6761, and Jumpgate's
+clients resolve it so even where the system resolver does not.
+"""
+
+import re
+
+_DNS_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+_USER = re.compile(r"^[a-z0-9][a-z0-9._@+-]{0,127}$")
+_LOGIN = re.compile(r"^[a-z_][a-z0-9._-]{0,31}$")
+_NODENAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$")
+
+TENANT_NAME_HELP = "lowercase letters, digits and '-', at most 63, not starting or ending with '-'"
+
+
+def check_tenant_name(name: str) -> str:
+    """Return ``name`` if it is a DNS label, else raise ``ValueError`` saying what is allowed."""
+    if not _DNS_LABEL.match(name):
+        raise ValueError(f"tenant name {name!r} is not a DNS label: use {TENANT_NAME_HELP}")
+    return name
+
+
+def check_user_name(name: str) -> str:
+    """Return ``name`` if it is a valid user name (e.g. ``alice`` or ``alice@example.com``)."""
+    if not _USER.match(name):
+        raise ValueError(
+            f"user name {name!r} is not valid: use lowercase letters, digits and . _ @ + -"
+        )
+    return name
+
+
+def check_login(login: str) -> str:
+    """Return ``login`` if it is a valid POSIX login name."""
+    if not _LOGIN.match(login):
+        raise ValueError(
+            f"login {login!r} is not a valid OS user name: use lowercase letters, digits, _ . -"
+        )
+    return login
+
+
+def check_nodename(name: str) -> str:
+    """Return ``name`` if it can be a node's name (a hostname)."""
+    if not _NODENAME.match(name):
+        raise ValueError(f"node name {name!r} is not a valid hostname")
+    return name
+
+
+def split_host_port(addr: str, default_port: int) -> tuple[str, int]:
+    """Split ``host[:port]`` (``[v6]:port`` too); raise ``ValueError`` on a bad port."""
+    host, sep, port = addr.rpartition(":")
+    if not sep or "]" in port:
+        host, port = addr, ""
+    host = host.strip("[]")
+    if not host:
+        raise ValueError(f"address {addr!r} has no host: use HOST or HOST:PORT")
+    if not port:
+        return host, default_port
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"address {addr!r} has an invalid port: use HOST:PORT with 1-65535")
+    return host, int(port)
+
+
+def tenant_from_host(host: str, public_addr: str) -> str | None:
+    """The tenant a ``Host`` header or SNI names under ``public_addr``, or ``None``.
+
+    ``acme.localhost:3080`` under ``localhost`` is ``acme``; the bare public address and
+    anything outside it name no tenant.
+    """
+    hostname = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+    hostname = hostname.strip(".").lower()
+    suffix = "." + public_addr.strip(".").lower()
+    if not hostname.endswith(suffix):
+        return None
+    label = hostname[: -len(suffix)]
+    return label if _DNS_LABEL.match(label) else None
+
+
+def resolve_loopback(hostname: str) -> str:
+    """Resolve ``localhost`` and ``*.localhost`` to 127.0.0.1 (RFC 6761); others unchanged."""
+    lowered = hostname.lower().rstrip(".")
+    if lowered == "localhost" or lowered.endswith(".localhost"):
+        return "127.0.0.1"
+    return hostname
