@@ -1,0 +1,1 @@
+"""What ``jump`` and ``jumpctl`` share: the profile on disk, the API client, output."""

@@ -1,0 +1,121 @@
+"""The HTTPS client of the platform's API, signing each request with the login key.
+
+``*.localhost`` names are dialled on 127.0.0.1 (RFC 6761) while the name itself still goes
+out as TLS SNI and ``Host``, because the platform tells tenants apart by that name.
+"""
+
+import http.client
+import json
+import secrets
+import socket
+import ssl
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from jumpgate.cli.common.errors import APIError, CLIError
+from jumpgate.protocol import ports, signing
+from jumpgate.protocol.names import resolve_loopback, split_host_port
+from jumpgate.protocol.problems import ProblemType
+
+TIMEOUT_SECONDS = 30
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """A certificate and the key it certifies."""
+
+    certificate: str
+    key: signing.PrivateKey
+
+
+class _Connection(http.client.HTTPSConnection):
+    """HTTPS to ``host`` dialled at ``resolve_loopback(host)``, SNI still ``host``."""
+
+    def connect(self) -> None:
+        address = (resolve_loopback(self.host), self.port)
+        self.sock = socket.create_connection(address, self.timeout)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        context: ssl.SSLContext = self._context  # type: ignore[attr-defined]
+        self.sock = context.wrap_socket(self.sock, server_hostname=self.host)
+
+
+class Client:
+    """Calls ``/v1`` routes of one cluster; raises ``APIError`` with the server's detail."""
+
+    def __init__(
+        self, proxy: str, *, insecure: bool = False, credentials: Credentials | None = None
+    ) -> None:
+        try:
+            self.host, self.port = split_host_port(proxy, ports.WEB)
+        except ValueError as exc:
+            raise CLIError(str(exc)) from exc
+        self.credentials = credentials
+        context = ssl.create_default_context()
+        if insecure:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        self._context = context
+
+    @property
+    def host_header(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def call(self, method: str, path: str, body: Any = None, *, query: str = "") -> Any:
+        """Send one request; the decoded JSON answer, or ``None`` for 204."""
+        data = b"" if body is None else json.dumps(body).encode()
+        headers = {"Host": self.host_header, "Accept": "application/json"}
+        if data:
+            headers["Content-Type"] = "application/json"
+        if self.credentials:
+            headers.update(self._signature(method, path, query, data))
+        target = path + (f"?{query}" if query else "")
+        connection = _Connection(self.host, self.port, timeout=TIMEOUT_SECONDS, context=self._context)
+        try:
+            connection.request(method, target, body=data or None, headers=headers)
+            response = connection.getresponse()
+            raw = response.read()
+        except ssl.SSLCertVerificationError as exc:
+            raise CLIError(
+                f"cannot verify the HTTPS certificate of {self.host_header}: "
+                "pass --insecure for a local self-signed platform"
+            ) from exc
+        except (OSError, http.client.HTTPException) as exc:
+            raise CLIError(
+                f"cannot reach {self.host_header} ({exc}): is jumpgate start running there?"
+            ) from exc
+        finally:
+            connection.close()
+        return _decode(response.status, raw)
+
+    def _signature(self, method: str, path: str, query: str, body: bytes) -> dict[str, str]:
+        assert self.credentials is not None
+        request = signing.SignedRequest(
+            method=method,
+            host=self.host_header,
+            path=path,
+            query=query,
+            timestamp=int(time.time()),
+            nonce=secrets.token_urlsafe(18),
+            body=body,
+        )
+        return {
+            signing.HEADER_CERT: self.credentials.certificate,
+            signing.HEADER_TIME: str(request.timestamp),
+            signing.HEADER_NONCE: request.nonce,
+            signing.HEADER_SIGNATURE: signing.sign(self.credentials.key, request),
+        }
+
+
+def _decode(status: int, raw: bytes) -> Any:
+    if status == 204:
+        return None
+    try:
+        payload = json.loads(raw) if raw else None
+    except ValueError:
+        payload = None
+    if 200 <= status < 300:
+        return payload
+    if isinstance(payload, dict) and "detail" in payload:
+        raise APIError(status, str(payload.get("type", "")), str(payload["detail"]))
+    raise APIError(status, ProblemType.INTERNAL.value, f"the platform answered HTTP {status}")

@@ -1,0 +1,1 @@
+"""The ``jumpgate`` daemon: the one place that composes the platform's components."""

@@ -1,0 +1,130 @@
+"""The daemon's configuration: flags over ``jumpgate.yaml`` over defaults, validated once.
+
+Every flag of ``jumpgate start`` is also a key of the file (``--web-listen-addr`` is
+``web_listen_addr``). A bad value stops the daemon with one line naming the key.
+"""
+
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from jumpgate.protocol import ports
+from jumpgate.protocol.names import check_tenant_name, split_host_port
+
+ROLES = ("auth", "proxy")
+"""Roles this release serves; ``node`` arrives with the node agent."""
+
+
+class ConfigError(ValueError):
+    """A configuration value that cannot work; the message names the key."""
+
+
+@dataclass(frozen=True)
+class StaticTokenConfig:
+    """A join token written in the config file."""
+
+    tenant: str  # the tenant it joins nodes to
+    token: str  # the secret value, at least 16 characters
+    roles: tuple[str, ...] = ("node",)  # what it may join as
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    """Where state lives: SQLite in the data dir, or a DynamoDB table."""
+
+    type: str = "sqlite"  # sqlite | dynamodb
+    path: str = ""  # sqlite file; default <data_dir>/state.db
+    table_name: str = ""  # dynamodb table
+    region: str = ""  # dynamodb region
+    endpoint: str = ""  # dynamodb endpoint override (local/moto); default AWS
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything ``jumpgate start`` needs to know."""
+
+    data_dir: Path = Path("/var/lib/jumpgate")  # state, master key, TLS certificate
+    roles: tuple[str, ...] = ("auth", "proxy")  # which services run in this process
+    public_addr: str = "localhost"  # tenants are served as NAME.<public_addr>
+    web_listen_addr: str = f"127.0.0.1:{ports.WEB}"  # HTTPS API and health
+    ssh_listen_addr: str = f"127.0.0.1:{ports.SSH}"  # users' SSH (next release)
+    tunnel_listen_addr: str = f"127.0.0.1:{ports.TUNNEL}"  # node tunnels (next release)
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    static_tokens: tuple[StaticTokenConfig, ...] = ()
+    log_level: str = "info"  # debug | info | warning | error
+
+    def __post_init__(self) -> None:
+        for role in self.roles:
+            if role not in ROLES:
+                raise ConfigError(
+                    f"roles: {role!r} is not served by this release; use {','.join(ROLES)}"
+                )
+        if not self.roles:
+            raise ConfigError("roles: name at least one of " + ",".join(ROLES))
+        for key in ("web_listen_addr", "ssh_listen_addr", "tunnel_listen_addr"):
+            try:
+                split_host_port(getattr(self, key), 0)
+            except ValueError as exc:
+                raise ConfigError(f"{key}: {exc}") from exc
+        if not self.public_addr or ":" in self.public_addr or "/" in self.public_addr:
+            raise ConfigError(f"public_addr: {self.public_addr!r} must be a host name, no port")
+        if self.storage.type not in ("sqlite", "dynamodb"):
+            raise ConfigError(f"storage.type: {self.storage.type!r} is not sqlite or dynamodb")
+        if self.storage.type == "dynamodb" and not (
+            self.storage.table_name and self.storage.region
+        ):
+            raise ConfigError("storage: dynamodb needs table_name and region")
+        for token in self.static_tokens:
+            try:
+                check_tenant_name(token.tenant)
+            except ValueError as exc:
+                raise ConfigError(f"static_tokens: {exc}") from exc
+            if len(token.token) < 16:
+                raise ConfigError("static_tokens: a token must be at least 16 characters")
+        if self.log_level not in ("debug", "info", "warning", "error"):
+            raise ConfigError(f"log_level: {self.log_level!r} is not debug/info/warning/error")
+
+    def port_of(self, key: str) -> int:
+        """The port of one of the listen addresses."""
+        return split_host_port(getattr(self, key), 0)[1]
+
+
+def load(path: Path | None, overrides: dict[str, Any]) -> Config:
+    """The file's keys (if any) overlaid by flags that were given (not ``None``)."""
+    values: dict[str, Any] = {}
+    if path is not None:
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except FileNotFoundError as exc:
+            raise ConfigError(f"config file {path} not found") from exc
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {path} must be a mapping of keys to values")
+        values.update(loaded)
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    known = {f.name for f in fields(Config)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(f"unknown config key(s): {', '.join(unknown)}")
+    try:
+        if "data_dir" in values:
+            values["data_dir"] = Path(values["data_dir"]).expanduser()
+        if isinstance(values.get("roles"), str):
+            values["roles"] = tuple(r.strip() for r in values["roles"].split(",") if r.strip())
+        elif "roles" in values:
+            values["roles"] = tuple(values["roles"])
+        if "storage" in values:
+            values["storage"] = StorageConfig(**values["storage"])
+        if "static_tokens" in values:
+            values["static_tokens"] = tuple(
+                StaticTokenConfig(
+                    tenant=t["tenant"], token=str(t["token"]), roles=tuple(t.get("roles", ["node"]))
+                )
+                for t in values["static_tokens"]
+            )
+        return Config(**values)
+    except (TypeError, KeyError) as exc:
+        raise ConfigError(f"config: {exc}") from exc

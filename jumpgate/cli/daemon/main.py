@@ -1,0 +1,224 @@
+"""``jumpgate``: run the platform (``start``), administer tenants, print the version.
+
+``jumpgate tenants ...`` works on the local data dir (or the configured DynamoDB table), as
+``tctl`` does on an auth server: it is the operator's tool, not a tenant's.
+"""
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+from typing import Any
+
+from jumpgate.cli.common import output
+from jumpgate.cli.common.errors import CLIError
+from jumpgate.cli.common.run import run
+from jumpgate.cli.daemon import config as config_module
+from jumpgate.cli.daemon import logs
+from jumpgate.cli.daemon.config import Config, ConfigError
+from jumpgate.cli.daemon.platform import Daemon, open_control_plane
+from jumpgate.control_plane.errors import JumpgateError
+from jumpgate.protocol.certs import KeyType
+from jumpgate.protocol.models import Role
+from jumpgate.protocol.version import PROTOCOL_VERSION, server_version
+
+_PLATFORM_FLAGS = (
+    "data_dir",
+    "roles",
+    "public_addr",
+    "web_listen_addr",
+    "ssh_listen_addr",
+    "tunnel_listen_addr",
+    "log_level",
+)
+
+
+def _add_config_flags(parser: argparse.ArgumentParser, *, listeners: bool) -> None:
+    parser.add_argument("-c", "--config", type=Path, help="path to jumpgate.yaml")
+    parser.add_argument("--data-dir", help="where state, keys and certificates live")
+    parser.add_argument("--public-addr", help="tenants are served as NAME.<public-addr>")
+    if listeners:
+        parser.add_argument("--roles", help="services to run, e.g. auth,proxy")
+        parser.add_argument("--web-listen-addr", help="HTTPS API (default 127.0.0.1:3080)")
+        parser.add_argument("--ssh-listen-addr", help="users' SSH (default 127.0.0.1:3023)")
+        parser.add_argument("--tunnel-listen-addr", help="node tunnels (default 127.0.0.1:3024)")
+        parser.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
+
+
+def _config(args: argparse.Namespace) -> Config:
+    overrides = {name: getattr(args, name, None) for name in _PLATFORM_FLAGS}
+    try:
+        return config_module.load(args.config, overrides)
+    except ConfigError as exc:
+        raise CLIError(str(exc)) from exc
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="jumpgate", description="Run the Jumpgate platform.")
+    sub = top.add_subparsers(dest="command", required=True)
+
+    start = sub.add_parser("start", help="run the platform in the foreground")
+    _add_config_flags(start, listeners=True)
+
+    demo = sub.add_parser("demo", help="run a local platform with a demo tenant (make up)")
+    _add_config_flags(demo, listeners=True)
+    demo.add_argument("--tenant", default="demo", help="the demo tenant's name")
+    demo.add_argument("--admin", default="admin", help="the demo admin's user name")
+
+    version = sub.add_parser("version", help="print the version")
+    output.add_format(version)
+
+    tenants = sub.add_parser("tenants", help="create, list and remove tenants")
+    tsub = tenants.add_subparsers(dest="tenants_command", required=True)
+    create = tsub.add_parser("create", help="create a tenant with its CAs and first admin")
+    create.add_argument("name", help="tenant name (a DNS label): served as NAME.<public-addr>")
+    create.add_argument("--admin", required=True, help="user name of the first admin")
+    create.add_argument("--logins", default="", help="OS logins of the admin, e.g. root,ubuntu")
+    create.add_argument(
+        "--ca-type", choices=[k.value for k in KeyType], default=KeyType.ED25519.value
+    )
+    output.add_format(create)
+    _add_config_flags(create, listeners=False)
+    ls = tsub.add_parser("ls", help="list tenants")
+    output.add_format(ls)
+    _add_config_flags(ls, listeners=False)
+    rm = tsub.add_parser("rm", help="remove a tenant and everything it holds")
+    rm.add_argument("name")
+    _add_config_flags(rm, listeners=False)
+    return top
+
+
+def _csv(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def _tenants(args: argparse.Namespace) -> int:
+    config = _config(args)
+    plane = open_control_plane(config)
+    try:
+        if args.tenants_command == "create":
+            created = plane.tenants.create(
+                args.name,
+                admin=args.admin,
+                logins=_csv(args.logins),
+                key_type=KeyType(args.ca_type),
+            )
+            proxy = f"{created.tenant}.{config.public_addr}:{config.port_of('web_listen_addr')}"
+            invite = created.admin_invite
+            signup = f"jump signup --proxy={proxy} --insecure {invite.token}"
+            if args.format == "json":
+                output.emit_json(
+                    {
+                        "tenant": created.tenant,
+                        "admin": invite.user,
+                        "invite_token": invite.token,
+                        "expires": invite.expires.isoformat(),
+                        "ca_pin": created.ca_pin,
+                        "proxy": proxy,
+                        "signup_command": signup,
+                    }
+                )
+            else:
+                print(f"Tenant {created.tenant!r} created; CA pin {created.ca_pin}")
+                print(f"Admin {invite.user!r} signs up before {output.when(invite.expires)} with:")
+                print(f"  {signup}")
+        elif args.tenants_command == "ls":
+            records = plane.tenants.list()
+            if args.format == "json":
+                output.emit_json(
+                    [
+                        {"name": t.name, "created": t.created.isoformat(), "ca_key_type": t.ca_key_type}
+                        for t in records
+                    ]
+                )
+            else:
+                output.table(
+                    ["Tenant", "CA key type", "Created"],
+                    [(t.name, t.ca_key_type, output.when(t.created)) for t in records],
+                )
+        else:
+            plane.tenants.remove(args.name)
+            print(f"Tenant {args.name!r} removed.")
+    except (JumpgateError, ValueError) as exc:
+        raise CLIError(getattr(exc, "message", str(exc))) from exc
+    finally:
+        plane.store.close()
+    return 0
+
+
+def _start(args: argparse.Namespace, *, demo: bool = False) -> int:
+    config = _config(args)
+    logs.configure(config.log_level)
+    try:
+        daemon = Daemon(config)
+    except (JumpgateError, ValueError, PermissionError) as exc:
+        raise CLIError(getattr(exc, "message", str(exc))) from exc
+
+    async def serve() -> None:
+        task = asyncio.create_task(daemon.run())
+        waiter = asyncio.create_task(daemon.ready.wait())
+        await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        if demo and daemon.ready.is_set():
+            _print_demo(daemon, args.tenant, args.admin)
+        waiter.cancel()
+        await task
+
+    try:
+        asyncio.run(serve())
+    except OSError as exc:
+        raise CLIError(str(exc)) from exc
+    return 0
+
+
+def _print_demo(daemon: Daemon, tenant: str, admin: str) -> None:
+    """Make sure the demo tenant exists and tell a newcomer what to type."""
+    plane = daemon.plane
+    config = daemon.config
+    proxy = f"{tenant}.{config.public_addr}:{daemon.web.port}"
+    names = {t.name for t in plane.tenants.list()}
+    token = None
+    if tenant not in names:
+        token = plane.tenants.create(tenant, admin=admin, logins=["root"]).admin_invite.token
+    else:
+        user, _ = plane.users.get(tenant, admin)
+        if user.password_hash is None:  # never signed up: issue a fresh invite
+            plane.users.remove(tenant, admin)
+            roles = [Role(r) for r in user.roles]
+            token = plane.users.add(tenant, admin, logins=user.logins, roles=roles).token
+    steps = []
+    if token:
+        steps.append(f"jump signup --proxy={proxy} --insecure {token}")
+    steps.append(f"jump login --proxy={proxy} --insecure --user {admin}")
+    steps.append("jumpctl status")
+    print(f"\nJumpgate is running: tenant {tenant!r} at https://{proxy} (Ctrl-C stops it).")
+    print(f"Data dir: {config.data_dir}. In another terminal (after . .venv/bin/activate):\n")
+    for number, step in enumerate(steps, 1):
+        print(f"  {number}. {step}")
+    print(flush=True)
+
+
+def _version(args: argparse.Namespace) -> int:
+    info: dict[str, Any] = {"version": server_version(), "protocol": PROTOCOL_VERSION}
+    if args.format == "json":
+        output.emit_json(info)
+    else:
+        print(f"jumpgate {info['version']} (protocol {info['protocol']})")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``jumpgate``."""
+    args = parser().parse_args(argv)
+
+    def dispatch() -> int:
+        if args.command == "version":
+            return _version(args)
+        if args.command == "tenants":
+            return _tenants(args)
+        return _start(args, demo=args.command == "demo")
+
+    return run("jumpgate", dispatch)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

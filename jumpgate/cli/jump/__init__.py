@@ -1,0 +1,1 @@
+"""``jump``: the engineer's client (like ``tsh``)."""

@@ -1,0 +1,160 @@
+"""``jump``: sign up, log in, show and end the session with a cluster."""
+
+import argparse
+import getpass
+import sys
+from datetime import UTC, datetime
+
+import segno
+from cryptography.hazmat.primitives import serialization
+
+from jumpgate.cli.common import output, profile, prompt
+from jumpgate.cli.common.api import Client
+from jumpgate.cli.common.errors import CLIError
+from jumpgate.cli.common.run import run
+from jumpgate.protocol.durations import format_duration, parse_duration
+
+PASSWORD_MIN, PASSWORD_MAX = 12, 128
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="jump", description="Reach servers through Jumpgate.")
+    sub = top.add_subparsers(dest="command", required=True)
+
+    signup = sub.add_parser("signup", help="accept an invite: set a password, enrol TOTP")
+    signup.add_argument("token", help="the invite token an admin gave you")
+    signup.add_argument("--proxy", required=True, help="cluster address, e.g. acme.localhost:3080")
+    signup.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    signup.add_argument("--insecure", action="store_true", help="accept a self-signed certificate")
+    output.add_format(signup)
+
+    login = sub.add_parser("login", help="log in and get a short-lived certificate")
+    login.add_argument("--proxy", required=True, help="cluster address, e.g. acme.localhost:3080")
+    login.add_argument("--user", default=None, help="user name (default: your OS user name)")
+    login.add_argument("--ttl", default="12h", help="certificate lifetime, at most 12h")
+    login.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    login.add_argument("--otp", help="the one-time code (else asked for)")
+    login.add_argument("--insecure", action="store_true", help="accept a self-signed certificate")
+    output.add_format(login)
+
+    status = sub.add_parser("status", help="show the current login")
+    output.add_format(status)
+    sub.add_parser("logout", help="delete the current login's key and certificate")
+    return top
+
+
+def _signup(args: argparse.Namespace) -> int:
+    if args.password_stdin:
+        password = prompt.password_from_stdin()
+    else:
+        password = prompt.ask("Password (12-128 characters): ")
+        if prompt.ask("Password again: ") != password:
+            raise CLIError("the passwords differ: run jump signup again")
+    if not PASSWORD_MIN <= len(password) <= PASSWORD_MAX:
+        raise CLIError(f"password must be {PASSWORD_MIN} to {PASSWORD_MAX} characters")
+    client = Client(args.proxy, insecure=args.insecure)
+    answer = client.call("POST", "/v1/signup", {"token": args.token, "password": password})
+    if args.format == "json":
+        output.emit_json(answer)
+        return 0
+    print(f"Signed up as {answer['user']!r} in cluster {answer['tenant']!r}.")
+    print("Add this secret to your authenticator app (TOTP, 6 digits, 30 s):")
+    print(f"  secret: {answer['totp_secret']}")
+    print(f"  URI:    {answer['otpauth_uri']}")
+    if sys.stdout.isatty():
+        segno.make(answer["otpauth_uri"], error="m").terminal(compact=True)
+    print(f"Then: jump login --proxy={args.proxy}{' --insecure' if args.insecure else ''} "
+          f"--user {answer['user']}")
+    return 0
+
+
+def _login(args: argparse.Namespace) -> int:
+    try:
+        ttl = parse_duration(args.ttl)
+    except ValueError as exc:
+        raise CLIError(f"--ttl: {exc}") from exc
+    if ttl.total_seconds() < 60:
+        raise CLIError("--ttl must be at least 1m")
+    user = args.user or getpass.getuser()
+    password = prompt.password_from_stdin() if args.password_stdin else prompt.ask("Password: ")
+    otp = args.otp or prompt.ask("One-time code: ", secret=False)
+    key = profile.new_key()
+    public_key = key.public_key().public_bytes(
+        serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
+    ).decode()
+    client = Client(args.proxy, insecure=args.insecure)
+    answer = client.call(
+        "POST",
+        "/v1/login",
+        {
+            "user": user,
+            "password": password,
+            "otp": otp.strip(),
+            "public_key": public_key,
+            "ttl_seconds": int(ttl.total_seconds()),
+        },
+    )
+    saved = profile.Profile(
+        proxy=client.host_header,
+        tenant=answer["tenant"],
+        user=answer["user"],
+        roles=answer["roles"],
+        logins=answer["logins"],
+        valid_before=answer["valid_before"],
+        insecure=args.insecure,
+        ca_pin=answer["ca"]["ca_pin"],
+    )
+    profile.save(saved, key, answer["certificate"], answer["ca"]["host_ca_keys"])
+    _print_status(saved, args.format)
+    return 0
+
+
+def _print_status(current: profile.Profile, fmt: str) -> None:
+    expires = current.expires()
+    left = expires - datetime.now(UTC)
+    if fmt == "json":
+        output.emit_json(
+            {
+                "proxy": current.proxy,
+                "cluster": current.tenant,
+                "user": current.user,
+                "roles": current.roles,
+                "logins": current.logins,
+                "valid_before": current.valid_before,
+                "expired": left.total_seconds() <= 0,
+                "ca_pin": current.ca_pin,
+                "key": str(current.key_path),
+                "certificate": str(current.cert_path),
+            }
+        )
+        return
+    validity = f"valid for {format_duration(left)}" if left.total_seconds() > 0 else "EXPIRED"
+    print(f"> Profile URL:  https://{current.proxy}")
+    print(f"  Logged in as: {current.user}")
+    print(f"  Cluster:      {current.tenant}")
+    print(f"  Roles:        {', '.join(current.roles)}")
+    print(f"  Logins:       {', '.join(current.logins) or '(none)'}")
+    print(f"  Valid until:  {output.when(expires)} [{validity}]")
+
+
+def _status(args: argparse.Namespace) -> int:
+    _print_status(profile.current(), args.format)
+    return 0
+
+
+def _logout(_: argparse.Namespace) -> int:
+    current = profile.current()
+    profile.remove(current)
+    print(f"Logged out {current.user} from {current.proxy}.")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``jump``."""
+    args = parser().parse_args(argv)
+    commands = {"signup": _signup, "login": _login, "status": _status, "logout": _logout}
+    return run("jump", lambda: commands[args.command](args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,27 @@
+"""``jumpctl``: administer a cluster remotely with your ``jump login`` credentials."""
+
+import argparse
+import sys
+
+from jumpgate.cli.common.run import run
+from jumpgate.cli.jumpctl import context, status, tokens, users
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="jumpctl", description="Administer a Jumpgate cluster.")
+    top.add_argument("--auth-server", help="cluster address (default: your jump login profile)")
+    top.add_argument("--insecure", action="store_true", help="accept a self-signed certificate")
+    sub = top.add_subparsers(dest="command", required=True)
+    for group in (status, users, tokens):
+        group.register(sub)
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``jumpctl``."""
+    args = parser().parse_args(argv)
+    return run("jumpctl", lambda: args.handler(context.from_args(args), args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,26 @@
+"""``jumpctl status``: cluster name, CAs and the CA pin agents check."""
+
+import argparse
+from typing import Any
+
+from jumpgate.cli.common import output
+from jumpgate.cli.jumpctl.context import Context
+
+
+def register(sub: Any) -> None:
+    status = sub.add_parser("status", help="cluster name, CA key types and the CA pin")
+    output.add_format(status)
+    status.set_defaults(handler=run)
+
+
+def run(ctx: Context, args: argparse.Namespace) -> int:
+    answer = ctx.client.call("GET", "/v1/status")
+    if args.format == "json":
+        output.emit_json(answer)
+        return 0
+    print(f"Cluster  {answer['cluster_name']}")
+    print(f"Version  {answer['server_version']}")
+    for ca in answer["cas"]:
+        print(f"{ca['kind'].capitalize()} CA  {ca['key_type']}  {ca['fingerprint']}")
+    print(f"CA pin   {answer['ca_pin']}")
+    return 0

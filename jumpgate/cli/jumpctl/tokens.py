@@ -1,0 +1,100 @@
+"""``jumpctl tokens add|ls|rm`` and ``jumpctl nodes add`` (a node token, and how to use it)."""
+
+import argparse
+from typing import Any
+from urllib.parse import quote
+
+from jumpgate.cli.common import output
+from jumpgate.cli.jumpctl.context import Context, durations
+
+
+def register(sub: Any) -> None:
+    nodes = sub.add_parser("nodes", help="join servers to the cluster")
+    nsub = nodes.add_subparsers(dest="nodes_command", required=True)
+    add_node = nsub.add_parser("add", help="issue a join token and print how to join a server")
+    add_node.add_argument("--ttl", type=durations, default=1800, help="token lifetime (30m)")
+    add_node.add_argument("--roles", default="node", help="what the token joins as (node)")
+    add_node.add_argument("--token", help="choose the token's value (at least 16 characters)")
+    output.add_format(add_node)
+    add_node.set_defaults(handler=_nodes_add)
+
+    tokens = sub.add_parser("tokens", help="issue, list and revoke join tokens")
+    tsub = tokens.add_subparsers(dest="tokens_command", required=True)
+    add = tsub.add_parser("add", help="issue a join token")
+    add.add_argument("--type", required=True, choices=("node",), help="what the token joins")
+    add.add_argument("--ttl", type=durations, default=1800, help="token lifetime (30m)")
+    add.add_argument("--value", help="choose the token's value (at least 16 characters)")
+    output.add_format(add)
+    add.set_defaults(handler=_tokens_add)
+    ls = tsub.add_parser("ls", help="list join tokens")
+    output.add_format(ls)
+    ls.set_defaults(handler=_tokens_ls)
+    for name in ("rm", "del"):
+        rm = tsub.add_parser(name, help="revoke a join token")
+        rm.add_argument("token")
+        rm.set_defaults(handler=_tokens_rm)
+
+
+def _create(ctx: Context, roles: list[str], ttl: int, value: str | None) -> Any:
+    body: dict[str, Any] = {"roles": roles, "ttl_seconds": ttl}
+    if value:
+        body["token"] = value
+    return ctx.client.call("POST", "/v1/tokens", body)
+
+
+def _nodes_add(ctx: Context, args: argparse.Namespace) -> int:
+    roles = [r.strip() for r in args.roles.split(",") if r.strip()]
+    answer = _create(ctx, roles, args.ttl, args.token)
+    command = (
+        f"jumpgate start --roles=node --token={answer['token']} "
+        f"--ca-pin={answer['ca_pin']} --auth-server={ctx.proxy}"
+        + (" --insecure" if ctx.insecure else "")
+    )
+    if args.format == "json":
+        output.emit_json(
+            {
+                "token": answer["token"],
+                "ca_pin": answer["ca_pin"],
+                "expires": answer["expires"],
+                "roles": answer["roles"],
+                "command": command,
+            }
+        )
+        return 0
+    print(f"The invite token: {answer['token']}")
+    print(f"This token will expire {output.when(answer['expires'])}.\n")
+    print("Run this on the new server to join the cluster:\n")
+    print(f"  {command}\n")
+    print(f"The CA pin {answer['ca_pin']} makes the server refuse an impostor platform.")
+    return 0
+
+
+def _tokens_add(ctx: Context, args: argparse.Namespace) -> int:
+    answer = _create(ctx, [args.type], args.ttl, args.value)
+    if args.format == "json":
+        output.emit_json(answer)
+        return 0
+    print(f"The {args.type} token: {answer['token']}")
+    print(f"It expires {output.when(answer['expires'])}; CA pin {answer['ca_pin']}.")
+    return 0
+
+
+def _tokens_ls(ctx: Context, args: argparse.Namespace) -> int:
+    tokens = ctx.client.call("GET", "/v1/tokens")["tokens"]
+    if args.format == "json":
+        output.emit_json(tokens)
+        return 0
+    output.table(
+        ["Token", "Type", "Expiry Time (UTC)"],
+        [
+            (t["token"], ",".join(t["roles"]), "never (static)" if t["static"] else output.when(t["expires"]))
+            for t in tokens
+        ],
+    )
+    return 0
+
+
+def _tokens_rm(ctx: Context, args: argparse.Namespace) -> int:
+    ctx.client.call("DELETE", f"/v1/tokens/{quote(args.token, safe='')}")
+    print(f"Token {args.token} has been deleted.")
+    return 0

@@ -1,0 +1,206 @@
+"""A tenant's certificate authorities and the certificates they sign.
+
+Each tenant has a user CA (signs engineers' certificates) and a host CA (signs nodes'), with
+separate keys. Private keys are sealed with the platform master key before they reach the
+store. Certificates are built with cryptography's ``SSHCertificateBuilder`` because asyncssh
+cannot write custom extensions; both asyncssh and OpenSSH accept them.
+"""
+
+import json
+import secrets
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Literal
+
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.hazmat.primitives.serialization import SSHCertificateBuilder, SSHCertificateType
+
+from jumpgate.control_plane import keys
+from jumpgate.control_plane.errors import UnknownTenant
+from jumpgate.control_plane.secrets import SecretBox
+from jumpgate.control_plane.store import Store
+from jumpgate.control_plane.store.base import KeyNotFound
+from jumpgate.protocol import certs
+from jumpgate.protocol.certs import KeyType
+
+CAKind = Literal["user", "host"]
+PrivateKey = ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
+
+BACKDATE = timedelta(minutes=1)
+"""Certificates start a minute early so a client whose clock lags can use them at once."""
+
+
+def generate_key(key_type: KeyType) -> PrivateKey:
+    """A fresh private key of the chosen algorithm."""
+    if key_type is KeyType.ED25519:
+        return ed25519.Ed25519PrivateKey.generate()
+    if key_type is KeyType.ECDSA_P256:
+        return ec.generate_private_key(ec.SECP256R1())
+    return rsa.generate_private_key(public_exponent=65537, key_size=3072)
+
+
+@dataclass(frozen=True)
+class CertificateAuthority:
+    """One CA key pair, unsealed in memory."""
+
+    kind: CAKind
+    key_type: KeyType
+    private_key: PrivateKey
+
+    @property
+    def public_key(self) -> str:
+        """The CA public key in OpenSSH form (what ``TrustedUserCAKeys`` lists)."""
+        return certs.openssh_public(self.private_key.public_key())
+
+    def _sign(self, builder: SSHCertificateBuilder) -> str:
+        if isinstance(self.private_key, rsa.RSAPrivateKey):
+            cert = builder.sign(self.private_key, hashes.SHA512())  # rsa-sha2-512, never SHA-1
+        else:
+            cert = builder.sign(self.private_key)
+        return cert.public_bytes().decode()
+
+    def sign_user(
+        self,
+        public_key: certs.PublicKey,
+        *,
+        tenant: str,
+        user: str,
+        roles: Sequence[str],
+        logins: Sequence[str],
+        now: datetime,
+        ttl: timedelta,
+    ) -> tuple[str, datetime]:
+        """An SSH user certificate and its expiry.
+
+        A certificate with no principals is valid for *every* login in OpenSSH, so a user
+        without logins gets a placeholder principal that matches none.
+        """
+        assert self.kind == "user"
+        principals = list(logins) or [f"-jumpgate-nologin-{secrets.token_hex(8)}"]
+        valid_before = now + ttl
+        builder = (
+            SSHCertificateBuilder()
+            .public_key(public_key)
+            .serial(secrets.randbits(64))
+            .type(SSHCertificateType.USER)
+            .key_id(f"{user}@{tenant}".encode())
+            .valid_principals([p.encode() for p in principals])
+            .valid_after(int((now - BACKDATE).timestamp()))
+            .valid_before(int(valid_before.timestamp()))
+            .add_extension(certs.PERMIT_AGENT_FORWARDING.encode(), b"")
+            .add_extension(certs.PERMIT_PORT_FORWARDING.encode(), b"")
+            .add_extension(certs.PERMIT_PTY.encode(), b"")
+            .add_extension(certs.EXT_USER.encode(), user.encode())
+            .add_extension(certs.EXT_ROLES.encode(), ",".join(roles).encode())
+            .add_extension(certs.EXT_TENANT.encode(), tenant.encode())
+        )
+        return self._sign(builder), valid_before.replace(microsecond=0)
+
+    def sign_host(
+        self,
+        public_key: certs.PublicKey,
+        *,
+        tenant: str,
+        host_id: str,
+        nodename: str,
+        now: datetime,
+        ttl: timedelta = timedelta(seconds=certs.HOST_CERT_TTL_SECONDS),
+    ) -> str:
+        """An SSH host certificate for a node: uuid, ``<uuid>.<tenant>`` and its name."""
+        assert self.kind == "host"
+        principals = [host_id, f"{host_id}.{tenant}", nodename]
+        builder = (
+            SSHCertificateBuilder()
+            .public_key(public_key)
+            .serial(secrets.randbits(64))
+            .type(SSHCertificateType.HOST)
+            .key_id(f"{host_id}.{tenant}".encode())
+            .valid_principals([p.encode() for p in principals])
+            .valid_after(int((now - BACKDATE).timestamp()))
+            .valid_before(int((now + ttl).timestamp()))
+        )
+        return self._sign(builder)
+
+    def to_record(self, box: SecretBox, *, tenant: str) -> bytes:
+        """The stored form: public key in clear, private key sealed."""
+        pem = self.private_key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        return json.dumps(
+            {
+                "kind": self.kind,
+                "key_type": self.key_type.value,
+                "public_key": self.public_key,
+                "private_key": box.seal(pem, context=_context(tenant, self.kind)),
+            }
+        ).encode()
+
+    @classmethod
+    def from_record(cls, raw: bytes, box: SecretBox, *, tenant: str) -> "CertificateAuthority":
+        """Unseal a stored CA."""
+        record = json.loads(raw)
+        kind: CAKind = record["kind"]
+        pem = box.open(record["private_key"], context=_context(tenant, kind))
+        key = serialization.load_pem_private_key(pem, password=None)
+        assert isinstance(key, ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey)
+        return cls(kind, KeyType(record["key_type"]), key)
+
+
+def _context(tenant: str, kind: CAKind) -> str:
+    return f"{tenant}/{keys.ca(kind)}/private_key"
+
+
+def new_authorities(key_type: KeyType) -> dict[CAKind, CertificateAuthority]:
+    """A new tenant's user and host CAs."""
+    return {
+        "user": CertificateAuthority("user", key_type, generate_key(key_type)),
+        "host": CertificateAuthority("host", key_type, generate_key(key_type)),
+    }
+
+
+class Authorities:
+    """Loads tenants' CAs from the store and keeps them unsealed for a short while.
+
+    Unsealing costs an AES-GCM open and a PEM parse; caching for ``cache_seconds`` keeps
+    certificate issuance fast. Nothing rotates CAs yet; when something does, it must
+    ``forget`` the tenant.
+    """
+
+    def __init__(self, store: Store, box: SecretBox, *, cache_seconds: float = 10.0) -> None:
+        self._store = store
+        self._box = box
+        self._cache_seconds = cache_seconds
+        self._cache: dict[tuple[str, CAKind], tuple[float, CertificateAuthority]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, tenant: str, kind: CAKind) -> CertificateAuthority:
+        """The tenant's CA of ``kind``; ``UnknownTenant`` if it has none."""
+        now = time.monotonic()
+        with self._lock:
+            cached = self._cache.get((tenant, kind))
+        if cached and now - cached[0] < self._cache_seconds:
+            return cached[1]
+        try:
+            raw = self._store.get(tenant, keys.ca(kind)).value
+        except KeyNotFound as exc:
+            raise UnknownTenant(f"no cluster named {tenant!r} is served here") from exc
+        authority = CertificateAuthority.from_record(raw, self._box, tenant=tenant)
+        with self._lock:
+            self._cache[(tenant, kind)] = (now, authority)
+        return authority
+
+    def forget(self, tenant: str) -> None:
+        """Drop a tenant's cached CAs (after removal or rotation)."""
+        with self._lock:
+            for kind in ("user", "host"):
+                self._cache.pop((tenant, kind), None)  # type: ignore[arg-type]
+
+    def public_keys(self, tenant: str) -> tuple[str, str]:
+        """The tenant's (user CA, host CA) public keys."""
+        return self.get(tenant, "user").public_key, self.get(tenant, "host").public_key

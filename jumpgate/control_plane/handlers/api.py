@@ -1,0 +1,323 @@
+"""The ``/v1`` API as a Lambda handler (Powertools ``APIGatewayHttpResolver``).
+
+Each route parses and validates (pydantic models from ``protocol``), resolves the tenant
+from the ``Host`` the caller addressed, authenticates where needed, calls one domain service
+and maps the result. Requests are checked for size and content type before routing, and
+every error leaves as problem+json through ``problems``.
+"""
+
+import json
+import logging
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Annotated, Any
+
+from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
+from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+from aws_lambda_powertools.event_handler.openapi.params import Path
+
+from jumpgate.control_plane import errors
+from jumpgate.control_plane.authn import Identity, Request
+from jumpgate.control_plane.handlers import problems
+from jumpgate.control_plane.plane import ControlPlane
+from jumpgate.control_plane.records import UserRecord
+from jumpgate.protocol import certs, models
+from jumpgate.protocol.models import Role
+from jumpgate.protocol.names import tenant_from_host
+from jumpgate.protocol.problems import MAX_BODY_BYTES, ProblemType
+from jumpgate.protocol.version import PROTOCOL_VERSION, server_version
+
+Event = dict[str, Any]
+Handler = Callable[[Event, Any], Event]
+logger = logging.getLogger(__name__)
+
+_JSON_TYPES = ("application/json", "application/problem+json")
+
+
+def build_app(plane: ControlPlane) -> APIGatewayHttpResolver:
+    """The resolver with every route bound to ``plane``."""
+    app = APIGatewayHttpResolver(enable_validation=True, response_validation_error_http_code=500)
+
+    def addressed_tenant() -> str:
+        host = app.current_event.headers.get("host", "")
+        tenant = tenant_from_host(host, plane.settings.public_addr)
+        if tenant is None:
+            raise errors.UnknownTenant(
+                f"address a cluster as NAME.{plane.settings.public_addr}, "
+                f"e.g. acme.{plane.settings.public_addr}"
+            )
+        plane.tenants.get(tenant)
+        return tenant
+
+    def caller(tenant: str) -> Identity:
+        event = app.current_event
+        body = event.decoded_body or ""
+        request = Request(
+            method=event.request_context.http.method,
+            host=event.headers.get("host", ""),
+            path=event.raw_path,
+            query=event.raw_query_string,
+            headers={k.lower(): v for k, v in event.headers.items()},
+            body=body.encode(),
+        )
+        return plane.authn.authenticate(tenant, request)
+
+    def admin() -> Identity:
+        identity = caller(addressed_tenant())
+        identity.require(Role.ADMIN)
+        return identity
+
+    def ca_keys(tenant: str) -> models.CAKeys:
+        user_ca, host_ca = plane.authorities.public_keys(tenant)
+        return models.CAKeys(
+            tenant=tenant, user_ca_keys=[user_ca], host_ca_keys=[host_ca], ca_pin=certs.ca_pin(host_ca)
+        )
+
+    @app.get("/webapi/ping", summary="Health and the addresses of a cluster's listeners")
+    def ping() -> models.Ping:
+        host = app.current_event.headers.get("host", "")
+        tenant = tenant_from_host(host, plane.settings.public_addr)
+        if tenant is not None:
+            plane.tenants.get(tenant)
+        base = f"{tenant}.{plane.settings.public_addr}" if tenant else plane.settings.public_addr
+        return models.Ping(
+            server_version=server_version(),
+            protocol_version=PROTOCOL_VERSION,
+            cluster_name=tenant,
+            ssh_public_addr=f"{base}:{plane.settings.ssh_public_port}",
+            tunnel_public_addr=f"{base}:{plane.settings.tunnel_public_port}",
+        )
+
+    @app.get("/v1/openapi.json", include_in_schema=False)
+    def openapi() -> Response[str]:
+        return Response(200, "application/json", app.get_openapi_json_schema(title="Jumpgate API"))
+
+    @app.get("/v1/ca", summary="The cluster's CA public keys and host CA pin")
+    def get_ca() -> models.CAKeys:
+        return ca_keys(addressed_tenant())
+
+    @app.post("/v1/signup", summary="Accept an invite: set a password, enrol TOTP")
+    def signup(body: models.SignupRequest) -> models.SignupResponse:
+        tenant = addressed_tenant()
+        enrolment = plane.users.signup(tenant, body.token, body.password)
+        return models.SignupResponse(
+            tenant=tenant,
+            user=enrolment.user,
+            totp_secret=enrolment.totp_secret,
+            otpauth_uri=enrolment.otpauth_uri,
+        )
+
+    @app.post("/v1/login", summary="Password and one-time code for an SSH user certificate")
+    def login(body: models.LoginRequest) -> models.LoginResponse:
+        tenant = addressed_tenant()
+        ttl = timedelta(seconds=body.ttl_seconds) if body.ttl_seconds else None
+        try:
+            issued = plane.login.login(
+                tenant,
+                user=body.user,
+                password=body.password,
+                otp=body.otp,
+                public_key=body.public_key,
+                ttl=ttl,
+            )
+        except ValueError as exc:
+            raise errors.InvalidRequest(str(exc)) from exc
+        return models.LoginResponse(
+            tenant=tenant,
+            user=issued.user,
+            roles=[Role(r) for r in issued.roles],
+            logins=issued.logins,
+            certificate=issued.certificate,
+            valid_before=issued.valid_before,
+            ca=ca_keys(tenant),
+        )
+
+    @app.post("/v1/join", summary="Join token and host key for a host certificate")
+    def join(body: models.JoinRequest) -> models.JoinResponse:
+        tenant = addressed_tenant()
+        try:
+            joined = plane.tokens.join(
+                tenant, token=body.token, public_key=body.public_key, nodename=body.nodename
+            )
+        except ValueError as exc:
+            raise errors.InvalidRequest(str(exc)) from exc
+        return models.JoinResponse(
+            host_id=joined.host_id, certificate=joined.certificate, ca=ca_keys(tenant)
+        )
+
+    @app.get("/v1/status", summary="Cluster name, CAs and the host CA pin")
+    def status() -> models.ClusterStatus:
+        tenant = addressed_tenant()
+        caller(tenant)
+        cas = [plane.authorities.get(tenant, kind) for kind in ("user", "host")]
+        return models.ClusterStatus(
+            cluster_name=tenant,
+            server_version=server_version(),
+            ca_pin=certs.ca_pin(cas[1].public_key),
+            cas=[
+                models.CAInfo(
+                    kind=ca.kind, key_type=ca.key_type.value, fingerprint=certs.fingerprint(ca.public_key)
+                )
+                for ca in cas
+            ],
+        )
+
+    @app.get("/v1/users", summary="Users of the cluster")
+    def list_users() -> models.UserList:
+        identity = admin()
+        now = plane.clock.now()
+        return models.UserList(
+            users=[_user_info(u, now) for u in plane.users.list(identity.tenant)]
+        )
+
+    @app.post("/v1/users", status_code=201, summary="Invite a user")
+    def add_user(body: models.UserCreateRequest) -> models.UserCreated:
+        identity = admin()
+        invite = plane.users.add(
+            identity.tenant,
+            body.name,
+            logins=body.logins,
+            roles=body.roles,
+            invite_ttl=timedelta(seconds=body.invite_ttl_seconds),
+        )
+        return models.UserCreated(
+            user=invite.user, invite_token=invite.token, expires=invite.expires
+        )
+
+    @app.delete("/v1/users/<name>", status_code=204, summary="Remove a user")
+    def remove_user(name: Annotated[str, Path(max_length=128)]) -> None:
+        identity = admin()
+        if name == identity.user:
+            raise errors.InvalidRequest("you cannot remove yourself: ask another admin")
+        plane.users.remove(identity.tenant, name)
+
+    @app.get("/v1/tokens", summary="Join tokens")
+    def list_tokens() -> models.TokenList:
+        identity = admin()
+        return models.TokenList(
+            tokens=[
+                models.TokenInfo(
+                    token=t.token,
+                    roles=[models.TokenRole(r) for r in t.roles],
+                    expires=t.expires,
+                    static=t.static,
+                )
+                for t in plane.tokens.list(identity.tenant)
+            ]
+        )
+
+    @app.post("/v1/tokens", status_code=201, summary="Issue a join token")
+    def add_token(body: models.TokenCreateRequest) -> models.TokenCreated:
+        identity = admin()
+        token = plane.tokens.create(
+            identity.tenant,
+            roles=[r.value for r in body.roles],
+            ttl=timedelta(seconds=body.ttl_seconds),
+            token=body.token,
+        )
+        assert token.expires is not None
+        return models.TokenCreated(
+            token=token.token,
+            roles=[models.TokenRole(r) for r in token.roles],
+            expires=token.expires,
+            ca_pin=certs.ca_pin(plane.authorities.get(identity.tenant, "host").public_key),
+        )
+
+    @app.delete("/v1/tokens/<token>", status_code=204, summary="Revoke a join token")
+    def remove_token(token: Annotated[str, Path(max_length=256)]) -> None:
+        identity = admin()
+        plane.tokens.remove(identity.tenant, token)
+
+    @app.exception_handler(errors.JumpgateError)
+    def on_error(error: errors.JumpgateError) -> Response[str]:
+        return _response(problems.from_error(error))
+
+    @app.exception_handler(RequestValidationError)
+    def on_invalid(error: RequestValidationError) -> Response[str]:
+        return _response(_validation_problem(error))
+
+    @app.not_found
+    def on_not_found(_: Exception) -> Response[str]:
+        return _response(
+            problems.problem(404, ProblemType.NOT_FOUND, "Not found", "no such route: see /v1/openapi.json")
+        )
+
+    return app
+
+
+def _user_info(user: UserRecord, now: Any) -> models.UserInfo:
+    state = "locked" if user.locked(now) else ("active" if user.password_hash else "invited")
+    return models.UserInfo(
+        name=user.name,
+        roles=[Role(r) for r in user.roles],
+        logins=user.logins,
+        status=state,
+        created=user.created,
+    )
+
+
+def _response(raw: Event) -> Response[str]:
+    return Response(raw["statusCode"], raw["headers"]["Content-Type"], raw["body"])
+
+
+def _validation_problem(error: RequestValidationError) -> Event:
+    details = error.errors()
+    first = details[0] if details else {}
+    if first.get("type") == "json_invalid":
+        return problems.problem(
+            400, ProblemType.MALFORMED_JSON, "Malformed JSON", "request body is not valid JSON"
+        )
+    where = ".".join(str(part) for part in first.get("loc", ()) if part != "body")
+    message = str(first.get("msg", "invalid value"))
+    message = message.removeprefix("Value error, ")
+    detail = f"{where}: {message}" if where else message
+    return problems.problem(400, ProblemType.INVALID_REQUEST, "Invalid request", detail)
+
+
+def make_handler(plane: ControlPlane) -> Handler:
+    """The Lambda-shaped entry point: checks size and media type, then routes."""
+    app = build_app(plane)
+
+    def handler(event: Event, context: Any) -> Event:
+        early = _precheck(event)
+        if early is not None:
+            return early
+        try:
+            return app.resolve(event, context)
+        except Exception:
+            logger.exception("unhandled error in API handler")
+            return problems.problem(
+                500, ProblemType.INTERNAL, "Internal error", "internal error: see the platform logs"
+            )
+
+    return handler
+
+
+def _precheck(event: Event) -> Event | None:
+    body = event.get("body") or ""
+    size = len(body) * 3 // 4 if event.get("isBase64Encoded") else len(body.encode())
+    if size > MAX_BODY_BYTES:
+        return problems.problem(
+            413,
+            ProblemType.BODY_TOO_LARGE,
+            "Body too large",
+            f"request body is {size} bytes; the limit is {MAX_BODY_BYTES}",
+        )
+    if body:
+        headers = {k.lower(): v for k, v in (event.get("headers") or {}).items()}
+        media = headers.get("content-type", "").split(";")[0].strip().lower()
+        if media not in _JSON_TYPES:
+            return problems.problem(
+                415,
+                ProblemType.UNSUPPORTED_MEDIA_TYPE,
+                "Unsupported media type",
+                "send the request body as Content-Type: application/json",
+            )
+    try:
+        if body and not event.get("isBase64Encoded"):
+            json.loads(body)
+    except ValueError:
+        return problems.problem(
+            400, ProblemType.MALFORMED_JSON, "Malformed JSON", "request body is not valid JSON"
+        )
+    return None

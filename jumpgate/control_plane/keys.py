@@ -1,0 +1,58 @@
+"""Every storage key of the control plane, built here and nowhere else.
+
+Keys are relative to the tenant the store call names (``users/alice`` of tenant ``acme`` is
+stored as ``/tenants/acme/users/alice``); ``tenant(name)`` lives in the platform scope.
+Secrets that index records (invite and join tokens) are stored by their SHA-256, never in
+the key itself.
+"""
+
+import hashlib
+from typing import Literal
+
+
+def digest(secret: str) -> str:
+    """The hex SHA-256 a secret token is stored under."""
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def tenant(name: str) -> str:
+    """A tenant's registry entry (platform scope)."""
+    return f"tenants/{name}"
+
+
+TENANTS = "tenants/"
+
+
+def ca(kind: Literal["user", "host"]) -> str:
+    """A tenant's CA of one kind."""
+    return f"cas/{kind}"
+
+
+def user(name: str) -> str:
+    return f"users/{name}"
+
+
+USERS = "users/"
+
+
+def invite(token: str) -> str:
+    return f"invites/{digest(token)}"
+
+
+def join_token(token: str) -> str:
+    return f"tokens/{digest(token)}"
+
+
+TOKENS = "tokens/"
+
+
+def node(host_id: str) -> str:
+    return f"nodes/{host_id}"
+
+
+NODES = "nodes/"
+
+
+def nonce(value: str) -> str:
+    """A signed request's nonce, kept while a replay of it could still be accepted."""
+    return f"nonces/{value}"

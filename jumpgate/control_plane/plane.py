@@ -1,0 +1,57 @@
+"""The control plane's services wired over one store, secret box and clock."""
+
+from dataclasses import dataclass
+
+from jumpgate.control_plane.authn import Authenticator
+from jumpgate.control_plane.ca import Authorities
+from jumpgate.control_plane.clock import Clock, SystemClock
+from jumpgate.control_plane.login import LoginService
+from jumpgate.control_plane.secrets import SecretBox
+from jumpgate.control_plane.store import Store
+from jumpgate.control_plane.tenants import TenantService
+from jumpgate.control_plane.tokens import StaticToken, TokenService
+from jumpgate.control_plane.users import UserService
+from jumpgate.protocol import ports
+from jumpgate.protocol.names import check_tenant_name
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What the control plane must know of how the platform is addressed."""
+
+    public_addr: str = "localhost"  # tenants are served as NAME.<public_addr>
+    ssh_public_port: int = ports.SSH  # where users' SSH reaches the proxy
+    tunnel_public_port: int = ports.TUNNEL  # where node agents dial their tunnels
+    static_tokens: tuple[StaticToken, ...] = ()  # join tokens from the config file
+
+    def __post_init__(self) -> None:
+        if not self.public_addr or "/" in self.public_addr or ":" in self.public_addr:
+            raise ValueError(f"public_addr {self.public_addr!r} must be a host name, no port")
+        for token in self.static_tokens:
+            check_tenant_name(token.tenant)
+            if len(token.token) < 16:
+                raise ValueError(f"static token for {token.tenant} is shorter than 16 characters")
+
+
+class ControlPlane:
+    """Every control-plane service, sharing one store, secret box and clock."""
+
+    def __init__(
+        self,
+        store: Store,
+        box: SecretBox,
+        *,
+        settings: Settings | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        self.store = store
+        self.settings = settings or Settings()
+        self.clock = clock or SystemClock()
+        self.authorities = Authorities(store, box)
+        self.users = UserService(store, box, self.clock)
+        self.tenants = TenantService(store, box, self.clock, self.authorities, self.users)
+        self.login = LoginService(store, box, self.clock, self.authorities, self.users)
+        self.tokens = TokenService(
+            store, box, self.clock, self.authorities, self.settings.static_tokens
+        )
+        self.authn = Authenticator(store, self.clock, self.authorities, self.users)

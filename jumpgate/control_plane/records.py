@@ -1,0 +1,97 @@
+"""Stored records: JSON dataclasses with timestamps as ISO 8601 strings.
+
+Each record class names its fields once; ``to_bytes``/``from_bytes`` are the only
+(de)serialisation, so a record cannot be written in two shapes.
+"""
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Self
+
+
+def _encode(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return value
+
+
+class Record:
+    """Mixin for frozen dataclasses stored as JSON."""
+
+    _datetimes: tuple[str, ...] = ()
+
+    def to_bytes(self) -> bytes:
+        data = {k: _encode(v) for k, v in dataclasses.asdict(self).items()}  # type: ignore[call-overload]
+        return json.dumps(data, separators=(",", ":"), sort_keys=True).encode()
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> Self:
+        data = json.loads(raw)
+        for name in cls._datetimes:
+            if data.get(name) is not None:
+                data[name] = datetime.fromisoformat(data[name])
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class TenantRecord(Record):
+    """A tenant in the platform registry."""
+
+    name: str
+    created: datetime
+    ca_key_type: str
+    _datetimes = ("created",)
+
+
+@dataclass(frozen=True)
+class UserRecord(Record):
+    """A user of one tenant; ``password_hash`` is unset until signup."""
+
+    name: str
+    roles: list[str]
+    logins: list[str]
+    created: datetime
+    password_hash: str | None = None
+    totp_secret: str | None = None  # sealed with the master key
+    last_otp_step: int = -1  # the newest TOTP time step used; older or equal is a replay
+    failed_logins: int = 0
+    locked_until: datetime | None = None
+    invite: str | None = None  # storage key of the pending invite
+    _datetimes = ("created", "locked_until")
+
+    def locked(self, now: datetime) -> bool:
+        return self.locked_until is not None and self.locked_until > now
+
+
+@dataclass(frozen=True)
+class InviteRecord(Record):
+    """An invite to set a password; kept a day past ``expires`` to say it expired."""
+
+    user: str
+    expires: datetime
+    _datetimes = ("expires",)
+
+
+@dataclass(frozen=True)
+class TokenRecord(Record):
+    """A join token; after ``jumpctl tokens rm`` a tombstone says it was deleted."""
+
+    token: str  # sealed with the master key: shown by tokens ls, never stored in clear
+    roles: list[str]
+    expires: datetime
+    created: datetime
+    deleted: datetime | None = None
+    _datetimes = ("expires", "created", "deleted")
+
+
+@dataclass(frozen=True)
+class NodeRecord(Record):
+    """A node that joined the tenant."""
+
+    host_id: str
+    nodename: str
+    joined: datetime
+    labels: dict[str, str] = field(default_factory=dict)
+    _datetimes = ("joined",)

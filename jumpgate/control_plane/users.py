@@ -1,0 +1,192 @@
+"""Users of a tenant: invites, signup (password and TOTP enrolment), listing, removal.
+
+A user is created by an admin with an invite token (one hour by default); ``jump signup``
+spends the invite to set a bcrypt password and enrol a TOTP secret, which is sealed with the
+master key before it is stored.
+"""
+
+import base64
+import hashlib
+import secrets
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+
+import bcrypt
+import pyotp
+
+from jumpgate.control_plane import keys
+from jumpgate.control_plane.clock import Clock
+from jumpgate.control_plane.errors import (
+    AlreadyExists,
+    InvalidRequest,
+    InviteInvalid,
+    NotFound,
+)
+from jumpgate.control_plane.records import InviteRecord, UserRecord
+from jumpgate.control_plane.secrets import SecretBox
+from jumpgate.control_plane.store import CompareAndSwap, Create, Delete, Store
+from jumpgate.control_plane.store.base import AtomicWriteFailed, KeyNotFound
+from jumpgate.protocol.durations import format_duration
+from jumpgate.protocol.models import Role
+from jumpgate.protocol.names import check_login, check_user_name
+
+BCRYPT_ROUNDS = 12
+INVITE_TTL = timedelta(hours=1)
+INVITE_GRACE = timedelta(days=1)
+"""An expired invite is kept this long so signup can say it expired rather than 'unknown'."""
+PASSWORD_MIN, PASSWORD_MAX = 12, 128
+
+
+@dataclass(frozen=True)
+class Invite:
+    """An invite token for ``jump signup`` and when it expires."""
+
+    user: str
+    token: str
+    expires: datetime
+
+
+@dataclass(frozen=True)
+class Enrolment:
+    """What signup shows once: the TOTP secret and its otpauth URI."""
+
+    user: str
+    totp_secret: str
+    otpauth_uri: str
+
+
+def hash_password(password: str, *, rounds: int = BCRYPT_ROUNDS) -> str:
+    """A bcrypt hash of a password of 12 to 128 characters."""
+    encoded = password.encode()
+    if not PASSWORD_MIN <= len(password) <= PASSWORD_MAX:
+        raise InvalidRequest(
+            f"password must be {PASSWORD_MIN} to {PASSWORD_MAX} characters: choose another"
+        )
+    if len(encoded) > 72:
+        # bcrypt reads 72 bytes; longer passwords are pre-hashed so every byte counts.
+        encoded = _prehash(encoded)
+    return bcrypt.hashpw(encoded, bcrypt.gensalt(rounds)).decode()
+
+
+def check_password(password: str, hashed: str) -> bool:
+    """Whether ``password`` matches a hash made by ``hash_password``."""
+    encoded = password.encode()
+    if len(encoded) > 72:
+        encoded = _prehash(encoded)
+    return bcrypt.checkpw(encoded, hashed.encode())
+
+
+def _prehash(encoded: bytes) -> bytes:
+    return base64.b64encode(hashlib.sha256(encoded).digest())
+
+
+class UserService:
+    """A tenant's users."""
+
+    def __init__(self, store: Store, box: SecretBox, clock: Clock) -> None:
+        self._store = store
+        self._box = box
+        self._clock = clock
+
+    def add(
+        self,
+        tenant: str,
+        name: str,
+        *,
+        logins: list[str],
+        roles: list[Role],
+        invite_ttl: timedelta = INVITE_TTL,
+    ) -> Invite:
+        """Create the user and an invite for ``jump signup``."""
+        check_user_name(name)
+        for login in logins:
+            check_login(login)
+        now = self._clock.now()
+        token = secrets.token_urlsafe(24)
+        invite = InviteRecord(user=name, expires=now + invite_ttl)
+        user = UserRecord(
+            name=name,
+            roles=sorted({r.value for r in roles}),
+            logins=list(dict.fromkeys(logins)),
+            created=now,
+            invite=keys.invite(token),
+        )
+        try:
+            self._store.atomic_write(
+                tenant,
+                [
+                    Create(keys.user(name), user.to_bytes()),
+                    Create(
+                        keys.invite(token), invite.to_bytes(), expires=invite.expires + INVITE_GRACE
+                    ),
+                ],
+            )
+        except AtomicWriteFailed as exc:
+            raise AlreadyExists(f"user {name!r} exists already: see jumpctl users ls") from exc
+        return Invite(name, token, invite.expires)
+
+    def get(self, tenant: str, name: str) -> tuple[UserRecord, str]:
+        """The user's record and its revision; ``NotFound`` if absent."""
+        try:
+            item = self._store.get(tenant, keys.user(name))
+        except KeyNotFound as exc:
+            raise NotFound(f"user {name!r} not found: see jumpctl users ls") from exc
+        return UserRecord.from_bytes(item.value), item.revision
+
+    def list(self, tenant: str) -> list[UserRecord]:
+        """Every user of the tenant, by name."""
+        return [UserRecord.from_bytes(i.value) for i in self._store.list_all(tenant, keys.USERS)]
+
+    def remove(self, tenant: str, name: str) -> None:
+        """Delete the user and any pending invite; their certificates stop working at once."""
+        user, revision = self.get(tenant, name)
+        ops: list[Delete] = [Delete(keys.user(name), revision)]
+        if user.invite:
+            try:
+                self._store.get(tenant, user.invite)
+                ops.append(Delete(user.invite))
+            except KeyNotFound:
+                pass
+        self._store.atomic_write(tenant, ops)
+
+    def signup(self, tenant: str, token: str, password: str) -> Enrolment:
+        """Spend an invite: set the password and enrol a fresh TOTP secret."""
+        try:
+            invite_item = self._store.get(tenant, keys.invite(token))
+        except KeyNotFound as exc:
+            raise InviteInvalid(
+                "invite token not recognised (used already, or never issued): "
+                "ask an admin for a new one: jumpctl users add"
+            ) from exc
+        invite = InviteRecord.from_bytes(invite_item.value)
+        now = self._clock.now()
+        if invite.expires <= now:
+            ago = format_duration(now - invite.expires)
+            raise InviteInvalid(
+                f"invite expired {ago} ago: ask an admin for a new one: jumpctl users add"
+            )
+        password_hash = hash_password(password)
+        try:
+            user, revision = self.get(tenant, invite.user)
+        except NotFound as exc:
+            raise InviteInvalid("the invited user was removed: ask an admin") from exc
+        secret = pyotp.random_base32()
+        sealed = self._box.seal(secret.encode(), context=totp_context(tenant, user.name))
+        updated = replace(user, password_hash=password_hash, totp_secret=sealed, invite=None)
+        try:
+            self._store.atomic_write(
+                tenant,
+                [
+                    CompareAndSwap(keys.user(user.name), updated.to_bytes(), revision),
+                    Delete(keys.invite(token), invite_item.revision),
+                ],
+            )
+        except AtomicWriteFailed as exc:
+            raise InviteInvalid("invite token was used already: run jump login") from exc
+        uri = pyotp.TOTP(secret).provisioning_uri(name=user.name, issuer_name=f"Jumpgate {tenant}")
+        return Enrolment(user.name, secret, uri)
+
+
+def totp_context(tenant: str, user: str) -> str:
+    """What a user's sealed TOTP secret is bound to."""
+    return f"{tenant}/{keys.user(user)}/totp_secret"

@@ -1,0 +1,63 @@
+"""The proxy's HTTPS certificate: self-signed for ``*.<public-addr>`` on first start.
+
+On AWS the certificate comes from Secrets Manager instead; locally a self-signed one is
+made once and kept (key 0600) in the data dir, and clients pass ``--insecure``.
+"""
+
+import ipaddress
+import os
+import ssl
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+
+def ensure_certificate(directory: Path, public_addr: str) -> tuple[Path, Path]:
+    """Paths of the certificate and key, created if missing."""
+    cert_path, key_path = directory / "proxy.crt", directory / "proxy.key"
+    if cert_path.exists() and key_path.exists():
+        return cert_path, key_path
+    directory.mkdir(parents=True, exist_ok=True)
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.now(UTC)
+    names: list[x509.GeneralName] = [
+        x509.DNSName(public_addr),
+        x509.DNSName(f"*.{public_addr}"),
+        x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+    ]
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"*.{public_addr}")])
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=365))
+        .add_extension(x509.SubjectAlternativeName(names), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        out.write(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return cert_path, key_path
+
+
+def server_context(cert_path: Path, key_path: Path) -> ssl.SSLContext:
+    """A TLS 1.2+ server context for the certificate."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(cert_path, key_path)
+    return context

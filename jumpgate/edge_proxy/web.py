@@ -1,0 +1,86 @@
+"""The proxy's HTTPS front: every request becomes an API Gateway v2 event for the control plane.
+
+The front enforces the body limit before reading further, so an oversized upload costs the
+proxy at most the limit, and answers problem+json for anything it refuses itself.
+"""
+
+import json
+import logging
+import ssl
+
+from aiohttp import web
+
+from jumpgate.edge_proxy.events import Invoke, decode_response, http_event
+from jumpgate.protocol.problems import CONTENT_TYPE, MAX_BODY_BYTES, ProblemType
+
+logger = logging.getLogger(__name__)
+
+
+def _problem(status: int, type_: ProblemType, title: str, detail: str) -> web.Response:
+    body = {"type": type_.value, "title": title, "status": status, "detail": detail}
+    return web.Response(status=status, text=json.dumps(body), content_type=CONTENT_TYPE)
+
+
+class WebFront:
+    """Serves HTTPS and hands each request to ``invoke``."""
+
+    def __init__(self, invoke: Invoke) -> None:
+        self._invoke = invoke
+        self._runner: web.AppRunner | None = None
+        self.port = 0
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
+            return _too_large(request.content_length)
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            return _too_large(None)
+        peer = request.transport.get_extra_info("peername") if request.transport else None
+        event = http_event(
+            method=request.method,
+            path=request.path,
+            query=request.query_string,
+            headers=dict(request.headers),
+            body=body,
+            source_ip=peer[0] if peer else "",
+        )
+        try:
+            answer = decode_response(await self._invoke(event))
+        except Exception:
+            logger.exception("control plane call failed")
+            return _problem(
+                502,
+                ProblemType.INTERNAL,
+                "Bad gateway",
+                "the control plane did not answer: try again shortly",
+            )
+        headers = {k: v for k, v in answer.headers.items() if k.lower() != "content-length"}
+        return web.Response(status=answer.status, body=answer.body, headers=headers)
+
+    async def start(self, host: str, port: int, context: ssl.SSLContext) -> int:
+        """Listen on ``host:port`` (0 picks a free port); return the bound port."""
+        app = web.Application(client_max_size=MAX_BODY_BYTES)
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, host, port, ssl_context=context, backlog=512)
+        await site.start()
+        self.port = int(self._runner.addresses[0][1])
+        return self.port
+
+    async def stop(self) -> None:
+        """Stop accepting and finish in-flight requests."""
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+
+def _too_large(size: int | None) -> web.Response:
+    said = f"{size} bytes" if size is not None else "too large"
+    return _problem(
+        413,
+        ProblemType.BODY_TOO_LARGE,
+        "Body too large",
+        f"request body is {said}; the limit is {MAX_BODY_BYTES}",
+    )
