@@ -140,11 +140,17 @@ class Authenticator:
                 f"request time is {int(skew)}s off the server's: check this machine's clock"
             )
         signed = signing.SignedRequest(
-            request.method, request.host, request.path, request.query, timestamp, nonce, request.body
+            request.method,
+            request.host,
+            request.path,
+            request.query,
+            timestamp,
+            nonce,
+            request.body,
         )
         public_key = cert.public_key()
         assert not isinstance(public_key, SSHCertificate)
-        if not signing.verify(public_key, signed, signature):  # type: ignore[arg-type]
+        if not signing.verify(public_key, signed, signature):
             raise Unauthenticated("request signature does not verify: run jump login")
         if request.method.upper() not in _SAFE_METHODS:
             expires = now + timedelta(seconds=2 * signing.MAX_CLOCK_SKEW_SECONDS)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
 
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import SSHCertificateBuilder, SSHCertificateType
 
@@ -29,6 +29,8 @@ from jumpgate.protocol.certs import KeyType
 
 CAKind = Literal["user", "host"]
 PrivateKey = ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
+
+_KINDS: tuple[CAKind, ...] = ("user", "host")
 
 BACKDATE = timedelta(minutes=1)
 """Certificates start a minute early so a client whose clock lags can use them at once."""
@@ -57,11 +59,8 @@ class CertificateAuthority:
         return certs.openssh_public(self.private_key.public_key())
 
     def _sign(self, builder: SSHCertificateBuilder) -> str:
-        if isinstance(self.private_key, rsa.RSAPrivateKey):
-            cert = builder.sign(self.private_key, hashes.SHA512())  # rsa-sha2-512, never SHA-1
-        else:
-            cert = builder.sign(self.private_key)
-        return cert.public_bytes().decode()
+        # cryptography signs RSA certificates with rsa-sha2-512, never SHA-1.
+        return builder.sign(self.private_key).public_bytes().decode()
 
     def sign_user(
         self,
@@ -148,7 +147,9 @@ class CertificateAuthority:
         kind: CAKind = record["kind"]
         pem = box.open(record["private_key"], context=_context(tenant, kind))
         key = serialization.load_pem_private_key(pem, password=None)
-        assert isinstance(key, ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey)
+        assert isinstance(
+            key, ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
+        )
         return cls(kind, KeyType(record["key_type"]), key)
 
 
@@ -198,8 +199,8 @@ class Authorities:
     def forget(self, tenant: str) -> None:
         """Drop a tenant's cached CAs (after removal or rotation)."""
         with self._lock:
-            for kind in ("user", "host"):
-                self._cache.pop((tenant, kind), None)  # type: ignore[arg-type]
+            for kind in _KINDS:
+                self._cache.pop((tenant, kind), None)
 
     def public_keys(self, tenant: str) -> tuple[str, str]:
         """The tenant's (user CA, host CA) public keys."""

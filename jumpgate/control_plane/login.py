@@ -65,7 +65,7 @@ class LoginService:
         self._authorities = authorities
         self._users = users
         # Checked against when the user is unknown, so failure costs the same either way.
-        self._decoy_hash = hash_password("decoy-password-never-valid")
+        self._decoy_hash = hash_password("decoy-password-never-valid", rounds=users.bcrypt_rounds)
 
     def login(
         self,
@@ -144,7 +144,9 @@ class LoginService:
         for _ in range(_CAS_ATTEMPTS):
             record, revision = self._users.get(tenant, name)
             if step <= record.last_otp_step:
-                raise OTPReplayed("one-time code already used: wait for the next code and try again")
+                raise OTPReplayed(
+                    "one-time code already used: wait for the next code and try again"
+                )
             updated = replace(record, last_otp_step=step, failed_logins=0, locked_until=None)
             try:
                 self._store.compare_and_swap(

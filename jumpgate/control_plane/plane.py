@@ -10,7 +10,7 @@ from jumpgate.control_plane.secrets import SecretBox
 from jumpgate.control_plane.store import Store
 from jumpgate.control_plane.tenants import TenantService
 from jumpgate.control_plane.tokens import StaticToken, TokenService
-from jumpgate.control_plane.users import UserService
+from jumpgate.control_plane.users import BCRYPT_ROUNDS, UserService
 from jumpgate.protocol import ports
 from jumpgate.protocol.names import check_tenant_name
 
@@ -23,10 +23,13 @@ class Settings:
     ssh_public_port: int = ports.SSH  # where users' SSH reaches the proxy
     tunnel_public_port: int = ports.TUNNEL  # where node agents dial their tunnels
     static_tokens: tuple[StaticToken, ...] = ()  # join tokens from the config file
+    bcrypt_rounds: int = BCRYPT_ROUNDS  # password hashing cost (2^rounds); 12 in production
 
     def __post_init__(self) -> None:
         if not self.public_addr or "/" in self.public_addr or ":" in self.public_addr:
             raise ValueError(f"public_addr {self.public_addr!r} must be a host name, no port")
+        if not 4 <= self.bcrypt_rounds <= 16:
+            raise ValueError("bcrypt_rounds must be between 4 and 16")
         for token in self.static_tokens:
             check_tenant_name(token.tenant)
             if len(token.token) < 16:
@@ -48,7 +51,7 @@ class ControlPlane:
         self.settings = settings or Settings()
         self.clock = clock or SystemClock()
         self.authorities = Authorities(store, box)
-        self.users = UserService(store, box, self.clock)
+        self.users = UserService(store, box, self.clock, bcrypt_rounds=self.settings.bcrypt_rounds)
         self.tenants = TenantService(store, box, self.clock, self.authorities, self.users)
         self.login = LoginService(store, box, self.clock, self.authorities, self.users)
         self.tokens = TokenService(

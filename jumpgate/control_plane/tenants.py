@@ -5,7 +5,6 @@ is, not through a tenant's API.
 """
 
 from dataclasses import dataclass
-from datetime import datetime
 
 from jumpgate.control_plane import keys
 from jumpgate.control_plane.ca import Authorities, new_authorities

@@ -24,7 +24,7 @@ from jumpgate.protocol.durations import format_duration
 from jumpgate.protocol.names import check_nodename
 
 TOMBSTONE_GRACE = timedelta(days=1)
-_NEW_TOKEN = "ask an admin for a new one: jumpctl nodes add"
+_NEW_TOKEN = "ask an admin for a new one: jumpctl nodes add"  # noqa: S105 - advice text, not a secret
 
 
 @dataclass(frozen=True)
@@ -90,7 +90,10 @@ class TokenService:
         )
         try:
             self._store.create(
-                tenant, keys.join_token(value), record.to_bytes(), expires=record.expires + TOMBSTONE_GRACE
+                tenant,
+                keys.join_token(value),
+                record.to_bytes(),
+                expires=record.expires + TOMBSTONE_GRACE,
             )
         except KeyExists as exc:
             raise AlreadyExists("a token with that value exists already: choose another") from exc
@@ -137,7 +140,9 @@ class TokenService:
                 break
         else:
             try:
-                record = TokenRecord.from_bytes(self._store.get(tenant, keys.join_token(token)).value)
+                record = TokenRecord.from_bytes(
+                    self._store.get(tenant, keys.join_token(token)).value
+                )
             except KeyNotFound as exc:
                 raise TokenInvalid(f"join token not recognised: {_NEW_TOKEN}") from exc
             now = self._clock.now()

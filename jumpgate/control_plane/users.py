@@ -83,10 +83,13 @@ def _prehash(encoded: bytes) -> bytes:
 class UserService:
     """A tenant's users."""
 
-    def __init__(self, store: Store, box: SecretBox, clock: Clock) -> None:
+    def __init__(
+        self, store: Store, box: SecretBox, clock: Clock, *, bcrypt_rounds: int = BCRYPT_ROUNDS
+    ) -> None:
         self._store = store
         self._box = box
         self._clock = clock
+        self.bcrypt_rounds = bcrypt_rounds
 
     def add(
         self,
@@ -165,7 +168,7 @@ class UserService:
             raise InviteInvalid(
                 f"invite expired {ago} ago: ask an admin for a new one: jumpctl users add"
             )
-        password_hash = hash_password(password)
+        password_hash = hash_password(password, rounds=self.bcrypt_rounds)
         try:
             user, revision = self.get(tenant, invite.user)
         except NotFound as exc:

@@ -57,7 +57,9 @@ def load_public_key(openssh: str) -> PublicKey:
 
 def openssh_public(key: PublicKey) -> str:
     """The OpenSSH one-line form of a public key."""
-    return key.public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode()
+    return key.public_bytes(
+        serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
+    ).decode()
 
 
 def ca_pin(host_ca_public_key: str) -> str:

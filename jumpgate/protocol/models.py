@@ -26,6 +26,9 @@ class TokenRole(StrEnum):
     """What a join token lets its bearer join as."""
 
     NODE = "node"
+    """Joins a server as a node (``jumpgate start --roles=node``)."""
+    PROXY = "proxy"
+    """Joins a proxy to the platform's fleet (proxy peering)."""
 
 
 UserName = Annotated[str, Field(max_length=128), AfterValidator(names.check_user_name)]

@@ -25,7 +25,7 @@ class ProblemType(StrEnum):
     OTP_REPLAYED = "urn:jumpgate:problem:otp-replayed"
     ACCESS_DENIED = "urn:jumpgate:problem:access-denied"
     INVITE_INVALID = "urn:jumpgate:problem:invite-invalid"
-    TOKEN_INVALID = "urn:jumpgate:problem:token-invalid"
+    TOKEN_INVALID = "urn:jumpgate:problem:token-invalid"  # noqa: S105 - a URI
     UNKNOWN_TENANT = "urn:jumpgate:problem:unknown-tenant"
     NOT_FOUND = "urn:jumpgate:problem:not-found"
     ALREADY_EXISTS = "urn:jumpgate:problem:already-exists"

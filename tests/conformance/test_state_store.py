@@ -181,9 +181,7 @@ def test_atomic_write_applies_none_when_a_condition_fails(store: Store) -> None:
     store.put("acme", "a", b"1")
     store.put("acme", "exists", b"1")
     with pytest.raises(AtomicWriteFailed, match="exists"):
-        store.atomic_write(
-            "acme", [Put("a", b"changed"), Create("exists", b"2")]
-        )
+        store.atomic_write("acme", [Put("a", b"changed"), Create("exists", b"2")])
     assert store.get("acme", "a").value == b"1"
     assert store.get("acme", "exists").value == b"1"
 

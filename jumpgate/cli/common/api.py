@@ -70,7 +70,9 @@ class Client:
         if self.credentials:
             headers.update(self._signature(method, path, query, data))
         target = path + (f"?{query}" if query else "")
-        connection = _Connection(self.host, self.port, timeout=TIMEOUT_SECONDS, context=self._context)
+        connection = _Connection(
+            self.host, self.port, timeout=TIMEOUT_SECONDS, context=self._context
+        )
         try:
             connection.request(method, target, body=data or None, headers=headers)
             response = connection.getresponse()

@@ -118,7 +118,9 @@ def current() -> Profile:
     pointer = home() / "current-profile"
     try:
         proxy = pointer.read_text().strip()
-        data = json.loads((home() / "profiles" / proxy.replace(":", "_") / "profile.json").read_text())
+        data = json.loads(
+            (home() / "profiles" / proxy.replace(":", "_") / "profile.json").read_text()
+        )
         return Profile(**data)
     except (FileNotFoundError, ValueError, TypeError) as exc:
         raise CLIError("not logged in: run jump login --proxy=CLUSTER:3080") from exc

@@ -127,7 +127,11 @@ def _tenants(args: argparse.Namespace) -> int:
             if args.format == "json":
                 output.emit_json(
                     [
-                        {"name": t.name, "created": t.created.isoformat(), "ca_key_type": t.ca_key_type}
+                        {
+                            "name": t.name,
+                            "created": t.created.isoformat(),
+                            "ca_key_type": t.ca_key_type,
+                        }
                         for t in records
                     ]
                 )

@@ -47,9 +47,7 @@ def open_control_plane(config: Config) -> ControlPlane:
         public_addr=config.public_addr,
         ssh_public_port=config.port_of("ssh_listen_addr"),
         tunnel_public_port=config.port_of("tunnel_listen_addr"),
-        static_tokens=tuple(
-            StaticToken(t.tenant, t.token, t.roles) for t in config.static_tokens
-        ),
+        static_tokens=tuple(StaticToken(t.tenant, t.token, t.roles) for t in config.static_tokens),
     )
     return ControlPlane(open_store(config), SecretBox(master), settings=settings)
 

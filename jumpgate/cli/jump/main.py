@@ -24,7 +24,9 @@ def parser() -> argparse.ArgumentParser:
     signup = sub.add_parser("signup", help="accept an invite: set a password, enrol TOTP")
     signup.add_argument("token", help="the invite token an admin gave you")
     signup.add_argument("--proxy", required=True, help="cluster address, e.g. acme.localhost:3080")
-    signup.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    signup.add_argument(
+        "--password-stdin", action="store_true", help="read the password from stdin"
+    )
     signup.add_argument("--insecure", action="store_true", help="accept a self-signed certificate")
     output.add_format(signup)
 
@@ -63,8 +65,10 @@ def _signup(args: argparse.Namespace) -> int:
     print(f"  URI:    {answer['otpauth_uri']}")
     if sys.stdout.isatty():
         segno.make(answer["otpauth_uri"], error="m").terminal(compact=True)
-    print(f"Then: jump login --proxy={args.proxy}{' --insecure' if args.insecure else ''} "
-          f"--user {answer['user']}")
+    print(
+        f"Then: jump login --proxy={args.proxy}{' --insecure' if args.insecure else ''} "
+        f"--user {answer['user']}"
+    )
     return 0
 
 
@@ -79,9 +83,11 @@ def _login(args: argparse.Namespace) -> int:
     password = prompt.password_from_stdin() if args.password_stdin else prompt.ask("Password: ")
     otp = args.otp or prompt.ask("One-time code: ", secret=False)
     key = profile.new_key()
-    public_key = key.public_key().public_bytes(
-        serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
-    ).decode()
+    public_key = (
+        key.public_key()
+        .public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+        .decode()
+    )
     client = Client(args.proxy, insecure=args.insecure)
     answer = client.call(
         "POST",

@@ -87,7 +87,11 @@ def _tokens_ls(ctx: Context, args: argparse.Namespace) -> int:
     output.table(
         ["Token", "Type", "Expiry Time (UTC)"],
         [
-            (t["token"], ",".join(t["roles"]), "never (static)" if t["static"] else output.when(t["expires"]))
+            (
+                t["token"],
+                ",".join(t["roles"]),
+                "never (static)" if t["static"] else output.when(t["expires"]),
+            )
             for t in tokens
         ],
     )

@@ -59,7 +59,13 @@ def _ls(ctx: Context, args: argparse.Namespace) -> int:
     output.table(
         ["User", "Roles", "Logins", "Status", "Created"],
         [
-            (u["name"], ",".join(u["roles"]), ",".join(u["logins"]), u["status"], output.when(u["created"]))
+            (
+                u["name"],
+                ",".join(u["roles"]),
+                ",".join(u["logins"]),
+                u["status"],
+                output.when(u["created"]),
+            )
             for u in users
         ],
     )

@@ -70,7 +70,10 @@ def build_app(plane: ControlPlane) -> APIGatewayHttpResolver:
     def ca_keys(tenant: str) -> models.CAKeys:
         user_ca, host_ca = plane.authorities.public_keys(tenant)
         return models.CAKeys(
-            tenant=tenant, user_ca_keys=[user_ca], host_ca_keys=[host_ca], ca_pin=certs.ca_pin(host_ca)
+            tenant=tenant,
+            user_ca_keys=[user_ca],
+            host_ca_keys=[host_ca],
+            ca_pin=certs.ca_pin(host_ca),
         )
 
     @app.get("/webapi/ping", summary="Health and the addresses of a cluster's listeners")
@@ -156,7 +159,9 @@ def build_app(plane: ControlPlane) -> APIGatewayHttpResolver:
             ca_pin=certs.ca_pin(cas[1].public_key),
             cas=[
                 models.CAInfo(
-                    kind=ca.kind, key_type=ca.key_type.value, fingerprint=certs.fingerprint(ca.public_key)
+                    kind=ca.kind,
+                    key_type=ca.key_type.value,
+                    fingerprint=certs.fingerprint(ca.public_key),
                 )
                 for ca in cas
             ],
@@ -239,7 +244,9 @@ def build_app(plane: ControlPlane) -> APIGatewayHttpResolver:
     @app.not_found
     def on_not_found(_: Exception) -> Response[str]:
         return _response(
-            problems.problem(404, ProblemType.NOT_FOUND, "Not found", "no such route: see /v1/openapi.json")
+            problems.problem(
+                404, ProblemType.NOT_FOUND, "Not found", "no such route: see /v1/openapi.json"
+            )
         )
 
     return app

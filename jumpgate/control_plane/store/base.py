@@ -20,6 +20,7 @@ Errors::
 from __future__ import annotations
 
 import base64
+import builtins
 import math
 import re
 from abc import ABC, abstractmethod
@@ -220,9 +221,9 @@ class Store(ABC):
     def atomic_write(self, tenant: str, ops: Sequence[Op]) -> None:
         """Apply every operation or none; ``AtomicWriteFailed`` names the first that failed."""
 
-    def list_all(self, tenant: str, prefix: str) -> list[Item]:
+    def list_all(self, tenant: str, prefix: str) -> builtins.list[Item]:
         """Every live item under ``prefix``, following cursors to the end."""
-        items: list[Item] = []
+        items: builtins.list[Item] = []
         cursor: str | None = None
         while True:
             page = self.list(tenant, prefix, limit=MAX_PAGE, cursor=cursor)

@@ -8,6 +8,7 @@ every condition treats an item past ``expires`` as absent. Reads are strongly co
 
 from __future__ import annotations
 
+import builtins
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
@@ -212,6 +213,11 @@ class DynamoDBStore(Store):
             items.append(self._item(row))
         return Page(items, None)
 
+    def dump(self) -> builtins.list[tuple[str, str, bytes]]:
+        """Every raw item, expired or not: for operators' backups and the at-rest tests."""
+        rows = sorted(self._model.scan(consistent_read=True), key=lambda r: (r.pk, r.sk))
+        return [(r.pk, r.sk, bytes(r.value)) for r in rows]
+
     def atomic_write(self, tenant: str, ops: Sequence[Op]) -> None:
         pk = partition(tenant)
         check_ops(ops)
@@ -242,7 +248,9 @@ class DynamoDBStore(Store):
                 if reason is not None and reason.code == "ConditionalCheckFailed"
             ]
             where = f" on {failed[0]}" if failed else ""
-            raise AtomicWriteFailed(f"atomic write failed: a condition did not hold{where}") from exc
+            raise AtomicWriteFailed(
+                f"atomic write failed: a condition did not hold{where}"
+            ) from exc
 
 
 def _as_transacted(ops: Sequence[Op]) -> list[Op]:

@@ -7,6 +7,7 @@ exact across threads and processes alike.
 
 from __future__ import annotations
 
+import builtins
 import sqlite3
 import threading
 import uuid
@@ -155,11 +156,15 @@ class SQLiteStore(Store):
         limit = max(1, min(limit, MAX_PAGE))
         after = decode_cursor(cursor, prefix) if cursor else None
         # Prefix match by range: sk >= prefix AND sk < prefix + U+10FFFF avoids LIKE escaping.
-        rows = self._db().execute(
-            f"SELECT sk, value, revision, expires FROM kv WHERE pk = ? AND sk >= ? AND sk < ? "  # noqa: S608
-            f"AND sk > ? AND {_LIVE} ORDER BY sk LIMIT ?",
-            (pk, prefix, prefix + "\U0010ffff", after or "", self._now(), limit + 1),
-        ).fetchall()
+        rows = (
+            self._db()
+            .execute(
+                f"SELECT sk, value, revision, expires FROM kv WHERE pk = ? AND sk >= ? AND sk < ? "  # noqa: S608
+                f"AND sk > ? AND {_LIVE} ORDER BY sk LIMIT ?",
+                (pk, prefix, prefix + "\U0010ffff", after or "", self._now(), limit + 1),
+            )
+            .fetchall()
+        )
         items = [Item(r[0], bytes(r[1]), r[2], expiry_datetime(r[3])) for r in rows[:limit]]
         more = len(rows) > limit
         return Page(items, encode_cursor(items[-1].key) if more else None)
@@ -192,7 +197,7 @@ class SQLiteStore(Store):
                 return Item(key, b"", "")
         return self._upsert(db, pk, key, op.value, op.expires)
 
-    def dump(self) -> list[tuple[str, str, bytes]]:
+    def dump(self) -> builtins.list[tuple[str, str, bytes]]:
         """Every raw row, expired or not: for operators' backups and the at-rest tests."""
         rows = self._db().execute("SELECT pk, sk, value FROM kv ORDER BY pk, sk").fetchall()
         return [(r[0], r[1], bytes(r[2])) for r in rows]

@@ -1,0 +1,175 @@
+"""The API handler in-process over a real store (SQLite, or DynamoDB under moto)."""
+
+import json
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pyotp
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from jumpgate.control_plane.clock import ManualClock
+from jumpgate.control_plane.handlers.api import make_handler
+from jumpgate.control_plane.plane import ControlPlane, Settings
+from jumpgate.control_plane.secrets import MasterKey, SecretBox
+from jumpgate.control_plane.store import Store
+from jumpgate.control_plane.store.dynamodb import DynamoDBStore, ensure_table
+from jumpgate.control_plane.store.sqlite import SQLiteStore
+from jumpgate.control_plane.tokens import StaticToken
+from jumpgate.edge_proxy.events import decode_response, http_event
+from jumpgate.protocol import signing
+
+PASSWORD = "correct horse battery staple"
+STATIC_PROXY_TOKEN = "static-proxy-token-0123456789"
+
+
+@dataclass
+class Answer:
+    status: int
+    body: Any
+    headers: dict[str, str]
+
+    @property
+    def problem_type(self) -> str:
+        return str(self.body.get("type", "")).rsplit(":", 1)[-1]
+
+    @property
+    def detail(self) -> str:
+        return str(self.body.get("detail", ""))
+
+
+@dataclass
+class Session:
+    """A user's login: key, certificate and TOTP secret."""
+
+    tenant: str
+    user: str
+    totp: pyotp.TOTP
+    key: ed25519.Ed25519PrivateKey = field(default_factory=ed25519.Ed25519PrivateKey.generate)
+    certificate: str = ""
+
+
+class Platform:
+    """Calls the handler as the proxy would, signing requests like jump/jumpctl do."""
+
+    def __init__(self, plane: ControlPlane, clock: ManualClock) -> None:
+        self.plane = plane
+        self.clock = clock
+        self.handler = make_handler(plane)
+
+    def call(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        tenant: str = "acme",
+        session: Session | None = None,
+        raw: bytes | None = None,
+        content_type: str = "application/json",
+        host: str | None = None,
+        nonce: str | None = None,
+    ) -> Answer:
+        data = raw if raw is not None else (b"" if body is None else json.dumps(body).encode())
+        headers = {"host": host or f"{tenant}.localhost:3080"}
+        if data:
+            headers["content-type"] = content_type
+        if session is not None:
+            request = signing.SignedRequest(
+                method,
+                headers["host"],
+                path,
+                "",
+                int(self.clock.now().timestamp()),
+                nonce or secrets.token_urlsafe(18),
+                data,
+            )
+            headers.update(
+                {
+                    signing.HEADER_CERT: session.certificate,
+                    signing.HEADER_TIME: str(request.timestamp),
+                    signing.HEADER_NONCE: request.nonce,
+                    signing.HEADER_SIGNATURE: signing.sign(session.key, request),
+                }
+            )
+        event = http_event(
+            method=method, path=path, query="", headers=headers, body=data, source_ip="127.0.0.1"
+        )
+        response = decode_response(self.handler(event, None))
+        payload = json.loads(response.body) if response.body else None
+        return Answer(response.status, payload, response.headers)
+
+    def invite(self, tenant: str, admin: str, *, logins: list[str] | None = None) -> str:
+        created = self.plane.tenants.create(tenant, admin=admin, logins=logins or ["root"])
+        return created.admin_invite.token
+
+    def signup(self, tenant: str, token: str, user: str) -> Session:
+        answer = self.call(
+            "POST", "/v1/signup", {"token": token, "password": PASSWORD}, tenant=tenant
+        )
+        assert answer.status == 200, answer.body
+        return Session(tenant, user, pyotp.TOTP(answer.body["totp_secret"]))
+
+    def otp(self, session: Session) -> str:
+        return session.totp.at(self.clock.now())
+
+    def login(self, session: Session, *, ttl_seconds: int | None = None) -> Answer:
+        public = session.key.public_key().public_bytes(
+            serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
+        )
+        body: dict[str, Any] = {
+            "user": session.user,
+            "password": PASSWORD,
+            "otp": self.otp(session),
+            "public_key": public.decode(),
+        }
+        if ttl_seconds:
+            body["ttl_seconds"] = ttl_seconds
+        answer = self.call("POST", "/v1/login", body, tenant=session.tenant)
+        if answer.status == 200:
+            session.certificate = answer.body["certificate"]
+        return answer
+
+    def next_code(self) -> None:
+        """Move past the TOTP step just used so the next login has a fresh code."""
+        self.clock.advance(timedelta(seconds=30))
+
+    def admin_session(self, tenant: str = "acme", user: str = "alice") -> Session:
+        session = self.signup(tenant, self.invite(tenant, user), user)
+        assert self.login(session).status == 200
+        return session
+
+
+def _static() -> tuple[StaticToken, ...]:
+    return (StaticToken("acme", STATIC_PROXY_TOKEN, ("proxy",)),)
+
+
+@pytest.fixture(params=["sqlite", "dynamodb"])
+def store(request: pytest.FixtureRequest, tmp_path: Path, clock: ManualClock) -> Iterator[Store]:
+    if request.param == "sqlite":
+        sqlite = SQLiteStore(tmp_path / "state.db", clock=clock)
+        yield sqlite
+        sqlite.close()
+        return
+    from moto import mock_aws
+
+    with mock_aws():
+        ensure_table("jumpgate-state", "us-east-1")
+        yield DynamoDBStore("jumpgate-state", region="us-east-1", clock=clock)
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock()
+
+
+@pytest.fixture
+def platform(store: Store, clock: ManualClock) -> Platform:
+    box = SecretBox(MasterKey.from_bytes(secrets.token_bytes(32)))
+    settings = Settings(bcrypt_rounds=4, static_tokens=_static())
+    return Platform(ControlPlane(store, box, settings=settings, clock=clock), clock)
