@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives.serialization import (
     SSHCertificate,
     SSHCertificateType,
@@ -168,7 +168,7 @@ def request_tenant(cert: SSHCertificate) -> str:
 def _parse_certificate(text: str) -> SSHCertificate:
     try:
         cert = load_ssh_public_identity(text.strip().encode())
-    except (ValueError, TypeError, IndexError) as exc:
+    except (ValueError, TypeError, IndexError, UnsupportedAlgorithm) as exc:
         raise Unauthenticated("credentials are not an SSH certificate: run jump login") from exc
     if not isinstance(cert, SSHCertificate):
         raise Unauthenticated("credentials are a plain key, not a certificate: run jump login")

@@ -9,6 +9,7 @@ import hashlib
 from enum import StrEnum
 from typing import TypeAlias
 
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
@@ -44,7 +45,7 @@ def load_public_key(openssh: str) -> PublicKey:
     """Parse an OpenSSH public key line; raise ``ValueError`` if it is not one we accept."""
     try:
         key = serialization.load_ssh_public_key(openssh.strip().encode())
-    except (ValueError, TypeError, IndexError) as exc:
+    except (ValueError, TypeError, IndexError, UnsupportedAlgorithm) as exc:
         raise ValueError("not an OpenSSH public key (expected 'ssh-ed25519 AAAA...')") from exc
     if isinstance(key, ed25519.Ed25519PublicKey):
         return key

@@ -287,3 +287,21 @@ def test_ping_and_openapi(platform: Platform) -> None:
     doc = platform.call("GET", "/v1/openapi.json")
     assert doc.status == 200
     assert {"/v1/login", "/v1/join", "/v1/users", "/v1/tokens/{token}"} <= set(doc.body["paths"])
+
+
+@pytest.mark.parametrize(
+    ("path", "field"),
+    [("/v1/login", "public_key"), ("/v1/join", "public_key")],
+    ids=["login", "join"],
+)
+def test_unparseable_public_key_is_a_clear_400(platform: Platform, path: str, field: str) -> None:
+    admin = platform.admin_session()
+    platform.next_code()
+    token = platform.call("POST", "/v1/tokens", {}, session=admin).body["token"]
+    bodies = {
+        "/v1/login": {"user": "alice", "password": "x", "otp": platform.otp(admin)},
+        "/v1/join": {"token": token, "nodename": "web-1"},
+    }
+    answer = platform.call("POST", path, {**bodies[path], field: "not-a-key AAAAAAAAAAAAAAAA"})
+    assert answer.status == 400
+    assert answer.detail == "not an OpenSSH public key (expected 'ssh-ed25519 AAAA...')"

@@ -100,7 +100,10 @@ def load(path: Path | None, overrides: dict[str, Any]) -> Config:
         except FileNotFoundError as exc:
             raise ConfigError(f"config file {path} not found") from exc
         except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at line {mark.line + 1}" if mark is not None else ""
+            problem = getattr(exc, "problem", None) or "syntax error"
+            raise ConfigError(f"config file {path} is not valid YAML{where}: {problem}") from exc
         if not isinstance(loaded, dict):
             raise ConfigError(f"config file {path} must be a mapping of keys to values")
         values.update(loaded)

@@ -1,0 +1,71 @@
+"""The daemon's config: flags over file over defaults, and one line naming a bad key."""
+
+from pathlib import Path
+
+import pytest
+
+from jumpgate.cli.daemon.config import ConfigError, load
+
+
+def test_flags_override_file_and_file_overrides_defaults(tmp_path: Path) -> None:
+    path = tmp_path / "jumpgate.yaml"
+    path.write_text(
+        "public_addr: example.sh\nweb_listen_addr: 0.0.0.0:443\ndata_dir: /srv/jg\n"
+        "static_tokens:\n  - {tenant: acme, token: abcdefghijklmnopq}\n"
+    )
+    config = load(
+        path, {"web_listen_addr": "127.0.0.1:8443", "roles": "auth,proxy", "data_dir": None}
+    )
+    assert config.public_addr == "example.sh"
+    assert config.web_listen_addr == "127.0.0.1:8443"
+    assert config.data_dir == Path("/srv/jg")
+    assert config.roles == ("auth", "proxy")
+    assert config.static_tokens[0].roles == ("node",)
+    assert config.ssh_listen_addr == "127.0.0.1:3023"
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "message"),
+    [
+        (
+            "web_listen_addr: 'host:99999'\n",
+            "web_listen_addr: address 'host:99999' has an invalid port",
+        ),
+        ("roles: [node]\n", "roles: 'node' is not served by this release"),
+        ("bogus: 1\n", "unknown config key(s): bogus"),
+        ("public_addr: 'a:1'\n", "public_addr: 'a:1' must be a host name, no port"),
+        ("storage: {type: redis}\n", "storage.type: 'redis' is not sqlite or dynamodb"),
+        ("storage: {type: dynamodb}\n", "storage: dynamodb needs table_name and region"),
+        (
+            "static_tokens: [{tenant: acme, token: short}]\n",
+            "static_tokens: a token must be at least 16",
+        ),
+        ("static_tokens: [{tenant: Bad!, token: abcdefghijklmnopq}]\n", "is not a DNS label"),
+        ("- a list\n", "must be a mapping"),
+        ("key: [unclosed\n", "is not valid YAML"),
+    ],
+    ids=[
+        "bad-port",
+        "unserved-role",
+        "unknown-key",
+        "public-addr-port",
+        "storage-type",
+        "dynamodb-incomplete",
+        "short-static-token",
+        "bad-tenant",
+        "not-mapping",
+        "bad-yaml",
+    ],
+)
+def test_bad_config_names_the_key(tmp_path: Path, yaml_text: str, message: str) -> None:
+    path = tmp_path / "jumpgate.yaml"
+    path.write_text(yaml_text)
+    with pytest.raises(ConfigError) as raised:
+        load(path, {})
+    assert message in str(raised.value)
+    assert "\n" not in str(raised.value).strip()
+
+
+def test_missing_config_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not found"):
+        load(tmp_path / "absent.yaml", {})
