@@ -1,0 +1,380 @@
+"""The CLIs as a person drives them, against ``jumpgate start`` on free loopback ports."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyotp
+import pytest
+
+pytestmark = pytest.mark.e2e
+PASSWORD = "correct horse battery staple"
+BIN = Path(sys.executable).parent
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+    def json(self) -> object:
+        return json.loads(self.out)
+
+
+@dataclass
+class Cluster:
+    data_dir: Path
+    port: int
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    @property
+    def proxy(self) -> str:
+        return f"acme.localhost:{self.port}"
+
+
+class Shell:
+    """Runs jump/jumpctl/jumpgate with one JUMPGATE_HOME, like one person's laptop."""
+
+    def __init__(self, home: Path) -> None:
+        self.env = {**os.environ, "JUMPGATE_HOME": str(home)}
+
+    def run(self, *argv: str, stdin: str | None = None) -> Result:
+        done = subprocess.run(
+            [str(BIN / argv[0]), *argv[1:]],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            env=self.env,
+            timeout=60,
+            check=False,
+        )
+        return Result(done.returncode, done.stdout, done.stderr)
+
+    def ok(self, *argv: str, stdin: str | None = None) -> Result:
+        result = self.run(*argv, stdin=stdin)
+        assert result.code == 0, f"{argv}: {result.err}"
+        return result
+
+    def fails(self, *argv: str, stdin: str | None = None) -> str:
+        """The one-line error of a command that must fail."""
+        result = self.run(*argv, stdin=stdin)
+        assert result.code == 1, f"{argv} should fail: {result.out}"
+        lines = result.err.strip().splitlines()
+        assert len(lines) == 1, result.err
+        assert "Traceback" not in result.err
+        return lines[0]
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    data_dir = tmp_path / "data"
+    port = _free_port()
+    log = tmp_path / "daemon.log"
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            [
+                str(BIN / "jumpgate"),
+                "start",
+                "--data-dir",
+                str(data_dir),
+                "--web-listen-addr",
+                f"127.0.0.1:{port}",
+                "--ssh-listen-addr",
+                f"127.0.0.1:{_free_port()}",
+                "--tunnel-listen-addr",
+                f"127.0.0.1:{_free_port()}",
+            ],
+            stdout=out,
+            stderr=out,
+        )
+    deadline = time.monotonic() + 20
+    while "platform started" not in log.read_text():
+        if process.poll() is not None or time.monotonic() > deadline:
+            pytest.fail(f"daemon did not start: {log.read_text()}")
+        time.sleep(0.05)
+    yield Cluster(data_dir, port, process, log)
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=20)
+
+
+def _signup_and_login(shell: Shell, cluster: Cluster, token: str, user: str) -> pyotp.TOTP:
+    proxy = cluster.proxy
+    signup = shell.ok(
+        "jump",
+        "signup",
+        f"--proxy={proxy}",
+        "--insecure",
+        "--password-stdin",
+        "--format",
+        "json",
+        token,
+        stdin=PASSWORD + "\n",
+    ).json()
+    assert isinstance(signup, dict)
+    totp = pyotp.TOTP(signup["totp_secret"])
+    shell.ok(
+        "jump",
+        "login",
+        f"--proxy={proxy}",
+        "--insecure",
+        "--user",
+        user,
+        "--password-stdin",
+        "--otp",
+        totp.now(),
+        stdin=PASSWORD + "\n",
+    )
+    return totp
+
+
+def test_operator_admin_and_user_flow(cluster: Cluster, tmp_path: Path) -> None:
+    admin = Shell(tmp_path / "admin-home")
+    data = ["--data-dir", str(cluster.data_dir)]
+    created = admin.ok(
+        "jumpgate",
+        "tenants",
+        "create",
+        "acme",
+        "--admin",
+        "alice",
+        "--logins",
+        "root,ubuntu",
+        "--format",
+        "json",
+        *data,
+    ).json()
+    assert isinstance(created, dict)
+    assert created["tenant"] == "acme"
+    assert created["ca_pin"].startswith("sha256:")
+    listed = admin.ok("jumpgate", "tenants", "ls", "--format", "json", *data).json()
+    assert [t["name"] for t in listed] == ["acme"]  # type: ignore[union-attr,index]
+
+    _signup_and_login(admin, cluster, created["invite_token"], "alice")
+    key = tmp_path / "admin-home" / "profiles" / f"acme.localhost_{cluster.port}" / "key"
+    assert key.stat().st_mode & 0o777 == 0o600
+
+    status = admin.ok("jumpctl", "status", "--format", "json").json()
+    assert isinstance(status, dict)
+    assert status["cluster_name"] == "acme"
+    assert status["ca_pin"] == created["ca_pin"]
+    assert [ca["key_type"] for ca in status["cas"]] == ["ed25519", "ed25519"]
+    assert "CA pin   " + created["ca_pin"] in admin.ok("jumpctl", "status").out
+
+    node = admin.ok("jumpctl", "nodes", "add", "--ttl", "5m", "--format", "json").json()
+    assert isinstance(node, dict)
+    assert set(node) >= {"token", "ca_pin", "expires", "command"}
+    assert node["command"] == (
+        f"jumpgate start --roles=node --token={node['token']} --ca-pin={created['ca_pin']} "
+        f"--auth-server={cluster.proxy} --insecure"
+    )
+    extra = admin.ok(
+        "jumpctl", "tokens", "add", "--type=node", "--ttl", "10m", "--format", "json"
+    ).json()
+    assert isinstance(extra, dict)
+    tokens = admin.ok("jumpctl", "tokens", "ls", "--format", "json").json()
+    assert [t["token"] for t in tokens] == [node["token"], extra["token"]]  # type: ignore[union-attr,index]
+    assert node["token"] in admin.ok("jumpctl", "tokens", "ls").out
+    admin.ok("jumpctl", "tokens", "rm", node["token"])
+    admin.ok("jumpctl", "tokens", "del", extra["token"])
+    assert admin.ok("jumpctl", "tokens", "ls", "--format", "json").json() == []
+
+    bob = admin.ok(
+        "jumpctl", "users", "add", "bob", "--logins", "ubuntu", "--format", "json"
+    ).json()
+    assert isinstance(bob, dict)
+    assert bob["user"] == "bob"
+    users = admin.ok("jumpctl", "users", "ls", "--format", "json").json()
+    assert [(u["name"], u["status"]) for u in users] == [("alice", "active"), ("bob", "invited")]  # type: ignore[union-attr,index]
+
+    engineer = Shell(tmp_path / "bob-home")
+    _signup_and_login(engineer, cluster, bob["invite_token"], "bob")
+    me = engineer.ok("jump", "status", "--format", "json").json()
+    assert isinstance(me, dict)
+    assert (me["user"], me["cluster"], me["logins"], me["roles"]) == (
+        "bob",
+        "acme",
+        ["ubuntu"],
+        ["access"],
+    )
+    assert "Logged in as: bob" in engineer.ok("jump", "status").out
+    refused = engineer.fails("jumpctl", "users", "ls")
+    assert refused == "jumpctl: error: user 'bob' lacks the admin role for this: ask a tenant admin"
+
+    admin.ok("jumpctl", "users", "rm", "bob")
+    assert engineer.fails("jumpctl", "status") == (
+        "jumpctl: error: user 'bob' no longer exists: ask a tenant admin"
+    )
+    engineer.ok("jump", "logout")
+    assert (
+        engineer.fails("jump", "status")
+        == "jump: error: not logged in: run jump login --proxy=CLUSTER:3080"
+    )
+
+    admin.ok("jumpgate", "tenants", "rm", "acme", *data)
+    assert admin.ok("jumpgate", "tenants", "ls", "--format", "json", *data).json() == []
+
+
+def test_bad_input_gets_one_line_errors(cluster: Cluster, tmp_path: Path) -> None:
+    shell = Shell(tmp_path / "home")
+    data = ["--data-dir", str(cluster.data_dir)]
+    assert shell.fails("jumpgate", "tenants", "create", "Not_A_Label", "--admin", "a", *data) == (
+        "jumpgate: error: tenant name 'Not_A_Label' is not a DNS label: use lowercase letters, "
+        "digits and '-', at most 63, not starting or ending with '-'"
+    )
+    created = shell.ok(
+        "jumpgate", "tenants", "create", "acme", "--admin", "alice", "--format", "json", *data
+    ).json()
+    assert isinstance(created, dict)
+    assert shell.fails("jumpgate", "tenants", "create", "acme", "--admin", "alice", *data) == (
+        "jumpgate: error: tenant 'acme' exists already: pick another name"
+    )
+    proxy = cluster.proxy
+    assert (
+        shell.fails(
+            "jump",
+            "signup",
+            f"--proxy={proxy}",
+            "--insecure",
+            "--password-stdin",
+            created["invite_token"],
+            stdin="too short\n",
+        )
+        == "jump: error: password must be 12 to 128 characters"
+    )
+    totp = _signup_and_login(shell, cluster, created["invite_token"], "alice")
+    assert (
+        shell.fails(
+            "jump",
+            "login",
+            f"--proxy={proxy}",
+            "--insecure",
+            "--user",
+            "alice",
+            "--password-stdin",
+            "--otp",
+            totp.now(),
+            stdin=PASSWORD + "\n",
+        )
+        == "jump: error: one-time code already used: wait for the next code and try again"
+    )
+    assert (
+        shell.fails(
+            "jump",
+            "login",
+            f"--proxy={proxy}",
+            "--insecure",
+            "--user",
+            "alice",
+            "--password-stdin",
+            "--otp",
+            "12345",
+            stdin=PASSWORD + "\n",
+        )
+        == "jump: error: otp: String should match pattern '^[0-9]{6}$'"
+    )
+    assert (
+        shell.fails(
+            "jump",
+            "login",
+            f"--proxy=nosuch.localhost:{cluster.port}",
+            "--insecure",
+            "--user",
+            "alice",
+            "--password-stdin",
+            "--otp",
+            "123456",
+            stdin=PASSWORD + "\n",
+        )
+        == "jump: error: no cluster named 'nosuch' is served here"
+    )
+    assert shell.fails(
+        "jump",
+        "login",
+        f"--proxy={proxy}",
+        "--user",
+        "alice",
+        "--password-stdin",
+        "--otp",
+        "123456",
+        stdin=PASSWORD + "\n",
+    ) == (
+        f"jump: error: cannot verify the HTTPS certificate of {proxy}: "
+        "pass --insecure for a local self-signed platform"
+    )
+    closed = _free_port()
+    assert shell.fails(
+        "jump",
+        "login",
+        f"--proxy=acme.localhost:{closed}",
+        "--insecure",
+        "--user",
+        "alice",
+        "--password-stdin",
+        "--otp",
+        "123456",
+        stdin=PASSWORD + "\n",
+    ).startswith(f"jump: error: cannot reach acme.localhost:{closed} (")
+    assert shell.fails("jump", "login", f"--proxy={proxy}", "--ttl", "5 minutes", "--insecure") == (
+        "jump: error: --ttl: invalid duration '5 minutes': use a number and a unit, e.g. 30s, 5m, 12h"
+    )
+    assert shell.fails("jumpctl", "tokens", "rm", "no-such-token-value") == (
+        "jumpctl: error: no such join token: see jumpctl tokens ls"
+    )
+    assert shell.fails("jumpctl", "users", "add", "Bad Name") == (
+        "jumpctl: error: name: user name 'Bad Name' is not valid: use lowercase letters, digits and . _ @ + -"
+    )
+
+
+def test_other_tenants_credentials_are_refused(cluster: Cluster, tmp_path: Path) -> None:
+    data = ["--data-dir", str(cluster.data_dir)]
+    acme_admin = Shell(tmp_path / "acme-home")
+    acme = acme_admin.ok(
+        "jumpgate", "tenants", "create", "acme", "--admin", "alice", "--format", "json", *data
+    ).json()
+    globex_admin = Shell(tmp_path / "globex-home")
+    globex = globex_admin.ok(
+        "jumpgate", "tenants", "create", "globex", "--admin", "gina", "--format", "json", *data
+    ).json()
+    assert isinstance(acme, dict)
+    assert isinstance(globex, dict)
+    _signup_and_login(acme_admin, cluster, acme["invite_token"], "alice")
+    proxy = f"globex.localhost:{cluster.port}"
+    globex_admin.ok(
+        "jump",
+        "signup",
+        f"--proxy={proxy}",
+        "--insecure",
+        "--password-stdin",
+        globex["invite_token"],
+        stdin=PASSWORD + "\n",
+    )
+    error = acme_admin.fails("jumpctl", "--auth-server", proxy, "users", "ls")
+    assert (
+        error
+        == "jumpctl: error: certificate was not issued by this cluster: run jump login against it"
+    )
+    assert "gina" not in error
+
+
+def test_sigterm_stops_the_daemon_cleanly(cluster: Cluster) -> None:
+    cluster.process.send_signal(signal.SIGTERM)
+    assert cluster.process.wait(timeout=20) == 0
+    log = cluster.log.read_text()
+    assert '"message": "stopped"' in log
+    assert "Traceback" not in log
