@@ -2,10 +2,11 @@
 
 Each tenant has a user CA (signs engineers' certificates) and a host CA (signs nodes'), with
 separate keys. Private keys are sealed with the platform master key before they reach the
-store. Certificates are built with cryptography's ``SSHCertificateBuilder`` because asyncssh
-cannot write custom extensions; both asyncssh and OpenSSH accept them.
+store. Certificates are encoded by ``sshcert`` (asyncssh cannot write custom extensions, and
+cryptography's builder is too slow for the issuing target); asyncssh and OpenSSH accept them.
 """
 
+import functools
 import json
 import secrets
 import threading
@@ -17,11 +18,11 @@ from typing import Literal
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
-from cryptography.hazmat.primitives.serialization import SSHCertificateBuilder, SSHCertificateType
 
 from jumpgate.control_plane import keys
 from jumpgate.control_plane.errors import UnknownTenant
 from jumpgate.control_plane.secrets import SecretBox
+from jumpgate.control_plane.sshcert import CertType, Signer
 from jumpgate.control_plane.store import Store
 from jumpgate.control_plane.store.base import KeyNotFound
 from jumpgate.protocol import certs
@@ -58,9 +59,9 @@ class CertificateAuthority:
         """The CA public key in OpenSSH form (what ``TrustedUserCAKeys`` lists)."""
         return certs.openssh_public(self.private_key.public_key())
 
-    def _sign(self, builder: SSHCertificateBuilder) -> str:
-        # cryptography signs RSA certificates with rsa-sha2-512, never SHA-1.
-        return builder.sign(self.private_key).public_bytes().decode()
+    @functools.cached_property
+    def _signer(self) -> Signer:
+        return Signer(self.private_key)
 
     def sign_user(
         self,
@@ -80,24 +81,24 @@ class CertificateAuthority:
         """
         assert self.kind == "user"
         principals = list(logins) or [f"-jumpgate-nologin-{secrets.token_hex(8)}"]
-        valid_before = now + ttl
-        builder = (
-            SSHCertificateBuilder()
-            .public_key(public_key)
-            .serial(secrets.randbits(64))
-            .type(SSHCertificateType.USER)
-            .key_id(f"{user}@{tenant}".encode())
-            .valid_principals([p.encode() for p in principals])
-            .valid_after(int((now - BACKDATE).timestamp()))
-            .valid_before(int(valid_before.timestamp()))
-            .add_extension(certs.PERMIT_AGENT_FORWARDING.encode(), b"")
-            .add_extension(certs.PERMIT_PORT_FORWARDING.encode(), b"")
-            .add_extension(certs.PERMIT_PTY.encode(), b"")
-            .add_extension(certs.EXT_USER.encode(), user.encode())
-            .add_extension(certs.EXT_ROLES.encode(), ",".join(roles).encode())
-            .add_extension(certs.EXT_TENANT.encode(), tenant.encode())
+        valid_before = (now + ttl).replace(microsecond=0)
+        certificate = self._signer.certify(
+            public_key,
+            cert_type=CertType.USER,
+            key_id=f"{user}@{tenant}",
+            principals=principals,
+            valid_after=int((now - BACKDATE).timestamp()),
+            valid_before=int(valid_before.timestamp()),
+            extensions={
+                certs.PERMIT_AGENT_FORWARDING: "",
+                certs.PERMIT_PORT_FORWARDING: "",
+                certs.PERMIT_PTY: "",
+                certs.EXT_USER: user,
+                certs.EXT_ROLES: ",".join(roles),
+                certs.EXT_TENANT: tenant,
+            },
         )
-        return self._sign(builder), valid_before.replace(microsecond=0)
+        return certificate, valid_before
 
     def sign_host(
         self,
@@ -111,18 +112,14 @@ class CertificateAuthority:
     ) -> str:
         """An SSH host certificate for a node: uuid, ``<uuid>.<tenant>`` and its name."""
         assert self.kind == "host"
-        principals = [host_id, f"{host_id}.{tenant}", nodename]
-        builder = (
-            SSHCertificateBuilder()
-            .public_key(public_key)
-            .serial(secrets.randbits(64))
-            .type(SSHCertificateType.HOST)
-            .key_id(f"{host_id}.{tenant}".encode())
-            .valid_principals([p.encode() for p in principals])
-            .valid_after(int((now - BACKDATE).timestamp()))
-            .valid_before(int((now + ttl).timestamp()))
+        return self._signer.certify(
+            public_key,
+            cert_type=CertType.HOST,
+            key_id=f"{host_id}.{tenant}",
+            principals=[host_id, f"{host_id}.{tenant}", nodename],
+            valid_after=int((now - BACKDATE).timestamp()),
+            valid_before=int((now + ttl).timestamp()),
         )
-        return self._sign(builder)
 
     def to_record(self, box: SecretBox, *, tenant: str) -> bytes:
         """The stored form: public key in clear, private key sealed."""

@@ -79,7 +79,7 @@ class LoginService:
     ) -> Certificate:
         """Verify password and code, then certify ``public_key`` for the user's logins."""
         key = certs.load_public_key(public_key)
-        authority = self._authorities.get(tenant, "user")  # UnknownTenant before anything else
+        self._authorities.get(tenant, "user")  # UnknownTenant before anything else
         try:
             record, _ = self._users.get(tenant, user)
         except NotFound:
@@ -91,6 +91,19 @@ class LoginService:
             raise UserLocked(_locked_message(record.locked_until - now))
         step = self._check_credentials(tenant, record, password, otp, now)
         record = self._spend(tenant, user, step)
+        return self.issue(tenant, record, key, ttl=ttl, now=now)
+
+    def issue(
+        self,
+        tenant: str,
+        record: UserRecord,
+        key: certs.PublicKey,
+        *,
+        ttl: timedelta | None,
+        now: datetime,
+    ) -> Certificate:
+        """Certify ``key`` for a user whose credentials were verified (the issuing path)."""
+        authority = self._authorities.get(tenant, "user")
         cert_ttl = min(ttl or MAX_CERT_TTL, MAX_CERT_TTL)
         certificate, valid_before = authority.sign_user(
             key,

@@ -23,7 +23,7 @@ class Settings:
     ssh_public_port: int = ports.SSH  # where users' SSH reaches the proxy
     tunnel_public_port: int = ports.TUNNEL  # where node agents dial their tunnels
     static_tokens: tuple[StaticToken, ...] = ()  # join tokens from the config file
-    bcrypt_rounds: int = BCRYPT_ROUNDS  # password hashing cost (2^rounds); 12 in production
+    bcrypt_rounds: int = BCRYPT_ROUNDS  # password hashing cost (2^rounds); 10 by default
 
     def __post_init__(self) -> None:
         if not self.public_addr or "/" in self.public_addr or ":" in self.public_addr:

@@ -30,7 +30,8 @@ from jumpgate.protocol.durations import format_duration
 from jumpgate.protocol.models import Role
 from jumpgate.protocol.names import check_login, check_user_name
 
-BCRYPT_ROUNDS = 12
+BCRYPT_ROUNDS = 10
+"""bcrypt cost: about 60 ms a check on one core here; see docs/decisions/0002."""
 INVITE_TTL = timedelta(hours=1)
 INVITE_GRACE = timedelta(days=1)
 """An expired invite is kept this long so signup can say it expired rather than 'unknown'."""

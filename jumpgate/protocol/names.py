@@ -47,8 +47,11 @@ def check_nodename(name: str) -> str:
     return name
 
 
-def split_host_port(addr: str, default_port: int) -> tuple[str, int]:
-    """Split ``host[:port]`` (``[v6]:port`` too); raise ``ValueError`` on a bad port."""
+def split_host_port(addr: str, default_port: int, *, listen: bool = False) -> tuple[str, int]:
+    """Split ``host[:port]`` (``[v6]:port`` too); raise ``ValueError`` on a bad port.
+
+    A listen address may name port 0: any free port.
+    """
     host, sep, port = addr.rpartition(":")
     if not sep or "]" in port:
         host, port = addr, ""
@@ -57,7 +60,7 @@ def split_host_port(addr: str, default_port: int) -> tuple[str, int]:
         raise ValueError(f"address {addr!r} has no host: use HOST or HOST:PORT")
     if not port:
         return host, default_port
-    if not port.isdigit() or not 0 < int(port) < 65536:
+    if not port.isdigit() or not (0 if listen else 1) <= int(port) < 65536:
         raise ValueError(f"address {addr!r} has an invalid port: use HOST:PORT with 1-65535")
     return host, int(port)
 

@@ -331,13 +331,15 @@ def test_bad_input_gets_one_line_errors(cluster: Cluster, tmp_path: Path) -> Non
         stdin=PASSWORD + "\n",
     ).startswith(f"jump: error: cannot reach acme.localhost:{closed} (")
     assert shell.fails("jump", "login", f"--proxy={proxy}", "--ttl", "5 minutes", "--insecure") == (
-        "jump: error: --ttl: invalid duration '5 minutes': use a number and a unit, e.g. 30s, 5m, 12h"
+        "jump: error: --ttl: invalid duration '5 minutes': "
+        "use a number and a unit, e.g. 30s, 5m, 12h"
     )
     assert shell.fails("jumpctl", "tokens", "rm", "no-such-token-value") == (
         "jumpctl: error: no such join token: see jumpctl tokens ls"
     )
     assert shell.fails("jumpctl", "users", "add", "Bad Name") == (
-        "jumpctl: error: name: user name 'Bad Name' is not valid: use lowercase letters, digits and . _ @ + -"
+        "jumpctl: error: name: user name 'Bad Name' is not valid: "
+        "use lowercase letters, digits and . _ @ + -"
     )
 
 

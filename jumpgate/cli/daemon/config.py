@@ -65,7 +65,7 @@ class Config:
             raise ConfigError("roles: name at least one of " + ",".join(ROLES))
         for key in ("web_listen_addr", "ssh_listen_addr", "tunnel_listen_addr"):
             try:
-                split_host_port(getattr(self, key), 0)
+                split_host_port(getattr(self, key), 0, listen=True)
             except ValueError as exc:
                 raise ConfigError(f"{key}: {exc}") from exc
         if not self.public_addr or ":" in self.public_addr or "/" in self.public_addr:
@@ -88,7 +88,7 @@ class Config:
 
     def port_of(self, key: str) -> int:
         """The port of one of the listen addresses."""
-        return split_host_port(getattr(self, key), 0)[1]
+        return split_host_port(getattr(self, key), 0, listen=True)[1]
 
 
 def load(path: Path | None, overrides: dict[str, Any]) -> Config:

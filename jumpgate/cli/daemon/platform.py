@@ -84,7 +84,7 @@ class Daemon:
             with suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, stop.set)
         cert, key = tls.ensure_certificate(self.config.data_dir / "tls", self.config.public_addr)
-        host, port = split_host_port(self.config.web_listen_addr, 0)
+        host, port = split_host_port(self.config.web_listen_addr, 0, listen=True)
         try:
             bound = await self.web.start(host, port, tls.server_context(cert, key))
         except OSError as exc:
