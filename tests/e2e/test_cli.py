@@ -14,8 +14,13 @@ from pathlib import Path
 import pyotp
 import pytest
 
+from jumpgate.cli.common.api import Client
+from jumpgate.cli.common.errors import APIError
+from jumpgate.protocol.problems import MAX_BODY_BYTES
+
 pytestmark = pytest.mark.e2e
 PASSWORD = "correct horse battery staple"
+STATIC_TOKEN = "static-node-token-from-config"
 BIN = Path(sys.executable).parent
 
 
@@ -85,13 +90,20 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
     data_dir = tmp_path / "data"
     port = _free_port()
     log = tmp_path / "daemon.log"
+    config = tmp_path / "jumpgate.yaml"
+    config.write_text(
+        f"data_dir: {data_dir}\n"
+        "web_listen_addr: 127.0.0.1:1\n"  # overridden by the flag below
+        "static_tokens:\n"
+        f"  - {{tenant: acme, token: {STATIC_TOKEN}, roles: [node]}}\n"
+    )
     with log.open("w") as out:
         process = subprocess.Popen(
             [
                 str(BIN / "jumpgate"),
                 "start",
-                "--data-dir",
-                str(data_dir),
+                "-c",
+                str(config),
                 "--web-listen-addr",
                 f"127.0.0.1:{port}",
                 "--ssh-listen-addr",
@@ -188,11 +200,16 @@ def test_operator_admin_and_user_flow(cluster: Cluster, tmp_path: Path) -> None:
     ).json()
     assert isinstance(extra, dict)
     tokens = admin.ok("jumpctl", "tokens", "ls", "--format", "json").json()
-    assert [t["token"] for t in tokens] == [node["token"], extra["token"]]  # type: ignore[union-attr,index]
+    assert [(t["token"], t["static"]) for t in tokens] == [  # type: ignore[union-attr,index]
+        (node["token"], False),
+        (extra["token"], False),
+        (STATIC_TOKEN, True),
+    ]
     assert node["token"] in admin.ok("jumpctl", "tokens", "ls").out
     admin.ok("jumpctl", "tokens", "rm", node["token"])
     admin.ok("jumpctl", "tokens", "del", extra["token"])
-    assert admin.ok("jumpctl", "tokens", "ls", "--format", "json").json() == []
+    left = admin.ok("jumpctl", "tokens", "ls", "--format", "json").json()
+    assert [t["token"] for t in left] == [STATIC_TOKEN]  # type: ignore[union-attr,index]
 
     bob = admin.ok(
         "jumpctl", "users", "add", "bob", "--logins", "ubuntu", "--format", "json"
@@ -372,6 +389,32 @@ def test_other_tenants_credentials_are_refused(cluster: Cluster, tmp_path: Path)
         == "jumpctl: error: certificate was not issued by this cluster: run jump login against it"
     )
     assert "gina" not in error
+
+
+def test_version_and_oversized_body_through_https(cluster: Cluster, tmp_path: Path) -> None:
+    shell = Shell(tmp_path / "home")
+    version = shell.ok("jumpgate", "version", "--format", "json").json()
+    assert isinstance(version, dict)
+    assert version["protocol"] == "1"
+    assert shell.ok("jumpgate", "version").out.startswith("jumpgate ")
+    shell.ok(
+        "jumpgate",
+        "tenants",
+        "create",
+        "acme",
+        "--admin",
+        "alice",
+        "--data-dir",
+        str(cluster.data_dir),
+    )
+    client = Client(cluster.proxy, insecure=True)
+    with pytest.raises(APIError) as raised:
+        client.call(
+            "POST", "/v1/signup", {"token": "x" * 16, "password": "p" * (MAX_BODY_BYTES + 1)}
+        )
+    assert raised.value.status == 413
+    assert raised.value.problem_type == "urn:jumpgate:problem:body-too-large"
+    assert client.call("GET", "/webapi/ping")["cluster_name"] == "acme"
 
 
 def test_sigterm_stops_the_daemon_cleanly(cluster: Cluster) -> None:

@@ -17,7 +17,7 @@ from jumpgate.cli.daemon import config as config_module
 from jumpgate.cli.daemon import logs
 from jumpgate.cli.daemon.config import Config, ConfigError
 from jumpgate.cli.daemon.platform import Daemon, open_control_plane
-from jumpgate.control_plane.errors import JumpgateError
+from jumpgate.control_plane.errors import JumpgateError, NotFound
 from jumpgate.protocol.certs import KeyType
 from jumpgate.protocol.models import Role
 from jumpgate.protocol.version import PROTOCOL_VERSION, server_version
@@ -184,11 +184,16 @@ def _print_demo(daemon: Daemon, tenant: str, admin: str) -> None:
     if tenant not in names:
         token = plane.tenants.create(tenant, admin=admin, logins=["root"]).admin_invite.token
     else:
-        user, _ = plane.users.get(tenant, admin)
-        if user.password_hash is None:  # never signed up: issue a fresh invite
-            plane.users.remove(tenant, admin)
-            roles = [Role(r) for r in user.roles]
-            token = plane.users.add(tenant, admin, logins=user.logins, roles=roles).token
+        try:
+            user, _ = plane.users.get(tenant, admin)
+        except NotFound:
+            user = None
+        if user is None or user.password_hash is None:  # never signed up: a fresh invite
+            if user is not None:
+                plane.users.remove(tenant, admin)
+            roles = [Role(r) for r in user.roles] if user else [Role.ADMIN, Role.ACCESS]
+            logins = user.logins if user else ["root"]
+            token = plane.users.add(tenant, admin, logins=logins, roles=roles).token
     steps = []
     if token:
         steps.append(f"jump signup --proxy={proxy} --insecure {token}")

@@ -61,11 +61,10 @@ def _nodes_add(ctx: Context, args: argparse.Namespace) -> int:
             }
         )
         return 0
-    print(f"The invite token: {answer['token']}")
-    print(f"This token will expire {output.when(answer['expires'])}.\n")
-    print("Run this on the new server to join the cluster:\n")
+    print(f"Join token {answer['token']} (node), valid until {output.when(answer['expires'])}.")
+    print("On the server to join, run:\n")
     print(f"  {command}\n")
-    print(f"The CA pin {answer['ca_pin']} makes the server refuse an impostor platform.")
+    print("The --ca-pin makes the server check it is talking to this cluster before it joins.")
     return 0
 
 
@@ -85,7 +84,7 @@ def _tokens_ls(ctx: Context, args: argparse.Namespace) -> int:
         output.emit_json(tokens)
         return 0
     output.table(
-        ["Token", "Type", "Expiry Time (UTC)"],
+        ["Token", "Roles", "Expires"],
         [
             (
                 t["token"],
@@ -100,5 +99,5 @@ def _tokens_ls(ctx: Context, args: argparse.Namespace) -> int:
 
 def _tokens_rm(ctx: Context, args: argparse.Namespace) -> int:
     ctx.client.call("DELETE", f"/v1/tokens/{quote(args.token, safe='')}")
-    print(f"Token {args.token} has been deleted.")
+    print(f"Join token {args.token} revoked; joining with it is refused from now on.")
     return 0
