@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pyotp
 import pytest
@@ -36,7 +37,7 @@ class Result:
     out: str
     err: str
 
-    def json(self) -> object:
+    def json(self) -> Any:
         return json.loads(self.out)
 
 
@@ -175,7 +176,7 @@ def test_operator_admin_and_user_flow(cluster: Cluster, tmp_path: Path) -> None:
     assert created["tenant"] == "acme"
     assert created["ca_pin"].startswith("sha256:")
     listed = admin.ok("jumpgate", "tenants", "ls", "--format", "json", *data).json()
-    assert [t["name"] for t in listed] == ["acme"]  # type: ignore[union-attr,index]
+    assert [t["name"] for t in listed] == ["acme"]
 
     _signup_and_login(admin, cluster, created["invite_token"], "alice")
     key = tmp_path / "admin-home" / "profiles" / f"acme.localhost_{cluster.port}" / "key"
@@ -200,7 +201,7 @@ def test_operator_admin_and_user_flow(cluster: Cluster, tmp_path: Path) -> None:
     ).json()
     assert isinstance(extra, dict)
     tokens = admin.ok("jumpctl", "tokens", "ls", "--format", "json").json()
-    assert [(t["token"], t["static"]) for t in tokens] == [  # type: ignore[union-attr,index]
+    assert [(t["token"], t["static"]) for t in tokens] == [
         (node["token"], False),
         (extra["token"], False),
         (STATIC_TOKEN, True),
@@ -209,7 +210,7 @@ def test_operator_admin_and_user_flow(cluster: Cluster, tmp_path: Path) -> None:
     admin.ok("jumpctl", "tokens", "rm", node["token"])
     admin.ok("jumpctl", "tokens", "del", extra["token"])
     left = admin.ok("jumpctl", "tokens", "ls", "--format", "json").json()
-    assert [t["token"] for t in left] == [STATIC_TOKEN]  # type: ignore[union-attr,index]
+    assert [t["token"] for t in left] == [STATIC_TOKEN]
 
     bob = admin.ok(
         "jumpctl", "users", "add", "bob", "--logins", "ubuntu", "--format", "json"
@@ -217,7 +218,7 @@ def test_operator_admin_and_user_flow(cluster: Cluster, tmp_path: Path) -> None:
     assert isinstance(bob, dict)
     assert bob["user"] == "bob"
     users = admin.ok("jumpctl", "users", "ls", "--format", "json").json()
-    assert [(u["name"], u["status"]) for u in users] == [("alice", "active"), ("bob", "invited")]  # type: ignore[union-attr,index]
+    assert [(u["name"], u["status"]) for u in users] == [("alice", "active"), ("bob", "invited")]
 
     engineer = Shell(tmp_path / "bob-home")
     _signup_and_login(engineer, cluster, bob["invite_token"], "bob")

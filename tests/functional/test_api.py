@@ -2,6 +2,7 @@
 
 import json
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
@@ -22,7 +23,7 @@ def _host_key() -> str:
     return certs.openssh_public(ed25519.Ed25519PrivateKey.generate().public_key())
 
 
-def _join(platform: Platform, token: str, tenant: str = "acme") -> tuple[int, dict[str, str]]:
+def _join(platform: Platform, token: str, tenant: str = "acme") -> tuple[int, Any]:
     answer = platform.call(
         "POST",
         "/v1/join",

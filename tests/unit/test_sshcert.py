@@ -56,7 +56,7 @@ def test_cryptography_parses_and_verifies_every_combination(
         b"permit-pty": b"",
     }
     assert certs.openssh_public(cert.signature_key()) == certs.openssh_public(ca_key.public_key())
-    assert certs.openssh_public(cert.public_key()) == certs.openssh_public(subject_key.public_key())  # type: ignore[arg-type]
+    assert certs.openssh_public(cert.public_key()) == certs.openssh_public(subject_key.public_key())
 
 
 def test_tampered_certificate_fails_verification() -> None:
