@@ -2,8 +2,14 @@
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+
+from jumpgate.control_plane.clock import ManualClock
+from jumpgate.control_plane.store import Store
+from jumpgate.control_plane.store.dynamodb import DynamoDBStore, ensure_table
+from jumpgate.control_plane.store.sqlite import SQLiteStore
 
 # Offline AWS: moto answers every call; these keep botocore from looking for real credentials.
 os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
@@ -20,3 +26,24 @@ def aws() -> Iterator[None]:
 
     with mock_aws():
         yield
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    """Time that moves only when a test moves it."""
+    return ManualClock()
+
+
+@pytest.fixture(params=["sqlite", "dynamodb"])
+def store(request: pytest.FixtureRequest, tmp_path: Path, clock: ManualClock) -> Iterator[Store]:
+    """Each state store implementation in turn: SQLite, then DynamoDB under moto."""
+    if request.param == "sqlite":
+        sqlite = SQLiteStore(tmp_path / "state.db", clock=clock)
+        yield sqlite
+        sqlite.close()
+        return
+    from moto import mock_aws
+
+    with mock_aws():
+        ensure_table("jumpgate-state", "us-east-1")
+        yield DynamoDBStore("jumpgate-state", region="us-east-1", clock=clock)

@@ -1,9 +1,7 @@
 """One suite for every state store: SQLite and DynamoDB (under moto) pass the same cases."""
 
 import threading
-from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 
@@ -16,27 +14,6 @@ from jumpgate.control_plane.store.base import (
     KeyNotFound,
     RevisionMismatch,
 )
-from jumpgate.control_plane.store.dynamodb import DynamoDBStore, ensure_table
-from jumpgate.control_plane.store.sqlite import SQLiteStore
-
-
-@pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock()
-
-
-@pytest.fixture(params=["sqlite", "dynamodb"])
-def store(request: pytest.FixtureRequest, tmp_path: Path, clock: ManualClock) -> Iterator[Store]:
-    if request.param == "sqlite":
-        sqlite = SQLiteStore(tmp_path / "state.db", clock=clock)
-        yield sqlite
-        sqlite.close()
-        return
-    from moto import mock_aws
-
-    with mock_aws():
-        ensure_table("jumpgate-state", "us-east-1")
-        yield DynamoDBStore("jumpgate-state", region="us-east-1", clock=clock)
 
 
 def test_get_absent_key_is_not_found(store: Store) -> None:

@@ -3,7 +3,6 @@
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,17 +17,12 @@ import pytest
 from jumpgate.cli.common.api import Client
 from jumpgate.cli.common.errors import APIError
 from jumpgate.protocol.problems import MAX_BODY_BYTES
+from tests.support import free_port
 
 pytestmark = pytest.mark.e2e
 PASSWORD = "correct horse battery staple"
 STATIC_TOKEN = "static-node-token-from-config"
 BIN = Path(sys.executable).parent
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -89,7 +83,7 @@ class Shell:
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[Cluster]:
     data_dir = tmp_path / "data"
-    port = _free_port()
+    port = free_port()
     log = tmp_path / "daemon.log"
     config = tmp_path / "jumpgate.yaml"
     config.write_text(
@@ -108,9 +102,9 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
                 "--web-listen-addr",
                 f"127.0.0.1:{port}",
                 "--ssh-listen-addr",
-                f"127.0.0.1:{_free_port()}",
+                f"127.0.0.1:{free_port()}",
                 "--tunnel-listen-addr",
-                f"127.0.0.1:{_free_port()}",
+                f"127.0.0.1:{free_port()}",
             ],
             stdout=out,
             stderr=out,
@@ -248,80 +242,8 @@ def test_operator_admin_and_user_flow(cluster: Cluster, tmp_path: Path) -> None:
     assert admin.ok("jumpgate", "tenants", "ls", "--format", "json", *data).json() == []
 
 
-def test_bad_input_gets_one_line_errors(cluster: Cluster, tmp_path: Path) -> None:
-    shell = Shell(tmp_path / "home")
-    data = ["--data-dir", str(cluster.data_dir)]
-    assert shell.fails("jumpgate", "tenants", "create", "Not_A_Label", "--admin", "a", *data) == (
-        "jumpgate: error: tenant name 'Not_A_Label' is not a DNS label: use lowercase letters, "
-        "digits and '-', at most 63, not starting or ending with '-'"
-    )
-    created = shell.ok(
-        "jumpgate", "tenants", "create", "acme", "--admin", "alice", "--format", "json", *data
-    ).json()
-    assert isinstance(created, dict)
-    assert shell.fails("jumpgate", "tenants", "create", "acme", "--admin", "alice", *data) == (
-        "jumpgate: error: tenant 'acme' exists already: pick another name"
-    )
-    proxy = cluster.proxy
-    assert (
-        shell.fails(
-            "jump",
-            "signup",
-            f"--proxy={proxy}",
-            "--insecure",
-            "--password-stdin",
-            created["invite_token"],
-            stdin="too short\n",
-        )
-        == "jump: error: password must be 12 to 128 characters"
-    )
-    totp = _signup_and_login(shell, cluster, created["invite_token"], "alice")
-    assert (
-        shell.fails(
-            "jump",
-            "login",
-            f"--proxy={proxy}",
-            "--insecure",
-            "--user",
-            "alice",
-            "--password-stdin",
-            "--otp",
-            totp.now(),
-            stdin=PASSWORD + "\n",
-        )
-        == "jump: error: one-time code already used: wait for the next code and try again"
-    )
-    assert (
-        shell.fails(
-            "jump",
-            "login",
-            f"--proxy={proxy}",
-            "--insecure",
-            "--user",
-            "alice",
-            "--password-stdin",
-            "--otp",
-            "12345",
-            stdin=PASSWORD + "\n",
-        )
-        == "jump: error: otp: String should match pattern '^[0-9]{6}$'"
-    )
-    assert (
-        shell.fails(
-            "jump",
-            "login",
-            f"--proxy=nosuch.localhost:{cluster.port}",
-            "--insecure",
-            "--user",
-            "alice",
-            "--password-stdin",
-            "--otp",
-            "123456",
-            stdin=PASSWORD + "\n",
-        )
-        == "jump: error: no cluster named 'nosuch' is served here"
-    )
-    assert shell.fails(
+def _login_argv(proxy: str, otp: str, *, insecure: bool = True) -> list[str]:
+    argv = [
         "jump",
         "login",
         f"--proxy={proxy}",
@@ -329,35 +251,69 @@ def test_bad_input_gets_one_line_errors(cluster: Cluster, tmp_path: Path) -> Non
         "alice",
         "--password-stdin",
         "--otp",
-        "123456",
-        stdin=PASSWORD + "\n",
-    ) == (
-        f"jump: error: cannot verify the HTTPS certificate of {proxy}: "
-        "pass --insecure for a local self-signed platform"
+        otp,
+    ]
+    return [*argv, "--insecure"] if insecure else argv
+
+
+def test_bad_input_gets_one_line_errors(cluster: Cluster, tmp_path: Path) -> None:
+    shell = Shell(tmp_path / "home")
+    data = ["--data-dir", str(cluster.data_dir)]
+    password = PASSWORD + "\n"
+    assert shell.fails("jumpgate", "tenants", "create", "Not_A_Label", "--admin", "a", *data) == (
+        "jumpgate: error: tenant name 'Not_A_Label' is not a DNS label: use lowercase letters, "
+        "digits and '-', at most 63, not starting or ending with '-'"
     )
-    closed = _free_port()
-    assert shell.fails(
-        "jump",
-        "login",
-        f"--proxy=acme.localhost:{closed}",
-        "--insecure",
-        "--user",
-        "alice",
-        "--password-stdin",
-        "--otp",
-        "123456",
-        stdin=PASSWORD + "\n",
-    ).startswith(f"jump: error: cannot reach acme.localhost:{closed} (")
-    assert shell.fails("jump", "login", f"--proxy={proxy}", "--ttl", "5 minutes", "--insecure") == (
-        "jump: error: --ttl: invalid duration '5 minutes': "
-        "use a number and a unit, e.g. 30s, 5m, 12h"
+    create = ["jumpgate", "tenants", "create", "acme", "--admin", "alice", *data]
+    created = shell.ok(*create, "--format", "json").json()
+    assert (
+        shell.fails(*create) == "jumpgate: error: tenant 'acme' exists already: pick another name"
     )
-    assert shell.fails("jumpctl", "tokens", "rm", "no-such-token-value") == (
-        "jumpctl: error: no such join token: see jumpctl tokens ls"
+    proxy = cluster.proxy
+    signup = ["jump", "signup", f"--proxy={proxy}", "--insecure", "--password-stdin"]
+    assert (
+        shell.fails(*signup, created["invite_token"], stdin="too short\n")
+        == "jump: error: password must be 12 to 128 characters"
     )
-    assert shell.fails("jumpctl", "users", "add", "Bad Name") == (
-        "jumpctl: error: name: user name 'Bad Name' is not valid: "
-        "use lowercase letters, digits and . _ @ + -"
+    totp = _signup_and_login(shell, cluster, created["invite_token"], "alice")
+    cases = [
+        (
+            _login_argv(proxy, totp.now()),
+            "jump: error: one-time code already used: wait for the next code and try again",
+        ),
+        (
+            _login_argv(proxy, "12345"),
+            "jump: error: otp: String should match pattern '^[0-9]{6}$'",
+        ),
+        (
+            _login_argv(f"nosuch.localhost:{cluster.port}", "123456"),
+            "jump: error: no cluster named 'nosuch' is served here",
+        ),
+        (
+            _login_argv(proxy, "123456", insecure=False),
+            f"jump: error: cannot verify the HTTPS certificate of {proxy}: "
+            "pass --insecure for a local self-signed platform",
+        ),
+        (
+            [*_login_argv(proxy, "123456"), "--ttl", "5 minutes"],
+            "jump: error: --ttl: invalid duration '5 minutes': "
+            "use a number and a unit, e.g. 30s, 5m, 12h",
+        ),
+        (
+            ["jumpctl", "tokens", "rm", "no-such-token-value"],
+            "jumpctl: error: no such join token: see jumpctl tokens ls",
+        ),
+        (
+            ["jumpctl", "users", "add", "Bad Name"],
+            "jumpctl: error: name: user name 'Bad Name' is not valid: "
+            "use lowercase letters, digits and . _ @ + -",
+        ),
+    ]
+    for argv, message in cases:
+        assert shell.fails(*argv, stdin=password) == message
+    closed = f"acme.localhost:{free_port()}"
+    assert shell.fails(*_login_argv(closed, "123456"), stdin=password).startswith(
+        f"jump: error: cannot reach {closed} ("
     )
 
 

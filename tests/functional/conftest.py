@@ -2,10 +2,8 @@
 
 import json
 import secrets
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import pyotp
@@ -18,8 +16,6 @@ from jumpgate.control_plane.handlers.api import make_handler
 from jumpgate.control_plane.plane import ControlPlane, Settings
 from jumpgate.control_plane.secrets import MasterKey, SecretBox
 from jumpgate.control_plane.store import Store
-from jumpgate.control_plane.store.dynamodb import DynamoDBStore, ensure_table
-from jumpgate.control_plane.store.sqlite import SQLiteStore
 from jumpgate.control_plane.tokens import StaticToken
 from jumpgate.edge_proxy.events import decode_response, http_event
 from jumpgate.protocol import signing
@@ -147,25 +143,6 @@ class Platform:
 
 def _static() -> tuple[StaticToken, ...]:
     return (StaticToken("acme", STATIC_PROXY_TOKEN, ("proxy",)),)
-
-
-@pytest.fixture(params=["sqlite", "dynamodb"])
-def store(request: pytest.FixtureRequest, tmp_path: Path, clock: ManualClock) -> Iterator[Store]:
-    if request.param == "sqlite":
-        sqlite = SQLiteStore(tmp_path / "state.db", clock=clock)
-        yield sqlite
-        sqlite.close()
-        return
-    from moto import mock_aws
-
-    with mock_aws():
-        ensure_table("jumpgate-state", "us-east-1")
-        yield DynamoDBStore("jumpgate-state", region="us-east-1", clock=clock)
-
-
-@pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock()
 
 
 @pytest.fixture

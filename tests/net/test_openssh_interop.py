@@ -26,17 +26,12 @@ from jumpgate.control_plane.plane import ControlPlane, Settings
 from jumpgate.control_plane.secrets import MasterKey, SecretBox
 from jumpgate.control_plane.store.sqlite import SQLiteStore
 from jumpgate.protocol import certs
+from tests.support import free_port
 
 pytestmark = pytest.mark.net
 SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
 LOGIN = getpass.getuser()
 PASSWORD = "correct horse battery staple"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -113,7 +108,7 @@ def sshd(plane: ControlPlane, tmp_path: Path) -> Iterator[Sshd]:
         nodename="web-1",
     )
     (directory / "host_key-cert.pub").write_text(joined.certificate + "\n")
-    port = _free_port()
+    port = free_port()
     config = directory / "sshd_config"
     config.write_text(
         "\n".join(
