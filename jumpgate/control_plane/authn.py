@@ -102,7 +102,7 @@ class Authenticator:
         user = extensions.get(certs.EXT_USER.encode(), b"").decode()
         if extensions.get(certs.EXT_TENANT.encode(), b"").decode() != tenant or not user:
             raise Unauthenticated("certificate names another cluster: run jump login against it")
-        self._check_signature(cert, request, signature, now)
+        self._check_signature(tenant, cert, request, signature, now)
         try:
             record, _ = self._users.get(tenant, user)
         except NotFound as exc:
@@ -124,7 +124,7 @@ class Authenticator:
             raise CertificateExpired(f"certificate expired {ago} ago: run jump login")
 
     def _check_signature(
-        self, cert: SSHCertificate, request: Request, signature: str, now: datetime
+        self, tenant: str, cert: SSHCertificate, request: Request, signature: str, now: datetime
     ) -> None:
         headers = request.headers
         try:
@@ -155,14 +155,9 @@ class Authenticator:
         if request.method.upper() not in _SAFE_METHODS:
             expires = now + timedelta(seconds=2 * signing.MAX_CLOCK_SKEW_SECONDS)
             try:
-                self._store.create(request_tenant(cert), keys.nonce(nonce), b"", expires=expires)
+                self._store.create(tenant, keys.nonce(nonce), b"", expires=expires)
             except KeyExists:
                 raise Unauthenticated("request was replayed: send a new request") from None
-
-
-def request_tenant(cert: SSHCertificate) -> str:
-    """The tenant a (verified) certificate names."""
-    return cert.extensions[certs.EXT_TENANT.encode()].decode()
 
 
 def _parse_certificate(text: str) -> SSHCertificate:

@@ -9,7 +9,7 @@ every error leaves as problem+json through ``problems``.
 import json
 import logging
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Annotated, Any
 
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
@@ -252,7 +252,7 @@ def build_app(plane: ControlPlane) -> APIGatewayHttpResolver:
     return app
 
 
-def _user_info(user: UserRecord, now: Any) -> models.UserInfo:
+def _user_info(user: UserRecord, now: datetime) -> models.UserInfo:
     state = "locked" if user.locked(now) else ("active" if user.password_hash else "invited")
     return models.UserInfo(
         name=user.name,
