@@ -21,10 +21,10 @@ import pyotp
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from jumpgate.cli.common.api import Client
 from jumpgate.cli.daemon.config import Config
 from jumpgate.cli.daemon.platform import Daemon
 from jumpgate.control_plane.users import BCRYPT_ROUNDS
+from jumpgate.protocol.client import Client
 from jumpgate.protocol.models import Role
 
 PASSWORD = "correct horse battery staple"

@@ -14,8 +14,7 @@ from typing import Any
 import pyotp
 import pytest
 
-from jumpgate.cli.common.api import Client
-from jumpgate.cli.common.errors import APIError
+from jumpgate.protocol.client import APIError, Client
 from jumpgate.protocol.problems import MAX_BODY_BYTES
 from tests.support import free_port
 

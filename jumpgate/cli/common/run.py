@@ -4,13 +4,14 @@ import sys
 from collections.abc import Callable
 
 from jumpgate.cli.common.errors import CLIError
+from jumpgate.protocol.client import ClientError
 
 
 def run(program: str, main: Callable[[], int]) -> int:
-    """Call ``main``; print ``CLIError``s as ``program: error: ...`` and exit non-zero."""
+    """Call ``main``; print known errors as ``program: error: ...`` and exit non-zero."""
     try:
         return main()
-    except CLIError as exc:
+    except (CLIError, ClientError) as exc:
         print(f"{program}: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

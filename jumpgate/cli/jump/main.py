@@ -9,9 +9,9 @@ import segno
 from cryptography.hazmat.primitives import serialization
 
 from jumpgate.cli.common import output, profile, prompt
-from jumpgate.cli.common.api import Client
 from jumpgate.cli.common.errors import CLIError
 from jumpgate.cli.common.run import run
+from jumpgate.protocol.client import Client
 from jumpgate.protocol.durations import format_duration, parse_duration
 
 PASSWORD_MIN, PASSWORD_MAX = 12, 128

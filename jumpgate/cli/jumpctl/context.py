@@ -4,7 +4,7 @@ import argparse
 from dataclasses import dataclass
 
 from jumpgate.cli.common import profile
-from jumpgate.cli.common.api import Client, Credentials
+from jumpgate.protocol.client import Client, Credentials
 from jumpgate.protocol.durations import parse_duration
 
 

@@ -1,7 +1,13 @@
-"""The HTTPS client of the platform's API, signing each request with the login key.
+"""The HTTPS client of the platform's API, shared by ``jump``, ``jumpctl`` and the node agent.
 
+Requests are signed with the caller's certified key when it has one (``Credentials``).
 ``*.localhost`` names are dialled on 127.0.0.1 (RFC 6761) while the name itself still goes
 out as TLS SNI and ``Host``, because the platform tells tenants apart by that name.
+
+Errors::
+
+    ClientError         the request could not be made, or its answer was refused
+    └── APIError        the platform answered with a problem (status, type, detail)
 """
 
 import http.client
@@ -13,12 +19,24 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from jumpgate.cli.common.errors import APIError, CLIError
 from jumpgate.protocol import ports, signing
 from jumpgate.protocol.names import resolve_loopback, split_host_port
 from jumpgate.protocol.problems import ProblemType
 
 TIMEOUT_SECONDS = 30
+
+
+class ClientError(Exception):
+    """The request failed; ``str()`` is one line saying what to do."""
+
+
+class APIError(ClientError):
+    """A problem+json answer from the platform."""
+
+    def __init__(self, status: int, problem_type: str, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.problem_type = problem_type
 
 
 @dataclass(frozen=True)
@@ -49,7 +67,7 @@ class Client:
         try:
             self.host, self.port = split_host_port(proxy, ports.WEB)
         except ValueError as exc:
-            raise CLIError(str(exc)) from exc
+            raise ClientError(str(exc)) from exc
         self.credentials = credentials
         context = ssl.create_default_context()
         if insecure:
@@ -78,12 +96,12 @@ class Client:
             response = connection.getresponse()
             raw = response.read()
         except ssl.SSLCertVerificationError as exc:
-            raise CLIError(
+            raise ClientError(
                 f"cannot verify the HTTPS certificate of {self.host_header}: "
                 "pass --insecure for a local self-signed platform"
             ) from exc
         except (OSError, http.client.HTTPException) as exc:
-            raise CLIError(
+            raise ClientError(
                 f"cannot reach {self.host_header} ({exc}): is jumpgate start running there?"
             ) from exc
         finally:
