@@ -72,9 +72,10 @@ class SQLiteStore(Store):
         db: sqlite3.Connection | None = getattr(self._local, "db", None)
         if db is None:
             db = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+            # busy_timeout first: switching to WAL takes a lock another process may hold.
+            db.execute("PRAGMA busy_timeout=10000")
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
-            db.execute("PRAGMA busy_timeout=10000")
             self._local.db = db
             with self._lock:
                 self._connections.append(db)
