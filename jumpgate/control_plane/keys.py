@@ -56,3 +56,13 @@ NODES = "nodes/"
 def nonce(value: str) -> str:
     """A signed request's nonce, kept while a replay of it could still be accepted."""
     return f"nonces/{value}"
+
+
+def user_ca_index(public_key: str) -> str:
+    """Platform-scope entry naming the tenant whose user CA this is (SSH sees no hostname)."""
+    return f"user-cas/{digest(public_key.strip())}"
+
+
+def proxy(proxy_id: str) -> str:
+    """A proxy's liveness (platform scope)."""
+    return f"proxies/{proxy_id}"

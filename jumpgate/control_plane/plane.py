@@ -6,6 +6,7 @@ from jumpgate.control_plane.authn import Authenticator
 from jumpgate.control_plane.ca import Authorities
 from jumpgate.control_plane.clock import Clock, SystemClock
 from jumpgate.control_plane.login import LoginService
+from jumpgate.control_plane.nodes import NodeService
 from jumpgate.control_plane.secrets import SecretBox
 from jumpgate.control_plane.store import Store
 from jumpgate.control_plane.tenants import TenantService
@@ -23,6 +24,7 @@ class Settings:
     ssh_public_port: int = ports.SSH  # where users' SSH reaches the proxy
     tunnel_public_port: int = ports.TUNNEL  # where node agents dial their tunnels
     static_tokens: tuple[StaticToken, ...] = ()  # join tokens from the config file
+    proxy_host_keys: tuple[str, ...] = ()  # SSH host keys of the proxies, for agents to verify
     bcrypt_rounds: int = BCRYPT_ROUNDS  # password hashing cost (2^rounds); 10 by default
 
     def __post_init__(self) -> None:
@@ -58,3 +60,4 @@ class ControlPlane:
             store, box, self.clock, self.authorities, self.settings.static_tokens
         )
         self.authn = Authenticator(store, self.clock, self.authorities, self.users)
+        self.nodes = NodeService(store, self.clock)

@@ -88,10 +88,29 @@ class TokenRecord(Record):
 
 @dataclass(frozen=True)
 class NodeRecord(Record):
-    """A node that joined the tenant."""
+    """A node that joined the tenant, and where its tunnel is.
+
+    Presence is written when it changes (tunnel up on a proxy, tunnel down), never per
+    heartbeat: a node is online while ``proxy`` names a proxy that is itself alive.
+    """
 
     host_id: str
     nodename: str
     joined: datetime
+    public_key: str = ""  # the host key it joined with; its tunnel must present it
     labels: dict[str, str] = field(default_factory=dict)
-    _datetimes = ("joined",)
+    hostname: str = ""
+    addr: str = ""
+    version: str = ""
+    proxy: str | None = None  # the proxy holding its tunnel, None when down
+    seen: datetime | None = None  # when presence last changed
+    _datetimes = ("joined", "seen")
+
+
+@dataclass(frozen=True)
+class ProxyRecord(Record):
+    """A proxy's own liveness, refreshed once a minute for all its tunnels at once."""
+
+    proxy_id: str
+    alive_until: datetime
+    _datetimes = ("alive_until",)

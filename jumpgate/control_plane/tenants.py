@@ -72,6 +72,7 @@ class TenantService:
                     for kind, ca in cas.items()
                 ],
             )
+            self._store.put(PLATFORM, keys.user_ca_index(cas["user"].public_key), name.encode())
             invite = self._users.add(name, admin, logins=logins, roles=[Role.ADMIN, Role.ACCESS])
         except BaseException:
             self.remove(name)
@@ -98,6 +99,9 @@ class TenantService:
             found = True
         except KeyNotFound:
             found = False
+        with contextlib.suppress(KeyNotFound, UnknownTenant):
+            user_ca = self._authorities.get(name, "user").public_key
+            self._store.delete(PLATFORM, keys.user_ca_index(user_ca))
         items = self._store.list_all(name, "")
         for item in items:
             # One by one: an item that expires meanwhile is simply gone already.
@@ -106,6 +110,13 @@ class TenantService:
         self._authorities.forget(name)
         if not found and not items:
             raise UnknownTenant(f"no tenant named {name!r}: see jumpgate tenants ls")
+
+    def by_user_ca(self, public_key: str) -> str:
+        """The tenant whose user CA ``public_key`` is; ``UnknownTenant`` if none."""
+        try:
+            return self._store.get(PLATFORM, keys.user_ca_index(public_key)).value.decode()
+        except KeyNotFound as exc:
+            raise UnknownTenant("certificate is not from a cluster served here") from exc
 
     def ca_pin(self, name: str) -> str:
         """The pin of the tenant's host CA."""

@@ -170,7 +170,9 @@ class TokenService:
         certificate = authority.sign_host(
             key, tenant=tenant, host_id=host_id, nodename=nodename, now=now
         )
-        node = NodeRecord(host_id=host_id, nodename=nodename, joined=now)
+        node = NodeRecord(
+            host_id=host_id, nodename=nodename, joined=now, public_key=certs.openssh_public(key)
+        )
         self._store.create(tenant, keys.node(host_id), node.to_bytes())
         return Joined(host_id, certificate)
 

@@ -194,6 +194,7 @@ class Ping(_Model):
     cluster_name: str | None
     ssh_public_addr: str
     tunnel_public_addr: str
+    proxy_host_keys: list[str] = Field(default_factory=list)
 
 
 class Problem(_Model):
@@ -203,3 +204,72 @@ class Problem(_Model):
     title: str
     status: int
     detail: str
+
+
+class NodeView(_Model):
+    """A node as ``jump ls`` and ``jumpctl nodes ls`` show it."""
+
+    host_id: str
+    nodename: str
+    hostname: str
+    addr: str
+    version: str
+    labels: dict[str, str]
+    online: bool
+    joined: datetime
+
+
+class NodeList(_Model):
+    nodes: list[NodeView]
+
+
+class TenantByUserCA(_Model):
+    """Internal: which tenant a user CA key belongs to."""
+
+    public_key: OpenSSHKey
+
+
+class TenantName(_Model):
+    tenant: str
+
+
+class TunnelAuth(_Model):
+    """Internal: a proxy asks whether a tunnel's key is that of a joined node."""
+
+    tenant: str
+    host_id: str
+    public_key: OpenSSHKey
+
+
+class TunnelNode(_Model):
+    """Internal: the node a tunnel belongs to."""
+
+    tenant: str
+    host_id: str
+    nodename: str
+
+
+class Presence(_Model):
+    """Internal: a node's tunnel went up on ``proxy`` (with what it reports) or down."""
+
+    tenant: str
+    host_id: str
+    proxy: str | None
+    hostname: str = ""
+    addr: str = ""
+    version: str = ""
+    labels: dict[str, str] = Field(default_factory=dict)
+
+
+class ProxyAlive(_Model):
+    """Internal: a proxy's liveness beat, once a minute for all its tunnels."""
+
+    proxy: str
+
+
+class UserCAKeys(_Model):
+    """Internal: a tenant's user CA keys, for a proxy checking user certificates."""
+
+    tenant: str
+    user_ca_keys: list[str]
+    host_ca_keys: list[str]

@@ -31,7 +31,7 @@ def test_flags_override_file_and_file_overrides_defaults(tmp_path: Path) -> None
             "web_listen_addr: 'host:99999'\n",
             "web_listen_addr: address 'host:99999' has an invalid port",
         ),
-        ("roles: [node]\n", "roles: 'node' is not served by this release"),
+        ("roles: [kube]\n", "roles: 'kube' is not served by this release"),
         ("bogus: 1\n", "unknown config key(s): bogus"),
         ("public_addr: 'a:1'\n", "public_addr: 'a:1' must be a host name, no port"),
         ("storage: {type: redis}\n", "storage.type: 'redis' is not sqlite or dynamodb"),

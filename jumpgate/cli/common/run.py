@@ -1,5 +1,6 @@
 """How every CLI exits: one line on stderr for a known error, exit 1; never a traceback."""
 
+import os
 import sys
 from collections.abc import Callable
 
@@ -14,6 +15,11 @@ def run(program: str, main: Callable[[], int]) -> int:
     except (CLIError, ClientError) as exc:
         print(f"{program}: error: {exc}", file=sys.stderr)
         return 1
+    except BrokenPipeError:
+        # The reader (``| head``) went away: stop quietly, as Unix tools do.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
     except KeyboardInterrupt:
         print(file=sys.stderr)
         return 130

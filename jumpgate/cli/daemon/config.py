@@ -13,8 +13,8 @@ import yaml
 from jumpgate.protocol import ports
 from jumpgate.protocol.names import check_tenant_name, split_host_port
 
-ROLES = ("auth", "proxy")
-"""Roles this release serves; ``node`` arrives with the node agent."""
+ROLES = ("auth", "proxy", "node")
+"""Services one process can run: the control plane, the proxy, a node agent."""
 
 
 class ConfigError(ValueError):
@@ -54,6 +54,13 @@ class Config:
     storage: StorageConfig = field(default_factory=StorageConfig)
     static_tokens: tuple[StaticTokenConfig, ...] = ()
     log_level: str = "info"  # debug | info | warning | error
+    # node role:
+    auth_server: str = ""  # HOST:PORT of the tenant's web endpoint, e.g. acme.localhost:3080
+    token: str = ""  # join token, needed on the first start only
+    ca_pin: str = ""  # sha256:... pin of the tenant's host CA, checked before joining
+    nodename: str = ""  # default: the host name
+    labels: str = ""  # env=prod,arch=[1h:"uname -m"]
+    insecure: bool = False  # accept the platform's self-signed HTTPS certificate
 
     def __post_init__(self) -> None:
         for role in self.roles:
@@ -63,6 +70,13 @@ class Config:
                 )
         if not self.roles:
             raise ConfigError("roles: name at least one of " + ",".join(ROLES))
+        if "node" in self.roles and self.ca_pin and not self.ca_pin.startswith("sha256:"):
+            raise ConfigError(f"ca_pin: {self.ca_pin!r} is not sha256:<hex> (see jumpctl status)")
+        if "node" in self.roles and self.auth_server:
+            try:
+                split_host_port(self.auth_server, 0)
+            except ValueError as exc:
+                raise ConfigError(f"auth_server: {exc}") from exc
         for key in ("web_listen_addr", "ssh_listen_addr", "tunnel_listen_addr"):
             try:
                 split_host_port(getattr(self, key), 0, listen=True)

@@ -31,4 +31,6 @@ def configure(level: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    logging.getLogger("aiohttp").setLevel(logging.WARNING)
+    # Libraries log every connection at info; ours says what matters (tunnel up/down, ...).
+    for noisy in ("aiohttp", "asyncssh"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))

@@ -6,9 +6,14 @@
 
 import argparse
 import asyncio
+import dataclasses
+import getpass
+import logging
+import signal
 import sys
+from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from jumpgate.cli.common import output
 from jumpgate.cli.common.errors import CLIError
@@ -16,11 +21,12 @@ from jumpgate.cli.common.run import run
 from jumpgate.cli.daemon import config as config_module
 from jumpgate.cli.daemon import logs
 from jumpgate.cli.daemon.config import Config, ConfigError
-from jumpgate.cli.daemon.platform import Daemon, open_control_plane
-from jumpgate.control_plane.errors import JumpgateError, NotFound
+from jumpgate.node_agent.errors import AgentError
 from jumpgate.protocol.certs import KeyType
-from jumpgate.protocol.models import Role
 from jumpgate.protocol.version import PROTOCOL_VERSION, server_version
+
+if TYPE_CHECKING:
+    from jumpgate.cli.daemon.platform import Daemon
 
 _PLATFORM_FLAGS = (
     "data_dir",
@@ -30,6 +36,12 @@ _PLATFORM_FLAGS = (
     "ssh_listen_addr",
     "tunnel_listen_addr",
     "log_level",
+    "auth_server",
+    "token",
+    "ca_pin",
+    "nodename",
+    "labels",
+    "insecure",
 )
 
 
@@ -43,6 +55,15 @@ def _add_config_flags(parser: argparse.ArgumentParser, *, listeners: bool) -> No
         parser.add_argument("--ssh-listen-addr", help="users' SSH (default 127.0.0.1:3023)")
         parser.add_argument("--tunnel-listen-addr", help="node tunnels (default 127.0.0.1:3024)")
         parser.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
+        node = parser.add_argument_group("node role (--roles=node)")
+        node.add_argument("--auth-server", help="the cluster's address, e.g. acme.localhost:3080")
+        node.add_argument("--token", help="join token (first start only)")
+        node.add_argument("--ca-pin", help="sha256:... pin of the cluster's host CA")
+        node.add_argument("--nodename", help="this node's name (default: host name)")
+        node.add_argument("--labels", help='env=prod,arch=[1h:"uname -m"]')
+        node.add_argument(
+            "--insecure", action="store_true", default=None, help="accept a self-signed certificate"
+        )
 
 
 def _config(args: argparse.Namespace) -> Config:
@@ -93,6 +114,9 @@ def _csv(text: str) -> list[str]:
 
 
 def _tenants(args: argparse.Namespace) -> int:
+    from jumpgate.cli.daemon.platform import open_control_plane
+    from jumpgate.control_plane.errors import JumpgateError
+
     config = _config(args)
     plane = open_control_plane(config)
     try:
@@ -152,7 +176,38 @@ def _tenants(args: argparse.Namespace) -> int:
 
 def _start(args: argparse.Namespace, *, demo: bool = False) -> int:
     config = _config(args)
+    if demo and "node" not in config.roles:
+        config = dataclasses.replace(config, roles=(*config.roles, "node"))
     logs.configure(config.log_level)
+    try:
+        if not {"auth", "proxy"} & set(config.roles):
+            return _run_agent(config)
+        return _run_platform(config, args if demo else None)
+    except (AgentError, ConfigError) as exc:
+        raise CLIError(str(exc)) from exc
+
+
+def _run_agent(config: Config) -> int:
+    from jumpgate.cli.daemon.node import make_agent
+
+    agent = make_agent(config)
+
+    async def serve() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await agent.run(stop)
+
+    asyncio.run(serve())
+    return 0
+
+
+def _run_platform(config: Config, demo: argparse.Namespace | None) -> int:
+    from jumpgate.cli.daemon.node import make_agent
+    from jumpgate.cli.daemon.platform import Daemon
+    from jumpgate.control_plane.errors import JumpgateError
+
     try:
         daemon = Daemon(config)
     except (JumpgateError, ValueError, PermissionError) as exc:
@@ -162,9 +217,13 @@ def _start(args: argparse.Namespace, *, demo: bool = False) -> int:
         task = asyncio.create_task(daemon.run())
         waiter = asyncio.create_task(daemon.ready.wait())
         await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
-        if demo and daemon.ready.is_set():
-            _print_demo(daemon, args.tenant, args.admin)
         waiter.cancel()
+        if daemon.ready.is_set() and "node" in config.roles:
+            node_config = _demo(daemon, demo.tenant, demo.admin) if demo is not None else config
+            stop = asyncio.Event()
+            task.add_done_callback(lambda _: stop.set())
+            agent_task = asyncio.create_task(make_agent(node_config).run(stop))
+            agent_task.add_done_callback(_agent_done)
         await task
 
     try:
@@ -174,15 +233,23 @@ def _start(args: argparse.Namespace, *, demo: bool = False) -> int:
     return 0
 
 
-def _print_demo(daemon: Daemon, tenant: str, admin: str) -> None:
-    """Make sure the demo tenant exists and tell a newcomer what to type."""
+def _agent_done(task: "asyncio.Task[None]") -> None:
+    if not task.cancelled() and task.exception() is not None:
+        logging.getLogger("jumpgate").error("node agent stopped: %s", task.exception())
+
+
+def _demo(daemon: "Daemon", tenant: str, admin: str) -> Config:
+    """Make sure the demo tenant, its admin and its node exist; tell a newcomer what to type."""
+    from jumpgate.control_plane.errors import NotFound
+    from jumpgate.protocol.models import Role
+
     plane = daemon.plane
     config = daemon.config
+    login = getpass.getuser()
     proxy = f"{tenant}.{config.public_addr}:{daemon.web.port}"
-    names = {t.name for t in plane.tenants.list()}
     token = None
-    if tenant not in names:
-        token = plane.tenants.create(tenant, admin=admin, logins=["root"]).admin_invite.token
+    if tenant not in {t.name for t in plane.tenants.list()}:
+        token = plane.tenants.create(tenant, admin=admin, logins=[login]).admin_invite.token
     else:
         try:
             user, _ = plane.users.get(tenant, admin)
@@ -192,18 +259,32 @@ def _print_demo(daemon: Daemon, tenant: str, admin: str) -> None:
             if user is not None:
                 plane.users.remove(tenant, admin)
             roles = [Role(r) for r in user.roles] if user else [Role.ADMIN, Role.ACCESS]
-            logins = user.logins if user else ["root"]
+            logins = user.logins if user else [login]
             token = plane.users.add(tenant, admin, logins=logins, roles=roles).token
-    steps = []
-    if token:
-        steps.append(f"jump signup --proxy={proxy} --insecure {token}")
-    steps.append(f"jump login --proxy={proxy} --insecure --user {admin}")
-    steps.append("jumpctl status")
+    join_token = plane.tokens.create(tenant, roles=["node"], ttl=timedelta(minutes=5)).token
+    node_config = dataclasses.replace(
+        config,
+        data_dir=config.data_dir / "demo-node",
+        auth_server=proxy,
+        token=join_token,
+        ca_pin=plane.tenants.ca_pin(tenant),
+        nodename=config.nodename or "demo-node",
+        labels=config.labels or "env=demo",
+        insecure=True,
+    )
+    steps = [f"jump signup --proxy={proxy} --insecure {token}"] if token else []
+    steps += [
+        f"jump login --proxy={proxy} --insecure --user {admin}",
+        "jumpctl nodes ls",
+        f"ssh -o CertificateFile=$JUMPGATE_HOME/... -J {login}@127.0.0.1:{daemon.ssh_port} "
+        f"{login}@demo-node",
+    ]
     print(f"\nJumpgate is running: tenant {tenant!r} at https://{proxy} (Ctrl-C stops it).")
-    print(f"Data dir: {config.data_dir}. In another terminal (after . .venv/bin/activate):\n")
+    print("Node 'demo-node' runs in this process. In another terminal (. .venv/bin/activate):\n")
     for number, step in enumerate(steps, 1):
         print(f"  {number}. {step}")
     print(flush=True)
+    return node_config
 
 
 def _version(args: argparse.Namespace) -> int:

@@ -1,19 +1,24 @@
-"""Composes the platform in one process: store, master key, control plane, HTTPS front.
+"""Composes the platform in one process: store, master key, control plane, proxy fronts.
 
-The edge proxy is handed an in-process transport that runs the control plane's Lambda
-handler on a thread pool (bcrypt and signing must not block the event loop); on AWS the
-same proxy gets a Lambda-invoke transport instead.
+The edge proxy is handed in-process transports that run the control plane's Lambda handlers
+on a thread pool (bcrypt and signing must not block the event loop); on AWS the same proxy
+gets Lambda-invoke transports instead.
 """
 
 import asyncio
 import logging
+import os
 import signal
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
 from pathlib import Path
 
+import asyncssh
+
 from jumpgate.cli.daemon.config import Config
 from jumpgate.control_plane.handlers.api import Handler, make_handler
+from jumpgate.control_plane.handlers.internal import make_internal_handler
 from jumpgate.control_plane.plane import ControlPlane, Settings
 from jumpgate.control_plane.secrets import SecretBox, load_or_create_master_key
 from jumpgate.control_plane.store import Store
@@ -21,8 +26,11 @@ from jumpgate.control_plane.store.dynamodb import DynamoDBStore, ensure_table
 from jumpgate.control_plane.store.sqlite import SQLiteStore
 from jumpgate.control_plane.tokens import StaticToken
 from jumpgate.edge_proxy import tls
+from jumpgate.edge_proxy.control import ControlPlaneClient
 from jumpgate.edge_proxy.events import Event
+from jumpgate.edge_proxy.ssh_fronts import SSHFronts
 from jumpgate.edge_proxy.web import WebFront
+from jumpgate.node_agent.agent import Agent
 from jumpgate.protocol.names import split_host_port
 
 logger = logging.getLogger("jumpgate")
@@ -39,7 +47,20 @@ def open_store(config: Config) -> Store:
     return SQLiteStore(path)
 
 
-def open_control_plane(config: Config) -> ControlPlane:
+def proxy_host_key(data_dir: Path) -> asyncssh.SSHKey:
+    """The proxy's SSH host key, made (0600) on first start."""
+    path = data_dir / "proxy" / "ssh_host_ed25519_key"
+    if path.exists():
+        return asyncssh.read_private_key(path)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    key = asyncssh.generate_private_key("ssh-ed25519")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        out.write(key.export_private_key())
+    return key
+
+
+def open_control_plane(config: Config, proxy_host_keys: tuple[str, ...] = ()) -> ControlPlane:
     """The control plane over the configured store and the data dir's master key."""
     config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     master = load_or_create_master_key(config.data_dir / "master.key")
@@ -48,34 +69,46 @@ def open_control_plane(config: Config) -> ControlPlane:
         ssh_public_port=config.port_of("ssh_listen_addr"),
         tunnel_public_port=config.port_of("tunnel_listen_addr"),
         static_tokens=tuple(StaticToken(t.tenant, t.token, t.roles) for t in config.static_tokens),
+        proxy_host_keys=proxy_host_keys,
     )
     return ControlPlane(open_store(config), SecretBox(master), settings=settings)
 
 
 class InProcessTransport:
-    """Runs the control-plane handler on a thread pool, as Lambda would run it remotely."""
+    """Runs a control-plane handler on a thread pool, as Lambda would run it remotely."""
 
-    def __init__(self, handler: Handler, *, workers: int = 8) -> None:
+    def __init__(self, handler: Handler, pool: ThreadPoolExecutor) -> None:
         self._handler = handler
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="control-plane")
+        self._pool = pool
 
     async def __call__(self, event: Event) -> Event:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._pool, self._handler, event, None)
 
-    def close(self) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=True)
-
 
 class Daemon:
-    """The running platform; ``run`` serves until SIGINT/SIGTERM."""
+    """The platform (roles ``auth,proxy``) in this process; ``run`` serves until a signal.
 
-    def __init__(self, config: Config) -> None:
+    A node agent (role ``node``) may run beside it, as ``make up`` does.
+    """
+
+    def __init__(self, config: Config, agent: Agent | None = None) -> None:
         self.config = config
-        self.plane = open_control_plane(config)
-        self._transport = InProcessTransport(make_handler(self.plane))
-        self.web = WebFront(self._transport)
+        self.agent = agent
+        host_key = proxy_host_key(config.data_dir)
+        public = host_key.export_public_key("openssh").decode().strip()
+        self.plane = open_control_plane(config, (public,))
+        self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="control-plane")
+        self.web = WebFront(InProcessTransport(make_handler(self.plane), self._pool))
+        control = ControlPlaneClient(
+            InProcessTransport(make_internal_handler(self.plane), self._pool)
+        )
+        self.fronts = SSHFronts(
+            control, proxy_id=str(uuid.uuid4()), host_key=host_key, public_addr=config.public_addr
+        )
         self.ready = asyncio.Event()
+        self.ssh_port = 0
+        self.tunnel_port = 0
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
         stop = stop or asyncio.Event()
@@ -83,30 +116,40 @@ class Daemon:
         for sig in (signal.SIGINT, signal.SIGTERM):
             with suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, stop.set)
-        cert, key = tls.ensure_certificate(self.config.data_dir / "tls", self.config.public_addr)
-        host, port = split_host_port(self.config.web_listen_addr, 0, listen=True)
+        config = self.config
+        cert, key = tls.ensure_certificate(config.data_dir / "tls", config.public_addr)
+        web = split_host_port(config.web_listen_addr, 0, listen=True)
+        ssh = split_host_port(config.ssh_listen_addr, 0, listen=True)
+        tunnel = split_host_port(config.tunnel_listen_addr, 0, listen=True)
         try:
-            bound = await self.web.start(host, port, tls.server_context(cert, key))
+            bound = await self.web.start(web[0], web[1], tls.server_context(cert, key))
+            self.ssh_port, self.tunnel_port = await self.fronts.start(user=ssh, tunnel=tunnel)
         except OSError as exc:
+            await self.web.stop()
             raise OSError(
-                f"cannot listen on {self.config.web_listen_addr} ({exc.strerror}): "
-                "stop what uses it or pass --web-listen-addr"
+                f"cannot listen ({exc.strerror}): stop what uses the port or choose other "
+                "--web-listen-addr/--ssh-listen-addr/--tunnel-listen-addr"
             ) from exc
         logger.info(
             "platform started",
             extra={
-                "web_listen_addr": f"{host}:{bound}",
-                "public_addr": self.config.public_addr,
-                "data_dir": str(self.config.data_dir),
-                "roles": ",".join(self.config.roles),
+                "web_listen_addr": f"{web[0]}:{bound}",
+                "ssh_listen_addr": f"{ssh[0]}:{self.ssh_port}",
+                "tunnel_listen_addr": f"{tunnel[0]}:{self.tunnel_port}",
+                "public_addr": config.public_addr,
+                "data_dir": str(config.data_dir),
             },
         )
         self.ready.set()
+        agent_task = asyncio.create_task(self.agent.run(stop)) if self.agent else None
         try:
             await stop.wait()
         finally:
             logger.info("shutting down")
+            if agent_task is not None:
+                await asyncio.gather(agent_task, return_exceptions=True)
+            await self.fronts.close()
             await self.web.stop()
-            self._transport.close()
+            self._pool.shutdown(wait=True, cancel_futures=True)
             self.plane.store.close()
             logger.info("stopped")

@@ -8,10 +8,10 @@ from datetime import UTC, datetime
 import segno
 from cryptography.hazmat.primitives import serialization
 
-from jumpgate.cli.common import output, profile, prompt
+from jumpgate.cli.common import nodes, output, profile, prompt
 from jumpgate.cli.common.errors import CLIError
 from jumpgate.cli.common.run import run
-from jumpgate.protocol.client import Client
+from jumpgate.protocol.client import Client, Credentials
 from jumpgate.protocol.durations import format_duration, parse_duration
 
 PASSWORD_MIN, PASSWORD_MAX = 12, 128
@@ -38,6 +38,10 @@ def parser() -> argparse.ArgumentParser:
     login.add_argument("--otp", help="the one-time code (else asked for)")
     login.add_argument("--insecure", action="store_true", help="accept a self-signed certificate")
     output.add_format(login)
+
+    ls = sub.add_parser("ls", help="list the nodes you can reach")
+    ls.add_argument("filters", nargs="*", metavar="key=value", help="label filters")
+    output.add_format(ls)
 
     status = sub.add_parser("status", help="show the current login")
     output.add_format(status)
@@ -148,6 +152,18 @@ def _status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ls(args: argparse.Namespace) -> int:
+    filters = nodes.parse_filters(args.filters)
+    nodes.list_nodes(_signed_client(), filters, args.format)
+    return 0
+
+
+def _signed_client() -> Client:
+    current = profile.current()
+    credentials = Credentials(current.certificate(), current.private_key())
+    return Client(current.proxy, insecure=current.insecure, credentials=credentials)
+
+
 def _logout(_: argparse.Namespace) -> int:
     current = profile.current()
     profile.remove(current)
@@ -158,7 +174,13 @@ def _logout(_: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``jump``."""
     args = parser().parse_args(argv)
-    commands = {"signup": _signup, "login": _login, "status": _status, "logout": _logout}
+    commands = {
+        "signup": _signup,
+        "login": _login,
+        "ls": _ls,
+        "status": _status,
+        "logout": _logout,
+    }
     return run("jump", lambda: commands[args.command](args))
 
 

@@ -4,7 +4,7 @@ import argparse
 from typing import Any
 from urllib.parse import quote
 
-from jumpgate.cli.common import output
+from jumpgate.cli.common import nodes, output
 from jumpgate.cli.jumpctl.context import Context, durations
 
 
@@ -17,6 +17,10 @@ def register(sub: Any) -> None:
     add_node.add_argument("--token", help="choose the token's value (at least 16 characters)")
     output.add_format(add_node)
     add_node.set_defaults(handler=_nodes_add)
+    ls_nodes = nsub.add_parser("ls", help="list nodes, online or recently seen")
+    ls_nodes.add_argument("filters", nargs="*", metavar="key=value", help="label filters")
+    output.add_format(ls_nodes)
+    ls_nodes.set_defaults(handler=_nodes_ls)
 
     tokens = sub.add_parser("tokens", help="issue, list and revoke join tokens")
     tsub = tokens.add_subparsers(dest="tokens_command", required=True)
@@ -65,6 +69,11 @@ def _nodes_add(ctx: Context, args: argparse.Namespace) -> int:
     print("On the server to join, run:\n")
     print(f"  {command}\n")
     print("The --ca-pin makes the server check it is talking to this cluster before it joins.")
+    return 0
+
+
+def _nodes_ls(ctx: Context, args: argparse.Namespace) -> int:
+    nodes.list_nodes(ctx.client, nodes.parse_filters(args.filters), args.format)
     return 0
 
 

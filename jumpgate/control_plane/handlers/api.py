@@ -19,6 +19,7 @@ from aws_lambda_powertools.event_handler.openapi.params import Path
 from jumpgate.control_plane import errors
 from jumpgate.control_plane.authn import Identity, Request
 from jumpgate.control_plane.handlers import problems
+from jumpgate.control_plane.nodes import NodeView
 from jumpgate.control_plane.plane import ControlPlane
 from jumpgate.control_plane.records import UserRecord
 from jumpgate.protocol import certs, models
@@ -89,6 +90,7 @@ def build_app(plane: ControlPlane) -> APIGatewayHttpResolver:
             cluster_name=tenant,
             ssh_public_addr=f"{base}:{plane.settings.ssh_public_port}",
             tunnel_public_addr=f"{base}:{plane.settings.tunnel_public_port}",
+            proxy_host_keys=list(plane.settings.proxy_host_keys),
         )
 
     @app.get("/v1/openapi.json", include_in_schema=False)
@@ -167,6 +169,12 @@ def build_app(plane: ControlPlane) -> APIGatewayHttpResolver:
             ],
         )
 
+    @app.get("/v1/nodes", summary="Nodes of the cluster, with labels and whether online")
+    def list_nodes() -> models.NodeList:
+        tenant = addressed_tenant()
+        caller(tenant).require(Role.ACCESS)
+        return models.NodeList(nodes=[node_view(v) for v in plane.nodes.list(tenant)])
+
     @app.get("/v1/users", summary="Users of the cluster")
     def list_users() -> models.UserList:
         identity = admin()
@@ -235,15 +243,15 @@ def build_app(plane: ControlPlane) -> APIGatewayHttpResolver:
 
     @app.exception_handler(errors.JumpgateError)
     def on_error(error: errors.JumpgateError) -> Response[str]:
-        return _response(problems.from_error(error))
+        return response(problems.from_error(error))
 
     @app.exception_handler(RequestValidationError)
     def on_invalid(error: RequestValidationError) -> Response[str]:
-        return _response(_validation_problem(error))
+        return response(validation_problem(error))
 
     @app.not_found
     def on_not_found(_: Exception) -> Response[str]:
-        return _response(
+        return response(
             problems.problem(
                 404, ProblemType.NOT_FOUND, "Not found", "no such route: see /v1/openapi.json"
             )
@@ -263,11 +271,26 @@ def _user_info(user: UserRecord, now: datetime) -> models.UserInfo:
     )
 
 
-def _response(raw: Event) -> Response[str]:
+def node_view(view: NodeView) -> models.NodeView:
+    """A node as the API shows it."""
+    record = view.record
+    return models.NodeView(
+        host_id=record.host_id,
+        nodename=record.nodename,
+        hostname=record.hostname,
+        addr=record.addr,
+        version=record.version,
+        labels=record.labels,
+        online=view.online,
+        joined=record.joined,
+    )
+
+
+def response(raw: Event) -> Response[str]:
     return Response(raw["statusCode"], raw["headers"]["Content-Type"], raw["body"])
 
 
-def _validation_problem(error: RequestValidationError) -> Event:
+def validation_problem(error: RequestValidationError) -> Event:
     details = error.errors()
     first = details[0] if details else {}
     if first.get("type") == "json_invalid":
@@ -282,8 +305,12 @@ def _validation_problem(error: RequestValidationError) -> Event:
 
 
 def make_handler(plane: ControlPlane) -> Handler:
-    """The Lambda-shaped entry point: checks size and media type, then routes."""
-    app = build_app(plane)
+    """The Lambda-shaped entry point of the public API."""
+    return guarded(build_app(plane))
+
+
+def guarded(app: APIGatewayHttpResolver) -> Handler:
+    """A handler that checks size and media type, then routes; never raises."""
 
     def handler(event: Event, context: Any) -> Event:
         early = _precheck(event)

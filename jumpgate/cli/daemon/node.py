@@ -1,0 +1,30 @@
+"""The node role of the daemon: imports nothing of the platform, so a customer's server
+needs only ``pip install jumpgate``."""
+
+from jumpgate.cli.daemon.config import Config, ConfigError
+from jumpgate.node_agent.agent import Agent, AgentConfig
+from jumpgate.node_agent.labels import parse
+
+
+def agent_config(config: Config) -> AgentConfig:
+    """The agent's settings from the daemon's config; ``ConfigError`` names a bad label."""
+    try:
+        static, dynamic = parse(config.labels)
+    except ValueError as exc:
+        raise ConfigError(f"labels: {exc}") from exc
+    fields = {
+        "data_dir": config.data_dir,
+        "auth_server": config.auth_server or None,
+        "token": config.token or None,
+        "ca_pin": config.ca_pin or None,
+        "labels": static,
+        "dynamic_labels": tuple(dynamic),
+        "insecure": config.insecure,
+    }
+    if config.nodename:
+        fields["nodename"] = config.nodename
+    return AgentConfig(**fields)  # type: ignore[arg-type]
+
+
+def make_agent(config: Config) -> Agent:
+    return Agent(agent_config(config))

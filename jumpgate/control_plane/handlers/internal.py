@@ -1,0 +1,74 @@
+"""Routes only proxies call: tunnel authentication, presence, CA lookups.
+
+This resolver is never mounted on the public HTTPS front. Locally the daemon hands it to
+the proxy as an in-process transport; on AWS it is a separate function that only the proxy's
+IAM role may invoke. So its callers are trusted and it takes no user credentials.
+"""
+
+from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
+from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+
+from jumpgate.control_plane import errors
+from jumpgate.control_plane.handlers import problems
+from jumpgate.control_plane.handlers.api import (
+    Handler,
+    guarded,
+    node_view,
+    response,
+    validation_problem,
+)
+from jumpgate.control_plane.nodes import NodeInfo
+from jumpgate.control_plane.plane import ControlPlane
+from jumpgate.protocol import models
+
+
+def build_internal_app(plane: ControlPlane) -> APIGatewayHttpResolver:
+    """The internal resolver bound to ``plane``."""
+    app = APIGatewayHttpResolver(enable_validation=True, response_validation_error_http_code=500)
+
+    @app.post("/internal/v1/tenant-by-user-ca")
+    def tenant_by_user_ca(body: models.TenantByUserCA) -> models.TenantName:
+        return models.TenantName(tenant=plane.tenants.by_user_ca(body.public_key))
+
+    @app.get("/internal/v1/tenants/<tenant>/ca")
+    def tenant_ca(tenant: str) -> models.UserCAKeys:
+        plane.tenants.get(tenant)
+        user_ca, host_ca = plane.authorities.public_keys(tenant)
+        return models.UserCAKeys(tenant=tenant, user_ca_keys=[user_ca], host_ca_keys=[host_ca])
+
+    @app.post("/internal/v1/tunnel-auth")
+    def tunnel_auth(body: models.TunnelAuth) -> models.TunnelNode:
+        record = plane.nodes.authenticate_tunnel(body.tenant, body.host_id, body.public_key)
+        return models.TunnelNode(
+            tenant=body.tenant, host_id=record.host_id, nodename=record.nodename
+        )
+
+    @app.post("/internal/v1/presence", status_code=204)
+    def presence(body: models.Presence) -> None:
+        info = None
+        if body.proxy is not None:
+            info = NodeInfo(body.hostname, body.addr, body.version, dict(body.labels))
+        plane.nodes.set_presence(body.tenant, body.host_id, proxy=body.proxy, info=info)
+
+    @app.post("/internal/v1/proxy-alive", status_code=204)
+    def proxy_alive(body: models.ProxyAlive) -> None:
+        plane.nodes.proxy_alive(body.proxy)
+
+    @app.get("/internal/v1/tenants/<tenant>/nodes")
+    def nodes(tenant: str) -> models.NodeList:
+        return models.NodeList(nodes=[node_view(v) for v in plane.nodes.list(tenant)])
+
+    @app.exception_handler(errors.JumpgateError)
+    def on_error(error: errors.JumpgateError) -> Response[str]:
+        return response(problems.from_error(error))
+
+    @app.exception_handler(RequestValidationError)
+    def on_invalid(error: RequestValidationError) -> Response[str]:
+        return response(validation_problem(error))
+
+    return app
+
+
+def make_internal_handler(plane: ControlPlane) -> Handler:
+    """The Lambda-shaped entry point of the internal routes."""
+    return guarded(build_internal_app(plane))

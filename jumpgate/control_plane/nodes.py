@@ -1,0 +1,126 @@
+"""Nodes: tunnel authentication, presence and listing.
+
+Presence costs writes only when it changes: a tunnel coming up on a proxy, or going down.
+Each proxy refreshes one liveness record a minute for all its tunnels, so a proxy that dies
+takes its nodes offline within ``PROXY_TTL`` without a write per node. A node that has been
+offline longer than ``GONE_AFTER`` leaves listings; its record stays until removed.
+"""
+
+import secrets
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+
+from jumpgate.control_plane import keys
+from jumpgate.control_plane.clock import Clock
+from jumpgate.control_plane.errors import NotFound, Unauthenticated
+from jumpgate.control_plane.records import NodeRecord, ProxyRecord
+from jumpgate.control_plane.store import PLATFORM, Store
+from jumpgate.control_plane.store.base import KeyNotFound, RevisionMismatch
+from jumpgate.protocol.names import check_tenant_name
+
+PROXY_TTL = timedelta(seconds=90)
+"""A proxy refreshes its liveness every minute; 90 s of silence means it is gone."""
+GONE_AFTER = timedelta(minutes=10)
+_CAS_ATTEMPTS = 8
+
+
+@dataclass(frozen=True)
+class NodeView:
+    """A node as ``jump ls`` shows it."""
+
+    record: NodeRecord
+    online: bool
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    """What an agent reports of itself in its heartbeat."""
+
+    hostname: str
+    addr: str
+    version: str
+    labels: dict[str, str]
+
+
+class NodeService:
+    """A tenant's nodes; see the module docstring for the presence model."""
+
+    def __init__(self, store: Store, clock: Clock, *, gone_after: timedelta = GONE_AFTER) -> None:
+        self._store = store
+        self._clock = clock
+        self._gone_after = gone_after
+
+    def get(self, tenant: str, host_id: str) -> tuple[NodeRecord, str]:
+        try:
+            item = self._store.get(tenant, keys.node(host_id))
+        except KeyNotFound as exc:
+            raise NotFound(f"node {host_id} not found: see jumpctl nodes ls") from exc
+        return NodeRecord.from_bytes(item.value), item.revision
+
+    def authenticate_tunnel(self, tenant: str, host_id: str, public_key: str) -> NodeRecord:
+        """The node whose tunnel presents ``public_key``; refused unless it joined with it."""
+        try:
+            check_tenant_name(tenant)
+            record, _ = self.get(tenant, host_id)
+        except (ValueError, NotFound) as exc:
+            raise Unauthenticated("node is not joined to this cluster: join it again") from exc
+        if not secrets.compare_digest(record.public_key.strip(), public_key.strip()):
+            raise Unauthenticated("node key does not match the one it joined with")
+        return record
+
+    def set_presence(
+        self,
+        tenant: str,
+        host_id: str,
+        *,
+        proxy: str | None,
+        info: NodeInfo | None = None,
+    ) -> bool:
+        """Record the tunnel up (on ``proxy``) or down (``None``); True if anything changed."""
+        for _ in range(_CAS_ATTEMPTS):
+            record, revision = self.get(tenant, host_id)
+            if proxy is None and record.proxy is None:
+                return False
+            changes: dict[str, object] = {"proxy": proxy}
+            if info is not None:
+                changes.update(
+                    hostname=info.hostname, addr=info.addr, version=info.version, labels=info.labels
+                )
+            updated = replace(record, **changes)  # type: ignore[arg-type]
+            if updated == record:
+                return False
+            updated = replace(updated, seen=self._clock.now())
+            try:
+                self._store.compare_and_swap(
+                    tenant, keys.node(host_id), updated.to_bytes(), revision=revision
+                )
+                return True
+            except RevisionMismatch:
+                continue
+        return False
+
+    def proxy_alive(self, proxy_id: str) -> None:
+        """A proxy says it is alive for the next ``PROXY_TTL``."""
+        record = ProxyRecord(proxy_id=proxy_id, alive_until=self._clock.now() + PROXY_TTL)
+        self._store.put(
+            PLATFORM, keys.proxy(proxy_id), record.to_bytes(), expires=record.alive_until
+        )
+
+    def _live_proxies(self) -> set[str]:
+        return {
+            ProxyRecord.from_bytes(item.value).proxy_id
+            for item in self._store.list_all(PLATFORM, "proxies/")
+        }
+
+    def list(self, tenant: str) -> list[NodeView]:
+        """Nodes online now, and those offline for less than ``gone_after``."""
+        now = self._clock.now()
+        proxies = self._live_proxies()
+        views = []
+        for item in self._store.list_all(tenant, keys.NODES):
+            record = NodeRecord.from_bytes(item.value)
+            online = record.proxy is not None and record.proxy in proxies
+            last_seen: datetime = record.seen or record.joined
+            if online or now - last_seen < self._gone_after:
+                views.append(NodeView(record, online))
+        return sorted(views, key=lambda v: (v.record.nodename, v.record.host_id))

@@ -1,0 +1,70 @@
+"""The proxy's client of the control plane's internal routes.
+
+Its transport is an ``Invoke``: an in-process call of the internal handler (embedded) or a
+Lambda invoke (AWS). The proxy never touches the state store itself.
+"""
+
+import json
+from typing import Any
+
+from pydantic import BaseModel
+
+from jumpgate.edge_proxy.events import Invoke, decode_response, http_event
+from jumpgate.protocol import models
+
+
+class ControlPlaneError(Exception):
+    """The control plane refused or failed a call; ``str()`` is its one-line detail."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+
+
+class ControlPlaneClient:
+    """Typed calls of the internal routes."""
+
+    def __init__(self, invoke: Invoke) -> None:
+        self._invoke = invoke
+
+    async def _call(self, method: str, path: str, body: BaseModel | None = None) -> Any:
+        data = body.model_dump_json().encode() if body is not None else b""
+        headers = {"host": "internal", "content-type": "application/json"}
+        event = http_event(
+            method=method, path=path, query="", headers=headers, body=data, source_ip="127.0.0.1"
+        )
+        answer = decode_response(await self._invoke(event))
+        payload = json.loads(answer.body) if answer.body else None
+        if answer.status >= 400:
+            detail = payload.get("detail", "") if isinstance(payload, dict) else ""
+            raise ControlPlaneError(
+                answer.status, detail or f"control plane answered {answer.status}"
+            )
+        return payload
+
+    async def tenant_by_user_ca(self, public_key: str) -> str | None:
+        """The tenant whose user CA ``public_key`` is, or ``None``."""
+        try:
+            answer = await self._call(
+                "POST",
+                "/internal/v1/tenant-by-user-ca",
+                models.TenantByUserCA(public_key=public_key),
+            )
+        except ControlPlaneError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return str(answer["tenant"])
+
+    async def tunnel_auth(self, tenant: str, host_id: str, public_key: str) -> models.TunnelNode:
+        """The node a tunnel key belongs to; ``ControlPlaneError`` when it is not one."""
+        body = models.TunnelAuth(tenant=tenant, host_id=host_id, public_key=public_key)
+        return models.TunnelNode.model_validate(
+            await self._call("POST", "/internal/v1/tunnel-auth", body)
+        )
+
+    async def presence(self, presence: models.Presence) -> None:
+        await self._call("POST", "/internal/v1/presence", presence)
+
+    async def proxy_alive(self, proxy_id: str) -> None:
+        await self._call("POST", "/internal/v1/proxy-alive", models.ProxyAlive(proxy=proxy_id))

@@ -1,0 +1,72 @@
+"""The proxy's live tunnels, per tenant: who is reachable right now, by name or uuid.
+
+Errors::
+
+    UnknownNode     no live tunnel answers to that name in the tenant
+    AmbiguousNode   several nodes share the name; the message lists their uuids
+"""
+
+from dataclasses import dataclass
+
+import asyncssh
+
+
+class UnknownNode(Exception):
+    """No live node of that name."""
+
+
+class AmbiguousNode(Exception):
+    """Several live nodes share a name."""
+
+
+@dataclass(frozen=True)
+class Tunnel:
+    """One node's live tunnel and where to open channels on it."""
+
+    tenant: str
+    host_id: str
+    nodename: str
+    connection: asyncssh.SSHServerConnection
+    listen_host: str
+    listen_port: int
+
+
+class TunnelRegistry:
+    """Tunnels by tenant; a newer tunnel of the same node replaces an older one."""
+
+    def __init__(self) -> None:
+        self._tunnels: dict[str, dict[str, Tunnel]] = {}
+
+    def add(self, tunnel: Tunnel) -> Tunnel | None:
+        """Register ``tunnel``; returns the one it replaced, if any."""
+        nodes = self._tunnels.setdefault(tunnel.tenant, {})
+        previous = nodes.get(tunnel.host_id)
+        nodes[tunnel.host_id] = tunnel
+        return previous
+
+    def remove(self, tunnel: Tunnel) -> bool:
+        """Forget ``tunnel`` unless a newer one replaced it; True if it was current."""
+        nodes = self._tunnels.get(tunnel.tenant, {})
+        if nodes.get(tunnel.host_id) is tunnel:
+            del nodes[tunnel.host_id]
+            return True
+        return False
+
+    def __len__(self) -> int:
+        return sum(len(nodes) for nodes in self._tunnels.values())
+
+    def find(self, tenant: str, name: str) -> Tunnel:
+        """The tunnel of the node named ``name`` (nodename, uuid or ``uuid.tenant``)."""
+        nodes = self._tunnels.get(tenant, {})
+        wanted = name.lower().rstrip(".")
+        if wanted.endswith(f".{tenant}"):
+            wanted = wanted[: -len(tenant) - 1]
+        if wanted in nodes:
+            return nodes[wanted]
+        matches = [t for t in nodes.values() if t.nodename.lower() == wanted]
+        if not matches:
+            raise UnknownNode(f"node {name!r} is not online in cluster {tenant!r}: see jump ls")
+        if len(matches) > 1:
+            ids = ", ".join(sorted(t.host_id for t in matches))
+            raise AmbiguousNode(f"{len(matches)} nodes are named {name!r}: use a uuid ({ids})")
+        return matches[0]

@@ -1,0 +1,312 @@
+"""The proxy's SSH listeners: the tunnel front for node agents, the user front for people.
+
+Tunnel front (3024): an agent logs in as ``<host_id>.<tenant>`` with the host key it joined
+with (the control plane checks it), asks to listen on its SSH port, and keeps the connection
+open; that request registers the tunnel. Its heartbeats arrive on a ``jumpgate-heartbeat``
+subsystem; presence is written only when it changes.
+
+User front (3023): users log in with their certificate; its CA tells the tenant (SSH sees no
+hostname). A ``direct-tcpip`` channel to ``NODE:22`` (or 3022) is spliced onto a channel the
+proxy opens through the node's tunnel, so ``ssh -J`` works and the user's SSH session stays
+end to end with the node: the proxy forwards bytes and never holds session keys.
+"""
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import asyncssh
+
+from jumpgate.edge_proxy.control import ControlPlaneClient, ControlPlaneError
+from jumpgate.edge_proxy.registry import AmbiguousNode, Tunnel, TunnelRegistry, UnknownNode
+from jumpgate.edge_proxy.splice import splice
+from jumpgate.protocol import models
+
+logger = logging.getLogger(__name__)
+
+NODE_SSH_PORTS = (22, 3022)
+HEARTBEAT_SUBSYSTEM = "jumpgate-heartbeat"
+PROXY_BEAT_SECONDS = 60.0
+MAX_HEARTBEAT_BYTES = 16 * 1024
+
+Relay = Callable[[asyncssh.SSHReader[bytes], asyncssh.SSHWriter[bytes]], Awaitable[None]]
+
+
+@dataclass
+class Metrics:
+    """Counters for ``/metrics``."""
+
+    sessions: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+    handshake_failures: Counter[str] = field(default_factory=Counter)
+
+
+def _openssh(key: asyncssh.SSHKey) -> str:
+    return key.export_public_key("openssh").decode().strip()
+
+
+class _TunnelServer(asyncssh.SSHServer):
+    """One agent's tunnel connection."""
+
+    def __init__(self, fronts: "SSHFronts") -> None:
+        self._fronts = fronts
+        self._conn: asyncssh.SSHServerConnection | None = None
+        self.node: models.TunnelNode | None = None
+        self.tunnel: Tunnel | None = None
+        self.reported: models.Presence | None = None
+
+    def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
+        self._conn = conn
+
+    def begin_auth(self, username: str) -> bool:
+        return True
+
+    def public_key_auth_supported(self) -> bool:
+        return True
+
+    async def validate_public_key(self, username: str, key: asyncssh.SSHKey) -> bool:
+        host_id, _, tenant = username.partition(".")
+        try:
+            self.node = await self._fronts.control.tunnel_auth(tenant, host_id, _openssh(key))
+        except ControlPlaneError as exc:
+            self._fronts.metrics.handshake_failures["tunnel_refused"] += 1
+            logger.info("tunnel refused", extra={"node": username, "reason": str(exc)})
+            return False
+        return True
+
+    def server_requested(self, listen_host: str, listen_port: int) -> asyncssh.SSHListener | bool:
+        if self.node is None or self._conn is None or self.tunnel is not None:
+            return False
+        self.tunnel = Tunnel(
+            self.node.tenant,
+            self.node.host_id,
+            self.node.nodename,
+            self._conn,
+            listen_host,
+            listen_port,
+        )
+        replaced = self._fronts.registry.add(self.tunnel)
+        if replaced is not None:
+            replaced.connection.close()
+        logger.info("tunnel up", extra={"tenant": self.node.tenant, "node": self.node.host_id})
+        return _TunnelListener(listen_port)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        tunnel = self.tunnel
+        if tunnel is not None and self._fronts.registry.remove(tunnel):
+            logger.info("tunnel down", extra={"tenant": tunnel.tenant, "node": tunnel.host_id})
+            down = models.Presence(tenant=tunnel.tenant, host_id=tunnel.host_id, proxy=None)
+            self._fronts.spawn(self._fronts.control.presence(down))
+
+    async def heartbeat(self, process: asyncssh.SSHServerProcess[str]) -> None:
+        """Read JSON heartbeats; report presence when what the node says changes."""
+        node = self.node
+        if node is None or self.tunnel is None:
+            process.exit(1)
+            return
+        async for line in process.stdin:
+            if len(line) > MAX_HEARTBEAT_BYTES:
+                break
+            try:
+                beat = json.loads(line)
+                presence = models.Presence(
+                    tenant=node.tenant,
+                    host_id=node.host_id,
+                    proxy=self._fronts.proxy_id,
+                    hostname=str(beat.get("hostname", ""))[:253],
+                    addr=str(beat.get("addr", ""))[:64],
+                    version=str(beat.get("version", ""))[:64],
+                    labels={
+                        str(k)[:63]: str(v)[:255] for k, v in dict(beat.get("labels", {})).items()
+                    },
+                )
+            except (ValueError, TypeError, AttributeError):
+                logger.info("bad heartbeat ignored", extra={"node": node.host_id})
+                continue
+            if presence != self.reported:
+                await self._fronts.control.presence(presence)
+                self.reported = presence
+        process.exit(0)
+
+
+class _TunnelListener(asyncssh.SSHListener):
+    """What ``server_requested`` returns: the tunnel itself is the listener."""
+
+    def __init__(self, port: int) -> None:
+        super().__init__()
+        self._port = port
+
+    def get_port(self) -> int:
+        return self._port
+
+
+class _UserServer(asyncssh.SSHServer):
+    """One user's connection to the proxy."""
+
+    def __init__(self, fronts: "SSHFronts") -> None:
+        self._fronts = fronts
+        self.tenant: str | None = None
+
+    def begin_auth(self, username: str) -> bool:
+        return True
+
+    def public_key_auth_supported(self) -> bool:
+        return True
+
+    async def validate_ca_key(self, username: str, key: asyncssh.SSHKey) -> bool:
+        tenant = await self._fronts.control.tenant_by_user_ca(_openssh(key))
+        if tenant is None:
+            self._fronts.metrics.handshake_failures["unknown_user_ca"] += 1
+            return False
+        self.tenant = tenant
+        return True
+
+    def connection_requested(
+        self, dest_host: str, dest_port: int, orig_host: str, orig_port: int
+    ) -> "Relay":
+        if self.tenant is None:
+            raise asyncssh.ChannelOpenError(
+                asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED, "not authenticated"
+            )
+        if dest_port not in NODE_SSH_PORTS:
+            raise asyncssh.ChannelOpenError(
+                asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED,
+                f"only a node's SSH port (22 or 3022) can be reached, not {dest_port}",
+            )
+        try:
+            tunnel = self._fronts.find(self.tenant, dest_host)
+        except (UnknownNode, AmbiguousNode) as exc:
+            raise asyncssh.ChannelOpenError(asyncssh.OPEN_CONNECT_FAILED, str(exc)) from None
+        return self._fronts.relay(tunnel)
+
+
+class SSHFronts:
+    """Both SSH listeners of one proxy, sharing the tunnel registry."""
+
+    def __init__(
+        self,
+        control: ControlPlaneClient,
+        *,
+        proxy_id: str,
+        host_key: asyncssh.SSHKey,
+        public_addr: str,
+    ) -> None:
+        self.control = control
+        self.proxy_id = proxy_id
+        self.public_addr = public_addr
+        self.registry = TunnelRegistry()
+        self.metrics = Metrics()
+        self._host_key = host_key
+        self._servers: list[asyncssh.SSHAcceptor] = []
+        self._tasks: set[asyncio.Task[object]] = set()
+        self._tunnel_servers: dict[int, _TunnelServer] = {}
+
+    def spawn(self, coroutine: "asyncio.Future[object] | object") -> None:
+        """Run a background call; log, never raise, if it fails."""
+        task: asyncio.Task[object] = asyncio.ensure_future(coroutine)  # type: ignore[arg-type]
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: "asyncio.Task[object]") -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.warning("background control-plane call failed", exc_info=task.exception())
+
+    def find(self, tenant: str, name: str) -> Tunnel:
+        """A live node by name, uuid, ``uuid.tenant`` or ``name.tenant.<public-addr>``."""
+        suffix = f".{tenant}.{self.public_addr}"
+        if name.lower().endswith(suffix):
+            name = name[: -len(suffix)]
+        return self.registry.find(tenant, name)
+
+    def relay(self, tunnel: Tunnel) -> "Relay":
+        """A channel handler splicing the user's channel onto a new one through the tunnel."""
+
+        async def handle(
+            reader: asyncssh.SSHReader[bytes], writer: asyncssh.SSHWriter[bytes]
+        ) -> None:
+            try:
+                node = await tunnel.connection.open_connection(
+                    tunnel.listen_host, tunnel.listen_port
+                )
+            except (asyncssh.Error, OSError) as exc:
+                logger.info(
+                    "node channel refused", extra={"node": tunnel.host_id, "reason": str(exc)}
+                )
+                writer.close()
+                return
+            self.metrics.sessions += 1
+            sent, received = await splice((reader, writer), node)
+            self.metrics.bytes_in += sent
+            self.metrics.bytes_out += received
+
+        return handle
+
+    async def _tunnel_process(self, process: asyncssh.SSHServerProcess[str]) -> None:
+        server = self._tunnel_servers.get(id(process.channel.get_connection()))
+        if server is None or process.subsystem != HEARTBEAT_SUBSYSTEM:
+            process.stderr.write("only the jumpgate-heartbeat subsystem is served here\n")
+            process.exit(1)
+            return
+        await server.heartbeat(process)
+
+    def _tunnel_server(self) -> _TunnelServer:
+        fronts = self
+
+        class Tracked(_TunnelServer):
+            def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
+                super().connection_made(conn)
+                fronts._tunnel_servers[id(conn)] = self
+
+            def connection_lost(self, exc: Exception | None) -> None:
+                super().connection_lost(exc)
+                if self._conn is not None:
+                    fronts._tunnel_servers.pop(id(self._conn), None)
+
+        return Tracked(self)
+
+    async def start(self, *, user: tuple[str, int], tunnel: tuple[str, int]) -> tuple[int, int]:
+        """Listen for users and for tunnels; the bound ports (0 picks free ones)."""
+        common = {
+            "server_host_keys": [self._host_key],
+            "keepalive_interval": 30,
+            "keepalive_count_max": 3,
+        }
+        user_server = await asyncssh.listen(
+            user[0], user[1], server_factory=lambda: _UserServer(self), allow_scp=False, **common
+        )
+        tunnel_server = await asyncssh.listen(
+            tunnel[0],
+            tunnel[1],
+            server_factory=self._tunnel_server,
+            process_factory=self._tunnel_process,
+            encoding="utf-8",
+            **common,
+        )
+        self._servers = [user_server, tunnel_server]
+        self.spawn(self._beat())
+        return user_server.sockets[0].getsockname()[1], tunnel_server.sockets[0].getsockname()[1]
+
+    async def _beat(self) -> None:
+        while True:
+            try:
+                await self.control.proxy_alive(self.proxy_id)
+            except ControlPlaneError as exc:
+                logger.warning("proxy liveness not recorded", extra={"reason": str(exc)})
+            await asyncio.sleep(PROXY_BEAT_SECONDS)
+
+    async def close(self) -> None:
+        for server in self._servers:
+            server.close()
+        for server in self._servers:
+            await server.wait_closed()
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task

@@ -1,0 +1,260 @@
+"""The node agent's life: join (once), then hold a tunnel to the platform for ever.
+
+It retries everything retrying can fix (platform unreachable, proxy restarting) with
+exponential backoff and jitter from 1 s to 30 s, and stops with ``AgentError`` only on what
+it cannot: a refused token, a CA pin mismatch, a damaged identity.
+"""
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import asyncssh
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from jumpgate.node_agent import identity as identity_store
+from jumpgate.node_agent.errors import AgentError
+from jumpgate.node_agent.identity import Identity
+from jumpgate.node_agent.join import check_pin, join
+from jumpgate.node_agent.labels import DynamicLabel, evaluate
+from jumpgate.node_agent.server import NodeServer, handle_process
+from jumpgate.protocol import ports
+from jumpgate.protocol.client import APIError, Client, ClientError
+from jumpgate.protocol.names import resolve_loopback, split_host_port
+from jumpgate.protocol.version import server_version
+
+logger = logging.getLogger(__name__)
+
+HEARTBEAT_SUBSYSTEM = "jumpgate-heartbeat"
+LABEL_CHECK_SECONDS = 5.0
+"""How often the agent looks for changed labels; it sends a heartbeat only on change."""
+TUNNEL_LISTEN_HOST = "jumpgate-node"
+BACKOFF_FIRST, BACKOFF_MAX = 1.0, 30.0
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    """What ``jumpgate start --roles=node`` was told."""
+
+    data_dir: Path  # identity lives in <data_dir>/node
+    auth_server: str | None = None  # HOST:PORT of the tenant's web endpoint (first join)
+    token: str | None = None  # join token (first join only)
+    ca_pin: str | None = None  # sha256:... of the tenant's host CA (first join only)
+    nodename: str = field(default_factory=socket.gethostname)
+    labels: dict[str, str] = field(default_factory=dict)
+    dynamic_labels: tuple[DynamicLabel, ...] = ()
+    insecure: bool = False  # accept a self-signed HTTPS certificate
+
+
+def _backoff(attempt: int) -> float:
+    """Exponential from 1 s, capped at 30 s, with full jitter on the upper half."""
+    ceiling = min(BACKOFF_MAX, BACKOFF_FIRST * 2**attempt)
+    return random.uniform(ceiling / 2, ceiling)  # noqa: S311 - jitter, not a secret
+
+
+class Agent:
+    """One node agent; ``run`` until ``stop`` is set."""
+
+    def __init__(self, config: AgentConfig) -> None:
+        self.config = config
+        self.tunnel_up = asyncio.Event()
+        self.identity: Identity | None = None
+        self._labels = dict(config.labels)
+
+    def _client(self, auth_server: str, insecure: bool) -> Client:
+        return Client(auth_server, insecure=insecure)
+
+    def _load_or_join(self) -> tuple[Identity, ed25519.Ed25519PrivateKey]:
+        config = self.config
+        stored = identity_store.load(config.data_dir)
+        if stored is not None:
+            identity, key = stored
+            if config.ca_pin and config.ca_pin != identity.ca_pin:
+                raise AgentError(
+                    f"--ca-pin {config.ca_pin} differs from the pin this node joined with "
+                    f"({identity.ca_pin}): to join another cluster, remove "
+                    f"{config.data_dir / 'node'}"
+                )
+            return identity, key
+        missing = [
+            flag
+            for flag, value in (
+                ("--token", config.token),
+                ("--ca-pin", config.ca_pin),
+                ("--auth-server", config.auth_server),
+            )
+            if not value
+        ]
+        if missing:
+            raise AgentError(
+                f"this node has not joined yet and {', '.join(missing)} is missing: "
+                "get them from jumpctl nodes add"
+            )
+        assert config.token
+        assert config.ca_pin
+        assert config.auth_server
+        identity, key = join(
+            self._client(config.auth_server, config.insecure),
+            token=config.token,
+            ca_pin=config.ca_pin,
+            nodename=config.nodename,
+            insecure=config.insecure,
+        )
+        identity_store.save(config.data_dir, identity, key)
+        logger.info("joined", extra={"tenant": identity.tenant, "host_id": identity.host_id})
+        return identity, key
+
+    async def _identity(
+        self, stop: asyncio.Event
+    ) -> tuple[Identity, ed25519.Ed25519PrivateKey] | None:
+        loop = asyncio.get_running_loop()
+        attempt = 0
+        while not stop.is_set():
+            try:
+                return await loop.run_in_executor(None, self._load_or_join)
+            except AgentError:
+                raise
+            except (ClientError, OSError) as exc:
+                if isinstance(exc, APIError) and exc.status < 500:
+                    raise AgentError(str(exc)) from exc
+                delay = _backoff(attempt)
+                logger.warning(
+                    "platform unreachable", extra={"reason": str(exc), "retry_in": round(delay, 1)}
+                )
+                attempt += 1
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), delay)
+        return None
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Join if needed, then keep the tunnel up until ``stop``."""
+        joined = await self._identity(stop)
+        if joined is None:
+            return
+        identity, key = joined
+        self.identity = identity
+        refreshers = [
+            asyncio.create_task(self._refresh(label)) for label in self.config.dynamic_labels
+        ]
+        attempt = 0
+        try:
+            while not stop.is_set():
+                try:
+                    await self._hold_tunnel(identity, key, stop)
+                    attempt = 0
+                except PinMismatchDuringFind as exc:
+                    raise AgentError(str(exc)) from exc
+                except (ClientError, OSError, asyncssh.Error) as exc:
+                    logger.warning("tunnel down", extra={"reason": str(exc) or type(exc).__name__})
+                self.tunnel_up.clear()
+                if stop.is_set():
+                    break
+                delay = _backoff(attempt)
+                attempt += 1
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), delay)
+        finally:
+            for task in refreshers:
+                task.cancel()
+
+    async def _find(self, identity: Identity) -> tuple[str, int, list[str]]:
+        """Where the tunnel endpoint is and its host keys, as the platform says (/webapi/ping)."""
+        client = self._client(identity.auth_server, identity.insecure)
+        loop = asyncio.get_running_loop()
+        ca = await loop.run_in_executor(None, check_pin_safely, client, identity.ca_pin)
+        if ca is not None:
+            raise PinMismatchDuringFind(ca)
+        ping = await loop.run_in_executor(None, client.call, "GET", "/webapi/ping")
+        host, port = split_host_port(ping["tunnel_public_addr"], ports.TUNNEL)
+        return host, port, list(ping.get("proxy_host_keys", []))
+
+    async def _hold_tunnel(
+        self, identity: Identity, key: ed25519.Ed25519PrivateKey, stop: asyncio.Event
+    ) -> None:
+        host, port, proxy_keys = await self._find(identity)
+        if not proxy_keys:
+            raise ClientError("the platform published no proxy host key: cannot verify the tunnel")
+        pem = key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.OpenSSH,
+            serialization.NoEncryption(),
+        )
+        ssh_key = asyncssh.import_private_key(pem)
+        trusted = [asyncssh.import_public_key(k) for k in proxy_keys]
+        conn = await asyncio.wait_for(
+            asyncssh.connect(
+                resolve_loopback(host),
+                port,
+                username=f"{identity.host_id}.{identity.tenant}",
+                client_keys=[ssh_key],
+                known_hosts=(trusted, [], []),
+                keepalive_interval=15,
+                keepalive_count_max=3,
+            ),
+            timeout=30,
+        )
+        async with conn:
+            await asyncssh.listen(
+                tunnel=conn,
+                host=TUNNEL_LISTEN_HOST,
+                port=3022,
+                server_factory=lambda: NodeServer(identity.user_ca_keys),
+                server_host_keys=[(ssh_key, asyncssh.import_certificate(identity.certificate))],
+                process_factory=handle_process,
+                encoding=None,
+                keepalive_interval=30,
+            )
+            beats = await conn.create_process(subsystem=HEARTBEAT_SUBSYSTEM, encoding="utf-8")
+            self.tunnel_up.set()
+            logger.info("tunnel up", extra={"proxy": f"{host}:{port}"})
+            local = conn.get_extra_info("sockname")
+            sender = asyncio.create_task(self._heartbeats(beats, local[0] if local else ""))
+            closed = asyncio.create_task(conn.wait_closed())
+            stopping = asyncio.create_task(stop.wait())
+            done, _ = await asyncio.wait(
+                {sender, closed, stopping}, return_when=asyncio.FIRST_COMPLETED
+            )
+            for task in (sender, closed, stopping):
+                task.cancel()
+            if sender in done and not sender.cancelled() and sender.exception() is not None:
+                raise sender.exception()  # type: ignore[misc]
+
+    async def _heartbeats(self, beats: asyncssh.SSHClientProcess[str], addr: str) -> None:
+        sent: dict[str, object] | None = None
+        while True:
+            beat: dict[str, object] = {
+                "hostname": socket.gethostname(),
+                "addr": addr,
+                "version": server_version(),
+                "labels": dict(self._labels),
+            }
+            if beat != sent:  # the proxy writes state only on change; sending is cheap
+                beats.stdin.write(json.dumps(beat) + "\n")
+                sent = beat
+            await asyncio.sleep(LABEL_CHECK_SECONDS)
+
+    async def _refresh(self, label: DynamicLabel) -> None:
+        while True:
+            self._labels[label.key] = await evaluate(label)
+            await asyncio.sleep(label.period.total_seconds())
+
+
+class PinMismatchDuringFind(Exception):
+    """The cluster's CA changed under a joined node: stop rather than trust it."""
+
+
+def check_pin_safely(client: Client, ca_pin: str) -> str | None:
+    """``None`` when the pin still matches, else the mismatch message."""
+    from jumpgate.node_agent.errors import PinMismatch
+
+    try:
+        check_pin(client, ca_pin)
+    except PinMismatch as exc:
+        return str(exc)
+    return None

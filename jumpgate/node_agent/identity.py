@@ -1,0 +1,83 @@
+"""The node's identity on disk: host key, host certificate, tenant CA keys (files 0600).
+
+::
+
+    <data-dir>/node/identity.json     host id, tenant, name, CA keys, where the platform is
+    <data-dir>/node/host_key          OpenSSH private key
+    <data-dir>/node/host_key-cert.pub the host certificate
+
+Once joined, the agent starts from these files and needs no token.
+"""
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from jumpgate.node_agent.errors import AgentError
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who this node is and whom it trusts."""
+
+    host_id: str
+    tenant: str
+    nodename: str
+    auth_server: str  # HOST:PORT of the tenant's web endpoint
+    ca_pin: str
+    user_ca_keys: list[str]
+    host_ca_keys: list[str]
+    certificate: str
+    insecure: bool
+
+
+def _directory(data_dir: Path) -> Path:
+    return data_dir / "node"
+
+
+def _write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        out.write(data)
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(tmp, path)
+
+
+def save(data_dir: Path, identity: Identity, key: ed25519.Ed25519PrivateKey) -> None:
+    """Write the identity (key first, identity last, so a crash leaves no half identity)."""
+    directory = _directory(data_dir)
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.OpenSSH,
+        serialization.NoEncryption(),
+    )
+    _write(directory / "host_key", pem)
+    _write(directory / "host_key-cert.pub", identity.certificate.encode() + b"\n")
+    _write(directory / "identity.json", json.dumps(asdict(identity), indent=2).encode())
+
+
+def load(data_dir: Path) -> tuple[Identity, ed25519.Ed25519PrivateKey] | None:
+    """The stored identity, or ``None`` if this node never joined."""
+    directory = _directory(data_dir)
+    try:
+        data = json.loads((directory / "identity.json").read_text())
+        raw_key = (directory / "host_key").read_bytes()
+    except FileNotFoundError:
+        return None
+    except ValueError as exc:
+        raise AgentError(
+            f"{directory / 'identity.json'} is damaged: remove {directory} and join again"
+        ) from exc
+    key = serialization.load_ssh_private_key(raw_key, password=None)
+    if not isinstance(key, ed25519.Ed25519PrivateKey):
+        raise AgentError(
+            f"{directory / 'host_key'} is not an Ed25519 key: remove {directory} and join again"
+        )
+    return Identity(**data), key

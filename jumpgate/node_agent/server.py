@@ -1,0 +1,60 @@
+"""The node's SSH server, reached through the tunnel (no listening port).
+
+A user certificate is accepted when the tenant's user CA signed it, it is within its
+validity and the requested login is one of its principals (asyncssh checks the last two).
+An agent that is not root serves only its own user, as a non-root sshd would.
+"""
+
+import getpass
+import logging
+import os
+
+import asyncssh
+
+from jumpgate.node_agent import sessions
+
+logger = logging.getLogger(__name__)
+
+
+class NodeServer(asyncssh.SSHServer):
+    """One user connection arriving through the tunnel."""
+
+    def __init__(self, user_ca_keys: list[str]) -> None:
+        self._user_ca_keys = {key.split()[1] for key in user_ca_keys}
+        self._conn: asyncssh.SSHServerConnection | None = None
+        self._own_user = getpass.getuser()
+
+    def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
+        self._conn = conn
+
+    def begin_auth(self, username: str) -> bool:
+        if os.geteuid() != 0 and username != self._own_user and self._conn is not None:
+            self._conn.send_auth_banner(
+                f"login {username!r} is not served: this agent runs as {self._own_user!r}\n"
+            )
+        return True
+
+    def public_key_auth_supported(self) -> bool:
+        return True
+
+    def validate_ca_key(self, username: str, key: asyncssh.SSHKey) -> bool:
+        if os.geteuid() != 0 and username != self._own_user:
+            return False
+        try:
+            sessions.Account.lookup(username)
+        except KeyError:
+            logger.info("login refused: no such OS user", extra={"login": username})
+            return False
+        return key.export_public_key("openssh").split()[1].decode() in self._user_ca_keys
+
+
+async def handle_process(process: asyncssh.SSHServerProcess[bytes]) -> None:
+    """Run the session as the login the certificate allowed."""
+    login = process.get_extra_info("username")
+    try:
+        status = await sessions.run(process, sessions.Account.lookup(login))
+    except (OSError, asyncssh.Error) as exc:
+        logger.warning("session failed", extra={"login": login, "reason": str(exc)})
+        process.stderr.write(f"session failed on the node: {exc}\n".encode())
+        status = 1
+    process.exit(status)

@@ -1,0 +1,150 @@
+"""Running a session on the node: exec, interactive shell with a PTY, SFTP.
+
+Commands run as the requested OS user when the agent runs as root (as sshd does), with that
+user's shell, home and a clean environment. SFTP is served by OpenSSH's own ``sftp-server``
+run as that user, so file access obeys the user's permissions, never the agent's.
+"""
+
+import asyncio
+import os
+import pty
+import pwd
+import shutil
+from dataclasses import dataclass
+
+import asyncssh
+
+SFTP_SERVERS = (
+    "/usr/lib/openssh/sftp-server",
+    "/usr/libexec/openssh/sftp-server",
+    "/usr/libexec/sftp-server",
+)
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+@dataclass(frozen=True)
+class Account:
+    """The OS user a session runs as."""
+
+    name: str
+    uid: int
+    gid: int
+    home: str
+    shell: str
+
+    @classmethod
+    def lookup(cls, name: str) -> "Account":
+        entry = pwd.getpwnam(name)
+        shell = entry.pw_shell if os.path.exists(entry.pw_shell) else "/bin/sh"
+        return cls(entry.pw_name, entry.pw_uid, entry.pw_gid, entry.pw_dir, shell)
+
+    def environment(self, term: str | None) -> dict[str, str]:
+        env = {
+            "USER": self.name,
+            "LOGNAME": self.name,
+            "HOME": self.home,
+            "SHELL": self.shell,
+            "PATH": DEFAULT_PATH,
+            "LANG": os.environ.get("LANG", "C.UTF-8"),
+        }
+        if term:
+            env["TERM"] = term
+        return env
+
+    def spawn_options(self) -> dict[str, object]:
+        """Switch to the user only when the agent can (runs as root) and needs to."""
+        options: dict[str, object] = {"cwd": self.home if os.path.isdir(self.home) else "/"}
+        if os.geteuid() == 0 and self.uid != 0:
+            options.update(
+                user=self.uid, group=self.gid, extra_groups=os.getgrouplist(self.name, self.gid)
+            )
+        return options
+
+
+def sftp_server() -> str | None:
+    """OpenSSH's sftp-server on this machine, if installed."""
+    for path in SFTP_SERVERS:
+        if os.access(path, os.X_OK):
+            return path
+    return shutil.which("sftp-server")
+
+
+async def run(process: asyncssh.SSHServerProcess[bytes], account: Account) -> int:
+    """Serve one session channel to completion; the exit status."""
+    if process.subsystem == "sftp":
+        return await _sftp(process, account)
+    if process.subsystem:
+        process.stderr.write(f"subsystem {process.subsystem!r} is not served\n".encode())
+        return 1
+    if process.term_type:
+        return await _with_pty(process, account)
+    return await _with_pipes(process, account)
+
+
+def _argv(process: asyncssh.SSHServerProcess[bytes], account: Account) -> list[str]:
+    command = process.command
+    if command is None:
+        return [account.shell, "-l"]
+    return [account.shell, "-c", command]
+
+
+async def _with_pipes(process: asyncssh.SSHServerProcess[bytes], account: Account) -> int:
+    child = await asyncio.create_subprocess_exec(
+        *_argv(process, account),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=account.environment(None),
+        start_new_session=True,
+        **account.spawn_options(),  # type: ignore[arg-type]
+    )
+    await process.redirect(stdin=child.stdin, stdout=child.stdout, stderr=child.stderr)
+    status = await child.wait()
+    return status if status >= 0 else 128 - status
+
+
+async def _with_pty(process: asyncssh.SSHServerProcess[bytes], account: Account) -> int:
+    master, slave = pty.openpty()
+    try:
+        child = await asyncio.create_subprocess_exec(
+            *_argv(process, account),
+            stdin=slave,
+            stdout=slave,
+            stderr=slave,
+            env=account.environment(process.term_type),
+            start_new_session=True,
+            preexec_fn=_controlling_tty,
+            **account.spawn_options(),  # type: ignore[arg-type]
+        )
+    finally:
+        os.close(slave)
+    terminal = os.fdopen(master, "r+b", buffering=0)
+    # asyncssh sizes the PTY from the request and follows window changes on a tty it writes to.
+    await process.redirect(stdin=terminal, stdout=terminal, send_eof=False)
+    status = await child.wait()
+    return status if status >= 0 else 128 - status
+
+
+def _controlling_tty() -> None:
+    """Make stdin (the PTY slave) the session's controlling terminal, as a login does."""
+    import fcntl
+    import termios
+
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+
+async def _sftp(process: asyncssh.SSHServerProcess[bytes], account: Account) -> int:
+    server = sftp_server()
+    if server is None:
+        process.stderr.write(b"sftp is not available: install openssh-sftp-server on the node\n")
+        return 1
+    child = await asyncio.create_subprocess_exec(
+        server,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        env=account.environment(None),
+        **account.spawn_options(),  # type: ignore[arg-type]
+    )
+    await process.redirect(stdin=child.stdin, stdout=child.stdout)
+    status = await child.wait()
+    return status
