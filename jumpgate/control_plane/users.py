@@ -106,7 +106,9 @@ class UserService:
         for login in logins:
             check_login(login)
         now = self._clock.now()
-        token = secrets.token_urlsafe(24)
+        token = secrets.token_hex(
+            16
+        )  # hex: never starts with "-", which a shell flag parser would take
         invite = InviteRecord(user=name, expires=now + invite_ttl)
         user = UserRecord(
             name=name,

@@ -6,6 +6,7 @@ run as that user, so file access obeys the user's permissions, never the agent's
 """
 
 import asyncio
+import contextlib
 import os
 import pty
 import pwd
@@ -19,6 +20,7 @@ SFTP_SERVERS = (
     "/usr/libexec/openssh/sftp-server",
     "/usr/libexec/sftp-server",
 )
+PTY_DRAIN_SECONDS = 2.0
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
@@ -100,6 +102,10 @@ async def _with_pipes(process: asyncssh.SSHServerProcess[bytes], account: Accoun
     )
     await process.redirect(stdin=child.stdin, stdout=child.stdout, stderr=child.stderr)
     status = await child.wait()
+    # Exit only once the child's last output has been read and sent: drain() waits for the
+    # redirected pipe to reach EOF as well as for the channel to flush.
+    await process.stdout.drain()
+    await process.stderr.drain()
     return status if status >= 0 else 128 - status
 
 
@@ -122,6 +128,9 @@ async def _with_pty(process: asyncssh.SSHServerProcess[bytes], account: Account)
     # asyncssh sizes the PTY from the request and follows window changes on a tty it writes to.
     await process.redirect(stdin=terminal, stdout=terminal, send_eof=False)
     status = await child.wait()
+    # A background job may keep the PTY open; like sshd, end the session with the shell.
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(process.stdout.drain(), PTY_DRAIN_SECONDS)
     return status if status >= 0 else 128 - status
 
 
@@ -147,4 +156,5 @@ async def _sftp(process: asyncssh.SSHServerProcess[bytes], account: Account) -> 
     )
     await process.redirect(stdin=child.stdin, stdout=child.stdout)
     status = await child.wait()
+    await process.stdout.drain()
     return status

@@ -1,152 +1,15 @@
 """The CLIs as a person drives them, against ``jumpgate start`` on free loopback ports."""
 
-import json
-import os
-import signal
-import subprocess
-import sys
-import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import pyotp
 import pytest
 
 from jumpgate.protocol.client import APIError, Client
 from jumpgate.protocol.problems import MAX_BODY_BYTES
+from tests.e2e.conftest import PASSWORD, STATIC_TOKEN, Cluster, Shell, signup_and_login
 from tests.support import free_port
 
 pytestmark = pytest.mark.e2e
-PASSWORD = "correct horse battery staple"
-STATIC_TOKEN = "static-node-token-from-config"
-BIN = Path(sys.executable).parent
-
-
-@dataclass
-class Result:
-    code: int
-    out: str
-    err: str
-
-    def json(self) -> Any:
-        return json.loads(self.out)
-
-
-@dataclass
-class Cluster:
-    data_dir: Path
-    port: int
-    process: subprocess.Popen[bytes]
-    log: Path
-
-    @property
-    def proxy(self) -> str:
-        return f"acme.localhost:{self.port}"
-
-
-class Shell:
-    """Runs jump/jumpctl/jumpgate with one JUMPGATE_HOME, like one person's laptop."""
-
-    def __init__(self, home: Path) -> None:
-        self.env = {**os.environ, "JUMPGATE_HOME": str(home)}
-
-    def run(self, *argv: str, stdin: str | None = None) -> Result:
-        done = subprocess.run(
-            [str(BIN / argv[0]), *argv[1:]],
-            input=stdin,
-            capture_output=True,
-            text=True,
-            env=self.env,
-            timeout=60,
-            check=False,
-        )
-        return Result(done.returncode, done.stdout, done.stderr)
-
-    def ok(self, *argv: str, stdin: str | None = None) -> Result:
-        result = self.run(*argv, stdin=stdin)
-        assert result.code == 0, f"{argv}: {result.err}"
-        return result
-
-    def fails(self, *argv: str, stdin: str | None = None) -> str:
-        """The one-line error of a command that must fail."""
-        result = self.run(*argv, stdin=stdin)
-        assert result.code == 1, f"{argv} should fail: {result.out}"
-        lines = result.err.strip().splitlines()
-        assert len(lines) == 1, result.err
-        assert "Traceback" not in result.err
-        return lines[0]
-
-
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    data_dir = tmp_path / "data"
-    port = free_port()
-    log = tmp_path / "daemon.log"
-    config = tmp_path / "jumpgate.yaml"
-    config.write_text(
-        f"data_dir: {data_dir}\n"
-        "web_listen_addr: 127.0.0.1:1\n"  # overridden by the flag below
-        "static_tokens:\n"
-        f"  - {{tenant: acme, token: {STATIC_TOKEN}, roles: [node]}}\n"
-    )
-    with log.open("w") as out:
-        process = subprocess.Popen(
-            [
-                str(BIN / "jumpgate"),
-                "start",
-                "-c",
-                str(config),
-                "--web-listen-addr",
-                f"127.0.0.1:{port}",
-                "--ssh-listen-addr",
-                f"127.0.0.1:{free_port()}",
-                "--tunnel-listen-addr",
-                f"127.0.0.1:{free_port()}",
-            ],
-            stdout=out,
-            stderr=out,
-        )
-    deadline = time.monotonic() + 20
-    while "platform started" not in log.read_text():
-        if process.poll() is not None or time.monotonic() > deadline:
-            pytest.fail(f"daemon did not start: {log.read_text()}")
-        time.sleep(0.05)
-    yield Cluster(data_dir, port, process, log)
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        process.wait(timeout=20)
-
-
-def _signup_and_login(shell: Shell, cluster: Cluster, token: str, user: str) -> pyotp.TOTP:
-    proxy = cluster.proxy
-    signup = shell.ok(
-        "jump",
-        "signup",
-        f"--proxy={proxy}",
-        "--insecure",
-        "--password-stdin",
-        "--format",
-        "json",
-        token,
-        stdin=PASSWORD + "\n",
-    ).json()
-    assert isinstance(signup, dict)
-    totp = pyotp.TOTP(signup["totp_secret"])
-    shell.ok(
-        "jump",
-        "login",
-        f"--proxy={proxy}",
-        "--insecure",
-        "--user",
-        user,
-        "--password-stdin",
-        "--otp",
-        totp.now(),
-        stdin=PASSWORD + "\n",
-    )
-    return totp
 
 
 def test_operator_admin_and_user_flow(cluster: Cluster, tmp_path: Path) -> None:
@@ -171,7 +34,7 @@ def test_operator_admin_and_user_flow(cluster: Cluster, tmp_path: Path) -> None:
     listed = admin.ok("jumpgate", "tenants", "ls", "--format", "json", *data).json()
     assert [t["name"] for t in listed] == ["acme"]
 
-    _signup_and_login(admin, cluster, created["invite_token"], "alice")
+    signup_and_login(admin, cluster, created["invite_token"], "alice")
     key = tmp_path / "admin-home" / "profiles" / f"acme.localhost_{cluster.port}" / "key"
     assert key.stat().st_mode & 0o777 == 0o600
 
@@ -214,7 +77,7 @@ def test_operator_admin_and_user_flow(cluster: Cluster, tmp_path: Path) -> None:
     assert [(u["name"], u["status"]) for u in users] == [("alice", "active"), ("bob", "invited")]
 
     engineer = Shell(tmp_path / "bob-home")
-    _signup_and_login(engineer, cluster, bob["invite_token"], "bob")
+    signup_and_login(engineer, cluster, bob["invite_token"], "bob")
     me = engineer.ok("jump", "status", "--format", "json").json()
     assert isinstance(me, dict)
     assert (me["user"], me["cluster"], me["logins"], me["roles"]) == (
@@ -274,7 +137,7 @@ def test_bad_input_gets_one_line_errors(cluster: Cluster, tmp_path: Path) -> Non
         shell.fails(*signup, created["invite_token"], stdin="too short\n")
         == "jump: error: password must be 12 to 128 characters"
     )
-    totp = _signup_and_login(shell, cluster, created["invite_token"], "alice")
+    totp = signup_and_login(shell, cluster, created["invite_token"], "alice")
     cases = [
         (
             _login_argv(proxy, totp.now()),
@@ -328,7 +191,7 @@ def test_other_tenants_credentials_are_refused(cluster: Cluster, tmp_path: Path)
     ).json()
     assert isinstance(acme, dict)
     assert isinstance(globex, dict)
-    _signup_and_login(acme_admin, cluster, acme["invite_token"], "alice")
+    signup_and_login(acme_admin, cluster, acme["invite_token"], "alice")
     proxy = f"globex.localhost:{cluster.port}"
     globex_admin.ok(
         "jump",
@@ -374,8 +237,7 @@ def test_version_and_oversized_body_through_https(cluster: Cluster, tmp_path: Pa
 
 
 def test_sigterm_stops_the_daemon_cleanly(cluster: Cluster) -> None:
-    cluster.process.send_signal(signal.SIGTERM)
-    assert cluster.process.wait(timeout=20) == 0
+    assert cluster.stop() == 0
     log = cluster.log.read_text()
     assert '"message": "stopped"' in log
     assert "Traceback" not in log

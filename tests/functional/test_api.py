@@ -306,3 +306,13 @@ def test_unparseable_public_key_is_a_clear_400(platform: Platform, path: str, fi
     answer = platform.call("POST", path, {**bodies[path], field: "not-a-key AAAAAAAAAAAAAAAA"})
     assert answer.status == 400
     assert answer.detail == "not an OpenSSH public key (expected 'ssh-ed25519 AAAA...')"
+
+
+def test_invite_and_join_tokens_never_look_like_flags(platform: Platform) -> None:
+    """A token is typed as a command-line argument: it must never start with '-'."""
+    admin = platform.admin_session()
+    for n in range(40):
+        invite = platform.call("POST", "/v1/users", {"name": f"user{n}"}, session=admin)
+        join = platform.call("POST", "/v1/tokens", {}, session=admin)
+        assert invite.body["invite_token"][0].isalnum()
+        assert join.body["token"][0].isalnum()

@@ -1,0 +1,171 @@
+"""What every e2e test shares: a daemon on free loopback ports, and CLIs run like a person."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyotp
+import pytest
+
+from tests.support import free_port
+
+PASSWORD = "correct horse battery staple"
+STATIC_TOKEN = "static-node-token-from-config"
+BIN = Path(sys.executable).parent
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+    def json(self) -> Any:
+        return json.loads(self.out)
+
+
+@dataclass
+class Cluster:
+    """A running ``jumpgate start`` (auth, proxy) with its ports and log."""
+
+    directory: Path
+    port: int
+    ssh_port: int
+    tunnel_port: int
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def data_dir(self) -> Path:
+        return self.directory / "data"
+
+    @property
+    def log(self) -> Path:
+        return self.directory / "daemon.log"
+
+    @property
+    def proxy(self) -> str:
+        return f"acme.localhost:{self.port}"
+
+    def start(self) -> None:
+        config = self.directory / "jumpgate.yaml"
+        config.write_text(
+            f"data_dir: {self.data_dir}\n"
+            "web_listen_addr: 127.0.0.1:1\n"  # overridden by the flag below
+            "static_tokens:\n"
+            f"  - {{tenant: acme, token: {STATIC_TOKEN}, roles: [node]}}\n"
+        )
+        offset = len(self.log.read_text()) if self.log.exists() else 0
+        with self.log.open("a") as out:
+            self.process = subprocess.Popen(
+                [
+                    str(BIN / "jumpgate"),
+                    "start",
+                    "-c",
+                    str(config),
+                    "--web-listen-addr",
+                    f"127.0.0.1:{self.port}",
+                    "--ssh-listen-addr",
+                    f"127.0.0.1:{self.ssh_port}",
+                    "--tunnel-listen-addr",
+                    f"127.0.0.1:{self.tunnel_port}",
+                ],
+                stdout=out,
+                stderr=out,
+            )
+        wait_for_line(self.log, "platform started", self.process, offset=offset)
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        assert self.process is not None
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        return self.process.wait(timeout=20)
+
+
+def wait_for_line(
+    log: Path, text: str, process: subprocess.Popen[bytes], *, offset: int = 0, seconds: float = 20
+) -> float:
+    """Wait until ``text`` appears in ``log`` after ``offset``; the seconds it took."""
+    start = time.monotonic()
+    while text not in log.read_text()[offset:]:
+        if process.poll() is not None or time.monotonic() - start > seconds:
+            pytest.fail(f"{text!r} did not appear: {log.read_text()[offset:][-3000:]}")
+        time.sleep(0.05)
+    return time.monotonic() - start
+
+
+class Shell:
+    """Runs jump/jumpctl/jumpgate with one JUMPGATE_HOME, like one person's laptop."""
+
+    def __init__(self, home: Path) -> None:
+        self.env = {**os.environ, "JUMPGATE_HOME": str(home)}
+
+    def run(self, *argv: str, stdin: str | None = None) -> Result:
+        done = subprocess.run(
+            [str(BIN / argv[0]), *argv[1:]],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            env=self.env,
+            timeout=60,
+            check=False,
+        )
+        return Result(done.returncode, done.stdout, done.stderr)
+
+    def ok(self, *argv: str, stdin: str | None = None) -> Result:
+        result = self.run(*argv, stdin=stdin)
+        assert result.code == 0, f"{argv}: {result.err}"
+        return result
+
+    def fails(self, *argv: str, stdin: str | None = None) -> str:
+        """The one-line error of a command that must fail."""
+        result = self.run(*argv, stdin=stdin)
+        assert result.code == 1, f"{argv} should fail: {result.out}"
+        lines = result.err.strip().splitlines()
+        assert len(lines) == 1, result.err
+        assert "Traceback" not in result.err
+        return lines[0]
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    running = Cluster(tmp_path, free_port(), free_port(), free_port())
+    running.start()
+    yield running
+    running.stop()
+
+
+def signup_and_login(shell: Shell, cluster: Cluster, token: str, user: str) -> pyotp.TOTP:
+    proxy = cluster.proxy
+    signup = shell.ok(
+        "jump",
+        "signup",
+        f"--proxy={proxy}",
+        "--insecure",
+        "--password-stdin",
+        "--format",
+        "json",
+        token,
+        stdin=PASSWORD + "\n",
+    ).json()
+    assert isinstance(signup, dict)
+    totp = pyotp.TOTP(signup["totp_secret"])
+    shell.ok(
+        "jump",
+        "login",
+        f"--proxy={proxy}",
+        "--insecure",
+        "--user",
+        user,
+        "--password-stdin",
+        "--otp",
+        totp.now(),
+        stdin=PASSWORD + "\n",
+    )
+    return totp

@@ -1,0 +1,265 @@
+"""Reaching a node behind its tunnel: the agent, the proxy and plain OpenSSH, end to end."""
+
+import getpass
+import hashlib
+import json
+import signal
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import BIN, Cluster, Shell, signup_and_login, wait_for_line
+
+pytestmark = [pytest.mark.e2e, pytest.mark.net]
+LOGIN = getpass.getuser()
+
+
+@dataclass
+class Node:
+    """A node agent process joined to tenant acme."""
+
+    directory: Path
+    command: list[str]
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def log(self) -> Path:
+        return self.directory / "agent.log"
+
+    def start(self, *extra: str) -> subprocess.Popen[bytes]:
+        offset = len(self.log.read_text()) if self.log.exists() else 0
+        with self.log.open("a") as out:
+            self.process = subprocess.Popen([*self.command, *extra], stdout=out, stderr=out)
+        self.offset = offset
+        return self.process
+
+    def wait_tunnel(self, seconds: float = 20) -> float:
+        assert self.process is not None
+        return wait_for_line(
+            self.log, '"tunnel up"', self.process, offset=self.offset, seconds=seconds
+        )
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        assert self.process is not None
+        self.process.send_signal(sig)
+        self.process.wait(timeout=20)
+
+
+@dataclass
+class Site:
+    """A cluster, a logged-in admin, one joined node, and an ssh_config to reach it."""
+
+    cluster: Cluster
+    admin: Shell
+    node: Node
+    ssh_config: Path
+
+    def ssh(
+        self, *argv: str, host: str = "web-1", stdin: bytes | None = None
+    ) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run(
+            ["ssh", "-F", str(self.ssh_config), *argv[:-1], host, argv[-1]] if argv else [],
+            input=stdin,
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+
+
+def write_ssh_config(
+    directory: Path, home: Path, cluster: Cluster, host_ca: str, proxy_key: str
+) -> Path:
+    """What ``jump config`` prints, written out: ProxyJump through the proxy, node via CA."""
+    profile = home / "profiles" / f"acme.localhost_{cluster.port}"
+    known_hosts = directory / "known_hosts"
+    known_hosts.write_text(
+        f"[127.0.0.1]:{cluster.ssh_port} {proxy_key}\n"
+        f"@cert-authority web-1,nosuch,*.acme {host_ca}\n"
+    )
+    config = directory / "ssh_config"
+    config.write_text(
+        f"""Host jg-proxy
+  HostName 127.0.0.1
+  Port {cluster.ssh_port}
+  User {LOGIN}
+Host * !jg-proxy
+  User {LOGIN}
+  ProxyJump jg-proxy
+Host *
+  IdentityFile {profile / "key"}
+  CertificateFile {profile / "key-cert.pub"}
+  IdentitiesOnly yes
+  UserKnownHostsFile {known_hosts}
+  StrictHostKeyChecking yes
+  BatchMode yes
+  ConnectTimeout 10
+"""
+    )
+    return config
+
+
+@pytest.fixture
+def site(cluster: Cluster, tmp_path: Path) -> Iterator[Site]:
+    admin = Shell(tmp_path / "home")
+    data = ["--data-dir", str(cluster.data_dir)]
+    created = admin.ok(
+        "jumpgate",
+        "tenants",
+        "create",
+        "acme",
+        "--admin",
+        "alice",
+        "--logins",
+        LOGIN,
+        "--format",
+        "json",
+        *data,
+    ).json()
+    signup_and_login(admin, cluster, created["invite_token"], "alice")
+    joining = admin.ok("jumpctl", "nodes", "add", "--ttl", "5m", "--format", "json").json()
+    node_dir = tmp_path / "node"
+    node_dir.mkdir()
+    command = [str(BIN / "jumpgate"), *joining["command"].split()[1:]]
+    node = Node(
+        node_dir,
+        [*command, "--data-dir", str(node_dir), "--nodename", "web-1", "--labels", "env=prod"],
+    )
+    node.start()
+    node.wait_tunnel()
+    identity = json.loads((node_dir / "node" / "identity.json").read_text())
+    ping = admin.ok("jumpctl", "status", "--format", "json")  # proves the admin profile works
+    assert ping.code == 0
+    from jumpgate.protocol.client import Client
+
+    proxy_key = Client(cluster.proxy, insecure=True).call("GET", "/webapi/ping")["proxy_host_keys"][
+        0
+    ]
+    config = write_ssh_config(
+        tmp_path, tmp_path / "home", cluster, identity["host_ca_keys"][0], proxy_key
+    )
+    yield Site(cluster, admin, node, config)
+    if node.process is not None and node.process.poll() is None:
+        node.kill(signal.SIGTERM)
+
+
+def _nodes(site: Site) -> list[dict[str, object]]:
+    return list(site.admin.ok("jump", "ls", "--format", "json").json())
+
+
+def test_jump_ls_shows_the_node_with_its_labels(site: Site) -> None:
+    nodes = _nodes(site)
+    assert [(n["nodename"], n["labels"], n["online"]) for n in nodes] == [
+        ("web-1", {"env": "prod"}, True)
+    ]
+    assert _nodes(site) == nodes
+    assert site.admin.ok("jump", "ls", "env=staging", "--format", "json").json() == []
+    assert "web-1" in site.admin.ok("jumpctl", "nodes", "ls").out
+
+
+def test_openssh_jump_through_the_proxy(site: Site) -> None:
+    hello = site.ssh("echo hello")
+    assert hello.returncode == 0, hello.stderr
+    assert hello.stdout == b"hello\n"
+    assert site.ssh("exit 3").returncode == 3
+    payload = bytes(range(256)) * 8192  # 2 MiB through stdin and back
+    echoed = site.ssh("cat", stdin=payload)
+    assert hashlib.sha256(echoed.stdout).hexdigest() == hashlib.sha256(payload).hexdigest()
+    whoami = site.ssh("id -un")
+    assert whoami.stdout.decode().strip() == LOGIN
+
+
+def test_refusals_at_proxy_and_node(site: Site) -> None:
+    unknown = site.ssh("true", host="nosuch")
+    assert unknown.returncode == 255
+    assert b"node 'nosuch' is not online in cluster 'acme': see jump ls" in unknown.stderr
+    not_a_principal = site.ssh("-l", "nobody-here", "true")
+    assert not_a_principal.returncode == 255
+    assert b"Permission denied" in not_a_principal.stderr
+
+
+def test_agent_killed_then_restarted_without_token_rejoins(site: Site) -> None:
+    site.node.kill()
+    offline = _nodes(site)
+    assert [n["online"] for n in offline] == [False]
+    identity_dir = site.node.directory
+    site.node.command = [
+        str(BIN / "jumpgate"),
+        "start",
+        "--roles=node",
+        "--data-dir",
+        str(identity_dir),
+        "--insecure",
+    ]
+    site.node.start()
+    site.node.wait_tunnel()
+    back = site.ssh("echo back")
+    assert back.stdout == b"back\n", back.stderr.decode() + site.node.log.read_text()[-2000:]
+    assert [n["online"] for n in _nodes(site)] == [True]
+
+
+def test_proxy_restart_agent_reconnects_within_10s(site: Site) -> None:
+    assert site.cluster.stop() == 0
+    site.node.offset = len(site.node.log.read_text())
+    site.cluster.start()
+    took = site.node.wait_tunnel(seconds=15)
+    assert took <= 10.0, f"agent took {took:.1f}s to reconnect"
+    assert site.ssh("echo again").stdout == b"again\n"
+
+
+def test_join_refusals(cluster: Cluster, tmp_path: Path) -> None:
+    admin = Shell(tmp_path / "home")
+    created = admin.ok(
+        "jumpgate",
+        "tenants",
+        "create",
+        "acme",
+        "--admin",
+        "alice",
+        "--format",
+        "json",
+        "--data-dir",
+        str(cluster.data_dir),
+    ).json()
+    signup_and_login(admin, cluster, created["invite_token"], "alice")
+    token = admin.ok("jumpctl", "nodes", "add", "--format", "json").json()
+    wrong_pin = "sha256:" + "0" * 64
+
+    def join(*flags: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [
+                str(BIN / "jumpgate"),
+                "start",
+                "--roles=node",
+                f"--auth-server={cluster.proxy}",
+                "--insecure",
+                "--data-dir",
+                str(tmp_path / "n"),
+                *flags,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    mismatch = join(f"--token={token['token']}", f"--ca-pin={wrong_pin}")
+    assert mismatch.returncode == 1
+    assert mismatch.stderr.strip().splitlines()[-1] == (
+        f"jumpgate: error: CA pin mismatch: {cluster.proxy} presents {token['ca_pin']} "
+        f"but --ca-pin is {wrong_pin}; check the address, or the pin shown by jumpctl status"
+    )
+    admin.ok("jumpctl", "tokens", "rm", token["token"])
+    deleted = join(f"--token={token['token']}", f"--ca-pin={token['ca_pin']}")
+    assert deleted.returncode == 1
+    assert "jumpgate: error: join refused: join token was deleted" in deleted.stderr
+    unknown = join("--token=never-issued-token-value", f"--ca-pin={token['ca_pin']}")
+    assert "jumpgate: error: join refused: join token not recognised" in unknown.stderr
+    missing = join()
+    assert missing.stderr.strip().splitlines()[-1] == (
+        "jumpgate: error: this node has not joined yet and --token, --ca-pin is missing: "
+        "get them from jumpctl nodes add"
+    )
+    assert not (tmp_path / "n" / "node" / "identity.json").exists()
