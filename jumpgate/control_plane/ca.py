@@ -108,15 +108,26 @@ class CertificateAuthority:
         host_id: str,
         nodename: str,
         now: datetime,
+        public_addr: str | None = None,
         ttl: timedelta = timedelta(seconds=certs.HOST_CERT_TTL_SECONDS),
     ) -> str:
-        """An SSH host certificate for a node: uuid, ``<uuid>.<tenant>`` and its name."""
+        """An SSH host certificate for a node: uuid, ``<uuid>.<tenant>`` and its name.
+
+        With ``public_addr`` it also names ``<name>.<tenant>.<public_addr>`` (both for the
+        uuid and the name), so ``ssh web-1.acme.example.sh`` checks out in plain OpenSSH.
+        """
         assert self.kind == "host"
+        principals = [host_id, f"{host_id}.{tenant}", nodename]
+        if public_addr:
+            principals += [
+                f"{nodename}.{tenant}.{public_addr}",
+                f"{host_id}.{tenant}.{public_addr}",
+            ]
         return self._signer.certify(
             public_key,
             cert_type=CertType.HOST,
             key_id=f"{host_id}.{tenant}",
-            principals=[host_id, f"{host_id}.{tenant}", nodename],
+            principals=principals,
             valid_after=int((now - BACKDATE).timestamp()),
             valid_before=int((now + ttl).timestamp()),
         )

@@ -57,7 +57,12 @@ class ControlPlane:
         self.tenants = TenantService(store, box, self.clock, self.authorities, self.users)
         self.login = LoginService(store, box, self.clock, self.authorities, self.users)
         self.tokens = TokenService(
-            store, box, self.clock, self.authorities, self.settings.static_tokens
+            store,
+            box,
+            self.clock,
+            self.authorities,
+            self.settings.static_tokens,
+            public_addr=self.settings.public_addr,
         )
         self.authn = Authenticator(store, self.clock, self.authorities, self.users)
         self.nodes = NodeService(store, self.clock)

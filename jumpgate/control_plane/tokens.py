@@ -64,12 +64,14 @@ class TokenService:
         clock: Clock,
         authorities: Authorities,
         static: tuple[StaticToken, ...] = (),
+        public_addr: str | None = None,
     ) -> None:
         self._store = store
         self._box = box
         self._clock = clock
         self._authorities = authorities
         self._static = static
+        self._public_addr = public_addr
 
     def _static_for(self, tenant: str) -> list[StaticToken]:
         return [t for t in self._static if t.tenant == tenant]
@@ -168,7 +170,12 @@ class TokenService:
         host_id = str(uuid.uuid4())
         now = self._clock.now()
         certificate = authority.sign_host(
-            key, tenant=tenant, host_id=host_id, nodename=nodename, now=now
+            key,
+            tenant=tenant,
+            host_id=host_id,
+            nodename=nodename,
+            now=now,
+            public_addr=self._public_addr,
         )
         node = NodeRecord(
             host_id=host_id, nodename=nodename, joined=now, public_key=certs.openssh_public(key)

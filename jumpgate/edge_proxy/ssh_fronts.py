@@ -46,6 +46,18 @@ class Metrics:
     handshake_failures: Counter[str] = field(default_factory=Counter)
 
 
+def _target(text: str) -> tuple[str, int]:
+    """``NODE`` or ``NODE:PORT`` of a proxy subsystem; only a node's SSH port is reachable."""
+    host, sep, port = text.rpartition(":")
+    if not sep:
+        host, port = text, "22"
+    if not host or not port.isdigit():
+        raise ValueError(f"proxy subsystem target {text!r} is not NODE or NODE:PORT")
+    if int(port) not in NODE_SSH_PORTS:
+        raise ValueError(f"only a node's SSH port (22 or 3022) can be reached, not {port}")
+    return host, int(port)
+
+
 def _openssh(key: asyncssh.SSHKey) -> str:
     return key.export_public_key("openssh").decode().strip()
 
@@ -204,7 +216,6 @@ class SSHFronts:
         self._host_key = host_key
         self._servers: list[asyncssh.SSHAcceptor] = []
         self._tasks: set[asyncio.Task[object]] = set()
-        self._tunnel_servers: dict[int, _TunnelServer] = {}
 
     def spawn(self, coroutine: "asyncio.Future[object] | object") -> None:
         """Run a background call; log, never raise, if it fails."""
@@ -248,27 +259,34 @@ class SSHFronts:
         return handle
 
     async def _tunnel_process(self, process: asyncssh.SSHServerProcess[str]) -> None:
-        server = self._tunnel_servers.get(id(process.channel.get_connection()))
-        if server is None or process.subsystem != HEARTBEAT_SUBSYSTEM:
+        owner = process.channel.get_connection().get_owner()
+        if not isinstance(owner, _TunnelServer) or process.subsystem != HEARTBEAT_SUBSYSTEM:
             process.stderr.write("only the jumpgate-heartbeat subsystem is served here\n")
             process.exit(1)
             return
-        await server.heartbeat(process)
+        await owner.heartbeat(process)
 
-    def _tunnel_server(self) -> _TunnelServer:
-        fronts = self
-
-        class Tracked(_TunnelServer):
-            def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
-                super().connection_made(conn)
-                fronts._tunnel_servers[id(conn)] = self
-
-            def connection_lost(self, exc: Exception | None) -> None:
-                super().connection_lost(exc)
-                if self._conn is not None:
-                    fronts._tunnel_servers.pop(id(self._conn), None)
-
-        return Tracked(self)
+    async def _user_process(self, process: asyncssh.SSHServerProcess[bytes]) -> None:
+        """The ``proxy:NODE[:PORT]`` subsystem: the session channel becomes the node's stream."""
+        owner = process.channel.get_connection().get_owner()
+        subsystem = process.subsystem or ""
+        try:
+            if not isinstance(owner, _UserServer) or owner.tenant is None:
+                raise UnknownNode("not authenticated")
+            if not subsystem.startswith("proxy:"):
+                raise UnknownNode(
+                    "this proxy serves direct-tcpip (ssh -J) and the proxy:NODE:PORT subsystem, "
+                    "not shells: see jump ssh"
+                )
+            host, _port = _target(subsystem.removeprefix("proxy:"))
+            tunnel = self.find(owner.tenant, host)
+        except (UnknownNode, AmbiguousNode, ValueError) as exc:
+            process.stderr.write(f"jumpgate proxy: {exc}\n".encode())
+            process.exit(1)
+            return
+        await self.relay(tunnel)(process.stdin, process.stdout)
+        with contextlib.suppress(Exception):
+            process.exit(0)
 
     async def start(self, *, user: tuple[str, int], tunnel: tuple[str, int]) -> tuple[int, int]:
         """Listen for users and for tunnels; the bound ports (0 picks free ones)."""
@@ -278,12 +296,17 @@ class SSHFronts:
             "keepalive_count_max": 3,
         }
         user_server = await asyncssh.listen(
-            user[0], user[1], server_factory=lambda: _UserServer(self), allow_scp=False, **common
+            user[0],
+            user[1],
+            server_factory=lambda: _UserServer(self),
+            process_factory=self._user_process,
+            encoding=None,
+            **common,
         )
         tunnel_server = await asyncssh.listen(
             tunnel[0],
             tunnel[1],
-            server_factory=self._tunnel_server,
+            server_factory=lambda: _TunnelServer(self),
             process_factory=self._tunnel_process,
             encoding="utf-8",
             **common,

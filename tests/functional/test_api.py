@@ -43,7 +43,13 @@ def test_join_exchanges_token_for_host_certificate(platform: Platform) -> None:
     assert isinstance(cert, SSHCertificate)
     assert cert.type is SSHCertificateType.HOST
     host_id = body["host_id"]
-    assert cert.valid_principals == [host_id.encode(), f"{host_id}.acme".encode(), b"web-1"]
+    assert cert.valid_principals == [
+        host_id.encode(),
+        f"{host_id}.acme".encode(),
+        b"web-1",
+        b"web-1.acme.localhost",
+        f"{host_id}.acme.localhost".encode(),
+    ]
     assert body["ca"]["ca_pin"] == token.body["ca_pin"]
     assert certs.openssh_public(cert.signature_key()) == body["ca"]["host_ca_keys"][0]
 

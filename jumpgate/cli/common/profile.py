@@ -13,7 +13,7 @@ One profile per cluster address, as ``tsh`` keeps one per proxy::
 import json
 import os
 import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 
@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from jumpgate.cli.common.errors import CLIError
+from jumpgate.protocol.names import resolve_loopback
 from jumpgate.protocol.signing import PrivateKey
 
 
@@ -42,6 +43,9 @@ class Profile:
     valid_before: str  # ISO 8601, UTC
     insecure: bool  # accept the proxy's self-signed HTTPS certificate
     ca_pin: str
+    ssh_proxy: str = ""  # HOST:PORT of the proxy's SSH listener
+    proxy_host_keys: list[str] = field(default_factory=list)
+    host_ca_keys: list[str] = field(default_factory=list)
 
     @property
     def directory(self) -> Path:
@@ -76,9 +80,7 @@ def new_key() -> ed25519.Ed25519PrivateKey:
     return ed25519.Ed25519PrivateKey.generate()
 
 
-def save(
-    profile: Profile, key: ed25519.Ed25519PrivateKey, certificate: str, host_ca_keys: list[str]
-) -> None:
+def save(profile: Profile, key: ed25519.Ed25519PrivateKey, certificate: str) -> None:
     """Write the profile, key (0600) and certificate, and make it the current one."""
     directory = profile.directory
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -96,9 +98,7 @@ def save(
     )
     _write(directory / "key.pub", public + b"\n", 0o644)
     _write(profile.cert_path, certificate.encode() + b"\n", 0o644)
-    host = profile.proxy.rsplit(":", 1)[0]
-    lines = "".join(f"@cert-authority *.{host},{host} {ca}\n" for ca in host_ca_keys)
-    _write(profile.known_hosts_path, lines.encode(), 0o644)
+    _write(profile.known_hosts_path, known_hosts(profile).encode(), 0o644)
     _write(directory / "profile.json", json.dumps(asdict(profile), indent=2).encode(), 0o600)
     _write(home() / "current-profile", profile.proxy.encode() + b"\n", 0o600)
 
@@ -132,3 +132,14 @@ def remove(profile: Profile) -> None:
     pointer = home() / "current-profile"
     if pointer.exists() and pointer.read_text().strip() == profile.proxy:
         pointer.unlink()
+
+
+def known_hosts(profile: Profile) -> str:
+    """Trust for plain OpenSSH: the proxy's own key, and the tenant host CA for its nodes."""
+    host = profile.proxy.rsplit(":", 1)[0]
+    lines = [f"@cert-authority *.{host},{host} {ca}\n" for ca in profile.host_ca_keys]
+    if profile.ssh_proxy:
+        ssh_host, _, port = profile.ssh_proxy.rpartition(":")
+        names = {f"[{ssh_host}]:{port}", f"[{resolve_loopback(ssh_host)}]:{port}"}
+        lines += [f"{','.join(sorted(names))} {key}\n" for key in profile.proxy_host_keys]
+    return "".join(lines)

@@ -11,6 +11,7 @@ from cryptography.hazmat.primitives import serialization
 from jumpgate.cli.common import nodes, output, profile, prompt
 from jumpgate.cli.common.errors import CLIError
 from jumpgate.cli.common.run import run
+from jumpgate.cli.jump import ssh as ssh_cmd
 from jumpgate.protocol.client import Client, Credentials
 from jumpgate.protocol.durations import format_duration, parse_duration
 
@@ -42,6 +43,8 @@ def parser() -> argparse.ArgumentParser:
     ls = sub.add_parser("ls", help="list the nodes you can reach")
     ls.add_argument("filters", nargs="*", metavar="key=value", help="label filters")
     output.add_format(ls)
+
+    ssh_cmd.register(sub)
 
     status = sub.add_parser("status", help="show the current login")
     output.add_format(status)
@@ -104,6 +107,7 @@ def _login(args: argparse.Namespace) -> int:
             "ttl_seconds": int(ttl.total_seconds()),
         },
     )
+    ping = client.call("GET", "/webapi/ping")
     saved = profile.Profile(
         proxy=client.host_header,
         tenant=answer["tenant"],
@@ -113,8 +117,11 @@ def _login(args: argparse.Namespace) -> int:
         valid_before=answer["valid_before"],
         insecure=args.insecure,
         ca_pin=answer["ca"]["ca_pin"],
+        ssh_proxy=ping["ssh_public_addr"],
+        proxy_host_keys=ping.get("proxy_host_keys", []),
+        host_ca_keys=answer["ca"]["host_ca_keys"],
     )
-    profile.save(saved, key, answer["certificate"], answer["ca"]["host_ca_keys"])
+    profile.save(saved, key, answer["certificate"])
     _print_status(saved, args.format)
     return 0
 
@@ -174,6 +181,8 @@ def _logout(_: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``jump``."""
     args = parser().parse_args(argv)
+    if args.command in ssh_cmd.COMMANDS:
+        return run("jump", lambda: ssh_cmd.COMMANDS[args.command](args))
     commands = {
         "signup": _signup,
         "login": _login,

@@ -1,0 +1,195 @@
+"""``jump ssh`` and ``jump config``: reaching nodes through the cluster's proxy.
+
+``jump ssh`` connects to the proxy with the login certificate, opens a channel to the node
+through it and runs an SSH session end to end with the node, whose host certificate must be
+signed by the tenant's host CA. ``jump config`` prints the same route for plain OpenSSH.
+"""
+
+import argparse
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import stat
+import sys
+import termios
+import tty
+from typing import Any
+
+import asyncssh
+
+from jumpgate.cli.common import profile
+from jumpgate.cli.common.errors import CLIError
+from jumpgate.protocol import ports
+from jumpgate.protocol.names import resolve_loopback, split_host_port
+
+
+def register(sub: Any) -> None:
+    ssh = sub.add_parser("ssh", help="run a shell or a command on a node")
+    ssh.add_argument("-t", dest="tty", action="store_true", default=None, help="force a PTY")
+    ssh.add_argument("-T", dest="tty", action="store_false", help="disable the PTY")
+    ssh.add_argument("-p", dest="port", type=int, default=22, help="node SSH port (22 or 3022)")
+    ssh.add_argument("-l", dest="login", help="OS login on the node")
+    ssh.add_argument("target", metavar="[LOGIN@]NODE")
+    ssh.add_argument(
+        "remote_command", nargs=argparse.REMAINDER, help="command to run (default: a shell)"
+    )
+    config = sub.add_parser("config", help="print an ssh_config block for plain OpenSSH")
+    config.add_argument("--port", type=int, default=22, help=argparse.SUPPRESS)
+
+
+def _split_target(target: str, login: str | None, current: profile.Profile) -> tuple[str, str]:
+    user, sep, host = target.rpartition("@")
+    chosen = login or (user if sep else "") or (current.logins[0] if current.logins else "")
+    if not chosen:
+        raise CLIError("your certificate allows no login: ask an admin to add one (jumpctl users)")
+    return chosen, host
+
+
+def _node_name(host: str, current: profile.Profile) -> str:
+    """``web-1.acme.localhost`` → ``web-1``; the proxy knows nodes by name or uuid."""
+    cluster_host = current.proxy.rsplit(":", 1)[0]
+    return host.removesuffix(f".{cluster_host}")
+
+
+async def _connect(current: profile.Profile, login: str, node: str, port: int) -> Any:
+    key = asyncssh.import_private_key(current.key_path.read_bytes())
+    cert = asyncssh.import_certificate(current.certificate())
+    host, proxy_port = split_host_port(current.ssh_proxy, ports.SSH)
+    proxy_keys = [asyncssh.import_public_key(k) for k in current.proxy_host_keys]
+    host_cas = [asyncssh.import_public_key(k) for k in current.host_ca_keys]
+    try:
+        proxy = await asyncssh.connect(
+            resolve_loopback(host),
+            proxy_port,
+            username=login,
+            client_keys=[(key, cert)],
+            known_hosts=(proxy_keys, [], []),
+            connect_timeout=20,
+        )
+    except asyncssh.PermissionDenied as exc:
+        raise CLIError(
+            f"the proxy refused login {login!r}: your certificate allows "
+            f"{', '.join(current.logins) or 'no login'}; run jump login if it expired"
+        ) from exc
+    try:
+        conn = await asyncssh.connect(
+            node,
+            port,
+            tunnel=proxy,
+            username=login,
+            client_keys=[(key, cert)],
+            known_hosts=([], host_cas, []),
+            connect_timeout=20,
+        )
+    except asyncssh.ChannelOpenError as exc:
+        proxy.close()
+        raise CLIError(exc.reason) from exc
+    except asyncssh.PermissionDenied as exc:
+        proxy.close()
+        raise CLIError(f"node {node!r} refused login {login!r}") from exc
+    return proxy, conn
+
+
+def _own(fd: int, mode: str) -> Any:
+    """A private duplicate of a standard stream: asyncssh closes what it is given."""
+    return os.fdopen(os.dup(fd), mode, buffering=0)
+
+
+def _stdin(use_tty: bool) -> Any:
+    """What to send as the session's input.
+
+    Pipes, sockets and files are forwarded; the terminal only with a PTY (without one, as
+    with ``ssh -n``, it is not read); anything else (``/dev/null``) is empty input.
+    """
+    if sys.stdin.isatty():
+        return _own(0, "rb") if use_tty else asyncssh.DEVNULL
+    mode = os.fstat(0).st_mode
+    if stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or stat.S_ISREG(mode):
+        return _own(0, "rb")
+    return asyncssh.DEVNULL
+
+
+def _terminal_size() -> tuple[int, int]:
+    size = shutil.get_terminal_size()
+    return size.columns, size.lines
+
+
+async def _session(current: profile.Profile, args: argparse.Namespace) -> int:
+    login, host = _split_target(args.target, args.login, current)
+    command = " ".join(args.remote_command) if args.remote_command else None
+    use_tty = args.tty if args.tty is not None else (command is None and sys.stdin.isatty())
+    proxy, conn = await _connect(current, login, _node_name(host, current), args.port)
+    async with proxy, conn:
+        term = os.environ.get("TERM", "xterm-256color") if use_tty else None
+        process = await conn.create_process(
+            command,
+            term_type=term,
+            term_size=_terminal_size() if use_tty else None,
+            stdin=_stdin(use_tty),
+            stdout=_own(1, "wb"),
+            stderr=_own(2, "wb"),
+            encoding=None,
+        )
+        loop = asyncio.get_running_loop()
+        saved = None
+        if use_tty and sys.stdin.isatty():
+            saved = termios.tcgetattr(0)
+            tty.setraw(0)
+            loop.add_signal_handler(
+                signal.SIGWINCH, lambda: process.change_terminal_size(*_terminal_size())
+            )
+        try:
+            result = await process.wait(check=False)
+        finally:
+            if saved is not None:
+                termios.tcsetattr(0, termios.TCSADRAIN, saved)
+                os.set_blocking(0, True)  # asyncssh read the terminal non-blocking
+                with contextlib.suppress(Exception):
+                    loop.remove_signal_handler(signal.SIGWINCH)
+    if result.exit_status is not None:
+        return int(result.exit_status)
+    return 255
+
+
+def ssh(args: argparse.Namespace) -> int:
+    """Entry of ``jump ssh``: the remote command's exit status."""
+    current = profile.current()
+    if not current.ssh_proxy:
+        raise CLIError("this login predates SSH support: run jump login again")
+    try:
+        return asyncio.run(_session(current, args))
+    except (OSError, asyncssh.Error) as exc:
+        raise CLIError(f"ssh to {args.target} failed: {exc}") from exc
+
+
+def config(_: argparse.Namespace) -> int:
+    """Entry of ``jump config``: an ssh_config block routing ``*.<cluster>`` via the proxy."""
+    current = profile.current()
+    cluster_host = current.proxy.rsplit(":", 1)[0]
+    ssh_host, ssh_port = split_host_port(current.ssh_proxy, ports.SSH)
+    alias = f"jumpgate-proxy.{cluster_host}"
+    directory = current.directory
+    print(f"# Jumpgate cluster {current.tenant} ({current.proxy}), logged in as {current.user}")
+    print(f"# Use: ssh LOGIN@NODE.{cluster_host}")
+    print(f"Host {alias}")
+    print(f"    HostName {resolve_loopback(ssh_host)}")
+    print(f"    Port {ssh_port}")
+    print(f"    HostKeyAlias [{ssh_host}]:{ssh_port}")
+    print(f"Host *.{cluster_host} !{alias}")
+    print(
+        f"    ProxyCommand ssh -F /dev/null -i {directory / 'key'} -o CertificateFile="
+        f"{directory / 'key-cert.pub'} -o UserKnownHostsFile={directory / 'known_hosts'} "
+        f"-o HostKeyAlias=[{ssh_host}]:{ssh_port} -p {ssh_port} %r@{resolve_loopback(ssh_host)} "
+        "-s proxy:%h:%p"
+    )
+    print(f"Host {alias} *.{cluster_host}")
+    print(f"    IdentityFile {directory / 'key'}")
+    print(f"    CertificateFile {directory / 'key-cert.pub'}")
+    print("    IdentitiesOnly yes")
+    print(f"    UserKnownHostsFile {directory / 'known_hosts'}")
+    return 0
+
+
+COMMANDS = {"ssh": ssh, "config": config}
