@@ -263,3 +263,84 @@ def test_join_refusals(cluster: Cluster, tmp_path: Path) -> None:
         "get them from jumpctl nodes add"
     )
     assert not (tmp_path / "n" / "node" / "identity.json").exists()
+
+
+def test_jump_ssh_exec_stdin_exit_status_and_errors(site: Site) -> None:
+    def jump_ssh(*argv: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run(
+            [str(BIN / "jump"), "ssh", *argv],
+            input=stdin,
+            env=site.admin.env,
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+
+    hello = jump_ssh("web-1", "echo", "hello")
+    assert (hello.returncode, hello.stdout) == (0, b"hello\n"), hello.stderr
+    assert jump_ssh("web-1", "exit 3").returncode == 3
+    payload = bytes(range(256)) * 4096
+    assert jump_ssh(f"{LOGIN}@web-1", "cat", stdin=payload).stdout == payload
+    assert jump_ssh("web-1.acme.localhost", "echo full-name").stdout == b"full-name\n"
+    unknown = jump_ssh("nosuch", "true")
+    assert unknown.returncode == 1
+    assert (
+        unknown.stderr
+        == b"jump: error: node 'nosuch' is not online in cluster 'acme': see jump ls\n"
+    )
+    refused = jump_ssh("-l", "nobody-here", "web-1", "true")
+    assert refused.returncode == 1
+    assert refused.stderr.decode().startswith("jump: error: the proxy refused login 'nobody-here'")
+
+
+def test_jump_ssh_interactive_pty(site: Site) -> None:
+    import os
+    import pty
+    import select
+    import time
+
+    parent, child = pty.openpty()
+    process = subprocess.Popen(
+        [str(BIN / "jump"), "ssh", "web-1"],
+        stdin=child,
+        stdout=child,
+        stderr=child,
+        env={**site.admin.env, "TERM": "xterm"},
+        start_new_session=True,
+    )
+    os.close(child)
+    os.write(parent, b"echo $((6*7)); tty; exit 5\n")
+    seen = b""
+    deadline = time.monotonic() + 30
+    while process.poll() is None and time.monotonic() < deadline:
+        ready, _, _ = select.select([parent], [], [], 0.2)
+        if ready:
+            try:
+                seen += os.read(parent, 4096)
+            except OSError:
+                break
+    assert process.wait(timeout=10) == 5
+    os.close(parent)
+    assert b"42" in seen
+    assert b"/dev/pts/" in seen
+
+
+def test_jump_config_gives_plain_openssh_a_route(site: Site, tmp_path: Path) -> None:
+    config = tmp_path / "jump_config"
+    config.write_text(site.admin.ok("jump", "config").out)
+    result = subprocess.run(
+        [
+            "ssh",
+            "-F",
+            str(config),
+            "-o",
+            "BatchMode=yes",
+            f"{LOGIN}@web-1.acme.localhost",
+            "echo via-config",
+        ],
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == b"via-config\n"
