@@ -23,7 +23,7 @@ from jumpgate.node_agent.errors import AgentError
 from jumpgate.node_agent.identity import Identity
 from jumpgate.node_agent.join import check_pin, join
 from jumpgate.node_agent.labels import DynamicLabel, evaluate
-from jumpgate.node_agent.server import NodeServer, handle_process
+from jumpgate.node_agent.server import NodeServer
 from jumpgate.protocol import ports
 from jumpgate.protocol.client import APIError, Client, ClientError
 from jumpgate.protocol.names import resolve_loopback, split_host_port
@@ -206,7 +206,6 @@ class Agent:
                 port=3022,
                 server_factory=lambda: NodeServer(identity.user_ca_keys),
                 server_host_keys=[(ssh_key, asyncssh.import_certificate(identity.certificate))],
-                process_factory=handle_process,
                 encoding=None,
                 keepalive_interval=30,
             )

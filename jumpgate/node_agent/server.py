@@ -6,6 +6,7 @@ An agent that is not root serves only its own user, as a non-root sshd would.
 """
 
 import getpass
+import inspect
 import logging
 import os
 
@@ -37,6 +38,9 @@ class NodeServer(asyncssh.SSHServer):
     def public_key_auth_supported(self) -> bool:
         return True
 
+    def session_requested(self) -> "asyncssh.SSHServerSession[bytes]":
+        return _NodeSession(handle_process, None, 0, False)
+
     def validate_ca_key(self, username: str, key: asyncssh.SSHKey) -> bool:
         if os.geteuid() != 0 and username != self._own_user:
             return False
@@ -46,6 +50,29 @@ class NodeServer(asyncssh.SSHServer):
             logger.info("login refused: no such OS user", extra={"login": username})
             return False
         return key.export_public_key("openssh").split()[1].decode() in self._user_ca_keys
+
+
+class _NodeSession(asyncssh.SSHServerProcess[bytes]):
+    """A session whose ``sftp`` subsystem is a process like any other.
+
+    asyncssh would serve SFTP in-process, with the agent's privileges (root); this runs
+    OpenSSH's ``sftp-server`` as the login instead (see ``sessions``).
+    """
+
+    def subsystem_requested(self, subsystem: str) -> bool:
+        return True  # ``sessions.run`` refuses unknown subsystems with a message
+
+    def session_started(self) -> None:
+        channel = self._chan
+        if channel is None or channel.get_subsystem() != "sftp":
+            super().session_started()
+            return
+        stdin = asyncssh.SSHReader[bytes](self, channel)
+        stdout = asyncssh.SSHWriter[bytes](self, channel)
+        stderr = asyncssh.SSHWriter[bytes](self, channel, asyncssh.EXTENDED_DATA_STDERR)
+        handler = self._session_factory(stdin, stdout, stderr)  # type: ignore[misc]
+        if inspect.isawaitable(handler) and self._conn is not None:
+            self._conn.create_task(handler, stdin.logger)
 
 
 async def handle_process(process: asyncssh.SSHServerProcess[bytes]) -> None:

@@ -344,3 +344,29 @@ def test_jump_config_gives_plain_openssh_a_route(site: Site, tmp_path: Path) -> 
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout == b"via-config\n"
+
+
+def test_jump_scp_both_ways_and_openssh_sftp(site: Site, tmp_path: Path) -> None:
+    import os
+
+    original = tmp_path / "big.bin"
+    original.write_bytes(os.urandom(50 * 1024 * 1024))
+    remote = tmp_path / "on-node.bin"  # the node is this machine, so its path is ours too
+    back = tmp_path / "back.bin"
+    site.admin.ok("jump", "scp", "-q", str(original), f"web-1:{remote}")
+    site.admin.ok("jump", "scp", "-q", f"{LOGIN}@web-1:{remote}", str(back))
+    digests = {hashlib.sha256(p.read_bytes()).hexdigest() for p in (original, remote, back)}
+    assert len(digests) == 1
+    missing = site.admin.fails("jump", "scp", "web-1:/no/such/file", str(tmp_path / "x"))
+    assert missing == "jump: error: copy failed: No such file"
+    config = tmp_path / "jump_config"
+    config.write_text(site.admin.ok("jump", "config").out)
+    listing = subprocess.run(
+        ["sftp", "-F", str(config), "-b", "-", f"{LOGIN}@web-1.acme.localhost"],
+        input=f"ls {remote}\n".encode(),
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert listing.returncode == 0, listing.stderr
+    assert str(remote).encode() in listing.stdout

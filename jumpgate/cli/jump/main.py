@@ -11,6 +11,7 @@ from cryptography.hazmat.primitives import serialization
 from jumpgate.cli.common import nodes, output, profile, prompt
 from jumpgate.cli.common.errors import CLIError
 from jumpgate.cli.common.run import run
+from jumpgate.cli.jump import scp as scp_cmd
 from jumpgate.cli.jump import ssh as ssh_cmd
 from jumpgate.protocol.client import Client, Credentials
 from jumpgate.protocol.durations import format_duration, parse_duration
@@ -45,6 +46,7 @@ def parser() -> argparse.ArgumentParser:
     output.add_format(ls)
 
     ssh_cmd.register(sub)
+    scp_cmd.register(sub)
 
     status = sub.add_parser("status", help="show the current login")
     output.add_format(status)
@@ -183,6 +185,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if args.command in ssh_cmd.COMMANDS:
         return run("jump", lambda: ssh_cmd.COMMANDS[args.command](args))
+    if args.command == "scp":
+        return run("jump", lambda: scp_cmd.scp(args))
     commands = {
         "signup": _signup,
         "login": _login,

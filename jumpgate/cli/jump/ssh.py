@@ -39,7 +39,7 @@ def register(sub: Any) -> None:
     config.add_argument("--port", type=int, default=22, help=argparse.SUPPRESS)
 
 
-def _split_target(target: str, login: str | None, current: profile.Profile) -> tuple[str, str]:
+def split_target(target: str, login: str | None, current: profile.Profile) -> tuple[str, str]:
     user, sep, host = target.rpartition("@")
     chosen = login or (user if sep else "") or (current.logins[0] if current.logins else "")
     if not chosen:
@@ -47,13 +47,13 @@ def _split_target(target: str, login: str | None, current: profile.Profile) -> t
     return chosen, host
 
 
-def _node_name(host: str, current: profile.Profile) -> str:
+def node_name(host: str, current: profile.Profile) -> str:
     """``web-1.acme.localhost`` → ``web-1``; the proxy knows nodes by name or uuid."""
     cluster_host = current.proxy.rsplit(":", 1)[0]
     return host.removesuffix(f".{cluster_host}")
 
 
-async def _connect(current: profile.Profile, login: str, node: str, port: int) -> Any:
+async def connect(current: profile.Profile, login: str, node: str, port: int) -> Any:
     key = asyncssh.import_private_key(current.key_path.read_bytes())
     cert = asyncssh.import_certificate(current.certificate())
     host, proxy_port = split_host_port(current.ssh_proxy, ports.SSH)
@@ -117,10 +117,10 @@ def _terminal_size() -> tuple[int, int]:
 
 
 async def _session(current: profile.Profile, args: argparse.Namespace) -> int:
-    login, host = _split_target(args.target, args.login, current)
+    login, host = split_target(args.target, args.login, current)
     command = " ".join(args.remote_command) if args.remote_command else None
     use_tty = args.tty if args.tty is not None else (command is None and sys.stdin.isatty())
-    proxy, conn = await _connect(current, login, _node_name(host, current), args.port)
+    proxy, conn = await connect(current, login, node_name(host, current), args.port)
     async with proxy, conn:
         term = os.environ.get("TERM", "xterm-256color") if use_tty else None
         process = await conn.create_process(

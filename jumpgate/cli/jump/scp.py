@@ -1,0 +1,100 @@
+"""``jump scp``: copy files to or from a node over SFTP, through the cluster's proxy.
+
+One side is ``[LOGIN@]NODE:PATH``, the other local. The node serves SFTP with OpenSSH's
+``sftp-server`` as the login, so the copy has exactly that user's permissions.
+"""
+
+import argparse
+import asyncio
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+import asyncssh
+
+from jumpgate.cli.common import profile
+from jumpgate.cli.common.errors import CLIError
+from jumpgate.cli.jump.ssh import connect, node_name, split_target
+
+
+def register(sub: Any) -> None:
+    scp = sub.add_parser("scp", help="copy files to or from a node")
+    scp.add_argument("-r", dest="recursive", action="store_true", help="copy directories")
+    scp.add_argument("-P", dest="port", type=int, default=22, help="node SSH port (22 or 3022)")
+    scp.add_argument("-q", dest="quiet", action="store_true", help="no progress bar")
+    scp.add_argument(
+        "paths", nargs="+", metavar="SRC... DST", help="[LOGIN@]NODE:PATH or local path"
+    )
+
+
+@dataclass(frozen=True)
+class Remote:
+    """``[LOGIN@]NODE:PATH``."""
+
+    target: str
+    path: str
+
+
+def _remote(text: str) -> Remote | None:
+    head, sep, path = text.partition(":")
+    if not sep or "/" in head or not head:
+        return None
+    return Remote(head, path or ".")
+
+
+def _progress(enabled: bool) -> Any:
+    if not enabled:
+        return None
+
+    def show(source: bytes, _dest: bytes, done: int, total: int) -> None:
+        name = source.decode(errors="replace").rsplit("/", 1)[-1][:30]
+        share = done / total if total else 1.0
+        bar = "#" * int(share * 30)
+        sys.stderr.write(f"\r{name:<30} [{bar:<30}] {share:4.0%} {done / 1e6:8.1f} MB")
+        if done >= total:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+    return show
+
+
+async def _copy(current: profile.Profile, args: argparse.Namespace) -> None:
+    *sources, destination = args.paths
+    if not sources:
+        raise CLIError("name a source and a destination: jump scp SRC... DST")
+    remote_destination = _remote(destination)
+    remote_sources = [_remote(s) for s in sources]
+    if remote_destination is not None and any(remote_sources):
+        raise CLIError("copy between two nodes is not supported: copy through this machine")
+    if remote_destination is None and not all(remote_sources):
+        raise CLIError("one side must be a node: [LOGIN@]NODE:PATH")
+    targets = {r.target for r in remote_sources if r} | (
+        {remote_destination.target} if remote_destination else set()
+    )
+    if len(targets) != 1:
+        raise CLIError("copy from one node at a time")
+    login, host = split_target(targets.pop(), None, current)
+    progress = _progress(sys.stderr.isatty() and not args.quiet)
+    proxy, conn = await connect(current, login, node_name(host, current), args.port)
+    async with proxy, conn, conn.start_sftp_client() as sftp:
+        if remote_destination is not None:
+            await sftp.put(
+                sources, remote_destination.path, recurse=args.recursive, progress_handler=progress
+            )
+        else:
+            paths = [r.path for r in remote_sources if r]
+            await sftp.get(paths, destination, recurse=args.recursive, progress_handler=progress)
+
+
+def scp(args: argparse.Namespace) -> int:
+    """Entry of ``jump scp``."""
+    current = profile.current()
+    try:
+        asyncio.run(_copy(current, args))
+    except asyncssh.SFTPError as exc:
+        raise CLIError(f"copy failed: {exc.reason}") from exc
+    except OSError as exc:
+        raise CLIError(
+            f"copy failed: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": ")
+        ) from exc
+    return 0
