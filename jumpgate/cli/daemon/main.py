@@ -275,9 +275,9 @@ def _demo(daemon: "Daemon", tenant: str, admin: str) -> Config:
     steps = [f"jump signup --proxy={proxy} --insecure {token}"] if token else []
     steps += [
         f"jump login --proxy={proxy} --insecure --user {admin}",
-        "jumpctl nodes ls",
-        f"ssh -o CertificateFile=$JUMPGATE_HOME/... -J {login}@127.0.0.1:{daemon.ssh_port} "
-        f"{login}@demo-node",
+        "jump ls",
+        "jump ssh demo-node",
+        f"jump config >> ~/.ssh/config   # then plain: ssh {login}@demo-node.{tenant}.{config.public_addr}",
     ]
     print(f"\nJumpgate is running: tenant {tenant!r} at https://{proxy} (Ctrl-C stops it).")
     print("Node 'demo-node' runs in this process. In another terminal (. .venv/bin/activate):\n")
