@@ -52,6 +52,10 @@ class TunnelRegistry:
             return True
         return False
 
+    def all(self) -> list[Tunnel]:
+        """Every live tunnel."""
+        return [t for nodes in self._tunnels.values() for t in nodes.values()]
+
     def __len__(self) -> int:
         return sum(len(nodes) for nodes in self._tunnels.values())
 

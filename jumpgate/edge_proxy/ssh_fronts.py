@@ -16,8 +16,9 @@ import contextlib
 import json
 import logging
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
+from typing import Any
 
 import asyncssh
 
@@ -217,9 +218,9 @@ class SSHFronts:
         self._servers: list[asyncssh.SSHAcceptor] = []
         self._tasks: set[asyncio.Task[object]] = set()
 
-    def spawn(self, coroutine: "asyncio.Future[object] | object") -> None:
+    def spawn(self, coroutine: Coroutine[Any, Any, object], name: str | None = None) -> None:
         """Run a background call; log, never raise, if it fails."""
-        task: asyncio.Task[object] = asyncio.ensure_future(coroutine)  # type: ignore[arg-type]
+        task = asyncio.get_running_loop().create_task(coroutine, name=name)
         self._tasks.add(task)
         task.add_done_callback(self._done)
 
@@ -312,7 +313,7 @@ class SSHFronts:
             **common,
         )
         self._servers = [user_server, tunnel_server]
-        self.spawn(self._beat())
+        self.spawn(self._beat(), name="proxy-beat")
         return user_server.sockets[0].getsockname()[1], tunnel_server.sockets[0].getsockname()[1]
 
     async def _beat(self) -> None:
@@ -323,13 +324,20 @@ class SSHFronts:
                 logger.warning("proxy liveness not recorded", extra={"reason": str(exc)})
             await asyncio.sleep(PROXY_BEAT_SECONDS)
 
-    async def close(self) -> None:
+    async def close(self, grace: float = 5.0) -> None:
+        """Stop listening, close every tunnel (its node goes offline), wait for those writes."""
         for server in self._servers:
             server.close()
+        for tunnel in self.registry.all():
+            tunnel.connection.close()
         for server in self._servers:
             await server.wait_closed()
-        for task in list(self._tasks):
+        beats = [t for t in self._tasks if t.get_name() == "proxy-beat"]
+        for task in beats:
             task.cancel()
-        for task in list(self._tasks):
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        pending = [t for t in self._tasks if t not in beats]
+        if pending:
+            _, late = await asyncio.wait(pending, timeout=grace)
+            for task in late:
+                task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)

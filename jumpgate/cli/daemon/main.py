@@ -8,7 +8,6 @@ import argparse
 import asyncio
 import dataclasses
 import getpass
-import logging
 import signal
 import sys
 from datetime import timedelta
@@ -220,10 +219,7 @@ def _run_platform(config: Config, demo: argparse.Namespace | None) -> int:
         waiter.cancel()
         if daemon.ready.is_set() and "node" in config.roles:
             node_config = _demo(daemon, demo.tenant, demo.admin) if demo is not None else config
-            stop = asyncio.Event()
-            task.add_done_callback(lambda _: stop.set())
-            agent_task = asyncio.create_task(make_agent(node_config).run(stop))
-            agent_task.add_done_callback(_agent_done)
+            daemon.start_agent(make_agent(node_config))
         await task
 
     try:
@@ -231,11 +227,6 @@ def _run_platform(config: Config, demo: argparse.Namespace | None) -> int:
     except OSError as exc:
         raise CLIError(str(exc)) from exc
     return 0
-
-
-def _agent_done(task: "asyncio.Task[None]") -> None:
-    if not task.cancelled() and task.exception() is not None:
-        logging.getLogger("jumpgate").error("node agent stopped: %s", task.exception())
 
 
 def _demo(daemon: "Daemon", tenant: str, admin: str) -> Config:
@@ -277,7 +268,8 @@ def _demo(daemon: "Daemon", tenant: str, admin: str) -> Config:
         f"jump login --proxy={proxy} --insecure --user {admin}",
         "jump ls",
         "jump ssh demo-node",
-        f"jump config >> ~/.ssh/config   # then plain: ssh {login}@demo-node.{tenant}.{config.public_addr}",
+        "jump config >> ~/.ssh/config   "
+        f"# then plain OpenSSH: ssh {login}@demo-node.{tenant}.{config.public_addr}",
     ]
     print(f"\nJumpgate is running: tenant {tenant!r} at https://{proxy} (Ctrl-C stops it).")
     print("Node 'demo-node' runs in this process. In another terminal (. .venv/bin/activate):\n")

@@ -92,9 +92,10 @@ class Daemon:
     A node agent (role ``node``) may run beside it, as ``make up`` does.
     """
 
-    def __init__(self, config: Config, agent: Agent | None = None) -> None:
+    def __init__(self, config: Config) -> None:
         self.config = config
-        self.agent = agent
+        self._stop = asyncio.Event()
+        self._agent_task: asyncio.Task[None] | None = None
         host_key = proxy_host_key(config.data_dir)
         public = host_key.export_public_key("openssh").decode().strip()
         self.plane = open_control_plane(config, (public,))
@@ -110,8 +111,13 @@ class Daemon:
         self.ssh_port = 0
         self.tunnel_port = 0
 
+    def start_agent(self, agent: Agent) -> None:
+        """Run a node agent beside the platform; it stops first when the platform stops."""
+        self._agent_task = asyncio.create_task(agent.run(self._stop))
+
     async def run(self, stop: asyncio.Event | None = None) -> None:
-        stop = stop or asyncio.Event()
+        stop = stop or self._stop
+        self._stop = stop
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             with suppress(NotImplementedError, RuntimeError):
@@ -141,13 +147,14 @@ class Daemon:
             },
         )
         self.ready.set()
-        agent_task = asyncio.create_task(self.agent.run(stop)) if self.agent else None
         try:
             await stop.wait()
         finally:
             logger.info("shutting down")
-            if agent_task is not None:
-                await asyncio.gather(agent_task, return_exceptions=True)
+            if self._agent_task is not None:
+                results = await asyncio.gather(self._agent_task, return_exceptions=True)
+                if isinstance(results[0], Exception):
+                    logger.error("node agent stopped: %s", results[0])
             await self.fronts.close()
             await self.web.stop()
             self._pool.shutdown(wait=True, cancel_futures=True)
