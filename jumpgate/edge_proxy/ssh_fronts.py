@@ -26,6 +26,7 @@ from jumpgate.edge_proxy.control import ControlPlaneClient, ControlPlaneError
 from jumpgate.edge_proxy.registry import AmbiguousNode, Tunnel, TunnelRegistry, UnknownNode
 from jumpgate.edge_proxy.splice import splice
 from jumpgate.protocol import models
+from jumpgate.protocol.metrics import MetricLine
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +46,35 @@ class Metrics:
     bytes_in: int = 0
     bytes_out: int = 0
     handshake_failures: Counter[str] = field(default_factory=Counter)
+
+    def lines(self, tunnels: int) -> list[MetricLine]:
+        """Samples for ``/metrics``."""
+        out: list[MetricLine] = [
+            ("jumpgate_proxy_tunnels", "gauge", {}, float(tunnels)),
+            ("jumpgate_proxy_sessions_total", "counter", {}, float(self.sessions)),
+            (
+                "jumpgate_proxy_bytes_total",
+                "counter",
+                {"direction": "to_node"},
+                float(self.bytes_in),
+            ),
+            (
+                "jumpgate_proxy_bytes_total",
+                "counter",
+                {"direction": "to_user"},
+                float(self.bytes_out),
+            ),
+        ]
+        for reason, count in sorted(self.handshake_failures.items()):
+            out.append(
+                (
+                    "jumpgate_proxy_handshake_failures_total",
+                    "counter",
+                    {"reason": reason},
+                    float(count),
+                )
+            )
+        return out
 
 
 def _target(text: str) -> tuple[str, int]:

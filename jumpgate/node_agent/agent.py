@@ -26,6 +26,7 @@ from jumpgate.node_agent.labels import DynamicLabel, evaluate
 from jumpgate.node_agent.server import NodeServer
 from jumpgate.protocol import ports
 from jumpgate.protocol.client import APIError, Client, ClientError
+from jumpgate.protocol.metrics import MetricLine
 from jumpgate.protocol.names import resolve_loopback, split_host_port
 from jumpgate.protocol.version import server_version
 
@@ -65,6 +66,7 @@ class Agent:
         self.config = config
         self.tunnel_up = asyncio.Event()
         self.identity: Identity | None = None
+        self.tunnels_opened = 0
         self._labels = dict(config.labels)
 
     def _client(self, auth_server: str, insecure: bool) -> Client:
@@ -163,6 +165,13 @@ class Agent:
             for task in refreshers:
                 task.cancel()
 
+    def metric_lines(self) -> list[MetricLine]:
+        """Samples for ``/metrics``."""
+        return [
+            ("jumpgate_agent_tunnel_up", "gauge", {}, 1.0 if self.tunnel_up.is_set() else 0.0),
+            ("jumpgate_agent_tunnels_opened_total", "counter", {}, float(self.tunnels_opened)),
+        ]
+
     async def _find(self, identity: Identity) -> tuple[str, int, list[str]]:
         """Where the tunnel endpoint is and its host keys, as the platform says (/webapi/ping)."""
         client = self._client(identity.auth_server, identity.insecure)
@@ -211,6 +220,7 @@ class Agent:
             )
             beats = await conn.create_process(subsystem=HEARTBEAT_SUBSYSTEM, encoding="utf-8")
             self.tunnel_up.set()
+            self.tunnels_opened += 1
             logger.info("tunnel up", extra={"proxy": f"{host}:{port}"})
             local = conn.get_extra_info("sockname")
             sender = asyncio.create_task(self._heartbeats(beats, local[0] if local else ""))

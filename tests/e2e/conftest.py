@@ -39,6 +39,7 @@ class Cluster:
     port: int
     ssh_port: int
     tunnel_port: int
+    diag_port: int = 0
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -75,6 +76,8 @@ class Cluster:
                     f"127.0.0.1:{self.ssh_port}",
                     "--tunnel-listen-addr",
                     f"127.0.0.1:{self.tunnel_port}",
+                    "--diag-addr",
+                    f"127.0.0.1:{self.diag_port}",
                 ],
                 stdout=out,
                 stderr=out,
@@ -135,7 +138,7 @@ class Shell:
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    running = Cluster(tmp_path, free_port(), free_port(), free_port())
+    running = Cluster(tmp_path, free_port(), free_port(), free_port(), free_port())
     running.start()
     yield running
     running.stop()
@@ -169,3 +172,15 @@ def signup_and_login(shell: Shell, cluster: Cluster, token: str, user: str) -> p
         stdin=PASSWORD + "\n",
     )
     return totp
+
+
+def http_get(port: int, path: str) -> tuple[int, str]:
+    """GET from a diagnostics endpoint on loopback: (status, body)."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as answer:
+            return answer.status, answer.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()

@@ -370,3 +370,83 @@ def test_jump_scp_both_ways_and_openssh_sftp(site: Site, tmp_path: Path) -> None
     )
     assert listing.returncode == 0, listing.stderr
     assert str(remote).encode() in listing.stdout
+
+
+def test_diagnostics_of_proxy_and_agent(site: Site, tmp_path: Path) -> None:
+    from tests.e2e.conftest import http_get
+    from tests.support import free_port
+
+    diag = site.cluster.diag_port
+    assert http_get(diag, "/healthz") == (200, "ok\n")
+    assert http_get(diag, "/readyz") == (200, "ready\n")
+    assert site.ssh("true").returncode == 0
+    status, metrics = http_get(diag, "/metrics")
+    assert status == 200
+    assert "jumpgate_proxy_tunnels 1\n" in metrics
+    assert "jumpgate_proxy_sessions_total" in metrics
+    assert 'jumpgate_proxy_bytes_total{direction="to_node"}' in metrics
+    assert http_get(diag, "/nope")[0] == 404
+    # The agent's own endpoint: ready while its tunnel is up, not while the proxy is down.
+    site.node.kill(signal.SIGTERM)
+    agent_diag = free_port()
+    site.node.command = [
+        str(BIN / "jumpgate"),
+        "start",
+        "--roles=node",
+        "--data-dir",
+        str(site.node.directory),
+        "--insecure",
+        "--diag-addr",
+        f"127.0.0.1:{agent_diag}",
+    ]
+    site.node.start()
+    site.node.wait_tunnel()
+    assert http_get(agent_diag, "/readyz") == (200, "ready\n")
+    assert "jumpgate_agent_tunnel_up 1\n" in http_get(agent_diag, "/metrics")[1]
+    site.cluster.stop()
+    import time
+
+    deadline = time.monotonic() + 10
+    while http_get(agent_diag, "/readyz")[0] != 503 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert http_get(agent_diag, "/readyz") == (503, "not ready\n")
+
+
+def test_refused_handshakes_are_counted(site: Site) -> None:
+    from tests.e2e.conftest import http_get
+
+    identity_file = site.node.directory / "node" / "identity.json"
+    identity = json.loads(identity_file.read_text())
+    # A node key the cluster never saw, claiming the joined node's id: the proxy refuses it.
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    impostor = site.node.directory.parent / "impostor"
+    (impostor / "node").mkdir(parents=True)
+    (impostor / "node" / "identity.json").write_text(json.dumps(identity))
+    (impostor / "node" / "host_key").write_bytes(
+        ed25519.Ed25519PrivateKey.generate().private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.OpenSSH,
+            serialization.NoEncryption(),
+        )
+    )
+    process = subprocess.Popen(
+        [str(BIN / "jumpgate"), "start", "--roles=node", "--data-dir", str(impostor), "--insecure"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        import time
+
+        deadline = time.monotonic() + 15
+        metrics = ""
+        while "tunnel_refused" not in metrics and time.monotonic() < deadline:
+            metrics = http_get(site.cluster.diag_port, "/metrics")[1]
+            time.sleep(0.2)
+        assert 'jumpgate_proxy_handshake_failures_total{reason="tunnel_refused"}' in metrics
+        assert "jumpgate_proxy_tunnels 1\n" in metrics  # the real node keeps its tunnel
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+    assert site.ssh("echo still-mine").stdout == b"still-mine\n"

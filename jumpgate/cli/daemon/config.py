@@ -54,6 +54,7 @@ class Config:
     storage: StorageConfig = field(default_factory=StorageConfig)
     static_tokens: tuple[StaticTokenConfig, ...] = ()
     log_level: str = "info"  # debug | info | warning | error
+    diag_addr: str = ""  # /healthz, /readyz, /metrics, e.g. 127.0.0.1:3000; off when empty
     # node role:
     auth_server: str = ""  # HOST:PORT of the tenant's web endpoint, e.g. acme.localhost:3080
     token: str = ""  # join token, needed on the first start only
@@ -77,7 +78,9 @@ class Config:
                 split_host_port(self.auth_server, 0)
             except ValueError as exc:
                 raise ConfigError(f"auth_server: {exc}") from exc
-        for key in ("web_listen_addr", "ssh_listen_addr", "tunnel_listen_addr"):
+        for key in ("web_listen_addr", "ssh_listen_addr", "tunnel_listen_addr", "diag_addr"):
+            if key == "diag_addr" and not self.diag_addr:
+                continue
             try:
                 split_host_port(getattr(self, key), 0, listen=True)
             except ValueError as exc:

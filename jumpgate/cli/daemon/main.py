@@ -22,6 +22,7 @@ from jumpgate.cli.daemon import logs
 from jumpgate.cli.daemon.config import Config, ConfigError
 from jumpgate.node_agent.errors import AgentError
 from jumpgate.protocol.certs import KeyType
+from jumpgate.protocol.names import split_host_port
 from jumpgate.protocol.version import PROTOCOL_VERSION, server_version
 
 if TYPE_CHECKING:
@@ -35,6 +36,7 @@ _PLATFORM_FLAGS = (
     "ssh_listen_addr",
     "tunnel_listen_addr",
     "log_level",
+    "diag_addr",
     "auth_server",
     "token",
     "ca_pin",
@@ -54,6 +56,9 @@ def _add_config_flags(parser: argparse.ArgumentParser, *, listeners: bool) -> No
         parser.add_argument("--ssh-listen-addr", help="users' SSH (default 127.0.0.1:3023)")
         parser.add_argument("--tunnel-listen-addr", help="node tunnels (default 127.0.0.1:3024)")
         parser.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
+        parser.add_argument(
+            "--diag-addr", help="serve /healthz, /readyz, /metrics, e.g. 127.0.0.1:3000"
+        )
         node = parser.add_argument_group("node role (--roles=node)")
         node.add_argument("--auth-server", help="the cluster's address, e.g. acme.localhost:3080")
         node.add_argument("--token", help="join token (first start only)")
@@ -187,6 +192,7 @@ def _start(args: argparse.Namespace, *, demo: bool = False) -> int:
 
 
 def _run_agent(config: Config) -> int:
+    from jumpgate.cli.daemon.diag import DiagServer
     from jumpgate.cli.daemon.node import make_agent
 
     agent = make_agent(config)
@@ -196,7 +202,15 @@ def _run_agent(config: Config) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        await agent.run(stop)
+        diag = None
+        if config.diag_addr:
+            diag = DiagServer(agent.tunnel_up.is_set, agent.metric_lines)
+            await diag.start(*split_host_port(config.diag_addr, 0, listen=True))
+        try:
+            await agent.run(stop)
+        finally:
+            if diag is not None:
+                await diag.close()
 
     asyncio.run(serve())
     return 0

@@ -17,6 +17,7 @@ from pathlib import Path
 import asyncssh
 
 from jumpgate.cli.daemon.config import Config
+from jumpgate.cli.daemon.diag import DiagServer
 from jumpgate.control_plane.handlers.api import Handler, make_handler
 from jumpgate.control_plane.handlers.internal import make_internal_handler
 from jumpgate.control_plane.plane import ControlPlane, Settings
@@ -31,6 +32,7 @@ from jumpgate.edge_proxy.events import Event
 from jumpgate.edge_proxy.ssh_fronts import SSHFronts
 from jumpgate.edge_proxy.web import WebFront
 from jumpgate.node_agent.agent import Agent
+from jumpgate.protocol.metrics import MetricLine
 from jumpgate.protocol.names import split_host_port
 
 logger = logging.getLogger("jumpgate")
@@ -96,6 +98,7 @@ class Daemon:
         self.config = config
         self._stop = asyncio.Event()
         self._agent_task: asyncio.Task[None] | None = None
+        self.agent: Agent | None = None
         host_key = proxy_host_key(config.data_dir)
         public = host_key.export_public_key("openssh").decode().strip()
         self.plane = open_control_plane(config, (public,))
@@ -111,8 +114,26 @@ class Daemon:
         self.ssh_port = 0
         self.tunnel_port = 0
 
+    def _ready(self) -> bool:
+        """Listeners up, and the in-process agent's tunnel too when there is one."""
+        return self.ready.is_set() and (self.agent is None or self.agent.tunnel_up.is_set())
+
+    def _metrics(self) -> list[MetricLine]:
+        lines = self.fronts.metrics.lines(len(self.fronts.registry))
+        return lines + (self.agent.metric_lines() if self.agent is not None else [])
+
+    async def _start_diag(self) -> DiagServer | None:
+        if not self.config.diag_addr:
+            return None
+        host, port = split_host_port(self.config.diag_addr, 0, listen=True)
+        diag = DiagServer(self._ready, self._metrics)
+        bound = await diag.start(host, port)
+        logger.info("diagnostics", extra={"diag_addr": f"{host}:{bound}"})
+        return diag
+
     def start_agent(self, agent: Agent) -> None:
         """Run a node agent beside the platform; it stops first when the platform stops."""
+        self.agent = agent
         self._agent_task = asyncio.create_task(agent.run(self._stop))
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
@@ -146,11 +167,14 @@ class Daemon:
                 "data_dir": str(config.data_dir),
             },
         )
+        diag = await self._start_diag()
         self.ready.set()
         try:
             await stop.wait()
         finally:
             logger.info("shutting down")
+            if diag is not None:
+                await diag.close()
             if self._agent_task is not None:
                 results = await asyncio.gather(self._agent_task, return_exceptions=True)
                 if isinstance(results[0], Exception):
