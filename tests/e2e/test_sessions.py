@@ -450,3 +450,69 @@ def test_refused_handshakes_are_counted(site: Site) -> None:
         process.terminate()
         process.wait(timeout=20)
     assert site.ssh("echo still-mine").stdout == b"still-mine\n"
+
+
+def _rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def test_slow_reader_does_not_grow_the_proxy(site: Site) -> None:
+    """16 sessions stream /dev/zero at a client that never reads: proxy memory levels off."""
+    import asyncio
+    import time
+
+    import asyncssh
+
+    from jumpgate.cli.common import profile
+
+    assert site.cluster.process is not None
+    pid = site.cluster.process.pid
+    current_env = site.admin.env["JUMPGATE_HOME"]
+
+    async def flood() -> tuple[int, int, int]:
+        import os
+
+        os.environ["JUMPGATE_HOME"] = current_env
+        current = profile.current()
+        key = asyncssh.import_private_key(current.key_path.read_bytes())
+        cert = asyncssh.import_certificate(current.certificate())
+        proxy = await asyncssh.connect(
+            "127.0.0.1",
+            site.cluster.ssh_port,
+            username=LOGIN,
+            client_keys=[(key, cert)],
+            known_hosts=None,
+        )
+        sessions = []
+        for _ in range(16):
+            node = await asyncssh.connect(
+                "web-1",
+                22,
+                tunnel=proxy,
+                username=LOGIN,
+                client_keys=[(key, cert)],
+                known_hosts=None,
+            )
+            sessions.append((node, await node.create_process("cat /dev/zero", encoding=None)))
+        before = _rss_kib(pid)
+        await asyncio.sleep(3)
+        middle = _rss_kib(pid)
+        await asyncio.sleep(3)
+        after = _rss_kib(pid)
+        for node, process in sessions:
+            process.close()
+            node.close()
+        proxy.close()
+        return before, middle, after
+
+    start = _rss_kib(pid)
+    began = time.monotonic()
+    before, middle, after = asyncio.run(flood())
+    assert time.monotonic() - began < 60
+    # Bounded by SSH windows (a few MiB a channel), not by how long the reader stalls.
+    assert after - start < 256 * 1024, (start, before, middle, after)
+    assert after - middle < 16 * 1024, (start, before, middle, after)
+    assert site.ssh("echo alive").stdout == b"alive\n"
