@@ -104,7 +104,7 @@ def _sshd(stack: ExitStack, directory: Path, name: str, port: int, user_ca: Path
     wait_port(port)
 
 
-def start(stack: ExitStack, directory: Path, *, agent: bool = True) -> Bench:
+def start(stack: ExitStack, directory: Path, *, agent: bool = True, openssh: bool = True) -> Bench:
     """Start everything; ``stack`` stops it all."""
     web, ssh, tunnel = free_port(), free_port(), free_port()
     data = directory / "data"
@@ -195,8 +195,9 @@ def start(stack: ExitStack, directory: Path, *, agent: bool = True) -> Bench:
         stack.callback(stop, node)
         wait_for(agent_log, '"tunnel up"', node)
     node_port, jump_port = free_port(), free_port()
-    _sshd(stack, directory, "node", node_port, directory / "user_ca.pub")
-    _sshd(stack, directory, "jumphost", jump_port, directory / "user_ca.pub")
+    if openssh:
+        _sshd(stack, directory, "node", node_port, directory / "user_ca.pub")
+        _sshd(stack, directory, "jumphost", jump_port, directory / "user_ca.pub")
     common = (
         f"  User {LOGIN}\n  IdentityFile {directory / 'key'}\n"
         f"  CertificateFile {directory / 'key-cert.pub'}\n  IdentitiesOnly yes\n"

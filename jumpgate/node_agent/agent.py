@@ -218,12 +218,11 @@ class Agent:
                 encoding=None,
                 keepalive_interval=30,
             )
-            beats = await conn.create_process(subsystem=HEARTBEAT_SUBSYSTEM, encoding="utf-8")
             self.tunnel_up.set()
             self.tunnels_opened += 1
             logger.info("tunnel up", extra={"proxy": f"{host}:{port}"})
             local = conn.get_extra_info("sockname")
-            sender = asyncio.create_task(self._heartbeats(beats, local[0] if local else ""))
+            sender = asyncio.create_task(self._heartbeats(conn, local[0] if local else ""))
             closed = asyncio.create_task(conn.wait_closed())
             stopping = asyncio.create_task(stop.wait())
             done, _ = await asyncio.wait(
@@ -234,7 +233,12 @@ class Agent:
             if sender in done and not sender.cancelled() and sender.exception() is not None:
                 raise sender.exception()  # type: ignore[misc]
 
-    async def _heartbeats(self, beats: asyncssh.SSHClientProcess[str], addr: str) -> None:
+    async def _heartbeats(self, conn: asyncssh.SSHClientConnection, addr: str) -> None:
+        """Report this node when what it says of itself changes, on a short-lived channel.
+
+        Liveness comes from the tunnel itself (SSH keepalives), so an idle tunnel carries no
+        session: that keeps the proxy's memory per tunnel small.
+        """
         sent: dict[str, object] | None = None
         while True:
             beat: dict[str, object] = {
@@ -243,8 +247,13 @@ class Agent:
                 "version": server_version(),
                 "labels": dict(self._labels),
             }
-            if beat != sent:  # the proxy writes state only on change; sending is cheap
-                beats.stdin.write(json.dumps(beat) + "\n")
+            if beat != sent:
+                async with conn.create_process(
+                    subsystem=HEARTBEAT_SUBSYSTEM, encoding="utf-8"
+                ) as beats:
+                    beats.stdin.write(json.dumps(beat) + "\n")
+                    beats.stdin.write_eof()
+                    await beats.wait()
                 sent = beat
             await asyncio.sleep(LABEL_CHECK_SECONDS)
 

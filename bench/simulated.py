@@ -1,0 +1,80 @@
+"""Simulated node agents: many joined identities holding idle tunnels from one process.
+
+Each is a real join (token, host key, host certificate) and a real SSH connection to the
+tunnel endpoint that registers a tunnel and sends one heartbeat, as the agent does; what is
+simulated is only that they share a process.
+"""
+
+import asyncio
+import json
+from dataclasses import dataclass
+
+import asyncssh
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from jumpgate.protocol import certs
+from jumpgate.protocol.client import Client
+
+
+@dataclass
+class Joined:
+    host_id: str
+    key: asyncssh.SSHKey
+
+
+def join_many(client: Client, tenant: str, count: int) -> list[Joined]:
+    """``count`` nodes joined with one multi-use token."""
+    token = client.call("POST", "/v1/tokens", {"ttl_seconds": 3600})["token"]
+    joined = []
+    for n in range(count):
+        key = ed25519.Ed25519PrivateKey.generate()
+        answer = client.call(
+            "POST",
+            "/v1/join",
+            {
+                "token": token,
+                "public_key": certs.openssh_public(key.public_key()),
+                "nodename": f"sim-{n}",
+            },
+        )
+        pem = key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.OpenSSH,
+            serialization.NoEncryption(),
+        )
+        joined.append(Joined(answer["host_id"], asyncssh.import_private_key(pem)))
+    return joined
+
+
+async def hold_tunnel(port: int, tenant: str, node: Joined) -> asyncssh.SSHClientConnection:
+    """One idle tunnel: connect, register, send one heartbeat, then stay quiet."""
+    conn = await asyncssh.connect(
+        "127.0.0.1",
+        port,
+        username=f"{node.host_id}.{tenant}",
+        client_keys=[node.key],
+        known_hosts=None,
+        keepalive_interval=0,
+    )
+    await conn.forward_remote_port("jumpgate-node", 3022, "127.0.0.1", 9)
+    beats = await conn.create_process(subsystem="jumpgate-heartbeat", encoding="utf-8")
+    beats.stdin.write(
+        json.dumps({"hostname": "sim", "addr": "127.0.0.1", "version": "bench", "labels": {}})
+        + "\n"
+    )
+    beats.stdin.write_eof()
+    await beats.wait_closed()
+    return conn
+
+
+async def hold_many(
+    port: int, tenant: str, nodes: list[Joined], batch: int = 50
+) -> list[asyncssh.SSHClientConnection]:
+    """Open every tunnel, ``batch`` at a time."""
+    conns: list[asyncssh.SSHClientConnection] = []
+    for start in range(0, len(nodes), batch):
+        conns += await asyncio.gather(
+            *(hold_tunnel(port, tenant, n) for n in nodes[start : start + batch])
+        )
+    return conns
