@@ -44,9 +44,12 @@ fmt: venv
 test: venv system-deps lint
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-bench: venv
-	$(BIN)/python bench/certificates.py
-	$(BIN)/python bench/login.py
+bench: venv system-deps
+	$(BIN)/python -m bench.certificates
+	$(BIN)/python -m bench.login
+	$(BIN)/python -m bench.sessions
+	$(BIN)/python -m bench.tunnels
+	$(BIN)/python -m bench.presence
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache $(DATA_DIR)
