@@ -144,7 +144,8 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
     running.stop()
 
 
-def signup_and_login(shell: Shell, cluster: Cluster, token: str, user: str) -> pyotp.TOTP:
+def signup_and_login(shell: Shell, cluster: Cluster, token: str, user: str) -> str:
+    """Sign up and log in; the one-time code the login spent (to try replaying it)."""
     proxy = cluster.proxy
     signup = shell.ok(
         "jump",
@@ -158,7 +159,7 @@ def signup_and_login(shell: Shell, cluster: Cluster, token: str, user: str) -> p
         stdin=PASSWORD + "\n",
     ).json()
     assert isinstance(signup, dict)
-    totp = pyotp.TOTP(signup["totp_secret"])
+    code = pyotp.TOTP(signup["totp_secret"]).now()
     shell.ok(
         "jump",
         "login",
@@ -168,10 +169,10 @@ def signup_and_login(shell: Shell, cluster: Cluster, token: str, user: str) -> p
         user,
         "--password-stdin",
         "--otp",
-        totp.now(),
+        code,
         stdin=PASSWORD + "\n",
     )
-    return totp
+    return code
 
 
 def http_get(port: int, path: str) -> tuple[int, str]:

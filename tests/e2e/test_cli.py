@@ -137,10 +137,10 @@ def test_bad_input_gets_one_line_errors(cluster: Cluster, tmp_path: Path) -> Non
         shell.fails(*signup, created["invite_token"], stdin="too short\n")
         == "jump: error: password must be 12 to 128 characters"
     )
-    totp = signup_and_login(shell, cluster, created["invite_token"], "alice")
+    spent = signup_and_login(shell, cluster, created["invite_token"], "alice")
     cases = [
         (
-            _login_argv(proxy, totp.now()),
+            _login_argv(proxy, spent),
             "jump: error: one-time code already used: wait for the next code and try again",
         ),
         (
