@@ -10,7 +10,7 @@ from datetime import timedelta
 from jumpgate.protocol.durations import parse_duration
 
 MIN_PERIOD = timedelta(minutes=1)
-_DYNAMIC = re.compile(r"^\[(?P<period>[0-9a-z]+):(?P<command>.+)\]$")
+_DYNAMIC = re.compile(r"^\[(?P<period>[0-9a-z]+):(?P<command>.*)\]$")
 _KEY = re.compile(r"^[A-Za-z0-9_./-]{1,63}$")
 
 
@@ -32,9 +32,12 @@ def parse(text: str) -> tuple[dict[str, str], list[DynamicLabel]]:
         key = key.strip()
         if not sep or not _KEY.match(key):
             raise ValueError(f"label {part!r} is not KEY=VALUE (keys: letters, digits, _ . / -)")
-        match = _DYNAMIC.match(value.strip())
+        value = value.strip()
+        match = _DYNAMIC.match(value)
         if match is None:
-            static[key] = value.strip()
+            if value.startswith("["):
+                raise ValueError(f'label {key!r}: a command label looks like [1h:"uname -m"]')
+            static[key] = value
             continue
         period = parse_duration(match.group("period"))
         if period < MIN_PERIOD:

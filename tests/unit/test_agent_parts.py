@@ -1,0 +1,92 @@
+"""Pieces of the node agent and proxy that need no sockets: labels, the tunnel registry."""
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from jumpgate.edge_proxy.registry import AmbiguousNode, Tunnel, TunnelRegistry, UnknownNode
+from jumpgate.node_agent.agent import BACKOFF_MAX, _backoff
+from jumpgate.node_agent.labels import DynamicLabel, parse
+
+
+@pytest.mark.parametrize(
+    ("text", "static", "dynamic"),
+    [
+        ("env=prod", {"env": "prod"}, []),
+        ("env=prod,team=db", {"env": "prod", "team": "db"}, []),
+        (
+            'env=prod,arch=[1h:"uname -m"]',
+            {"env": "prod"},
+            [DynamicLabel("arch", timedelta(hours=1), ["uname", "-m"])],
+        ),
+        (
+            "a=[5m:\"sh -c 'echo x,y'\"],b=2",
+            {"b": "2"},
+            [DynamicLabel("a", timedelta(minutes=5), ["sh", "-c", "echo x,y"])],
+        ),
+        ("", {}, []),
+    ],
+    ids=["one", "two", "dynamic", "comma-inside-command", "empty"],
+)
+def test_labels_parse(text: str, static: dict[str, str], dynamic: list[DynamicLabel]) -> None:
+    assert parse(text) == (static, dynamic)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("env", "is not KEY=VALUE"),
+        ("bad key=x", "is not KEY=VALUE"),
+        ('arch=[30s:"uname -m"]', "at least 1m"),
+        ("arch=[1h:]", "the command is empty"),
+        ('arch=[1x:"uname"]', "invalid duration"),
+    ],
+    ids=["no-value", "space-in-key", "period-too-short", "empty-command", "bad-period"],
+)
+def test_labels_refuse(text: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        parse(text)
+
+
+def test_backoff_grows_to_thirty_seconds_with_jitter() -> None:
+    assert 0.5 <= _backoff(0) <= 1.0
+    assert 4.0 <= _backoff(3) <= 8.0
+    for attempt in (5, 10, 50):
+        assert BACKOFF_MAX / 2 <= _backoff(attempt) <= BACKOFF_MAX
+
+
+def _tunnel(tenant: str, host_id: str, name: str) -> Tunnel:
+    connection: Any = object()  # the registry never touches the connection
+    return Tunnel(tenant, host_id, name, connection, "jumpgate-node", 3022)
+
+
+def test_registry_finds_by_name_uuid_and_qualified_uuid() -> None:
+    registry = TunnelRegistry()
+    web = _tunnel("acme", "u-1", "web-1")
+    registry.add(web)
+    assert registry.find("acme", "web-1") is web
+    assert registry.find("acme", "WEB-1") is web
+    assert registry.find("acme", "u-1") is web
+    assert registry.find("acme", "u-1.acme") is web
+    with pytest.raises(UnknownNode, match="node 'web-1' is not online in cluster 'globex'"):
+        registry.find("globex", "web-1")
+
+
+def test_registry_refuses_an_ambiguous_name_listing_candidates() -> None:
+    registry = TunnelRegistry()
+    registry.add(_tunnel("acme", "u-2", "web"))
+    registry.add(_tunnel("acme", "u-1", "web"))
+    with pytest.raises(AmbiguousNode, match=r"2 nodes are named 'web': use a uuid \(u-1, u-2\)"):
+        registry.find("acme", "web")
+
+
+def test_registry_keeps_the_newer_tunnel_of_a_node() -> None:
+    registry = TunnelRegistry()
+    old, new = _tunnel("acme", "u-1", "web-1"), _tunnel("acme", "u-1", "web-1")
+    registry.add(old)
+    assert registry.add(new) is old
+    assert registry.remove(old) is False  # the old one closing must not drop the new one
+    assert registry.find("acme", "u-1") is new
+    assert registry.remove(new) is True
+    assert len(registry) == 0
