@@ -161,6 +161,21 @@ class TokenService:
                 f"issue one with jumpctl tokens add --type={role}"
             )
 
+    def renew(self, tenant: str, host_id: str) -> str:
+        """A fresh host certificate for a joined node's own key (it proved it on its tunnel)."""
+        try:
+            record = NodeRecord.from_bytes(self._store.get(tenant, keys.node(host_id)).value)
+        except KeyNotFound as exc:
+            raise NotFound(f"node {host_id} is not joined: join it again") from exc
+        return self._authorities.get(tenant, "host").sign_host(
+            certs.load_public_key(record.public_key),
+            tenant=tenant,
+            host_id=host_id,
+            nodename=record.nodename,
+            now=self._clock.now(),
+            public_addr=self._public_addr,
+        )
+
     def join(self, tenant: str, *, token: str, public_key: str, nodename: str) -> Joined:
         """Exchange a node token and a host key for a host certificate."""
         check_nodename(nodename)

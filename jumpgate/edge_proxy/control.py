@@ -63,6 +63,12 @@ class ControlPlaneClient:
             await self._call("POST", "/internal/v1/tunnel-auth", body)
         )
 
+    async def renew_host_cert(self, tenant: str, host_id: str) -> str:
+        """A fresh host certificate for a node authenticated on its tunnel."""
+        body = models.HostCertRenewal(tenant=tenant, host_id=host_id)
+        answer = await self._call("POST", "/internal/v1/renew-host-cert", body)
+        return str(answer["certificate"])
+
     async def presence(self, presence: models.Presence) -> None:
         await self._call("POST", "/internal/v1/presence", presence)
 

@@ -32,6 +32,7 @@ logger = logging.getLogger(__name__)
 
 NODE_SSH_PORTS = (22, 3022)
 HEARTBEAT_SUBSYSTEM = "jumpgate-heartbeat"
+RENEW_SUBSYSTEM = "jumpgate-renew"
 PROXY_BEAT_SECONDS = 60.0
 MAX_HEARTBEAT_BYTES = 16 * 1024
 
@@ -176,6 +177,21 @@ class _TunnelServer(asyncssh.SSHServer):
                 self.reported = presence
         process.exit(0)
 
+    async def renew(self, process: asyncssh.SSHServerProcess[str]) -> None:
+        """Hand the node a fresh host certificate for the key it authenticated with."""
+        node = self.node
+        if node is None:
+            process.exit(1)
+            return
+        try:
+            certificate = await self._fronts.control.renew_host_cert(node.tenant, node.host_id)
+        except ControlPlaneError as exc:
+            process.stderr.write(f"renewal refused: {exc}\n")
+            process.exit(1)
+            return
+        process.stdout.write(certificate + "\n")
+        process.exit(0)
+
 
 class _TunnelListener(asyncssh.SSHListener):
     """What ``server_requested`` returns: the tunnel itself is the listener."""
@@ -291,11 +307,13 @@ class SSHFronts:
 
     async def _tunnel_process(self, process: asyncssh.SSHServerProcess[str]) -> None:
         owner = process.channel.get_connection().get_owner()
-        if not isinstance(owner, _TunnelServer) or process.subsystem != HEARTBEAT_SUBSYSTEM:
-            process.stderr.write("only the jumpgate-heartbeat subsystem is served here\n")
+        if isinstance(owner, _TunnelServer) and process.subsystem == HEARTBEAT_SUBSYSTEM:
+            await owner.heartbeat(process)
+        elif isinstance(owner, _TunnelServer) and process.subsystem == RENEW_SUBSYSTEM:
+            await owner.renew(process)
+        else:
+            process.stderr.write("only the jumpgate-heartbeat and -renew subsystems are served\n")
             process.exit(1)
-            return
-        await owner.heartbeat(process)
 
     async def _user_process(self, process: asyncssh.SSHServerProcess[bytes]) -> None:
         """The ``proxy:NODE[:PORT]`` subsystem: the session channel becomes the node's stream."""

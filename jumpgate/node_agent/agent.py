@@ -7,14 +7,17 @@ it cannot: a refused token, a CA pin mismatch, a damaged identity.
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import random
 import socket
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import asyncssh
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
@@ -24,7 +27,7 @@ from jumpgate.node_agent.identity import Identity
 from jumpgate.node_agent.join import check_pin, join
 from jumpgate.node_agent.labels import DynamicLabel, evaluate
 from jumpgate.node_agent.server import NodeServer
-from jumpgate.protocol import ports
+from jumpgate.protocol import certs, ports
 from jumpgate.protocol.client import APIError, Client, ClientError
 from jumpgate.protocol.metrics import MetricLine
 from jumpgate.protocol.names import resolve_loopback, split_host_port
@@ -33,6 +36,8 @@ from jumpgate.protocol.version import server_version
 logger = logging.getLogger(__name__)
 
 HEARTBEAT_SUBSYSTEM = "jumpgate-heartbeat"
+RENEW_SUBSYSTEM = "jumpgate-renew"
+RENEW_CHECK_SECONDS = 600.0
 LABEL_CHECK_SECONDS = 5.0
 """How often the agent looks for changed labels; it sends a heartbeat only on change."""
 TUNNEL_LISTEN_HOST = "jumpgate-node"
@@ -148,7 +153,7 @@ class Agent:
         try:
             while not stop.is_set():
                 try:
-                    await self._hold_tunnel(identity, key, stop)
+                    await self._hold_tunnel(self.identity, key, stop)
                     attempt = 0
                 except PinMismatchDuringFind as exc:
                     raise AgentError(str(exc)) from exc
@@ -223,13 +228,17 @@ class Agent:
             logger.info("tunnel up", extra={"proxy": f"{host}:{port}"})
             local = conn.get_extra_info("sockname")
             sender = asyncio.create_task(self._heartbeats(conn, local[0] if local else ""))
+            renewer = asyncio.create_task(self._renewal(conn, identity, key))
             closed = asyncio.create_task(conn.wait_closed())
             stopping = asyncio.create_task(stop.wait())
-            done, _ = await asyncio.wait(
-                {sender, closed, stopping}, return_when=asyncio.FIRST_COMPLETED
-            )
-            for task in (sender, closed, stopping):
+            tasks = {sender, renewer, closed, stopping}
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            for task in tasks:
                 task.cancel()
+            if renewer in done and renewer.exception() is not None:
+                logger.warning(
+                    "host certificate renewal failed", extra={"reason": str(renewer.exception())}
+                )
             if sender in done and not sender.cancelled() and sender.exception() is not None:
                 raise sender.exception()  # type: ignore[misc]
 
@@ -257,10 +266,57 @@ class Agent:
                 sent = beat
             await asyncio.sleep(LABEL_CHECK_SECONDS)
 
+    async def _renewal(
+        self, conn: asyncssh.SSHClientConnection, identity: Identity, key: ed25519.Ed25519PrivateKey
+    ) -> None:
+        """Renew the host certificate once a third of its life is left, then end the tunnel
+        so it comes back presenting the new one."""
+        while not needs_renewal(identity.certificate, time.time()):
+            await asyncio.sleep(RENEW_CHECK_SECONDS)
+        result = await conn.run(subsystem=RENEW_SUBSYSTEM, check=True, encoding="utf-8")
+        certificate = str(result.stdout).strip()
+        check_host_certificate(certificate, identity, key)
+        renewed = dataclasses.replace(identity, certificate=certificate)
+        identity_store.save(self.config.data_dir, renewed, key)
+        self.identity = renewed
+        logger.info("host certificate renewed")
+
     async def _refresh(self, label: DynamicLabel) -> None:
         while True:
             self._labels[label.key] = await evaluate(label)
             await asyncio.sleep(label.period.total_seconds())
+
+
+def _host_certificate(certificate: str) -> serialization.SSHCertificate:
+    cert = serialization.load_ssh_public_identity(certificate.encode())
+    if not isinstance(cert, serialization.SSHCertificate):
+        raise ValueError("not a certificate")
+    return cert
+
+
+def needs_renewal(certificate: str, now: float) -> bool:
+    """Whether less than a third of the certificate's validity is left."""
+    cert = _host_certificate(certificate)
+    lifetime = cert.valid_before - cert.valid_after
+    return cert.valid_before - now < lifetime / 3
+
+
+def check_host_certificate(
+    certificate: str, identity: Identity, key: ed25519.Ed25519PrivateKey
+) -> None:
+    """Refuse a renewed certificate that is not ours or not from the tenant's host CA."""
+    try:
+        cert = _host_certificate(certificate)
+        cert.verify_cert_signature()
+    except (ValueError, InvalidSignature) as exc:
+        raise AgentError("the platform sent an invalid host certificate") from exc
+    ours = certs.openssh_public(key.public_key())
+    if (
+        cert.type is not serialization.SSHCertificateType.HOST
+        or certs.openssh_public(cert.public_key()) != ours
+        or certs.openssh_public(cert.signature_key()) not in identity.host_ca_keys
+    ):
+        raise AgentError("the platform sent a host certificate for another key or CA")
 
 
 class PinMismatchDuringFind(Exception):

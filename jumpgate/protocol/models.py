@@ -273,3 +273,14 @@ class UserCAKeys(_Model):
     tenant: str
     user_ca_keys: list[str]
     host_ca_keys: list[str]
+
+
+class HostCertRenewal(_Model):
+    """Internal: a tunnel-authenticated node asks for a fresh host certificate."""
+
+    tenant: str
+    host_id: str
+
+
+class HostCertificate(_Model):
+    certificate: str

@@ -516,3 +516,52 @@ def test_slow_reader_does_not_grow_the_proxy(site: Site) -> None:
     assert after - start < 256 * 1024, (start, before, middle, after)
     assert after - middle < 16 * 1024, (start, before, middle, after)
     assert site.ssh("echo alive").stdout == b"alive\n"
+
+
+def test_agent_renews_a_host_certificate_near_expiry(site: Site) -> None:
+    """Give the node a certificate with 30 s left: the agent renews it and keeps serving."""
+    import time
+    from datetime import UTC, datetime, timedelta
+
+    from cryptography.hazmat.primitives.serialization import (
+        SSHCertificate,
+        load_ssh_public_identity,
+    )
+
+    from jumpgate.cli.daemon.config import load
+    from jumpgate.cli.daemon.platform import open_control_plane
+
+    site.node.kill(signal.SIGTERM)
+    identity_file = site.node.directory / "node" / "identity.json"
+    identity = json.loads(identity_file.read_text())
+    plane = open_control_plane(load(None, {"data_dir": str(site.cluster.data_dir)}))
+    key_line = plane.nodes.get("acme", identity["host_id"])[0].public_key
+    from jumpgate.protocol import certs
+
+    short = plane.authorities.get("acme", "host").sign_host(
+        certs.load_public_key(key_line),
+        tenant="acme",
+        host_id=identity["host_id"],
+        nodename="web-1",
+        now=datetime.now(UTC),
+        ttl=timedelta(seconds=30),
+    )
+    plane.store.close()
+    identity["certificate"] = short
+    identity_file.write_text(json.dumps(identity))
+    site.node.command = [
+        str(BIN / "jumpgate"),
+        "start",
+        "--roles=node",
+        "--data-dir",
+        str(site.node.directory),
+        "--insecure",
+    ]
+    process = site.node.start()
+    wait_for_line(site.node.log, "host certificate renewed", process, offset=site.node.offset)
+    renewed = json.loads(identity_file.read_text())["certificate"]
+    cert = load_ssh_public_identity(renewed.encode())
+    assert isinstance(cert, SSHCertificate)
+    assert cert.valid_before - time.time() > 6 * 86400
+    time.sleep(2)  # the tunnel comes back presenting the new certificate
+    assert site.ssh("echo renewed").stdout == b"renewed\n"

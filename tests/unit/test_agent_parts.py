@@ -90,3 +90,62 @@ def test_registry_keeps_the_newer_tunnel_of_a_node() -> None:
     assert registry.find("acme", "u-1") is new
     assert registry.remove(new) is True
     assert len(registry) == 0
+
+
+def _host_cert(ca: Any, key: Any, *, after: int, before: int, cert_type: Any = None) -> str:
+    from jumpgate.control_plane.sshcert import CertType, Signer
+
+    return Signer(ca).certify(
+        key.public_key(),
+        cert_type=cert_type or CertType.HOST,
+        key_id="h",
+        principals=["web-1"],
+        valid_after=after,
+        valid_before=before,
+    )
+
+
+def test_renewal_starts_when_a_third_of_the_lifetime_is_left() -> None:
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    from jumpgate.node_agent.agent import needs_renewal
+
+    ca, key = ed25519.Ed25519PrivateKey.generate(), ed25519.Ed25519PrivateKey.generate()
+    cert = _host_cert(ca, key, after=0, before=3000)
+    assert not needs_renewal(cert, 1999)
+    assert needs_renewal(cert, 2001)
+
+
+def test_renewed_certificate_must_be_ours_and_from_the_host_ca() -> None:
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    from jumpgate.control_plane.sshcert import CertType
+    from jumpgate.node_agent.agent import check_host_certificate
+    from jumpgate.node_agent.errors import AgentError
+    from jumpgate.node_agent.identity import Identity
+    from jumpgate.protocol import certs
+
+    ca, key = ed25519.Ed25519PrivateKey.generate(), ed25519.Ed25519PrivateKey.generate()
+    identity = Identity(
+        host_id="u-1",
+        tenant="acme",
+        nodename="web-1",
+        auth_server="acme.localhost:3080",
+        ca_pin="sha256:00",
+        user_ca_keys=[],
+        host_ca_keys=[certs.openssh_public(ca.public_key())],
+        certificate="",
+        insecure=True,
+    )
+    check_host_certificate(_host_cert(ca, key, after=0, before=2**40), identity, key)
+    stranger = ed25519.Ed25519PrivateKey.generate()
+    cases = [
+        _host_cert(ca, stranger, after=0, before=2**40),  # someone else's key
+        _host_cert(stranger, key, after=0, before=2**40),  # another CA
+        _host_cert(ca, key, after=0, before=2**40, cert_type=CertType.USER),  # not a host cert
+    ]
+    for cert in cases:
+        with pytest.raises(AgentError, match="another key or CA"):
+            check_host_certificate(cert, identity, key)
+    with pytest.raises(AgentError, match="invalid host certificate"):
+        check_host_certificate("ssh-ed25519 AAAA", identity, key)

@@ -43,6 +43,10 @@ def build_internal_app(plane: ControlPlane) -> APIGatewayHttpResolver:
             tenant=body.tenant, host_id=record.host_id, nodename=record.nodename
         )
 
+    @app.post("/internal/v1/renew-host-cert")
+    def renew_host_cert(body: models.HostCertRenewal) -> models.HostCertificate:
+        return models.HostCertificate(certificate=plane.tokens.renew(body.tenant, body.host_id))
+
     @app.post("/internal/v1/presence", status_code=204)
     def presence(body: models.Presence) -> None:
         info = None
