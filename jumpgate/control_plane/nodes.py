@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 
 from jumpgate.control_plane import keys
 from jumpgate.control_plane.clock import Clock
-from jumpgate.control_plane.errors import NotFound, Unauthenticated
+from jumpgate.control_plane.errors import InvalidRequest, NotFound, Unauthenticated
 from jumpgate.control_plane.records import NodeRecord, ProxyRecord
 from jumpgate.control_plane.store import PLATFORM, Store
 from jumpgate.control_plane.store.base import KeyNotFound, RevisionMismatch
@@ -56,6 +56,22 @@ class NodeService:
         except KeyNotFound as exc:
             raise NotFound(f"node {host_id} not found: see jumpctl nodes ls") from exc
         return NodeRecord.from_bytes(item.value), item.revision
+
+    def remove(self, tenant: str, name: str) -> NodeRecord:
+        """Forget a node (by uuid or unique name): its tunnel is refused from now on."""
+        matches = [
+            NodeRecord.from_bytes(item.value)
+            for item in self._store.list_all(tenant, keys.NODES)
+            if name
+            in (item.key.removeprefix(keys.NODES), NodeRecord.from_bytes(item.value).nodename)
+        ]
+        if not matches:
+            raise NotFound(f"no node named {name!r}: see jumpctl nodes ls")
+        if len(matches) > 1:
+            ids = ", ".join(sorted(m.host_id for m in matches))
+            raise InvalidRequest(f"{len(matches)} nodes are named {name!r}: use a uuid ({ids})")
+        self._store.delete(tenant, keys.node(matches[0].host_id))
+        return matches[0]
 
     def authenticate_tunnel(self, tenant: str, host_id: str, public_key: str) -> NodeRecord:
         """The node whose tunnel presents ``public_key``; refused unless it joined with it."""

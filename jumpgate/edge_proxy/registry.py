@@ -29,6 +29,7 @@ class Tunnel:
     connection: asyncssh.SSHServerConnection
     listen_host: str
     listen_port: int
+    public_key: str  # the key the tunnel authenticated with, rechecked per session
 
 
 class TunnelRegistry:

@@ -102,6 +102,7 @@ class _TunnelServer(asyncssh.SSHServer):
         self._conn: asyncssh.SSHServerConnection | None = None
         self.node: models.TunnelNode | None = None
         self.tunnel: Tunnel | None = None
+        self._key = ""
         self.reported: models.Presence | None = None
 
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
@@ -115,8 +116,9 @@ class _TunnelServer(asyncssh.SSHServer):
 
     async def validate_public_key(self, username: str, key: asyncssh.SSHKey) -> bool:
         host_id, _, tenant = username.partition(".")
+        self._key = _openssh(key)
         try:
-            self.node = await self._fronts.control.tunnel_auth(tenant, host_id, _openssh(key))
+            self.node = await self._fronts.control.tunnel_auth(tenant, host_id, self._key)
         except ControlPlaneError as exc:
             self._fronts.metrics.handshake_failures["tunnel_refused"] += 1
             logger.info("tunnel refused", extra={"node": username, "reason": str(exc)})
@@ -133,6 +135,7 @@ class _TunnelServer(asyncssh.SSHServer):
             self._conn,
             listen_host,
             listen_port,
+            self._key,
         )
         replaced = self._fronts.registry.add(self.tunnel)
         if replaced is not None:
@@ -288,6 +291,14 @@ class SSHFronts:
         async def handle(
             reader: asyncssh.SSHReader[bytes], writer: asyncssh.SSHWriter[bytes]
         ) -> None:
+            try:
+                # A node removed since its tunnel came up is dropped, not reached.
+                await self.control.tunnel_auth(tunnel.tenant, tunnel.host_id, tunnel.public_key)
+            except ControlPlaneError as exc:
+                logger.info("node removed: its tunnel is closed", extra={"reason": str(exc)})
+                tunnel.connection.close()
+                writer.close()
+                return
             try:
                 node = await tunnel.connection.open_connection(
                     tunnel.listen_host, tunnel.listen_port

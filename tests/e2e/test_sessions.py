@@ -565,3 +565,20 @@ def test_agent_renews_a_host_certificate_near_expiry(site: Site) -> None:
     assert cert.valid_before - time.time() > 6 * 86400
     time.sleep(2)  # the tunnel comes back presenting the new certificate
     assert site.ssh("echo renewed").stdout == b"renewed\n"
+
+
+def test_removed_node_is_cut_off(site: Site) -> None:
+    assert site.ssh("true").returncode == 0
+    assert site.admin.fails("jumpctl", "nodes", "rm", "nosuch") == (
+        "jumpctl: error: no node named 'nosuch': see jumpctl nodes ls"
+    )
+    site.admin.ok("jumpctl", "nodes", "rm", "web-1")
+    cut = site.ssh("echo should-not-run")
+    assert cut.returncode == 255
+    assert cut.stdout == b""
+    assert site.admin.ok("jump", "ls", "--format", "json").json() == []
+    import time
+
+    time.sleep(2)  # the agent's reconnect is refused: the node is gone for good
+    again = site.ssh("echo should-not-run")
+    assert b"node 'web-1' is not online in cluster 'acme'" in again.stderr

@@ -58,7 +58,7 @@ def test_backoff_grows_to_thirty_seconds_with_jitter() -> None:
 
 def _tunnel(tenant: str, host_id: str, name: str) -> Tunnel:
     connection: Any = object()  # the registry never touches the connection
-    return Tunnel(tenant, host_id, name, connection, "jumpgate-node", 3022)
+    return Tunnel(tenant, host_id, name, connection, "jumpgate-node", 3022, "ssh-ed25519 AAAA")
 
 
 def test_registry_finds_by_name_uuid_and_qualified_uuid() -> None:

@@ -21,6 +21,9 @@ def register(sub: Any) -> None:
     ls_nodes.add_argument("filters", nargs="*", metavar="key=value", help="label filters")
     output.add_format(ls_nodes)
     ls_nodes.set_defaults(handler=_nodes_ls)
+    rm_node = nsub.add_parser("rm", help="remove a node: its tunnel is refused from now on")
+    rm_node.add_argument("node", help="node name or uuid")
+    rm_node.set_defaults(handler=_nodes_rm)
 
     tokens = sub.add_parser("tokens", help="issue, list and revoke join tokens")
     tsub = tokens.add_subparsers(dest="tokens_command", required=True)
@@ -74,6 +77,12 @@ def _nodes_add(ctx: Context, args: argparse.Namespace) -> int:
 
 def _nodes_ls(ctx: Context, args: argparse.Namespace) -> int:
     nodes.list_nodes(ctx.client, nodes.parse_filters(args.filters), args.format)
+    return 0
+
+
+def _nodes_rm(ctx: Context, args: argparse.Namespace) -> int:
+    ctx.client.call("DELETE", f"/v1/nodes/{quote(args.node, safe='')}")
+    print(f"Node {args.node!r} removed; it must join again with a new token.")
     return 0
 
 

@@ -175,6 +175,11 @@ def build_app(plane: ControlPlane) -> APIGatewayHttpResolver:
         caller(tenant).require(Role.ACCESS)
         return models.NodeList(nodes=[node_view(v) for v in plane.nodes.list(tenant)])
 
+    @app.delete("/v1/nodes/<name>", status_code=204, summary="Remove a node (uuid or name)")
+    def remove_node(name: Annotated[str, Path(max_length=253)]) -> None:
+        identity = admin()
+        plane.nodes.remove(identity.tenant, name)
+
     @app.get("/v1/users", summary="Users of the cluster")
     def list_users() -> models.UserList:
         identity = admin()
