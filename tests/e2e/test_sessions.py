@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import BIN, Cluster, Shell, signup_and_login, wait_for_line
+from tests.e2e.conftest import BIN, PASSWORD, Cluster, Shell, signup_and_login, wait_for_line
 
 pytestmark = [pytest.mark.e2e, pytest.mark.net]
 LOGIN = getpass.getuser()
@@ -582,3 +582,71 @@ def test_removed_node_is_cut_off(site: Site) -> None:
     time.sleep(2)  # the agent's reconnect is refused: the node is gone for good
     again = site.ssh("echo should-not-run")
     assert b"node 'web-1' is not online in cluster 'acme'" in again.stderr
+
+
+def test_another_tenants_user_cannot_reach_the_node(site: Site, tmp_path: Path) -> None:
+    """globex's certificate puts its holder in globex: acme's node is not there to reach."""
+    outsider = Shell(tmp_path / "globex-home")
+    created = outsider.ok(
+        "jumpgate",
+        "tenants",
+        "create",
+        "globex",
+        "--admin",
+        "gina",
+        "--logins",
+        LOGIN,
+        "--format",
+        "json",
+        "--data-dir",
+        str(site.cluster.data_dir),
+    ).json()
+    proxy = f"globex.localhost:{site.cluster.port}"
+    signup = outsider.ok(
+        "jump",
+        "signup",
+        f"--proxy={proxy}",
+        "--insecure",
+        "--password-stdin",
+        "--format",
+        "json",
+        created["invite_token"],
+        stdin=PASSWORD + "\n",
+    ).json()
+    import pyotp
+
+    outsider.ok(
+        "jump",
+        "login",
+        f"--proxy={proxy}",
+        "--insecure",
+        "--user",
+        "gina",
+        "--password-stdin",
+        "--otp",
+        pyotp.TOTP(signup["totp_secret"]).now(),
+        stdin=PASSWORD + "\n",
+    )
+    refused = subprocess.run(
+        [str(BIN / "jump"), "ssh", "web-1", "true"],
+        env=outsider.env,
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert refused.returncode == 1
+    assert (
+        refused.stderr
+        == b"jump: error: node 'web-1' is not online in cluster 'globex': see jump ls\n"
+    )
+    host_id = json.loads((site.node.directory / "node" / "identity.json").read_text())["host_id"]
+    by_uuid = subprocess.run(
+        [str(BIN / "jump"), "ssh", host_id, "true"],
+        env=outsider.env,
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert by_uuid.returncode == 1
+    assert b"is not online in cluster 'globex'" in by_uuid.stderr
+    assert outsider.ok("jump", "ls", "--format", "json").json() == []
