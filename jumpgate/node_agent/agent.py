@@ -42,6 +42,12 @@ LABEL_CHECK_SECONDS = 5.0
 """How often the agent looks for changed labels; it sends a heartbeat only on change."""
 TUNNEL_LISTEN_HOST = "jumpgate-node"
 BACKOFF_FIRST, BACKOFF_MAX = 1.0, 30.0
+TUNNEL_CIPHERS = (
+    "aes128-gcm@openssh.com",
+    "aes256-gcm@openssh.com",
+    "chacha20-poly1305@openssh.com",
+)
+"""AES-GCM first on the tunnel: both ends are ours, and AES-NI makes it the cheapest per byte."""
 
 
 @dataclass(frozen=True)
@@ -210,6 +216,7 @@ class Agent:
                 known_hosts=(trusted, [], []),
                 keepalive_interval=15,
                 keepalive_count_max=3,
+                encryption_algs=TUNNEL_CIPHERS,
             ),
             timeout=30,
         )
