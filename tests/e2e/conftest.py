@@ -185,3 +185,11 @@ def http_get(port: int, path: str) -> tuple[int, str]:
             return answer.status, answer.read().decode()
     except urllib.error.HTTPError as error:
         return error.code, error.read().decode()
+
+
+def create_tenant(shell: Shell, cluster: Cluster, name: str, admin: str, *logins: str) -> Any:
+    """``jumpgate tenants create`` on the cluster's data dir; its JSON answer."""
+    argv = ["jumpgate", "tenants", "create", name, "--admin", admin, "--format", "json"]
+    if logins:
+        argv += ["--logins", ",".join(logins)]
+    return shell.ok(*argv, "--data-dir", str(cluster.data_dir)).json()

@@ -6,7 +6,14 @@ import pytest
 
 from jumpgate.protocol.client import APIError, Client
 from jumpgate.protocol.problems import MAX_BODY_BYTES
-from tests.e2e.conftest import PASSWORD, STATIC_TOKEN, Cluster, Shell, signup_and_login
+from tests.e2e.conftest import (
+    PASSWORD,
+    STATIC_TOKEN,
+    Cluster,
+    Shell,
+    create_tenant,
+    signup_and_login,
+)
 from tests.support import free_port
 
 pytestmark = pytest.mark.e2e
@@ -180,15 +187,10 @@ def test_bad_input_gets_one_line_errors(cluster: Cluster, tmp_path: Path) -> Non
 
 
 def test_other_tenants_credentials_are_refused(cluster: Cluster, tmp_path: Path) -> None:
-    data = ["--data-dir", str(cluster.data_dir)]
     acme_admin = Shell(tmp_path / "acme-home")
-    acme = acme_admin.ok(
-        "jumpgate", "tenants", "create", "acme", "--admin", "alice", "--format", "json", *data
-    ).json()
+    acme = create_tenant(acme_admin, cluster, "acme", "alice")
     globex_admin = Shell(tmp_path / "globex-home")
-    globex = globex_admin.ok(
-        "jumpgate", "tenants", "create", "globex", "--admin", "gina", "--format", "json", *data
-    ).json()
+    globex = create_tenant(globex_admin, cluster, "globex", "gina")
     assert isinstance(acme, dict)
     assert isinstance(globex, dict)
     signup_and_login(acme_admin, cluster, acme["invite_token"], "alice")

@@ -11,7 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import BIN, PASSWORD, Cluster, Shell, signup_and_login, wait_for_line
+from tests.e2e.conftest import (
+    BIN,
+    PASSWORD,
+    Cluster,
+    Shell,
+    create_tenant,
+    signup_and_login,
+    wait_for_line,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.net]
 LOGIN = getpass.getuser()
@@ -104,20 +112,7 @@ Host *
 @pytest.fixture
 def site(cluster: Cluster, tmp_path: Path) -> Iterator[Site]:
     admin = Shell(tmp_path / "home")
-    data = ["--data-dir", str(cluster.data_dir)]
-    created = admin.ok(
-        "jumpgate",
-        "tenants",
-        "create",
-        "acme",
-        "--admin",
-        "alice",
-        "--logins",
-        LOGIN,
-        "--format",
-        "json",
-        *data,
-    ).json()
+    created = create_tenant(admin, cluster, "acme", "alice", LOGIN)
     signup_and_login(admin, cluster, created["invite_token"], "alice")
     joining = admin.ok("jumpctl", "nodes", "add", "--ttl", "5m", "--format", "json").json()
     node_dir = tmp_path / "node"
@@ -211,18 +206,7 @@ def test_proxy_restart_agent_reconnects_within_10s(site: Site) -> None:
 
 def test_join_refusals(cluster: Cluster, tmp_path: Path) -> None:
     admin = Shell(tmp_path / "home")
-    created = admin.ok(
-        "jumpgate",
-        "tenants",
-        "create",
-        "acme",
-        "--admin",
-        "alice",
-        "--format",
-        "json",
-        "--data-dir",
-        str(cluster.data_dir),
-    ).json()
+    created = create_tenant(admin, cluster, "acme", "alice")
     signup_and_login(admin, cluster, created["invite_token"], "alice")
     token = admin.ok("jumpctl", "nodes", "add", "--format", "json").json()
     wrong_pin = "sha256:" + "0" * 64
@@ -587,20 +571,7 @@ def test_removed_node_is_cut_off(site: Site) -> None:
 def test_another_tenants_user_cannot_reach_the_node(site: Site, tmp_path: Path) -> None:
     """globex's certificate puts its holder in globex: acme's node is not there to reach."""
     outsider = Shell(tmp_path / "globex-home")
-    created = outsider.ok(
-        "jumpgate",
-        "tenants",
-        "create",
-        "globex",
-        "--admin",
-        "gina",
-        "--logins",
-        LOGIN,
-        "--format",
-        "json",
-        "--data-dir",
-        str(site.cluster.data_dir),
-    ).json()
+    created = create_tenant(outsider, site.cluster, "globex", "gina", LOGIN)
     proxy = f"globex.localhost:{site.cluster.port}"
     signup = outsider.ok(
         "jump",

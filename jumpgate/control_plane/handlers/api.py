@@ -246,13 +246,7 @@ def build_app(plane: ControlPlane) -> APIGatewayHttpResolver:
         identity = admin()
         plane.tokens.remove(identity.tenant, token)
 
-    @app.exception_handler(errors.JumpgateError)
-    def on_error(error: errors.JumpgateError) -> Response[str]:
-        return response(problems.from_error(error))
-
-    @app.exception_handler(RequestValidationError)
-    def on_invalid(error: RequestValidationError) -> Response[str]:
-        return response(validation_problem(error))
+    answer_problems(app)
 
     @app.not_found
     def on_not_found(_: Exception) -> Response[str]:
@@ -274,6 +268,18 @@ def _user_info(user: UserRecord, now: datetime) -> models.UserInfo:
         status=state,
         created=user.created,
     )
+
+
+def answer_problems(app: APIGatewayHttpResolver) -> None:
+    """Every control-plane error and invalid request leaves ``app`` as problem+json."""
+
+    @app.exception_handler(errors.JumpgateError)
+    def on_error(error: errors.JumpgateError) -> Response[str]:
+        return response(problems.from_error(error))
+
+    @app.exception_handler(RequestValidationError)
+    def on_invalid(error: RequestValidationError) -> Response[str]:
+        return response(validation_problem(error))
 
 
 def node_view(view: NodeView) -> models.NodeView:

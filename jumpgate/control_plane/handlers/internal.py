@@ -5,17 +5,13 @@ the proxy as an in-process transport; on AWS it is a separate function that only
 IAM role may invoke. So its callers are trusted and it takes no user credentials.
 """
 
-from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
-from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+from aws_lambda_powertools.event_handler import APIGatewayHttpResolver
 
-from jumpgate.control_plane import errors
-from jumpgate.control_plane.handlers import problems
 from jumpgate.control_plane.handlers.api import (
     Handler,
+    answer_problems,
     guarded,
     node_view,
-    response,
-    validation_problem,
 )
 from jumpgate.control_plane.nodes import NodeInfo
 from jumpgate.control_plane.plane import ControlPlane
@@ -62,14 +58,7 @@ def build_internal_app(plane: ControlPlane) -> APIGatewayHttpResolver:
     def nodes(tenant: str) -> models.NodeList:
         return models.NodeList(nodes=[node_view(v) for v in plane.nodes.list(tenant)])
 
-    @app.exception_handler(errors.JumpgateError)
-    def on_error(error: errors.JumpgateError) -> Response[str]:
-        return response(problems.from_error(error))
-
-    @app.exception_handler(RequestValidationError)
-    def on_invalid(error: RequestValidationError) -> Response[str]:
-        return response(validation_problem(error))
-
+    answer_problems(app)
     return app
 
 
