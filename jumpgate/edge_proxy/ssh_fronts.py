@@ -176,7 +176,13 @@ class _TunnelServer(asyncssh.SSHServer):
                 logger.info("bad heartbeat ignored", extra={"node": node.host_id})
                 continue
             if presence != self.reported:
-                await self._fronts.control.presence(presence)
+                try:
+                    await self._fronts.control.presence(presence)
+                except ControlPlaneError as exc:
+                    logger.warning(
+                        "presence not recorded", extra={"node": node.host_id, "reason": str(exc)}
+                    )
+                    break
                 self.reported = presence
         process.exit(0)
 
