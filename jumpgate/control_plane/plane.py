@@ -1,12 +1,13 @@
 """The control plane's services wired over one store, secret box and clock."""
 
 from dataclasses import dataclass
+from datetime import timedelta
 
 from jumpgate.control_plane.authn import Authenticator
 from jumpgate.control_plane.ca import Authorities
 from jumpgate.control_plane.clock import Clock, SystemClock
 from jumpgate.control_plane.login import LoginService
-from jumpgate.control_plane.nodes import NodeService
+from jumpgate.control_plane.nodes import GONE_AFTER, NodeService
 from jumpgate.control_plane.secrets import SecretBox
 from jumpgate.control_plane.store import Store
 from jumpgate.control_plane.tenants import TenantService
@@ -25,6 +26,7 @@ class Settings:
     tunnel_public_port: int = ports.TUNNEL  # where node agents dial their tunnels
     static_tokens: tuple[StaticToken, ...] = ()  # join tokens from the config file
     proxy_host_keys: tuple[str, ...] = ()  # SSH host keys of the proxies, for agents to verify
+    node_gone_after: timedelta = GONE_AFTER  # offline nodes leave listings after this
     bcrypt_rounds: int = BCRYPT_ROUNDS  # password hashing cost (2^rounds); 10 by default
 
     def __post_init__(self) -> None:
@@ -65,4 +67,4 @@ class ControlPlane:
             public_addr=self.settings.public_addr,
         )
         self.authn = Authenticator(store, self.clock, self.authorities, self.users)
-        self.nodes = NodeService(store, self.clock)
+        self.nodes = NodeService(store, self.clock, gone_after=self.settings.node_gone_after)

@@ -42,6 +42,7 @@ def test_flags_override_file_and_file_overrides_defaults(tmp_path: Path) -> None
         ),
         ("static_tokens: [{tenant: Bad!, token: abcdefghijklmnopq}]\n", "is not a DNS label"),
         ("- a list\n", "must be a mapping"),
+        ("node_gone_after: soon\n", "node_gone_after: invalid duration 'soon'"),
         ("key: [unclosed\n", "is not valid YAML"),
     ],
     ids=[
@@ -54,6 +55,7 @@ def test_flags_override_file_and_file_overrides_defaults(tmp_path: Path) -> None
         "short-static-token",
         "bad-tenant",
         "not-mapping",
+        "bad-gone-after",
         "bad-yaml",
     ],
 )

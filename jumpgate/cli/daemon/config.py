@@ -11,6 +11,7 @@ from typing import Any
 import yaml
 
 from jumpgate.protocol import ports
+from jumpgate.protocol.durations import parse_duration
 from jumpgate.protocol.names import check_tenant_name, split_host_port
 
 ROLES = ("auth", "proxy", "node")
@@ -55,6 +56,7 @@ class Config:
     static_tokens: tuple[StaticTokenConfig, ...] = ()
     log_level: str = "info"  # debug | info | warning | error
     diag_addr: str = ""  # /healthz, /readyz, /metrics, e.g. 127.0.0.1:3000; off when empty
+    node_gone_after: str = "10m"  # offline nodes leave `nodes ls` after this long
     # node role:
     auth_server: str = ""  # HOST:PORT of the tenant's web endpoint, e.g. acme.localhost:3080
     token: str = ""  # join token, needed on the first start only
@@ -100,6 +102,10 @@ class Config:
                 raise ConfigError(f"static_tokens: {exc}") from exc
             if len(token.token) < 16:
                 raise ConfigError("static_tokens: a token must be at least 16 characters")
+        try:
+            parse_duration(self.node_gone_after)
+        except ValueError as exc:
+            raise ConfigError(f"node_gone_after: {exc}") from exc
         if self.log_level not in ("debug", "info", "warning", "error"):
             raise ConfigError(f"log_level: {self.log_level!r} is not debug/info/warning/error")
 

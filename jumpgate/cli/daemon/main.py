@@ -37,6 +37,7 @@ _PLATFORM_FLAGS = (
     "tunnel_listen_addr",
     "log_level",
     "diag_addr",
+    "node_gone_after",
     "auth_server",
     "token",
     "ca_pin",
@@ -59,6 +60,7 @@ def _add_config_flags(parser: argparse.ArgumentParser, *, listeners: bool) -> No
         parser.add_argument(
             "--diag-addr", help="serve /healthz, /readyz, /metrics, e.g. 127.0.0.1:3000"
         )
+        parser.add_argument("--node-gone-after", help="offline nodes leave listings after (10m)")
         node = parser.add_argument_group("node role (--roles=node)")
         node.add_argument("--auth-server", help="the cluster's address, e.g. acme.localhost:3080")
         node.add_argument("--token", help="join token (first start only)")

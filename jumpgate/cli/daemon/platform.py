@@ -32,6 +32,7 @@ from jumpgate.edge_proxy.events import Event
 from jumpgate.edge_proxy.ssh_fronts import SSHFronts
 from jumpgate.edge_proxy.web import WebFront
 from jumpgate.node_agent.agent import Agent
+from jumpgate.protocol.durations import parse_duration
 from jumpgate.protocol.metrics import MetricLine
 from jumpgate.protocol.names import split_host_port
 
@@ -72,6 +73,7 @@ def open_control_plane(config: Config, proxy_host_keys: tuple[str, ...] = ()) ->
         tunnel_public_port=config.port_of("tunnel_listen_addr"),
         static_tokens=tuple(StaticToken(t.tenant, t.token, t.roles) for t in config.static_tokens),
         proxy_host_keys=proxy_host_keys,
+        node_gone_after=parse_duration(config.node_gone_after),
     )
     return ControlPlane(open_store(config), SecretBox(master), settings=settings)
 
