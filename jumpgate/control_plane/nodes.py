@@ -59,12 +59,8 @@ class NodeService:
 
     def remove(self, tenant: str, name: str) -> NodeRecord:
         """Forget a node (by uuid or unique name): its tunnel is refused from now on."""
-        matches = [
-            NodeRecord.from_bytes(item.value)
-            for item in self._store.list_all(tenant, keys.NODES)
-            if name
-            in (item.key.removeprefix(keys.NODES), NodeRecord.from_bytes(item.value).nodename)
-        ]
+        records = [NodeRecord.from_bytes(i.value) for i in self._store.list_all(tenant, keys.NODES)]
+        matches = [r for r in records if name in (r.host_id, r.nodename)]
         if not matches:
             raise NotFound(f"no node named {name!r}: see jumpctl nodes ls")
         if len(matches) > 1:

@@ -161,8 +161,6 @@ class Agent:
                 try:
                     await self._hold_tunnel(self.identity, key, stop)
                     attempt = 0
-                except PinMismatchDuringFind as exc:
-                    raise AgentError(str(exc)) from exc
                 except (ClientError, OSError, asyncssh.Error) as exc:
                     logger.warning("tunnel down", extra={"reason": str(exc) or type(exc).__name__})
                 self.tunnel_up.clear()
@@ -187,9 +185,8 @@ class Agent:
         """Where the tunnel endpoint is and its host keys, as the platform says (/webapi/ping)."""
         client = self._client(identity.auth_server, identity.insecure)
         loop = asyncio.get_running_loop()
-        ca = await loop.run_in_executor(None, check_pin_safely, client, identity.ca_pin)
-        if ca is not None:
-            raise PinMismatchDuringFind(ca)
+        # A cluster whose CA changed under a joined node is not trusted: PinMismatch stops it.
+        await loop.run_in_executor(None, check_pin, client, identity.ca_pin)
         ping = await loop.run_in_executor(None, client.call, "GET", "/webapi/ping")
         host, port = split_host_port(ping["tunnel_public_addr"], ports.TUNNEL)
         return host, port, list(ping.get("proxy_host_keys", []))
@@ -200,12 +197,7 @@ class Agent:
         host, port, proxy_keys = await self._find(identity)
         if not proxy_keys:
             raise ClientError("the platform published no proxy host key: cannot verify the tunnel")
-        pem = key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.OpenSSH,
-            serialization.NoEncryption(),
-        )
-        ssh_key = asyncssh.import_private_key(pem)
+        ssh_key = asyncssh.import_private_key(certs.openssh_private(key))
         trusted = [asyncssh.import_public_key(k) for k in proxy_keys]
         conn = await asyncio.wait_for(
             asyncssh.connect(
@@ -324,18 +316,3 @@ def check_host_certificate(
         or certs.openssh_public(cert.signature_key()) not in identity.host_ca_keys
     ):
         raise AgentError("the platform sent a host certificate for another key or CA")
-
-
-class PinMismatchDuringFind(Exception):
-    """The cluster's CA changed under a joined node: stop rather than trust it."""
-
-
-def check_pin_safely(client: Client, ca_pin: str) -> str | None:
-    """``None`` when the pin still matches, else the mismatch message."""
-    from jumpgate.node_agent.errors import PinMismatch
-
-    try:
-        check_pin(client, ca_pin)
-    except PinMismatch as exc:
-        return str(exc)
-    return None

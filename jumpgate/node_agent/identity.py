@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from jumpgate.node_agent.errors import AgentError
+from jumpgate.protocol import certs
 
 
 @dataclass(frozen=True)
@@ -53,12 +54,7 @@ def save(data_dir: Path, identity: Identity, key: ed25519.Ed25519PrivateKey) -> 
     """Write the identity (key first, identity last, so a crash leaves no half identity)."""
     directory = _directory(data_dir)
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-    pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.OpenSSH,
-        serialization.NoEncryption(),
-    )
-    _write(directory / "host_key", pem)
+    _write(directory / "host_key", certs.openssh_private(key))
     _write(directory / "host_key-cert.pub", identity.certificate.encode() + b"\n")
     _write(directory / "identity.json", json.dumps(asdict(identity), indent=2).encode())
 

@@ -56,6 +56,17 @@ def load_public_key(openssh: str) -> PublicKey:
     raise ValueError("unsupported key type: use Ed25519, ECDSA P-256/P-384 or RSA >= 2048 bits")
 
 
+def openssh_private(
+    key: ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey,
+) -> bytes:
+    """The OpenSSH private key file format (unencrypted: callers write it mode 0600)."""
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.OpenSSH,
+        serialization.NoEncryption(),
+    )
+
+
 def openssh_public(key: PublicKey) -> str:
     """The OpenSSH one-line form of a public key."""
     return key.public_bytes(

@@ -267,14 +267,6 @@ class ProxyAlive(_Model):
     proxy: str
 
 
-class UserCAKeys(_Model):
-    """Internal: a tenant's user CA keys, for a proxy checking user certificates."""
-
-    tenant: str
-    user_ca_keys: list[str]
-    host_ca_keys: list[str]
-
-
 class HostCertRenewal(_Model):
     """Internal: a tunnel-authenticated node asks for a fresh host certificate."""
 

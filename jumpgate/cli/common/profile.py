@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from jumpgate.cli.common.errors import CLIError
+from jumpgate.protocol import certs
 from jumpgate.protocol.names import resolve_loopback
 from jumpgate.protocol.signing import PrivateKey
 
@@ -84,15 +85,7 @@ def save(profile: Profile, key: ed25519.Ed25519PrivateKey, certificate: str) -> 
     """Write the profile, key (0600) and certificate, and make it the current one."""
     directory = profile.directory
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-    _write(
-        profile.key_path,
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.OpenSSH,
-            serialization.NoEncryption(),
-        ),
-        0o600,
-    )
+    _write(profile.key_path, certs.openssh_private(key), 0o600)
     public = key.public_key().public_bytes(
         serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
     )

@@ -219,10 +219,12 @@ def _run_agent(config: Config) -> int:
 
 
 def _run_platform(config: Config, demo: argparse.Namespace | None) -> int:
-    from jumpgate.cli.daemon.node import make_agent
+    from jumpgate.cli.daemon.node import agent_config, make_agent
     from jumpgate.cli.daemon.platform import Daemon
     from jumpgate.control_plane.errors import JumpgateError
 
+    if "node" in config.roles:
+        agent_config(config)  # a bad label fails now, not after the platform is listening
     try:
         daemon = Daemon(config)
     except (JumpgateError, ValueError, PermissionError) as exc:

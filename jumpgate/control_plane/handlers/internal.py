@@ -11,7 +11,6 @@ from jumpgate.control_plane.handlers.api import (
     Handler,
     answer_problems,
     guarded,
-    node_view,
 )
 from jumpgate.control_plane.nodes import NodeInfo
 from jumpgate.control_plane.plane import ControlPlane
@@ -25,12 +24,6 @@ def build_internal_app(plane: ControlPlane) -> APIGatewayHttpResolver:
     @app.post("/internal/v1/tenant-by-user-ca")
     def tenant_by_user_ca(body: models.TenantByUserCA) -> models.TenantName:
         return models.TenantName(tenant=plane.tenants.by_user_ca(body.public_key))
-
-    @app.get("/internal/v1/tenants/<tenant>/ca")
-    def tenant_ca(tenant: str) -> models.UserCAKeys:
-        plane.tenants.get(tenant)
-        user_ca, host_ca = plane.authorities.public_keys(tenant)
-        return models.UserCAKeys(tenant=tenant, user_ca_keys=[user_ca], host_ca_keys=[host_ca])
 
     @app.post("/internal/v1/tunnel-auth")
     def tunnel_auth(body: models.TunnelAuth) -> models.TunnelNode:
@@ -53,10 +46,6 @@ def build_internal_app(plane: ControlPlane) -> APIGatewayHttpResolver:
     @app.post("/internal/v1/proxy-alive", status_code=204)
     def proxy_alive(body: models.ProxyAlive) -> None:
         plane.nodes.proxy_alive(body.proxy)
-
-    @app.get("/internal/v1/tenants/<tenant>/nodes")
-    def nodes(tenant: str) -> models.NodeList:
-        return models.NodeList(nodes=[node_view(v) for v in plane.nodes.list(tenant)])
 
     answer_problems(app)
     return app
