@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pyotp
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from jumpgate.protocol import certs
@@ -76,13 +75,7 @@ class Bench:
 
 
 def _write_key(path: Path, key: ed25519.Ed25519PrivateKey) -> None:
-    path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.OpenSSH,
-            serialization.NoEncryption(),
-        )
-    )
+    path.write_bytes(certs.openssh_private(key))
     path.chmod(0o600)
 
 

@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import asyncssh
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from bench.harness import free_port
@@ -88,12 +87,9 @@ def main() -> int:
                 public_key=certs.openssh_public(key.public_key()),
                 nodename=f"n{n}",
             )
-            pem = key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.OpenSSH,
-                serialization.NoEncryption(),
+            nodes.append(
+                Joined(joined.host_id, asyncssh.import_private_key(certs.openssh_private(key)))
             )
-            nodes.append(Joined(joined.host_id, asyncssh.import_private_key(pem)))
 
         async def steady() -> tuple[Counter[str], int, int]:
             held = await hold_many(daemon.tunnel_port, "bench", nodes)

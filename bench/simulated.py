@@ -10,7 +10,6 @@ import json
 from dataclasses import dataclass
 
 import asyncssh
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from jumpgate.protocol import certs
@@ -38,12 +37,9 @@ def join_many(client: Client, tenant: str, count: int) -> list[Joined]:
                 "nodename": f"sim-{n}",
             },
         )
-        pem = key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.OpenSSH,
-            serialization.NoEncryption(),
+        joined.append(
+            Joined(answer["host_id"], asyncssh.import_private_key(certs.openssh_private(key)))
         )
-        joined.append(Joined(answer["host_id"], asyncssh.import_private_key(pem)))
     return joined
 
 

@@ -20,15 +20,6 @@ os.environ.pop("AWS_PROFILE", None)
 
 
 @pytest.fixture
-def aws() -> Iterator[None]:
-    """In-process moto for every AWS service."""
-    from moto import mock_aws
-
-    with mock_aws():
-        yield
-
-
-@pytest.fixture
 def clock() -> ManualClock:
     """Time that moves only when a test moves it."""
     return ManualClock()

@@ -14,7 +14,7 @@ def check_pin(client: Client, ca_pin: str) -> dict[str, object]:
     actual = certs.ca_pin(ca["host_ca_keys"][0])
     if actual != ca_pin:
         raise PinMismatch(
-            f"CA pin mismatch: {client.host_header} presents {actual} but --ca-pin is {ca_pin}; "
+            f"CA pin mismatch: {client.host_header} presents {actual} but this node pins {ca_pin}; "
             "check the address, or the pin shown by jumpctl status"
         )
     return dict(ca)

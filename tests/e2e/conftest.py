@@ -144,9 +144,11 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
     running.stop()
 
 
-def signup_and_login(shell: Shell, cluster: Cluster, token: str, user: str) -> str:
+def signup_and_login(
+    shell: Shell, cluster: Cluster, token: str, user: str, *, tenant: str = "acme"
+) -> str:
     """Sign up and log in; the one-time code the login spent (to try replaying it)."""
-    proxy = cluster.proxy
+    proxy = f"{tenant}.localhost:{cluster.port}"
     signup = shell.ok(
         "jump",
         "signup",

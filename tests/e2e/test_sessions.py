@@ -1,25 +1,40 @@
 """Reaching a node behind its tunnel: the agent, the proxy and plain OpenSSH, end to end."""
 
+import asyncio
 import getpass
 import hashlib
 import json
+import os
+import pty
+import select
 import signal
 import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import asyncssh
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ed25519
+from cryptography.hazmat.primitives.serialization import SSHCertificate, load_ssh_public_identity
 
+from jumpgate.cli.common import profile
+from jumpgate.cli.daemon.config import load
+from jumpgate.cli.daemon.platform import open_control_plane
+from jumpgate.protocol import certs
+from jumpgate.protocol.client import Client
 from tests.e2e.conftest import (
     BIN,
-    PASSWORD,
     Cluster,
     Shell,
     create_tenant,
+    http_get,
     signup_and_login,
     wait_for_line,
 )
+from tests.support import free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.net]
 LOGIN = getpass.getuser()
@@ -49,6 +64,19 @@ class Node:
         return wait_for_line(
             self.log, '"tunnel up"', self.process, offset=self.offset, seconds=seconds
         )
+
+    def restart(self, *extra: str) -> subprocess.Popen[bytes]:
+        """Start again from the stored identity: no token, no pin, no address."""
+        self.command = [
+            str(BIN / "jumpgate"),
+            "start",
+            "--roles=node",
+            "--data-dir",
+            str(self.directory),
+            "--insecure",
+            *extra,
+        ]
+        return self.start()
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
         assert self.process is not None
@@ -125,9 +153,6 @@ def site(cluster: Cluster, tmp_path: Path) -> Iterator[Site]:
     node.start()
     node.wait_tunnel()
     identity = json.loads((node_dir / "node" / "identity.json").read_text())
-    ping = admin.ok("jumpctl", "status", "--format", "json")  # proves the admin profile works
-    assert ping.code == 0
-    from jumpgate.protocol.client import Client
 
     proxy_key = Client(cluster.proxy, insecure=True).call("GET", "/webapi/ping")["proxy_host_keys"][
         0
@@ -179,16 +204,7 @@ def test_agent_killed_then_restarted_without_token_rejoins(site: Site) -> None:
     site.node.kill()
     offline = _nodes(site)
     assert [n["online"] for n in offline] == [False]
-    identity_dir = site.node.directory
-    site.node.command = [
-        str(BIN / "jumpgate"),
-        "start",
-        "--roles=node",
-        "--data-dir",
-        str(identity_dir),
-        "--insecure",
-    ]
-    site.node.start()
+    site.node.restart()
     site.node.wait_tunnel()
     back = site.ssh("echo back")
     assert back.stdout == b"back\n", back.stderr.decode() + site.node.log.read_text()[-2000:]
@@ -233,7 +249,7 @@ def test_join_refusals(cluster: Cluster, tmp_path: Path) -> None:
     assert mismatch.returncode == 1
     assert mismatch.stderr.strip().splitlines()[-1] == (
         f"jumpgate: error: CA pin mismatch: {cluster.proxy} presents {token['ca_pin']} "
-        f"but --ca-pin is {wrong_pin}; check the address, or the pin shown by jumpctl status"
+        f"but this node pins {wrong_pin}; check the address, or the pin shown by jumpctl status"
     )
     admin.ok("jumpctl", "tokens", "rm", token["token"])
     deleted = join(f"--token={token['token']}", f"--ca-pin={token['ca_pin']}")
@@ -278,11 +294,6 @@ def test_jump_ssh_exec_stdin_exit_status_and_errors(site: Site) -> None:
 
 
 def test_jump_ssh_interactive_pty(site: Site) -> None:
-    import os
-    import pty
-    import select
-    import time
-
     parent, child = pty.openpty()
     process = subprocess.Popen(
         [str(BIN / "jump"), "ssh", "web-1"],
@@ -331,8 +342,6 @@ def test_jump_config_gives_plain_openssh_a_route(site: Site, tmp_path: Path) -> 
 
 
 def test_jump_scp_both_ways_and_openssh_sftp(site: Site, tmp_path: Path) -> None:
-    import os
-
     original = tmp_path / "big.bin"
     original.write_bytes(os.urandom(50 * 1024 * 1024))
     remote = tmp_path / "on-node.bin"  # the node is this machine, so its path is ours too
@@ -357,9 +366,6 @@ def test_jump_scp_both_ways_and_openssh_sftp(site: Site, tmp_path: Path) -> None
 
 
 def test_diagnostics_of_proxy_and_agent(site: Site, tmp_path: Path) -> None:
-    from tests.e2e.conftest import http_get
-    from tests.support import free_port
-
     diag = site.cluster.diag_port
     assert http_get(diag, "/healthz") == (200, "ok\n")
     assert http_get(diag, "/readyz") == (200, "ready\n")
@@ -373,22 +379,11 @@ def test_diagnostics_of_proxy_and_agent(site: Site, tmp_path: Path) -> None:
     # The agent's own endpoint: ready while its tunnel is up, not while the proxy is down.
     site.node.kill(signal.SIGTERM)
     agent_diag = free_port()
-    site.node.command = [
-        str(BIN / "jumpgate"),
-        "start",
-        "--roles=node",
-        "--data-dir",
-        str(site.node.directory),
-        "--insecure",
-        "--diag-addr",
-        f"127.0.0.1:{agent_diag}",
-    ]
-    site.node.start()
+    site.node.restart("--diag-addr", f"127.0.0.1:{agent_diag}")
     site.node.wait_tunnel()
     assert http_get(agent_diag, "/readyz") == (200, "ready\n")
     assert "jumpgate_agent_tunnel_up 1\n" in http_get(agent_diag, "/metrics")[1]
     site.cluster.stop()
-    import time
 
     deadline = time.monotonic() + 10
     while http_get(agent_diag, "/readyz")[0] != 503 and time.monotonic() < deadline:
@@ -397,23 +392,15 @@ def test_diagnostics_of_proxy_and_agent(site: Site, tmp_path: Path) -> None:
 
 
 def test_refused_handshakes_are_counted(site: Site) -> None:
-    from tests.e2e.conftest import http_get
-
     identity_file = site.node.directory / "node" / "identity.json"
     identity = json.loads(identity_file.read_text())
     # A node key the cluster never saw, claiming the joined node's id: the proxy refuses it.
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import ed25519
 
     impostor = site.node.directory.parent / "impostor"
     (impostor / "node").mkdir(parents=True)
     (impostor / "node" / "identity.json").write_text(json.dumps(identity))
     (impostor / "node" / "host_key").write_bytes(
-        ed25519.Ed25519PrivateKey.generate().private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.OpenSSH,
-            serialization.NoEncryption(),
-        )
+        certs.openssh_private(ed25519.Ed25519PrivateKey.generate())
     )
     process = subprocess.Popen(
         [str(BIN / "jumpgate"), "start", "--roles=node", "--data-dir", str(impostor), "--insecure"],
@@ -421,8 +408,6 @@ def test_refused_handshakes_are_counted(site: Site) -> None:
         stderr=subprocess.DEVNULL,
     )
     try:
-        import time
-
         deadline = time.monotonic() + 15
         metrics = ""
         while "tunnel_refused" not in metrics and time.monotonic() < deadline:
@@ -445,20 +430,11 @@ def _rss_kib(pid: int) -> int:
 
 def test_slow_reader_does_not_grow_the_proxy(site: Site) -> None:
     """16 sessions stream /dev/zero at a client that never reads: proxy memory levels off."""
-    import asyncio
-    import time
-
-    import asyncssh
-
-    from jumpgate.cli.common import profile
-
     assert site.cluster.process is not None
     pid = site.cluster.process.pid
     current_env = site.admin.env["JUMPGATE_HOME"]
 
     async def flood() -> tuple[int, int, int]:
-        import os
-
         os.environ["JUMPGATE_HOME"] = current_env
         current = profile.current()
         key = asyncssh.import_private_key(current.key_path.read_bytes())
@@ -504,23 +480,11 @@ def test_slow_reader_does_not_grow_the_proxy(site: Site) -> None:
 
 def test_agent_renews_a_host_certificate_near_expiry(site: Site) -> None:
     """Give the node a certificate with 30 s left: the agent renews it and keeps serving."""
-    import time
-    from datetime import UTC, datetime, timedelta
-
-    from cryptography.hazmat.primitives.serialization import (
-        SSHCertificate,
-        load_ssh_public_identity,
-    )
-
-    from jumpgate.cli.daemon.config import load
-    from jumpgate.cli.daemon.platform import open_control_plane
-
     site.node.kill(signal.SIGTERM)
     identity_file = site.node.directory / "node" / "identity.json"
     identity = json.loads(identity_file.read_text())
     plane = open_control_plane(load(None, {"data_dir": str(site.cluster.data_dir)}))
     key_line = plane.nodes.get("acme", identity["host_id"])[0].public_key
-    from jumpgate.protocol import certs
 
     short = plane.authorities.get("acme", "host").sign_host(
         certs.load_public_key(key_line),
@@ -533,15 +497,7 @@ def test_agent_renews_a_host_certificate_near_expiry(site: Site) -> None:
     plane.store.close()
     identity["certificate"] = short
     identity_file.write_text(json.dumps(identity))
-    site.node.command = [
-        str(BIN / "jumpgate"),
-        "start",
-        "--roles=node",
-        "--data-dir",
-        str(site.node.directory),
-        "--insecure",
-    ]
-    process = site.node.start()
+    process = site.node.restart()
     wait_for_line(site.node.log, "host certificate renewed", process, offset=site.node.offset)
     renewed = json.loads(identity_file.read_text())["certificate"]
     cert = load_ssh_public_identity(renewed.encode())
@@ -561,7 +517,6 @@ def test_removed_node_is_cut_off(site: Site) -> None:
     assert cut.returncode == 255
     assert cut.stdout == b""
     assert site.admin.ok("jump", "ls", "--format", "json").json() == []
-    import time
 
     time.sleep(2)  # the agent's reconnect is refused: the node is gone for good
     again = site.ssh("echo should-not-run")
@@ -572,32 +527,7 @@ def test_another_tenants_user_cannot_reach_the_node(site: Site, tmp_path: Path) 
     """globex's certificate puts its holder in globex: acme's node is not there to reach."""
     outsider = Shell(tmp_path / "globex-home")
     created = create_tenant(outsider, site.cluster, "globex", "gina", LOGIN)
-    proxy = f"globex.localhost:{site.cluster.port}"
-    signup = outsider.ok(
-        "jump",
-        "signup",
-        f"--proxy={proxy}",
-        "--insecure",
-        "--password-stdin",
-        "--format",
-        "json",
-        created["invite_token"],
-        stdin=PASSWORD + "\n",
-    ).json()
-    import pyotp
-
-    outsider.ok(
-        "jump",
-        "login",
-        f"--proxy={proxy}",
-        "--insecure",
-        "--user",
-        "gina",
-        "--password-stdin",
-        "--otp",
-        pyotp.TOTP(signup["totp_secret"]).now(),
-        stdin=PASSWORD + "\n",
-    )
+    signup_and_login(outsider, site.cluster, created["invite_token"], "gina", tenant="globex")
     refused = subprocess.run(
         [str(BIN / "jump"), "ssh", "web-1", "true"],
         env=outsider.env,
@@ -621,3 +551,22 @@ def test_another_tenants_user_cannot_reach_the_node(site: Site, tmp_path: Path) 
     assert by_uuid.returncode == 1
     assert b"is not online in cluster 'globex'" in by_uuid.stderr
     assert outsider.ok("jump", "ls", "--format", "json").json() == []
+
+
+def test_agent_stops_when_the_cluster_ca_no_longer_matches_its_pin(site: Site) -> None:
+    """A joined node that finds another CA behind its cluster's address stops, exit 1."""
+    site.node.kill(signal.SIGTERM)
+    identity_file = site.node.directory / "node" / "identity.json"
+    identity = json.loads(identity_file.read_text())
+    pinned = "sha256:" + "ab" * 32
+    identity["ca_pin"] = pinned
+    identity_file.write_text(json.dumps(identity))
+    process = site.node.restart()
+    assert process.wait(timeout=60) == 1
+    last = site.node.log.read_text().strip().splitlines()[-1]
+    assert last.startswith(
+        f"jumpgate: error: CA pin mismatch: {site.cluster.proxy} presents sha256:"
+    )
+    assert last.endswith(
+        f"but this node pins {pinned}; check the address, or the pin shown by jumpctl status"
+    )

@@ -1,9 +1,11 @@
 """Signup and login through the API handler: the happy path and every way it must refuse."""
 
+import threading
 from datetime import timedelta
 
 import bcrypt
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ed25519
 from cryptography.hazmat.primitives.serialization import (
     SSHCertificate,
     SSHCertificateType,
@@ -168,8 +170,6 @@ def test_password_length_is_enforced(platform: Platform, password: str, message:
 
 
 def test_concurrent_logins_with_one_code_have_one_winner(platform: Platform) -> None:
-    import threading
-
     session = platform.admin_session()
     platform.next_code()
     results: list[int] = []
@@ -188,6 +188,4 @@ def test_concurrent_logins_with_one_code_have_one_winner(platform: Platform) -> 
 
 
 def _pub() -> str:
-    from cryptography.hazmat.primitives.asymmetric import ed25519
-
     return certs.openssh_public(ed25519.Ed25519PrivateKey.generate().public_key())

@@ -19,7 +19,6 @@ from pathlib import Path
 
 import pyotp
 import pytest
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from jumpgate.control_plane.plane import ControlPlane, Settings
@@ -49,13 +48,7 @@ class Sshd:
 
 
 def _write_key(path: Path, key: ed25519.Ed25519PrivateKey) -> None:
-    path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.OpenSSH,
-            serialization.NoEncryption(),
-        )
-    )
+    path.write_bytes(certs.openssh_private(key))
     path.chmod(0o600)
 
 

@@ -4,10 +4,15 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ed25519
 
+from jumpgate.control_plane.sshcert import CertType, Signer
 from jumpgate.edge_proxy.registry import AmbiguousNode, Tunnel, TunnelRegistry, UnknownNode
-from jumpgate.node_agent.agent import BACKOFF_MAX, _backoff
+from jumpgate.node_agent.agent import BACKOFF_MAX, _backoff, check_host_certificate, needs_renewal
+from jumpgate.node_agent.errors import AgentError
+from jumpgate.node_agent.identity import Identity
 from jumpgate.node_agent.labels import DynamicLabel, parse
+from jumpgate.protocol import certs
 
 
 @pytest.mark.parametrize(
@@ -93,7 +98,6 @@ def test_registry_keeps_the_newer_tunnel_of_a_node() -> None:
 
 
 def _host_cert(ca: Any, key: Any, *, after: int, before: int, cert_type: Any = None) -> str:
-    from jumpgate.control_plane.sshcert import CertType, Signer
 
     return Signer(ca).certify(
         key.public_key(),
@@ -106,9 +110,6 @@ def _host_cert(ca: Any, key: Any, *, after: int, before: int, cert_type: Any = N
 
 
 def test_renewal_starts_when_a_third_of_the_lifetime_is_left() -> None:
-    from cryptography.hazmat.primitives.asymmetric import ed25519
-
-    from jumpgate.node_agent.agent import needs_renewal
 
     ca, key = ed25519.Ed25519PrivateKey.generate(), ed25519.Ed25519PrivateKey.generate()
     cert = _host_cert(ca, key, after=0, before=3000)
@@ -117,13 +118,6 @@ def test_renewal_starts_when_a_third_of_the_lifetime_is_left() -> None:
 
 
 def test_renewed_certificate_must_be_ours_and_from_the_host_ca() -> None:
-    from cryptography.hazmat.primitives.asymmetric import ed25519
-
-    from jumpgate.control_plane.sshcert import CertType
-    from jumpgate.node_agent.agent import check_host_certificate
-    from jumpgate.node_agent.errors import AgentError
-    from jumpgate.node_agent.identity import Identity
-    from jumpgate.protocol import certs
 
     ca, key = ed25519.Ed25519PrivateKey.generate(), ed25519.Ed25519PrivateKey.generate()
     identity = Identity(
