@@ -218,16 +218,7 @@ def test_version_and_oversized_body_through_https(cluster: Cluster, tmp_path: Pa
     assert isinstance(version, dict)
     assert version["protocol"] == "1"
     assert shell.ok("jumpgate", "version").out.startswith("jumpgate ")
-    shell.ok(
-        "jumpgate",
-        "tenants",
-        "create",
-        "acme",
-        "--admin",
-        "alice",
-        "--data-dir",
-        str(cluster.data_dir),
-    )
+    create_tenant(shell, cluster, "acme", "alice")
     client = Client(cluster.proxy, insecure=True)
     with pytest.raises(APIError) as raised:
         client.call(
