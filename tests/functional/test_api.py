@@ -322,3 +322,12 @@ def test_invite_and_join_tokens_never_look_like_flags(platform: Platform) -> Non
         join = platform.call("POST", "/v1/tokens", {}, session=admin)
         assert invite.body["invite_token"][0].isalnum()
         assert join.body["token"][0].isalnum()
+
+
+def test_failed_tenant_create_leaves_nothing_behind(platform: Platform) -> None:
+    with pytest.raises(ValueError, match="user name 'Bad Name' is not valid"):
+        platform.plane.tenants.create("acme", admin="Bad Name", logins=[])
+    assert platform.plane.tenants.list() == []
+    assert platform.plane.store.list_all("acme", "") == []
+    created = platform.plane.tenants.create("acme", admin="alice", logins=["root"])
+    assert created.tenant == "acme"
