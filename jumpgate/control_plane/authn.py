@@ -3,8 +3,9 @@
 A request is accepted when its certificate was signed by the addressed tenant's user CA and
 is within its validity window, its signature over the request verifies with the certified
 key, its timestamp is within five minutes, its nonce was not seen before (for requests that
-change state), and the user still exists and is not locked. The last check is made on every
-request, so removing or locking a user takes effect on their next call.
+change state), and the user still exists (the same user, not a later namesake) and is not
+locked by an admin. The last check is made on every request, so removing or locking a user
+takes effect on their next call; the proxy asks the same of every new SSH connection.
 """
 
 import re
@@ -25,9 +26,7 @@ from jumpgate.control_plane.clock import Clock
 from jumpgate.control_plane.errors import (
     AccessDenied,
     CertificateExpired,
-    NotFound,
     Unauthenticated,
-    UserLocked,
 )
 from jumpgate.control_plane.store import Store
 from jumpgate.control_plane.store.base import KeyExists
@@ -103,12 +102,8 @@ class Authenticator:
         if extensions.get(certs.EXT_TENANT.encode(), b"").decode() != tenant or not user:
             raise Unauthenticated("certificate names another cluster: run jump login against it")
         self._check_signature(tenant, cert, request, signature, now)
-        try:
-            record, _ = self._users.get(tenant, user)
-        except NotFound as exc:
-            raise Unauthenticated(f"user {user!r} no longer exists: ask a tenant admin") from exc
-        if record.locked(now):
-            raise UserLocked("user is locked: ask a tenant admin")
+        user_id = extensions.get(certs.EXT_USER_ID.encode(), b"").decode()
+        record = self._users.check_access(tenant, user, user_id)
         return Identity(tenant, record.name, record.roles, record.logins)
 
     @staticmethod

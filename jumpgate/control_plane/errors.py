@@ -7,7 +7,7 @@
     ├── Unauthenticated         no valid proof of identity
     │   ├── CertificateExpired
     │   ├── LoginFailed         wrong user, password or code (never says which)
-    │   ├── UserLocked          too many failed logins
+    │   ├── UserLocked          by an admin, or after failed logins
     │   └── OTPReplayed         a code already used
     ├── AccessDenied            authenticated but not allowed
     ├── InviteInvalid           expired, used or unknown invite
@@ -46,7 +46,7 @@ class LoginFailed(Unauthenticated):
 
 
 class UserLocked(Unauthenticated):
-    """Too many failed logins; the user is locked for a while."""
+    """Locked: by an admin, or for a while after too many failed logins."""
 
 
 class OTPReplayed(Unauthenticated):

@@ -89,6 +89,9 @@ class LoginService:
         if record.locked(now):
             assert record.locked_until is not None
             raise UserLocked(_locked_message(record.locked_until - now))
+        message = record.access_lock(now)
+        if message is not None:
+            raise UserLocked(f"user {user!r} is locked ({message}): ask a tenant admin")
         step = self._check_credentials(tenant, record, password, otp, now)
         record = self._spend(tenant, user, step)
         return self.issue(tenant, record, key, ttl=ttl, now=now)
@@ -109,6 +112,7 @@ class LoginService:
             key,
             tenant=tenant,
             user=record.name,
+            user_id=record.id,
             roles=record.roles,
             logins=record.logins,
             now=now,

@@ -53,16 +53,28 @@ class UserRecord(Record):
     roles: list[str]
     logins: list[str]
     created: datetime
+    id: str = ""  # random per user record: a namesake added later cannot use old certificates
     password_hash: str | None = None
     totp_secret: str | None = None  # sealed with the master key
     last_otp_step: int = -1  # the newest TOTP time step used; older or equal is a replay
     failed_logins: int = 0
-    locked_until: datetime | None = None
+    locked_until: datetime | None = None  # failed logins: no new certificate until then
     invite: str | None = None  # storage key of the pending invite
-    _datetimes = ("created", "locked_until")
+    lock_message: str | None = None  # set while an admin has locked the user out entirely
+    lock_expires: datetime | None = None  # when that lock lifts; None: when unlocked
+    _datetimes = ("created", "locked_until", "lock_expires")
 
     def locked(self, now: datetime) -> bool:
+        """Locked out of logging in, by failed logins."""
         return self.locked_until is not None and self.locked_until > now
+
+    def access_lock(self, now: datetime) -> str | None:
+        """The admin's message while the user is locked out of everything, else None."""
+        if self.lock_message is None:
+            return None
+        if self.lock_expires is not None and self.lock_expires <= now:
+            return None
+        return self.lock_message
 
 
 @dataclass(frozen=True)

@@ -1,13 +1,19 @@
-"""Users of a tenant: invites, signup (password and TOTP enrolment), listing, removal.
+"""Users of a tenant: invites, signup (password and TOTP enrolment), listing, locks, removal.
 
 A user is created by an admin with an invite token (one hour by default); ``jump signup``
 spends the invite to set a bcrypt password and enrol a TOTP secret, which is sealed with the
 master key before it is stored.
+
+``check_access`` is the one rule for a certificate already issued, asked by the API on every
+request and by the proxy on every new SSH connection: the user must still exist as the same
+user (a namesake added later has another id) and not be locked by an admin.
 """
 
 import base64
 import hashlib
 import secrets
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
@@ -18,14 +24,17 @@ from jumpgate.control_plane import keys
 from jumpgate.control_plane.clock import Clock
 from jumpgate.control_plane.errors import (
     AlreadyExists,
+    Conflict,
     InvalidRequest,
     InviteInvalid,
     NotFound,
+    Unauthenticated,
+    UserLocked,
 )
 from jumpgate.control_plane.records import InviteRecord, UserRecord
 from jumpgate.control_plane.secrets import SecretBox
 from jumpgate.control_plane.store import CompareAndSwap, Create, Delete, Store
-from jumpgate.control_plane.store.base import AtomicWriteFailed, KeyNotFound
+from jumpgate.control_plane.store.base import AtomicWriteFailed, KeyNotFound, RevisionMismatch
 from jumpgate.protocol.durations import format_duration
 from jumpgate.protocol.models import Role
 from jumpgate.protocol.names import check_login, check_user_name
@@ -36,6 +45,8 @@ INVITE_TTL = timedelta(hours=1)
 INVITE_GRACE = timedelta(days=1)
 """An expired invite is kept this long so signup can say it expired rather than 'unknown'."""
 PASSWORD_MIN, PASSWORD_MAX = 12, 128
+LOCK_MESSAGE_MAX = 200
+_CAS_ATTEMPTS = 20
 
 
 @dataclass(frozen=True)
@@ -115,6 +126,7 @@ class UserService:
             roles=sorted({r.value for r in roles}),
             logins=list(dict.fromkeys(logins)),
             created=now,
+            id=secrets.token_hex(8),
             invite=keys.invite(token),
         )
         try:
@@ -142,6 +154,61 @@ class UserService:
     def list(self, tenant: str) -> list[UserRecord]:
         """Every user of the tenant, by name."""
         return [UserRecord.from_bytes(i.value) for i in self._store.list_all(tenant, keys.USERS)]
+
+    def update(
+        self, tenant: str, name: str, change: Callable[[UserRecord], UserRecord]
+    ) -> UserRecord:
+        """Apply ``change`` to the user's record, retrying if another writer got there first."""
+        for _ in range(_CAS_ATTEMPTS):
+            record, revision = self.get(tenant, name)
+            updated = change(record)
+            try:
+                self._store.compare_and_swap(
+                    tenant, keys.user(name), updated.to_bytes(), revision=revision
+                )
+                return updated
+            except RevisionMismatch:
+                time.sleep(0.005)
+        raise Conflict(f"user {name!r} is being changed by someone else: try again")
+
+    def lock(
+        self, tenant: str, name: str, *, message: str, ttl: timedelta | None = None
+    ) -> UserRecord:
+        """Lock the user out of the API and of new SSH connections, until ``ttl`` or unlock."""
+        message = " ".join(message.split()) or "locked by an admin"
+        if len(message) > LOCK_MESSAGE_MAX:
+            raise InvalidRequest(f"lock message is longer than {LOCK_MESSAGE_MAX} characters")
+        if ttl is not None and ttl <= timedelta(0):
+            raise InvalidRequest("lock ttl must be positive, e.g. --ttl=1h")
+        expires = self._clock.now() + ttl if ttl is not None else None
+        return self.update(
+            tenant, name, lambda r: replace(r, lock_message=message, lock_expires=expires)
+        )
+
+    def unlock(self, tenant: str, name: str) -> UserRecord:
+        """Lift an admin lock and a lockout after failed logins."""
+        return self.update(
+            tenant,
+            name,
+            lambda r: replace(
+                r, lock_message=None, lock_expires=None, locked_until=None, failed_logins=0
+            ),
+        )
+
+    def check_access(self, tenant: str, name: str, user_id: str) -> UserRecord:
+        """The user a certificate names, if that certificate may still be used."""
+        try:
+            record, _ = self.get(tenant, name)
+        except NotFound as exc:
+            raise Unauthenticated(f"user {name!r} no longer exists: ask a tenant admin") from exc
+        if not secrets.compare_digest(record.id, user_id):
+            raise Unauthenticated(
+                f"certificate was issued to an earlier user {name!r}: run jump login"
+            )
+        message = record.access_lock(self._clock.now())
+        if message is not None:
+            raise UserLocked(f"user {name!r} is locked ({message}): ask a tenant admin")
+        return record
 
     def remove(self, tenant: str, name: str) -> None:
         """Delete the user and any pending invite; their certificates stop working at once."""

@@ -15,6 +15,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 EXT_USER = "jumpgate-user"
 """The Jumpgate user the certificate was issued to."""
+EXT_USER_ID = "jumpgate-user-id"
+"""The id of that user's record: a user removed and added again under the name has another."""
 EXT_ROLES = "jumpgate-roles"
 """Comma-separated roles the user held at issue time."""
 EXT_TENANT = "jumpgate-tenant"

@@ -126,14 +126,22 @@ class UserCreated(_Model):
     expires: datetime
 
 
+class UserLockRequest(_Model):
+    """Lock a user out of the API and of new SSH connections; no ttl: until unlocked."""
+
+    message: str = Field(default="", max_length=200)
+    ttl_seconds: TTLSeconds | None = None
+
+
 class UserInfo(_Model):
-    """A user as ``jumpctl users ls`` shows it."""
+    """A user as ``jumpctl users ls`` shows it; ``lock`` says why and until when if locked."""
 
     name: str
     roles: list[Role]
     logins: list[str]
     status: Literal["invited", "active", "locked"]
     created: datetime
+    lock: str | None = None
 
 
 class UserList(_Model):
@@ -239,6 +247,20 @@ class TunnelAuth(_Model):
     tenant: str
     host_id: str
     public_key: OpenSSHKey
+
+
+class SessionAuth(TunnelAuth):
+    """Internal: may this certificate's user reach this node now? Asked per new connection."""
+
+    user: str
+    user_id: str
+
+
+class SessionVerdict(_Model):
+    """Internal: why the node or the user is refused; both ``None`` when the session may go."""
+
+    node_refused: str | None = None
+    user_refused: str | None = None
 
 
 class TunnelNode(_Model):

@@ -87,6 +87,7 @@ def test_authority_certificates(key_type: KeyType) -> None:
         subject,
         tenant="acme",
         user="alice",
+        user_id="0123abcd",
         roles=["access"],
         logins=[],
         now=now,

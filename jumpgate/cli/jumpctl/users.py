@@ -1,4 +1,4 @@
-"""``jumpctl users add|ls|rm``."""
+"""``jumpctl users add|ls|lock|unlock|rm``."""
 
 import argparse
 from typing import Any
@@ -20,6 +20,18 @@ def register(sub: Any) -> None:
     ls = usub.add_parser("ls", help="list users")
     output.add_format(ls)
     ls.set_defaults(handler=_ls)
+    lock = usub.add_parser(
+        "lock", help="lock a user out of the API and of new SSH connections at once"
+    )
+    lock.add_argument("name")
+    lock.add_argument("--message", default="", help="why, shown to the user when refused")
+    lock.add_argument(
+        "--ttl", type=durations, help="lift the lock after this long (default: never)"
+    )
+    lock.set_defaults(handler=_lock)
+    unlock = usub.add_parser("unlock", help="lift a lock (an admin's or after failed logins)")
+    unlock.add_argument("name")
+    unlock.set_defaults(handler=_unlock)
     rm = usub.add_parser("rm", help="remove a user")
     rm.add_argument("name")
     rm.set_defaults(handler=_rm)
@@ -63,7 +75,7 @@ def _ls(ctx: Context, args: argparse.Namespace) -> int:
                 u["name"],
                 ",".join(u["roles"]),
                 ",".join(u["logins"]),
-                u["status"],
+                f"locked: {u['lock']}" if u.get("lock") else u["status"],
                 output.when(u["created"]),
             )
             for u in users
@@ -75,4 +87,18 @@ def _ls(ctx: Context, args: argparse.Namespace) -> int:
 def _rm(ctx: Context, args: argparse.Namespace) -> int:
     ctx.client.call("DELETE", f"/v1/users/{args.name}")
     print(f"User {args.name!r} removed.")
+    return 0
+
+
+def _lock(ctx: Context, args: argparse.Namespace) -> int:
+    body = {"message": args.message, "ttl_seconds": args.ttl}
+    answer = ctx.client.call("PUT", f"/v1/users/{args.name}/lock", body)
+    print(f"User {args.name!r} locked: {answer['lock']}.")
+    print("Their API calls and new SSH connections are refused; jumpctl users unlock lifts it.")
+    return 0
+
+
+def _unlock(ctx: Context, args: argparse.Namespace) -> int:
+    ctx.client.call("DELETE", f"/v1/users/{args.name}/lock")
+    print(f"User {args.name!r} unlocked.")
     return 0

@@ -209,6 +209,22 @@ def build_app(plane: ControlPlane) -> APIGatewayHttpResolver:
             raise errors.InvalidRequest("you cannot remove yourself: ask another admin")
         plane.users.remove(identity.tenant, name)
 
+    @app.put("/v1/users/<name>/lock", summary="Lock a user out of the API and of SSH")
+    def lock_user(
+        name: Annotated[str, Path(max_length=128)], body: models.UserLockRequest
+    ) -> models.UserInfo:
+        identity = admin()
+        if name == identity.user:
+            raise errors.InvalidRequest("you cannot lock yourself: ask another admin")
+        ttl = timedelta(seconds=body.ttl_seconds) if body.ttl_seconds is not None else None
+        record = plane.users.lock(identity.tenant, name, message=body.message, ttl=ttl)
+        return _user_info(record, plane.clock.now())
+
+    @app.delete("/v1/users/<name>/lock", summary="Unlock a user")
+    def unlock_user(name: Annotated[str, Path(max_length=128)]) -> models.UserInfo:
+        identity = admin()
+        return _user_info(plane.users.unlock(identity.tenant, name), plane.clock.now())
+
     @app.get("/v1/tokens", summary="Join tokens")
     def list_tokens() -> models.TokenList:
         identity = admin()
@@ -260,13 +276,22 @@ def build_app(plane: ControlPlane) -> APIGatewayHttpResolver:
 
 
 def _user_info(user: UserRecord, now: datetime) -> models.UserInfo:
-    state = "locked" if user.locked(now) else ("active" if user.password_hash else "invited")
+    message = user.access_lock(now)
+    if message is not None:
+        until = user.lock_expires.isoformat() if user.lock_expires else "unlocked"
+        lock: str | None = f"{message} (until {until})"
+    elif user.locked(now) and user.locked_until is not None:
+        lock = f"failed logins (until {user.locked_until.isoformat()})"
+    else:
+        lock = None
+    state = "locked" if lock else ("active" if user.password_hash else "invited")
     return models.UserInfo(
         name=user.name,
         roles=[Role(r) for r in user.roles],
         logins=user.logins,
         status=state,
         created=user.created,
+        lock=lock,
     )
 
 

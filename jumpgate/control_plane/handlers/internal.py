@@ -1,4 +1,4 @@
-"""Routes only proxies call: tunnel authentication, presence, CA lookups.
+"""Routes only proxies call: tunnel and session authentication, presence, CA lookups.
 
 This resolver is never mounted on the public HTTPS front. Locally the daemon hands it to
 the proxy as an in-process transport; on AWS it is a separate function that only the proxy's
@@ -7,6 +7,7 @@ IAM role may invoke. So its callers are trusted and it takes no user credentials
 
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver
 
+from jumpgate.control_plane import errors
 from jumpgate.control_plane.handlers.api import (
     Handler,
     answer_problems,
@@ -31,6 +32,19 @@ def build_internal_app(plane: ControlPlane) -> APIGatewayHttpResolver:
         return models.TunnelNode(
             tenant=body.tenant, host_id=record.host_id, nodename=record.nodename
         )
+
+    @app.post("/internal/v1/session-auth")
+    def session_auth(body: models.SessionAuth) -> models.SessionVerdict:
+        node_refused = user_refused = None
+        try:
+            plane.nodes.authenticate_tunnel(body.tenant, body.host_id, body.public_key)
+        except errors.JumpgateError as exc:
+            node_refused = str(exc)
+        try:
+            plane.users.check_access(body.tenant, body.user, body.user_id)
+        except errors.JumpgateError as exc:
+            user_refused = str(exc)
+        return models.SessionVerdict(node_refused=node_refused, user_refused=user_refused)
 
     @app.post("/internal/v1/renew-host-cert")
     def renew_host_cert(body: models.HostCertRenewal) -> models.HostCertificate:
