@@ -63,6 +63,12 @@ class ControlPlaneClient:
             await self._call("POST", "/internal/v1/tunnel-auth", body)
         )
 
+    async def session_auth(self, body: models.SessionAuth) -> models.SessionVerdict:
+        """Whether a new connection's node and user are still allowed, in one call."""
+        return models.SessionVerdict.model_validate(
+            await self._call("POST", "/internal/v1/session-auth", body)
+        )
+
     async def renew_host_cert(self, tenant: str, host_id: str) -> str:
         """A fresh host certificate for a node authenticated on its tunnel."""
         body = models.HostCertRenewal(tenant=tenant, host_id=host_id)

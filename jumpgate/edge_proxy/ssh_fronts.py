@@ -16,7 +16,7 @@ import contextlib
 import json
 import logging
 from collections import Counter
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,9 +24,10 @@ import asyncssh
 
 from jumpgate.edge_proxy.control import ControlPlaneClient, ControlPlaneError
 from jumpgate.edge_proxy.registry import AmbiguousNode, Tunnel, TunnelRegistry, UnknownNode
-from jumpgate.edge_proxy.splice import splice
+from jumpgate.edge_proxy.splice import Half, Splice
 from jumpgate.protocol import models
 from jumpgate.protocol.metrics import MetricLine
+from jumpgate.protocol.ssh_identity import CertIdentity, cert_identity
 
 logger = logging.getLogger(__name__)
 
@@ -35,8 +36,6 @@ HEARTBEAT_SUBSYSTEM = "jumpgate-heartbeat"
 RENEW_SUBSYSTEM = "jumpgate-renew"
 PROXY_BEAT_SECONDS = 60.0
 MAX_HEARTBEAT_BYTES = 16 * 1024
-
-Relay = Callable[[asyncssh.SSHReader[bytes], asyncssh.SSHWriter[bytes]], Awaitable[None]]
 
 
 @dataclass
@@ -217,8 +216,13 @@ class _UserServer(asyncssh.SSHServer):
     """One user's connection to the proxy."""
 
     def __init__(self, fronts: "SSHFronts") -> None:
-        self._fronts = fronts
+        self.fronts = fronts
+        self._conn: asyncssh.SSHServerConnection
         self.tenant: str | None = None
+        self.identity: CertIdentity | None = None
+
+    def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
+        self._conn = conn
 
     def begin_auth(self, username: str) -> bool:
         return True
@@ -227,30 +231,113 @@ class _UserServer(asyncssh.SSHServer):
         return True
 
     async def validate_ca_key(self, username: str, key: asyncssh.SSHKey) -> bool:
-        tenant = await self._fronts.control.tenant_by_user_ca(_openssh(key))
+        tenant = await self.fronts.control.tenant_by_user_ca(_openssh(key))
         if tenant is None:
-            self._fronts.metrics.handshake_failures["unknown_user_ca"] += 1
+            self.fronts.metrics.handshake_failures["unknown_user_ca"] += 1
             return False
         self.tenant = tenant
         return True
 
+    def auth_completed(self) -> None:
+        self.identity = cert_identity(self._conn)
+
+    def find_node(self, name: str) -> tuple[Tunnel, CertIdentity]:
+        """The node's tunnel; ``Refused`` unless the user and the node can be told apart."""
+        if self.tenant is None or self.identity is None:
+            raise Refused("a Jumpgate user certificate is required: run jump login")
+        try:
+            return self.fronts.find(self.tenant, name), self.identity
+        except (UnknownNode, AmbiguousNode) as exc:
+            raise Refused(str(exc), asyncssh.OPEN_CONNECT_FAILED) from None
+
     def connection_requested(
         self, dest_host: str, dest_port: int, orig_host: str, orig_port: int
-    ) -> "Relay":
-        if self.tenant is None:
-            raise asyncssh.ChannelOpenError(
-                asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED, "not authenticated"
-            )
-        if dest_port not in NODE_SSH_PORTS:
-            raise asyncssh.ChannelOpenError(
-                asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED,
-                f"only a node's SSH port (22 or 3022) can be reached, not {dest_port}",
-            )
+    ) -> Awaitable[Half]:
+        """``ssh -J`` and ``jump ssh``: refused at once, or spliced once the node answers."""
         try:
-            tunnel = self._fronts.find(self.tenant, dest_host)
-        except (UnknownNode, AmbiguousNode) as exc:
-            raise asyncssh.ChannelOpenError(asyncssh.OPEN_CONNECT_FAILED, str(exc)) from None
-        return self._fronts.relay(tunnel)
+            if dest_port not in NODE_SSH_PORTS:
+                raise Refused(
+                    f"only a node's SSH port (22 or 3022) can be reached, not {dest_port}"
+                )
+            tunnel, identity = self.find_node(dest_host)
+        except Refused as exc:
+            raise exc.channel_error() from None
+        return self._open(tunnel, identity)
+
+    async def _open(self, tunnel: Tunnel, identity: CertIdentity) -> Half:
+        splice = Splice(on_end=self.fronts.count)
+        try:
+            await self.fronts.connect(tunnel, identity, splice)
+        except Refused as exc:
+            raise exc.channel_error() from None
+        return splice.user
+
+    def session_requested(self) -> "_SessionHalf":
+        """``ssh -s proxy:NODE:PORT`` (OpenSSH ProxyCommand): the session becomes the stream."""
+        splice = Splice(lambda splice: _SessionHalf(splice, self), on_end=self.fronts.count)
+        assert isinstance(splice.user, _SessionHalf)
+        return splice.user
+
+
+class Refused(Exception):
+    """A user's channel cannot reach the node; ``str()`` is what the user is told."""
+
+    def __init__(self, message: str, code: int = asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED):
+        super().__init__(message)
+        self.code = code
+
+    def channel_error(self) -> asyncssh.ChannelOpenError:
+        return asyncssh.ChannelOpenError(self.code, str(self))
+
+
+class _SessionHalf(Half, asyncssh.SSHServerSession[bytes]):
+    """The user's side of a ``proxy:NODE:PORT`` session: a splice half on a session channel.
+
+    It accepts the subsystem, then connects to the node; until then what the user sends is
+    held (and the channel paused). A refusal is written to stderr with exit status 1; the
+    end of the node's stream ends the session with status 0.
+    """
+
+    def __init__(self, splice: Splice, owner: _UserServer) -> None:
+        super().__init__(splice)
+        self._owner = owner
+        self._target = ""
+
+    def shell_requested(self) -> bool:
+        return True  # accepted only to explain, once started, what is served instead
+
+    def exec_requested(self, command: str) -> bool:
+        return True
+
+    def subsystem_requested(self, subsystem: str) -> bool:
+        self._target = subsystem
+        return True
+
+    def session_started(self) -> None:
+        super().session_started()
+        self._owner.fronts.spawn(self._attach(), name="subsystem")
+
+    async def _attach(self) -> None:
+        try:
+            if not self._target.startswith("proxy:"):
+                raise Refused(
+                    "this proxy serves direct-tcpip (ssh -J) and the proxy:NODE:PORT subsystem, "
+                    "not shells: see jump ssh"
+                )
+            try:
+                host, _port = _target(self._target.removeprefix("proxy:"))
+            except ValueError as exc:
+                raise Refused(str(exc)) from None
+            tunnel, identity = self._owner.find_node(host)
+            await self._owner.fronts.connect(tunnel, identity, self._splice)
+        except Refused as exc:
+            with contextlib.suppress(OSError, asyncssh.Error):
+                self.chan.write_stderr(f"jumpgate proxy: {exc}\n".encode())
+                self.chan.exit(1)
+
+    def finish(self) -> None:
+        with contextlib.suppress(OSError, asyncssh.Error):
+            self.chan.exit(0)
 
 
 class SSHFronts:
@@ -291,36 +378,51 @@ class SSHFronts:
             name = name[: -len(suffix)]
         return self.registry.find(tenant, name)
 
-    def relay(self, tunnel: Tunnel) -> "Relay":
-        """A channel handler splicing the user's channel onto a new one through the tunnel."""
+    async def connect(self, tunnel: Tunnel, identity: CertIdentity, splice: Splice) -> None:
+        """Open the node's side of ``splice`` once the node and the user are both still allowed.
 
-        async def handle(
-            reader: asyncssh.SSHReader[bytes], writer: asyncssh.SSHWriter[bytes]
-        ) -> None:
-            try:
-                # A node removed since its tunnel came up is dropped, not reached.
-                await self.control.tunnel_auth(tunnel.tenant, tunnel.host_id, tunnel.public_key)
-            except ControlPlaneError as exc:
-                logger.info("node removed: its tunnel is closed", extra={"reason": str(exc)})
-                tunnel.connection.close()
-                writer.close()
-                return
-            try:
-                node = await tunnel.connection.open_connection(
-                    tunnel.listen_host, tunnel.listen_port
+        One control-plane call per new connection answers both: a node removed since its
+        tunnel came up is dropped, and a user removed or locked since their certificate was
+        issued is refused (their certificate alone would last until it expires).
+        """
+        try:
+            verdict = await self.control.session_auth(
+                models.SessionAuth(
+                    tenant=tunnel.tenant,
+                    host_id=tunnel.host_id,
+                    public_key=tunnel.public_key,
+                    user=identity.user,
+                    user_id=identity.user_id,
                 )
-            except (asyncssh.Error, OSError) as exc:
-                logger.info(
-                    "node channel refused", extra={"node": tunnel.host_id, "reason": str(exc)}
-                )
-                writer.close()
-                return
-            self.metrics.sessions += 1
-            sent, received = await splice((reader, writer), node)
-            self.metrics.bytes_in += sent
-            self.metrics.bytes_out += received
+            )
+        except ControlPlaneError as exc:
+            logger.warning("session not authorized", extra={"reason": str(exc)})
+            raise Refused("the platform could not check this session: try again") from None
+        if verdict.node_refused is not None:
+            logger.info("node removed: its tunnel is closed", extra={"node": tunnel.host_id})
+            tunnel.connection.close()
+            raise Refused(
+                f"node {tunnel.nodename!r} is not online in cluster {tunnel.tenant!r}: see jump ls",
+                asyncssh.OPEN_CONNECT_FAILED,
+            )
+        if verdict.user_refused is not None:
+            self.metrics.handshake_failures["user_refused"] += 1
+            raise Refused(verdict.user_refused)
+        try:
+            await tunnel.connection.create_connection(
+                lambda: splice.node, tunnel.listen_host, tunnel.listen_port
+            )
+        except (asyncssh.Error, OSError) as exc:
+            logger.info("node channel refused", extra={"node": tunnel.host_id, "reason": str(exc)})
+            raise Refused(
+                f"node {tunnel.nodename!r} did not answer: try again", asyncssh.OPEN_CONNECT_FAILED
+            ) from None
+        self.metrics.sessions += 1
 
-        return handle
+    def count(self, splice: Splice) -> None:
+        """A splice ended: add its bytes to the metrics."""
+        self.metrics.bytes_in += splice.user.moved
+        self.metrics.bytes_out += splice.node.moved
 
     async def _tunnel_process(self, process: asyncssh.SSHServerProcess[str]) -> None:
         owner = process.channel.get_connection().get_owner()
@@ -331,28 +433,6 @@ class SSHFronts:
         else:
             process.stderr.write("only the jumpgate-heartbeat and -renew subsystems are served\n")
             process.exit(1)
-
-    async def _user_process(self, process: asyncssh.SSHServerProcess[bytes]) -> None:
-        """The ``proxy:NODE[:PORT]`` subsystem: the session channel becomes the node's stream."""
-        owner = process.channel.get_connection().get_owner()
-        subsystem = process.subsystem or ""
-        try:
-            if not isinstance(owner, _UserServer) or owner.tenant is None:
-                raise UnknownNode("not authenticated")
-            if not subsystem.startswith("proxy:"):
-                raise UnknownNode(
-                    "this proxy serves direct-tcpip (ssh -J) and the proxy:NODE:PORT subsystem, "
-                    "not shells: see jump ssh"
-                )
-            host, _port = _target(subsystem.removeprefix("proxy:"))
-            tunnel = self.find(owner.tenant, host)
-        except (UnknownNode, AmbiguousNode, ValueError) as exc:
-            process.stderr.write(f"jumpgate proxy: {exc}\n".encode())
-            process.exit(1)
-            return
-        await self.relay(tunnel)(process.stdin, process.stdout)
-        with contextlib.suppress(Exception):
-            process.exit(0)
 
     async def start(self, *, user: tuple[str, int], tunnel: tuple[str, int]) -> tuple[int, int]:
         """Listen for users and for tunnels; the bound ports (0 picks free ones)."""
@@ -365,7 +445,6 @@ class SSHFronts:
             user[0],
             user[1],
             server_factory=lambda: _UserServer(self),
-            process_factory=self._user_process,
             encoding=None,
             **common,
         )

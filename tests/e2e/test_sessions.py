@@ -570,3 +570,73 @@ def test_agent_stops_when_the_cluster_ca_no_longer_matches_its_pin(site: Site) -
     assert last.endswith(
         f"but this node pins {pinned}; check the address, or the pin shown by jumpctl status"
     )
+
+
+def test_locked_or_removed_user_cannot_open_new_connections(site: Site, tmp_path: Path) -> None:
+    """The proxy asks for every new connection: a lock or removal bites before the cert expires."""
+    invite = site.admin.ok(
+        "jumpctl", "users", "add", "bob", "--logins", LOGIN, "--format", "json"
+    ).json()
+    bob_home = tmp_path / "bob-home"
+    bob = Shell(bob_home)
+    signup_and_login(bob, site.cluster, invite["invite_token"], "bob")
+    proxy_key = Client(site.cluster.proxy, insecure=True).call("GET", "/webapi/ping")[
+        "proxy_host_keys"
+    ][0]
+    identity = json.loads((site.node.directory / "node" / "identity.json").read_text())
+    (tmp_path / "bob").mkdir()
+    config = write_ssh_config(
+        tmp_path / "bob", bob_home, site.cluster, identity["host_ca_keys"][0], proxy_key
+    )
+    bob_profile = bob_home / "profiles" / f"acme.localhost_{site.cluster.port}"
+
+    def jump_ssh() -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run(
+            [str(BIN / "jump"), "ssh", "web-1", "echo", "in"],
+            env=bob.env,
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+
+    def openssh(*argv: str) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run(
+            ["ssh", "-F", str(config), *argv], capture_output=True, timeout=60, check=False
+        )
+
+    def subsystem() -> subprocess.CompletedProcess[bytes]:
+        """What OpenSSH's ProxyCommand runs: the proxy:NODE:PORT subsystem."""
+        return openssh(
+            "-o",
+            "ProxyJump=none",
+            "-p",
+            str(site.cluster.ssh_port),
+            "-o",
+            f"HostKeyAlias=[127.0.0.1]:{site.cluster.ssh_port}",
+            f"{LOGIN}@127.0.0.1",
+            "-s",
+            "proxy:web-1:22",
+        )
+
+    assert jump_ssh().stdout == b"in\n"
+    assert openssh("web-1", "echo in").stdout == b"in\n"
+    locked = site.admin.ok("jumpctl", "users", "lock", "bob", "--message", "offboarding").out
+    assert locked.startswith("User 'bob' locked: offboarding (until unlocked).")
+    refusal = "user 'bob' is locked (offboarding): ask a tenant admin"
+    refused = jump_ssh()
+    assert (refused.returncode, refused.stderr) == (1, f"jump: error: {refusal}\n".encode())
+    by_openssh = openssh("web-1", "echo in")
+    assert by_openssh.returncode == 255
+    assert f"administratively prohibited: {refusal}".encode() in by_openssh.stderr
+    by_subsystem = subsystem()
+    assert (by_subsystem.returncode, by_subsystem.stdout) == (1, b"")
+    assert by_subsystem.stderr == f"jumpgate proxy: {refusal}\n".encode()
+    assert "locked: offboarding" in site.admin.ok("jumpctl", "users", "ls").out
+    assert bob.fails("jump", "ls") == f"jump: error: {refusal}"
+
+    site.admin.ok("jumpctl", "users", "unlock", "bob")
+    assert jump_ssh().stdout == b"in\n"
+    site.admin.ok("jumpctl", "users", "rm", "bob")
+    gone = jump_ssh()
+    assert gone.stderr == b"jump: error: user 'bob' no longer exists: ask a tenant admin\n"
+    assert bob_profile.exists()  # the certificate is still there, and still not enough
