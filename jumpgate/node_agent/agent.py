@@ -209,6 +209,11 @@ class Agent:
                 keepalive_interval=15,
                 keepalive_count_max=3,
                 encryption_algs=TUNNEL_CIPHERS,
+                # A daemon reads nothing of its user's ~/.ssh (it may not even be readable)
+                config=[],
+                agent_path=None,
+                x509_trusted_certs=None,
+                x509_trusted_cert_paths=[],
             ),
             timeout=30,
         )

@@ -5,10 +5,10 @@ validity and the requested login is one of its principals (asyncssh checks the l
 An agent that is not root serves only its own user, as a non-root sshd would.
 """
 
-import getpass
 import inspect
 import logging
 import os
+import pwd
 
 import asyncssh
 
@@ -23,7 +23,8 @@ class NodeServer(asyncssh.SSHServer):
     def __init__(self, user_ca_keys: list[str]) -> None:
         self._user_ca_keys = {key.split()[1] for key in user_ca_keys}
         self._conn: asyncssh.SSHServerConnection | None = None
-        self._own_user = getpass.getuser()
+        # The effective user, not $USER: an agent started by sudo or setpriv keeps root's env.
+        self._own_user = pwd.getpwuid(os.geteuid()).pw_name
 
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
         self._conn = conn

@@ -7,8 +7,11 @@ import json
 import os
 import pty
 import select
+import shutil
 import signal
 import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -640,3 +643,49 @@ def test_locked_or_removed_user_cannot_open_new_connections(site: Site, tmp_path
     gone = jump_ssh()
     assert gone.stderr == b"jump: error: user 'bob' no longer exists: ask a tenant admin\n"
     assert bob_profile.exists()  # the certificate is still there, and still not enough
+
+
+NOBODY = 65534
+AS_NOBODY = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"]
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0, reason="not root: every agent here already runs unprivileged"
+)
+def test_agent_that_is_not_root_serves_only_its_own_user(site: Site, tmp_path: Path) -> None:
+    """Started by root as ``nobody`` (root's $USER still set), it serves only ``nobody``."""
+    probe = subprocess.run([*AS_NOBODY, sys.executable, "-c", "pass"], check=False)
+    if probe.returncode != 0:
+        pytest.skip("user nobody cannot run this checkout's Python here")
+    data = Path(tempfile.mkdtemp(prefix="jumpgate-nobody-"))
+    try:
+        os.chown(data, NOBODY, NOBODY)
+        joining = site.admin.ok("jumpctl", "nodes", "add", "--ttl", "5m", "--format", "json")
+        command = [
+            *AS_NOBODY,
+            str(BIN / "jumpgate"),
+            *joining.json()["command"].split()[1:],
+            "--data-dir",
+            str(data),
+            "--nodename",
+            "web-nobody",
+        ]
+        node = Node(data, command)
+        node.start()
+        node.wait_tunnel()
+        invite = site.admin.ok(
+            "jumpctl", "users", "add", "carol", "--logins", "root,nobody", "--format", "json"
+        ).json()
+        carol = Shell(tmp_path / "carol-home")
+        signup_and_login(carol, site.cluster, invite["invite_token"], "carol")
+        as_root = carol.run("jump", "ssh", "-l", "root", "web-nobody", "id", "-un")
+        assert as_root.code == 1
+        assert as_root.err == "jump: error: node 'web-nobody' refused login 'root'\n"
+        as_nobody = carol.run("jump", "ssh", "-l", "nobody", "web-nobody", "id", "-un")
+        # nobody's shell is nologin: its message shows the session ran as nobody, unswitched
+        assert as_nobody.code == 1
+        assert "This account is currently not available." in as_nobody.out
+        assert (data / "node" / "identity.json").stat().st_uid == NOBODY
+        node.kill(signal.SIGTERM)
+    finally:
+        shutil.rmtree(data, ignore_errors=True)
