@@ -19,7 +19,7 @@ class AmbiguousNode(Exception):
     """Several live nodes share a name."""
 
 
-@dataclass(frozen=True)
+@dataclass(eq=False)
 class Tunnel:
     """One node's live tunnel and where to open channels on it."""
 
@@ -30,6 +30,7 @@ class Tunnel:
     listen_host: str
     listen_port: int
     public_key: str  # the key the tunnel authenticated with, rechecked per session
+    dialback: bool = False  # the agent takes dial-back requests (see edge_proxy.dialback)
 
 
 class TunnelRegistry:

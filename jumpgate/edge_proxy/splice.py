@@ -1,16 +1,18 @@
-"""Joining two SSH channels with flow control end to end.
+"""Joining two byte streams with flow control end to end.
 
-A ``Splice`` is two channel sessions, one per side, that hand each chunk they receive
-straight to the other side's channel, with no stream, queue or task in between. When a
-channel cannot take more (its peer's window is spent and its buffer is past the high-water
-mark), asyncssh tells its session to pause writing, and the splice stops reading the other
-side: its window is no longer opened, so a reader that stops reading stops the writer at the
+A ``Splice`` has two sides: the user's SSH channel, and the node's, which is either an SSH
+channel through the tunnel or a TCP connection the agent dialled back (see ``dialback``).
+Each side hands every chunk it receives straight to the other, with no stream, queue or task
+in between. When a side cannot take more (an SSH peer's window is spent, or a socket's
+buffer is past the high-water mark), asyncssh or asyncio tells it to pause writing, and the
+splice stops reading the other side: so a reader that stops reading stops the writer at the
 far end (SSH window, then TCP) instead of growing a buffer in the proxy.
 
-Until both channels are open, what arrives is held and the sending side is paused, so at
-most one window is ever held.
+Until both sides are open, what arrives is held and the sending side is paused, so at most
+one window is ever held.
 """
 
+import asyncio
 import contextlib
 from collections.abc import Callable
 from typing import Any
@@ -18,38 +20,132 @@ from typing import Any
 import asyncssh
 
 
-class Half(asyncssh.SSHTCPSession[bytes]):
-    """One side of a splice: the session of one of the two channels."""
+class Side:
+    """What one side of a splice does, whatever carries it."""
 
     def __init__(self, splice: "Splice") -> None:
-        self._splice = splice
-        self.peer: Half
-        self.chan: Any = None  # SSHTCPChannel or SSHServerChannel; typed loosely by asyncssh
+        self.splice = splice
+        self.peer: Side | None = None
         self.moved = 0  # bytes received on this side and handed to the other
-        self._ready = False
+        self.ready = False
+        self.lost = False
         self._held: list[bytes] = []
         self._held_eof = False
         self._eof = False
-        self._lost = False
 
-    def connection_made(self, chan: Any) -> None:
-        self.chan = chan
+    # What carries the bytes: a channel or a socket.
+    def send(self, data: bytes) -> None:
+        raise NotImplementedError
 
-    def session_started(self) -> None:
-        self._ready = True
-        self.peer.release()
+    def send_eof(self) -> None:
+        raise NotImplementedError
+
+    def finish(self) -> None:
+        """Both directions are done: close this side."""
+        raise NotImplementedError
+
+    def pause_reading(self) -> None:
+        raise NotImplementedError
+
+    def resume_reading(self) -> None:
+        raise NotImplementedError
+
+    # Callbacks with the same names and meaning in asyncssh sessions and asyncio protocols.
+    def eof_received(self) -> bool:
+        self.received_eof()
+        return True  # half-close: the other direction keeps flowing
+
+    def pause_writing(self) -> None:
+        self.blocked()
+
+    def resume_writing(self) -> None:
+        self.unblocked()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed()
+
+    # Events, the same for both carriers.
+    def started(self) -> None:
+        self.ready = True
+        if self.peer is not None:
+            self.peer.release()
 
     def release(self) -> None:
         """The peer is ready: pass on what this side held for it, and read again."""
-        if not self._held and not self._held_eof:
+        if self.peer is None or (not self._held and not self._held_eof):
             return
         for data in self._held:
             self.peer.send(data)
         self._held.clear()
         if self._held_eof:
             self.peer.send_eof()
-        if self.chan is not None and not self._lost:
-            self.chan.resume_reading()
+        if not self.lost:
+            self.resume_reading()
+
+    def received(self, data: bytes) -> None:
+        peer = self.peer
+        if peer is not None and peer.lost:
+            return
+        self.moved += len(data)
+        if peer is not None and peer.ready:
+            peer.send(data)
+        else:
+            self._held.append(data)
+            self.pause_reading()
+
+    def received_eof(self) -> None:
+        self._eof = True
+        peer = self.peer
+        if peer is not None and peer.lost:
+            self.finish()
+        elif peer is not None and peer.ready:
+            peer.send_eof()
+        else:
+            self._held_eof = True
+
+    def blocked(self) -> None:
+        """This side cannot take more: stop reading the other."""
+        if self.peer is not None and not self.peer.lost:
+            self.peer.pause_reading()
+
+    def unblocked(self) -> None:
+        if self.peer is not None and not self.peer.lost:
+            self.peer.resume_reading()
+
+    def peer_lost(self) -> None:
+        """The other side closed: end this side's input, and close once it has ended too.
+
+        As a TCP forward would: the user's client may still send (an SSH disconnect, say)
+        after the node's side closed, and expects an orderly close, not a reset.
+        """
+        if self._eof:
+            self.finish()
+        else:
+            self.send_eof()
+
+    def closed(self) -> None:
+        self.lost = True
+        self.ready = False
+        if self.peer is not None and not self.peer.lost:
+            self.peer.peer_lost()
+        self.splice.side_closed()
+
+
+class ChannelSide(Side, asyncssh.SSHTCPSession[bytes]):
+    """A side carried by an SSH channel (the user's, or one through the node's tunnel)."""
+
+    def __init__(self, splice: "Splice") -> None:
+        super().__init__(splice)
+        self.chan: Any = None  # SSHTCPChannel or SSHServerChannel
+
+    def connection_made(self, chan: Any) -> None:
+        self.chan = chan
+
+    def session_started(self) -> None:
+        self.started()
+
+    def data_received(self, data: bytes, datatype: asyncssh.DataType) -> None:
+        self.received(data)
 
     def send(self, data: bytes) -> None:
         with contextlib.suppress(BrokenPipeError, OSError):
@@ -60,72 +156,72 @@ class Half(asyncssh.SSHTCPSession[bytes]):
             self.chan.write_eof()
 
     def finish(self) -> None:
-        """Both directions are done: close this side's channel."""
-        if self.chan is not None:
-            self.chan.close()
+        self.chan.close()
 
-    def peer_lost(self) -> None:
-        """The other side closed: end this side's input, and close once it has ended too.
+    def pause_reading(self) -> None:
+        self.chan.pause_reading()
 
-        As a TCP forward would: the user's client may still send (an SSH disconnect, say)
-        after the node's side closed, and expects an orderly close, not a reset.
-        """
-        if self._eof:
-            self.finish()
-        elif self.chan is not None:
-            self.send_eof()
+    def resume_reading(self) -> None:
+        self.chan.resume_reading()
 
-    def data_received(self, data: bytes, datatype: asyncssh.DataType) -> None:
-        if self.peer._lost:
-            return
-        self.moved += len(data)
-        if self.peer._ready:
-            self.peer.send(data)
-        else:
-            self._held.append(data)
-            self.chan.pause_reading()
 
-    def eof_received(self) -> bool:
-        self._eof = True
-        if self.peer._lost:
-            self.finish()
-        elif self.peer._ready:
-            self.peer.send_eof()
-        else:
-            self._held_eof = True
-        return True  # half-close: the other direction keeps flowing
+class SocketSide(Side, asyncio.Protocol):
+    """A side carried by a TCP connection; ``started`` is called by whoever adopts it."""
 
-    def pause_writing(self) -> None:
-        if self.peer.chan is not None:
-            self.peer.chan.pause_reading()
+    def __init__(self, splice: "Splice") -> None:
+        super().__init__(splice)
+        self.transport: asyncio.Transport
 
-    def resume_writing(self) -> None:
-        if self.peer.chan is not None and not self.peer._lost:
-            self.peer.chan.resume_reading()
+    def data_received(self, data: bytes) -> None:
+        self.received(data)
 
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._lost = True
-        self._ready = False
-        if not self.peer._lost:
-            self.peer.peer_lost()
-        self._splice.half_lost()
+    def send(self, data: bytes) -> None:
+        if not self.transport.is_closing():
+            self.transport.write(data)
+
+    def send_eof(self) -> None:
+        if not self.transport.is_closing() and self.transport.can_write_eof():
+            self.transport.write_eof()
+
+    def finish(self) -> None:
+        self.transport.close()
+
+    def pause_reading(self) -> None:
+        if not self.transport.is_closing():
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if not self.transport.is_closing():
+            self.transport.resume_reading()
 
 
 class Splice:
-    """Two channels joined; ``on_end`` gets the splice when both have closed."""
+    """Two sides joined; ``on_end`` gets the splice when both have closed."""
 
     def __init__(
         self,
-        user: Callable[["Splice"], Half] = Half,
+        user: Callable[["Splice"], Side] = ChannelSide,
         on_end: Callable[["Splice"], None] | None = None,
     ) -> None:
         self.user = user(self)
-        self.node = Half(self)
-        self.user.peer, self.node.peer = self.node, self.user
+        self.node: Side | None = None
         self._on_end = on_end
         self._open = 2
 
-    def half_lost(self) -> None:
+    def attach(self, node: Side) -> Side:
+        """Make ``node`` the node's side; what the user sent meanwhile follows once it starts."""
+        self.node, node.peer, self.user.peer = node, self.user, node
+        return node
+
+    def side_closed(self) -> None:
         self._open -= 1
         if self._open == 0 and self._on_end is not None:
             self._on_end(self)
+
+    @property
+    def bytes_to_node(self) -> int:
+        return self.user.moved
+
+    @property
+    def bytes_to_user(self) -> int:
+        return self.node.moved if self.node is not None else 0

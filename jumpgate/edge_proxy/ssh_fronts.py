@@ -6,9 +6,12 @@ open; that request registers the tunnel. Its heartbeats arrive on a ``jumpgate-h
 subsystem; presence is written only when it changes.
 
 User front (3023): users log in with their certificate; its CA tells the tenant (SSH sees no
-hostname). A ``direct-tcpip`` channel to ``NODE:22`` (or 3022) is spliced onto a channel the
-proxy opens through the node's tunnel, so ``ssh -J`` works and the user's SSH session stays
-end to end with the node: the proxy forwards bytes and never holds session keys.
+hostname). A ``direct-tcpip`` channel to ``NODE:22`` (or 3022), or a ``proxy:NODE:PORT``
+subsystem, is checked with the control plane (node still joined, user not locked or
+removed) and then spliced onto the node: on a data connection the agent dials back for the
+session (``dialback``), or else on a channel through the node's tunnel. Either way the
+user's SSH session stays end to end with the node: the proxy forwards bytes and never holds
+session keys.
 """
 
 import asyncio
@@ -23,9 +26,10 @@ from typing import Any
 import asyncssh
 
 from jumpgate.edge_proxy.control import ControlPlaneClient, ControlPlaneError
+from jumpgate.edge_proxy.dialback import DialBack
 from jumpgate.edge_proxy.registry import AmbiguousNode, Tunnel, TunnelRegistry, UnknownNode
-from jumpgate.edge_proxy.splice import Half, Splice
-from jumpgate.protocol import models
+from jumpgate.edge_proxy.splice import ChannelSide, Splice
+from jumpgate.protocol import models, ports
 from jumpgate.protocol.metrics import MetricLine
 from jumpgate.protocol.ssh_identity import CertIdentity, cert_identity
 
@@ -43,6 +47,7 @@ class Metrics:
     """Counters for ``/metrics``."""
 
     sessions: int = 0
+    dialback_sessions: int = 0  # of those, on a dial-back data connection
     bytes_in: int = 0
     bytes_out: int = 0
     handshake_failures: Counter[str] = field(default_factory=Counter)
@@ -52,6 +57,12 @@ class Metrics:
         out: list[MetricLine] = [
             ("jumpgate_proxy_tunnels", "gauge", {}, float(tunnels)),
             ("jumpgate_proxy_sessions_total", "counter", {}, float(self.sessions)),
+            (
+                "jumpgate_proxy_dialback_sessions_total",
+                "counter",
+                {},
+                float(self.dialback_sessions),
+            ),
             (
                 "jumpgate_proxy_bytes_total",
                 "counter",
@@ -125,8 +136,13 @@ class _TunnelServer(asyncssh.SSHServer):
         return True
 
     def server_requested(self, listen_host: str, listen_port: int) -> asyncssh.SSHListener | bool:
-        if self.node is None or self._conn is None or self.tunnel is not None:
+        if self.node is None or self._conn is None:
             return False
+        if self.tunnel is not None:
+            if listen_port != ports.DIALBACK or self.tunnel.dialback:
+                return False
+            self.tunnel.dialback = True
+            return TunnelListener(listen_port)
         self.tunnel = Tunnel(
             self.node.tenant,
             self.node.host_id,
@@ -140,7 +156,7 @@ class _TunnelServer(asyncssh.SSHServer):
         if replaced is not None:
             replaced.connection.close()
         logger.info("tunnel up", extra={"tenant": self.node.tenant, "node": self.node.host_id})
-        return _TunnelListener(listen_port)
+        return TunnelListener(listen_port)
 
     def connection_lost(self, exc: Exception | None) -> None:
         tunnel = self.tunnel
@@ -201,7 +217,7 @@ class _TunnelServer(asyncssh.SSHServer):
         process.exit(0)
 
 
-class _TunnelListener(asyncssh.SSHListener):
+class TunnelListener(asyncssh.SSHListener):
     """What ``server_requested`` returns: the tunnel itself is the listener."""
 
     def __init__(self, port: int) -> None:
@@ -252,7 +268,7 @@ class _UserServer(asyncssh.SSHServer):
 
     def connection_requested(
         self, dest_host: str, dest_port: int, orig_host: str, orig_port: int
-    ) -> Awaitable[Half]:
+    ) -> Awaitable[ChannelSide]:
         """``ssh -J`` and ``jump ssh``: refused at once, or spliced once the node answers."""
         try:
             if dest_port not in NODE_SSH_PORTS:
@@ -264,12 +280,13 @@ class _UserServer(asyncssh.SSHServer):
             raise exc.channel_error() from None
         return self._open(tunnel, identity)
 
-    async def _open(self, tunnel: Tunnel, identity: CertIdentity) -> Half:
+    async def _open(self, tunnel: Tunnel, identity: CertIdentity) -> ChannelSide:
         splice = Splice(on_end=self.fronts.count)
         try:
             await self.fronts.connect(tunnel, identity, splice)
         except Refused as exc:
             raise exc.channel_error() from None
+        assert isinstance(splice.user, ChannelSide)
         return splice.user
 
     def session_requested(self) -> "_SessionHalf":
@@ -290,7 +307,7 @@ class Refused(Exception):
         return asyncssh.ChannelOpenError(self.code, str(self))
 
 
-class _SessionHalf(Half, asyncssh.SSHServerSession[bytes]):
+class _SessionHalf(ChannelSide, asyncssh.SSHServerSession[bytes]):
     """The user's side of a ``proxy:NODE:PORT`` session: a splice half on a session channel.
 
     It accepts the subsystem, then connects to the node; until then what the user sends is
@@ -329,7 +346,7 @@ class _SessionHalf(Half, asyncssh.SSHServerSession[bytes]):
             except ValueError as exc:
                 raise Refused(str(exc)) from None
             tunnel, identity = self._owner.find_node(host)
-            await self._owner.fronts.connect(tunnel, identity, self._splice)
+            await self._owner.fronts.connect(tunnel, identity, self.splice)
         except Refused as exc:
             with contextlib.suppress(OSError, asyncssh.Error):
                 self.chan.write_stderr(f"jumpgate proxy: {exc}\n".encode())
@@ -355,6 +372,7 @@ class SSHFronts:
         self.proxy_id = proxy_id
         self.public_addr = public_addr
         self.registry = TunnelRegistry()
+        self.dialback = DialBack()
         self.metrics = Metrics()
         self._host_key = host_key
         self._servers: list[asyncssh.SSHAcceptor] = []
@@ -408,9 +426,21 @@ class SSHFronts:
         if verdict.user_refused is not None:
             self.metrics.handshake_failures["user_refused"] += 1
             raise Refused(verdict.user_refused)
+        if tunnel.dialback:
+            if await self.dialback.connect(tunnel, splice):
+                self.metrics.sessions += 1
+                self.metrics.dialback_sessions += 1
+                return
+            tunnel.dialback = False  # one slow failure per tunnel at most; the tunnel works
         try:
+
+            def node_side() -> ChannelSide:
+                side = ChannelSide(splice)
+                splice.attach(side)
+                return side
+
             await tunnel.connection.create_connection(
-                lambda: splice.node, tunnel.listen_host, tunnel.listen_port
+                node_side, tunnel.listen_host, tunnel.listen_port
             )
         except (asyncssh.Error, OSError) as exc:
             logger.info("node channel refused", extra={"node": tunnel.host_id, "reason": str(exc)})
@@ -421,8 +451,8 @@ class SSHFronts:
 
     def count(self, splice: Splice) -> None:
         """A splice ended: add its bytes to the metrics."""
-        self.metrics.bytes_in += splice.user.moved
-        self.metrics.bytes_out += splice.node.moved
+        self.metrics.bytes_in += splice.bytes_to_node
+        self.metrics.bytes_out += splice.bytes_to_user
 
     async def _tunnel_process(self, process: asyncssh.SSHServerProcess[str]) -> None:
         owner = process.channel.get_connection().get_owner()
@@ -457,6 +487,7 @@ class SSHFronts:
             **common,
         )
         self._servers = [user_server, tunnel_server]
+        await self.dialback.start(tunnel[0], 0)
         self.spawn(self._beat(), name="proxy-beat")
         return user_server.sockets[0].getsockname()[1], tunnel_server.sockets[0].getsockname()[1]
 
@@ -472,6 +503,7 @@ class SSHFronts:
         """Stop listening, close every tunnel (its node goes offline), wait for those writes."""
         for server in self._servers:
             server.close()
+        self.dialback.close()
         for tunnel in self.registry.all():
             tunnel.connection.close()
         for server in self._servers:

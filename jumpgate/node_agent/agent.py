@@ -13,8 +13,10 @@ import logging
 import random
 import socket
 import time
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import asyncssh
 from cryptography.exceptions import InvalidSignature
@@ -79,6 +81,7 @@ class Agent:
         self.identity: Identity | None = None
         self.tunnels_opened = 0
         self._labels = dict(config.labels)
+        self._tasks: set[asyncio.Task[object]] = set()
 
     def _client(self, auth_server: str, insecure: bool) -> Client:
         return Client(auth_server, insecure=insecure)
@@ -217,16 +220,25 @@ class Agent:
             ),
             timeout=30,
         )
+        serving: dict[str, Any] = {
+            "server_factory": lambda: NodeServer(identity.user_ca_keys),
+            "server_host_keys": [(ssh_key, asyncssh.import_certificate(identity.certificate))],
+            "encoding": None,
+            "keepalive_interval": 30,
+        }
         async with conn:
             await asyncssh.listen(
-                tunnel=conn,
-                host=TUNNEL_LISTEN_HOST,
-                port=3022,
-                server_factory=lambda: NodeServer(identity.user_ca_keys),
-                server_host_keys=[(ssh_key, asyncssh.import_certificate(identity.certificate))],
-                encoding=None,
-                keepalive_interval=30,
+                tunnel=conn, host=TUNNEL_LISTEN_HOST, port=ports.NODE_SSH, **serving
             )
+            try:
+                await conn.start_server(
+                    lambda _host, _port: self._dial_back(host, serving),
+                    TUNNEL_LISTEN_HOST,
+                    ports.DIALBACK,
+                    encoding=None,
+                )
+            except asyncssh.ChannelListenError:
+                logger.info("this proxy takes no dial-back: sessions stay inside the tunnel")
             self.tunnel_up.set()
             self.tunnels_opened += 1
             logger.info("tunnel up", extra={"proxy": f"{host}:{port}"})
@@ -245,6 +257,40 @@ class Agent:
                 )
             if sender in done and not sender.cancelled() and sender.exception() is not None:
                 raise sender.exception()  # type: ignore[misc]
+
+    def _dial_back(self, host: str, serving: dict[str, Any]) -> Callable[..., Awaitable[None]]:
+        """The handler of one dial-back request: dial the proxy, then serve SSH on that socket.
+
+        The request names the proxy's data port and a one-time token; the agent connects to
+        the proxy's address it already knows, sends the token, and answers ``ok`` on the
+        request's channel (or ``error ...``). See edge_proxy.dialback.
+        """
+
+        async def handle(
+            reader: asyncssh.SSHReader[bytes], writer: asyncssh.SSHWriter[bytes]
+        ) -> None:
+            try:
+                request = json.loads(await asyncio.wait_for(reader.readline(), 10))
+                port, token = int(request["port"]), str(request["token"])
+                if not 0 < port < 65536 or not token.isalnum():
+                    raise ValueError("bad dial-back request")
+                sock = await _dial(resolve_loopback(host), port)
+                loop = asyncio.get_running_loop()
+                await loop.sock_sendall(sock, ports.DATA_HELLO + token.encode() + b"\n")
+                self._spawn(_serve(sock, serving))
+                writer.write(b"ok\n")
+            except (OSError, ValueError, KeyError, TypeError, TimeoutError) as exc:
+                logger.info("dial-back failed", extra={"reason": str(exc)})
+                writer.write(f"error {exc}\n".encode()[:200])
+            finally:
+                writer.close()
+
+        return handle
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, object]) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _heartbeats(self, conn: asyncssh.SSHClientConnection, addr: str) -> None:
         """Report this node when what it says of itself changes, on a short-lived channel.
@@ -321,3 +367,26 @@ def check_host_certificate(
         or certs.openssh_public(cert.signature_key()) not in identity.host_ca_keys
     ):
         raise AgentError("the platform sent a host certificate for another key or CA")
+
+
+async def _dial(host: str, port: int) -> socket.socket:
+    """A connected non-blocking TCP socket to ``host:port``, within a few seconds."""
+    loop = asyncio.get_running_loop()
+    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    family, kind, proto, _, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    sock.setblocking(False)
+    try:
+        await asyncio.wait_for(loop.sock_connect(sock, address), 3)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+async def _serve(sock: socket.socket, serving: dict[str, Any]) -> None:
+    """SSH on a dialled-back socket; the connection then lives on by itself."""
+    try:
+        await asyncssh.run_server(sock, **serving)
+    except (OSError, asyncssh.Error) as exc:
+        logger.info("dial-back session failed", extra={"reason": str(exc)})

@@ -376,7 +376,9 @@ def test_diagnostics_of_proxy_and_agent(site: Site, tmp_path: Path) -> None:
     status, metrics = http_get(diag, "/metrics")
     assert status == 200
     assert "jumpgate_proxy_tunnels 1\n" in metrics
-    assert "jumpgate_proxy_sessions_total" in metrics
+    assert "jumpgate_proxy_sessions_total 1\n" in metrics
+    # the session's bytes went over a data connection the agent dialled back, not the tunnel
+    assert "jumpgate_proxy_dialback_sessions_total 1\n" in metrics
     assert 'jumpgate_proxy_bytes_total{direction="to_node"}' in metrics
     assert http_get(diag, "/nope")[0] == 404
     # The agent's own endpoint: ready while its tunnel is up, not while the proxy is down.
