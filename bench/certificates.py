@@ -18,6 +18,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from cryptography.hazmat.primitives.serialization import SSHCertificateBuilder, SSHCertificateType
 
+from jumpgate.control_plane.audit.sqlite import SQLiteAuditStore
 from jumpgate.control_plane.plane import ControlPlane, Settings
 from jumpgate.control_plane.secrets import MasterKey, SecretBox
 from jumpgate.control_plane.store.sqlite import SQLiteStore
@@ -40,7 +41,8 @@ def measure(key_type: KeyType, count: int) -> tuple[float, float, float]:
     with tempfile.TemporaryDirectory() as directory:
         store = SQLiteStore(Path(directory) / "state.db")
         box = SecretBox(MasterKey.from_bytes(secrets.token_bytes(32)))
-        plane = ControlPlane(store, box, settings=Settings(bcrypt_rounds=4))
+        audit = SQLiteAuditStore(Path(directory) / "audit.db")
+        plane = ControlPlane(store, box, audit=audit, settings=Settings(bcrypt_rounds=4))
         plane.tenants.create("bench", admin="alice", logins=["root", "ubuntu"], key_type=key_type)
         record, _ = plane.users.get("bench", "alice")
         user_key = ed25519.Ed25519PrivateKey.generate().public_key()

@@ -6,6 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from jumpgate.control_plane.audit.base import AuditStore
+from jumpgate.control_plane.audit.dynamodb import DynamoDBAuditStore
+from jumpgate.control_plane.audit.dynamodb import ensure_table as ensure_audit_table
+from jumpgate.control_plane.audit.sqlite import SQLiteAuditStore
 from jumpgate.control_plane.clock import ManualClock
 from jumpgate.control_plane.store import Store
 from jumpgate.control_plane.store.dynamodb import DynamoDBStore, ensure_table
@@ -38,3 +42,32 @@ def store(request: pytest.FixtureRequest, tmp_path: Path, clock: ManualClock) ->
     with mock_aws():
         ensure_table("jumpgate-state", "us-east-1")
         yield DynamoDBStore("jumpgate-state", region="us-east-1", clock=clock)
+
+
+@pytest.fixture(params=["sqlite", "dynamodb"])
+def audit_store(
+    request: pytest.FixtureRequest, tmp_path: Path, clock: ManualClock
+) -> Iterator[AuditStore]:
+    """Each audit store in turn: SQLite, then DynamoDB under moto."""
+    if request.param == "sqlite":
+        sqlite = SQLiteAuditStore(tmp_path / "audit.db", clock=clock)
+        yield sqlite
+        sqlite.close()
+        return
+    from moto import mock_aws
+
+    with mock_aws():
+        ensure_audit_table("jumpgate-audit", "us-east-1")
+        yield DynamoDBAuditStore("jumpgate-audit", region="us-east-1", clock=clock)
+
+
+@pytest.fixture
+def paired_audit(store: Store, tmp_path: Path, clock: ManualClock) -> Iterator[AuditStore]:
+    """The audit store of the same kind as ``store`` (inside the same moto, for DynamoDB)."""
+    if isinstance(store, SQLiteStore):
+        sqlite = SQLiteAuditStore(tmp_path / "audit.db", clock=clock)
+        yield sqlite
+        sqlite.close()
+        return
+    ensure_audit_table("jumpgate-audit", "us-east-1")
+    yield DynamoDBAuditStore("jumpgate-audit", region="us-east-1", clock=clock)

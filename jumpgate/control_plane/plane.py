@@ -1,8 +1,10 @@
 """The control plane's services wired over one store, secret box and clock."""
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
+from jumpgate.control_plane.audit.base import RETENTION, Auditor, AuditStore, Sink
 from jumpgate.control_plane.authn import Authenticator
 from jumpgate.control_plane.ca import Authorities
 from jumpgate.control_plane.clock import Clock, SystemClock
@@ -10,10 +12,13 @@ from jumpgate.control_plane.login import LoginService
 from jumpgate.control_plane.nodes import GONE_AFTER, NodeService
 from jumpgate.control_plane.secrets import SecretBox
 from jumpgate.control_plane.store import Store
-from jumpgate.control_plane.tenants import TenantService
+from jumpgate.control_plane.tenants import TenantCreated, TenantService
 from jumpgate.control_plane.tokens import StaticToken, TokenService
 from jumpgate.control_plane.users import BCRYPT_ROUNDS, UserService
 from jumpgate.protocol import ports
+from jumpgate.protocol.audit import EventType
+from jumpgate.protocol.certs import KeyType
+from jumpgate.protocol.models import Role
 from jumpgate.protocol.names import check_tenant_name
 
 
@@ -41,19 +46,23 @@ class Settings:
 
 
 class ControlPlane:
-    """Every control-plane service, sharing one store, secret box and clock."""
+    """Every control-plane service, sharing one store, secret box, audit log and clock."""
 
     def __init__(
         self,
         store: Store,
         box: SecretBox,
         *,
+        audit: AuditStore,
         settings: Settings | None = None,
         clock: Clock | None = None,
+        sinks: Sequence[Sink] = (),
+        retention: timedelta = RETENTION,
     ) -> None:
         self.store = store
         self.settings = settings or Settings()
         self.clock = clock or SystemClock()
+        self.audit = Auditor(audit, self.clock, sinks=sinks, retention=retention)
         self.authorities = Authorities(store, box)
         self.users = UserService(store, box, self.clock, bcrypt_rounds=self.settings.bcrypt_rounds)
         self.tenants = TenantService(store, box, self.clock, self.authorities, self.users)
@@ -68,3 +77,27 @@ class ControlPlane:
         )
         self.authn = Authenticator(store, self.clock, self.authorities, self.users)
         self.nodes = NodeService(store, self.clock, gone_after=self.settings.node_gone_after)
+
+    def create_tenant(
+        self,
+        name: str,
+        *,
+        admin: str,
+        logins: list[str],
+        key_type: KeyType = KeyType.ED25519,
+        operator: str = "",
+    ) -> TenantCreated:
+        """Create a tenant with its CAs and an invited admin, and audit both."""
+        created = self.tenants.create(name, admin=admin, logins=logins, key_type=key_type)
+        self.audit.emit(
+            EventType.TENANT_CREATE, name, user=operator, ca_key_type=key_type.value, admin=admin
+        )
+        self.audit.emit(
+            EventType.USER_CREATE,
+            name,
+            user=operator,
+            name=admin,
+            roles=[Role.ADMIN.value, Role.ACCESS.value],
+            logins=logins,
+        )
+        return created

@@ -5,6 +5,7 @@ Building the very shape Lambda receives keeps the embedded and AWS paths one cod
 
 import base64
 import time
+import urllib.parse
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -13,6 +14,14 @@ from typing import Any
 Event = dict[str, Any]
 Invoke = Callable[[Event], Awaitable[Event]]
 """A control-plane transport: an in-process handler call or a Lambda invoke."""
+
+
+def _parameters(query: str) -> dict[str, str]:
+    """What API Gateway (HTTP API) makes of a query string: repeated keys joined by commas."""
+    joined: dict[str, list[str]] = {}
+    for key, value in urllib.parse.parse_qsl(query, keep_blank_values=True):
+        joined.setdefault(key, []).append(value)
+    return {key: ",".join(values) for key, values in joined.items()}
 
 
 def http_event(
@@ -36,6 +45,7 @@ def http_event(
         "routeKey": "$default",
         "rawPath": path,
         "rawQueryString": query,
+        **({"queryStringParameters": _parameters(query)} if query else {}),
         "headers": lowered,
         "requestContext": {
             "accountId": "local",

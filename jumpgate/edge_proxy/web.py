@@ -40,7 +40,7 @@ class WebFront:
         event = http_event(
             method=request.method,
             path=request.path,
-            query=request.query_string,
+            query=request.rel_url.raw_query_string,  # as sent: signatures cover it
             headers=dict(request.headers),
             body=body,
             source_ip=peer[0] if peer else "",

@@ -11,6 +11,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
+from jumpgate.control_plane.audit.base import AuditStore
 from jumpgate.control_plane.clock import ManualClock
 from jumpgate.control_plane.handlers.api import make_handler
 from jumpgate.control_plane.plane import ControlPlane, Settings
@@ -70,6 +71,7 @@ class Platform:
         content_type: str = "application/json",
         host: str | None = None,
         nonce: str | None = None,
+        query: str = "",
     ) -> Answer:
         data = raw if raw is not None else (b"" if body is None else json.dumps(body).encode())
         headers = {"host": host or f"{tenant}.localhost:3080"}
@@ -80,7 +82,7 @@ class Platform:
                 method,
                 headers["host"],
                 path,
-                "",
+                query,
                 int(self.clock.now().timestamp()),
                 nonce or secrets.token_urlsafe(18),
                 data,
@@ -94,14 +96,14 @@ class Platform:
                 }
             )
         event = http_event(
-            method=method, path=path, query="", headers=headers, body=data, source_ip="127.0.0.1"
+            method=method, path=path, query=query, headers=headers, body=data, source_ip="127.0.0.1"
         )
         response = decode_response(self.handler(event, None))
         payload = json.loads(response.body) if response.body else None
         return Answer(response.status, payload, response.headers)
 
     def invite(self, tenant: str, admin: str, *, logins: list[str] | None = None) -> str:
-        created = self.plane.tenants.create(tenant, admin=admin, logins=logins or ["root"])
+        created = self.plane.create_tenant(tenant, admin=admin, logins=logins or ["root"])
         return created.admin_invite.token
 
     def signup(self, tenant: str, token: str, user: str) -> Session:
@@ -146,7 +148,8 @@ def _static() -> tuple[StaticToken, ...]:
 
 
 @pytest.fixture
-def platform(store: Store, clock: ManualClock) -> Platform:
+def platform(store: Store, paired_audit: AuditStore, clock: ManualClock) -> Platform:
     box = SecretBox(MasterKey.from_bytes(secrets.token_bytes(32)))
     settings = Settings(bcrypt_rounds=4, static_tokens=_static())
-    return Platform(ControlPlane(store, box, settings=settings, clock=clock), clock)
+    plane = ControlPlane(store, box, audit=paired_audit, settings=settings, clock=clock)
+    return Platform(plane, clock)

@@ -6,6 +6,7 @@ from datetime import timedelta
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
+from jumpgate.control_plane.audit.base import AuditStore
 from jumpgate.control_plane.clock import ManualClock
 from jumpgate.control_plane.errors import Unauthenticated
 from jumpgate.control_plane.nodes import NodeInfo
@@ -16,9 +17,10 @@ from jumpgate.protocol import certs
 
 
 @pytest.fixture
-def plane(store: Store, clock: ManualClock) -> ControlPlane:
+def plane(store: Store, paired_audit: AuditStore, clock: ManualClock) -> ControlPlane:
     box = SecretBox(MasterKey.from_bytes(secrets.token_bytes(32)))
-    return ControlPlane(store, box, settings=Settings(bcrypt_rounds=4), clock=clock)
+    settings = Settings(bcrypt_rounds=4)
+    return ControlPlane(store, box, audit=paired_audit, settings=settings, clock=clock)
 
 
 def _join(plane: ControlPlane, tenant: str = "acme", name: str = "web-1") -> tuple[str, str]:

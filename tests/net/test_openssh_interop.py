@@ -21,6 +21,7 @@ import pyotp
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
+from jumpgate.control_plane.audit.sqlite import SQLiteAuditStore
 from jumpgate.control_plane.plane import ControlPlane, Settings
 from jumpgate.control_plane.secrets import MasterKey, SecretBox
 from jumpgate.control_plane.store.sqlite import SQLiteStore
@@ -56,7 +57,8 @@ def _write_key(path: Path, key: ed25519.Ed25519PrivateKey) -> None:
 def plane(tmp_path: Path) -> Iterator[ControlPlane]:
     store = SQLiteStore(tmp_path / "state.db")
     box = SecretBox(MasterKey.from_bytes(secrets.token_bytes(32)))
-    yield ControlPlane(store, box, settings=Settings(bcrypt_rounds=4))
+    audit = SQLiteAuditStore(tmp_path / "audit.db")
+    yield ControlPlane(store, box, audit=audit, settings=Settings(bcrypt_rounds=4))
     store.close()
 
 

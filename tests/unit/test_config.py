@@ -44,6 +44,12 @@ def test_flags_override_file_and_file_overrides_defaults(tmp_path: Path) -> None
         ("- a list\n", "must be a mapping"),
         ("node_gone_after: soon\n", "node_gone_after: invalid duration 'soon'"),
         ("key: [unclosed\n", "is not valid YAML"),
+        ("audit_retention: 1h\n", "audit_retention: keep audit events at least 1d"),
+        (
+            "audit_events_uri: [s3://bucket]\n",
+            "audit_events_uri: 's3://bucket' is not file:///ABSOLUTE/PATH or stdout://",
+        ),
+        ("audit_events_uri: file://rel.log\n", "is not file:///ABSOLUTE/PATH"),
     ],
     ids=[
         "bad-port",
@@ -57,6 +63,9 @@ def test_flags_override_file_and_file_overrides_defaults(tmp_path: Path) -> None
         "not-mapping",
         "bad-gone-after",
         "bad-yaml",
+        "short-retention",
+        "unknown-sink",
+        "relative-sink",
     ],
 )
 def test_bad_config_names_the_key(tmp_path: Path, yaml_text: str, message: str) -> None:

@@ -5,6 +5,7 @@ Every flag of ``jumpgate start`` is also a key of the file (``--web-listen-addr`
 """
 
 from dataclasses import dataclass, field, fields
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,8 @@ class StorageConfig:
     table_name: str = ""  # dynamodb table
     region: str = ""  # dynamodb region
     endpoint: str = ""  # dynamodb endpoint override (local/moto); default AWS
+    audit_path: str = ""  # sqlite audit file; default <data_dir>/audit.db
+    audit_table_name: str = ""  # dynamodb audit table; default <table_name>-audit
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,8 @@ class Config:
     log_level: str = "info"  # debug | info | warning | error
     diag_addr: str = ""  # /healthz, /readyz, /metrics, e.g. 127.0.0.1:3000; off when empty
     node_gone_after: str = "10m"  # offline nodes leave `nodes ls` after this long
+    audit_events_uri: tuple[str, ...] = ()  # extra event sinks: file:///PATH, stdout://
+    audit_retention: str = "365d"  # how long audit events are kept
     # node role:
     auth_server: str = ""  # HOST:PORT of the tenant's web endpoint, e.g. acme.localhost:3080
     token: str = ""  # join token, needed on the first start only
@@ -106,6 +111,16 @@ class Config:
             parse_duration(self.node_gone_after)
         except ValueError as exc:
             raise ConfigError(f"node_gone_after: {exc}") from exc
+        try:
+            if parse_duration(self.audit_retention) < timedelta(days=1):
+                raise ValueError("keep audit events at least 1d")
+        except ValueError as exc:
+            raise ConfigError(f"audit_retention: {exc}") from exc
+        for uri in self.audit_events_uri:
+            if uri != "stdout://" and not uri.startswith("file:///"):
+                raise ConfigError(
+                    f"audit_events_uri: {uri!r} is not file:///ABSOLUTE/PATH or stdout://"
+                )
         if self.log_level not in ("debug", "info", "warning", "error"):
             raise ConfigError(f"log_level: {self.log_level!r} is not debug/info/warning/error")
 
@@ -142,6 +157,10 @@ def load(path: Path | None, overrides: dict[str, Any]) -> Config:
             values["roles"] = tuple(r.strip() for r in values["roles"].split(",") if r.strip())
         elif "roles" in values:
             values["roles"] = tuple(values["roles"])
+        if isinstance(values.get("audit_events_uri"), str):
+            values["audit_events_uri"] = (values["audit_events_uri"],)
+        elif "audit_events_uri" in values:
+            values["audit_events_uri"] = tuple(values["audit_events_uri"])
         if "storage" in values:
             values["storage"] = StorageConfig(**values["storage"])
         if "static_tokens" in values:

@@ -127,11 +127,12 @@ def _tenants(args: argparse.Namespace) -> int:
     plane = open_control_plane(config)
     try:
         if args.tenants_command == "create":
-            created = plane.tenants.create(
+            created = plane.create_tenant(
                 args.name,
                 admin=args.admin,
                 logins=_csv(args.logins),
                 key_type=KeyType(args.ca_type),
+                operator=f"operator:{getpass.getuser()}",
             )
             proxy = f"{created.tenant}.{config.public_addr}:{config.port_of('web_listen_addr')}"
             invite = created.admin_invite
@@ -258,7 +259,8 @@ def _demo(daemon: "Daemon", tenant: str, admin: str) -> Config:
     proxy = f"{tenant}.{config.public_addr}:{daemon.web.port}"
     token = None
     if tenant not in {t.name for t in plane.tenants.list()}:
-        token = plane.tenants.create(tenant, admin=admin, logins=[login]).admin_invite.token
+        created = plane.create_tenant(tenant, admin=admin, logins=[login], operator="jumpgate demo")
+        token = created.admin_invite.token
     else:
         try:
             user, _ = plane.users.get(tenant, admin)

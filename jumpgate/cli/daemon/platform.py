@@ -18,6 +18,10 @@ import asyncssh
 
 from jumpgate.cli.daemon.config import Config
 from jumpgate.cli.daemon.diag import DiagServer
+from jumpgate.control_plane.audit.base import AuditStore, open_sink
+from jumpgate.control_plane.audit.dynamodb import DynamoDBAuditStore
+from jumpgate.control_plane.audit.dynamodb import ensure_table as ensure_audit_table
+from jumpgate.control_plane.audit.sqlite import SQLiteAuditStore
 from jumpgate.control_plane.handlers.api import Handler, make_handler
 from jumpgate.control_plane.handlers.internal import make_internal_handler
 from jumpgate.control_plane.plane import ControlPlane, Settings
@@ -75,7 +79,26 @@ def open_control_plane(config: Config, proxy_host_keys: tuple[str, ...] = ()) ->
         proxy_host_keys=proxy_host_keys,
         node_gone_after=parse_duration(config.node_gone_after),
     )
-    return ControlPlane(open_store(config), SecretBox(master), settings=settings)
+    return ControlPlane(
+        open_store(config),
+        SecretBox(master),
+        audit=open_audit_store(config),
+        settings=settings,
+        sinks=[open_sink(uri) for uri in config.audit_events_uri],
+        retention=parse_duration(config.audit_retention),
+    )
+
+
+def open_audit_store(config: Config) -> AuditStore:
+    """The audit store beside the state store: SQLite file or DynamoDB table."""
+    storage = config.storage
+    if storage.type == "dynamodb":
+        endpoint = storage.endpoint or None
+        table = storage.audit_table_name or f"{storage.table_name}-audit"
+        ensure_audit_table(table, storage.region, endpoint)
+        return DynamoDBAuditStore(table, region=storage.region, host=endpoint)
+    path = Path(storage.audit_path) if storage.audit_path else config.data_dir / "audit.db"
+    return SQLiteAuditStore(path)
 
 
 class InProcessTransport:
@@ -185,4 +208,5 @@ class Daemon:
             await self.web.stop()
             self._pool.shutdown(wait=True, cancel_futures=True)
             self.plane.store.close()
+            self.plane.audit.close()
             logger.info("stopped")

@@ -4,7 +4,7 @@ import argparse
 import sys
 
 from jumpgate.cli.common.run import run
-from jumpgate.cli.jumpctl import context, status, tokens, users
+from jumpgate.cli.jumpctl import audit, context, status, tokens, users
 
 
 def parser() -> argparse.ArgumentParser:
@@ -12,7 +12,7 @@ def parser() -> argparse.ArgumentParser:
     top.add_argument("--auth-server", help="cluster address (default: your jump login profile)")
     top.add_argument("--insecure", action="store_true", help="accept a self-signed certificate")
     sub = top.add_subparsers(dest="command", required=True)
-    for group in (status, users, tokens):
+    for group in (status, users, tokens, audit):
         group.register(sub)
     return top
 

@@ -9,20 +9,27 @@ every error leaves as problem+json through ``problems``.
 import json
 import logging
 from collections.abc import Callable
-from datetime import datetime, timedelta
-from typing import Annotated, Any
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, Literal
 
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
-from aws_lambda_powertools.event_handler.openapi.params import Path
+from aws_lambda_powertools.event_handler.openapi.params import Path, Query
 
-from jumpgate.control_plane import errors
+from jumpgate.control_plane import errors, keys
+from jumpgate.control_plane.audit.base import Query as AuditQuery
 from jumpgate.control_plane.authn import Identity, Request
 from jumpgate.control_plane.handlers import problems
 from jumpgate.control_plane.nodes import NodeView
 from jumpgate.control_plane.plane import ControlPlane
 from jumpgate.control_plane.records import UserRecord
 from jumpgate.protocol import certs, models
+from jumpgate.protocol.audit import (
+    DEFAULT_SEARCH_LIMIT,
+    MAX_SEARCH_LIMIT,
+    AuditPage,
+    EventType,
+)
 from jumpgate.protocol.models import Role
 from jumpgate.protocol.names import tenant_from_host
 from jumpgate.protocol.problems import MAX_BODY_BYTES, ProblemType
@@ -33,6 +40,7 @@ Handler = Callable[[Event, Any], Event]
 logger = logging.getLogger(__name__)
 
 _JSON_TYPES = ("application/json", "application/problem+json")
+LOGIN_METHOD = "password+totp"
 
 
 def build_app(plane: ControlPlane) -> APIGatewayHttpResolver:
@@ -67,6 +75,24 @@ def build_app(plane: ControlPlane) -> APIGatewayHttpResolver:
         identity = caller(addressed_tenant())
         identity.require(Role.ADMIN)
         return identity
+
+    def record(
+        event_type: EventType,
+        tenant: str,
+        identity: Identity | None = None,
+        *,
+        outcome: str = "I",
+        **fields: Any,
+    ) -> None:
+        """An audit event of this request: who, from where."""
+        fields.setdefault("user", identity.user if identity is not None else "")
+        plane.audit.emit(
+            event_type,
+            tenant,
+            outcome=outcome,
+            remote_addr=app.current_event.request_context.http.source_ip or "",
+            **fields,
+        )
 
     def ca_keys(tenant: str) -> models.CAKeys:
         user_ca, host_ca = plane.authorities.public_keys(tenant)
@@ -127,6 +153,23 @@ def build_app(plane: ControlPlane) -> APIGatewayHttpResolver:
             )
         except ValueError as exc:
             raise errors.InvalidRequest(str(exc)) from exc
+        except errors.Unauthenticated as exc:
+            record(
+                EventType.USER_LOGIN,
+                tenant,
+                outcome="W",
+                user=body.user,
+                method=LOGIN_METHOD,
+                error=str(exc),
+            )
+            raise
+        record(
+            EventType.USER_LOGIN,
+            tenant,
+            user=issued.user,
+            method=LOGIN_METHOD,
+            valid_before=issued.valid_before.isoformat(),
+        )
         return models.LoginResponse(
             tenant=tenant,
             user=issued.user,
@@ -146,6 +189,23 @@ def build_app(plane: ControlPlane) -> APIGatewayHttpResolver:
             )
         except ValueError as exc:
             raise errors.InvalidRequest(str(exc)) from exc
+        except errors.TokenInvalid as exc:
+            record(
+                EventType.JOIN,
+                tenant,
+                outcome="W",
+                token_id=token_id(body.token),
+                nodename=body.nodename,
+                error=str(exc),
+            )
+            raise
+        record(
+            EventType.JOIN,
+            tenant,
+            server_id=joined.host_id,
+            nodename=body.nodename,
+            token_id=token_id(body.token),
+        )
         return models.JoinResponse(
             host_id=joined.host_id, certificate=joined.certificate, ca=ca_keys(tenant)
         )
@@ -179,6 +239,7 @@ def build_app(plane: ControlPlane) -> APIGatewayHttpResolver:
     def remove_node(name: Annotated[str, Path(max_length=253)]) -> None:
         identity = admin()
         plane.nodes.remove(identity.tenant, name)
+        record(EventType.NODE_DELETE, identity.tenant, identity, node=name)
 
     @app.get("/v1/users", summary="Users of the cluster")
     def list_users() -> models.UserList:
@@ -198,6 +259,14 @@ def build_app(plane: ControlPlane) -> APIGatewayHttpResolver:
             roles=body.roles,
             invite_ttl=timedelta(seconds=body.invite_ttl_seconds),
         )
+        record(
+            EventType.USER_CREATE,
+            identity.tenant,
+            identity,
+            name=invite.user,
+            roles=[r.value for r in body.roles],
+            logins=body.logins,
+        )
         return models.UserCreated(
             user=invite.user, invite_token=invite.token, expires=invite.expires
         )
@@ -208,6 +277,7 @@ def build_app(plane: ControlPlane) -> APIGatewayHttpResolver:
         if name == identity.user:
             raise errors.InvalidRequest("you cannot remove yourself: ask another admin")
         plane.users.remove(identity.tenant, name)
+        record(EventType.USER_DELETE, identity.tenant, identity, name=name)
 
     @app.put("/v1/users/<name>/lock", summary="Lock a user out of the API and of SSH")
     def lock_user(
@@ -217,13 +287,17 @@ def build_app(plane: ControlPlane) -> APIGatewayHttpResolver:
         if name == identity.user:
             raise errors.InvalidRequest("you cannot lock yourself: ask another admin")
         ttl = timedelta(seconds=body.ttl_seconds) if body.ttl_seconds is not None else None
-        record = plane.users.lock(identity.tenant, name, message=body.message, ttl=ttl)
-        return _user_info(record, plane.clock.now())
+        locked = plane.users.lock(identity.tenant, name, message=body.message, ttl=ttl)
+        info = _user_info(locked, plane.clock.now())
+        record(EventType.USER_LOCK, identity.tenant, identity, name=name, lock=info.lock)
+        return info
 
     @app.delete("/v1/users/<name>/lock", summary="Unlock a user")
     def unlock_user(name: Annotated[str, Path(max_length=128)]) -> models.UserInfo:
         identity = admin()
-        return _user_info(plane.users.unlock(identity.tenant, name), plane.clock.now())
+        info = _user_info(plane.users.unlock(identity.tenant, name), plane.clock.now())
+        record(EventType.USER_UNLOCK, identity.tenant, identity, name=name)
+        return info
 
     @app.get("/v1/tokens", summary="Join tokens")
     def list_tokens() -> models.TokenList:
@@ -250,6 +324,14 @@ def build_app(plane: ControlPlane) -> APIGatewayHttpResolver:
             token=body.token,
         )
         assert token.expires is not None
+        record(
+            EventType.TOKEN_CREATE,
+            identity.tenant,
+            identity,
+            token_id=token_id(token.token),
+            roles=list(token.roles),
+            expires=token.expires.isoformat(),
+        )
         return models.TokenCreated(
             token=token.token,
             roles=[models.TokenRole(r) for r in token.roles],
@@ -261,6 +343,30 @@ def build_app(plane: ControlPlane) -> APIGatewayHttpResolver:
     def remove_token(token: Annotated[str, Path(max_length=256)]) -> None:
         identity = admin()
         plane.tokens.remove(identity.tenant, token)
+        record(EventType.TOKEN_DELETE, identity.tenant, identity, token_id=token_id(token))
+
+    @app.get("/v1/audit/events", summary="Search the audit log, a page at a time")
+    def search_events(
+        since: Annotated[datetime | None, Query(alias="from")] = None,
+        until: Annotated[datetime | None, Query(alias="to")] = None,
+        types: Annotated[list[str] | None, Query(alias="type", max_length=32)] = None,
+        user: Annotated[str, Query(max_length=128)] = "",
+        order: Annotated[Literal["asc", "desc"], Query()] = "desc",
+        limit: Annotated[int, Query(ge=1, le=MAX_SEARCH_LIMIT)] = DEFAULT_SEARCH_LIMIT,
+        cursor: Annotated[str | None, Query(max_length=512)] = None,
+    ) -> AuditPage:
+        identity = admin()
+        now = plane.clock.now()
+        query = AuditQuery(
+            tenant=identity.tenant,
+            since=_aware(since) if since else now - timedelta(days=1),
+            until=_aware(until) if until else now + timedelta(seconds=1),
+            types=frozenset(types or ()),
+            user=user,
+            newest_first=order == "desc",
+            limit=limit,
+        )
+        return plane.audit.search(query, cursor)
 
     answer_problems(app)
 
@@ -273,6 +379,16 @@ def build_app(plane: ControlPlane) -> APIGatewayHttpResolver:
         )
 
     return app
+
+
+def _aware(moment: datetime) -> datetime:
+    """A time from a query string; one without a zone is UTC."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def token_id(token: str) -> str:
+    """What the audit log says of a join token: a digest prefix, never the secret."""
+    return keys.digest(token)[:16]
 
 
 def _user_info(user: UserRecord, now: datetime) -> models.UserInfo:

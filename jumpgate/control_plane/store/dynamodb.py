@@ -70,20 +70,28 @@ def model_for(table_name: str, region: str, host: str | None = None) -> type[_KV
     return type(f"KV_{table_name}", (_KV,), {"Meta": meta})
 
 
+def create_with_ttl(model: type[Model], region: str, host: str | None) -> bool:
+    """Create ``model``'s table (on demand) with TTL on ``expires``; False if it existed."""
+    if model.exists():
+        return False
+    model.create_table(billing_mode="PAY_PER_REQUEST", wait=True)
+    client = boto3.client("dynamodb", region_name=region, endpoint_url=host)
+    client.update_time_to_live(
+        TableName=model.Meta.table_name,
+        TimeToLiveSpecification={"Enabled": True, "AttributeName": "expires"},
+    )
+    return True
+
+
 def ensure_table(table_name: str, region: str, host: str | None = None) -> None:
     """Create the table if missing, with TTL on ``expires`` and point-in-time recovery.
 
     Production tables come from the infrastructure code; this serves local and dev use.
     """
     model = model_for(table_name, region, host)
-    if model.exists():
+    if not create_with_ttl(model, region, host):
         return
-    model.create_table(billing_mode="PAY_PER_REQUEST", wait=True)
     client = boto3.client("dynamodb", region_name=region, endpoint_url=host)
-    client.update_time_to_live(
-        TableName=table_name,
-        TimeToLiveSpecification={"Enabled": True, "AttributeName": "expires"},
-    )
     client.update_continuous_backups(
         TableName=table_name,
         PointInTimeRecoverySpecification={"PointInTimeRecoveryEnabled": True},

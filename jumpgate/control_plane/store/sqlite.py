@@ -56,19 +56,17 @@ CREATE INDEX IF NOT EXISTS kv_expires ON kv (expires) WHERE expires IS NOT NULL;
 _LIVE = "(expires IS NULL OR expires > ?)"
 
 
-class SQLiteStore(Store):
-    """State in a SQLite file; see the module docstring for its concurrency model."""
+class ThreadConnections:
+    """One connection per thread to a SQLite file in WAL mode; ``close`` closes them all."""
 
-    def __init__(self, path: Path, *, clock: Clock | None = None) -> None:
+    def __init__(self, path: Path) -> None:
         self._path = path
-        self._clock = clock or SystemClock()
         self._local = threading.local()
-        self._connections: list[sqlite3.Connection] = []
+        self._all: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._db().executescript(_SCHEMA)
 
-    def _db(self) -> sqlite3.Connection:
+    def get(self) -> sqlite3.Connection:
         db: sqlite3.Connection | None = getattr(self._local, "db", None)
         if db is None:
             db = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
@@ -78,8 +76,25 @@ class SQLiteStore(Store):
             db.execute("PRAGMA synchronous=NORMAL")
             self._local.db = db
             with self._lock:
-                self._connections.append(db)
+                self._all.append(db)
         return db
+
+    def close(self) -> None:
+        with self._lock:
+            for db in self._all:
+                db.close()
+            self._all.clear()
+        self._local = threading.local()
+
+
+class SQLiteStore(Store):
+    """State in a SQLite file; see the module docstring for its concurrency model."""
+
+    def __init__(self, path: Path, *, clock: Clock | None = None) -> None:
+        self._clock = clock or SystemClock()
+        self._connections = ThreadConnections(path)
+        self._db = self._connections.get
+        self._db().executescript(_SCHEMA)
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
@@ -204,8 +219,4 @@ class SQLiteStore(Store):
         return [(r[0], r[1], bytes(r[2])) for r in rows]
 
     def close(self) -> None:
-        with self._lock:
-            for db in self._connections:
-                db.close()
-            self._connections.clear()
-        self._local = threading.local()
+        self._connections.close()

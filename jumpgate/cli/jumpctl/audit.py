@@ -1,0 +1,102 @@
+"""``jumpctl audit search``: the cluster's audit log, newest first, filtered."""
+
+import argparse
+import sys
+import urllib.parse
+from datetime import UTC, datetime
+from typing import Any
+
+from jumpgate.cli.common import output
+from jumpgate.cli.common.errors import CLIError
+from jumpgate.cli.jumpctl.context import Context
+from jumpgate.protocol.audit import MAX_SEARCH_LIMIT, table
+from jumpgate.protocol.durations import parse_duration
+
+COMMON = ("type", "code", "time", "id", "tenant", "user", "success")
+
+
+def moment(text: str) -> datetime:
+    """``--from``/``--to``: a time (``2026-11-21``, ``2026-11-21T09:30``) or a duration ago."""
+    try:
+        return datetime.now(UTC) - parse_duration(text)
+    except ValueError:
+        pass
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        raise CLIError(
+            f"{text!r} is not a time: use e.g. 2026-11-21, 2026-11-21T09:30 or 2h (ago)"
+        ) from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number")
+    return value
+
+
+def register(sub: Any) -> None:
+    audit = sub.add_parser("audit", help="search the audit log")
+    asub = audit.add_subparsers(dest="audit_command", required=True)
+    types = ", ".join(name for name, _ in table())
+    search = asub.add_parser(
+        "search",
+        help="events of this cluster, newest first",
+        epilog=f"event types: {types}",
+    )
+    search.add_argument("--from", dest="since", help="start: a time or a duration ago (24h)")
+    search.add_argument("--to", dest="until", help="end, exclusive (default: now)")
+    search.add_argument("--type", action="append", default=[], help="event type (repeatable)")
+    search.add_argument("--user", default="", help="only this user's events")
+    search.add_argument("--limit", type=_positive, default=100, help="events to show (100)")
+    search.add_argument("--order", choices=("desc", "asc"), default="desc", help="newest first")
+    output.add_format(search)
+    search.set_defaults(handler=_search)
+
+
+def _search(ctx: Context, args: argparse.Namespace) -> int:
+    params: list[tuple[str, str]] = [("order", args.order)]
+    if args.since is not None:
+        params.append(("from", moment(args.since).isoformat()))
+    if args.until is not None:
+        params.append(("to", moment(args.until).isoformat()))
+    params += [("type", t) for t in args.type]
+    if args.user:
+        params.append(("user", args.user))
+    events: list[dict[str, Any]] = []
+    cursor = None
+    while len(events) < args.limit:
+        page_size = min(MAX_SEARCH_LIMIT, args.limit - len(events))
+        query = [*params, ("limit", str(page_size))] + ([("cursor", cursor)] if cursor else [])
+        page = ctx.client.call("GET", "/v1/audit/events", query=urllib.parse.urlencode(query))
+        events += page["events"]
+        cursor = page.get("cursor")
+        if cursor is None:
+            break
+    if args.format == "json":
+        output.emit_json(events)
+    else:
+        output.table(
+            ["Time", "Type", "Code", "User", "Details"],
+            [
+                (output.when(e["time"]), e["type"], e["code"], e["user"], _details(e))
+                for e in events
+            ],
+        )
+    if cursor is not None:
+        print(
+            f"jumpctl: more events match than --limit {args.limit}: raise it or narrow the search",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def _details(event: dict[str, Any]) -> str:
+    return " ".join(
+        f"{k}={v}" for k, v in event.items() if k not in COMMON and v not in ("", None, [], {})
+    )

@@ -1,0 +1,109 @@
+"""Audit events: their types, stable codes and common fields.
+
+Every event has a type (``session.start``) and a code (``J2000I``) that never change once
+published, so searches, alerts and SIEM rules written against them keep working. The code's
+last letter says how it went: ``I`` information (success), ``W`` warning (refused), ``E``
+error (failed). Codes are Jumpgate's own, laid out as Teleport's are (``T2000I``), so a
+reader of both finds the same families in the same thousands.
+
+Events are JSON: the common fields below, plus the fields of their type (``command`` and
+``exit_code`` of an ``exec``, ``path``, ``length`` and ``action`` of an ``scp``, ...).
+"""
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+
+class EventType(StrEnum):
+    AUTH = "auth"
+    USER_LOGIN = "user.login"
+    USER_CREATE = "user.create"
+    USER_DELETE = "user.delete"
+    USER_LOCK = "user.lock"
+    USER_UNLOCK = "user.unlock"
+    SESSION_START = "session.start"
+    SESSION_JOIN = "session.join"
+    SESSION_RESIZE = "resize"
+    SESSION_LEAVE = "session.leave"
+    SESSION_END = "session.end"
+    EXEC = "exec"
+    SCP = "scp"
+    SFTP = "sftp"
+    JOIN = "join"
+    TOKEN_CREATE = "token.create"  # noqa: S105 - an event name, not a secret
+    TOKEN_DELETE = "token.delete"  # noqa: S105 - an event name, not a secret
+    TENANT_CREATE = "tenant.create"
+    NODE_DELETE = "node.delete"
+
+
+_CODES: dict[EventType, str] = {
+    EventType.USER_LOGIN: "J1000",
+    EventType.USER_CREATE: "J1002",
+    EventType.USER_DELETE: "J1004",
+    EventType.USER_LOCK: "J1006",
+    EventType.USER_UNLOCK: "J1007",
+    EventType.SESSION_START: "J2000",
+    EventType.SESSION_JOIN: "J2001",
+    EventType.SESSION_RESIZE: "J2002",
+    EventType.SESSION_LEAVE: "J2003",
+    EventType.SESSION_END: "J2004",
+    EventType.EXEC: "J3002",
+    EventType.SCP: "J3004",
+    EventType.AUTH: "J3007",
+    EventType.SFTP: "J8000",
+    EventType.JOIN: "J9000",
+    EventType.TOKEN_CREATE: "J9001",
+    EventType.TOKEN_DELETE: "J9002",
+    EventType.NODE_DELETE: "J9003",
+    EventType.TENANT_CREATE: "J9100",
+}
+
+
+def code(event_type: EventType, outcome: str = "I") -> str:
+    """The stable code of ``event_type`` with ``outcome`` ``I``, ``W`` or ``E``."""
+    if outcome not in ("I", "W", "E"):
+        raise ValueError(f"outcome must be I, W or E, not {outcome!r}")
+    return _CODES[event_type] + outcome
+
+
+def table() -> list[tuple[str, str]]:
+    """Every event type with its code family, for documentation and ``--type`` help."""
+    return [(t.value, _CODES[t]) for t in EventType]
+
+
+class AuditEvent(BaseModel):
+    """One event; fields of its type ride along as extra keys."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    type: EventType
+    code: str
+    time: datetime
+    id: str
+    tenant: str
+    user: str = ""
+    login: str = ""
+    server_id: str = ""
+    session_id: str = ""
+    local_addr: str = ""
+    remote_addr: str = ""
+    success: bool = True
+    error: str = ""
+
+    def detail(self) -> dict[str, Any]:
+        """The fields of its type (everything beyond the common fields)."""
+        return dict(self.model_extra or {})
+
+
+class AuditPage(BaseModel):
+    """A page of a search, newest or oldest first; pass ``cursor`` back for the next."""
+
+    events: list[AuditEvent]
+    cursor: str | None = None
+
+
+MAX_SEARCH_LIMIT = 1000
+DEFAULT_SEARCH_LIMIT = 100
