@@ -50,6 +50,7 @@ bench: venv system-deps
 	$(BIN)/python -m bench.sessions
 	$(BIN)/python -m bench.tunnels
 	$(BIN)/python -m bench.presence
+	$(BIN)/python -m bench.audit
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache $(DATA_DIR)
