@@ -69,6 +69,10 @@ class ControlPlaneClient:
             await self._call("POST", "/internal/v1/session-auth", body)
         )
 
+    async def audit(self, events: list[models.AuditRecord]) -> None:
+        """Hand events this proxy saw to the audit log."""
+        await self._call("POST", "/internal/v1/audit", models.AuditRecords(events=events))
+
     async def renew_host_cert(self, tenant: str, host_id: str) -> str:
         """A fresh host certificate for a node authenticated on its tunnel."""
         body = models.HostCertRenewal(tenant=tenant, host_id=host_id)

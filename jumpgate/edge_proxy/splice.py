@@ -205,6 +205,8 @@ class Splice:
     ) -> None:
         self.user = user(self)
         self.node: Side | None = None
+        self.tenant = ""  # set once the session started
+        self.session: dict[str, str] = {}  # what the audit log says of it
         self._on_end = on_end
         self._open = 2
 

@@ -18,9 +18,11 @@ import asyncio
 import contextlib
 import json
 import logging
+import uuid
 from collections import Counter
 from collections.abc import Awaitable, Coroutine
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncssh
@@ -30,6 +32,7 @@ from jumpgate.edge_proxy.dialback import DialBack
 from jumpgate.edge_proxy.registry import AmbiguousNode, Tunnel, TunnelRegistry, UnknownNode
 from jumpgate.edge_proxy.splice import ChannelSide, Splice
 from jumpgate.protocol import models, ports
+from jumpgate.protocol.audit import EventType
 from jumpgate.protocol.metrics import MetricLine
 from jumpgate.protocol.ssh_identity import CertIdentity, cert_identity
 
@@ -228,6 +231,15 @@ class TunnelListener(asyncssh.SSHListener):
         return self._port
 
 
+@dataclass(frozen=True)
+class Caller:
+    """Who a user connection is: the certificate's user, the login asked for, from where."""
+
+    identity: CertIdentity
+    login: str
+    remote_addr: str
+
+
 class _UserServer(asyncssh.SSHServer):
     """One user's connection to the proxy."""
 
@@ -235,12 +247,14 @@ class _UserServer(asyncssh.SSHServer):
         self.fronts = fronts
         self._conn: asyncssh.SSHServerConnection
         self.tenant: str | None = None
-        self.identity: CertIdentity | None = None
+        self.caller: Caller | None = None
+        self._login = ""
 
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
         self._conn = conn
 
     def begin_auth(self, username: str) -> bool:
+        self._login = username
         return True
 
     def public_key_auth_supported(self) -> bool:
@@ -255,14 +269,17 @@ class _UserServer(asyncssh.SSHServer):
         return True
 
     def auth_completed(self) -> None:
-        self.identity = cert_identity(self._conn)
+        identity = cert_identity(self._conn)
+        if identity is not None:
+            peer = self._conn.get_extra_info("peername") or ("", 0)
+            self.caller = Caller(identity, self._login, f"{peer[0]}:{peer[1]}")
 
-    def find_node(self, name: str) -> tuple[Tunnel, CertIdentity]:
+    def find_node(self, name: str) -> tuple[Tunnel, Caller]:
         """The node's tunnel; ``Refused`` unless the user and the node can be told apart."""
-        if self.tenant is None or self.identity is None:
+        if self.tenant is None or self.caller is None:
             raise Refused("a Jumpgate user certificate is required: run jump login")
         try:
-            return self.fronts.find(self.tenant, name), self.identity
+            return self.fronts.find(self.tenant, name), self.caller
         except (UnknownNode, AmbiguousNode) as exc:
             raise Refused(str(exc), asyncssh.OPEN_CONNECT_FAILED) from None
 
@@ -275,15 +292,15 @@ class _UserServer(asyncssh.SSHServer):
                 raise Refused(
                     f"only a node's SSH port (22 or 3022) can be reached, not {dest_port}"
                 )
-            tunnel, identity = self.find_node(dest_host)
+            tunnel, caller = self.find_node(dest_host)
         except Refused as exc:
             raise exc.channel_error() from None
-        return self._open(tunnel, identity)
+        return self._open(tunnel, caller)
 
-    async def _open(self, tunnel: Tunnel, identity: CertIdentity) -> ChannelSide:
-        splice = Splice(on_end=self.fronts.count)
+    async def _open(self, tunnel: Tunnel, caller: Caller) -> ChannelSide:
+        splice = Splice(on_end=self.fronts.ended)
         try:
-            await self.fronts.connect(tunnel, identity, splice)
+            await self.fronts.connect(tunnel, caller, splice)
         except Refused as exc:
             raise exc.channel_error() from None
         assert isinstance(splice.user, ChannelSide)
@@ -291,7 +308,7 @@ class _UserServer(asyncssh.SSHServer):
 
     def session_requested(self) -> "_SessionHalf":
         """``ssh -s proxy:NODE:PORT`` (OpenSSH ProxyCommand): the session becomes the stream."""
-        splice = Splice(lambda splice: _SessionHalf(splice, self), on_end=self.fronts.count)
+        splice = Splice(lambda splice: _SessionHalf(splice, self), on_end=self.fronts.ended)
         assert isinstance(splice.user, _SessionHalf)
         return splice.user
 
@@ -345,8 +362,8 @@ class _SessionHalf(ChannelSide, asyncssh.SSHServerSession[bytes]):
                 host, _port = _target(self._target.removeprefix("proxy:"))
             except ValueError as exc:
                 raise Refused(str(exc)) from None
-            tunnel, identity = self._owner.find_node(host)
-            await self._owner.fronts.connect(tunnel, identity, self.splice)
+            tunnel, caller = self._owner.find_node(host)
+            await self._owner.fronts.connect(tunnel, caller, self.splice)
         except Refused as exc:
             with contextlib.suppress(OSError, asyncssh.Error):
                 self.chan.write_stderr(f"jumpgate proxy: {exc}\n".encode())
@@ -396,7 +413,7 @@ class SSHFronts:
             name = name[: -len(suffix)]
         return self.registry.find(tenant, name)
 
-    async def connect(self, tunnel: Tunnel, identity: CertIdentity, splice: Splice) -> None:
+    async def connect(self, tunnel: Tunnel, caller: Caller, splice: Splice) -> None:
         """Open the node's side of ``splice`` once the node and the user are both still allowed.
 
         One control-plane call per new connection answers both: a node removed since its
@@ -409,8 +426,8 @@ class SSHFronts:
                     tenant=tunnel.tenant,
                     host_id=tunnel.host_id,
                     public_key=tunnel.public_key,
-                    user=identity.user,
-                    user_id=identity.user_id,
+                    user=caller.identity.user,
+                    user_id=caller.identity.user_id,
                 )
             )
         except ControlPlaneError as exc:
@@ -423,13 +440,22 @@ class SSHFronts:
                 f"node {tunnel.nodename!r} is not online in cluster {tunnel.tenant!r}: see jump ls",
                 asyncssh.OPEN_CONNECT_FAILED,
             )
+        session = {
+            "user": caller.identity.user,
+            "login": caller.login,
+            "server_id": tunnel.host_id,
+            "nodename": tunnel.nodename,
+            "remote_addr": caller.remote_addr,
+        }
         if verdict.user_refused is not None:
             self.metrics.handshake_failures["user_refused"] += 1
+            self.record(EventType.AUTH, tunnel.tenant, "W", **session, error=verdict.user_refused)
             raise Refused(verdict.user_refused)
+        splice.session = {**session, "session_id": str(uuid.uuid4())}
         if tunnel.dialback:
             if await self.dialback.connect(tunnel, splice):
-                self.metrics.sessions += 1
                 self.metrics.dialback_sessions += 1
+                self._started(tunnel, splice)
                 return
             tunnel.dialback = False  # one slow failure per tunnel at most; the tunnel works
         try:
@@ -447,12 +473,37 @@ class SSHFronts:
             raise Refused(
                 f"node {tunnel.nodename!r} did not answer: try again", asyncssh.OPEN_CONNECT_FAILED
             ) from None
-        self.metrics.sessions += 1
+        self._started(tunnel, splice)
 
-    def count(self, splice: Splice) -> None:
-        """A splice ended: add its bytes to the metrics."""
+    def _started(self, tunnel: Tunnel, splice: Splice) -> None:
+        self.metrics.sessions += 1
+        splice.tenant = tunnel.tenant
+        self.record(EventType.SESSION_START, tunnel.tenant, "I", **splice.session)
+
+    def ended(self, splice: Splice) -> None:
+        """A splice ended: add its bytes to the metrics, and record the session's end."""
         self.metrics.bytes_in += splice.bytes_to_node
         self.metrics.bytes_out += splice.bytes_to_user
+        if splice.tenant:
+            self.record(
+                EventType.SESSION_END,
+                splice.tenant,
+                "I",
+                **splice.session,
+                bytes_to_node=splice.bytes_to_node,
+                bytes_to_user=splice.bytes_to_user,
+            )
+
+    def record(self, event_type: EventType, tenant: str, outcome: str, **fields: Any) -> None:
+        """Send an audit event to the control plane in the background (never blocks a session)."""
+        event = models.AuditRecord(
+            type=event_type,
+            tenant=tenant,
+            outcome=outcome,
+            time=datetime.now(UTC),
+            fields=fields,
+        )
+        self.spawn(self.control.audit([event]), name="audit")
 
     async def _tunnel_process(self, process: asyncssh.SSHServerProcess[str]) -> None:
         owner = process.channel.get_connection().get_owner()

@@ -11,6 +11,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from jumpgate.protocol import names
+from jumpgate.protocol.audit import EventType
 
 
 class Role(StrEnum):
@@ -261,6 +262,20 @@ class SessionVerdict(_Model):
 
     node_refused: str | None = None
     user_refused: str | None = None
+
+
+class AuditRecord(_Model):
+    """Internal: an event a proxy saw, for the control plane to stamp and keep."""
+
+    type: EventType
+    tenant: str
+    outcome: Literal["I", "W", "E"] = "I"
+    time: datetime
+    fields: dict[str, str | int | bool | None] = Field(default_factory=dict, max_length=32)
+
+
+class AuditRecords(_Model):
+    events: list[AuditRecord] = Field(max_length=100)
 
 
 class TunnelNode(_Model):

@@ -368,6 +368,36 @@ def test_jump_scp_both_ways_and_openssh_sftp(site: Site, tmp_path: Path) -> None
     assert str(remote).encode() in listing.stdout
 
 
+def _audit(site: Site, event_type: str, count: int) -> list[dict[str, object]]:
+    """The cluster's ``event_type`` events once there are ``count`` (the proxy sends them
+    in the background), oldest first."""
+    argv = ["jumpctl", "audit", "search", "--type", event_type, "--order", "asc"]
+    deadline = time.monotonic() + 10
+    while True:
+        events = list(site.admin.ok(*argv, "--format", "json").json())
+        if len(events) >= count or time.monotonic() > deadline:
+            return events
+        time.sleep(0.2)
+
+
+def test_sessions_are_audited_by_the_proxy(site: Site) -> None:
+    assert site.ssh("echo hi").stdout == b"hi\n"
+    [start] = _audit(site, "session.start", 1)
+    [end] = _audit(site, "session.end", 1)
+    identity = json.loads((site.node.directory / "node" / "identity.json").read_text())
+    assert start["code"] == "J2000I"
+    assert (start["user"], start["login"], start["server_id"], start["nodename"]) == (
+        "alice",
+        LOGIN,
+        identity["host_id"],
+        "web-1",
+    )
+    assert str(start["remote_addr"]).startswith("127.0.0.1:")
+    assert end["session_id"] == start["session_id"]
+    assert int(str(end["bytes_to_user"])) > 0
+    assert int(str(end["bytes_to_node"])) > 0
+
+
 def test_diagnostics_of_proxy_and_agent(site: Site, tmp_path: Path) -> None:
     diag = site.cluster.diag_port
     assert http_get(diag, "/healthz") == (200, "ok\n")
@@ -637,6 +667,8 @@ def test_locked_or_removed_user_cannot_open_new_connections(site: Site, tmp_path
     assert (by_subsystem.returncode, by_subsystem.stdout) == (1, b"")
     assert by_subsystem.stderr == f"jumpgate proxy: {refusal}\n".encode()
     assert "locked: offboarding" in site.admin.ok("jumpctl", "users", "ls").out
+    refusals = _audit(site, "auth", count=3)
+    assert {(e["user"], e["code"], e["error"]) for e in refusals} == {("bob", "J3007W", refusal)}
     assert bob.fails("jump", "ls") == f"jump: error: {refusal}"
 
     site.admin.ok("jumpctl", "users", "unlock", "bob")

@@ -11,6 +11,8 @@ import pytest
 from jumpgate.control_plane.audit.base import Auditor, open_sink
 from jumpgate.control_plane.audit.sqlite import SQLiteAuditStore
 from jumpgate.control_plane.clock import ManualClock
+from jumpgate.control_plane.handlers.internal import make_internal_handler
+from jumpgate.edge_proxy.events import http_event
 from jumpgate.protocol import certs
 from jumpgate.protocol.audit import EventType
 from tests.functional.conftest import PASSWORD, Platform, Session
@@ -176,3 +178,36 @@ def test_file_sink_gets_every_event_as_a_json_line(tmp_path: Path) -> None:
     assert path.stat().st_mode & 0o777 == 0o600
     with pytest.raises(ValueError, match="not file:///PATH or stdout://"):
         open_sink("s3://bucket/events")
+
+
+def _internal_audit(platform: Platform, events: list[dict[str, Any]]) -> dict[str, Any]:
+    event = http_event(
+        method="POST",
+        path="/internal/v1/audit",
+        query="",
+        headers={"host": "internal", "content-type": "application/json"},
+        body=json.dumps({"events": events}).encode(),
+        source_ip="127.0.0.1",
+    )
+    return dict(make_internal_handler(platform.plane)(event, None))
+
+
+def test_proxies_record_session_events_for_the_tenant_they_name(platform: Platform) -> None:
+    admin = platform.admin_session()
+    when = platform.clock.now().isoformat()
+    start = {
+        "type": "session.start",
+        "tenant": "acme",
+        "time": when,
+        "fields": {"user": "alice", "login": "root", "session_id": "s-1", "server_id": "n-1"},
+    }
+    assert _internal_audit(platform, [start])["statusCode"] == 204
+    [event] = _events(platform, admin, type="session.start")
+    assert (event["session_id"], event["login"], event["code"]) == ("s-1", "root", "J2000I")
+    bad_tenant = {**start, "tenant": "Not A Tenant"}
+    answer = _internal_audit(platform, [bad_tenant])
+    assert answer["statusCode"] == 400
+    assert "audit event session.start" in json.loads(answer["body"])["detail"]
+    for fields in ({"success": True}, {"login": ["not", "a", "string"]}):
+        assert _internal_audit(platform, [{**start, "fields": fields}])["statusCode"] == 400
+    assert len(_events(platform, admin, type="session.start")) == 1

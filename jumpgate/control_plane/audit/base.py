@@ -34,6 +34,8 @@ from jumpgate.protocol.audit import MAX_SEARCH_LIMIT, AuditEvent, AuditPage, Eve
 logger = logging.getLogger(__name__)
 
 RETENTION = timedelta(days=365)
+STAMPED = frozenset({"type", "code", "time", "id", "tenant", "success"})
+"""Fields the audit log sets on every event; callers cannot."""
 
 
 def stamp(moment: datetime) -> str:
@@ -173,14 +175,17 @@ class Auditor:
         tenant: str,
         *,
         outcome: str = "I",
+        time: datetime | None = None,
         **fields: Any,
     ) -> AuditEvent:
         """Record one event; ``fields`` are its common and type-specific fields."""
-        now = self._clock.now()
+        stamped = STAMPED.intersection(fields)
+        if stamped:
+            raise ValueError(f"field {sorted(stamped)[0]!r} is set by the audit log itself")
         event = AuditEvent(
             type=event_type,
             code=code(event_type, outcome),
-            time=now,
+            time=time or self._clock.now(),
             id=self._next_id(),
             tenant=tenant,
             success=outcome == "I",

@@ -16,6 +16,7 @@ from jumpgate.control_plane.handlers.api import (
 from jumpgate.control_plane.nodes import NodeInfo
 from jumpgate.control_plane.plane import ControlPlane
 from jumpgate.protocol import models
+from jumpgate.protocol.names import check_tenant_name
 
 
 def build_internal_app(plane: ControlPlane) -> APIGatewayHttpResolver:
@@ -45,6 +46,21 @@ def build_internal_app(plane: ControlPlane) -> APIGatewayHttpResolver:
         except errors.JumpgateError as exc:
             user_refused = str(exc)
         return models.SessionVerdict(node_refused=node_refused, user_refused=user_refused)
+
+    @app.post("/internal/v1/audit", status_code=204)
+    def audit(body: models.AuditRecords) -> None:
+        for record in body.events:
+            try:
+                check_tenant_name(record.tenant)
+                plane.audit.emit(
+                    record.type,
+                    record.tenant,
+                    outcome=record.outcome,
+                    time=record.time,
+                    **record.fields,
+                )
+            except ValueError as exc:  # a bad tenant, or fields that do not fit the event
+                raise errors.InvalidRequest(f"audit event {record.type}: {exc}") from exc
 
     @app.post("/internal/v1/renew-host-cert")
     def renew_host_cert(body: models.HostCertRenewal) -> models.HostCertificate:
