@@ -303,6 +303,12 @@ class _UserServer(asyncssh.SSHServer):
             await self.fronts.connect(tunnel, caller, splice)
         except Refused as exc:
             raise exc.channel_error() from None
+        except Exception:
+            # asyncssh would turn this into a bare refusal: say what happened, here and there
+            logger.exception("opening a session failed", extra={"node": tunnel.host_id})
+            raise Refused(
+                "the proxy failed to open this session: try again", asyncssh.OPEN_CONNECT_FAILED
+            ).channel_error() from None
         assert isinstance(splice.user, ChannelSide)
         return splice.user
 
