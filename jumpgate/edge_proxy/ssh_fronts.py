@@ -43,6 +43,22 @@ HEARTBEAT_SUBSYSTEM = "jumpgate-heartbeat"
 RENEW_SUBSYSTEM = "jumpgate-renew"
 PROXY_BEAT_SECONDS = 60.0
 MAX_HEARTBEAT_BYTES = 16 * 1024
+AUDIT_SUBSYSTEM = "jumpgate-audit"
+MAX_AUDIT_BATCH = 100
+NODE_EVENTS = frozenset(
+    t.value
+    for t in (
+        EventType.SESSION_START,
+        EventType.SESSION_END,
+        EventType.SESSION_JOIN,
+        EventType.SESSION_LEAVE,
+        EventType.SESSION_RESIZE,
+        EventType.EXEC,
+        EventType.SCP,
+        EventType.SFTP,
+    )
+)
+"""What a node may say of itself; the proxy reports the rest (its own session events too)."""
 
 
 @dataclass
@@ -202,6 +218,44 @@ class _TunnelServer(asyncssh.SSHServer):
                     )
                     break
                 self.reported = presence
+        process.exit(0)
+
+    async def audit(self, process: asyncssh.SSHServerProcess[str]) -> None:
+        """Take a batch of the node's own events, stamped with this tunnel's tenant and node."""
+        node = self.node
+        if node is None:
+            process.exit(1)
+            return
+        records: list[models.AuditRecord] = []
+        try:
+            async for line in process.stdin:
+                if len(line) > MAX_HEARTBEAT_BYTES or len(records) >= MAX_AUDIT_BATCH:
+                    raise ValueError("audit batch too large")
+                event = json.loads(line)
+                if event.get("type") not in NODE_EVENTS:
+                    raise ValueError(f"a node may not report {event.get('type')!r} events")
+                fields = {
+                    **dict(event.get("fields", {})),
+                    "server_id": node.host_id,
+                    "origin": "node",
+                }
+                fields.pop("tenant", None)
+                records.append(
+                    models.AuditRecord(
+                        type=event["type"],
+                        tenant=node.tenant,
+                        outcome=event.get("outcome", "I"),
+                        time=event["time"],
+                        fields=fields,
+                    )
+                )
+            if records:
+                await self._fronts.control.audit(records)
+        except (ValueError, TypeError, KeyError, ControlPlaneError) as exc:
+            logger.info("node audit events refused", extra={"node": node.host_id})
+            process.stderr.write(f"audit events refused: {str(exc)[:300]}\n")
+            process.exit(1)
+            return
         process.exit(0)
 
     async def renew(self, process: asyncssh.SSHServerProcess[str]) -> None:
@@ -447,6 +501,7 @@ class SSHFronts:
                 asyncssh.OPEN_CONNECT_FAILED,
             )
         session = {
+            "origin": "proxy",
             "user": caller.identity.user,
             "login": caller.login,
             "server_id": tunnel.host_id,
@@ -517,8 +572,12 @@ class SSHFronts:
             await owner.heartbeat(process)
         elif isinstance(owner, _TunnelServer) and process.subsystem == RENEW_SUBSYSTEM:
             await owner.renew(process)
+        elif isinstance(owner, _TunnelServer) and process.subsystem == AUDIT_SUBSYSTEM:
+            await owner.audit(process)
         else:
-            process.stderr.write("only the jumpgate-heartbeat and -renew subsystems are served\n")
+            process.stderr.write(
+                "only the jumpgate-heartbeat, -renew and -audit subsystems are served\n"
+            )
             process.exit(1)
 
     async def start(self, *, user: tuple[str, int], tunnel: tuple[str, int]) -> tuple[int, int]:

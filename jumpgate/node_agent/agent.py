@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from jumpgate.node_agent import identity as identity_store
+from jumpgate.node_agent.audit import AuditQueue
 from jumpgate.node_agent.errors import AgentError
 from jumpgate.node_agent.identity import Identity
 from jumpgate.node_agent.join import check_pin, join
@@ -82,6 +83,7 @@ class Agent:
         self.tunnels_opened = 0
         self._labels = dict(config.labels)
         self._tasks: set[asyncio.Task[object]] = set()
+        self.audit = AuditQueue()
 
     def _client(self, auth_server: str, insecure: bool) -> Client:
         return Client(auth_server, insecure=insecure)
@@ -221,7 +223,7 @@ class Agent:
             timeout=30,
         )
         serving: dict[str, Any] = {
-            "server_factory": lambda: NodeServer(identity.user_ca_keys),
+            "server_factory": lambda: NodeServer(identity.user_ca_keys, self.audit),
             "server_host_keys": [(ssh_key, asyncssh.import_certificate(identity.certificate))],
             "encoding": None,
             "keepalive_interval": 30,
@@ -244,10 +246,11 @@ class Agent:
             logger.info("tunnel up", extra={"proxy": f"{host}:{port}"})
             local = conn.get_extra_info("sockname")
             sender = asyncio.create_task(self._heartbeats(conn, local[0] if local else ""))
+            auditing = asyncio.create_task(self.audit.send(conn))
             renewer = asyncio.create_task(self._renewal(conn, identity, key))
             closed = asyncio.create_task(conn.wait_closed())
             stopping = asyncio.create_task(stop.wait())
-            tasks = {sender, renewer, closed, stopping}
+            tasks = {sender, auditing, renewer, closed, stopping}
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             for task in tasks:
                 task.cancel()

@@ -9,10 +9,14 @@ import inspect
 import logging
 import os
 import pwd
+import uuid
 
 import asyncssh
 
 from jumpgate.node_agent import sessions
+from jumpgate.node_agent.audit import AuditQueue
+from jumpgate.protocol.audit import EventType
+from jumpgate.protocol.ssh_identity import cert_identity
 
 logger = logging.getLogger(__name__)
 
@@ -20,8 +24,9 @@ logger = logging.getLogger(__name__)
 class NodeServer(asyncssh.SSHServer):
     """One user connection arriving through the tunnel."""
 
-    def __init__(self, user_ca_keys: list[str]) -> None:
+    def __init__(self, user_ca_keys: list[str], audit: AuditQueue) -> None:
         self._user_ca_keys = {key.split()[1] for key in user_ca_keys}
+        self.audit = audit
         self._conn: asyncssh.SSHServerConnection | None = None
         # The effective user, not $USER: an agent started by sudo or setpriv keeps root's env.
         self._own_user = pwd.getpwuid(os.geteuid()).pw_name
@@ -77,12 +82,38 @@ class _NodeSession(asyncssh.SSHServerProcess[bytes]):
 
 
 async def handle_process(process: asyncssh.SSHServerProcess[bytes]) -> None:
-    """Run the session as the login the certificate allowed."""
+    """Run the session as the login the certificate allowed, and audit it."""
     login = process.get_extra_info("username")
+    conn = process.channel.get_connection()
+    assert isinstance(conn, asyncssh.SSHServerConnection)
+    owner = conn.get_owner()
+    identity = cert_identity(conn)
+    peer = conn.get_extra_info("peername") or ("", 0)
+    who = {
+        "user": identity.user if identity else "",
+        "login": login,
+        "session_id": str(uuid.uuid4()),
+        "remote_addr": f"{peer[0]}:{peer[1]}" if peer[0] else "",
+    }
+    audit = owner.audit if isinstance(owner, NodeServer) else None
+    shell = process.command is None and not process.subsystem
+    if audit is not None and shell:
+        audit.put(EventType.SESSION_START.value, **who, terminal=bool(process.term_type))
     try:
         status = await sessions.run(process, sessions.Account.lookup(login))
     except (OSError, asyncssh.Error) as exc:
         logger.warning("session failed", extra={"login": login, "reason": str(exc)})
         process.stderr.write(f"session failed on the node: {exc}\n".encode())
         status = 1
+    if audit is not None and shell:
+        audit.put(EventType.SESSION_END.value, **who, exit_code=status)
+    elif audit is not None and process.command is not None:
+        outcome = "I" if status == 0 else "E"
+        audit.put(
+            EventType.EXEC.value,
+            outcome=outcome,
+            **who,
+            command=process.command[:1024],
+            exit_code=status,
+        )
     process.exit(status)

@@ -321,6 +321,10 @@ def test_jump_ssh_interactive_pty(site: Site) -> None:
     os.close(parent)
     assert b"42" in seen
     assert b"/dev/pts/" in seen
+    ends = [e for e in _audit(site, "session.end", 2) if e["origin"] == "node"]
+    [start] = [e for e in _audit(site, "session.start", 2) if e["origin"] == "node"]
+    assert (start["terminal"], start["user"], start["login"]) == (True, "alice", LOGIN)
+    assert [(e["session_id"], e["exit_code"]) for e in ends] == [(start["session_id"], 5)]
 
 
 def test_jump_config_gives_plain_openssh_a_route(site: Site, tmp_path: Path) -> None:
@@ -380,7 +384,7 @@ def _audit(site: Site, event_type: str, count: int) -> list[dict[str, object]]:
         time.sleep(0.2)
 
 
-def test_sessions_are_audited_by_the_proxy(site: Site) -> None:
+def test_sessions_are_audited_by_the_proxy_and_the_node(site: Site) -> None:
     assert site.ssh("echo hi").stdout == b"hi\n"
     [start] = _audit(site, "session.start", 1)
     [end] = _audit(site, "session.end", 1)
@@ -396,6 +400,15 @@ def test_sessions_are_audited_by_the_proxy(site: Site) -> None:
     assert end["session_id"] == start["session_id"]
     assert int(str(end["bytes_to_user"])) > 0
     assert int(str(end["bytes_to_node"])) > 0
+    assert start["origin"] == "proxy"
+    # the node's own account: the command and how it ended
+    assert site.ssh("exit 3").returncode == 3
+    ok, failed = _audit(site, "exec", 2)
+    assert (ok["command"], ok["exit_code"], ok["code"]) == ("echo hi", 0, "J3002I")
+    assert (failed["command"], failed["exit_code"], failed["code"]) == ("exit 3", 3, "J3002E")
+    assert (failed["user"], failed["login"], failed["origin"]) == ("alice", LOGIN, "node")
+    assert failed["server_id"] == identity["host_id"]
+    assert failed["session_id"] != ok["session_id"]
 
 
 def test_diagnostics_of_proxy_and_agent(site: Site, tmp_path: Path) -> None:

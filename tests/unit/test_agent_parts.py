@@ -9,6 +9,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from jumpgate.control_plane.sshcert import CertType, Signer
 from jumpgate.edge_proxy.registry import AmbiguousNode, Tunnel, TunnelRegistry, UnknownNode
 from jumpgate.node_agent.agent import BACKOFF_MAX, _backoff, check_host_certificate, needs_renewal
+from jumpgate.node_agent.audit import MAX_QUEUED, AuditQueue
 from jumpgate.node_agent.errors import AgentError
 from jumpgate.node_agent.identity import Identity
 from jumpgate.node_agent.labels import DynamicLabel, parse
@@ -143,3 +144,13 @@ def test_renewed_certificate_must_be_ours_and_from_the_host_ca() -> None:
             check_host_certificate(cert, identity, key)
     with pytest.raises(AgentError, match="invalid host certificate"):
         check_host_certificate("ssh-ed25519 AAAA", identity, key)
+
+
+def test_audit_queue_keeps_the_newest_events_and_counts_what_it_dropped() -> None:
+    queue = AuditQueue()
+    for n in range(MAX_QUEUED + 5):
+        queue.put("exec", command=f"cmd {n}", exit_code=0)
+    assert queue.dropped == 5
+    assert len(queue._events) == MAX_QUEUED
+    assert queue._events[0]["fields"]["command"] == "cmd 5"
+    assert queue._events[-1]["type"] == "exec"
