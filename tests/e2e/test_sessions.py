@@ -736,3 +736,45 @@ def test_agent_that_is_not_root_serves_only_its_own_user(site: Site, tmp_path: P
         node.kill(signal.SIGTERM)
     finally:
         shutil.rmtree(data, ignore_errors=True)
+
+
+def test_a_node_reports_only_its_own_kind_of_events(site: Site) -> None:
+    """On its tunnel, with its own key, a node cannot speak for another tenant or forge logins."""
+    identity = json.loads((site.node.directory / "node" / "identity.json").read_text())
+    key = asyncssh.import_private_key((site.node.directory / "node" / "host_key").read_bytes())
+
+    async def report(events: list[dict[str, object]]) -> tuple[int | None, str]:
+        async with asyncssh.connect(
+            "127.0.0.1",
+            site.cluster.tunnel_port,
+            username=f"{identity['host_id']}.acme",
+            client_keys=[key],
+            known_hosts=None,
+            config=[],
+            agent_path=None,
+        ) as conn:
+            process = await conn.create_process(subsystem="jumpgate-audit", encoding="utf-8")
+            for event in events:
+                process.stdin.write(json.dumps(event) + "\n")
+            process.stdin.write_eof()
+            result = await process.wait(check=False)
+            return result.exit_status, str(result.stderr)
+
+    when = datetime.now(UTC).isoformat()
+    forged = {"type": "user.login", "time": when, "fields": {"user": "mallory"}}
+    status, err = asyncio.run(report([forged]))
+    assert (status, err) == (1, "audit events refused: a node may not report 'user.login' events\n")
+    elsewhere = {
+        "type": "exec",
+        "time": when,
+        "fields": {
+            "tenant": "globex",
+            "server_id": "someone-else",
+            "command": "id",
+            "exit_code": 0,
+        },
+    }
+    assert asyncio.run(report([elsewhere])) == (0, "")
+    [event] = [e for e in _audit(site, "exec", 1) if e["command"] == "id"]
+    assert (event["tenant"], event["server_id"]) == ("acme", identity["host_id"])
+    assert [e["type"] for e in _audit(site, "user.login", 1)] == ["user.login"]  # alice's only
