@@ -761,10 +761,10 @@ def test_a_node_reports_only_its_own_kind_of_events(site: Site) -> None:
             return result.exit_status, str(result.stderr)
 
     when = datetime.now(UTC).isoformat()
-    forged = {"type": "user.login", "time": when, "fields": {"user": "mallory"}}
+    forged: dict[str, object] = {"type": "user.login", "time": when, "fields": {"user": "mallory"}}
     status, err = asyncio.run(report([forged]))
     assert (status, err) == (1, "audit events refused: a node may not report 'user.login' events\n")
-    elsewhere = {
+    elsewhere: dict[str, object] = {
         "type": "exec",
         "time": when,
         "fields": {
