@@ -88,12 +88,11 @@ async def handle_process(process: asyncssh.SSHServerProcess[bytes]) -> None:
     assert isinstance(conn, asyncssh.SSHServerConnection)
     owner = conn.get_owner()
     identity = cert_identity(conn)
-    peer = conn.get_extra_info("peername") or ("", 0)
+    # No remote address: the node sees the proxy's; the proxy's own events have the user's.
     who = {
         "user": identity.user if identity else "",
         "login": login,
         "session_id": str(uuid.uuid4()),
-        "remote_addr": f"{peer[0]}:{peer[1]}" if peer[0] else "",
     }
     audit = owner.audit if isinstance(owner, NodeServer) else None
     shell = process.command is None and not process.subsystem
