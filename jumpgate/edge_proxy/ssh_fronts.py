@@ -191,6 +191,8 @@ class _TunnelServer(asyncssh.SSHServer):
             process.exit(1)
             return
         async for line in process.stdin:
+            if not line.strip():
+                continue  # the "" asyncssh yields at EOF
             if len(line) > MAX_HEARTBEAT_BYTES:
                 break
             try:
@@ -229,6 +231,8 @@ class _TunnelServer(asyncssh.SSHServer):
         records: list[models.AuditRecord] = []
         try:
             async for line in process.stdin:
+                if not line.strip():
+                    continue  # asyncssh yields "" when EOF arrives while it waits for a line
                 if len(line) > MAX_HEARTBEAT_BYTES or len(records) >= MAX_AUDIT_BATCH:
                     raise ValueError("audit batch too large")
                 event = json.loads(line)
