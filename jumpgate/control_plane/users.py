@@ -144,10 +144,10 @@ class UserService:
         return Invite(name, token, invite.expires)
 
     def get(self, tenant: str, name: str) -> tuple[UserRecord, str]:
-        """The user's record and its revision; ``NotFound`` if absent."""
+        """The user's record and its revision; ``NotFound`` if absent (or not a user name)."""
         try:
-            item = self._store.get(tenant, keys.user(name))
-        except KeyNotFound as exc:
+            item = self._store.get(tenant, keys.user(check_user_name(name)))
+        except (KeyNotFound, ValueError) as exc:
             raise NotFound(f"user {name!r} not found: see jumpctl users ls") from exc
         return UserRecord.from_bytes(item.value), item.revision
 

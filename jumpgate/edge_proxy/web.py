@@ -39,7 +39,7 @@ class WebFront:
         peer = request.transport.get_extra_info("peername") if request.transport else None
         event = http_event(
             method=request.method,
-            path=request.path,
+            path=request.rel_url.raw_path,  # as sent (percent-encoded): signatures cover it
             query=request.rel_url.raw_query_string,  # as sent: signatures cover it
             headers=dict(request.headers),
             body=body,

@@ -5,6 +5,7 @@ cursor; a page never silently cuts a search short; expired events are gone; one 
 sees another's events.
 """
 
+import base64
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -138,5 +139,7 @@ def test_bad_queries_and_cursors_are_refused(audit_store: AuditStore) -> None:
         _query(limit=0)
     with pytest.raises(InvalidRequest, match=r"unknown event type 'session\.explode'"):
         _query(types=frozenset({"session.explode"}))
-    with pytest.raises(InvalidRequest, match="cursor is not one this search returned"):
-        audit_store.search(_query(), "not-a-cursor!")
+    forged = base64.urlsafe_b64encode(b'{"t": "zzzz", "i": "x"}').decode()
+    for cursor in ("not-a-cursor!", forged):
+        with pytest.raises(InvalidRequest, match="cursor is not one this search returned"):
+            audit_store.search(_query(), cursor)

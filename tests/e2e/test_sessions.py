@@ -680,6 +680,10 @@ def test_locked_or_removed_user_cannot_open_new_connections(site: Site, tmp_path
     assert (by_subsystem.returncode, by_subsystem.stdout) == (1, b"")
     assert by_subsystem.stderr == f"jumpgate proxy: {refusal}\n".encode()
     assert "locked: offboarding" in site.admin.ok("jumpctl", "users", "ls").out
+    # a name that looks like a route is one name: it cannot reach bob's lock
+    assert site.admin.fails("jumpctl", "users", "rm", "bob/lock") == (
+        "jumpctl: error: user 'bob/lock' not found: see jumpctl users ls"
+    )
     refusals = _audit(site, "auth", count=3)
     assert {(e["user"], e["code"], e["error"]) for e in refusals} == {("bob", "J3007W", refusal)}
     assert bob.fails("jump", "ls") == f"jump: error: {refusal}"

@@ -2,6 +2,7 @@
 
 import argparse
 from typing import Any
+from urllib.parse import quote
 
 from jumpgate.cli.common import output
 from jumpgate.cli.jumpctl.context import Context, durations
@@ -35,6 +36,11 @@ def register(sub: Any) -> None:
     rm = usub.add_parser("rm", help="remove a user")
     rm.add_argument("name")
     rm.set_defaults(handler=_rm)
+
+
+def _path(name: str, *rest: str) -> str:
+    """A user's route; the name quoted whole, so ``bob/lock`` cannot reach bob's lock."""
+    return "/".join(["/v1/users", quote(name, safe=""), *rest])
 
 
 def _csv(text: str) -> list[str]:
@@ -85,20 +91,20 @@ def _ls(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def _rm(ctx: Context, args: argparse.Namespace) -> int:
-    ctx.client.call("DELETE", f"/v1/users/{args.name}")
+    ctx.client.call("DELETE", _path(args.name))
     print(f"User {args.name!r} removed.")
     return 0
 
 
 def _lock(ctx: Context, args: argparse.Namespace) -> int:
     body = {"message": args.message, "ttl_seconds": args.ttl}
-    answer = ctx.client.call("PUT", f"/v1/users/{args.name}/lock", body)
+    answer = ctx.client.call("PUT", _path(args.name, "lock"), body)
     print(f"User {args.name!r} locked: {answer['lock']}.")
     print("Their API calls and new SSH connections are refused; jumpctl users unlock lifts it.")
     return 0
 
 
 def _unlock(ctx: Context, args: argparse.Namespace) -> int:
-    ctx.client.call("DELETE", f"/v1/users/{args.name}/lock")
+    ctx.client.call("DELETE", _path(args.name, "lock"))
     print(f"User {args.name!r} unlocked.")
     return 0

@@ -38,9 +38,12 @@ STAMPED = frozenset({"type", "code", "time", "id", "tenant", "success"})
 """Fields the audit log sets on every event; callers cannot."""
 
 
+STAMP_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+
+
 def stamp(moment: datetime) -> str:
     """A time as a fixed-width UTC string that sorts as the time does."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return moment.astimezone(UTC).strftime(STAMP_FORMAT)
 
 
 @dataclass(frozen=True)
@@ -84,6 +87,7 @@ class Position:
             raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
             data = json.loads(raw)
             position = cls(str(data["t"]), str(data["i"]))
+            datetime.strptime(position.time, STAMP_FORMAT)  # a store reads the day from it
         except (ValueError, KeyError, TypeError) as exc:
             raise InvalidRequest(
                 "cursor is not one this search returned: search again without it"

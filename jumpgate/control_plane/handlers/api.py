@@ -11,10 +11,12 @@ import logging
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
+from urllib.parse import unquote
 
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
 from aws_lambda_powertools.event_handler.openapi.params import Path, Query
+from pydantic import AfterValidator
 
 from jumpgate.control_plane import errors, keys
 from jumpgate.control_plane.audit.base import Query as AuditQuery
@@ -40,6 +42,8 @@ Handler = Callable[[Event, Any], Event]
 logger = logging.getLogger(__name__)
 
 _JSON_TYPES = ("application/json", "application/problem+json")
+UserParam = Annotated[str, Path(max_length=128), AfterValidator(unquote)]
+"""A user named in a path, percent-decoded (the path stays as sent: signatures cover it)."""
 LOGIN_METHOD = "password+totp"
 
 
@@ -236,7 +240,7 @@ def build_app(plane: ControlPlane) -> APIGatewayHttpResolver:
         return models.NodeList(nodes=[node_view(v) for v in plane.nodes.list(tenant)])
 
     @app.delete("/v1/nodes/<name>", status_code=204, summary="Remove a node (uuid or name)")
-    def remove_node(name: Annotated[str, Path(max_length=253)]) -> None:
+    def remove_node(name: Annotated[str, Path(max_length=253), AfterValidator(unquote)]) -> None:
         identity = admin()
         plane.nodes.remove(identity.tenant, name)
         record(EventType.NODE_DELETE, identity.tenant, identity, node=name)
@@ -272,7 +276,7 @@ def build_app(plane: ControlPlane) -> APIGatewayHttpResolver:
         )
 
     @app.delete("/v1/users/<name>", status_code=204, summary="Remove a user")
-    def remove_user(name: Annotated[str, Path(max_length=128)]) -> None:
+    def remove_user(name: UserParam) -> None:
         identity = admin()
         if name == identity.user:
             raise errors.InvalidRequest("you cannot remove yourself: ask another admin")
@@ -280,9 +284,7 @@ def build_app(plane: ControlPlane) -> APIGatewayHttpResolver:
         record(EventType.USER_DELETE, identity.tenant, identity, name=name)
 
     @app.put("/v1/users/<name>/lock", summary="Lock a user out of the API and of SSH")
-    def lock_user(
-        name: Annotated[str, Path(max_length=128)], body: models.UserLockRequest
-    ) -> models.UserInfo:
+    def lock_user(name: UserParam, body: models.UserLockRequest) -> models.UserInfo:
         identity = admin()
         if name == identity.user:
             raise errors.InvalidRequest("you cannot lock yourself: ask another admin")
@@ -293,7 +295,7 @@ def build_app(plane: ControlPlane) -> APIGatewayHttpResolver:
         return info
 
     @app.delete("/v1/users/<name>/lock", summary="Unlock a user")
-    def unlock_user(name: Annotated[str, Path(max_length=128)]) -> models.UserInfo:
+    def unlock_user(name: UserParam) -> models.UserInfo:
         identity = admin()
         info = _user_info(plane.users.unlock(identity.tenant, name), plane.clock.now())
         record(EventType.USER_UNLOCK, identity.tenant, identity, name=name)
@@ -340,7 +342,9 @@ def build_app(plane: ControlPlane) -> APIGatewayHttpResolver:
         )
 
     @app.delete("/v1/tokens/<token>", status_code=204, summary="Revoke a join token")
-    def remove_token(token: Annotated[str, Path(max_length=256)]) -> None:
+    def remove_token(
+        token: Annotated[str, Path(max_length=256), AfterValidator(unquote)],
+    ) -> None:
         identity = admin()
         plane.tokens.remove(identity.tenant, token)
         record(EventType.TOKEN_DELETE, identity.tenant, identity, token_id=token_id(token))
