@@ -9,21 +9,25 @@ Rules a person would expect from a bastion:
 - the certificate lives at most 12 h (or the requested shorter TTL).
 """
 
+import contextlib
 import hmac
-import time
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 import pyotp
 
-from jumpgate.control_plane import keys
 from jumpgate.control_plane.ca import Authorities
 from jumpgate.control_plane.clock import Clock
-from jumpgate.control_plane.errors import LoginFailed, NotFound, OTPReplayed, UserLocked
+from jumpgate.control_plane.errors import (
+    Conflict,
+    LoginFailed,
+    NotFound,
+    OTPReplayed,
+    UserLocked,
+)
 from jumpgate.control_plane.records import UserRecord
 from jumpgate.control_plane.secrets import SecretBox
 from jumpgate.control_plane.store import Store
-from jumpgate.control_plane.store.base import RevisionMismatch
 from jumpgate.control_plane.users import UserService, check_password, hash_password, totp_context
 from jumpgate.protocol import certs
 from jumpgate.protocol.durations import format_duration
@@ -34,7 +38,6 @@ MAX_CERT_TTL = timedelta(seconds=certs.USER_CERT_DEFAULT_TTL_SECONDS)
 TOTP_PERIOD = 30
 TOTP_WINDOW = 1
 """Codes of the previous and next 30-second step are accepted for clock drift."""
-_CAS_ATTEMPTS = 8
 
 
 @dataclass(frozen=True)
@@ -138,41 +141,31 @@ class LoginService:
         return step
 
     def _record_failure(self, tenant: str, name: str) -> None:
-        for _ in range(_CAS_ATTEMPTS):
-            record, revision = self._users.get(tenant, name)
-            now = self._clock.now()
+        def fail(record: UserRecord) -> UserRecord:
             failures = record.failed_logins + 1
-            locked_until = now + LOCK_DURATION if failures >= MAX_FAILED_LOGINS else None
-            updated = replace(
-                record,
-                failed_logins=0 if locked_until else failures,
-                locked_until=locked_until or record.locked_until,
-            )
-            try:
-                self._store.compare_and_swap(
-                    tenant, keys.user(name), updated.to_bytes(), revision=revision
-                )
-                return
-            except RevisionMismatch:
-                time.sleep(0.005)
+            if failures < MAX_FAILED_LOGINS:
+                return replace(record, failed_logins=failures)
+            return replace(record, failed_logins=0, locked_until=self._clock.now() + LOCK_DURATION)
+
+        with contextlib.suppress(Conflict):  # a storm of failures: some go uncounted
+            self._users.update(tenant, name, fail)
 
     def _spend(self, tenant: str, name: str, step: int) -> UserRecord:
         """Record the code's step as used and clear failures; exactly one login wins a step."""
-        for _ in range(_CAS_ATTEMPTS):
-            record, revision = self._users.get(tenant, name)
+
+        def spend(record: UserRecord) -> UserRecord:
             if step <= record.last_otp_step:
                 raise OTPReplayed(
                     "one-time code already used: wait for the next code and try again"
                 )
-            updated = replace(record, last_otp_step=step, failed_logins=0, locked_until=None)
-            try:
-                self._store.compare_and_swap(
-                    tenant, keys.user(name), updated.to_bytes(), revision=revision
-                )
-                return updated
-            except RevisionMismatch:
-                continue
-        raise OTPReplayed("one-time code is being used by another login: try the next code")
+            return replace(record, last_otp_step=step, failed_logins=0, locked_until=None)
+
+        try:
+            return self._users.update(tenant, name, spend)
+        except Conflict:
+            raise OTPReplayed(
+                "one-time code is being used by another login: try the next code"
+            ) from None
 
 
 _FAILED = "login failed: wrong user name, password or one-time code"

@@ -10,18 +10,17 @@ import secrets
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
-from jumpgate.control_plane import keys
+from jumpgate.control_plane import keys, records
 from jumpgate.control_plane.clock import Clock
-from jumpgate.control_plane.errors import InvalidRequest, NotFound, Unauthenticated
+from jumpgate.control_plane.errors import Conflict, InvalidRequest, NotFound, Unauthenticated
 from jumpgate.control_plane.records import NodeRecord, ProxyRecord
 from jumpgate.control_plane.store import PLATFORM, Store
-from jumpgate.control_plane.store.base import KeyNotFound, RevisionMismatch
+from jumpgate.control_plane.store.base import KeyNotFound
 from jumpgate.protocol.names import check_tenant_name
 
 PROXY_TTL = timedelta(seconds=90)
 """A proxy refreshes its liveness every minute; 90 s of silence means it is gone."""
 GONE_AFTER = timedelta(minutes=10)
-_CAS_ATTEMPTS = 8
 
 
 @dataclass(frozen=True)
@@ -89,27 +88,27 @@ class NodeService:
         info: NodeInfo | None = None,
     ) -> bool:
         """Record the tunnel up (on ``proxy``) or down (``None``); True if anything changed."""
-        for _ in range(_CAS_ATTEMPTS):
-            record, revision = self.get(tenant, host_id)
-            if proxy is None and record.proxy is None:
-                return False
-            changes: dict[str, object] = {"proxy": proxy}
-            if info is not None:
-                changes.update(
-                    hostname=info.hostname, addr=info.addr, version=info.version, labels=info.labels
-                )
+        changes: dict[str, object] = {"proxy": proxy}
+        if info is not None:
+            changes.update(
+                hostname=info.hostname, addr=info.addr, version=info.version, labels=info.labels
+            )
+
+        def change(record: NodeRecord) -> NodeRecord | None:
             updated = replace(record, **changes)  # type: ignore[arg-type]
             if updated == record:
-                return False
-            updated = replace(updated, seen=self._clock.now())
-            try:
-                self._store.compare_and_swap(
-                    tenant, keys.node(host_id), updated.to_bytes(), revision=revision
-                )
-                return True
-            except RevisionMismatch:
-                continue
-        return False
+                return None
+            return replace(updated, seen=self._clock.now())
+
+        try:
+            return (
+                records.update(self._store, tenant, keys.node(host_id), NodeRecord, change)
+                is not None
+            )
+        except KeyNotFound as exc:
+            raise NotFound(f"node {host_id} not found: see jumpctl nodes ls") from exc
+        except Conflict:
+            return False
 
     def proxy_alive(self, proxy_id: str) -> None:
         """A proxy says it is alive for the next ``PROXY_TTL``."""

@@ -6,9 +6,16 @@ Each record class names its fields once; ``to_bytes``/``from_bytes`` are the onl
 
 import dataclasses
 import json
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Self
+from typing import Any, Self, TypeVar
+
+from jumpgate.control_plane.errors import Conflict
+from jumpgate.control_plane.store.base import RevisionMismatch, Store
+
+CAS_ATTEMPTS = 20
 
 
 def _encode(value: Any) -> Any:
@@ -126,3 +133,28 @@ class ProxyRecord(Record):
     proxy_id: str
     alive_until: datetime
     _datetimes = ("alive_until",)
+
+
+R = TypeVar("R", bound=Record)
+
+
+def update(
+    store: Store, tenant: str, key: str, kind: type[R], change: Callable[[R], R | None]
+) -> R | None:
+    """Read the record at ``key``, ``change`` it and compare-and-swap it back, retrying when
+    another writer got there first.
+
+    ``change`` may raise, or return ``None`` to write nothing (then ``None`` is returned).
+    ``KeyNotFound`` if the record is absent; ``Conflict`` if every attempt lost a race.
+    """
+    for _ in range(CAS_ATTEMPTS):
+        item = store.get(tenant, key)
+        updated = change(kind.from_bytes(item.value))
+        if updated is None:
+            return None
+        try:
+            store.compare_and_swap(tenant, key, updated.to_bytes(), revision=item.revision)
+            return updated
+        except RevisionMismatch:
+            time.sleep(0.002)
+    raise Conflict(f"{key} is being changed by someone else: try again")

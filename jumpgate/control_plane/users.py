@@ -12,7 +12,6 @@ user (a namesake added later has another id) and not be locked by an admin.
 import base64
 import hashlib
 import secrets
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -20,11 +19,10 @@ from datetime import datetime, timedelta
 import bcrypt
 import pyotp
 
-from jumpgate.control_plane import keys
+from jumpgate.control_plane import keys, records
 from jumpgate.control_plane.clock import Clock
 from jumpgate.control_plane.errors import (
     AlreadyExists,
-    Conflict,
     InvalidRequest,
     InviteInvalid,
     NotFound,
@@ -34,7 +32,7 @@ from jumpgate.control_plane.errors import (
 from jumpgate.control_plane.records import InviteRecord, UserRecord
 from jumpgate.control_plane.secrets import SecretBox
 from jumpgate.control_plane.store import CompareAndSwap, Create, Delete, Store
-from jumpgate.control_plane.store.base import AtomicWriteFailed, KeyNotFound, RevisionMismatch
+from jumpgate.control_plane.store.base import AtomicWriteFailed, KeyNotFound
 from jumpgate.protocol.durations import format_duration
 from jumpgate.protocol.models import Role
 from jumpgate.protocol.names import check_login, check_user_name
@@ -46,7 +44,6 @@ INVITE_GRACE = timedelta(days=1)
 """An expired invite is kept this long so signup can say it expired rather than 'unknown'."""
 PASSWORD_MIN, PASSWORD_MAX = 12, 128
 LOCK_MESSAGE_MAX = 200
-_CAS_ATTEMPTS = 20
 
 
 @dataclass(frozen=True)
@@ -158,18 +155,15 @@ class UserService:
     def update(
         self, tenant: str, name: str, change: Callable[[UserRecord], UserRecord]
     ) -> UserRecord:
-        """Apply ``change`` to the user's record, retrying if another writer got there first."""
-        for _ in range(_CAS_ATTEMPTS):
-            record, revision = self.get(tenant, name)
-            updated = change(record)
-            try:
-                self._store.compare_and_swap(
-                    tenant, keys.user(name), updated.to_bytes(), revision=revision
-                )
-                return updated
-            except RevisionMismatch:
-                time.sleep(0.005)
-        raise Conflict(f"user {name!r} is being changed by someone else: try again")
+        """Apply ``change`` to the user's record (see ``records.update``)."""
+        try:
+            updated = records.update(
+                self._store, tenant, keys.user(check_user_name(name)), UserRecord, change
+            )
+        except (KeyNotFound, ValueError) as exc:
+            raise NotFound(f"user {name!r} not found: see jumpctl users ls") from exc
+        assert updated is not None
+        return updated
 
     def lock(
         self, tenant: str, name: str, *, message: str, ttl: timedelta | None = None
