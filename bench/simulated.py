@@ -12,8 +12,9 @@ from dataclasses import dataclass
 import asyncssh
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from jumpgate.protocol import certs
+from jumpgate.protocol import certs, ports
 from jumpgate.protocol.client import Client
+from jumpgate.protocol.tunnel import HEARTBEAT_SUBSYSTEM, LISTEN_HOST
 
 
 @dataclass
@@ -53,8 +54,8 @@ async def hold_tunnel(port: int, tenant: str, node: Joined) -> asyncssh.SSHClien
         known_hosts=None,
         keepalive_interval=0,
     )
-    await conn.forward_remote_port("jumpgate-node", 3022, "127.0.0.1", 9)
-    beats = await conn.create_process(subsystem="jumpgate-heartbeat", encoding="utf-8")
+    await conn.forward_remote_port(LISTEN_HOST, ports.NODE_SSH, "127.0.0.1", 9)
+    beats = await conn.create_process(subsystem=HEARTBEAT_SUBSYSTEM, encoding="utf-8")
     beats.stdin.write(
         json.dumps({"hostname": "sim", "addr": "127.0.0.1", "version": "bench", "labels": {}})
         + "\n"

@@ -57,8 +57,7 @@ def audit_store(
     from moto import mock_aws
 
     with mock_aws():
-        ensure_audit_table("jumpgate-audit", "us-east-1")
-        yield DynamoDBAuditStore("jumpgate-audit", region="us-east-1", clock=clock)
+        yield _dynamodb_audit(clock)
 
 
 @pytest.fixture
@@ -69,5 +68,10 @@ def paired_audit(store: Store, tmp_path: Path, clock: ManualClock) -> Iterator[A
         yield sqlite
         sqlite.close()
         return
+    yield _dynamodb_audit(clock)
+
+
+def _dynamodb_audit(clock: ManualClock) -> AuditStore:
+    """The DynamoDB audit store on a fresh table (call inside ``mock_aws``)."""
     ensure_audit_table("jumpgate-audit", "us-east-1")
-    yield DynamoDBAuditStore("jumpgate-audit", region="us-east-1", clock=clock)
+    return DynamoDBAuditStore("jumpgate-audit", region="us-east-1", clock=clock)

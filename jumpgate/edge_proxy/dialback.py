@@ -25,6 +25,7 @@ import asyncssh
 from jumpgate.edge_proxy.registry import Tunnel
 from jumpgate.edge_proxy.splice import SocketSide, Splice
 from jumpgate.protocol import ports
+from jumpgate.protocol.tunnel import DATA_HELLO
 
 logger = logging.getLogger(__name__)
 
@@ -103,8 +104,8 @@ class _Greeting(asyncio.Protocol):
                 self._transport.close()
             return
         self._timer.cancel()
-        token = line.removeprefix(ports.DATA_HELLO).decode(errors="replace")
-        entry = self._dialback.claim(token) if line.startswith(ports.DATA_HELLO) else None
+        token = line.removeprefix(DATA_HELLO).decode(errors="replace")
+        entry = self._dialback.claim(token) if line.startswith(DATA_HELLO) else None
         if entry is None:
             self._transport.close()
             return

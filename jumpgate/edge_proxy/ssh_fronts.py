@@ -20,7 +20,7 @@ import json
 import logging
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -35,15 +35,17 @@ from jumpgate.protocol import models, ports
 from jumpgate.protocol.audit import EventType
 from jumpgate.protocol.metrics import MetricLine
 from jumpgate.protocol.ssh_identity import CertIdentity, cert_identity
+from jumpgate.protocol.tunnel import (
+    AUDIT_SUBSYSTEM,
+    HEARTBEAT_SUBSYSTEM,
+    MAX_LINE_BYTES,
+    RENEW_SUBSYSTEM,
+)
 
 logger = logging.getLogger(__name__)
 
-NODE_SSH_PORTS = (22, 3022)
-HEARTBEAT_SUBSYSTEM = "jumpgate-heartbeat"
-RENEW_SUBSYSTEM = "jumpgate-renew"
+NODE_SSH_PORTS = (22, ports.NODE_SSH)
 PROXY_BEAT_SECONDS = 60.0
-MAX_HEARTBEAT_BYTES = 16 * 1024
-AUDIT_SUBSYSTEM = "jumpgate-audit"
 MAX_AUDIT_BATCH = 100
 NODE_EVENTS = frozenset(
     t.value
@@ -114,9 +116,30 @@ def _target(text: str) -> tuple[str, int]:
         host, port = text, "22"
     if not host or not port.isdigit():
         raise ValueError(f"proxy subsystem target {text!r} is not NODE or NODE:PORT")
-    if int(port) not in NODE_SSH_PORTS:
-        raise ValueError(f"only a node's SSH port (22 or 3022) can be reached, not {port}")
+    _check_port(int(port))
     return host, int(port)
+
+
+def _check_port(port: int) -> None:
+    if port not in NODE_SSH_PORTS:
+        raise ValueError(f"only a node's SSH port (22 or 3022) can be reached, not {port}")
+
+
+async def _json_lines(process: asyncssh.SSHServerProcess[str]) -> AsyncIterator[dict[str, Any]]:
+    """The JSON objects a node sends on a tunnel subsystem, one a line.
+
+    ``ValueError`` for a line that is too long, not JSON or not an object; blank lines (and
+    the ``""`` asyncssh yields when EOF arrives while it waits for a line) are skipped.
+    """
+    async for line in process.stdin:
+        if not line.strip():
+            continue
+        if len(line) > MAX_LINE_BYTES:
+            raise ValueError(f"a line is longer than {MAX_LINE_BYTES} bytes")
+        value = json.loads(line)
+        if not isinstance(value, dict):
+            raise ValueError("each line must be a JSON object")
+        yield value
 
 
 def _openssh(key: asyncssh.SSHKey) -> str:
@@ -190,37 +213,36 @@ class _TunnelServer(asyncssh.SSHServer):
         if node is None or self.tunnel is None:
             process.exit(1)
             return
-        async for line in process.stdin:
-            if not line.strip():
-                continue  # the "" asyncssh yields at EOF
-            if len(line) > MAX_HEARTBEAT_BYTES:
-                break
-            try:
-                beat = json.loads(line)
-                presence = models.Presence(
-                    tenant=node.tenant,
-                    host_id=node.host_id,
-                    proxy=self._fronts.proxy_id,
-                    hostname=str(beat.get("hostname", ""))[:253],
-                    addr=str(beat.get("addr", ""))[:64],
-                    version=str(beat.get("version", ""))[:64],
-                    labels={
-                        str(k)[:63]: str(v)[:255] for k, v in dict(beat.get("labels", {})).items()
-                    },
-                )
-            except (ValueError, TypeError, AttributeError):
-                logger.info("bad heartbeat ignored", extra={"node": node.host_id})
-                continue
-            if presence != self.reported:
-                try:
-                    await self._fronts.control.presence(presence)
-                except ControlPlaneError as exc:
-                    logger.warning(
-                        "presence not recorded", extra={"node": node.host_id, "reason": str(exc)}
-                    )
-                    break
+        try:
+            async for beat in _json_lines(process):
+                presence = self._presence(node, beat)
+                if presence is None or presence == self.reported:
+                    continue
+                await self._fronts.control.presence(presence)
                 self.reported = presence
+        except ValueError as exc:
+            logger.info("bad heartbeat", extra={"node": node.host_id, "reason": str(exc)})
+        except ControlPlaneError as exc:
+            logger.warning(
+                "presence not recorded", extra={"node": node.host_id, "reason": str(exc)}
+            )
         process.exit(0)
+
+    def _presence(self, node: models.TunnelNode, beat: dict[str, Any]) -> models.Presence | None:
+        """What a heartbeat says, bounded; None (and a log line) if it makes no sense."""
+        try:
+            return models.Presence(
+                tenant=node.tenant,
+                host_id=node.host_id,
+                proxy=self._fronts.proxy_id,
+                hostname=str(beat.get("hostname", ""))[:253],
+                addr=str(beat.get("addr", ""))[:64],
+                version=str(beat.get("version", ""))[:64],
+                labels={str(k)[:63]: str(v)[:255] for k, v in dict(beat.get("labels", {})).items()},
+            )
+        except (ValueError, TypeError):
+            logger.info("bad heartbeat ignored", extra={"node": node.host_id})
+            return None
 
     async def audit(self, process: asyncssh.SSHServerProcess[str]) -> None:
         """Take a batch of the node's own events, stamped with this tunnel's tenant and node."""
@@ -230,12 +252,9 @@ class _TunnelServer(asyncssh.SSHServer):
             return
         records: list[models.AuditRecord] = []
         try:
-            async for line in process.stdin:
-                if not line.strip():
-                    continue  # asyncssh yields "" when EOF arrives while it waits for a line
-                if len(line) > MAX_HEARTBEAT_BYTES or len(records) >= MAX_AUDIT_BATCH:
-                    raise ValueError("audit batch too large")
-                event = json.loads(line)
+            async for event in _json_lines(process):
+                if len(records) >= MAX_AUDIT_BATCH:
+                    raise ValueError(f"more than {MAX_AUDIT_BATCH} events in a batch")
                 if event.get("type") not in NODE_EVENTS:
                     raise ValueError(f"a node may not report {event.get('type')!r} events")
                 fields = {
@@ -346,10 +365,10 @@ class _UserServer(asyncssh.SSHServer):
     ) -> Awaitable[ChannelSide]:
         """``ssh -J`` and ``jump ssh``: refused at once, or spliced once the node answers."""
         try:
-            if dest_port not in NODE_SSH_PORTS:
-                raise Refused(
-                    f"only a node's SSH port (22 or 3022) can be reached, not {dest_port}"
-                )
+            try:
+                _check_port(dest_port)
+            except ValueError as exc:
+                raise Refused(str(exc)) from None
             tunnel, caller = self.find_node(dest_host)
         except Refused as exc:
             raise exc.channel_error() from None
@@ -361,19 +380,13 @@ class _UserServer(asyncssh.SSHServer):
             await self.fronts.connect(tunnel, caller, splice)
         except Refused as exc:
             raise exc.channel_error() from None
-        except Exception:
-            # asyncssh would turn this into a bare refusal: say what happened, here and there
-            logger.exception("opening a session failed", extra={"node": tunnel.host_id})
-            raise Refused(
-                "the proxy failed to open this session: try again", asyncssh.OPEN_CONNECT_FAILED
-            ).channel_error() from None
         assert isinstance(splice.user, ChannelSide)
         return splice.user
 
-    def session_requested(self) -> "_SessionHalf":
+    def session_requested(self) -> "_SessionSide":
         """``ssh -s proxy:NODE:PORT`` (OpenSSH ProxyCommand): the session becomes the stream."""
-        splice = Splice(lambda splice: _SessionHalf(splice, self), on_end=self.fronts.ended)
-        assert isinstance(splice.user, _SessionHalf)
+        splice = Splice(lambda splice: _SessionSide(splice, self), on_end=self.fronts.ended)
+        assert isinstance(splice.user, _SessionSide)
         return splice.user
 
 
@@ -388,7 +401,7 @@ class Refused(Exception):
         return asyncssh.ChannelOpenError(self.code, str(self))
 
 
-class _SessionHalf(ChannelSide, asyncssh.SSHServerSession[bytes]):
+class _SessionSide(ChannelSide, asyncssh.SSHServerSession[bytes]):
     """The user's side of a ``proxy:NODE:PORT`` session: a splice half on a session channel.
 
     It accepts the subsystem, then connects to the node; until then what the user sends is
@@ -468,7 +481,7 @@ class SSHFronts:
     def _done(self, task: "asyncio.Task[object]") -> None:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
-            logger.warning("background control-plane call failed", exc_info=task.exception())
+            logger.warning("background task failed", exc_info=task.exception())
 
     def find(self, tenant: str, name: str) -> Tunnel:
         """A live node by name, uuid, ``uuid.tenant`` or ``name.tenant.<public-addr>``."""
@@ -482,8 +495,20 @@ class SSHFronts:
 
         One control-plane call per new connection answers both: a node removed since its
         tunnel came up is dropped, and a user removed or locked since their certificate was
-        issued is refused (their certificate alone would last until it expires).
+        issued is refused (their certificate alone would last until it expires). Any failure
+        is a ``Refused`` the user is shown.
         """
+        try:
+            await self._connect(tunnel, caller, splice)
+        except Refused:
+            raise
+        except Exception:
+            logger.exception("opening a session failed", extra={"node": tunnel.host_id})
+            raise Refused(
+                "the proxy failed to open this session: try again", asyncssh.OPEN_CONNECT_FAILED
+            ) from None
+
+    async def _connect(self, tunnel: Tunnel, caller: Caller, splice: Splice) -> None:
         try:
             verdict = await self.control.session_auth(
                 models.SessionAuth(
@@ -572,17 +597,17 @@ class SSHFronts:
 
     async def _tunnel_process(self, process: asyncssh.SSHServerProcess[str]) -> None:
         owner = process.channel.get_connection().get_owner()
-        if isinstance(owner, _TunnelServer) and process.subsystem == HEARTBEAT_SUBSYSTEM:
-            await owner.heartbeat(process)
-        elif isinstance(owner, _TunnelServer) and process.subsystem == RENEW_SUBSYSTEM:
-            await owner.renew(process)
-        elif isinstance(owner, _TunnelServer) and process.subsystem == AUDIT_SUBSYSTEM:
-            await owner.audit(process)
-        else:
-            process.stderr.write(
-                "only the jumpgate-heartbeat, -renew and -audit subsystems are served\n"
-            )
+        served = {
+            HEARTBEAT_SUBSYSTEM: _TunnelServer.heartbeat,
+            RENEW_SUBSYSTEM: _TunnelServer.renew,
+            AUDIT_SUBSYSTEM: _TunnelServer.audit,
+        }
+        handler = served.get(process.subsystem or "")
+        if not isinstance(owner, _TunnelServer) or handler is None:
+            process.stderr.write(f"only the {', '.join(served)} subsystems are served\n")
             process.exit(1)
+            return
+        await handler(owner, process)
 
     async def start(self, *, user: tuple[str, int], tunnel: tuple[str, int]) -> tuple[int, int]:
         """Listen for users and for tunnels; the bound ports (0 picks free ones)."""

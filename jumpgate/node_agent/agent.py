@@ -34,16 +34,14 @@ from jumpgate.protocol import certs, ports
 from jumpgate.protocol.client import APIError, Client, ClientError
 from jumpgate.protocol.metrics import MetricLine
 from jumpgate.protocol.names import resolve_loopback, split_host_port
+from jumpgate.protocol.tunnel import DATA_HELLO, HEARTBEAT_SUBSYSTEM, LISTEN_HOST, RENEW_SUBSYSTEM
 from jumpgate.protocol.version import server_version
 
 logger = logging.getLogger(__name__)
 
-HEARTBEAT_SUBSYSTEM = "jumpgate-heartbeat"
-RENEW_SUBSYSTEM = "jumpgate-renew"
 RENEW_CHECK_SECONDS = 600.0
 LABEL_CHECK_SECONDS = 5.0
 """How often the agent looks for changed labels; it sends a heartbeat only on change."""
-TUNNEL_LISTEN_HOST = "jumpgate-node"
 BACKOFF_FIRST, BACKOFF_MAX = 1.0, 30.0
 TUNNEL_CIPHERS = (
     "aes128-gcm@openssh.com",
@@ -229,13 +227,11 @@ class Agent:
             "keepalive_interval": 30,
         }
         async with conn:
-            await asyncssh.listen(
-                tunnel=conn, host=TUNNEL_LISTEN_HOST, port=ports.NODE_SSH, **serving
-            )
+            await asyncssh.listen(tunnel=conn, host=LISTEN_HOST, port=ports.NODE_SSH, **serving)
             try:
                 await conn.start_server(
                     lambda _host, _port: self._dial_back(host, serving),
-                    TUNNEL_LISTEN_HOST,
+                    LISTEN_HOST,
                     ports.DIALBACK,
                     encoding=None,
                 )
@@ -279,7 +275,7 @@ class Agent:
                     raise ValueError("bad dial-back request")
                 sock = await _dial(resolve_loopback(host), port)
                 loop = asyncio.get_running_loop()
-                await loop.sock_sendall(sock, ports.DATA_HELLO + token.encode() + b"\n")
+                await loop.sock_sendall(sock, DATA_HELLO + token.encode() + b"\n")
                 self._spawn(_serve(sock, serving))
                 writer.write(b"ok\n")
             except (OSError, ValueError, KeyError, TypeError, TimeoutError) as exc:

@@ -15,9 +15,10 @@ from typing import Any
 
 import asyncssh
 
+from jumpgate.protocol.tunnel import AUDIT_SUBSYSTEM
+
 logger = logging.getLogger(__name__)
 
-AUDIT_SUBSYSTEM = "jumpgate-audit"
 MAX_QUEUED = 10_000
 BATCH = 100
 RETRY_SECONDS = 5.0

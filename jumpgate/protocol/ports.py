@@ -13,5 +13,3 @@ NODE_SSH = 3022
 """The port an agent serves SSH on inside its tunnel (no socket listens on it)."""
 DIALBACK = 3025
 """Inside the tunnel: where the proxy asks an agent to dial a session's data connection."""
-DATA_HELLO = b"JGDATA "
-"""First bytes of a dial-back data connection, before its token and a newline."""

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import asyncssh
 import pytest
@@ -28,6 +29,7 @@ from jumpgate.cli.daemon.config import load
 from jumpgate.cli.daemon.platform import open_control_plane
 from jumpgate.protocol import certs
 from jumpgate.protocol.client import Client
+from jumpgate.protocol.tunnel import AUDIT_SUBSYSTEM
 from tests.e2e.conftest import (
     BIN,
     Cluster,
@@ -757,7 +759,7 @@ def test_a_node_reports_only_its_own_kind_of_events(site: Site) -> None:
             config=[],
             agent_path=None,
         ) as conn:
-            process = await conn.create_process(subsystem="jumpgate-audit", encoding="utf-8")
+            process = await conn.create_process(subsystem=AUDIT_SUBSYSTEM, encoding="utf-8")
             for event in events:
                 process.stdin.write(json.dumps(event) + "\n")
             process.stdin.write_eof()
@@ -768,6 +770,11 @@ def test_a_node_reports_only_its_own_kind_of_events(site: Site) -> None:
     forged: dict[str, object] = {"type": "user.login", "time": when, "fields": {"user": "mallory"}}
     status, err = asyncio.run(report([forged]))
     assert (status, err) == (1, "audit events refused: a node may not report 'user.login' events\n")
+    not_an_object: Any = 3
+    assert asyncio.run(report([not_an_object])) == (
+        1,
+        "audit events refused: each line must be a JSON object\n",
+    )
     elsewhere: dict[str, object] = {
         "type": "exec",
         "time": when,

@@ -20,6 +20,7 @@ from jumpgate.edge_proxy.registry import Tunnel
 from jumpgate.edge_proxy.splice import SocketSide, Splice
 from jumpgate.edge_proxy.ssh_fronts import TunnelListener
 from jumpgate.protocol import ports
+from jumpgate.protocol.tunnel import DATA_HELLO, LISTEN_HOST
 
 pytestmark = pytest.mark.net
 Handler = Callable[[asyncssh.SSHReader[bytes], asyncssh.SSHWriter[bytes]], Awaitable[None]]
@@ -49,9 +50,9 @@ async def _with_tunnel(agent: Handler, body: Callable[[Tunnel], Awaitable[Any]])
     async with asyncssh.connect(
         "127.0.0.1", port, known_hosts=None, username="node", config=[], agent_path=None
     ) as conn:
-        await conn.start_server(lambda *_: agent, "jumpgate-node", ports.DIALBACK, encoding=None)
+        await conn.start_server(lambda *_: agent, LISTEN_HOST, ports.DIALBACK, encoding=None)
         tunnel = Tunnel(
-            "acme", "id-1", "web-1", await server_conn, "jumpgate-node", ports.NODE_SSH, "k"
+            "acme", "id-1", "web-1", await server_conn, LISTEN_HOST, ports.NODE_SSH, "k"
         )
         try:
             return await body(tunnel)
@@ -66,7 +67,7 @@ def _dialing(token_of: Callable[[str], str]) -> Handler:
         request = json.loads(await reader.readline())
         loop = asyncio.get_running_loop()
         sock = socket.create_connection(("127.0.0.1", request["port"]))
-        sock.sendall(ports.DATA_HELLO + token_of(request["token"]).encode() + b"\nSSH-2.0-x\r\n")
+        sock.sendall(DATA_HELLO + token_of(request["token"]).encode() + b"\nSSH-2.0-x\r\n")
         sock.setblocking(False)
         handle.sock = sock  # type: ignore[attr-defined]
         writer.write(b"ok\n")

@@ -13,7 +13,8 @@ from jumpgate.node_agent.audit import MAX_QUEUED, AuditQueue
 from jumpgate.node_agent.errors import AgentError
 from jumpgate.node_agent.identity import Identity
 from jumpgate.node_agent.labels import DynamicLabel, parse
-from jumpgate.protocol import certs
+from jumpgate.protocol import certs, ports
+from jumpgate.protocol.tunnel import LISTEN_HOST
 
 
 @pytest.mark.parametrize(
@@ -64,7 +65,9 @@ def test_backoff_grows_to_thirty_seconds_with_jitter() -> None:
 
 def _tunnel(tenant: str, host_id: str, name: str) -> Tunnel:
     connection: Any = object()  # the registry never touches the connection
-    return Tunnel(tenant, host_id, name, connection, "jumpgate-node", 3022, "ssh-ed25519 AAAA")
+    return Tunnel(
+        tenant, host_id, name, connection, LISTEN_HOST, ports.NODE_SSH, "ssh-ed25519 AAAA"
+    )
 
 
 def test_registry_finds_by_name_uuid_and_qualified_uuid() -> None:
