@@ -34,6 +34,7 @@ from jumpgate.edge_proxy.splice import ChannelSide, Splice
 from jumpgate.protocol import models, ports
 from jumpgate.protocol.audit import EventType
 from jumpgate.protocol.metrics import MetricLine
+from jumpgate.protocol.outbox import Outbox
 from jumpgate.protocol.ssh_identity import CertIdentity, cert_identity
 from jumpgate.protocol.tunnel import (
     AUDIT_SUBSYSTEM,
@@ -46,6 +47,8 @@ logger = logging.getLogger(__name__)
 
 NODE_SSH_PORTS = (22, ports.NODE_SSH)
 PROXY_BEAT_SECONDS = 60.0
+EVENT_LINGER = 0.5
+"""How long the proxy lets audit events gather before sending a batch."""
 MAX_AUDIT_BATCH = 100
 NODE_EVENTS = frozenset(
     t.value
@@ -468,6 +471,7 @@ class SSHFronts:
         self.registry = TunnelRegistry()
         self.dialback = DialBack()
         self.metrics = Metrics()
+        self.events: Outbox[models.AuditRecord] = Outbox()
         self._host_key = host_key
         self._servers: list[asyncssh.SSHAcceptor] = []
         self._tasks: set[asyncio.Task[object]] = set()
@@ -585,15 +589,17 @@ class SSHFronts:
             )
 
     def record(self, event_type: EventType, tenant: str, outcome: str, **fields: Any) -> None:
-        """Send an audit event to the control plane in the background (never blocks a session)."""
-        event = models.AuditRecord(
-            type=event_type,
-            tenant=tenant,
-            outcome=outcome,
-            time=datetime.now(UTC),
-            fields=fields,
+        """Queue an audit event; they reach the control plane in batches (never in a session's
+        way, and one call for many sessions, not two per session)."""
+        self.events.put(
+            models.AuditRecord(
+                type=event_type,
+                tenant=tenant,
+                outcome=outcome,
+                time=datetime.now(UTC),
+                fields=fields,
+            )
         )
-        self.spawn(self.control.audit([event]), name="audit")
 
     async def _tunnel_process(self, process: asyncssh.SSHServerProcess[str]) -> None:
         owner = process.channel.get_connection().get_owner()
@@ -634,6 +640,7 @@ class SSHFronts:
         self._servers = [user_server, tunnel_server]
         await self.dialback.start(tunnel[0], 0)
         self.spawn(self._beat(), name="proxy-beat")
+        self.spawn(self.events.deliver(self.control.audit, linger=EVENT_LINGER), name="events")
         return user_server.sockets[0].getsockname()[1], tunnel_server.sockets[0].getsockname()[1]
 
     async def _beat(self) -> None:
@@ -653,12 +660,13 @@ class SSHFronts:
             tunnel.connection.close()
         for server in self._servers:
             await server.wait_closed()
-        beats = [t for t in self._tasks if t.get_name() == "proxy-beat"]
-        for task in beats:
+        loops = [t for t in self._tasks if t.get_name() in ("proxy-beat", "events")]
+        for task in loops:
             task.cancel()
-        pending = [t for t in self._tasks if t not in beats]
+        pending = [t for t in self._tasks if t not in loops]
         if pending:
             _, late = await asyncio.wait(pending, timeout=grace)
             for task in late:
                 task.cancel()
+        await self.events.flush(self.control.audit)  # the sessions the close just ended
         await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -23,8 +23,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
+from jumpgate.node_agent import audit
 from jumpgate.node_agent import identity as identity_store
-from jumpgate.node_agent.audit import AuditQueue
 from jumpgate.node_agent.errors import AgentError
 from jumpgate.node_agent.identity import Identity
 from jumpgate.node_agent.join import check_pin, join
@@ -34,6 +34,7 @@ from jumpgate.protocol import certs, ports
 from jumpgate.protocol.client import APIError, Client, ClientError
 from jumpgate.protocol.metrics import MetricLine
 from jumpgate.protocol.names import resolve_loopback, split_host_port
+from jumpgate.protocol.outbox import Outbox
 from jumpgate.protocol.tunnel import DATA_HELLO, HEARTBEAT_SUBSYSTEM, LISTEN_HOST, RENEW_SUBSYSTEM
 from jumpgate.protocol.version import server_version
 
@@ -81,7 +82,7 @@ class Agent:
         self.tunnels_opened = 0
         self._labels = dict(config.labels)
         self._tasks: set[asyncio.Task[object]] = set()
-        self.audit = AuditQueue()
+        self.audit: Outbox[audit.Event] = Outbox()
 
     def _client(self, auth_server: str, insecure: bool) -> Client:
         return Client(auth_server, insecure=insecure)
@@ -242,7 +243,7 @@ class Agent:
             logger.info("tunnel up", extra={"proxy": f"{host}:{port}"})
             local = conn.get_extra_info("sockname")
             sender = asyncio.create_task(self._heartbeats(conn, local[0] if local else ""))
-            auditing = asyncio.create_task(self.audit.send(conn))
+            auditing = asyncio.create_task(self.audit.deliver(audit.sender(conn)))
             renewer = asyncio.create_task(self._renewal(conn, identity, key))
             closed = asyncio.create_task(conn.wait_closed())
             stopping = asyncio.create_task(stop.wait())

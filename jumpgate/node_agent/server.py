@@ -13,9 +13,10 @@ import uuid
 
 import asyncssh
 
+from jumpgate.node_agent import audit as events
 from jumpgate.node_agent import sessions
-from jumpgate.node_agent.audit import AuditQueue
 from jumpgate.protocol.audit import EventType
+from jumpgate.protocol.outbox import Outbox
 from jumpgate.protocol.ssh_identity import cert_identity
 
 logger = logging.getLogger(__name__)
@@ -24,7 +25,7 @@ logger = logging.getLogger(__name__)
 class NodeServer(asyncssh.SSHServer):
     """One user connection arriving through the tunnel."""
 
-    def __init__(self, user_ca_keys: list[str], audit: AuditQueue) -> None:
+    def __init__(self, user_ca_keys: list[str], audit: Outbox[events.Event]) -> None:
         self._user_ca_keys = {key.split()[1] for key in user_ca_keys}
         self.audit = audit
         self._conn: asyncssh.SSHServerConnection | None = None
@@ -97,7 +98,7 @@ async def handle_process(process: asyncssh.SSHServerProcess[bytes]) -> None:
     audit = owner.audit if isinstance(owner, NodeServer) else None
     shell = process.command is None and not process.subsystem
     if audit is not None and shell:
-        audit.put(EventType.SESSION_START.value, **who, terminal=bool(process.term_type))
+        audit.put(events.event(EventType.SESSION_START, **who, terminal=bool(process.term_type)))
     try:
         status = await sessions.run(process, sessions.Account.lookup(login))
     except (OSError, asyncssh.Error) as exc:
@@ -105,14 +106,16 @@ async def handle_process(process: asyncssh.SSHServerProcess[bytes]) -> None:
         process.stderr.write(f"session failed on the node: {exc}\n".encode())
         status = 1
     if audit is not None and shell:
-        audit.put(EventType.SESSION_END.value, **who, exit_code=status)
+        audit.put(events.event(EventType.SESSION_END, **who, exit_code=status))
     elif audit is not None and process.command is not None:
         outcome = "I" if status == 0 else "E"
         audit.put(
-            EventType.EXEC.value,
-            outcome=outcome,
-            **who,
-            command=process.command[:1024],
-            exit_code=status,
+            events.event(
+                EventType.EXEC,
+                outcome=outcome,
+                **who,
+                command=process.command[:1024],
+                exit_code=status,
+            )
         )
     process.exit(status)

@@ -1,5 +1,6 @@
 """Pieces of the node agent and proxy that need no sockets: labels, the tunnel registry."""
 
+import asyncio
 from datetime import timedelta
 from typing import Any
 
@@ -9,11 +10,11 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from jumpgate.control_plane.sshcert import CertType, Signer
 from jumpgate.edge_proxy.registry import AmbiguousNode, Tunnel, TunnelRegistry, UnknownNode
 from jumpgate.node_agent.agent import BACKOFF_MAX, _backoff, check_host_certificate, needs_renewal
-from jumpgate.node_agent.audit import MAX_QUEUED, AuditQueue
 from jumpgate.node_agent.errors import AgentError
 from jumpgate.node_agent.identity import Identity
 from jumpgate.node_agent.labels import DynamicLabel, parse
 from jumpgate.protocol import certs, ports
+from jumpgate.protocol.outbox import Outbox
 from jumpgate.protocol.tunnel import LISTEN_HOST
 
 
@@ -149,11 +150,28 @@ def test_renewed_certificate_must_be_ours_and_from_the_host_ca() -> None:
         check_host_certificate("ssh-ed25519 AAAA", identity, key)
 
 
-def test_audit_queue_keeps_the_newest_events_and_counts_what_it_dropped() -> None:
-    queue = AuditQueue()
-    for n in range(MAX_QUEUED + 5):
-        queue.put("exec", command=f"cmd {n}", exit_code=0)
-    assert queue.dropped == 5
-    assert len(queue._events) == MAX_QUEUED
-    assert queue._events[0]["fields"]["command"] == "cmd 5"
-    assert queue._events[-1]["type"] == "exec"
+def test_outbox_keeps_the_newest_and_counts_what_it_dropped() -> None:
+    box: Outbox[int] = Outbox(limit=10, batch=4)
+    for n in range(15):
+        box.put(n)
+    assert box.dropped == 5
+    assert box.peek() == [5, 6, 7, 8]
+
+
+def test_outbox_sends_in_order_and_keeps_what_a_failed_send_did_not_take() -> None:
+    box: Outbox[int] = Outbox(batch=3)
+    for n in range(7):
+        box.put(n)
+    sent: list[list[int]] = []
+
+    async def send(batch: list[int]) -> None:
+        if len(sent) == 1:
+            sent.append([])  # the second send fails once
+            raise OSError("tunnel down")
+        sent.append(batch)
+
+    assert asyncio.run(box.flush(send)) is False
+    assert len(box) == 4  # the first batch went; the second stays
+    assert asyncio.run(box.flush(send)) is True
+    assert [n for batch in sent for n in batch] == list(range(7))
+    assert len(box) == 0
