@@ -77,10 +77,7 @@ class DialBack:
             self._waiting.pop(token, None)
 
     def claim(self, token: str) -> tuple[Splice, asyncio.Future[None]] | None:
-        entry = self._waiting.pop(token, None)
-        if entry is None or entry[1].done():
-            return None
-        return entry
+        return self._waiting.pop(token, None)
 
 
 class _Greeting(asyncio.Protocol):

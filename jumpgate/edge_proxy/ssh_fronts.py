@@ -545,11 +545,11 @@ class SSHFronts:
             self.metrics.handshake_failures["user_refused"] += 1
             self.record(EventType.AUTH, tunnel.tenant, "W", **session, error=verdict.user_refused)
             raise Refused(verdict.user_refused)
-        splice.session = {**session, "session_id": str(uuid.uuid4())}
+        session["session_id"] = str(uuid.uuid4())
         if tunnel.dialback:
             if await self.dialback.connect(tunnel, splice):
                 self.metrics.dialback_sessions += 1
-                self._started(tunnel, splice)
+                self._started(tunnel, splice, session)
                 return
             tunnel.dialback = False  # one slow failure per tunnel at most; the tunnel works
         try:
@@ -567,12 +567,12 @@ class SSHFronts:
             raise Refused(
                 f"node {tunnel.nodename!r} did not answer: try again", asyncssh.OPEN_CONNECT_FAILED
             ) from None
-        self._started(tunnel, splice)
+        self._started(tunnel, splice, session)
 
-    def _started(self, tunnel: Tunnel, splice: Splice) -> None:
+    def _started(self, tunnel: Tunnel, splice: Splice, session: dict[str, str]) -> None:
         self.metrics.sessions += 1
-        splice.tenant = tunnel.tenant
-        self.record(EventType.SESSION_START, tunnel.tenant, "I", **splice.session)
+        splice.tenant, splice.session = tunnel.tenant, session
+        self.record(EventType.SESSION_START, tunnel.tenant, "I", **session)
 
     def ended(self, splice: Splice) -> None:
         """A splice ended: add its bytes to the metrics, and record the session's end."""

@@ -12,7 +12,6 @@ Events are JSON: the common fields below, plus the fields of their type (``comma
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
@@ -92,10 +91,6 @@ class AuditEvent(BaseModel):
     remote_addr: str = ""
     success: bool = True
     error: str = ""
-
-    def detail(self) -> dict[str, Any]:
-        """The fields of its type (everything beyond the common fields)."""
-        return dict(self.model_extra or {})
 
 
 class AuditPage(BaseModel):

@@ -16,7 +16,7 @@ from asyncssh.public_key import SSHOpenSSHCertificateV01
 
 from jumpgate.protocol import certs
 
-_EXTENSIONS = (certs.EXT_USER, certs.EXT_USER_ID, certs.EXT_ROLES, certs.EXT_TENANT)
+_EXTENSIONS = (certs.EXT_USER, certs.EXT_USER_ID)
 
 
 def _decode_text(packet: SSHPacket) -> str:
@@ -33,8 +33,6 @@ class CertIdentity:
 
     user: str
     user_id: str
-    tenant: str
-    roles: tuple[str, ...]
 
 
 def cert_identity(conn: asyncssh.SSHServerConnection) -> CertIdentity | None:
@@ -42,10 +40,4 @@ def cert_identity(conn: asyncssh.SSHServerConnection) -> CertIdentity | None:
     user = conn.get_certificate_option(certs.EXT_USER)
     if not isinstance(user, str) or not user:
         return None
-    roles = str(conn.get_certificate_option(certs.EXT_ROLES, ""))
-    return CertIdentity(
-        user=user,
-        user_id=str(conn.get_certificate_option(certs.EXT_USER_ID, "")),
-        tenant=str(conn.get_certificate_option(certs.EXT_TENANT, "")),
-        roles=tuple(r for r in roles.split(",") if r),
-    )
+    return CertIdentity(user, str(conn.get_certificate_option(certs.EXT_USER_ID, "")))

@@ -69,7 +69,7 @@ def test_events_come_back_whole_newest_or_oldest_first(audit_store: AuditStore) 
     newest = audit_store.search(_query())
     assert newest.events == events[::-1]
     assert newest.cursor is None
-    assert newest.events[0].detail() == {"command": "echo hi", "exit_code": 0}
+    assert newest.events[0].model_extra == {"command": "echo hi", "exit_code": 0}
     assert audit_store.search(_query(newest_first=False)).events == events
 
 

@@ -40,5 +40,5 @@ def test_jumpgate_extensions_survive_asyncssh_decoding() -> None:
     assert cert.options[certs.EXT_USER_ID] == "5eed"
     assert cert.options["permit-pty"] is True
     conn = _Conn(cert.options)
-    assert cert_identity(conn) == CertIdentity("alice", "5eed", "acme", ("access", "admin"))  # type: ignore[arg-type]
+    assert cert_identity(conn) == CertIdentity("alice", "5eed")  # type: ignore[arg-type]
     assert cert_identity(_Conn({})) is None  # type: ignore[arg-type]
