@@ -184,6 +184,20 @@ def test_bad_input_gets_one_line_errors(cluster: Cluster, tmp_path: Path) -> Non
     assert shell.fails(*_login_argv(closed, "123456"), stdin=password).startswith(
         f"jump: error: cannot reach {closed} ("
     )
+    # flags argparse refuses: one line too (exit 2), not the usage block
+    for argv, message in [
+        (
+            ["jumpctl", "users", "lock", "bob", "--ttl", "5"],
+            "jumpctl users lock: error: argument --ttl: invalid duration '5': use a number "
+            "and a unit, e.g. 30s, 5m, 12h (see jumpctl users lock --help)",
+        ),
+        (["jump", "sssh"], "jump: error: argument command: invalid choice: 'sssh'"),
+        (["jumpgate", "start", "--bogus"], "jumpgate: error: unrecognized arguments: --bogus"),
+    ]:
+        refused = shell.run(*argv)
+        assert refused.code == 2
+        assert refused.err.count("\n") == 1
+        assert refused.err.startswith(message)
 
 
 def test_other_tenants_credentials_are_refused(cluster: Cluster, tmp_path: Path) -> None:

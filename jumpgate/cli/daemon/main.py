@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from jumpgate.cli.common import output
+from jumpgate.cli.common.args import Parser
 from jumpgate.cli.common.errors import CLIError
 from jumpgate.cli.common.run import run
 from jumpgate.cli.daemon import config as config_module
@@ -81,7 +82,7 @@ def _config(args: argparse.Namespace) -> Config:
 
 
 def parser() -> argparse.ArgumentParser:
-    top = argparse.ArgumentParser(prog="jumpgate", description="Run the Jumpgate platform.")
+    top = Parser(prog="jumpgate", description="Run the Jumpgate platform.")
     sub = top.add_subparsers(dest="command", required=True)
 
     start = sub.add_parser("start", help="run the platform in the foreground")

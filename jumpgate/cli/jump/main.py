@@ -9,6 +9,7 @@ import segno
 from cryptography.hazmat.primitives import serialization
 
 from jumpgate.cli.common import nodes, output, profile, prompt
+from jumpgate.cli.common.args import Parser
 from jumpgate.cli.common.errors import CLIError
 from jumpgate.cli.common.run import run
 from jumpgate.cli.jump import scp as scp_cmd
@@ -20,7 +21,7 @@ PASSWORD_MIN, PASSWORD_MAX = 12, 128
 
 
 def parser() -> argparse.ArgumentParser:
-    top = argparse.ArgumentParser(prog="jump", description="Reach servers through Jumpgate.")
+    top = Parser(prog="jump", description="Reach servers through Jumpgate.")
     sub = top.add_subparsers(dest="command", required=True)
 
     signup = sub.add_parser("signup", help="accept an invite: set a password, enrol TOTP")

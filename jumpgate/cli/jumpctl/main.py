@@ -3,12 +3,13 @@
 import argparse
 import sys
 
+from jumpgate.cli.common.args import Parser
 from jumpgate.cli.common.run import run
 from jumpgate.cli.jumpctl import audit, context, status, tokens, users
 
 
 def parser() -> argparse.ArgumentParser:
-    top = argparse.ArgumentParser(prog="jumpctl", description="Administer a Jumpgate cluster.")
+    top = Parser(prog="jumpctl", description="Administer a Jumpgate cluster.")
     top.add_argument("--auth-server", help="cluster address (default: your jump login profile)")
     top.add_argument("--insecure", action="store_true", help="accept a self-signed certificate")
     sub = top.add_subparsers(dest="command", required=True)
