@@ -176,7 +176,7 @@ def test_file_sink_gets_every_event_as_a_json_line(tmp_path: Path) -> None:
     ]
     assert lines[0]["method"] == "password+totp"
     assert path.stat().st_mode & 0o777 == 0o600
-    with pytest.raises(ValueError, match="not file:///PATH or stdout://"):
+    with pytest.raises(ValueError, match="not file:///ABSOLUTE/PATH or stdout://"):
         open_sink("s3://bucket/events")
 
 

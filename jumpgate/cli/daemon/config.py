@@ -11,6 +11,7 @@ from typing import Any
 
 import yaml
 
+from jumpgate.control_plane.audit.base import sink_path
 from jumpgate.protocol import ports
 from jumpgate.protocol.durations import parse_duration
 from jumpgate.protocol.names import check_tenant_name, split_host_port
@@ -117,10 +118,10 @@ class Config:
         except ValueError as exc:
             raise ConfigError(f"audit_retention: {exc}") from exc
         for uri in self.audit_events_uri:
-            if uri != "stdout://" and not uri.startswith("file:///"):
-                raise ConfigError(
-                    f"audit_events_uri: {uri!r} is not file:///ABSOLUTE/PATH or stdout://"
-                )
+            try:
+                sink_path(uri)
+            except ValueError as exc:
+                raise ConfigError(f"audit_events_uri: {exc}") from exc
         if self.log_level not in ("debug", "info", "warning", "error"):
             raise ConfigError(f"log_level: {self.log_level!r} is not debug/info/warning/error")
 

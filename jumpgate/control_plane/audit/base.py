@@ -134,18 +134,24 @@ class Sink:
             self._stream.close()
 
 
+def sink_path(uri: str) -> Path | None:
+    """The file a sink URI names, or None for ``stdout://``; ``ValueError`` for anything else."""
+    if uri == "stdout://":
+        return None
+    path = Path(uri.removeprefix("file://"))
+    if not uri.startswith("file://") or not path.is_absolute():
+        raise ValueError(f"{uri!r} is not file:///ABSOLUTE/PATH or stdout://")
+    return path
+
+
 def open_sink(uri: str) -> Sink:
     """``file:///path/events.log`` (appended, 0600) or ``stdout://``."""
-    if uri == "stdout://":
+    path = sink_path(uri)
+    if path is None:
         return Sink(sys.stdout, owned=False)
-    if uri.startswith("file://"):
-        path = Path(uri.removeprefix("file://"))
-        if not path.is_absolute():
-            raise ValueError(f"audit_events_uri {uri!r} needs an absolute path: file:///...")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        stream = open(path, "a", encoding="utf-8", opener=_private)  # noqa: SIM115 - closed by Sink.close
-        return Sink(stream, owned=True)
-    raise ValueError(f"audit_events_uri {uri!r} is not file:///PATH or stdout://")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    stream = open(path, "a", encoding="utf-8", opener=_private)  # noqa: SIM115 - closed by Sink.close
+    return Sink(stream, owned=True)
 
 
 def _private(path: str, flags: int) -> int:
@@ -195,17 +201,13 @@ class Auditor:
             success=outcome == "I",
             **fields,
         )
-        self.record(event)
-        return event
-
-    def record(self, event: AuditEvent) -> None:
-        """Keep an event stamped elsewhere (by a proxy or an agent, say)."""
         self.store.append(event, expires=event.time + self.retention)
         for sink in self._sinks:
             try:
                 sink.write(event)
             except OSError as exc:
                 logger.warning("audit sink write failed", extra={"reason": str(exc)})
+        return event
 
     def search(self, query: Query, cursor: str | None = None) -> AuditPage:
         return self.store.search(query, cursor)
