@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.serialization import SSHCertificateBuilder, 
 
 from jumpgate.control_plane.audit.sqlite import SQLiteAuditStore
 from jumpgate.control_plane.plane import ControlPlane, Settings
+from jumpgate.control_plane.recordings.local import LocalRecordingStore
 from jumpgate.control_plane.secrets import MasterKey, SecretBox
 from jumpgate.control_plane.store.sqlite import SQLiteStore
 from jumpgate.protocol.certs import KeyType
@@ -42,7 +43,10 @@ def measure(key_type: KeyType, count: int) -> tuple[float, float, float]:
         store = SQLiteStore(Path(directory) / "state.db")
         box = SecretBox(MasterKey.from_bytes(secrets.token_bytes(32)))
         audit = SQLiteAuditStore(Path(directory) / "audit.db")
-        plane = ControlPlane(store, box, audit=audit, settings=Settings(bcrypt_rounds=4))
+        recordings = LocalRecordingStore(Path(directory) / "recordings")
+        plane = ControlPlane(
+            store, box, audit=audit, recordings=recordings, settings=Settings(bcrypt_rounds=4)
+        )
         plane.tenants.create("bench", admin="alice", logins=["root", "ubuntu"], key_type=key_type)
         record, _ = plane.users.get("bench", "alice")
         user_key = ed25519.Ed25519PrivateKey.generate().public_key()

@@ -11,6 +11,9 @@ from jumpgate.control_plane.audit.dynamodb import DynamoDBAuditStore
 from jumpgate.control_plane.audit.dynamodb import ensure_table as ensure_audit_table
 from jumpgate.control_plane.audit.sqlite import SQLiteAuditStore
 from jumpgate.control_plane.clock import ManualClock
+from jumpgate.control_plane.recordings.base import RecordingStore
+from jumpgate.control_plane.recordings.local import LocalRecordingStore
+from jumpgate.control_plane.recordings.s3 import S3RecordingStore, ensure_bucket
 from jumpgate.control_plane.store import Store
 from jumpgate.control_plane.store.dynamodb import DynamoDBStore, ensure_table
 from jumpgate.control_plane.store.sqlite import SQLiteStore
@@ -75,3 +78,33 @@ def _dynamodb_audit(clock: ManualClock) -> AuditStore:
     """The DynamoDB audit store on a fresh table (call inside ``mock_aws``)."""
     ensure_audit_table("jumpgate-audit", "us-east-1")
     return DynamoDBAuditStore("jumpgate-audit", region="us-east-1", clock=clock)
+
+
+RECORDINGS_BUCKET = "jumpgate-recordings"
+
+
+@pytest.fixture(params=["local", "s3"])
+def recording_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RecordingStore]:
+    """Each recordings store in turn: local files, then S3 under moto."""
+    if request.param == "local":
+        yield LocalRecordingStore(tmp_path / "recordings")
+        return
+    from moto import mock_aws
+
+    with mock_aws():
+        yield _s3_recordings()
+
+
+@pytest.fixture
+def paired_recordings(store: Store, tmp_path: Path) -> RecordingStore:
+    """The recordings store of the same kind as ``store``: files beside SQLite, S3 beside
+    DynamoDB (inside the same moto)."""
+    if isinstance(store, SQLiteStore):
+        return LocalRecordingStore(tmp_path / "recordings")
+    return _s3_recordings()
+
+
+def _s3_recordings() -> RecordingStore:
+    uri = f"s3://{RECORDINGS_BUCKET}/sessions?region=us-east-1"
+    ensure_bucket(uri)
+    return S3RecordingStore.from_uri(uri)

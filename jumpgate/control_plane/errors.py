@@ -15,7 +15,9 @@
     ├── UnknownTenant
     ├── NotFound
     ├── AlreadyExists
-    └── Conflict                a concurrent change won; retry
+    ├── Conflict                a concurrent change won; retry
+    │   └── RecordingModified   a stored part no longer matches its digest
+    └── StoreUnavailable        a store failed (throttled, unreachable); retry later
 
 The HTTP status and problem type of each live in one table, ``handlers.problems``.
 """
@@ -79,3 +81,11 @@ class AlreadyExists(JumpgateError):
 
 class Conflict(JumpgateError):
     """A concurrent writer changed the object first."""
+
+
+class RecordingModified(Conflict):
+    """A recording's stored part differs from what was recorded (or is gone)."""
+
+
+class StoreUnavailable(JumpgateError):
+    """A store did not answer or refused for now; the caller should retry later."""

@@ -66,3 +66,9 @@ def user_ca_index(public_key: str) -> str:
 def proxy(proxy_id: str) -> str:
     """A proxy's liveness (platform scope)."""
     return f"proxies/{proxy_id}"
+
+
+RECORDING_KEY = "keys/recordings"
+"""A tenant's Ed25519 key that signs recording manifests (sealed with the master key)."""
+RECORDING_SETTINGS = "settings/recording"
+"""A tenant's recording mode and whether exec sessions are recorded."""

@@ -10,6 +10,8 @@ from jumpgate.control_plane.ca import Authorities
 from jumpgate.control_plane.clock import Clock, SystemClock
 from jumpgate.control_plane.login import LoginService
 from jumpgate.control_plane.nodes import GONE_AFTER, NodeService
+from jumpgate.control_plane.recordings.base import RecordingStore
+from jumpgate.control_plane.recordings.service import GRACE, RecordingService
 from jumpgate.control_plane.secrets import SecretBox
 from jumpgate.control_plane.store import Store
 from jumpgate.control_plane.tenants import TenantCreated, TenantService
@@ -33,6 +35,7 @@ class Settings:
     proxy_host_keys: tuple[str, ...] = ()  # SSH host keys of the proxies, for agents to verify
     node_gone_after: timedelta = GONE_AFTER  # offline nodes leave listings after this
     bcrypt_rounds: int = BCRYPT_ROUNDS  # password hashing cost (2^rounds); 10 by default
+    recording_grace: timedelta = GRACE  # a recording quiet this long is completed by the platform
 
     def __post_init__(self) -> None:
         if not self.public_addr or "/" in self.public_addr or ":" in self.public_addr:
@@ -54,6 +57,7 @@ class ControlPlane:
         box: SecretBox,
         *,
         audit: AuditStore,
+        recordings: RecordingStore,
         settings: Settings | None = None,
         clock: Clock | None = None,
         sinks: Sequence[Sink] = (),
@@ -77,6 +81,9 @@ class ControlPlane:
         )
         self.authn = Authenticator(store, self.clock, self.authorities, self.users)
         self.nodes = NodeService(store, self.clock, gone_after=self.settings.node_gone_after)
+        self.recordings = RecordingService(
+            store, box, self.clock, recordings, self.audit, grace=self.settings.recording_grace
+        )
 
     def create_tenant(
         self,

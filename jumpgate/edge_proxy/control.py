@@ -4,6 +4,7 @@ Its transport is an ``Invoke``: an in-process call of the internal handler (embe
 Lambda invoke (AWS). The proxy never touches the state store itself.
 """
 
+import base64
 import json
 from typing import Any
 
@@ -11,6 +12,7 @@ from pydantic import BaseModel
 
 from jumpgate.edge_proxy.events import Invoke, decode_response, http_event
 from jumpgate.protocol import models
+from jumpgate.protocol.recording import PartInfo, RecordingMeta, SessionEnd
 
 
 class ControlPlaneError(Exception):
@@ -84,3 +86,46 @@ class ControlPlaneClient:
 
     async def proxy_alive(self, proxy_id: str) -> None:
         await self._call("POST", "/internal/v1/proxy-alive", models.ProxyAlive(proxy=proxy_id))
+
+    async def recording_settings(self, tenant: str) -> models.RecordingSettings:
+        answer = await self._call(
+            "POST", "/internal/v1/recordings/settings", models.TenantName(tenant=tenant)
+        )
+        return models.RecordingSettings.model_validate(answer)
+
+    async def recording_open(self, tenant: str, meta: RecordingMeta) -> int:
+        """Store a session's metadata; how many of its parts the store has."""
+        body = models.RecordingOpen(tenant=tenant, meta=meta)
+        answer = await self._call("POST", "/internal/v1/recordings/open", body)
+        return int(answer["parts"])
+
+    async def recording_part(
+        self,
+        tenant: str,
+        session_id: str,
+        server_id: str,
+        previous: str,
+        info: PartInfo,
+        data: bytes,
+    ) -> None:
+        body = models.RecordingPartUpload(
+            tenant=tenant,
+            session_id=session_id,
+            server_id=server_id,
+            previous=previous,
+            info=info,
+            data=base64.b64encode(data).decode(),
+        )
+        await self._call("POST", "/internal/v1/recordings/part", body)
+
+    async def recording_alive(self, tenant: str, session_id: str, server_id: str) -> None:
+        body = models.RecordingAlive(tenant=tenant, session_id=session_id, server_id=server_id)
+        await self._call("POST", "/internal/v1/recordings/alive", body)
+
+    async def recording_complete(
+        self, tenant: str, session_id: str, server_id: str, parts: int, end: SessionEnd
+    ) -> None:
+        body = models.RecordingComplete(
+            tenant=tenant, session_id=session_id, server_id=server_id, parts=parts, end=end
+        )
+        await self._call("POST", "/internal/v1/recordings/complete", body)

@@ -26,7 +26,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 import asyncssh
+from asyncssh.stream import SSHTCPStreamSession
 
+from jumpgate.edge_proxy import recordings
 from jumpgate.edge_proxy.control import ControlPlaneClient, ControlPlaneError
 from jumpgate.edge_proxy.dialback import DialBack
 from jumpgate.edge_proxy.registry import AmbiguousNode, Tunnel, TunnelRegistry, UnknownNode
@@ -39,6 +41,7 @@ from jumpgate.protocol.ssh_identity import CertIdentity, cert_identity
 from jumpgate.protocol.tunnel import (
     AUDIT_SUBSYSTEM,
     HEARTBEAT_SUBSYSTEM,
+    LISTEN_HOST,
     MAX_LINE_BYTES,
     RENEW_SUBSYSTEM,
 )
@@ -202,6 +205,30 @@ class _TunnelServer(asyncssh.SSHServer):
             replaced.connection.close()
         logger.info("tunnel up", extra={"tenant": self.node.tenant, "node": self.node.host_id})
         return TunnelListener(listen_port)
+
+    def connection_requested(
+        self, dest_host: str, dest_port: int, orig_host: str, orig_port: int
+    ) -> Any:
+        """The one channel a node may open: its recordings, to ``ports.RECORDINGS``."""
+        node, conn = self.node, self._conn
+        if (
+            node is None
+            or conn is None
+            or (dest_host, dest_port)
+            != (
+                LISTEN_HOST,
+                ports.RECORDINGS,
+            )
+        ):
+            return False
+        control = self._fronts.control
+
+        async def handle(
+            reader: asyncssh.SSHReader[bytes], writer: asyncssh.SSHWriter[bytes]
+        ) -> None:
+            await recordings.serve(control, node, reader, writer)
+
+        return conn.create_tcp_channel(encoding=None), SSHTCPStreamSession(handle)
 
     def connection_lost(self, exc: Exception | None) -> None:
         tunnel = self.tunnel

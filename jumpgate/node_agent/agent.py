@@ -29,7 +29,9 @@ from jumpgate.node_agent.errors import AgentError
 from jumpgate.node_agent.identity import Identity
 from jumpgate.node_agent.join import check_pin, join
 from jumpgate.node_agent.labels import DynamicLabel, evaluate
+from jumpgate.node_agent.recording import Spool
 from jumpgate.node_agent.server import NodeServer
+from jumpgate.node_agent.uploads import Uploader
 from jumpgate.protocol import certs, ports
 from jumpgate.protocol.client import APIError, Client, ClientError
 from jumpgate.protocol.metrics import MetricLine
@@ -83,6 +85,7 @@ class Agent:
         self._labels = dict(config.labels)
         self._tasks: set[asyncio.Task[object]] = set()
         self.audit: Outbox[audit.Event] = Outbox()
+        self.uploads = Uploader(Spool(config.data_dir / "recordings"), self.audit)
 
     def _client(self, auth_server: str, insecure: bool) -> Client:
         return Client(auth_server, insecure=insecure)
@@ -183,6 +186,12 @@ class Agent:
         return [
             ("jumpgate_agent_tunnel_up", "gauge", {}, 1.0 if self.tunnel_up.is_set() else 0.0),
             ("jumpgate_agent_tunnels_opened_total", "counter", {}, float(self.tunnels_opened)),
+            (
+                "jumpgate_agent_recording_parts_sent_total",
+                "counter",
+                {},
+                float(self.uploads.parts_sent),
+            ),
         ]
 
     async def _find(self, identity: Identity) -> tuple[str, int, list[str]]:
@@ -222,7 +231,7 @@ class Agent:
             timeout=30,
         )
         serving: dict[str, Any] = {
-            "server_factory": lambda: NodeServer(identity.user_ca_keys, self.audit),
+            "server_factory": lambda: NodeServer(identity.user_ca_keys, self.audit, self.uploads),
             "server_host_keys": [(ssh_key, asyncssh.import_certificate(identity.certificate))],
             "encoding": None,
             "keepalive_interval": 30,
@@ -245,9 +254,10 @@ class Agent:
             sender = asyncio.create_task(self._heartbeats(conn, local[0] if local else ""))
             auditing = asyncio.create_task(self.audit.deliver(audit.sender(conn)))
             renewer = asyncio.create_task(self._renewal(conn, identity, key))
+            uploading = asyncio.create_task(self.uploads.run(conn))
             closed = asyncio.create_task(conn.wait_closed())
             stopping = asyncio.create_task(stop.wait())
-            tasks = {sender, auditing, renewer, closed, stopping}
+            tasks = {sender, auditing, renewer, uploading, closed, stopping}
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             for task in tasks:
                 task.cancel()

@@ -28,6 +28,7 @@ class EventType(StrEnum):
     SESSION_RESIZE = "resize"
     SESSION_LEAVE = "session.leave"
     SESSION_END = "session.end"
+    SESSION_UPLOAD = "session.upload"
     EXEC = "exec"
     SCP = "scp"
     SFTP = "sftp"
@@ -36,6 +37,7 @@ class EventType(StrEnum):
     TOKEN_DELETE = "token.delete"  # noqa: S105 - an event name, not a secret
     TENANT_CREATE = "tenant.create"
     NODE_DELETE = "node.delete"
+    RECORDING_SETTINGS = "recording.settings"
 
 
 _CODES: dict[EventType, str] = {
@@ -49,6 +51,7 @@ _CODES: dict[EventType, str] = {
     EventType.SESSION_RESIZE: "J2002",
     EventType.SESSION_LEAVE: "J2003",
     EventType.SESSION_END: "J2004",
+    EventType.SESSION_UPLOAD: "J2005",
     EventType.EXEC: "J3002",
     EventType.SCP: "J3004",
     EventType.AUTH: "J3007",
@@ -57,6 +60,7 @@ _CODES: dict[EventType, str] = {
     EventType.TOKEN_CREATE: "J9001",
     EventType.TOKEN_DELETE: "J9002",
     EventType.NODE_DELETE: "J9003",
+    EventType.RECORDING_SETTINGS: "J9004",
     EventType.TENANT_CREATE: "J9100",
 }
 

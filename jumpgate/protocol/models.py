@@ -12,6 +12,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from jumpgate.protocol import names
 from jumpgate.protocol.audit import EventType
+from jumpgate.protocol.recording import PartInfo, RecordingMeta, RecordingMode, SessionEnd
 
 
 class Role(StrEnum):
@@ -313,3 +314,99 @@ class HostCertRenewal(_Model):
 
 class HostCertificate(_Model):
     certificate: str
+
+
+class RecordingSettings(_Model):
+    """A tenant's recording settings (``jumpctl recordings mode``)."""
+
+    mode: RecordingMode = RecordingMode.NODE
+    record_exec: bool = True  # exec sessions (``jump ssh node cmd``) are recorded too
+
+
+class RecordingInfo(_Model):
+    """A recording as it stands: what it is of, its parts so far, and its end when complete."""
+
+    meta: RecordingMeta
+    parts: list[PartInfo]
+    complete: bool
+    end: SessionEnd | None = None
+
+
+class RecordingPart(_Model):
+    """One part of a recording for playback: a gzip member of frames, base64."""
+
+    index: int
+    sha256: str
+    data: str
+    complete: bool  # the recording was complete when this was read
+
+
+class RecordingRow(_Model):
+    """One line of ``jump recordings ls``."""
+
+    session_id: str
+    user: str = ""
+    login: str = ""
+    nodename: str = ""
+    server_id: str = ""
+    kind: str = ""
+    started: str = ""
+    ended: str = ""
+    size: int = 0
+    synthesized: bool = False
+
+
+class RecordingList(_Model):
+    recordings: list[RecordingRow]
+    cursor: str | None = None
+
+
+class RecordingVerdict(_Model):
+    """``jumpctl recordings verify``: ``ok`` when every part is as it was recorded."""
+
+    session_id: str
+    ok: bool
+    complete: bool
+    parts: int
+    problems: list[str]
+
+
+class RecordingOpen(_Model):
+    """Internal: a node starts (or resumes) uploading a session; the proxy stamps tenant and
+    server id."""
+
+    tenant: str
+    meta: RecordingMeta
+
+
+class RecordingOpened(_Model):
+    parts: int
+
+
+class RecordingComplete(_Model):
+    """Internal: every part is stored and the session ended."""
+
+    tenant: str
+    session_id: str
+    server_id: str
+    parts: int
+    end: SessionEnd
+
+
+class RecordingPartUpload(_Model):
+    """Internal: one part a node uploaded, as the proxy hands it on (``data`` base64)."""
+
+    tenant: str
+    session_id: str
+    server_id: str
+    previous: str = Field(pattern="^[0-9a-f]{64}$")
+    info: PartInfo
+    data: str
+
+
+class RecordingAlive(_Model):
+    """Internal: a quiet session is still going."""
+
+    tenant: str
+    session_id: str
+    server_id: str

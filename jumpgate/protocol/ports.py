@@ -13,3 +13,5 @@ NODE_SSH = 3022
 """The port an agent serves SSH on inside its tunnel (no socket listens on it)."""
 DIALBACK = 3025
 """Inside the tunnel: where the proxy asks an agent to dial a session's data connection."""
+RECORDINGS = 3026
+"""Inside the tunnel: where an agent streams its sessions' recordings to the proxy."""

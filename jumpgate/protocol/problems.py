@@ -30,5 +30,7 @@ class ProblemType(StrEnum):
     NOT_FOUND = "urn:jumpgate:problem:not-found"
     ALREADY_EXISTS = "urn:jumpgate:problem:already-exists"
     CONFLICT = "urn:jumpgate:problem:conflict"
+    RECORDING_MODIFIED = "urn:jumpgate:problem:recording-modified"
+    STORE_UNAVAILABLE = "urn:jumpgate:problem:store-unavailable"
     METHOD_NOT_ALLOWED = "urn:jumpgate:problem:method-not-allowed"
     INTERNAL = "urn:jumpgate:problem:internal"

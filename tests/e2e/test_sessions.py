@@ -1,7 +1,6 @@
 """Reaching a node behind its tunnel: the agent, the proxy and plain OpenSSH, end to end."""
 
 import asyncio
-import getpass
 import hashlib
 import json
 import os
@@ -13,8 +12,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -32,142 +29,20 @@ from jumpgate.protocol.client import Client
 from jumpgate.protocol.tunnel import AUDIT_SUBSYSTEM
 from tests.e2e.conftest import (
     BIN,
+    LOGIN,
     Cluster,
+    Node,
     Shell,
+    Site,
     create_tenant,
     http_get,
     signup_and_login,
     wait_for_line,
+    write_ssh_config,
 )
 from tests.support import free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.net]
-LOGIN = getpass.getuser()
-
-
-@dataclass
-class Node:
-    """A node agent process joined to tenant acme."""
-
-    directory: Path
-    command: list[str]
-    process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def log(self) -> Path:
-        return self.directory / "agent.log"
-
-    def start(self, *extra: str) -> subprocess.Popen[bytes]:
-        offset = len(self.log.read_text()) if self.log.exists() else 0
-        with self.log.open("a") as out:
-            self.process = subprocess.Popen([*self.command, *extra], stdout=out, stderr=out)
-        self.offset = offset
-        return self.process
-
-    def wait_tunnel(self, seconds: float = 20) -> float:
-        assert self.process is not None
-        return wait_for_line(
-            self.log, '"tunnel up"', self.process, offset=self.offset, seconds=seconds
-        )
-
-    def restart(self, *extra: str) -> subprocess.Popen[bytes]:
-        """Start again from the stored identity: no token, no pin, no address."""
-        self.command = [
-            str(BIN / "jumpgate"),
-            "start",
-            "--roles=node",
-            "--data-dir",
-            str(self.directory),
-            "--insecure",
-            *extra,
-        ]
-        return self.start()
-
-    def kill(self, sig: int = signal.SIGKILL) -> None:
-        assert self.process is not None
-        self.process.send_signal(sig)
-        self.process.wait(timeout=20)
-
-
-@dataclass
-class Site:
-    """A cluster, a logged-in admin, one joined node, and an ssh_config to reach it."""
-
-    cluster: Cluster
-    admin: Shell
-    node: Node
-    ssh_config: Path
-
-    def ssh(
-        self, *argv: str, host: str = "web-1", stdin: bytes | None = None
-    ) -> subprocess.CompletedProcess[bytes]:
-        return subprocess.run(
-            ["ssh", "-F", str(self.ssh_config), *argv[:-1], host, argv[-1]] if argv else [],
-            input=stdin,
-            capture_output=True,
-            timeout=60,
-            check=False,
-        )
-
-
-def write_ssh_config(
-    directory: Path, home: Path, cluster: Cluster, host_ca: str, proxy_key: str
-) -> Path:
-    """What ``jump config`` prints, written out: ProxyJump through the proxy, node via CA."""
-    profile = home / "profiles" / f"acme.localhost_{cluster.port}"
-    known_hosts = directory / "known_hosts"
-    known_hosts.write_text(
-        f"[127.0.0.1]:{cluster.ssh_port} {proxy_key}\n"
-        f"@cert-authority web-1,nosuch,*.acme {host_ca}\n"
-    )
-    config = directory / "ssh_config"
-    config.write_text(
-        f"""Host jg-proxy
-  HostName 127.0.0.1
-  Port {cluster.ssh_port}
-  User {LOGIN}
-Host * !jg-proxy
-  User {LOGIN}
-  ProxyJump jg-proxy
-Host *
-  IdentityFile {profile / "key"}
-  CertificateFile {profile / "key-cert.pub"}
-  IdentitiesOnly yes
-  UserKnownHostsFile {known_hosts}
-  StrictHostKeyChecking yes
-  BatchMode yes
-  ConnectTimeout 10
-"""
-    )
-    return config
-
-
-@pytest.fixture
-def site(cluster: Cluster, tmp_path: Path) -> Iterator[Site]:
-    admin = Shell(tmp_path / "home")
-    created = create_tenant(admin, cluster, "acme", "alice", LOGIN)
-    signup_and_login(admin, cluster, created["invite_token"], "alice")
-    joining = admin.ok("jumpctl", "nodes", "add", "--ttl", "5m", "--format", "json").json()
-    node_dir = tmp_path / "node"
-    node_dir.mkdir()
-    command = [str(BIN / "jumpgate"), *joining["command"].split()[1:]]
-    node = Node(
-        node_dir,
-        [*command, "--data-dir", str(node_dir), "--nodename", "web-1", "--labels", "env=prod"],
-    )
-    node.start()
-    node.wait_tunnel()
-    identity = json.loads((node_dir / "node" / "identity.json").read_text())
-
-    proxy_key = Client(cluster.proxy, insecure=True).call("GET", "/webapi/ping")["proxy_host_keys"][
-        0
-    ]
-    config = write_ssh_config(
-        tmp_path, tmp_path / "home", cluster, identity["host_ca_keys"][0], proxy_key
-    )
-    yield Site(cluster, admin, node, config)
-    if node.process is not None and node.process.poll() is None:
-        node.kill(signal.SIGTERM)
 
 
 def _nodes(site: Site) -> list[dict[str, object]]:
@@ -388,8 +263,8 @@ def _audit(site: Site, event_type: str, count: int) -> list[dict[str, object]]:
 
 def test_sessions_are_audited_by_the_proxy_and_the_node(site: Site) -> None:
     assert site.ssh("echo hi").stdout == b"hi\n"
-    [start] = _audit(site, "session.start", 1)
-    [end] = _audit(site, "session.end", 1)
+    [start] = [e for e in _audit(site, "session.start", 2) if e["origin"] == "proxy"]
+    [end] = [e for e in _audit(site, "session.end", 2) if e["origin"] == "proxy"]
     identity = json.loads((site.node.directory / "node" / "identity.json").read_text())
     assert start["code"] == "J2000I"
     assert (start["user"], start["login"], start["server_id"], start["nodename"]) == (

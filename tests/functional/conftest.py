@@ -15,6 +15,7 @@ from jumpgate.control_plane.audit.base import AuditStore
 from jumpgate.control_plane.clock import ManualClock
 from jumpgate.control_plane.handlers.api import make_handler
 from jumpgate.control_plane.plane import ControlPlane, Settings
+from jumpgate.control_plane.recordings.base import RecordingStore
 from jumpgate.control_plane.secrets import MasterKey, SecretBox
 from jumpgate.control_plane.store import Store
 from jumpgate.control_plane.tokens import StaticToken
@@ -148,8 +149,20 @@ def _static() -> tuple[StaticToken, ...]:
 
 
 @pytest.fixture
-def platform(store: Store, paired_audit: AuditStore, clock: ManualClock) -> Platform:
+def platform(
+    store: Store,
+    paired_audit: AuditStore,
+    paired_recordings: RecordingStore,
+    clock: ManualClock,
+) -> Platform:
     box = SecretBox(MasterKey.from_bytes(secrets.token_bytes(32)))
     settings = Settings(bcrypt_rounds=4, static_tokens=_static())
-    plane = ControlPlane(store, box, audit=paired_audit, settings=settings, clock=clock)
+    plane = ControlPlane(
+        store,
+        box,
+        audit=paired_audit,
+        recordings=paired_recordings,
+        settings=settings,
+        clock=clock,
+    )
     return Platform(plane, clock)

@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from jumpgate.control_plane.audit.sqlite import SQLiteAuditStore
 from jumpgate.control_plane.plane import ControlPlane, Settings
+from jumpgate.control_plane.recordings.local import LocalRecordingStore
 from jumpgate.control_plane.secrets import MasterKey, SecretBox
 from jumpgate.control_plane.store.sqlite import SQLiteStore
 from jumpgate.protocol import certs
@@ -58,7 +59,10 @@ def plane(tmp_path: Path) -> Iterator[ControlPlane]:
     store = SQLiteStore(tmp_path / "state.db")
     box = SecretBox(MasterKey.from_bytes(secrets.token_bytes(32)))
     audit = SQLiteAuditStore(tmp_path / "audit.db")
-    yield ControlPlane(store, box, audit=audit, settings=Settings(bcrypt_rounds=4))
+    recordings = LocalRecordingStore(tmp_path / "recordings")
+    yield ControlPlane(
+        store, box, audit=audit, recordings=recordings, settings=Settings(bcrypt_rounds=4)
+    )
     store.close()
 
 

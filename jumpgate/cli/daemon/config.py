@@ -63,6 +63,8 @@ class Config:
     node_gone_after: str = "10m"  # offline nodes leave `nodes ls` after this long
     audit_events_uri: tuple[str, ...] = ()  # extra event sinks: file:///PATH, stdout://
     audit_retention: str = "365d"  # how long audit events are kept
+    audit_sessions_uri: str = ""  # recordings: file:///DIR or s3://bucket/prefix?region=...
+    recording_grace: str = "1h"  # a recording whose node sent nothing this long is completed
     # node role:
     auth_server: str = ""  # HOST:PORT of the tenant's web endpoint, e.g. acme.localhost:3080
     token: str = ""  # join token, needed on the first start only
@@ -117,6 +119,19 @@ class Config:
                 raise ValueError("keep audit events at least 1d")
         except ValueError as exc:
             raise ConfigError(f"audit_retention: {exc}") from exc
+        try:
+            if parse_duration(self.recording_grace) < timedelta(minutes=1):
+                raise ValueError("must be at least 1m")
+        except ValueError as exc:
+            raise ConfigError(f"recording_grace: {exc}") from exc
+        scheme = self.audit_sessions_uri.partition("://")[0]
+        if self.audit_sessions_uri and (
+            scheme not in ("file", "s3") or not self.audit_sessions_uri.partition("://")[2]
+        ):
+            raise ConfigError(
+                f"audit_sessions_uri: {self.audit_sessions_uri!r} is not file:///DIR "
+                "or s3://BUCKET/PREFIX"
+            )
         for uri in self.audit_events_uri:
             try:
                 sink_path(uri)

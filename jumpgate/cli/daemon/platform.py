@@ -25,6 +25,9 @@ from jumpgate.control_plane.audit.sqlite import SQLiteAuditStore
 from jumpgate.control_plane.handlers.api import Handler, make_handler
 from jumpgate.control_plane.handlers.internal import make_internal_handler
 from jumpgate.control_plane.plane import ControlPlane, Settings
+from jumpgate.control_plane.recordings.base import RecordingStore
+from jumpgate.control_plane.recordings.local import LocalRecordingStore
+from jumpgate.control_plane.recordings.s3 import S3RecordingStore, ensure_bucket
 from jumpgate.control_plane.secrets import SecretBox, load_or_create_master_key
 from jumpgate.control_plane.store import Store
 from jumpgate.control_plane.store.dynamodb import DynamoDBStore, ensure_table
@@ -78,11 +81,13 @@ def open_control_plane(config: Config, proxy_host_keys: tuple[str, ...] = ()) ->
         static_tokens=tuple(StaticToken(t.tenant, t.token, t.roles) for t in config.static_tokens),
         proxy_host_keys=proxy_host_keys,
         node_gone_after=parse_duration(config.node_gone_after),
+        recording_grace=parse_duration(config.recording_grace),
     )
     return ControlPlane(
         open_store(config),
         SecretBox(master),
         audit=open_audit_store(config),
+        recordings=open_recordings(config),
         settings=settings,
         sinks=[open_sink(uri) for uri in config.audit_events_uri],
         retention=parse_duration(config.audit_retention),
@@ -99,6 +104,18 @@ def open_audit_store(config: Config) -> AuditStore:
         return DynamoDBAuditStore(table, region=storage.region, host=endpoint)
     path = Path(storage.audit_path) if storage.audit_path else config.data_dir / "audit.db"
     return SQLiteAuditStore(path)
+
+
+def open_recordings(config: Config) -> RecordingStore:
+    """The recordings store ``audit_sessions_uri`` names (its bucket created if missing), or
+    files under the data dir."""
+    uri = config.audit_sessions_uri
+    if uri.startswith("s3://"):
+        ensure_bucket(uri)
+        return S3RecordingStore.from_uri(uri)
+    if uri.startswith("file://"):
+        return LocalRecordingStore(Path(uri.removeprefix("file://")))
+    return LocalRecordingStore(config.data_dir / "recordings")
 
 
 class InProcessTransport:
@@ -156,6 +173,23 @@ class Daemon:
         logger.info("diagnostics", extra={"diag_addr": f"{host}:{bound}"})
         return diag
 
+    async def _sweep_recordings(self) -> None:
+        """Complete recordings whose node went quiet for longer than the grace period."""
+        period = min(60.0, self.plane.recordings.grace.total_seconds() / 4)
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(period)
+            try:
+                done = await loop.run_in_executor(self._pool, self.plane.recordings.sweep)
+            except Exception:
+                logger.exception("recording sweep failed")
+                continue
+            for tenant, session_id in done:
+                logger.info(
+                    "recording completed by the platform",
+                    extra={"tenant": tenant, "session_id": session_id},
+                )
+
     def start_agent(self, agent: Agent) -> None:
         """Run a node agent beside the platform; it stops first when the platform stops."""
         self.agent = agent
@@ -193,11 +227,13 @@ class Daemon:
             },
         )
         diag = await self._start_diag()
+        sweeper = asyncio.create_task(self._sweep_recordings())
         self.ready.set()
         try:
             await stop.wait()
         finally:
             logger.info("shutting down")
+            sweeper.cancel()
             if diag is not None:
                 await diag.close()
             if self._agent_task is not None:

@@ -12,6 +12,7 @@ from jumpgate.cli.common import nodes, output, profile, prompt
 from jumpgate.cli.common.args import Parser
 from jumpgate.cli.common.errors import CLIError
 from jumpgate.cli.common.run import run
+from jumpgate.cli.jump import recordings
 from jumpgate.cli.jump import scp as scp_cmd
 from jumpgate.cli.jump import ssh as ssh_cmd
 from jumpgate.protocol.client import Client, Credentials
@@ -48,6 +49,7 @@ def parser() -> argparse.ArgumentParser:
 
     ssh_cmd.register(sub)
     scp_cmd.register(sub)
+    recordings.register(sub)
 
     status = sub.add_parser("status", help="show the current login")
     output.add_format(status)
@@ -188,6 +190,10 @@ def main(argv: list[str] | None = None) -> int:
         return run("jump", lambda: ssh_cmd.COMMANDS[args.command](args))
     if args.command == "scp":
         return run("jump", lambda: scp_cmd.scp(args))
+    if args.command == "recordings":
+        return run("jump", lambda: recordings.ls(_signed_client(), args))
+    if args.command == "play":
+        return run("jump", lambda: recordings.play(_signed_client(), args))
     commands = {
         "signup": _signup,
         "login": _login,

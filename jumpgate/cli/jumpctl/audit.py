@@ -3,41 +3,14 @@
 import argparse
 import sys
 import urllib.parse
-from datetime import UTC, datetime
 from typing import Any
 
 from jumpgate.cli.common import output
-from jumpgate.cli.common.errors import CLIError
+from jumpgate.cli.common.args import moment, positive
 from jumpgate.cli.jumpctl.context import Context
 from jumpgate.protocol.audit import MAX_SEARCH_LIMIT, table
-from jumpgate.protocol.durations import parse_duration
 
 COMMON = ("type", "code", "time", "id", "tenant", "user", "success")
-
-
-def moment(text: str) -> datetime:
-    """``--from``/``--to``: a time (``2026-11-21``, ``2026-11-21T09:30``) or a duration ago."""
-    try:
-        return datetime.now(UTC) - parse_duration(text)
-    except ValueError:
-        pass
-    try:
-        parsed = datetime.fromisoformat(text)
-    except ValueError:
-        raise CLIError(
-            f"{text!r} is not a time: use e.g. 2026-11-21, 2026-11-21T09:30 or 2h (ago)"
-        ) from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number")
-    return value
 
 
 def register(sub: Any) -> None:
@@ -53,7 +26,7 @@ def register(sub: Any) -> None:
     search.add_argument("--to", dest="until", help="end, exclusive (default: now)")
     search.add_argument("--type", action="append", default=[], help="event type (repeatable)")
     search.add_argument("--user", default="", help="only this user's events")
-    search.add_argument("--limit", type=_positive, default=100, help="events to show (100)")
+    search.add_argument("--limit", type=positive, default=100, help="events to show (100)")
     search.add_argument("--order", choices=("desc", "asc"), default="desc", help="newest first")
     output.add_format(search)
     search.set_defaults(handler=_search)

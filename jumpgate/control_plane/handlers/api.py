@@ -6,6 +6,7 @@ and maps the result. Requests are checked for size and content type before routi
 every error leaves as problem+json through ``problems``.
 """
 
+import base64
 import json
 import logging
 from collections.abc import Callable
@@ -44,6 +45,8 @@ logger = logging.getLogger(__name__)
 _JSON_TYPES = ("application/json", "application/problem+json")
 UserParam = Annotated[str, Path(max_length=128), AfterValidator(unquote)]
 """A user named in a path, percent-decoded (the path stays as sent: signatures cover it)."""
+SessionParam = Annotated[str, Path(min_length=32, max_length=36, pattern="^[0-9a-f-]+$")]
+"""A recording's session id (a UUID) in a path."""
 LOGIN_METHOD = "password+totp"
 
 
@@ -372,6 +375,95 @@ def build_app(plane: ControlPlane) -> APIGatewayHttpResolver:
         )
         return plane.audit.search(query, cursor)
 
+    def reader(session_id: str) -> Identity:
+        """The caller, if they may see this recording: an admin, or the user it recorded.
+        Anyone else is told it does not exist (another user's sessions are not confirmed)."""
+        identity = caller(addressed_tenant())
+        meta = plane.recordings.recordings.get_meta(identity.tenant, session_id)
+        if Role.ADMIN.value not in identity.roles and meta.user != identity.user:
+            raise errors.NotFound(
+                f"no recording {session_id} in cluster {identity.tenant!r}: see jump recordings ls"
+            )
+        return identity
+
+    @app.get("/v1/recordings", summary="Finished recordings (yours, or all for an admin)")
+    def list_recordings(
+        since: Annotated[datetime | None, Query(alias="from")] = None,
+        until: Annotated[datetime | None, Query(alias="to")] = None,
+        order: Annotated[Literal["asc", "desc"], Query()] = "desc",
+        limit: Annotated[int, Query(ge=1, le=MAX_SEARCH_LIMIT)] = DEFAULT_SEARCH_LIMIT,
+        cursor: Annotated[str | None, Query(max_length=512)] = None,
+    ) -> models.RecordingList:
+        identity = caller(addressed_tenant())
+        identity.require(Role.ACCESS)
+        now = plane.clock.now()
+        query = AuditQuery(
+            tenant=identity.tenant,
+            since=_aware(since) if since else now - timedelta(days=7),
+            until=_aware(until) if until else now + timedelta(seconds=1),
+            types=frozenset({EventType.SESSION_UPLOAD.value}),
+            user="" if Role.ADMIN.value in identity.roles else identity.user,
+            newest_first=order == "desc",
+            limit=limit,
+        )
+        page = plane.audit.search(query, cursor)
+        fields = models.RecordingRow.model_fields
+        rows = [
+            models.RecordingRow.model_validate(
+                {k: v for k, v in event.model_dump().items() if k in fields}
+            )
+            for event in page.events
+        ]
+        return models.RecordingList(recordings=rows, cursor=page.cursor)
+
+    @app.get("/v1/recordings/<session_id>", summary="A recording: what it is of, its parts")
+    def get_recording(session_id: SessionParam) -> models.RecordingInfo:
+        identity = reader(session_id)
+        return plane.recordings.describe(identity.tenant, session_id)
+
+    @app.get("/v1/recordings/<session_id>/parts/<index>", summary="One part, checked")
+    def get_recording_part(
+        session_id: SessionParam, index: Annotated[int, Path(ge=1, le=1_000_000)]
+    ) -> models.RecordingPart:
+        identity = reader(session_id)
+        info = plane.recordings.describe(identity.tenant, session_id)
+        data = plane.recordings.read(identity.tenant, session_id, index)
+        return models.RecordingPart(
+            index=index,
+            sha256=info.parts[index - 1].sha256,
+            data=base64.b64encode(data).decode(),
+            complete=info.complete,
+        )
+
+    @app.post("/v1/recordings/<session_id>/verify", summary="Check every part and the manifest")
+    def verify_recording(session_id: SessionParam) -> models.RecordingVerdict:
+        identity = admin()
+        verdict = plane.recordings.verify(identity.tenant, session_id)
+        return models.RecordingVerdict(
+            session_id=session_id,
+            ok=not verdict.problems,
+            complete=verdict.complete,
+            parts=verdict.parts,
+            problems=verdict.problems,
+        )
+
+    @app.get("/v1/settings/recording", summary="How the cluster records sessions")
+    def get_recording_settings() -> models.RecordingSettings:
+        return plane.recordings.settings(admin().tenant)
+
+    @app.put("/v1/settings/recording", summary="Set how the cluster records sessions")
+    def set_recording_settings(body: models.RecordingSettings) -> models.RecordingSettings:
+        identity = admin()
+        plane.recordings.set_settings(identity.tenant, body)
+        record(
+            EventType.RECORDING_SETTINGS,
+            identity.tenant,
+            identity,
+            mode=body.mode.value,
+            record_exec=body.record_exec,
+        )
+        return body
+
     answer_problems(app)
 
     @app.not_found
@@ -465,11 +557,11 @@ def make_handler(plane: ControlPlane) -> Handler:
     return guarded(build_app(plane))
 
 
-def guarded(app: APIGatewayHttpResolver) -> Handler:
+def guarded(app: APIGatewayHttpResolver, *, max_body: int = MAX_BODY_BYTES) -> Handler:
     """A handler that checks size and media type, then routes; never raises."""
 
     def handler(event: Event, context: Any) -> Event:
-        early = _precheck(event)
+        early = _precheck(event, max_body)
         if early is not None:
             return early
         try:
@@ -483,15 +575,15 @@ def guarded(app: APIGatewayHttpResolver) -> Handler:
     return handler
 
 
-def _precheck(event: Event) -> Event | None:
+def _precheck(event: Event, max_body: int) -> Event | None:
     body = event.get("body") or ""
     size = len(body) * 3 // 4 if event.get("isBase64Encoded") else len(body.encode())
-    if size > MAX_BODY_BYTES:
+    if size > max_body:
         return problems.problem(
             413,
             ProblemType.BODY_TOO_LARGE,
             "Body too large",
-            f"request body is {size} bytes; the limit is {MAX_BODY_BYTES}",
+            f"request body is {size} bytes; the limit is {max_body}",
         )
     if body:
         headers = {k.lower(): v for k, v in (event.get("headers") or {}).items()}

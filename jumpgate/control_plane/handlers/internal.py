@@ -5,6 +5,9 @@ the proxy as an in-process transport; on AWS it is a separate function that only
 IAM role may invoke. So its callers are trusted and it takes no user credentials.
 """
 
+import base64
+import binascii
+
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver
 
 from jumpgate.control_plane import errors
@@ -17,6 +20,10 @@ from jumpgate.control_plane.nodes import NodeInfo
 from jumpgate.control_plane.plane import ControlPlane
 from jumpgate.protocol import models
 from jumpgate.protocol.names import check_tenant_name
+from jumpgate.protocol.recording import MAX_PART_BYTES
+
+MAX_INTERNAL_BODY_BYTES = MAX_PART_BYTES * 4 // 3 + 64 * 1024
+"""A recording part in base64 with its fields: under Lambda's 6 MB invoke payload."""
 
 
 def build_internal_app(plane: ControlPlane) -> APIGatewayHttpResolver:
@@ -77,10 +84,43 @@ def build_internal_app(plane: ControlPlane) -> APIGatewayHttpResolver:
     def proxy_alive(body: models.ProxyAlive) -> None:
         plane.nodes.proxy_alive(body.proxy)
 
+    @app.post("/internal/v1/recordings/settings")
+    def recording_settings(body: models.TenantName) -> models.RecordingSettings:
+        return plane.recordings.settings(body.tenant)
+
+    @app.post("/internal/v1/recordings/open")
+    def recording_open(body: models.RecordingOpen) -> models.RecordingOpened:
+        return models.RecordingOpened(parts=plane.recordings.opened(body.tenant, body.meta))
+
+    @app.post("/internal/v1/recordings/part", status_code=204)
+    def recording_part(body: models.RecordingPartUpload) -> None:
+        try:
+            data = base64.b64decode(body.data, validate=True)
+        except binascii.Error as exc:
+            raise errors.InvalidRequest(f"part data is not base64: {exc}") from exc
+        plane.recordings.store_part(
+            body.tenant,
+            body.session_id,
+            server_id=body.server_id,
+            previous=body.previous,
+            info=body.info,
+            data=data,
+        )
+
+    @app.post("/internal/v1/recordings/alive", status_code=204)
+    def recording_alive(body: models.RecordingAlive) -> None:
+        plane.recordings.alive(body.tenant, body.session_id, body.server_id)
+
+    @app.post("/internal/v1/recordings/complete", status_code=204)
+    def recording_complete(body: models.RecordingComplete) -> None:
+        plane.recordings.complete(
+            body.tenant, body.session_id, body.end, server_id=body.server_id, parts=body.parts
+        )
+
     answer_problems(app)
     return app
 
 
 def make_internal_handler(plane: ControlPlane) -> Handler:
     """The Lambda-shaped entry point of the internal routes."""
-    return guarded(build_internal_app(plane))
+    return guarded(build_internal_app(plane), max_body=MAX_INTERNAL_BODY_BYTES)

@@ -20,7 +20,9 @@ _TABLE: list[tuple[type[errors.JumpgateError], int, ProblemType, str]] = [
     (errors.UnknownTenant, 404, ProblemType.UNKNOWN_TENANT, "Unknown cluster"),
     (errors.NotFound, 404, ProblemType.NOT_FOUND, "Not found"),
     (errors.AlreadyExists, 409, ProblemType.ALREADY_EXISTS, "Already exists"),
+    (errors.RecordingModified, 409, ProblemType.RECORDING_MODIFIED, "Recording modified"),
     (errors.Conflict, 409, ProblemType.CONFLICT, "Conflict"),
+    (errors.StoreUnavailable, 503, ProblemType.STORE_UNAVAILABLE, "Store unavailable"),
     (errors.InvalidRequest, 400, ProblemType.INVALID_REQUEST, "Invalid request"),
     (SecretUnreadable, 500, ProblemType.INTERNAL, "Internal error"),
 ]

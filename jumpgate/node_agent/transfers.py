@@ -1,0 +1,284 @@
+"""File transfers seen on the node, for the audit log: SFTP packets and legacy SCP streams.
+
+The node relays both between the user's channel and the process serving them (OpenSSH's
+``sftp-server``, the login's ``scp``); these watchers read the same bytes on the way past
+and report each file: its path, what was done and how many bytes moved. They never change
+or hold back the data, and give up quietly (``broken``) on a stream they cannot follow.
+"""
+
+import logging
+import os
+import posixpath
+import shlex
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+Report = Callable[[str, dict[str, Any]], None]
+"""Called with an outcome (``I``/``W``) and the event's fields."""
+
+MAX_PACKET = 512 * 1024
+FXP = {
+    "OPEN": 3,
+    "CLOSE": 4,
+    "READ": 5,
+    "WRITE": 6,
+    "SETSTAT": 9,
+    "REMOVE": 13,
+    "MKDIR": 14,
+    "RMDIR": 15,
+    "RENAME": 18,
+    "SYMLINK": 20,
+    "STATUS": 101,
+    "HANDLE": 102,
+    "DATA": 103,
+}
+FXF_WRITE = 0x02
+_PATH_ACTIONS = {
+    FXP["SETSTAT"]: "setstat",
+    FXP["REMOVE"]: "remove",
+    FXP["MKDIR"]: "mkdir",
+    FXP["RMDIR"]: "rmdir",
+    FXP["RENAME"]: "rename",
+    FXP["SYMLINK"]: "symlink",
+}
+
+
+class _Reader:
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.at = 0
+
+    def uint32(self) -> int:
+        (value,) = struct.unpack_from(">I", self.data, self.at)
+        self.at += 4
+        return int(value)
+
+    def uint64(self) -> int:
+        (value,) = struct.unpack_from(">Q", self.data, self.at)
+        self.at += 8
+        return int(value)
+
+    def string(self) -> bytes:
+        length = self.uint32()
+        value = self.data[self.at : self.at + length]
+        self.at += length
+        return value
+
+
+class _Packets:
+    """Whole SFTP packets out of a byte stream."""
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+
+    def feed(self, data: bytes) -> list[bytes]:
+        self._buffer += data
+        packets = []
+        while len(self._buffer) >= 4:
+            (length,) = struct.unpack_from(">I", self._buffer)
+            if length > MAX_PACKET:
+                raise ValueError("SFTP packet too long")
+            if len(self._buffer) < 4 + length:
+                break
+            packets.append(bytes(self._buffer[4 : 4 + length]))
+            del self._buffer[: 4 + length]
+        return packets
+
+
+@dataclass
+class _Open:
+    path: str
+    writing: bool
+    read: int = 0
+    written: int = 0
+
+
+@dataclass
+class SftpWatch:
+    """Follows an SFTP session: requests from the user, replies from ``sftp-server``."""
+
+    report: Report
+    broken: bool = False
+    _requests: _Packets = field(default_factory=_Packets)
+    _replies: _Packets = field(default_factory=_Packets)
+    _opening: dict[int, _Open] = field(default_factory=dict)
+    _handles: dict[bytes, _Open] = field(default_factory=dict)
+    _reads: dict[int, bytes] = field(default_factory=dict)
+    _pending: dict[int, dict[str, Any]] = field(default_factory=dict)
+
+    def from_user(self, data: bytes) -> None:
+        self._guard(self._request, self._requests, data)
+
+    def from_node(self, data: bytes) -> None:
+        self._guard(self._reply, self._replies, data)
+
+    def _guard(self, handle: Callable[[_Reader], None], packets: _Packets, data: bytes) -> None:
+        if self.broken:
+            return
+        try:
+            for packet in packets.feed(data):
+                handle(_Reader(packet))
+        except (ValueError, struct.error, UnicodeDecodeError) as exc:
+            logger.info("sftp stream not followed", extra={"reason": str(exc)})
+            self.broken = True
+
+    def _request(self, packet: _Reader) -> None:
+        kind = packet.data[0]
+        packet.at = 1
+        if kind < FXP["OPEN"]:
+            return  # INIT carries no id
+        request = packet.uint32()
+        if kind == FXP["OPEN"]:
+            path = packet.string().decode()
+            flags = packet.uint32()
+            self._opening[request] = _Open(path, bool(flags & FXF_WRITE))
+        elif kind == FXP["READ"]:
+            self._reads[request] = packet.string()
+        elif kind == FXP["WRITE"]:
+            handle = packet.string()
+            packet.uint64()
+            opened = self._handles.get(handle)
+            if opened is not None:
+                opened.written += len(packet.string())
+        elif kind == FXP["CLOSE"]:
+            opened = self._handles.pop(packet.string(), None)
+            if opened is not None:
+                action = "write" if opened.writing else "read"
+                length = opened.written if opened.writing else opened.read
+                self.report("I", {"action": action, "path": opened.path, "length": length})
+        elif kind in _PATH_ACTIONS:
+            fields: dict[str, Any] = {
+                "action": _PATH_ACTIONS[kind],
+                "path": packet.string().decode(),
+            }
+            if kind in (FXP["RENAME"], FXP["SYMLINK"]):
+                fields["target"] = packet.string().decode()
+            self._pending[request] = fields
+
+    def _reply(self, packet: _Reader) -> None:
+        kind = packet.data[0]
+        packet.at = 1
+        if kind < FXP["STATUS"]:
+            return  # VERSION
+        request = packet.uint32()
+        if kind == FXP["HANDLE"]:
+            opened = self._opening.pop(request, None)
+            if opened is not None:
+                self._handles[packet.string()] = opened
+        elif kind == FXP["DATA"]:
+            handle = self._reads.pop(request, None)
+            opened = self._handles.get(handle) if handle is not None else None
+            if opened is not None:
+                opened.read += len(packet.string())
+        elif kind == FXP["STATUS"]:
+            self._reads.pop(request, None)
+            status = packet.uint32()
+            failed_open = self._opening.pop(request, None)
+            if failed_open is not None:
+                error = packet.string().decode(errors="replace")
+                self.report("W", {"action": "open", "path": failed_open.path, "error": error})
+            fields = self._pending.pop(request, None)
+            if fields is not None:
+                if status != 0:
+                    fields["error"] = packet.string().decode(errors="replace")
+                self.report("I" if status == 0 else "W", fields)
+
+
+@dataclass
+class ScpWatch:
+    """Follows a legacy ``scp -t`` (upload to the node) or ``scp -f`` (download) stream.
+
+    The side that sends files says ``C<mode> <length> <name>`` before each file's bytes,
+    ``D``/``E`` around directories; reading that side is enough to name every file.
+    """
+
+    report: Report
+    upload: bool
+    target: str
+    target_is_dir: bool
+    broken: bool = False
+    _line: bytearray = field(default_factory=bytearray)
+    _dirs: list[str] = field(default_factory=list)
+    _remaining: int = -1  # bytes of the current file (and its status byte) still to pass
+    _file: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def for_command(cls, command: str, report: Report, home: str) -> "ScpWatch | None":
+        """A watcher if ``command`` is the server end of legacy scp, else None."""
+        try:
+            argv = shlex.split(command)
+        except ValueError:
+            return None
+        if not argv or posixpath.basename(argv[0]) != "scp":
+            return None
+        flags = {a for a in argv[1:] if a.startswith("-")}
+        paths = [a for a in argv[1:] if not a.startswith("-")]
+        upload = any("t" in f for f in flags)
+        if not (upload or any("f" in f for f in flags)) or not paths:
+            return None
+        target = paths[-1]
+        full = target if target.startswith("/") else posixpath.join(home, target)
+        return cls(report, upload, target, os.path.isdir(full))
+
+    def from_user(self, data: bytes) -> None:
+        if self.upload:
+            self._feed(data)
+
+    def from_node(self, data: bytes) -> None:
+        if not self.upload:
+            self._feed(data)
+
+    def _feed(self, data: bytes) -> None:
+        view = memoryview(data)
+        try:
+            while view and not self.broken:
+                if self._remaining >= 0:
+                    taken = min(self._remaining, len(view))
+                    self._remaining -= taken
+                    view = view[taken:]
+                    if self._remaining == 0:
+                        self._remaining = -1
+                        self.report("I", self._file)
+                    continue
+                newline = bytes(view).find(b"\n")
+                if newline < 0:
+                    self._line += view
+                    if len(self._line) > 4096:
+                        raise ValueError("scp control line too long")
+                    return
+                self._line += view[:newline]
+                view = view[newline + 1 :]
+                self._control(self._line.decode())
+                self._line.clear()
+        except (ValueError, UnicodeDecodeError) as exc:
+            logger.info("scp stream not followed", extra={"reason": str(exc)})
+            self.broken = True
+
+    def _path(self, name: str) -> str:
+        """Where a file lands (upload) or comes from (download), as scp itself resolves it."""
+        if not self._dirs:
+            return posixpath.join(self.target, name) if self.target_is_dir else self.target
+        # The first D names the copied directory: inside an existing target directory on
+        # upload; the requested path itself on download.
+        inner = self._dirs if (self.upload and self.target_is_dir) else self._dirs[1:]
+        return posixpath.join(self.target, *inner, name)
+
+    def _control(self, line: str) -> None:
+        line = line.lstrip("\0\1\2")  # a sender's status byte may precede the next line
+        if line.startswith("C"):
+            _, length, name = line[1:].split(" ", 2)
+            self._file = {
+                "action": "upload" if self.upload else "download",
+                "path": self._path(name),
+                "length": int(length),
+            }
+            self._remaining = int(length) + 1
+        elif line.startswith("D"):
+            _, _, name = line[1:].split(" ", 2)
+            self._dirs.append(name)
+        elif line.startswith("E") and self._dirs:
+            self._dirs.pop()

@@ -1,0 +1,196 @@
+"""Streaming spooled recordings to the platform, through the tunnel only.
+
+The agent opens one channel to ``ports.RECORDINGS`` inside its tunnel and says, in JSON lines
+(a part's bytes follow its line):
+
+- ``hello``: the tenant's recording settings come back;
+- ``status``: for a session, what the store already has (so a restarted agent or proxy
+  resumes where the store stopped, not where the agent thinks it did);
+- ``part``: one sealed part with its digest and chained digest;
+- ``complete``: every part is stored and the session has ended; the platform signs the
+  manifest, and only then does the agent delete its spool;
+- ``alive``: a long quiet session is still going (so the platform does not close it).
+
+Anything that fails (tunnel down, proxy restarting, store unreachable) leaves the spool as it
+is; the next pass tries again. Nothing is ever deleted because it could not be sent.
+"""
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from typing import Any
+
+import asyncssh
+
+from jumpgate.node_agent import audit as events
+from jumpgate.node_agent.recording import SessionSpool, Spool, dumps, interrupted_end
+from jumpgate.protocol import ports, recording
+from jumpgate.protocol.audit import EventType
+from jumpgate.protocol.outbox import Outbox
+from jumpgate.protocol.recording import RecordingMode
+from jumpgate.protocol.tunnel import LISTEN_HOST, MAX_LINE_BYTES
+
+logger = logging.getLogger(__name__)
+
+PASS_SECONDS = 1.0
+SETTINGS_SECONDS = 60.0
+ALIVE_SECONDS = 600.0
+CALL_SECONDS = 60.0
+
+
+class UploadRefused(Exception):
+    """The platform answered a request with an error; ``str()`` says why."""
+
+
+class _Channel:
+    def __init__(self, reader: asyncssh.SSHReader[bytes], writer: asyncssh.SSHWriter[bytes]):
+        self._reader = reader
+        self._writer = writer
+
+    async def call(self, message: dict[str, Any], payload: bytes = b"") -> dict[str, Any]:
+        self._writer.write(dumps(message) + payload)
+        line = await asyncio.wait_for(self._reader.readline(), CALL_SECONDS)
+        if not line.endswith(b"\n") or len(line) > MAX_LINE_BYTES:
+            raise ConnectionError("the recording channel closed")
+        answer = json.loads(line)
+        if not isinstance(answer, dict):
+            raise ConnectionError("the proxy answered nonsense on the recording channel")
+        if "error" in answer:
+            raise UploadRefused(str(answer["error"]))
+        return answer
+
+    def close(self) -> None:
+        self._writer.close()
+
+
+class Uploader:
+    """Sends every spooled recording for as long as a tunnel is up."""
+
+    def __init__(self, spool: Spool, audit: Outbox[events.Event]) -> None:
+        self.spool = spool
+        self.audit = audit
+        self.live: set[str] = set()  # sessions recording in this process right now
+        self.mode = RecordingMode.NODE
+        self.record_exec = True
+        self.parts_sent = 0
+        self._wake = asyncio.Event()
+        self._confirmed: set[str] = set()  # sessions whose store state this channel has asked
+        self._contact: dict[str, float] = {}
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def _settings(self, answer: dict[str, Any]) -> None:
+        with contextlib.suppress(ValueError):
+            self.mode = RecordingMode(str(answer.get("mode", self.mode)))
+        self.record_exec = bool(answer.get("record_exec", True))
+
+    async def run(self, conn: asyncssh.SSHClientConnection) -> None:
+        """Upload until the tunnel goes; errors other than the tunnel's are logged and retried."""
+        while True:
+            try:
+                await self._serve(conn)
+            except (asyncssh.Error, OSError, ConnectionError, TimeoutError, ValueError) as exc:
+                logger.info("recording upload paused", extra={"reason": str(exc) or repr(exc)})
+            await asyncio.sleep(5)
+
+    async def _serve(self, conn: asyncssh.SSHClientConnection) -> None:
+        reader, writer = await conn.open_connection(LISTEN_HOST, ports.RECORDINGS)
+        channel = _Channel(reader, writer)
+        self._confirmed.clear()
+        try:
+            self._settings(await channel.call({"op": "hello"}))
+            asked = time.monotonic()
+            while True:
+                self._wake.clear()
+                for spool in list(self.spool.sessions()):
+                    try:
+                        await self._advance(channel, spool)
+                    except UploadRefused as exc:
+                        logger.warning(
+                            "recording not taken yet, will retry",
+                            extra={"session_id": spool.session_id, "reason": str(exc)},
+                        )
+                if time.monotonic() - asked > SETTINGS_SECONDS:
+                    self._settings(await channel.call({"op": "hello"}))
+                    asked = time.monotonic()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), PASS_SECONDS)
+        finally:
+            channel.close()
+
+    async def _advance(self, channel: _Channel, spool: SessionSpool) -> None:
+        sid = spool.session_id
+        loop = asyncio.get_running_loop()
+        end = spool.end
+        if end is None and sid not in self.live:
+            end = interrupted_end(spool)
+            spool.finish(end)
+            meta = spool.meta
+            self.audit.put(
+                events.event(
+                    EventType.SESSION_END,
+                    outcome="W",
+                    user=meta.user,
+                    login=meta.login,
+                    session_id=sid,
+                    reason="the agent stopped during the session",
+                )
+            )
+        everything = end is not None or spool.idle_for(time.time()) >= recording.FLUSH_SECONDS
+        if spool.pending() >= recording.PART_RAW_BYTES or (everything and spool.pending() > 0):
+            fresh = dict(
+                (part.info.index, data)
+                for part, data in await loop.run_in_executor(
+                    None, lambda: spool.seal(everything=everything)
+                )
+            )
+        else:
+            fresh = {}
+        state = spool.state
+        if sid not in self._confirmed:
+            status = await channel.call(
+                {"op": "status", "session_id": sid, "meta": spool.meta.model_dump(mode="json")}
+            )
+            state.acked = min(int(status.get("parts", 0)), len(state.parts))
+            self._confirmed.add(sid)
+        for part in state.parts[state.acked :]:
+            data = fresh.get(part.info.index)
+            if data is None:
+                data = await loop.run_in_executor(None, spool.part_bytes, part)
+            previous = (
+                state.parts[part.info.index - 2].info.chain
+                if part.info.index > 1
+                else recording.genesis(sid)
+            )
+            await channel.call(
+                {
+                    "op": "part",
+                    "session_id": sid,
+                    "previous": previous,
+                    **part.info.model_dump(),
+                },
+                data,
+            )
+            state.acked = part.info.index
+            spool.save()
+            self.parts_sent += 1
+            self._contact[sid] = time.monotonic()
+        if end is not None and spool.pending() == 0 and state.acked == len(state.parts):
+            await channel.call(
+                {
+                    "op": "complete",
+                    "session_id": sid,
+                    "parts": len(state.parts),
+                    "end": end.model_dump(mode="json"),
+                }
+            )
+            spool.remove()
+            self._confirmed.discard(sid)
+            self._contact.pop(sid, None)
+            logger.info("recording uploaded", extra={"session_id": sid})
+        elif time.monotonic() - self._contact.setdefault(sid, time.monotonic()) > ALIVE_SECONDS:
+            await channel.call({"op": "alive", "session_id": sid})
+            self._contact[sid] = time.monotonic()
