@@ -92,7 +92,7 @@ def recording_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[
     from moto import mock_aws
 
     with mock_aws():
-        yield _s3_recordings()
+        yield s3_recordings()
 
 
 @pytest.fixture
@@ -101,10 +101,10 @@ def paired_recordings(store: Store, tmp_path: Path) -> RecordingStore:
     DynamoDB (inside the same moto)."""
     if isinstance(store, SQLiteStore):
         return LocalRecordingStore(tmp_path / "recordings")
-    return _s3_recordings()
+    return s3_recordings()
 
 
-def _s3_recordings() -> RecordingStore:
+def s3_recordings() -> RecordingStore:
     uri = f"s3://{RECORDINGS_BUCKET}/sessions?region=us-east-1"
     ensure_bucket(uri)
     return S3RecordingStore.from_uri(uri)

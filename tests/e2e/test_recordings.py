@@ -102,7 +102,8 @@ def test_pty_and_exec_sessions_are_recorded_audited_and_played(site: Site, tmp_p
                 header = parsed.v2_header
                 printed = "".join(e[2] for e in parsed.events("o"))
         assert header["version"] == 2
-        assert header["width"] > 0 and header["height"] > 0
+        assert header["width"] > 0
+        assert header["height"] > 0
         assert expected in printed
         shown = subprocess.run(
             [str(BIN / "asciinema"), "cat", str(path)], capture_output=True, timeout=30
