@@ -11,6 +11,7 @@ import os
 import pty
 import pwd
 import shutil
+import signal
 from dataclasses import dataclass
 
 import asyncssh
@@ -21,6 +22,7 @@ SFTP_SERVERS = (
     "/usr/libexec/sftp-server",
 )
 PTY_DRAIN_SECONDS = 2.0
+HANGUP_SECONDS = 2.0
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
@@ -101,7 +103,7 @@ async def _with_pipes(process: asyncssh.SSHServerProcess[bytes], account: Accoun
         **account.spawn_options(),  # type: ignore[arg-type]
     )
     await process.redirect(stdin=child.stdin, stdout=child.stdout, stderr=child.stderr)
-    status = await child.wait()
+    status = await _until_exit(child, process)
     # Exit only once the child's last output has been read and sent: drain() waits for the
     # redirected pipe to reach EOF as well as for the channel to flush.
     await process.stdout.drain()
@@ -127,11 +129,32 @@ async def _with_pty(process: asyncssh.SSHServerProcess[bytes], account: Account)
     terminal = os.fdopen(master, "r+b", buffering=0)
     # asyncssh sizes the PTY from the request and follows window changes on a tty it writes to.
     await process.redirect(stdin=terminal, stdout=terminal, send_eof=False)
-    status = await child.wait()
+    status = await _until_exit(child, process)
     # A background job may keep the PTY open; like sshd, end the session with the shell.
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(process.stdout.drain(), PTY_DRAIN_SECONDS)
     return status if status >= 0 else 128 - status
+
+
+async def _until_exit(
+    child: asyncio.subprocess.Process, process: asyncssh.SSHServerProcess[bytes]
+) -> int:
+    """The command's exit status; if the user's connection goes first, hang up on it as sshd
+    does (SIGHUP to its process group, SIGKILL if it lingers) rather than leave it running."""
+    exited = asyncio.ensure_future(child.wait())
+    lost = asyncio.ensure_future(process.channel.wait_closed())
+    await asyncio.wait({exited, lost}, return_when=asyncio.FIRST_COMPLETED)
+    lost.cancel()
+    if not exited.done():
+        for sig, grace in ((signal.SIGHUP, HANGUP_SECONDS), (signal.SIGKILL, None)):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(child.pid, sig)
+            try:
+                await asyncio.wait_for(asyncio.shield(exited), grace)
+                break
+            except TimeoutError:
+                continue
+    return await exited
 
 
 def _controlling_tty() -> None:

@@ -43,6 +43,7 @@ class Cluster:
     tunnel_port: int
     diag_port: int = 0
     process: subprocess.Popen[bytes] | None = None
+    extra_config: str = ""  # more YAML for jumpgate.yaml
 
     @property
     def data_dir(self) -> Path:
@@ -62,7 +63,7 @@ class Cluster:
             f"data_dir: {self.data_dir}\n"
             "web_listen_addr: 127.0.0.1:1\n"  # overridden by the flag below
             "static_tokens:\n"
-            f"  - {{tenant: acme, token: {STATIC_TOKEN}, roles: [node]}}\n"
+            f"  - {{tenant: acme, token: {STATIC_TOKEN}, roles: [node]}}\n" + self.extra_config
         )
         offset = len(self.log.read_text()) if self.log.exists() else 0
         with self.log.open("a") as out:
@@ -301,6 +302,14 @@ Host *
 
 @pytest.fixture
 def site(cluster: Cluster, tmp_path: Path) -> Iterator[Site]:
+    built = build_site(cluster, tmp_path)
+    yield built
+    if built.node.process is not None and built.node.process.poll() is None:
+        built.node.kill(signal.SIGTERM)
+
+
+def build_site(cluster: Cluster, tmp_path: Path) -> Site:
+    """Tenant acme on ``cluster`` with a logged-in admin and node web-1 joined."""
     admin = Shell(tmp_path / "home")
     created = create_tenant(admin, cluster, "acme", "alice", LOGIN)
     signup_and_login(admin, cluster, created["invite_token"], "alice")
@@ -322,6 +331,4 @@ def site(cluster: Cluster, tmp_path: Path) -> Iterator[Site]:
     config = write_ssh_config(
         tmp_path, tmp_path / "home", cluster, identity["host_ca_keys"][0], proxy_key
     )
-    yield Site(cluster, admin, node, config)
-    if node.process is not None and node.process.poll() is None:
-        node.kill(signal.SIGTERM)
+    return Site(cluster, admin, node, config)

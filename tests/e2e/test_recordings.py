@@ -4,6 +4,7 @@ import json
 import os
 import pty
 import select
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -118,3 +119,120 @@ def test_pty_and_exec_sessions_are_recorded_audited_and_played(site: Site, tmp_p
     assert replay.stdout == b"recorded-exec-output\n"
     verified = site.admin.ok("jumpctl", "recordings", "verify", shell_row["session_id"])
     assert "as recorded, complete and signed" in verified.out
+
+
+STREAM = "i=0; while true; do i=$((i+1)); echo line-$i; sleep 0.01; done"
+"""An exec session that prints numbered lines until it is cut off."""
+
+
+def _streaming(site: Site) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [str(BIN / "jump"), "ssh", "web-1", STREAM],
+        env=site.admin.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def _printed_until_cut(process: subprocess.Popen[bytes]) -> bytes:
+    out, _ = process.communicate(timeout=60)
+    assert out.count(b"\n") > 20, out[-200:]
+    return out
+
+
+def _recorded(site: Site, count: int = 1, seconds: float = 60) -> bytes:
+    rows = uploads(site, count, seconds)
+    assert len(rows) == count, rows
+    played = jump(site, "play", rows[-1]["session_id"], "--format", "text")
+    assert played.returncode == 0, played.stderr
+    return played.stdout
+
+
+def test_every_printed_byte_survives_kill_9_of_the_agent(site: Site) -> None:
+    session = _streaming(site)
+    time.sleep(2)
+    site.node.kill(signal.SIGKILL)
+    printed = _printed_until_cut(session)
+    assert uploads(site, 1, seconds=1) == []  # it was not finished before the kill
+    site.node.restart()
+    site.node.wait_tunnel()
+    recorded = _recorded(site)
+    assert recorded.startswith(printed), (len(printed), len(recorded))
+    ends = site.admin.ok("jumpctl", "audit", "search", "--type", "session.end", "--format", "json")
+    assert any(e.get("reason") == "the agent stopped during the session" for e in ends.json())
+
+
+def test_upload_resumes_after_the_proxy_stops_mid_upload(site: Site) -> None:
+    session = _streaming(site)
+    time.sleep(2)
+    site.cluster.stop()
+    printed = _printed_until_cut(session)
+    time.sleep(1)
+    site.cluster.start()
+    recorded = _recorded(site)
+    assert recorded.startswith(printed), (len(printed), len(recorded))
+    sid = uploads(site, 1)[0]["session_id"]
+    assert (
+        "as recorded, complete and signed"
+        in site.admin.ok("jumpctl", "recordings", "verify", sid).out
+    )
+
+
+def _events_of(site: Site, event_type: str, count: int) -> list[dict[str, Any]]:
+    argv = ["jumpctl", "audit", "search", "--type", event_type, "--order", "asc"]
+    deadline = time.monotonic() + 15
+    while True:
+        events = list(site.admin.ok(*argv, "--format", "json").json())
+        if len(events) >= count or time.monotonic() > deadline:
+            return events
+        time.sleep(0.3)
+
+
+def test_scp_and_sftp_transfers_are_audited_with_path_and_length(
+    site: Site, tmp_path: Path
+) -> None:
+    source = tmp_path / "source.bin"
+    source.write_bytes(os.urandom(300_000))
+    config = tmp_path / "jump_config"
+    config.write_text(site.admin.ok("jump", "config").out)
+    node = f"{LOGIN}@web-1.acme.localhost"
+
+    def openssh(*argv: str, stdin: bytes | None = None) -> None:
+        done = subprocess.run([*argv], input=stdin, capture_output=True, timeout=60, check=False)
+        assert done.returncode == 0, done.stderr
+
+    legacy_up = tmp_path / "legacy-up.bin"
+    legacy_down = tmp_path / "legacy-down.bin"
+    openssh("scp", "-O", "-F", str(config), str(source), f"{node}:{legacy_up}")
+    openssh("scp", "-O", "-F", str(config), f"{node}:{legacy_up}", str(legacy_down))
+    assert legacy_down.read_bytes() == source.read_bytes()
+    upload, download = _events_of(site, "scp", 2)
+    assert (upload["action"], upload["path"], upload["length"]) == (
+        "upload",
+        str(legacy_up),
+        300_000,
+    )
+    assert (download["action"], download["path"], download["length"]) == (
+        "download",
+        str(legacy_up),
+        300_000,
+    )
+    assert (upload["code"], upload["user"], upload["origin"]) == ("J3004I", "alice", "node")
+
+    sftp_up = tmp_path / "sftp-up.bin"
+    site.admin.ok("jump", "scp", "-q", str(source), f"web-1:{sftp_up}")
+    openssh(
+        "sftp",
+        "-F",
+        str(config),
+        "-b",
+        "-",
+        node,
+        stdin=f"get {sftp_up} {tmp_path / 'sftp-down.bin'}\nrm {sftp_up}\n".encode(),
+    )
+    events = _events_of(site, "sftp", 3)
+    summary = [(e["action"], e["path"], e.get("length")) for e in events]
+    assert ("write", str(sftp_up), 300_000) in summary
+    assert ("read", str(sftp_up), 300_000) in summary
+    assert ("remove", str(sftp_up), None) in summary
+    assert all(e["code"] == "J8000I" for e in events)

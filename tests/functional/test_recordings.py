@@ -173,7 +173,7 @@ def test_other_tenants_and_other_users_see_nothing(platform: Platform) -> None:
     assert [r["session_id"] for r in mine] == [bobs]
     assert _play(platform, bob, bobs) == b"bob's own\n"
     # a proxy naming the other tenant for this session finds nothing to add to
-    status, problem = _internal(
+    status, _ = _internal(
         platform,
         "complete",
         {
