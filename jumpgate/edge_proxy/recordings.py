@@ -8,6 +8,7 @@ reason (the node keeps its spool and tries again later).
 
 import json
 import logging
+import time
 from typing import Any
 
 import asyncssh
@@ -27,12 +28,34 @@ from jumpgate.protocol.tunnel import MAX_LINE_BYTES
 logger = logging.getLogger(__name__)
 
 
+SETTINGS_CACHE_SECONDS = 10.0
+
+
 class _Refused(Exception):
     pass
 
 
+class SettingsCache:
+    """Tenants' recording settings, asked of the control plane at most once per
+    ``SETTINGS_CACHE_SECONDS`` per tenant, however many of its nodes ask this proxy."""
+
+    def __init__(self, control: ControlPlaneClient) -> None:
+        self._control = control
+        self._known: dict[str, tuple[float, models.RecordingSettings]] = {}
+
+    async def get(self, tenant: str) -> models.RecordingSettings:
+        now = time.monotonic()
+        known = self._known.get(tenant)
+        if known is not None and now - known[0] < SETTINGS_CACHE_SECONDS:
+            return known[1]
+        settings = await self._control.recording_settings(tenant)
+        self._known[tenant] = (now, settings)
+        return settings
+
+
 async def serve(
     control: ControlPlaneClient,
+    settings: SettingsCache,
     node: models.TunnelNode,
     reader: asyncssh.SSHReader[bytes],
     writer: asyncssh.SSHWriter[bytes],
@@ -49,7 +72,7 @@ async def serve(
                 request = json.loads(line)
                 if not isinstance(request, dict):
                     raise _Refused("a request is a JSON object")
-                answer = await _answer(control, node, request, reader)
+                answer = await _answer(control, settings, node, request, reader)
             except (ControlPlaneError, ValidationError, ValueError, KeyError) as exc:
                 answer = {"error": _reason(exc)}
             writer.write(json.dumps(answer).encode() + b"\n")
@@ -70,13 +93,14 @@ def _reason(exc: Exception) -> str:
 
 async def _answer(
     control: ControlPlaneClient,
+    cache: SettingsCache,
     node: models.TunnelNode,
     request: dict[str, Any],
     reader: asyncssh.SSHReader[bytes],
 ) -> dict[str, Any]:
     op = request.get("op")
     if op == "hello":
-        settings = await control.recording_settings(node.tenant)
+        settings = await cache.get(node.tenant)
         return {"mode": settings.mode.value, "record_exec": settings.record_exec}
     session_id = check_session_id(str(request.get("session_id", "")))
     if op == "status":

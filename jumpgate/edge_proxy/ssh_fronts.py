@@ -221,12 +221,12 @@ class _TunnelServer(asyncssh.SSHServer):
             )
         ):
             return False
-        control = self._fronts.control
+        control, settings = self._fronts.control, self._fronts.recording_settings
 
         async def handle(
             reader: asyncssh.SSHReader[bytes], writer: asyncssh.SSHWriter[bytes]
         ) -> None:
-            await recordings.serve(control, node, reader, writer)
+            await recordings.serve(control, settings, node, reader, writer)
 
         return conn.create_tcp_channel(encoding=None), SSHTCPStreamSession(handle)
 
@@ -499,6 +499,7 @@ class SSHFronts:
         self.dialback = DialBack()
         self.metrics = Metrics()
         self.events: Outbox[models.AuditRecord] = Outbox()
+        self.recording_settings = recordings.SettingsCache(control)
         self._host_key = host_key
         self._servers: list[asyncssh.SSHAcceptor] = []
         self._tasks: set[asyncio.Task[object]] = set()

@@ -13,6 +13,7 @@ import pwd
 import shutil
 import signal
 from dataclasses import dataclass
+from typing import Any
 
 import asyncssh
 
@@ -92,17 +93,47 @@ def _argv(process: asyncssh.SSHServerProcess[bytes], account: Account) -> list[s
     return [account.shell, "-c", command]
 
 
-async def _with_pipes(process: asyncssh.SSHServerProcess[bytes], account: Account) -> int:
-    child = await asyncio.create_subprocess_exec(
-        *_argv(process, account),
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env=account.environment(None),
-        start_new_session=True,
-        **account.spawn_options(),  # type: ignore[arg-type]
+async def _spawn_piped(
+    process: asyncssh.SSHServerProcess[bytes], argv: list[str], account: Account, **options: Any
+) -> asyncio.subprocess.Process:
+    """Start ``argv`` with its stdin, stdout and stderr redirected to the channel.
+
+    Output comes through plain OS pipes, not asyncio streams: asyncssh reads a pipe with
+    transport flow control, while its reader of an asyncio StreamReader can call read() twice
+    when output is paused and resumed quickly, which kills the connection (large outputs did,
+    every few runs). Input stays an asyncio stream: asyncssh's pipe writer can close the pipe
+    at the user's EOF before the last bytes are written (``cat`` echoed short).
+    """
+    pipes = [os.pipe() for _ in range(2)]
+    ours = [pipes[0][0], pipes[1][0]]
+    theirs = [pipes[0][1], pipes[1][1]]
+    try:
+        child = await asyncio.create_subprocess_exec(  # type: ignore[misc]
+            *argv,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=theirs[0],
+            stderr=theirs[1],
+            env=account.environment(None),
+            **options,
+            **account.spawn_options(),  # type: ignore[arg-type]
+        )
+    except BaseException:
+        for fd in ours:
+            os.close(fd)
+        raise
+    finally:
+        for fd in theirs:
+            os.close(fd)
+    await process.redirect(
+        stdin=child.stdin,
+        stdout=os.fdopen(ours[0], "rb", buffering=0),
+        stderr=os.fdopen(ours[1], "rb", buffering=0),
     )
-    await process.redirect(stdin=child.stdin, stdout=child.stdout, stderr=child.stderr)
+    return child
+
+
+async def _with_pipes(process: asyncssh.SSHServerProcess[bytes], account: Account) -> int:
+    child = await _spawn_piped(process, _argv(process, account), account, start_new_session=True)
     status = await _until_exit(child, process)
     # Exit only once the child's last output has been read and sent: drain() waits for the
     # redirected pipe to reach EOF as well as for the channel to flush.
@@ -170,14 +201,7 @@ async def _sftp(process: asyncssh.SSHServerProcess[bytes], account: Account) -> 
     if server is None:
         process.stderr.write(b"sftp is not available: install openssh-sftp-server on the node\n")
         return 1
-    child = await asyncio.create_subprocess_exec(
-        server,
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        env=account.environment(None),
-        **account.spawn_options(),  # type: ignore[arg-type]
-    )
-    await process.redirect(stdin=child.stdin, stdout=child.stdout)
-    status = await child.wait()
+    child = await _spawn_piped(process, [server], account)
+    status = await _until_exit(child, process)
     await process.stdout.drain()
     return status

@@ -35,7 +35,8 @@ from jumpgate.protocol.tunnel import LISTEN_HOST, MAX_LINE_BYTES
 logger = logging.getLogger(__name__)
 
 PASS_SECONDS = 1.0
-SETTINGS_SECONDS = 60.0
+SETTINGS_SECONDS = 10.0
+"""How soon a node follows a change of the tenant's recording mode."""
 ALIVE_SECONDS = 600.0
 CALL_SECONDS = 60.0
 

@@ -7,13 +7,17 @@ import select
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import boto3
 import pytest
 from asciinema.asciicast import v2 as asciicast_v2
+from moto.server import ThreadedMotoServer
 
-from tests.e2e.conftest import BIN, LOGIN, Site
+from tests.e2e.conftest import BIN, LOGIN, Cluster, Site, build_site
+from tests.support import free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.net]
 
@@ -236,3 +240,77 @@ def test_scp_and_sftp_transfers_are_audited_with_path_and_length(
     assert ("read", str(sftp_up), 300_000) in summary
     assert ("remove", str(sftp_up), None) in summary
     assert all(e["code"] == "J8000I" for e in events)
+
+
+@pytest.fixture
+def s3_site(tmp_path: Path) -> Iterator[tuple[Site, "MotoS3"]]:
+    moto = MotoS3(free_port())
+    moto.start()
+    uri = f"s3://jg-recordings/sessions?region=us-east-1&endpoint=http://127.0.0.1:{moto.port}"
+    running = Cluster(
+        tmp_path,
+        free_port(),
+        free_port(),
+        free_port(),
+        free_port(),
+        extra_config=f'audit_sessions_uri: "{uri}"\n',
+    )
+    running.start()
+    built = build_site(running, tmp_path)
+    yield built, moto
+    if built.node.process is not None and built.node.process.poll() is None:
+        built.node.kill(signal.SIGTERM)
+    running.stop()
+    moto.stop()
+
+
+class MotoS3:
+    """moto's S3 as an HTTP server on loopback that can go away and come back (its buckets
+    live in this process, so they survive)."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self._server: ThreadedMotoServer | None = None
+
+    def start(self) -> None:
+        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
+        self._server.start()
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.stop()
+            self._server = None
+
+    def keys(self) -> set[str]:
+        s3 = boto3.client(
+            "s3", region_name="us-east-1", endpoint_url=f"http://127.0.0.1:{self.port}"
+        )
+        listed = s3.list_objects_v2(Bucket="jg-recordings", Prefix="sessions/")
+        return {o["Key"] for o in listed.get("Contents", [])}
+
+
+def test_recording_waits_on_the_node_while_the_store_fails(
+    s3_site: tuple[Site, MotoS3],
+) -> None:
+    site, moto = s3_site
+    moto.stop()
+    done = jump(site, "ssh", "web-1", "seq 1 5000")
+    assert done.returncode == 0, done.stderr
+    time.sleep(8)  # the agent tries, the platform answers "store unavailable", nothing is lost
+    spooled = list((site.node.directory / "recordings").iterdir())
+    assert len(spooled) == 1
+    log = site.node.log.read_text()
+    assert "recording not taken yet, will retry" in log
+    moto.start()
+    recorded = _recorded(site)
+    assert recorded == done.stdout
+    sid = spooled[0].name
+    deadline = time.monotonic() + 10  # deleted only once the platform confirmed it
+    while spooled[0].exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not spooled[0].exists()
+    assert moto.keys() == {
+        f"sessions/acme/{sid}",
+        f"sessions/acme/{sid}.meta.json",
+        f"sessions/acme/{sid}.manifest.json",
+    }

@@ -664,3 +664,15 @@ def test_a_node_reports_only_its_own_kind_of_events(site: Site) -> None:
     [event] = [e for e in _audit(site, "exec", 1) if e["command"] == "id"]
     assert (event["tenant"], event["server_id"]) == ("acme", identity["host_id"])
     assert [e["type"] for e in _audit(site, "user.login", 1)] == ["user.login"]  # alice's only
+
+
+def test_large_outputs_arrive_whole(site: Site) -> None:
+    """Output far past every window and buffer, repeatedly (a paused-then-resumed reader of
+    the command's output once closed such connections every few runs)."""
+    for _ in range(3):
+        zeros = site.ssh("head -c 10000000 /dev/zero")
+        assert (zeros.returncode, len(zeros.stdout)) == (0, 10_000_000), zeros.stderr[-300:]
+        lines = site.ssh("seq 1 2000000")
+        assert lines.returncode == 0, lines.stderr[-300:]
+        assert lines.stdout.endswith(b"\n1999999\n2000000\n")
+        assert lines.stdout.count(b"\n") == 2_000_000

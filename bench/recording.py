@@ -1,0 +1,73 @@
+"""Recording overhead on session throughput: 1 GiB of output with recording on vs off.
+
+The same OpenSSH client reaches the node through the proxy (the route ``jump ssh`` takes) and
+runs ``head -c 1G /dev/zero``; the tenant's recording mode is switched between runs with
+``PUT /v1/settings/recording`` (the agent follows within its settings interval). Runs are
+interleaved. Target: on/off >= 0.9.
+"""
+
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import ExitStack
+from pathlib import Path
+
+from bench.harness import Bench, start
+from jumpgate.node_agent.uploads import SETTINGS_SECONDS
+
+
+def _mode(bench: Bench, mode: str) -> None:
+    bench.client.call("PUT", "/v1/settings/recording", {"mode": mode, "record_exec": True})
+    time.sleep(SETTINGS_SECONDS + 1)
+
+
+def _rate(bench: Bench, size: int) -> float:
+    argv = ["ssh", "-F", str(bench.jumpgate_ssh_config), "web-1", f"head -c {size} /dev/zero"]
+    began = time.perf_counter()
+    subprocess.run(argv, stdout=subprocess.DEVNULL, check=True, timeout=600)
+    return size / (time.perf_counter() - began) / 1e6
+
+
+def _uploaded(bench: Bench, count: int, seconds: float = 120) -> int:
+    """Recordings listed, waiting up to ``seconds`` for ``count`` of them."""
+    deadline = time.monotonic() + seconds
+    while True:
+        rows = bench.client.call("GET", "/v1/recordings")["recordings"]
+        if len(rows) >= count or time.monotonic() > deadline:
+            return len(rows)
+        time.sleep(1)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--mib", type=int, default=1024, help="MiB of output per run")
+    parser.add_argument("--rounds", type=int, default=2, help="off/on pairs")
+    args = parser.parse_args()
+    size = args.mib * 1024 * 1024
+    with tempfile.TemporaryDirectory() as directory, ExitStack() as stack:
+        bench = start(stack, Path(directory))
+        off, on = [], []
+        for _ in range(args.rounds):
+            _mode(bench, "off")
+            off.append(_rate(bench, size))
+            _mode(bench, "node")
+            on.append(_rate(bench, size))
+        recorded = _uploaded(bench, args.rounds)
+        ratio = statistics.median(on) / statistics.median(off)
+        verdict = "meets" if ratio >= 0.9 else "MISSES"
+        print(f"recording overhead, head -c {args.mib}M /dev/zero through the proxy")
+        print(f"  recording off {statistics.median(off):7.1f} MB/s  (runs {_fmt(off)})")
+        print(f"  recording on  {statistics.median(on):7.1f} MB/s  (runs {_fmt(on)})")
+        print(f"  ratio {ratio:.2f} ({verdict} target >= 0.9); {recorded} recordings uploaded")
+    return 0
+
+
+def _fmt(rates: list[float]) -> str:
+    return ", ".join(f"{r:.1f}" for r in rates)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
