@@ -51,6 +51,7 @@ bench: venv system-deps
 	$(BIN)/python -m bench.tunnels
 	$(BIN)/python -m bench.presence
 	$(BIN)/python -m bench.audit
+	$(BIN)/python -m bench.recording
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache $(DATA_DIR)
