@@ -7,7 +7,6 @@ run as that user, so file access obeys the user's permissions, never the agent's
 
 import asyncio
 import contextlib
-import fcntl
 import os
 import pty
 import pwd
@@ -25,7 +24,6 @@ SFTP_SERVERS = (
 )
 PTY_DRAIN_SECONDS = 2.0
 HANGUP_SECONDS = 2.0
-OUTPUT_PIPE_BYTES = 1024 * 1024
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
@@ -107,8 +105,6 @@ async def _spawn_piped(
     at the user's EOF before the last bytes are written (``cat`` echoed short).
     """
     pipes = [os.pipe() for _ in range(2)]
-    with contextlib.suppress(OSError):  # bigger reads: fewer channel writes and spool writes
-        fcntl.fcntl(pipes[0][0], fcntl.F_SETPIPE_SZ, OUTPUT_PIPE_BYTES)
     ours = [pipes[0][0], pipes[1][0]]
     theirs = [pipes[0][1], pipes[1][1]]
     try:

@@ -31,8 +31,9 @@ PART_RAW_BYTES = 4 * 1024 * 1024
 """A part is sealed once this many frame bytes wait; S3's 5 MiB rule is met on assembly."""
 FLUSH_SECONDS = 2.0
 """...or once output has waited this long: what a live tail lags by, at most."""
-MAX_PART_BYTES = 8 * 1024 * 1024
-"""The most a stored (compressed) part may be; more is refused as nonsense."""
+MAX_PART_BYTES = PART_RAW_BYTES + 64 * 1024
+"""The most a stored part may be: gzip adds at most a few bytes per 16 KiB it cannot shrink.
+In base64 with its fields it stays under Lambda's 6 MB invoke payload."""
 SESSION_ID_CHARS = frozenset("0123456789abcdef-")
 
 
