@@ -183,14 +183,12 @@ class Decoder:
     def __init__(self) -> None:
         self._pending = b""
         self._text = codecs.getincrementaldecoder("utf-8")("replace")
-        self.last_time = 0.0
 
     def feed(self, frame_bytes: bytes) -> Iterator[list[object]]:
         stream = self._pending + frame_bytes
         used = 0
         for kind, at, payload in frames(stream):
             used += FRAME.size + len(payload)
-            self.last_time = max(self.last_time, at)
             if kind == OUTPUT:
                 text = self._text.decode(payload)
                 if text:

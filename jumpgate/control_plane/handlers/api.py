@@ -6,7 +6,6 @@ and maps the result. Requests are checked for size and content type before routi
 every error leaves as problem+json through ``problems``.
 """
 
-import base64
 import json
 import logging
 from collections.abc import Callable
@@ -425,27 +424,11 @@ def build_app(plane: ControlPlane) -> APIGatewayHttpResolver:
     def get_recording_part(
         session_id: SessionParam, index: Annotated[int, Path(ge=1, le=1_000_000)]
     ) -> models.RecordingPart:
-        identity = reader(session_id)
-        info = plane.recordings.describe(identity.tenant, session_id)
-        data = plane.recordings.read(identity.tenant, session_id, index)
-        return models.RecordingPart(
-            index=index,
-            sha256=info.parts[index - 1].sha256,
-            data=base64.b64encode(data).decode(),
-            complete=info.complete,
-        )
+        return plane.recordings.read(reader(session_id).tenant, session_id, index)
 
     @app.post("/v1/recordings/<session_id>/verify", summary="Check every part and the manifest")
     def verify_recording(session_id: SessionParam) -> models.RecordingVerdict:
-        identity = admin()
-        verdict = plane.recordings.verify(identity.tenant, session_id)
-        return models.RecordingVerdict(
-            session_id=session_id,
-            ok=not verdict.problems,
-            complete=verdict.complete,
-            parts=verdict.parts,
-            problems=verdict.problems,
-        )
+        return plane.recordings.verify(admin().tenant, session_id)
 
     @app.get("/v1/settings/recording", summary="How the cluster records sessions")
     def get_recording_settings() -> models.RecordingSettings:

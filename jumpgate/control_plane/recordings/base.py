@@ -59,6 +59,10 @@ class RecordingStore(ABC):
         """The parts stored so far, by index."""
 
     @abstractmethod
+    def part(self, tenant: str, session_id: str, index: int) -> PartInfo | None:
+        """Part ``index`` if it is stored (one lookup, not a listing of every part)."""
+
+    @abstractmethod
     def get_part(self, tenant: str, session_id: str, info: PartInfo) -> bytes:
         """A part's bytes as stored (not checked here); ``NotFound`` if it is gone."""
 

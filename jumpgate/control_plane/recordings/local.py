@@ -54,14 +54,17 @@ class LocalRecordingStore(RecordingStore):
                 f"no recording {session_id} in cluster {tenant!r}: see jump recordings ls"
             ) from None
 
+    def _part_file(self, tenant: str, session_id: str, index: int) -> Path | None:
+        found = sorted((self._dir(tenant, session_id) / "parts").glob(f"{index:06d}.*"))
+        return found[0] if found else None
+
     def put_part(self, tenant: str, session_id: str, info: PartInfo, data: bytes) -> None:
-        parts = self._dir(tenant, session_id) / "parts"
-        for stored in self.parts(tenant, session_id):
-            if stored.index == info.index:
-                if stored.sha256 != info.sha256:
-                    raise errors.Conflict(f"part {info.index} is stored with other bytes")
-                return
-        _write(parts / part_name(info), data)
+        stored = self.part(tenant, session_id, info.index)
+        if stored is not None:
+            if stored.sha256 != info.sha256:
+                raise errors.Conflict(f"part {info.index} is stored with other bytes")
+            return
+        _write(self._dir(tenant, session_id) / "parts" / part_name(info), data)
 
     def parts(self, tenant: str, session_id: str) -> builtins.list[PartInfo]:
         parts = self._dir(tenant, session_id) / "parts"
@@ -76,16 +79,15 @@ class LocalRecordingStore(RecordingStore):
                 found.append(info)
         return sorted(found, key=lambda p: p.index)
 
+    def part(self, tenant: str, session_id: str, index: int) -> PartInfo | None:
+        path = self._part_file(tenant, session_id, index)
+        return parse_part_name(path.name, path.stat().st_size) if path is not None else None
+
     def get_part(self, tenant: str, session_id: str, info: PartInfo) -> bytes:
-        directory = self._dir(tenant, session_id) / "parts"
-        prefix = f"{info.index:06d}."
-        try:
-            for entry in directory.iterdir():
-                if entry.name.startswith(prefix):
-                    return entry.read_bytes()
-        except FileNotFoundError:
-            pass
-        raise errors.NotFound(f"part {info.index} of recording {session_id} is missing")
+        path = self._part_file(tenant, session_id, info.index)
+        if path is None:
+            raise errors.NotFound(f"part {info.index} of recording {session_id} is missing")
+        return path.read_bytes()
 
     def put_manifest(self, tenant: str, manifest: Manifest) -> None:
         path = self._dir(tenant, manifest.meta.session_id) / "manifest.json"

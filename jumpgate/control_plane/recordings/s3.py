@@ -115,22 +115,34 @@ class S3RecordingStore(RecordingStore):
             ) from None
 
     def put_part(self, tenant: str, session_id: str, info: PartInfo, data: bytes) -> None:
-        for stored in self.parts(tenant, session_id):
-            if stored.index == info.index:
-                if stored.sha256 != info.sha256:
-                    raise errors.Conflict(f"part {info.index} is stored with other bytes")
-                return
+        stored = self.part(tenant, session_id, info.index)
+        if stored is not None:
+            if stored.sha256 != info.sha256:
+                raise errors.Conflict(f"part {info.index} is stored with other bytes")
+            return
         key = self._key(tenant, session_id, ".parts/") + part_name(info)
         self._put(key, data, "application/gzip")
 
-    def _staged(self, tenant: str, session_id: str) -> builtins.list[tuple[PartInfo, str]]:
+    def _staged(
+        self, tenant: str, session_id: str, index: int | None = None
+    ) -> builtins.list[tuple[PartInfo, str]]:
+        """Staged parts with their keys: all of them, or only part ``index``."""
         prefix = self._key(tenant, session_id, ".parts/")
         found = []
-        for item in self._list(prefix):
+        for item in self._list(prefix + (f"{index:06d}." if index is not None else "")):
             info = parse_part_name(item["Key"][len(prefix) :], int(item["Size"]))
             if info is not None:
                 found.append((info, item["Key"]))
         return sorted(found, key=lambda pair: pair[0].index)
+
+    def part(self, tenant: str, session_id: str, index: int) -> PartInfo | None:
+        staged = self._staged(tenant, session_id, index)
+        if staged:
+            return staged[0][0]
+        manifest = self.get_manifest(tenant, session_id)
+        if manifest is not None and 1 <= index <= len(manifest.parts):
+            return manifest.parts[index - 1]
+        return None
 
     def parts(self, tenant: str, session_id: str) -> builtins.list[PartInfo]:
         """Assembled parts (after a completion) and then the staged ones."""
@@ -140,9 +152,8 @@ class S3RecordingStore(RecordingStore):
         return assembled + [info for info in staged if info.index > len(assembled)]
 
     def get_part(self, tenant: str, session_id: str, info: PartInfo) -> bytes:
-        for staged, key in self._staged(tenant, session_id):
-            if staged.index == info.index:
-                return self._get(key)
+        for _, key in self._staged(tenant, session_id, info.index):
+            return self._get(key)
         manifest = self.get_manifest(tenant, session_id)
         missing = errors.NotFound(f"part {info.index} of recording {session_id} is missing")
         if manifest is None or not 1 <= info.index <= len(manifest.parts):

@@ -12,7 +12,6 @@ import base64
 import contextlib
 import hashlib
 import logging
-from dataclasses import dataclass, field
 from datetime import timedelta
 
 from cryptography.exceptions import InvalidSignature
@@ -22,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from jumpgate.control_plane import errors, keys
 from jumpgate.control_plane.audit.base import Auditor
 from jumpgate.control_plane.clock import Clock
-from jumpgate.control_plane.recordings.base import RecordingStore, checked
+from jumpgate.control_plane.recordings.base import RecordingStore
 from jumpgate.control_plane.secrets import SecretBox
 from jumpgate.control_plane.store import Store
 from jumpgate.control_plane.store.base import KeyExists, KeyNotFound
@@ -33,16 +32,6 @@ from jumpgate.protocol.recording import Manifest, PartInfo, RecordingMeta, Sessi
 logger = logging.getLogger(__name__)
 
 GRACE = timedelta(hours=1)
-
-
-@dataclass(frozen=True)
-class Verdict:
-    """What ``verify`` found: nothing wrong, or every problem, part by part."""
-
-    session_id: str
-    parts: int
-    complete: bool
-    problems: list[str] = field(default_factory=list)
 
 
 class RecordingService:
@@ -102,27 +91,22 @@ class RecordingService:
 
     # the platform's side of an upload (the proxy calls these)
 
-    def store_meta(self, tenant: str, meta: RecordingMeta) -> RecordingMeta:
-        """The session's metadata, refused if another node already recorded this session."""
-        checked(tenant, meta.session_id)
-        stored = self.recordings.put_meta(tenant, meta)
-        if stored.server_id != meta.server_id:
+    @staticmethod
+    def _check_owner(meta: RecordingMeta, server_id: str) -> None:
+        """A node speaks only for the sessions it recorded."""
+        if meta.server_id != server_id:
             raise errors.Conflict(f"session {meta.session_id} was recorded by another node")
-        return stored
 
     def opened(self, tenant: str, meta: RecordingMeta) -> int:
-        """Store a session's metadata (first upload) and say how many parts are stored."""
-        self.store_meta(tenant, meta)
-        return len(self._leading(tenant, meta.session_id))
-
-    def _leading(self, tenant: str, session_id: str) -> list[PartInfo]:
-        """The stored parts from 1 up to the first gap."""
-        leading: list[PartInfo] = []
-        for part in self.recordings.parts(tenant, session_id):
-            if part.index != len(leading) + 1:
+        """Store a session's metadata (first upload); how many parts are stored, from 1 up to
+        the first gap (where the node resumes)."""
+        self._check_owner(self.recordings.put_meta(tenant, meta), meta.server_id)
+        stored = 0
+        for part in self.recordings.parts(tenant, meta.session_id):
+            if part.index != stored + 1:
                 break
-            leading.append(part)
-        return leading
+            stored += 1
+        return stored
 
     def store_part(
         self,
@@ -135,26 +119,26 @@ class RecordingService:
         data: bytes,
     ) -> None:
         """Keep one uploaded part, after checking it is what the node says and comes next."""
-        meta = self.recordings.get_meta(tenant, session_id)
-        if meta.server_id != server_id:
-            raise errors.Conflict(f"session {session_id} was recorded by another node")
+        self._check_owner(self.recordings.get_meta(tenant, session_id), server_id)
         if hashlib.sha256(data).hexdigest() != info.sha256 or len(data) != info.size:
             raise errors.InvalidRequest(f"part {info.index} does not match its digest")
         if info.chain != recording.chained(previous, info.sha256):
             raise errors.InvalidRequest(f"part {info.index} does not chain to its previous")
-        stored = self._leading(tenant, session_id)
-        if info.index > len(stored) + 1:
-            raise errors.InvalidRequest(
-                f"part {info.index} comes after part {len(stored)}: send the parts between"
-            )
-        expected = stored[info.index - 2].chain if info.index > 1 else recording.genesis(session_id)
+        if info.index == 1:
+            expected = recording.genesis(session_id)
+        else:
+            before = self.recordings.part(tenant, session_id, info.index - 1)
+            if before is None:
+                raise errors.InvalidRequest(
+                    f"part {info.index - 1} is not stored: send the parts before {info.index}"
+                )
+            expected = before.chain
         if previous != expected:
             raise errors.InvalidRequest(f"part {info.index} does not follow the stored parts")
         self.recordings.put_part(tenant, session_id, info, data)
 
     def alive(self, tenant: str, session_id: str, server_id: str) -> None:
-        if self.recordings.get_meta(tenant, session_id).server_id != server_id:
-            raise errors.Conflict(f"session {session_id} was recorded by another node")
+        self._check_owner(self.recordings.get_meta(tenant, session_id), server_id)
         self.recordings.touch(tenant, session_id)
 
     def complete(
@@ -168,8 +152,8 @@ class RecordingService:
     ) -> Manifest:
         """Sign and store the manifest of a finished recording; idempotent for the node."""
         meta = self.recordings.get_meta(tenant, session_id)
-        if server_id is not None and meta.server_id != server_id:
-            raise errors.Conflict(f"session {session_id} was recorded by another node")
+        if server_id is not None:
+            self._check_owner(meta, server_id)
         existing = self.recordings.get_manifest(tenant, session_id)
         if existing is not None and not existing.end.synthesized:
             return existing
@@ -278,42 +262,56 @@ class RecordingService:
             end=manifest.end if manifest is not None else None,
         )
 
-    def read(self, tenant: str, session_id: str, index: int) -> bytes:
-        """Part ``index``, checked against what was recorded."""
-        parts, _ = self._expected(tenant, session_id)
-        if not 1 <= index <= len(parts):
-            raise errors.NotFound(f"recording {session_id} has no part {index} (yet)")
-        info = parts[index - 1]
+    def _check_part(
+        self, tenant: str, session_id: str, info: PartInfo, total: int
+    ) -> tuple[bytes, str | None]:
+        """A part's bytes and what is wrong with them (missing, modified), if anything."""
         try:
             data = self.recordings.get_part(tenant, session_id, info)
         except errors.NotFound:
-            raise errors.RecordingModified(
-                f"recording {session_id}: part {index} of {len(parts)} is missing"
-            ) from None
-        if hashlib.sha256(data).hexdigest() != info.sha256:
-            raise errors.RecordingModified(
-                f"recording {session_id}: part {index} of {len(parts)} was modified after "
-                "it was recorded: see jumpctl recordings verify"
+            return b"", f"part {info.index} of {total} is missing"
+        digest = hashlib.sha256(data).hexdigest()
+        if digest != info.sha256:
+            return data, (
+                f"part {info.index} of {total} was modified "
+                f"(sha256 {digest[:12]}…, recorded {info.sha256[:12]}…)"
             )
-        return data
+        return data, None
 
-    def verify(self, tenant: str, session_id: str) -> Verdict:
+    def read(self, tenant: str, session_id: str, index: int) -> models.RecordingPart:
+        """Part ``index`` for playback, checked against what was recorded."""
+        parts, manifest = self._expected(tenant, session_id)
+        if not 1 <= index <= len(parts):
+            raise errors.NotFound(f"recording {session_id} has no part {index} (yet)")
+        data, problem = self._check_part(tenant, session_id, parts[index - 1], len(parts))
+        if problem is not None:
+            raise errors.RecordingModified(
+                f"recording {session_id}: {problem}: see jumpctl recordings verify"
+            )
+        return models.RecordingPart(
+            index=index,
+            sha256=parts[index - 1].sha256,
+            data=base64.b64encode(data).decode(),
+            complete=manifest is not None,
+        )
+
+    def verify(self, tenant: str, session_id: str) -> models.RecordingVerdict:
         self.recordings.get_meta(tenant, session_id)
         try:
             parts, manifest = self._expected(tenant, session_id)
         except errors.RecordingModified as exc:
-            return Verdict(session_id, 0, False, [exc.message])
-        problems = []
-        for info in parts:
-            try:
-                data = self.recordings.get_part(tenant, session_id, info)
-            except errors.NotFound:
-                problems.append(f"part {info.index} of {len(parts)} is missing")
-                continue
-            digest = hashlib.sha256(data).hexdigest()
-            if digest != info.sha256:
-                problems.append(
-                    f"part {info.index} of {len(parts)} was modified "
-                    f"(sha256 {digest[:12]}…, recorded {info.sha256[:12]}…)"
-                )
-        return Verdict(session_id, len(parts), manifest is not None, problems)
+            return models.RecordingVerdict(
+                session_id=session_id, ok=False, complete=False, parts=0, problems=[exc.message]
+            )
+        problems = [
+            problem
+            for info in parts
+            if (problem := self._check_part(tenant, session_id, info, len(parts))[1]) is not None
+        ]
+        return models.RecordingVerdict(
+            session_id=session_id,
+            ok=not problems,
+            complete=manifest is not None,
+            parts=len(parts),
+            problems=problems,
+        )
