@@ -71,9 +71,9 @@ async def serve(
             try:
                 request = json.loads(line)
                 if not isinstance(request, dict):
-                    raise _Refused("a request is a JSON object")
+                    raise ValueError("a request is a JSON object")
                 answer = await _answer(control, settings, node, request, reader)
-            except (ControlPlaneError, ValidationError, ValueError, KeyError) as exc:
+            except (ControlPlaneError, ValidationError, ValueError, KeyError, TypeError) as exc:
                 answer = {"error": _reason(exc)}
             writer.write(json.dumps(answer).encode() + b"\n")
     except _Refused as exc:

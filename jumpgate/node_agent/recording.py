@@ -15,7 +15,7 @@ fixed level with no timestamp gives the same bytes). Nothing here is deleted unt
 platform has confirmed the whole recording.
 """
 
-import json
+import hashlib
 import logging
 import os
 import shutil
@@ -134,7 +134,7 @@ class SessionSpool:
         with self.frames.open("rb") as source:
             source.seek(part.start)
             data = recording.compress(source.read(part.end - part.start))
-        if recording.part_info(part.info.index, data, "0" * 64).sha256 != part.info.sha256:
+        if hashlib.sha256(data).hexdigest() != part.info.sha256:
             raise ValueError(f"spooled part {part.info.index} no longer matches its digest")
         return data
 
@@ -221,7 +221,3 @@ def interrupted_end(spool: SessionSpool) -> SessionEnd:
     except FileNotFoundError:
         mtime = (spool.directory / "meta.json").stat().st_mtime
     return SessionEnd(ended=datetime.fromtimestamp(mtime, UTC), exit_code=None)
-
-
-def dumps(message: dict[str, object]) -> bytes:
-    return json.dumps(message, separators=(",", ":")).encode() + b"\n"

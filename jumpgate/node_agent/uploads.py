@@ -25,7 +25,7 @@ from typing import Any
 import asyncssh
 
 from jumpgate.node_agent import audit as events
-from jumpgate.node_agent.recording import SessionSpool, Spool, dumps, interrupted_end
+from jumpgate.node_agent.recording import SessionSpool, Spool, interrupted_end
 from jumpgate.protocol import ports, recording
 from jumpgate.protocol.audit import EventType
 from jumpgate.protocol.outbox import Outbox
@@ -51,7 +51,9 @@ class _Channel:
         self._writer = writer
 
     async def call(self, message: dict[str, Any], payload: bytes = b"") -> dict[str, Any]:
-        self._writer.write(dumps(message) + payload)
+        self._writer.write(json.dumps(message, separators=(",", ":")).encode() + b"\n")
+        if payload:
+            self._writer.write(payload)
         line = await asyncio.wait_for(self._reader.readline(), CALL_SECONDS)
         if not line.endswith(b"\n") or len(line) > MAX_LINE_BYTES:
             raise ConnectionError("the recording channel closed")

@@ -3,6 +3,8 @@
 import getpass
 import json
 import os
+import pty
+import select
 import signal
 import subprocess
 import sys
@@ -332,3 +334,30 @@ def build_site(cluster: Cluster, tmp_path: Path) -> Site:
         tmp_path, tmp_path / "home", cluster, identity["host_ca_keys"][0], proxy_key
     )
     return Site(cluster, admin, node, config)
+
+
+def pty_session(site: Site, typed: bytes) -> tuple[int, bytes]:
+    """An interactive ``jump ssh web-1`` on a PTY: its exit status and what the terminal showed."""
+    parent, child = pty.openpty()
+    process = subprocess.Popen(
+        [str(BIN / "jump"), "ssh", "web-1"],
+        stdin=child,
+        stdout=child,
+        stderr=child,
+        env={**site.admin.env, "TERM": "xterm"},
+        start_new_session=True,
+    )
+    os.close(child)
+    os.write(parent, typed)
+    seen = b""
+    deadline = time.monotonic() + 30
+    while process.poll() is None and time.monotonic() < deadline:
+        ready, _, _ = select.select([parent], [], [], 0.2)
+        if ready:
+            try:
+                seen += os.read(parent, 4096)
+            except OSError:
+                break
+    status = process.wait(timeout=10)
+    os.close(parent)
+    return status, seen

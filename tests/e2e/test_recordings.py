@@ -1,9 +1,8 @@
 """Recordings end to end: recorded on the node, streamed through the proxy, played back."""
 
+import asyncio
 import json
 import os
-import pty
-import select
 import signal
 import subprocess
 import time
@@ -11,12 +10,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import asyncssh
 import boto3
 import pytest
 from asciinema.asciicast import v2 as asciicast_v2
 from moto.server import ThreadedMotoServer
 
-from tests.e2e.conftest import BIN, LOGIN, Cluster, Site, build_site
+from jumpgate.protocol import ports
+from jumpgate.protocol.tunnel import LISTEN_HOST
+from tests.e2e.conftest import BIN, LOGIN, Cluster, Site, build_site, pty_session
 from tests.support import free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.net]
@@ -43,37 +45,10 @@ def uploads(site: Site, count: int, seconds: float = 30) -> list[dict[str, Any]]
         time.sleep(0.3)
 
 
-def interactive(site: Site, typed: bytes) -> bytes:
-    """A PTY session through ``jump ssh``; what the terminal showed."""
-    parent, child = pty.openpty()
-    process = subprocess.Popen(
-        [str(BIN / "jump"), "ssh", "web-1"],
-        stdin=child,
-        stdout=child,
-        stderr=child,
-        env={**site.admin.env, "TERM": "xterm"},
-        start_new_session=True,
-    )
-    os.close(child)
-    os.write(parent, typed)
-    seen = b""
-    deadline = time.monotonic() + 30
-    while process.poll() is None and time.monotonic() < deadline:
-        ready, _, _ = select.select([parent], [], [], 0.2)
-        if ready:
-            try:
-                seen += os.read(parent, 4096)
-            except OSError:
-                break
-    process.wait(timeout=10)
-    os.close(parent)
-    return seen
-
-
 def test_pty_and_exec_sessions_are_recorded_audited_and_played(site: Site, tmp_path: Path) -> None:
     done = jump(site, "ssh", "web-1", "echo recorded-exec-output; exit 4")
     assert (done.returncode, done.stdout) == (4, b"recorded-exec-output\n")
-    seen = interactive(site, b"echo shell-$((6*7)); exit\n")
+    _, seen = pty_session(site, b"echo shell-$((6*7)); exit\n")
     assert b"shell-42" in seen
     exec_row, shell_row = uploads(site, 2)
     assert (exec_row["kind"], shell_row["kind"]) == ("exec", "shell")
@@ -314,3 +289,49 @@ def test_recording_waits_on_the_node_while_the_store_fails(
         f"sessions/acme/{sid}.meta.json",
         f"sessions/acme/{sid}.manifest.json",
     }
+
+
+def test_bad_requests_on_the_recording_channel_get_one_line(site: Site) -> None:
+    """A node's own key cannot crash its recording channel or store nonsense."""
+    identity = json.loads((site.node.directory / "node" / "identity.json").read_text())
+    key = asyncssh.import_private_key((site.node.directory / "node" / "host_key").read_bytes())
+    sid = "0" * 8 + "-0000-4000-8000-" + "0" * 12
+
+    async def ask(*lines: bytes) -> list[bytes]:
+        async with asyncssh.connect(
+            "127.0.0.1",
+            site.cluster.tunnel_port,
+            username=f"{identity['host_id']}.acme",
+            client_keys=[key],
+            known_hosts=None,
+            config=[],
+            agent_path=None,
+        ) as conn:
+            reader, writer = await conn.open_connection(LISTEN_HOST, ports.RECORDINGS)
+            answers = []
+            for line in lines:
+                writer.write(line)
+                answers.append(await asyncio.wait_for(reader.readline(), 10))
+            writer.close()
+            return answers
+
+    answers = asyncio.run(
+        ask(
+            b"not json\n",
+            b"[1, 2]\n",
+            b'{"op": "status", "session_id": "../../etc"}\n',
+            json.dumps({"op": "status", "session_id": sid, "meta": "not an object"}).encode()
+            + b"\n",
+            json.dumps({"op": "complete", "session_id": sid, "parts": 1, "end": {}}).encode()
+            + b"\n",
+            b'{"op": "dance"}\n',
+            json.dumps({"op": "part", "session_id": sid, "index": 1, "size": 10**9}).encode()
+            + b"\n",
+        )
+    )
+    errors = [json.loads(answer)["error"] for answer in answers]
+    assert all(e and "\n" not in e for e in errors), errors
+    assert "is not a session id" in errors[2]
+    assert errors[-1] == "bad request: Input should be less than or equal to 4259840"
+    assert asyncio.run(ask(b'{"op": "hello"}\n')) == [b'{"mode": "node", "record_exec": true}\n']
+    assert uploads(site, 1, seconds=1) == []

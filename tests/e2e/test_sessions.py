@@ -4,8 +4,6 @@ import asyncio
 import hashlib
 import json
 import os
-import pty
-import select
 import shutil
 import signal
 import subprocess
@@ -36,6 +34,7 @@ from tests.e2e.conftest import (
     Site,
     create_tenant,
     http_get,
+    pty_session,
     signup_and_login,
     wait_for_line,
     write_ssh_config,
@@ -174,28 +173,8 @@ def test_jump_ssh_exec_stdin_exit_status_and_errors(site: Site) -> None:
 
 
 def test_jump_ssh_interactive_pty(site: Site) -> None:
-    parent, child = pty.openpty()
-    process = subprocess.Popen(
-        [str(BIN / "jump"), "ssh", "web-1"],
-        stdin=child,
-        stdout=child,
-        stderr=child,
-        env={**site.admin.env, "TERM": "xterm"},
-        start_new_session=True,
-    )
-    os.close(child)
-    os.write(parent, b"echo $((6*7)); tty; exit 5\n")
-    seen = b""
-    deadline = time.monotonic() + 30
-    while process.poll() is None and time.monotonic() < deadline:
-        ready, _, _ = select.select([parent], [], [], 0.2)
-        if ready:
-            try:
-                seen += os.read(parent, 4096)
-            except OSError:
-                break
-    assert process.wait(timeout=10) == 5
-    os.close(parent)
+    status, seen = pty_session(site, b"echo $((6*7)); tty; exit 5\n")
+    assert status == 5
     assert b"42" in seen
     assert b"/dev/pts/" in seen
     ends = [e for e in _audit(site, "session.end", 2) if e["origin"] == "node"]

@@ -10,14 +10,12 @@ import base64
 import json
 import sys
 import time
-import urllib.parse
 from collections.abc import Iterator
 from typing import Any, TextIO
 
-from jumpgate.cli.common import output
+from jumpgate.cli.common import output, pages
 from jumpgate.cli.common.args import moment, positive
 from jumpgate.cli.common.errors import CLIError
-from jumpgate.protocol.audit import MAX_SEARCH_LIMIT
 from jumpgate.protocol.client import Client
 from jumpgate.protocol.recording import (
     Decoder,
@@ -61,16 +59,12 @@ def ls(client: Client, args: argparse.Namespace) -> int:
         params.append(("from", moment(args.since).isoformat()))
     if args.until is not None:
         params.append(("to", moment(args.until).isoformat()))
-    rows: list[dict[str, Any]] = []
-    cursor = None
-    while len(rows) < args.limit:
-        size = min(MAX_SEARCH_LIMIT, args.limit - len(rows))
-        query = [*params, ("limit", str(size))] + ([("cursor", cursor)] if cursor else [])
-        page = client.call("GET", "/v1/recordings", query=urllib.parse.urlencode(query))
-        rows += page["recordings"]
-        cursor = page.get("cursor")
-        if cursor is None:
-            break
+    rows, more = pages.collect(client, "/v1/recordings", "recordings", params, args.limit)
+    if more:
+        print(
+            f"jump: more recordings match than --limit {args.limit}: raise it or use --from",
+            file=sys.stderr,
+        )
     if args.format == "json":
         output.emit_json(rows)
         return 0

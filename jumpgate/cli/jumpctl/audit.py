@@ -2,13 +2,12 @@
 
 import argparse
 import sys
-import urllib.parse
 from typing import Any
 
-from jumpgate.cli.common import output
+from jumpgate.cli.common import output, pages
 from jumpgate.cli.common.args import moment, positive
 from jumpgate.cli.jumpctl.context import Context
-from jumpgate.protocol.audit import MAX_SEARCH_LIMIT, table
+from jumpgate.protocol.audit import table
 
 COMMON = ("type", "code", "time", "id", "tenant", "user", "success")
 
@@ -41,16 +40,7 @@ def _search(ctx: Context, args: argparse.Namespace) -> int:
     params += [("type", t) for t in args.type]
     if args.user:
         params.append(("user", args.user))
-    events: list[dict[str, Any]] = []
-    cursor = None
-    while len(events) < args.limit:
-        page_size = min(MAX_SEARCH_LIMIT, args.limit - len(events))
-        query = [*params, ("limit", str(page_size))] + ([("cursor", cursor)] if cursor else [])
-        page = ctx.client.call("GET", "/v1/audit/events", query=urllib.parse.urlencode(query))
-        events += page["events"]
-        cursor = page.get("cursor")
-        if cursor is None:
-            break
+    events, more = pages.collect(ctx.client, "/v1/audit/events", "events", params, args.limit)
     if args.format == "json":
         output.emit_json(events)
     else:
@@ -61,7 +51,7 @@ def _search(ctx: Context, args: argparse.Namespace) -> int:
                 for e in events
             ],
         )
-    if cursor is not None:
+    if more:
         print(
             f"jumpctl: more events match than --limit {args.limit}: raise it or narrow the search",
             file=sys.stderr,
