@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import asyncssh
 import pyotp
 import pytest
 
@@ -361,3 +362,18 @@ def pty_session(site: Site, typed: bytes) -> tuple[int, bytes]:
     status = process.wait(timeout=10)
     os.close(parent)
     return status, seen
+
+
+def as_the_node(site: Site) -> Any:
+    """A connection to the proxy's tunnel port with the node's own key, as its agent makes."""
+    identity = json.loads((site.node.directory / "node" / "identity.json").read_text())
+    key = asyncssh.import_private_key((site.node.directory / "node" / "host_key").read_bytes())
+    return asyncssh.connect(
+        "127.0.0.1",
+        site.cluster.tunnel_port,
+        username=f"{identity['host_id']}.acme",
+        client_keys=[key],
+        known_hosts=None,
+        config=[],
+        agent_path=None,
+    )

@@ -10,7 +10,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import asyncssh
 import boto3
 import pytest
 from asciinema.asciicast import v2 as asciicast_v2
@@ -18,7 +17,7 @@ from moto.server import ThreadedMotoServer
 
 from jumpgate.protocol import ports
 from jumpgate.protocol.tunnel import LISTEN_HOST
-from tests.e2e.conftest import BIN, LOGIN, Cluster, Site, build_site, pty_session
+from tests.e2e.conftest import BIN, LOGIN, Cluster, Site, as_the_node, build_site, pty_session
 from tests.support import free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.net]
@@ -293,20 +292,10 @@ def test_recording_waits_on_the_node_while_the_store_fails(
 
 def test_bad_requests_on_the_recording_channel_get_one_line(site: Site) -> None:
     """A node's own key cannot crash its recording channel or store nonsense."""
-    identity = json.loads((site.node.directory / "node" / "identity.json").read_text())
-    key = asyncssh.import_private_key((site.node.directory / "node" / "host_key").read_bytes())
     sid = "0" * 8 + "-0000-4000-8000-" + "0" * 12
 
     async def ask(*lines: bytes) -> list[bytes]:
-        async with asyncssh.connect(
-            "127.0.0.1",
-            site.cluster.tunnel_port,
-            username=f"{identity['host_id']}.acme",
-            client_keys=[key],
-            known_hosts=None,
-            config=[],
-            agent_path=None,
-        ) as conn:
+        async with as_the_node(site) as conn:
             reader, writer = await conn.open_connection(LISTEN_HOST, ports.RECORDINGS)
             answers = []
             for line in lines:

@@ -32,6 +32,7 @@ from tests.e2e.conftest import (
     Node,
     Shell,
     Site,
+    as_the_node,
     create_tenant,
     http_get,
     pty_session,
@@ -601,18 +602,9 @@ def test_agent_that_is_not_root_serves_only_its_own_user(site: Site, tmp_path: P
 def test_a_node_reports_only_its_own_kind_of_events(site: Site) -> None:
     """On its tunnel, with its own key, a node cannot speak for another tenant or forge logins."""
     identity = json.loads((site.node.directory / "node" / "identity.json").read_text())
-    key = asyncssh.import_private_key((site.node.directory / "node" / "host_key").read_bytes())
 
     async def report(events: list[dict[str, object]]) -> tuple[int | None, str]:
-        async with asyncssh.connect(
-            "127.0.0.1",
-            site.cluster.tunnel_port,
-            username=f"{identity['host_id']}.acme",
-            client_keys=[key],
-            known_hosts=None,
-            config=[],
-            agent_path=None,
-        ) as conn:
+        async with as_the_node(site) as conn:
             process = await conn.create_process(subsystem=AUDIT_SUBSYSTEM, encoding="utf-8")
             for event in events:
                 process.stdin.write(json.dumps(event) + "\n")
