@@ -4,26 +4,34 @@ uploader (``node_agent.uploads``).
 Each session is a directory ``<data_dir>/recordings/<session-id>/``:
 
 - ``meta.json``: what the session is (``protocol.recording.RecordingMeta``);
-- ``frames``: the frame stream, appended with one ``writev`` per chunk of output, before the
-  chunk is sent to the user (so every byte the user saw is on disk, even after kill -9);
-- ``state.json``: the parts sealed so far (byte ranges of ``frames`` with their digests) and
-  how many the platform has confirmed;
+- ``frames.gz``: the frame stream, compressed as it is written, as consecutive gzip members:
+  each member is exactly one part, byte for byte as it is uploaded. Every chunk of output is
+  compressed, sync-flushed and written with one ``write`` before the chunk is sent to the user,
+  so the open member decodes up to the last byte the user saw, even after kill -9;
+- ``state.json``: the parts sealed so far (byte ranges of ``frames.gz`` with their digests),
+  saved now and then: it only spares ``recover`` a pass over parts it can find again. What
+  the platform has stored is asked of the platform, never remembered;
 - ``end.json``: how the session ended, once it has.
 
-A part's bytes are never kept: they are made again from ``frames`` when needed (gzip at a
-fixed level with no timestamp gives the same bytes). Nothing here is deleted until the
-platform has confirmed the whole recording.
+Writing compressed costs the session one pass of zlib's fastest level; writing the frames raw
+and compressing them later cost a copy into the page cache, its writeback and a read back as
+well (docs/decisions/0009). Nothing here is deleted until the platform has confirmed the whole
+recording.
 """
 
+import contextlib
 import hashlib
 import logging
 import os
 import shutil
 import time
+import zlib
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from isal import isal_zlib
 from pydantic import BaseModel
 
 from jumpgate.protocol import recording
@@ -31,9 +39,13 @@ from jumpgate.protocol.recording import PartInfo, RecordingMeta, SessionEnd
 
 logger = logging.getLogger(__name__)
 
+_GZIP = 31  # zlib wbits: a gzip member (header without name or time, CRC-32 and size trailer)
+_REPAIR_READ = 64 * 1024
+SAVE_SECONDS = 5.0
+
 
 class SealedPart(BaseModel):
-    """A part and the range of ``frames`` it was made from."""
+    """A part and the range of ``frames.gz`` that is its bytes."""
 
     info: PartInfo
     start: int
@@ -42,20 +54,101 @@ class SealedPart(BaseModel):
 
 class SpoolState(BaseModel):
     parts: list[SealedPart] = []
-    acked: int = 0  # parts the platform has stored
 
     @property
     def sealed(self) -> int:
         return self.parts[-1].end if self.parts else 0
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
+@dataclass(frozen=True)
+class Member:
+    """A finished gzip member of ``frames.gz``: where it is, and its bytes."""
+
+    start: int
+    data: bytes
+
+
+def _write_atomically(path: Path, data: bytes, *, durable: bool = True) -> None:
     temporary = path.with_suffix(".tmp")
     with temporary.open("wb") as out:
         out.write(data)
-        out.flush()
-        os.fsync(out.fileno())
+        if durable:
+            out.flush()
+            os.fsync(out.fileno())
     os.replace(temporary, path)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        if written <= 0:
+            raise OSError(f"short write to the recording ({written} bytes)")
+        view = view[written:]
+
+
+def _bound(length: int) -> int:
+    """The most ``length`` raw bytes can take in a member (zlib's compressBound, a sync flush
+    and the gzip header and trailer)."""
+    return length + (length >> 12) + (length >> 14) + 64
+
+
+class _Members:
+    """Appends frames to a spool file as gzip members, each within a part's limits: a member
+    is finished before it would hold more than ``PART_RAW_BYTES`` of frames or be larger than
+    ``MAX_PART_BYTES``. Every frame is sync-flushed and written at once, so what is on disk
+    decodes to its last frame. Raises ``OSError`` when the file cannot be written."""
+
+    def __init__(self, fd: int, on_finished: Callable[[], None] | None = None) -> None:
+        self._fd = fd
+        self._offset = os.fstat(fd).st_size
+        self._member: isal_zlib.Compress | None = None
+        self._start = self._offset
+        self._raw = 0
+        self.began = 0.0  # when the open member began (monotonic)
+        self._pieces: list[bytes] = []  # the open member's bytes, for its part
+        self.finished: list[Member] = []
+        self._on_finished = on_finished
+
+    @property
+    def open(self) -> bool:
+        return self._member is not None
+
+    def frame(self, kind: bytes, at: float, payload: bytes) -> None:
+        size = recording.FRAME.size + len(payload)
+        if self._member is not None and (
+            self._raw + size > recording.PART_RAW_BYTES
+            or self._offset - self._start + _bound(size) > recording.MAX_PART_BYTES
+        ):
+            self.finish()
+        if self._member is None:
+            self._member = isal_zlib.compressobj(1, isal_zlib.DEFLATED, _GZIP)
+            self._start = self._offset
+            self._raw = 0
+            self.began = time.monotonic()
+        member = self._member
+        header = recording.frame_header(kind, at, len(payload))
+        self._put(
+            member.compress(header)
+            + member.compress(payload)
+            + member.flush(isal_zlib.Z_SYNC_FLUSH)
+        )
+        self._raw += size
+
+    def _put(self, out: bytes) -> None:
+        _write_all(self._fd, out)
+        self._offset += len(out)
+        self._pieces.append(out)
+
+    def finish(self) -> None:
+        if self._member is None:
+            return
+        self._put(self._member.flush(isal_zlib.Z_FINISH))
+        self._member = None
+        self.finished.append(Member(self._start, b"".join(self._pieces)))
+        self._pieces = []
+        if self._on_finished is not None:
+            self._on_finished()
 
 
 class SessionSpool:
@@ -64,8 +157,10 @@ class SessionSpool:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         self.session_id = directory.name
-        self.frames = directory / "frames"
+        self.frames = directory / "frames.gz"
         self._state: SpoolState | None = None
+        self._saved = 0.0
+        self.acked = 0  # parts the platform has stored, as it last said
 
     @property
     def meta(self) -> RecordingMeta:
@@ -80,8 +175,15 @@ class SessionSpool:
             )
         return self._state
 
-    def save(self) -> None:
-        _write_atomically(self.directory / "state.json", self.state.model_dump_json().encode())
+    def save(self, *, now: bool = True) -> None:
+        """Not synced, and with ``now=False`` at most every ``SAVE_SECONDS``: ``recover`` can
+        make the state again from ``frames.gz``, so it is not worth a write per part."""
+        if not now and time.monotonic() - self._saved < SAVE_SECONDS:
+            return
+        _write_atomically(
+            self.directory / "state.json", self.state.model_dump_json().encode(), durable=False
+        )
+        self._saved = time.monotonic()
 
     @property
     def end(self) -> SessionEnd | None:
@@ -91,49 +193,94 @@ class SessionSpool:
     def finish(self, end: SessionEnd) -> None:
         _write_atomically(self.directory / "end.json", end.model_dump_json().encode())
 
-    def pending(self) -> int:
-        """Frame bytes not yet in a part."""
+    def size(self) -> int:
         try:
-            return self.frames.stat().st_size - self.state.sealed
+            return self.frames.stat().st_size
         except FileNotFoundError:
             return 0
 
-    def idle_for(self, now: float) -> float:
-        try:
-            return now - self.frames.stat().st_mtime
-        except FileNotFoundError:
-            return 0.0
+    def pending(self) -> bool:
+        """Whether ``frames.gz`` holds bytes not yet in a sealed part."""
+        return self.size() > self.state.sealed
 
-    def seal(self, *, everything: bool) -> list[tuple[SealedPart, bytes]]:
-        """Cut waiting frame bytes into parts: whole ``PART_RAW_BYTES`` pieces, and the rest
-        too when ``everything``. The new parts with their bytes (to send at once)."""
+    def seal(self, members: list[Member]) -> list[tuple[SealedPart, bytes]]:
+        """Record finished members as the next parts (digests chained)."""
         state = self.state
         made: list[tuple[SealedPart, bytes]] = []
-        with self.frames.open("rb") as source:
-            size = os.fstat(source.fileno()).st_size
-            while size > state.sealed and (
-                everything or size - state.sealed >= recording.PART_RAW_BYTES
-            ):
-                start = state.sealed
-                end = min(size, start + recording.PART_RAW_BYTES)
-                source.seek(start)
-                data = recording.compress(source.read(end - start))
-                previous = state.parts[-1].info.chain if state.parts else None
-                info = recording.part_info(
-                    len(state.parts) + 1, data, previous or recording.genesis(self.session_id)
+        for member in members:
+            if member.start != state.sealed:
+                raise ValueError(
+                    f"recording {self.session_id}: member at {member.start}, "
+                    f"expected one at {state.sealed}"
                 )
-                part = SealedPart(info=info, start=start, end=end)
-                state.parts.append(part)
-                made.append((part, data))
+            previous = state.parts[-1].info.chain if state.parts else None
+            info = recording.part_info(
+                len(state.parts) + 1, member.data, previous or recording.genesis(self.session_id)
+            )
+            part = SealedPart(info=info, start=member.start, end=member.start + len(member.data))
+            state.parts.append(part)
+            made.append((part, member.data))
         if made:
-            self.save()
+            self.save(now=False)
         return made
 
+    def recover(self) -> list[Member]:
+        """The members after the last sealed part of a session no recorder writes any more
+        (it ended, or the agent died under it). Whole members are taken as they are; an open
+        or torn one at the end is cut back to its whole frames and finished, in place."""
+        members: list[Member] = []
+        if not self.pending():
+            return members
+        with self.frames.open("rb") as spool:
+            position = self.state.sealed
+            size = os.fstat(spool.fileno()).st_size
+            while position < size:
+                spool.seek(position)
+                window = spool.read(recording.MAX_PART_BYTES + 1)
+                inflater = zlib.decompressobj(_GZIP)
+                with contextlib.suppress(zlib.error):  # a torn member: finished below
+                    inflater.decompress(window, recording.PART_RAW_BYTES + 1)
+                if not inflater.eof:
+                    break
+                length = len(window) - len(inflater.unused_data)
+                members.append(Member(position, window[:length]))
+                position += length
+        if position < size:
+            members.extend(self._finish_tail(position, window))
+        return members
+
+    def _finish_tail(self, start: int, window: bytes) -> list[Member]:
+        inflater = zlib.decompressobj(_GZIP)
+        raw = bytearray()
+        try:
+            for offset in range(0, len(window), _REPAIR_READ):
+                raw += inflater.decompress(
+                    window[offset : offset + _REPAIR_READ], recording.PART_RAW_BYTES - len(raw)
+                )
+                if inflater.eof or inflater.unconsumed_tail:
+                    break
+        except zlib.error as exc:
+            logger.warning(
+                "recording spool torn; keeping what decodes",
+                extra={"session_id": self.session_id, "reason": str(exc)},
+            )
+        os.truncate(self.frames, start)
+        fd = os.open(self.frames, os.O_WRONLY | os.O_APPEND)
+        try:
+            writer = _Members(fd)
+            for kind, at, payload in recording.frames(bytes(raw)):
+                writer.frame(kind, at, payload)
+            writer.finish()
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        return writer.finished
+
     def part_bytes(self, part: SealedPart) -> bytes:
-        """A sealed part made again from its frames; ``ValueError`` if they changed."""
+        """A sealed part's bytes from the spool; ``ValueError`` if they changed."""
         with self.frames.open("rb") as source:
             source.seek(part.start)
-            data = recording.compress(source.read(part.end - part.start))
+            data = source.read(part.end - part.start)
         if hashlib.sha256(data).hexdigest() != part.info.sha256:
             raise ValueError(f"spooled part {part.info.index} no longer matches its digest")
         return data
@@ -144,34 +291,37 @@ class SessionSpool:
 
 class Recorder:
     """Writes one live session's frames. Never raises on the session's path: a write that
-    fails sets ``failed`` and the session decides (``node`` goes on, ``node-sync`` ends)."""
+    fails sets ``failed`` and the session decides (``node`` goes on, ``node-sync`` ends).
+
+    A member is finished (and becomes a part) before it would hold more than
+    ``PART_RAW_BYTES`` of frames or be larger than ``MAX_PART_BYTES``, when the uploader finds
+    it ``due``, and when the session ends. ``take`` hands finished members to the uploader.
+    """
 
     def __init__(self, spool: SessionSpool, *, on_part: Callable[[], None] | None = None) -> None:
         self.spool = spool
         self.failed: OSError | None = None
-        self._start = time.monotonic()
+        self.closed = False
+        self._last_write = time.monotonic()
+        self._start = self._last_write
         self._fd = os.open(spool.frames, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        self._since_wake = 0
+        self._members = _Members(self._fd, on_part)
         self._wake = on_part
 
     def _write(self, kind: bytes, data: bytes) -> bool:
         if self.failed is not None:
             return False
-        header = recording.frame_header(kind, time.monotonic() - self._start, len(data))
+        at = time.monotonic() - self._start
         try:
-            written = os.writev(self._fd, (header, data))
-            if written != len(header) + len(data):
-                raise OSError(f"short write to the recording ({written} bytes)")
+            for offset in range(0, len(data), recording.MAX_FRAME_BYTES):
+                self._members.frame(kind, at, data[offset : offset + recording.MAX_FRAME_BYTES])
         except OSError as exc:
             self.failed = exc
             logger.warning(
                 "recording failed", extra={"session_id": self.spool.session_id, "reason": str(exc)}
             )
             return False
-        self._since_wake += written
-        if self._since_wake >= recording.PART_RAW_BYTES and self._wake is not None:
-            self._since_wake = 0
-            self._wake()
+        self._last_write = time.monotonic()
         return True
 
     def output(self, data: bytes) -> bool:
@@ -180,9 +330,40 @@ class Recorder:
     def resize(self, width: int, height: int) -> bool:
         return self._write(recording.RESIZE, recording.resize_payload(width, height))
 
+    def due(self, now: float) -> bool:
+        """Whether the open member should be cut: quiet for ``FLUSH_SECONDS``, or begun
+        ``PART_SECONDS`` ago."""
+        return self._members.open and (
+            now - self._last_write >= recording.FLUSH_SECONDS
+            or now - self._members.began >= recording.PART_SECONDS
+        )
+
+    def cut(self) -> None:
+        """Finish the open member now."""
+        if self.failed is not None:
+            return
+        try:
+            self._members.finish()
+        except OSError as exc:
+            self.failed = exc
+
+    def take(self) -> list[Member]:
+        """Members finished since the last call, oldest first."""
+        taken, self._members.finished = self._members.finished, []
+        return taken
+
     def close(self, exit_code: int | None) -> None:
+        """Finish the last member and the session (``closed`` only once both are on disk)."""
+        self.cut()
         os.close(self._fd)
-        self.spool.finish(SessionEnd(ended=datetime.now(UTC), exit_code=exit_code))
+        try:
+            self.spool.finish(SessionEnd(ended=datetime.now(UTC), exit_code=exit_code))
+        except OSError as exc:  # the uploader ends it as interrupted instead
+            logger.warning(
+                "recording end not written",
+                extra={"session_id": self.spool.session_id, "reason": str(exc)},
+            )
+        self.closed = True
         if self._wake is not None:
             self._wake()
 

@@ -151,7 +151,7 @@ def _recorder(
         if uploads.mode is RecordingMode.NODE_SYNC:
             raise
         return None
-    uploads.live.add(meta.session_id)
+    uploads.recorders[meta.session_id] = recorder  # the uploader drops it once drained
     return recorder
 
 
@@ -206,7 +206,6 @@ async def handle_process(process: asyncssh.SSHServerProcess[bytes]) -> None:
         process.recorder = None
         if recorder is not None:
             recorder.close(status)
-            owner.uploads.live.discard(who["session_id"])
     audit.put(events.event(EventType.SESSION_END, **who, exit_code=status))
     if process.command is not None:
         outcome = "I" if status == 0 else "E"

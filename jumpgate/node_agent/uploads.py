@@ -25,7 +25,7 @@ from typing import Any
 import asyncssh
 
 from jumpgate.node_agent import audit as events
-from jumpgate.node_agent.recording import SessionSpool, Spool, interrupted_end
+from jumpgate.node_agent.recording import Recorder, SessionSpool, Spool, interrupted_end
 from jumpgate.protocol import ports, recording
 from jumpgate.protocol.audit import EventType
 from jumpgate.protocol.outbox import Outbox
@@ -74,13 +74,14 @@ class Uploader:
     def __init__(self, spool: Spool, audit: Outbox[events.Event]) -> None:
         self.spool = spool
         self.audit = audit
-        self.live: set[str] = set()  # sessions recording in this process right now
+        self.recorders: dict[str, Recorder] = {}  # sessions recorded by this process, not drained
         self.mode = RecordingMode.NODE
         self.record_exec = True
         self.parts_sent = 0
         self._wake = asyncio.Event()
         self._confirmed: set[str] = set()  # sessions whose store state this channel has asked
         self._contact: dict[str, float] = {}
+        self._spools: dict[str, SessionSpool] = {}  # as last seen, so state is read once
 
     def wake(self) -> None:
         self._wake.set()
@@ -108,7 +109,9 @@ class Uploader:
             asked = time.monotonic()
             while True:
                 self._wake.clear()
+                known, self._spools = self._spools, {}
                 for spool in list(self.spool.sessions()):
+                    spool = self._spools[spool.session_id] = known.get(spool.session_id, spool)
                     try:
                         await self._advance(channel, spool)
                     except UploadRefused as exc:
@@ -128,7 +131,7 @@ class Uploader:
         sid = spool.session_id
         loop = asyncio.get_running_loop()
         end = spool.end
-        if end is None and sid not in self.live:
+        if end is None and sid not in self.recorders:
             end = interrupted_end(spool)
             spool.finish(end)
             meta = spool.meta
@@ -142,24 +145,25 @@ class Uploader:
                     reason="the agent stopped during the session",
                 )
             )
-        everything = end is not None or spool.idle_for(time.time()) >= recording.FLUSH_SECONDS
-        if spool.pending() >= recording.PART_RAW_BYTES or (everything and spool.pending() > 0):
-            fresh = dict(
-                (part.info.index, data)
-                for part, data in await loop.run_in_executor(
-                    None, lambda: spool.seal(everything=everything)
-                )
-            )
+        recorder = self.recorders.get(sid)
+        if recorder is not None:
+            closed = recorder.closed
+            if not closed and recorder.due(time.monotonic()):
+                recorder.cut()
+            members = recorder.take()
+            if closed:  # its last member was finished before it closed
+                del self.recorders[sid]
         else:
-            fresh = {}
+            members = await loop.run_in_executor(None, spool.recover)
+        fresh = dict((part.info.index, data) for part, data in spool.seal(members))
         state = spool.state
         if sid not in self._confirmed:
             status = await channel.call(
                 {"op": "status", "session_id": sid, "meta": spool.meta.model_dump(mode="json")}
             )
-            state.acked = min(int(status.get("parts", 0)), len(state.parts))
+            spool.acked = min(int(status.get("parts", 0)), len(state.parts))
             self._confirmed.add(sid)
-        for part in state.parts[state.acked :]:
+        for part in state.parts[spool.acked :]:
             data = fresh.get(part.info.index)
             if data is None:
                 data = await loop.run_in_executor(None, spool.part_bytes, part)
@@ -177,11 +181,15 @@ class Uploader:
                 },
                 data,
             )
-            state.acked = part.info.index
-            spool.save()
+            spool.acked = part.info.index
             self.parts_sent += 1
             self._contact[sid] = time.monotonic()
-        if end is not None and spool.pending() == 0 and state.acked == len(state.parts):
+        if (
+            end is not None
+            and sid not in self.recorders
+            and not spool.pending()
+            and spool.acked == len(state.parts)
+        ):
             await channel.call(
                 {
                     "op": "complete",

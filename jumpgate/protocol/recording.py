@@ -1,9 +1,9 @@
 """Session recordings: what the node writes, how it travels, and asciicast v2 made from it.
 
 The node records a session as *frames* (output bytes, or a resize, each with its time from the
-start), cheap enough to write on the session's path: a frame is 13 bytes of header then the
-bytes as they were. Frames are cut into *parts*, each one gzip member, so a recording stored
-as its parts laid end to end is one ``.gz`` file of the frame stream. asciicast v2 (the
+start): a frame is 13 bytes of header then the bytes as they were. The node compresses the
+frame stream as it writes it, into *parts*, each one gzip member, so a recording stored as its
+parts laid end to end is one ``.gz`` file of the frame stream. asciicast v2 (the
 format ``asciinema play`` reads) is made from the frames when a recording is read: turning
 every byte into JSON on the node would cost six bytes of text per NUL and most of a core at
 session speeds (docs/decisions/0009).
@@ -27,13 +27,18 @@ from pydantic import BaseModel, ConfigDict, Field
 FRAME = struct.Struct(">cdI")
 """A frame's header: kind, seconds since the session started, payload length."""
 OUTPUT, RESIZE = b"o", b"r"
-PART_RAW_BYTES = 4 * 1024 * 1024
-"""A part is sealed once this many frame bytes wait; S3's 5 MiB rule is met on assembly."""
+MAX_PART_BYTES = 4 * 1024 * 1024 + 64 * 1024
+"""A part is finished before it would be larger than this (with its fields in base64 it stays
+under Lambda's 6 MB invoke payload)..."""
+PART_RAW_BYTES = 32 * 1024 * 1024
+"""...or hold more frame bytes than this (what a player holds of a part in memory)..."""
 FLUSH_SECONDS = 2.0
-"""...or once output has waited this long: what a live tail lags by, at most."""
-MAX_PART_BYTES = PART_RAW_BYTES + 64 * 1024
-"""The most a stored part may be: gzip adds at most a few bytes per 16 KiB it cannot shrink.
-In base64 with its fields it stays under Lambda's 6 MB invoke payload."""
+"""...or once output has paused this long..."""
+PART_SECONDS = 10.0
+"""...or this long after it began: a live tail lags a busy session by no more. S3's 5 MiB
+rule for multipart parts is met when a recording is assembled, not by the node."""
+MAX_FRAME_BYTES = 1024 * 1024
+"""Longer output is recorded as several frames, so a frame always fits in a part."""
 SESSION_ID_CHARS = frozenset("0123456789abcdef-")
 
 
@@ -141,7 +146,7 @@ def check_chain(session_id: str, parts: list[PartInfo]) -> str | None:
 
 
 def compress(frames: bytes) -> bytes:
-    """One gzip member (deterministic: no name, no time), fast level."""
+    """One gzip member, fast level (deterministic: no name, no time)."""
     return gzip.compress(frames, compresslevel=1, mtime=0)
 
 
