@@ -10,6 +10,7 @@ import logging
 import os
 import pwd
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -80,6 +81,7 @@ class _NodeSession(asyncssh.SSHServerProcess[bytes]):
     recorder: Recorder | None = None
     sync = False  # node-sync: a recording that fails ends the session
     watch: SftpWatch | ScpWatch | None = None
+    on_resize: Callable[[int, int], None] | None = None  # audits a window change
 
     def subsystem_requested(self, subsystem: str) -> bool:
         return True  # ``sessions.run`` refuses unknown subsystems with a message
@@ -100,6 +102,8 @@ class _NodeSession(asyncssh.SSHServerProcess[bytes]):
 
     def terminal_size_changed(self, width: int, height: int, pixwidth: int, pixheight: int) -> None:
         super().terminal_size_changed(width, height, pixwidth, pixheight)
+        if self.on_resize is not None:
+            self.on_resize(width, height)
         recorder = self.recorder
         if recorder is not None and not recorder.resize(width, height) and self.sync:
             self._recording_failed()
@@ -187,6 +191,9 @@ async def handle_process(process: asyncssh.SSHServerProcess[bytes]) -> None:
             process.watch = ScpWatch.for_command(
                 process.command, transfer(EventType.SCP), account.home
             )
+        process.on_resize = lambda width, height: audit.put(
+            events.event(EventType.SESSION_RESIZE, **who, size=f"{width}:{height}")
+        )
         if process.watch is None and not process.subsystem:
             recorder = process.recorder = _recorder(process, owner.uploads, account, who)
             process.sync = owner.uploads.mode is RecordingMode.NODE_SYNC
@@ -204,6 +211,7 @@ async def handle_process(process: asyncssh.SSHServerProcess[bytes]) -> None:
         process.stderr.write(f"session failed on the node: {exc}\n".encode())
     finally:
         process.recorder = None
+        process.on_resize = None
         if recorder is not None:
             recorder.close(status)
     audit.put(events.event(EventType.SESSION_END, **who, exit_code=status))

@@ -1,13 +1,16 @@
 """What every e2e test shares: a daemon on free loopback ports, and CLIs run like a person."""
 
+import fcntl
 import getpass
 import json
 import os
 import pty
 import select
 import signal
+import struct
 import subprocess
 import sys
+import termios
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -337,8 +340,12 @@ def build_site(cluster: Cluster, tmp_path: Path) -> Site:
     return Site(cluster, admin, node, config)
 
 
-def pty_session(site: Site, typed: bytes) -> tuple[int, bytes]:
-    """An interactive ``jump ssh web-1`` on a PTY: its exit status and what the terminal showed."""
+def pty_session(
+    site: Site, typed: bytes, *, resize: tuple[bytes, int, int] | None = None
+) -> tuple[int, bytes]:
+    """An interactive ``jump ssh web-1`` on a PTY: its exit status and what the terminal showed.
+    With ``resize`` (a line, columns, rows), the window changes to that size once the session
+    printed that line."""
     parent, child = pty.openpty()
     process = subprocess.Popen(
         [str(BIN / "jump"), "ssh", "web-1"],
@@ -359,6 +366,11 @@ def pty_session(site: Site, typed: bytes) -> tuple[int, bytes]:
                 seen += os.read(parent, 4096)
             except OSError:
                 break
+        if resize is not None and resize[0] + b"\r\n" in seen:
+            _, columns, rows = resize
+            fcntl.ioctl(parent, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
+            os.killpg(process.pid, signal.SIGWINCH)  # not its controlling terminal: say so
+            resize = None
     status = process.wait(timeout=10)
     os.close(parent)
     return status, seen

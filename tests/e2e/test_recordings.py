@@ -99,6 +99,23 @@ def test_pty_and_exec_sessions_are_recorded_audited_and_played(site: Site, tmp_p
     assert "as recorded, complete and signed" in verified.out
 
 
+def test_a_window_change_is_audited_and_recorded(site: Site, tmp_path: Path) -> None:
+    typed = b"echo before-resize; sleep 1; echo after-resize; exit\n"
+    status, seen = pty_session(site, typed, resize=(b"before-resize", 111, 33))
+    assert status == 0
+    assert b"after-resize" in seen
+    [row] = uploads(site, 1)
+    resized = site.admin.ok("jumpctl", "audit", "search", "--type", "resize", "--format", "json")
+    [event] = resized.json()
+    assert (event["session_id"], event["size"], event["code"]) == (
+        row["session_id"],
+        "111:33",
+        "J2002I",
+    )
+    cast = jump(site, "play", row["session_id"], "--format", "asciicast").stdout.splitlines()
+    assert [json.loads(line)[2] for line in cast[1:] if json.loads(line)[1] == "r"] == ["111x33"]
+
+
 STREAM = "i=0; while true; do i=$((i+1)); echo line-$i; sleep 0.01; done"
 """An exec session that prints numbered lines until it is cut off."""
 
