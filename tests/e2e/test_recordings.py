@@ -1,6 +1,7 @@
 """Recordings end to end: recorded on the node, streamed through the proxy, played back."""
 
 import asyncio
+import http.client
 import json
 import os
 import signal
@@ -13,7 +14,13 @@ from typing import Any
 import boto3
 import pytest
 from asciinema.asciicast import v2 as asciicast_v2
+from moto.moto_server.werkzeug_app import (
+    DomainDispatcherApplication,
+    MotoRequestHandler,
+    create_backend_app,
+)
 from moto.server import ThreadedMotoServer
+from werkzeug.serving import make_server
 
 from jumpgate.protocol import ports
 from jumpgate.protocol.tunnel import LISTEN_HOST
@@ -237,6 +244,7 @@ def test_scp_and_sftp_transfers_are_audited_with_path_and_length(
 def s3_site(tmp_path: Path) -> Iterator[tuple[Site, "MotoS3"]]:
     moto = MotoS3(free_port())
     moto.start()
+    moto.reset()  # moto keeps its buckets in this process: start from none
     uri = f"s3://jg-recordings/sessions?region=us-east-1&endpoint=http://127.0.0.1:{moto.port}"
     running = Cluster(
         tmp_path,
@@ -257,20 +265,30 @@ def s3_site(tmp_path: Path) -> Iterator[tuple[Site, "MotoS3"]]:
 
 class MotoS3:
     """moto's S3 as an HTTP server on loopback that can go away and come back (its buckets
-    live in this process, so they survive)."""
+    live in this process, so they survive), or answer every request with an error as S3 does
+    when it sheds load (``failing``)."""
 
     def __init__(self, port: int) -> None:
         self.port = port
+        self.failing = False
         self._server: ThreadedMotoServer | None = None
 
     def start(self) -> None:
-        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
+        self._server = _FaultyMotoServer(self, ip_address="127.0.0.1", port=self.port)
         self._server.start()
 
     def stop(self) -> None:
         if self._server is not None:
             self._server.stop()
             self._server = None
+
+    def reset(self) -> None:
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        try:
+            connection.request("POST", "/moto-api/reset")
+            assert connection.getresponse().status == 200
+        finally:
+            connection.close()
 
     def keys(self) -> set[str]:
         s3 = boto3.client(
@@ -280,11 +298,45 @@ class MotoS3:
         return {o["Key"] for o in listed.get("Contents", [])}
 
 
+SLOW_DOWN = (
+    b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>SlowDown</Code>'
+    b"<Message>Please reduce your request rate.</Message></Error>"
+)
+
+
+class _FaultyMotoServer(ThreadedMotoServer):
+    """moto's own server with its WSGI app behind a switch: S3's 503 SlowDown while the
+    store is ``failing``."""
+
+    def __init__(self, store: MotoS3, **options: Any) -> None:
+        super().__init__(verbose=False, **options)
+        self._store = store
+
+    def _server_entry(self) -> None:
+        app = DomainDispatcherApplication(create_backend_app)
+
+        def faulty(environ: Any, start_response: Any) -> Any:
+            if self._store.failing:
+                start_response("503 Slow Down", [("Content-Type", "application/xml")])
+                return [SLOW_DOWN]
+            return app(environ, start_response)
+
+        self._server = make_server(
+            self._ip_address, self._port, faulty, True, request_handler=MotoRequestHandler
+        )
+        self._server_ready_event.set()
+        self._server.serve_forever()
+
+
+@pytest.mark.parametrize("fault", ["503 SlowDown", "unreachable"])
 def test_recording_waits_on_the_node_while_the_store_fails(
-    s3_site: tuple[Site, MotoS3],
+    s3_site: tuple[Site, MotoS3], fault: str
 ) -> None:
     site, moto = s3_site
-    moto.stop()
+    if fault == "unreachable":
+        moto.stop()
+    else:
+        moto.failing = True
     done = jump(site, "ssh", "web-1", "seq 1 5000")
     assert done.returncode == 0, done.stderr
     time.sleep(8)  # the agent tries, the platform answers "store unavailable", nothing is lost
@@ -292,7 +344,10 @@ def test_recording_waits_on_the_node_while_the_store_fails(
     assert len(spooled) == 1
     log = site.node.log.read_text()
     assert "recording not taken yet, will retry" in log
-    moto.start()
+    if fault == "unreachable":
+        moto.start()
+    else:
+        moto.failing = False
     recorded = _recorded(site)
     assert recorded == done.stdout
     sid = spooled[0].name
