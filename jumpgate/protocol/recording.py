@@ -13,7 +13,6 @@ the session id, and the platform signs the final manifest with a key of the tena
 """
 
 import codecs
-import gzip
 import hashlib
 import json
 import struct
@@ -143,11 +142,6 @@ def check_chain(session_id: str, parts: list[PartInfo]) -> str | None:
             return f"part {part.index} does not follow part {part.index - 1}"
         previous = part.chain
     return None
-
-
-def compress(frames: bytes) -> bytes:
-    """One gzip member, fast level (deterministic: no name, no time)."""
-    return gzip.compress(frames, compresslevel=1, mtime=0)
 
 
 def decompress(part: bytes) -> bytes:

@@ -13,6 +13,7 @@ from jumpgate.control_plane.recordings.s3 import MIN_PART, S3RecordingStore
 from jumpgate.protocol import recording
 from jumpgate.protocol.recording import Manifest, PartInfo, RecordingMeta, SessionEnd
 from tests.conftest import s3_recordings
+from tests.support import gzip_part
 
 
 def _meta(session_id: str, server_id: str = "node-1") -> RecordingMeta:
@@ -24,7 +25,7 @@ def _meta(session_id: str, server_id: str = "node-1") -> RecordingMeta:
 def _parts(session_id: str, payloads: list[bytes]) -> list[tuple[PartInfo, bytes]]:
     made, previous = [], recording.genesis(session_id)
     for index, payload in enumerate(payloads, start=1):
-        data = recording.compress(payload)
+        data = gzip_part(payload)
         info = recording.part_info(index, data, previous)
         made.append((info, data))
         previous = info.chain

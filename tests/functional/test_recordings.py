@@ -18,6 +18,7 @@ from jumpgate.protocol import recording
 from jumpgate.protocol.recording import PartInfo
 from tests.functional.conftest import Platform, Session
 from tests.functional.test_locks import _bob
+from tests.support import gzip_part
 
 
 def _internal(platform: Platform, path: str, body: dict[str, Any]) -> tuple[int, Any]:
@@ -61,7 +62,7 @@ def _upload(
     assert (status, opened) == (200, {"parts": 0})
     previous, infos = recording.genesis(sid), []
     for index, chunk in enumerate(chunks, start=1):
-        data = recording.compress(_frames(chunk))
+        data = gzip_part(_frames(chunk))
         info = recording.part_info(index, data, previous)
         body = {
             "tenant": tenant,
@@ -194,7 +195,7 @@ def test_other_tenants_and_other_users_see_nothing(platform: Platform) -> None:
 def test_bad_parts_are_refused_with_a_reason(platform: Platform, change: str) -> None:
     platform.admin_session()
     sid, [first] = _upload(platform, "acme", "alice", [b"one"], complete=False)
-    data = recording.compress(_frames(b"two"))
+    data = gzip_part(_frames(b"two"))
     info = recording.part_info(2, data, first.chain)
     body: dict[str, Any] = {
         "tenant": "acme",
