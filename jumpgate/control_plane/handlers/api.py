@@ -8,6 +8,7 @@ every error leaves as problem+json through ``problems``.
 
 import json
 import logging
+import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
@@ -540,6 +541,14 @@ def make_handler(plane: ControlPlane) -> Handler:
     return guarded(build_app(plane))
 
 
+_RESOLVING = threading.Lock()
+"""Powertools resolvers keep the request being served in class attributes
+(``BaseRouter.current_event``), shared by every resolver in the process: two requests
+resolved at once read each other's path, headers and tenant. Lambda runs one request per
+container; the daemon, which calls handlers from a thread pool, runs them one at a time
+(docs/decisions/0010)."""
+
+
 def guarded(app: APIGatewayHttpResolver, *, max_body: int = MAX_BODY_BYTES) -> Handler:
     """A handler that checks size and media type, then routes; never raises."""
 
@@ -548,7 +557,8 @@ def guarded(app: APIGatewayHttpResolver, *, max_body: int = MAX_BODY_BYTES) -> H
         if early is not None:
             return early
         try:
-            return app.resolve(event, context)
+            with _RESOLVING:
+                return app.resolve(event, context)
         except Exception:
             logger.exception("unhandled error in API handler")
             return problems.problem(
