@@ -52,6 +52,7 @@ bench: venv system-deps
 	$(BIN)/python -m bench.presence
 	$(BIN)/python -m bench.audit
 	$(BIN)/python -m bench.recording
+	$(BIN)/python -m bench.coldstart
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache $(DATA_DIR)

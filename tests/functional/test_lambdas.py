@@ -1,0 +1,165 @@
+"""The control plane as Lambda functions, against moto (DynamoDB, S3, Secrets Manager): each
+function module imported as Lambda would (cold start from the environment), invoked with the
+API Gateway v2 events the proxy sends, routed by ``protocol.functions``."""
+
+import asyncio
+import base64
+import importlib
+import os
+import secrets
+import sys
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import boto3
+import pytest
+from aws_lambda_powertools.utilities import parameters
+from moto import mock_aws
+
+from jumpgate.control_plane.audit.dynamodb import ensure_table as ensure_audit_table
+from jumpgate.control_plane.lambdas.runtime import FunctionSettings, SettingsError, open_plane
+from jumpgate.control_plane.recordings.s3 import ensure_bucket
+from jumpgate.control_plane.store.dynamodb import ensure_table
+from jumpgate.edge_proxy.control import ControlPlaneClient
+from jumpgate.edge_proxy.lambda_invoke import ControlPlaneUnavailable, LambdaInvoke
+from jumpgate.protocol.functions import Function
+from tests.functional.conftest import Platform
+from tests.functional.lambda_endpoint import Context, LambdaEndpoint
+
+REGION = "us-east-1"
+ENVIRONMENT = {
+    "AWS_REGION": REGION,
+    "JUMPGATE_PUBLIC_ADDR": "localhost",
+    "JUMPGATE_STATE_TABLE": "jg-state",
+    "JUMPGATE_AUDIT_TABLE": "jg-audit",
+    "JUMPGATE_RECORDINGS_URI": "s3://jg-recordings/sessions",
+    "JUMPGATE_MASTER_KEY_SECRET": "jumpgate/master-key",
+    "POWERTOOLS_METRICS_NAMESPACE": "Jumpgate",
+}
+
+
+class SystemTime:
+    """The functions run on the real clock; requests are signed and codes made on it too."""
+
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+    def advance(self, _: object) -> None:
+        """A fresh TOTP step comes with time: nothing to move."""
+
+
+@pytest.fixture
+def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    for name, value in ENVIRONMENT.items():
+        monkeypatch.setenv(name, value)
+    parameters.clear_caches()  # type: ignore[no-untyped-call]  # a secret of another test
+    with mock_aws():
+        ensure_table("jg-state", REGION)
+        ensure_audit_table("jg-audit", REGION)
+        ensure_bucket(f"s3://jg-recordings/sessions?region={REGION}")
+        key = base64.b64encode(secrets.token_bytes(32)).decode()
+        boto3.client("secretsmanager", region_name=REGION).create_secret(
+            Name="jumpgate/master-key", SecretString=key
+        )
+        yield
+
+
+def _cold_start(function: Function) -> object:
+    """Import the function's module afresh, as a new Lambda container does."""
+    name = f"jumpgate.control_plane.lambdas.{function.value}"
+    sys.modules.pop(name, None)
+    return importlib.import_module(name)
+
+
+@pytest.fixture
+def functions(aws: None) -> Iterator[Platform]:
+    """A platform whose every call the proxy's ``LambdaInvoke`` sends to the function that owns
+    the route: boto3's Invoke over HTTP to a local Lambda endpoint running the modules."""
+    handlers = {
+        f"jumpgate-{function.value}": _cold_start(function).handler  # type: ignore[attr-defined]
+        for function in Function
+    }
+    with LambdaEndpoint(handlers) as endpoint:
+        invoke = LambdaInvoke(
+            {function: f"jumpgate-{function.value}" for function in Function},
+            region=REGION,
+            endpoint=endpoint.url,
+        )
+        plane = open_plane(FunctionSettings.from_environ(os.environ))
+        platform = Platform(plane, SystemTime())  # type: ignore[arg-type]
+        platform.handler = lambda event, _: asyncio.run(invoke(event))
+        platform.invoke = invoke  # type: ignore[attr-defined]
+        yield platform
+        invoke.close()
+
+
+def test_signup_login_and_admin_calls_through_the_functions(functions: Platform) -> None:
+    alice = functions.admin_session("acme", "alice")
+    users = functions.call("GET", "/v1/users", session=alice)
+    assert users.status == 200, users.body
+    assert [u["name"] for u in users.body["users"]] == ["alice"]
+    token = functions.call("POST", "/v1/tokens", {"ttl_seconds": 300}, session=alice)
+    assert token.status == 201, token.body
+    events = functions.call("GET", "/v1/audit/events", session=alice, query="type=user.login")
+    assert events.status == 200, events.body
+    assert [e["type"] for e in events.body["events"]] == ["user.login"]
+
+
+def test_the_proxys_own_calls_reach_the_internal_function(functions: Platform) -> None:
+    functions.admin_session("acme", "alice")
+    user_ca = functions.plane.authorities.public_keys("acme")[0]
+    client = ControlPlaneClient(functions.invoke)  # type: ignore[attr-defined]
+    assert asyncio.run(client.tenant_by_user_ca(user_ca)) == "acme"
+
+
+def test_a_failing_function_is_reported_not_answered(aws: None) -> None:
+    def crash(event: dict[str, object], context: object) -> dict[str, object]:
+        raise RuntimeError("boom")
+
+    with LambdaEndpoint({"jumpgate-auth": crash}) as endpoint:
+        names = {function: "jumpgate-auth" for function in Function}
+        invoke = LambdaInvoke(names, region=REGION, endpoint=endpoint.url)
+        event = {"rawPath": "/v1/status", "headers": {}}
+        with pytest.raises(ControlPlaneUnavailable, match="jumpgate-auth failed"):
+            asyncio.run(invoke(event))
+        invoke.close()
+
+
+def test_a_function_refuses_routes_of_another(aws: None) -> None:
+    handler = _cold_start(Function.AUTH).handler  # type: ignore[attr-defined]
+    event = {
+        "version": "2.0",
+        "rawPath": "/v1/users",
+        "rawQueryString": "",
+        "headers": {"host": "acme.localhost"},
+        "requestContext": {"http": {"method": "GET", "path": "/v1/users", "sourceIp": "1.2.3.4"}},
+        "isBase64Encoded": False,
+    }
+    answer = handler(event, Context("jumpgate-auth"))
+    assert answer["statusCode"] == 404
+    assert "not served by the auth function" in answer["body"]
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"JUMPGATE_STATE_TABLE": None}, "set JUMPGATE_STATE_TABLE in the function's environment"),
+        ({"JUMPGATE_RECORDINGS_URI": "/var/recordings"}, "JUMPGATE_RECORDINGS_URI: must be s3://"),
+        ({"JUMPGATE_SSH_PUBLIC_PORT": "0"}, "JUMPGATE_SSH_PUBLIC_PORT: Input should be greater"),
+        ({"JUMPGATE_RECORDING_GRACE": "soon"}, "JUMPGATE_RECORDING_GRACE:"),
+    ],
+)
+def test_a_bad_environment_fails_the_cold_start_naming_the_variable(
+    change: dict[str, str | None], message: str
+) -> None:
+    environ = {**ENVIRONMENT, **change}
+    with pytest.raises(SettingsError, match="^" + message.replace("(", r"\(")):
+        FunctionSettings.from_environ({k: v for k, v in environ.items() if v is not None})
+
+
+def test_a_master_key_secret_that_is_not_a_key_fails_the_cold_start(aws: None) -> None:
+    boto3.client("secretsmanager", region_name=REGION).put_secret_value(
+        SecretId="jumpgate/master-key", SecretString="not-base64!"
+    )
+    with pytest.raises(SettingsError, match="must hold 32 random bytes in base64"):
+        open_plane(FunctionSettings.from_environ(ENVIRONMENT))
