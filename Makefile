@@ -5,10 +5,14 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# cfn-lint and aws-sam-translator pin an older pydantic than the platform's: their own venv.
+CFN_VENV := .venv-cfn
+CFN_STAMP := $(CFN_VENV)/.installed
+export JUMPGATE_CFN_PYTHON := $(CURDIR)/$(CFN_VENV)/bin/python
 DATA_DIR ?= .jumpgate-demo
 PYTEST_ARGS ?=
 
-.PHONY: up test lint fmt bench venv system-deps clean
+.PHONY: up test lint fmt bench venv cfn-venv system-deps clean
 
 venv: $(STAMP)
 
@@ -17,6 +21,14 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
+	@touch $@
+
+cfn-venv: $(CFN_STAMP)
+
+$(CFN_STAMP): infra/requirements-cfn.txt
+	$(PYTHON) -m venv $(CFN_VENV)
+	$(CFN_VENV)/bin/pip install --quiet --upgrade pip
+	$(CFN_VENV)/bin/pip install --quiet -r infra/requirements-cfn.txt
 	@touch $@
 
 # OpenSSH client and server from Debian's packages: the interop tests use the real ones.
@@ -41,7 +53,7 @@ fmt: venv
 	$(BIN)/ruff format jumpgate tests bench
 	$(BIN)/ruff check --fix jumpgate tests bench
 
-test: venv system-deps lint
+test: venv cfn-venv system-deps lint
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 bench: venv system-deps
@@ -55,4 +67,4 @@ bench: venv system-deps
 	$(BIN)/python -m bench.coldstart
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache $(DATA_DIR)
+	rm -rf $(VENV) $(CFN_VENV) .mypy_cache .ruff_cache .pytest_cache $(DATA_DIR)

@@ -17,7 +17,12 @@ from aws_lambda_powertools.utilities import parameters
 from moto import mock_aws
 
 from jumpgate.control_plane.audit.dynamodb import ensure_table as ensure_audit_table
-from jumpgate.control_plane.lambdas.runtime import FunctionSettings, SettingsError, open_plane
+from jumpgate.control_plane.lambdas.runtime import (
+    FunctionSettings,
+    SettingsError,
+    master_key,
+    open_plane,
+)
 from jumpgate.control_plane.recordings.s3 import ensure_bucket
 from jumpgate.control_plane.store.dynamodb import ensure_table
 from jumpgate.edge_proxy.control import ControlPlaneClient
@@ -159,7 +164,18 @@ def test_a_bad_environment_fails_the_cold_start_naming_the_variable(
 
 def test_a_master_key_secret_that_is_not_a_key_fails_the_cold_start(aws: None) -> None:
     boto3.client("secretsmanager", region_name=REGION).put_secret_value(
-        SecretId="jumpgate/master-key", SecretString="not-base64!"
+        SecretId="jumpgate/master-key", SecretString="too-short-to-be-a-key"
     )
     with pytest.raises(SettingsError, match="must hold 32 random bytes in base64"):
         open_plane(FunctionSettings.from_environ(ENVIRONMENT))
+
+
+def test_a_generated_secret_gives_a_stable_key(aws: None) -> None:
+    """template.yaml has Secrets Manager generate 64 characters; the same key comes of them."""
+    generated = secrets.token_hex(32)
+    boto3.client("secretsmanager", region_name=REGION).put_secret_value(
+        SecretId="jumpgate/master-key", SecretString=generated
+    )
+    first = master_key("jumpgate/master-key")
+    parameters.clear_caches()  # type: ignore[no-untyped-call]
+    assert master_key("jumpgate/master-key") == first

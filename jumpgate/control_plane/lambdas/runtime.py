@@ -16,6 +16,8 @@ from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities import parameters
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from jumpgate.control_plane.audit.dynamodb import DynamoDBAuditStore
@@ -32,6 +34,7 @@ from jumpgate.protocol.functions import Function, function_for
 from jumpgate.protocol.problems import ProblemType
 
 Event = dict[str, Any]
+MIN_SECRET_CHARS = 40
 SECRET_MAX_AGE = 300
 """Seconds a fetched master key is reused before Secrets Manager is asked again."""
 
@@ -109,15 +112,23 @@ ENVIRONMENT = {
 
 
 def master_key(secret: str) -> MasterKey:
-    """The platform master key: 32 bytes, base64, in a Secrets Manager secret."""
-    value = parameters.get_secret(secret, max_age=SECRET_MAX_AGE)
+    """The platform master key from a Secrets Manager secret: 32 bytes in base64 (as the
+    daemon's ``master.key``), or at least ``MIN_SECRET_CHARS`` random characters (as
+    ``GenerateSecretString`` makes them in template.yaml), from which HKDF derives the key."""
+    value = str(parameters.get_secret(secret, max_age=SECRET_MAX_AGE)).strip()
     try:
-        key = base64.b64decode(str(value).strip(), validate=True)
+        key = base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError):
         key = b""
-    if len(key) != 32:
-        raise SettingsError(f"secret {secret} must hold 32 random bytes in base64")
-    return MasterKey.from_bytes(key)
+    if len(key) == 32:
+        return MasterKey.from_bytes(key)
+    if len(value) >= MIN_SECRET_CHARS:
+        derive = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"jumpgate-master-key")
+        return MasterKey.from_bytes(derive.derive(value.encode()))
+    raise SettingsError(
+        f"secret {secret} must hold 32 random bytes in base64, "
+        f"or at least {MIN_SECRET_CHARS} random characters"
+    )
 
 
 def open_plane(settings: FunctionSettings) -> ControlPlane:
