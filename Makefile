@@ -44,14 +44,14 @@ up: venv
 	$(BIN)/jumpgate demo --data-dir $(DATA_DIR)
 
 lint: venv
-	$(BIN)/ruff format --check jumpgate tests bench
-	$(BIN)/ruff check jumpgate tests bench
+	$(BIN)/ruff format --check jumpgate tests bench infra
+	$(BIN)/ruff check jumpgate tests bench infra
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
 fmt: venv
-	$(BIN)/ruff format jumpgate tests bench
-	$(BIN)/ruff check --fix jumpgate tests bench
+	$(BIN)/ruff format jumpgate tests bench infra
+	$(BIN)/ruff check --fix jumpgate tests bench infra
 
 test: venv cfn-venv system-deps lint
 	$(BIN)/pytest $(PYTEST_ARGS)
