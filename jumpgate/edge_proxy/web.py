@@ -16,6 +16,10 @@ from jumpgate.protocol.problems import CONTENT_TYPE, MAX_BODY_BYTES, ProblemType
 logger = logging.getLogger(__name__)
 
 
+PUBLIC_PREFIXES = ("/v1/", "/webapi/")
+"""What the HTTPS front forwards to the control plane; anything else is 404 here."""
+
+
 def _problem(status: int, type_: ProblemType, title: str, detail: str) -> web.Response:
     body = {"type": type_.value, "title": title, "status": status, "detail": detail}
     return web.Response(status=status, text=json.dumps(body), content_type=CONTENT_TYPE)
@@ -30,6 +34,10 @@ class WebFront:
         self.port = 0
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
+        if not request.rel_url.raw_path.startswith(PUBLIC_PREFIXES):
+            # The control plane's internal routes are the proxy's to call, never the world's:
+            # on AWS the path picks the function, so this is what keeps them off the front.
+            return _problem(404, ProblemType.NOT_FOUND, "Not found", "no such route: see /v1/")
         if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
             return _too_large(request.content_length)
         try:

@@ -10,6 +10,7 @@ import secrets
 import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 
 import boto3
 import pytest
@@ -25,8 +26,11 @@ from jumpgate.control_plane.lambdas.runtime import (
 )
 from jumpgate.control_plane.recordings.s3 import ensure_bucket
 from jumpgate.control_plane.store.dynamodb import ensure_table
+from jumpgate.edge_proxy import tls
 from jumpgate.edge_proxy.control import ControlPlaneClient
 from jumpgate.edge_proxy.lambda_invoke import ControlPlaneUnavailable, LambdaInvoke
+from jumpgate.edge_proxy.web import WebFront
+from jumpgate.protocol.client import APIError, Client
 from jumpgate.protocol.functions import Function
 from tests.functional.conftest import Platform
 from tests.functional.lambda_endpoint import Context, LambdaEndpoint
@@ -115,6 +119,33 @@ def test_the_proxys_own_calls_reach_the_internal_function(functions: Platform) -
     user_ca = functions.plane.authorities.public_keys("acme")[0]
     client = ControlPlaneClient(functions.invoke)  # type: ignore[attr-defined]
     assert asyncio.run(client.tenant_by_user_ca(user_ca)) == "acme"
+
+
+def test_the_https_front_on_lambda_keeps_internal_routes_off(
+    functions: Platform, tmp_path: Path
+) -> None:
+    """On AWS the path picks the function, so the front must not forward the proxy's own
+    routes: from outside they would reach the internal function unauthenticated."""
+    functions.admin_session("acme", "alice")
+    user_ca = functions.plane.authorities.public_keys("acme")[0]
+    front = WebFront(functions.invoke)  # type: ignore[attr-defined]
+    cert, key = tls.ensure_certificate(tmp_path, "localhost")
+
+    async def calls() -> tuple[int, int]:
+        port = await front.start("127.0.0.1", 0, tls.server_context(cert, key))
+        client = Client(f"acme.localhost:{port}", insecure=True)
+        try:
+            pinged = await asyncio.to_thread(client.call, "GET", "/webapi/ping")
+            assert pinged["cluster_name"] == "acme"
+            body = {"public_key": user_ca}
+            await asyncio.to_thread(client.call, "POST", "/internal/v1/tenant-by-user-ca", body)
+        except APIError as exc:
+            return 200, exc.status
+        finally:
+            await front.stop()
+        return 200, 200
+
+    assert asyncio.run(calls()) == (200, 404)
 
 
 def test_a_failing_function_is_reported_not_answered(aws: None) -> None:
