@@ -185,6 +185,6 @@ def _matching_step(secret: str, otp: str, now: datetime) -> int | None:
     matched = None
     for step in range(current - TOTP_WINDOW, current + TOTP_WINDOW + 1):
         # Compare every step (no early exit) so timing does not reveal which matched.
-        if hmac.compare_digest(totp.at(step * TOTP_PERIOD), otp):
+        if hmac.compare_digest(totp.at(step * TOTP_PERIOD).encode(), otp.encode()):
             matched = step
     return matched

@@ -75,7 +75,9 @@ class NodeService:
             record, _ = self.get(tenant, host_id)
         except (ValueError, NotFound) as exc:
             raise Unauthenticated("node is not joined to this cluster: join it again") from exc
-        if not secrets.compare_digest(record.public_key.strip(), public_key.strip()):
+        if not secrets.compare_digest(
+            record.public_key.strip().encode(), public_key.strip().encode()
+        ):
             raise Unauthenticated("node key does not match the one it joined with")
         return record
 

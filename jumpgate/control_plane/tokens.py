@@ -81,7 +81,10 @@ class TokenService:
     ) -> JoinToken:
         """A new join token; ``token`` chooses its value (at least 16 characters)."""
         value = token or secrets.token_hex(16)
-        if any(secrets.compare_digest(value, t.token) for t in self._static_for(tenant)):
+        if any(
+            secrets.compare_digest(value.encode(), t.token.encode())
+            for t in self._static_for(tenant)
+        ):
             raise AlreadyExists("that token is a static token already: choose another value")
         now = self._clock.now()
         record = TokenRecord(
@@ -116,7 +119,10 @@ class TokenService:
 
     def remove(self, tenant: str, token: str) -> None:
         """Revoke a token at once; a later join with it is told it was deleted."""
-        if any(secrets.compare_digest(token, t.token) for t in self._static_for(tenant)):
+        if any(
+            secrets.compare_digest(token.encode(), t.token.encode())
+            for t in self._static_for(tenant)
+        ):
             raise InvalidRequest("static tokens come from the config file: remove it there")
         try:
             item = self._store.get(tenant, keys.join_token(token))
@@ -137,7 +143,7 @@ class TokenService:
     def _check(self, tenant: str, token: str, role: str) -> None:
         """Refuse a token that is unknown, deleted, expired or not for ``role``."""
         for static in self._static_for(tenant):
-            if secrets.compare_digest(token, static.token):
+            if secrets.compare_digest(token.encode(), static.token.encode()):
                 roles = list(static.roles)
                 break
         else:

@@ -195,7 +195,7 @@ class UserService:
             record, _ = self.get(tenant, name)
         except NotFound as exc:
             raise Unauthenticated(f"user {name!r} no longer exists: ask a tenant admin") from exc
-        if not secrets.compare_digest(record.id, user_id):
+        if not secrets.compare_digest(record.id.encode(), user_id.encode()):
             raise Unauthenticated(
                 f"certificate was issued to an earlier user {name!r}: run jump login"
             )

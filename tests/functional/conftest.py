@@ -19,7 +19,7 @@ from jumpgate.control_plane.recordings.base import RecordingStore
 from jumpgate.control_plane.secrets import MasterKey, SecretBox
 from jumpgate.control_plane.store import Store
 from jumpgate.control_plane.tokens import StaticToken
-from jumpgate.edge_proxy.events import decode_response, http_event
+from jumpgate.edge_proxy.events import HttpResponse, decode_response, http_event
 from jumpgate.protocol import signing
 
 PASSWORD = "correct horse battery staple"
@@ -60,7 +60,7 @@ class Platform:
         self.clock = clock
         self.handler = make_handler(plane)
 
-    def call(
+    def respond(
         self,
         method: str,
         path: str,
@@ -73,7 +73,8 @@ class Platform:
         host: str | None = None,
         nonce: str | None = None,
         query: str = "",
-    ) -> Answer:
+    ) -> HttpResponse:
+        """The handler's raw answer to a request, signed with ``session`` if given."""
         data = raw if raw is not None else (b"" if body is None else json.dumps(body).encode())
         headers = {"host": host or f"{tenant}.localhost:3080"}
         if data:
@@ -99,7 +100,11 @@ class Platform:
         event = http_event(
             method=method, path=path, query=query, headers=headers, body=data, source_ip="127.0.0.1"
         )
-        response = decode_response(self.handler(event, None))
+        return decode_response(self.handler(event, None))
+
+    def call(self, method: str, path: str, body: Any = None, **options: Any) -> Answer:
+        """As ``respond``, with the JSON answer decoded."""
+        response = self.respond(method, path, body, **options)
         payload = json.loads(response.body) if response.body else None
         return Answer(response.status, payload, response.headers)
 

@@ -96,6 +96,15 @@ def test_unknown_and_wrong_role_tokens_are_refused(platform: Platform) -> None:
     )
 
 
+def test_non_ascii_tokens_are_refused_not_crashed_on(platform: Platform) -> None:
+    """Found by schemathesis: comparing a non-ASCII str with compare_digest raised (a 500)."""
+    alice = platform.admin_session()
+    deleted = platform.call("DELETE", "/v1/tokens/%C3%97%F3%B8%A1", session=alice)
+    assert deleted.status == 404, deleted.body
+    status, body = _join(platform, "jöin-tökén-välüe-ünknöwn")
+    assert status == 400, body
+
+
 def test_tokens_ls_shows_dynamic_and_static_tokens(platform: Platform) -> None:
     admin = platform.admin_session()
     made = platform.call(
