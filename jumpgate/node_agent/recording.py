@@ -27,7 +27,7 @@ import shutil
 import time
 import zlib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -42,6 +42,7 @@ logger = logging.getLogger(__name__)
 _GZIP = 31  # zlib wbits: a gzip member (header without name or time, CRC-32 and size trailer)
 _REPAIR_READ = 64 * 1024
 SAVE_SECONDS = 5.0
+HELD_MEMBERS = 4
 
 
 class SealedPart(BaseModel):
@@ -62,10 +63,17 @@ class SpoolState(BaseModel):
 
 @dataclass(frozen=True)
 class Member:
-    """A finished gzip member of ``frames.gz``: where it is, and its bytes."""
+    """A finished gzip member of ``frames.gz``: where it is, its digest, and its bytes while
+    they are still held (the newest ``HELD_MEMBERS``; older ones are read back if needed)."""
 
     start: int
-    data: bytes
+    size: int
+    sha256: str
+    data: bytes | None
+
+    @classmethod
+    def of(cls, start: int, data: bytes) -> "Member":
+        return cls(start, len(data), hashlib.sha256(data).hexdigest(), data)
 
 
 def _write_atomically(path: Path, data: bytes, *, durable: bool = True) -> None:
@@ -145,8 +153,11 @@ class _Members:
             return
         self._put(self._member.flush(isal_zlib.Z_FINISH))
         self._member = None
-        self.finished.append(Member(self._start, b"".join(self._pieces)))
+        self.finished.append(Member.of(self._start, b"".join(self._pieces)))
         self._pieces = []
+        # With no tunnel nobody takes them: keep the bytes of a few, the digests of all.
+        for index in range(len(self.finished) - HELD_MEMBERS):
+            self.finished[index] = replace(self.finished[index], data=None)
         if self._on_finished is not None:
             self._on_finished()
 
@@ -203,10 +214,11 @@ class SessionSpool:
         """Whether ``frames.gz`` holds bytes not yet in a sealed part."""
         return self.size() > self.state.sealed
 
-    def seal(self, members: list[Member]) -> list[tuple[SealedPart, bytes]]:
-        """Record finished members as the next parts (digests chained)."""
+    def seal(self, members: list[Member]) -> list[tuple[SealedPart, bytes | None]]:
+        """Record finished members as the next parts (digests chained); each with its bytes
+        if the member still held them."""
         state = self.state
-        made: list[tuple[SealedPart, bytes]] = []
+        made: list[tuple[SealedPart, bytes | None]] = []
         for member in members:
             if member.start != state.sealed:
                 raise ValueError(
@@ -214,10 +226,14 @@ class SessionSpool:
                     f"expected one at {state.sealed}"
                 )
             previous = state.parts[-1].info.chain if state.parts else None
-            info = recording.part_info(
-                len(state.parts) + 1, member.data, previous or recording.genesis(self.session_id)
+            previous = previous or recording.genesis(self.session_id)
+            info = PartInfo(
+                index=len(state.parts) + 1,
+                size=member.size,
+                sha256=member.sha256,
+                chain=recording.chained(previous, member.sha256),
             )
-            part = SealedPart(info=info, start=member.start, end=member.start + len(member.data))
+            part = SealedPart(info=info, start=member.start, end=member.start + member.size)
             state.parts.append(part)
             made.append((part, member.data))
         if made:
@@ -243,7 +259,7 @@ class SessionSpool:
                 if not inflater.eof:
                     break
                 length = len(window) - len(inflater.unused_data)
-                members.append(Member(position, window[:length]))
+                members.append(Member.of(position, window[:length]))
                 position += length
         if position < size:
             members.extend(self._finish_tail(position, window))

@@ -155,7 +155,7 @@ class Uploader:
                 del self.recorders[sid]
         else:
             members = await loop.run_in_executor(None, spool.recover)
-        fresh = dict((part.info.index, data) for part, data in spool.seal(members))
+        fresh = {part.info.index: data for part, data in spool.seal(members) if data}
         state = spool.state
         if sid not in self._confirmed:
             status = await channel.call(

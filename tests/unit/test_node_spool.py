@@ -30,7 +30,8 @@ def _outputs(parts: list[bytes]) -> bytes:
 
 
 def _sealed(spool: SessionSpool, members: list[Member]) -> list[bytes]:
-    return [data for _, data in spool.seal(members)]
+    """The parts the members became, with bytes no longer held read back from the spool."""
+    return [data or spool.part_bytes(part) for part, data in spool.seal(members)]
 
 
 def test_members_are_the_parts_and_hold_every_byte(tmp_path: Path) -> None:
@@ -69,6 +70,20 @@ def test_parts_stay_within_limits(tmp_path: Path, chunk: bytes | None, count: in
     for part in _sealed(spool, recorder.take()):
         assert len(part) <= recording.MAX_PART_BYTES
         assert len(recording.decompress(part)) <= recording.PART_RAW_BYTES
+
+
+def test_with_nobody_taking_parts_only_the_newest_are_held_in_memory(tmp_path: Path) -> None:
+    """A long tunnel outage must not keep a whole session's output in the agent's memory."""
+    spool = _spool(tmp_path)
+    recorder = Recorder(spool)
+    written = [os.urandom(64) + bytes(recording.PART_RAW_BYTES - 1024) for _ in range(7)]
+    for chunk in written:
+        recorder.output(chunk)
+    recorder.close(0)
+    members = recorder.take()
+    assert len(members) == 7
+    assert [m.data is not None for m in members] == [False] * 3 + [True] * 4
+    assert _outputs(_sealed(spool, members)) == b"".join(written)  # the rest read back
 
 
 def test_a_member_is_due_when_quiet_or_old(tmp_path: Path) -> None:
@@ -127,7 +142,7 @@ def test_a_torn_write_keeps_the_whole_frames_before_it(tmp_path: Path) -> None:
     with spool.frames.open("r+b") as frames:
         frames.truncate(size - 7000)  # the last write reached the disk only in part
     members = SessionSpool(spool.directory).recover()
-    assert _outputs([m.data for m in members]) == b"first line\r\n"
+    assert _outputs(_sealed(SessionSpool(spool.directory), members)) == b"first line\r\n"
 
 
 def test_garbage_after_the_last_part_is_dropped(tmp_path: Path) -> None:
