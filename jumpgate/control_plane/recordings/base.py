@@ -50,9 +50,18 @@ class RecordingStore(ABC):
     def get_meta(self, tenant: str, session_id: str) -> RecordingMeta:
         """``NotFound`` when the tenant has no such recording."""
 
-    @abstractmethod
     def put_part(self, tenant: str, session_id: str, info: PartInfo, data: bytes) -> None:
-        """Store one part; ``Conflict`` if the index is stored with other bytes."""
+        """Store one part; again with the same digest is a no-op (a resumed upload), with
+        another digest ``Conflict``."""
+        stored = self.part(tenant, session_id, info.index)
+        if stored is None:
+            self._write_part(tenant, session_id, info, data)
+        elif stored.sha256 != info.sha256:
+            raise errors.Conflict(f"part {info.index} is stored with other bytes")
+
+    @abstractmethod
+    def _write_part(self, tenant: str, session_id: str, info: PartInfo, data: bytes) -> None:
+        """Write a part not stored yet."""
 
     @abstractmethod
     def parts(self, tenant: str, session_id: str) -> builtins.list[PartInfo]:

@@ -58,12 +58,7 @@ class LocalRecordingStore(RecordingStore):
         found = sorted((self._dir(tenant, session_id) / "parts").glob(f"{index:06d}.*"))
         return found[0] if found else None
 
-    def put_part(self, tenant: str, session_id: str, info: PartInfo, data: bytes) -> None:
-        stored = self.part(tenant, session_id, info.index)
-        if stored is not None:
-            if stored.sha256 != info.sha256:
-                raise errors.Conflict(f"part {info.index} is stored with other bytes")
-            return
+    def _write_part(self, tenant: str, session_id: str, info: PartInfo, data: bytes) -> None:
         _write(self._dir(tenant, session_id) / "parts" / part_name(info), data)
 
     def parts(self, tenant: str, session_id: str) -> builtins.list[PartInfo]:

@@ -114,12 +114,7 @@ class S3RecordingStore(RecordingStore):
                 f"no recording {session_id} in cluster {tenant!r}: see jump recordings ls"
             ) from None
 
-    def put_part(self, tenant: str, session_id: str, info: PartInfo, data: bytes) -> None:
-        stored = self.part(tenant, session_id, info.index)
-        if stored is not None:
-            if stored.sha256 != info.sha256:
-                raise errors.Conflict(f"part {info.index} is stored with other bytes")
-            return
+    def _write_part(self, tenant: str, session_id: str, info: PartInfo, data: bytes) -> None:
         key = self._key(tenant, session_id, ".parts/") + part_name(info)
         self._put(key, data, "application/gzip")
 
