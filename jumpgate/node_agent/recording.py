@@ -122,7 +122,7 @@ class _Members:
     def open(self) -> bool:
         return self._member is not None
 
-    def frame(self, kind: bytes, at: float, payload: bytes) -> None:
+    def frame(self, kind: bytes, at: float, payload: bytes | memoryview) -> None:
         size = recording.FRAME.size + len(payload)
         if self._member is not None and (
             self._raw + size > recording.PART_RAW_BYTES
@@ -218,6 +218,7 @@ class SessionSpool:
         """Record finished members as the next parts (digests chained); each with its bytes
         if the member still held them."""
         state = self.state
+        genesis = recording.genesis(self.session_id)
         made: list[tuple[SealedPart, bytes | None]] = []
         for member in members:
             if member.start != state.sealed:
@@ -225,8 +226,7 @@ class SessionSpool:
                     f"recording {self.session_id}: member at {member.start}, "
                     f"expected one at {state.sealed}"
                 )
-            previous = state.parts[-1].info.chain if state.parts else None
-            previous = previous or recording.genesis(self.session_id)
+            previous = state.parts[-1].info.chain if state.parts else genesis
             info = PartInfo(
                 index=len(state.parts) + 1,
                 size=member.size,
@@ -327,17 +327,19 @@ class Recorder:
     def _write(self, kind: bytes, data: bytes) -> bool:
         if self.failed is not None:
             return False
-        at = time.monotonic() - self._start
+        now = time.monotonic()
+        view = memoryview(data)  # slices without copying the session's output
         try:
             for offset in range(0, len(data), recording.MAX_FRAME_BYTES):
-                self._members.frame(kind, at, data[offset : offset + recording.MAX_FRAME_BYTES])
+                chunk = view[offset : offset + recording.MAX_FRAME_BYTES]
+                self._members.frame(kind, now - self._start, chunk)
         except OSError as exc:
             self.failed = exc
             logger.warning(
                 "recording failed", extra={"session_id": self.spool.session_id, "reason": str(exc)}
             )
             return False
-        self._last_write = time.monotonic()
+        self._last_write = now
         return True
 
     def output(self, data: bytes) -> bool:
