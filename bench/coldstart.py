@@ -23,6 +23,8 @@ import boto3
 from moto.server import ThreadedMotoServer
 
 from bench.harness import free_port
+from jumpgate.control_plane.audit.dynamodb import ensure_table as ensure_audit_table
+from jumpgate.control_plane.store.dynamodb import ensure_table
 from jumpgate.protocol.functions import Function
 
 REGION = "us-east-1"
@@ -66,9 +68,6 @@ def _aws(stack: ExitStack) -> dict[str, str]:
         "JUMPGATE_MASTER_KEY_SECRET": "jumpgate/master-key",
         "POWERTOOLS_METRICS_NAMESPACE": "Jumpgate",
     }
-    from jumpgate.control_plane.audit.dynamodb import ensure_table as ensure_audit_table
-    from jumpgate.control_plane.store.dynamodb import ensure_table
-
     os.environ.update({k: environ[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")})
     ensure_table("jg-state", REGION, endpoint)
     ensure_audit_table("jg-audit", REGION, endpoint)

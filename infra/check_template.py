@@ -28,7 +28,11 @@ class _NoManagedPolicies:
 
 def main(path: str) -> int:
     os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")  # offline: a region to write ARNs
-    sam = yaml.safe_load(Path(path).read_text())
+    try:
+        sam = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        print(f"{path}: cannot read the template: {str(exc).splitlines()[0]}")
+        return 2
     try:
         translated = transform(sam, PARAMETERS, _NoManagedPolicies())
     except InvalidDocumentException as exc:

@@ -73,7 +73,10 @@ class LambdaInvoke:
                 extra={"function": name, "error": body[:500].decode(errors="replace")},
             )
             raise ControlPlaneUnavailable(f"{name} failed ({answer['FunctionError']})")
-        decoded = json.loads(body)
+        try:
+            decoded = json.loads(body)
+        except ValueError:
+            decoded = None
         if not isinstance(decoded, dict) or "statusCode" not in decoded:
             raise ControlPlaneUnavailable(f"{name} answered something that is not a response")
         return decoded

@@ -153,14 +153,12 @@ def open_plane(settings: FunctionSettings) -> ControlPlane:
     )
 
 
-def entry_point(
-    function: Function, environ: Mapping[str, str] | None = None
-) -> Callable[[Event, Any], Event]:
+def entry_point(function: Function) -> Callable[[Event, Any], Event]:
     """The Lambda handler of ``function``, with everything it needs made now (cold start)."""
     service = f"jumpgate-{function.value}"
     logger = Logger(service=service)
     metrics = Metrics(namespace="Jumpgate", service=service)
-    plane = open_plane(FunctionSettings.from_environ(os.environ if environ is None else environ))
+    plane = open_plane(FunctionSettings.from_environ(os.environ))
     routes = make_internal_handler(plane) if function is Function.INTERNAL else make_handler(plane)
 
     @metrics.log_metrics(capture_cold_start_metric=True)
