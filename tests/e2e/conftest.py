@@ -340,6 +340,20 @@ def build_site(cluster: Cluster, tmp_path: Path) -> Site:
     return Site(cluster, admin, node, config)
 
 
+def audit_events(
+    site: Site, event_type: str, count: int, seconds: float = 15
+) -> list[dict[str, Any]]:
+    """The cluster's ``event_type`` events once there are ``count`` (proxies and nodes send
+    theirs in the background), oldest first; fewer if ``seconds`` pass first."""
+    argv = ["jumpctl", "audit", "search", "--type", event_type, "--order", "asc"]
+    deadline = time.monotonic() + seconds
+    while True:
+        events = list(site.admin.ok(*argv, "--format", "json").json())
+        if len(events) >= count or time.monotonic() > deadline:
+            return events
+        time.sleep(0.2)
+
+
 def pty_session(
     site: Site, typed: bytes, *, resize: tuple[bytes, int, int] | None = None
 ) -> tuple[int, bytes]:

@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,12 +20,20 @@ from moto.moto_server.werkzeug_app import (
     MotoRequestHandler,
     create_backend_app,
 )
-from moto.server import ThreadedMotoServer
-from werkzeug.serving import make_server
+from werkzeug.serving import BaseWSGIServer, make_server
 
 from jumpgate.protocol import ports
 from jumpgate.protocol.tunnel import LISTEN_HOST
-from tests.e2e.conftest import BIN, LOGIN, Cluster, Site, as_the_node, build_site, pty_session
+from tests.e2e.conftest import (
+    BIN,
+    LOGIN,
+    Cluster,
+    Site,
+    as_the_node,
+    audit_events,
+    build_site,
+    pty_session,
+)
 from tests.support import free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.net]
@@ -112,8 +121,7 @@ def test_a_window_change_is_audited_and_recorded(site: Site, tmp_path: Path) -> 
     assert status == 0
     assert b"after-resize" in seen
     [row] = uploads(site, 1)
-    resized = site.admin.ok("jumpctl", "audit", "search", "--type", "resize", "--format", "json")
-    [event] = resized.json()
+    [event] = audit_events(site, "resize", 1)
     assert (event["session_id"], event["size"], event["code"]) == (
         row["session_id"],
         "111:33",
@@ -180,16 +188,6 @@ def test_upload_resumes_after_the_proxy_stops_mid_upload(site: Site) -> None:
     )
 
 
-def _events_of(site: Site, event_type: str, count: int) -> list[dict[str, Any]]:
-    argv = ["jumpctl", "audit", "search", "--type", event_type, "--order", "asc"]
-    deadline = time.monotonic() + 15
-    while True:
-        events = list(site.admin.ok(*argv, "--format", "json").json())
-        if len(events) >= count or time.monotonic() > deadline:
-            return events
-        time.sleep(0.3)
-
-
 def test_scp_and_sftp_transfers_are_audited_with_path_and_length(
     site: Site, tmp_path: Path
 ) -> None:
@@ -208,7 +206,7 @@ def test_scp_and_sftp_transfers_are_audited_with_path_and_length(
     openssh("scp", "-O", "-F", str(config), str(source), f"{node}:{legacy_up}")
     openssh("scp", "-O", "-F", str(config), f"{node}:{legacy_up}", str(legacy_down))
     assert legacy_down.read_bytes() == source.read_bytes()
-    upload, download = _events_of(site, "scp", 2)
+    upload, download = audit_events(site, "scp", 2)
     assert (upload["action"], upload["path"], upload["length"]) == (
         "upload",
         str(legacy_up),
@@ -232,7 +230,7 @@ def test_scp_and_sftp_transfers_are_audited_with_path_and_length(
         node,
         stdin=f"get {sftp_up} {tmp_path / 'sftp-down.bin'}\nrm {sftp_up}\n".encode(),
     )
-    events = _events_of(site, "sftp", 3)
+    events = audit_events(site, "sftp", 3)
     summary = [(e["action"], e["path"], e.get("length")) for e in events]
     assert ("write", str(sftp_up), 300_000) in summary
     assert ("read", str(sftp_up), 300_000) in summary
@@ -263,24 +261,44 @@ def s3_site(tmp_path: Path) -> Iterator[tuple[Site, "MotoS3"]]:
     moto.stop()
 
 
+SLOW_DOWN = (
+    b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>SlowDown</Code>'
+    b"<Message>Please reduce your request rate.</Message></Error>"
+)
+
+
 class MotoS3:
-    """moto's S3 as an HTTP server on loopback that can go away and come back (its buckets
-    live in this process, so they survive), or answer every request with an error as S3 does
-    when it sheds load (``failing``)."""
+    """moto's S3 app served on loopback (as ``ThreadedMotoServer`` serves it) behind a switch:
+    it can go away and come back (its buckets live in this process, so they survive), or
+    answer every request with S3's 503 SlowDown, as S3 does when it sheds load
+    (``failing``)."""
 
     def __init__(self, port: int) -> None:
         self.port = port
         self.failing = False
-        self._server: ThreadedMotoServer | None = None
+        self._app = DomainDispatcherApplication(create_backend_app)
+        self._server: BaseWSGIServer | None = None
+        self._thread: threading.Thread | None = None
+
+    def _serve(self, environ: Any, start_response: Any) -> Any:
+        if self.failing:
+            start_response("503 Slow Down", [("Content-Type", "application/xml")])
+            return [SLOW_DOWN]
+        return self._app(environ, start_response)
 
     def start(self) -> None:
-        self._server = _FaultyMotoServer(self, ip_address="127.0.0.1", port=self.port)
-        self._server.start()
+        self._server = make_server(
+            "127.0.0.1", self.port, self._serve, threaded=True, request_handler=MotoRequestHandler
+        )
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.stop()
-            self._server = None
+        if self._server is not None and self._thread is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._thread.join(timeout=10)
+            self._server = self._thread = None
 
     def reset(self) -> None:
         connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
@@ -296,36 +314,6 @@ class MotoS3:
         )
         listed = s3.list_objects_v2(Bucket="jg-recordings", Prefix="sessions/")
         return {o["Key"] for o in listed.get("Contents", [])}
-
-
-SLOW_DOWN = (
-    b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>SlowDown</Code>'
-    b"<Message>Please reduce your request rate.</Message></Error>"
-)
-
-
-class _FaultyMotoServer(ThreadedMotoServer):
-    """moto's own server with its WSGI app behind a switch: S3's 503 SlowDown while the
-    store is ``failing``."""
-
-    def __init__(self, store: MotoS3, **options: Any) -> None:
-        super().__init__(verbose=False, **options)
-        self._store = store
-
-    def _server_entry(self) -> None:
-        app = DomainDispatcherApplication(create_backend_app)
-
-        def faulty(environ: Any, start_response: Any) -> Any:
-            if self._store.failing:
-                start_response("503 Slow Down", [("Content-Type", "application/xml")])
-                return [SLOW_DOWN]
-            return app(environ, start_response)
-
-        self._server = make_server(
-            self._ip_address, self._port, faulty, True, request_handler=MotoRequestHandler
-        )
-        self._server_ready_event.set()
-        self._server.serve_forever()
 
 
 @pytest.mark.parametrize("fault", ["503 SlowDown", "unreachable"])

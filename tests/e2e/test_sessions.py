@@ -33,6 +33,7 @@ from tests.e2e.conftest import (
     Shell,
     Site,
     as_the_node,
+    audit_events,
     create_tenant,
     http_get,
     pty_session,
@@ -178,8 +179,8 @@ def test_jump_ssh_interactive_pty(site: Site) -> None:
     assert status == 5
     assert b"42" in seen
     assert b"/dev/pts/" in seen
-    ends = [e for e in _audit(site, "session.end", 2) if e["origin"] == "node"]
-    [start] = [e for e in _audit(site, "session.start", 2) if e["origin"] == "node"]
+    ends = [e for e in audit_events(site, "session.end", 2) if e["origin"] == "node"]
+    [start] = [e for e in audit_events(site, "session.start", 2) if e["origin"] == "node"]
     assert (start["terminal"], start["user"], start["login"]) == (True, "alice", LOGIN)
     assert [(e["session_id"], e["exit_code"]) for e in ends] == [(start["session_id"], 5)]
 
@@ -229,22 +230,10 @@ def test_jump_scp_both_ways_and_openssh_sftp(site: Site, tmp_path: Path) -> None
     assert str(remote).encode() in listing.stdout
 
 
-def _audit(site: Site, event_type: str, count: int) -> list[dict[str, object]]:
-    """The cluster's ``event_type`` events once there are ``count`` (the proxy sends them
-    in the background), oldest first."""
-    argv = ["jumpctl", "audit", "search", "--type", event_type, "--order", "asc"]
-    deadline = time.monotonic() + 10
-    while True:
-        events = list(site.admin.ok(*argv, "--format", "json").json())
-        if len(events) >= count or time.monotonic() > deadline:
-            return events
-        time.sleep(0.2)
-
-
 def test_sessions_are_audited_by_the_proxy_and_the_node(site: Site) -> None:
     assert site.ssh("echo hi").stdout == b"hi\n"
-    [start] = [e for e in _audit(site, "session.start", 2) if e["origin"] == "proxy"]
-    [end] = [e for e in _audit(site, "session.end", 2) if e["origin"] == "proxy"]
+    [start] = [e for e in audit_events(site, "session.start", 2) if e["origin"] == "proxy"]
+    [end] = [e for e in audit_events(site, "session.end", 2) if e["origin"] == "proxy"]
     identity = json.loads((site.node.directory / "node" / "identity.json").read_text())
     assert start["code"] == "J2000I"
     assert (start["user"], start["login"], start["server_id"], start["nodename"]) == (
@@ -260,7 +249,7 @@ def test_sessions_are_audited_by_the_proxy_and_the_node(site: Site) -> None:
     assert start["origin"] == "proxy"
     # the node's own account: the command and how it ended
     assert site.ssh("exit 3").returncode == 3
-    ok, failed = _audit(site, "exec", 2)
+    ok, failed = audit_events(site, "exec", 2)
     assert (ok["command"], ok["exit_code"], ok["code"]) == ("echo hi", 0, "J3002I")
     assert (failed["command"], failed["exit_code"], failed["code"]) == ("exit 3", 3, "J3002E")
     assert (failed["user"], failed["login"], failed["origin"]) == ("alice", LOGIN, "node")
@@ -541,7 +530,7 @@ def test_locked_or_removed_user_cannot_open_new_connections(site: Site, tmp_path
     assert site.admin.fails("jumpctl", "users", "rm", "bob/lock") == (
         "jumpctl: error: user 'bob/lock' not found: see jumpctl users ls"
     )
-    refusals = _audit(site, "auth", count=3)
+    refusals = audit_events(site, "auth", 3)
     assert {(e["user"], e["code"], e["error"]) for e in refusals} == {("bob", "J3007W", refusal)}
     assert bob.fails("jump", "ls") == f"jump: error: {refusal}"
 
@@ -632,9 +621,11 @@ def test_a_node_reports_only_its_own_kind_of_events(site: Site) -> None:
         },
     }
     assert asyncio.run(report([elsewhere])) == (0, "")
-    [event] = [e for e in _audit(site, "exec", 1) if e["command"] == "id"]
+    [event] = [e for e in audit_events(site, "exec", 1) if e["command"] == "id"]
     assert (event["tenant"], event["server_id"]) == ("acme", identity["host_id"])
-    assert [e["type"] for e in _audit(site, "user.login", 1)] == ["user.login"]  # alice's only
+    assert [e["type"] for e in audit_events(site, "user.login", 1)] == [
+        "user.login"
+    ]  # alice's only
 
 
 def test_large_outputs_arrive_whole(site: Site) -> None:

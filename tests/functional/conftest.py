@@ -154,20 +154,23 @@ def _static() -> tuple[StaticToken, ...]:
 
 
 @pytest.fixture
-def platform(
+def plane(
     store: Store,
     paired_audit: AuditStore,
     paired_recordings: RecordingStore,
     clock: ManualClock,
-) -> Platform:
-    box = SecretBox(MasterKey.from_bytes(secrets.token_bytes(32)))
-    settings = Settings(bcrypt_rounds=4, static_tokens=_static())
-    plane = ControlPlane(
+) -> ControlPlane:
+    """The control plane over each store pair, with cheap bcrypt and a static proxy token."""
+    return ControlPlane(
         store,
-        box,
+        SecretBox(MasterKey.from_bytes(secrets.token_bytes(32))),
         audit=paired_audit,
         recordings=paired_recordings,
-        settings=settings,
+        settings=Settings(bcrypt_rounds=4, static_tokens=_static()),
         clock=clock,
     )
+
+
+@pytest.fixture
+def platform(plane: ControlPlane, clock: ManualClock) -> Platform:
     return Platform(plane, clock)

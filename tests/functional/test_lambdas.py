@@ -81,25 +81,27 @@ def _cold_start(function: Function) -> object:
 
 
 @pytest.fixture
-def functions(aws: None) -> Iterator[Platform]:
-    """A platform whose every call the proxy's ``LambdaInvoke`` sends to the function that owns
-    the route: boto3's Invoke over HTTP to a local Lambda endpoint running the modules."""
+def invoke(aws: None) -> Iterator[LambdaInvoke]:
+    """The proxy's transport to the functions: boto3's Invoke over HTTP to a local Lambda
+    endpoint running the modules, each cold-started as Lambda would."""
     handlers = {
         f"jumpgate-{function.value}": _cold_start(function).handler  # type: ignore[attr-defined]
         for function in Function
     }
     with LambdaEndpoint(handlers) as endpoint:
-        invoke = LambdaInvoke(
-            {function: f"jumpgate-{function.value}" for function in Function},
-            region=REGION,
-            endpoint=endpoint.url,
-        )
-        plane = open_plane(FunctionSettings.from_environ(os.environ))
-        platform = Platform(plane, SystemTime())  # type: ignore[arg-type]
-        platform.handler = lambda event, _: asyncio.run(invoke(event))
-        platform.invoke = invoke  # type: ignore[attr-defined]
-        yield platform
-        invoke.close()
+        names = {function: f"jumpgate-{function.value}" for function in Function}
+        transport = LambdaInvoke(names, region=REGION, endpoint=endpoint.url)
+        yield transport
+        transport.close()
+
+
+@pytest.fixture
+def functions(invoke: LambdaInvoke) -> Platform:
+    """A platform whose every call goes through ``invoke`` to the function owning the route."""
+    plane = open_plane(FunctionSettings.from_environ(os.environ))
+    platform = Platform(plane, SystemTime())  # type: ignore[arg-type]
+    platform.handler = lambda event, _: asyncio.run(invoke(event))
+    return platform
 
 
 def test_signup_login_and_admin_calls_through_the_functions(functions: Platform) -> None:
@@ -114,21 +116,23 @@ def test_signup_login_and_admin_calls_through_the_functions(functions: Platform)
     assert [e["type"] for e in events.body["events"]] == ["user.login"]
 
 
-def test_the_proxys_own_calls_reach_the_internal_function(functions: Platform) -> None:
+def test_the_proxys_own_calls_reach_the_internal_function(
+    functions: Platform, invoke: LambdaInvoke
+) -> None:
     functions.admin_session("acme", "alice")
     user_ca = functions.plane.authorities.public_keys("acme")[0]
-    client = ControlPlaneClient(functions.invoke)  # type: ignore[attr-defined]
+    client = ControlPlaneClient(invoke)
     assert asyncio.run(client.tenant_by_user_ca(user_ca)) == "acme"
 
 
 def test_the_https_front_on_lambda_keeps_internal_routes_off(
-    functions: Platform, tmp_path: Path
+    functions: Platform, invoke: LambdaInvoke, tmp_path: Path
 ) -> None:
     """On AWS the path picks the function, so the front must not forward the proxy's own
     routes: from outside they would reach the internal function unauthenticated."""
     functions.admin_session("acme", "alice")
     user_ca = functions.plane.authorities.public_keys("acme")[0]
-    front = WebFront(functions.invoke)  # type: ignore[attr-defined]
+    front = WebFront(invoke)
     cert, key = tls.ensure_certificate(tmp_path, "localhost")
 
     async def calls() -> tuple[int, int]:

@@ -1,36 +1,15 @@
 """Node presence on both stores: written on change, offline with its proxy, gone after 10 min."""
 
-import secrets
 from datetime import timedelta
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from jumpgate.control_plane.audit.base import AuditStore
 from jumpgate.control_plane.clock import ManualClock
 from jumpgate.control_plane.errors import Unauthenticated
 from jumpgate.control_plane.nodes import NodeInfo
-from jumpgate.control_plane.plane import ControlPlane, Settings
-from jumpgate.control_plane.recordings.base import RecordingStore
-from jumpgate.control_plane.secrets import MasterKey, SecretBox
-from jumpgate.control_plane.store import Store
+from jumpgate.control_plane.plane import ControlPlane
 from jumpgate.protocol import certs
-
-
-@pytest.fixture
-def plane(
-    store: Store, paired_audit: AuditStore, paired_recordings: RecordingStore, clock: ManualClock
-) -> ControlPlane:
-    box = SecretBox(MasterKey.from_bytes(secrets.token_bytes(32)))
-    settings = Settings(bcrypt_rounds=4)
-    return ControlPlane(
-        store,
-        box,
-        audit=paired_audit,
-        recordings=paired_recordings,
-        settings=settings,
-        clock=clock,
-    )
 
 
 def _join(plane: ControlPlane, tenant: str = "acme", name: str = "web-1") -> tuple[str, str]:
