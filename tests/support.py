@@ -1,7 +1,21 @@
 """Small helpers the network-facing test levels share."""
 
 import gzip
+import http.client
 import socket
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from moto.moto_server.werkzeug_app import (
+    DomainDispatcherApplication,
+    MotoRequestHandler,
+    create_backend_app,
+)
+from werkzeug.serving import BaseWSGIServer, make_server
+
+Fault = tuple[str, str, bytes]
+"""An answer moto gives instead of its own: status line, content type, body."""
 
 
 def free_port() -> int:
@@ -14,3 +28,51 @@ def free_port() -> int:
 def gzip_part(frame_bytes: bytes) -> bytes:
     """A recording part as a node sends one: a gzip member of frames."""
     return gzip.compress(frame_bytes, compresslevel=1, mtime=0)
+
+
+class SwitchedMoto:
+    """moto's apps (every service) served on loopback, as ``ThreadedMotoServer`` serves them,
+    behind a switch: the server can go away and come back (moto's state lives in this process,
+    so it survives), and ``fault`` decides per request whether AWS's own error answers
+    instead (S3 503 SlowDown, DynamoDB throttling), as when a service sheds load."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.fault: Callable[[dict[str, Any]], Fault | None] | None = None
+        self.faults = 0  # requests answered by ``fault``
+        self._app = DomainDispatcherApplication(create_backend_app)
+        self._server: BaseWSGIServer | None = None
+        self._thread: threading.Thread | None = None
+
+    def _serve(self, environ: dict[str, Any], start_response: Any) -> Any:
+        answer = self.fault(environ) if self.fault is not None else None
+        if answer is None:
+            return self._app(environ, start_response)
+        self.faults += 1
+        status, content_type, body = answer
+        start_response(status, [("Content-Type", content_type)])
+        return [body]
+
+    def start(self) -> None:
+        self._server = make_server(
+            "127.0.0.1", self.port, self._serve, threaded=True, request_handler=MotoRequestHandler
+        )
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        if self._server is not None and self._thread is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._thread.join(timeout=10)
+            self._server = self._thread = None
+
+    def reset(self) -> None:
+        """Forget every table, bucket and secret (moto keeps them per process)."""
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        try:
+            connection.request("POST", "/moto-api/reset")
+            assert connection.getresponse().status == 200
+        finally:
+            connection.close()

@@ -1,12 +1,10 @@
 """Recordings end to end: recorded on the node, streamed through the proxy, played back."""
 
 import asyncio
-import http.client
 import json
 import os
 import signal
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,12 +13,6 @@ from typing import Any
 import boto3
 import pytest
 from asciinema.asciicast import v2 as asciicast_v2
-from moto.moto_server.werkzeug_app import (
-    DomainDispatcherApplication,
-    MotoRequestHandler,
-    create_backend_app,
-)
-from werkzeug.serving import BaseWSGIServer, make_server
 
 from jumpgate.protocol import ports
 from jumpgate.protocol.tunnel import LISTEN_HOST
@@ -34,7 +26,7 @@ from tests.e2e.conftest import (
     build_site,
     pty_session,
 )
-from tests.support import free_port
+from tests.support import Fault, SwitchedMoto, free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.net]
 
@@ -261,57 +253,27 @@ def s3_site(tmp_path: Path) -> Iterator[tuple[Site, "MotoS3"]]:
     moto.stop()
 
 
-SLOW_DOWN = (
+SLOW_DOWN: Fault = (
+    "503 Slow Down",
+    "application/xml",
     b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>SlowDown</Code>'
-    b"<Message>Please reduce your request rate.</Message></Error>"
+    b"<Message>Please reduce your request rate.</Message></Error>",
 )
 
 
-class MotoS3:
-    """moto's S3 app served on loopback (as ``ThreadedMotoServer`` serves it) behind a switch:
-    it can go away and come back (its buckets live in this process, so they survive), or
-    answer every request with S3's 503 SlowDown, as S3 does when it sheds load
-    (``failing``)."""
+class MotoS3(SwitchedMoto):
+    """moto as S3, which can go away or answer every request with 503 SlowDown."""
 
-    def __init__(self, port: int) -> None:
-        self.port = port
-        self.failing = False
-        self._app = DomainDispatcherApplication(create_backend_app)
-        self._server: BaseWSGIServer | None = None
-        self._thread: threading.Thread | None = None
+    @property
+    def failing(self) -> bool:
+        return self.fault is not None
 
-    def _serve(self, environ: Any, start_response: Any) -> Any:
-        if self.failing:
-            start_response("503 Slow Down", [("Content-Type", "application/xml")])
-            return [SLOW_DOWN]
-        return self._app(environ, start_response)
-
-    def start(self) -> None:
-        self._server = make_server(
-            "127.0.0.1", self.port, self._serve, threaded=True, request_handler=MotoRequestHandler
-        )
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        if self._server is not None and self._thread is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._thread.join(timeout=10)
-            self._server = self._thread = None
-
-    def reset(self) -> None:
-        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
-        try:
-            connection.request("POST", "/moto-api/reset")
-            assert connection.getresponse().status == 200
-        finally:
-            connection.close()
+    @failing.setter
+    def failing(self, value: bool) -> None:
+        self.fault = (lambda _: SLOW_DOWN) if value else None
 
     def keys(self) -> set[str]:
-        s3 = boto3.client(
-            "s3", region_name="us-east-1", endpoint_url=f"http://127.0.0.1:{self.port}"
-        )
+        s3 = boto3.client("s3", region_name="us-east-1", endpoint_url=self.url)
         listed = s3.list_objects_v2(Bucket="jg-recordings", Prefix="sessions/")
         return {o["Key"] for o in listed.get("Contents", [])}
 

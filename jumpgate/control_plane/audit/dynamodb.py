@@ -11,6 +11,7 @@ and user filters as a filter expression, until it has a page.
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 from pynamodb.attributes import NumberAttribute, UnicodeAttribute
@@ -25,7 +26,8 @@ from jumpgate.control_plane.audit.base import (
     stamp,
 )
 from jumpgate.control_plane.clock import Clock, SystemClock
-from jumpgate.control_plane.store.dynamodb import create_with_ttl
+from jumpgate.control_plane.store.dynamodb import create_with_ttl, table_meta
+from jumpgate.control_plane.store.throttle import Retrier
 from jumpgate.protocol.audit import AuditEvent, AuditPage
 
 
@@ -39,8 +41,7 @@ class _Event(Model):
 
 
 def model_for(table_name: str, region: str, host: str | None = None) -> type[_Event]:
-    meta = type("Meta", (), {"table_name": table_name, "region": region, "host": host})
-    return type(f"Audit_{table_name}", (_Event,), {"Meta": meta})
+    return type(f"Audit_{table_name}", (_Event,), {"Meta": table_meta(table_name, region, host)})
 
 
 def ensure_table(table_name: str, region: str, host: str | None = None) -> None:
@@ -60,17 +61,19 @@ class DynamoDBAuditStore(AuditStore):
     ) -> None:
         self._model = model_for(table_name, region, host)
         self._clock = clock or SystemClock()
+        self._retry = Retrier(table_name)
 
     def append(self, event: AuditEvent, *, expires: datetime) -> None:
         moment = stamp(event.time)
-        self._model(
+        row = self._model(
             f"{event.tenant}#{moment[:10]}",
             f"{moment}#{event.id}",
             type=event.type.value,
             user=event.user,
             body=encode_event(event),
             expires=int(expires.timestamp()),
-        ).save()
+        )
+        self._retry("put", row.save)
 
     def _days(self, query: Query, after: Position | None) -> list[datetime]:
         first, last = _day(query.since), _day(query.until - timedelta(microseconds=1))
@@ -107,7 +110,8 @@ class DynamoDBAuditStore(AuditStore):
                 consistent_read=True,
                 page_size=min(1000, query.limit * 4),
             )
-            for row in rows:
+            pages = iter(rows)  # a throttled page is asked again where it stopped
+            while (row := self._retry("query", partial(next, pages, None))) is not None:
                 if row.sk == after_key or row.sk >= f"{high}":
                     continue  # the cursor's own event; ``until`` is exclusive
                 found.append((row.sk, decode_event(row.body)))

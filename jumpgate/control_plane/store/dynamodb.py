@@ -12,6 +12,7 @@ import builtins
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 import boto3
@@ -50,6 +51,7 @@ from jumpgate.control_plane.store.base import (
     expiry_seconds,
     partition,
 )
+from jumpgate.control_plane.store.throttle import Retrier
 
 _CONDITION_FAILED = "ConditionalCheckFailedException"
 
@@ -66,8 +68,16 @@ class _KV(Model):
 
 def model_for(table_name: str, region: str, host: str | None = None) -> type[_KV]:
     """A model class bound to one table (pynamodb binds tables at class creation)."""
-    meta = type("Meta", (), {"table_name": table_name, "region": region, "host": host})
-    return type(f"KV_{table_name}", (_KV,), {"Meta": meta})
+    return type(f"KV_{table_name}", (_KV,), {"Meta": table_meta(table_name, region, host)})
+
+
+def table_meta(table_name: str, region: str, host: str | None) -> type:
+    """pynamodb's ``Meta`` for a table; no retries of its own (``throttle.Retrier`` does them)."""
+    return type(
+        "Meta",
+        (),
+        {"table_name": table_name, "region": region, "host": host, "max_retry_attempts": 0},
+    )
 
 
 def create_with_ttl(model: type[Model], region: str, host: str | None) -> bool:
@@ -110,8 +120,9 @@ class DynamoDBStore(Store):
         clock: Clock | None = None,
     ) -> None:
         self._model = model_for(table_name, region, host)
-        self._connection = Connection(region=region, host=host)
+        self._connection = Connection(region=region, host=host, max_retry_attempts=0)
         self._clock = clock or SystemClock()
+        self._retry = Retrier(table_name)
 
     def _now(self) -> int:
         return int(self._clock.now().timestamp())
@@ -138,7 +149,8 @@ class DynamoDBStore(Store):
 
     def get(self, tenant: str, key: str) -> Item:
         try:
-            row = self._model.get(partition(tenant), check_key(key), consistent_read=True)
+            pk, sk = partition(tenant), check_key(key)
+            row = self._retry("get", lambda: self._model.get(pk, sk, consistent_read=True))
         except DoesNotExist:
             row = None
         if row is None or not self._live(row):
@@ -147,7 +159,7 @@ class DynamoDBStore(Store):
 
     def put(self, tenant: str, key: str, value: bytes, *, expires: datetime | None = None) -> Item:
         row = self._row(partition(tenant), check_key(key), value, expires)
-        row.save()
+        self._retry("put", row.save)
         return self._item(row)
 
     def create(
@@ -155,7 +167,7 @@ class DynamoDBStore(Store):
     ) -> Item:
         row = self._row(partition(tenant), check_key(key), value, expires)
         try:
-            row.save(condition=self._not_live())
+            self._retry("create", lambda: row.save(condition=self._not_live()))
         except PutError as exc:
             if exc.cause_response_code == _CONDITION_FAILED:
                 raise KeyExists(f"{key} exists already") from exc
@@ -173,7 +185,8 @@ class DynamoDBStore(Store):
     ) -> Item:
         row = self._row(partition(tenant), check_key(key), value, expires)
         try:
-            row.save(condition=self._is_live() & (self._model.revision == revision))
+            condition = self._is_live() & (self._model.revision == revision)
+            self._retry("compare_and_swap", lambda: row.save(condition=condition))
         except PutError as exc:
             if exc.cause_response_code == _CONDITION_FAILED:
                 self.get(tenant, key)  # KeyNotFound when absent, else it was the revision
@@ -187,7 +200,8 @@ class DynamoDBStore(Store):
         if revision is not None:
             condition &= self._model.revision == revision
         try:
-            self._model(pk, check_key(key)).delete(condition=condition)
+            row = self._model(pk, check_key(key))
+            self._retry("delete", lambda: row.delete(condition=condition))
         except DeleteError as exc:
             if exc.cause_response_code == _CONDITION_FAILED:
                 self.get(tenant, key)
@@ -213,7 +227,8 @@ class DynamoDBStore(Store):
             page_size=limit + 1,
         )
         items: list[Item] = []
-        for row in rows:
+        pages = iter(rows)  # a throttled page is asked again where it stopped
+        while (row := self._retry("query", partial(next, pages, None))) is not None:
             if not self._live(row):
                 continue
             if len(items) == limit:
@@ -229,25 +244,8 @@ class DynamoDBStore(Store):
     def atomic_write(self, tenant: str, ops: Sequence[Op]) -> None:
         pk = partition(tenant)
         check_ops(ops)
-        m = self._model
         try:
-            with TransactWrite(connection=self._connection) as tx:
-                for op in ops:
-                    match op:
-                        case Put(key, value, expires):
-                            tx.save(self._row(pk, key, value, expires))
-                        case Create(key, value, expires):
-                            tx.save(self._row(pk, key, value, expires), condition=self._not_live())
-                        case CompareAndSwap(key, value, revision, expires):
-                            tx.save(
-                                self._row(pk, key, value, expires),
-                                condition=self._is_live() & (m.revision == revision),
-                            )
-                        case Delete(key, revision):
-                            condition = self._is_live()
-                            if revision is not None:
-                                condition &= m.revision == revision
-                            tx.delete(m(pk, key), condition=condition)
+            self._retry("transact_write", lambda: self._transact(pk, ops))
         except TransactWriteError as exc:
             reasons = getattr(exc, "cancellation_reasons", None) or []
             failed = [
@@ -259,6 +257,26 @@ class DynamoDBStore(Store):
             raise AtomicWriteFailed(
                 f"atomic write failed: a condition did not hold{where}"
             ) from exc
+
+    def _transact(self, pk: str, ops: Sequence[Op]) -> None:
+        m = self._model
+        with TransactWrite(connection=self._connection) as tx:
+            for op in ops:
+                match op:
+                    case Put(key, value, expires):
+                        tx.save(self._row(pk, key, value, expires))
+                    case Create(key, value, expires):
+                        tx.save(self._row(pk, key, value, expires), condition=self._not_live())
+                    case CompareAndSwap(key, value, revision, expires):
+                        tx.save(
+                            self._row(pk, key, value, expires),
+                            condition=self._is_live() & (m.revision == revision),
+                        )
+                    case Delete(key, revision):
+                        condition = self._is_live()
+                        if revision is not None:
+                            condition &= m.revision == revision
+                        tx.delete(m(pk, key), condition=condition)
 
 
 def _as_transacted(ops: Sequence[Op]) -> list[Op]:
