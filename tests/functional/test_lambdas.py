@@ -5,6 +5,7 @@ API Gateway v2 events the proxy sends, routed by ``protocol.functions``."""
 import asyncio
 import base64
 import importlib
+import json
 import os
 import secrets
 import sys
@@ -214,3 +215,12 @@ def test_a_generated_secret_gives_a_stable_key(aws: None) -> None:
     first = master_key("jumpgate/master-key")
     parameters.clear_caches()  # type: ignore[no-untyped-call]
     assert master_key("jumpgate/master-key") == first
+
+
+def test_the_sweeper_cold_starts_and_sweeps(aws: None, capsys: pytest.CaptureFixture[str]) -> None:
+    sweeper = importlib.import_module("jumpgate.control_plane.lambdas.sweeper")
+    sweeper = importlib.reload(sweeper)  # a new container: settings read from this environment
+    answer = sweeper.handler({"source": "aws.events"}, Context("jumpgate-sweeper"))
+    assert answer == {"completed": 0}
+    emitted = [json.loads(line) for line in capsys.readouterr().out.splitlines() if "_aws" in line]
+    assert any(line.get("RecordingsCompleted") == [0.0] for line in emitted), emitted

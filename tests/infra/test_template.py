@@ -86,7 +86,8 @@ def test_no_wildcard_actions_or_resources(template: dict[str, Any]) -> None:
 def test_one_function_per_route_group_with_its_own_logs(template: dict[str, Any]) -> None:
     functions = _of_type(template, "AWS::Serverless::Function")
     handlers = {f["Properties"]["Handler"] for f in functions.values()}
-    assert handlers == {f"jumpgate.control_plane.lambdas.{f.value}.handler" for f in Function}
+    modules = [f.value for f in Function] + ["sweeper"]
+    assert handlers == {f"jumpgate.control_plane.lambdas.{m}.handler" for m in modules}
     for name in handlers:
         module = name.removesuffix(".handler").replace(".", "/") + ".py"
         assert (ROOT / module).exists(), module
@@ -106,4 +107,11 @@ def test_only_the_functions_that_touch_recordings_may(template: dict[str, Any]) 
         for name, function in functions.items()
         if any("Recordings" in str(policy) for policy in function["Properties"]["Policies"])
     }
-    assert with_s3 == {"AuditFunction", "InternalFunction"}
+    assert with_s3 == {"AuditFunction", "InternalFunction", "SweeperFunction"}
+
+
+def test_the_sweeper_runs_on_a_schedule(template: dict[str, Any]) -> None:
+    events = template["Resources"]["SweeperFunction"]["Properties"]["Events"]
+    [schedule] = events.values()
+    assert schedule["Type"] == "Schedule"
+    assert schedule["Properties"]["Schedule"] == "rate(5 minutes)"
