@@ -112,18 +112,45 @@ class NodeService:
         except Conflict:
             return False
 
-    def proxy_alive(self, proxy_id: str) -> None:
-        """A proxy says it is alive for the next ``PROXY_TTL``."""
-        record = ProxyRecord(proxy_id=proxy_id, alive_until=self._clock.now() + PROXY_TTL)
+    def proxy_alive(self, proxy_id: str, peer_addr: str = "") -> None:
+        """A proxy says it is alive for the next ``PROXY_TTL``, and where peers reach it."""
+        record = ProxyRecord(
+            proxy_id=proxy_id, alive_until=self._clock.now() + PROXY_TTL, peer_addr=peer_addr
+        )
         self._store.put(
             PLATFORM, keys.proxy(proxy_id), record.to_bytes(), expires=record.alive_until
         )
 
-    def _live_proxies(self) -> set[str]:
-        return {
-            ProxyRecord.from_bytes(item.value).proxy_id
+    def _live_proxies(self) -> dict[str, ProxyRecord]:
+        records = (
+            ProxyRecord.from_bytes(item.value)
             for item in self._store.list_all(PLATFORM, "proxies/")
-        }
+        )
+        return {record.proxy_id: record for record in records}
+
+    def locate(self, tenant: str, name: str) -> tuple[NodeRecord, ProxyRecord]:
+        """The online node named ``name`` (uuid, ``uuid.tenant`` or nodename) and the live
+        proxy holding its tunnel; ``NotFound`` if none is online, ``InvalidRequest`` if
+        several share the name."""
+        wanted = name.lower().rstrip(".")
+        if wanted.endswith(f".{tenant}"):
+            wanted = wanted[: -len(tenant) - 1]
+        proxies = self._live_proxies()
+        online = [
+            (record, proxies[record.proxy])
+            for record in (
+                NodeRecord.from_bytes(i.value) for i in self._store.list_all(tenant, keys.NODES)
+            )
+            if record.proxy is not None and record.proxy in proxies
+        ]
+        matches = [m for m in online if m[0].host_id == wanted]
+        matches = matches or [m for m in online if m[0].nodename.lower() == wanted]
+        if not matches:
+            raise NotFound(f"node {name!r} is not online in cluster {tenant!r}: see jump ls")
+        if len(matches) > 1:
+            ids = ", ".join(sorted(m[0].host_id for m in matches))
+            raise InvalidRequest(f"{len(matches)} nodes are named {name!r}: use a uuid ({ids})")
+        return matches[0]
 
     def list(self, tenant: str) -> list[NodeView]:
         """Nodes online now, and those offline for less than ``gone_after``."""

@@ -10,6 +10,7 @@ from jumpgate.control_plane.ca import Authorities
 from jumpgate.control_plane.clock import Clock, SystemClock
 from jumpgate.control_plane.login import LoginService
 from jumpgate.control_plane.nodes import GONE_AFTER, NodeService
+from jumpgate.control_plane.proxies import ProxyAuthority
 from jumpgate.control_plane.recordings.base import RecordingStore
 from jumpgate.control_plane.recordings.service import GRACE, RecordingService
 from jumpgate.control_plane.secrets import SecretBox
@@ -81,6 +82,7 @@ class ControlPlane:
         )
         self.authn = Authenticator(store, self.clock, self.authorities, self.users)
         self.nodes = NodeService(store, self.clock, gone_after=self.settings.node_gone_after)
+        self.proxies = ProxyAuthority(store, box, self.clock)
         self.recordings = RecordingService(
             store, box, self.clock, recordings, self.audit, grace=self.settings.recording_grace
         )

@@ -132,6 +132,7 @@ class ProxyRecord(Record):
 
     proxy_id: str
     alive_until: datetime
+    peer_addr: str = ""  # HOST:PORT where other proxies reach it; empty if it does not peer
     _datetimes = ("alive_until",)
 
 

@@ -18,12 +18,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from jumpgate.control_plane.errors import JumpgateError
 
 _VERSION = 1
 _KEY_BYTES = 32
+MIN_SECRET_CHARS = 40
 
 
 class SecretUnreadable(JumpgateError):
@@ -67,6 +70,27 @@ def load_or_create_master_key(path: Path) -> MasterKey:
         return MasterKey.from_bytes(base64.b64decode(raw.strip(), validate=True))
     except ValueError as exc:
         raise ValueError(f"{path} is not a Jumpgate master key (32 bytes, base64)") from exc
+
+
+def master_key_from_secret(value: str, name: str) -> MasterKey:
+    """The master key a Secrets Manager secret holds: 32 bytes in base64 (as the daemon's
+    ``master.key``), or at least ``MIN_SECRET_CHARS`` random characters (as
+    ``GenerateSecretString`` makes them), from which HKDF derives the key. ``ValueError``
+    naming the secret otherwise."""
+    value = value.strip()
+    try:
+        key = base64.b64decode(value, validate=True)
+    except ValueError:
+        key = b""
+    if len(key) == _KEY_BYTES:
+        return MasterKey.from_bytes(key)
+    if len(value) >= MIN_SECRET_CHARS:
+        derive = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"jumpgate-master-key")
+        return MasterKey.from_bytes(derive.derive(value.encode()))
+    raise ValueError(
+        f"secret {name} must hold 32 random bytes in base64, "
+        f"or at least {MIN_SECRET_CHARS} random characters"
+    )
 
 
 class SecretBox:

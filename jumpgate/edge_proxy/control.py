@@ -11,6 +11,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from jumpgate.edge_proxy.events import Invoke, decode_response, http_event
+from jumpgate.edge_proxy.lambda_invoke import ControlPlaneUnavailable
 from jumpgate.protocol import models
 from jumpgate.protocol.recording import PartInfo, RecordingMeta, SessionEnd
 
@@ -35,7 +36,10 @@ class ControlPlaneClient:
         event = http_event(
             method=method, path=path, query="", headers=headers, body=data, source_ip="127.0.0.1"
         )
-        answer = decode_response(await self._invoke(event))
+        try:
+            answer = decode_response(await self._invoke(event))
+        except ControlPlaneUnavailable as exc:
+            raise ControlPlaneError(503, str(exc)) from exc
         payload = json.loads(answer.body) if answer.body else None
         if answer.status >= 400:
             detail = payload.get("detail", "") if isinstance(payload, dict) else ""
@@ -84,8 +88,24 @@ class ControlPlaneClient:
     async def presence(self, presence: models.Presence) -> None:
         await self._call("POST", "/internal/v1/presence", presence)
 
-    async def proxy_alive(self, proxy_id: str) -> None:
-        await self._call("POST", "/internal/v1/proxy-alive", models.ProxyAlive(proxy=proxy_id))
+    async def proxy_alive(self, proxy_id: str, peer_addr: str = "") -> None:
+        body = models.ProxyAlive(proxy=proxy_id, peer_addr=peer_addr)
+        await self._call("POST", "/internal/v1/proxy-alive", body)
+
+    async def locate(self, tenant: str, name: str) -> models.NodeLocation:
+        """The online node ``name`` and the proxy holding its tunnel; ``ControlPlaneError``
+        404 when it is not online, 400 when the name is ambiguous."""
+        body = models.Locate(tenant=tenant, name=name)
+        return models.NodeLocation.model_validate(
+            await self._call("POST", "/internal/v1/locate", body)
+        )
+
+    async def proxy_certificates(self, proxy_id: str, public_key: str) -> models.ProxyCertificates:
+        """Peering certificates for this proxy's key."""
+        body = models.ProxyCertRequest(proxy=proxy_id, public_key=public_key)
+        return models.ProxyCertificates.model_validate(
+            await self._call("POST", "/internal/v1/proxy-cert", body)
+        )
 
     async def recording_settings(self, tenant: str) -> models.RecordingSettings:
         answer = await self._call(

@@ -61,6 +61,10 @@ class TunnelRegistry:
     def __len__(self) -> int:
         return sum(len(nodes) for nodes in self._tunnels.values())
 
+    def get(self, tenant: str, host_id: str) -> Tunnel | None:
+        """The tunnel of the node with uuid ``host_id``, if it is on this proxy."""
+        return self._tunnels.get(tenant, {}).get(host_id)
+
     def find(self, tenant: str, name: str) -> Tunnel:
         """The tunnel of the node named ``name`` (nodename, uuid or ``uuid.tenant``)."""
         nodes = self._tunnels.get(tenant, {})

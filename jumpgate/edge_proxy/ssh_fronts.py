@@ -31,6 +31,7 @@ from asyncssh.stream import SSHTCPStreamSession
 from jumpgate.edge_proxy import recordings
 from jumpgate.edge_proxy.control import ControlPlaneClient, ControlPlaneError
 from jumpgate.edge_proxy.dialback import DialBack
+from jumpgate.edge_proxy.peering import Peering, PeerRefused, Remote
 from jumpgate.edge_proxy.registry import AmbiguousNode, Tunnel, TunnelRegistry, UnknownNode
 from jumpgate.edge_proxy.splice import ChannelSide, Splice
 from jumpgate.protocol import models, ports
@@ -75,6 +76,7 @@ class Metrics:
 
     sessions: int = 0
     dialback_sessions: int = 0  # of those, on a dial-back data connection
+    peered_sessions: int = 0  # of those, relayed to the proxy holding the node's tunnel
     bytes_in: int = 0
     bytes_out: int = 0
     handshake_failures: Counter[str] = field(default_factory=Counter)
@@ -89,6 +91,12 @@ class Metrics:
                 "counter",
                 {},
                 float(self.dialback_sessions),
+            ),
+            (
+                "jumpgate_proxy_peered_sessions_total",
+                "counter",
+                {},
+                float(self.peered_sessions),
             ),
             (
                 "jumpgate_proxy_bytes_total",
@@ -381,33 +389,28 @@ class _UserServer(asyncssh.SSHServer):
             peer = self._conn.get_extra_info("peername") or ("", 0)
             self.caller = Caller(identity, self._login, f"{peer[0]}:{peer[1]}")
 
-    def find_node(self, name: str) -> tuple[Tunnel, Caller]:
-        """The node's tunnel; ``Refused`` unless the user and the node can be told apart."""
+    async def route(self, name: str) -> tuple[Tunnel | Remote, Caller]:
+        """Where the node is (a tunnel here, or another proxy's); ``Refused`` unless the
+        user and the node can be told apart."""
         if self.tenant is None or self.caller is None:
             raise Refused("a Jumpgate user certificate is required: run jump login")
-        try:
-            return self.fronts.find(self.tenant, name), self.caller
-        except (UnknownNode, AmbiguousNode) as exc:
-            raise Refused(str(exc), asyncssh.OPEN_CONNECT_FAILED) from None
+        return await self.fronts.route(self.tenant, name), self.caller
 
     def connection_requested(
         self, dest_host: str, dest_port: int, orig_host: str, orig_port: int
     ) -> Awaitable[ChannelSide]:
         """``ssh -J`` and ``jump ssh``: refused at once, or spliced once the node answers."""
         try:
-            try:
-                _check_port(dest_port)
-            except ValueError as exc:
-                raise Refused(str(exc)) from None
-            tunnel, caller = self.find_node(dest_host)
-        except Refused as exc:
-            raise exc.channel_error() from None
-        return self._open(tunnel, caller)
+            _check_port(dest_port)
+        except ValueError as exc:
+            raise Refused(str(exc)).channel_error() from None
+        return self._open(dest_host)
 
-    async def _open(self, tunnel: Tunnel, caller: Caller) -> ChannelSide:
+    async def _open(self, name: str) -> ChannelSide:
         splice = Splice(on_end=self.fronts.ended)
         try:
-            await self.fronts.connect(tunnel, caller, splice)
+            target, caller = await self.route(name)
+            await self.fronts.connect(target, caller, splice)
         except Refused as exc:
             raise exc.channel_error() from None
         assert isinstance(splice.user, ChannelSide)
@@ -469,8 +472,8 @@ class _SessionSide(ChannelSide, asyncssh.SSHServerSession[bytes]):
                 host, _port = _target(self._target.removeprefix("proxy:"))
             except ValueError as exc:
                 raise Refused(str(exc)) from None
-            tunnel, caller = self._owner.find_node(host)
-            await self._owner.fronts.connect(tunnel, caller, self.splice)
+            target, caller = await self._owner.route(host)
+            await self._owner.fronts.connect(target, caller, self.splice)
         except Refused as exc:
             with contextlib.suppress(OSError, asyncssh.Error):
                 self.chan.write_stderr(f"jumpgate proxy: {exc}\n".encode())
@@ -500,6 +503,7 @@ class SSHFronts:
         self.metrics = Metrics()
         self.events: Outbox[models.AuditRecord] = Outbox()
         self.recording_settings = recordings.SettingsCache(control)
+        self.peering: Peering | None = None  # set by ``start`` when given a peer listener
         self._host_key = host_key
         self._servers: list[asyncssh.SSHAcceptor] = []
         self._tasks: set[asyncio.Task[object]] = set()
@@ -516,13 +520,43 @@ class SSHFronts:
             logger.warning("background task failed", exc_info=task.exception())
 
     def find(self, tenant: str, name: str) -> Tunnel:
-        """A live node by name, uuid, ``uuid.tenant`` or ``name.tenant.<public-addr>``."""
-        suffix = f".{tenant}.{self.public_addr}"
-        if name.lower().endswith(suffix):
-            name = name[: -len(suffix)]
-        return self.registry.find(tenant, name)
+        """A live node here by name, uuid, ``uuid.tenant`` or ``name.tenant.<public-addr>``."""
+        return self.registry.find(tenant, self._short(tenant, name))
 
-    async def connect(self, tunnel: Tunnel, caller: Caller, splice: Splice) -> None:
+    def _short(self, tenant: str, name: str) -> str:
+        suffix = f".{tenant}.{self.public_addr}"
+        return name[: -len(suffix)] if name.lower().endswith(suffix) else name
+
+    async def route(self, tenant: str, name: str) -> Tunnel | Remote:
+        """The node's tunnel if this proxy holds it, else (when peering) the proxy that does;
+        ``Refused`` when no proxy holds it or the name is ambiguous."""
+        try:
+            return self.find(tenant, name)
+        except AmbiguousNode as exc:
+            raise Refused(str(exc), asyncssh.OPEN_CONNECT_FAILED) from None
+        except UnknownNode as exc:
+            if self.peering is None:
+                raise Refused(str(exc), asyncssh.OPEN_CONNECT_FAILED) from None
+            unknown = str(exc)
+        try:
+            location = await self.control.locate(tenant, self._short(tenant, name))
+        except ControlPlaneError as exc:
+            if exc.status in (400, 404):
+                raise Refused(str(exc) or unknown, asyncssh.OPEN_CONNECT_FAILED) from None
+            logger.warning("node not located", extra={"reason": str(exc)})
+            raise Refused("the platform could not locate this node: try again") from None
+        if location.proxy == self.proxy_id:  # its tunnel just went down here
+            raise Refused(unknown, asyncssh.OPEN_CONNECT_FAILED)
+        return Remote.of(location)
+
+    async def serve_peer(self, tenant: str, host_id: str, splice: Splice) -> None:
+        """A peer relays a session it authorized to a node held here."""
+        tunnel = self.registry.get(tenant, host_id)
+        if tunnel is None:
+            raise Refused(f"node {host_id} is not on proxy {self.proxy_id} any more: try again")
+        await self.reach(tunnel, splice)
+
+    async def connect(self, target: Tunnel | Remote, caller: Caller, splice: Splice) -> None:
         """Open the node's side of ``splice`` once the node and the user are both still allowed.
 
         One control-plane call per new connection answers both: a node removed since its
@@ -531,22 +565,22 @@ class SSHFronts:
         is a ``Refused`` the user is shown.
         """
         try:
-            await self._connect(tunnel, caller, splice)
+            await self._connect(target, caller, splice)
         except Refused:
             raise
         except Exception:
-            logger.exception("opening a session failed", extra={"node": tunnel.host_id})
+            logger.exception("opening a session failed", extra={"node": target.host_id})
             raise Refused(
                 "the proxy failed to open this session: try again", asyncssh.OPEN_CONNECT_FAILED
             ) from None
 
-    async def _connect(self, tunnel: Tunnel, caller: Caller, splice: Splice) -> None:
+    async def _connect(self, target: Tunnel | Remote, caller: Caller, splice: Splice) -> None:
         try:
             verdict = await self.control.session_auth(
                 models.SessionAuth(
-                    tenant=tunnel.tenant,
-                    host_id=tunnel.host_id,
-                    public_key=tunnel.public_key,
+                    tenant=target.tenant,
+                    host_id=target.host_id,
+                    public_key=target.public_key,
                     user=caller.identity.user,
                     user_id=caller.identity.user_id,
                 )
@@ -555,29 +589,44 @@ class SSHFronts:
             logger.warning("session not authorized", extra={"reason": str(exc)})
             raise Refused("the platform could not check this session: try again") from None
         if verdict.node_refused is not None:
-            logger.info("node removed: its tunnel is closed", extra={"node": tunnel.host_id})
-            tunnel.connection.close()
+            if isinstance(target, Tunnel):
+                logger.info("node removed: its tunnel is closed", extra={"node": target.host_id})
+                target.connection.close()
             raise Refused(
-                f"node {tunnel.nodename!r} is not online in cluster {tunnel.tenant!r}: see jump ls",
+                f"node {target.nodename!r} is not online in cluster {target.tenant!r}: see jump ls",
                 asyncssh.OPEN_CONNECT_FAILED,
             )
         session = {
             "origin": "proxy",
             "user": caller.identity.user,
             "login": caller.login,
-            "server_id": tunnel.host_id,
-            "nodename": tunnel.nodename,
+            "server_id": target.host_id,
+            "nodename": target.nodename,
             "remote_addr": caller.remote_addr,
         }
         if verdict.user_refused is not None:
             self.metrics.handshake_failures["user_refused"] += 1
-            self.record(EventType.AUTH, tunnel.tenant, "W", **session, error=verdict.user_refused)
+            self.record(EventType.AUTH, target.tenant, "W", **session, error=verdict.user_refused)
             raise Refused(verdict.user_refused)
         session["session_id"] = str(uuid.uuid4())
+        if isinstance(target, Remote):
+            assert self.peering is not None
+            try:
+                await self.peering.relay(target, splice)
+            except PeerRefused as exc:
+                raise Refused(str(exc), asyncssh.OPEN_CONNECT_FAILED) from None
+            self.metrics.peered_sessions += 1
+            session["proxy"] = target.proxy
+        else:
+            await self.reach(target, splice)
+        self._started(target.tenant, splice, session)
+
+    async def reach(self, tunnel: Tunnel, splice: Splice) -> None:
+        """Open ``splice``'s node side on a node this proxy holds: on a data connection the
+        agent dials back, or else on a channel through its tunnel."""
         if tunnel.dialback:
             if await self.dialback.connect(tunnel, splice):
                 self.metrics.dialback_sessions += 1
-                self._started(tunnel, splice, session)
                 return
             tunnel.dialback = False  # one slow failure per tunnel at most; the tunnel works
         try:
@@ -595,12 +644,11 @@ class SSHFronts:
             raise Refused(
                 f"node {tunnel.nodename!r} did not answer: try again", asyncssh.OPEN_CONNECT_FAILED
             ) from None
-        self._started(tunnel, splice, session)
 
-    def _started(self, tunnel: Tunnel, splice: Splice, session: dict[str, str]) -> None:
+    def _started(self, tenant: str, splice: Splice, session: dict[str, str]) -> None:
         self.metrics.sessions += 1
-        splice.tenant, splice.session = tunnel.tenant, session
-        self.record(EventType.SESSION_START, tunnel.tenant, "I", **session)
+        splice.tenant, splice.session = tenant, session
+        self.record(EventType.SESSION_START, tenant, "I", **session)
 
     def ended(self, splice: Splice) -> None:
         """A splice ended: add its bytes to the metrics, and record the session's end."""
@@ -643,8 +691,20 @@ class SSHFronts:
             return
         await handler(owner, process)
 
-    async def start(self, *, user: tuple[str, int], tunnel: tuple[str, int]) -> tuple[int, int]:
-        """Listen for users and for tunnels; the bound ports (0 picks free ones)."""
+    async def start(
+        self,
+        *,
+        user: tuple[str, int],
+        tunnel: tuple[str, int],
+        peer: tuple[str, int] | None = None,
+        peer_public_addr: str = "",
+    ) -> tuple[int, int]:
+        """Listen for users, for tunnels and (with ``peer``) for other proxies; the bound
+        user and tunnel ports (0 picks free ones)."""
+        if peer is not None:
+            self.peering = Peering(self.control, self.proxy_id, self.serve_peer)
+            await self.peering.start(peer, peer_public_addr)
+            self.spawn(self.peering.renew_forever(), name="peer-renew")
         common = {
             "server_host_keys": [self._host_key],
             "keepalive_interval": 30,
@@ -674,7 +734,8 @@ class SSHFronts:
     async def _beat(self) -> None:
         while True:
             try:
-                await self.control.proxy_alive(self.proxy_id)
+                peer_addr = self.peering.addr if self.peering is not None else ""
+                await self.control.proxy_alive(self.proxy_id, peer_addr)
             except ControlPlaneError as exc:
                 logger.warning("proxy liveness not recorded", extra={"reason": str(exc)})
             await asyncio.sleep(PROXY_BEAT_SECONDS)
@@ -684,11 +745,13 @@ class SSHFronts:
         for server in self._servers:
             server.close()
         self.dialback.close()
+        if self.peering is not None:
+            self.peering.close()
         for tunnel in self.registry.all():
             tunnel.connection.close()
         for server in self._servers:
             await server.wait_closed()
-        loops = [t for t in self._tasks if t.get_name() in ("proxy-beat", "events")]
+        loops = [t for t in self._tasks if t.get_name() in ("proxy-beat", "events", "peer-renew")]
         for task in loops:
             task.cancel()
         pending = [t for t in self._tasks if t not in loops]

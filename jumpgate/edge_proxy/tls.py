@@ -15,6 +15,26 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+CERT_VARIABLE, KEY_VARIABLE = "JUMPGATE_TLS_CERT", "JUMPGATE_TLS_KEY"
+
+
+def from_environment(directory: Path) -> tuple[Path, Path] | None:
+    """The certificate and key in ``JUMPGATE_TLS_CERT``/``JUMPGATE_TLS_KEY`` (PEM, as ECS
+    injects them from Secrets Manager), written (key 0600) where ``ssl`` can load them;
+    ``None`` when they are not set."""
+    cert, key = os.environ.get(CERT_VARIABLE, ""), os.environ.get(KEY_VARIABLE, "")
+    if not cert and not key:
+        return None
+    if not cert or not key:
+        raise ValueError(f"set both {CERT_VARIABLE} and {KEY_VARIABLE}, or neither")
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    cert_path, key_path = directory / "env.crt", directory / "env.key"
+    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(key.strip() + "\n")
+    cert_path.write_text(cert.strip() + "\n")
+    return cert_path, key_path
+
 
 def ensure_certificate(directory: Path, public_addr: str) -> tuple[Path, Path]:
     """Paths of the certificate and key, created if missing."""

@@ -300,9 +300,46 @@ class Presence(_Model):
 
 
 class ProxyAlive(_Model):
-    """Internal: a proxy's liveness beat, once a minute for all its tunnels."""
+    """Internal: a proxy's liveness beat, once a minute for all its tunnels, and where other
+    proxies reach it (``HOST:PORT`` of its peer listener; empty when it does not peer)."""
 
     proxy: str
+    peer_addr: str = Field(default="", max_length=300)
+
+
+class Locate(_Model):
+    """Internal: where is the node a user asked for (not on this proxy)?"""
+
+    tenant: str
+    name: str = Field(min_length=1, max_length=300)
+
+
+class NodeLocation(_Model):
+    """Internal: the node, and the live proxy holding its tunnel."""
+
+    tenant: str
+    host_id: str
+    nodename: str
+    public_key: str  # the key its tunnel authenticated with, rechecked per session
+    proxy: str
+    peer_addr: str
+
+
+class ProxyCertRequest(_Model):
+    """Internal: a proxy asks for its peering certificates for a key it holds."""
+
+    proxy: str = Field(min_length=1, max_length=100)
+    public_key: str = Field(min_length=1, max_length=16000)
+
+
+class ProxyCertificates(_Model):
+    """Internal: a proxy's peering certificates (host and user, principal: its id) and the
+    platform's proxy CA that signed them, which its peers must have signed theirs with."""
+
+    host_certificate: str
+    user_certificate: str
+    ca: str
+    expires: datetime
 
 
 class HostCertRenewal(_Model):

@@ -11,6 +11,7 @@ _DNS_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 _USER = re.compile(r"^[a-z0-9][a-z0-9._@+-]{0,127}$")
 _LOGIN = re.compile(r"^[a-z_][a-z0-9._-]{0,31}$")
 _NODENAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$")
+_PROXY_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
 
 TENANT_NAME_HELP = "lowercase letters, digits and '-', at most 63, not starting or ending with '-'"
 
@@ -45,6 +46,13 @@ def check_nodename(name: str) -> str:
     if not _NODENAME.match(name):
         raise ValueError(f"node name {name!r} is not a valid hostname")
     return name
+
+
+def check_proxy_id(proxy_id: str) -> str:
+    """Return ``proxy_id`` if it can name a proxy (a uuid, or a short DNS-safe name)."""
+    if not _PROXY_ID.match(proxy_id):
+        raise ValueError(f"proxy id {proxy_id!r} is not lowercase letters, digits and '-'")
+    return proxy_id
 
 
 def split_host_port(addr: str, default_port: int, *, listen: bool = False) -> tuple[str, int]:

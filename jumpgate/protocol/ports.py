@@ -15,3 +15,5 @@ DIALBACK = 3025
 """Inside the tunnel: where the proxy asks an agent to dial a session's data connection."""
 RECORDINGS = 3026
 """Inside the tunnel: where an agent streams its sessions' recordings to the proxy."""
+PEER = 3021
+"""Proxy to proxy (peering): where a user's proxy reaches the proxy holding a node's tunnel."""

@@ -15,7 +15,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import asyncssh
 import pyotp
@@ -37,6 +37,13 @@ class Result:
 
     def json(self) -> Any:
         return json.loads(self.out)
+
+
+class Front(Protocol):
+    """Where users reach a platform: its HTTPS and SSH ports on loopback."""
+
+    port: int
+    ssh_port: int
 
 
 @dataclass
@@ -154,7 +161,7 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
 
 
 def signup_and_login(
-    shell: Shell, cluster: Cluster, token: str, user: str, *, tenant: str = "acme"
+    shell: Shell, cluster: Front, token: str, user: str, *, tenant: str = "acme"
 ) -> str:
     """Sign up and log in; the one-time code the login spent (to try replaying it)."""
     proxy = f"{tenant}.localhost:{cluster.port}"
@@ -275,7 +282,7 @@ class Site:
 
 
 def write_ssh_config(
-    directory: Path, home: Path, cluster: Cluster, host_ca: str, proxy_key: str
+    directory: Path, home: Path, cluster: Front, host_ca: str, proxy_key: str
 ) -> Path:
     """What ``jump config`` prints, written out: ProxyJump through the proxy, node via CA."""
     profile = home / "profiles" / f"acme.localhost_{cluster.port}"

@@ -37,6 +37,25 @@ def test_flags_override_file_and_file_overrides_defaults(tmp_path: Path) -> None
         ("storage: {type: redis}\n", "storage.type: 'redis' is not sqlite or dynamodb"),
         ("storage: {type: dynamodb}\n", "storage: dynamodb needs table_name and region"),
         (
+            "roles: [proxy]\n",
+            "roles: a proxy without auth needs control_plane.type: lambda (or add auth to roles)",
+        ),
+        (
+            "control_plane: {type: lambda, region: us-east-1}\n",
+            "control_plane.type lambda is for proxy-only processes: drop auth",
+        ),
+        ("roles: [proxy]\ncontrol_plane: {type: lambda}\n", "control_plane: lambda needs region"),
+        (
+            "roles: [proxy]\ncontrol_plane: {type: lambda, region: r, functions: {kms: f}}\n",
+            "control_plane.functions: no function named kms",
+        ),
+        ("control_plane: {type: grpc}\n", "control_plane.type: 'grpc' is not in-process or lambda"),
+        ("peer_public_addr: 'a:b'\n", "peer_public_addr: address 'a:b' has an invalid port"),
+        (
+            "storage: {master_key_secret: jumpgate/master-key}\n",
+            "storage: master_key_secret needs region",
+        ),
+        (
             "static_tokens: [{tenant: acme, token: short}]\n",
             "static_tokens: a token must be at least 16",
         ),
@@ -58,6 +77,13 @@ def test_flags_override_file_and_file_overrides_defaults(tmp_path: Path) -> None
         "public-addr-port",
         "storage-type",
         "dynamodb-incomplete",
+        "proxy-without-control-plane",
+        "lambda-beside-auth",
+        "lambda-without-region",
+        "unknown-function",
+        "control-plane-type",
+        "peer-public-addr",
+        "secret-without-region",
         "short-static-token",
         "bad-tenant",
         "not-mapping",
@@ -80,3 +106,26 @@ def test_bad_config_names_the_key(tmp_path: Path, yaml_text: str, message: str) 
 def test_missing_config_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="not found"):
         load(tmp_path / "absent.yaml", {})
+
+
+def test_a_proxy_on_lambda_names_each_function(monkeypatch: pytest.MonkeyPatch) -> None:
+    text = (
+        "roles: [proxy]\n"
+        "peer_listen_addr: 0.0.0.0:3021\n"
+        "peer_public_addr: auto\n"
+        "control_plane: {type: lambda, region: eu-west-1, function_prefix: jg-prod-,"
+        " functions: {internal: jg-internal-v2}}\n"
+    )
+    monkeypatch.setenv("JUMPGATE_CONFIG_YAML", text)  # as an ECS task passes it
+    config = load(None, {})
+    assert config.control_plane.region == "eu-west-1"
+    assert config.function_names() == {
+        "auth": "jg-prod-auth",
+        "tokens": "jg-prod-tokens",
+        "resources": "jg-prod-resources",
+        "audit": "jg-prod-audit",
+        "internal": "jg-internal-v2",
+    }
+    monkeypatch.setenv("JUMPGATE_CONFIG_YAML", "roles: [\n")
+    with pytest.raises(ConfigError, match="JUMPGATE_CONFIG_YAML is not valid YAML"):
+        load(None, {})

@@ -4,6 +4,7 @@ Every flag of ``jumpgate start`` is also a key of the file (``--web-listen-addr`
 ``web_listen_addr``). A bad value stops the daemon with one line naming the key.
 """
 
+import os
 from dataclasses import dataclass, field, fields
 from datetime import timedelta
 from pathlib import Path
@@ -14,6 +15,7 @@ import yaml
 from jumpgate.control_plane.audit.base import sink_path
 from jumpgate.protocol import ports
 from jumpgate.protocol.durations import parse_duration
+from jumpgate.protocol.functions import Function
 from jumpgate.protocol.names import check_tenant_name, split_host_port
 
 ROLES = ("auth", "proxy", "node")
@@ -44,6 +46,20 @@ class StorageConfig:
     endpoint: str = ""  # dynamodb endpoint override (local/moto); default AWS
     audit_path: str = ""  # sqlite audit file; default <data_dir>/audit.db
     audit_table_name: str = ""  # dynamodb audit table; default <table_name>-audit
+    master_key_secret: str = ""  # Secrets Manager secret (name or ARN) holding the master
+    # key, as on AWS; default: <data_dir>/master.key
+
+
+@dataclass(frozen=True)
+class ControlPlaneConfig:
+    """How a proxy reaches the control plane: in this process (role ``auth`` beside it), or
+    as the platform's Lambda functions (a proxy-only process on AWS)."""
+
+    type: str = "in-process"  # in-process | lambda
+    region: str = ""  # lambda: the functions' region
+    endpoint: str = ""  # lambda: endpoint override (tests, local emulators); default AWS
+    function_prefix: str = "jumpgate-"  # lambda: the functions are named <prefix><function>
+    functions: dict[str, str] = field(default_factory=dict)  # lambda: names, by function
 
 
 @dataclass(frozen=True)
@@ -56,6 +72,9 @@ class Config:
     web_listen_addr: str = f"127.0.0.1:{ports.WEB}"  # HTTPS API and health
     ssh_listen_addr: str = f"127.0.0.1:{ports.SSH}"  # users' SSH (next release)
     tunnel_listen_addr: str = f"127.0.0.1:{ports.TUNNEL}"  # node tunnels (next release)
+    peer_listen_addr: str = ""  # other proxies relay here (proxy peering); off when empty
+    peer_public_addr: str = ""  # HOST:PORT peers dial; "auto": this host's address
+    control_plane: ControlPlaneConfig = field(default_factory=ControlPlaneConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
     static_tokens: tuple[StaticTokenConfig, ...] = ()
     log_level: str = "info"  # debug | info | warning | error
@@ -88,13 +107,25 @@ class Config:
                 split_host_port(self.auth_server, 0)
             except ValueError as exc:
                 raise ConfigError(f"auth_server: {exc}") from exc
-        for key in ("web_listen_addr", "ssh_listen_addr", "tunnel_listen_addr", "diag_addr"):
-            if key == "diag_addr" and not self.diag_addr:
+        for key in (
+            "web_listen_addr",
+            "ssh_listen_addr",
+            "tunnel_listen_addr",
+            "diag_addr",
+            "peer_listen_addr",
+        ):
+            if not getattr(self, key) and key in ("diag_addr", "peer_listen_addr"):
                 continue
             try:
                 split_host_port(getattr(self, key), 0, listen=True)
             except ValueError as exc:
                 raise ConfigError(f"{key}: {exc}") from exc
+        if self.peer_public_addr not in ("", "auto"):
+            try:
+                split_host_port(self.peer_public_addr, 0)
+            except ValueError as exc:
+                raise ConfigError(f"peer_public_addr: {exc}") from exc
+        self._check_control_plane()
         if not self.public_addr or ":" in self.public_addr or "/" in self.public_addr:
             raise ConfigError(f"public_addr: {self.public_addr!r} must be a host name, no port")
         if self.storage.type not in ("sqlite", "dynamodb"):
@@ -103,6 +134,8 @@ class Config:
             self.storage.table_name and self.storage.region
         ):
             raise ConfigError("storage: dynamodb needs table_name and region")
+        if self.storage.master_key_secret and not self.storage.region:
+            raise ConfigError("storage: master_key_secret needs region")
         for token in self.static_tokens:
             try:
                 check_tenant_name(token.tenant)
@@ -140,26 +173,65 @@ class Config:
         if self.log_level not in ("debug", "info", "warning", "error"):
             raise ConfigError(f"log_level: {self.log_level!r} is not debug/info/warning/error")
 
+    def _check_control_plane(self) -> None:
+        control = self.control_plane
+        if control.type not in ("in-process", "lambda"):
+            raise ConfigError(f"control_plane.type: {control.type!r} is not in-process or lambda")
+        if control.type == "in-process":
+            if "proxy" in self.roles and "auth" not in self.roles:
+                raise ConfigError(
+                    "roles: a proxy without auth needs control_plane.type: lambda "
+                    "(or add auth to roles)"
+                )
+            return
+        if "auth" in self.roles:
+            raise ConfigError("control_plane.type lambda is for proxy-only processes: drop auth")
+        if not control.region:
+            raise ConfigError("control_plane: lambda needs region")
+        unknown = sorted(set(control.functions) - {f.value for f in Function})
+        if unknown:
+            raise ConfigError(f"control_plane.functions: no function named {', '.join(unknown)}")
+
+    def function_names(self) -> dict[str, str]:
+        """Each control-plane function's Lambda name (lambda transport)."""
+        control = self.control_plane
+        return {
+            f.value: control.functions.get(f.value) or f"{control.function_prefix}{f.value}"
+            for f in Function
+        }
+
     def port_of(self, key: str) -> int:
         """The port of one of the listen addresses."""
         return split_host_port(getattr(self, key), 0, listen=True)[1]
 
 
+CONFIG_VARIABLE = "JUMPGATE_CONFIG_YAML"
+"""The config file's content in the environment, for containers (ECS task definitions pass
+environment variables, not files); used when no ``-c`` file is given."""
+
+
 def load(path: Path | None, overrides: dict[str, Any]) -> Config:
     """The file's keys (if any) overlaid by flags that were given (not ``None``)."""
     values: dict[str, Any] = {}
+    text, source = None, ""
     if path is not None:
+        source = f"config file {path}"
         try:
-            loaded = yaml.safe_load(path.read_text()) or {}
+            text = path.read_text()
         except FileNotFoundError as exc:
-            raise ConfigError(f"config file {path} not found") from exc
+            raise ConfigError(f"{source} not found") from exc
+    elif os.environ.get(CONFIG_VARIABLE):
+        text, source = os.environ[CONFIG_VARIABLE], CONFIG_VARIABLE
+    if text is not None:
+        try:
+            loaded = yaml.safe_load(text) or {}
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f" at line {mark.line + 1}" if mark is not None else ""
             problem = getattr(exc, "problem", None) or "syntax error"
-            raise ConfigError(f"config file {path} is not valid YAML{where}: {problem}") from exc
+            raise ConfigError(f"{source} is not valid YAML{where}: {problem}") from exc
         if not isinstance(loaded, dict):
-            raise ConfigError(f"config file {path} must be a mapping of keys to values")
+            raise ConfigError(f"{source} must be a mapping of keys to values")
         values.update(loaded)
     values.update({k: v for k, v in overrides.items() if v is not None})
     known = {f.name for f in fields(Config)}
@@ -179,6 +251,8 @@ def load(path: Path | None, overrides: dict[str, Any]) -> Config:
             values["audit_events_uri"] = tuple(values["audit_events_uri"])
         if "storage" in values:
             values["storage"] = StorageConfig(**values["storage"])
+        if "control_plane" in values:
+            values["control_plane"] = ControlPlaneConfig(**values["control_plane"])
         if "static_tokens" in values:
             values["static_tokens"] = tuple(
                 StaticTokenConfig(

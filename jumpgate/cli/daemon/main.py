@@ -125,7 +125,10 @@ def _tenants(args: argparse.Namespace) -> int:
     from jumpgate.control_plane.errors import JumpgateError
 
     config = _config(args)
-    plane = open_control_plane(config)
+    try:
+        plane = open_control_plane(config)
+    except ValueError as exc:
+        raise CLIError(str(exc)) from exc
     try:
         if args.tenants_command == "create":
             created = plane.create_tenant(

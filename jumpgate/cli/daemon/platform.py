@@ -1,8 +1,13 @@
 """Composes the platform in one process: store, master key, control plane, proxy fronts.
 
-The edge proxy is handed in-process transports that run the control plane's Lambda handlers
-on a thread pool (bcrypt and signing must not block the event loop); on AWS the same proxy
-gets Lambda-invoke transports instead.
+With role ``auth`` the edge proxy is handed in-process transports that run the control
+plane's Lambda handlers on a thread pool (bcrypt and signing must not block the event loop).
+A proxy-only process (``roles: [proxy]``, ``control_plane.type: lambda``, as on ECS) gets a
+Lambda-invoke transport to the platform's functions instead; nothing else changes.
+
+Secrets a proxy fleet shares come from the environment when set there (ECS injects them from
+Secrets Manager): ``JUMPGATE_PROXY_HOST_KEY`` (the proxies' SSH host key, OpenSSH format) and
+``JUMPGATE_TLS_CERT``/``JUMPGATE_TLS_KEY`` (PEM); otherwise from the data dir.
 """
 
 import asyncio
@@ -15,6 +20,8 @@ from contextlib import suppress
 from pathlib import Path
 
 import asyncssh
+import boto3
+from botocore.exceptions import BotoCoreError, ClientError
 
 from jumpgate.cli.daemon.config import Config
 from jumpgate.cli.daemon.diag import DiagServer
@@ -28,18 +35,26 @@ from jumpgate.control_plane.plane import ControlPlane, Settings
 from jumpgate.control_plane.recordings.base import RecordingStore
 from jumpgate.control_plane.recordings.local import LocalRecordingStore
 from jumpgate.control_plane.recordings.s3 import S3RecordingStore, ensure_bucket
-from jumpgate.control_plane.secrets import SecretBox, load_or_create_master_key
-from jumpgate.control_plane.store import Store
+from jumpgate.control_plane.secrets import (
+    MasterKey,
+    SecretBox,
+    load_or_create_master_key,
+    master_key_from_secret,
+)
+from jumpgate.control_plane.store import Store, throttle
 from jumpgate.control_plane.store.dynamodb import DynamoDBStore, ensure_table
 from jumpgate.control_plane.store.sqlite import SQLiteStore
 from jumpgate.control_plane.tokens import StaticToken
 from jumpgate.edge_proxy import tls
-from jumpgate.edge_proxy.control import ControlPlaneClient
-from jumpgate.edge_proxy.events import Event
+from jumpgate.edge_proxy.control import ControlPlaneClient, ControlPlaneError
+from jumpgate.edge_proxy.events import Event, Invoke
+from jumpgate.edge_proxy.lambda_invoke import LambdaInvoke
 from jumpgate.edge_proxy.ssh_fronts import SSHFronts
 from jumpgate.edge_proxy.web import WebFront
 from jumpgate.node_agent.agent import Agent
+from jumpgate.protocol import ports
 from jumpgate.protocol.durations import parse_duration
+from jumpgate.protocol.functions import Function
 from jumpgate.protocol.metrics import MetricLine
 from jumpgate.protocol.names import split_host_port
 
@@ -57,8 +72,18 @@ def open_store(config: Config) -> Store:
     return SQLiteStore(path)
 
 
+HOST_KEY_VARIABLE = "JUMPGATE_PROXY_HOST_KEY"
+
+
 def proxy_host_key(data_dir: Path) -> asyncssh.SSHKey:
-    """The proxy's SSH host key, made (0600) on first start."""
+    """The proxy's SSH host key: from the environment (a fleet shares one), else the data
+    dir's, made (0600) on first start."""
+    shared = os.environ.get(HOST_KEY_VARIABLE, "").strip()
+    if shared:
+        try:
+            return asyncssh.import_private_key(shared)
+        except (asyncssh.KeyImportError, ValueError) as exc:
+            raise ValueError(f"{HOST_KEY_VARIABLE} is not an OpenSSH private key: {exc}") from exc
     path = data_dir / "proxy" / "ssh_host_ed25519_key"
     if path.exists():
         return asyncssh.read_private_key(path)
@@ -70,10 +95,26 @@ def proxy_host_key(data_dir: Path) -> asyncssh.SSHKey:
     return key
 
 
+def open_master_key(config: Config) -> MasterKey:
+    """The master key: the Secrets Manager secret ``storage.master_key_secret`` names (as on
+    AWS), or the data dir's ``master.key``, made on first start."""
+    storage = config.storage
+    if not storage.master_key_secret:
+        return load_or_create_master_key(config.data_dir / "master.key")
+    client = boto3.client(
+        "secretsmanager", region_name=storage.region, endpoint_url=storage.endpoint or None
+    )
+    try:
+        value = client.get_secret_value(SecretId=storage.master_key_secret)["SecretString"]
+    except (BotoCoreError, ClientError) as exc:
+        raise ValueError(f"cannot read secret {storage.master_key_secret}: {exc}") from exc
+    return master_key_from_secret(value, storage.master_key_secret)
+
+
 def open_control_plane(config: Config, proxy_host_keys: tuple[str, ...] = ()) -> ControlPlane:
     """The control plane over the configured store and the data dir's master key."""
     config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    master = load_or_create_master_key(config.data_dir / "master.key")
+    master = open_master_key(config)
     settings = Settings(
         public_addr=config.public_addr,
         ssh_public_port=config.port_of("ssh_listen_addr"),
@@ -143,12 +184,25 @@ class Daemon:
         self.agent: Agent | None = None
         host_key = proxy_host_key(config.data_dir)
         public = host_key.export_public_key("openssh").decode().strip()
-        self.plane = open_control_plane(config, (public,))
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="control-plane")
-        self.web = WebFront(InProcessTransport(make_handler(self.plane), self._pool))
-        control = ControlPlaneClient(
-            InProcessTransport(make_internal_handler(self.plane), self._pool)
-        )
+        self._plane: ControlPlane | None = None
+        self._lambda: LambdaInvoke | None = None
+        api: Invoke
+        internal: Invoke
+        if "auth" in config.roles:
+            self._plane = open_control_plane(config, (public,))
+            api = InProcessTransport(make_handler(self._plane), self._pool)
+            internal = InProcessTransport(make_internal_handler(self._plane), self._pool)
+        else:
+            names = {Function(f): name for f, name in config.function_names().items()}
+            self._lambda = LambdaInvoke(
+                names,
+                region=config.control_plane.region,
+                endpoint=config.control_plane.endpoint or None,
+            )
+            api = internal = self._lambda
+        self.web = WebFront(api)
+        control = ControlPlaneClient(internal)
         self.fronts = SSHFronts(
             control, proxy_id=str(uuid.uuid4()), host_key=host_key, public_addr=config.public_addr
         )
@@ -156,12 +210,23 @@ class Daemon:
         self.ssh_port = 0
         self.tunnel_port = 0
 
+    @property
+    def plane(self) -> ControlPlane:
+        """The control plane this process runs (role ``auth``)."""
+        if self._plane is None:
+            raise RuntimeError("this process runs no control plane: it is a proxy (role auth)")
+        return self._plane
+
     def _ready(self) -> bool:
         """Listeners up, and the in-process agent's tunnel too when there is one."""
         return self.ready.is_set() and (self.agent is None or self.agent.tunnel_up.is_set())
 
     def _metrics(self) -> list[MetricLine]:
         lines = self.fronts.metrics.lines(len(self.fronts.registry))
+        lines += [
+            ("jumpgate_store_throttled_total", "counter", {"table": table}, float(count))
+            for table, count in sorted(throttle.counts.items())
+        ]
         return lines + (self.agent.metric_lines() if self.agent is not None else [])
 
     async def _start_diag(self) -> DiagServer | None:
@@ -203,19 +268,33 @@ class Daemon:
             with suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, stop.set)
         config = self.config
-        cert, key = tls.ensure_certificate(config.data_dir / "tls", config.public_addr)
+        cert, key = tls.from_environment(config.data_dir / "tls") or tls.ensure_certificate(
+            config.data_dir / "tls", config.public_addr
+        )
         web = split_host_port(config.web_listen_addr, 0, listen=True)
         ssh = split_host_port(config.ssh_listen_addr, 0, listen=True)
         tunnel = split_host_port(config.tunnel_listen_addr, 0, listen=True)
         try:
             bound = await self.web.start(web[0], web[1], tls.server_context(cert, key))
-            self.ssh_port, self.tunnel_port = await self.fronts.start(user=ssh, tunnel=tunnel)
+            peer = (
+                split_host_port(config.peer_listen_addr, ports.PEER, listen=True)
+                if config.peer_listen_addr
+                else None
+            )
+            self.ssh_port, self.tunnel_port = await self.fronts.start(
+                user=ssh, tunnel=tunnel, peer=peer, peer_public_addr=config.peer_public_addr
+            )
         except OSError as exc:
             await self.web.stop()
+            await self.fronts.close()
             raise OSError(
                 f"cannot listen ({exc.strerror}): stop what uses the port or choose other "
-                "--web-listen-addr/--ssh-listen-addr/--tunnel-listen-addr"
+                "--web-listen-addr/--ssh-listen-addr/--tunnel-listen-addr/peer_listen_addr"
             ) from exc
+        except (ControlPlaneError, ValueError) as exc:  # peering: no certificates, no address
+            await self.web.stop()
+            await self.fronts.close()
+            raise OSError(f"cannot start proxy peering: {exc}") from exc
         logger.info(
             "platform started",
             extra={
@@ -226,14 +305,20 @@ class Daemon:
                 "data_dir": str(config.data_dir),
             },
         )
+        if self.fronts.peering is not None:
+            logger.info(
+                "peering",
+                extra={"proxy_id": self.fronts.proxy_id, "peer_addr": self.fronts.peering.addr},
+            )
         diag = await self._start_diag()
-        sweeper = asyncio.create_task(self._sweep_recordings())
+        sweeper = asyncio.create_task(self._sweep_recordings()) if self._plane else None
         self.ready.set()
         try:
             await stop.wait()
         finally:
             logger.info("shutting down")
-            sweeper.cancel()
+            if sweeper is not None:
+                sweeper.cancel()
             if diag is not None:
                 await diag.close()
             if self._agent_task is not None:
@@ -243,6 +328,9 @@ class Daemon:
             await self.fronts.close()
             await self.web.stop()
             self._pool.shutdown(wait=True, cancel_futures=True)
-            self.plane.store.close()
-            self.plane.audit.close()
+            if self._plane is not None:
+                self._plane.store.close()
+                self._plane.audit.close()
+            if self._lambda is not None:
+                self._lambda.close()
             logger.info("stopped")

@@ -82,7 +82,27 @@ def build_internal_app(plane: ControlPlane) -> APIGatewayHttpResolver:
 
     @app.post("/internal/v1/proxy-alive", status_code=204)
     def proxy_alive(body: models.ProxyAlive) -> None:
-        plane.nodes.proxy_alive(body.proxy)
+        plane.nodes.proxy_alive(body.proxy, body.peer_addr)
+
+    @app.post("/internal/v1/proxy-cert")
+    def proxy_cert(body: models.ProxyCertRequest) -> models.ProxyCertificates:
+        return plane.proxies.certify(body.proxy, body.public_key)
+
+    @app.post("/internal/v1/locate")
+    def locate(body: models.Locate) -> models.NodeLocation:
+        try:
+            check_tenant_name(body.tenant)
+        except ValueError as exc:
+            raise errors.InvalidRequest(str(exc)) from exc
+        node, proxy = plane.nodes.locate(body.tenant, body.name)
+        return models.NodeLocation(
+            tenant=body.tenant,
+            host_id=node.host_id,
+            nodename=node.nodename,
+            public_key=node.public_key,
+            proxy=proxy.proxy_id,
+            peer_addr=proxy.peer_addr,
+        )
 
     @app.post("/internal/v1/recordings/settings")
     def recording_settings(body: models.TenantName) -> models.RecordingSettings:

@@ -6,8 +6,6 @@ from Secrets Manager through Powertools Parameters (cached); the stores are Dyna
 audit) and S3 (recordings), as the infrastructure created them.
 """
 
-import base64
-import binascii
 import os
 from collections.abc import Callable, Mapping
 from typing import Any, cast
@@ -16,8 +14,6 @@ from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities import parameters
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from jumpgate.control_plane.audit.dynamodb import DynamoDBAuditStore
@@ -26,7 +22,8 @@ from jumpgate.control_plane.handlers.api import make_handler
 from jumpgate.control_plane.handlers.internal import make_internal_handler
 from jumpgate.control_plane.plane import ControlPlane, Settings
 from jumpgate.control_plane.recordings.s3 import S3RecordingStore
-from jumpgate.control_plane.secrets import MasterKey, SecretBox
+from jumpgate.control_plane.secrets import MasterKey, SecretBox, master_key_from_secret
+from jumpgate.control_plane.store import throttle
 from jumpgate.control_plane.store.dynamodb import DynamoDBStore
 from jumpgate.protocol import ports
 from jumpgate.protocol.durations import parse_duration
@@ -34,7 +31,6 @@ from jumpgate.protocol.functions import Function, function_for
 from jumpgate.protocol.problems import ProblemType
 
 Event = dict[str, Any]
-MIN_SECRET_CHARS = 40
 SECRET_MAX_AGE = 300
 """Seconds a fetched master key is reused before Secrets Manager is asked again."""
 
@@ -112,23 +108,12 @@ ENVIRONMENT = {
 
 
 def master_key(secret: str) -> MasterKey:
-    """The platform master key from a Secrets Manager secret: 32 bytes in base64 (as the
-    daemon's ``master.key``), or at least ``MIN_SECRET_CHARS`` random characters (as
-    ``GenerateSecretString`` makes them in template.yaml), from which HKDF derives the key."""
-    value = str(parameters.get_secret(secret, max_age=SECRET_MAX_AGE)).strip()
+    """The platform master key from a Secrets Manager secret (``master_key_from_secret``)."""
+    value = str(parameters.get_secret(secret, max_age=SECRET_MAX_AGE))
     try:
-        key = base64.b64decode(value, validate=True)
-    except (binascii.Error, ValueError):
-        key = b""
-    if len(key) == 32:
-        return MasterKey.from_bytes(key)
-    if len(value) >= MIN_SECRET_CHARS:
-        derive = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"jumpgate-master-key")
-        return MasterKey.from_bytes(derive.derive(value.encode()))
-    raise SettingsError(
-        f"secret {secret} must hold 32 random bytes in base64, "
-        f"or at least {MIN_SECRET_CHARS} random characters"
-    )
+        return master_key_from_secret(value, secret)
+    except ValueError as exc:
+        raise SettingsError(str(exc)) from None
 
 
 def open_plane(settings: FunctionSettings) -> ControlPlane:
@@ -174,9 +159,13 @@ def entry_point(function: Function) -> Callable[[Event, Any], Event]:
                 "Not found",
                 f"{path[:200]} is not served by the {function.value} function",
             )
+        throttled_before = throttle.counts.total()
         answer = routes(event, context)
         status = int(answer.get("statusCode", 500))
         metrics.add_metric(name="Requests", unit=MetricUnit.Count, value=1)
+        throttled = throttle.counts.total() - throttled_before
+        if throttled:
+            metrics.add_metric(name="StoreThrottles", unit=MetricUnit.Count, value=throttled)
         if status >= 500:
             metrics.add_metric(name="ServerErrors", unit=MetricUnit.Count, value=1)
         return answer
