@@ -9,10 +9,15 @@ STAMP := $(VENV)/.installed
 CFN_VENV := .venv-cfn
 CFN_STAMP := $(CFN_VENV)/.installed
 export JUMPGATE_CFN_PYTHON := $(CURDIR)/$(CFN_VENV)/bin/python
+# The CDK app (aws-cdk-lib, jsii, cdk-nag) in its own venv too; it synthesizes with node.
+CDK_VENV := .venv-cdk
+CDK_STAMP := $(CDK_VENV)/.installed
+export JUMPGATE_CDK_PYTHON := $(CURDIR)/$(CDK_VENV)/bin/python
+export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 DATA_DIR ?= .jumpgate-demo
 PYTEST_ARGS ?=
 
-.PHONY: up test lint fmt bench venv cfn-venv system-deps clean
+.PHONY: up test lint fmt bench venv cfn-venv cdk-venv system-deps synth bundle clean
 
 venv: $(STAMP)
 
@@ -25,19 +30,36 @@ $(STAMP): pyproject.toml
 
 cfn-venv: $(CFN_STAMP)
 
-$(CFN_STAMP): infra/requirements-cfn.txt
-	$(PYTHON) -m venv $(CFN_VENV)
-	$(CFN_VENV)/bin/pip install --quiet --upgrade pip
-	$(CFN_VENV)/bin/pip install --quiet -r infra/requirements-cfn.txt
-	@touch $@
+# A tool's own venv from its requirements file: $(call tool-venv,DIR,REQUIREMENTS)
+define tool-venv
+	$(PYTHON) -m venv $(1)
+	$(1)/bin/pip install --quiet --upgrade pip
+	$(1)/bin/pip install --quiet -r $(2)
+	@touch $(1)/.installed
+endef
 
-# OpenSSH client and server from Debian's packages: the interop tests use the real ones.
+$(CFN_STAMP): infra/requirements-cfn.txt
+	$(call tool-venv,$(CFN_VENV),$<)
+
+cdk-venv: $(CDK_STAMP)
+
+$(CDK_STAMP): infra/requirements-cdk.txt
+	$(call tool-venv,$(CDK_VENV),$<)
+
+# OpenSSH client and server from Debian's packages: the interop tests use the real ones;
+# node for synthesizing the CDK app.
 system-deps:
 	@if ! command -v sshd >/dev/null && [ ! -x /usr/sbin/sshd ] || ! command -v ssh-keygen >/dev/null; then \
 	  echo "installing openssh-client and openssh-server (Debian packages)"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends openssh-client openssh-server >/dev/null; \
+	fi
+	@if ! command -v node >/dev/null; then \
+	  echo "installing nodejs (Debian package) for the CDK app"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends nodejs >/dev/null; \
 	fi
 
 up: venv
@@ -53,8 +75,17 @@ fmt: venv
 	$(BIN)/ruff format jumpgate tests bench infra
 	$(BIN)/ruff check --fix jumpgate tests bench infra
 
-test: venv cfn-venv system-deps lint
+test: venv cfn-venv cdk-venv system-deps lint
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# The whole platform as CloudFormation (cdk-nag checked) in infra/cdk/cdk.out; with
+# BUNDLE=build/lambda (from make bundle) the functions' code is that bundle.
+synth: cdk-venv system-deps
+	cd infra/cdk && JUMPGATE_LAMBDA_BUNDLE=$(abspath $(BUNDLE)) ../../$(CDK_VENV)/bin/python app.py
+
+# The functions' code for Lambda (Python 3.12, arm64), pip-installed without Docker.
+bundle: venv
+	$(BIN)/python infra/cdk/bundle.py build/lambda
 
 bench: venv system-deps
 	$(BIN)/python -m bench.certificates
@@ -67,4 +98,4 @@ bench: venv system-deps
 	$(BIN)/python -m bench.coldstart
 
 clean:
-	rm -rf $(VENV) $(CFN_VENV) .mypy_cache .ruff_cache .pytest_cache $(DATA_DIR)
+	rm -rf $(VENV) $(CFN_VENV) $(CDK_VENV) build infra/cdk/cdk.out .mypy_cache .ruff_cache .pytest_cache $(DATA_DIR)

@@ -60,10 +60,16 @@ def test_the_bucket_is_private_encrypted_versioned_and_tls_only(template: dict[s
     assert len(bucket["PublicAccessBlockConfiguration"]) == 4
     lifecycle = bucket["LifecycleConfiguration"]["Rules"]
     assert any("AbortIncompleteMultipartUpload" in rule for rule in lifecycle)
-    [policy] = _of_type(template, "AWS::S3::BucketPolicy").values()
-    [deny] = policy["Properties"]["PolicyDocument"]["Statement"]
-    assert deny["Effect"] == "Deny"
-    assert deny["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+    assert bucket["LoggingConfiguration"]["DestinationBucketName"] == {"Ref": "AccessLogsBucket"}
+    for name in ("RecordingsBucket", "AccessLogsBucket"):
+        [policy] = [
+            p
+            for p in _of_type(template, "AWS::S3::BucketPolicy").values()
+            if p["Properties"]["Bucket"] == {"Ref": name}
+        ]
+        deny = policy["Properties"]["PolicyDocument"]["Statement"][0]
+        assert deny["Effect"] == "Deny"
+        assert deny["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
 
 
 def _statements(template: dict[str, Any]) -> list[dict[str, Any]]:
