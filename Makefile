@@ -93,9 +93,11 @@ bench: venv system-deps
 	$(BIN)/python -m bench.sessions
 	$(BIN)/python -m bench.tunnels
 	$(BIN)/python -m bench.presence
+	$(BIN)/python -m bench.presence --store dynamodb --nodes 1000
 	$(BIN)/python -m bench.audit
 	$(BIN)/python -m bench.recording
 	$(BIN)/python -m bench.coldstart
+	$(BIN)/python -m bench.handlers
 
 clean:
 	rm -rf $(VENV) $(CFN_VENV) $(CDK_VENV) build infra/cdk/cdk.out .mypy_cache .ruff_cache .pytest_cache $(DATA_DIR)

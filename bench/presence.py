@@ -5,6 +5,10 @@ real; only counting is added). Simulated agents join and hold tunnels; once thei
 connections have settled, writes are counted over a window that includes a proxy liveness
 beat. Nodes write nothing while nothing changes; each proxy writes one liveness record a
 minute for all its tunnels. Target: <= 1 write per node-hour.
+
+With ``--store dynamodb`` the state store is a DynamoDB table on moto's server (as on AWS),
+and the writes are priced as DynamoDB on-demand write request units (each of these items is
+well under 1 KB, one unit a write) for a month of 1,000 nodes.
 """
 
 import argparse
@@ -15,6 +19,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
+from contextlib import ExitStack
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -22,13 +27,17 @@ from typing import Any
 import asyncssh
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
+from bench.aws import REGION, moto_environment
 from bench.harness import free_port
 from bench.simulated import Joined, hold_many
-from jumpgate.cli.daemon.config import Config
+from jumpgate.cli.daemon.config import Config, StorageConfig
 from jumpgate.cli.daemon.platform import Daemon
 from jumpgate.protocol import certs
 
 WRITES = ("put", "create", "compare_and_swap", "delete", "atomic_write")
+WRITE_UNIT_DOLLARS = 0.625 / 1_000_000
+"""DynamoDB on-demand, us-east-1, per write request unit (the price since November 2024)."""
+HOURS_A_MONTH = 730
 
 
 def count_writes(store: Any, counts: Counter[str]) -> None:
@@ -49,9 +58,21 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--nodes", type=int, default=200)
     parser.add_argument("--window", type=float, default=65.0, help="seconds counted")
+    parser.add_argument("--store", choices=("sqlite", "dynamodb"), default="sqlite")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as directory:
+    with tempfile.TemporaryDirectory() as directory, ExitStack() as stack:
+        storage = StorageConfig()
+        if args.store == "dynamodb":
+            environ = moto_environment(stack)
+            storage = StorageConfig(
+                type="dynamodb",
+                table_name="jg-state",
+                audit_table_name="jg-audit",
+                region=REGION,
+                endpoint=environ["AWS_ENDPOINT_URL"],
+            )
         config = Config(
+            storage=storage,
             data_dir=Path(directory),
             web_listen_addr=f"127.0.0.1:{free_port()}",
             ssh_listen_addr=f"127.0.0.1:{free_port()}",
@@ -109,11 +130,19 @@ def main() -> int:
         thread.join(timeout=30)
     total = sum(window.values())
     per_node_hour = total / args.nodes / (args.window / 3600)
-    print(f"{args.nodes} nodes online ({online} seen online), {args.window:.0f} s of steady state")
+    print(
+        f"{args.nodes} nodes online ({online} seen online), {args.window:.0f} s of steady state, "
+        f"{args.store} state store"
+    )
     print(f"  state writes in the window: {total} {dict(+window)}")
     verdict = "meets" if per_node_hour <= 1 else "MISSES"
     print(f"  {per_node_hour:.2f} writes per node-hour ({verdict} target <= 1)")
     print(f"  (before the window: {connect_writes} writes, the joins and one presence per tunnel)")
+    monthly = per_node_hour * 1000 * HOURS_A_MONTH
+    print(
+        f"  a month of 1,000 nodes: {monthly:,.0f} writes, "
+        f"${monthly * WRITE_UNIT_DOLLARS:.2f} at on-demand prices"
+    )
     return 0
 
 

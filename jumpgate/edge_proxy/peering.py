@@ -155,7 +155,10 @@ class Peering:
         """The connection to ``remote``'s proxy: one per peer, made when first needed."""
         key = f"{remote.proxy}@{remote.peer_addr}"
         task = self._peers.get(key)
-        if task is None or (task.done() and (task.exception() or task.result().is_closed())):
+        if task is None or (
+            task.done()
+            and (task.cancelled() or task.exception() is not None or task.result().is_closed())
+        ):
             task = asyncio.ensure_future(self._connect(remote))
             self._peers[key] = task
         try:
