@@ -4,9 +4,14 @@ from datetime import timedelta
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
+from cryptography.hazmat.primitives.serialization import (
+    SSHCertificate,
+    SSHCertificateType,
+    load_ssh_public_identity,
+)
 
 from jumpgate.control_plane.clock import ManualClock
-from jumpgate.control_plane.errors import Unauthenticated
+from jumpgate.control_plane.errors import InvalidRequest, NotFound, Unauthenticated
 from jumpgate.control_plane.nodes import NodeInfo
 from jumpgate.control_plane.plane import ControlPlane
 from jumpgate.protocol import certs
@@ -82,3 +87,47 @@ def test_nodes_are_listed_per_tenant(plane: ControlPlane) -> None:
     _join(plane, "globex", "db-1")
     assert [v.record.nodename for v in plane.nodes.list("acme")] == ["web-1"]
     assert [v.record.nodename for v in plane.nodes.list("globex")] == ["db-1"]
+
+
+def test_a_node_is_located_on_its_live_proxy_within_its_tenant(
+    plane: ControlPlane, clock: ManualClock
+) -> None:
+    host_id, key = _join(plane, "acme", "web-1")
+    globex_id, _ = _join(plane, "globex", "web-1")
+    plane.nodes.proxy_alive("proxy-1", "10.0.1.7:3021")
+    plane.nodes.proxy_alive("proxy-2", "10.0.2.9:3021")
+    plane.nodes.set_presence("acme", host_id, proxy="proxy-1", info=INFO)
+    plane.nodes.set_presence("globex", globex_id, proxy="proxy-2", info=INFO)
+    for name in ("web-1", "WEB-1", host_id, f"{host_id}.acme"):
+        node, proxy = plane.nodes.locate("acme", name)
+        assert (node.host_id, node.public_key) == (host_id, key)
+        assert (proxy.proxy_id, proxy.peer_addr) == ("proxy-1", "10.0.1.7:3021")
+    with pytest.raises(NotFound, match="not online in cluster 'acme'"):
+        plane.nodes.locate("acme", globex_id)  # another tenant's node is not there at all
+    second, _ = _join(plane, "acme", "web-1")
+    plane.nodes.set_presence("acme", second, proxy="proxy-2", info=INFO)
+    with pytest.raises(InvalidRequest, match="2 nodes are named 'web-1': use a uuid"):
+        plane.nodes.locate("acme", "web-1")
+    clock.advance(timedelta(seconds=91))  # both proxies went silent
+    with pytest.raises(NotFound):
+        plane.nodes.locate("acme", host_id)
+
+
+def test_proxy_certificates_name_the_proxy_and_come_from_one_ca(plane: ControlPlane) -> None:
+    key = ed25519.Ed25519PrivateKey.generate()
+    first = plane.proxies.certify("proxy-1", certs.openssh_public(key.public_key()))
+    second = plane.proxies.certify("proxy-2", certs.openssh_public(key.public_key()))
+    assert first.ca == second.ca
+    host = load_ssh_public_identity(first.host_certificate.encode())
+    user = load_ssh_public_identity(first.user_certificate.encode())
+    assert isinstance(host, SSHCertificate)
+    assert isinstance(user, SSHCertificate)
+    for cert in (host, user):
+        cert.verify_cert_signature()
+        assert certs.openssh_public(cert.signature_key()) == first.ca
+        assert cert.valid_principals == [b"proxy-1"]
+    assert (host.type, user.type) == (SSHCertificateType.HOST, SSHCertificateType.USER)
+    assert user.extensions == {b"permit-port-forwarding": b""}
+    for proxy, public in (("Proxy 1!", certs.openssh_public(key.public_key())), ("p", "nope")):
+        with pytest.raises(InvalidRequest, match="proxy certificate"):
+            plane.proxies.certify(proxy, public)
