@@ -159,8 +159,9 @@ def _operator_config(directory: Path, url: str, proxy: Proxy) -> Path:
     config.write_text(
         f"data_dir: {directory / 'operator'}\n"
         f"web_listen_addr: 127.0.0.1:{proxy.port}\n"
-        f"storage: {{type: dynamodb, table_name: {STATE}, audit_table_name: {AUDIT}, "
-        f"region: {REGION}, endpoint: '{url}', master_key_secret: {SECRET}}}\n"
+        f"storage: {{type: dynamodb, table_name: {STATE}, region: {REGION}, "
+        f"endpoint: '{url}', master_key_secret: {SECRET}}}\n"
+        f"audit_events_uri: ['dynamodb://{AUDIT}']\n"
     )
     return config
 

@@ -129,3 +129,19 @@ def test_a_proxy_on_lambda_names_each_function(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setenv("JUMPGATE_CONFIG_YAML", "roles: [\n")
     with pytest.raises(ConfigError, match="JUMPGATE_CONFIG_YAML is not valid YAML"):
         load(None, {})
+
+
+def test_a_dynamodb_audit_uri_selects_the_audit_table() -> None:
+    storage = {"type": "dynamodb", "table_name": "jg-state", "region": "eu-west-1"}
+    config = load(
+        None,
+        {"storage": storage, "audit_events_uri": ["dynamodb://jg-events", "stdout://"]},
+    )
+    assert config.audit_table() == ("jg-events", "eu-west-1")
+    assert config.sink_uris() == ("stdout://",)
+    other = load(None, {"audit_events_uri": "dynamodb://jg-events?region=us-west-2"})
+    assert other.audit_table() == ("jg-events", "us-west-2")
+    with pytest.raises(ConfigError, match="needs a table name and a region"):
+        load(None, {"audit_events_uri": "dynamodb://jg-events"})
+    with pytest.raises(ConfigError, match="at most one dynamodb://TABLE"):
+        load(None, {"storage": storage, "audit_events_uri": ["dynamodb://a", "dynamodb://b"]})

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field, fields
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import yaml
 
@@ -80,7 +81,7 @@ class Config:
     log_level: str = "info"  # debug | info | warning | error
     diag_addr: str = ""  # /healthz, /readyz, /metrics, e.g. 127.0.0.1:3000; off when empty
     node_gone_after: str = "10m"  # offline nodes leave `nodes ls` after this long
-    audit_events_uri: tuple[str, ...] = ()  # extra event sinks: file:///PATH, stdout://
+    audit_events_uri: tuple[str, ...] = ()  # dynamodb://TABLE (the store), file:///PATH, stdout://
     audit_retention: str = "365d"  # how long audit events are kept
     audit_sessions_uri: str = ""  # recordings: file:///DIR or s3://bucket/prefix?region=...
     recording_grace: str = "1h"  # a recording whose node sent nothing this long is completed
@@ -165,11 +166,16 @@ class Config:
                 f"audit_sessions_uri: {self.audit_sessions_uri!r} is not file:///DIR "
                 "or s3://BUCKET/PREFIX"
             )
-        for uri in self.audit_events_uri:
+        for uri in self.sink_uris():
             try:
                 sink_path(uri)
             except ValueError as exc:
-                raise ConfigError(f"audit_events_uri: {exc}") from exc
+                raise ConfigError(f"audit_events_uri: {exc} (or dynamodb://TABLE)") from exc
+        tables = [u for u in self.audit_events_uri if u.startswith("dynamodb://")]
+        if len(tables) > 1:
+            raise ConfigError("audit_events_uri: name at most one dynamodb://TABLE")
+        if tables and self.audit_table() is None:
+            raise ConfigError(f"audit_events_uri: {tables[0]!r} needs a table name and a region")
         if self.log_level not in ("debug", "info", "warning", "error"):
             raise ConfigError(f"log_level: {self.log_level!r} is not debug/info/warning/error")
 
@@ -191,6 +197,20 @@ class Config:
         unknown = sorted(set(control.functions) - {f.value for f in Function})
         if unknown:
             raise ConfigError(f"control_plane.functions: no function named {', '.join(unknown)}")
+
+    def audit_table(self) -> tuple[str, str] | None:
+        """The DynamoDB audit table (name, region) ``audit_events_uri`` names as
+        ``dynamodb://TABLE[?region=...]`` (region default: the state store's), if any."""
+        for uri in self.audit_events_uri:
+            if uri.startswith("dynamodb://"):
+                parts = urlsplit(uri)
+                region = parse_qs(parts.query).get("region", [self.storage.region])[-1]
+                return (parts.netloc, region) if parts.netloc and region else None
+        return None
+
+    def sink_uris(self) -> tuple[str, ...]:
+        """The ``audit_events_uri`` entries that copy events (files, stdout), not the store."""
+        return tuple(u for u in self.audit_events_uri if not u.startswith("dynamodb://"))
 
     def function_names(self) -> dict[str, str]:
         """Each control-plane function's Lambda name (lambda transport)."""

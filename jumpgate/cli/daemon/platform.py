@@ -130,14 +130,20 @@ def open_control_plane(config: Config, proxy_host_keys: tuple[str, ...] = ()) ->
         audit=open_audit_store(config),
         recordings=open_recordings(config),
         settings=settings,
-        sinks=[open_sink(uri) for uri in config.audit_events_uri],
+        sinks=[open_sink(uri) for uri in config.sink_uris()],
         retention=parse_duration(config.audit_retention),
     )
 
 
 def open_audit_store(config: Config) -> AuditStore:
-    """The audit store beside the state store: SQLite file or DynamoDB table."""
+    """The audit store: the DynamoDB table ``audit_events_uri`` names, else beside the state
+    store (SQLite file or ``<table>-audit``)."""
     storage = config.storage
+    named = config.audit_table()
+    if named is not None:
+        endpoint = storage.endpoint or None
+        ensure_audit_table(named[0], named[1], endpoint)
+        return DynamoDBAuditStore(named[0], region=named[1], host=endpoint)
     if storage.type == "dynamodb":
         endpoint = storage.endpoint or None
         table = storage.audit_table_name or f"{storage.table_name}-audit"
