@@ -112,7 +112,7 @@ def open_master_key(config: Config) -> MasterKey:
 
 
 def open_control_plane(config: Config, proxy_host_keys: tuple[str, ...] = ()) -> ControlPlane:
-    """The control plane over the configured store and the data dir's master key."""
+    """The control plane over the configured stores and master key."""
     config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     master = open_master_key(config)
     settings = Settings(
