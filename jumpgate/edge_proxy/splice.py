@@ -100,6 +100,9 @@ class Side:
             self.finish()
         elif peer is not None and peer.ready:
             peer.send_eof()
+            if peer._eof:  # both directions have ended: close both (each flushes first)
+                self.finish()
+                peer.finish()
         else:
             self._held_eof = True
 

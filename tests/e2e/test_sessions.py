@@ -72,6 +72,22 @@ def test_openssh_jump_through_the_proxy(site: Site) -> None:
     assert whoami.stdout.decode().strip() == LOGIN
 
 
+def test_a_jump_ends_when_both_directions_have(site: Site) -> None:
+    """OpenSSH ends its ProxyJump helper (``ssh -W``) with SIGHUP when it exits; where SIGHUP
+    is ignored (nohup, some CI runners) the helper lives on until the proxy closes its
+    channel, which it must do once both directions have ended, as an OpenSSH jump host
+    does. Before that was so, this hung and held the caller's pipes."""
+    done = subprocess.run(
+        ["ssh", "-F", str(site.ssh_config), "web-1", "echo still here"],
+        capture_output=True,
+        timeout=30,
+        check=False,
+        preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN),
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == b"still here\n"
+
+
 def test_refusals_at_proxy_and_node(site: Site) -> None:
     unknown = site.ssh("true", host="nosuch")
     assert unknown.returncode == 255
