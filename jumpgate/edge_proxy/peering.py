@@ -67,7 +67,12 @@ def advertised(listen: tuple[str, int], public: str) -> str:
     """Where peers reach this proxy: ``public`` (``auto`` is this host's address, the task's
     own IP on ECS), else the listen address if it is a specific one."""
     if public == "auto":
-        return f"{socket.gethostbyname(socket.gethostname())}:{listen[1]}"
+        try:
+            return f"{socket.gethostbyname(socket.gethostname())}:{listen[1]}"
+        except OSError as exc:
+            raise ValueError(
+                f"peer_public_addr auto: this host's address is unknown ({exc})"
+            ) from exc
     if public:
         return public
     if listen[0] in ("", "0.0.0.0", "::"):  # noqa: S104 - refused, not bound
@@ -87,8 +92,6 @@ class Peering:
         self._server: asyncssh.SSHAcceptor | None = None
         self._peers: dict[str, asyncio.Task[asyncssh.SSHClientConnection]] = {}
         self.addr = ""
-        self.relayed = 0  # sessions this proxy relayed to a peer
-        self.served = 0  # sessions a peer relayed to this proxy
 
     @property
     def ca(self) -> str:
@@ -183,24 +186,19 @@ class Peering:
                 "try again once it reconnects"
             )
 
-        def node_side() -> ChannelSide:
-            side = ChannelSide(splice)
-            splice.attach(side)
-            return side
-
         for attempt in (1, 2):  # a cached connection may have died since: one fresh try
             conn = await self._connection(remote)
             try:
-                await conn.create_connection(node_side, f"{remote.host_id}.{remote.tenant}", 22)
+                await conn.create_connection(
+                    splice.node_channel, f"{remote.host_id}.{remote.tenant}", 22
+                )
+                return
             except asyncssh.ChannelOpenError as exc:
                 raise PeerRefused(exc.reason) from None
             except (OSError, asyncssh.Error) as exc:
                 conn.close()
                 if attempt == 2:
                     raise PeerRefused(f"relay to proxy {remote.proxy} failed: {exc}") from None
-                continue
-            self.relayed += 1
-            return
 
     def close(self) -> None:
         if self._server is not None:
@@ -258,6 +256,5 @@ class _PeerServer(asyncssh.SSHServer):
                 extra={"peer": self._peer, "node": host_id, "reason": str(exc)},
             )
             raise asyncssh.ChannelOpenError(asyncssh.OPEN_CONNECT_FAILED, str(exc)) from None
-        self._peering.served += 1
         assert isinstance(splice.user, ChannelSide)
         return splice.user

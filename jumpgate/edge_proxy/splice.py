@@ -218,6 +218,13 @@ class Splice:
         self.node, node.peer, self.user.peer = node, self.user, node
         return node
 
+    def node_channel(self) -> "ChannelSide":
+        """A node's side carried by an SSH channel, attached: the session factory to hand
+        ``create_connection`` (through a tunnel, or to a peer proxy)."""
+        side = ChannelSide(self)
+        self.attach(side)
+        return side
+
     def side_closed(self) -> None:
         self._open -= 1
         if self._open == 0 and self._on_end is not None:

@@ -630,14 +630,8 @@ class SSHFronts:
                 return
             tunnel.dialback = False  # one slow failure per tunnel at most; the tunnel works
         try:
-
-            def node_side() -> ChannelSide:
-                side = ChannelSide(splice)
-                splice.attach(side)
-                return side
-
             await tunnel.connection.create_connection(
-                node_side, tunnel.listen_host, tunnel.listen_port
+                splice.node_channel, tunnel.listen_host, tunnel.listen_port
             )
         except (asyncssh.Error, OSError) as exc:
             logger.info("node channel refused", extra={"node": tunnel.host_id, "reason": str(exc)})
