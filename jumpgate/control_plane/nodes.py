@@ -16,7 +16,7 @@ from jumpgate.control_plane.errors import Conflict, InvalidRequest, NotFound, Un
 from jumpgate.control_plane.records import NodeRecord, ProxyRecord
 from jumpgate.control_plane.store import PLATFORM, Store
 from jumpgate.control_plane.store.base import KeyNotFound
-from jumpgate.protocol.names import check_tenant_name
+from jumpgate.protocol.names import AmbiguousNode, UnknownNode, check_tenant_name, pick_node
 
 PROXY_TTL = timedelta(seconds=90)
 """A proxy refreshes its liveness every minute; 90 s of silence means it is gone."""
@@ -132,25 +132,17 @@ class NodeService:
         """The online node named ``name`` (uuid, ``uuid.tenant`` or nodename) and the live
         proxy holding its tunnel; ``NotFound`` if none is online, ``InvalidRequest`` if
         several share the name."""
-        wanted = name.lower().rstrip(".")
-        if wanted.endswith(f".{tenant}"):
-            wanted = wanted[: -len(tenant) - 1]
         proxies = self._live_proxies()
-        online = [
-            (record, proxies[record.proxy])
-            for record in (
-                NodeRecord.from_bytes(i.value) for i in self._store.list_all(tenant, keys.NODES)
-            )
-            if record.proxy is not None and record.proxy in proxies
-        ]
-        matches = [m for m in online if m[0].host_id == wanted]
-        matches = matches or [m for m in online if m[0].nodename.lower() == wanted]
-        if not matches:
-            raise NotFound(f"node {name!r} is not online in cluster {tenant!r}: see jump ls")
-        if len(matches) > 1:
-            ids = ", ".join(sorted(m[0].host_id for m in matches))
-            raise InvalidRequest(f"{len(matches)} nodes are named {name!r}: use a uuid ({ids})")
-        return matches[0]
+        records = (NodeRecord.from_bytes(i.value) for i in self._store.list_all(tenant, keys.NODES))
+        online = [r for r in records if r.proxy is not None and r.proxy in proxies]
+        try:
+            node = pick_node(tenant, name, online)
+        except UnknownNode as exc:
+            raise NotFound(str(exc)) from None
+        except AmbiguousNode as exc:
+            raise InvalidRequest(str(exc)) from None
+        assert node.proxy is not None
+        return node, proxies[node.proxy]
 
     def list(self, tenant: str) -> list[NodeView]:
         """Nodes online now, and those offline for less than ``gone_after``."""

@@ -10,13 +10,9 @@ from dataclasses import dataclass
 
 import asyncssh
 
+from jumpgate.protocol.names import AmbiguousNode, UnknownNode, pick_node
 
-class UnknownNode(Exception):
-    """No live node of that name."""
-
-
-class AmbiguousNode(Exception):
-    """Several live nodes share a name."""
+__all__ = ["AmbiguousNode", "Tunnel", "TunnelRegistry", "UnknownNode"]
 
 
 @dataclass(eq=False)
@@ -67,16 +63,4 @@ class TunnelRegistry:
 
     def find(self, tenant: str, name: str) -> Tunnel:
         """The tunnel of the node named ``name`` (nodename, uuid or ``uuid.tenant``)."""
-        nodes = self._tunnels.get(tenant, {})
-        wanted = name.lower().rstrip(".")
-        if wanted.endswith(f".{tenant}"):
-            wanted = wanted[: -len(tenant) - 1]
-        if wanted in nodes:
-            return nodes[wanted]
-        matches = [t for t in nodes.values() if t.nodename.lower() == wanted]
-        if not matches:
-            raise UnknownNode(f"node {name!r} is not online in cluster {tenant!r}: see jump ls")
-        if len(matches) > 1:
-            ids = ", ".join(sorted(t.host_id for t in matches))
-            raise AmbiguousNode(f"{len(matches)} nodes are named {name!r}: use a uuid ({ids})")
-        return matches[0]
+        return pick_node(tenant, name, self._tunnels.get(tenant, {}).values())

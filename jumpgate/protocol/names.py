@@ -6,6 +6,8 @@ clients resolve it so even where the system resolver does not.
 """
 
 import re
+from collections.abc import Iterable
+from typing import Protocol, TypeVar
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 _USER = re.compile(r"^[a-z0-9][a-z0-9._@+-]{0,127}$")
@@ -53,6 +55,43 @@ def check_proxy_id(proxy_id: str) -> str:
     if not _PROXY_ID.match(proxy_id):
         raise ValueError(f"proxy id {proxy_id!r} is not lowercase letters, digits and '-'")
     return proxy_id
+
+
+class UnknownNode(LookupError):
+    """No online node answers to that name in the tenant."""
+
+
+class AmbiguousNode(ValueError):
+    """Several online nodes share a name; the message lists their uuids."""
+
+
+class NamedNode(Protocol):
+    @property
+    def host_id(self) -> str: ...
+
+    @property
+    def nodename(self) -> str: ...
+
+
+N = TypeVar("N", bound=NamedNode)
+
+
+def pick_node(tenant: str, name: str, online: Iterable[N]) -> N:
+    """The node of ``online`` that ``name`` names: its uuid, ``uuid.<tenant>`` or its name
+    (case aside); a uuid wins over a name. ``UnknownNode`` or ``AmbiguousNode``, each with
+    the line to show."""
+    wanted = name.lower().rstrip(".")
+    if wanted.endswith(f".{tenant}"):
+        wanted = wanted[: -len(tenant) - 1]
+    nodes = list(online)
+    matches = [n for n in nodes if n.host_id == wanted]
+    matches = matches or [n for n in nodes if n.nodename.lower() == wanted]
+    if not matches:
+        raise UnknownNode(f"node {name!r} is not online in cluster {tenant!r}: see jump ls")
+    if len(matches) > 1:
+        ids = ", ".join(sorted(n.host_id for n in matches))
+        raise AmbiguousNode(f"{len(matches)} nodes are named {name!r}: use a uuid ({ids})")
+    return matches[0]
 
 
 def split_host_port(addr: str, default_port: int, *, listen: bool = False) -> tuple[str, int]:
