@@ -199,13 +199,18 @@ class Config:
             raise ConfigError(f"control_plane.functions: no function named {', '.join(unknown)}")
 
     def audit_table(self) -> tuple[str, str] | None:
-        """The DynamoDB audit table (name, region) ``audit_events_uri`` names as
-        ``dynamodb://TABLE[?region=...]`` (region default: the state store's), if any."""
+        """The DynamoDB audit table (name, region), if events go to one: the one
+        ``audit_events_uri`` names as ``dynamodb://TABLE[?region=...]`` (region default: the
+        state store's), else ``<table_name>-audit`` (or ``audit_table_name``) beside a
+        DynamoDB state store; ``None`` for SQLite."""
+        storage = self.storage
         for uri in self.audit_events_uri:
             if uri.startswith("dynamodb://"):
                 parts = urlsplit(uri)
-                region = parse_qs(parts.query).get("region", [self.storage.region])[-1]
+                region = parse_qs(parts.query).get("region", [storage.region])[-1]
                 return (parts.netloc, region) if parts.netloc and region else None
+        if storage.type == "dynamodb":
+            return storage.audit_table_name or f"{storage.table_name}-audit", storage.region
         return None
 
     def sink_uris(self) -> tuple[str, ...]:

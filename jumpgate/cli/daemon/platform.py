@@ -136,21 +136,15 @@ def open_control_plane(config: Config, proxy_host_keys: tuple[str, ...] = ()) ->
 
 
 def open_audit_store(config: Config) -> AuditStore:
-    """The audit store: the DynamoDB table ``audit_events_uri`` names, else beside the state
-    store (SQLite file or ``<table>-audit``)."""
-    storage = config.storage
-    named = config.audit_table()
-    if named is not None:
-        endpoint = storage.endpoint or None
-        ensure_audit_table(named[0], named[1], endpoint)
-        return DynamoDBAuditStore(named[0], region=named[1], host=endpoint)
-    if storage.type == "dynamodb":
-        endpoint = storage.endpoint or None
-        table = storage.audit_table_name or f"{storage.table_name}-audit"
-        ensure_audit_table(table, storage.region, endpoint)
-        return DynamoDBAuditStore(table, region=storage.region, host=endpoint)
-    path = Path(storage.audit_path) if storage.audit_path else config.data_dir / "audit.db"
-    return SQLiteAuditStore(path)
+    """The audit store: a DynamoDB table (``Config.audit_table``), created if missing, or the
+    SQLite file beside the state."""
+    table = config.audit_table()
+    if table is not None:
+        endpoint = config.storage.endpoint or None
+        ensure_audit_table(table[0], table[1], endpoint)
+        return DynamoDBAuditStore(table[0], region=table[1], host=endpoint)
+    path = config.storage.audit_path
+    return SQLiteAuditStore(Path(path) if path else config.data_dir / "audit.db")
 
 
 def open_recordings(config: Config) -> RecordingStore:
