@@ -39,6 +39,13 @@ class Result:
         return json.loads(self.out)
 
 
+class Administered(Protocol):
+    """A site with a logged-in admin: all the CLI helpers need."""
+
+    @property
+    def admin(self) -> "Shell": ...
+
+
 class Front(Protocol):
     """Where users reach a platform: its HTTPS and SSH ports on loopback."""
 
@@ -348,7 +355,7 @@ def build_site(cluster: Cluster, tmp_path: Path) -> Site:
 
 
 def audit_events(
-    site: Site, event_type: str, count: int, seconds: float = 15
+    site: Administered, event_type: str, count: int, seconds: float = 15
 ) -> list[dict[str, Any]]:
     """The cluster's ``event_type`` events once there are ``count`` (proxies and nodes send
     theirs in the background), oldest first; fewer if ``seconds`` pass first."""

@@ -228,7 +228,6 @@ def test_a_node_on_proxy_1_is_reached_through_proxy_2_and_recorded_in_s3(
     aws_site: AWSSite,
 ) -> None:
     proxy_1, proxy_2 = aws_site.proxies
-    site: Any = aws_site  # the e2e helpers need only its admin shell
 
     # The node's tunnel is on proxy 1, the user's connection on proxy 2.
     assert '"tunnel up"' in proxy_1.log.read_text()
@@ -236,7 +235,7 @@ def test_a_node_on_proxy_1_is_reached_through_proxy_2_and_recorded_in_s3(
     listed = aws_site.admin.ok("jump", "ls", "--format", "json").json()
     assert [(n["nodename"], n["online"]) for n in listed] == [("web-1", True)]
 
-    done = jump(site, "ssh", "web-1", "echo relayed through $((6 * 7)) && seq 1 2000")
+    done = jump(aws_site, "ssh", "web-1", "echo relayed through $((6 * 7)) && seq 1 2000")
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith(b"relayed through 42\n")
     assert done.stdout.endswith(b"1999\n2000\n")
@@ -251,9 +250,9 @@ def test_a_node_on_proxy_1_is_reached_through_proxy_2_and_recorded_in_s3(
 
     # The recording went node -> proxy 1 -> the internal function -> S3, and was assembled
     # by a multipart upload.
-    rows = uploads(site, 2)
+    rows = uploads(aws_site, 2)
     assert len(rows) == 2, rows
-    played = jump(site, "play", rows[0]["session_id"], "--format", "text")
+    played = jump(aws_site, "play", rows[0]["session_id"], "--format", "text")
     assert played.returncode == 0, played.stderr
     assert played.stdout == done.stdout
     s3 = boto3.client("s3", region_name=REGION, endpoint_url=aws_site.moto_url)
@@ -265,7 +264,7 @@ def test_a_node_on_proxy_1_is_reached_through_proxy_2_and_recorded_in_s3(
     aws_site.admin.ok("jumpctl", "recordings", "verify", rows[0]["session_id"])
 
     # Audit events are in the DynamoDB table: the user's proxy names the proxy it relayed to.
-    starts = audit_events(site, "session.start", 4)
+    starts = audit_events(aws_site, "session.start", 4)
     relayed = [e for e in starts if e.get("origin") == "proxy"]
     assert relayed, starts
     assert all(e["proxy"] == proxy_1.proxy_id for e in relayed), starts
@@ -276,10 +275,9 @@ def test_a_node_on_proxy_1_is_reached_through_proxy_2_and_recorded_in_s3(
 
 def test_peers_refuse_what_they_must(aws_site: AWSSite) -> None:
     proxy_1, _ = aws_site.proxies
-    site: Any = aws_site  # the e2e helpers need only its admin shell
 
     # A node no proxy holds: one line, from the user's proxy, after asking the platform.
-    missing = jump(site, "ssh", "nosuch", "true")
+    missing = jump(aws_site, "ssh", "nosuch", "true")
     assert missing.returncode != 0
     assert b"not online in cluster 'acme'" in missing.stderr
 
@@ -305,6 +303,6 @@ def test_peers_refuse_what_they_must(aws_site: AWSSite) -> None:
 
     # The node's tunnel drops: proxy 2 finds it offline (its record names no proxy now).
     aws_site.node.kill(signal.SIGTERM)
-    gone = jump(site, "ssh", "web-1", "true")
+    gone = jump(aws_site, "ssh", "web-1", "true")
     assert gone.returncode != 0
     assert b"not online in cluster 'acme'" in gone.stderr

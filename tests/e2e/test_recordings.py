@@ -19,6 +19,7 @@ from jumpgate.protocol.tunnel import LISTEN_HOST
 from tests.e2e.conftest import (
     BIN,
     LOGIN,
+    Administered,
     Cluster,
     Site,
     as_the_node,
@@ -31,7 +32,9 @@ from tests.support import Fault, SwitchedMoto, free_port
 pytestmark = [pytest.mark.e2e, pytest.mark.net]
 
 
-def jump(site: Site, *argv: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+def jump(
+    site: Administered, *argv: str, stdin: bytes | None = None
+) -> subprocess.CompletedProcess[bytes]:
     return subprocess.run(
         [str(BIN / "jump"), *argv],
         input=stdin,
@@ -42,7 +45,7 @@ def jump(site: Site, *argv: str, stdin: bytes | None = None) -> subprocess.Compl
     )
 
 
-def uploads(site: Site, count: int, seconds: float = 30) -> list[dict[str, Any]]:
+def uploads(site: Administered, count: int, seconds: float = 30) -> list[dict[str, Any]]:
     """``jump recordings ls`` once it lists ``count`` recordings, oldest first."""
     deadline = time.monotonic() + seconds
     while True:
