@@ -18,7 +18,7 @@ import aws_cdk as cdk
 from cdk_nag import AwsSolutionsChecks
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
+sys.path[:0] = [str(HERE), str(HERE.parents[1])]  # this app's modules; jumpgate.protocol
 
 from nag import suppress  # noqa: E402
 from platform_stack import ROOT, PlatformStack  # noqa: E402

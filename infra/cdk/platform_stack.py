@@ -28,8 +28,9 @@ from aws_cdk import aws_secretsmanager as secretsmanager
 from aws_cdk import cloudformation_include as cfn_inc
 from constructs import Construct
 
+from jumpgate.protocol.functions import Function  # plain Python, from this repository
+
 ROOT = Path(__file__).resolve().parents[2]
-FUNCTIONS = ("auth", "tokens", "resources", "audit", "internal")
 WEB, SSH, TUNNEL, PEER = 3080, 3023, 3024, 3021
 
 
@@ -59,7 +60,7 @@ class PlatformStack(Stack):
             },
         )
         function_names = {
-            name: control.get_resource(f"{name.capitalize()}Function").ref for name in FUNCTIONS
+            f.value: control.get_resource(f"{f.value.capitalize()}Function").ref for f in Function
         }
 
         vpc = ec2.Vpc(
