@@ -76,8 +76,22 @@ def ensure_certificate(directory: Path, public_addr: str) -> tuple[Path, Path]:
 
 
 def server_context(cert_path: Path, key_path: Path) -> ssl.SSLContext:
-    """A TLS 1.2+ server context for the certificate."""
+    """A TLS 1.2+ server context for the certificate; ``ValueError`` naming the files when
+    they are not a certificate and its key in PEM."""
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.load_cert_chain(cert_path, key_path)
+    try:
+        context.load_cert_chain(cert_path, key_path)
+    except ssl.SSLError as exc:
+        raise ValueError(
+            f"{cert_path} and {key_path} are not a certificate and its key in PEM "
+            f"({exc.reason or exc}); with {CERT_VARIABLE}/{KEY_VARIABLE}, check those"
+        ) from exc
     return context
+
+
+def proxy_context(data_dir: Path, public_addr: str) -> ssl.SSLContext:
+    """The proxy's HTTPS context: the environment's certificate, else the data dir's."""
+    directory = data_dir / "tls"
+    cert, key = from_environment(directory) or ensure_certificate(directory, public_addr)
+    return server_context(cert, key)

@@ -50,6 +50,8 @@ def test_flags_override_file_and_file_overrides_defaults(tmp_path: Path) -> None
             "control_plane.functions: no function named kms",
         ),
         ("control_plane: {type: grpc}\n", "control_plane.type: 'grpc' is not in-process or lambda"),
+        ("control_plane: lambda\n", "control_plane: must be a mapping of type, region, endpoint"),
+        ("storage: {typ: sqlite}\n", "storage: unknown key(s) typ; use type, path, table_name"),
         ("peer_public_addr: 'a:b'\n", "peer_public_addr: address 'a:b' has an invalid port"),
         (
             "storage: {master_key_secret: jumpgate/master-key}\n",
@@ -82,6 +84,8 @@ def test_flags_override_file_and_file_overrides_defaults(tmp_path: Path) -> None
         "lambda-without-region",
         "unknown-function",
         "control-plane-type",
+        "section-not-mapping",
+        "section-unknown-key",
         "peer-public-addr",
         "secret-without-region",
         "short-static-token",

@@ -5,10 +5,11 @@ Every flag of ``jumpgate start`` is also a key of the file (``--web-listen-addr`
 """
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
 import yaml
@@ -230,6 +231,21 @@ class Config:
         return split_host_port(getattr(self, key), 0, listen=True)[1]
 
 
+S = TypeVar("S")
+
+
+def _section(key: str, kind: Callable[..., S], value: Any) -> S:
+    """A mapping section (``storage:``, ``control_plane:``) of the config, or one line
+    naming what is wrong with it."""
+    allowed = [f.name for f in fields(kind)]  # type: ignore[arg-type]
+    if not isinstance(value, dict):
+        raise ConfigError(f"{key}: must be a mapping of {', '.join(allowed)}")
+    unknown = sorted(set(value) - set(allowed))
+    if unknown:
+        raise ConfigError(f"{key}: unknown key(s) {', '.join(unknown)}; use {', '.join(allowed)}")
+    return kind(**value)
+
+
 CONFIG_VARIABLE = "JUMPGATE_CONFIG_YAML"
 """The config file's content in the environment, for containers (ECS task definitions pass
 environment variables, not files); used when no ``-c`` file is given."""
@@ -274,10 +290,9 @@ def load(path: Path | None, overrides: dict[str, Any]) -> Config:
             values["audit_events_uri"] = (values["audit_events_uri"],)
         elif "audit_events_uri" in values:
             values["audit_events_uri"] = tuple(values["audit_events_uri"])
-        if "storage" in values:
-            values["storage"] = StorageConfig(**values["storage"])
-        if "control_plane" in values:
-            values["control_plane"] = ControlPlaneConfig(**values["control_plane"])
+        for key, section in (("storage", StorageConfig), ("control_plane", ControlPlaneConfig)):
+            if key in values:
+                values[key] = _section(key, section, values[key])
         if "static_tokens" in values:
             values["static_tokens"] = tuple(
                 StaticTokenConfig(

@@ -183,6 +183,7 @@ class Daemon:
         self._agent_task: asyncio.Task[None] | None = None
         self.agent: Agent | None = None
         host_key = proxy_host_key(config.data_dir)
+        self._tls = tls.proxy_context(config.data_dir, config.public_addr)
         public = host_key.export_public_key("openssh").decode().strip()
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="control-plane")
         self._plane: ControlPlane | None = None
@@ -268,14 +269,11 @@ class Daemon:
             with suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, stop.set)
         config = self.config
-        cert, key = tls.from_environment(config.data_dir / "tls") or tls.ensure_certificate(
-            config.data_dir / "tls", config.public_addr
-        )
         web = split_host_port(config.web_listen_addr, 0, listen=True)
         ssh = split_host_port(config.ssh_listen_addr, 0, listen=True)
         tunnel = split_host_port(config.tunnel_listen_addr, 0, listen=True)
         try:
-            bound = await self.web.start(web[0], web[1], tls.server_context(cert, key))
+            bound = await self.web.start(web[0], web[1], self._tls)
             peer = (
                 split_host_port(config.peer_listen_addr, ports.PEER, listen=True)
                 if config.peer_listen_addr
