@@ -98,9 +98,14 @@ def test_throttled_calls_are_retried_logged_and_counted(
     assert all(r.table == "jg-state" for r in _warnings(caplog))  # type: ignore[attr-defined]
 
 
-def test_a_table_that_stays_throttled_is_an_error_not_a_silence(moto: SwitchedMoto) -> None:
+def test_a_table_that_stays_throttled_is_an_error_not_a_silence(
+    moto: SwitchedMoto, monkeypatch: pytest.MonkeyPatch
+) -> None:
     store = DynamoDBStore("jg-state", region=REGION, host=moto.url)
     store.put("acme", "users/alice", b"1")
+    waits: list[float] = []
+    # the backoff, seen and not slept
+    monkeypatch.setattr("jumpgate.control_plane.store.throttle.sleep", waits.append)
     moto.fault = dynamodb_throttled(None)
     for call in (
         lambda: store.put("acme", "users/alice", b"2"),
@@ -111,6 +116,9 @@ def test_a_table_that_stays_throttled_is_an_error_not_a_silence(moto: SwitchedMo
         with pytest.raises(StoreUnavailable, match=f"{THROTTLED_CODE} on jg-state"):
             call()
     assert moto.faults == 4 * throttle.ATTEMPTS
+    assert len(waits) == 4 * (throttle.ATTEMPTS - 1)  # a wait between attempts, none after
+    caps = [min(throttle.CAP_SECONDS, throttle.BASE_SECONDS * 2**a) for a in range(1, 6)] * 4
+    assert all(0 <= wait <= cap for wait, cap in zip(waits, caps, strict=True))
     moto.fault = None
     assert store.get("acme", "users/alice").value == b"1"  # nothing was half-written
 

@@ -12,9 +12,9 @@ swallowing the failure.
 import logging
 import random
 import threading
-import time
 from collections import Counter
 from collections.abc import Callable
+from time import sleep
 from typing import TypeVar
 
 from pynamodb.exceptions import PynamoDBException
@@ -53,12 +53,16 @@ def _codes(exc: PynamoDBException) -> set[str]:
     return codes
 
 
+def backoff(attempt: int) -> float:
+    """Seconds to wait after ``attempt`` failed: full jitter under an exponential cap."""
+    return random.uniform(0, min(CAP_SECONDS, BASE_SECONDS * 2**attempt))  # noqa: S311
+
+
 class Retrier:
     """Runs one table's calls, retrying throttled ones with backoff; see the module."""
 
-    def __init__(self, table: str, *, sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(self, table: str) -> None:
         self.table = table
-        self._sleep = sleep
 
     def __call__(self, operation: str, call: Callable[[], T]) -> T:
         for attempt in range(1, ATTEMPTS + 1):
@@ -85,5 +89,5 @@ class Retrier:
                     raise StoreUnavailable(
                         f"the store is overloaded ({code} on {self.table}): try again shortly"
                     ) from exc
-                self._sleep(random.uniform(0, min(CAP_SECONDS, BASE_SECONDS * 2**attempt)))  # noqa: S311
+                sleep(backoff(attempt))
         raise AssertionError("unreachable")
