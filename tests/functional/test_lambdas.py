@@ -8,6 +8,7 @@ import importlib
 import json
 import os
 import secrets
+import subprocess
 import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -36,6 +37,7 @@ from jumpgate.protocol.functions import Function
 from tests.functional.conftest import Platform
 from tests.functional.lambda_endpoint import Context, LambdaEndpoint
 
+ROOT = Path(__file__).resolve().parents[2]
 REGION = "us-east-1"
 ENVIRONMENT = {
     "AWS_REGION": REGION,
@@ -224,3 +226,24 @@ def test_the_sweeper_cold_starts_and_sweeps(aws: None, capsys: pytest.CaptureFix
     assert answer == {"completed": 0}
     emitted = [json.loads(line) for line in capsys.readouterr().out.splitlines() if "_aws" in line]
     assert any(line.get("RecordingsCompleted") == [0.0] for line in emitted), emitted
+
+
+@pytest.mark.parametrize("collecting", [True, False])
+def test_a_cold_start_pauses_the_collector_and_leaves_it_as_it_found_it(collecting: bool) -> None:
+    probe = (
+        f"import gc; {'' if collecting else 'gc.disable(); '}"
+        "import jumpgate.control_plane.lambdas.runtime; "
+        "print(gc.isenabled(), gc.get_freeze_count() > 10_000, gc.get_stats()[2]['collections'])"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    enabled, frozen, full_collections = done.stdout.split()
+    assert enabled == str(collecting)
+    assert frozen == "True"  # the cold start's objects are out of every later collection
+    assert full_collections == "0"

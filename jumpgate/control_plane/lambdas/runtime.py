@@ -6,6 +6,7 @@ from Secrets Manager through Powertools Parameters (cached); the stores are Dyna
 audit) and S3 (recordings), as the infrastructure created them.
 """
 
+import gc
 import os
 from collections.abc import Callable, Mapping
 from typing import Any, cast
@@ -16,6 +17,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities import parameters
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from jumpgate.control_plane import lambdas
 from jumpgate.control_plane.audit.dynamodb import DynamoDBAuditStore
 from jumpgate.control_plane.handlers import problems
 from jumpgate.control_plane.handlers.api import make_handler
@@ -29,6 +31,10 @@ from jumpgate.protocol import ports
 from jumpgate.protocol.durations import parse_duration
 from jumpgate.protocol.functions import Function, function_for
 from jumpgate.protocol.problems import ProblemType
+
+gc.freeze()  # what the imports made lives as long as the environment (see ``lambdas``)
+if lambdas.COLLECTING:
+    gc.enable()
 
 Event = dict[str, Any]
 SECRET_MAX_AGE = 300
