@@ -28,7 +28,7 @@ from jumpgate.control_plane.errors import (
 from jumpgate.control_plane.records import UserRecord
 from jumpgate.control_plane.secrets import SecretBox
 from jumpgate.control_plane.store import Store
-from jumpgate.control_plane.users import UserService, check_password, hash_password, totp_context
+from jumpgate.control_plane.users import UserService, check_password, decoy_hash, totp_context
 from jumpgate.protocol import certs
 from jumpgate.protocol.durations import format_duration
 
@@ -68,7 +68,7 @@ class LoginService:
         self._authorities = authorities
         self._users = users
         # Checked against when the user is unknown, so failure costs the same either way.
-        self._decoy_hash = hash_password("decoy-password-never-valid", rounds=users.bcrypt_rounds)
+        self._decoy_hash = decoy_hash(users.bcrypt_rounds)
 
     def login(
         self,

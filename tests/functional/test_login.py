@@ -12,6 +12,7 @@ from cryptography.hazmat.primitives.serialization import (
     load_ssh_public_identity,
 )
 
+from jumpgate.control_plane.users import check_password, decoy_hash, hash_password
 from jumpgate.protocol import certs
 from tests.functional.conftest import PASSWORD, Platform
 
@@ -113,11 +114,11 @@ def test_unknown_user_fails_like_a_wrong_password_and_costs_a_bcrypt_check(
     platform: Platform, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     platform.admin_session()
-    checks: list[int] = []
+    costs: list[bytes] = []  # "$2b$NN$": the algorithm and cost each check ran at
     real = bcrypt.checkpw
 
     def counting(password: bytes, hashed: bytes) -> bool:
-        checks.append(1)
+        costs.append(hashed[:7])
         return real(password, hashed)
 
     monkeypatch.setattr(bcrypt, "checkpw", counting)
@@ -125,12 +126,21 @@ def test_unknown_user_fails_like_a_wrong_password_and_costs_a_bcrypt_check(
     unknown = platform.call("POST", "/v1/login", body)
     assert unknown.status == 401
     assert unknown.detail == "login failed: wrong user name, password or one-time code"
-    assert checks == [1]
+    assert costs == [b"$2b$04$"]
     known = platform.call(
         "POST", "/v1/login", {**body, "user": "alice", "password": "nope nope nope"}
     )
     assert known.detail == unknown.detail
-    assert checks == [1, 1]
+    assert costs == [b"$2b$04$"] * 2
+
+
+def test_the_decoy_hash_is_checked_at_the_users_cost_and_matches_no_password() -> None:
+    real = hash_password(PASSWORD, rounds=4)
+    assert decoy_hash(4)[:7] == real[:7] == "$2b$04$"
+    assert len(decoy_hash(4)) == len(real)
+    assert decoy_hash(16).startswith("$2b$16$")
+    for guess in ("", "DecoyNeverMatchesAnyPassword...", PASSWORD):
+        assert not check_password(guess, decoy_hash(4))
 
 
 def test_invite_is_single_use_and_expires(platform: Platform) -> None:
