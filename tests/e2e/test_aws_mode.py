@@ -31,7 +31,6 @@ from typing import Any
 import asyncssh
 import boto3
 import pytest
-from aws_lambda_powertools.utilities import parameters
 from moto.server import ThreadedMotoServer
 
 from jumpgate.control_plane.audit.dynamodb import ensure_table as ensure_audit_table
@@ -180,7 +179,6 @@ def aws_site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[AWSSit
         url = _moto(moto._server.port)  # type: ignore[union-attr]
         for name, value in _functions_environment(url, proxies, public).items():
             monkeypatch.setenv(name, value)
-        parameters.clear_caches()  # type: ignore[no-untyped-call]
         handlers = {f"jumpgate-{f.value}": entry_point(f) for f in Function}
         with LambdaEndpoint(handlers) as functions:
             for proxy in proxies:

@@ -64,7 +64,6 @@ class SystemTime:
 def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     for name, value in ENVIRONMENT.items():
         monkeypatch.setenv(name, value)
-    parameters.clear_caches()  # type: ignore[no-untyped-call]  # a secret of another test
     with mock_aws():
         ensure_table("jg-state", REGION)
         ensure_audit_table("jg-audit", REGION)
@@ -214,9 +213,8 @@ def test_a_generated_secret_gives_a_stable_key(aws: None) -> None:
     boto3.client("secretsmanager", region_name=REGION).put_secret_value(
         SecretId="jumpgate/master-key", SecretString=generated
     )
-    first = master_key("jumpgate/master-key")
-    parameters.clear_caches()  # type: ignore[no-untyped-call]
-    assert master_key("jumpgate/master-key") == first
+    first = master_key("jumpgate/master-key", parameters.SecretsProvider())
+    assert master_key("jumpgate/master-key", parameters.SecretsProvider()) == first
 
 
 def test_the_sweeper_cold_starts_and_sweeps(aws: None, capsys: pytest.CaptureFixture[str]) -> None:

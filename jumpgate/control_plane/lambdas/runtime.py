@@ -11,6 +11,7 @@ import os
 from collections.abc import Callable, Mapping
 from typing import Any, cast
 
+import boto3
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
@@ -113,9 +114,9 @@ ENVIRONMENT = {
 """Each setting and the environment variable it is read from."""
 
 
-def master_key(secret: str) -> MasterKey:
+def master_key(secret: str, provider: parameters.SecretsProvider) -> MasterKey:
     """The platform master key from a Secrets Manager secret (``master_key_from_secret``)."""
-    value = str(parameters.get_secret(secret, max_age=SECRET_MAX_AGE))
+    value = str(provider.get(secret, max_age=SECRET_MAX_AGE))
     try:
         return master_key_from_secret(value, secret)
     except ValueError as exc:
@@ -123,16 +124,22 @@ def master_key(secret: str) -> MasterKey:
 
 
 def open_plane(settings: FunctionSettings) -> ControlPlane:
-    """The control plane over the platform's tables and bucket."""
+    """The control plane over the platform's tables and bucket.
+
+    Secrets Manager and S3 share one boto3 session: botocore loads its endpoint rules and
+    handlers once per session, a good part of a cold start.
+    """
     region = settings.region
     uri = settings.recordings_uri
     if "region=" not in uri:
         uri += ("&" if "?" in uri else "?") + f"region={region}"
+    session = boto3.Session(region_name=region)
+    secrets = parameters.SecretsProvider(boto3_session=session)
     return ControlPlane(
         DynamoDBStore(settings.state_table, region=region),
-        SecretBox(master_key(settings.master_key_secret)),
+        SecretBox(master_key(settings.master_key_secret, secrets)),
         audit=DynamoDBAuditStore(settings.audit_table, region=region),
-        recordings=S3RecordingStore.from_uri(uri),
+        recordings=S3RecordingStore.from_uri(uri, session=session),
         settings=Settings(
             public_addr=settings.public_addr,
             ssh_public_port=settings.ssh_public_port,

@@ -46,11 +46,12 @@ class S3RecordingStore(RecordingStore):
         self._s3 = client
 
     @classmethod
-    def from_uri(cls, uri: str) -> "S3RecordingStore":
-        """``s3://bucket/prefix?region=...&endpoint=...`` (as Teleport's audit_sessions_uri)."""
+    def from_uri(cls, uri: str, *, session: boto3.Session | None = None) -> "S3RecordingStore":
+        """``s3://bucket/prefix?region=...&endpoint=...`` (as Teleport's audit_sessions_uri);
+        the client is made in ``session`` if given (boto3's default session otherwise)."""
         parts = urlsplit(uri)
         query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
-        client = boto3.client(
+        client = (session or boto3).client(
             "s3",
             region_name=query.get("region") or None,
             endpoint_url=query.get("endpoint") or None,
