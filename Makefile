@@ -83,7 +83,8 @@ test: venv cfn-venv cdk-venv system-deps lint
 synth: cdk-venv system-deps
 	cd infra/cdk && JUMPGATE_LAMBDA_BUNDLE=$(abspath $(BUNDLE)) ../../$(CDK_VENV)/bin/python app.py
 
-# The functions' code for Lambda (Python 3.12, arm64), pip-installed without Docker.
+# The functions' code for Lambda (Python 3.12, arm64), pip-installed without Docker and
+# compiled to bytecode by a CPython 3.12 (python3.12 on PATH, pyenv's, or JUMPGATE_LAMBDA_PYTHON).
 bundle: venv
 	$(BIN)/python infra/cdk/bundle.py build/lambda
 
