@@ -28,7 +28,8 @@ from jumpgate.control_plane.store.base import KeyNotFound
 from jumpgate.protocol import certs
 from jumpgate.protocol.certs import KeyType
 
-CAKind = Literal["user", "host"]
+CAKind = Literal["user", "host", "proxy"]
+"""A tenant's ``user`` and ``host`` CAs; the platform's ``proxy`` CA (proxy peering)."""
 PrivateKey = ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
 
 _KINDS: tuple[CAKind, ...] = ("user", "host")
@@ -133,6 +134,30 @@ class CertificateAuthority:
             valid_after=int((now - BACKDATE).timestamp()),
             valid_before=int((now + ttl).timestamp()),
         )
+
+    def sign_proxy(
+        self, public_key: certs.PublicKey, *, proxy_id: str, now: datetime, ttl: timedelta
+    ) -> tuple[str, str, datetime]:
+        """A proxy's peering certificates for its key, host and user, both naming
+        ``proxy_id``, and their expiry. The user certificate permits port forwarding: a relay
+        is a ``direct-tcpip`` channel, which asyncssh grants only with it."""
+        assert self.kind == "proxy"
+        valid_before = (now + ttl).replace(microsecond=0)
+
+        def certificate(cert_type: CertType, extensions: dict[str, str] | None) -> str:
+            return self._signer.certify(
+                public_key,
+                cert_type=cert_type,
+                key_id=f"proxy {proxy_id}",
+                principals=[proxy_id],
+                valid_after=int((now - BACKDATE).timestamp()),
+                valid_before=int(valid_before.timestamp()),
+                extensions=extensions,
+            )
+
+        host = certificate(CertType.HOST, None)
+        user = certificate(CertType.USER, {certs.PERMIT_PORT_FORWARDING: ""})
+        return host, user, valid_before
 
     def to_record(self, box: SecretBox, *, tenant: str) -> bytes:
         """The stored form: public key in clear, private key sealed."""

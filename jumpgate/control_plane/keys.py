@@ -23,8 +23,8 @@ def tenant(name: str) -> str:
 TENANTS = "tenants/"
 
 
-def ca(kind: Literal["user", "host"]) -> str:
-    """A tenant's CA of one kind."""
+def ca(kind: Literal["user", "host", "proxy"]) -> str:
+    """A tenant's CA of one kind (the platform scope's ``proxy`` CA: proxy peering)."""
     return f"cas/{kind}"
 
 

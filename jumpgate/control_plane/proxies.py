@@ -4,30 +4,26 @@ Behind one load balancer, a node's tunnel lands on one proxy and a user's connec
 another; the user's proxy relays to the tunnel's proxy on its peer port (as Teleport's proxy
 peering does). Both ends prove they are the platform's proxies with SSH certificates from
 the platform's proxy CA: a host certificate for the proxy that is reached and a user
-certificate for the one that dials, each naming the proxy's id. The CA key is made on first
-use, sealed with the master key and stored in the platform scope; only proxies can ask for
-certificates (the internal routes are theirs alone), each for a key it holds.
+certificate for the one that dials, each naming the proxy's id. The CA is a
+``CertificateAuthority`` of kind ``proxy`` in the platform scope, made on first use and
+sealed with the master key as tenants' CAs are; only proxies can ask for certificates (the
+internal routes are theirs alone), each for a key it holds.
 """
 
-import json
 import threading
 from datetime import timedelta
 
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ed25519
-
-from jumpgate.control_plane.ca import BACKDATE
+from jumpgate.control_plane import keys
+from jumpgate.control_plane.ca import CertificateAuthority, generate_key
 from jumpgate.control_plane.clock import Clock
 from jumpgate.control_plane.errors import InvalidRequest
 from jumpgate.control_plane.secrets import SecretBox
-from jumpgate.control_plane.sshcert import CertType, Signer
 from jumpgate.control_plane.store import PLATFORM, Store
 from jumpgate.control_plane.store.base import KeyExists, KeyNotFound
 from jumpgate.protocol import certs, models
+from jumpgate.protocol.certs import KeyType
 from jumpgate.protocol.names import check_proxy_id
 
-PROXY_CA_KEY = "ca/proxy"
-_CONTEXT = f"{PLATFORM}/{PROXY_CA_KEY}/private_key"
 PEER_CERT_TTL = timedelta(hours=24)
 """Proxies renew their peering certificates well before this (every few hours)."""
 
@@ -39,41 +35,29 @@ class ProxyAuthority:
         self._store = store
         self._box = box
         self._clock = clock
-        self._key: ed25519.Ed25519PrivateKey | None = None
+        self._ca: CertificateAuthority | None = None
         self._lock = threading.Lock()
 
-    def _load(self) -> ed25519.Ed25519PrivateKey:
+    def _load(self) -> CertificateAuthority:
         with self._lock:
-            if self._key is not None:
-                return self._key
-            try:
-                raw = self._store.get(PLATFORM, PROXY_CA_KEY).value
-            except KeyNotFound:
-                raw = self._create()
-            pem = self._box.open(json.loads(raw)["private_key"], context=_CONTEXT)
-            key = serialization.load_pem_private_key(pem, password=None)
-            assert isinstance(key, ed25519.Ed25519PrivateKey)
-            self._key = key
-            return key
+            if self._ca is None:
+                try:
+                    raw = self._store.get(PLATFORM, keys.ca("proxy")).value
+                except KeyNotFound:
+                    raw = self._create()
+                self._ca = CertificateAuthority.from_record(raw, self._box, tenant=PLATFORM)
+            return self._ca
 
     def _create(self) -> bytes:
         """Store a new CA; if another process stored one first, that one wins."""
-        key = ed25519.Ed25519PrivateKey.generate()
-        pem = key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
+        key = generate_key(KeyType.ED25519)
+        record = CertificateAuthority("proxy", KeyType.ED25519, key).to_record(
+            self._box, tenant=PLATFORM
         )
-        record = json.dumps(
-            {
-                "public_key": certs.openssh_public(key.public_key()),
-                "private_key": self._box.seal(pem, context=_CONTEXT),
-            }
-        ).encode()
         try:
-            self._store.create(PLATFORM, PROXY_CA_KEY, record)
+            self._store.create(PLATFORM, keys.ca("proxy"), record)
         except KeyExists:
-            return self._store.get(PLATFORM, PROXY_CA_KEY).value
+            return self._store.get(PLATFORM, keys.ca("proxy")).value
         return record
 
     def certify(self, proxy_id: str, public_key: str) -> models.ProxyCertificates:
@@ -84,26 +68,9 @@ class ProxyAuthority:
         except ValueError as exc:
             raise InvalidRequest(f"proxy certificate: {exc}") from exc
         ca = self._load()
-        signer = Signer(ca)
-        now = self._clock.now()
-        expires = (now + PEER_CERT_TTL).replace(microsecond=0)
-        valid_after = int((now - BACKDATE).timestamp())
-
-        def certificate(cert_type: CertType) -> str:
-            return signer.certify(
-                key,
-                cert_type=cert_type,
-                key_id=f"proxy {proxy_id}",
-                principals=[proxy_id],
-                valid_after=valid_after,
-                valid_before=int(expires.timestamp()),
-                # a relay is a direct-tcpip channel, which asyncssh grants only with this
-                extensions={certs.PERMIT_PORT_FORWARDING: ""} if cert_type is CertType.USER else {},
-            )
-
+        host, user, expires = ca.sign_proxy(
+            key, proxy_id=proxy_id, now=self._clock.now(), ttl=PEER_CERT_TTL
+        )
         return models.ProxyCertificates(
-            host_certificate=certificate(CertType.HOST),
-            user_certificate=certificate(CertType.USER),
-            ca=certs.openssh_public(ca.public_key()),
-            expires=expires,
+            host_certificate=host, user_certificate=user, ca=ca.public_key, expires=expires
         )
