@@ -28,10 +28,11 @@ from aws_cdk import aws_secretsmanager as secretsmanager
 from aws_cdk import cloudformation_include as cfn_inc
 from constructs import Construct
 
-from jumpgate.protocol.functions import Function  # plain Python, from this repository
+from jumpgate.protocol import ports  # plain Python, from this repository
+from jumpgate.protocol.functions import Function
 
 ROOT = Path(__file__).resolve().parents[2]
-WEB, SSH, TUNNEL, PEER = 3080, 3023, 3024, 3021
+WEB, SSH, TUNNEL, PEER = ports.WEB, ports.SSH, ports.TUNNEL, ports.PEER
 
 
 class PlatformStack(Stack):
@@ -121,7 +122,7 @@ class PlatformStack(Stack):
             "tunnel_listen_addr": f"0.0.0.0:{TUNNEL}",
             "peer_listen_addr": f"0.0.0.0:{PEER}",
             "peer_public_addr": "auto",
-            "diag_addr": "127.0.0.1:3000",
+            "diag_addr": f"127.0.0.1:{ports.DIAG}",
             "control_plane": {
                 "type": "lambda",
                 "region": self.region,
