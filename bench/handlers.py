@@ -23,20 +23,17 @@ from contextlib import ExitStack
 from datetime import timedelta
 from typing import Any
 
-import bcrypt
 import boto3
 import pyotp
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from bench.aws import REGION, moto_environment
+from bench.harness import PASSWORD, bcrypt_checks, p50_p95
 from jumpgate.control_plane.lambdas.runtime import FunctionSettings, entry_point, open_plane
-from jumpgate.control_plane.users import BCRYPT_ROUNDS
 from jumpgate.edge_proxy.events import http_event
 from jumpgate.protocol import certs
 from jumpgate.protocol.functions import Function
 from jumpgate.protocol.models import Role
-
-PASSWORD = "correct horse battery staple"
 
 
 class Context:
@@ -73,7 +70,7 @@ def _public_key() -> str:
 
 
 def _row(name: str, samples: list[float], floor: float) -> str:
-    p50, p95 = statistics.median(samples), sorted(samples)[int(len(samples) * 0.95) - 1]
+    p50, p95 = p50_p95(samples)
     return f"  {name:<30}{p50:>8.1f}{p95:>8.1f}{p50 / floor:>10.1f}"
 
 
@@ -122,12 +119,7 @@ def main() -> int:
             began = time.perf_counter()
             dynamodb.get_item(TableName="jg-state", Key=key, ConsistentRead=True)
             reads.append((time.perf_counter() - began) * 1000)
-        hashed = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(BCRYPT_ROUNDS))
-        checks = []
-        for _ in range(args.samples):
-            began = time.perf_counter()
-            bcrypt.checkpw(PASSWORD.encode(), hashed)
-            checks.append((time.perf_counter() - began) * 1000)
+        checks = bcrypt_checks(args.samples)
     read, check = statistics.median(reads), statistics.median(checks)
     print(f"warm auth function against moto, {args.samples} calls each")
     print(f"  {'':<30}{'p50 ms':>8}{'p95 ms':>8}{'÷ GetItem':>10}")

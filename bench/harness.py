@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -17,9 +18,11 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
+import bcrypt
 import pyotp
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
+from jumpgate.control_plane.users import BCRYPT_ROUNDS
 from jumpgate.protocol import certs
 from jumpgate.protocol.client import Client, Credentials
 
@@ -27,6 +30,22 @@ BIN = Path(sys.executable).parent
 PASSWORD = "correct horse battery staple"
 LOGIN = getpass.getuser()
 SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
+
+
+def p50_p95(samples: list[float]) -> tuple[float, float]:
+    """The median and the 95th percentile (nearest rank) of ``samples``."""
+    return statistics.median(samples), sorted(samples)[int(len(samples) * 0.95) - 1]
+
+
+def bcrypt_checks(count: int) -> list[float]:
+    """Milliseconds of ``count`` ``bcrypt.checkpw`` at the platform's cost: a login's floor."""
+    hashed = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(BCRYPT_ROUNDS))
+    took = []
+    for _ in range(count):
+        began = time.perf_counter()
+        bcrypt.checkpw(PASSWORD.encode(), hashed)
+        took.append((time.perf_counter() - began) * 1000)
+    return took
 
 
 def free_port() -> int:

@@ -9,25 +9,23 @@ measured in the same run. Target: p50 <= 100 ms.
 
 import argparse
 import asyncio
-import statistics
 import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
-import bcrypt
 import pyotp
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
+from bench.harness import PASSWORD, bcrypt_checks, p50_p95
 from jumpgate.cli.daemon.config import Config
 from jumpgate.cli.daemon.platform import Daemon
 from jumpgate.control_plane.users import BCRYPT_ROUNDS
 from jumpgate.protocol.client import Client
 from jumpgate.protocol.models import Role
 
-PASSWORD = "correct horse battery staple"
 TARGET_MS = 100.0
 
 
@@ -78,20 +76,13 @@ def main() -> int:
             answer = client.call("POST", "/v1/login", body)
             samples.append((time.perf_counter() - start) * 1000)
             assert answer["user"] == user
-        hashed = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(BCRYPT_ROUNDS))
-        floor = []
-        for _ in range(args.users):
-            start = time.perf_counter()
-            bcrypt.checkpw(PASSWORD.encode(), hashed)
-            floor.append((time.perf_counter() - start) * 1000)
+        floor = bcrypt_checks(args.users)
         loops[0].call_soon_threadsafe(stop.set)
         thread.join(timeout=20)
-    p50, floor50 = statistics.median(samples), statistics.median(floor)
-    p95 = sorted(samples)[int(len(samples) * 0.95) - 1]
+    (p50, p95), (floor50, floor95) = p50_p95(samples), p50_p95(floor)
     print(f"login over HTTPS, {len(samples)} logins, bcrypt cost {BCRYPT_ROUNDS}")
     print(f"{'':<24}{'p50 ms':>10}{'p95 ms':>10}")
     print(f"{'jump login exchange':<24}{p50:>10.1f}{p95:>10.1f}")
-    floor95 = sorted(floor)[int(len(floor) * 0.95) - 1]
     print(f"{'bcrypt check (floor)':<24}{floor50:>10.1f}{floor95:>10.1f}")
     print(f"login/floor ratio {p50 / floor50:.2f}; overhead beyond bcrypt {p50 - floor50:.1f} ms")
     verdict = "meets" if p50 <= TARGET_MS else "MISSES"
