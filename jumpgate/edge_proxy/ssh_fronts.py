@@ -745,6 +745,8 @@ class SSHFronts:
             tunnel.connection.close()
         for server in self._servers:
             await server.wait_closed()
+        if self.peering is not None:
+            await self.peering.wait_closed()
         loops = [t for t in self._tasks if t.get_name() in ("proxy-beat", "events", "peer-renew")]
         for task in loops:
             task.cancel()
