@@ -38,6 +38,7 @@ from tests.functional.conftest import Platform
 from tests.functional.lambda_endpoint import Context, LambdaEndpoint
 
 ROOT = Path(__file__).resolve().parents[2]
+ENV_SECRET = "JUMPGATE_MASTER_KEY_SECRET"
 REGION = "us-east-1"
 ENVIRONMENT = {
     "AWS_REGION": REGION,
@@ -205,6 +206,18 @@ def test_a_master_key_secret_that_is_not_a_key_fails_the_cold_start(aws: None) -
     )
     with pytest.raises(SettingsError, match="must hold 32 random bytes in base64"):
         open_plane(FunctionSettings.from_environ(ENVIRONMENT))
+
+
+def test_a_master_key_secret_that_cannot_be_read_fails_the_cold_start_in_one_line(
+    aws: None,
+) -> None:
+    with pytest.raises(SettingsError) as refused:
+        open_plane(FunctionSettings.from_environ({**ENVIRONMENT, ENV_SECRET: "jumpgate/nosuch"}))
+    assert str(refused.value).startswith(
+        f"{ENV_SECRET}: cannot read secret jumpgate/nosuch (An error occurred "
+        "(ResourceNotFoundException)"
+    )
+    assert "\n" not in str(refused.value)
 
 
 def test_a_generated_secret_gives_a_stable_key(aws: None) -> None:

@@ -115,8 +115,16 @@ ENVIRONMENT = {
 
 
 def master_key(secret: str, provider: parameters.SecretsProvider) -> MasterKey:
-    """The platform master key from a Secrets Manager secret (``master_key_from_secret``)."""
-    value = str(provider.get(secret, max_age=SECRET_MAX_AGE))
+    """The platform master key from a Secrets Manager secret (``master_key_from_secret``);
+    ``SettingsError`` in one line when it cannot be read or holds no key."""
+    try:
+        value = str(provider.get(secret, max_age=SECRET_MAX_AGE))
+    except parameters.GetParameterError as exc:
+        reason = str(exc).partition("\n")[0]
+        raise SettingsError(
+            f"{ENVIRONMENT['master_key_secret']}: cannot read secret {secret} ({reason}): "
+            "check its name and the function's permission to read it"
+        ) from None
     try:
         return master_key_from_secret(value, secret)
     except ValueError as exc:
