@@ -11,7 +11,6 @@ and user filters as a filter expression, until it has a page.
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from functools import partial
 from typing import Any
 
 from pynamodb.attributes import NumberAttribute, UnicodeAttribute
@@ -110,8 +109,7 @@ class DynamoDBAuditStore(AuditStore):
                 consistent_read=True,
                 page_size=min(1000, query.limit * 4),
             )
-            pages = iter(rows)  # a throttled page is asked again where it stopped
-            while (row := self._retry("query", partial(next, pages, None))) is not None:
+            for row in self._retry.each("query", rows):
                 if row.sk == after_key or row.sk >= f"{high}":
                     continue  # the cursor's own event; ``until`` is exclusive
                 found.append((row.sk, decode_event(row.body)))

@@ -12,7 +12,6 @@ import builtins
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
-from functools import partial
 from typing import Any
 
 import boto3
@@ -227,8 +226,7 @@ class DynamoDBStore(Store):
             page_size=limit + 1,
         )
         items: list[Item] = []
-        pages = iter(rows)  # a throttled page is asked again where it stopped
-        while (row := self._retry("query", partial(next, pages, None))) is not None:
+        for row in self._retry.each("query", rows):
             if not self._live(row):
                 continue
             if len(items) == limit:

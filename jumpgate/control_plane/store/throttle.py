@@ -13,7 +13,8 @@ import logging
 import random
 import threading
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
+from functools import partial
 from time import sleep
 from typing import TypeVar
 
@@ -91,3 +92,9 @@ class Retrier:
                     ) from exc
                 sleep(backoff(attempt))
         raise AssertionError("unreachable")
+
+    def each(self, operation: str, rows: Iterable[T]) -> Iterator[T]:
+        """The rows of a paged call (a query), a throttled page asked again where it stopped."""
+        pages = iter(rows)
+        while (row := self(operation, partial(next, pages, None))) is not None:
+            yield row
