@@ -53,12 +53,16 @@ def _median(runs: int, bundle: Path, module: str, environ: dict[str, str]) -> fl
 
 
 def _host_bundle(out: Path) -> None:
-    subprocess.run(
+    done = subprocess.run(
         [sys.executable, str(ROOT / "infra" / "cdk" / "bundle.py"), "--host", str(out)],
-        check=True,
         capture_output=True,
+        text=True,
         timeout=600,
+        check=False,
     )
+    if done.returncode != 0:
+        said = (done.stderr.strip() or done.stdout.strip() or "no output").splitlines()[-1]
+        raise SystemExit(f"bench.coldstart: the host bundle was not made: {said}")
 
 
 def main() -> int:
