@@ -74,20 +74,18 @@ def lambda_python(environ: dict[str, str] | None = None) -> str:
     )
 
 
+def _run(what: str, argv: list[str]) -> None:
+    """Run a build step; ``BundleError`` with its last line of output when it fails."""
+    done = subprocess.run(argv, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        said = (done.stdout + done.stderr).strip().splitlines()
+        raise BundleError(f"{what} failed: {said[-1] if said else f'exit {done.returncode}'}")
+
+
 def precompile(tree: Path, python: str) -> None:
     """Compile every module under ``tree`` with ``python`` into unchecked hash-based .pyc."""
-    done = subprocess.run(
-        [
-            *(python, "-m", "compileall", "-q", "-j", "0"),
-            *("--invalidation-mode", "unchecked-hash", str(tree)),
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        failed = (done.stdout + done.stderr).strip().splitlines()
-        raise BundleError(f"compiling the bundle failed: {failed[-1] if failed else '?'}")
+    compileall = [python, "-m", "compileall", "-q", "-j", "0"]
+    _run("compiling the bundle", [*compileall, "--invalidation-mode", "unchecked-hash", str(tree)])
 
 
 def bundle(out: Path, *, host: bool = False) -> None:
@@ -97,11 +95,11 @@ def bundle(out: Path, *, host: bool = False) -> None:
         shutil.rmtree(out)
     with tempfile.TemporaryDirectory() as wheels:
         pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--quiet"]
-        subprocess.run([*pip, "wheel", "--no-deps", "-w", wheels, str(ROOT)], check=True)
+        _run("building the wheel", [*pip, "wheel", "--no-deps", "-w", wheels, str(ROOT)])
         [wheel] = Path(wheels).glob("jumpgate-*.whl")
         target = () if host else LAMBDA_TARGET
         install = [*pip, "install", "--no-compile", "--target", str(out), *target]
-        subprocess.run([*install, f"{wheel}[server]"], check=True)
+        _run("installing the dependencies", [*install, f"{wheel}[server]"])
     for cache in out.rglob("__pycache__"):
         shutil.rmtree(cache, ignore_errors=True)
     precompile(out, python)
@@ -114,7 +112,7 @@ def main() -> int:
     args = parser.parse_args()
     try:
         bundle(args.out, host=args.host)
-    except BundleError as exc:
+    except (BundleError, OSError) as exc:
         print(f"bundle: {exc}", file=sys.stderr)
         return 2
     print(f"bundled into {args.out}")
