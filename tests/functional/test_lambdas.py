@@ -11,14 +11,19 @@ import secrets
 import subprocess
 import sys
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import boto3
+import botocore.session
 import pytest
 from aws_lambda_powertools.utilities import parameters
+from botocore.session import Session
+from cryptography.hazmat.primitives.asymmetric import ed25519
 from moto import mock_aws
 
+from jumpgate.control_plane.audit.base import Query
 from jumpgate.control_plane.audit.dynamodb import ensure_table as ensure_audit_table
 from jumpgate.control_plane.lambdas.runtime import (
     FunctionSettings,
@@ -30,8 +35,11 @@ from jumpgate.control_plane.recordings.s3 import ensure_bucket
 from jumpgate.control_plane.store.dynamodb import ensure_table
 from jumpgate.edge_proxy import tls
 from jumpgate.edge_proxy.control import ControlPlaneClient
+from jumpgate.edge_proxy.events import http_event
 from jumpgate.edge_proxy.lambda_invoke import ControlPlaneUnavailable, LambdaInvoke
 from jumpgate.edge_proxy.web import WebFront
+from jumpgate.protocol import certs
+from jumpgate.protocol.audit import EventType, code
 from jumpgate.protocol.client import APIError, Client
 from jumpgate.protocol.functions import Function
 from tests.functional.conftest import Platform
@@ -181,6 +189,50 @@ def test_a_function_refuses_routes_of_another(aws: None) -> None:
     answer = handler(event, Context("jumpgate-auth"))
     assert answer["statusCode"] == 404
     assert "not served by the auth function" in answer["body"]
+
+
+def test_a_cold_start_makes_every_client_once_on_one_botocore_session(
+    aws: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    plane = open_plane(FunctionSettings.from_environ(os.environ))
+    plane.tenants.create("acme", admin="alice", logins=["root"])
+    sessions: list[object] = []
+    clients: list[str] = []
+    made_session, made_client = botocore.session.Session.__init__, Session.create_client
+
+    def new_session(self: Session, *args: Any, **kwargs: Any) -> None:
+        sessions.append(self)
+        made_session(self, *args, **kwargs)
+
+    def new_client(self: Session, name: str, *args: Any, **kwargs: Any) -> Any:
+        clients.append(name)
+        assert self is sessions[0]
+        return made_client(self, name, *args, **kwargs)
+
+    monkeypatch.setattr(Session, "__init__", new_session)
+    monkeypatch.setattr(Session, "create_client", new_client)
+    handler = _cold_start(Function.AUTH).handler  # type: ignore[attr-defined]
+    assert len(sessions) == 1
+    assert sorted(clients) == ["dynamodb", "s3", "secretsmanager"]
+
+    key = certs.openssh_public(ed25519.Ed25519PrivateKey.generate().public_key())
+    body = {"user": "alice", "password": "x" * 12, "otp": "000000", "public_key": key}
+    event = http_event(
+        method="POST",
+        path="/v1/login",
+        query="",
+        headers={"host": "acme.localhost", "content-type": "application/json"},
+        body=json.dumps(body).encode(),
+        source_ip="203.0.113.7",
+    )
+    answer = handler(event, Context("jumpgate-auth"))
+    assert answer["statusCode"] == 401, answer
+    assert (len(sessions), len(clients)) == (1, 3)  # the first request made none
+    now = datetime.now(UTC)
+    page = plane.audit.search(Query(tenant="acme", since=now - timedelta(minutes=5), until=now))
+    assert [(e.type, e.code) for e in page.events] == [
+        (EventType.USER_LOGIN, code(EventType.USER_LOGIN, "W"))
+    ]
 
 
 @pytest.mark.parametrize(

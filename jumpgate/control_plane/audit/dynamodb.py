@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pynamodb.attributes import NumberAttribute, UnicodeAttribute
+from pynamodb.connection import Connection
 from pynamodb.models import Model
 
 from jumpgate.control_plane.audit.base import (
@@ -25,7 +26,7 @@ from jumpgate.control_plane.audit.base import (
     stamp,
 )
 from jumpgate.control_plane.clock import Clock, SystemClock
-from jumpgate.control_plane.store.dynamodb import create_with_ttl, table_meta
+from jumpgate.control_plane.store.dynamodb import bind, connect, create_with_ttl, table_meta
 from jumpgate.control_plane.store.throttle import Retrier
 from jumpgate.protocol.audit import AuditEvent, AuditPage
 
@@ -56,9 +57,16 @@ class DynamoDBAuditStore(AuditStore):
     """Events in a DynamoDB table; see the module docstring for the layout."""
 
     def __init__(
-        self, table_name: str, *, region: str, host: str | None = None, clock: Clock | None = None
+        self,
+        table_name: str,
+        *,
+        region: str,
+        host: str | None = None,
+        clock: Clock | None = None,
+        connection: Connection | None = None,
     ) -> None:
         self._model = model_for(table_name, region, host)
+        bind(self._model, connection or connect(region, host))
         self._clock = clock or SystemClock()
         self._retry = Retrier(table_name)
 

@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, cast
 
 import boto3
+import botocore.session
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
@@ -27,7 +28,7 @@ from jumpgate.control_plane.plane import ControlPlane, Settings
 from jumpgate.control_plane.recordings.s3 import S3RecordingStore
 from jumpgate.control_plane.secrets import MasterKey, SecretBox, master_key_from_secret
 from jumpgate.control_plane.store import throttle
-from jumpgate.control_plane.store.dynamodb import DynamoDBStore
+from jumpgate.control_plane.store.dynamodb import DynamoDBStore, SessionConnection
 from jumpgate.protocol import ports
 from jumpgate.protocol.durations import parse_duration
 from jumpgate.protocol.functions import Function, function_for
@@ -132,21 +133,24 @@ def master_key(secret: str, provider: parameters.SecretsProvider) -> MasterKey:
 
 
 def open_plane(settings: FunctionSettings) -> ControlPlane:
-    """The control plane over the platform's tables and bucket.
+    """The control plane over the platform's tables and bucket, its clients made now.
 
-    Secrets Manager and S3 share one boto3 session: botocore loads its endpoint rules and
-    handlers once per session, a good part of a cold start.
+    Every client shares one botocore session, which loads the endpoint rules and its
+    handlers once, a good part of a cold start: Secrets Manager and S3 through boto3, and
+    both tables through one pynamodb connection (one DynamoDB client).
     """
     region = settings.region
     uri = settings.recordings_uri
     if "region=" not in uri:
         uri += ("&" if "?" in uri else "?") + f"region={region}"
-    session = boto3.Session(region_name=region)
+    shared = botocore.session.get_session()
+    session = boto3.Session(botocore_session=shared, region_name=region)
     secrets = parameters.SecretsProvider(boto3_session=session)
+    dynamodb = SessionConnection(shared, region=region)
     return ControlPlane(
-        DynamoDBStore(settings.state_table, region=region),
+        DynamoDBStore(settings.state_table, region=region, connection=dynamodb),
         SecretBox(master_key(settings.master_key_secret, secrets)),
-        audit=DynamoDBAuditStore(settings.audit_table, region=region),
+        audit=DynamoDBAuditStore(settings.audit_table, region=region, connection=dynamodb),
         recordings=S3RecordingStore.from_uri(uri, session=session),
         settings=Settings(
             public_addr=settings.public_addr,
