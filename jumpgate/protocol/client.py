@@ -119,12 +119,7 @@ class Client:
             nonce=secrets.token_urlsafe(18),
             body=body,
         )
-        return {
-            signing.HEADER_CERT: self.credentials.certificate,
-            signing.HEADER_TIME: str(request.timestamp),
-            signing.HEADER_NONCE: request.nonce,
-            signing.HEADER_SIGNATURE: signing.sign(self.credentials.key, request),
-        }
+        return signing.headers(self.credentials.key, self.credentials.certificate, request)
 
 
 def _decode(status: int, raw: bytes) -> Any:

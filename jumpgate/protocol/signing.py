@@ -67,6 +67,17 @@ def sign(key: PrivateKey, request: SignedRequest) -> str:
     return base64.b64encode(raw).decode()
 
 
+def headers(key: PrivateKey, certificate: str, request: SignedRequest) -> dict[str, str]:
+    """The headers that carry ``request``'s proof: the certificate, its timestamp and nonce,
+    and ``key``'s signature."""
+    return {
+        HEADER_CERT: certificate,
+        HEADER_TIME: str(request.timestamp),
+        HEADER_NONCE: request.nonce,
+        HEADER_SIGNATURE: sign(key, request),
+    }
+
+
 def verify(key: PublicKey, request: SignedRequest, signature: str) -> bool:
     """Whether ``signature`` is ``key``'s signature of the request."""
     try:

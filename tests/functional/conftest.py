@@ -89,14 +89,7 @@ class Platform:
                 nonce or secrets.token_urlsafe(18),
                 data,
             )
-            headers.update(
-                {
-                    signing.HEADER_CERT: session.certificate,
-                    signing.HEADER_TIME: str(request.timestamp),
-                    signing.HEADER_NONCE: request.nonce,
-                    signing.HEADER_SIGNATURE: signing.sign(session.key, request),
-                }
-            )
+            headers.update(signing.headers(session.key, session.certificate, request))
         event = http_event(
             method=method, path=path, query=query, headers=headers, body=data, source_ip="127.0.0.1"
         )
