@@ -80,7 +80,7 @@ def table() -> list[tuple[str, str]]:
 class AuditEvent(BaseModel):
     """One event; fields of its type ride along as extra keys."""
 
-    model_config = ConfigDict(extra="allow", frozen=True)
+    model_config = ConfigDict(extra="allow", frozen=True, defer_build=True)  # built when first used
 
     type: EventType
     code: str
@@ -99,6 +99,8 @@ class AuditEvent(BaseModel):
 
 class AuditPage(BaseModel):
     """A page of a search, newest or oldest first; pass ``cursor`` back for the next."""
+
+    model_config = ConfigDict(defer_build=True)
 
     events: list[AuditEvent]
     cursor: str | None = None

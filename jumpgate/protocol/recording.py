@@ -59,7 +59,7 @@ def check_session_id(value: str) -> str:
 class RecordingMeta(BaseModel):
     """What a recording is of; the node writes it, the proxy adds tenant and server id."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)  # built when first used
 
     session_id: str
     kind: str  # shell | exec
@@ -78,7 +78,7 @@ class RecordingMeta(BaseModel):
 class PartInfo(BaseModel):
     """One stored part: its number (from 1), size, digest and chained digest."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)  # built when first used
 
     index: int = Field(ge=1)
     size: int = Field(ge=0, le=MAX_PART_BYTES)
@@ -89,7 +89,7 @@ class PartInfo(BaseModel):
 class SessionEnd(BaseModel):
     """How a recorded session ended: by itself (the node says), or completed by the platform."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)  # built when first used
 
     ended: datetime
     exit_code: int | None = None
@@ -99,7 +99,7 @@ class SessionEnd(BaseModel):
 class Manifest(BaseModel):
     """The signed list of a finished recording's parts."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)  # built when first used
 
     version: int = 1
     tenant: str
