@@ -10,7 +10,6 @@ import contextlib
 import dataclasses
 import json
 import logging
-import random
 import socket
 import time
 from collections.abc import Awaitable, Callable, Coroutine
@@ -30,6 +29,7 @@ from jumpgate.node_agent.identity import Identity
 from jumpgate.node_agent.join import check_pin, join
 from jumpgate.node_agent.labels import DynamicLabel, evaluate
 from jumpgate.node_agent.recording import Spool
+from jumpgate.node_agent.retry import backoff
 from jumpgate.node_agent.server import NodeServer
 from jumpgate.node_agent.uploads import Uploader
 from jumpgate.protocol import certs, ports
@@ -45,7 +45,6 @@ logger = logging.getLogger(__name__)
 RENEW_CHECK_SECONDS = 600.0
 LABEL_CHECK_SECONDS = 5.0
 """How often the agent looks for changed labels; it sends a heartbeat only on change."""
-BACKOFF_FIRST, BACKOFF_MAX = 1.0, 30.0
 TUNNEL_CIPHERS = (
     "aes128-gcm@openssh.com",
     "aes256-gcm@openssh.com",
@@ -66,12 +65,6 @@ class AgentConfig:
     labels: dict[str, str] = field(default_factory=dict)
     dynamic_labels: tuple[DynamicLabel, ...] = ()
     insecure: bool = False  # accept a self-signed HTTPS certificate
-
-
-def _backoff(attempt: int) -> float:
-    """Exponential from 1 s, capped at 30 s, with full jitter on the upper half."""
-    ceiling = min(BACKOFF_MAX, BACKOFF_FIRST * 2**attempt)
-    return random.uniform(ceiling / 2, ceiling)  # noqa: S311 - jitter, not a secret
 
 
 class Agent:
@@ -143,7 +136,7 @@ class Agent:
             except (ClientError, OSError) as exc:
                 if isinstance(exc, APIError) and exc.status < 500:
                     raise AgentError(str(exc)) from exc
-                delay = _backoff(attempt)
+                delay = backoff(attempt)
                 logger.warning(
                     "platform unreachable", extra={"reason": str(exc), "retry_in": round(delay, 1)}
                 )
@@ -173,7 +166,7 @@ class Agent:
                 self.tunnel_up.clear()
                 if stop.is_set():
                     break
-                delay = _backoff(attempt)
+                delay = backoff(attempt)
                 attempt += 1
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), delay)

@@ -12,7 +12,9 @@ The agent opens one channel to ``ports.RECORDINGS`` inside its tunnel and says, 
 - ``alive``: a long quiet session is still going (so the platform does not close it).
 
 Anything that fails (tunnel down, proxy restarting, store unreachable) leaves the spool as it
-is; the next pass tries again. Nothing is ever deleted because it could not be sent.
+is; the next pass tries again. Nothing is ever deleted because it could not be sent. A
+session the platform refuses (its store is failing, say) is held back with backoff, 1 s
+doubling to 30 s, so a long outage costs a few calls and log lines a minute, not one a pass.
 """
 
 import asyncio
@@ -26,6 +28,7 @@ import asyncssh
 
 from jumpgate.node_agent import audit as events
 from jumpgate.node_agent.recording import Recorder, SessionSpool, Spool, interrupted_end
+from jumpgate.node_agent.retry import backoff
 from jumpgate.protocol import ports, recording
 from jumpgate.protocol.audit import EventType
 from jumpgate.protocol.outbox import Outbox
@@ -82,6 +85,7 @@ class Uploader:
         self._confirmed: set[str] = set()  # sessions whose store state this channel has asked
         self._contact: dict[str, float] = {}
         self._spools: dict[str, SessionSpool] = {}  # as last seen, so state is read once
+        self._held: dict[str, tuple[int, float]] = {}  # refused: refusals, when to try again
 
     def wake(self) -> None:
         self._wake.set()
@@ -111,14 +115,23 @@ class Uploader:
                 self._wake.clear()
                 known, self._spools = self._spools, {}
                 for spool in list(self.spool.sessions()):
-                    spool = self._spools[spool.session_id] = known.get(spool.session_id, spool)
+                    sid = spool.session_id
+                    spool = self._spools[sid] = known.get(sid, spool)
+                    refusals, until = self._held.get(sid, (0, 0.0))
+                    if time.monotonic() < until:
+                        continue
                     try:
                         await self._advance(channel, spool)
                     except UploadRefused as exc:
+                        wait = backoff(refusals)
+                        self._held[sid] = (refusals + 1, time.monotonic() + wait)
                         logger.warning(
                             "recording not taken yet, will retry",
-                            extra={"session_id": spool.session_id, "reason": str(exc)},
+                            extra={"session_id": sid, "reason": str(exc), "retry_in": wait},
                         )
+                    else:
+                        self._held.pop(sid, None)
+                self._held = {sid: held for sid, held in self._held.items() if sid in self._spools}
                 if time.monotonic() - asked > SETTINGS_SECONDS:
                     self._settings(await channel.call({"op": "hello"}))
                     asked = time.monotonic()

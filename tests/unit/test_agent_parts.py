@@ -9,10 +9,11 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from jumpgate.control_plane.sshcert import CertType, Signer
 from jumpgate.edge_proxy.registry import AmbiguousNode, Tunnel, TunnelRegistry, UnknownNode
-from jumpgate.node_agent.agent import BACKOFF_MAX, _backoff, check_host_certificate, needs_renewal
+from jumpgate.node_agent.agent import check_host_certificate, needs_renewal
 from jumpgate.node_agent.errors import AgentError
 from jumpgate.node_agent.identity import Identity
 from jumpgate.node_agent.labels import DynamicLabel, parse
+from jumpgate.node_agent.retry import BACKOFF_MAX, backoff
 from jumpgate.protocol import certs, ports
 from jumpgate.protocol.outbox import Outbox
 from jumpgate.protocol.tunnel import LISTEN_HOST
@@ -58,10 +59,10 @@ def test_labels_refuse(text: str, message: str) -> None:
 
 
 def test_backoff_grows_to_thirty_seconds_with_jitter() -> None:
-    assert 0.5 <= _backoff(0) <= 1.0
-    assert 4.0 <= _backoff(3) <= 8.0
+    assert 0.5 <= backoff(0) <= 1.0
+    assert 4.0 <= backoff(3) <= 8.0
     for attempt in (5, 10, 50):
-        assert BACKOFF_MAX / 2 <= _backoff(attempt) <= BACKOFF_MAX
+        assert BACKOFF_MAX / 2 <= backoff(attempt) <= BACKOFF_MAX
 
 
 def _tunnel(tenant: str, host_id: str, name: str) -> Tunnel:
