@@ -141,7 +141,7 @@ def _host_bundle(out: Path) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--runs", type=int, default=9)
     parser.add_argument("--sources", action="store_true", help="also without the bytecode")
     args = parser.parse_args()
     runtime = "jumpgate.control_plane.lambdas.runtime"
