@@ -92,38 +92,41 @@ def _dependencies(bundle: Path, module: str, environ: dict[str, str]) -> str:
     return done.stdout.strip().splitlines()[-1]
 
 
-def _first_requests() -> dict[Function, dict[str, Any]]:
-    """Each function's first request: a tenant and its admin made through the stores the
-    functions use; the admin's certificate signs the reads."""
-    plane = open_plane(FunctionSettings.from_environ(os.environ))
-    created = plane.tenants.create(TENANT, admin="admin", logins=["root"])
-    enrolment = plane.users.signup(TENANT, created.admin_invite.token, PASSWORD)
-    key = ed25519.Ed25519PrivateKey.generate()
-    issued = plane.login.login(
-        TENANT,
-        user="admin",
-        password=PASSWORD,
-        otp=pyotp.TOTP(enrolment.totp_secret).now(),
-        public_key=certs.openssh_public(key.public_key()),
-    )
-    host = f"{TENANT}.{os.environ['JUMPGATE_PUBLIC_ADDR']}"
-    user_ca, _ = plane.authorities.public_keys(TENANT)
-    events = {}
-    for function, (method, path) in FIRST.items():
-        headers = {"host": host}
+class FirstRequests:
+    """Each function's first request, made afresh each round (a signature is good for five
+    minutes): a tenant and its admin made through the stores the functions use, the admin's
+    certificate signing the reads."""
+
+    def __init__(self) -> None:
+        plane = open_plane(FunctionSettings.from_environ(os.environ))
+        created = plane.tenants.create(TENANT, admin="admin", logins=["root"])
+        enrolment = plane.users.signup(TENANT, created.admin_invite.token, PASSWORD)
+        self.key = ed25519.Ed25519PrivateKey.generate()
+        self.certificate = plane.login.login(
+            TENANT,
+            user="admin",
+            password=PASSWORD,
+            otp=pyotp.TOTP(enrolment.totp_secret).now(),
+            public_key=certs.openssh_public(self.key.public_key()),
+        ).certificate
+        self.host = f"{TENANT}.{os.environ['JUMPGATE_PUBLIC_ADDR']}"
+        self.user_ca, _ = plane.authorities.public_keys(TENANT)
+
+    def event(self, function: Function) -> dict[str, Any]:
+        method, path = FIRST[function]
+        headers = {"host": self.host}
         body = b""
         if function is Function.INTERNAL:
-            body = json.dumps({"public_key": user_ca}).encode()
+            body = json.dumps({"public_key": self.user_ca}).encode()
             headers["content-type"] = "application/json"
         else:
             request = signing.SignedRequest(
-                method, host, path, "", int(time.time()), secrets.token_urlsafe(18), body
+                method, self.host, path, "", int(time.time()), secrets.token_urlsafe(18), body
             )
-            headers.update(signing.headers(key, issued.certificate, request))
-        events[function] = http_event(
+            headers.update(signing.headers(self.key, self.certificate, request))
+        return http_event(
             method=method, path=path, query="", headers=headers, body=body, source_ip="10.0.0.1"
         )
-    return events
 
 
 def _host_bundle(out: Path) -> None:
@@ -150,17 +153,17 @@ def main() -> int:
         _host_bundle(bundle)
         environ = moto_environment(stack)
         os.environ.update(environ)
-        events = _first_requests()
-        probes: dict[str, tuple[str, dict[str, Any] | None]] = {
+        requests = FirstRequests()
+        probes: dict[str, tuple[str, Function | None]] = {
             "imports": (runtime, None),
             "dependencies": (_dependencies(bundle, runtime, environ), None),
         }
         for function in FIRST:
-            module = f"jumpgate.control_plane.lambdas.{function.value}"
-            probes[function.value] = (module, events[function])
+            probes[function.value] = (f"jumpgate.control_plane.lambdas.{function.value}", function)
         samples: dict[str, list[tuple[float, float]]] = {name: [] for name in probes}
         for _ in range(args.runs):
-            for name, (module, event) in probes.items():
+            for name, (module, answering) in probes.items():
+                event = requests.event(answering) if answering else None
                 samples[name].append(_probe(bundle, module, environ, event))
 
         def median(name: str, part: int = 0) -> float:
