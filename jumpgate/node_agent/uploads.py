@@ -127,7 +127,11 @@ class Uploader:
                         self._held[sid] = (refusals + 1, time.monotonic() + wait)
                         logger.warning(
                             "recording not taken yet, will retry",
-                            extra={"session_id": sid, "reason": str(exc), "retry_in": wait},
+                            extra={
+                                "session_id": sid,
+                                "reason": str(exc),
+                                "retry_in": round(wait, 1),
+                            },
                         )
                     else:
                         self._held.pop(sid, None)

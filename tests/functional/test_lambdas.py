@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import boto3
-import botocore.session
 import pytest
 from aws_lambda_powertools.utilities import parameters
 from botocore.session import Session
@@ -198,7 +197,7 @@ def test_a_cold_start_makes_every_client_once_on_one_botocore_session(
     plane.tenants.create("acme", admin="alice", logins=["root"])
     sessions: list[object] = []
     clients: list[str] = []
-    made_session, made_client = botocore.session.Session.__init__, Session.create_client
+    made_session, made_client = Session.__init__, Session.create_client
 
     def new_session(self: Session, *args: Any, **kwargs: Any) -> None:
         sessions.append(self)
