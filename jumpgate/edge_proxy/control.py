@@ -8,7 +8,7 @@ import base64
 import json
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from jumpgate.edge_proxy.events import Invoke, decode_response, http_event
 from jumpgate.edge_proxy.lambda_invoke import ControlPlaneUnavailable
@@ -63,8 +63,13 @@ class ControlPlaneClient:
         return str(answer["tenant"])
 
     async def tunnel_auth(self, tenant: str, host_id: str, public_key: str) -> models.TunnelNode:
-        """The node a tunnel key belongs to; ``ControlPlaneError`` when it is not one."""
-        body = models.TunnelAuth(tenant=tenant, host_id=host_id, public_key=public_key)
+        """The node a tunnel key belongs to; ``ControlPlaneError`` when it is not one. The
+        tenant comes from the tunnel's SSH user name, so it may name no valid cluster."""
+        try:
+            body = models.TunnelAuth(tenant=tenant, host_id=host_id, public_key=public_key)
+        except ValidationError as exc:
+            detail = str(exc.errors()[0]["msg"]).removeprefix("Value error, ")
+            raise ControlPlaneError(400, detail) from None
         return models.TunnelNode.model_validate(
             await self._call("POST", "/internal/v1/tunnel-auth", body)
         )

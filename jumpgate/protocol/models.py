@@ -33,6 +33,8 @@ class TokenRole(StrEnum):
     """Joins a proxy to the platform's fleet (proxy peering)."""
 
 
+Tenant = Annotated[str, Field(max_length=63), AfterValidator(names.check_tenant_name)]
+"""A tenant's name: a DNS label (its subdomain), checked before any store key is built."""
 UserName = Annotated[str, Field(max_length=128), AfterValidator(names.check_user_name)]
 Login = Annotated[str, Field(max_length=32), AfterValidator(names.check_login)]
 NodeName = Annotated[str, Field(max_length=253), AfterValidator(names.check_nodename)]
@@ -64,7 +66,7 @@ class SignupRequest(_Model):
 class SignupResponse(_Model):
     """The TOTP secret to put in an authenticator app, shown once."""
 
-    tenant: str
+    tenant: Tenant
     user: str
     totp_secret: str
     otpauth_uri: str
@@ -83,7 +85,7 @@ class LoginRequest(_Model):
 class CAKeys(_Model):
     """A tenant's CA public keys (OpenSSH format) and the pin of its host CA."""
 
-    tenant: str
+    tenant: Tenant
     user_ca_keys: list[str]
     host_ca_keys: list[str]
     ca_pin: str
@@ -92,7 +94,7 @@ class CAKeys(_Model):
 class LoginResponse(_Model):
     """A short-lived SSH user certificate and what it grants."""
 
-    tenant: str
+    tenant: Tenant
     user: str
     roles: list[Role]
     logins: list[str]
@@ -247,13 +249,13 @@ class TenantByUserCA(_Model):
 
 
 class TenantName(_Model):
-    tenant: str
+    tenant: Tenant
 
 
 class TunnelAuth(_Model):
     """Internal: a proxy asks whether a tunnel's key is that of a joined node."""
 
-    tenant: str
+    tenant: Tenant
     host_id: str
     public_key: OpenSSHKey
 
@@ -276,7 +278,7 @@ class AuditRecord(_Model):
     """Internal: an event a proxy saw, for the control plane to stamp and keep."""
 
     type: EventType
-    tenant: str
+    tenant: Tenant
     outcome: Literal["I", "W", "E"] = "I"
     time: datetime
     fields: dict[str, str | int | bool | None] = Field(default_factory=dict, max_length=32)
@@ -289,7 +291,7 @@ class AuditRecords(_Model):
 class TunnelNode(_Model):
     """Internal: the node a tunnel belongs to."""
 
-    tenant: str
+    tenant: Tenant
     host_id: str
     nodename: str
 
@@ -297,7 +299,7 @@ class TunnelNode(_Model):
 class Presence(_Model):
     """Internal: a node's tunnel went up on ``proxy`` (with what it reports) or down."""
 
-    tenant: str
+    tenant: Tenant
     host_id: str
     proxy: str | None
     hostname: str = ""
@@ -317,14 +319,14 @@ class ProxyAlive(_Model):
 class Locate(_Model):
     """Internal: where is the node a user asked for (not on this proxy)?"""
 
-    tenant: str
+    tenant: Tenant
     name: str = Field(min_length=1, max_length=300)
 
 
 class NodeLocation(_Model):
     """Internal: the node, and the live proxy holding its tunnel."""
 
-    tenant: str
+    tenant: Tenant
     host_id: str
     nodename: str
     public_key: str  # the key its tunnel authenticated with, rechecked per session
@@ -352,7 +354,7 @@ class ProxyCertificates(_Model):
 class HostCertRenewal(_Model):
     """Internal: a tunnel-authenticated node asks for a fresh host certificate."""
 
-    tenant: str
+    tenant: Tenant
     host_id: str
 
 
@@ -419,7 +421,7 @@ class RecordingOpen(_Model):
     """Internal: a node starts (or resumes) uploading a session; the proxy stamps tenant and
     server id."""
 
-    tenant: str
+    tenant: Tenant
     meta: RecordingMeta
 
 
@@ -430,7 +432,7 @@ class RecordingOpened(_Model):
 class RecordingComplete(_Model):
     """Internal: every part is stored and the session ended."""
 
-    tenant: str
+    tenant: Tenant
     session_id: str
     server_id: str
     parts: int
@@ -440,7 +442,7 @@ class RecordingComplete(_Model):
 class RecordingPartUpload(_Model):
     """Internal: one part a node uploaded, as the proxy hands it on (``data`` base64)."""
 
-    tenant: str
+    tenant: Tenant
     session_id: str
     server_id: str
     previous: str = Field(pattern="^[0-9a-f]{64}$")
@@ -451,6 +453,6 @@ class RecordingPartUpload(_Model):
 class RecordingAlive(_Model):
     """Internal: a quiet session is still going."""
 
-    tenant: str
+    tenant: Tenant
     session_id: str
     server_id: str

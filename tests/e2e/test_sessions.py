@@ -302,6 +302,25 @@ def test_diagnostics_of_proxy_and_agent(site: Site, tmp_path: Path) -> None:
 
 
 def test_refused_handshakes_are_counted(site: Site) -> None:
+    # A tunnel whose user name names no valid cluster: refused in one log line, no traceback.
+    offset = len(site.cluster.log.read_text())
+
+    async def malformed() -> None:
+        await asyncssh.connect(
+            "127.0.0.1",
+            site.cluster.tunnel_port,
+            username="0123.Not_A_Cluster",
+            client_keys=[asyncssh.generate_private_key("ssh-ed25519")],
+            known_hosts=None,
+        )
+
+    with pytest.raises(asyncssh.PermissionDenied):
+        asyncio.run(asyncio.wait_for(malformed(), 10))
+    said = site.cluster.log.read_text()[offset:]
+    assert '"tunnel refused"' in said
+    assert "Not_A_Cluster" in said
+    assert "Traceback" not in said
+
     identity_file = site.node.directory / "node" / "identity.json"
     identity = json.loads(identity_file.read_text())
     # A node key the cluster never saw, claiming the joined node's id: the proxy refuses it.

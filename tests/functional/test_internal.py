@@ -1,0 +1,54 @@
+"""The proxy's internal routes refuse a malformed tenant as a bad request (400, naming the
+tenant), before any store key is built from it: never an internal error."""
+
+import json
+from typing import Any
+
+import pytest
+
+from jumpgate.control_plane.handlers.internal import build_internal_app, make_internal_handler
+from jumpgate.edge_proxy.events import http_event
+from tests.functional.conftest import Platform
+
+
+def _routes_taking_a_tenant() -> list[str]:
+    schema = build_internal_app(None).get_openapi_schema()  # type: ignore[arg-type]
+    components = schema.components.schemas if schema.components else {}
+    routes = []
+    for path, item in schema.paths.items():
+        body = item.post.requestBody if item.post else None
+        if body is None:
+            continue
+        ref = body.content["application/json"].schema_.ref  # type: ignore[union-attr]
+        model = components[ref.rsplit("/", 1)[-1]]
+        if "tenant" in (model.properties or {}):  # type: ignore[union-attr]
+            routes.append(path)
+    return routes
+
+
+ROUTES = _routes_taking_a_tenant()
+
+
+def test_every_route_that_takes_a_tenant_is_covered() -> None:
+    assert len(ROUTES) >= 10, ROUTES  # the walk above found them; it did not silently skip
+
+
+@pytest.mark.parametrize("path", ROUTES)
+@pytest.mark.parametrize("tenant", ["../acme", "a" * 64])
+def test_a_malformed_tenant_is_a_bad_request(platform: Platform, path: str, tenant: str) -> None:
+    body: dict[str, Any] = {"tenant": tenant}
+    if path == "/internal/v1/audit":
+        body = {
+            "events": [{"type": "session.start", "tenant": tenant, "time": "2026-01-01T00:00:00Z"}]
+        }
+    event = http_event(
+        method="POST",
+        path=path,
+        query="",
+        headers={"host": "internal", "content-type": "application/json"},
+        body=json.dumps(body).encode(),
+        source_ip="127.0.0.1",
+    )
+    answer = make_internal_handler(platform.plane)(event, None)
+    assert answer["statusCode"] == 400, answer
+    assert "tenant" in json.loads(answer["body"])["detail"]
