@@ -22,7 +22,6 @@ import asyncio
 import logging
 import socket
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
 import asyncssh
@@ -45,22 +44,6 @@ raises the proxy's ``Refused`` when it cannot."""
 
 class PeerRefused(Exception):
     """A peer could not be reached or would not relay; ``str()`` is what the user is told."""
-
-
-@dataclass(frozen=True)
-class Remote:
-    """A node whose tunnel another proxy holds, as the control plane located it."""
-
-    tenant: str
-    host_id: str
-    nodename: str
-    public_key: str
-    proxy: str
-    peer_addr: str
-
-    @classmethod
-    def of(cls, location: models.NodeLocation) -> "Remote":
-        return cls(**location.model_dump())
 
 
 def advertised(listen: tuple[str, int], public: str) -> str:
@@ -132,7 +115,7 @@ class Peering:
             except ControlPlaneError as exc:
                 logger.warning("peering certificates not renewed", extra={"reason": str(exc)})
 
-    async def _connect(self, remote: Remote) -> asyncssh.SSHClientConnection:
+    async def _connect(self, remote: models.NodeLocation) -> asyncssh.SSHClientConnection:
         assert self._certs is not None
         host, port = split_host_port(remote.peer_addr, 0)
         user_cert = asyncssh.import_certificate(self._certs.user_certificate)
@@ -154,7 +137,7 @@ class Peering:
             CONNECT_SECONDS,
         )
 
-    async def _connection(self, remote: Remote) -> asyncssh.SSHClientConnection:
+    async def _connection(self, remote: models.NodeLocation) -> asyncssh.SSHClientConnection:
         """The connection to ``remote``'s proxy: one per peer, made when first needed."""
         key = f"{remote.proxy}@{remote.peer_addr}"
         task = self._peers.get(key)
@@ -178,7 +161,7 @@ class Peering:
                 "reached now: try again"
             ) from None
 
-    async def relay(self, remote: Remote, splice: Splice) -> None:
+    async def relay(self, remote: models.NodeLocation, splice: Splice) -> None:
         """Open ``splice``'s node side through the proxy holding ``remote``'s tunnel."""
         if not remote.peer_addr:
             raise PeerRefused(

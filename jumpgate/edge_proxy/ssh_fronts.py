@@ -31,7 +31,7 @@ from asyncssh.stream import SSHTCPStreamSession
 from jumpgate.edge_proxy import recordings
 from jumpgate.edge_proxy.control import ControlPlaneClient, ControlPlaneError
 from jumpgate.edge_proxy.dialback import DialBack
-from jumpgate.edge_proxy.peering import Peering, PeerRefused, Remote
+from jumpgate.edge_proxy.peering import Peering, PeerRefused
 from jumpgate.edge_proxy.registry import AmbiguousNode, Tunnel, TunnelRegistry, UnknownNode
 from jumpgate.edge_proxy.splice import ChannelSide, Splice
 from jumpgate.protocol import models, ports
@@ -389,7 +389,7 @@ class _UserServer(asyncssh.SSHServer):
             peer = self._conn.get_extra_info("peername") or ("", 0)
             self.caller = Caller(identity, self._login, f"{peer[0]}:{peer[1]}")
 
-    async def route(self, name: str) -> tuple[Tunnel | Remote, Caller]:
+    async def route(self, name: str) -> tuple[Tunnel | models.NodeLocation, Caller]:
         """Where the node is (a tunnel here, or another proxy's); ``Refused`` unless the
         user and the node can be told apart."""
         if self.tenant is None or self.caller is None:
@@ -527,7 +527,7 @@ class SSHFronts:
         suffix = f".{tenant}.{self.public_addr}"
         return name[: -len(suffix)] if name.lower().endswith(suffix) else name
 
-    async def route(self, tenant: str, name: str) -> Tunnel | Remote:
+    async def route(self, tenant: str, name: str) -> Tunnel | models.NodeLocation:
         """The node's tunnel if this proxy holds it, else (when peering) the proxy that does;
         ``Refused`` when no proxy holds it or the name is ambiguous."""
         try:
@@ -547,7 +547,7 @@ class SSHFronts:
             raise Refused("the platform could not locate this node: try again") from None
         if location.proxy == self.proxy_id:  # its tunnel just went down here
             raise Refused(unknown, asyncssh.OPEN_CONNECT_FAILED)
-        return Remote.of(location)
+        return location
 
     async def serve_peer(self, tenant: str, host_id: str, splice: Splice) -> None:
         """A peer relays a session it authorized to a node held here."""
@@ -556,7 +556,9 @@ class SSHFronts:
             raise Refused(f"node {host_id} is not on proxy {self.proxy_id} any more: try again")
         await self.reach(tunnel, splice)
 
-    async def connect(self, target: Tunnel | Remote, caller: Caller, splice: Splice) -> None:
+    async def connect(
+        self, target: Tunnel | models.NodeLocation, caller: Caller, splice: Splice
+    ) -> None:
         """Open the node's side of ``splice`` once the node and the user are both still allowed.
 
         One control-plane call per new connection answers both: a node removed since its
@@ -574,7 +576,9 @@ class SSHFronts:
                 "the proxy failed to open this session: try again", asyncssh.OPEN_CONNECT_FAILED
             ) from None
 
-    async def _connect(self, target: Tunnel | Remote, caller: Caller, splice: Splice) -> None:
+    async def _connect(
+        self, target: Tunnel | models.NodeLocation, caller: Caller, splice: Splice
+    ) -> None:
         try:
             verdict = await self.control.session_auth(
                 models.SessionAuth(
@@ -609,7 +613,7 @@ class SSHFronts:
             self.record(EventType.AUTH, target.tenant, "W", **session, error=verdict.user_refused)
             raise Refused(verdict.user_refused)
         session["session_id"] = str(uuid.uuid4())
-        if isinstance(target, Remote):
+        if isinstance(target, models.NodeLocation):
             assert self.peering is not None
             try:
                 await self.peering.relay(target, splice)
