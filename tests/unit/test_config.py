@@ -71,6 +71,15 @@ def test_flags_override_file_and_file_overrides_defaults(tmp_path: Path) -> None
             "audit_events_uri: 's3://bucket' is not file:///ABSOLUTE/PATH or stdout://",
         ),
         ("audit_events_uri: file://rel.log\n", "is not file:///ABSOLUTE/PATH"),
+        ("peer_public_addr: [1]\n", "peer_public_addr: must be text, not [1]"),
+        ("node_gone_after:\n", "node_gone_after: must be text, not None"),
+        ("audit_events_uri: [5]\n", "audit_events_uri: must be a list of text, not [5]"),
+        ("insecure: 1\n", "insecure: must be true or false, not 1"),
+        ("storage: {region: [a]}\n", "storage.region: must be text, not ['a']"),
+        (
+            "roles: [proxy]\ncontrol_plane: {type: lambda, region: r, functions: [auth]}\n",
+            "control_plane.functions: must be a mapping of names to text",
+        ),
     ],
     ids=[
         "bad-port",
@@ -96,6 +105,12 @@ def test_flags_override_file_and_file_overrides_defaults(tmp_path: Path) -> None
         "short-retention",
         "unknown-sink",
         "relative-sink",
+        "list-for-text",
+        "nothing-for-text",
+        "number-in-list",
+        "number-for-flag",
+        "list-in-section",
+        "list-for-mapping",
     ],
 )
 def test_bad_config_names_the_key(tmp_path: Path, yaml_text: str, message: str) -> None:
@@ -149,3 +164,10 @@ def test_a_dynamodb_audit_uri_selects_the_audit_table() -> None:
         load(None, {"audit_events_uri": "dynamodb://jg-events"})
     with pytest.raises(ConfigError, match="at most one dynamodb://TABLE"):
         load(None, {"storage": storage, "audit_events_uri": ["dynamodb://a", "dynamodb://b"]})
+
+
+def test_a_number_where_text_goes_is_taken_as_its_text(tmp_path: Path) -> None:
+    path = tmp_path / "jumpgate.yaml"
+    path.write_text("nodename: 1234\nstorage: {region: 5}\n")  # YAML reads both as numbers
+    config = load(path, {})
+    assert (config.nodename, config.storage.region) == ("1234", "5")

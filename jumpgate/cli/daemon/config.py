@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, get_type_hints
 from urllib.parse import parse_qs, urlsplit
 
 import yaml
@@ -234,6 +234,29 @@ class Config:
 S = TypeVar("S")
 
 
+def _typed(where: str, kind: Any, values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` for the dataclass ``kind``, each of the type its field declares, or one line
+    naming the key. A number where text goes is taken as its text (YAML reads ``1234`` as a
+    number); a list, a mapping or nothing where text goes is refused."""
+    hints = get_type_hints(kind)
+    typed = dict(values)
+    for name, value in values.items():
+        expected = hints.get(name)
+        if expected is str and isinstance(value, int | float) and not isinstance(value, bool):
+            typed[name] = str(value)
+        elif expected is str and not isinstance(value, str):
+            raise ConfigError(f"{where}{name}: must be text, not {value!r}")
+        elif expected is bool and not isinstance(value, bool):
+            raise ConfigError(f"{where}{name}: must be true or false, not {value!r}")
+        elif expected == tuple[str, ...] and not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{where}{name}: must be a list of text, not {list(value)!r}")
+        elif expected == dict[str, str] and not (
+            isinstance(value, dict) and all(isinstance(v, str) for v in value.values())
+        ):
+            raise ConfigError(f"{where}{name}: must be a mapping of names to text")
+    return typed
+
+
 def _section(key: str, kind: Callable[..., S], value: Any) -> S:
     """A mapping section (``storage:``, ``control_plane:``) of the config, or one line
     naming what is wrong with it."""
@@ -243,7 +266,7 @@ def _section(key: str, kind: Callable[..., S], value: Any) -> S:
     unknown = sorted(set(value) - set(allowed))
     if unknown:
         raise ConfigError(f"{key}: unknown key(s) {', '.join(unknown)}; use {', '.join(allowed)}")
-    return kind(**value)
+    return kind(**_typed(f"{key}.", kind, value))
 
 
 CONFIG_VARIABLE = "JUMPGATE_CONFIG_YAML"
@@ -290,6 +313,7 @@ def load(path: Path | None, overrides: dict[str, Any]) -> Config:
             values["audit_events_uri"] = (values["audit_events_uri"],)
         elif "audit_events_uri" in values:
             values["audit_events_uri"] = tuple(values["audit_events_uri"])
+        values = _typed("", Config, values)
         for key, section in (("storage", StorageConfig), ("control_plane", ControlPlaneConfig)):
             if key in values:
                 values[key] = _section(key, section, values[key])
