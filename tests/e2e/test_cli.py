@@ -198,6 +198,15 @@ def test_bad_input_gets_one_line_errors(cluster: Cluster, tmp_path: Path) -> Non
         assert refused.code == 2
         assert refused.err.count("\n") == 1
         assert refused.err.startswith(message)
+    # a demo on a proxy-only config (the platform's functions) cannot make its tenant
+    proxy_only = tmp_path / "proxy-only.yaml"
+    proxy_only.write_text("roles: [proxy]\ncontrol_plane: {type: lambda, region: us-east-1}\n")
+    refused = shell.run("jumpgate", "demo", "-c", str(proxy_only), "--data-dir", str(tmp_path))
+    assert refused.code == 1
+    assert refused.err == (
+        "jumpgate: error: jumpgate demo runs the control plane itself: keep role auth "
+        "(a proxy on the platform's functions is jumpgate start)\n"
+    )
 
 
 def test_other_tenants_credentials_are_refused(cluster: Cluster, tmp_path: Path) -> None:

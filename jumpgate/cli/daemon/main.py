@@ -187,6 +187,11 @@ def _tenants(args: argparse.Namespace) -> int:
 
 def _start(args: argparse.Namespace, *, demo: bool = False) -> int:
     config = _config(args)
+    if demo and "auth" not in config.roles:
+        raise CLIError(
+            "jumpgate demo runs the control plane itself: keep role auth "
+            "(a proxy on the platform's functions is jumpgate start)"
+        )
     if demo and "node" not in config.roles:
         config = dataclasses.replace(config, roles=(*config.roles, "node"))
     logs.configure(config.log_level)

@@ -215,7 +215,7 @@ class Daemon:
     def plane(self) -> ControlPlane:
         """The control plane this process runs (role ``auth``)."""
         if self._plane is None:
-            raise RuntimeError("this process runs no control plane: it is a proxy (role auth)")
+            raise RuntimeError("this process runs no control plane (no role auth)")
         return self._plane
 
     def _ready(self) -> bool:
