@@ -6,7 +6,7 @@ Lambda invoke (AWS). The proxy never touches the state store itself.
 
 import base64
 import json
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
@@ -22,6 +22,22 @@ class ControlPlaneError(Exception):
     def __init__(self, status: int, detail: str) -> None:
         super().__init__(detail)
         self.status = status
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _body(kind: type[M], **fields: Any) -> M:
+    """A request body, or ``ControlPlaneError`` 400 naming the field, as the control plane
+    would answer it: the proxy builds some bodies from what users and nodes send (a node
+    name typed by a user, a tenant from a tunnel's SSH user name)."""
+    try:
+        return kind(**fields)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        message = str(first["msg"]).removeprefix("Value error, ")
+        raise ControlPlaneError(400, f"{where}: {message}") from None
 
 
 class ControlPlaneClient:
@@ -54,7 +70,7 @@ class ControlPlaneClient:
             answer = await self._call(
                 "POST",
                 "/internal/v1/tenant-by-user-ca",
-                models.TenantByUserCA(public_key=public_key),
+                _body(models.TenantByUserCA, public_key=public_key),
             )
         except ControlPlaneError as exc:
             if exc.status == 404:
@@ -63,13 +79,8 @@ class ControlPlaneClient:
         return str(answer["tenant"])
 
     async def tunnel_auth(self, tenant: str, host_id: str, public_key: str) -> models.TunnelNode:
-        """The node a tunnel key belongs to; ``ControlPlaneError`` when it is not one. The
-        tenant comes from the tunnel's SSH user name, so it may name no valid cluster."""
-        try:
-            body = models.TunnelAuth(tenant=tenant, host_id=host_id, public_key=public_key)
-        except ValidationError as exc:
-            detail = str(exc.errors()[0]["msg"]).removeprefix("Value error, ")
-            raise ControlPlaneError(400, detail) from None
+        """The node a tunnel key belongs to; ``ControlPlaneError`` when it is not one."""
+        body = _body(models.TunnelAuth, tenant=tenant, host_id=host_id, public_key=public_key)
         return models.TunnelNode.model_validate(
             await self._call("POST", "/internal/v1/tunnel-auth", body)
         )
@@ -82,11 +93,11 @@ class ControlPlaneClient:
 
     async def audit(self, events: list[models.AuditRecord]) -> None:
         """Hand events this proxy saw to the audit log."""
-        await self._call("POST", "/internal/v1/audit", models.AuditRecords(events=events))
+        await self._call("POST", "/internal/v1/audit", _body(models.AuditRecords, events=events))
 
     async def renew_host_cert(self, tenant: str, host_id: str) -> str:
         """A fresh host certificate for a node authenticated on its tunnel."""
-        body = models.HostCertRenewal(tenant=tenant, host_id=host_id)
+        body = _body(models.HostCertRenewal, tenant=tenant, host_id=host_id)
         answer = await self._call("POST", "/internal/v1/renew-host-cert", body)
         return str(answer["certificate"])
 
@@ -94,33 +105,33 @@ class ControlPlaneClient:
         await self._call("POST", "/internal/v1/presence", presence)
 
     async def proxy_alive(self, proxy_id: str, peer_addr: str = "") -> None:
-        body = models.ProxyAlive(proxy=proxy_id, peer_addr=peer_addr)
+        body = _body(models.ProxyAlive, proxy=proxy_id, peer_addr=peer_addr)
         await self._call("POST", "/internal/v1/proxy-alive", body)
 
     async def locate(self, tenant: str, name: str) -> models.NodeLocation:
         """The online node ``name`` and the proxy holding its tunnel; ``ControlPlaneError``
         404 when it is not online, 400 when the name is ambiguous."""
-        body = models.Locate(tenant=tenant, name=name)
+        body = _body(models.Locate, tenant=tenant, name=name)
         return models.NodeLocation.model_validate(
             await self._call("POST", "/internal/v1/locate", body)
         )
 
     async def proxy_certificates(self, proxy_id: str, public_key: str) -> models.ProxyCertificates:
         """Peering certificates for this proxy's key."""
-        body = models.ProxyCertRequest(proxy=proxy_id, public_key=public_key)
+        body = _body(models.ProxyCertRequest, proxy=proxy_id, public_key=public_key)
         return models.ProxyCertificates.model_validate(
             await self._call("POST", "/internal/v1/proxy-cert", body)
         )
 
     async def recording_settings(self, tenant: str) -> models.RecordingSettings:
         answer = await self._call(
-            "POST", "/internal/v1/recordings/settings", models.TenantName(tenant=tenant)
+            "POST", "/internal/v1/recordings/settings", _body(models.TenantName, tenant=tenant)
         )
         return models.RecordingSettings.model_validate(answer)
 
     async def recording_open(self, tenant: str, meta: RecordingMeta) -> int:
         """Store a session's metadata; how many of its parts the store has."""
-        body = models.RecordingOpen(tenant=tenant, meta=meta)
+        body = _body(models.RecordingOpen, tenant=tenant, meta=meta)
         answer = await self._call("POST", "/internal/v1/recordings/open", body)
         return int(answer["parts"])
 
@@ -133,7 +144,8 @@ class ControlPlaneClient:
         info: PartInfo,
         data: bytes,
     ) -> None:
-        body = models.RecordingPartUpload(
+        body = _body(
+            models.RecordingPartUpload,
             tenant=tenant,
             session_id=session_id,
             server_id=server_id,
@@ -144,13 +156,20 @@ class ControlPlaneClient:
         await self._call("POST", "/internal/v1/recordings/part", body)
 
     async def recording_alive(self, tenant: str, session_id: str, server_id: str) -> None:
-        body = models.RecordingAlive(tenant=tenant, session_id=session_id, server_id=server_id)
+        body = _body(
+            models.RecordingAlive, tenant=tenant, session_id=session_id, server_id=server_id
+        )
         await self._call("POST", "/internal/v1/recordings/alive", body)
 
     async def recording_complete(
         self, tenant: str, session_id: str, server_id: str, parts: int, end: SessionEnd
     ) -> None:
-        body = models.RecordingComplete(
-            tenant=tenant, session_id=session_id, server_id=server_id, parts=parts, end=end
+        body = _body(
+            models.RecordingComplete,
+            tenant=tenant,
+            session_id=session_id,
+            server_id=server_id,
+            parts=parts,
+            end=end,
         )
         await self._call("POST", "/internal/v1/recordings/complete", body)

@@ -1,12 +1,14 @@
 """The proxy's internal routes refuse a malformed tenant as a bad request (400, naming the
 tenant), before any store key is built from it: never an internal error."""
 
+import asyncio
 import json
 from typing import Any
 
 import pytest
 
 from jumpgate.control_plane.handlers.internal import build_internal_app, make_internal_handler
+from jumpgate.edge_proxy.control import ControlPlaneClient, ControlPlaneError
 from jumpgate.edge_proxy.events import http_event
 from tests.functional.conftest import Platform
 
@@ -53,3 +55,29 @@ def test_a_malformed_tenant_is_a_bad_request(platform: Platform, path: str, tena
     answer = make_internal_handler(platform.plane)(event, None)
     assert answer["statusCode"] == 400, answer
     assert "tenant" in json.loads(answer["body"])["detail"]
+
+
+def test_the_proxy_refuses_a_body_it_cannot_send_as_the_platform_would(
+    platform: Platform,
+) -> None:
+    """What users and nodes hand the proxy (a typed node name, a tunnel's user name) becomes a
+    400 naming the field, before any call: never a validation traceback in the proxy."""
+    handler = make_internal_handler(platform.plane)
+
+    async def invoke(event: dict[str, Any]) -> dict[str, Any]:
+        return dict(handler(event, None))
+
+    control = ControlPlaneClient(invoke)
+    platform.invite("acme", "alice")
+    for call, field in (
+        (control.locate("acme", "n" * 301), "name"),
+        (control.locate("acme", ""), "name"),
+        (control.tunnel_auth("Not_A_Cluster", "h", "ssh-ed25519 " + "A" * 68), "tenant"),
+    ):
+        with pytest.raises(ControlPlaneError) as refused:
+            asyncio.run(call)
+        assert refused.value.status == 400
+        assert str(refused.value).startswith(f"{field}: ")
+    with pytest.raises(ControlPlaneError) as unknown:  # a well-formed name goes to the platform
+        asyncio.run(control.locate("acme", "web-1"))
+    assert unknown.value.status == 404
