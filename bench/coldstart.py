@@ -60,36 +60,35 @@ FIRST: dict[Function, tuple[str, str]] = {
 """The first request each function answers."""
 
 
+def _run(what: str, argv: list[str], environ: dict[str, str] | None = None, stdin: str = "") -> str:
+    """The output of ``argv``; ``SystemExit`` with its own last line when it fails."""
+    done = subprocess.run(
+        argv, input=stdin, env=environ, capture_output=True, text=True, timeout=600, check=False
+    )
+    if done.returncode != 0:
+        said = (done.stderr.strip() or done.stdout.strip() or "no output").splitlines()[-1]
+        raise SystemExit(f"bench.coldstart: {what}: {said}")
+    return done.stdout
+
+
 def _probe(
     bundle: Path, module: str, environ: dict[str, str], event: dict[str, Any] | None = None
 ) -> tuple[float, float]:
     """Milliseconds to import ``module`` and to answer ``event``, in a fresh interpreter."""
     command = [sys.executable, "-I", "-S", "-B", str(PROBE), str(bundle), module]
-    done = subprocess.run(
-        [*command, "--request"] if event else command,
-        input=json.dumps(event) if event else "",
-        env=environ,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    last = (done.stdout.strip().splitlines() or [""])[-1].split()
-    if done.returncode != 0 or len(last) != 3:
-        said = (done.stderr.strip() or done.stdout.strip() or "no output").splitlines()[-1]
-        raise SystemExit(f"bench.coldstart: {module} did not start: {said}")
-    if event and last[2] != "200":
-        raise SystemExit(f"bench.coldstart: {module} answered {event['rawPath']} {last[2]}")
-    return float(last[0]), float(last[1])
+    if event is None:
+        out = _run(f"{module} did not start", command, environ)
+    else:
+        out = _run(f"{module} did not start", [*command, "--request"], environ, json.dumps(event))
+    imported, answered, status = (out.strip().splitlines() or [""])[-1].split()
+    if event is not None and status != "200":
+        raise SystemExit(f"bench.coldstart: {module} answered {event['rawPath']} {status}")
+    return float(imported), float(answered)
 
 
 def _dependencies(bundle: Path, module: str, environ: dict[str, str]) -> str:
     command = [sys.executable, "-I", "-S", "-B", str(PROBE), str(bundle), module, "--list"]
-    done = subprocess.run(command, env=environ, capture_output=True, text=True, timeout=60)
-    if done.returncode != 0:
-        said = (done.stderr.strip() or "no output").splitlines()[-1]
-        raise SystemExit(f"bench.coldstart: {module} did not import: {said}")
-    return done.stdout.strip().splitlines()[-1]
+    return _run(f"{module} did not import", command, environ).strip().splitlines()[-1]
 
 
 class FirstRequests:
@@ -130,16 +129,8 @@ class FirstRequests:
 
 
 def _host_bundle(out: Path) -> None:
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "infra" / "cdk" / "bundle.py"), "--host", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    if done.returncode != 0:
-        said = (done.stderr.strip() or done.stdout.strip() or "no output").splitlines()[-1]
-        raise SystemExit(f"bench.coldstart: the host bundle was not made: {said}")
+    bundler = ROOT / "infra" / "cdk" / "bundle.py"
+    _run("the host bundle was not made", [sys.executable, str(bundler), "--host", str(out)])
 
 
 def main() -> int:
