@@ -20,7 +20,7 @@ import time
 
 
 class Context:
-    """What Lambda passes a handler, as far as Powertools reads it."""
+    """What Lambda passes a handler, as far as Powertools reads it (``bench.handlers`` too)."""
 
     function_name = "jumpgate-coldstart"
     memory_limit_in_mb = 1024

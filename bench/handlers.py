@@ -28,19 +28,13 @@ import pyotp
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from bench.aws import REGION, moto_environment
+from bench.coldstart_probe import Context
 from bench.harness import PASSWORD, bcrypt_checks, p50_p95
 from jumpgate.control_plane.lambdas.runtime import FunctionSettings, entry_point, open_plane
 from jumpgate.edge_proxy.events import http_event
 from jumpgate.protocol import certs
 from jumpgate.protocol.functions import Function
 from jumpgate.protocol.models import Role
-
-
-class Context:
-    function_name = "jumpgate-auth"
-    memory_limit_in_mb = 1024
-    invoked_function_arn = "arn:aws:lambda:us-east-1:000000000000:function:jumpgate-auth"
-    aws_request_id = "00000000-0000-4000-8000-000000000000"
 
 
 def _post(path: str, body: dict[str, Any]) -> dict[str, Any]:
