@@ -1,0 +1,307 @@
+"""A man in the middle of the join, on loopback (issue 14, item 1).
+
+The relay is an HTTPS server with its own self-signed certificate that forwards every request
+to the real platform. It passes ``/v1/ca`` through unchanged (so the public pin check holds)
+and rewrites everything else the agent is told to trust: the tenant's user CA key, the
+proxies' host keys and the tunnel address, wherever they appear, even inside base64 JSON
+(``tampered``), or it signs what it rewrote with a CA of its own (``resigned``). It also runs
+the "fake proxy": a TCP listener that counts who dials it.
+
+A node given the real pin and ``--insecure`` must refuse the rewritten answers with one line
+naming the pin, trust nothing (no identity.json, or the old one unchanged) and dial nothing.
+"""
+
+import asyncio
+import base64
+import json
+import os
+import signal
+import ssl
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from jumpgate.edge_proxy import tls
+from jumpgate.protocol import certs
+from jumpgate.protocol.client import Client
+from tests.e2e.conftest import (
+    BIN,
+    Cluster,
+    Shell,
+    create_tenant,
+    signup_and_login,
+    wait_for_line,
+)
+from tests.support import free_port
+
+pytestmark = pytest.mark.e2e
+
+
+def _b64json(text: str) -> Any:
+    """The JSON inside a base64 string, or ``None``."""
+    if len(text) < 16:
+        return None
+    try:
+        decoded = json.loads(base64.b64decode(text, validate=True))
+    except ValueError:
+        return None
+    return decoded if isinstance(decoded, dict | list) else None
+
+
+class Relay:
+    """The man in the middle: an HTTPS relay to the platform, and a fake tunnel endpoint."""
+
+    def __init__(self, upstream: int, directory: Path) -> None:
+        self.upstream = upstream
+        self.directory = directory
+        self.mode = "relay"  # relay | tampered | resigned
+        self.swaps: dict[str, str] = {}
+        self.dialled = 0  # connections to the fake tunnel endpoint
+        self.rewritten: list[str] = []  # paths whose answers were rewritten
+        self.attacker_ca = ed25519.Ed25519PrivateKey.generate()
+        self.port = free_port()
+        self.tunnel_port = free_port()
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> "Relay":
+        self._thread.start()
+        assert self._ready.wait(10), "relay did not start"
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(10)
+
+    def _run(self) -> None:
+        self._loop.run_until_complete(self._serve())
+
+    async def _serve(self) -> None:
+        self._stop = asyncio.Event()
+        cert, key = tls.ensure_certificate(self.directory / "relay-tls", "localhost")
+        upstream_tls = ssl.create_default_context()
+        upstream_tls.check_hostname = False
+        upstream_tls.verify_mode = ssl.CERT_NONE
+        session = aiohttp.ClientSession()
+
+        async def relay(request: web.Request) -> web.Response:
+            headers = {
+                k: v for k, v in request.headers.items() if k.lower() in ("host", "content-type")
+            }
+            async with session.request(
+                request.method,
+                f"https://127.0.0.1:{self.upstream}{request.path_qs}",
+                data=await request.read(),
+                headers=headers,
+                ssl=upstream_tls,
+                server_hostname="acme.localhost",
+            ) as answer:
+                body = await answer.read()
+                content_type = answer.headers.get("content-type", "application/json")
+                status = answer.status
+            if self.mode != "relay" and request.path != "/v1/ca" and status < 300:
+                try:
+                    body = json.dumps(self._rewrite(json.loads(body))).encode()
+                    self.rewritten.append(request.path)
+                except ValueError:
+                    pass
+            return web.Response(status=status, body=body, content_type=content_type.split(";")[0])
+
+        async def dialled(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            self.dialled += 1
+            writer.close()
+
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", relay)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", self.port, ssl_context=tls.server_context(cert, key))
+        await site.start()
+        fake_tunnel = await asyncio.start_server(dialled, "127.0.0.1", self.tunnel_port)
+        self._ready.set()
+        await self._stop.wait()
+        fake_tunnel.close()
+        await runner.cleanup()
+        await session.close()
+
+    def _rewrite(self, value: Any) -> Any:
+        if isinstance(value, list):
+            return [self._rewrite(v) for v in value]
+        if isinstance(value, dict):
+            out = {k: self._rewrite(v) for k, v in value.items()}
+            if self.mode == "resigned" and {"payload", "signature"} <= set(out):
+                out = self._resign(out)
+            return out
+        if isinstance(value, str):
+            inner = _b64json(value)
+            if inner is not None:
+                rewritten = json.dumps(self._rewrite(inner), separators=(",", ":"))
+                return base64.b64encode(rewritten.encode()).decode()
+            for old, new in self.swaps.items():
+                value = value.replace(old, new)
+        return value
+
+    def _resign(self, signed: dict[str, Any]) -> dict[str, Any]:
+        """What the relay rewrote, signed by a CA of its own that claims to be the signer."""
+        from jumpgate.control_plane.ca import CertificateAuthority
+        from jumpgate.protocol.certs import KeyType
+        from jumpgate.protocol.trust import TrustDocument
+
+        document = TrustDocument.model_validate_json(base64.b64decode(signed["payload"]))
+        own = CertificateAuthority("host", KeyType.ED25519, self.attacker_ca)
+        return own.sign_trust(document).model_dump(mode="json")
+
+
+@pytest.fixture
+def platform(tmp_path: Path) -> Iterator[tuple[Cluster, Shell]]:
+    cluster = Cluster(tmp_path / "platform", free_port(), free_port(), free_port(), free_port())
+    cluster.directory.mkdir()
+    cluster.start()
+    admin = Shell(tmp_path / "home")
+    created = create_tenant(admin, cluster, "acme", "alice", "root")
+    signup_and_login(admin, cluster, created["invite_token"], "alice")
+    yield cluster, admin
+    cluster.stop()
+
+
+@pytest.fixture
+def relay(platform: tuple[Cluster, Shell], tmp_path: Path) -> Iterator[Relay]:
+    cluster, _ = platform
+    with Relay(cluster.port, tmp_path) as running:
+        direct = Client(cluster.proxy, insecure=True)
+        ca = direct.call("GET", "/v1/ca")
+        ping = direct.call("GET", "/webapi/ping")
+        attacker_user_ca = certs.openssh_public(
+            ed25519.Ed25519PrivateKey.generate().public_key()
+        )
+        attacker_proxy = certs.openssh_public(ed25519.Ed25519PrivateKey.generate().public_key())
+        running.swaps = {
+            ca["user_ca_keys"][0]: attacker_user_ca,
+            ping["proxy_host_keys"][0]: attacker_proxy,
+            ping["tunnel_public_addr"]: f"acme.localhost:{running.tunnel_port}",
+        }
+        yield running
+
+
+def _token(admin: Shell) -> dict[str, Any]:
+    answer = admin.ok("jumpctl", "nodes", "add", "--ttl", "5m", "--format", "json").json()
+    assert isinstance(answer, dict)
+    return answer
+
+
+def _agent(
+    directory: Path, *argv: str, log: Path, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    with log.open("a") as out:
+        return subprocess.Popen(
+            [str(BIN / "jumpgate"), "start", "--roles=node", "--data-dir", str(directory), *argv],
+            stdout=out,
+            stderr=out,
+            env={**os.environ, **(env or {})},
+        )
+
+
+def _refused(process: subprocess.Popen[bytes], log: Path, offset: int, pin: str) -> str:
+    """The one-line error the agent stopped with; it must name the pin."""
+    try:
+        code = process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(10)
+        pytest.fail(f"the agent did not stop: {log.read_text()[offset:][-2000:]}")
+    text = log.read_text()[offset:]
+    assert code == 1, text
+    assert "Traceback" not in text
+    errors = [line for line in text.splitlines() if line.startswith("jumpgate: error:")]
+    assert len(errors) == 1, text
+    assert pin in errors[0], errors[0]
+    return errors[0]
+
+
+@pytest.mark.parametrize("mode", ["tampered", "resigned"])
+def test_a_rewritten_join_is_refused_and_nothing_is_trusted(
+    platform: tuple[Cluster, Shell], relay: Relay, tmp_path: Path, mode: str
+) -> None:
+    _, admin = platform
+    joining = _token(admin)
+    relay.mode = mode
+    node = tmp_path / "node"
+    log = tmp_path / "agent.log"
+    process = _agent(
+        node,
+        f"--token={joining['token']}",
+        f"--ca-pin={joining['ca_pin']}",
+        f"--auth-server=acme.localhost:{relay.port}",
+        "--insecure",
+        "--nodename=victim",
+        log=log,
+    )
+    try:
+        time.sleep(0.5)
+        for _ in range(100):
+            if process.poll() is not None or relay.dialled:
+                break
+            time.sleep(0.2)
+        identity = node / "node" / "identity.json"
+        trusted = identity.read_text() if identity.exists() else ""
+        for attacker_value in relay.swaps.values():
+            assert attacker_value not in trusted, f"the node trusts the relay's {attacker_value}"
+        assert relay.dialled == 0, "the node dialled the relay's fake proxy"
+        assert relay.rewritten, "the relay rewrote nothing: the test tests nothing"
+        line = _refused(process, log, 0, joining["ca_pin"])
+        assert not identity.exists()
+        assert "join" in line
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
+
+
+def test_a_rewritten_discovery_on_reconnect_is_refused(
+    platform: tuple[Cluster, Shell], relay: Relay, tmp_path: Path
+) -> None:
+    _, admin = platform
+    joining = _token(admin)
+    node = tmp_path / "node"
+    log = tmp_path / "agent.log"
+    process = _agent(
+        node,
+        f"--token={joining['token']}",
+        f"--ca-pin={joining['ca_pin']}",
+        f"--auth-server=acme.localhost:{relay.port}",
+        "--insecure",
+        "--nodename=victim",
+        log=log,
+    )
+    try:
+        wait_for_line(log, '"tunnel up"', process)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=20) == 0
+        identity = node / "node" / "identity.json"
+        before = identity.read_bytes()
+
+        relay.mode = "tampered"
+        offset = len(log.read_text())
+        process = _agent(node, "--insecure", log=log)
+        time.sleep(0.5)
+        for _ in range(100):
+            if process.poll() is not None or relay.dialled:
+                break
+            time.sleep(0.2)
+        assert relay.dialled == 0, "the node dialled the relay's fake proxy"
+        assert relay.rewritten, "the relay rewrote nothing: the test tests nothing"
+        _refused(process, log, offset, joining["ca_pin"])
+        assert identity.read_bytes() == before
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
