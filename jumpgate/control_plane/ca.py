@@ -6,6 +6,7 @@ store. Certificates are encoded by ``sshcert`` (asyncssh cannot write custom ext
 cryptography's builder is too slow for the issuing target); asyncssh and OpenSSH accept them.
 """
 
+import base64
 import functools
 import json
 import secrets
@@ -17,7 +18,7 @@ from datetime import datetime, timedelta
 from typing import Literal
 
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 
 from jumpgate.control_plane import keys
 from jumpgate.control_plane.errors import UnknownTenant
@@ -25,7 +26,7 @@ from jumpgate.control_plane.secrets import SecretBox
 from jumpgate.control_plane.sshcert import CertType, Signer
 from jumpgate.control_plane.store import Store
 from jumpgate.control_plane.store.base import KeyNotFound
-from jumpgate.protocol import certs
+from jumpgate.protocol import certs, trust
 from jumpgate.protocol.certs import KeyType
 
 CAKind = Literal["user", "host", "proxy"]
@@ -135,6 +136,25 @@ class CertificateAuthority:
             valid_before=int((now + ttl).timestamp()),
         )
 
+    def sign_trust(self, document: trust.TrustDocument) -> trust.SignedTrust:
+        """The document signed with this host CA, as nodes verify it (``protocol.trust``):
+        what a node trusts is vouched for by the key its pin names, whatever TLS says."""
+        assert self.kind == "host"
+        payload = trust.canonical(document)
+        data = trust.signed_bytes(payload)
+        key = self.private_key
+        if isinstance(key, ed25519.Ed25519PrivateKey):
+            signature = key.sign(data)
+        elif isinstance(key, ec.EllipticCurvePrivateKey):
+            signature = key.sign(data, ec.ECDSA(trust.ecdsa_hash(key.public_key())))
+        else:
+            signature = key.sign(data, padding.PKCS1v15(), trust.RSA_HASH())
+        return trust.SignedTrust(
+            payload=base64.b64encode(payload).decode(),
+            signature=base64.b64encode(signature).decode(),
+            signer=self.public_key,
+        )
+
     def sign_proxy(
         self, public_key: certs.PublicKey, *, proxy_id: str, now: datetime, ttl: timedelta
     ) -> tuple[str, str, datetime]:
@@ -236,6 +256,30 @@ class Authorities:
         with self._lock:
             for kind in _KINDS:
                 self._cache.pop((tenant, kind), None)
+
+    def trust_document(
+        self,
+        tenant: str,
+        *,
+        proxy_host_keys: Sequence[str],
+        tunnel_public_addr: str,
+        ssh_public_addr: str,
+        now: datetime,
+        nonce: str = "",
+    ) -> trust.SignedTrust:
+        """What the tenant's nodes trust, signed by its host CA (``protocol.trust``)."""
+        user_ca, host_ca = self.public_keys(tenant)
+        document = trust.TrustDocument(
+            tenant=tenant,
+            user_ca_keys=[user_ca],
+            host_ca_keys=[host_ca],
+            proxy_host_keys=list(proxy_host_keys),
+            tunnel_public_addr=tunnel_public_addr,
+            ssh_public_addr=ssh_public_addr,
+            issued=now.replace(microsecond=0),
+            nonce=nonce,
+        )
+        return self.get(tenant, "host").sign_trust(document)
 
     def public_keys(self, tenant: str) -> tuple[str, str]:
         """The tenant's (user CA, host CA) public keys."""

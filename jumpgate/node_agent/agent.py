@@ -26,7 +26,7 @@ from jumpgate.node_agent import audit
 from jumpgate.node_agent import identity as identity_store
 from jumpgate.node_agent.errors import AgentError
 from jumpgate.node_agent.identity import Identity
-from jumpgate.node_agent.join import check_pin, join
+from jumpgate.node_agent.join import join, rediscover
 from jumpgate.node_agent.labels import DynamicLabel, evaluate
 from jumpgate.node_agent.recording import Spool
 from jumpgate.node_agent.retry import backoff
@@ -187,20 +187,28 @@ class Agent:
             ),
         ]
 
-    async def _find(self, identity: Identity) -> tuple[str, int, list[str]]:
-        """Where the tunnel endpoint is and its host keys, as the platform says (/webapi/ping)."""
+    async def _find(self, identity: Identity, key: ed25519.Ed25519PrivateKey) -> Identity:
+        """``identity`` holding what the platform says now (the tunnel endpoint, the proxies'
+        host keys, the CA keys), believed only as signed by a host CA the identity holds.
+        An answer that is not (a relay rewriting it) raises ``PinMismatch``, which stops the
+        agent with nothing new trusted; a verified change is kept in identity.json."""
         client = self._client(identity.auth_server, identity.insecure)
         loop = asyncio.get_running_loop()
-        # A cluster whose CA changed under a joined node is not trusted: PinMismatch stops it.
-        await loop.run_in_executor(None, check_pin, client, identity.ca_pin)
-        ping = await loop.run_in_executor(None, client.call, "GET", "/webapi/ping")
-        host, port = split_host_port(ping["tunnel_public_addr"], ports.TUNNEL)
-        return host, port, list(ping.get("proxy_host_keys", []))
+        current = await loop.run_in_executor(None, rediscover, client, identity)
+        if not current.trusted_as_before(identity):
+            await loop.run_in_executor(
+                None, identity_store.save, self.config.data_dir, current, key
+            )
+            logger.info("trust updated from the host CA's signed document")
+        self.identity = current
+        return current
 
     async def _hold_tunnel(
         self, identity: Identity, key: ed25519.Ed25519PrivateKey, stop: asyncio.Event
     ) -> None:
-        host, port, proxy_keys = await self._find(identity)
+        identity = await self._find(identity, key)
+        host, port = split_host_port(identity.tunnel_public_addr, ports.TUNNEL)
+        proxy_keys = identity.proxy_host_keys
         if not proxy_keys:
             raise ClientError("the platform published no proxy host key: cannot verify the tunnel")
         ssh_key = asyncssh.import_private_key(certs.openssh_private(key))
@@ -230,7 +238,11 @@ class Agent:
             "keepalive_interval": 30,
         }
         async with conn:
-            await asyncssh.listen(tunnel=conn, host=LISTEN_HOST, port=ports.NODE_SSH, **serving)
+            try:
+                await asyncssh.listen(tunnel=conn, host=LISTEN_HOST, port=ports.NODE_SSH, **serving)
+            except asyncssh.ChannelListenError as exc:
+                # Not an asyncssh.Error: unless caught, it would end the agent, not the tunnel
+                raise ClientError(f"the proxy refused this node's tunnel: {exc}") from exc
             try:
                 await conn.start_server(
                     lambda _host, _port: self._dial_back(host, serving),

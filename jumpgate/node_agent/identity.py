@@ -9,9 +9,10 @@
 Once joined, the agent starts from these files and needs no token.
 """
 
+import dataclasses
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
@@ -19,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from jumpgate.node_agent.errors import AgentError
 from jumpgate.protocol import certs
+from jumpgate.protocol.trust import pin_of
 
 
 @dataclass(frozen=True)
@@ -33,7 +35,16 @@ class Identity:
     user_ca_keys: list[str]
     host_ca_keys: list[str]
     certificate: str
-    insecure: bool
+    insecure: bool  # the platform's web certificate is self-signed (never weakens the pin)
+    # What the host CA vouched for last (``protocol.trust``); empty in an identity written
+    # before signed trust documents, which the first connection fills in.
+    proxy_host_keys: list[str] = field(default_factory=list)
+    tunnel_public_addr: str = ""  # HOST:PORT of the tunnel endpoint
+    trust: dict[str, str] | None = None  # the signed document all this came from
+
+    def trusted_as_before(self, other: "Identity") -> bool:
+        """Whether ``other`` trusts exactly what this one does (documents aside)."""
+        return dataclasses.replace(self, trust=None) == dataclasses.replace(other, trust=None)
 
 
 def _directory(data_dir: Path) -> Path:
@@ -76,4 +87,29 @@ def load(data_dir: Path) -> tuple[Identity, ed25519.Ed25519PrivateKey] | None:
         raise AgentError(
             f"{directory / 'host_key'} is not an Ed25519 key: remove {directory} and join again"
         )
-    return Identity(**data), key
+    known = {f.name for f in dataclasses.fields(Identity)}
+    try:
+        if not isinstance(data, dict) or set(data) - known:
+            raise TypeError("unknown fields")
+        identity = Identity(**data)
+    except TypeError as exc:
+        raise AgentError(
+            f"{directory / 'identity.json'} is not one this release reads: remove {directory} "
+            "and join again"
+        ) from exc
+    if identity.trust is None:
+        identity = _from_before_signed_trust(identity, directory)
+    return identity, key
+
+
+def _from_before_signed_trust(identity: Identity, directory: Path) -> Identity:
+    """An identity written before trust documents were signed: its CA keys came from an
+    answer nothing authenticated, so keep only the host CA key its pin names (the next
+    connection replaces the rest with what that CA signs), or refuse it."""
+    pinned = [k for k in identity.host_ca_keys if pin_of(k) == identity.ca_pin]
+    if not pinned:
+        raise AgentError(
+            f"{directory / 'identity.json'} holds no host CA key with the pin this node joined "
+            f"with ({identity.ca_pin}): remove {directory} and join again"
+        )
+    return dataclasses.replace(identity, host_ca_keys=pinned, user_ca_keys=[])

@@ -1,35 +1,106 @@
-"""Joining: check the cluster's CA against the pin, then trade the token for an identity."""
+"""Joining, and finding the platform again: believe only what the pinned host CA signed.
 
+The node is given the pin of its tenant's host CA. Every answer it acts on carries a trust
+document signed by that CA (``protocol.trust``) and answering a nonce the node just chose;
+the node verifies it with the pinned key (at join) or the host CA keys it kept (later), never
+with what ``/v1/ca`` or TLS says at the time. ``--insecure`` (a self-signed web certificate)
+therefore changes nothing here: a relay that rewrites an answer gets it refused.
+"""
+
+import dataclasses
+import secrets
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from jumpgate.node_agent.errors import JoinRefused, PinMismatch
 from jumpgate.node_agent.identity import Identity
 from jumpgate.protocol import certs
 from jumpgate.protocol.client import APIError, Client
+from jumpgate.protocol.trust import SignedTrust, TrustDocument, TrustError, pin_of, verify
 
 
-def check_pin(client: Client, ca_pin: str) -> dict[str, object]:
-    """The cluster's CA keys, once its host CA is shown to match ``ca_pin``."""
-    ca = client.call("GET", "/v1/ca")
-    actual = certs.ca_pin(ca["host_ca_keys"][0])
-    if actual != ca_pin:
+def new_nonce() -> str:
+    """A fresh nonce for one request of a trust document."""
+    return secrets.token_urlsafe(24)
+
+
+def fetch_trust(
+    client: Client, pins: list[str], shown_pin: str
+) -> tuple[SignedTrust, TrustDocument]:
+    """A fresh trust document from ``/v1/trust``, verified against the host CAs ``pins``.
+
+    ``PinMismatch`` (one line, naming ``shown_pin``) when it is signed by another CA, or not
+    by the one it claims, or answers another request."""
+    nonce = new_nonce()
+    answer = client.call("GET", "/v1/trust", query=f"nonce={nonce}")
+    return _verified(client, answer, pins, shown_pin, nonce)
+
+
+def _verified(
+    client: Client, answer: object, pins: list[str], shown_pin: str, nonce: str
+) -> tuple[SignedTrust, TrustDocument]:
+    signer = answer.get("signer", "") if isinstance(answer, dict) else ""
+    actual = pin_of(signer) if isinstance(signer, str) else ""
+    if actual and actual not in pins:
         raise PinMismatch(
-            f"CA pin mismatch: {client.host_header} presents {actual} but this node pins {ca_pin}; "
-            "check the address, or the pin shown by jumpctl status"
+            f"CA pin mismatch: {client.host_header} presents {actual} but this node pins "
+            f"{shown_pin}; check the address, or the pin shown by jumpctl status"
         )
-    return dict(ca)
+    try:
+        document = verify(
+            answer if isinstance(answer, dict) else {}, trusted_pins=pins, nonce=nonce
+        )
+    except TrustError as exc:
+        raise PinMismatch(
+            f"refused the answer of {client.host_header}: {exc}, so it is not vouched for by "
+            f"the host CA this node pins ({shown_pin}); something between this node and the "
+            "platform may be rewriting answers: nothing new was trusted"
+        ) from exc
+    assert isinstance(answer, dict)
+    return SignedTrust.model_validate(answer), document
+
+
+def check_certificate(
+    certificate: str, key: ed25519.Ed25519PrivateKey, host_id: str, pins: list[str]
+) -> None:
+    """Refuse a host certificate that is not a host certificate of ``key`` for ``host_id``
+    signed by one of the host CAs ``pins``."""
+    try:
+        cert = serialization.load_ssh_public_identity(certificate.encode())
+        if not isinstance(cert, serialization.SSHCertificate):
+            raise ValueError("not a certificate")
+        cert.verify_cert_signature()
+    except (ValueError, InvalidSignature) as exc:
+        raise PinMismatch("the platform sent an invalid host certificate: join again") from exc
+    principals = {p.decode(errors="replace") for p in cert.valid_principals}
+    if (
+        cert.type is not serialization.SSHCertificateType.HOST
+        or certs.openssh_public(cert.public_key()) != certs.openssh_public(key.public_key())
+        or pin_of(certs.openssh_public(cert.signature_key())) not in pins
+        or host_id not in principals
+    ):
+        raise PinMismatch(
+            "the host certificate the platform sent is not for this node's key, or not signed "
+            f"by the host CA pinned as {' or '.join(pins)}: nothing was trusted"
+        )
 
 
 def join(
     client: Client, *, token: str, ca_pin: str, nodename: str, insecure: bool
 ) -> tuple[Identity, ed25519.Ed25519PrivateKey]:
-    """A new identity for this node; ``JoinRefused`` when the token is not accepted."""
-    check_pin(client, ca_pin)
+    """A new identity for this node; ``JoinRefused`` when the token is not accepted,
+    ``PinMismatch`` when an answer is not vouched for by the pinned host CA."""
+    # A wrong pin or address fails here, before the token is sent.
+    fetch_trust(client, [ca_pin], ca_pin)
     key = ed25519.Ed25519PrivateKey.generate()
+    nonce = new_nonce()
     body = {
         "token": token,
         "public_key": certs.openssh_public(key.public_key()),
         "nodename": nodename,
+        "nonce": nonce,
     }
     try:
         answer = client.call("POST", "/v1/join", body)
@@ -37,18 +108,46 @@ def join(
         if exc.status < 500:
             raise JoinRefused(f"join refused: {exc}") from exc
         raise
-    ca = answer["ca"]
-    if ca["ca_pin"] != ca_pin:
-        raise PinMismatch(f"CA pin mismatch after join: {ca['ca_pin']} is not {ca_pin}")
+    signed, document = _verified(
+        client, answer.get("trust") if isinstance(answer, dict) else None, [ca_pin], ca_pin, nonce
+    )
+    host_id = str(answer.get("host_id", ""))
+    certificate = str(answer.get("certificate", ""))
+    check_certificate(certificate, key, host_id, [ca_pin])
     identity = Identity(
-        host_id=answer["host_id"],
-        tenant=ca["tenant"],
+        host_id=host_id,
+        tenant=document.tenant,
         nodename=nodename,
         auth_server=client.host_header,
         ca_pin=ca_pin,
-        user_ca_keys=ca["user_ca_keys"],
-        host_ca_keys=ca["host_ca_keys"],
-        certificate=answer["certificate"],
+        user_ca_keys=list(document.user_ca_keys),
+        host_ca_keys=list(document.host_ca_keys),
+        certificate=certificate,
         insecure=insecure,
     )
-    return identity, key
+    return trusting(identity, signed, document), key
+
+
+def trusting(identity: Identity, signed: SignedTrust, document: TrustDocument) -> Identity:
+    """``identity`` holding what ``document`` (already verified) says, and the document."""
+    return dataclasses.replace(
+        identity,
+        user_ca_keys=list(document.user_ca_keys),
+        host_ca_keys=list(document.host_ca_keys),
+        proxy_host_keys=list(document.proxy_host_keys),
+        tunnel_public_addr=document.tunnel_public_addr,
+        trust=signed.model_dump(mode="json"),
+    )
+
+
+def rediscover(client: Client, identity: Identity) -> Identity:
+    """What the platform says now, verified with the host CA keys the node holds (not with
+    what ``/v1/ca`` says today): ``identity`` holding it. ``PinMismatch`` when refused."""
+    pins = [p for p in (pin_of(k) for k in identity.host_ca_keys) if p]
+    signed, document = fetch_trust(client, pins, identity.ca_pin)
+    if document.tenant != identity.tenant:
+        raise PinMismatch(
+            f"refused the answer of {client.host_header}: it speaks for tenant "
+            f"{document.tenant!r}, not {identity.tenant!r} (pin {identity.ca_pin})"
+        )
+    return trusting(identity, signed, document)

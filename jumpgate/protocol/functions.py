@@ -30,8 +30,8 @@ _PREFIXES: tuple[tuple[str, Function], ...] = (
 
 def function_for(path: str) -> Function:
     """The function that serves ``path`` (as sent); everything else is the auth function's:
-    ``/webapi/ping``, ``/v1/ca``, ``/v1/status``, ``/v1/signup``, ``/v1/login``, ``/v1/join``,
-    the OpenAPI document, and unknown paths (which it answers 404)."""
+    ``/webapi/ping``, ``/v1/ca``, ``/v1/trust``, ``/v1/status``, ``/v1/signup``, ``/v1/login``,
+    ``/v1/join``, the OpenAPI document, and unknown paths (which it answers 404)."""
     for prefix, function in _PREFIXES:
         if path.startswith(prefix):
             return function

@@ -13,6 +13,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from jumpgate.protocol import names
 from jumpgate.protocol.audit import EventType
 from jumpgate.protocol.recording import PartInfo, RecordingMeta, RecordingMode, SessionEnd
+from jumpgate.protocol.trust import NONCE_PATTERN, SignedTrust
 
 
 class Role(StrEnum):
@@ -43,6 +44,8 @@ OpenSSHKey = Annotated[str, Field(min_length=16, max_length=8192)]
 Secret = Annotated[str, Field(min_length=16, max_length=256, pattern=r"^[A-Za-z0-9_\-]+$")]
 OTP = Annotated[str, Field(pattern=r"^[0-9]{6}$")]
 TTLSeconds = Annotated[int, Field(ge=60, le=30 * 86400)]
+Nonce = Annotated[str, Field(pattern=NONCE_PATTERN)]
+"""A node's nonce, echoed in the trust document it asked for (``protocol.trust``)."""
 
 
 class _Model(BaseModel):
@@ -187,6 +190,7 @@ class TokenCreated(_Model):
     roles: list[TokenRole]
     expires: datetime
     ca_pin: str
+    self_signed_web_certificate: bool = False  # so the join command needs --insecure
 
 
 class JoinRequest(_Model):
@@ -195,14 +199,17 @@ class JoinRequest(_Model):
     token: Secret
     public_key: OpenSSHKey
     nodename: NodeName
+    nonce: Nonce | None = None  # echoed in the answer's trust document
 
 
 class JoinResponse(_Model):
-    """The node's identity: its uuid, host certificate and the tenant's CA keys."""
+    """The node's identity: its uuid, host certificate, the tenant's CA keys, and what the
+    node trusts signed by the host CA (the node believes only that: ``protocol.trust``)."""
 
     host_id: str
     certificate: str
     ca: CAKeys
+    trust: SignedTrust
 
 
 class Ping(_Model):

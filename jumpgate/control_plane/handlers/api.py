@@ -36,6 +36,7 @@ from jumpgate.protocol.audit import (
 from jumpgate.protocol.models import Role
 from jumpgate.protocol.names import tenant_from_host
 from jumpgate.protocol.problems import MAX_BODY_BYTES, ProblemType
+from jumpgate.protocol.trust import NONCE_PATTERN, SignedTrust
 from jumpgate.protocol.version import PROTOCOL_VERSION, server_version
 
 Event = dict[str, Any]
@@ -110,21 +111,45 @@ def build_app(plane: ControlPlane) -> APIGatewayHttpResolver:
             ca_pin=certs.ca_pin(host_ca),
         )
 
+    def public_addrs(tenant: str | None) -> tuple[str, str]:
+        """The (users' SSH, tunnel) addresses of a tenant's proxies."""
+        settings = plane.settings
+        base = f"{tenant}.{settings.public_addr}" if tenant else settings.public_addr
+        return f"{base}:{settings.ssh_public_port}", f"{base}:{settings.tunnel_public_port}"
+
+    def trust_document(tenant: str, nonce: str) -> SignedTrust:
+        ssh_addr, tunnel_addr = public_addrs(tenant)
+        return plane.authorities.trust_document(
+            tenant,
+            proxy_host_keys=plane.settings.proxy_host_keys,
+            tunnel_public_addr=tunnel_addr,
+            ssh_public_addr=ssh_addr,
+            now=plane.clock.now(),
+            nonce=nonce,
+        )
+
     @app.get("/webapi/ping", summary="Health and the addresses of a cluster's listeners")
     def ping() -> models.Ping:
+        """For people and CLIs; nodes believe only ``/v1/trust``, which the host CA signs."""
         host = app.current_event.headers.get("host", "")
         tenant = tenant_from_host(host, plane.settings.public_addr)
         if tenant is not None:
             plane.tenants.get(tenant)
-        base = f"{tenant}.{plane.settings.public_addr}" if tenant else plane.settings.public_addr
+        ssh_addr, tunnel_addr = public_addrs(tenant)
         return models.Ping(
             server_version=server_version(),
             protocol_version=PROTOCOL_VERSION,
             cluster_name=tenant,
-            ssh_public_addr=f"{base}:{plane.settings.ssh_public_port}",
-            tunnel_public_addr=f"{base}:{plane.settings.tunnel_public_port}",
+            ssh_public_addr=ssh_addr,
+            tunnel_public_addr=tunnel_addr,
             proxy_host_keys=list(plane.settings.proxy_host_keys),
         )
+
+    @app.get("/v1/trust", summary="What the cluster's nodes trust, signed by its host CA")
+    def get_trust(
+        nonce: Annotated[str | None, Query(pattern=NONCE_PATTERN)] = None,
+    ) -> SignedTrust:
+        return trust_document(addressed_tenant(), nonce or "")
 
     @app.get("/v1/openapi.json", include_in_schema=False)
     def openapi() -> Response[str]:
@@ -214,7 +239,10 @@ def build_app(plane: ControlPlane) -> APIGatewayHttpResolver:
             token_id=token_id(body.token),
         )
         return models.JoinResponse(
-            host_id=joined.host_id, certificate=joined.certificate, ca=ca_keys(tenant)
+            host_id=joined.host_id,
+            certificate=joined.certificate,
+            ca=ca_keys(tenant),
+            trust=trust_document(tenant, body.nonce or ""),
         )
 
     @app.get("/v1/status", summary="Cluster name, CAs and the host CA pin")
@@ -342,6 +370,7 @@ def build_app(plane: ControlPlane) -> APIGatewayHttpResolver:
             roles=[models.TokenRole(r) for r in token.roles],
             expires=token.expires,
             ca_pin=certs.ca_pin(plane.authorities.get(identity.tenant, "host").public_key),
+            self_signed_web_certificate=plane.settings.self_signed_web_certificate,
         )
 
     @app.delete("/v1/tokens/<token>", status_code=204, summary="Revoke a join token")
