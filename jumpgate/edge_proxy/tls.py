@@ -1,7 +1,8 @@
 """The proxy's HTTPS certificate: self-signed for ``*.<public-addr>`` on first start.
 
 On AWS the certificate comes from Secrets Manager instead; locally a self-signed one is
-made once and kept (key 0600) in the data dir, and clients pass ``--insecure``.
+made once and kept (key 0600) in the data dir, and clients pass ``--insecure``. Whether the
+certificate is self-signed is what tells ``jumpctl nodes add`` to print ``--insecure``.
 """
 
 import ipaddress
@@ -11,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
@@ -90,8 +92,28 @@ def server_context(cert_path: Path, key_path: Path) -> ssl.SSLContext:
     return context
 
 
+def proxy_certificate(data_dir: Path, public_addr: str) -> tuple[Path, Path]:
+    """The proxy's certificate and key: the environment's, else the data dir's."""
+    directory = data_dir / "tls"
+    return from_environment(directory) or ensure_certificate(directory, public_addr)
+
+
 def proxy_context(data_dir: Path, public_addr: str) -> ssl.SSLContext:
     """The proxy's HTTPS context: the environment's certificate, else the data dir's."""
-    directory = data_dir / "tls"
-    cert, key = from_environment(directory) or ensure_certificate(directory, public_addr)
-    return server_context(cert, key)
+    return server_context(*proxy_certificate(data_dir, public_addr))
+
+
+def is_self_signed(cert_path: Path) -> bool:
+    """Whether the (first) certificate in ``cert_path`` signs itself: then clients cannot
+    verify it and need ``--insecure`` (which never weakens a node's CA pin)."""
+    try:
+        cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+    except (OSError, ValueError):
+        return False
+    if cert.issuer != cert.subject:
+        return False
+    try:
+        cert.verify_directly_issued_by(cert)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True

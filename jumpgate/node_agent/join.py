@@ -49,9 +49,7 @@ def _verified(
             f"{shown_pin}; check the address, or the pin shown by jumpctl status"
         )
     try:
-        document = verify(
-            answer if isinstance(answer, dict) else {}, trusted_pins=pins, nonce=nonce
-        )
+        document = verify(answer, trusted_pins=pins, nonce=nonce)
     except TrustError as exc:
         raise PinMismatch(
             f"refused the answer of {client.host_header}: {exc}, so it is not vouched for by "

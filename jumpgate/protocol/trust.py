@@ -118,14 +118,15 @@ def _check_signature(key: certs.PublicKey, signature: bytes, data: bytes) -> Non
 
 
 def verify(
-    signed: SignedTrust | dict[str, object],
+    signed: object,
     *,
     trusted_pins: list[str],
     nonce: str | None = None,
     tenant: str | None = None,
 ) -> TrustDocument:
-    """The document, once shown to be signed by a host CA whose pin is in ``trusted_pins``,
-    to answer ``nonce`` (when given) and to speak for ``tenant`` (when given).
+    """The document in ``signed`` (a ``SignedTrust`` or its JSON form, as received), once
+    shown to be signed by a host CA whose pin is in ``trusted_pins``, to answer ``nonce``
+    (when given) and to speak for ``tenant`` (when given).
 
     ``TrustError`` otherwise; it never says more than what failed, so a caller can put the
     pin it expected next to it.

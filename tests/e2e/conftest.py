@@ -223,6 +223,13 @@ def create_tenant(shell: Shell, cluster: Cluster, name: str, admin: str, *logins
 LOGIN = getpass.getuser()
 
 
+def join_command(joining: dict[str, Any]) -> tuple[list[str], dict[str, str]]:
+    """The command ``jumpctl nodes add --format json`` says to run (this checkout's
+    ``jumpgate``), and the environment it names (the token)."""
+    argv = [str(BIN / "jumpgate"), *joining["argv"][1:]]
+    return argv, dict(joining["env"])
+
+
 @dataclass
 class Node:
     """A node agent process joined to tenant acme."""
@@ -230,6 +237,7 @@ class Node:
     directory: Path
     command: list[str]
     process: subprocess.Popen[bytes] | None = None
+    env: dict[str, str] | None = None  # more environment (the join token)
 
     @property
     def log(self) -> Path:
@@ -238,7 +246,12 @@ class Node:
     def start(self, *extra: str) -> subprocess.Popen[bytes]:
         offset = len(self.log.read_text()) if self.log.exists() else 0
         with self.log.open("a") as out:
-            self.process = subprocess.Popen([*self.command, *extra], stdout=out, stderr=out)
+            self.process = subprocess.Popen(
+                [*self.command, *extra],
+                stdout=out,
+                stderr=out,
+                env={**os.environ, **(self.env or {})},
+            )
         self.offset = offset
         return self.process
 
@@ -336,10 +349,11 @@ def build_site(cluster: Cluster, tmp_path: Path) -> Site:
     joining = admin.ok("jumpctl", "nodes", "add", "--ttl", "5m", "--format", "json").json()
     node_dir = tmp_path / "node"
     node_dir.mkdir()
-    command = [str(BIN / "jumpgate"), *joining["command"].split()[1:]]
+    command, env = join_command(joining)
     node = Node(
         node_dir,
         [*command, "--data-dir", str(node_dir), "--nodename", "web-1", "--labels", "env=prod"],
+        env=env,
     )
     node.start()
     node.wait_tunnel()

@@ -44,6 +44,7 @@ from tests.e2e.conftest import (
     Node,
     Shell,
     audit_events,
+    join_command,
     signup_and_login,
     wait_for_line,
     write_ssh_config,
@@ -200,12 +201,15 @@ def _joined(directory: Path, url: str, proxies: tuple[Proxy, Proxy], proxy_key: 
     created = admin.ok(*argv, "--format", "json", "-c", str(operator)).json()
     signup_and_login(admin, proxies[1], created["invite_token"], "alice")
     joining = admin.ok("jumpctl", "nodes", "add", "--ttl", "5m", "--format", "json").json()
-    command = [str(BIN / "jumpgate"), *joining["command"].split()[1:]]
+    command, env = join_command(joining)
     assert f"--auth-server=acme.localhost:{proxies[1].port}" in command, command
+    # The functions are told of no self-signed certificate (on AWS it is a CA's), so the
+    # command has no --insecure; this test's proxies make theirs in their data dirs.
+    command.append("--insecure")
     node_dir = directory / "node"
     node_dir.mkdir()
     command = [c.replace(f":{proxies[1].port}", f":{proxies[0].port}") for c in command]
-    node = Node(node_dir, [*command, "--data-dir", str(node_dir), "--nodename", "web-1"])
+    node = Node(node_dir, [*command, "--data-dir", str(node_dir), "--nodename", "web-1"], env=env)
     node.start()  # joins through proxy 1, and holds its tunnel there
     node.wait_tunnel()
     identity = json.loads((node_dir / "node" / "identity.json").read_text())

@@ -56,9 +56,11 @@ def test_operator_admin_and_user_flow(cluster: Cluster, tmp_path: Path) -> None:
     assert isinstance(node, dict)
     assert set(node) >= {"token", "ca_pin", "expires", "command"}
     assert node["command"] == (
-        f"jumpgate start --roles=node --token={node['token']} --ca-pin={created['ca_pin']} "
-        f"--auth-server={cluster.proxy} --insecure"
+        f"JUMPGATE_TOKEN={node['token']} jumpgate start --roles=node "
+        f"--ca-pin={created['ca_pin']} --auth-server={cluster.proxy} --insecure"
     )
+    assert node["env"] == {"JUMPGATE_TOKEN": node["token"]}
+    assert not [arg for arg in node["argv"] if node["token"] in arg]
     extra = admin.ok(
         "jumpctl", "tokens", "add", "--type=node", "--ttl", "10m", "--format", "json"
     ).json()

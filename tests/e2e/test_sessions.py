@@ -36,6 +36,7 @@ from tests.e2e.conftest import (
     audit_events,
     create_tenant,
     http_get,
+    join_command,
     pty_session,
     signup_and_login,
     wait_for_line,
@@ -593,16 +594,9 @@ def test_agent_that_is_not_root_serves_only_its_own_user(site: Site, tmp_path: P
     try:
         os.chown(data, NOBODY, NOBODY)
         joining = site.admin.ok("jumpctl", "nodes", "add", "--ttl", "5m", "--format", "json")
-        command = [
-            *AS_NOBODY,
-            str(BIN / "jumpgate"),
-            *joining.json()["command"].split()[1:],
-            "--data-dir",
-            str(data),
-            "--nodename",
-            "web-nobody",
-        ]
-        node = Node(data, command)
+        argv, env = join_command(joining.json())
+        command = [*AS_NOBODY, *argv, "--data-dir", str(data), "--nodename", "web-nobody"]
+        node = Node(data, command, env=env)
         node.start()
         node.wait_tunnel()
         invite = site.admin.ok(

@@ -269,6 +269,25 @@ def _section(key: str, kind: Callable[..., S], value: Any) -> S:
     return kind(**_typed(f"{key}.", kind, value))
 
 
+TOKEN_VARIABLE = "JUMPGATE_TOKEN"  # noqa: S105 - a variable's name, not a secret
+"""The join token when ``--token`` is not given: ``jumpctl nodes add`` prints it so."""
+
+
+def join_token(value: str) -> str:
+    """The join token ``value`` gives: the content of the file it names when it is an
+    existing file's path, else itself. ``ConfigError`` when that file cannot be read."""
+    if not value or not os.path.isfile(value):
+        return value
+    path = Path(value)
+    try:
+        token = path.read_text().strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"token: cannot read {path}: {exc}") from exc
+    if not token or len(token.splitlines()) != 1:
+        raise ConfigError(f"token: {path} must hold the join token on one line")
+    return token
+
+
 CONFIG_VARIABLE = "JUMPGATE_CONFIG_YAML"
 """The config file's content in the environment, for containers (ECS task definitions pass
 environment variables, not files); used when no ``-c`` file is given."""

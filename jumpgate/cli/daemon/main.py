@@ -8,6 +8,7 @@ import argparse
 import asyncio
 import dataclasses
 import getpass
+import os
 import signal
 import sys
 from datetime import timedelta
@@ -20,7 +21,7 @@ from jumpgate.cli.common.errors import CLIError
 from jumpgate.cli.common.run import run
 from jumpgate.cli.daemon import config as config_module
 from jumpgate.cli.daemon import logs
-from jumpgate.cli.daemon.config import Config, ConfigError
+from jumpgate.cli.daemon.config import TOKEN_VARIABLE, Config, ConfigError
 from jumpgate.node_agent.errors import AgentError
 from jumpgate.protocol.certs import KeyType
 from jumpgate.protocol.names import split_host_port
@@ -64,7 +65,14 @@ def _add_config_flags(parser: argparse.ArgumentParser, *, listeners: bool) -> No
         parser.add_argument("--node-gone-after", help="offline nodes leave listings after (10m)")
         node = parser.add_argument_group("node role (--roles=node)")
         node.add_argument("--auth-server", help="the cluster's address, e.g. acme.localhost:3080")
-        node.add_argument("--token", help="join token (first start only)")
+        node.add_argument(
+            "--token",
+            help=(
+                "join token, first start only: the token, or the path of a file holding it "
+                "(a value naming an existing file is read from it); default $JUMPGATE_TOKEN. "
+                "A token given here is moved out of the command line at once (ps shows it)"
+            ),
+        )
         node.add_argument("--ca-pin", help="sha256:... pin of the cluster's host CA")
         node.add_argument("--nodename", help="this node's name (default: host name)")
         node.add_argument("--labels", help='env=prod,arch=[1h:"uname -m"]')
@@ -75,6 +83,8 @@ def _add_config_flags(parser: argparse.ArgumentParser, *, listeners: bool) -> No
 
 def _config(args: argparse.Namespace) -> Config:
     overrides = {name: getattr(args, name, None) for name in _PLATFORM_FLAGS}
+    if overrides.get("token") is None and os.environ.get(TOKEN_VARIABLE):
+        overrides["token"] = os.environ[TOKEN_VARIABLE]
     try:
         return config_module.load(args.config, overrides)
     except ConfigError as exc:
@@ -317,8 +327,36 @@ def _version(args: argparse.Namespace) -> int:
     return 0
 
 
+def _token_off_the_command_line(argv: list[str]) -> None:
+    """Start again, once, with a ``--token`` value moved to ``JUMPGATE_TOKEN``: a process's
+    command line is readable by every user (``ps``, /proc/PID/cmdline) for its whole life,
+    its environment only by its owner. A file's path is no secret and stays."""
+    if not argv or argv[0] not in ("start", "demo"):
+        return
+    kept: list[str] = []
+    token = None
+    rest = iter(argv)
+    for arg in rest:
+        if arg == "--token":
+            token = next(rest, None)
+        elif arg.startswith("--token="):
+            token = arg.removeprefix("--token=")
+        else:
+            kept.append(arg)
+    if token is None or os.path.isfile(token):
+        return
+    environment = {**os.environ, TOKEN_VARIABLE: token}
+    program = sys.argv[0]
+    if os.access(program, os.X_OK):
+        os.execve(program, [program, *kept], environment)  # noqa: S606 - ourselves again
+    again = [sys.executable, "-m", "jumpgate.cli.daemon.main", *kept]
+    os.execve(sys.executable, again, environment)  # noqa: S606 - ourselves again
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``jumpgate``."""
+    if argv is None:
+        _token_off_the_command_line(sys.argv[1:])
     args = parser().parse_args(argv)
 
     def dispatch() -> int:

@@ -1,7 +1,7 @@
 """The node role of the daemon: imports nothing of the platform, so a customer's server
 needs only ``pip install jumpgate``."""
 
-from jumpgate.cli.daemon.config import Config, ConfigError
+from jumpgate.cli.daemon.config import Config, ConfigError, join_token
 from jumpgate.node_agent.agent import Agent, AgentConfig
 from jumpgate.node_agent.labels import parse
 
@@ -15,7 +15,7 @@ def agent_config(config: Config) -> AgentConfig:
     fields = {
         "data_dir": config.data_dir,
         "auth_server": config.auth_server or None,
-        "token": config.token or None,
+        "token": join_token(config.token) or None,
         "ca_pin": config.ca_pin or None,
         "labels": static,
         "dynamic_labels": tuple(dynamic),

@@ -111,8 +111,11 @@ def open_master_key(config: Config) -> MasterKey:
     return master_key_from_secret(value, storage.master_key_secret)
 
 
-def open_control_plane(config: Config, proxy_host_keys: tuple[str, ...] = ()) -> ControlPlane:
-    """The control plane over the configured stores and master key."""
+def open_control_plane(
+    config: Config, proxy_host_keys: tuple[str, ...] = (), *, self_signed_web: bool = False
+) -> ControlPlane:
+    """The control plane over the configured stores and master key; ``self_signed_web``
+    when the proxy's HTTPS certificate is self-signed (join commands then say --insecure)."""
     config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     master = open_master_key(config)
     settings = Settings(
@@ -121,6 +124,7 @@ def open_control_plane(config: Config, proxy_host_keys: tuple[str, ...] = ()) ->
         tunnel_public_port=config.port_of("tunnel_listen_addr"),
         static_tokens=tuple(StaticToken(t.tenant, t.token, t.roles) for t in config.static_tokens),
         proxy_host_keys=proxy_host_keys,
+        self_signed_web_certificate=self_signed_web,
         node_gone_after=parse_duration(config.node_gone_after),
         recording_grace=parse_duration(config.recording_grace),
     )
@@ -183,7 +187,8 @@ class Daemon:
         self._agent_task: asyncio.Task[None] | None = None
         self.agent: Agent | None = None
         host_key = proxy_host_key(config.data_dir)
-        self._tls = tls.proxy_context(config.data_dir, config.public_addr)
+        web_cert, web_key = tls.proxy_certificate(config.data_dir, config.public_addr)
+        self._tls = tls.server_context(web_cert, web_key)
         public = host_key.export_public_key("openssh").decode().strip()
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="control-plane")
         self._plane: ControlPlane | None = None
@@ -191,7 +196,9 @@ class Daemon:
         api: Invoke
         internal: Invoke
         if "auth" in config.roles:
-            self._plane = open_control_plane(config, (public,))
+            self._plane = open_control_plane(
+                config, (public,), self_signed_web=tls.is_self_signed(web_cert)
+            )
             api = InProcessTransport(make_handler(self._plane), self._pool)
             internal = InProcessTransport(make_internal_handler(self._plane), self._pool)
         else:

@@ -49,14 +49,33 @@ def _create(ctx: Context, roles: list[str], ttl: int, value: str | None) -> Any:
     return ctx.client.call("POST", "/v1/tokens", body)
 
 
+TOKEN_VARIABLE = "JUMPGATE_TOKEN"  # noqa: S105 - a variable's name, not a secret
+"""Where ``jumpgate start --roles=node`` reads its join token from (not the command line,
+which every user of the server sees in ``ps``)."""
+
+
+def join_command(answer: dict[str, Any], proxy: str) -> tuple[dict[str, str], list[str]]:
+    """The environment and command that join a server with the token ``answer`` issued.
+
+    ``--insecure`` only where the platform says its web certificate is self-signed: it
+    accepts that certificate and nothing else (the pin still authenticates the join)."""
+    argv = [
+        "jumpgate",
+        "start",
+        "--roles=node",
+        f"--ca-pin={answer['ca_pin']}",
+        f"--auth-server={proxy}",
+    ]
+    if answer.get("self_signed_web_certificate", False):
+        argv.append("--insecure")
+    return {TOKEN_VARIABLE: str(answer["token"])}, argv
+
+
 def _nodes_add(ctx: Context, args: argparse.Namespace) -> int:
     roles = [r.strip() for r in args.roles.split(",") if r.strip()]
     answer = _create(ctx, roles, args.ttl, args.token)
-    command = (
-        f"jumpgate start --roles=node --token={answer['token']} "
-        f"--ca-pin={answer['ca_pin']} --auth-server={ctx.proxy}"
-        + (" --insecure" if ctx.insecure else "")
-    )
+    env, argv = join_command(answer, ctx.proxy)
+    command = " ".join([*(f"{k}={v}" for k, v in env.items()), *argv])
     if args.format == "json":
         output.emit_json(
             {
@@ -65,13 +84,17 @@ def _nodes_add(ctx: Context, args: argparse.Namespace) -> int:
                 "expires": answer["expires"],
                 "roles": answer["roles"],
                 "command": command,
+                "env": env,
+                "argv": argv,
             }
         )
         return 0
     print(f"Join token {answer['token']} (node), valid until {output.when(answer['expires'])}.")
     print("On the server to join, run:\n")
     print(f"  {command}\n")
-    print("The --ca-pin makes the server check it is talking to this cluster before it joins.")
+    print("The --ca-pin makes the server check that everything it is told comes from this")
+    print(f"cluster. The token goes in {TOKEN_VARIABLE} (or --token=/path/to/a/file), never as an")
+    print("argument: arguments show in ps to every user of the server.")
     return 0
 
 
