@@ -304,3 +304,88 @@ def test_a_rewritten_discovery_on_reconnect_is_refused(
         if process.poll() is None:
             process.kill()
             process.wait(10)
+
+
+def _cmdline(pid: int) -> str:
+    return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+
+
+def test_a_token_given_as_an_argument_leaves_the_command_line(
+    platform: tuple[Cluster, Shell], tmp_path: Path
+) -> None:
+    """``ps`` shows every user a process's arguments for its whole life: the agent moves a
+    ``--token`` value into its environment (readable by its owner only) before it joins."""
+    cluster, admin = platform
+    joining = _token(admin)
+    node = tmp_path / "node"
+    log = tmp_path / "agent.log"
+    process = _agent(
+        node,
+        f"--token={joining['token']}",
+        f"--ca-pin={joining['ca_pin']}",
+        f"--auth-server={cluster.proxy}",
+        "--insecure",
+        log=log,
+    )
+    try:
+        wait_for_line(log, '"tunnel up"', process)
+        command_line = _cmdline(process.pid)
+        assert "--roles=node" in command_line
+        assert joining["token"] not in command_line, command_line
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(20)
+
+
+@pytest.mark.parametrize("source", ["file", "environment"])
+def test_the_token_comes_from_a_file_or_the_environment(
+    platform: tuple[Cluster, Shell], tmp_path: Path, source: str
+) -> None:
+    cluster, admin = platform
+    joining = _token(admin)
+    token_file = tmp_path / "join-token"
+    token_file.write_text(joining["token"] + "\n")
+    token_file.chmod(0o600)
+    given = (
+        ([f"--token={token_file}"], {})
+        if source == "file"
+        else ([], {"JUMPGATE_TOKEN": joining["token"]})
+    )
+    log = tmp_path / "agent.log"
+    process = _agent(
+        tmp_path / "node",
+        *given[0],
+        f"--ca-pin={joining['ca_pin']}",
+        f"--auth-server={cluster.proxy}",
+        "--insecure",
+        log=log,
+        env=given[1],
+    )
+    try:
+        wait_for_line(log, '"tunnel up"', process)
+        assert joining["token"] not in _cmdline(process.pid)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(20)
+
+
+def test_an_unreadable_token_file_is_one_line(
+    platform: tuple[Cluster, Shell], tmp_path: Path
+) -> None:
+    cluster, admin = platform
+    joining = _token(admin)
+    empty = tmp_path / "empty-token"
+    empty.write_text("")
+    log = tmp_path / "agent.log"
+    process = _agent(
+        tmp_path / "node",
+        f"--token={empty}",
+        f"--ca-pin={joining['ca_pin']}",
+        f"--auth-server={cluster.proxy}",
+        "--insecure",
+        log=log,
+    )
+    assert process.wait(30) == 1
+    assert log.read_text().strip() == (
+        f"jumpgate: error: token: {empty} must hold the join token on one line"
+    )
