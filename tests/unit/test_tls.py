@@ -31,3 +31,52 @@ def test_half_or_bad_environment_is_a_clear_error(
     monkeypatch.setenv(tls.KEY_VARIABLE, "not a key")
     with pytest.raises(ValueError, match="are not a certificate and its key in PEM"):
         tls.proxy_context(tmp_path, "example.sh")
+
+
+def test_self_signed_is_told_apart_from_a_certificate_a_ca_issued(tmp_path: Path) -> None:
+    """``jumpctl nodes add`` prints --insecure only for a self-signed web certificate."""
+    from datetime import UTC, datetime, timedelta
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    made, _ = tls.ensure_certificate(tmp_path / "made", "example.sh")
+    assert tls.is_self_signed(made)
+
+    def name(text: str) -> x509.Name:
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, text)])
+
+    ca_key, leaf_key = (
+        ec.generate_private_key(ec.SECP256R1()),
+        ec.generate_private_key(ec.SECP256R1()),
+    )
+    now = datetime.now(UTC)
+    leaf = (
+        x509.CertificateBuilder()
+        .subject_name(name("*.example.sh"))
+        .issuer_name(name("Example CA"))
+        .public_key(leaf_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + timedelta(days=1))
+        .sign(ca_key, hashes.SHA256())
+    )
+    issued = tmp_path / "issued.crt"
+    issued.write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
+    assert not tls.is_self_signed(issued)
+    # Its subject as issuer, but not signed by its own key: not self-signed either
+    forged = (
+        x509.CertificateBuilder()
+        .subject_name(name("*.example.sh"))
+        .issuer_name(name("*.example.sh"))
+        .public_key(leaf_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + timedelta(days=1))
+        .sign(ca_key, hashes.SHA256())
+    )
+    issued.write_bytes(forged.public_bytes(serialization.Encoding.PEM))
+    assert not tls.is_self_signed(issued)
+    assert not tls.is_self_signed(tmp_path / "missing.crt")

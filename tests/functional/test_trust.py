@@ -1,0 +1,68 @@
+"""``/v1/trust`` and the join answer carry what nodes trust, signed by the tenant's host CA;
+``POST /v1/tokens`` says whether the join command needs ``--insecure``."""
+
+import dataclasses
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from jumpgate.control_plane.handlers.api import make_handler
+from jumpgate.protocol import certs
+from jumpgate.protocol.trust import TrustError, verify
+from tests.functional.conftest import Platform
+
+NONCE = "a-nonce-of-the-node-0123456789"
+
+
+def test_the_trust_document_is_signed_by_the_tenants_host_ca(platform: Platform) -> None:
+    platform.invite("acme", "alice")
+    platform.invite("globex", "gina")
+    ca = platform.call("GET", "/v1/ca").body
+    answer = platform.call("GET", "/v1/trust", query=f"nonce={NONCE}")
+    assert answer.status == 200, answer.body
+    document = verify(answer.body, trusted_pins=[ca["ca_pin"]], nonce=NONCE, tenant="acme")
+    assert document.user_ca_keys == ca["user_ca_keys"]
+    assert document.host_ca_keys == ca["host_ca_keys"]
+    assert document.tunnel_public_addr == "acme.localhost:3024"
+    assert document.ssh_public_addr == "acme.localhost:3023"
+    assert document.proxy_host_keys == list(platform.plane.settings.proxy_host_keys)
+    # Another tenant's document is signed by its own CA: acme's pin refuses it
+    other = platform.call("GET", "/v1/trust", tenant="globex").body
+    with pytest.raises(TrustError, match="signed by a CA pinned as"):
+        verify(other, trusted_pins=[ca["ca_pin"]])
+
+
+@pytest.mark.parametrize("nonce", ["short", "has spaces in it 0123456789", "x" * 65])
+def test_a_bad_nonce_is_a_400(platform: Platform, nonce: str) -> None:
+    platform.invite("acme", "alice")
+    answer = platform.call("GET", "/v1/trust", query=f"nonce={nonce}")
+    assert answer.status == 400, answer.body
+
+
+def test_the_join_answer_carries_the_signed_document_for_the_nodes_nonce(
+    platform: Platform,
+) -> None:
+    admin = platform.admin_session()
+    token = platform.call("POST", "/v1/tokens", {"ttl_seconds": 300}, session=admin).body
+    key = certs.openssh_public(ed25519.Ed25519PrivateKey.generate().public_key())
+    joined = platform.call(
+        "POST",
+        "/v1/join",
+        {"token": token["token"], "public_key": key, "nodename": "web-1", "nonce": NONCE},
+    )
+    assert joined.status == 200, joined.body
+    document = verify(joined.body["trust"], trusted_pins=[token["ca_pin"]], nonce=NONCE)
+    assert document.tenant == "acme"
+    assert certs.ca_pin(document.host_ca_keys[0]) == token["ca_pin"]
+
+
+@pytest.mark.parametrize("self_signed", [False, True], ids=["ca-issued", "self-signed"])
+def test_tokens_say_whether_the_web_certificate_is_self_signed(
+    platform: Platform, self_signed: bool
+) -> None:
+    plane = platform.plane
+    plane.settings = dataclasses.replace(plane.settings, self_signed_web_certificate=self_signed)
+    platform.handler = make_handler(plane)
+    admin = platform.admin_session()
+    token = platform.call("POST", "/v1/tokens", {"ttl_seconds": 300}, session=admin).body
+    assert token["self_signed_web_certificate"] is self_signed
