@@ -484,12 +484,14 @@ def test_another_tenants_user_cannot_reach_the_node(site: Site, tmp_path: Path) 
 
 
 def test_agent_stops_when_the_cluster_ca_no_longer_matches_its_pin(site: Site) -> None:
-    """A joined node that finds another CA behind its cluster's address stops, exit 1."""
+    """A joined node that finds another CA behind its cluster's address stops, exit 1: here
+    the node holds another host CA than the one that now signs the cluster's answers."""
     site.node.kill(signal.SIGTERM)
     identity_file = site.node.directory / "node" / "identity.json"
     identity = json.loads(identity_file.read_text())
-    pinned = "sha256:" + "ab" * 32
-    identity["ca_pin"] = pinned
+    other = certs.openssh_public(ed25519.Ed25519PrivateKey.generate().public_key())
+    pinned = certs.ca_pin(other)
+    identity["ca_pin"], identity["host_ca_keys"] = pinned, [other]
     identity_file.write_text(json.dumps(identity))
     process = site.node.restart()
     assert process.wait(timeout=60) == 1
