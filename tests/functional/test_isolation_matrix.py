@@ -17,12 +17,13 @@ from tests.functional.test_recordings import _upload
 PUBLIC = {
     ("GET", "/webapi/ping"),
     ("GET", "/v1/ca"),
+    ("GET", "/v1/trust"),
     ("POST", "/v1/signup"),
     ("POST", "/v1/login"),
     ("POST", "/v1/join"),
 }
 """Routes that take no credentials (they answer anyone, and only with the tenant's public
-keys or after their own secret: an invite, a password with a code, a join token)."""
+keys and addresses, signed or not, or after their own secret: an invite, a password with a code, a join token)."""
 
 BODIES: dict[tuple[str, str], Any] = {
     ("POST", "/v1/tokens"): {"ttl_seconds": 300},
