@@ -23,7 +23,8 @@ PUBLIC = {
     ("POST", "/v1/join"),
 }
 """Routes that take no credentials (they answer anyone, and only with the tenant's public
-keys and addresses, signed or not, or after their own secret: an invite, a password with a code, a join token)."""
+keys and addresses, signed or not, or after their own secret: an invite, a password with a
+code, a join token)."""
 
 BODIES: dict[tuple[str, str], Any] = {
     ("POST", "/v1/tokens"): {"ttl_seconds": 300},

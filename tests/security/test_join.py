@@ -83,7 +83,10 @@ class Relay:
         self._thread.join(10)
 
     def _run(self) -> None:
-        self._loop.run_until_complete(self._serve())
+        try:
+            self._loop.run_until_complete(self._serve())
+        finally:
+            self._loop.close()
 
     async def _serve(self) -> None:
         self._stop = asyncio.Event()
@@ -310,8 +313,9 @@ def _cmdline(pid: int) -> str:
     return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
 
 
+@pytest.mark.parametrize("form", [("--token={}",), ("--tok", "{}")], ids=["equals", "abbreviated"])
 def test_a_token_given_as_an_argument_leaves_the_command_line(
-    platform: tuple[Cluster, Shell], tmp_path: Path
+    platform: tuple[Cluster, Shell], tmp_path: Path, form: tuple[str, ...]
 ) -> None:
     """``ps`` shows every user a process's arguments for its whole life: the agent moves a
     ``--token`` value into its environment (readable by its owner only) before it joins."""
@@ -321,7 +325,7 @@ def test_a_token_given_as_an_argument_leaves_the_command_line(
     log = tmp_path / "agent.log"
     process = _agent(
         node,
-        f"--token={joining['token']}",
+        *(part.format(joining["token"]) for part in form),
         f"--ca-pin={joining['ca_pin']}",
         f"--auth-server={cluster.proxy}",
         "--insecure",

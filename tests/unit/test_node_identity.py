@@ -121,14 +121,14 @@ def test_the_joined_certificate_is_a_host_certificate_of_our_key_by_the_pinned_c
 
 @pytest.mark.parametrize("self_signed", [True, False], ids=["self-signed", "ca-issued"])
 def test_the_join_command_keeps_the_token_off_the_command_line(self_signed: bool) -> None:
-    answer = {
+    answer: dict[str, Any] = {
         "token": "0123456789abcdef0123",
         "ca_pin": "sha256:ab",
         "self_signed_web_certificate": self_signed,
     }
     env, argv = join_command(answer, "acme.example.sh:443")
     assert env == {"JUMPGATE_TOKEN": "0123456789abcdef0123"}
-    assert not [arg for arg in argv if answer["token"] in arg]
+    assert not [arg for arg in argv if "0123456789abcdef0123" in arg]
     assert argv[:3] == ["jumpgate", "start", "--roles=node"]
     assert "--ca-pin=sha256:ab" in argv
     assert ("--insecure" in argv) is self_signed

@@ -83,8 +83,10 @@ def _add_config_flags(parser: argparse.ArgumentParser, *, listeners: bool) -> No
 
 def _config(args: argparse.Namespace) -> Config:
     overrides = {name: getattr(args, name, None) for name in _PLATFORM_FLAGS}
-    if overrides.get("token") is None and os.environ.get(TOKEN_VARIABLE):
-        overrides["token"] = os.environ[TOKEN_VARIABLE]
+    # Read once and forgotten: nothing the agent starts (label commands) inherits it
+    from_environment = os.environ.pop(TOKEN_VARIABLE, "")
+    if overrides.get("token") is None and from_environment:
+        overrides["token"] = from_environment
     try:
         return config_module.load(args.config, overrides)
     except ConfigError as exc:
@@ -337,12 +339,14 @@ def _token_off_the_command_line(argv: list[str]) -> None:
     token = None
     rest = iter(argv)
     for arg in rest:
-        if arg == "--token":
-            token = next(rest, None)
-        elif arg.startswith("--token="):
-            token = arg.removeprefix("--token=")
-        else:
+        name, equals, value = arg.partition("=")
+        # argparse also takes an unambiguous abbreviation (--tok=...)
+        if not (name.startswith("--to") and "--token".startswith(name)):
             kept.append(arg)
+        elif equals:
+            token = value
+        else:
+            token = next(rest, None)
     if token is None or os.path.isfile(token):
         return
     environment = {**os.environ, TOKEN_VARIABLE: token}
