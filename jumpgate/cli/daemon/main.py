@@ -68,16 +68,21 @@ def _add_config_flags(parser: argparse.ArgumentParser, *, listeners: bool) -> No
         node.add_argument(
             "--token",
             help=(
-                "join token, first start only: the token, or the path of a file holding it "
-                "(a value naming an existing file is read from it); default $JUMPGATE_TOKEN. "
-                "A token given here is moved out of the command line at once (ps shows it)"
+                "join token (first start only): the token itself, or the PATH of a file "
+                "holding it: a value that names an existing file is read from that file. "
+                "Default: $JUMPGATE_TOKEN. Prefer the file or the variable; a token value "
+                "given here is moved out of the command line (where ps shows it) at start"
             ),
         )
         node.add_argument("--ca-pin", help="sha256:... pin of the cluster's host CA")
         node.add_argument("--nodename", help="this node's name (default: host name)")
         node.add_argument("--labels", help='env=prod,arch=[1h:"uname -m"]')
         node.add_argument(
-            "--insecure", action="store_true", default=None, help="accept a self-signed certificate"
+            "--insecure",
+            action="store_true",
+            default=None,
+            help="accept the platform's self-signed HTTPS certificate (the CA pin still "
+            "authenticates everything the node trusts)",
         )
 
 
