@@ -258,10 +258,12 @@ class Agent:
             stopping = asyncio.create_task(stop.wait())
             tasks = {sender, auditing, renewer, uploading, closed, stopping}
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-            for task in tasks:
+            for task in tasks - {auditing}:
                 task.cancel()
             if stopping in done:
+                # A batch in flight is let finish: cancelled, it would be sent again.
                 await self._stop_sessions(conn)
+            auditing.cancel()
             if renewer in done and renewer.exception() is not None:
                 logger.warning(
                     "host certificate renewal failed", extra={"reason": str(renewer.exception())}

@@ -27,6 +27,7 @@ def _live(site: Site, marker: str) -> subprocess.Popen[bytes]:
     )
     assert process.stdout is not None
     line = process.stdout.readline()
+    process.stdout.close()  # the rest is not read; the session goes on printing nothing
     assert line == f"ready-{marker}\n".encode(), line
     return process
 
@@ -49,7 +50,11 @@ def _node_sessions(
 
 
 def _whole(story: dict[str, list[dict[str, Any]]]) -> bool:
-    return all(len(story.get(kind, [])) == 1 for kind in ("session.start", "exec", "session.end"))
+    """One of each; delivery is at least once, so a copy (the same ``event_id``) is one."""
+    return all(
+        len({e["event_id"] for e in story.get(kind, [])}) == 1
+        for kind in ("session.start", "exec", "session.end")
+    )
 
 
 def _commands(sessions: dict[str, dict[str, list[dict[str, Any]]]]) -> list[str]:
@@ -110,6 +115,7 @@ def test_agent_sigterm_ends_live_sessions_with_their_events(site: Site) -> None:
     [story] = _node_sessions(site, 1, seconds=10).values()  # sent before the agent exited
     assert _whole(story), sorted(story)
     assert [e.get("reason") for e in story["session.end"]] == ["the agent stopped"]
+    assert sum(map(len, story.values())) == 3  # a stopping agent sends nothing twice
 
 
 def test_node_events_carry_a_stable_id(site: Site) -> None:
