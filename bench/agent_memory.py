@@ -90,9 +90,8 @@ def main() -> int:
     total = args.sessions * args.mib * 1024 * 1024 / mb
     verdict = "meets" if per_session <= TARGET_MB else "MISSES"
     print(f"agent memory, {args.sessions} recorded sessions of {args.mib} MiB of /dev/urandom")
-    print(
-        f"  agent RSS before {baseline / mb:6.1f} MB, peak {peak / mb:6.1f} MB, after {after / mb:6.1f} MB"
-    )
+    rss = (baseline / mb, peak / mb, after / mb)
+    print("  agent RSS before {:6.1f} MB, peak {:6.1f} MB, after {:6.1f} MB".format(*rss))
     print(f"  per busy session {per_session:5.1f} MB ({verdict} target <= {TARGET_MB:.0f} MB)")
     print(f"  {total / seconds:6.1f} MB/s through the agent in all ({seconds:.1f} s)")
     return 0
