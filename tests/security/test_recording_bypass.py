@@ -4,6 +4,7 @@ used must now be recorded sessions, with everything they printed in the recordin
 
 import os
 import select
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -90,3 +91,23 @@ def test_a_bare_scp_transfer_still_works_and_is_audited_not_recorded(
     [event] = audit_events(site, "scp", 1)
     assert (event["action"], event["path"]) == ("upload", str(target / "up.txt"))
     assert uploads(site, 1, seconds=3) == []  # a transfer is audited, not recorded
+
+
+def test_a_session_that_cannot_be_recorded_does_not_start(site: Site) -> None:
+    """Recording mode ``node``: with the node's recording spool unwritable, a session is
+    refused (one line, exit 255, audited) rather than run unrecorded."""
+    spool = site.node.directory / "recordings"
+    if spool.exists():
+        shutil.rmtree(spool)
+    spool.write_text("not a directory: recordings cannot be spooled here\n")
+    done = jump(site, "ssh", "web-1", "echo RAN-UNRECORDED")
+    assert done.returncode == 255, done
+    assert b"RAN-UNRECORDED" not in done.stdout
+    lines = done.stderr.decode().strip().splitlines()
+    assert len(lines) == 1, lines
+    assert "could not be recorded" in lines[0]
+    refused = [e for e in audit_events(site, "session.start", 2) if e["origin"] == "node"]
+    assert [(e["code"], e["recorded"]) for e in refused] == [("J2000E", False)]
+    assert "could not be recorded" in refused[0]["error"]
+    [executed] = audit_events(site, "exec", 1)
+    assert (executed["command"], executed["exit_code"]) == ("echo RAN-UNRECORDED", 255)
