@@ -170,8 +170,9 @@ class _NodeSession(asyncssh.SSHServerProcess[bytes]):
         self.recorder = None
         if self._chan is not None:
             message = b"\r\njumpgate: the session ended: it could not be recorded (node-sync)\r\n"
-            self._chan.write(message, asyncssh.EXTENDED_DATA_STDERR)
-            self._chan.exit(255)
+            with contextlib.suppress(Exception):  # the channel may be closing already
+                self._chan.write(message, asyncssh.EXTENDED_DATA_STDERR)
+                self._chan.exit(255)
 
     def session_started(self) -> None:
         channel = self._chan
