@@ -16,10 +16,13 @@ from tests.e2e.conftest import BIN, Site, audit_events
 pytestmark = [pytest.mark.e2e, pytest.mark.net]
 
 
-def _live(site: Site, marker: str) -> subprocess.Popen[bytes]:
-    """A ``jump ssh`` running ``marker``'s command, once the node has started it."""
+def _live(site: Site, marker: str, *, openssh: bool = False) -> subprocess.Popen[bytes]:
+    """A ``jump ssh`` (or OpenSSH's ``ssh`` through the proxy) running ``marker``'s command,
+    once the node has started it."""
+    command = f"echo ready-{marker}; sleep 300"
+    client = ["ssh", "-F", str(site.ssh_config)] if openssh else [str(BIN / "jump"), "ssh"]
     process = subprocess.Popen(
-        [str(BIN / "jump"), "ssh", "web-1", f"echo ready-{marker}; sleep 300"],
+        [*client, "web-1", command],
         env=site.admin.env,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
@@ -63,7 +66,7 @@ def _commands(sessions: dict[str, dict[str, list[dict[str, Any]]]]) -> list[str]
 
 def test_clients_killed_mid_session_leave_the_whole_story_at_the_node(site: Site) -> None:
     markers = [uuid.uuid4().hex[:12] for _ in range(10)]
-    clients = [_live(site, marker) for marker in markers]
+    clients = [_live(site, m, openssh=n % 2 == 1) for n, m in enumerate(markers)]
     for client in clients:
         client.send_signal(signal.SIGKILL)
         client.wait(timeout=10)
