@@ -79,7 +79,13 @@ class Agent:
         self.tunnels_opened = 0
         self._labels = dict(config.labels)
         self._tasks: set[asyncio.Task[object]] = set()
-        self.audit = AuditSpool(config.data_dir / "audit")  # on disk until the platform has it
+        try:
+            self.audit = AuditSpool(config.data_dir / "audit")  # on disk until the platform has it
+        except OSError as exc:
+            raise AgentError(
+                f"cannot keep audit events in {config.data_dir / 'audit'}: {exc.strerror or exc}; "
+                "check that the data dir is writable by the agent"
+            ) from exc
         self.uploads = Uploader(Spool(config.data_dir / "recordings"), self.audit)
         self.sessions = LiveSessions()
 
