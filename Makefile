@@ -97,6 +97,7 @@ bench: venv system-deps
 	$(BIN)/python -m bench.presence --store dynamodb --nodes 1000
 	$(BIN)/python -m bench.audit
 	$(BIN)/python -m bench.recording
+	$(BIN)/python -m bench.agent_memory
 	$(BIN)/python -m bench.coldstart
 	$(BIN)/python -m bench.handlers
 

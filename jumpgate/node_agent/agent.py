@@ -24,19 +24,19 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from jumpgate.node_agent import audit
 from jumpgate.node_agent import identity as identity_store
+from jumpgate.node_agent.audit_spool import AuditSpool
 from jumpgate.node_agent.errors import AgentError
 from jumpgate.node_agent.identity import Identity
 from jumpgate.node_agent.join import join, rediscover
 from jumpgate.node_agent.labels import DynamicLabel, evaluate
 from jumpgate.node_agent.recording import Spool
 from jumpgate.node_agent.retry import backoff
-from jumpgate.node_agent.server import NodeServer
+from jumpgate.node_agent.server import LiveSessions, NodeServer
 from jumpgate.node_agent.uploads import Uploader
 from jumpgate.protocol import certs, ports
 from jumpgate.protocol.client import APIError, Client, ClientError
 from jumpgate.protocol.metrics import MetricLine
 from jumpgate.protocol.names import resolve_loopback, split_host_port
-from jumpgate.protocol.outbox import Outbox
 from jumpgate.protocol.tunnel import DATA_HELLO, HEARTBEAT_SUBSYSTEM, LISTEN_HOST, RENEW_SUBSYSTEM
 from jumpgate.protocol.version import server_version
 
@@ -45,6 +45,8 @@ logger = logging.getLogger(__name__)
 RENEW_CHECK_SECONDS = 600.0
 LABEL_CHECK_SECONDS = 5.0
 """How often the agent looks for changed labels; it sends a heartbeat only on change."""
+STOP_FLUSH_SECONDS = 5.0
+"""How long a stopping agent tries to send its last audit events before leaving them on disk."""
 TUNNEL_CIPHERS = (
     "aes128-gcm@openssh.com",
     "aes256-gcm@openssh.com",
@@ -77,8 +79,15 @@ class Agent:
         self.tunnels_opened = 0
         self._labels = dict(config.labels)
         self._tasks: set[asyncio.Task[object]] = set()
-        self.audit: Outbox[audit.Event] = Outbox()
+        try:
+            self.audit = AuditSpool(config.data_dir / "audit")  # on disk until the platform has it
+        except OSError as exc:
+            raise AgentError(
+                f"cannot keep audit events in {config.data_dir / 'audit'}: {exc.strerror or exc}; "
+                "check that the data dir is writable by the agent"
+            ) from exc
         self.uploads = Uploader(Spool(config.data_dir / "recordings"), self.audit)
+        self.sessions = LiveSessions()
 
     def _client(self, auth_server: str, insecure: bool) -> Client:
         return Client(auth_server, insecure=insecure)
@@ -173,6 +182,7 @@ class Agent:
         finally:
             for task in refreshers:
                 task.cancel()
+            await self.sessions.end_all()  # those a dial-back connection still holds
 
     def metric_lines(self) -> list[MetricLine]:
         """Samples for ``/metrics``."""
@@ -232,7 +242,9 @@ class Agent:
             timeout=30,
         )
         serving: dict[str, Any] = {
-            "server_factory": lambda: NodeServer(identity.user_ca_keys, self.audit, self.uploads),
+            "server_factory": lambda: NodeServer(
+                identity.user_ca_keys, self.audit, self.uploads, self.sessions
+            ),
             "server_host_keys": [(ssh_key, asyncssh.import_certificate(identity.certificate))],
             "encoding": None,
             "keepalive_interval": 30,
@@ -264,14 +276,25 @@ class Agent:
             stopping = asyncio.create_task(stop.wait())
             tasks = {sender, auditing, renewer, uploading, closed, stopping}
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-            for task in tasks:
+            for task in tasks - {auditing}:
                 task.cancel()
+            if stopping in done:
+                # A batch in flight is let finish: cancelled, it would be sent again.
+                await self._stop_sessions(conn)
+            auditing.cancel()
             if renewer in done and renewer.exception() is not None:
                 logger.warning(
                     "host certificate renewal failed", extra={"reason": str(renewer.exception())}
                 )
             if sender in done and not sender.cancelled() and sender.exception() is not None:
                 raise sender.exception()  # type: ignore[misc]
+
+    async def _stop_sessions(self, conn: asyncssh.SSHClientConnection) -> None:
+        """On stop (SIGTERM): end the live sessions, which writes their events, then send
+        what the tunnel can take in a few seconds; the rest waits in the spool on disk."""
+        await self.sessions.end_all()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.audit.flush(audit.sender(conn)), STOP_FLUSH_SECONDS)
 
     def _dial_back(self, host: str, serving: dict[str, Any]) -> Callable[..., Awaitable[None]]:
         """The handler of one dial-back request: dial the proxy, then serve SSH on that socket.

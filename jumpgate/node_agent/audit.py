@@ -1,15 +1,17 @@
 """The node's own audit events (exec with its exit code, shell sessions), sent to the proxy.
 
-The agent reaches the platform only through its tunnel: events wait in an ``Outbox`` and are
-sent in batches on a short-lived ``jumpgate-audit`` channel; the proxy stamps them with the
-tunnel's tenant and node, which the node cannot choose. Events wait in memory while the
-tunnel is down.
+The agent reaches the platform only through its tunnel: events wait on disk in an
+``audit_spool.AuditSpool`` and are sent in batches on a short-lived ``jumpgate-audit``
+channel; the proxy stamps them with the tunnel's tenant and node, which the node cannot
+choose. Each event carries an ``event_id`` made once, so a batch sent again after a crash
+(delivery is at least once) can be told from new events.
 """
 
 import json
+import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import asyncssh
 
@@ -24,8 +26,14 @@ def event(event_type: str, *, outcome: str = "I", **fields: Any) -> Event:
         "type": event_type,
         "outcome": outcome,
         "time": datetime.now(UTC).isoformat(),
-        "fields": fields,
+        "fields": {**fields, "event_id": uuid.uuid4().hex},
     }
+
+
+class EventSink(Protocol):
+    """Where the node's events go: ``audit_spool.AuditSpool`` in the agent."""
+
+    def put(self, item: Event, /) -> None: ...
 
 
 class AuditRefused(Exception):

@@ -3,8 +3,14 @@
 A user certificate is accepted when the tenant's user CA signed it, it is within its
 validity and the requested login is one of its principals (asyncssh checks the last two).
 An agent that is not root serves only its own user, as a non-root sshd would.
+
+A session's node events (``session.start``, ``exec``, ``session.end``) are written however
+it ends: its command exits, the user's client is killed, the channel fails, or the agent
+stops (``LiveSessions.end_all``). They go to the agent's audit spool, on disk.
 """
 
+import asyncio
+import contextlib
 import inspect
 import logging
 import os
@@ -19,25 +25,76 @@ import asyncssh
 from jumpgate.node_agent import audit as events
 from jumpgate.node_agent import sessions
 from jumpgate.node_agent.recording import Recorder
-from jumpgate.node_agent.transfers import ScpWatch, SftpWatch
+from jumpgate.node_agent.transfers import ScpWatch, SftpWatch, scp_server_argv
 from jumpgate.node_agent.uploads import Uploader
 from jumpgate.protocol.audit import EventType
-from jumpgate.protocol.outbox import Outbox
 from jumpgate.protocol.recording import RecordingMeta, RecordingMode
 from jumpgate.protocol.ssh_identity import cert_identity
 
 logger = logging.getLogger(__name__)
+
+NO_LOGIN_SHELLS = frozenset({"nologin", "false"})
+"""A login with one of these shells gets no session of any kind, transfers included (sshd
+runs even scp through the login's shell, which refuses)."""
+AGENT_STOPPED = "the agent stopped"
+
+
+class LiveSessions:
+    """The sessions this agent is serving, so that stopping the agent ends each of them
+    the way a lost client does, with its events written."""
+
+    def __init__(self) -> None:
+        self._sessions: dict[_NodeSession, asyncio.Event] = {}
+
+    def __len__(self) -> int:
+        return len(self._sessions)
+
+    def add(self, process: "_NodeSession") -> asyncio.Event:
+        done = self._sessions[process] = asyncio.Event()
+        return done
+
+    def discard(self, process: "_NodeSession") -> None:
+        done = self._sessions.pop(process, None)
+        if done is not None:
+            done.set()
+
+    async def end_all(self, reason: str = AGENT_STOPPED, *, seconds: float = 5.0) -> None:
+        """Hang up on every live session (its command gets SIGHUP, as from sshd) and wait up
+        to ``seconds`` for their handlers to write their events."""
+        waiting = list(self._sessions.items())
+        for process, _ in waiting:
+            process.ended_by = reason
+            _say(process, f"jumpgate: the session ended: {reason} on the node\r\n")
+            with contextlib.suppress(Exception):
+                process.channel.close()
+        if waiting:
+            logger.info("ending live sessions", extra={"sessions": len(waiting), "reason": reason})
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    asyncio.gather(*(done.wait() for _, done in waiting)), seconds
+                )
+
+
+def _say(process: asyncssh.SSHServerProcess[bytes], message: str) -> None:
+    """A line on the user's stderr, if the channel can still take one."""
+    with contextlib.suppress(Exception):
+        process.stderr.write(message.encode())
 
 
 class NodeServer(asyncssh.SSHServer):
     """One user connection arriving through the tunnel."""
 
     def __init__(
-        self, user_ca_keys: list[str], audit: Outbox[events.Event], uploads: Uploader
+        self,
+        user_ca_keys: list[str],
+        audit: events.EventSink,
+        uploads: Uploader,
+        live: LiveSessions | None = None,
     ) -> None:
         self._user_ca_keys = {key.split()[1] for key in user_ca_keys}
         self.audit = audit
         self.uploads = uploads
+        self.live = live if live is not None else LiveSessions()
         self._conn: asyncssh.SSHServerConnection | None = None
         # The effective user, not $USER: an agent started by sudo or setpriv keeps root's env.
         self._own_user = pwd.getpwuid(os.geteuid()).pw_name
@@ -82,6 +139,7 @@ class _NodeSession(asyncssh.SSHServerProcess[bytes]):
     sync = False  # node-sync: a recording that fails ends the session
     watch: SftpWatch | ScpWatch | None = None
     on_resize: Callable[[int, int], None] | None = None  # audits a window change
+    ended_by: str | None = None  # why the agent ended the session, if it did
 
     def subsystem_requested(self, subsystem: str) -> bool:
         return True  # ``sessions.run`` refuses unknown subsystems with a message
@@ -112,8 +170,9 @@ class _NodeSession(asyncssh.SSHServerProcess[bytes]):
         self.recorder = None
         if self._chan is not None:
             message = b"\r\njumpgate: the session ended: it could not be recorded (node-sync)\r\n"
-            self._chan.write(message, asyncssh.EXTENDED_DATA_STDERR)
-            self._chan.exit(255)
+            with contextlib.suppress(Exception):  # the channel may be closing already
+                self._chan.write(message, asyncssh.EXTENDED_DATA_STDERR)
+                self._chan.exit(255)
 
     def session_started(self) -> None:
         channel = self._chan
@@ -131,7 +190,8 @@ class _NodeSession(asyncssh.SSHServerProcess[bytes]):
 def _recorder(
     process: _NodeSession, uploads: Uploader, account: sessions.Account, who: dict[str, str]
 ) -> Recorder | None:
-    """Start recording a shell or exec session, if the tenant records it."""
+    """Start recording a shell or exec session, if the tenant records it; ``OSError`` if it
+    does and the recording cannot start (the session must not start then)."""
     shell = process.command is None
     if uploads.mode is RecordingMode.OFF or not (shell or uploads.record_exec):
         return None
@@ -148,15 +208,17 @@ def _recorder(
         term=process.term_type or "",
         shell=account.shell,
     )
-    try:
-        recorder = Recorder(uploads.spool.create(meta), on_part=uploads.wake)
-    except OSError as exc:
-        logger.warning("recording could not start", extra={"reason": str(exc)})
-        if uploads.mode is RecordingMode.NODE_SYNC:
-            raise
-        return None
+    recorder = Recorder(uploads.spool.create(meta), on_part=uploads.wake)
     uploads.recorders[meta.session_id] = recorder  # the uploader drops it once drained
     return recorder
+
+
+def _transfer_argv(process: _NodeSession, account: sessions.Account) -> list[str] | None:
+    """The argv of a legacy scp transfer, run without a shell; None for anything else.
+    Never on a PTY: real scp asks for none, and a terminal is a session."""
+    if process.term_type or os.path.basename(account.shell) in NO_LOGIN_SHELLS:
+        return None
+    return scp_server_argv(process.command)
 
 
 async def handle_process(process: asyncssh.SSHServerProcess[bytes]) -> None:
@@ -183,19 +245,26 @@ async def handle_process(process: asyncssh.SSHServerProcess[bytes]) -> None:
 
     status = 1
     recorder = None
+    owner.live.add(process)
     try:
         account = sessions.Account.lookup(login)
+        argv = None
         if process.subsystem == "sftp":
             process.watch = SftpWatch(transfer(EventType.SFTP))
         elif process.command is not None:
-            process.watch = ScpWatch.for_command(
-                process.command, transfer(EventType.SCP), account.home
-            )
+            argv = _transfer_argv(process, account)
+            if argv is not None:
+                process.watch = ScpWatch.for_argv(argv, transfer(EventType.SCP), account.home)
         process.on_resize = lambda width, height: audit.put(
             events.event(EventType.SESSION_RESIZE, **who, size=f"{width}:{height}")
         )
         if process.watch is None and not process.subsystem:
-            recorder = process.recorder = _recorder(process, owner.uploads, account, who)
+            try:
+                recorder = process.recorder = _recorder(process, owner.uploads, account, who)
+            except OSError as exc:
+                status = 255
+                _refuse_unrecorded(process, audit, who, exc)
+                return
             process.sync = owner.uploads.mode is RecordingMode.NODE_SYNC
         audit.put(
             events.event(
@@ -205,16 +274,56 @@ async def handle_process(process: asyncssh.SSHServerProcess[bytes]) -> None:
                 recorded=recorder is not None,
             )
         )
-        status = await sessions.run(process, account)
+        status = await sessions.run(process, account, argv)
     except (OSError, KeyError, asyncssh.Error) as exc:
         logger.warning("session failed", extra={"login": login, "reason": str(exc)})
-        process.stderr.write(f"session failed on the node: {exc}\n".encode())
+        _say(process, f"session failed on the node: {exc}\n")
     finally:
+        # Whatever ended the session (its command, a lost client, a failed channel, the
+        # agent stopping, a cancelled task), its events are written before anything else
+        # can fail: the channel may be gone, and writing to it must not skip them.
         process.recorder = None
         process.on_resize = None
-        if recorder is not None:
-            recorder.close(status)
-    audit.put(events.event(EventType.SESSION_END, **who, exit_code=status))
+        try:
+            if recorder is not None:
+                recorder.close(status)
+        finally:
+            _audit_end(process, audit, who, status)
+            owner.live.discard(process)
+            with contextlib.suppress(Exception):
+                process.exit(status)
+
+
+def _refuse_unrecorded(
+    process: _NodeSession, audit: events.EventSink, who: dict[str, str], exc: OSError
+) -> None:
+    """The tenant records sessions and this one cannot be: it does not start."""
+    logger.warning(
+        "session refused: recording could not start",
+        extra={"session_id": who["session_id"], "reason": str(exc)},
+    )
+    audit.put(
+        events.event(
+            EventType.SESSION_START,
+            outcome="E",
+            **who,
+            terminal=bool(process.term_type),
+            recorded=False,
+            error=f"refused: the session could not be recorded ({exc})"[:500],
+        )
+    )
+    _say(
+        process,
+        "jumpgate: session refused: it could not be recorded on the node "
+        "(the agent's data dir may be full or read-only); ask the node's admin\r\n",
+    )
+
+
+def _audit_end(
+    process: _NodeSession, audit: events.EventSink, who: dict[str, str], status: int
+) -> None:
+    ended: dict[str, Any] = {"reason": process.ended_by} if process.ended_by else {}
+    audit.put(events.event(EventType.SESSION_END, **who, exit_code=status, **ended))
     if process.command is not None:
         outcome = "I" if status == 0 else "E"
         audit.put(
@@ -226,4 +335,3 @@ async def handle_process(process: asyncssh.SSHServerProcess[bytes]) -> None:
                 exit_code=status,
             )
         )
-    process.exit(status)

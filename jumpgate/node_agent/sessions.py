@@ -74,8 +74,11 @@ def sftp_server() -> str | None:
     return shutil.which("sftp-server")
 
 
-async def run(process: asyncssh.SSHServerProcess[bytes], account: Account) -> int:
-    """Serve one session channel to completion; the exit status."""
+async def run(
+    process: asyncssh.SSHServerProcess[bytes], account: Account, argv: list[str] | None = None
+) -> int:
+    """Serve one session channel to completion; the exit status. ``argv``, if given, is run
+    as it is instead of the command through the login's shell (a judged scp transfer)."""
     if process.subsystem == "sftp":
         return await _sftp(process, account)
     if process.subsystem:
@@ -83,7 +86,7 @@ async def run(process: asyncssh.SSHServerProcess[bytes], account: Account) -> in
         return 1
     if process.term_type:
         return await _with_pty(process, account)
-    return await _with_pipes(process, account)
+    return await _with_pipes(process, account, argv)
 
 
 def _argv(process: asyncssh.SSHServerProcess[bytes], account: Account) -> list[str]:
@@ -91,6 +94,14 @@ def _argv(process: asyncssh.SSHServerProcess[bytes], account: Account) -> list[s
     if command is None:
         return [account.shell, "-l"]
     return [account.shell, "-c", command]
+
+
+def _direct(argv: list[str]) -> list[str]:
+    """``argv`` with its program found on the sessions' PATH, never the agent's."""
+    program = shutil.which(argv[0], path=DEFAULT_PATH)
+    if program is None:
+        raise FileNotFoundError(f"{argv[0]} is not installed on the node")
+    return [program, *argv[1:]]
 
 
 async def _spawn_piped(
@@ -132,14 +143,27 @@ async def _spawn_piped(
     return child
 
 
-async def _with_pipes(process: asyncssh.SSHServerProcess[bytes], account: Account) -> int:
-    child = await _spawn_piped(process, _argv(process, account), account, start_new_session=True)
+async def _with_pipes(
+    process: asyncssh.SSHServerProcess[bytes], account: Account, argv: list[str] | None = None
+) -> int:
+    command = _direct(argv) if argv is not None else _argv(process, account)
+    child = await _spawn_piped(process, command, account, start_new_session=True)
     status = await _until_exit(child, process)
+    status = status if status >= 0 else 128 - status
     # Exit only once the child's last output has been read and sent: drain() waits for the
-    # redirected pipe to reach EOF as well as for the channel to flush.
+    # redirected pipe to reach EOF as well as for the channel to flush. A channel already
+    # gone takes nothing more: then do not wait on it (or fail) for long.
+    if process.channel.is_closing():
+        with contextlib.suppress(TimeoutError, OSError, asyncssh.Error):
+            await asyncio.wait_for(_drain(process), PTY_DRAIN_SECONDS)
+        return status
+    await _drain(process)
+    return status
+
+
+async def _drain(process: asyncssh.SSHServerProcess[bytes]) -> None:
     await process.stdout.drain()
     await process.stderr.drain()
-    return status if status >= 0 else 128 - status
 
 
 async def _with_pty(process: asyncssh.SSHServerProcess[bytes], account: Account) -> int:
@@ -162,7 +186,7 @@ async def _with_pty(process: asyncssh.SSHServerProcess[bytes], account: Account)
     await process.redirect(stdin=terminal, stdout=terminal, send_eof=False)
     status = await _until_exit(child, process)
     # A background job may keep the PTY open; like sshd, end the session with the shell.
-    with contextlib.suppress(TimeoutError):
+    with contextlib.suppress(TimeoutError, OSError, asyncssh.Error):
         await asyncio.wait_for(process.stdout.drain(), PTY_DRAIN_SECONDS)
     return status if status >= 0 else 128 - status
 

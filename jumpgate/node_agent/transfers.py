@@ -17,6 +17,12 @@ from typing import Any
 
 logger = logging.getLogger(__name__)
 
+SCP_SERVER_FLAGS = frozenset("dfprtv")
+"""What OpenSSH's scp client puts on the command line of the remote end (with ``--``)."""
+_PLAIN = frozenset(" -_./,:@%+='\"")
+"""Characters a transfer's command may hold besides letters and digits: none means anything
+to a shell beyond quoting, so splitting it as the shell would is the whole of its meaning."""
+
 Report = Callable[[str, dict[str, Any]], None]
 """Called with an outcome (``I``/``W``) and the event's fields."""
 
@@ -188,6 +194,35 @@ class SftpWatch:
                 self.report("I" if status == 0 else "W", fields)
 
 
+def scp_server_argv(command: str | None) -> list[str] | None:
+    """The argv of a bare legacy scp server end (``scp [-dprv] -t|-f [--] PATH``), or None.
+
+    Only such a command is a file transfer: it is audited per file instead of recorded, and
+    run as this argv with no shell, so what runs is exactly what was judged here. Anything
+    else (another word, a second path, a client flag, a shell metacharacter) is a session,
+    recorded like any other (issue 14: ``scp -f /x; sh`` was a transfer, unrecorded).
+    """
+    if command is None or not all(c.isalnum() or c in _PLAIN for c in command):
+        return None
+    try:
+        argv = shlex.split(command)
+    except ValueError:
+        return None
+    if len(argv) < 3 or argv[0] != "scp":
+        return None
+    *flags, path = argv[1:]
+    if flags and flags[-1] == "--":
+        flags.pop()
+    elif path.startswith("-"):
+        return None
+    letters = "".join(flag[1:] for flag in flags)
+    if any(len(flag) < 2 or flag[0] != "-" for flag in flags):
+        return None
+    if not set(letters) <= SCP_SERVER_FLAGS or letters.count("t") + letters.count("f") != 1:
+        return None
+    return argv
+
+
 @dataclass
 class ScpWatch:
     """Follows a legacy ``scp -t`` (upload to the node) or ``scp -f`` (download) stream.
@@ -207,20 +242,10 @@ class ScpWatch:
     _file: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def for_command(cls, command: str, report: Report, home: str) -> "ScpWatch | None":
-        """A watcher if ``command`` is the server end of legacy scp, else None."""
-        try:
-            argv = shlex.split(command)
-        except ValueError:
-            return None
-        if not argv or posixpath.basename(argv[0]) != "scp":
-            return None
-        flags = {a for a in argv[1:] if a.startswith("-")}
-        paths = [a for a in argv[1:] if not a.startswith("-")]
-        upload = any("t" in f for f in flags)
-        if not (upload or any("f" in f for f in flags)) or not paths:
-            return None
-        target = paths[-1]
+    def for_argv(cls, argv: list[str], report: Report, home: str) -> "ScpWatch":
+        """A watcher of the transfer ``argv`` (from ``scp_server_argv``) runs."""
+        upload = any("t" in word for word in argv[1:-1] if word != "--")
+        target = argv[-1]
         full = target if target.startswith("/") else posixpath.join(home, target)
         return cls(report, upload, target, os.path.isdir(full))
 

@@ -31,7 +31,6 @@ from jumpgate.node_agent.recording import Recorder, SessionSpool, Spool, interru
 from jumpgate.node_agent.retry import backoff
 from jumpgate.protocol import ports, recording
 from jumpgate.protocol.audit import EventType
-from jumpgate.protocol.outbox import Outbox
 from jumpgate.protocol.recording import RecordingMode
 from jumpgate.protocol.tunnel import LISTEN_HOST, MAX_LINE_BYTES
 
@@ -74,7 +73,7 @@ class _Channel:
 class Uploader:
     """Sends every spooled recording for as long as a tunnel is up."""
 
-    def __init__(self, spool: Spool, audit: Outbox[events.Event]) -> None:
+    def __init__(self, spool: Spool, audit: events.EventSink) -> None:
         self.spool = spool
         self.audit = audit
         self.recorders: dict[str, Recorder] = {}  # sessions recorded by this process, not drained

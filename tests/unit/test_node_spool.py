@@ -3,6 +3,7 @@ what a crash leaves is recovered to the last whole frame; parts stay within thei
 
 import os
 import time
+import tracemalloc
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -72,8 +73,9 @@ def test_parts_stay_within_limits(tmp_path: Path, chunk: bytes | None, count: in
         assert len(recording.decompress(part)) <= recording.PART_RAW_BYTES
 
 
-def test_with_nobody_taking_parts_only_the_newest_are_held_in_memory(tmp_path: Path) -> None:
-    """A long tunnel outage must not keep a whole session's output in the agent's memory."""
+def test_with_nobody_taking_parts_none_is_held_in_memory(tmp_path: Path) -> None:
+    """A long tunnel outage must not keep a session's output in the agent's memory: the
+    uploader reads finished parts back from the spool (issue 14: 24 MB per busy session)."""
     spool = _spool(tmp_path)
     recorder = Recorder(spool)
     written = [os.urandom(64) + bytes(recording.PART_RAW_BYTES - 1024) for _ in range(7)]
@@ -82,8 +84,27 @@ def test_with_nobody_taking_parts_only_the_newest_are_held_in_memory(tmp_path: P
     recorder.close(0)
     members = recorder.take()
     assert len(members) == 7
-    assert [m.data is not None for m in members] == [False] * 3 + [True] * 4
+    assert [m.data for m in members] == [None] * 7
     assert _outputs(_sealed(spool, members)) == b"".join(written)  # the rest read back
+
+
+def test_recording_a_busy_session_holds_at_most_a_chunk_in_memory(tmp_path: Path) -> None:
+    """Incompressible output, many parts: what the recorder allocates stays near the size
+    of the chunk it is given, whatever the number of parts (issue 14: at most 8 MB/session)."""
+    spool = _spool(tmp_path)
+    recorder = Recorder(spool)
+    chunk = os.urandom(64 * 1024)
+    tracemalloc.start()
+    try:
+        for _ in range(3 * recording.MAX_PART_BYTES // len(chunk)):
+            recorder.output(chunk)
+        recorder.cut()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    recorder.close(0)
+    assert len(recorder.take()) >= 3
+    assert peak < 1024 * 1024, peak
 
 
 def test_a_member_is_due_when_quiet_or_old(tmp_path: Path) -> None:
@@ -125,7 +146,7 @@ def test_after_kill_9_the_open_member_is_recovered_to_the_last_byte(tmp_path: Pa
     # The agent dies: no close, no state saved. A new agent finds the directory.
     again = SessionSpool(spool.directory)
     members = again.recover()
-    assert [m.data for m in members[: len(finished)]] == [m.data for m in finished]
+    assert [m.sha256 for m in members[: len(finished)]] == [m.sha256 for m in finished]
     parts = _sealed(again, members)
     assert _outputs(parts) == b"".join(written)
     assert all(len(part) <= recording.MAX_PART_BYTES for part in parts)

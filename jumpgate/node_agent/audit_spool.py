@@ -1,0 +1,287 @@
+"""The node's audit events waiting for the platform, on disk: they outlive a tunnel outage, a
+restart and ``kill -9`` of the agent (docs/decisions/0016-node-audit-spool.md).
+
+``<data_dir>/audit/`` (0700) holds append-only segments ``<n>.jsonl`` (0600), one event per
+line, each line written with one ``write`` and fsync'd before ``put`` returns, and ``acked``:
+how far the platform has taken them (segment and offset), replaced atomically after every
+batch it accepted. A segment wholly behind ``acked`` is deleted; when everything is taken the
+last segment is emptied. A line torn by a crash is cut off when the spool is opened.
+
+Delivery is at least once: a crash between a batch being taken and ``acked`` being written
+sends that batch again after the restart. Every event carries its own ``event_id`` (made once,
+when the event is, see ``audit.event``), so the copies in the audit log can be told apart.
+
+The spool is bounded (``limit_bytes``): when it is full, new events are dropped and counted,
+with one error line per overflow; what is already on disk is never dropped unsent.
+"""
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+Event = dict[str, Any]
+Send = Callable[[list[Event]], Awaitable[None]]
+
+LIMIT_BYTES = 64 * 1024 * 1024
+"""About 200,000 events: days of a busy node's sessions with the platform out of reach."""
+SEGMENT_BYTES = 1024 * 1024
+BATCH = 100  # the proxy takes at most 100 events a batch (edge_proxy MAX_AUDIT_BATCH)
+_SUFFIX = ".jsonl"
+_ACKED = "acked"
+
+Position = tuple[int, int]
+"""(segment number, byte offset in it)."""
+
+
+def _fsync_directory(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class AuditSpool:
+    """Events put on the session's path, sent in batches by ``deliver`` while a tunnel is up.
+
+    ``put`` never raises: an event that cannot be written is logged and counted in
+    ``dropped``. The interface is ``protocol.outbox.Outbox``'s, so the delivery over the
+    tunnel (``audit.sender``) is the same.
+    """
+
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        limit_bytes: int = LIMIT_BYTES,
+        segment_bytes: int = SEGMENT_BYTES,
+        batch: int = BATCH,
+        retry: float = 5.0,
+    ) -> None:
+        self.directory = directory
+        self.limit_bytes = limit_bytes
+        self.segment_bytes = segment_bytes
+        self.batch = batch
+        self.retry = retry
+        self.dropped = 0
+        self._full = False
+        self._ready = asyncio.Event()
+        self._sending = asyncio.Lock()
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(directory, 0o700)  # an existing directory is tightened too
+        self._segments = self._existing()
+        self._position = self._acked()
+        self._repair_tail()
+        if not self._segments:
+            self._segments = [self._position[0]]
+        self._fd = self._open(self._segments[-1])
+        self._size = os.fstat(self._fd).st_size
+        if self.pending_bytes:
+            self._ready.set()
+
+    # -- on disk -----------------------------------------------------------------------------
+
+    def _path(self, number: int) -> Path:
+        return self.directory / f"{number:012d}{_SUFFIX}"
+
+    def _existing(self) -> list[int]:
+        numbers = []
+        for entry in self.directory.iterdir():
+            if entry.suffix == _SUFFIX and entry.stem.isdigit():
+                numbers.append(int(entry.stem))
+        return sorted(numbers)
+
+    def _acked(self) -> Position:
+        """Where delivery stopped; segments wholly before it are leftovers and removed."""
+        try:
+            data = json.loads((self.directory / _ACKED).read_bytes())
+            position = (int(data["segment"]), int(data["offset"]))
+        except FileNotFoundError:
+            position = (self._segments[0] if self._segments else 1, 0)
+        except (ValueError, KeyError, TypeError) as exc:
+            logger.warning(
+                "audit spool position unreadable: sending the whole spool again",
+                extra={"reason": str(exc)},
+            )
+            position = (self._segments[0] if self._segments else 1, 0)
+        for number in [n for n in self._segments if n < position[0]]:
+            self._path(number).unlink(missing_ok=True)
+            self._segments.remove(number)
+        if self._segments and position[0] not in self._segments:
+            position = (self._segments[0], 0)
+        if self._segments:
+            size = self._path(position[0]).stat().st_size
+            position = (position[0], min(position[1], size))
+        return position
+
+    def _repair_tail(self) -> None:
+        """Cut a line the agent was writing when it died (only the last segment is written)."""
+        if not self._segments:
+            return
+        path = self._path(self._segments[-1])
+        data = path.read_bytes()
+        whole = data.rfind(b"\n") + 1
+        if whole < len(data):
+            logger.warning(
+                "audit spool ended in a torn event; cut off",
+                extra={"segment": path.name, "bytes": len(data) - whole},
+            )
+            os.truncate(path, whole)
+
+    def _open(self, number: int) -> int:
+        path = self._path(number)
+        created = not path.exists()
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        if created:
+            _fsync_directory(self.directory)
+        return fd
+
+    def _rotate(self) -> None:
+        os.close(self._fd)
+        number = self._segments[-1] + 1
+        self._fd = self._open(number)
+        self._segments.append(number)
+        self._size = 0
+
+    def _save_position(self, position: Position) -> None:
+        temporary = self.directory / f"{_ACKED}.tmp"
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, json.dumps({"segment": position[0], "offset": position[1]}).encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(temporary, self.directory / _ACKED)
+        _fsync_directory(self.directory)
+
+    @property
+    def pending_bytes(self) -> int:
+        """Bytes of events not yet taken by the platform."""
+        total = 0
+        for number in self._segments:
+            if number >= self._position[0]:
+                with contextlib.suppress(FileNotFoundError):
+                    total += self._path(number).stat().st_size
+        return total - self._position[1]
+
+    # -- the session's side ------------------------------------------------------------------
+
+    def put(self, event: Event) -> None:
+        """Write ``event`` durably before returning; drop it (counted, logged) if it cannot be."""
+        line = json.dumps(event, separators=(",", ":")).encode() + b"\n"
+        if self.pending_bytes + len(line) > self.limit_bytes:
+            self.dropped += 1
+            if not self._full:
+                self._full = True
+                logger.error(
+                    "audit spool is full: new node events are dropped until the platform "
+                    "takes the backlog (is the tunnel up?)",
+                    extra={"directory": str(self.directory), "limit_bytes": self.limit_bytes},
+                )
+            return
+        if self._full:
+            self._full = False
+            logger.warning("audit spool has room again", extra={"dropped": self.dropped})
+        try:
+            if self._size and self._size + len(line) > self.segment_bytes:
+                self._rotate()
+            written = os.write(self._fd, line)
+            if written != len(line):  # never for a regular file short of a full disk
+                raise OSError(f"short write to the audit spool ({written} of {len(line)} bytes)")
+            os.fsync(self._fd)
+        except OSError as exc:
+            self.dropped += 1
+            logger.error(
+                "audit event not spooled", extra={"reason": str(exc), "type": event.get("type")}
+            )
+            return
+        self._size += len(line)
+        self._ready.set()
+
+    # -- delivery ----------------------------------------------------------------------------
+
+    def _read(self) -> tuple[list[Event], Position]:
+        """The next batch from the delivery position, and where it ends."""
+        events: list[Event] = []
+        number, offset = self._position
+        for segment in [n for n in self._segments if n >= number]:
+            if segment != number:
+                offset = 0
+            try:
+                source = self._path(segment).open("rb")
+            except FileNotFoundError:
+                continue
+            with source:
+                source.seek(offset)
+                while len(events) < self.batch:
+                    line = source.readline()
+                    if not line.endswith(b"\n"):
+                        break  # the end, or a line still being written
+                    offset += len(line)
+                    try:
+                        event = json.loads(line)
+                    except ValueError:
+                        logger.warning("audit spool line unreadable; skipped")
+                        continue
+                    if isinstance(event, dict):
+                        events.append(event)
+            number = segment
+            if len(events) >= self.batch:
+                break
+        return events, (number, offset)
+
+    def peek(self) -> list[Event]:
+        """The next batch, oldest first, still waiting."""
+        return self._read()[0]
+
+    def _acknowledge(self, position: Position) -> None:
+        number, offset = position
+        if number == self._segments[-1] and offset == self._size:
+            # Everything is taken: empty the last segment rather than keep it growing.
+            os.ftruncate(self._fd, 0)
+            self._size = 0
+            position = (number, 0)
+        self._save_position(position)
+        self._position = position
+        for old in [n for n in self._segments if n < number]:
+            self._path(old).unlink(missing_ok=True)
+            self._segments.remove(old)
+
+    async def flush(self, send: Send) -> bool:
+        """Send everything now; False (and the rest kept) when a send fails."""
+        async with self._sending:
+            while True:
+                events, end = self._read()
+                if end == self._position:
+                    return True
+                if events:
+                    try:
+                        await send(events)
+                    except Exception as exc:
+                        logger.warning(
+                            "audit events not sent yet, will retry",
+                            extra={"reason": str(exc)[:300]},
+                        )
+                        return False
+                self._acknowledge(end)
+
+    async def deliver(self, send: Send, *, linger: float = 0.0) -> None:
+        """Send batches for as long as the task runs; ``linger`` lets a batch fill up."""
+        while True:
+            await self._ready.wait()
+            await asyncio.sleep(linger)
+            self._ready.clear()
+            if not await self.flush(send):
+                self._ready.set()  # try again after a pause
+                await asyncio.sleep(self.retry)
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            os.close(self._fd)

@@ -1,0 +1,129 @@
+"""Issue 14, hole 3 (the node's side): a session's ``exec`` and ``session.end`` at the node
+were lost when the client was killed, and events waiting for the platform were held in the
+agent's memory. They must be written however a session ends, and wait on disk."""
+
+import signal
+import subprocess
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.conftest import BIN, Site, audit_events
+
+pytestmark = [pytest.mark.e2e, pytest.mark.net]
+
+
+def _live(site: Site, marker: str, *, openssh: bool = False) -> subprocess.Popen[bytes]:
+    """A ``jump ssh`` (or OpenSSH's ``ssh`` through the proxy) running ``marker``'s command,
+    once the node has started it."""
+    command = f"echo ready-{marker}; sleep 300"
+    client = ["ssh", "-F", str(site.ssh_config)] if openssh else [str(BIN / "jump"), "ssh"]
+    process = subprocess.Popen(
+        [*client, "web-1", command],
+        env=site.admin.env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    assert process.stdout is not None
+    line = process.stdout.readline()
+    process.stdout.close()  # the rest is not read; the session goes on printing nothing
+    assert line == f"ready-{marker}\n".encode(), line
+    return process
+
+
+def _node_sessions(
+    site: Site, count: int, seconds: float = 30
+) -> dict[str, dict[str, list[dict[str, Any]]]]:
+    """The node's own events, by session and type, once ``count`` sessions have the whole
+    story (start, exec, end) or ``seconds`` have passed."""
+    deadline = time.monotonic() + seconds
+    search = ["jumpctl", "audit", "search", "--order", "asc", "--limit", "1000"]
+    while True:
+        sessions: dict[str, dict[str, list[dict[str, Any]]]] = {}
+        for e in site.admin.ok(*search, "--format", "json").json():
+            if e.get("origin") == "node" and e.get("session_id"):
+                sessions.setdefault(e["session_id"], {}).setdefault(e["type"], []).append(e)
+        if sum(map(_whole, sessions.values())) >= count or time.monotonic() > deadline:
+            return sessions
+        time.sleep(0.3)
+
+
+def _whole(story: dict[str, list[dict[str, Any]]]) -> bool:
+    """One of each; delivery is at least once, so a copy (the same ``event_id``) is one."""
+    return all(
+        len({e["event_id"] for e in story.get(kind, [])}) == 1
+        for kind in ("session.start", "exec", "session.end")
+    )
+
+
+def _commands(sessions: dict[str, dict[str, list[dict[str, Any]]]]) -> list[str]:
+    return sorted(str(e["command"]) for story in sessions.values() for e in story.get("exec", []))
+
+
+def test_clients_killed_mid_session_leave_the_whole_story_at_the_node(site: Site) -> None:
+    markers = [uuid.uuid4().hex[:12] for _ in range(10)]
+    clients = [_live(site, m, openssh=n % 2 == 1) for n, m in enumerate(markers)]
+    for client in clients:
+        client.send_signal(signal.SIGKILL)
+        client.wait(timeout=10)
+    sessions = _node_sessions(site, 10)
+    assert [sorted(story) for story in sessions.values() if not _whole(story)] == []
+    assert len(sessions) == 10
+    assert _commands(sessions) == sorted(f"echo ready-{m}; sleep 300" for m in markers)
+
+
+def test_events_spooled_on_disk_survive_kill_9_of_the_agent(site: Site) -> None:
+    marker = uuid.uuid4().hex[:12]
+    client = _live(site, marker)
+    # The platform goes: the session ends with its tunnel, and the node cannot send its events.
+    site.cluster.stop()
+    client.wait(timeout=20)
+    time.sleep(3)  # the node hangs up on the command and writes the session's end
+    site.node.kill(signal.SIGKILL)
+    spooled = Path(site.node.directory) / "audit"
+    assert spooled.is_dir()
+    assert oct(spooled.stat().st_mode & 0o777) == oct(0o700)
+    assert all(oct(f.stat().st_mode & 0o777) == oct(0o600) for f in spooled.iterdir())
+    site.cluster.start()
+    site.node.restart()
+    site.node.wait_tunnel()
+    [story] = _node_sessions(site, 1).values()
+    assert _whole(story), sorted(story)
+    assert story["exec"][0]["command"] == f"echo ready-{marker}; sleep 300"
+    # delivered once taken: nothing is left waiting, and a second restart sends nothing again
+    deadline = time.monotonic() + 10
+    while any(f.stat().st_size for f in spooled.iterdir()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    site.node.kill(signal.SIGTERM)
+    site.node.restart()
+    site.node.wait_tunnel()
+    time.sleep(2)
+    [again] = _node_sessions(site, 1, seconds=1).values()
+    assert _whole(again), sorted(again)  # once each: not delivered twice
+
+
+def test_agent_sigterm_ends_live_sessions_with_their_events(site: Site) -> None:
+    marker = uuid.uuid4().hex[:12]
+    client = _live(site, marker)
+    started = time.monotonic()
+    site.node.kill(signal.SIGTERM)  # waits for the agent to exit
+    assert site.node.process is not None
+    assert site.node.process.returncode == 0
+    assert time.monotonic() - started < 15
+    client.wait(timeout=20)
+    [story] = _node_sessions(site, 1, seconds=10).values()  # sent before the agent exited
+    assert _whole(story), sorted(story)
+    assert [e.get("reason") for e in story["session.end"]] == ["the agent stopped"]
+    assert sum(map(len, story.values())) == 3  # a stopping agent sends nothing twice
+
+
+def test_node_events_carry_a_stable_id(site: Site) -> None:
+    """Every node event carries a stable id, so a redelivered batch can be told apart."""
+    assert site.ssh("true").returncode == 0
+    events = [e for e in audit_events(site, "exec", 1) if e.get("origin") == "node"]
+    assert events
+    assert all(len(str(e.get("event_id", ""))) == 32 for e in events)
