@@ -6,12 +6,14 @@ sees another's events.
 """
 
 import base64
+import io
 import uuid
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
-from jumpgate.control_plane.audit.base import AuditStore, Query
+from jumpgate.control_plane.audit.base import Auditor, AuditStore, Query, Sink
 from jumpgate.control_plane.clock import ManualClock
 from jumpgate.control_plane.errors import InvalidRequest
 from jumpgate.protocol.audit import AuditEvent, EventType, code
@@ -143,3 +145,30 @@ def test_bad_queries_and_cursors_are_refused(audit_store: AuditStore) -> None:
     for cursor in ("not-a-cursor!", forged):
         with pytest.raises(InvalidRequest, match="cursor is not one this search returned"):
             audit_store.search(_query(), cursor)
+
+
+def test_an_event_delivered_twice_is_kept_once(audit_store: AuditStore) -> None:
+    """A node re-sends a batch cut off by a crash (at least once): the same event, same id,
+    lands on the same key, and neither copy replaces the other."""
+    first = _event(T0)
+    assert audit_store.append(first, expires=T0 + YEAR) is True
+    again = first.model_copy(update={"user": "mallory"})
+    assert audit_store.append(again, expires=T0 + YEAR) is False
+    page = audit_store.search(Query(tenant="acme", since=T0, until=T0 + timedelta(days=1)))
+    assert [(e.id, e.user) for e in page.events] == [(first.id, "alice")]
+
+
+def test_a_node_event_sent_again_after_a_crash_is_recorded_once(
+    audit_store: AuditStore, clock: ManualClock
+) -> None:
+    copies = io.StringIO()
+    auditor = Auditor(audit_store, clock, sinks=[Sink(copies, owned=False)])
+    sent: dict[str, Any] = {"user": "alice", "event_id": uuid.uuid4().hex, "exit_code": 0}
+    first = auditor.emit(EventType.SESSION_END, "acme", time=T0, **sent)
+    again = auditor.emit(EventType.SESSION_END, "acme", time=T0, **sent)
+    other = auditor.emit(EventType.SESSION_END, "acme", time=T0, user="alice", event_id="x" * 32)
+    assert first.id == again.id == sent["event_id"]
+    assert other.id != "x" * 32  # not an id a sender may choose: the log makes its own
+    page = audit_store.search(Query(tenant="acme", since=T0, until=T0 + timedelta(days=1)))
+    assert sorted(e.id for e in page.events) == sorted([first.id, other.id])
+    assert len(copies.getvalue().splitlines()) == 2

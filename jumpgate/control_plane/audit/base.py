@@ -18,6 +18,7 @@ import itertools
 import json
 import logging
 import os
+import re
 import secrets
 import sys
 from abc import ABC, abstractmethod
@@ -99,8 +100,9 @@ class AuditStore(ABC):
     """Where events are kept and searched."""
 
     @abstractmethod
-    def append(self, event: AuditEvent, *, expires: datetime) -> None:
-        """Keep ``event`` until ``expires``."""
+    def append(self, event: AuditEvent, *, expires: datetime) -> bool:
+        """Keep ``event`` until ``expires``; ``False`` when an event with its tenant, time and
+        id is kept already (a re-delivered copy), which is then left as it was."""
 
     @abstractmethod
     def search(self, query: Query, cursor: str | None = None) -> AuditPage:
@@ -158,6 +160,17 @@ def _private(path: str, flags: int) -> int:
     return os.open(path, flags, 0o600)
 
 
+_EVENT_ID = re.compile(r"[0-9a-f]{32}")
+
+
+def _delivered_id(value: object) -> str | None:
+    """The id a sender chose for an event it may deliver more than once (a node's spooled
+    events), so every copy lands on the same key; ``None`` for anything else."""
+    if isinstance(value, str) and _EVENT_ID.fullmatch(value):
+        return value
+    return None
+
+
 class Auditor:
     """Stamps events and records them in the store and every sink."""
 
@@ -196,12 +209,13 @@ class Auditor:
             type=event_type,
             code=code(event_type, outcome),
             time=time or self._clock.now(),
-            id=self._next_id(),
+            id=_delivered_id(fields.get("event_id")) or self._next_id(),
             tenant=tenant,
             success=outcome == "I",
             **fields,
         )
-        self.store.append(event, expires=event.time + self.retention)
+        if not self.store.append(event, expires=event.time + self.retention):
+            return event  # a copy delivered again: kept, and copied to the sinks, once
         for sink in self._sinks:
             try:
                 sink.write(event)

@@ -15,6 +15,7 @@ from typing import Any
 
 from pynamodb.attributes import NumberAttribute, UnicodeAttribute
 from pynamodb.connection import Connection
+from pynamodb.exceptions import PutError
 from pynamodb.models import Model
 
 from jumpgate.control_plane.audit.base import (
@@ -70,7 +71,7 @@ class DynamoDBAuditStore(AuditStore):
         self._clock = clock or SystemClock()
         self._retry = Retrier(table_name)
 
-    def append(self, event: AuditEvent, *, expires: datetime) -> None:
+    def append(self, event: AuditEvent, *, expires: datetime) -> bool:
         moment = stamp(event.time)
         row = self._model(
             f"{event.tenant}#{moment[:10]}",
@@ -80,7 +81,13 @@ class DynamoDBAuditStore(AuditStore):
             body=encode_event(event),
             expires=int(expires.timestamp()),
         )
-        self._retry("put", row.save)
+        try:
+            self._retry("put", lambda: row.save(condition=self._model.sk.does_not_exist()))
+        except PutError as exc:
+            if exc.cause_response_code == "ConditionalCheckFailedException":
+                return False  # a copy delivered again
+            raise
+        return True
 
     def _days(self, query: Query, after: Position | None) -> list[datetime]:
         first, last = _day(query.since), _day(query.until - timedelta(microseconds=1))

@@ -46,9 +46,9 @@ class SQLiteAuditStore(AuditStore):
         self._db = self._connections.get
         self._db().executescript(_SCHEMA)
 
-    def append(self, event: AuditEvent, *, expires: datetime) -> None:
-        self._db().execute(
-            "INSERT INTO events (tenant, time, id, type, user, expires, body) "
+    def append(self, event: AuditEvent, *, expires: datetime) -> bool:
+        cursor = self._db().execute(
+            "INSERT OR IGNORE INTO events (tenant, time, id, type, user, expires, body) "
             "VALUES (?, ?, ?, ?, ?, ?, ?)",
             (
                 event.tenant,
@@ -60,6 +60,7 @@ class SQLiteAuditStore(AuditStore):
                 encode_event(event),
             ),
         )
+        return cursor.rowcount == 1
 
     def append_many(self, rows: list[tuple[AuditEvent, datetime]]) -> None:
         """Append in one transaction (bulk loads: benchmarks, imports)."""
