@@ -198,6 +198,8 @@ class _GuardedConnection(asyncio.Protocol):
         self._inner: asyncio.Protocol | None = None
         self._deadline: _Deadline | None = None
         self._task: asyncio.Task[None] | None = None
+        self._early: list[bytes] = []  # what arrived with the handshake's last flight
+        self._early_eof = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -229,15 +231,27 @@ class _GuardedConnection(asyncio.Protocol):
         front.guards[tls] = self
         self._deadline = _Deadline(loop, self._expired)
         self._deadline.arm(front.limits.header_timeout)
-        self._inner = front.protocol_factory()
-        self._inner.connection_made(tls)
+        inner = self._inner = front.protocol_factory()
+        inner.connection_made(tls)
+        early, self._early = self._early, []
+        for data in early:
+            inner.data_received(data)
+        if self._early_eof and not inner.eof_received():
+            tls.close()
 
     def data_received(self, data: bytes) -> None:
+        # A TLS 1.3 client sends its request with its Finished message: the TLS layer hands
+        # it over before ``start_tls`` has returned here.
         if self._inner is not None:
             self._inner.data_received(data)
+        else:
+            self._early.append(data)
 
     def eof_received(self) -> bool | None:
-        return self._inner.eof_received() if self._inner is not None else None
+        if self._inner is None:
+            self._early_eof = True
+            return True
+        return self._inner.eof_received()
 
     def pause_writing(self) -> None:
         if self._inner is not None:

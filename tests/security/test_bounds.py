@@ -232,11 +232,13 @@ def test_jump_ssh_memory_stays_bounded_with_a_slow_reader(
             samples.append(_rss_mb(reader.pid))
         baseline = samples[len(samples) // 4]  # past start-up (imports, login, key exchange)
         growth = max(samples) - baseline
+        print(f"jump ssh RSS {baseline:.0f} MB -> {max(samples):.0f} MB with a slow reader")
         assert growth < 24, f"jump ssh grew {growth:.0f} MB in 9s with a slow reader: {samples}"
     finally:
         reader.send_signal(signal.SIGTERM)
         reader.kill()
         reader.wait(timeout=10)
+        reader.stdout.close()
         site.node.kill(signal.SIGTERM)
 
 

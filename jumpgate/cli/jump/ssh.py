@@ -111,6 +111,35 @@ def _stdin(use_tty: bool) -> Any:
     return asyncssh.DEVNULL
 
 
+def bound_receive_window(channel: Any) -> None:
+    """Keep what the node may send within the channel's window while output backs up.
+
+    When stdout (a pipe to a slow reader) fills, asyncssh pauses the channel and buffers
+    what arrives. On resuming it delivers the first buffered packet and re-opens the whole
+    window, counting the bytes still buffered as consumed (asyncssh 2.24,
+    ``SSHChannel._deliver_data``): each pause lets the node send another window, and a
+    client reading ``head -c 2G /dev/zero`` at 1 MB/s grew by about 13 MB a second. Here
+    the window is re-opened only for what was delivered. It reaches into asyncssh's
+    channel, so it checks what it relies on and does nothing if that has changed (the
+    bounded-memory test in tests/security/test_bounds.py then fails).
+    """
+    deliver = getattr(channel, "_deliver_data", None)
+    if deliver is None or not all(
+        hasattr(channel, name) for name in ("_recv_buf", "_recv_window", "_init_recv_window")
+    ):
+        return
+
+    def deliver_counting_buffered(data: bytes, datatype: int | None) -> None:
+        pending = sum(len(chunk) for chunk, _ in channel._recv_buf)
+        channel._recv_window += pending  # as if delivered: the adjustment skips them
+        try:
+            deliver(data, datatype)
+        finally:
+            channel._recv_window -= pending
+
+    channel._deliver_data = deliver_counting_buffered
+
+
 def _terminal_size() -> tuple[int, int]:
     size = shutil.get_terminal_size()
     return size.columns, size.lines
@@ -132,6 +161,7 @@ async def _session(current: profile.Profile, args: argparse.Namespace) -> int:
             stderr=_own(2, "wb"),
             encoding=None,
         )
+        bound_receive_window(process.channel)
         loop = asyncio.get_running_loop()
         saved = None
         if use_tty and sys.stdin.isatty():
