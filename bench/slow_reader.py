@@ -87,9 +87,10 @@ def _slow_read(argv: list[str], env: dict[str, str], seconds: int, rate: int) ->
 
 def _row(name: str, samples: list[float]) -> str:
     settled = samples[min(9, len(samples) - 1)]  # after 10 s: past start-up
+    growth = max(samples[9:] or samples) - settled
     return (
         f"  {name:30} start {samples[0]:6.1f} MB  at 10 s {settled:6.1f}  end {samples[-1]:6.1f}"
-        f"  max {max(samples):6.1f}  growth after 10 s {max(samples[9:] or samples) - settled:+5.1f}"
+        f"  max {max(samples):6.1f}  growth after 10 s {growth:+5.1f}"
     )
 
 
