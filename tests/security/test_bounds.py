@@ -109,6 +109,36 @@ def test_trickling_https_client_is_cut_within_30s_by_default(defaults: Cluster) 
     assert took <= 30, f"a client trickling its header was held {took:.0f}s by default"
 
 
+def test_trickling_https_body_is_cut_within_30s_by_default(defaults: Cluster) -> None:
+    raw = socket.create_connection(("127.0.0.1", defaults.port), timeout=10)
+    with _tls().wrap_socket(raw, server_hostname="acme.localhost") as sock:
+        sock.sendall(
+            b"POST /v1/login HTTP/1.1\r\nHost: acme.localhost\r\n"
+            b"Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
+        )
+        start = time.monotonic()
+        answer = b""
+        while time.monotonic() - start < 40:
+            try:
+                sock.sendall(b" ")
+            except OSError:
+                break
+            readable, _, _ = select.select([sock], [], [], 2.0)
+            if readable:
+                try:
+                    chunk = sock.recv(65536)
+                except (ssl.SSLWantReadError, BlockingIOError):
+                    continue
+                except OSError:
+                    break
+                if not chunk:
+                    break
+                answer += chunk
+        took = time.monotonic() - start
+    assert took <= 30, f"a client trickling its body was held {took:.0f}s by default"
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+
+
 def test_silent_client_is_cut_during_the_tls_handshake(limited: Cluster) -> None:
     with socket.create_connection(("127.0.0.1", limited.port), timeout=10) as sock:
         start = time.monotonic()
