@@ -20,6 +20,10 @@ from jumpgate.protocol.problems import CONTENT_TYPE, MAX_BODY_BYTES, ProblemType
 logger = logging.getLogger(__name__)
 
 
+LINGER_SECONDS = 2.0
+"""How long the rest of a refused body is read (so its client sees the answer, not a reset)
+before the connection closes: aiohttp's 10 s would let a trickler stay that much longer."""
+
 PUBLIC_PREFIXES = ("/v1/", "/webapi/")
 """What the HTTPS front forwards to the control plane; anything else is 404 here."""
 
@@ -92,6 +96,7 @@ class WebFront:
             access_log=None,
             handle_signals=False,
             keepalive_timeout=self._limits.idle_timeout,
+            lingering_time=LINGER_SECONDS,
         )
         await self._runner.setup()
         assert self._runner.server is not None
@@ -113,14 +118,14 @@ class WebFront:
             try:
                 await asyncio.wait_for(request.read(), self._limits.body_timeout)
             except TimeoutError:
-                if request.transport is not None:
-                    request.transport.close()
-                return _problem(
+                late = _problem(
                     408,
                     ProblemType.INVALID_REQUEST,
                     "Request timeout",
                     f"the body did not arrive within {self._limits.body_timeout:g}s",
                 )
+                late.force_close()  # the rest of the body must not be read as a request
+                return late
             except web.HTTPRequestEntityTooLarge:
                 return _too_large(None)
         return await handler(request)
