@@ -32,8 +32,8 @@ logger = logging.getLogger(__name__)
 class ConnectionLimits:
     """What the proxy's listeners allow one source address, and how long a handshake may take."""
 
-    max_per_source: int = 1000  # live connections one address may hold on one listener
-    max_unauthenticated_per_source: int = 64  # of those, still in TLS/SSH handshake or login
+    max_per_source: int = 4096  # live connections one address may hold on one listener
+    max_unauthenticated_per_source: int = 512  # of those, still in TLS/SSH handshake or login
     header_timeout: float = 10.0  # seconds an HTTPS client has to send a complete request head
     body_timeout: float = 20.0  # seconds an HTTPS client has to send a request's body
     idle_timeout: float = 20.0  # seconds an HTTPS keep-alive connection may wait between requests

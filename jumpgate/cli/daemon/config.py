@@ -70,8 +70,8 @@ class ConnectionLimitsConfig:
     """What the proxy's listeners (web, users' SSH, node tunnels) allow one source address,
     and how long a client may take to say who it is (decision 0019)."""
 
-    max_connections_per_source: int = 1000  # live connections one address may hold per listener
-    max_unauthenticated_per_source: int = 64  # of those, not yet past TLS + request head or login
+    max_connections_per_source: int = 4096  # live connections one address may hold per listener
+    max_unauthenticated_per_source: int = 512  # of those, not yet past TLS + request head or login
     header_timeout: str = "10s"  # HTTPS: a complete request head within this, or cut
     body_timeout: str = "20s"  # HTTPS: a request's body within this, or cut
     idle_timeout: str = "20s"  # HTTPS: a keep-alive connection idle this long is closed
