@@ -11,7 +11,8 @@ OpenSSH's ``MaxStartups`` and Teleport's ``connection_limits.max_connections``, 
 The HTTPS front also gets the deadlines aiohttp lacks: ``BoundedHTTPS`` accepts plain TCP,
 runs the TLS handshake itself under ``tls_handshake_timeout``, and cuts a connection that has
 not sent a complete request head within ``header_timeout`` of its start, however slowly it
-trickles; between requests aiohttp's keep-alive timeout (``idle_timeout``) applies.
+trickles; between requests aiohttp's keep-alive timeout (``idle_timeout``) applies, and the
+web front's middleware gives a request's body ``body_timeout``.
 """
 
 import asyncio
