@@ -22,6 +22,7 @@ import asyncssh
 from jumpgate.cli.common import profile
 from jumpgate.cli.common.errors import CLIError
 from jumpgate.protocol import ports
+from jumpgate.protocol.channel_window import bound_receive_window
 from jumpgate.protocol.names import resolve_loopback, split_host_port
 
 
@@ -109,35 +110,6 @@ def _stdin(use_tty: bool) -> Any:
     if stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or stat.S_ISREG(mode):
         return _own(0, "rb")
     return asyncssh.DEVNULL
-
-
-def bound_receive_window(channel: Any) -> None:
-    """Keep what the node may send within the channel's window while output backs up.
-
-    When stdout (a pipe to a slow reader) fills, asyncssh pauses the channel and buffers
-    what arrives. On resuming it delivers the first buffered packet and re-opens the whole
-    window, counting the bytes still buffered as consumed (asyncssh 2.24,
-    ``SSHChannel._deliver_data``): each pause lets the node send another window, and a
-    client reading ``head -c 2G /dev/zero`` at 1 MB/s grew by about 13 MB a second. Here
-    the window is re-opened only for what was delivered. It reaches into asyncssh's
-    channel, so it checks what it relies on and does nothing if that has changed (the
-    bounded-memory test in tests/security/test_bounds.py then fails).
-    """
-    deliver = getattr(channel, "_deliver_data", None)
-    if deliver is None or not all(
-        hasattr(channel, name) for name in ("_recv_buf", "_recv_window", "_init_recv_window")
-    ):
-        return
-
-    def deliver_counting_buffered(data: bytes, datatype: int | None) -> None:
-        pending = sum(len(chunk) for chunk, _ in channel._recv_buf)
-        channel._recv_window += pending  # as if delivered: the adjustment skips them
-        try:
-            deliver(data, datatype)
-        finally:
-            channel._recv_window -= pending
-
-    channel._deliver_data = deliver_counting_buffered
 
 
 def _terminal_size() -> tuple[int, int]:
