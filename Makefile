@@ -92,6 +92,7 @@ bench: venv system-deps
 	$(BIN)/python -m bench.certificates
 	$(BIN)/python -m bench.login
 	$(BIN)/python -m bench.sessions
+	$(BIN)/python -m bench.slow_reader
 	$(BIN)/python -m bench.tunnels
 	$(BIN)/python -m bench.presence
 	$(BIN)/python -m bench.presence --store dynamodb --nodes 1000

@@ -29,6 +29,7 @@ import asyncssh
 from asyncssh.stream import SSHTCPStreamSession
 
 from jumpgate.edge_proxy import recordings
+from jumpgate.edge_proxy.connections import ConnectionLimits, SourceGate, gated
 from jumpgate.edge_proxy.control import ControlPlaneClient, ControlPlaneError
 from jumpgate.edge_proxy.dialback import DialBack
 from jumpgate.edge_proxy.peering import Peering, PeerRefused
@@ -80,6 +81,7 @@ class Metrics:
     bytes_in: int = 0
     bytes_out: int = 0
     handshake_failures: Counter[str] = field(default_factory=Counter)
+    connections_refused: Counter[str] = field(default_factory=Counter)  # over a source's cap
 
     def lines(self, tunnels: int) -> list[MetricLine]:
         """Samples for ``/metrics``."""
@@ -111,6 +113,15 @@ class Metrics:
                 float(self.bytes_out),
             ),
         ]
+        for listener, count in sorted(self.connections_refused.items()):
+            out.append(
+                (
+                    "jumpgate_proxy_connections_refused_total",
+                    "counter",
+                    {"listener": listener},
+                    float(count),
+                )
+            )
         for reason, count in sorted(self.handshake_failures.items()):
             out.append(
                 (
@@ -494,6 +505,7 @@ class SSHFronts:
         proxy_id: str,
         host_key: asyncssh.SSHKey,
         public_addr: str,
+        limits: ConnectionLimits | None = None,
     ) -> None:
         self.control = control
         self.proxy_id = proxy_id
@@ -504,6 +516,7 @@ class SSHFronts:
         self.events: Outbox[models.AuditRecord] = Outbox()
         self.recording_settings = recordings.SettingsCache(control)
         self.peering: Peering | None = None  # set by ``start`` when given a peer listener
+        self.limits = limits or ConnectionLimits()
         self._host_key = host_key
         self._servers: list[asyncssh.SSHAcceptor] = []
         self._tasks: set[asyncio.Task[object]] = set()
@@ -707,18 +720,22 @@ class SSHFronts:
             "server_host_keys": [self._host_key],
             "keepalive_interval": 30,
             "keepalive_count_max": 3,
+            "login_timeout": self.limits.login_grace,
         }
+        refused = self.metrics.connections_refused
+        users = SourceGate("ssh", self.limits, refused)
+        tunnels = SourceGate("tunnel", self.limits, refused)
         user_server = await asyncssh.listen(
             user[0],
             user[1],
-            server_factory=lambda: _UserServer(self),
+            server_factory=gated(lambda: _UserServer(self), users),
             encoding=None,
             **common,
         )
         tunnel_server = await asyncssh.listen(
             tunnel[0],
             tunnel[1],
-            server_factory=lambda: _TunnelServer(self),
+            server_factory=gated(lambda: _TunnelServer(self), tunnels),
             process_factory=self._tunnel_process,
             encoding="utf-8",
             **common,

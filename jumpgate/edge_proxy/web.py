@@ -4,17 +4,25 @@ The front enforces the body limit before reading further, so an oversized upload
 proxy at most the limit, and answers problem+json for anything it refuses itself.
 """
 
+import asyncio
 import json
 import logging
 import ssl
+from collections import Counter
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from jumpgate.edge_proxy.connections import BoundedHTTPS, BoundedSite, ConnectionLimits
 from jumpgate.edge_proxy.events import Invoke, decode_response, http_event
 from jumpgate.protocol.problems import CONTENT_TYPE, MAX_BODY_BYTES, ProblemType
 
 logger = logging.getLogger(__name__)
 
+
+LINGER_SECONDS = 2.0
+"""How long the rest of a refused body is read (so its client sees the answer, not a reset)
+before the connection closes: aiohttp's 10 s would let a trickler stay that much longer."""
 
 PUBLIC_PREFIXES = ("/v1/", "/webapi/")
 """What the HTTPS front forwards to the control plane; anything else is 404 here."""
@@ -28,9 +36,18 @@ def _problem(status: int, type_: ProblemType, title: str, detail: str) -> web.Re
 class WebFront:
     """Serves HTTPS and hands each request to ``invoke``."""
 
-    def __init__(self, invoke: Invoke) -> None:
+    def __init__(
+        self,
+        invoke: Invoke,
+        *,
+        limits: ConnectionLimits | None = None,
+        refused: Counter[str] | None = None,
+    ) -> None:
         self._invoke = invoke
         self._runner: web.AppRunner | None = None
+        self._limits = limits or ConnectionLimits()
+        self._refused: Counter[str] = refused if refused is not None else Counter()
+        self._https: BoundedHTTPS | None = None
         self.port = 0
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
@@ -67,15 +84,51 @@ class WebFront:
         return web.Response(status=answer.status, body=answer.body, headers=headers)
 
     async def start(self, host: str, port: int, context: ssl.SSLContext) -> int:
-        """Listen on ``host:port`` (0 picks a free port); return the bound port."""
-        app = web.Application(client_max_size=MAX_BODY_BYTES)
+        """Listen on ``host:port`` (0 picks a free port); return the bound port.
+
+        Connections are capped per source and held to the handshake, header, body and idle
+        deadlines of ``ConnectionLimits`` (aiohttp alone has no header or body deadline).
+        """
+        app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[self._bounded])
         app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        self._runner = web.AppRunner(
+            app,
+            access_log=None,
+            handle_signals=False,
+            keepalive_timeout=self._limits.idle_timeout,
+            lingering_time=LINGER_SECONDS,
+        )
         await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port, ssl_context=context, backlog=512)
+        assert self._runner.server is not None
+        self._https = BoundedHTTPS(self._runner.server, context, self._limits, self._refused)
+        site = BoundedSite(self._runner, host, port, self._https, backlog=512)
         await site.start()
         self.port = int(self._runner.addresses[0][1])
         return self.port
+
+    @web.middleware
+    async def _bounded(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        """The head is in: stop its deadline; then the body must arrive within its own."""
+        if self._https is not None:
+            self._https.request_started(request.transport)
+        size = request.content_length
+        if request.body_exists and (size is None or size <= MAX_BODY_BYTES):
+            try:
+                await asyncio.wait_for(request.read(), self._limits.body_timeout)
+            except TimeoutError:
+                late = _problem(
+                    408,
+                    ProblemType.INVALID_REQUEST,
+                    "Request timeout",
+                    f"the body did not arrive within {self._limits.body_timeout:g}s",
+                )
+                late.force_close()  # the rest of the body must not be read as a request
+                return late
+            except web.HTTPRequestEntityTooLarge:
+                return _too_large(None)
+        return await handler(request)
 
     async def stop(self) -> None:
         """Stop accepting and finish in-flight requests."""

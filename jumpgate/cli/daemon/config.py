@@ -15,6 +15,7 @@ from urllib.parse import parse_qs, urlsplit
 import yaml
 
 from jumpgate.control_plane.audit.base import sink_path
+from jumpgate.edge_proxy.connections import ConnectionLimits
 from jumpgate.protocol import ports
 from jumpgate.protocol.durations import parse_duration
 from jumpgate.protocol.functions import Function
@@ -65,6 +66,56 @@ class ControlPlaneConfig:
 
 
 @dataclass(frozen=True)
+class ConnectionLimitsConfig:
+    """What the proxy's listeners (web, users' SSH, node tunnels) allow one source address,
+    and how long a client may take to say who it is (decision 0019)."""
+
+    max_connections_per_source: int = 4096  # live connections one address may hold per listener
+    max_unauthenticated_per_source: int = 512  # of those, not yet past TLS + request head or login
+    header_timeout: str = "10s"  # HTTPS: a complete request head within this, or cut
+    body_timeout: str = "20s"  # HTTPS: a request's body within this, or cut
+    idle_timeout: str = "20s"  # HTTPS: a keep-alive connection idle this long is closed
+    tls_handshake_timeout: str = "10s"  # HTTPS: the TLS handshake within this, or cut
+    login_grace_time: str = "30s"  # SSH: authenticated within this, or cut (LoginGraceTime)
+
+    def __post_init__(self) -> None:
+        for key in ("max_connections_per_source", "max_unauthenticated_per_source"):
+            value = getattr(self, key)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"connection_limits.{key}: must be a whole number >= 1")
+        try:
+            self.limits()
+        except ValueError as exc:
+            raise ConfigError(f"connection_limits: {exc}") from exc
+
+    def limits(self) -> ConnectionLimits:
+        """The proxy's own form of these limits (seconds)."""
+        seconds: dict[str, float] = {}
+        for key in (
+            "header_timeout",
+            "body_timeout",
+            "idle_timeout",
+            "tls_handshake_timeout",
+            "login_grace_time",
+        ):
+            try:
+                seconds[key] = parse_duration(getattr(self, key)).total_seconds()
+            except ValueError as exc:
+                raise ValueError(f"{key}: {exc}") from exc
+            if seconds[key] <= 0:
+                raise ValueError(f"{key}: must be more than 0s")
+        return ConnectionLimits(
+            max_per_source=self.max_connections_per_source,
+            max_unauthenticated_per_source=self.max_unauthenticated_per_source,
+            header_timeout=seconds["header_timeout"],
+            body_timeout=seconds["body_timeout"],
+            idle_timeout=seconds["idle_timeout"],
+            tls_handshake_timeout=seconds["tls_handshake_timeout"],
+            login_grace=seconds["login_grace_time"],
+        )
+
+
+@dataclass(frozen=True)
 class Config:
     """Everything ``jumpgate start`` needs to know."""
 
@@ -79,6 +130,7 @@ class Config:
     control_plane: ControlPlaneConfig = field(default_factory=ControlPlaneConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
     static_tokens: tuple[StaticTokenConfig, ...] = ()
+    connection_limits: ConnectionLimitsConfig = field(default_factory=ConnectionLimitsConfig)
     log_level: str = "info"  # debug | info | warning | error
     diag_addr: str = ""  # /healthz, /readyz, /metrics, e.g. 127.0.0.1:3000; off when empty
     node_gone_after: str = "10m"  # offline nodes leave `nodes ls` after this long
@@ -333,7 +385,11 @@ def load(path: Path | None, overrides: dict[str, Any]) -> Config:
         elif "audit_events_uri" in values:
             values["audit_events_uri"] = tuple(values["audit_events_uri"])
         values = _typed("", Config, values)
-        for key, section in (("storage", StorageConfig), ("control_plane", ControlPlaneConfig)):
+        for key, section in (
+            ("storage", StorageConfig),
+            ("control_plane", ControlPlaneConfig),
+            ("connection_limits", ConnectionLimitsConfig),
+        ):
             if key in values:
                 values[key] = _section(key, section, values[key])
         if "static_tokens" in values:

@@ -61,6 +61,19 @@ from jumpgate.protocol.names import split_host_port
 logger = logging.getLogger("jumpgate")
 
 
+def private_data_dir(path: Path) -> None:
+    """The data dir, made 0700, or tightened to 0700 (with a log line) when an earlier
+    release, a umask or a person left it open: it holds the master key and every tenant's
+    state."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    mode = path.stat().st_mode & 0o777
+    if mode & 0o077:
+        path.chmod(0o700)
+        logger.warning(
+            "data dir tightened to 0700", extra={"data_dir": str(path), "was": f"{mode:04o}"}
+        )
+
+
 def open_store(config: Config) -> Store:
     """The state store the config names, created if missing."""
     storage = config.storage
@@ -116,7 +129,7 @@ def open_control_plane(
 ) -> ControlPlane:
     """The control plane over the configured stores and master key; ``self_signed_web``
     when the proxy's HTTPS certificate is self-signed (join commands then say --insecure)."""
-    config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    private_data_dir(config.data_dir)
     master = open_master_key(config)
     settings = Settings(
         public_addr=config.public_addr,
@@ -186,6 +199,7 @@ class Daemon:
         self._stop = asyncio.Event()
         self._agent_task: asyncio.Task[None] | None = None
         self.agent: Agent | None = None
+        private_data_dir(config.data_dir)
         host_key = proxy_host_key(config.data_dir)
         web_cert, web_key = tls.proxy_certificate(config.data_dir, config.public_addr)
         self._tls = tls.server_context(web_cert, web_key)
@@ -209,11 +223,16 @@ class Daemon:
                 endpoint=config.control_plane.endpoint or None,
             )
             api = internal = self._lambda
-        self.web = WebFront(api)
         control = ControlPlaneClient(internal)
+        limits = config.connection_limits.limits()
         self.fronts = SSHFronts(
-            control, proxy_id=str(uuid.uuid4()), host_key=host_key, public_addr=config.public_addr
+            control,
+            proxy_id=str(uuid.uuid4()),
+            host_key=host_key,
+            public_addr=config.public_addr,
+            limits=limits,
         )
+        self.web = WebFront(api, limits=limits, refused=self.fronts.metrics.connections_refused)
         self.ready = asyncio.Event()
         self.ssh_port = 0
         self.tunnel_port = 0

@@ -22,6 +22,7 @@ import asyncssh
 from jumpgate.cli.common import profile
 from jumpgate.cli.common.errors import CLIError
 from jumpgate.protocol import ports
+from jumpgate.protocol.channel_window import bound_receive_window
 from jumpgate.protocol.names import resolve_loopback, split_host_port
 
 
@@ -132,6 +133,7 @@ async def _session(current: profile.Profile, args: argparse.Namespace) -> int:
             stderr=_own(2, "wb"),
             encoding=None,
         )
+        bound_receive_window(process.channel)
         loop = asyncio.get_running_loop()
         saved = None
         if use_tty and sys.stdin.isatty():

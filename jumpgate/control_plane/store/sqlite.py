@@ -8,6 +8,8 @@ exact across threads and processes alike.
 from __future__ import annotations
 
 import builtins
+import contextlib
+import os
 import sqlite3
 import threading
 import uuid
@@ -56,6 +58,18 @@ CREATE INDEX IF NOT EXISTS kv_expires ON kv (expires) WHERE expires IS NOT NULL;
 _LIVE = "(expires IS NULL OR expires > ?)"
 
 
+def private_database(path: Path) -> None:
+    """Make the database file (and any WAL and shared-memory files beside it) 0600 before
+    SQLite opens it: it holds every tenant's state or audit trail. SQLite gives the ``-wal``
+    and ``-shm`` files it creates later the database file's mode."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    os.close(fd)
+    for file in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        with contextlib.suppress(FileNotFoundError):
+            if file.stat().st_mode & 0o077:
+                file.chmod(0o600)
+
+
 class ThreadConnections:
     """One connection per thread to a SQLite file in WAL mode; ``close`` closes them all."""
 
@@ -64,7 +78,8 @@ class ThreadConnections:
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        private_database(path)
 
     def get(self) -> sqlite3.Connection:
         db: sqlite3.Connection | None = getattr(self._local, "db", None)

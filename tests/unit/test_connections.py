@@ -1,0 +1,81 @@
+"""The proxy's per-source connection gate and its configuration (decision 0019)."""
+
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from jumpgate.cli.daemon.config import ConfigError, load
+from jumpgate.edge_proxy.connections import ConnectionLimits, SourceGate
+
+PEER = ("192.0.2.7", 50000)
+OTHER = ("192.0.2.8", 50001)
+
+
+def _gate(total: int, unauthenticated: int) -> SourceGate:
+    limits = ConnectionLimits(max_per_source=total, max_unauthenticated_per_source=unauthenticated)
+    return SourceGate("ssh", limits, Counter())
+
+
+def test_unauthenticated_cap_is_per_source_and_freed_by_authentication() -> None:
+    gate = _gate(total=3, unauthenticated=2)
+    first, second = gate.admit(PEER), gate.admit(PEER)
+    assert first is not None
+    assert second is not None
+    assert gate.admit(PEER) is None, "a 3rd unauthenticated connection was let in"
+    assert gate.admit(OTHER) is not None, "another source was refused for this one's count"
+    first.authenticated()
+    third = gate.admit(PEER)
+    assert third is not None, "an authenticated connection still counted as unauthenticated"
+    assert gate.admit(PEER) is None, "a 4th connection was let in (total cap 3)"
+    assert gate.refused == Counter({"ssh": 2})
+
+
+def test_release_is_idempotent_and_forgets_idle_sources() -> None:
+    gate = _gate(total=1, unauthenticated=1)
+    admitted = gate.admit(PEER)
+    assert admitted is not None
+    admitted.authenticated()
+    admitted.release()
+    admitted.release()
+    admitted.authenticated()
+    assert PEER[0] not in gate.live
+    assert PEER[0] not in gate.unauthenticated
+    assert gate.admit(PEER) is not None
+
+
+@pytest.mark.parametrize(
+    ("section", "named"),
+    [
+        ("{max_connections_per_source: 0}", "connection_limits.max_connections_per_source"),
+        ("{max_unauthenticated_per_source: many}", "max_unauthenticated_per_source"),
+        ("{header_timeout: 10}", "header_timeout"),
+        ("{idle_timeout: 0s}", "idle_timeout"),
+        ("{login_grace: 30s}", "unknown key(s) login_grace"),
+    ],
+    ids=["zero-cap", "text-cap", "no-unit", "zero-timeout", "misspelt"],
+)
+def test_bad_connection_limits_are_one_line_naming_the_key(
+    tmp_path: Path, section: str, named: str
+) -> None:
+    config = tmp_path / "jumpgate.yaml"
+    config.write_text(f"connection_limits: {section}\n")
+    with pytest.raises(ConfigError, match="connection_limits") as caught:
+        load(config, {})
+    assert named in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+def test_connection_limits_reach_the_proxy_in_seconds(tmp_path: Path) -> None:
+    config = tmp_path / "jumpgate.yaml"
+    config.write_text(
+        "connection_limits: {max_connections_per_source: 9, header_timeout: 1m30s,"
+        " login_grace_time: 5s}\n"
+    )
+    limits = load(config, {}).connection_limits.limits()
+    assert limits.max_per_source == 9
+    assert limits.header_timeout == 90
+    assert limits.login_grace == 5
+    assert (
+        limits.max_unauthenticated_per_source == ConnectionLimits().max_unauthenticated_per_source
+    )
