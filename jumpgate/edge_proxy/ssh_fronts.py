@@ -37,6 +37,7 @@ from jumpgate.edge_proxy.splice import ChannelSide, Splice
 from jumpgate.protocol import models, ports
 from jumpgate.protocol.audit import EventType
 from jumpgate.protocol.metrics import MetricLine
+from jumpgate.protocol.names import MAX_NODENAME, node_name, shown
 from jumpgate.protocol.outbox import Outbox
 from jumpgate.protocol.ssh_identity import CertIdentity, cert_identity
 from jumpgate.protocol.tunnel import (
@@ -129,7 +130,7 @@ def _target(text: str) -> tuple[str, int]:
     if not sep:
         host, port = text, "22"
     if not host or not port.isdigit():
-        raise ValueError(f"proxy subsystem target {text!r} is not NODE or NODE:PORT")
+        raise ValueError(f"proxy subsystem target {shown(text)!r} is not NODE or NODE:PORT")
     _check_port(int(port))
     return host, int(port)
 
@@ -521,11 +522,7 @@ class SSHFronts:
 
     def find(self, tenant: str, name: str) -> Tunnel:
         """A live node here by name, uuid, ``uuid.tenant`` or ``name.tenant.<public-addr>``."""
-        return self.registry.find(tenant, self._short(tenant, name))
-
-    def _short(self, tenant: str, name: str) -> str:
-        suffix = f".{tenant}.{self.public_addr}"
-        return name[: -len(suffix)] if name.lower().endswith(suffix) else name
+        return self.registry.find(tenant, name, self.public_addr)
 
     async def route(self, tenant: str, name: str) -> Tunnel | models.NodeLocation:
         """The node's tunnel if this proxy holds it, else (when peering) the proxy that does;
@@ -535,11 +532,12 @@ class SSHFronts:
         except AmbiguousNode as exc:
             raise Refused(str(exc), asyncssh.OPEN_CONNECT_FAILED) from None
         except UnknownNode as exc:
-            if self.peering is None:
+            short = node_name(tenant, name, self.public_addr)
+            if self.peering is None or len(short) > MAX_NODENAME:  # no node has so long a name
                 raise Refused(str(exc), asyncssh.OPEN_CONNECT_FAILED) from None
             unknown = str(exc)
         try:
-            location = await self.control.locate(tenant, self._short(tenant, name))
+            location = await self.control.locate(tenant, short)
         except ControlPlaneError as exc:
             if exc.status in (400, 404):
                 raise Refused(str(exc) or unknown, asyncssh.OPEN_CONNECT_FAILED) from None

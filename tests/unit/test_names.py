@@ -70,9 +70,7 @@ def test_names_of_no_node_here(name: str) -> None:
     ],
     ids=["100k-unknown", "100k-fqdn-unknown", "ambiguous"],
 )
-def test_the_error_echoes_at_most_the_start_of_the_name(
-    name: str, error: type[Exception]
-) -> None:
+def test_the_error_echoes_at_most_the_start_of_the_name(name: str, error: type[Exception]) -> None:
     online = [*ONLINE, _Node("1f1f1f1f-0000-4000-8000-000000000000", "web-1")]
     with pytest.raises(error) as raised:
         pick_node("acme", name, online, public_addr="localhost")
