@@ -19,6 +19,7 @@ import contextlib
 import json
 import logging
 import uuid
+import weakref
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Coroutine
 from dataclasses import dataclass, field
@@ -55,6 +56,12 @@ PROXY_BEAT_SECONDS = 60.0
 EVENT_LINGER = 0.5
 """How long the proxy lets audit events gather before sending a batch."""
 MAX_AUDIT_BATCH = 100
+DRAIN_SECONDS = 10.0
+"""How long a stopping proxy gives its live sessions, and their audit, to end."""
+FLUSH_RESERVE = 2.0
+"""Of the drain, what is kept for sending the audit outbox once the sessions have ended."""
+NODE_REPORT_GRACE = 1.0
+"""After ending sessions, how long tunnels stay open for the nodes to report their ends."""
 NODE_EVENTS = frozenset(
     t.value
     for t in (
@@ -368,6 +375,7 @@ class _UserServer(asyncssh.SSHServer):
 
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
         self._conn = conn
+        self.fronts.users.add(conn)
 
     def begin_auth(self, username: str) -> bool:
         self._login = username
@@ -508,6 +516,12 @@ class SSHFronts:
         self._host_key = host_key
         self._servers: list[asyncssh.SSHAcceptor] = []
         self._tasks: set[asyncio.Task[object]] = set()
+        self.users: weakref.WeakSet[asyncssh.SSHServerConnection] = weakref.WeakSet()
+        self.live: set[Splice] = set()  # sessions started and not yet ended
+        self._all_ended = asyncio.Event()
+        self._all_ended.set()
+        self._sending = asyncio.Lock()  # an audit batch on its way; see ``close``
+        self.draining = False
 
     def spawn(self, coroutine: Coroutine[Any, Any, object], name: str | None = None) -> None:
         """Run a background call; log, never raise, if it fails."""
@@ -577,6 +591,8 @@ class SSHFronts:
     async def _connect(
         self, target: Tunnel | models.NodeLocation, caller: Caller, splice: Splice
     ) -> None:
+        if self.draining:
+            raise Refused("this proxy is stopping: try again", asyncssh.OPEN_CONNECT_FAILED)
         try:
             verdict = await self.control.session_auth(
                 models.SessionAuth(
@@ -645,20 +661,31 @@ class SSHFronts:
         self.metrics.sessions += 1
         splice.tenant, splice.session = tenant, session
         self.record(EventType.SESSION_START, tenant, "I", **session)
+        if splice.ended:  # the node hung up before the start was recorded
+            self._record_end(splice)
+        else:
+            self.live.add(splice)
+            self._all_ended.clear()
 
     def ended(self, splice: Splice) -> None:
         """A splice ended: add its bytes to the metrics, and record the session's end."""
         self.metrics.bytes_in += splice.bytes_to_node
         self.metrics.bytes_out += splice.bytes_to_user
+        self.live.discard(splice)
+        if not self.live:
+            self._all_ended.set()
         if splice.tenant:
-            self.record(
-                EventType.SESSION_END,
-                splice.tenant,
-                "I",
-                **splice.session,
-                bytes_to_node=splice.bytes_to_node,
-                bytes_to_user=splice.bytes_to_user,
-            )
+            self._record_end(splice)
+
+    def _record_end(self, splice: Splice) -> None:
+        self.record(
+            EventType.SESSION_END,
+            splice.tenant,
+            "I",
+            **splice.session,
+            bytes_to_node=splice.bytes_to_node,
+            bytes_to_user=splice.bytes_to_user,
+        )
 
     def record(self, event_type: EventType, tenant: str, outcome: str, **fields: Any) -> None:
         """Queue an audit event; they reach the control plane in batches (never in a session's
@@ -724,7 +751,7 @@ class SSHFronts:
         self._servers = [user_server, tunnel_server]
         await self.dialback.start(tunnel[0], 0)
         self.spawn(self._beat(), name="proxy-beat")
-        self.spawn(self.events.deliver(self.control.audit, linger=EVENT_LINGER), name="events")
+        self.spawn(self.events.deliver(self._send_events, linger=EVENT_LINGER), name="events")
         return user_server.sockets[0].getsockname()[1], tunnel_server.sockets[0].getsockname()[1]
 
     async def _beat(self) -> None:
@@ -736,13 +763,46 @@ class SSHFronts:
                 logger.warning("proxy liveness not recorded", extra={"reason": str(exc)})
             await asyncio.sleep(PROXY_BEAT_SECONDS)
 
-    async def close(self, grace: float = 5.0) -> None:
-        """Stop listening, close every tunnel (its node goes offline), wait for those writes."""
+    async def _send_events(self, batch: list[models.AuditRecord]) -> None:
+        async with self._sending:
+            await self.control.audit(batch)
+
+    async def close(self, drain: float = DRAIN_SECONDS) -> None:
+        """Stop as a drained proxy does, within ``drain`` seconds: stop accepting; end every
+        live session (each with its ``session.end``, as any session ends); give nodes a
+        moment to report their own ends over their tunnels; close the tunnels (their nodes go
+        offline); then send what the audit outbox holds, and stop.
+
+        Sessions still open when their time is up are cut and recorded as ended anyway: the
+        audit log never misses the end of a session this proxy started. The last part of
+        ``drain`` is kept for the audit flush.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + drain
+        sessions_by = deadline - min(FLUSH_RESERVE, drain / 3)
+        self.draining = True
         for server in self._servers:
             server.close()
         self.dialback.close()
         if self.peering is not None:
             self.peering.close()
+        live = list(self.live)
+        if live:
+            logger.info("draining", extra={"sessions": len(live), "drain_seconds": drain})
+        for splice in live:
+            splice.close()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._all_ended.wait(), max(0.0, sessions_by - loop.time()))
+        for splice in list(self.live):
+            logger.warning(
+                "session cut at the drain deadline",
+                extra={"session_id": splice.session.get("session_id", "")},
+            )
+            splice.abandon()
+        if live:  # the nodes' own session.end and exec events come over the tunnels
+            await asyncio.sleep(max(0.0, min(NODE_REPORT_GRACE, sessions_by - loop.time())))
+        for conn in list(self.users):
+            conn.close()
         for tunnel in self.registry.all():
             tunnel.connection.close()
         for server in self._servers:
@@ -750,12 +810,20 @@ class SSHFronts:
         if self.peering is not None:
             await self.peering.wait_closed()
         loops = [t for t in self._tasks if t.get_name() in ("proxy-beat", "events", "peer-renew")]
-        for task in loops:
-            task.cancel()
+        async with self._sending:  # a batch already sent is not sent again by the flush
+            for task in loops:
+                task.cancel()
         pending = [t for t in self._tasks if t not in loops]
         if pending:
-            _, late = await asyncio.wait(pending, timeout=grace)
+            _, late = await asyncio.wait(pending, timeout=max(0.1, sessions_by - loop.time()))
             for task in late:
                 task.cancel()
-        await self.events.flush(self.control.audit)  # the sessions the close just ended
+        try:
+            flushed = await asyncio.wait_for(
+                self.events.flush(self.control.audit), max(1.0, deadline - loop.time())
+            )
+        except TimeoutError:
+            flushed = False
+        if not flushed:
+            logger.error("audit events lost at shutdown", extra={"events": len(self.events)})
         await asyncio.gather(*self._tasks, return_exceptions=True)
