@@ -60,6 +60,8 @@ DRAIN_SECONDS = 10.0
 """How long a stopping proxy gives its live sessions, and their audit, to end."""
 FLUSH_RESERVE = 2.0
 """Of the drain, what is kept for sending the audit outbox once the sessions have ended."""
+REMOVAL_POLL_SECONDS = 2.0
+"""How often a proxy holding tunnels asks which nodes were removed (closed within 5 s)."""
 NODE_REPORT_GRACE = 1.0
 """After ending sessions, how long tunnels stay open for the nodes to report their ends."""
 NODE_EVENTS = frozenset(
@@ -607,9 +609,7 @@ class SSHFronts:
             logger.warning("session not authorized", extra={"reason": str(exc)})
             raise Refused("the platform could not check this session: try again") from None
         if verdict.node_refused is not None:
-            if isinstance(target, Tunnel):
-                logger.info("node removed: its tunnel is closed", extra={"node": target.host_id})
-                target.connection.close()
+            self.drop_removed(target.tenant, target.host_id, verdict.node_refused)
             raise Refused(
                 f"node {target.nodename!r} is not online in cluster {target.tenant!r}: see jump ls",
                 asyncssh.OPEN_CONNECT_FAILED,
@@ -751,8 +751,49 @@ class SSHFronts:
         self._servers = [user_server, tunnel_server]
         await self.dialback.start(tunnel[0], 0)
         self.spawn(self._beat(), name="proxy-beat")
+        self.spawn(self._watch_removals(), name="removals")
         self.spawn(self.events.deliver(self._send_events, linger=EVENT_LINGER), name="events")
         return user_server.sockets[0].getsockname()[1], tunnel_server.sockets[0].getsockname()[1]
+
+    def drop_removed(self, tenant: str, host_id: str, reason: str) -> None:
+        """A node was removed: close its tunnel if held here (no presence write, its record
+        is gone) and end the sessions to it that this proxy carries."""
+        tunnel = self.registry.get(tenant, host_id)
+        sessions = [
+            s for s in self.live if s.tenant == tenant and s.session.get("server_id") == host_id
+        ]
+        if tunnel is None and not sessions:
+            return
+        logger.info(
+            "node removed: its tunnel is closed",
+            extra={
+                "tenant": tenant,
+                "node": host_id,
+                "tunnel": tunnel is not None,
+                "sessions": len(sessions),
+                "reason": reason,
+            },
+        )
+        if tunnel is not None:
+            self.registry.remove(tunnel)
+            tunnel.connection.close()
+        for splice in sessions:
+            splice.close()
+
+    async def _watch_removals(self) -> None:
+        """Poll the nodes removed anywhere in the platform, while this proxy holds tunnels or
+        sessions: one call per period for all of them (decision 0017)."""
+        while True:
+            await asyncio.sleep(REMOVAL_POLL_SECONDS)
+            if not len(self.registry) and not self.live:
+                continue
+            try:
+                removed = await self.control.node_removals()
+            except ControlPlaneError as exc:
+                logger.warning("node removals not read", extra={"reason": str(exc)})
+                continue
+            for node in removed:
+                self.drop_removed(node.tenant, node.host_id, "removed from the cluster")
 
     async def _beat(self) -> None:
         while True:
@@ -809,7 +850,8 @@ class SSHFronts:
             await server.wait_closed()
         if self.peering is not None:
             await self.peering.wait_closed()
-        loops = [t for t in self._tasks if t.get_name() in ("proxy-beat", "events", "peer-renew")]
+        background = ("proxy-beat", "events", "peer-renew", "removals")
+        loops = [t for t in self._tasks if t.get_name() in background]
         async with self._sending:  # a batch already sent is not sent again by the flush
             for task in loops:
                 task.cancel()
