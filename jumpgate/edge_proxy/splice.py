@@ -241,13 +241,17 @@ class Splice:
         if self._open == 0:
             self._end()
 
-    def close(self) -> None:
-        """End the session now (the proxy is stopping): close both sides, as when either
-        end hangs up; ``on_end`` follows once both have closed."""
-        for side in (self.user, self.node):
-            if side is not None and not side.lost:
-                with contextlib.suppress(OSError, asyncssh.Error, AttributeError):
-                    side.abort()
+    def close(self) -> bool:
+        """End the session now (the proxy is stopping): close both sides, as when either end
+        hangs up; ``on_end`` follows once both have closed. False, and nothing done, while a
+        side is still opening (ask again in a moment)."""
+        sides = [side for side in (self.user, self.node) if side is not None and not side.lost]
+        if any(not side.ready for side in sides):
+            return False
+        for side in sides:
+            with contextlib.suppress(OSError, asyncssh.Error):
+                side.abort()
+        return True
 
     def abandon(self) -> None:
         """Treat the session as ended although a side has not reported its close (a peer

@@ -827,13 +827,18 @@ class SSHFronts:
         self.dialback.close()
         if self.peering is not None:
             self.peering.close()
-        live = list(self.live)
+        live = bool(self.live)
         if live:
-            logger.info("draining", extra={"sessions": len(live), "drain_seconds": drain})
-        for splice in live:
-            splice.close()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._all_ended.wait(), max(0.0, sessions_by - loop.time()))
+            logger.info("draining", extra={"sessions": len(self.live), "drain_seconds": drain})
+        closed: set[Splice] = set()
+        while self.live and loop.time() < sessions_by:
+            for splice in self.live - closed:  # those still opening are closed once open
+                if splice.close():
+                    closed.add(splice)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    self._all_ended.wait(), max(0.0, min(0.1, sessions_by - loop.time()))
+                )
         for splice in list(self.live):
             logger.warning(
                 "session cut at the drain deadline",
