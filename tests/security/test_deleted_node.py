@@ -27,13 +27,29 @@ def _tunnels(site: Site) -> int:
 
 def test_removing_an_online_node_closes_its_tunnel_within_5s(site: Site) -> None:
     assert _tunnels(site) == 1
-    log_offset = len(site.cluster.log.read_text())
-    site.admin.ok("jumpctl", "nodes", "rm", "web-1")
-    removed = time.monotonic()
-    while _tunnels(site) != 0 and time.monotonic() - removed < 10:
-        time.sleep(0.1)
-    took = time.monotonic() - removed
-    assert took <= 5.0, f"the deleted node's tunnel was still open after {took:.1f}s"
+    live = subprocess.Popen(
+        ["ssh", "-F", str(site.ssh_config), "web-1", "echo ready; sleep 120"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        assert live.stdout is not None
+        assert live.stdout.readline() == b"ready\n"
+        log_offset = len(site.cluster.log.read_text())
+        site.admin.ok("jumpctl", "nodes", "rm", "web-1")
+        removed = time.monotonic()
+        while _tunnels(site) != 0 and time.monotonic() - removed < 10:
+            time.sleep(0.1)
+        took = time.monotonic() - removed
+        assert took <= 5.0, f"the deleted node's tunnel was still open after {took:.1f}s"
+        live.wait(timeout=max(0.1, 5.0 - (time.monotonic() - removed)))  # its session too
+    finally:
+        if live.poll() is None:
+            live.kill()
+            live.wait(timeout=10)
+        if live.stdout is not None:
+            live.stdout.close()
 
     refused = subprocess.run(
         [str(BIN / "jump"), "ssh", "web-1", "true"],
@@ -52,3 +68,6 @@ def test_removing_an_online_node_closes_its_tunnel_within_5s(site: Site) -> None
     assert '"node removed: its tunnel is closed"' in log, log[-2000:]
     [deleted] = audit_events(site, "node.delete", 1)
     assert deleted["node"] == "web-1"
+    [start] = [e for e in audit_events(site, "session.start", 2) if e["origin"] == "proxy"]
+    [end] = [e for e in audit_events(site, "session.end", 1) if e["origin"] == "proxy"]
+    assert end["session_id"] == start["session_id"]
