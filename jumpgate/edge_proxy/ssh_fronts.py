@@ -805,6 +805,7 @@ class SSHFronts:
             await asyncio.sleep(PROXY_BEAT_SECONDS)
 
     async def _send_events(self, batch: list[models.AuditRecord]) -> None:
+        """The delivery task's send: under a lock, so ``close`` never cancels it mid-batch."""
         async with self._sending:
             await self.control.audit(batch)
 
@@ -862,7 +863,8 @@ class SSHFronts:
                 task.cancel()
         pending = [t for t in self._tasks if t not in loops]
         if pending:
-            _, late = await asyncio.wait(pending, timeout=max(0.1, sessions_by - loop.time()))
+            # presence writes of the tunnels just closed, subsystems ending: quick, but bounded
+            _, late = await asyncio.wait(pending, timeout=max(0.5, sessions_by - loop.time()))
             for task in late:
                 task.cancel()
         try:
