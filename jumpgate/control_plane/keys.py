@@ -63,6 +63,14 @@ def user_ca_index(public_key: str) -> str:
     return f"user-cas/{digest(public_key.strip())}"
 
 
+def node_removal(tenant: str, host_id: str) -> str:
+    """A removed node's tombstone (platform scope): proxies still holding its tunnel close it."""
+    return f"node-removals/{tenant}/{host_id}"
+
+
+NODE_REMOVALS = "node-removals/"
+
+
 def proxy(proxy_id: str) -> str:
     """A proxy's liveness (platform scope)."""
     return f"proxies/{proxy_id}"

@@ -1,9 +1,13 @@
-"""Nodes: tunnel authentication, presence and listing.
+"""Nodes: tunnel authentication, presence, listing and removal.
 
 Presence costs writes only when it changes: a tunnel coming up on a proxy, or going down.
 Each proxy refreshes one liveness record a minute for all its tunnels, so a proxy that dies
 takes its nodes offline within ``PROXY_TTL`` without a write per node. A node that has been
 offline longer than ``GONE_AFTER`` leaves listings; its record stays until removed.
+
+Removing a node also leaves a tombstone in the platform scope for ``REMOVAL_KEPT``: every
+proxy polls those (one query, whatever the number of nodes) and closes a removed node's
+tunnel within seconds, wherever the removal was served.
 """
 
 import secrets
@@ -13,7 +17,7 @@ from datetime import datetime, timedelta
 from jumpgate.control_plane import keys, records
 from jumpgate.control_plane.clock import Clock
 from jumpgate.control_plane.errors import Conflict, InvalidRequest, NotFound, Unauthenticated
-from jumpgate.control_plane.records import NodeRecord, ProxyRecord
+from jumpgate.control_plane.records import NodeRecord, NodeRemoval, ProxyRecord
 from jumpgate.control_plane.store import PLATFORM, Store
 from jumpgate.control_plane.store.base import KeyNotFound
 from jumpgate.protocol.names import AmbiguousNode, UnknownNode, check_tenant_name, pick_node
@@ -21,6 +25,9 @@ from jumpgate.protocol.names import AmbiguousNode, UnknownNode, check_tenant_nam
 PROXY_TTL = timedelta(seconds=90)
 """A proxy refreshes its liveness every minute; 90 s of silence means it is gone."""
 GONE_AFTER = timedelta(minutes=10)
+REMOVAL_KEPT = timedelta(minutes=5)
+"""How long a removed node's tombstone stays for proxies to find (they poll every few
+seconds; see docs/decisions/0017-draining-and-deleted-nodes.md)."""
 
 
 @dataclass(frozen=True)
@@ -57,7 +64,9 @@ class NodeService:
         return NodeRecord.from_bytes(item.value), item.revision
 
     def remove(self, tenant: str, name: str) -> NodeRecord:
-        """Forget a node (by uuid or unique name): its tunnel is refused from now on."""
+        """Forget a node (by uuid or unique name): its tunnel is refused from now on, and the
+        proxy holding it closes it when it next polls ``removals`` (the tombstone is written
+        first: a failure in between closes a tunnel that reconnects, never leaves one open)."""
         records = [NodeRecord.from_bytes(i.value) for i in self._store.list_all(tenant, keys.NODES)]
         matches = [r for r in records if name in (r.host_id, r.nodename)]
         if not matches:
@@ -65,8 +74,26 @@ class NodeService:
         if len(matches) > 1:
             ids = ", ".join(sorted(m.host_id for m in matches))
             raise InvalidRequest(f"{len(matches)} nodes are named {name!r}: use a uuid ({ids})")
-        self._store.delete(tenant, keys.node(matches[0].host_id))
-        return matches[0]
+        node = matches[0]
+        now = self._clock.now()
+        tombstone = NodeRemoval(tenant, node.host_id, node.nodename, now)
+        self._store.put(
+            PLATFORM,
+            keys.node_removal(tenant, node.host_id),
+            tombstone.to_bytes(),
+            expires=now + REMOVAL_KEPT,
+        )
+        self._store.delete(tenant, keys.node(node.host_id))
+        return node
+
+    def removals(self) -> list[NodeRemoval]:
+        """Nodes removed in the last ``REMOVAL_KEPT``, in every tenant (proxies poll this)."""
+        now = self._clock.now()
+        found = (
+            NodeRemoval.from_bytes(item.value)
+            for item in self._store.list_all(PLATFORM, keys.NODE_REMOVALS)
+        )
+        return [r for r in found if now - r.removed < REMOVAL_KEPT]  # stores expire late
 
     def authenticate_tunnel(self, tenant: str, host_id: str, public_key: str) -> NodeRecord:
         """The node whose tunnel presents ``public_key``; refused unless it joined with it."""

@@ -127,6 +127,17 @@ class NodeRecord(Record):
 
 
 @dataclass(frozen=True)
+class NodeRemoval(Record):
+    """A node removed a moment ago, kept a few minutes for the proxies that poll removals."""
+
+    tenant: str
+    host_id: str
+    nodename: str
+    removed: datetime
+    _datetimes = ("removed",)
+
+
+@dataclass(frozen=True)
 class ProxyRecord(Record):
     """A proxy's own liveness, refreshed once a minute for all its tunnels at once."""
 

@@ -104,6 +104,11 @@ class ControlPlaneClient:
     async def presence(self, presence: models.Presence) -> None:
         await self._call("POST", "/internal/v1/presence", presence)
 
+    async def node_removals(self) -> list[models.RemovedNode]:
+        """Nodes removed in the last few minutes, in every tenant."""
+        answer = await self._call("POST", "/internal/v1/node-removals")
+        return models.NodeRemovals.model_validate(answer).nodes
+
     async def proxy_alive(self, proxy_id: str, peer_addr: str = "") -> None:
         body = _body(models.ProxyAlive, proxy=proxy_id, peer_addr=peer_addr)
         await self._call("POST", "/internal/v1/proxy-alive", body)

@@ -61,6 +61,6 @@ class TunnelRegistry:
         """The tunnel of the node with uuid ``host_id``, if it is on this proxy."""
         return self._tunnels.get(tenant, {}).get(host_id)
 
-    def find(self, tenant: str, name: str) -> Tunnel:
-        """The tunnel of the node named ``name`` (nodename, uuid or ``uuid.tenant``)."""
-        return pick_node(tenant, name, self._tunnels.get(tenant, {}).values())
+    def find(self, tenant: str, name: str, public_addr: str = "") -> Tunnel:
+        """The tunnel of the node ``name`` names (see ``protocol.names.node_name``)."""
+        return pick_node(tenant, name, self._tunnels.get(tenant, {}).values(), public_addr)

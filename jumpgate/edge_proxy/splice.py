@@ -44,6 +44,10 @@ class Side:
         """Both directions are done: close this side."""
         raise NotImplementedError
 
+    def abort(self) -> None:
+        """Close this side now, whatever it still holds to send (the proxy is stopping)."""
+        raise NotImplementedError
+
     def pause_reading(self) -> None:
         raise NotImplementedError
 
@@ -161,6 +165,9 @@ class ChannelSide(Side, asyncssh.SSHTCPSession[bytes]):
     def finish(self) -> None:
         self.chan.close()
 
+    def abort(self) -> None:
+        self.chan.close()
+
     def pause_reading(self) -> None:
         self.chan.pause_reading()
 
@@ -189,6 +196,9 @@ class SocketSide(Side, asyncio.Protocol):
     def finish(self) -> None:
         self.transport.close()
 
+    def abort(self) -> None:
+        self.transport.abort()
+
     def pause_reading(self) -> None:
         if not self.transport.is_closing():
             self.transport.pause_reading()
@@ -212,6 +222,7 @@ class Splice:
         self.session: dict[str, str] = {}  # what the audit log says of it
         self._on_end = on_end
         self._open = 2
+        self._ended = False
 
     def attach(self, node: Side) -> Side:
         """Make ``node`` the node's side; what the user sent meanwhile follows once it starts."""
@@ -227,7 +238,35 @@ class Splice:
 
     def side_closed(self) -> None:
         self._open -= 1
-        if self._open == 0 and self._on_end is not None:
+        if self._open == 0:
+            self._end()
+
+    def close(self) -> bool:
+        """End the session now (the proxy is stopping): close both sides, as when either end
+        hangs up; ``on_end`` follows once both have closed. False, and nothing done, while a
+        side is still opening (ask again in a moment)."""
+        sides = [side for side in (self.user, self.node) if side is not None and not side.lost]
+        if any(not side.ready for side in sides):
+            return False
+        for side in sides:
+            with contextlib.suppress(OSError, asyncssh.Error):
+                side.abort()
+        return True
+
+    def abandon(self) -> None:
+        """Treat the session as ended although a side has not reported its close (a peer
+        that never answers): ``on_end`` now, once; the sides' later closes change nothing."""
+        self._end()
+
+    @property
+    def ended(self) -> bool:
+        return self._ended
+
+    def _end(self) -> None:
+        if self._ended:
+            return
+        self._ended = True
+        if self._on_end is not None:
             self._on_end(self)
 
     @property

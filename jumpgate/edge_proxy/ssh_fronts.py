@@ -19,6 +19,7 @@ import contextlib
 import json
 import logging
 import uuid
+import weakref
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Coroutine
 from dataclasses import dataclass, field
@@ -38,6 +39,7 @@ from jumpgate.edge_proxy.splice import ChannelSide, Splice
 from jumpgate.protocol import models, ports
 from jumpgate.protocol.audit import EventType
 from jumpgate.protocol.metrics import MetricLine
+from jumpgate.protocol.names import MAX_NODENAME, node_name, shown
 from jumpgate.protocol.outbox import Outbox
 from jumpgate.protocol.ssh_identity import CertIdentity, cert_identity
 from jumpgate.protocol.tunnel import (
@@ -55,6 +57,14 @@ PROXY_BEAT_SECONDS = 60.0
 EVENT_LINGER = 0.5
 """How long the proxy lets audit events gather before sending a batch."""
 MAX_AUDIT_BATCH = 100
+DRAIN_SECONDS = 10.0
+"""How long a stopping proxy gives its live sessions, and their audit, to end."""
+FLUSH_RESERVE = 2.0
+"""Of the drain, what is kept for sending the audit outbox once the sessions have ended."""
+REMOVAL_POLL_SECONDS = 2.0
+"""How often a proxy holding tunnels asks which nodes were removed (closed within 5 s)."""
+NODE_REPORT_GRACE = 1.0
+"""After ending sessions, how long tunnels stay open for the nodes to report their ends."""
 NODE_EVENTS = frozenset(
     t.value
     for t in (
@@ -140,7 +150,7 @@ def _target(text: str) -> tuple[str, int]:
     if not sep:
         host, port = text, "22"
     if not host or not port.isdigit():
-        raise ValueError(f"proxy subsystem target {text!r} is not NODE or NODE:PORT")
+        raise ValueError(f"proxy subsystem target {shown(text)!r} is not NODE or NODE:PORT")
     _check_port(int(port))
     return host, int(port)
 
@@ -378,6 +388,7 @@ class _UserServer(asyncssh.SSHServer):
 
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
         self._conn = conn
+        self.fronts.users.add(conn)
 
     def begin_auth(self, username: str) -> bool:
         self._login = username
@@ -520,6 +531,12 @@ class SSHFronts:
         self._host_key = host_key
         self._servers: list[asyncssh.SSHAcceptor] = []
         self._tasks: set[asyncio.Task[object]] = set()
+        self.users: weakref.WeakSet[asyncssh.SSHServerConnection] = weakref.WeakSet()
+        self.live: set[Splice] = set()  # sessions started and not yet ended
+        self._all_ended = asyncio.Event()
+        self._all_ended.set()
+        self._sending = asyncio.Lock()  # an audit batch on its way; see ``close``
+        self.draining = False
 
     def spawn(self, coroutine: Coroutine[Any, Any, object], name: str | None = None) -> None:
         """Run a background call; log, never raise, if it fails."""
@@ -534,11 +551,7 @@ class SSHFronts:
 
     def find(self, tenant: str, name: str) -> Tunnel:
         """A live node here by name, uuid, ``uuid.tenant`` or ``name.tenant.<public-addr>``."""
-        return self.registry.find(tenant, self._short(tenant, name))
-
-    def _short(self, tenant: str, name: str) -> str:
-        suffix = f".{tenant}.{self.public_addr}"
-        return name[: -len(suffix)] if name.lower().endswith(suffix) else name
+        return self.registry.find(tenant, name, self.public_addr)
 
     async def route(self, tenant: str, name: str) -> Tunnel | models.NodeLocation:
         """The node's tunnel if this proxy holds it, else (when peering) the proxy that does;
@@ -548,11 +561,12 @@ class SSHFronts:
         except AmbiguousNode as exc:
             raise Refused(str(exc), asyncssh.OPEN_CONNECT_FAILED) from None
         except UnknownNode as exc:
-            if self.peering is None:
+            short = node_name(tenant, name, self.public_addr)
+            if self.peering is None or len(short) > MAX_NODENAME:  # no node has so long a name
                 raise Refused(str(exc), asyncssh.OPEN_CONNECT_FAILED) from None
             unknown = str(exc)
         try:
-            location = await self.control.locate(tenant, self._short(tenant, name))
+            location = await self.control.locate(tenant, short)
         except ControlPlaneError as exc:
             if exc.status in (400, 404):
                 raise Refused(str(exc) or unknown, asyncssh.OPEN_CONNECT_FAILED) from None
@@ -592,6 +606,8 @@ class SSHFronts:
     async def _connect(
         self, target: Tunnel | models.NodeLocation, caller: Caller, splice: Splice
     ) -> None:
+        if self.draining:
+            raise Refused("this proxy is stopping: try again", asyncssh.OPEN_CONNECT_FAILED)
         try:
             verdict = await self.control.session_auth(
                 models.SessionAuth(
@@ -606,9 +622,7 @@ class SSHFronts:
             logger.warning("session not authorized", extra={"reason": str(exc)})
             raise Refused("the platform could not check this session: try again") from None
         if verdict.node_refused is not None:
-            if isinstance(target, Tunnel):
-                logger.info("node removed: its tunnel is closed", extra={"node": target.host_id})
-                target.connection.close()
+            self.drop_removed(target.tenant, target.host_id, verdict.node_refused)
             raise Refused(
                 f"node {target.nodename!r} is not online in cluster {target.tenant!r}: see jump ls",
                 asyncssh.OPEN_CONNECT_FAILED,
@@ -660,20 +674,31 @@ class SSHFronts:
         self.metrics.sessions += 1
         splice.tenant, splice.session = tenant, session
         self.record(EventType.SESSION_START, tenant, "I", **session)
+        if splice.ended:  # the node hung up before the start was recorded
+            self._record_end(splice)
+        else:
+            self.live.add(splice)
+            self._all_ended.clear()
 
     def ended(self, splice: Splice) -> None:
         """A splice ended: add its bytes to the metrics, and record the session's end."""
         self.metrics.bytes_in += splice.bytes_to_node
         self.metrics.bytes_out += splice.bytes_to_user
+        self.live.discard(splice)
+        if not self.live:
+            self._all_ended.set()
         if splice.tenant:
-            self.record(
-                EventType.SESSION_END,
-                splice.tenant,
-                "I",
-                **splice.session,
-                bytes_to_node=splice.bytes_to_node,
-                bytes_to_user=splice.bytes_to_user,
-            )
+            self._record_end(splice)
+
+    def _record_end(self, splice: Splice) -> None:
+        self.record(
+            EventType.SESSION_END,
+            splice.tenant,
+            "I",
+            **splice.session,
+            bytes_to_node=splice.bytes_to_node,
+            bytes_to_user=splice.bytes_to_user,
+        )
 
     def record(self, event_type: EventType, tenant: str, outcome: str, **fields: Any) -> None:
         """Queue an audit event; they reach the control plane in batches (never in a session's
@@ -743,8 +768,49 @@ class SSHFronts:
         self._servers = [user_server, tunnel_server]
         await self.dialback.start(tunnel[0], 0)
         self.spawn(self._beat(), name="proxy-beat")
-        self.spawn(self.events.deliver(self.control.audit, linger=EVENT_LINGER), name="events")
+        self.spawn(self._watch_removals(), name="removals")
+        self.spawn(self.events.deliver(self._send_events, linger=EVENT_LINGER), name="events")
         return user_server.sockets[0].getsockname()[1], tunnel_server.sockets[0].getsockname()[1]
+
+    def drop_removed(self, tenant: str, host_id: str, reason: str) -> None:
+        """A node was removed: close its tunnel if held here (no presence write, its record
+        is gone) and end the sessions to it that this proxy carries."""
+        tunnel = self.registry.get(tenant, host_id)
+        sessions = [
+            s for s in self.live if s.tenant == tenant and s.session.get("server_id") == host_id
+        ]
+        if tunnel is None and not sessions:
+            return
+        logger.info(
+            "node removed: its tunnel is closed",
+            extra={
+                "tenant": tenant,
+                "node": host_id,
+                "tunnel": tunnel is not None,
+                "sessions": len(sessions),
+                "reason": reason,
+            },
+        )
+        if tunnel is not None:
+            self.registry.remove(tunnel)
+            tunnel.connection.close()
+        for splice in sessions:
+            splice.close()
+
+    async def _watch_removals(self) -> None:
+        """Poll the nodes removed anywhere in the platform, while this proxy holds tunnels or
+        sessions: one call per period for all of them (decision 0017)."""
+        while True:
+            await asyncio.sleep(REMOVAL_POLL_SECONDS)
+            if not len(self.registry) and not self.live:
+                continue
+            try:
+                removed = await self.control.node_removals()
+            except ControlPlaneError as exc:
+                logger.warning("node removals not read", extra={"reason": str(exc)})
+                continue
+            for node in removed:
+                self.drop_removed(node.tenant, node.host_id, "removed from the cluster")
 
     async def _beat(self) -> None:
         while True:
@@ -755,26 +821,75 @@ class SSHFronts:
                 logger.warning("proxy liveness not recorded", extra={"reason": str(exc)})
             await asyncio.sleep(PROXY_BEAT_SECONDS)
 
-    async def close(self, grace: float = 5.0) -> None:
-        """Stop listening, close every tunnel (its node goes offline), wait for those writes."""
+    async def _send_events(self, batch: list[models.AuditRecord]) -> None:
+        """The delivery task's send: under a lock, so ``close`` never cancels it mid-batch."""
+        async with self._sending:
+            await self.control.audit(batch)
+
+    async def close(self, drain: float = DRAIN_SECONDS) -> None:
+        """Stop as a drained proxy does, within ``drain`` seconds: stop accepting; end every
+        live session (each with its ``session.end``, as any session ends); give nodes a
+        moment to report their own ends over their tunnels; close the tunnels (their nodes go
+        offline); then send what the audit outbox holds, and stop.
+
+        Sessions still open when their time is up are cut and recorded as ended anyway: the
+        audit log never misses the end of a session this proxy started. The last part of
+        ``drain`` is kept for the audit flush.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + drain
+        sessions_by = deadline - min(FLUSH_RESERVE, drain / 3)
+        self.draining = True
         for server in self._servers:
             server.close()
         self.dialback.close()
         if self.peering is not None:
             self.peering.close()
+        live = bool(self.live)
+        if live:
+            logger.info("draining", extra={"sessions": len(self.live), "drain_seconds": drain})
+        closed: set[Splice] = set()
+        while self.live and loop.time() < sessions_by:
+            for splice in self.live - closed:  # those still opening are closed once open
+                if splice.close():
+                    closed.add(splice)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    self._all_ended.wait(), max(0.0, min(0.1, sessions_by - loop.time()))
+                )
+        for splice in list(self.live):
+            logger.warning(
+                "session cut at the drain deadline",
+                extra={"session_id": splice.session.get("session_id", "")},
+            )
+            splice.abandon()
+        if live:  # the nodes' own session.end and exec events come over the tunnels
+            await asyncio.sleep(max(0.0, min(NODE_REPORT_GRACE, sessions_by - loop.time())))
+        for conn in list(self.users):
+            conn.close()
         for tunnel in self.registry.all():
             tunnel.connection.close()
         for server in self._servers:
             await server.wait_closed()
         if self.peering is not None:
             await self.peering.wait_closed()
-        loops = [t for t in self._tasks if t.get_name() in ("proxy-beat", "events", "peer-renew")]
-        for task in loops:
-            task.cancel()
+        background = ("proxy-beat", "events", "peer-renew", "removals")
+        loops = [t for t in self._tasks if t.get_name() in background]
+        async with self._sending:  # a batch already sent is not sent again by the flush
+            for task in loops:
+                task.cancel()
         pending = [t for t in self._tasks if t not in loops]
         if pending:
-            _, late = await asyncio.wait(pending, timeout=grace)
+            # presence writes of the tunnels just closed, subsystems ending: quick, but bounded
+            _, late = await asyncio.wait(pending, timeout=max(0.5, sessions_by - loop.time()))
             for task in late:
                 task.cancel()
-        await self.events.flush(self.control.audit)  # the sessions the close just ended
+        try:
+            flushed = await asyncio.wait_for(
+                self.events.flush(self.control.audit), max(1.0, deadline - loop.time())
+            )
+        except TimeoutError:
+            flushed = False
+        if not flushed:
+            logger.error("audit events lost at shutdown", extra={"events": len(self.events)})
         await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -323,6 +323,20 @@ class ProxyAlive(_Model):
     peer_addr: str = Field(default="", max_length=300)
 
 
+class RemovedNode(_Model):
+    """Internal: a node removed a moment ago; a proxy holding its tunnel closes it."""
+
+    tenant: Tenant
+    host_id: str
+    nodename: str
+
+
+class NodeRemovals(_Model):
+    """Internal: the nodes removed in the last few minutes, across tenants (for proxies)."""
+
+    nodes: list[RemovedNode]
+
+
 class Locate(_Model):
     """Internal: where is the node a user asked for (not on this proxy)?"""
 

@@ -12,6 +12,8 @@ from typing import Protocol, TypeVar
 _DNS_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 _USER = re.compile(r"^[a-z0-9][a-z0-9._@+-]{0,127}$")
 _LOGIN = re.compile(r"^[a-z_][a-z0-9._-]{0,31}$")
+MAX_NODENAME = 253
+"""A node's name is a hostname: at most 253 characters."""
 _NODENAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$")
 _PROXY_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
 
@@ -76,21 +78,43 @@ class NamedNode(Protocol):
 N = TypeVar("N", bound=NamedNode)
 
 
-def pick_node(tenant: str, name: str, online: Iterable[N]) -> N:
-    """The node of ``online`` that ``name`` names: its uuid, ``uuid.<tenant>`` or its name
-    (case aside); a uuid wins over a name. ``UnknownNode`` or ``AmbiguousNode``, each with
-    the line to show."""
-    wanted = name.lower().rstrip(".")
-    if wanted.endswith(f".{tenant}"):
-        wanted = wanted[: -len(tenant) - 1]
+MAX_SHOWN = 64
+"""How much of a name a user typed is echoed back in an error: enough to recognise it."""
+
+
+def shown(name: str) -> str:
+    """``name`` as an error may repeat it: its first ``MAX_SHOWN`` characters, then ``…``.
+
+    Names come from users and nodes unchecked; a refusal must stay one short line whatever
+    was sent (a 100,000-character name is otherwise echoed back whole).
+    """
+    return name if len(name) <= MAX_SHOWN else name[:MAX_SHOWN] + "…"
+
+
+def node_name(tenant: str, name: str, public_addr: str = "") -> str:
+    """The name or uuid a host names within ``tenant``, lower-cased: ``web-1``,
+    ``web-1.acme``, ``web-1.acme.<public-addr>`` and each with the trailing dot of a fully
+    qualified name (``web-1.acme.localhost.``) all name ``web-1``."""
+    wanted = name.lower().removesuffix(".")
+    addr = public_addr.strip(".").lower()
+    for suffix in (f".{tenant}.{addr}" if addr else None, f".{tenant}"):
+        if suffix is not None and wanted.endswith(suffix):
+            return wanted[: -len(suffix)]
+    return wanted
+
+
+def pick_node(tenant: str, name: str, online: Iterable[N], public_addr: str = "") -> N:
+    """The node of ``online`` that ``name`` names (any form ``node_name`` takes); a uuid wins
+    over a name. ``UnknownNode`` or ``AmbiguousNode``, each with the line to show."""
+    wanted = node_name(tenant, name, public_addr)
     nodes = list(online)
     matches = [n for n in nodes if n.host_id == wanted]
     matches = matches or [n for n in nodes if n.nodename.lower() == wanted]
     if not matches:
-        raise UnknownNode(f"node {name!r} is not online in cluster {tenant!r}: see jump ls")
+        raise UnknownNode(f"node {shown(name)!r} is not online in cluster {tenant!r}: see jump ls")
     if len(matches) > 1:
         ids = ", ".join(sorted(n.host_id for n in matches))
-        raise AmbiguousNode(f"{len(matches)} nodes are named {name!r}: use a uuid ({ids})")
+        raise AmbiguousNode(f"{len(matches)} nodes are named {shown(name)!r}: use a uuid ({ids})")
     return matches[0]
 
 

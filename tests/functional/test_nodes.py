@@ -1,5 +1,6 @@
 """Node presence on both stores: written on change, offline with its proxy, gone after 10 min."""
 
+import asyncio
 from datetime import timedelta
 
 import pytest
@@ -12,8 +13,12 @@ from cryptography.hazmat.primitives.serialization import (
 
 from jumpgate.control_plane.clock import ManualClock
 from jumpgate.control_plane.errors import InvalidRequest, NotFound, Unauthenticated
+from jumpgate.control_plane.handlers.api import Handler
+from jumpgate.control_plane.handlers.internal import make_internal_handler
 from jumpgate.control_plane.nodes import NodeInfo
 from jumpgate.control_plane.plane import ControlPlane
+from jumpgate.edge_proxy.control import ControlPlaneClient
+from jumpgate.edge_proxy.events import Event, Invoke
 from jumpgate.protocol import certs
 
 
@@ -131,3 +136,38 @@ def test_proxy_certificates_name_the_proxy_and_come_from_one_ca(plane: ControlPl
     for proxy, public in (("Proxy 1!", certs.openssh_public(key.public_key())), ("p", "nope")):
         with pytest.raises(InvalidRequest, match="proxy certificate"):
             plane.proxies.certify(proxy, public)
+
+
+def test_a_removed_node_is_told_to_every_proxy_for_five_minutes(
+    plane: ControlPlane, clock: ManualClock
+) -> None:
+    """``jumpctl nodes rm`` may be served anywhere; the proxy holding the tunnel learns of it
+    from one poll of the platform's removals (decision 0017)."""
+    acme_id, _ = _join(plane)
+    globex_id, _ = _join(plane, "globex", "db-1")
+    kept_id, _ = _join(plane, "acme", "web-2")
+    client = ControlPlaneClient(_in_process(make_internal_handler(plane)))
+
+    def removed() -> set[tuple[str, str, str]]:
+        nodes = asyncio.run(client.node_removals())
+        return {(n.tenant, n.host_id, n.nodename) for n in nodes}
+
+    assert removed() == set()
+    plane.nodes.remove("acme", "web-1")
+    clock.advance(timedelta(minutes=1))
+    plane.nodes.remove("globex", globex_id)
+    assert removed() == {("acme", acme_id, "web-1"), ("globex", globex_id, "db-1")}
+    with pytest.raises(NotFound):
+        plane.nodes.get("acme", acme_id)
+    assert [v.record.host_id for v in plane.nodes.list("acme")] == [kept_id]
+    clock.advance(timedelta(minutes=4, seconds=1))  # acme's tombstone is 5 min old
+    assert removed() == {("globex", globex_id, "db-1")}
+    clock.advance(timedelta(minutes=1))
+    assert removed() == set()
+
+
+def _in_process(handler: Handler) -> Invoke:
+    async def invoke(event: Event) -> Event:
+        return handler(event, None)
+
+    return invoke

@@ -171,3 +171,17 @@ def test_a_number_where_text_goes_is_taken_as_its_text(tmp_path: Path) -> None:
     path.write_text("nodename: 1234\nstorage: {region: 5}\n")  # YAML reads both as numbers
     config = load(path, {})
     assert (config.nodename, config.storage.region) == ("1234", "5")
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [("soon", "invalid duration 'soon'"), ("0s", "from 1s to 10m"), ("1h", "from 1s to 10m")],
+    ids=["not-a-duration", "zero", "longer-than-ecs-waits"],
+)
+def test_drain_timeout_is_a_bounded_duration(tmp_path: Path, value: str, message: str) -> None:
+    path = tmp_path / "jumpgate.yaml"
+    path.write_text(f"drain_timeout: {value}\n")
+    with pytest.raises(ConfigError, match=f"drain_timeout: .*{message}"):
+        load(path, {})
+    path.write_text("drain_timeout: 3s\n")
+    assert load(path, {}).drain_timeout == "3s"

@@ -138,6 +138,7 @@ class Config:
     audit_retention: str = "365d"  # how long audit events are kept
     audit_sessions_uri: str = ""  # recordings: file:///DIR or s3://bucket/prefix?region=...
     recording_grace: str = "1h"  # a recording whose node sent nothing this long is completed
+    drain_timeout: str = "10s"  # on SIGTERM, live sessions and their audit get this long to end
     # node role:
     auth_server: str = ""  # HOST:PORT of the tenant's web endpoint, e.g. acme.localhost:3080
     token: str = ""  # join token, needed on the first start only
@@ -211,6 +212,15 @@ class Config:
                 raise ValueError("must be at least 1m")
         except ValueError as exc:
             raise ConfigError(f"recording_grace: {exc}") from exc
+        try:
+            if (
+                not timedelta(seconds=1)
+                <= parse_duration(self.drain_timeout)
+                <= timedelta(minutes=10)
+            ):
+                raise ValueError("must be from 1s to 10m")
+        except ValueError as exc:
+            raise ConfigError(f"drain_timeout: {exc}") from exc
         scheme = self.audit_sessions_uri.partition("://")[0]
         if self.audit_sessions_uri and (
             scheme not in ("file", "s3") or not self.audit_sessions_uri.partition("://")[2]

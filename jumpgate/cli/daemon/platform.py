@@ -349,7 +349,8 @@ class Daemon:
                 results = await asyncio.gather(self._agent_task, return_exceptions=True)
                 if isinstance(results[0], Exception):
                     logger.error("node agent stopped: %s", results[0])
-            await self.fronts.close()
+            # sessions end and their audit is sent while the control plane is still here
+            await self.fronts.close(parse_duration(config.drain_timeout).total_seconds())
             await self.web.stop()
             self._pool.shutdown(wait=True, cancel_futures=True)
             if self._plane is not None:

@@ -49,9 +49,10 @@ def split_target(target: str, login: str | None, current: profile.Profile) -> tu
 
 
 def node_name(host: str, current: profile.Profile) -> str:
-    """``web-1.acme.localhost`` → ``web-1``; the proxy knows nodes by name or uuid."""
+    """``web-1.acme.localhost`` (or with the FQDN's trailing dot) → ``web-1``; the proxy
+    knows nodes by name or uuid."""
     cluster_host = current.proxy.rsplit(":", 1)[0]
-    return host.removesuffix(f".{cluster_host}")
+    return host.removesuffix(".").removesuffix(f".{cluster_host}")
 
 
 async def connect(current: profile.Profile, login: str, node: str, port: int) -> Any:

@@ -78,6 +78,15 @@ def build_internal_app(plane: ControlPlane) -> APIGatewayHttpResolver:
             info = NodeInfo(body.hostname, body.addr, body.version, dict(body.labels))
         plane.nodes.set_presence(body.tenant, body.host_id, proxy=body.proxy, info=info)
 
+    @app.post("/internal/v1/node-removals")
+    def node_removals() -> models.NodeRemovals:
+        return models.NodeRemovals(
+            nodes=[
+                models.RemovedNode(tenant=r.tenant, host_id=r.host_id, nodename=r.nodename)
+                for r in plane.nodes.removals()
+            ]
+        )
+
     @app.post("/internal/v1/proxy-alive", status_code=204)
     def proxy_alive(body: models.ProxyAlive) -> None:
         plane.nodes.proxy_alive(body.proxy, body.peer_addr)
