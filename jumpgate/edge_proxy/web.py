@@ -11,6 +11,7 @@ import ssl
 from aiohttp import web
 
 from jumpgate.edge_proxy.events import Invoke, decode_response, http_event
+from jumpgate.edge_proxy.limits import LOGIN_PATH, LoginGuard, Refusal
 from jumpgate.protocol.problems import CONTENT_TYPE, MAX_BODY_BYTES, ProblemType
 
 logger = logging.getLogger(__name__)
@@ -28,8 +29,9 @@ def _problem(status: int, type_: ProblemType, title: str, detail: str) -> web.Re
 class WebFront:
     """Serves HTTPS and hands each request to ``invoke``."""
 
-    def __init__(self, invoke: Invoke) -> None:
+    def __init__(self, invoke: Invoke, *, guard: LoginGuard | None = None) -> None:
         self._invoke = invoke
+        self._guard = guard  # login rate limits, none when not given
         self._runner: web.AppRunner | None = None
         self.port = 0
 
@@ -45,16 +47,29 @@ class WebFront:
         except web.HTTPRequestEntityTooLarge:
             return _too_large(None)
         peer = request.transport.get_extra_info("peername") if request.transport else None
+        source_ip = peer[0] if peer else ""
+        admitted = None
+        if (
+            self._guard is not None
+            and request.method == "POST"
+            and request.rel_url.raw_path == LOGIN_PATH
+        ):
+            verdict = self._guard.admit(source_ip, request.headers.get("Host", ""), body)
+            if isinstance(verdict, Refusal):
+                return _limited(verdict)
+            admitted = verdict
         event = http_event(
             method=request.method,
             path=request.rel_url.raw_path,  # as sent (percent-encoded): signatures cover it
             query=request.rel_url.raw_query_string,  # as sent: signatures cover it
             headers=dict(request.headers),
             body=body,
-            source_ip=peer[0] if peer else "",
+            source_ip=source_ip,
         )
         try:
             answer = decode_response(await self._invoke(event))
+            if admitted is not None and self._guard is not None:
+                self._guard.settle(admitted, answer.status)
         except Exception:
             logger.exception("control plane call failed")
             return _problem(
@@ -82,6 +97,12 @@ class WebFront:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+
+
+def _limited(refusal: Refusal) -> web.Response:
+    answer = _problem(429, ProblemType.RATE_LIMITED, "Too many requests", refusal.detail)
+    answer.headers["Retry-After"] = str(refusal.retry_after)
+    return answer
 
 
 def _too_large(size: int | None) -> web.Response:

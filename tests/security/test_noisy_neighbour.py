@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from jumpgate.protocol import certs

@@ -1,7 +1,8 @@
 """Composes the platform in one process: store, master key, control plane, proxy fronts.
 
 With role ``auth`` the edge proxy is handed in-process transports that run the control
-plane's Lambda handlers on a thread pool (bcrypt and signing must not block the event loop).
+plane's Lambda handlers on thread pools (bcrypt and signing must not block the event loop):
+one for the public API, one for the proxy's own calls (decision 0018).
 A proxy-only process (``roles: [proxy]``, ``control_plane.type: lambda``, as on ECS) gets a
 Lambda-invoke transport to the platform's functions instead; nothing else changes.
 
@@ -49,6 +50,7 @@ from jumpgate.edge_proxy import tls
 from jumpgate.edge_proxy.control import ControlPlaneClient, ControlPlaneError
 from jumpgate.edge_proxy.events import Event, Invoke
 from jumpgate.edge_proxy.lambda_invoke import LambdaInvoke
+from jumpgate.edge_proxy.limits import LoginGuard, TenantShare, TokenBuckets
 from jumpgate.edge_proxy.ssh_fronts import SSHFronts
 from jumpgate.edge_proxy.web import WebFront
 from jumpgate.node_agent.agent import Agent
@@ -185,7 +187,13 @@ class Daemon:
         host_key = proxy_host_key(config.data_dir)
         self._tls = tls.proxy_context(config.data_dir, config.public_addr)
         public = host_key.export_public_key("openssh").decode().strip()
-        self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="control-plane")
+        # Two pools (docs/decisions/0018): the public API's handlers (logins' bcrypt) on one,
+        # the proxy's own calls (session and tunnel checks, locate, audit) on the other, so
+        # those never queue behind logins; each tenant holds a bounded share of the first.
+        self._pool = ThreadPoolExecutor(config.api_workers, thread_name_prefix="control-plane")
+        self._internal_pool = ThreadPoolExecutor(
+            config.internal_workers, thread_name_prefix="control-plane-internal"
+        )
         self._plane: ControlPlane | None = None
         self._lambda: LambdaInvoke | None = None
         api: Invoke
@@ -193,20 +201,28 @@ class Daemon:
         if "auth" in config.roles:
             self._plane = open_control_plane(config, (public,))
             api = InProcessTransport(make_handler(self._plane), self._pool)
-            internal = InProcessTransport(make_internal_handler(self._plane), self._pool)
+            internal = InProcessTransport(make_internal_handler(self._plane), self._internal_pool)
         else:
             names = {Function(f): name for f, name in config.function_names().items()}
             self._lambda = LambdaInvoke(
                 names,
                 region=config.control_plane.region,
                 endpoint=config.control_plane.endpoint or None,
+                internal_workers=config.internal_workers,
             )
             api = internal = self._lambda
-        self.web = WebFront(api)
+        self.share = TenantShare(api, config.public_addr, config.api_workers_per_tenant)
         control = ControlPlaneClient(internal)
         self.fronts = SSHFronts(
             control, proxy_id=str(uuid.uuid4()), host_key=host_key, public_addr=config.public_addr
         )
+        guard = LoginGuard(
+            config.public_addr,
+            per_source=TokenBuckets(config.login_source_rate, config.login_source_burst),
+            per_user=TokenBuckets(config.login_user_rate / 60, config.login_user_burst),
+            record=self.fronts.record,
+        )
+        self.web = WebFront(self.share, guard=guard)
         self.ready = asyncio.Event()
         self.ssh_port = 0
         self.tunnel_port = 0
@@ -246,7 +262,7 @@ class Daemon:
         while True:
             await asyncio.sleep(period)
             try:
-                done = await loop.run_in_executor(self._pool, self.plane.recordings.sweep)
+                done = await loop.run_in_executor(self._internal_pool, self.plane.recordings.sweep)
             except Exception:
                 logger.exception("recording sweep failed")
                 continue
@@ -326,6 +342,7 @@ class Daemon:
             await self.fronts.close()
             await self.web.stop()
             self._pool.shutdown(wait=True, cancel_futures=True)
+            self._internal_pool.shutdown(wait=True, cancel_futures=True)
             if self._plane is not None:
                 self._plane.store.close()
                 self._plane.audit.close()
