@@ -64,7 +64,7 @@ def _guard(clock: Clock, events: list[tuple[Any, ...]]) -> LoginGuard:
 
 
 def test_failures_beyond_the_users_allowance_are_refused_and_audited_once() -> None:
-    clock, events = Clock(), []
+    clock, events = Clock(), list[tuple[Any, ...]]()
     guard = _guard(clock, events)
     verdicts = [guard.admit("10.0.0.1", "acme.localhost:3080", _login("alice")) for _ in range(8)]
     admitted = [v for v in verdicts if isinstance(v, Admission)]
@@ -88,7 +88,7 @@ def test_failures_beyond_the_users_allowance_are_refused_and_audited_once() -> N
 
 
 def test_a_successful_login_gives_its_tokens_back() -> None:
-    clock, events = Clock(), []
+    clock, events = Clock(), list[tuple[Any, ...]]()
     guard = _guard(clock, events)
     for _ in range(50):
         verdict = guard.admit("10.0.0.1", "acme.localhost", _login("alice"))
@@ -98,7 +98,7 @@ def test_a_successful_login_gives_its_tokens_back() -> None:
 
 
 def test_one_address_is_held_to_its_rate_across_users_and_tenants() -> None:
-    clock, events = Clock(), []
+    clock, events = Clock(), list[tuple[Any, ...]]()
     guard = _guard(clock, events)
     verdicts = [
         guard.admit("10.0.0.9", f"t{n % 3}.localhost", _login(f"user{n}")) for n in range(30)
@@ -111,7 +111,7 @@ def test_one_address_is_held_to_its_rate_across_users_and_tenants() -> None:
 
 
 def test_a_host_outside_the_public_address_is_limited_but_not_audited() -> None:
-    clock, events = Clock(), []
+    clock, events = Clock(), list[tuple[Any, ...]]()
     guard = _guard(clock, events)
     verdicts = [guard.admit("10.0.0.1", "evil.example", b"not json") for _ in range(25)]
     assert sum(isinstance(v, Refusal) for v in verdicts) == 5

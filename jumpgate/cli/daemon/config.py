@@ -89,6 +89,7 @@ class Config:
     api_workers: int = 8  # threads running public API handlers (logins' bcrypt among them)
     api_workers_per_tenant: int = 2  # most of the API workers one tenant's calls hold at once
     internal_workers: int = 4  # threads for the proxy's own calls, never behind the API's
+    api_nice: int = 10  # niceness of the API workers, so the proxy's own work runs first; 0: off
     login_source_rate: float = 10.0  # login attempts a second from one address; 0: no limit
     login_source_burst: int = 20  # attempts one address may make at once before the rate
     login_user_rate: float = 5.0  # login attempts a minute for one user of a tenant; 0: none
@@ -193,6 +194,8 @@ class Config:
             value = getattr(self, key)
             if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 256:
                 raise ConfigError(f"{key}: {value!r} must be a whole number from 1 to 256")
+        if not isinstance(self.api_nice, int) or not 0 <= self.api_nice <= 19:
+            raise ConfigError(f"api_nice: {self.api_nice!r} must be a whole number from 0 to 19")
         if self.api_workers_per_tenant > self.api_workers:
             raise ConfigError(
                 f"api_workers_per_tenant: {self.api_workers_per_tenant} is more than "

@@ -15,6 +15,7 @@ import asyncio
 import logging
 import os
 import signal
+import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
@@ -161,6 +162,17 @@ def open_recordings(config: Config) -> RecordingStore:
     return LocalRecordingStore(config.data_dir / "recordings")
 
 
+def lower_priority(niceness: int) -> None:
+    """Run the calling thread at ``niceness`` (Linux schedules threads one by one): the API
+    workers' bcrypt then takes the CPU the event loop and the proxy's own calls leave."""
+    if niceness <= 0 or not hasattr(os, "setpriority"):
+        return
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), niceness)
+    except OSError as exc:  # not permitted here: run at the process's priority
+        logger.warning("cannot lower the API workers' priority", extra={"reason": str(exc)})
+
+
 class InProcessTransport:
     """Runs a control-plane handler on a thread pool, as Lambda would run it remotely."""
 
@@ -190,7 +202,12 @@ class Daemon:
         # Two pools (docs/decisions/0018): the public API's handlers (logins' bcrypt) on one,
         # the proxy's own calls (session and tunnel checks, locate, audit) on the other, so
         # those never queue behind logins; each tenant holds a bounded share of the first.
-        self._pool = ThreadPoolExecutor(config.api_workers, thread_name_prefix="control-plane")
+        self._pool = ThreadPoolExecutor(
+            config.api_workers,
+            thread_name_prefix="control-plane",
+            initializer=lower_priority,
+            initargs=(config.api_nice,),
+        )
         self._internal_pool = ThreadPoolExecutor(
             config.internal_workers, thread_name_prefix="control-plane-internal"
         )

@@ -1,0 +1,244 @@
+"""Noisy neighbour: tenant B's sessions while 300 concurrent bad logins hit tenant A, same run.
+
+A platform (``jumpgate start``, default capacity settings), tenant ``bench`` (B) with a node
+agent, and tenant ``noisy`` (A). B's session start is ``ssh HOST true`` through the proxy
+(the path ``jump ssh`` takes: user cert checked, node located, session authorized), timed
+idle and then while 300 clients keep a bad ``/v1/login`` each in flight against A, every
+client from its own loopback address with its own user name (a distributed attack: no
+per-address or per-user limit spares the platform a bcrypt check; only each tenant's bounded
+share of the control plane and the proxy's own executor protect B).
+Targets: no failure, p95 under load <= 2x p95 idle.
+
+Then logins per second with correct passwords (8 at a time, one tenant) against the bcrypt
+floor: checks on as many threads as the platform lets one tenant run at once (2) or the
+machine has cores, whichever is fewer, measured in the same run.
+"""
+
+import argparse
+import asyncio
+import json
+import os
+import ssl
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import bcrypt
+import pyotp
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from bench.harness import BIN, PASSWORD, Bench, p50_p95, start
+from jumpgate.cli.daemon.config import Config
+from jumpgate.control_plane.users import BCRYPT_ROUNDS
+from jumpgate.protocol import certs
+from jumpgate.protocol.client import Client
+
+ATTACKERS = 300
+PUBLIC_KEY = certs.openssh_public(ed25519.Ed25519PrivateKey.generate().public_key())
+
+
+@dataclass
+class Flood:
+    """``count`` clients, each keeping one bad login in flight against ``tenant`` until
+    stopped; on its own event loop in a thread."""
+
+    port: int
+    tenant: str
+    count: int
+    statuses: dict[int, int] = field(default_factory=dict)
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    async def _client(self, n: int, context: ssl.SSLContext) -> None:
+        source = f"127.1.{n // 250}.{n % 250 + 1}"
+        body = json.dumps(
+            {"user": f"mallory{n}", "password": "wrong", "otp": "123456", "public_key": PUBLIC_KEY}
+        )
+        request = (
+            f"POST /v1/login HTTP/1.1\r\nHost: {self.tenant}.localhost:{self.port}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+            f"Connection: close\r\n\r\n{body}"
+        ).encode()
+        while not self.stop.is_set():
+            try:
+                reader, writer = await asyncio.open_connection(
+                    "127.0.0.1",
+                    self.port,
+                    ssl=context,
+                    server_hostname=f"{self.tenant}.localhost",
+                    local_addr=(source, 0),
+                )
+                writer.write(request)
+                raw = await asyncio.wait_for(reader.read(), 120)
+                writer.close()
+                status = int(raw.split(b" ", 2)[1]) if raw.startswith(b"HTTP/") else 0
+            except (OSError, ssl.SSLError, TimeoutError, ValueError, IndexError):
+                status = 0
+                await asyncio.sleep(0.1)
+            self.statuses[status] = self.statuses.get(status, 0) + 1
+
+    async def _all(self) -> None:
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        clients = [asyncio.create_task(self._client(n, context)) for n in range(self.count)]
+        while not self.stop.is_set():
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(0)
+        for client in clients:
+            client.cancel()
+        await asyncio.gather(*clients, return_exceptions=True)
+
+    def start(self) -> threading.Thread:
+        thread = threading.Thread(target=lambda: asyncio.run(self._all()), daemon=True)
+        thread.start()
+        return thread
+
+
+def session_starts(bench: Bench, runs: int) -> tuple[list[float], list[str]]:
+    """Seconds of each ``ssh web-1 true``, and the errors of those that failed."""
+    took, failures = [], []
+    for _ in range(runs):
+        began = time.perf_counter()
+        done = subprocess.run(
+            ["ssh", "-F", str(bench.jumpgate_ssh_config), "web-1", "true"],
+            capture_output=True,
+            timeout=120,
+            check=False,
+        )
+        took.append(time.perf_counter() - began)
+        if done.returncode != 0:
+            failures.append(done.stderr.decode(errors="replace").strip()[-200:])
+    return took, failures
+
+
+def _users(bench: Bench, count: int) -> dict[str, str]:
+    """``count`` signed-up users of tenant bench: name to TOTP secret."""
+    anonymous = Client(f"bench.localhost:{bench.web_port}", insecure=True)
+    secrets = {}
+    for n in range(count):
+        invite = bench.client.call("POST", "/v1/users", {"name": f"user{n}", "roles": ["access"]})
+        secrets[f"user{n}"] = anonymous.call(
+            "POST", "/v1/signup", {"token": invite["invite_token"], "password": PASSWORD}
+        )["totp_secret"]
+    return secrets
+
+
+def logins_per_second(bench: Bench, secrets: dict[str, str], concurrency: int) -> float:
+    """Correct logins, ``concurrency`` at a time, one per user: logins a second."""
+
+    def login(item: tuple[str, str]) -> None:
+        user, secret = item
+        Client(f"bench.localhost:{bench.web_port}", insecure=True).call(
+            "POST",
+            "/v1/login",
+            {
+                "user": user,
+                "password": PASSWORD,
+                "otp": pyotp.TOTP(secret).now(),
+                "public_key": PUBLIC_KEY,
+            },
+        )
+
+    began = time.perf_counter()
+    with ThreadPoolExecutor(concurrency) as pool:
+        list(pool.map(login, secrets.items()))
+    return len(secrets) / (time.perf_counter() - began)
+
+
+def bcrypt_floor(threads: int, seconds: float = 3.0) -> float:
+    """``bcrypt.checkpw`` a second at the platform's cost on ``threads`` threads."""
+    hashed = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(BCRYPT_ROUNDS))
+    counts = [0] * threads
+    deadline = time.perf_counter() + seconds
+
+    def work(n: int) -> None:
+        while time.perf_counter() < deadline:
+            bcrypt.checkpw(PASSWORD.encode(), hashed)
+            counts[n] += 1
+
+    began = time.perf_counter()
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(work, range(threads)))
+    return sum(counts) / (time.perf_counter() - began)
+
+
+def _row(name: str, took: list[float], failures: list[str]) -> float:
+    p50, p95 = p50_p95(took)
+    print(f"  {name:<34}{p50 * 1000:>9.0f}{p95 * 1000:>9.0f}{len(failures):>10}")
+    return p95
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--runs", type=int, default=20, help="session starts idle and loaded")
+    parser.add_argument("--users", type=int, default=60, help="correct logins to time")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as directory, ExitStack() as stack:
+        bench = start(stack, Path(directory), openssh=False)
+        data = str(bench.directory / "data")
+        subprocess.run(
+            [
+                str(BIN / "jumpgate"),
+                "tenants",
+                "create",
+                "noisy",
+                "--admin",
+                "nadia",
+                "--data-dir",
+                data,
+            ],
+            capture_output=True,
+            check=True,
+        )
+        secrets = _users(bench, args.users)
+        rate = logins_per_second(bench, secrets, 8)  # first: no flood left over in the queue
+        session_starts(bench, 2)  # warm the path
+        idle, idle_failures = session_starts(bench, args.runs)
+        flood = Flood(bench.web_port, "noisy", ATTACKERS)
+        thread = flood.start()
+        time.sleep(2.0)  # every client connected, the platform's share for noisy busy
+        loaded, loaded_failures = session_starts(bench, args.runs)
+        flood.stop.set()
+        thread.join(60)
+        answered = sum(n for status, n in flood.statuses.items() if status)
+        config = Config()
+        print(
+            f"noisy neighbour: tenant B's session start ('ssh web-1 true' through the proxy), "
+            f"{args.runs} runs each"
+        )
+        print(
+            f"  A flooded by {ATTACKERS} concurrent bad logins from {ATTACKERS} addresses; "
+            f"api_workers {config.api_workers}, per tenant {config.api_workers_per_tenant}"
+        )
+        print(f"  {'':<34}{'p50 ms':>9}{'p95 ms':>9}{'failures':>10}")
+        idle95 = _row("B idle", idle, idle_failures)
+        load95 = _row("B while A is flooded", loaded, loaded_failures)
+        failures = len(idle_failures) + len(loaded_failures)
+        verdict = "meets" if failures == 0 and load95 <= 2 * idle95 else "MISSES"
+        print(
+            f"  p95 loaded/idle {load95 / idle95:.2f}; {verdict} the target "
+            "(0 failures, p95 loaded <= 2x idle)"
+        )
+        statuses = dict(sorted(flood.statuses.items()))
+        print(f"  A's bad logins answered meanwhile: {answered} (by status {statuses})")
+        for failure in (idle_failures + loaded_failures)[:3]:
+            print(f"  failure: {failure}")
+    threads = min(config.api_workers_per_tenant, os.cpu_count() or 1)
+    floor = bcrypt_floor(threads)
+    print(
+        f"logins with correct passwords, {args.users} users, 8 at a time, one tenant, "
+        f"{os.cpu_count()} cores, bcrypt cost {BCRYPT_ROUNDS}"
+    )
+    print(f"  {rate:.1f} logins/s; bcrypt floor on {threads} threads {floor:.1f} checks/s")
+    print(f"  login/floor {rate / floor:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
