@@ -94,8 +94,14 @@ class Flood:
             client.cancel()
         await asyncio.gather(*clients, return_exceptions=True)
 
+    def _run(self) -> None:
+        # The attackers take only the CPU the platform leaves, as remote ones would take none
+        # of it: the platform's own costs (TLS, HTTP, bcrypt) are what is measured.
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+        asyncio.run(self._all())
+
     def start(self) -> threading.Thread:
-        thread = threading.Thread(target=lambda: asyncio.run(self._all()), daemon=True)
+        thread = threading.Thread(target=self._run, daemon=True)
         thread.start()
         return thread
 
@@ -176,7 +182,7 @@ def _row(name: str, took: list[float], failures: list[str]) -> float:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--runs", type=int, default=20, help="session starts idle and loaded")
+    parser.add_argument("--runs", type=int, default=40, help="session starts idle and loaded")
     parser.add_argument("--users", type=int, default=60, help="correct logins to time")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as directory, ExitStack() as stack:

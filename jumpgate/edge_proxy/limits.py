@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from jumpgate.edge_proxy.events import Event, Invoke
+from jumpgate.edge_proxy.lambda_invoke import ControlPlaneUnavailable
 from jumpgate.protocol.audit import EventType
 from jumpgate.protocol.names import tenant_from_host
 
@@ -209,6 +210,8 @@ class TenantShare:
         self._public_addr = public_addr
         self.per_tenant = per_tenant
         self._slots: dict[str, tuple[asyncio.Semaphore, int]] = {}  # semaphore, users
+        self._waiting: set[asyncio.Task[Any]] = set()
+        self._closed = False
 
     def tenant_of(self, event: Event) -> str:
         host = str((event.get("headers") or {}).get("host", ""))
@@ -218,15 +221,33 @@ class TenantShare:
         """Calls of ``tenant`` in flight or waiting (for tests and metrics)."""
         return self._slots.get(tenant, (None, 0))[1]
 
+    def close(self) -> None:
+        """Stopping: calls still waiting for their tenant's turn are cancelled (a flood queued
+        behind one tenant's share must not hold the process past its drain)."""
+        self._closed = True
+        for task in list(self._waiting):
+            task.cancel()
+
     async def __call__(self, event: Event) -> Event:
+        if self._closed:
+            raise ControlPlaneUnavailable("the platform is stopping: try again shortly")
         tenant = self.tenant_of(event)
         semaphore, users = self._slots.get(tenant, (None, 0))
         if semaphore is None:
             semaphore = asyncio.Semaphore(self.per_tenant)
         self._slots[tenant] = (semaphore, users + 1)
+        task = asyncio.current_task()
         try:
-            async with semaphore:
+            if task is not None:
+                self._waiting.add(task)
+            try:
+                await semaphore.acquire()
+            finally:
+                self._waiting.discard(task)
+            try:
                 return await self._invoke(event)
+            finally:
+                semaphore.release()
         finally:
             semaphore, users = self._slots[tenant]
             if users == 1:

@@ -153,3 +153,30 @@ def test_each_tenant_holds_at_most_its_share_of_calls() -> None:
     peak, order = asyncio.run(scenario())
     assert peak == {"noisy": 2, "quiet": 1}
     assert order[0] == "quiet"  # served while 48 of noisy's calls still waited
+
+
+def test_closing_the_share_ends_the_calls_still_waiting_for_their_turn() -> None:
+    async def scenario() -> list[Any]:
+        release = asyncio.Event()
+
+        async def invoke(event: Event) -> Event:
+            await release.wait()
+            return {"statusCode": 200}
+
+        share = TenantShare(invoke, "localhost", per_tenant=1)
+        calls = [
+            asyncio.create_task(share({"headers": {"host": "noisy.localhost"}})) for _ in range(5)
+        ]
+        await asyncio.sleep(0.01)
+        share.close()
+        release.set()
+        results = await asyncio.gather(*calls, return_exceptions=True)
+        late = await asyncio.gather(
+            share({"headers": {"host": "b.localhost"}}), return_exceptions=True
+        )
+        return [*results, *late]
+
+    results = asyncio.run(scenario())
+    assert results[0] == {"statusCode": 200}  # the one running finishes
+    assert all(isinstance(r, asyncio.CancelledError) for r in results[1:5])
+    assert "stopping" in str(results[5])

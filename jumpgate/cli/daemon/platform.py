@@ -348,6 +348,7 @@ class Daemon:
             await stop.wait()
         finally:
             logger.info("shutting down")
+            self.share.close()  # calls queued behind a tenant's share end now
             if sweeper is not None:
                 sweeper.cancel()
             if diag is not None:
