@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+import threading
 from typing import Any
 
 import pytest
@@ -180,3 +181,28 @@ def test_closing_the_share_ends_the_calls_still_waiting_for_their_turn() -> None
     assert results[0] == {"statusCode": 200}  # the one running finishes
     assert all(isinstance(r, asyncio.CancelledError) for r in results[1:5])
     assert "stopping" in str(results[5])
+
+
+def test_the_lambda_transport_runs_internal_calls_on_threads_of_their_own() -> None:
+    from jumpgate.edge_proxy.lambda_invoke import LambdaInvoke
+    from jumpgate.protocol.functions import Function
+
+    invoke = LambdaInvoke({f: f"jumpgate-{f.value}" for f in Function}, region="us-east-1")
+    threads: dict[str, str] = {}
+
+    def fake(name: str, payload: bytes) -> Event:  # boto3 stands aside: which thread runs it
+        threads[name] = threading.current_thread().name
+        return {"statusCode": 200}
+
+    invoke._invoke = fake  # type: ignore[method-assign]
+
+    async def calls() -> None:
+        await invoke({"rawPath": "/internal/v1/session-auth"})
+        await invoke({"rawPath": "/v1/login"})
+
+    try:
+        asyncio.run(calls())
+    finally:
+        invoke.close()
+    assert threads["jumpgate-internal"].startswith("lambda-invoke-internal")
+    assert threads["jumpgate-auth"].startswith("lambda-invoke_")
