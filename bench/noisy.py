@@ -199,6 +199,12 @@ def bcrypt_floor(threads: int, niceness: int = 0, seconds: float = 3.0) -> float
     return sum(counts) / (time.perf_counter() - began)
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User and system CPU seconds a process has used so far (Linux ``/proc``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _row(name: str, took: list[float], failures: list[str]) -> float:
     p50, p95 = p50_p95(took)
     print(f"  {name:<34}{p50 * 1000:>9.0f}{p95 * 1000:>9.0f}{len(failures):>10}")
@@ -232,7 +238,9 @@ def main() -> int:
             check=True,
         )
         secrets = _users(bench, args.users)
+        platform_cpu = _cpu_seconds(bench.platform_pid)
         rate = logins_per_second(bench, secrets, 8)  # first: no flood left over in the queue
+        per_login = (_cpu_seconds(bench.platform_pid) - platform_cpu) / len(secrets)
         config = load(None, {})
         threads = min(config.api_workers_per_tenant, os.cpu_count() or 1)
         floor = bcrypt_floor(threads)  # right after: the machine's load changes by the minute
@@ -248,6 +256,13 @@ def main() -> int:
         print(
             f"  the same at nice {config.api_nice} (the API workers' priority) {niced:.1f} "
             f"checks/s; login/floor {rate / niced:.2f}"
+        )
+        cores = os.cpu_count() or 1
+        print(
+            f"  platform CPU per login {per_login * 1000:.0f} ms (a check is "
+            f"{threads * 1000 / floor:.0f} ms of CPU): the platform alone could serve "
+            f"{cores / per_login:.1f} logins/s on {cores} cores, {cores / per_login / floor:.2f} "
+            "of the floor (the clients share these cores here)"
         )
         session_starts(bench, 2)  # warm the path
         idle, idle_failures = session_starts(bench, args.runs)
