@@ -91,6 +91,7 @@ bundle: venv
 bench: venv system-deps
 	$(BIN)/python -m bench.certificates
 	$(BIN)/python -m bench.login
+	$(BIN)/python -m bench.noisy
 	$(BIN)/python -m bench.sessions
 	$(BIN)/python -m bench.slow_reader
 	$(BIN)/python -m bench.tunnels

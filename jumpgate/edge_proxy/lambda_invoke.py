@@ -3,9 +3,12 @@ owns the route (``protocol.functions``), carrying the API Gateway v2 event the e
 hands its handlers in-process. Calls are signed by boto3 with the proxy's task role (IAM), so
 the functions need no public API Gateway.
 
-Invokes run on a thread pool (boto3 blocks); a function that fails (``FunctionError``: a
-crash, a timeout) or cannot be reached raises ``ControlPlaneUnavailable``, which callers turn
-into a 502 or a refusal; throttling is retried by boto3 with backoff first.
+Invokes run on thread pools (boto3 blocks), the internal function's on one of its own so the
+proxy's session and tunnel checks never wait behind public calls (the proxy's ``TenantShare``
+bounds each tenant's share of the other, decision 0018). A function that fails
+(``FunctionError``: a crash, a timeout) or cannot be reached raises
+``ControlPlaneUnavailable``, which callers turn into a 502 or a refusal; throttling is
+retried by boto3 with backoff first.
 """
 
 import asyncio
@@ -42,6 +45,7 @@ class LambdaInvoke:
         region: str,
         endpoint: str | None = None,
         workers: int = 32,
+        internal_workers: int = 8,
     ) -> None:
         missing = [f.value for f in Function if not functions.get(f)]
         if missing:
@@ -54,10 +58,13 @@ class LambdaInvoke:
             config=BotoConfig(
                 retries={"mode": "standard", "max_attempts": 3},
                 read_timeout=INVOKE_SECONDS,
-                max_pool_connections=workers,
+                max_pool_connections=workers + internal_workers,
             ),
         )
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="lambda-invoke")
+        self._internal_pool = ThreadPoolExecutor(
+            internal_workers, thread_name_prefix="lambda-invoke-internal"
+        )
 
     def _invoke(self, name: str, payload: bytes) -> Event:
         try:
@@ -82,10 +89,13 @@ class LambdaInvoke:
         return decoded
 
     async def __call__(self, event: Event) -> Event:
-        name = self._functions[function_for(str(event.get("rawPath", "")))]
+        function = function_for(str(event.get("rawPath", "")))
+        name = self._functions[function]
         payload = json.dumps(event, separators=(",", ":")).encode()
+        pool = self._internal_pool if function is Function.INTERNAL else self._pool
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, partial(self._invoke, name, payload))
+        return await loop.run_in_executor(pool, partial(self._invoke, name, payload))
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+        self._internal_pool.shutdown(wait=False, cancel_futures=True)

@@ -15,6 +15,7 @@ from aiohttp import web
 
 from jumpgate.edge_proxy.connections import BoundedHTTPS, BoundedSite, ConnectionLimits
 from jumpgate.edge_proxy.events import Invoke, decode_response, http_event
+from jumpgate.edge_proxy.limits import LOGIN_PATH, LoginGuard, Refusal
 from jumpgate.protocol.problems import CONTENT_TYPE, MAX_BODY_BYTES, ProblemType
 
 logger = logging.getLogger(__name__)
@@ -42,8 +43,10 @@ class WebFront:
         *,
         limits: ConnectionLimits | None = None,
         refused: Counter[str] | None = None,
+        guard: LoginGuard | None = None,
     ) -> None:
         self._invoke = invoke
+        self._guard = guard  # login rate limits, none when not given
         self._runner: web.AppRunner | None = None
         self._limits = limits or ConnectionLimits()
         self._refused: Counter[str] = refused if refused is not None else Counter()
@@ -62,16 +65,29 @@ class WebFront:
         except web.HTTPRequestEntityTooLarge:
             return _too_large(None)
         peer = request.transport.get_extra_info("peername") if request.transport else None
+        source_ip = peer[0] if peer else ""
+        admitted = None
+        if (
+            self._guard is not None
+            and request.method == "POST"
+            and request.rel_url.raw_path == LOGIN_PATH
+        ):
+            verdict = self._guard.admit(source_ip, request.headers.get("Host", ""), body)
+            if isinstance(verdict, Refusal):
+                return _limited(verdict)
+            admitted = verdict
         event = http_event(
             method=request.method,
             path=request.rel_url.raw_path,  # as sent (percent-encoded): signatures cover it
             query=request.rel_url.raw_query_string,  # as sent: signatures cover it
             headers=dict(request.headers),
             body=body,
-            source_ip=peer[0] if peer else "",
+            source_ip=source_ip,
         )
         try:
             answer = decode_response(await self._invoke(event))
+            if admitted is not None and self._guard is not None:
+                self._guard.settle(admitted, answer.status)
         except Exception:
             logger.exception("control plane call failed")
             return _problem(
@@ -135,6 +151,12 @@ class WebFront:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+
+
+def _limited(refusal: Refusal) -> web.Response:
+    answer = _problem(429, ProblemType.RATE_LIMITED, "Too many requests", refusal.detail)
+    answer.headers["Retry-After"] = str(refusal.retry_after)
+    return answer
 
 
 def _too_large(size: int | None) -> web.Response:

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict
 class EventType(StrEnum):
     AUTH = "auth"
     USER_LOGIN = "user.login"
+    USER_LOGIN_LIMITED = "user.login.limited"  # refused by a proxy's rate limit, not checked
     USER_CREATE = "user.create"
     USER_DELETE = "user.delete"
     USER_LOCK = "user.lock"
@@ -42,6 +43,7 @@ class EventType(StrEnum):
 
 _CODES: dict[EventType, str] = {
     EventType.USER_LOGIN: "J1000",
+    EventType.USER_LOGIN_LIMITED: "J1008",
     EventType.USER_CREATE: "J1002",
     EventType.USER_DELETE: "J1004",
     EventType.USER_LOCK: "J1006",

@@ -32,5 +32,6 @@ class ProblemType(StrEnum):
     CONFLICT = "urn:jumpgate:problem:conflict"
     RECORDING_MODIFIED = "urn:jumpgate:problem:recording-modified"
     STORE_UNAVAILABLE = "urn:jumpgate:problem:store-unavailable"
+    RATE_LIMITED = "urn:jumpgate:problem:rate-limited"  # 429, with Retry-After
     METHOD_NOT_ALLOWED = "urn:jumpgate:problem:method-not-allowed"
     INTERNAL = "urn:jumpgate:problem:internal"

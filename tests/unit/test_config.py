@@ -185,3 +185,34 @@ def test_drain_timeout_is_a_bounded_duration(tmp_path: Path, value: str, message
         load(path, {})
     path.write_text("drain_timeout: 3s\n")
     assert load(path, {}).drain_timeout == "3s"
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "message"),
+    [
+        ("api_workers: 0\n", "api_workers: 0 must be a whole number from 1 to 256"),
+        ("internal_workers: two\n", "internal_workers: 'two' must be a whole number"),
+        (
+            "api_workers: 4\napi_workers_per_tenant: 5\n",
+            "api_workers_per_tenant: 5 is more than api_workers (4)",
+        ),
+        ("login_source_rate: -1\n", "login_source_rate: -1 must be a number, 0 or more"),
+        ("login_user_burst: 0\n", "login_user_burst: 0 must be a whole number, 1 or more"),
+    ],
+    ids=["no-workers", "text-workers", "share-above-pool", "negative-rate", "no-burst"],
+)
+def test_bad_capacity_settings_name_the_key(tmp_path: Path, yaml_text: str, message: str) -> None:
+    path = tmp_path / "jumpgate.yaml"
+    path.write_text(yaml_text)
+    with pytest.raises(ConfigError) as raised:
+        load(path, {})
+    assert message in str(raised.value)
+
+
+def test_capacity_settings_are_read_from_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "jumpgate.yaml"
+    path.write_text("api_workers: 16\napi_workers_per_tenant: 4\nlogin_source_rate: 0\n")
+    config = load(path, {})
+    assert (config.api_workers, config.api_workers_per_tenant) == (16, 4)
+    assert config.login_source_rate == 0
+    assert config.internal_workers == 4

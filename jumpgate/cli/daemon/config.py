@@ -139,6 +139,14 @@ class Config:
     audit_sessions_uri: str = ""  # recordings: file:///DIR or s3://bucket/prefix?region=...
     recording_grace: str = "1h"  # a recording whose node sent nothing this long is completed
     drain_timeout: str = "10s"  # on SIGTERM, live sessions and their audit get this long to end
+    api_workers: int = 8  # threads running public API handlers (logins' bcrypt among them)
+    api_workers_per_tenant: int = 2  # most of the API workers one tenant's calls hold at once
+    internal_workers: int = 4  # threads for the proxy's own calls, never behind the API's
+    api_nice: int = 10  # niceness of the API workers, so the proxy's own work runs first; 0: off
+    login_source_rate: float = 10.0  # login attempts a second from one address; 0: no limit
+    login_source_burst: int = 20  # attempts one address may make at once before the rate
+    login_user_rate: float = 5.0  # login attempts a minute for one user of a tenant; 0: none
+    login_user_burst: int = 5  # attempts for one user at once before that rate applies
     # node role:
     auth_server: str = ""  # HOST:PORT of the tenant's web endpoint, e.g. acme.localhost:3080
     token: str = ""  # join token, needed on the first start only
@@ -239,8 +247,30 @@ class Config:
             raise ConfigError("audit_events_uri: name at most one dynamodb://TABLE")
         if tables and self.audit_table() is None:
             raise ConfigError(f"audit_events_uri: {tables[0]!r} needs a table name and a region")
+        self._check_capacity()
         if self.log_level not in ("debug", "info", "warning", "error"):
             raise ConfigError(f"log_level: {self.log_level!r} is not debug/info/warning/error")
+
+    def _check_capacity(self) -> None:
+        for key in ("api_workers", "api_workers_per_tenant", "internal_workers"):
+            value = getattr(self, key)
+            if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 256:
+                raise ConfigError(f"{key}: {value!r} must be a whole number from 1 to 256")
+        if not isinstance(self.api_nice, int) or not 0 <= self.api_nice <= 19:
+            raise ConfigError(f"api_nice: {self.api_nice!r} must be a whole number from 0 to 19")
+        if self.api_workers_per_tenant > self.api_workers:
+            raise ConfigError(
+                f"api_workers_per_tenant: {self.api_workers_per_tenant} is more than "
+                f"api_workers ({self.api_workers}): one tenant could hold them all"
+            )
+        for key in ("login_source_rate", "login_user_rate"):
+            value = getattr(self, key)
+            if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
+                raise ConfigError(f"{key}: {value!r} must be a number, 0 or more (0: no limit)")
+        for key in ("login_source_burst", "login_user_burst"):
+            value = getattr(self, key)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"{key}: {value!r} must be a whole number, 1 or more")
 
     def _check_control_plane(self) -> None:
         control = self.control_plane

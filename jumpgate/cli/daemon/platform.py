@@ -1,7 +1,8 @@
 """Composes the platform in one process: store, master key, control plane, proxy fronts.
 
 With role ``auth`` the edge proxy is handed in-process transports that run the control
-plane's Lambda handlers on a thread pool (bcrypt and signing must not block the event loop).
+plane's Lambda handlers on thread pools (bcrypt and signing must not block the event loop):
+one for the public API, one for the proxy's own calls (decision 0018).
 A proxy-only process (``roles: [proxy]``, ``control_plane.type: lambda``, as on ECS) gets a
 Lambda-invoke transport to the platform's functions instead; nothing else changes.
 
@@ -14,6 +15,7 @@ import asyncio
 import logging
 import os
 import signal
+import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
@@ -49,6 +51,7 @@ from jumpgate.edge_proxy import tls
 from jumpgate.edge_proxy.control import ControlPlaneClient, ControlPlaneError
 from jumpgate.edge_proxy.events import Event, Invoke
 from jumpgate.edge_proxy.lambda_invoke import LambdaInvoke
+from jumpgate.edge_proxy.limits import LoginGuard, TenantShare, TokenBuckets
 from jumpgate.edge_proxy.ssh_fronts import SSHFronts
 from jumpgate.edge_proxy.web import WebFront
 from jumpgate.node_agent.agent import Agent
@@ -176,6 +179,17 @@ def open_recordings(config: Config) -> RecordingStore:
     return LocalRecordingStore(config.data_dir / "recordings")
 
 
+def lower_priority(niceness: int) -> None:
+    """Run the calling thread at ``niceness`` (Linux schedules threads one by one): the API
+    workers' bcrypt then takes the CPU the event loop and the proxy's own calls leave."""
+    if niceness <= 0 or not hasattr(os, "setpriority"):
+        return
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), niceness)
+    except OSError as exc:  # not permitted here: run at the process's priority
+        logger.warning("cannot lower the API workers' priority", extra={"reason": str(exc)})
+
+
 class InProcessTransport:
     """Runs a control-plane handler on a thread pool, as Lambda would run it remotely."""
 
@@ -204,7 +218,18 @@ class Daemon:
         web_cert, web_key = tls.proxy_certificate(config.data_dir, config.public_addr)
         self._tls = tls.server_context(web_cert, web_key)
         public = host_key.export_public_key("openssh").decode().strip()
-        self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="control-plane")
+        # Two pools (docs/decisions/0018): the public API's handlers (logins' bcrypt) on one,
+        # the proxy's own calls (session and tunnel checks, locate, audit) on the other, so
+        # those never queue behind logins; each tenant holds a bounded share of the first.
+        self._pool = ThreadPoolExecutor(
+            config.api_workers,
+            thread_name_prefix="control-plane",
+            initializer=lower_priority,
+            initargs=(config.api_nice,),
+        )
+        self._internal_pool = ThreadPoolExecutor(
+            config.internal_workers, thread_name_prefix="control-plane-internal"
+        )
         self._plane: ControlPlane | None = None
         self._lambda: LambdaInvoke | None = None
         api: Invoke
@@ -214,15 +239,17 @@ class Daemon:
                 config, (public,), self_signed_web=tls.is_self_signed(web_cert)
             )
             api = InProcessTransport(make_handler(self._plane), self._pool)
-            internal = InProcessTransport(make_internal_handler(self._plane), self._pool)
+            internal = InProcessTransport(make_internal_handler(self._plane), self._internal_pool)
         else:
             names = {Function(f): name for f, name in config.function_names().items()}
             self._lambda = LambdaInvoke(
                 names,
                 region=config.control_plane.region,
                 endpoint=config.control_plane.endpoint or None,
+                internal_workers=config.internal_workers,
             )
             api = internal = self._lambda
+        self.share = TenantShare(api, config.public_addr, config.api_workers_per_tenant)
         control = ControlPlaneClient(internal)
         limits = config.connection_limits.limits()
         self.fronts = SSHFronts(
@@ -232,7 +259,18 @@ class Daemon:
             public_addr=config.public_addr,
             limits=limits,
         )
-        self.web = WebFront(api, limits=limits, refused=self.fronts.metrics.connections_refused)
+        guard = LoginGuard(
+            config.public_addr,
+            per_source=TokenBuckets(config.login_source_rate, config.login_source_burst),
+            per_user=TokenBuckets(config.login_user_rate / 60, config.login_user_burst),
+            record=self.fronts.record,
+        )
+        self.web = WebFront(
+            self.share,
+            guard=guard,
+            limits=limits,
+            refused=self.fronts.metrics.connections_refused,
+        )
         self.ready = asyncio.Event()
         self.ssh_port = 0
         self.tunnel_port = 0
@@ -272,7 +310,7 @@ class Daemon:
         while True:
             await asyncio.sleep(period)
             try:
-                done = await loop.run_in_executor(self._pool, self.plane.recordings.sweep)
+                done = await loop.run_in_executor(self._internal_pool, self.plane.recordings.sweep)
             except Exception:
                 logger.exception("recording sweep failed")
                 continue
@@ -341,6 +379,7 @@ class Daemon:
             await stop.wait()
         finally:
             logger.info("shutting down")
+            self.share.close()  # calls queued behind a tenant's share end now
             if sweeper is not None:
                 sweeper.cancel()
             if diag is not None:
@@ -353,6 +392,7 @@ class Daemon:
             await self.fronts.close(parse_duration(config.drain_timeout).total_seconds())
             await self.web.stop()
             self._pool.shutdown(wait=True, cancel_futures=True)
+            self._internal_pool.shutdown(wait=True, cancel_futures=True)
             if self._plane is not None:
                 self._plane.store.close()
                 self._plane.audit.close()

@@ -8,7 +8,6 @@ every error leaves as problem+json through ``problems``.
 
 import json
 import logging
-import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
@@ -23,6 +22,7 @@ from jumpgate.control_plane import errors, keys
 from jumpgate.control_plane.audit.base import Query as AuditQuery
 from jumpgate.control_plane.authn import Identity, Request
 from jumpgate.control_plane.handlers import problems
+from jumpgate.control_plane.handlers.resolver import ConcurrentResolver
 from jumpgate.control_plane.nodes import NodeView
 from jumpgate.control_plane.plane import ControlPlane
 from jumpgate.control_plane.records import UserRecord
@@ -51,9 +51,9 @@ SessionParam = Annotated[str, Path(min_length=32, max_length=36, pattern="^[0-9a
 LOGIN_METHOD = "password+totp"
 
 
-def build_app(plane: ControlPlane) -> APIGatewayHttpResolver:
+def build_app(plane: ControlPlane) -> ConcurrentResolver:
     """The resolver with every route bound to ``plane``."""
-    app = APIGatewayHttpResolver(enable_validation=True, response_validation_error_http_code=500)
+    app = ConcurrentResolver(enable_validation=True, response_validation_error_http_code=500)
 
     def addressed_tenant() -> str:
         host = app.current_event.headers.get("host", "")
@@ -570,24 +570,17 @@ def make_handler(plane: ControlPlane) -> Handler:
     return guarded(build_app(plane))
 
 
-_RESOLVING = threading.Lock()
-"""Powertools resolvers keep the request being served in class attributes
-(``BaseRouter.current_event``), shared by every resolver in the process: two requests
-resolved at once read each other's path, headers and tenant. Lambda runs one request per
-container; the daemon, which calls handlers from a thread pool, runs them one at a time
-(docs/decisions/0010)."""
-
-
-def guarded(app: APIGatewayHttpResolver, *, max_body: int = MAX_BODY_BYTES) -> Handler:
-    """A handler that checks size and media type, then routes; never raises."""
+def guarded(app: ConcurrentResolver, *, max_body: int = MAX_BODY_BYTES) -> Handler:
+    """A handler that checks size and media type, then routes; never raises. Calls may
+    overlap: the resolver keeps each request's state apart (docs/decisions/0018)."""
+    app.prepare()
 
     def handler(event: Event, context: Any) -> Event:
         early = _precheck(event, max_body)
         if early is not None:
             return early
         try:
-            with _RESOLVING:
-                return app.resolve(event, context)
+            return app.resolve(event, context)
         except Exception:
             logger.exception("unhandled error in API handler")
             return problems.problem(

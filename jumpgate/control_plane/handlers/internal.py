@@ -8,14 +8,13 @@ IAM role may invoke. So its callers are trusted and it takes no user credentials
 import base64
 import binascii
 
-from aws_lambda_powertools.event_handler import APIGatewayHttpResolver
-
 from jumpgate.control_plane import errors
 from jumpgate.control_plane.handlers.api import (
     Handler,
     answer_problems,
     guarded,
 )
+from jumpgate.control_plane.handlers.resolver import ConcurrentResolver
 from jumpgate.control_plane.nodes import NodeInfo
 from jumpgate.control_plane.plane import ControlPlane
 from jumpgate.protocol import models
@@ -25,9 +24,9 @@ MAX_INTERNAL_BODY_BYTES = MAX_PART_BYTES * 4 // 3 + 64 * 1024
 """A recording part in base64 with its fields: under Lambda's 6 MB invoke payload."""
 
 
-def build_internal_app(plane: ControlPlane) -> APIGatewayHttpResolver:
+def build_internal_app(plane: ControlPlane) -> ConcurrentResolver:
     """The internal resolver bound to ``plane``."""
-    app = APIGatewayHttpResolver(enable_validation=True, response_validation_error_http_code=500)
+    app = ConcurrentResolver(enable_validation=True, response_validation_error_http_code=500)
 
     @app.post("/internal/v1/tenant-by-user-ca")
     def tenant_by_user_ca(body: models.TenantByUserCA) -> models.TenantName:

@@ -1,0 +1,208 @@
+"""The proxy's capacity limits: token buckets, the login guard, each tenant's share."""
+
+import asyncio
+import json
+import threading
+from typing import Any
+
+import pytest
+
+from jumpgate.edge_proxy.events import Event
+from jumpgate.edge_proxy.limits import (
+    Admission,
+    LoginGuard,
+    Refusal,
+    TenantShare,
+    TokenBuckets,
+)
+from jumpgate.protocol.audit import EventType
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _login(user: str) -> bytes:
+    return json.dumps({"user": user, "password": "x", "otp": "1", "public_key": "k"}).encode()
+
+
+def test_a_bucket_allows_its_burst_then_says_how_long_to_wait() -> None:
+    clock = Clock()
+    buckets = TokenBuckets(rate=2.0, burst=3, clock=clock)
+    assert [buckets.take("a") for _ in range(3)] == [0.0, 0.0, 0.0]
+    assert buckets.take("a") == pytest.approx(0.5)
+    assert buckets.take("b") == 0.0  # another key has its own bucket
+    clock.now += 0.5
+    assert buckets.take("a") == 0.0
+    buckets.give_back("a")
+    assert buckets.take("a") == 0.0
+
+
+def test_a_rate_of_zero_limits_nothing() -> None:
+    buckets = TokenBuckets(rate=0, burst=1)
+    assert all(buckets.take("a") == 0.0 for _ in range(100))
+
+
+def test_buckets_forget_the_least_recently_used_keys_beyond_their_capacity() -> None:
+    buckets = TokenBuckets(rate=1.0, burst=1, capacity=10, clock=Clock())
+    for n in range(1000):
+        buckets.take(str(n))
+    assert len(buckets._buckets) == 10
+
+
+def _guard(clock: Clock, events: list[tuple[Any, ...]]) -> LoginGuard:
+    return LoginGuard(
+        "localhost",
+        per_source=TokenBuckets(10, 20, clock=clock),
+        per_user=TokenBuckets(5 / 60, 5, clock=clock),
+        record=lambda *args, **fields: events.append((*args, fields)),
+        clock=clock,
+    )
+
+
+def test_failures_beyond_the_users_allowance_are_refused_and_audited_once() -> None:
+    clock, events = Clock(), list[tuple[Any, ...]]()
+    guard = _guard(clock, events)
+    verdicts = [guard.admit("10.0.0.1", "acme.localhost:3080", _login("alice")) for _ in range(8)]
+    admitted = [v for v in verdicts if isinstance(v, Admission)]
+    refused = [v for v in verdicts if isinstance(v, Refusal)]
+    assert len(admitted) == 5
+    assert len(refused) == 3
+    assert refused[0].retry_after == 12  # 5 a minute: one more in 12 s
+    assert "for user 'alice'" in refused[0].detail
+    assert len(events) == 1
+    event_type, tenant, outcome, fields = events[0]
+    assert (event_type, tenant, outcome) == (EventType.USER_LOGIN_LIMITED, "acme", "W")
+    assert fields["user"] == "alice"
+    assert fields["remote_addr"] == "10.0.0.1"
+    assert fields["limit"] == "user"
+    clock.now += 61
+    assert isinstance(guard.admit("10.0.0.1", "acme.localhost", _login("alice")), Admission)
+    for _ in range(5):
+        guard.admit("10.0.0.1", "acme.localhost", _login("alice"))
+    assert len(events) == 2
+    assert events[1][3]["refused"] == 3  # the refusals since the last event are counted
+
+
+def test_a_successful_login_gives_its_tokens_back() -> None:
+    clock, events = Clock(), list[tuple[Any, ...]]()
+    guard = _guard(clock, events)
+    for _ in range(50):
+        verdict = guard.admit("10.0.0.1", "acme.localhost", _login("alice"))
+        assert isinstance(verdict, Admission)
+        guard.settle(verdict, 200)
+    assert events == []
+
+
+def test_one_address_is_held_to_its_rate_across_users_and_tenants() -> None:
+    clock, events = Clock(), list[tuple[Any, ...]]()
+    guard = _guard(clock, events)
+    verdicts = [
+        guard.admit("10.0.0.9", f"t{n % 3}.localhost", _login(f"user{n}")) for n in range(30)
+    ]
+    refused = [v for v in verdicts if isinstance(v, Refusal)]
+    assert len(refused) == 10
+    assert refused[0].retry_after == 1
+    assert "from 10.0.0.9" in refused[0].detail
+    assert {e[1] for e in events} <= {"t0", "t1", "t2"}
+
+
+def test_a_host_outside_the_public_address_is_limited_but_not_audited() -> None:
+    clock, events = Clock(), list[tuple[Any, ...]]()
+    guard = _guard(clock, events)
+    verdicts = [guard.admit("10.0.0.1", "evil.example", b"not json") for _ in range(25)]
+    assert sum(isinstance(v, Refusal) for v in verdicts) == 5
+    assert events == []
+
+
+def test_each_tenant_holds_at_most_its_share_of_calls() -> None:
+    async def scenario() -> tuple[dict[str, int], list[str]]:
+        running: dict[str, int] = {}
+        peak: dict[str, int] = {}
+        order: list[str] = []
+        release = asyncio.Event()
+
+        async def invoke(event: Event) -> Event:
+            tenant = event["headers"]["host"].split(".")[0]
+            running[tenant] = running.get(tenant, 0) + 1
+            peak[tenant] = max(peak.get(tenant, 0), running[tenant])
+            if tenant == "noisy":
+                await release.wait()
+            order.append(tenant)
+            running[tenant] -= 1
+            return {"statusCode": 200}
+
+        share = TenantShare(invoke, "localhost", per_tenant=2)
+        noisy = [
+            asyncio.create_task(share({"headers": {"host": "noisy.localhost:3080"}}))
+            for _ in range(50)
+        ]
+        await asyncio.sleep(0.01)
+        assert share.waiting("noisy") == 50
+        quiet = await asyncio.wait_for(share({"headers": {"host": "quiet.localhost"}}), 1)
+        assert quiet == {"statusCode": 200}
+        release.set()
+        await asyncio.gather(*noisy)
+        assert share.waiting("noisy") == 0
+        assert share._slots == {}
+        return peak, order
+
+    peak, order = asyncio.run(scenario())
+    assert peak == {"noisy": 2, "quiet": 1}
+    assert order[0] == "quiet"  # served while 48 of noisy's calls still waited
+
+
+def test_closing_the_share_ends_the_calls_still_waiting_for_their_turn() -> None:
+    async def scenario() -> list[Any]:
+        release = asyncio.Event()
+
+        async def invoke(event: Event) -> Event:
+            await release.wait()
+            return {"statusCode": 200}
+
+        share = TenantShare(invoke, "localhost", per_tenant=1)
+        calls = [
+            asyncio.create_task(share({"headers": {"host": "noisy.localhost"}})) for _ in range(5)
+        ]
+        await asyncio.sleep(0.01)
+        share.close()
+        release.set()
+        results = await asyncio.gather(*calls, return_exceptions=True)
+        late = await asyncio.gather(
+            share({"headers": {"host": "b.localhost"}}), return_exceptions=True
+        )
+        return [*results, *late]
+
+    results = asyncio.run(scenario())
+    assert results[0] == {"statusCode": 200}  # the one running finishes
+    assert all(isinstance(r, asyncio.CancelledError) for r in results[1:5])
+    assert "stopping" in str(results[5])
+
+
+def test_the_lambda_transport_runs_internal_calls_on_threads_of_their_own() -> None:
+    from jumpgate.edge_proxy.lambda_invoke import LambdaInvoke
+    from jumpgate.protocol.functions import Function
+
+    invoke = LambdaInvoke({f: f"jumpgate-{f.value}" for f in Function}, region="us-east-1")
+    threads: dict[str, str] = {}
+
+    def fake(name: str, payload: bytes) -> Event:  # boto3 stands aside: which thread runs it
+        threads[name] = threading.current_thread().name
+        return {"statusCode": 200}
+
+    invoke._invoke = fake  # type: ignore[method-assign]
+
+    async def calls() -> None:
+        await invoke({"rawPath": "/internal/v1/session-auth"})
+        await invoke({"rawPath": "/v1/login"})
+
+    try:
+        asyncio.run(calls())
+    finally:
+        invoke.close()
+    assert threads["jumpgate-internal"].startswith("lambda-invoke-internal")
+    assert threads["jumpgate-auth"].startswith("lambda-invoke_")
