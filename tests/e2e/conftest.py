@@ -64,6 +64,7 @@ class Cluster:
     diag_port: int = 0
     process: subprocess.Popen[bytes] | None = None
     extra_config: str = ""  # more YAML for jumpgate.yaml
+    _started: bool = False  # ports are kept once the daemon has run on them
 
     @property
     def data_dir(self) -> Path:
@@ -78,6 +79,22 @@ class Cluster:
         return f"acme.localhost:{self.port}"
 
     def start(self) -> None:
+        """Start the daemon; on its first start, ports another process took since they were
+        picked (``free_port`` can only say they were free a moment ago) are picked again."""
+        for attempt in range(3):
+            try:
+                self._launch()
+                self._started = True
+                return
+            except pytest.fail.Exception:
+                taken = "address already in use" in self.log.read_text()
+                if self._started or not taken or attempt == 2:
+                    raise
+                self.port, self.ssh_port, self.tunnel_port = free_port(), free_port(), free_port()
+                if self.diag_port:
+                    self.diag_port = free_port()
+
+    def _launch(self) -> None:
         config = self.directory / "jumpgate.yaml"
         config.write_text(
             f"data_dir: {self.data_dir}\n"
