@@ -396,8 +396,9 @@ def _ca_issued_certificate(directory: Path) -> tuple[str, str]:
     def name(text: str) -> x509.Name:
         return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, text)])
 
-    ca_key, leaf_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(
-        ec.SECP256R1()
+    ca_key, leaf_key = (
+        ec.generate_private_key(ec.SECP256R1()),
+        ec.generate_private_key(ec.SECP256R1()),
     )
     now = datetime.now(UTC)
     leaf = (
@@ -408,9 +409,7 @@ def _ca_issued_certificate(directory: Path) -> tuple[str, str]:
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - timedelta(minutes=5))
         .not_valid_after(now + timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.DNSName("*.localhost")]), critical=False
-        )
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("*.localhost")]), critical=False)
         .sign(ca_key, hashes.SHA256())
     )
     key_pem = leaf_key.private_bytes(

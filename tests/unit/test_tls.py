@@ -92,9 +92,7 @@ def test_a_self_signed_certificate_is_named_by_its_digest(tmp_path: Path) -> Non
     from cryptography.hazmat.primitives import serialization
 
     made, _ = tls.ensure_certificate(tmp_path / "made", "example.sh")
-    der = x509.load_pem_x509_certificate(made.read_bytes()).public_bytes(
-        serialization.Encoding.DER
-    )
+    der = x509.load_pem_x509_certificate(made.read_bytes()).public_bytes(serialization.Encoding.DER)
     assert tls.self_signed_sha256(made) == (hashlib.sha256(der).hexdigest(),)
     missing = tmp_path / "missing.crt"
     assert tls.self_signed_sha256(missing) == ()
