@@ -43,7 +43,7 @@ from tests.e2e.conftest import (
     signup_and_login,
     wait_for_line,
 )
-from tests.support import free_port
+from tests.support import ca_issued_certificate, free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -357,7 +357,7 @@ def test_insecure_is_refused_when_the_platform_names_no_self_signed_certificate(
 ) -> None:
     """A platform whose web certificate a CA issued signs no certificate digest; ``--insecure``
     would then authenticate nothing the token travels on: the node says to drop it."""
-    cert, key = _ca_issued_certificate(tmp_path / "web")
+    _, cert, key = ca_issued_certificate("acme.localhost")
     monkeypatch.setenv(tls.CERT_VARIABLE, cert)
     monkeypatch.setenv(tls.KEY_VARIABLE, key)
     cluster = Cluster(tmp_path / "platform", free_port(), free_port(), free_port(), free_port())
@@ -382,42 +382,6 @@ def test_insecure_is_refused_when_the_platform_names_no_self_signed_certificate(
         assert not (tmp_path / "node" / "node" / "identity.json").exists()
     finally:
         cluster.stop()
-
-
-def _ca_issued_certificate(directory: Path) -> tuple[str, str]:
-    """PEM of a web certificate for ``*.localhost`` issued by a throwaway CA, and its key."""
-    from datetime import UTC, datetime, timedelta
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    def name(text: str) -> x509.Name:
-        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, text)])
-
-    ca_key, leaf_key = (
-        ec.generate_private_key(ec.SECP256R1()),
-        ec.generate_private_key(ec.SECP256R1()),
-    )
-    now = datetime.now(UTC)
-    leaf = (
-        x509.CertificateBuilder()
-        .subject_name(name("*.localhost"))
-        .issuer_name(name("Example CA"))
-        .public_key(leaf_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(minutes=5))
-        .not_valid_after(now + timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName("*.localhost")]), critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    key_pem = leaf_key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    return leaf.public_bytes(serialization.Encoding.PEM).decode(), key_pem.decode()
 
 
 def _cmdline(pid: int) -> str:
