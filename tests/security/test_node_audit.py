@@ -7,11 +7,11 @@ import subprocess
 import time
 import uuid
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from tests.e2e.conftest import BIN, Site, audit_events
+from tests.security.stories import NODE_STORY, Stories, broken, sessions, whole
 
 pytestmark = [pytest.mark.e2e, pytest.mark.net]
 
@@ -35,33 +35,8 @@ def _live(site: Site, marker: str, *, openssh: bool = False) -> subprocess.Popen
     return process
 
 
-def _node_sessions(
-    site: Site, count: int, seconds: float = 30
-) -> dict[str, dict[str, list[dict[str, Any]]]]:
-    """The node's own events, by session and type, once ``count`` sessions have the whole
-    story (start, exec, end) or ``seconds`` have passed."""
-    deadline = time.monotonic() + seconds
-    search = ["jumpctl", "audit", "search", "--order", "asc", "--limit", "1000"]
-    while True:
-        sessions: dict[str, dict[str, list[dict[str, Any]]]] = {}
-        for e in site.admin.ok(*search, "--format", "json").json():
-            if e.get("origin") == "node" and e.get("session_id"):
-                sessions.setdefault(e["session_id"], {}).setdefault(e["type"], []).append(e)
-        if sum(map(_whole, sessions.values())) >= count or time.monotonic() > deadline:
-            return sessions
-        time.sleep(0.3)
-
-
-def _whole(story: dict[str, list[dict[str, Any]]]) -> bool:
-    """One of each; delivery is at least once, so a copy (the same ``event_id``) is one."""
-    return all(
-        len({e["event_id"] for e in story.get(kind, [])}) == 1
-        for kind in ("session.start", "exec", "session.end")
-    )
-
-
-def _commands(sessions: dict[str, dict[str, list[dict[str, Any]]]]) -> list[str]:
-    return sorted(str(e["command"]) for story in sessions.values() for e in story.get("exec", []))
+def _commands(found: Stories) -> list[str]:
+    return sorted(str(e["command"]) for story in found.values() for e in story.get("exec", []))
 
 
 def test_clients_killed_mid_session_leave_the_whole_story_at_the_node(site: Site) -> None:
@@ -70,10 +45,13 @@ def test_clients_killed_mid_session_leave_the_whole_story_at_the_node(site: Site
     for client in clients:
         client.send_signal(signal.SIGKILL)
         client.wait(timeout=10)
-    sessions = _node_sessions(site, 10)
-    assert [sorted(story) for story in sessions.values() if not _whole(story)] == []
-    assert len(sessions) == 10
-    assert _commands(sessions) == sorted(f"echo ready-{m}; sleep 300" for m in markers)
+    at_node = sessions(site, "node", 10)
+    assert broken(at_node, "node") == []
+    assert len(at_node) == 10
+    assert _commands(at_node) == sorted(f"echo ready-{m}; sleep 300" for m in markers)
+    at_proxy = sessions(site, "proxy", 10)
+    assert broken(at_proxy, "proxy") == []
+    assert len(at_proxy) == 10
 
 
 def test_events_spooled_on_disk_survive_kill_9_of_the_agent(site: Site) -> None:
@@ -91,8 +69,8 @@ def test_events_spooled_on_disk_survive_kill_9_of_the_agent(site: Site) -> None:
     site.cluster.start()
     site.node.restart()
     site.node.wait_tunnel()
-    [story] = _node_sessions(site, 1).values()
-    assert _whole(story), sorted(story)
+    [story] = sessions(site, "node", 1).values()
+    assert whole(story, NODE_STORY), sorted(story)
     assert story["exec"][0]["command"] == f"echo ready-{marker}; sleep 300"
     # delivered once taken: nothing is left waiting, and a second restart sends nothing again
     deadline = time.monotonic() + 10
@@ -102,8 +80,8 @@ def test_events_spooled_on_disk_survive_kill_9_of_the_agent(site: Site) -> None:
     site.node.restart()
     site.node.wait_tunnel()
     time.sleep(2)
-    [again] = _node_sessions(site, 1, seconds=1).values()
-    assert _whole(again), sorted(again)  # once each: not delivered twice
+    [again] = sessions(site, "node", 1, seconds=1).values()
+    assert whole(again, NODE_STORY), sorted(again)  # once each: not delivered twice
 
 
 def test_agent_sigterm_ends_live_sessions_with_their_events(site: Site) -> None:
@@ -115,8 +93,8 @@ def test_agent_sigterm_ends_live_sessions_with_their_events(site: Site) -> None:
     assert site.node.process.returncode == 0
     assert time.monotonic() - started < 15
     client.wait(timeout=20)
-    [story] = _node_sessions(site, 1, seconds=10).values()  # sent before the agent exited
-    assert _whole(story), sorted(story)
+    [story] = sessions(site, "node", 1, seconds=10).values()  # sent before the agent exited
+    assert whole(story, NODE_STORY), sorted(story)
     assert [e.get("reason") for e in story["session.end"]] == ["the agent stopped"]
     assert sum(map(len, story.values())) == 3  # a stopping agent sends nothing twice
 

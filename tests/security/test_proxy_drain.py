@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.conftest import Site, audit_events
+from tests.security.stories import broken
+from tests.security.stories import sessions as stories
 
 pytestmark = [pytest.mark.e2e, pytest.mark.net]
 
@@ -75,6 +77,11 @@ def test_sigterm_ends_every_live_session_with_its_audit_event(site: Site, tmp_pa
         assert end["user"] == "alice"
         assert end["nodename"] == "web-1"
     assert '"draining"' in log, log[-2000:]
+    # the node's own story of each session, sent once its tunnel is back
+    site.node.wait_tunnel()
+    at_node = stories(site, "node", SESSIONS)
+    assert broken(at_node, "node") == []
+    assert len(at_node) == SESSIONS
 
 
 def test_a_session_that_will_not_close_is_cut_at_the_drain_deadline(site: Site) -> None:
