@@ -266,8 +266,11 @@ class Authorities:
         ssh_public_addr: str,
         now: datetime,
         nonce: str = "",
+        web_certificate_sha256: Sequence[str] = (),
     ) -> trust.SignedTrust:
-        """What the tenant's nodes trust, signed by its host CA (``protocol.trust``)."""
+        """What the tenant's nodes trust, signed by its host CA (``protocol.trust``); the
+        digests of the proxies' self-signed web certificates bind an ``--insecure`` agent's
+        HTTPS to the platform."""
         user_ca, host_ca = self.public_keys(tenant)
         document = trust.TrustDocument(
             tenant=tenant,
@@ -276,6 +279,7 @@ class Authorities:
             proxy_host_keys=list(proxy_host_keys),
             tunnel_public_addr=tunnel_public_addr,
             ssh_public_addr=ssh_public_addr,
+            web_certificate_sha256=list(web_certificate_sha256),
             issued=now.replace(microsecond=0),
             nonce=nonce,
         )

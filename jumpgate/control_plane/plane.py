@@ -35,6 +35,7 @@ class Settings:
     static_tokens: tuple[StaticToken, ...] = ()  # join tokens from the config file
     proxy_host_keys: tuple[str, ...] = ()  # SSH host keys of the proxies, for agents to verify
     self_signed_web_certificate: bool = False  # HTTPS is self-signed: join commands say --insecure
+    web_certificate_sha256: tuple[str, ...] = ()  # digests of self-signed web certificates
     node_gone_after: timedelta = GONE_AFTER  # offline nodes leave listings after this
     bcrypt_rounds: int = BCRYPT_ROUNDS  # password hashing cost (2^rounds); 10 by default
     recording_grace: timedelta = GRACE  # a recording quiet this long is completed by the platform

@@ -17,6 +17,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from jumpgate.protocol.client import certificate_sha256
+
 CERT_VARIABLE, KEY_VARIABLE = "JUMPGATE_TLS_CERT", "JUMPGATE_TLS_KEY"
 
 
@@ -117,3 +119,13 @@ def is_self_signed(cert_path: Path) -> bool:
     except (ValueError, TypeError, InvalidSignature):
         return False
     return True
+
+
+def self_signed_sha256(cert_path: Path) -> tuple[str, ...]:
+    """The digest (``certificate_sha256``) of the certificate in ``cert_path`` when it is
+    self-signed, else none: the host CA signs it into the trust document, so an ``--insecure``
+    node agent sends its join token only to a server presenting it."""
+    if not is_self_signed(cert_path):
+        return ()
+    cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+    return (certificate_sha256(cert.public_bytes(serialization.Encoding.DER)),)

@@ -5,6 +5,10 @@ document signed by that CA (``protocol.trust``) and answering a nonce the node j
 the node verifies it with the pinned key (at join) or the host CA keys it kept (later), never
 with what ``/v1/ca`` or TLS says at the time. ``--insecure`` (a self-signed web certificate)
 therefore changes nothing here: a relay that rewrites an answer gets it refused.
+
+Nor can a relay that rewrites nothing read the join token: with ``--insecure`` the client is
+bound (``vouch``) to the web certificates the verified document names, before the token is
+sent, and writes no request on a connection presenting another one.
 """
 
 import dataclasses
@@ -17,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from jumpgate.node_agent.errors import JoinRefused, PinMismatch
 from jumpgate.node_agent.identity import Identity
 from jumpgate.protocol import certs
-from jumpgate.protocol.client import APIError, Client
+from jumpgate.protocol.client import APIError, Client, UnvouchedCertificate
 from jumpgate.protocol.trust import SignedTrust, TrustDocument, TrustError, pin_of, verify
 
 
@@ -60,6 +64,30 @@ def _verified(
     return SignedTrust.model_validate(answer), document
 
 
+def vouch(client: Client, document: TrustDocument, shown_pin: str) -> None:
+    """With ``--insecure``, let ``client`` send requests only on connections presenting a web
+    certificate ``document`` (verified) names; ``PinMismatch`` saying to drop ``--insecure``
+    when it names none (a CA issued the certificate: TLS verification authenticates it)."""
+    if not client.insecure:
+        return
+    if not document.web_certificate_sha256:
+        raise PinMismatch(
+            f"--insecure, but the host CA pinned as {shown_pin} names no self-signed web "
+            f"certificate of {client.host_header} (a CA issued it): drop --insecure, so that "
+            "TLS verifies it before the join token is sent"
+        )
+    client.web_certificates = frozenset(document.web_certificate_sha256)
+
+
+def unvouched(exc: UnvouchedCertificate, shown_pin: str, what: str) -> PinMismatch:
+    """The one line for a server whose web certificate the pinned CA does not vouch for."""
+    return PinMismatch(
+        f"{exc.host_header} presents a web certificate the pinned CA does not vouch for: "
+        f"sha256 {exc.digest} is not named by the host CA pinned as {shown_pin}; something "
+        f"between this node and the platform may be intercepting HTTPS: {what}"
+    )
+
+
 def check_certificate(
     certificate: str, key: ed25519.Ed25519PrivateKey, host_id: str, pins: list[str]
 ) -> None:
@@ -90,8 +118,10 @@ def join(
 ) -> tuple[Identity, ed25519.Ed25519PrivateKey]:
     """A new identity for this node; ``JoinRefused`` when the token is not accepted,
     ``PinMismatch`` when an answer is not vouched for by the pinned host CA."""
-    # A wrong pin or address fails here, before the token is sent.
-    fetch_trust(client, [ca_pin], ca_pin)
+    # A wrong pin or address fails here, before the token is sent; and with --insecure the
+    # token then goes only to a server presenting a web certificate the pinned CA names.
+    _, first = fetch_trust(client, [ca_pin], ca_pin)
+    vouch(client, first, ca_pin)
     key = ed25519.Ed25519PrivateKey.generate()
     nonce = new_nonce()
     body = {
@@ -102,6 +132,8 @@ def join(
     }
     try:
         answer = client.call("POST", "/v1/join", body)
+    except UnvouchedCertificate as exc:
+        raise unvouched(exc, ca_pin, "the join token was not sent") from exc
     except APIError as exc:
         if exc.status < 500:
             raise JoinRefused(f"join refused: {exc}") from exc
@@ -148,4 +180,8 @@ def rediscover(client: Client, identity: Identity) -> Identity:
             f"refused the answer of {client.host_header}: it speaks for tenant "
             f"{document.tenant!r}, not {identity.tenant!r} (pin {identity.ca_pin})"
         )
+    if client.insecure:
+        # Any later request on ``client`` goes only to a certificate the document names
+        # (none, when a CA issued it now: nothing is sent without verified TLS then)
+        client.web_certificates = frozenset(document.web_certificate_sha256)
     return trusting(identity, signed, document)

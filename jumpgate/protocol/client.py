@@ -4,18 +4,27 @@ Requests are signed with the caller's certified key when it has one (``Credentia
 ``*.localhost`` names are dialled on 127.0.0.1 (RFC 6761) while the name itself still goes
 out as TLS SNI and ``Host``, because the platform tells tenants apart by that name.
 
+``insecure`` (a self-signed web certificate) turns TLS verification off. A node agent then
+binds the client to the certificates its host CA's signed trust document names
+(``web_certificates``, SHA-256 of the DER certificate): each connection checks the peer's
+certificate right after the handshake, before ``http.client`` writes the request, so a
+request (a join token above all) never reaches a server nobody vouched for.
+
 Errors::
 
-    ClientError         the request could not be made, or its answer was refused
-    └── APIError        the platform answered with a problem (status, type, detail)
+    ClientError             the request could not be made, or its answer was refused
+    ├── APIError            the platform answered with a problem (status, type, detail)
+    └── UnvouchedCertificate  the server's certificate is not one the client was bound to
 """
 
+import hashlib
 import http.client
 import json
 import secrets
 import socket
 import ssl
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,6 +48,20 @@ class APIError(ClientError):
         self.problem_type = problem_type
 
 
+class UnvouchedCertificate(ClientError):
+    """The server presented a web certificate outside the bound set; nothing was sent."""
+
+    def __init__(self, host_header: str, digest: str) -> None:
+        super().__init__(f"{host_header} presents web certificate sha256 {digest or '(none)'}")
+        self.host_header = host_header
+        self.digest = digest  # SHA-256 (hex) of the certificate it presented
+
+
+def certificate_sha256(der: bytes) -> str:
+    """How a web certificate is named: the SHA-256 of its DER bytes, lowercase hex."""
+    return hashlib.sha256(der).hexdigest()
+
+
 @dataclass(frozen=True)
 class Credentials:
     """A certificate and the key it certifies."""
@@ -48,7 +71,11 @@ class Credentials:
 
 
 class _Connection(http.client.HTTPSConnection):
-    """HTTPS to ``host`` dialled at ``resolve_loopback(host)``, SNI still ``host``."""
+    """HTTPS to ``host`` dialled at ``resolve_loopback(host)``, SNI still ``host``; when
+    ``vouched`` is a set, only to a server whose certificate's digest is in it."""
+
+    vouched: frozenset[str] | None = None
+    host_header = ""
 
     def connect(self) -> None:
         address = (resolve_loopback(self.host), self.port)
@@ -56,19 +83,34 @@ class _Connection(http.client.HTTPSConnection):
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         context: ssl.SSLContext = self._context  # type: ignore[attr-defined]
         self.sock = context.wrap_socket(self.sock, server_hostname=self.host)
+        if self.vouched is not None:
+            # http.client writes the request only once connect() returns
+            der = self.sock.getpeercert(binary_form=True)
+            digest = certificate_sha256(der) if der else ""
+            if digest not in self.vouched:
+                self.sock.close()
+                raise UnvouchedCertificate(self.host_header, digest)
 
 
 class Client:
     """Calls ``/v1`` routes of one cluster; raises ``APIError`` with the server's detail."""
 
     def __init__(
-        self, proxy: str, *, insecure: bool = False, credentials: Credentials | None = None
+        self,
+        proxy: str,
+        *,
+        insecure: bool = False,
+        credentials: Credentials | None = None,
+        web_certificates: Iterable[str] | None = None,
     ) -> None:
         try:
             self.host, self.port = split_host_port(proxy, ports.WEB)
         except ValueError as exc:
             raise ClientError(str(exc)) from exc
         self.credentials = credentials
+        self.insecure = insecure  # TLS verification is off (a self-signed web certificate)
+        # When set, the only web certificates (``certificate_sha256``) requests may go to
+        self.web_certificates = None if web_certificates is None else frozenset(web_certificates)
         context = ssl.create_default_context()
         if insecure:
             context.check_hostname = False
@@ -91,6 +133,8 @@ class Client:
         connection = _Connection(
             self.host, self.port, timeout=TIMEOUT_SECONDS, context=self._context
         )
+        connection.vouched = self.web_certificates
+        connection.host_header = self.host_header
         try:
             connection.request(method, target, body=data or None, headers=headers)
             response = connection.getresponse()

@@ -8,6 +8,13 @@ the host CA's private key. The node verifies it with a host CA key it already ho
 the one whose pin it was given, later the ones it kept. TLS is not part of the argument, so
 ``--insecure`` (a self-signed web certificate) weakens nothing here.
 
+The other way round, the document authenticates TLS: when the platform's web certificate is
+self-signed, the document names it (``web_certificate_sha256``), and an agent with
+``--insecure`` sends its requests (the join token first) only on a connection presenting
+a certificate so named (``client.Client(web_certificates=...)``). A relay that passes the
+document through unchanged thus never reads the token. A certificate a CA issued is named by
+nothing: TLS verifies it.
+
 The signed form (``SignedTrust``) carries the document's exact bytes (``payload``, base64 of
 canonical JSON), the signature over ``DOMAIN + payload`` and the signer's public key. The
 verifier checks the signer against the keys it trusts and the signature *before* it parses
@@ -26,11 +33,12 @@ Errors::
 import base64
 import json
 from datetime import datetime
+from typing import Annotated
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from jumpgate.protocol import certs
 
@@ -40,11 +48,14 @@ NONCE_PATTERN = r"^[A-Za-z0-9_-]{16,64}$"
 """A node's nonce: URL-safe, 16 to 64 characters (``secrets.token_urlsafe(24)`` is 32)."""
 MAX_PAYLOAD_BYTES = 64 * 1024
 """A document larger than this is refused before it is hashed or parsed."""
+CertificateDigest = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+"""A web certificate as the document names it: SHA-256 of its DER bytes, lowercase hex."""
 
 __all__ = [
     "DOMAIN",
     "NONCE_PATTERN",
     "RSA_HASH",
+    "CertificateDigest",
     "SignedTrust",
     "TrustDocument",
     "TrustError",
@@ -71,6 +82,8 @@ class TrustDocument(BaseModel):
     proxy_host_keys: list[str]  # SSH host keys the proxies present on the tunnel port
     tunnel_public_addr: str  # HOST:PORT the node dials for its tunnel
     ssh_public_addr: str  # HOST:PORT users reach the proxy's SSH on
+    # The proxies' self-signed web certificates (none when a CA issued it: TLS verifies that)
+    web_certificate_sha256: list[CertificateDigest] = Field(default_factory=list)
     issued: datetime  # when the platform signed it
     nonce: str = ""  # echoed from the request that asked for it ("" when nobody asked)
 

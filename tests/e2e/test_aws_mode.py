@@ -51,7 +51,7 @@ from tests.e2e.conftest import (
 )
 from tests.e2e.test_recordings import jump, uploads
 from tests.functional.lambda_endpoint import LambdaEndpoint
-from tests.support import free_port
+from tests.support import ca_issued_certificate, free_port
 
 REGION = "us-east-1"
 STATE, AUDIT, BUCKET, SECRET = "jg-state", "jg-audit", "jg-recordings", "jumpgate/master-key"
@@ -77,7 +77,7 @@ class Proxy:
     def log(self) -> Path:
         return self.directory / "proxy.log"
 
-    def start(self, lambda_url: str, host_key: str) -> None:
+    def start(self, lambda_url: str, host_key: str, web: dict[str, str]) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
         config = self.directory / "jumpgate.yaml"
         config.write_text(
@@ -89,7 +89,7 @@ class Proxy:
             f"peer_listen_addr: 127.0.0.1:{self.peer_port}\n"
             f"control_plane: {{type: lambda, region: {REGION}, endpoint: '{lambda_url}'}}\n"
         )
-        env = {**os.environ, **CREDENTIALS, "JUMPGATE_PROXY_HOST_KEY": host_key}
+        env = {**os.environ, **CREDENTIALS, **web, "JUMPGATE_PROXY_HOST_KEY": host_key}
         env.pop("AWS_ENDPOINT_URL", None)  # a proxy reaches AWS only through the functions
         with self.log.open("a") as out:
             self.process = subprocess.Popen(
@@ -176,6 +176,11 @@ def aws_site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[AWSSit
     )
     key = asyncssh.generate_private_key("ssh-ed25519")
     private, public = key.export_private_key().decode(), key.export_public_key().decode().strip()
+    # The fleet's web certificate, issued by a CA (as on AWS) and shared, as ECS injects it
+    ca_pem, cert_pem, key_pem = ca_issued_certificate("acme.localhost", "localhost")
+    web = {"JUMPGATE_TLS_CERT": cert_pem, "JUMPGATE_TLS_KEY": key_pem}
+    web_ca = tmp_path / "web-ca.pem"
+    web_ca.write_text(ca_pem)
     try:
         url = _moto(moto._server.port)  # type: ignore[union-attr]
         for name, value in _functions_environment(url, proxies, public).items():
@@ -183,8 +188,8 @@ def aws_site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[AWSSit
         handlers = {f"jumpgate-{f.value}": entry_point(f) for f in Function}
         with LambdaEndpoint(handlers) as functions:
             for proxy in proxies:
-                proxy.start(functions.url, private)
-            site = _joined(tmp_path, url, proxies, public)
+                proxy.start(functions.url, private, web)
+            site = _joined(tmp_path, url, proxies, public, web_ca)
             yield site
             if site.node.process is not None and site.node.process.poll() is None:
                 site.node.kill(signal.SIGTERM)
@@ -194,7 +199,9 @@ def aws_site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[AWSSit
         moto.stop()
 
 
-def _joined(directory: Path, url: str, proxies: tuple[Proxy, Proxy], proxy_key: str) -> AWSSite:
+def _joined(
+    directory: Path, url: str, proxies: tuple[Proxy, Proxy], proxy_key: str, web_ca: Path
+) -> AWSSite:
     admin = Shell(directory / "home")
     operator = _operator_config(directory, url, proxies[1])
     argv = ["jumpgate", "tenants", "create", "acme", "--admin", "alice", "--logins", LOGIN]
@@ -203,12 +210,13 @@ def _joined(directory: Path, url: str, proxies: tuple[Proxy, Proxy], proxy_key: 
     joining = admin.ok("jumpctl", "nodes", "add", "--ttl", "5m", "--format", "json").json()
     command, env = join_command(joining)
     assert f"--auth-server=acme.localhost:{proxies[1].port}" in command, command
-    # The functions are told of no self-signed certificate (on AWS it is a CA's), so the
-    # command has no --insecure; this test's proxies make theirs in their data dirs.
-    command.append("--insecure")
+    # The functions are told of no self-signed certificate: the proxies' is a CA's (as on
+    # AWS), which the node trusts, so the command has no --insecure
+    assert "--insecure" not in command, command
     node_dir = directory / "node"
     node_dir.mkdir()
     command = [c.replace(f":{proxies[1].port}", f":{proxies[0].port}") for c in command]
+    env = {**env, "SSL_CERT_FILE": str(web_ca)}
     node = Node(node_dir, [*command, "--data-dir", str(node_dir), "--nodename", "web-1"], env=env)
     node.start()  # joins through proxy 1, and holds its tunnel there
     node.wait_tunnel()

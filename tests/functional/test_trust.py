@@ -66,3 +66,27 @@ def test_tokens_say_whether_the_web_certificate_is_self_signed(
     admin = platform.admin_session()
     token = platform.call("POST", "/v1/tokens", {"ttl_seconds": 300}, session=admin).body
     assert token["self_signed_web_certificate"] is self_signed
+
+
+@pytest.mark.parametrize("named", [(), ("ab" * 32,), ("ab" * 32, "cd" * 32)])
+def test_the_document_names_the_self_signed_web_certificates(
+    platform: Platform, named: tuple[str, ...]
+) -> None:
+    """An ``--insecure`` node sends its token only to a web certificate named here (none on
+    AWS, where a CA issues it); the join answer's document names the same."""
+    plane = platform.plane
+    plane.settings = dataclasses.replace(plane.settings, web_certificate_sha256=named)
+    platform.handler = make_handler(plane)
+    admin = platform.admin_session()
+    token = platform.call("POST", "/v1/tokens", {"ttl_seconds": 300}, session=admin).body
+    answer = platform.call("GET", "/v1/trust", query=f"nonce={NONCE}")
+    document = verify(answer.body, trusted_pins=[token["ca_pin"]], nonce=NONCE)
+    assert document.web_certificate_sha256 == list(named)
+    key = certs.openssh_public(ed25519.Ed25519PrivateKey.generate().public_key())
+    joined = platform.call(
+        "POST",
+        "/v1/join",
+        {"token": token["token"], "public_key": key, "nodename": "web-1", "nonce": NONCE},
+    ).body
+    joined_document = verify(joined["trust"], trusted_pins=[token["ca_pin"]], nonce=NONCE)
+    assert joined_document.web_certificate_sha256 == list(named)

@@ -9,6 +9,9 @@ the "fake proxy": a TCP listener that counts who dials it.
 
 A node given the real pin and ``--insecure`` must refuse the rewritten answers with one line
 naming the pin, trust nothing (no identity.json, or the old one unchanged) and dial nothing.
+Even a relay that changes nothing must never read the join token: the signed document names
+the platform's self-signed web certificate, and the node writes the token only on a
+connection presenting it (``test_a_relay_passing_everything_through_never_sees_the_token``).
 """
 
 import asyncio
@@ -40,7 +43,7 @@ from tests.e2e.conftest import (
     signup_and_login,
     wait_for_line,
 )
-from tests.support import free_port
+from tests.support import ca_issued_certificate, free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -66,6 +69,7 @@ class Relay:
         self.swaps: dict[str, str] = {}
         self.dialled = 0  # connections to the fake tunnel endpoint
         self.rewritten: list[str] = []  # paths whose answers were rewritten
+        self.requests: list[tuple[str, str, bytes]] = []  # (method, path, body) it was sent
         self.attacker_ca = ed25519.Ed25519PrivateKey.generate()
         self.port = free_port()
         self.tunnel_port = free_port()
@@ -97,6 +101,7 @@ class Relay:
         session = aiohttp.ClientSession()
 
         async def relay(request: web.Request) -> web.Response:
+            self.requests.append((request.method, request.path, await request.read()))
             headers = {
                 k: v for k, v in request.headers.items() if k.lower() in ("host", "content-type")
             }
@@ -275,11 +280,12 @@ def test_a_rewritten_discovery_on_reconnect_is_refused(
     joining = _token(admin)
     node = tmp_path / "node"
     log = tmp_path / "agent.log"
+    cluster, _ = platform
     process = _agent(
         node,
         f"--token={joining['token']}",
         f"--ca-pin={joining['ca_pin']}",
-        f"--auth-server=acme.localhost:{relay.port}",
+        f"--auth-server={cluster.proxy}",
         "--insecure",
         "--nodename=victim",
         log=log,
@@ -288,7 +294,11 @@ def test_a_rewritten_discovery_on_reconnect_is_refused(
         wait_for_line(log, '"tunnel up"', process)
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=20) == 0
+        # The relay now sits where the node finds the platform (a hijacked name, say)
         identity = node / "node" / "identity.json"
+        stored = json.loads(identity.read_text())
+        stored["auth_server"] = f"acme.localhost:{relay.port}"
+        identity.write_text(json.dumps(stored, indent=2))
         before = identity.read_bytes()
 
         relay.mode = "tampered"
@@ -307,6 +317,71 @@ def test_a_rewritten_discovery_on_reconnect_is_refused(
         if process.poll() is None:
             process.kill()
             process.wait(10)
+
+
+def test_a_relay_passing_everything_through_never_sees_the_token(
+    platform: tuple[Cluster, Shell], relay: Relay, tmp_path: Path
+) -> None:
+    """The relay changes nothing, so every signed document verifies; but its web certificate
+    is not the one the signed document names, so the node sends it no token to reuse."""
+    _, admin = platform
+    joining = _token(admin)
+    relay.mode = "relay"
+    node = tmp_path / "node"
+    log = tmp_path / "agent.log"
+    process = _agent(
+        node,
+        f"--ca-pin={joining['ca_pin']}",
+        f"--auth-server=acme.localhost:{relay.port}",
+        "--insecure",
+        "--nodename=victim",
+        log=log,
+        env={"JUMPGATE_TOKEN": joining["token"]},
+    )
+    try:
+        error = _refused(process, log, 0, joining["ca_pin"])
+        assert "presents a web certificate the pinned CA does not vouch for" in error, error
+        assert ("GET", "/v1/trust") in {(m, p) for m, p, _ in relay.requests}, relay.requests
+        assert "/v1/join" not in {p for _, p, _ in relay.requests}, relay.requests
+        for _, path, body in relay.requests:
+            assert joining["token"].encode() not in body, f"the relay read the token ({path})"
+        assert not (node / "node" / "identity.json").exists()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
+
+
+def test_insecure_is_refused_when_the_platform_names_no_self_signed_certificate(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A platform whose web certificate a CA issued signs no certificate digest; ``--insecure``
+    would then authenticate nothing the token travels on: the node says to drop it."""
+    _, cert, key = ca_issued_certificate("acme.localhost")
+    monkeypatch.setenv(tls.CERT_VARIABLE, cert)
+    monkeypatch.setenv(tls.KEY_VARIABLE, key)
+    cluster = Cluster(tmp_path / "platform", free_port(), free_port(), free_port(), free_port())
+    cluster.directory.mkdir()
+    cluster.start()
+    try:
+        admin = Shell(tmp_path / "home")
+        created = create_tenant(admin, cluster, "acme", "alice", "root")
+        signup_and_login(admin, cluster, created["invite_token"], "alice")
+        joining = _token(admin)
+        log = tmp_path / "agent.log"
+        process = _agent(
+            tmp_path / "node",
+            f"--ca-pin={joining['ca_pin']}",
+            f"--auth-server={cluster.proxy}",
+            "--insecure",
+            log=log,
+            env={"JUMPGATE_TOKEN": joining["token"]},
+        )
+        error = _refused(process, log, 0, joining["ca_pin"])
+        assert "drop --insecure" in error, error
+        assert not (tmp_path / "node" / "node" / "identity.json").exists()
+    finally:
+        cluster.stop()
 
 
 def _cmdline(pid: int) -> str:

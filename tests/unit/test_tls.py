@@ -66,6 +66,7 @@ def test_self_signed_is_told_apart_from_a_certificate_a_ca_issued(tmp_path: Path
     issued = tmp_path / "issued.crt"
     issued.write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
     assert not tls.is_self_signed(issued)
+    assert tls.self_signed_sha256(issued) == ()
     # Its subject as issuer, but not signed by its own key: not self-signed either
     forged = (
         x509.CertificateBuilder()
@@ -80,3 +81,18 @@ def test_self_signed_is_told_apart_from_a_certificate_a_ca_issued(tmp_path: Path
     issued.write_bytes(forged.public_bytes(serialization.Encoding.PEM))
     assert not tls.is_self_signed(issued)
     assert not tls.is_self_signed(tmp_path / "missing.crt")
+
+
+def test_a_self_signed_certificate_is_named_by_its_digest(tmp_path: Path) -> None:
+    """The platform signs the digest of its self-signed web certificate into the trust
+    document; a certificate a CA issued is verified by TLS and named by nothing."""
+    import hashlib
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    made, _ = tls.ensure_certificate(tmp_path / "made", "example.sh")
+    der = x509.load_pem_x509_certificate(made.read_bytes()).public_bytes(serialization.Encoding.DER)
+    assert tls.self_signed_sha256(made) == (hashlib.sha256(der).hexdigest(),)
+    missing = tmp_path / "missing.crt"
+    assert tls.self_signed_sha256(missing) == ()

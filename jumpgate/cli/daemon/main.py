@@ -81,8 +81,8 @@ def _add_config_flags(parser: argparse.ArgumentParser, *, listeners: bool) -> No
             "--insecure",
             action="store_true",
             default=None,
-            help="accept the platform's self-signed HTTPS certificate (the CA pin still "
-            "authenticates everything the node trusts)",
+            help="accept the platform's self-signed HTTPS certificate, only the one the pinned "
+            "CA names (the pin still authenticates everything the node trusts and sends)",
         )
 
 

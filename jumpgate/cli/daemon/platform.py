@@ -128,10 +128,15 @@ def open_master_key(config: Config) -> MasterKey:
 
 
 def open_control_plane(
-    config: Config, proxy_host_keys: tuple[str, ...] = (), *, self_signed_web: bool = False
+    config: Config,
+    proxy_host_keys: tuple[str, ...] = (),
+    *,
+    self_signed_web: bool = False,
+    web_certificates: tuple[str, ...] = (),
 ) -> ControlPlane:
     """The control plane over the configured stores and master key; ``self_signed_web``
-    when the proxy's HTTPS certificate is self-signed (join commands then say --insecure)."""
+    when the proxy's HTTPS certificate is self-signed (join commands then say --insecure),
+    and ``web_certificates`` its digests, which trust documents name."""
     private_data_dir(config.data_dir)
     master = open_master_key(config)
     settings = Settings(
@@ -141,6 +146,7 @@ def open_control_plane(
         static_tokens=tuple(StaticToken(t.tenant, t.token, t.roles) for t in config.static_tokens),
         proxy_host_keys=proxy_host_keys,
         self_signed_web_certificate=self_signed_web,
+        web_certificate_sha256=web_certificates,
         node_gone_after=parse_duration(config.node_gone_after),
         recording_grace=parse_duration(config.recording_grace),
     )
@@ -236,7 +242,10 @@ class Daemon:
         internal: Invoke
         if "auth" in config.roles:
             self._plane = open_control_plane(
-                config, (public,), self_signed_web=tls.is_self_signed(web_cert)
+                config,
+                (public,),
+                self_signed_web=tls.is_self_signed(web_cert),
+                web_certificates=tls.self_signed_sha256(web_cert),
             )
             api = InProcessTransport(make_handler(self._plane), self._pool)
             internal = InProcessTransport(make_internal_handler(self._plane), self._internal_pool)

@@ -126,6 +126,7 @@ def build_app(plane: ControlPlane) -> ConcurrentResolver:
             ssh_public_addr=ssh_addr,
             now=plane.clock.now(),
             nonce=nonce,
+            web_certificate_sha256=plane.settings.web_certificate_sha256,
         )
 
     @app.get("/webapi/ping", summary="Health and the addresses of a cluster's listeners")
