@@ -80,13 +80,17 @@ class Agent:
         self._labels = dict(config.labels)
         self._tasks: set[asyncio.Task[object]] = set()
         try:
+            _private(config.data_dir)
             self.audit = AuditSpool(config.data_dir / "audit")  # on disk until the platform has it
         except OSError as exc:
             raise AgentError(
                 f"cannot keep audit events in {config.data_dir / 'audit'}: {exc.strerror or exc}; "
                 "check that the data dir is writable by the agent"
             ) from exc
-        self.uploads = Uploader(Spool(config.data_dir / "recordings"), self.audit)
+        recordings = config.data_dir / "recordings"
+        with contextlib.suppress(OSError):  # the spool says so itself when it cannot write
+            _private(recordings)
+        self.uploads = Uploader(Spool(recordings), self.audit)
         self.sessions = LiveSessions()
 
     def _client(self, auth_server: str, insecure: bool) -> Client:
@@ -373,6 +377,18 @@ class Agent:
         while True:
             self._labels[label.key] = await evaluate(label)
             await asyncio.sleep(label.period.total_seconds())
+
+
+def _private(directory: Path) -> None:
+    """Make ``directory`` (host key, recordings, audit) 0700: created so, or tightened, and
+    said, when an earlier release or a person left it open to others."""
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    mode = directory.stat().st_mode & 0o777
+    if mode & 0o077:
+        directory.chmod(0o700)
+        logger.warning(
+            "directory tightened to 0700", extra={"path": str(directory), "was": oct(mode)}
+        )
 
 
 def _host_certificate(certificate: str) -> serialization.SSHCertificate:
