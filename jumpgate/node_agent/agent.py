@@ -2,7 +2,9 @@
 
 It retries everything retrying can fix (platform unreachable, proxy restarting) with
 exponential backoff and jitter from 1 s to 30 s, and stops with ``AgentError`` only on what
-it cannot: a refused token, a CA pin mismatch, a damaged identity.
+it cannot: at the first join a refused token, a CA pin mismatch, a web certificate that does
+not verify (``--insecure`` missing); a damaged identity. Once joined, a refused answer is
+logged and asked again, trusting nothing new: a relay rewriting one must not stop the node.
 """
 
 import asyncio
@@ -11,6 +13,7 @@ import dataclasses
 import json
 import logging
 import socket
+import ssl
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
@@ -25,7 +28,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from jumpgate.node_agent import audit
 from jumpgate.node_agent import identity as identity_store
 from jumpgate.node_agent.audit_spool import AuditSpool
-from jumpgate.node_agent.errors import AgentError
+from jumpgate.node_agent.errors import AgentError, PinMismatch
 from jumpgate.node_agent.identity import Identity
 from jumpgate.node_agent.join import join, rediscover
 from jumpgate.node_agent.labels import DynamicLabel, evaluate
@@ -149,6 +152,9 @@ class Agent:
             except (ClientError, OSError) as exc:
                 if isinstance(exc, APIError) and exc.status < 500:
                     raise AgentError(str(exc)) from exc
+                if isinstance(exc.__cause__, ssl.SSLCertVerificationError):
+                    # A mistake to fix (--insecure, the address), not a platform to wait for
+                    raise AgentError(str(exc)) from exc
                 delay = backoff(attempt)
                 logger.warning(
                     "platform unreachable", extra={"reason": str(exc), "retry_in": round(delay, 1)}
@@ -176,6 +182,10 @@ class Agent:
                     attempt = 0
                 except (ClientError, OSError, asyncssh.Error) as exc:
                     logger.warning("tunnel down", extra={"reason": str(exc) or type(exc).__name__})
+                except PinMismatch as exc:
+                    # Once joined, a refused answer (a relay rewriting it) trusts nothing new
+                    # and is asked again: ending here would let one rewrite stop the node
+                    logger.error("platform's answer refused, retrying", extra={"reason": str(exc)})
                 self.tunnel_up.clear()
                 if stop.is_set():
                     break
@@ -204,8 +214,8 @@ class Agent:
     async def _find(self, identity: Identity, key: ed25519.Ed25519PrivateKey) -> Identity:
         """``identity`` holding what the platform says now (the tunnel endpoint, the proxies'
         host keys, the CA keys), believed only as signed by a host CA the identity holds.
-        An answer that is not (a relay rewriting it) raises ``PinMismatch``, which stops the
-        agent with nothing new trusted; a verified change is kept in identity.json."""
+        An answer that is not (a relay rewriting it) raises ``PinMismatch`` with nothing new
+        trusted (``run`` logs it and asks again); a verified change is kept in identity.json."""
         client = self._client(identity.auth_server, identity.insecure)
         loop = asyncio.get_running_loop()
         current = await loop.run_in_executor(None, rediscover, client, identity)
