@@ -319,7 +319,7 @@ def _demo(daemon: "Daemon", tenant: str, admin: str) -> Config:
         f"jump login --proxy={proxy} --insecure --user {admin}",
         "jump ls",
         "jump ssh demo-node",
-        "jump config >> ~/.ssh/config   "
+        "mkdir -p -m 700 ~/.ssh && jump config >> ~/.ssh/config   "
         f"# then plain OpenSSH: ssh {login}@demo-node.{tenant}.{config.public_addr}",
     ]
     print(f"\nJumpgate is running: tenant {tenant!r} at https://{proxy} (Ctrl-C stops it).")
