@@ -485,6 +485,55 @@ def test_an_unverifiable_certificate_at_the_first_join_is_one_line(
     assert not (tmp_path / "node" / "node" / "identity.json").exists()
 
 
+def test_an_unverifiable_certificate_after_the_join_is_logged_and_retried(
+    platform: tuple[Cluster, Shell], tmp_path: Path
+) -> None:
+    """Once joined, a web certificate that does not verify may be a passing fault (a proxy
+    restarted with another one): the agent logs it and keeps trying, trusting nothing."""
+    cluster, admin = platform
+    joining = _token(admin)
+    node = tmp_path / "node"
+    log = tmp_path / "agent.log"
+    process = _agent(
+        node,
+        f"--ca-pin={joining['ca_pin']}",
+        f"--auth-server={cluster.proxy}",
+        "--insecure",
+        log=log,
+        env={"JUMPGATE_TOKEN": joining["token"]},
+    )
+    try:
+        wait_for_line(log, '"tunnel up"', process)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=20) == 0
+        identity = node / "node" / "identity.json"
+        stored = json.loads(identity.read_text())
+        stored["insecure"] = False  # as if the platform's certificate now had to verify
+        identity.write_text(json.dumps(stored, indent=2))
+        offset = len(log.read_text())
+        process = _agent(node, log=log)
+        deadline = time.monotonic() + 20
+        while len(_lines(log, offset, "cannot verify the HTTPS certificate")) < 2:
+            assert process.poll() is None, log.read_text()[offset:][-2000:]
+            assert time.monotonic() < deadline, log.read_text()[offset:][-2000:]
+            time.sleep(0.1)
+        assert "Traceback" not in log.read_text()[offset:]
+        assert '"tunnel up"' not in log.read_text()[offset:]
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            process.wait(20)
+
+
+def test_an_unreadable_token_pipe_is_one_line(tmp_path: Path) -> None:
+    log = tmp_path / "agent.log"
+    process = _agent(tmp_path / "node", log=log, env={"JUMPGATE_TOKEN_FD": "987"})
+    assert process.wait(30) == 1
+    text = log.read_text().strip()
+    assert text.startswith("jumpgate: error: token: cannot read the join token from descriptor 987")
+    assert len(text.splitlines()) == 1, text
+
+
 def test_an_unreadable_token_file_is_one_line(
     platform: tuple[Cluster, Shell], tmp_path: Path
 ) -> None:
