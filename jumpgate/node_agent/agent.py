@@ -2,7 +2,9 @@
 
 It retries everything retrying can fix (platform unreachable, proxy restarting) with
 exponential backoff and jitter from 1 s to 30 s, and stops with ``AgentError`` only on what
-it cannot: a refused token, a CA pin mismatch, a damaged identity.
+it cannot: at the first join a refused token, a CA pin mismatch, a web certificate that does
+not verify (``--insecure`` missing); a damaged identity. Once joined, a refused answer is
+logged and asked again, trusting nothing new: a relay rewriting one must not stop the node.
 """
 
 import asyncio
@@ -11,6 +13,7 @@ import dataclasses
 import json
 import logging
 import socket
+import ssl
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
@@ -25,7 +28,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from jumpgate.node_agent import audit
 from jumpgate.node_agent import identity as identity_store
 from jumpgate.node_agent.audit_spool import AuditSpool
-from jumpgate.node_agent.errors import AgentError
+from jumpgate.node_agent.errors import AgentError, PinMismatch
 from jumpgate.node_agent.identity import Identity
 from jumpgate.node_agent.join import join, rediscover
 from jumpgate.node_agent.labels import DynamicLabel, evaluate
@@ -80,13 +83,17 @@ class Agent:
         self._labels = dict(config.labels)
         self._tasks: set[asyncio.Task[object]] = set()
         try:
+            _private(config.data_dir)
             self.audit = AuditSpool(config.data_dir / "audit")  # on disk until the platform has it
         except OSError as exc:
             raise AgentError(
                 f"cannot keep audit events in {config.data_dir / 'audit'}: {exc.strerror or exc}; "
                 "check that the data dir is writable by the agent"
             ) from exc
-        self.uploads = Uploader(Spool(config.data_dir / "recordings"), self.audit)
+        recordings = config.data_dir / "recordings"
+        with contextlib.suppress(OSError):  # the spool says so itself when it cannot write
+            _private(recordings)
+        self.uploads = Uploader(Spool(recordings), self.audit)
         self.sessions = LiveSessions()
 
     def _client(self, auth_server: str, insecure: bool) -> Client:
@@ -145,6 +152,9 @@ class Agent:
             except (ClientError, OSError) as exc:
                 if isinstance(exc, APIError) and exc.status < 500:
                     raise AgentError(str(exc)) from exc
+                if isinstance(exc.__cause__, ssl.SSLCertVerificationError):
+                    # A mistake to fix (--insecure, the address), not a platform to wait for
+                    raise AgentError(str(exc)) from exc
                 delay = backoff(attempt)
                 logger.warning(
                     "platform unreachable", extra={"reason": str(exc), "retry_in": round(delay, 1)}
@@ -172,6 +182,10 @@ class Agent:
                     attempt = 0
                 except (ClientError, OSError, asyncssh.Error) as exc:
                     logger.warning("tunnel down", extra={"reason": str(exc) or type(exc).__name__})
+                except PinMismatch as exc:
+                    # Once joined, a refused answer (a relay rewriting it) trusts nothing new
+                    # and is asked again: ending here would let one rewrite stop the node
+                    logger.error("platform's answer refused, retrying", extra={"reason": str(exc)})
                 self.tunnel_up.clear()
                 if stop.is_set():
                     break
@@ -200,8 +214,8 @@ class Agent:
     async def _find(self, identity: Identity, key: ed25519.Ed25519PrivateKey) -> Identity:
         """``identity`` holding what the platform says now (the tunnel endpoint, the proxies'
         host keys, the CA keys), believed only as signed by a host CA the identity holds.
-        An answer that is not (a relay rewriting it) raises ``PinMismatch``, which stops the
-        agent with nothing new trusted; a verified change is kept in identity.json."""
+        An answer that is not (a relay rewriting it) raises ``PinMismatch`` with nothing new
+        trusted (``run`` logs it and asks again); a verified change is kept in identity.json."""
         client = self._client(identity.auth_server, identity.insecure)
         loop = asyncio.get_running_loop()
         current = await loop.run_in_executor(None, rediscover, client, identity)
@@ -373,6 +387,18 @@ class Agent:
         while True:
             self._labels[label.key] = await evaluate(label)
             await asyncio.sleep(label.period.total_seconds())
+
+
+def _private(directory: Path) -> None:
+    """Make ``directory`` (host key, recordings, audit) 0700: created so, or tightened, and
+    said, when an earlier release or a person left it open to others."""
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    mode = directory.stat().st_mode & 0o777
+    if mode & 0o077:
+        directory.chmod(0o700)
+        logger.warning(
+            "directory tightened to 0700", extra={"path": str(directory), "was": oct(mode)}
+        )
 
 
 def _host_certificate(certificate: str) -> serialization.SSHCertificate:

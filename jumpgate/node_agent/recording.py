@@ -393,7 +393,8 @@ class Spool:
 
     def create(self, meta: RecordingMeta) -> SessionSpool:
         directory = self.root / recording.check_session_id(meta.session_id)
-        directory.mkdir(parents=True, mode=0o700)
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)  # not 0755 as a parent
+        directory.mkdir(mode=0o700)
         _write_atomically(directory / "meta.json", meta.model_dump_json().encode())
         return SessionSpool(directory)
 

@@ -84,7 +84,9 @@ def new_key() -> ed25519.Ed25519PrivateKey:
 def save(profile: Profile, key: ed25519.Ed25519PrivateKey, certificate: str) -> None:
     """Write the profile, key (0600) and certificate, and make it the current one."""
     directory = profile.directory
-    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    # Each level 0700 (``parents=True`` would make ~/.jumpgate and profiles/ 0755)
+    for level in (home(), home() / "profiles", directory):
+        level.mkdir(parents=True, exist_ok=True, mode=0o700)
     _write(profile.key_path, certs.openssh_private(key), 0o600)
     public = key.public_key().public_bytes(
         serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH

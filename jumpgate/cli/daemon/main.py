@@ -9,6 +9,7 @@ import asyncio
 import dataclasses
 import getpass
 import os
+import select
 import signal
 import sys
 from datetime import timedelta
@@ -29,6 +30,9 @@ from jumpgate.protocol.version import PROTOCOL_VERSION, server_version
 
 if TYPE_CHECKING:
     from jumpgate.cli.daemon.platform import Daemon
+
+TOKEN_FD_VARIABLE = "JUMPGATE_TOKEN_FD"  # noqa: S105 - a variable's name, not a secret
+"""The number of the inherited pipe holding the join token (set by ``jumpgate`` itself)."""
 
 _PLATFORM_FLAGS = (
     "data_dir",
@@ -90,6 +94,7 @@ def _config(args: argparse.Namespace) -> Config:
     overrides = {name: getattr(args, name, None) for name in _PLATFORM_FLAGS}
     # Read once and forgotten: nothing the agent starts (label commands) inherits it
     from_environment = os.environ.pop(TOKEN_VARIABLE, "")
+    from_environment = _token_from_pipe() or from_environment
     if overrides.get("token") is None and from_environment:
         overrides["token"] = from_environment
     try:
@@ -314,7 +319,7 @@ def _demo(daemon: "Daemon", tenant: str, admin: str) -> Config:
         f"jump login --proxy={proxy} --insecure --user {admin}",
         "jump ls",
         "jump ssh demo-node",
-        "jump config >> ~/.ssh/config   "
+        "mkdir -p -m 700 ~/.ssh && jump config >> ~/.ssh/config   "
         f"# then plain OpenSSH: ssh {login}@demo-node.{tenant}.{config.public_addr}",
     ]
     print(f"\nJumpgate is running: tenant {tenant!r} at https://{proxy} (Ctrl-C stops it).")
@@ -335,9 +340,14 @@ def _version(args: argparse.Namespace) -> int:
 
 
 def _token_off_the_command_line(argv: list[str]) -> None:
-    """Start again, once, with a ``--token`` value moved to ``JUMPGATE_TOKEN``: a process's
-    command line is readable by every user (``ps``, /proc/PID/cmdline) for its whole life,
-    its environment only by its owner. A file's path is no secret and stays."""
+    """Start again, once, holding the join token in neither the command line nor the
+    environment: a ``--token`` value or ``$JUMPGATE_TOKEN`` goes into a pipe this process
+    inherits, ``$JUMPGATE_TOKEN_FD`` naming it (``_token_from_pipe``).
+
+    A process's command line is readable by every user (``ps``) and its environment by its
+    owner and root (/proc/PID/environ), both for its whole life: ``os.environ.pop`` forgets
+    a variable but does not erase the block the process started with. A pipe, once read, is
+    empty. A file's path is no secret and stays."""
     if not argv or argv[0] not in ("start", "demo"):
         return
     kept: list[str] = []
@@ -353,13 +363,43 @@ def _token_off_the_command_line(argv: list[str]) -> None:
         else:
             token = next(rest, None)
     if token is None or os.path.isfile(token):
+        kept, token = list(argv), None
+    if token is None:
+        token = os.environ.get(TOKEN_VARIABLE) or None
+    if token is None:
         return
-    environment = {**os.environ, TOKEN_VARIABLE: token}
+    secret = token.encode()
+    if len(secret) > select.PIPE_BUF:  # written before anyone reads: it must fit the pipe
+        sys.exit(
+            "jumpgate: error: token: that is not a join token (too long): see jumpctl nodes add"
+        )
+    reading, writing = os.pipe()
+    os.write(writing, secret)
+    os.close(writing)
+    os.set_inheritable(reading, True)
+    environment = {k: v for k, v in os.environ.items() if k != TOKEN_VARIABLE}
+    environment[TOKEN_FD_VARIABLE] = str(reading)
     program = sys.argv[0]
     if os.access(program, os.X_OK):
         os.execve(program, [program, *kept], environment)  # noqa: S606 - ourselves again
     again = [sys.executable, "-m", "jumpgate.cli.daemon.main", *kept]
     os.execve(sys.executable, again, environment)  # noqa: S606 - ourselves again
+
+
+def _token_from_pipe() -> str:
+    """The join token ``_token_off_the_command_line`` left in the inherited pipe whose
+    number ``$JUMPGATE_TOKEN_FD`` holds; the pipe is closed once read."""
+    number = os.environ.pop(TOKEN_FD_VARIABLE, "")
+    if not number:
+        return ""
+    try:
+        with os.fdopen(int(number), "rb", closefd=True) as pipe:
+            return pipe.read().decode().strip()
+    except (ValueError, OSError) as exc:
+        raise CLIError(
+            f"token: cannot read the join token from descriptor {number} ({exc}): give it "
+            f"with --token=PATH or ${TOKEN_VARIABLE}"
+        ) from exc
 
 
 def main(argv: list[str] | None = None) -> int:
