@@ -10,7 +10,9 @@ and the refusal is in the tenant's audit log.
 """
 
 import asyncio
+import http.client
 import json
+import secrets
 import ssl
 import threading
 import time
@@ -172,3 +174,154 @@ def test_a_burst_of_logins_from_one_address_is_refused_429_and_audited(site: Sit
     assert event["user"] == "mallory"
     assert event["code"] == "J1008W"
     assert event["success"] is False
+
+
+PACED_SOURCES = ("127.0.0.2", "127.0.0.3", "127.0.0.4")
+PACED_RATE = 10.0
+"""Each source's bad logins a second: the per-source limit's own rate, so it refuses none."""
+PACED_SECONDS = 8.0
+
+
+@dataclass
+class PacedAttack:
+    """Bad logins with random user names from a few addresses, each just under its own
+    limit (as /tmp/adv/starve.py of the review): no per-source or per-user limit fires."""
+
+    port: int
+    tenant: str
+    statuses: list[int] = field(default_factory=list)
+    done: threading.Event = field(default_factory=threading.Event)
+
+    async def _one(self, source: str, context: ssl.SSLContext) -> None:
+        body = json.dumps(
+            {
+                "user": "u" + secrets.token_hex(4),
+                "password": "wrong password here",
+                "otp": "123456",
+                "public_key": PUBLIC_KEY,
+            }
+        )
+        request = (
+            f"POST /v1/login HTTP/1.1\r\nHost: {self.tenant}.localhost:{self.port}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+            f"Connection: close\r\n\r\n{body}"
+        ).encode()
+        try:
+            reader, writer = await asyncio.open_connection(
+                "127.0.0.1", self.port, ssl=context, local_addr=(source, 0)
+            )
+            writer.write(request)
+            await writer.drain()
+            raw = await reader.read()
+            writer.close()
+        except (OSError, ssl.SSLError, asyncio.IncompleteReadError):
+            self.statuses.append(0)
+            return
+        line = raw.split(b"\r\n", 1)[0].split()
+        self.statuses.append(int(line[1]) if len(line) > 1 else 0)
+
+    async def _source(self, source: str, context: ssl.SSLContext) -> list[asyncio.Task[None]]:
+        tasks = []
+        end = time.monotonic() + PACED_SECONDS
+        while time.monotonic() < end:
+            tasks.append(asyncio.create_task(self._one(source, context)))
+            await asyncio.sleep(1 / PACED_RATE)
+        return tasks
+
+    async def _all(self) -> None:
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        batches = await asyncio.gather(*(self._source(s, context) for s in PACED_SOURCES))
+        tasks = [task for batch in batches for task in batch]
+        _, pending = await asyncio.wait(tasks, timeout=ATTACK_SECONDS)
+        for task in pending:
+            task.cancel()
+        self.statuses.extend([-1] * len(pending))
+
+    def start(self) -> threading.Thread:
+        def run() -> None:
+            try:
+                asyncio.run(self._all())
+            finally:
+                self.done.set()
+
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        return thread
+
+
+def _get(port: int, tenant: str, path: str, source: str = "127.0.0.1") -> tuple[int, float]:
+    """One HTTPS GET to ``tenant``; its status and how long it took."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    began = time.monotonic()
+    connection = http.client.HTTPSConnection(
+        "127.0.0.1", port, context=context, timeout=60, source_address=(source, 0)
+    )
+    try:
+        connection.request("GET", path, headers={"Host": f"{tenant}.localhost:{port}"})
+        response = connection.getresponse()
+        response.read()
+        return response.status, time.monotonic() - began
+    finally:
+        connection.close()
+
+
+def _trust(port: int, tenant: str) -> tuple[int, float]:
+    return _get(port, tenant, "/v1/trust?nonce=" + secrets.token_urlsafe(24))
+
+
+@pytest.mark.timeout(240)
+def test_paced_logins_from_a_few_addresses_leave_the_tenants_other_calls_fast(site: Site) -> None:
+    """Three addresses, each at its own login limit with random users, against acme: acme's
+    ``/v1/trust`` (nodes reconnecting) and its admin's signed ``jumpctl`` calls stay fast, and
+    the flood is refused 429 once acme's login budget is spent.
+
+    Before: acme's ``/v1/trust`` took 5 s after 3 s of this and 22 s after 6 s, every login
+    got its bcrypt check (401, no 429)."""
+    port = site.cluster.port
+    assert _trust(port, "acme")[0] == 200
+    attack = PacedAttack(port, "acme")
+    thread = attack.start()
+    trusts: list[tuple[int, float]] = []
+    signed: list[tuple[int, float]] = []
+    time.sleep(2.0)
+    while not attack.done.is_set() and len(trusts) < 4:
+        trusts.append(_trust(port, "acme"))
+        began = time.monotonic()
+        code = site.admin.run("jumpctl", "tokens", "ls", "--format", "json").code
+        signed.append((code, time.monotonic() - began))
+        time.sleep(1.0)
+    overlapped = len(trusts) >= 2
+    thread.join(ATTACK_SECONDS + 30)
+    assert overlapped, "the attack ended before the probes: nothing was measured"
+    assert all(status == 200 for status, _ in trusts), f"acme's /v1/trust: {trusts}"
+    assert max(took for _, took in trusts) < 3.0, f"acme's /v1/trust took {trusts}"
+    assert all(code == 0 for code, _ in signed), f"acme's jumpctl failed: {signed}"
+    assert max(took for _, took in signed) < 3.0, f"acme's jumpctl took {signed}"
+    assert 429 in attack.statuses, f"no bad login refused: {sorted(set(attack.statuses))}"
+    assert set(attack.statuses) <= {401, 429, 503}, f"answers: {sorted(set(attack.statuses))}"
+    events = audit_events(site, "user.login.limited", 1)
+    assert any(event.get("limit") == "tenant" for event in events), events
+
+
+@pytest.mark.timeout(120)
+def test_a_burst_of_trust_calls_from_one_address_is_refused_429(site: Site) -> None:
+    """``/v1/trust`` signs for anyone: one address gets its burst, then 429 with Retry-After,
+    while another address is still served."""
+    port = site.cluster.port
+
+    async def burst() -> list[int]:
+        loop = asyncio.get_running_loop()
+        calls = [
+            loop.run_in_executor(None, _get, port, "acme", "/v1/trust?nonce=" + secrets.token_urlsafe(24))
+            for n in range(300)
+        ]
+        return [status for status, _ in await asyncio.gather(*calls)]
+
+    statuses = asyncio.run(burst())
+    assert 429 in statuses, f"300 /v1/trust from one address: {sorted(set(statuses))}"
+    assert set(statuses) <= {200, 429}, sorted(set(statuses))
+    assert _get(port, "acme", "/v1/trust?nonce=" + secrets.token_urlsafe(24), source="127.0.0.5")[0] == 200
