@@ -16,6 +16,7 @@ import secrets
 import ssl
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -143,10 +144,12 @@ def test_logins_flooding_one_tenant_leave_another_tenants_sessions_alone(site: S
     assert failures == [], f"tenant B's jump ssh failed under A's login flood: {failures}"
     assert max(took) < 5.0, f"tenant B's jump ssh took {took} s under A's login flood"
     assert overlapped, "the attack ended before B's sessions did: nothing was measured"
-    # The flood was real: bad logins checked (401), none failed; on a slow machine some may
-    # still wait in A's share when the attack gives up on them (-1).
-    assert set(attack.statuses) <= {401, -1}, f"answers to A's logins: {set(attack.statuses)}"
-    assert attack.statuses.count(401) >= 50
+    # The flood was real: bad logins checked (401) up to A's login budget, the rest refused
+    # at once (429: the budget, or A's full login lane), none failed; on a slow machine some
+    # may still wait in A's share when the attack gives up on them (-1).
+    statuses = set(attack.statuses)
+    assert statuses <= {401, 429, -1}, f"answers to A's logins: {statuses}"
+    assert attack.statuses.count(401) >= 20
 
 
 @pytest.mark.timeout(180)
@@ -307,21 +310,35 @@ def test_paced_logins_from_a_few_addresses_leave_the_tenants_other_calls_fast(si
     assert any(event.get("limit") == "tenant" for event in events), events
 
 
+def _trusts(port: int, count: int) -> list[int]:
+    """``count`` ``/v1/trust`` calls to acme on one kept-alive connection; their statuses."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    connection = http.client.HTTPSConnection("127.0.0.1", port, context=context, timeout=60)
+    statuses = []
+    try:
+        for _ in range(count):
+            path = "/v1/trust?nonce=" + secrets.token_urlsafe(24)
+            connection.request("GET", path, headers={"Host": f"acme.localhost:{port}"})
+            response = connection.getresponse()
+            response.read()
+            statuses.append(response.status)
+    finally:
+        connection.close()
+    return statuses
+
+
 @pytest.mark.timeout(120)
 def test_a_burst_of_trust_calls_from_one_address_is_refused_429(site: Site) -> None:
-    """``/v1/trust`` signs for anyone: one address gets its burst, then 429 with Retry-After,
-    while another address is still served."""
+    """``/v1/trust`` signs for anyone: one address gets its burst (100) and rate (50/s),
+    then 429, while another address is still served."""
     port = site.cluster.port
-
-    async def burst() -> list[int]:
-        loop = asyncio.get_running_loop()
-        calls = [
-            loop.run_in_executor(None, _get, port, "acme", "/v1/trust?nonce=" + secrets.token_urlsafe(24))
-            for n in range(300)
-        ]
-        return [status for status, _ in await asyncio.gather(*calls)]
-
-    statuses = asyncio.run(burst())
-    assert 429 in statuses, f"300 /v1/trust from one address: {sorted(set(statuses))}"
+    with ThreadPoolExecutor(20) as pool:
+        batches = list(pool.map(lambda _: _trusts(port, 30), range(20)))
+    statuses = [status for batch in batches for status in batch]
+    assert 429 in statuses, f"600 /v1/trust from one address: {sorted(set(statuses))}"
     assert set(statuses) <= {200, 429}, sorted(set(statuses))
-    assert _get(port, "acme", "/v1/trust?nonce=" + secrets.token_urlsafe(24), source="127.0.0.5")[0] == 200
+    assert statuses.count(200) >= 100, "fewer than the burst were served"
+    path = "/v1/trust?nonce=" + secrets.token_urlsafe(24)
+    assert _get(port, "acme", path, source="127.0.0.5")[0] == 200
