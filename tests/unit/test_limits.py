@@ -239,7 +239,7 @@ def test_a_full_lane_refuses_at_once_and_takes_calls_again_once_it_drains() -> N
         login = _call("acme.localhost", "POST", "/v1/login")
         held = [asyncio.create_task(share(login)) for _ in range(4)]  # 1 running, 3 waiting
         await asyncio.sleep(0.01)
-        refused: list[Any] = await asyncio.gather(share(login), return_exceptions=True)
+        refused = list(await asyncio.gather(share(login), return_exceptions=True))
         other = asyncio.create_task(share(_call("other.localhost", "POST", "/v1/login")))
         await asyncio.sleep(0.01)
         assert share.waiting("other", "login") == 1  # another tenant's lane is its own
