@@ -6,7 +6,9 @@ included) queued behind one lock while logins ran bcrypt. Here the attack comes 
 loopback addresses (127.1.x.y) with 300 user names, so no per-source or per-user limit
 spares the platform the work: only the per-tenant share and the proxy's own executor do.
 Then the limits themselves: a burst from one address is answered 429 with ``Retry-After``,
-and the refusal is in the tenant's audit log.
+and the refusal is in the tenant's audit log. Then the review's attack on one tenant: a few
+addresses each at its own login limit must not slow that tenant's other calls (its logins
+have a lane of their own and a budget), and ``/v1/trust`` is limited per address.
 """
 
 import asyncio
@@ -127,7 +129,8 @@ def _timed_ssh(site: Site) -> tuple[float, int, str]:
 @pytest.mark.timeout(300)
 def test_logins_flooding_one_tenant_leave_another_tenants_sessions_alone(site: Site) -> None:
     """Tenant B (acme, with node web-1) keeps working while 300 concurrent bad logins from
-    300 addresses hit tenant A (noisy): no failure, each ``jump ssh`` under 5 s."""
+    300 addresses hit tenant A (noisy): no failure, each ``jump ssh`` under 5 s. (A's login
+    budget now refuses most of them at once; the first 20 still run bcrypt.)"""
     create_tenant(site.admin, site.cluster, "noisy", "nadia")
     assert _timed_ssh(site)[1] == 0  # warm: B works before the attack
     attack = Attack(site.cluster.port, "noisy", ATTACKERS)
