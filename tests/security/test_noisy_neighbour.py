@@ -302,6 +302,8 @@ def test_paced_logins_from_a_few_addresses_leave_the_tenants_other_calls_fast(si
         time.sleep(1.0)
     overlapped = len(trusts) >= 2
     thread.join(ATTACK_SECONDS + 30)
+    counts = {status: attack.statuses.count(status) for status in set(attack.statuses)}
+    print(f"acme /v1/trust {trusts}, jumpctl {signed}, logins {counts}")  # shown with -s
     assert overlapped, "the attack ended before the probes: nothing was measured"
     assert all(status == 200 for status, _ in trusts), f"acme's /v1/trust: {trusts}"
     assert max(took for _, took in trusts) < 3.0, f"acme's /v1/trust took {trusts}"
