@@ -251,7 +251,7 @@ def main() -> int:
         rate = logins_per_second(bench, secrets, 8)  # first: no flood left over in the queue
         per_login = (_cpu_seconds(bench.platform_pid) - platform_cpu) / len(secrets)
         config = load(None, {})
-        threads = min(config.api_workers_per_tenant, os.cpu_count() or 1)
+        threads = min(config.login_workers_per_tenant, os.cpu_count() or 1)  # the login lane
         floor = bcrypt_floor(threads)  # right after: the machine's load changes by the minute
         niced = bcrypt_floor(threads, config.api_nice)
         print(
@@ -291,7 +291,9 @@ def main() -> int:
         )
         print(
             f"  A flooded by {ATTACKERS} concurrent bad logins from {ATTACKERS} addresses; "
-            f"api_workers {config.api_workers}, per tenant {config.api_workers_per_tenant}"
+            f"api_workers {config.api_workers}, per tenant {config.api_workers_per_tenant} "
+            f"+ {config.login_workers_per_tenant} for logins, tenant login budget "
+            f"{config.login_tenant_rate:g}/s burst {config.login_tenant_burst}"
         )
         print(f"  {'':<34}{'p50 ms':>9}{'p95 ms':>9}{'failures':>10}")
         idle95 = _row("B idle", idle, idle_failures)

@@ -3,18 +3,23 @@
 Two mechanisms in front of the control-plane transport, the same whether its handlers run in
 this process or as Lambda functions (docs/decisions/0018):
 
-- ``TenantShare``: each tenant's public API calls hold at most ``per_tenant`` of the
-  transport's workers at once; the rest wait here, on the event loop, behind their own
-  tenant's calls only. A flood of logins against one tenant then costs the others nothing
-  but CPU.
-- ``LoginGuard``: token buckets on ``/v1/login`` attempts per source address and per user
-  (a tenant's user name), so a brute force is refused (429) before it costs a bcrypt check.
-  A successful login gives its tokens back: the limits are for failures, not for people
-  who know their password. Buckets live in this proxy's memory, so on a fleet each proxy
-  limits on its own.
+- ``TenantShare``: each tenant's calls run in two lanes, logins and signups (bcrypt) in one,
+  everything else (``/v1/trust``, joins, signed calls) in the other; each lane holds at most
+  a few of the transport's workers at once, and at most ``queue`` more calls wait behind
+  them, on the event loop, behind their own lane only. Beyond that a call is refused at
+  once (``TenantBusy``). A login flood against one tenant then costs the others nothing but
+  CPU, and costs its own other calls nothing either.
+- ``LoginGuard``: token buckets on ``/v1/login`` attempts per source address (an IPv6 /64
+  counts as one), per user (a tenant's user name) and per tenant (all sources together,
+  sized to what the tenant's login lane can serve), so a brute force is refused (429)
+  before it costs a bcrypt check; and a bucket per source for the other unauthenticated
+  routes (``/v1/trust`` signs for anyone). A successful login gives its tokens back: the
+  limits are for failures, not for people who know their password. Buckets live in this
+  proxy's memory, so on a fleet each proxy limits on its own.
 """
 
 import asyncio
+import ipaddress
 import json
 import math
 import time
@@ -31,9 +36,29 @@ from jumpgate.protocol.names import tenant_from_host
 LOGIN_PATH = "/v1/login"
 """The route the login limits apply to, exactly as the control plane matches it (a path
 that differs in any byte is not the login route there either)."""
+SIGNUP_PATH = "/v1/signup"
+"""Spending an invite sets a password: a bcrypt hash, so it runs in the login lane."""
+BCRYPT_ROUTES = frozenset({("POST", LOGIN_PATH), ("POST", SIGNUP_PATH)})
+"""The calls that run bcrypt (method, path): the login lane's."""
+ANONYMOUS_PATHS = frozenset({"/v1/trust", "/v1/ca", "/webapi/ping", SIGNUP_PATH, "/v1/join"})
+"""Unauthenticated routes (besides the login, limited on its own) held to a rate per source."""
 AUDIT_EVERY = 60.0
 """Seconds between two audit events for one limited address or user: a flood leaves a few
 events that count the refusals, not one per refusal."""
+
+
+def source_key(address: str) -> str:
+    """The key a source is limited by: an IPv4 address, or the /64 an IPv6 address is in
+    (one host usually holds a whole /64, so per address it would be unlimited)."""
+    try:
+        parsed = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return address
+    if isinstance(parsed, ipaddress.IPv6Address):
+        if parsed.ipv4_mapped is not None:
+            return str(parsed.ipv4_mapped)
+        return str(ipaddress.IPv6Network((parsed, 64), strict=False))
+    return str(parsed)
 
 
 class TokenBuckets:
@@ -103,6 +128,7 @@ class Admission:
 
     source: str
     user_key: str
+    tenant: str = ""
 
 
 Record = Callable[..., None]
@@ -111,7 +137,8 @@ outbox to the control plane)."""
 
 
 class LoginGuard:
-    """Per-source and per-user limits on login attempts, with their audit events."""
+    """Per-source, per-user and per-tenant limits on login attempts, with their audit
+    events; and the per-source limit on the other unauthenticated routes."""
 
     def __init__(
         self,
@@ -119,18 +146,33 @@ class LoginGuard:
         *,
         per_source: TokenBuckets,
         per_user: TokenBuckets,
+        per_tenant: TokenBuckets | None = None,
+        anonymous: TokenBuckets | None = None,
         record: Record | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._public_addr = public_addr
         self.per_source = per_source
         self.per_user = per_user
+        self.per_tenant = per_tenant or TokenBuckets(0, 1)  # none given: no tenant limit
+        self.anonymous = anonymous or TokenBuckets(0, 1)  # none given: no limit
         self._record = record
         self._clock = clock
         self._audited: OrderedDict[tuple[str, str, str], tuple[float, int]] = OrderedDict()
 
-    def admit(self, source: str, host: str, body: bytes) -> Admission | Refusal:
-        """Whether a login attempt from ``source`` to ``host`` with ``body`` may proceed."""
+    def admit_anonymous(self, address: str) -> Refusal | None:
+        """Whether an unauthenticated call (``ANONYMOUS_PATHS``) from ``address`` may
+        proceed: each signs or looks up something for anyone, so each source has a rate."""
+        source = source_key(address)
+        wait = self.anonymous.take(source)
+        if not wait:
+            return None
+        seconds = max(1, math.ceil(wait))
+        return Refusal(seconds, f"too many requests from {source}: try again in {seconds} s")
+
+    def admit(self, address: str, host: str, body: bytes) -> Admission | Refusal:
+        """Whether a login attempt from ``address`` to ``host`` with ``body`` may proceed."""
+        source = source_key(address)
         tenant = tenant_from_host(host, self._public_addr) or ""
         user = _user_of(body)
         user_key = f"{tenant}/{user}" if user else ""
@@ -149,7 +191,20 @@ class LoginGuard:
             return Refusal(
                 seconds, f"too many login attempts for user {user!r}: try again in {seconds} s"
             )
-        return Admission(source, user_key)
+        # All sources together: no more logins than the tenant's login lane can serve, so
+        # a flood from many addresses is refused here instead of queueing (0018).
+        wait = self.per_tenant.take(tenant) if tenant else 0.0
+        if wait:
+            self.per_source.give_back(source)
+            if user_key:
+                self.per_user.give_back(user_key)
+            self._audit(tenant, "tenant", tenant, user, source)
+            seconds = max(1, math.ceil(wait))
+            return Refusal(
+                seconds,
+                f"too many login attempts for tenant {tenant!r}: try again in {seconds} s",
+            )
+        return Admission(source, user_key, tenant)
 
     def settle(self, admitted: Admission, status: int) -> None:
         """A login that succeeded does not count against its address or user."""
@@ -157,9 +212,12 @@ class LoginGuard:
             self.per_source.give_back(admitted.source)
             if admitted.user_key:
                 self.per_user.give_back(admitted.user_key)
+            if admitted.tenant:
+                self.per_tenant.give_back(admitted.tenant)
 
     def _audit(self, tenant: str, limit: str, key: str, user: str, source: str) -> None:
-        """One event per limited address or user per ``AUDIT_EVERY``, counting refusals."""
+        """One event per limited address, user or tenant per ``AUDIT_EVERY``, counting
+        refusals."""
         if self._record is None or not tenant:
             return
         now = self._clock()
@@ -181,9 +239,15 @@ class LoginGuard:
             remote_addr=source,
             limit=limit,
             refused=refused,
-            error="too many login attempts "
-            + ("from this address" if limit == "source" else "for this user"),
+            error="too many login attempts " + _LIMIT_WORDS[limit],
         )
+
+
+_LIMIT_WORDS = {
+    "source": "from this address",
+    "user": "for this user",
+    "tenant": "for this tenant",
+}
 
 
 def _user_of(body: bytes) -> str:
@@ -196,20 +260,50 @@ def _user_of(body: bytes) -> str:
     return user[:128] if isinstance(user, str) else ""
 
 
+class TenantBusy(Exception):
+    """A tenant's lane has as many calls waiting as it may: this one is refused at once."""
+
+    def __init__(self, refusal: Refusal) -> None:
+        super().__init__(refusal.detail)
+        self.refusal = refusal
+
+
+def lane_of(event: Event) -> str:
+    """``login`` for the calls that run bcrypt, ``api`` for every other."""
+    method = str(((event.get("requestContext") or {}).get("http") or {}).get("method", ""))
+    path = str(event.get("rawPath", ""))
+    return "login" if (method.upper(), path) in BCRYPT_ROUTES else "api"
+
+
 class TenantShare:
-    """An ``Invoke`` that lets each tenant's calls hold at most ``per_tenant`` workers.
+    """An ``Invoke`` that lets each tenant's calls hold at most a few workers, per lane.
 
     The tenant is the one the ``Host`` names (as the control plane reads it); requests that
-    name none share one slot set. Semaphores exist only while a tenant has calls in flight.
+    name none share one lane pair. A lane (``lane_of``) holds ``per_tenant`` workers
+    (``login_per_tenant`` for the login lane), and at most ``queue`` calls wait behind them:
+    the queue is keyed on a name the caller chooses, so it must not grow without bound.
+    Semaphores exist only while a lane has calls in flight.
     """
 
-    def __init__(self, invoke: Invoke, public_addr: str, per_tenant: int) -> None:
-        if per_tenant < 1:
-            raise ValueError("per_tenant must be at least 1")
+    def __init__(
+        self,
+        invoke: Invoke,
+        public_addr: str,
+        per_tenant: int,
+        *,
+        login_per_tenant: int = 1,
+        queue: int = 64,
+    ) -> None:
+        if per_tenant < 1 or login_per_tenant < 1:
+            raise ValueError("per_tenant and login_per_tenant must be at least 1")
+        if queue < 0:
+            raise ValueError("queue must be 0 or more")
         self._invoke = invoke
         self._public_addr = public_addr
         self.per_tenant = per_tenant
-        self._slots: dict[str, tuple[asyncio.Semaphore, int]] = {}  # semaphore, users
+        self.login_per_tenant = login_per_tenant
+        self.queue = queue
+        self._slots: dict[tuple[str, str], tuple[asyncio.Semaphore, int]] = {}  # sem, users
         self._waiting: set[asyncio.Task[Any]] = set()
         self._closed = False
 
@@ -217,9 +311,9 @@ class TenantShare:
         host = str((event.get("headers") or {}).get("host", ""))
         return tenant_from_host(host, self._public_addr) or ""
 
-    def waiting(self, tenant: str) -> int:
-        """Calls of ``tenant`` in flight or waiting (for tests and metrics)."""
-        return self._slots.get(tenant, (None, 0))[1]
+    def waiting(self, tenant: str, lane: str = "api") -> int:
+        """Calls of ``tenant``'s ``lane`` in flight or waiting (for tests and metrics)."""
+        return self._slots.get((tenant, lane), (None, 0))[1]
 
     def close(self) -> None:
         """Stopping: calls still waiting for their tenant's turn are cancelled (a flood queued
@@ -231,11 +325,18 @@ class TenantShare:
     async def __call__(self, event: Event) -> Event:
         if self._closed:
             raise ControlPlaneUnavailable("the platform is stopping: try again shortly")
-        tenant = self.tenant_of(event)
-        semaphore, users = self._slots.get(tenant, (None, 0))
+        tenant, lane = self.tenant_of(event), lane_of(event)
+        workers = self.login_per_tenant if lane == "login" else self.per_tenant
+        key = (tenant, lane)
+        semaphore, users = self._slots.get(key, (None, 0))
+        if users >= workers + self.queue:
+            what = "logins" if lane == "login" else "calls"
+            raise TenantBusy(
+                Refusal(1, f"too many {what} waiting for this tenant: try again in 1 s")
+            )
         if semaphore is None:
-            semaphore = asyncio.Semaphore(self.per_tenant)
-        self._slots[tenant] = (semaphore, users + 1)
+            semaphore = asyncio.Semaphore(workers)
+        self._slots[key] = (semaphore, users + 1)
         task = asyncio.current_task()
         try:
             if task is not None:
@@ -249,8 +350,8 @@ class TenantShare:
             finally:
                 semaphore.release()
         finally:
-            semaphore, users = self._slots[tenant]
+            semaphore, users = self._slots[key]
             if users == 1:
-                del self._slots[tenant]
+                del self._slots[key]
             else:
-                self._slots[tenant] = (semaphore, users - 1)
+                self._slots[key] = (semaphore, users - 1)

@@ -15,7 +15,13 @@ from aiohttp import web
 
 from jumpgate.edge_proxy.connections import BoundedHTTPS, BoundedSite, ConnectionLimits
 from jumpgate.edge_proxy.events import Invoke, decode_response, http_event
-from jumpgate.edge_proxy.limits import LOGIN_PATH, LoginGuard, Refusal
+from jumpgate.edge_proxy.limits import (
+    ANONYMOUS_PATHS,
+    LOGIN_PATH,
+    LoginGuard,
+    Refusal,
+    TenantBusy,
+)
 from jumpgate.protocol.problems import CONTENT_TYPE, MAX_BODY_BYTES, ProblemType
 
 logger = logging.getLogger(__name__)
@@ -67,15 +73,16 @@ class WebFront:
         peer = request.transport.get_extra_info("peername") if request.transport else None
         source_ip = peer[0] if peer else ""
         admitted = None
-        if (
-            self._guard is not None
-            and request.method == "POST"
-            and request.rel_url.raw_path == LOGIN_PATH
-        ):
+        path = request.rel_url.raw_path
+        if self._guard is not None and request.method == "POST" and path == LOGIN_PATH:
             verdict = self._guard.admit(source_ip, request.headers.get("Host", ""), body)
             if isinstance(verdict, Refusal):
                 return _limited(verdict)
             admitted = verdict
+        elif self._guard is not None and path in ANONYMOUS_PATHS:
+            refused = self._guard.admit_anonymous(source_ip)
+            if refused is not None:
+                return _limited(refused)
         event = http_event(
             method=request.method,
             path=request.rel_url.raw_path,  # as sent (percent-encoded): signatures cover it
@@ -88,6 +95,8 @@ class WebFront:
             answer = decode_response(await self._invoke(event))
             if admitted is not None and self._guard is not None:
                 self._guard.settle(admitted, answer.status)
+        except TenantBusy as busy:  # the tenant's lane is full: refused at once, not queued
+            return _limited(busy.refusal)
         except Exception:
             logger.exception("control plane call failed")
             return _problem(

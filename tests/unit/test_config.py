@@ -216,3 +216,43 @@ def test_capacity_settings_are_read_from_the_file(tmp_path: Path) -> None:
     assert (config.api_workers, config.api_workers_per_tenant) == (16, 4)
     assert config.login_source_rate == 0
     assert config.internal_workers == 4
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "message"),
+    [
+        (
+            "api_workers: 4\napi_workers_per_tenant: 2\nlogin_workers_per_tenant: 3\n",
+            "login_workers_per_tenant: 3 with api_workers_per_tenant (2) is more than "
+            "api_workers (4)",
+        ),
+        ("login_workers_per_tenant: 0\n", "login_workers_per_tenant: 0 must be a whole number"),
+        ("tenant_queue: -1\n", "tenant_queue: -1 must be a whole number from 0 to 100000"),
+        ("login_tenant_rate: -1\n", "login_tenant_rate: -1 must be a number, 0 or more"),
+        ("login_tenant_burst: 0\n", "login_tenant_burst: 0 must be a whole number, 1 or more"),
+        ("anonymous_source_rate: -2\n", "anonymous_source_rate: -2 must be a number"),
+        ("anonymous_source_burst: 0\n", "anonymous_source_burst: 0 must be a whole number"),
+    ],
+)
+def test_bad_tenant_lane_settings_name_the_key(
+    tmp_path: Path, yaml_text: str, message: str
+) -> None:
+    path = tmp_path / "jumpgate.yaml"
+    path.write_text(yaml_text)
+    with pytest.raises(ConfigError) as raised:
+        load(path, {})
+    assert message in str(raised.value)
+
+
+def test_tenant_lane_settings_are_read_from_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "jumpgate.yaml"
+    path.write_text(
+        "login_workers_per_tenant: 1\nlogin_tenant_rate: 4\nlogin_tenant_burst: 8\n"
+        "tenant_queue: 0\nanonymous_source_rate: 0\nanonymous_source_burst: 5\n"
+    )
+    config = load(path, {})
+    assert config.login_workers_per_tenant == 1
+    assert (config.login_tenant_rate, config.login_tenant_burst) == (4, 8)
+    assert config.tenant_queue == 0
+    assert (config.anonymous_source_rate, config.anonymous_source_burst) == (0, 5)
+    assert load(None, {}).login_tenant_rate == 10.0

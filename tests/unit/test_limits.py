@@ -12,8 +12,11 @@ from jumpgate.edge_proxy.limits import (
     Admission,
     LoginGuard,
     Refusal,
+    TenantBusy,
     TenantShare,
     TokenBuckets,
+    lane_of,
+    source_key,
 )
 from jumpgate.protocol.audit import EventType
 
@@ -181,6 +184,154 @@ def test_closing_the_share_ends_the_calls_still_waiting_for_their_turn() -> None
     assert results[0] == {"statusCode": 200}  # the one running finishes
     assert all(isinstance(r, asyncio.CancelledError) for r in results[1:5])
     assert "stopping" in str(results[5])
+
+
+def _call(host: str, method: str = "GET", path: str = "/v1/trust") -> Event:
+    return {
+        "headers": {"host": host},
+        "rawPath": path,
+        "requestContext": {"http": {"method": method}},
+    }
+
+
+def test_logins_and_signups_run_in_a_lane_of_their_own() -> None:
+    assert lane_of(_call("a.localhost", "POST", "/v1/login")) == "login"
+    assert lane_of(_call("a.localhost", "post", "/v1/signup")) == "login"
+    assert lane_of(_call("a.localhost", "GET", "/v1/login")) == "api"
+    assert lane_of(_call("a.localhost", "POST", "/v1/join")) == "api"
+    assert lane_of(_call("a.localhost", "GET", "/v1/trust")) == "api"
+    assert lane_of({"headers": {}}) == "api"
+
+
+def test_a_tenants_other_calls_do_not_wait_behind_its_logins() -> None:
+    async def scenario() -> None:
+        release = asyncio.Event()
+
+        async def invoke(event: Event) -> Event:
+            if event["rawPath"] == "/v1/login":
+                await release.wait()
+            return {"statusCode": 200}
+
+        share = TenantShare(invoke, "localhost", per_tenant=2, login_per_tenant=1, queue=10)
+        logins = [
+            asyncio.create_task(share(_call("acme.localhost", "POST", "/v1/login")))
+            for _ in range(11)
+        ]
+        await asyncio.sleep(0.01)
+        assert share.waiting("acme", "login") == 11
+        trust = await asyncio.wait_for(share(_call("acme.localhost")), 1)
+        assert trust == {"statusCode": 200}
+        release.set()
+        await asyncio.gather(*logins)
+
+    asyncio.run(scenario())
+
+
+def test_a_full_lane_refuses_at_once_and_takes_calls_again_once_it_drains() -> None:
+    async def scenario() -> list[Any]:
+        release = asyncio.Event()
+
+        async def invoke(event: Event) -> Event:
+            await release.wait()
+            return {"statusCode": 200}
+
+        share = TenantShare(invoke, "localhost", per_tenant=2, login_per_tenant=1, queue=3)
+        login = _call("acme.localhost", "POST", "/v1/login")
+        held = [asyncio.create_task(share(login)) for _ in range(4)]  # 1 running, 3 waiting
+        await asyncio.sleep(0.01)
+        refused = list(await asyncio.gather(share(login), return_exceptions=True))
+        other = asyncio.create_task(share(_call("other.localhost", "POST", "/v1/login")))
+        await asyncio.sleep(0.01)
+        assert share.waiting("other", "login") == 1  # another tenant's lane is its own
+        release.set()
+        results = await asyncio.gather(*held, other)
+        again = await share(login)
+        return [*refused, *results, again]
+
+    results = asyncio.run(scenario())
+    assert isinstance(results[0], TenantBusy)
+    assert results[0].refusal.retry_after >= 1
+    assert "try again" in results[0].refusal.detail
+    assert results[1:] == [{"statusCode": 200}] * 6
+
+
+def test_sources_are_keyed_on_the_ipv4_address_or_the_ipv6_slash_64() -> None:
+    assert source_key("203.0.113.9") == "203.0.113.9"
+    assert source_key("2001:db8:1:2:aaaa::1") == "2001:db8:1:2::/64"
+    assert source_key("2001:db8:1:2:ffff:1:2:3") == "2001:db8:1:2::/64"
+    assert source_key("2001:db8:1:3::1") == "2001:db8:1:3::/64"
+    assert source_key("::ffff:198.51.100.7") == "198.51.100.7"
+    assert source_key("fe80::1%eth0") == "fe80::/64"
+    assert source_key("") == ""
+
+
+def test_one_ipv6_slash_64_is_one_source_for_the_login_limit() -> None:
+    clock, events = Clock(), list[tuple[Any, ...]]()
+    guard = _guard(clock, events)
+    verdicts = [
+        guard.admit(f"2001:db8:0:7::{n + 1:x}", "acme.localhost", _login(f"u{n}"))
+        for n in range(30)
+    ]
+    refused = [v for v in verdicts if isinstance(v, Refusal)]
+    assert len(refused) == 10
+    assert "from 2001:db8:0:7::/64" in refused[0].detail
+
+
+def test_logins_to_one_tenant_beyond_its_budget_are_refused_from_every_source() -> None:
+    clock, events = Clock(), list[tuple[Any, ...]]()
+    guard = LoginGuard(
+        "localhost",
+        per_source=TokenBuckets(10, 20, clock=clock),
+        per_user=TokenBuckets(5 / 60, 5, clock=clock),
+        per_tenant=TokenBuckets(10, 20, clock=clock),
+        record=lambda *args, **fields: events.append((*args, fields)),
+        clock=clock,
+    )
+    verdicts = [guard.admit(f"10.0.{n}.1", "acme.localhost", _login(f"u{n}")) for n in range(50)]
+    refused = [v for v in verdicts if isinstance(v, Refusal)]
+    assert len(refused) == 30
+    assert "for tenant 'acme'" in refused[0].detail
+    assert refused[0].retry_after == 1
+    # another tenant has its own budget; the refused attempts cost their sources nothing
+    assert isinstance(guard.admit("10.0.0.1", "other.localhost", _login("u")), Admission)
+    assert guard.per_source._level("10.0.40.1", clock()) == 20.0
+    # one event for the tenant however many were refused, counting them a minute later
+    tenant_events = [e for e in events if e[3]["limit"] == "tenant"]
+    assert len(tenant_events) == 1
+    assert tenant_events[0][1] == "acme"
+    assert tenant_events[0][0] is EventType.USER_LOGIN_LIMITED
+    clock.now += 61
+    for n in range(25):
+        guard.admit(f"10.1.{n}.1", "acme.localhost", _login(f"v{n}"))
+    tenant_events = [e for e in events if e[3]["limit"] == "tenant"]
+    assert len(tenant_events) == 2
+    assert tenant_events[1][3]["refused"] == 30  # 29 since the first event, and this one
+    # a successful login gives the tenant its token back
+    clock.now += 10
+    admitted = [guard.admit(f"10.2.{n}.1", "acme.localhost", _login("w")) for n in range(1)]
+    assert isinstance(admitted[0], Admission)
+    level = guard.per_tenant._level("acme", clock())
+    guard.settle(admitted[0], 200)
+    assert guard.per_tenant._level("acme", clock()) == min(20.0, level + 1)
+
+
+def test_unauthenticated_calls_are_held_to_a_rate_per_source() -> None:
+    clock = Clock()
+    guard = LoginGuard(
+        "localhost",
+        per_source=TokenBuckets(10, 20, clock=clock),
+        per_user=TokenBuckets(5 / 60, 5, clock=clock),
+        anonymous=TokenBuckets(50, 100, clock=clock),
+        clock=clock,
+    )
+    verdicts = [guard.admit_anonymous("192.0.2.1") for _ in range(150)]
+    assert verdicts[:100] == [None] * 100
+    refused = [v for v in verdicts if v is not None]
+    assert len(refused) == 50
+    assert "from 192.0.2.1" in refused[0].detail
+    assert guard.admit_anonymous("192.0.2.2") is None
+    clock.now += 1
+    assert sum(guard.admit_anonymous("192.0.2.1") is None for _ in range(60)) == 50
 
 
 def test_the_lambda_transport_runs_internal_calls_on_threads_of_their_own() -> None:

@@ -147,6 +147,12 @@ class Config:
     login_source_burst: int = 20  # attempts one address may make at once before the rate
     login_user_rate: float = 5.0  # login attempts a minute for one user of a tenant; 0: none
     login_user_burst: int = 5  # attempts for one user at once before that rate applies
+    login_workers_per_tenant: int = 2  # API workers one tenant's logins and signups hold at once
+    login_tenant_rate: float = 10.0  # logins a second to one tenant, all sources; 0: no limit
+    login_tenant_burst: int = 20  # logins to one tenant at once before that rate applies
+    tenant_queue: int = 32  # calls of one tenant's lane waiting for a worker; beyond: 429
+    anonymous_source_rate: float = 50.0  # /v1/trust, /v1/ca, join... a second per source; 0: none
+    anonymous_source_burst: int = 100  # such calls one source may make at once
     # node role:
     auth_server: str = ""  # HOST:PORT of the tenant's web endpoint, e.g. acme.localhost:3080
     token: str = ""  # join token, needed on the first start only
@@ -252,7 +258,12 @@ class Config:
             raise ConfigError(f"log_level: {self.log_level!r} is not debug/info/warning/error")
 
     def _check_capacity(self) -> None:
-        for key in ("api_workers", "api_workers_per_tenant", "internal_workers"):
+        for key in (
+            "api_workers",
+            "api_workers_per_tenant",
+            "login_workers_per_tenant",
+            "internal_workers",
+        ):
             value = getattr(self, key)
             if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 256:
                 raise ConfigError(f"{key}: {value!r} must be a whole number from 1 to 256")
@@ -263,11 +274,35 @@ class Config:
                 f"api_workers_per_tenant: {self.api_workers_per_tenant} is more than "
                 f"api_workers ({self.api_workers}): one tenant could hold them all"
             )
-        for key in ("login_source_rate", "login_user_rate"):
+        if self.api_workers_per_tenant + self.login_workers_per_tenant > self.api_workers:
+            raise ConfigError(
+                f"login_workers_per_tenant: {self.login_workers_per_tenant} with "
+                f"api_workers_per_tenant ({self.api_workers_per_tenant}) is more than "
+                f"api_workers ({self.api_workers}): one tenant could hold them all"
+            )
+        if (
+            not isinstance(self.tenant_queue, int)
+            or isinstance(self.tenant_queue, bool)
+            or not 0 <= self.tenant_queue <= 100_000
+        ):
+            raise ConfigError(
+                f"tenant_queue: {self.tenant_queue!r} must be a whole number from 0 to 100000"
+            )
+        for key in (
+            "login_source_rate",
+            "login_user_rate",
+            "login_tenant_rate",
+            "anonymous_source_rate",
+        ):
             value = getattr(self, key)
             if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
                 raise ConfigError(f"{key}: {value!r} must be a number, 0 or more (0: no limit)")
-        for key in ("login_source_burst", "login_user_burst"):
+        for key in (
+            "login_source_burst",
+            "login_user_burst",
+            "login_tenant_burst",
+            "anonymous_source_burst",
+        ):
             value = getattr(self, key)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"{key}: {value!r} must be a whole number, 1 or more")

@@ -258,7 +258,13 @@ class Daemon:
                 internal_workers=config.internal_workers,
             )
             api = internal = self._lambda
-        self.share = TenantShare(api, config.public_addr, config.api_workers_per_tenant)
+        self.share = TenantShare(
+            api,
+            config.public_addr,
+            config.api_workers_per_tenant,
+            login_per_tenant=config.login_workers_per_tenant,
+            queue=config.tenant_queue,
+        )
         control = ControlPlaneClient(internal)
         limits = config.connection_limits.limits()
         self.fronts = SSHFronts(
@@ -272,6 +278,8 @@ class Daemon:
             config.public_addr,
             per_source=TokenBuckets(config.login_source_rate, config.login_source_burst),
             per_user=TokenBuckets(config.login_user_rate / 60, config.login_user_burst),
+            per_tenant=TokenBuckets(config.login_tenant_rate, config.login_tenant_burst),
+            anonymous=TokenBuckets(config.anonymous_source_rate, config.anonymous_source_burst),
             record=self.fronts.record,
         )
         self.web = WebFront(
