@@ -31,11 +31,13 @@ async def _sftp_mkdir(site: Site, path: str) -> None:
         "config": [],
         "agent_path": None,
     }
-    async with asyncssh.connect("127.0.0.1", site.cluster.ssh_port, **options) as proxy:
-        async with asyncssh.connect("web-1", 22, tunnel=proxy, **options) as node:
-            async with node.start_sftp_client() as sftp:
-                with pytest.raises(asyncssh.SFTPError):
-                    await sftp.mkdir(path)
+    async with (
+        asyncssh.connect("127.0.0.1", site.cluster.ssh_port, **options) as proxy,
+        asyncssh.connect("web-1", 22, tunnel=proxy, **options) as node,
+        node.start_sftp_client() as sftp,
+    ):
+        with pytest.raises(asyncssh.SFTPError):
+            await sftp.mkdir(path)
 
 
 @pytest.mark.e2e
