@@ -105,6 +105,19 @@ class TunnelAudit:
         self._bytes.take(size)
         return wait
 
+    def exhausted(self) -> bool:
+        """True when not even one small event would be taken within ``MAX_WAIT``: the batch
+        is refused before it is read, so a flooding node costs the proxy little."""
+        wait = max(self._events.wait_for(1), self._bytes.wait_for(1))
+        if wait > MAX_WAIT:
+            self.over_budget += 1
+            return True
+        return False
+
+    def too_big(self, size: int) -> bool:
+        """True when ``size`` bytes would not be taken within ``MAX_WAIT`` (reading stops)."""
+        return self._bytes.wait_for(size) > MAX_WAIT
+
     def should_log(self) -> bool:
         """One over-budget log line per tunnel and minute, however hard it pushes."""
         now = self.clock()

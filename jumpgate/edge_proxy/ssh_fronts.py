@@ -328,6 +328,10 @@ class _TunnelServer(asyncssh.SSHServer):
         node: models.TunnelNode,
         intake: audit_intake.TunnelAudit,
     ) -> int:
+        if intake.exhausted():
+            self._over_budget(node, "over its audit budget")
+            process.stderr.write("audit: this node is over its audit budget: try again later\n")
+            return audit_intake.TEMPFAIL
         lines: list[str] = []
         size = 0
         async for line in process.stdin:
@@ -338,6 +342,8 @@ class _TunnelServer(asyncssh.SSHServer):
                 return 1
             lines.append(line)
             size += len(line)
+            if intake.too_big(size):
+                break  # answered below without reading the rest
         if not lines:
             return 0
         wait = intake.wait_for(len(lines), size)

@@ -4,6 +4,7 @@ sessions slowed eightfold), and the node chose its events' times: 0001-01-01 (ex
 no time zone, or 9999-12-31 (an internal error at the control plane)."""
 
 import asyncio
+import contextlib
 import json
 import time
 import uuid
@@ -24,11 +25,13 @@ FAR = ["0001-01-01T00:00:00+00:00", "9999-12-31T23:59:59+00:00", "2026-01-01T00:
 
 async def _batch(conn: Any, events: list[dict[str, Any]]) -> int | None:
     process = await conn.create_process(subsystem="jumpgate-audit", encoding="utf-8")
-    for event in events:
-        process.stdin.write(json.dumps(event) + "\n")
-    process.stdin.write_eof()
+    with contextlib.suppress(BrokenPipeError):  # refused before it read the batch
+        for event in events:
+            process.stdin.write(json.dumps(event) + "\n")
+        process.stdin.write_eof()
     result = await process.wait(check=False)
-    return result.exit_status
+    status: int | None = result.exit_status
+    return status
 
 
 def _exec(command: str, when: str | None = None) -> dict[str, Any]:
