@@ -334,16 +334,20 @@ class _TunnelServer(asyncssh.SSHServer):
             return audit_intake.TEMPFAIL
         lines: list[str] = []
         size = 0
-        async for line in process.stdin:
-            if not line.strip():
-                continue
-            if len(lines) >= MAX_AUDIT_BATCH:
-                process.stderr.write(f"audit events refused: more than {MAX_AUDIT_BATCH}\n")
-                return 1
-            lines.append(line)
-            size += len(line)
-            if intake.too_big(size):
-                break  # answered below without reading the rest
+        try:
+            async for line in process.stdin:
+                if not line.strip():
+                    continue
+                if len(lines) >= MAX_AUDIT_BATCH:
+                    process.stderr.write(f"audit events refused: more than {MAX_AUDIT_BATCH}\n")
+                    return 1
+                lines.append(line)
+                size += len(line)
+                if intake.too_big(size):
+                    break  # answered below without reading the rest
+        except ValueError as exc:  # not UTF-8: the agent never sends that
+            process.stderr.write(f"audit events refused: {str(exc)[:200]}\n")
+            return 1
         if not lines:
             return 0
         wait = intake.wait_for(len(lines), size)
