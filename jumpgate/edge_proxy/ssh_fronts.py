@@ -29,7 +29,7 @@ from typing import Any
 import asyncssh
 from asyncssh.stream import SSHTCPStreamSession
 
-from jumpgate.edge_proxy import recordings
+from jumpgate.edge_proxy import audit_intake, recordings
 from jumpgate.edge_proxy.connections import ConnectionLimits, SourceGate, gated
 from jumpgate.edge_proxy.control import ControlPlaneClient, ControlPlaneError
 from jumpgate.edge_proxy.dialback import DialBack
@@ -65,20 +65,6 @@ REMOVAL_POLL_SECONDS = 2.0
 """How often a proxy holding tunnels asks which nodes were removed (closed within 5 s)."""
 NODE_REPORT_GRACE = 1.0
 """After ending sessions, how long tunnels stay open for the nodes to report their ends."""
-NODE_EVENTS = frozenset(
-    t.value
-    for t in (
-        EventType.SESSION_START,
-        EventType.SESSION_END,
-        EventType.SESSION_JOIN,
-        EventType.SESSION_LEAVE,
-        EventType.SESSION_RESIZE,
-        EventType.EXEC,
-        EventType.SCP,
-        EventType.SFTP,
-    )
-)
-"""What a node may say of itself; the proxy reports the rest (its own session events too)."""
 
 
 @dataclass
@@ -192,6 +178,16 @@ class _TunnelServer(asyncssh.SSHServer):
         self._key = ""
         self.reported: models.Presence | None = None
 
+    @property
+    def intake(self) -> audit_intake.TunnelAudit:
+        """The node's audit budget: one per node, however many connections it opens."""
+        assert self.node is not None
+        key = (self.node.tenant, self.node.host_id)
+        intakes = self._fronts.audit_intakes
+        if key not in intakes:
+            intakes[key] = audit_intake.TunnelAudit(self._fronts.audit_budget)
+        return intakes[key]
+
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
         self._conn = conn
 
@@ -304,41 +300,121 @@ class _TunnelServer(asyncssh.SSHServer):
             return None
 
     async def audit(self, process: asyncssh.SSHServerProcess[str]) -> None:
-        """Take a batch of the node's own events, stamped with this tunnel's tenant and node."""
+        """Take a batch of the node's own events, stamped with this tunnel's tenant and node,
+        event by event and within the tunnel's budget (``audit_intake``)."""
         node = self.node
         if node is None:
             process.exit(1)
             return
-        records: list[models.AuditRecord] = []
-        try:
-            async for event in _json_lines(process):
-                if len(records) >= MAX_AUDIT_BATCH:
-                    raise ValueError(f"more than {MAX_AUDIT_BATCH} events in a batch")
-                if event.get("type") not in NODE_EVENTS:
-                    raise ValueError(f"a node may not report {event.get('type')!r} events")
-                fields = {
-                    **dict(event.get("fields", {})),
-                    "server_id": node.host_id,
-                    "origin": "node",
-                }
-                fields.pop("tenant", None)
-                records.append(
-                    models.AuditRecord(
-                        type=event["type"],
-                        tenant=node.tenant,
-                        outcome=event.get("outcome", "I"),
-                        time=event["time"],
-                        fields=fields,
-                    )
-                )
-            if records:
-                await self._fronts.control.audit(records)
-        except (ValueError, TypeError, KeyError, ControlPlaneError) as exc:
-            logger.info("node audit events refused", extra={"node": node.host_id})
-            process.stderr.write(f"audit events refused: {str(exc)[:300]}\n")
-            process.exit(1)
+        intake = self.intake
+        if intake.channels >= intake.budget.channels:
+            intake.over_budget += 1
+            self._over_budget(node, "too many audit channels at once")
+            process.stderr.write(
+                f"audit: at most {intake.budget.channels} audit channels at once: try again\n"
+            )
+            process.exit(audit_intake.TEMPFAIL)
             return
-        process.exit(0)
+        intake.channels += 1
+        try:
+            status = await self._audit_batch(process, node, intake)
+        finally:
+            intake.channels -= 1
+        process.exit(status)
+
+    async def _audit_batch(
+        self,
+        process: asyncssh.SSHServerProcess[str],
+        node: models.TunnelNode,
+        intake: audit_intake.TunnelAudit,
+    ) -> int:
+        if intake.exhausted():
+            self._over_budget(node, "over its audit budget")
+            process.stderr.write("audit: this node is over its audit budget: try again later\n")
+            return audit_intake.TEMPFAIL
+        lines: list[str] = []
+        size = 0
+        try:
+            async for line in process.stdin:
+                if not line.strip():
+                    continue
+                if len(lines) >= MAX_AUDIT_BATCH:
+                    process.stderr.write(f"audit events refused: more than {MAX_AUDIT_BATCH}\n")
+                    return 1
+                lines.append(line)
+                size += len(line)
+                if intake.too_big(size):
+                    break  # answered below without reading the rest
+        except ValueError as exc:  # not UTF-8: the agent never sends that
+            process.stderr.write(f"audit events refused: {str(exc)[:200]}\n")
+            return 1
+        if not lines:
+            return 0
+        wait = intake.wait_for(len(lines), size)
+        if wait is None:
+            self._over_budget(node, "over its audit budget")
+            process.stderr.write("audit: this node is over its audit budget: try again later\n")
+            return audit_intake.TEMPFAIL
+        if wait:
+            await asyncio.sleep(wait)
+        received = datetime.now(UTC)
+        records = [audit_intake.record(node, line, received, intake) for line in lines]
+        refused = sum(r.type == EventType.AUDIT_DROPPED for r in records)
+        if refused:
+            logger.info(
+                "node audit events dropped", extra={"node": node.host_id, "events": refused}
+            )
+        try:
+            await self._fronts.control.audit(records)
+        except ControlPlaneError as exc:
+            if exc.status >= 500 or exc.status == 0:
+                process.stderr.write(f"audit: the platform is out of reach: {str(exc)[:200]}\n")
+                return audit_intake.TEMPFAIL
+            return await self._audit_one_by_one(process, node, intake, records)
+        return 0
+
+    async def _audit_one_by_one(
+        self,
+        process: asyncssh.SSHServerProcess[str],
+        node: models.TunnelNode,
+        intake: audit_intake.TunnelAudit,
+        records: list[models.AuditRecord],
+    ) -> int:
+        """The control plane refused the batch: send its events one at a time, each one it
+        refuses replaced by ``audit.dropped`` (it deduplicates by ``event_id``)."""
+        for item in records:
+            try:
+                await self._fronts.control.audit([item])
+            except ControlPlaneError as exc:
+                if exc.status >= 500 or exc.status == 0:
+                    process.stderr.write(f"audit: the platform is out of reach: {exc}\n"[:300])
+                    return audit_intake.TEMPFAIL
+                intake.dropped += 1
+                logger.info(
+                    "node audit event refused by the platform: dropped",
+                    extra={"node": node.host_id, "type": item.type, "reason": str(exc)[:300]},
+                )
+                source = {"type": str(item.type), "fields": item.fields}
+                try:
+                    await self._fronts.control.audit(
+                        [audit_intake.dropped(node, f"refused by the platform: {exc}", source)]
+                    )
+                except ControlPlaneError as again:
+                    process.stderr.write(f"audit: not recorded: {again}\n"[:300])
+                    return audit_intake.TEMPFAIL
+        return 0
+
+    def _over_budget(self, node: models.TunnelNode, why: str) -> None:
+        if self.intake.should_log():
+            logger.warning(
+                "node audit over budget: batches refused for now",
+                extra={
+                    "tenant": node.tenant,
+                    "node": node.host_id,
+                    "why": why,
+                    "refused": self.intake.over_budget,
+                },
+            )
 
     async def renew(self, process: asyncssh.SSHServerProcess[str]) -> None:
         """Hand the node a fresh host certificate for the key it authenticated with."""
@@ -517,9 +593,12 @@ class SSHFronts:
         host_key: asyncssh.SSHKey,
         public_addr: str,
         limits: ConnectionLimits | None = None,
+        audit_budget: audit_intake.AuditBudget | None = None,
     ) -> None:
         self.control = control
         self.proxy_id = proxy_id
+        self.audit_budget = audit_budget or audit_intake.AuditBudget()
+        self.audit_intakes: dict[tuple[str, str], audit_intake.TunnelAudit] = {}  # per node
         self.public_addr = public_addr
         self.registry = TunnelRegistry()
         self.dialback = DialBack()

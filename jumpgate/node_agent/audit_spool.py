@@ -13,6 +13,11 @@ when the event is, see ``audit.event``), so the copies in the audit log can be t
 
 The spool is bounded (``limit_bytes``): when it is full, new events are dropped and counted,
 with one error line per overflow; what is already on disk is never dropped unsent.
+
+A batch the proxy refuses (``audit.AuditRefused``: it will not take it sent again, unlike a
+lost tunnel or an unreachable platform) never holds up the events behind it: the batch is sent
+again one event at a time, and each event still refused is moved to ``dead-letter.jsonl``
+(0600, bounded) with one error line, and delivery goes on.
 """
 
 import asyncio
@@ -23,6 +28,8 @@ import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
+
+from jumpgate.node_agent.audit import AuditRefused
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +42,9 @@ SEGMENT_BYTES = 1024 * 1024
 BATCH = 100  # the proxy takes at most 100 events a batch (edge_proxy MAX_AUDIT_BATCH)
 _SUFFIX = ".jsonl"
 _ACKED = "acked"
+DEAD_LETTER = "dead-letter.jsonl"
+DEAD_LETTER_BYTES = 8 * 1024 * 1024
+"""Events the proxy refused, kept for the node's admin to read; beyond this they are dropped."""
 
 Position = tuple[int, int]
 """(segment number, byte offset in it)."""
@@ -71,6 +81,7 @@ class AuditSpool:
         self.batch = batch
         self.retry = retry
         self.dropped = 0
+        self.refused = 0  # events the proxy refused, set aside in ``DEAD_LETTER``
         self._full = False
         self._ready = asyncio.Event()
         self._sending = asyncio.Lock()
@@ -207,8 +218,38 @@ class AuditSpool:
 
     # -- delivery ----------------------------------------------------------------------------
 
-    def _read(self) -> tuple[list[Event], Position]:
-        """The next batch from the delivery position, and where it ends."""
+    def _dead_letter(self, events: list[Event], reason: str) -> None:
+        """Set aside events the proxy refused: one error line, and the events in a file."""
+        path = self.directory / DEAD_LETTER
+        lines = b"".join(json.dumps(e, separators=(",", ":")).encode() + b"\n" for e in events)
+        kept = False
+        try:
+            size = path.stat().st_size if path.exists() else 0
+            if size + len(lines) <= DEAD_LETTER_BYTES:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+                try:
+                    os.write(fd, lines)
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+                kept = True
+        except OSError as exc:
+            reason = f"{reason}; not kept: {exc}"
+        self.refused += len(events)
+        logger.error(
+            "audit events refused by the proxy: set aside, delivery goes on",
+            extra={
+                "events": len(events),
+                "types": sorted({str(e.get("type")) for e in events}),
+                "reason": reason[:300],
+                "file": str(path) if kept else None,
+            },
+        )
+
+    def _read(self, limit: int = 0) -> tuple[list[Event], Position]:
+        """The next batch (of at most ``limit`` events, or ``batch``) from the delivery
+        position, and where it ends."""
+        limit = limit or self.batch
         events: list[Event] = []
         number, offset = self._position
         for segment in [n for n in self._segments if n >= number]:
@@ -220,7 +261,7 @@ class AuditSpool:
                 continue
             with source:
                 source.seek(offset)
-                while len(events) < self.batch:
+                while len(events) < limit:
                     line = source.readline()
                     if not line.endswith(b"\n"):
                         break  # the end, or a line still being written
@@ -233,7 +274,7 @@ class AuditSpool:
                     if isinstance(event, dict):
                         events.append(event)
             number = segment
-            if len(events) >= self.batch:
+            if len(events) >= limit:
                 break
         return events, (number, offset)
 
@@ -255,15 +296,25 @@ class AuditSpool:
             self._segments.remove(old)
 
     async def flush(self, send: Send) -> bool:
-        """Send everything now; False (and the rest kept) when a send fails."""
+        """Send everything now; False (and the rest kept) when a send fails.
+
+        A refused batch is sent again one event at a time up to where it ended, so that only
+        the events refused on their own are set aside (``_dead_letter``)."""
         async with self._sending:
+            limit = 0
+            refused_until: Position | None = None
             while True:
-                events, end = self._read()
+                events, end = self._read(limit)
                 if end == self._position:
                     return True
                 if events:
                     try:
                         await send(events)
+                    except AuditRefused as exc:
+                        if len(events) > 1:
+                            limit, refused_until = 1, end
+                            continue
+                        self._dead_letter(events, str(exc))
                     except Exception as exc:
                         logger.warning(
                             "audit events not sent yet, will retry",
@@ -271,6 +322,8 @@ class AuditSpool:
                         )
                         return False
                 self._acknowledge(end)
+                if refused_until is not None and end >= refused_until:
+                    limit, refused_until = 0, None
 
     async def deliver(self, send: Send, *, linger: float = 0.0) -> None:
         """Send batches for as long as the task runs; ``linger`` lets a batch fill up."""

@@ -245,6 +245,7 @@ async def handle_process(process: asyncssh.SSHServerProcess[bytes]) -> None:
 
     status = 1
     recorder = None
+    resizes: events.Resizes | None = None
     owner.live.add(process)
     try:
         account = sessions.Account.lookup(login)
@@ -255,8 +256,10 @@ async def handle_process(process: asyncssh.SSHServerProcess[bytes]) -> None:
             argv = _transfer_argv(process, account)
             if argv is not None:
                 process.watch = ScpWatch.for_argv(argv, transfer(EventType.SCP), account.home)
-        process.on_resize = lambda width, height: audit.put(
-            events.event(EventType.SESSION_RESIZE, **who, size=f"{width}:{height}")
+        process.on_resize = resizes = events.Resizes(
+            lambda width, height: audit.put(
+                events.event(EventType.SESSION_RESIZE, **who, size=f"{width}:{height}")
+            )
         )
         if process.watch is None and not process.subsystem:
             try:
@@ -285,6 +288,8 @@ async def handle_process(process: asyncssh.SSHServerProcess[bytes]) -> None:
         process.recorder = None
         process.on_resize = None
         try:
+            if resizes is not None:
+                resizes.close()  # the last size, if one is still waiting
             if recorder is not None:
                 recorder.close(status)
         finally:

@@ -39,6 +39,7 @@ class EventType(StrEnum):
     TENANT_CREATE = "tenant.create"
     NODE_DELETE = "node.delete"
     RECORDING_SETTINGS = "recording.settings"
+    AUDIT_DROPPED = "audit.dropped"  # a node event the proxy did not take, and why
 
 
 _CODES: dict[EventType, str] = {
@@ -63,6 +64,7 @@ _CODES: dict[EventType, str] = {
     EventType.TOKEN_DELETE: "J9002",
     EventType.NODE_DELETE: "J9003",
     EventType.RECORDING_SETTINGS: "J9004",
+    EventType.AUDIT_DROPPED: "J9005",
     EventType.TENANT_CREATE: "J9100",
 }
 

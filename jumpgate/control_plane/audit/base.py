@@ -214,7 +214,11 @@ class Auditor:
             success=outcome == "I",
             **fields,
         )
-        if not self.store.append(event, expires=event.time + self.retention):
+        try:
+            expires = event.time + self.retention
+        except OverflowError:  # a time a node (or a bug) made up: year 9999
+            raise ValueError(f"field 'time' is out of range: {event.time.isoformat()}") from None
+        if not self.store.append(event, expires=expires):
             return event  # a copy delivered again: kept, and copied to the sinks, once
         for sink in self._sinks:
             try:

@@ -55,6 +55,10 @@ def build_internal_app(plane: ControlPlane) -> ConcurrentResolver:
     @app.post("/internal/v1/audit", status_code=204)
     def audit(body: models.AuditRecords) -> None:
         for record in body.events:
+            if record.time.tzinfo is None:
+                raise errors.InvalidRequest(
+                    f"audit event {record.type}: field 'time' has no time zone"
+                )
             try:
                 plane.audit.emit(
                     record.type,

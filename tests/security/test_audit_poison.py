@@ -1,0 +1,111 @@
+"""Issue 14 adversarial review, finding 1: one oversized node event stopped that node's audit
+delivery for good. A user's ``sftp mkdir`` of a 20,000-character path made an event whose line
+the proxy refused, with its whole batch; the agent sent that batch again every 5 s, forever, and
+every later event of every user of the node waited behind it."""
+
+import asyncio
+import json
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import asyncssh
+import pytest
+
+from jumpgate.node_agent import audit
+from jumpgate.node_agent.audit_spool import AuditSpool
+from jumpgate.protocol.tunnel import MAX_LINE_BYTES
+from tests.e2e.conftest import LOGIN, Site, audit_events
+
+
+async def _sftp_mkdir(site: Site, path: str) -> None:
+    """A logged-in user's ``mkdir`` over SFTP, through the proxy, as any client can send."""
+    profile = next((Path(site.admin.env["JUMPGATE_HOME"]) / "profiles").iterdir())
+    key = asyncssh.read_private_key(profile / "key")
+    cert = asyncssh.read_certificate(profile / "key-cert.pub")
+    options: dict[str, Any] = {
+        "username": LOGIN,
+        "client_keys": [(key, cert)],
+        "known_hosts": None,
+        "config": [],
+        "agent_path": None,
+    }
+    async with (
+        asyncssh.connect("127.0.0.1", site.cluster.ssh_port, **options) as proxy,
+        asyncssh.connect("web-1", 22, tunnel=proxy, **options) as node,
+        node.start_sftp_client() as sftp,
+    ):
+        with pytest.raises(asyncssh.SFTPError):
+            await sftp.mkdir(path)
+
+
+@pytest.mark.e2e
+@pytest.mark.net
+def test_an_oversized_sftp_path_does_not_stop_the_nodes_audit(site: Site) -> None:
+    asyncio.run(asyncio.wait_for(_sftp_mkdir(site, "/nonexistent/" + "a" * 20000), 30))
+    marker = uuid.uuid4().hex[:12]
+    answer = site.ssh(f"echo AFTER-{marker}")
+    assert answer.returncode == 0, answer.stderr
+    deadline = time.monotonic() + 15
+    commands: list[str] = []
+    while time.monotonic() < deadline:
+        commands = [str(e.get("command")) for e in audit_events(site, "exec", 1, seconds=1)]
+        if f"echo AFTER-{marker}" in commands:
+            break
+        time.sleep(0.5)
+    assert f"echo AFTER-{marker}" in commands, commands
+    [mkdir] = [e for e in audit_events(site, "sftp", 1) if str(e.get("path", "")).startswith("/n")]
+    assert mkdir["truncated"] is True
+    assert len(json.dumps(mkdir["path"])) <= 4096
+
+
+def test_every_string_field_of_a_node_event_is_bounded() -> None:
+    made = audit.event("sftp", outcome="W", path="é" * 20000, error="x" * 9000, user="alice")
+    line = json.dumps(made)
+    assert len(line.encode()) < MAX_LINE_BYTES
+    assert made["fields"]["truncated"] is True
+    assert made["fields"]["user"] == "alice"
+    small = audit.event("exec", command="true")
+    assert "truncated" not in small["fields"]
+
+
+def test_a_refused_batch_is_set_aside_and_the_spool_goes_on(tmp_path: Path) -> None:
+    """A batch the proxy refuses (not a lost tunnel) is moved to a dead-letter file, with one
+    error line, and delivery goes on with the next events, before and after a restart."""
+    directory = tmp_path / "audit"
+    sent: list[str] = []
+
+    async def send(batch: list[audit.Event]) -> None:
+        if any(e["fields"].get("poison") for e in batch):
+            raise audit.AuditRefused("a line is longer than 16384 bytes")
+        sent.extend(str(e["fields"]["n"]) for e in batch)
+
+    spool = AuditSpool(directory)
+    spool.put(audit.event("exec", n="1"))
+    spool.put(audit.event("exec", n="bad", poison=True))
+    spool.put(audit.event("exec", n="2"))
+    asyncio.run(asyncio.wait_for(spool.flush(send), 10))
+    spool.close()
+    reopened = AuditSpool(directory)  # the agent restarts
+    reopened.put(audit.event("exec", n="3"))
+    assert asyncio.run(asyncio.wait_for(reopened.flush(send), 10))
+    assert reopened.pending_bytes == 0
+    reopened.close()
+    assert sent == ["1", "2", "3"]
+    dead = (directory / "dead-letter.jsonl").read_text().splitlines()
+    assert [json.loads(line)["fields"]["n"] for line in dead] == ["bad"]
+
+
+def test_a_lost_tunnel_is_not_a_refusal(tmp_path: Path) -> None:
+    """Only the proxy's refusal sets events aside; a send that fails otherwise is retried."""
+
+    async def send(batch: list[audit.Event]) -> None:
+        raise asyncssh.ConnectionLost("the tunnel went away")
+
+    spool = AuditSpool(tmp_path / "audit")
+    spool.put(audit.event("exec", n="1"))
+    assert not asyncio.run(asyncio.wait_for(spool.flush(send), 10))
+    assert spool.pending_bytes > 0
+    assert not (tmp_path / "audit" / "dead-letter.jsonl").exists()
+    spool.close()
