@@ -27,10 +27,9 @@ from pydantic import ValidationError
 
 from jumpgate.protocol import models
 from jumpgate.protocol.audit import EventType
-from jumpgate.protocol.tunnel import MAX_LINE_BYTES
+from jumpgate.protocol.tunnel import AUDIT_TEMPFAIL, MAX_LINE_BYTES
 
-TEMPFAIL = 75
-"""The audit subsystem's exit status for "not now: send it again later" (EX_TEMPFAIL)."""
+TEMPFAIL = AUDIT_TEMPFAIL  # the agent reads it in protocol.tunnel
 MAX_SKEW = timedelta(minutes=5)
 MAX_WAIT = 5.0
 """The longest a batch over budget waits for its tokens before being answered "try again"."""

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 import asyncssh
 
-from jumpgate.protocol.tunnel import AUDIT_SUBSYSTEM
+from jumpgate.protocol.tunnel import AUDIT_SUBSYSTEM, AUDIT_TEMPFAIL
 
 Event = dict[str, Any]
 
@@ -28,8 +28,6 @@ EVENT_BYTES = 12 * 1024
 """The most a whole event takes, JSON-encoded: below the tunnel's line limit (16 KiB)."""
 SMALL_FIELD_BYTES = 256
 """What each string field is cut to when an event is still over ``EVENT_BYTES``."""
-TEMPFAIL = 75
-"""The audit subsystem's exit status for "not now, send again" (EX_TEMPFAIL)."""
 
 
 def _cut(text: str, limit: int) -> str:
@@ -150,7 +148,7 @@ def sender(conn: asyncssh.SSHClientConnection) -> Callable[[list[Event]], Awaita
             process.stdin.write(json.dumps(item) + "\n")
         process.stdin.write_eof()
         result = await process.wait(check=False)
-        if result.exit_status == TEMPFAIL or result.exit_status is None:
+        if result.exit_status == AUDIT_TEMPFAIL or result.exit_status is None:
             raise AuditDeferred(str(result.stderr or "try again").strip())
         if result.exit_status != 0:
             raise AuditRefused(str(result.stderr or "refused").strip())

@@ -14,5 +14,8 @@ RENEW_SUBSYSTEM = "jumpgate-renew"
 AUDIT_SUBSYSTEM = "jumpgate-audit"
 """A batch of the node's own audit events (exec, shell sessions)."""
 MAX_LINE_BYTES = 16 * 1024
+AUDIT_TEMPFAIL = 75
+"""The audit subsystem's exit status for "not now: send it again later" (EX_TEMPFAIL); any
+other failure is a refusal of what was sent."""
 DATA_HELLO = b"JGDATA "
 """First bytes of a dial-back data connection, before its token and a newline."""
