@@ -156,6 +156,8 @@ class _NodeSession(asyncssh.SSHServerProcess[bytes]):
     def data_received(self, data: bytes, datatype: asyncssh.DataType) -> None:
         if self.watch is not None:
             self.watch.from_user(data)
+            if self.watch.broken:
+                return  # a transfer the audit cannot follow goes no further (it is closing)
         super().data_received(data, datatype)
 
     def terminal_size_changed(self, width: int, height: int, pixwidth: int, pixheight: int) -> None:
@@ -250,11 +252,13 @@ async def handle_process(process: asyncssh.SSHServerProcess[bytes]) -> None:
         account = sessions.Account.lookup(login)
         argv = None
         if process.subsystem == "sftp":
-            process.watch = SftpWatch(transfer(EventType.SFTP))
+            process.watch = SftpWatch(transfer(EventType.SFTP), stop=process.close)
         elif process.command is not None:
             argv = _transfer_argv(process, account)
             if argv is not None:
-                process.watch = ScpWatch.for_argv(argv, transfer(EventType.SCP), account.home)
+                process.watch = ScpWatch.for_argv(
+                    argv, transfer(EventType.SCP), account.home, process.close
+                )
         process.on_resize = lambda width, height: audit.put(
             events.event(EventType.SESSION_RESIZE, **who, size=f"{width}:{height}")
         )
@@ -285,6 +289,8 @@ async def handle_process(process: asyncssh.SSHServerProcess[bytes]) -> None:
         process.recorder = None
         process.on_resize = None
         try:
+            if process.watch is not None:
+                process.watch.finish()  # files left open are reported before the end
             if recorder is not None:
                 recorder.close(status)
         finally:
