@@ -88,9 +88,10 @@ def test_scp_absurd_length_is_audited_and_refused(site: Site, tmp_path: Path) ->
 
     _through_the_platform(site, work)
     events = _events(site, "scp", bool)
-    assert [(e["outcome"], e["path"], e["length"]) for e in events] == [
+    assert [(e["code"][-1], e["path"], e["length"]) for e in events] == [
         ("W", f"{tmp_path}/huge", 10**23)
     ], events
+    assert not (tmp_path / "huge").exists()
 
 
 def test_sftp_writes_that_escaped_are_audited(site: Site, tmp_path: Path) -> None:
