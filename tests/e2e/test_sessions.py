@@ -216,6 +216,15 @@ def test_a_pty_command_with_stdin_at_eof_prints_everything(site: Site) -> None:
         assert done.returncode == 4, (done.stdout, done.stderr)
         assert b"hello" in done.stdout, (done.stdout, done.stderr)
         assert b"/dev/pts/" in done.stdout, (done.stdout, done.stderr)
+    # The user's EOF reaches a command reading the terminal as its EOF character.
+    done = subprocess.run(
+        ["ssh", "-F", str(site.ssh_config), "-tt", "web-1", "cat; echo after-cat"],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert b"after-cat" in done.stdout, (done.stdout, done.stderr)
     done = subprocess.run(
         [str(BIN / "jump"), "ssh", "-t", "web-1", "echo hello; sleep 0.2; tty; exit 4"],
         stdin=subprocess.DEVNULL,

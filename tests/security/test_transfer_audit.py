@@ -5,6 +5,7 @@ watcher off for the rest of the stream; a handle never closed, a rename through 
 Each now yields its event, through the real platform with real clients."""
 
 import asyncio
+import struct
 import subprocess
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -146,3 +147,29 @@ def test_openssh_sftp_rename_is_audited(site: Site, tmp_path: Path) -> None:
     assert [(e["action"], e["path"], e["target"]) for e in events] == [
         ("rename", f"{tmp_path}/old", f"{tmp_path}/new")
     ], events
+
+
+def test_sftp_stream_the_watcher_cannot_follow_is_audited_and_stopped(
+    site: Site, tmp_path: Path
+) -> None:
+    """An OPEN cut short: the watcher cannot follow what comes after it, so the transfer ends
+    with a ``W`` event rather than going on unwatched."""
+    late = tmp_path / "after-garbage"
+
+    async def work(node: asyncssh.SSHClientConnection) -> None:
+        process = await node.create_process(subsystem="sftp", encoding=None)
+        process.stdin.write(struct.pack(">IBI", 5, 1, 3))  # INIT, version 3
+        (length,) = struct.unpack(">I", await process.stdout.readexactly(4))
+        await process.stdout.readexactly(length)  # VERSION
+        process.stdin.write(struct.pack(">IBIH", 7, 3, 1, 0))  # OPEN with half a path length
+        path = str(late).encode()
+        body = struct.pack(">BI", 3, 2) + struct.pack(">I", len(path)) + path
+        body += struct.pack(">II", 0x1A, 0)  # WRITE|CREAT|TRUNC, no attributes
+        process.stdin.write(struct.pack(">I", len(body)) + body)
+        await asyncio.wait_for(process.wait(check=False), 20)  # the node closed the channel
+
+    _through_the_platform(site, work)
+    events = _events(site, "sftp", bool)
+    assert [(e["code"][-1], e["action"]) for e in events] == [("W", "unfollowed")], events
+    assert "sftp stream not followed" in events[0]["error"]
+    assert not late.exists()
