@@ -149,12 +149,12 @@ class _NodeSession(asyncssh.SSHServerProcess[bytes]):
         if recorder is not None and not recorder.output(data) and self.sync:
             self._recording_failed()
             return
-        if self.watch is not None:
+        if self.watch is not None and datatype is None:  # the transfer is stdout, not stderr
             self.watch.from_node(data)
         super().feed_data(data, datatype)
 
     def data_received(self, data: bytes, datatype: asyncssh.DataType) -> None:
-        if self.watch is not None:
+        if self.watch is not None and datatype is None:
             self.watch.from_user(data)
             if self.watch.broken:
                 return  # a transfer the audit cannot follow goes no further (it is closing)
