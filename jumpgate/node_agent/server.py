@@ -32,6 +32,8 @@ from jumpgate.protocol.recording import RecordingMeta, RecordingMode
 from jumpgate.protocol.ssh_identity import cert_identity
 
 logger = logging.getLogger(__name__)
+CLOSE_SECONDS = 10.0
+"""How long a finished session waits for its channel to close before it stops caring."""
 
 NO_LOGIN_SHELLS = frozenset({"nologin", "false"})
 """A login with one of these shells gets no session of any kind, transfers included (sshd
@@ -149,13 +151,15 @@ class _NodeSession(asyncssh.SSHServerProcess[bytes]):
         if recorder is not None and not recorder.output(data) and self.sync:
             self._recording_failed()
             return
-        if self.watch is not None:
+        if self.watch is not None and datatype is None:  # the transfer is stdout, not stderr
             self.watch.from_node(data)
         super().feed_data(data, datatype)
 
     def data_received(self, data: bytes, datatype: asyncssh.DataType) -> None:
-        if self.watch is not None:
+        if self.watch is not None and datatype is None:
             self.watch.from_user(data)
+            if self.watch.broken:
+                return  # a transfer the audit cannot follow goes no further (it is closing)
         super().data_received(data, datatype)
 
     def terminal_size_changed(self, width: int, height: int, pixwidth: int, pixheight: int) -> None:
@@ -251,11 +255,13 @@ async def handle_process(process: asyncssh.SSHServerProcess[bytes]) -> None:
         account = sessions.Account.lookup(login)
         argv = None
         if process.subsystem == "sftp":
-            process.watch = SftpWatch(transfer(EventType.SFTP))
+            process.watch = SftpWatch(transfer(EventType.SFTP), stop=process.close)
         elif process.command is not None:
             argv = _transfer_argv(process, account)
             if argv is not None:
-                process.watch = ScpWatch.for_argv(argv, transfer(EventType.SCP), account.home)
+                process.watch = ScpWatch.for_argv(
+                    argv, transfer(EventType.SCP), account.home, process.close
+                )
         process.on_resize = resizes = events.Resizes(
             lambda width, height: audit.put(
                 events.event(EventType.SESSION_RESIZE, **who, size=f"{width}:{height}")
@@ -288,6 +294,8 @@ async def handle_process(process: asyncssh.SSHServerProcess[bytes]) -> None:
         process.recorder = None
         process.on_resize = None
         try:
+            if process.watch is not None:
+                process.watch.finish()  # files left open are reported before the end
             if resizes is not None:
                 resizes.close()  # the last size, if one is still waiting
             if recorder is not None:
@@ -297,6 +305,10 @@ async def handle_process(process: asyncssh.SSHServerProcess[bytes]) -> None:
             owner.live.discard(process)
             with contextlib.suppress(Exception):
                 process.exit(status)
+    # asyncssh closes the redirected pipes with clean-up steps that only wait_closed() runs;
+    # left unawaited, each is a "coroutine was never awaited" warning in the agent's log.
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(process.wait_closed(), CLOSE_SECONDS)
 
 
 def _refuse_unrecorded(

@@ -7,11 +7,13 @@ run as that user, so file access obeys the user's permissions, never the agent's
 
 import asyncio
 import contextlib
+import io
 import os
 import pty
 import pwd
 import shutil
 import signal
+import termios
 from dataclasses import dataclass
 from typing import Any
 
@@ -181,14 +183,36 @@ async def _with_pty(process: asyncssh.SSHServerProcess[bytes], account: Account)
         )
     finally:
         os.close(slave)
-    terminal = os.fdopen(master, "r+b", buffering=0)
+    # Input and output each get their own descriptor of the master, as sshd's do: asyncssh
+    # closes the input side at the user's EOF (``ssh -tt host cmd </dev/null`` sends it at
+    # once), and a shared one took the output with it: the command's output was lost.
+    output = os.fdopen(master, "rb", buffering=0)
+    try:
+        terminal = _TerminalInput(os.dup(master), "wb")
+    except BaseException:
+        output.close()
+        raise
     # asyncssh sizes the PTY from the request and follows window changes on a tty it writes to.
-    await process.redirect(stdin=terminal, stdout=terminal, send_eof=False)
+    await process.redirect(stdin=terminal, stdout=output, send_eof=False)
     status = await _until_exit(child, process)
     # A background job may keep the PTY open; like sshd, end the session with the shell.
     with contextlib.suppress(TimeoutError, OSError, asyncssh.Error):
         await asyncio.wait_for(process.stdout.drain(), PTY_DRAIN_SECONDS)
     return status if status >= 0 else 128 - status
+
+
+class _TerminalInput(io.FileIO):
+    """The PTY master's input side. Closing it (the user's EOF) types the terminal's EOF
+    character first, as a user at the keyboard would with ^D, so a command reading its input
+    (``cat``) ends rather than waits forever; a terminal in raw mode gets nothing typed."""
+
+    def close(self) -> None:
+        if not self.closed:
+            with contextlib.suppress(OSError, termios.error):
+                attributes = termios.tcgetattr(self.fileno())
+                if attributes[3] & termios.ICANON:
+                    os.write(self.fileno(), attributes[6][termios.VEOF])
+        super().close()
 
 
 async def _until_exit(

@@ -3,7 +3,10 @@
 The node relays both between the user's channel and the process serving them (OpenSSH's
 ``sftp-server``, the login's ``scp``); these watchers read the same bytes on the way past
 and report each file: its path, what was done and how many bytes moved. They never change
-or hold back the data, and give up quietly (``broken``) on a stream they cannot follow.
+or hold back the data. Names are reported whatever bytes they hold (undecodable ones escaped),
+files still open when the session ends are reported with what moved so far, and a stream a
+watcher cannot follow is reported (``unfollowed``) and stopped: it fails closed, as a protocol
+error would, rather than let the rest of it through unwatched (issue 14, transfers).
 """
 
 import logging
@@ -25,14 +28,19 @@ to a shell beyond quoting, so splitting it as the shell would is the whole of it
 
 Report = Callable[[str, dict[str, Any]], None]
 """Called with an outcome (``I``/``W``) and the event's fields."""
+Stop = Callable[[], None]
+"""Ends the transfer's channel: what a watcher does to a stream it cannot follow."""
 
 MAX_PACKET = 512 * 1024
+MAX_SCP_LENGTH = 2**63 - 1
+"""The largest file an scp C-line may announce: OpenSSH's scp refuses more (``off_t``)."""
 FXP = {
     "OPEN": 3,
     "CLOSE": 4,
     "READ": 5,
     "WRITE": 6,
     "SETSTAT": 9,
+    "FSETSTAT": 10,
     "REMOVE": 13,
     "MKDIR": 14,
     "RMDIR": 15,
@@ -41,8 +49,11 @@ FXP = {
     "STATUS": 101,
     "HANDLE": 102,
     "DATA": 103,
+    "EXTENDED": 200,
 }
-FXF_WRITE = 0x02
+FXF_CHANGES = 0x02 | 0x04 | 0x08 | 0x10
+"""OPEN flags that can change the file (WRITE, APPEND, CREAT, TRUNC): such an open is a write
+even if nothing is written through it (a TRUNC empties the file at open)."""
 _PATH_ACTIONS = {
     FXP["SETSTAT"]: "setstat",
     FXP["REMOVE"]: "remove",
@@ -51,6 +62,33 @@ _PATH_ACTIONS = {
     FXP["RENAME"]: "rename",
     FXP["SYMLINK"]: "symlink",
 }
+_EXTENDED_TWO_PATHS = {
+    b"posix-rename@openssh.com": "rename",  # what OpenSSH's ``sftp rename`` sends
+    b"hardlink@openssh.com": "hardlink",
+}
+_EXTENDED_ONE_PATH = {b"lsetstat@openssh.com": "lsetstat"}
+_EXTENDED_QUERIES = frozenset(
+    {
+        b"limits@openssh.com",
+        b"statvfs@openssh.com",
+        b"fstatvfs@openssh.com",
+        b"expand-path@openssh.com",
+        b"home-directory",
+        b"users-groups-by-id@openssh.com",
+        b"fsync@openssh.com",
+    }
+)
+"""Extended requests that read or flush but change nothing: OpenSSH's clients send some in
+every session, so they are not reported. Every other one is, by name."""
+
+
+def _text(value: bytes) -> str:
+    """A name as the audit shows it: any bytes, undecodable ones escaped (``\\xff``)."""
+    return value.decode(errors="backslashreplace")
+
+
+def _nothing() -> None:
+    """The default ``stop``: a watcher on its own (a test) has no channel to end."""
 
 
 class _Reader:
@@ -108,6 +146,7 @@ class SftpWatch:
     """Follows an SFTP session: requests from the user, replies from ``sftp-server``."""
 
     report: Report
+    stop: Stop = _nothing
     broken: bool = False
     _requests: _Packets = field(default_factory=_Packets)
     _replies: _Packets = field(default_factory=_Packets)
@@ -128,9 +167,28 @@ class SftpWatch:
         try:
             for packet in packets.feed(data):
                 handle(_Reader(packet))
-        except (ValueError, struct.error, UnicodeDecodeError) as exc:
-            logger.info("sftp stream not followed", extra={"reason": str(exc)})
-            self.broken = True
+        except (ValueError, struct.error, IndexError) as exc:
+            _unfollowed(self, "sftp", exc)
+
+    def finish(self) -> None:
+        """The session ended: report the files still open (with what moved so far), once."""
+        handles, self._handles = self._handles, {}
+        for opened in handles.values():
+            self._report_file(opened, "I")
+        opening, self._opening = self._opening, {}
+        for opened in opening.values():
+            if opened.writing:
+                fields = {"action": "write", "path": opened.path, "error": "open not answered"}
+                self.report("W", fields)
+
+    def _report_file(self, opened: _Open, outcome: str) -> None:
+        action = "write" if opened.writing else "read"
+        length = opened.written if opened.writing else opened.read
+        self.report(outcome, {"action": action, "path": opened.path, "length": length})
+
+    def _path_of(self, handle: bytes) -> str:
+        opened = self._handles.get(handle)
+        return opened.path if opened is not None else f"handle {_text(handle)}"
 
     def _request(self, packet: _Reader) -> None:
         kind = packet.data[0]
@@ -139,9 +197,9 @@ class SftpWatch:
             return  # INIT carries no id
         request = packet.uint32()
         if kind == FXP["OPEN"]:
-            path = packet.string().decode()
+            path = _text(packet.string())
             flags = packet.uint32()
-            self._opening[request] = _Open(path, bool(flags & FXF_WRITE))
+            self._opening[request] = _Open(path, bool(flags & FXF_CHANGES))
         elif kind == FXP["READ"]:
             self._reads[request] = packet.string()
         elif kind == FXP["WRITE"]:
@@ -153,17 +211,41 @@ class SftpWatch:
         elif kind == FXP["CLOSE"]:
             opened = self._handles.pop(packet.string(), None)
             if opened is not None:
-                action = "write" if opened.writing else "read"
-                length = opened.written if opened.writing else opened.read
-                self.report("I", {"action": action, "path": opened.path, "length": length})
+                self._report_file(opened, "I")
+        elif kind == FXP["FSETSTAT"]:
+            self._pending[request] = {"action": "fsetstat", "path": self._path_of(packet.string())}
         elif kind in _PATH_ACTIONS:
             fields: dict[str, Any] = {
                 "action": _PATH_ACTIONS[kind],
-                "path": packet.string().decode(),
+                "path": _text(packet.string()),
             }
             if kind in (FXP["RENAME"], FXP["SYMLINK"]):
-                fields["target"] = packet.string().decode()
+                fields["target"] = _text(packet.string())
             self._pending[request] = fields
+        elif kind == FXP["EXTENDED"]:
+            self._extended(request, packet)
+
+    def _extended(self, request: int, packet: _Reader) -> None:
+        """OpenSSH's extensions: renames, links and copies change files as the core does."""
+        name = packet.string()
+        fields: dict[str, Any]
+        if name in _EXTENDED_QUERIES:
+            return
+        if name in _EXTENDED_TWO_PATHS:
+            path = _text(packet.string())
+            target = _text(packet.string())
+            fields = {"action": _EXTENDED_TWO_PATHS[name], "path": path, "target": target}
+        elif name in _EXTENDED_ONE_PATH:
+            fields = {"action": _EXTENDED_ONE_PATH[name], "path": _text(packet.string())}
+        elif name == b"copy-data":
+            source = self._path_of(packet.string())
+            packet.uint64()
+            packet.uint64()
+            fields = {"action": "copy-data", "path": self._path_of(packet.string())}
+            fields["source"] = source
+        else:
+            fields = {"action": "extended", "name": _text(name)}
+        self._pending[request] = fields
 
     def _reply(self, packet: _Reader) -> None:
         kind = packet.data[0]
@@ -185,13 +267,21 @@ class SftpWatch:
             status = packet.uint32()
             failed_open = self._opening.pop(request, None)
             if failed_open is not None:
-                error = packet.string().decode(errors="replace")
+                error = _text(packet.string())
                 self.report("W", {"action": "open", "path": failed_open.path, "error": error})
             fields = self._pending.pop(request, None)
             if fields is not None:
                 if status != 0:
-                    fields["error"] = packet.string().decode(errors="replace")
+                    fields["error"] = _text(packet.string())
                 self.report("I" if status == 0 else "W", fields)
+
+
+def _unfollowed(watch: "SftpWatch | ScpWatch", protocol: str, exc: Exception) -> None:
+    """``watch`` cannot follow its stream: say so in the audit and end the transfer."""
+    logger.warning("%s stream not followed: transfer stopped", protocol, extra={"reason": str(exc)})
+    watch.broken = True
+    watch.report("W", {"action": "unfollowed", "error": f"{protocol} stream not followed: {exc}"})
+    watch.stop()
 
 
 def scp_server_argv(command: str | None) -> list[str] | None:
@@ -235,6 +325,7 @@ class ScpWatch:
     upload: bool
     target: str
     target_is_dir: bool
+    stop: Stop = _nothing
     broken: bool = False
     _line: bytearray = field(default_factory=bytearray)
     _dirs: list[str] = field(default_factory=list)
@@ -242,12 +333,15 @@ class ScpWatch:
     _file: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def for_argv(cls, argv: list[str], report: Report, home: str) -> "ScpWatch":
-        """A watcher of the transfer ``argv`` (from ``scp_server_argv``) runs."""
+    def for_argv(
+        cls, argv: list[str], report: Report, home: str, stop: Stop = _nothing
+    ) -> "ScpWatch":
+        """A watcher of the transfer ``argv`` (from ``scp_server_argv``) runs; ``stop`` ends
+        its channel."""
         upload = any("t" in word for word in argv[1:-1] if word != "--")
         target = argv[-1]
         full = target if target.startswith("/") else posixpath.join(home, target)
-        return cls(report, upload, target, os.path.isdir(full))
+        return cls(report, upload, target, os.path.isdir(full), stop)
 
     def from_user(self, data: bytes) -> None:
         if self.upload:
@@ -268,6 +362,7 @@ class ScpWatch:
                     if self._remaining == 0:
                         self._remaining = -1
                         self.report("I", self._file)
+                        self._file = {}
                     continue
                 newline = bytes(view).find(b"\n")
                 if newline < 0:
@@ -277,11 +372,19 @@ class ScpWatch:
                     return
                 self._line += view[:newline]
                 view = view[newline + 1 :]
-                self._control(self._line.decode())
+                line = _text(bytes(self._line))
                 self._line.clear()
-        except (ValueError, UnicodeDecodeError) as exc:
-            logger.info("scp stream not followed", extra={"reason": str(exc)})
-            self.broken = True
+                self._control(line)
+        except ValueError as exc:
+            _unfollowed(self, "scp", exc)
+
+    def finish(self) -> None:
+        """The session ended: a file cut short is reported with the bytes that reached it."""
+        if self._file:
+            moved = self._file["length"] + 1 - self._remaining
+            fields = {**self._file, "length": max(moved, 0), "error": "cut short"}
+            self._file = {}
+            self.report("W", fields)
 
     def _path(self, name: str) -> str:
         """Where a file lands (upload) or comes from (download), as scp itself resolves it."""
@@ -296,11 +399,19 @@ class ScpWatch:
         line = line.lstrip("\0\1\2")  # a sender's status byte may precede the next line
         if line.startswith("C"):
             _, length, name = line[1:].split(" ", 2)
+            if not (length.isascii() and length.isdigit()):
+                raise ValueError(f"file length {length[:20]!r} is not a number")
             self._file = {
                 "action": "upload" if self.upload else "download",
                 "path": self._path(name),
                 "length": int(length),
             }
+            if self._file["length"] > MAX_SCP_LENGTH:
+                fields, self._file = {**self._file, "error": "file length refused"}, {}
+                self.report("W", fields)
+                self.broken = True
+                self.stop()
+                return
             self._remaining = int(length) + 1
         elif line.startswith("D"):
             _, _, name = line[1:].split(" ", 2)

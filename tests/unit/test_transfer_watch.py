@@ -1,0 +1,272 @@
+"""The transfer watchers on byte streams (issue 14, transfers): every write the node relays is
+reported, whatever the names hold, however the stream ends, and a stream the watcher cannot
+follow is reported and stopped, never let through unwatched."""
+
+import struct
+from typing import Any
+
+import pytest
+
+from jumpgate.node_agent.transfers import ScpWatch, SftpWatch
+
+Events = list[tuple[str, dict[str, Any]]]
+
+
+def _string(value: bytes) -> bytes:
+    return struct.pack(">I", len(value)) + value
+
+
+def _packet(kind: int, request: int | None, *parts: bytes) -> bytes:
+    body = (
+        bytes([kind]) + (b"" if request is None else struct.pack(">I", request)) + b"".join(parts)
+    )
+    return struct.pack(">I", len(body)) + body
+
+
+def _u32(value: int) -> bytes:
+    return struct.pack(">I", value)
+
+
+def _u64(value: int) -> bytes:
+    return struct.pack(">Q", value)
+
+
+OK = _u32(0) + _string(b"") + _string(b"")
+READ, WRITE, APPEND, CREAT, TRUNC = 0x01, 0x02, 0x04, 0x08, 0x10
+
+
+class _Sftp:
+    """A watched SFTP conversation: requests and the replies sftp-server would give."""
+
+    def __init__(self) -> None:
+        self.events: Events = []
+        self.stopped = 0
+        self.watch = SftpWatch(lambda outcome, fields: self.events.append((outcome, fields)))
+        self.watch.stop = self._stop
+
+    def _stop(self) -> None:
+        self.stopped += 1
+
+    def open(self, request: int, path: bytes, flags: int, handle: bytes) -> None:
+        self.watch.from_user(_packet(3, request, _string(path), _u32(flags), _u32(0)))
+        self.watch.from_node(_packet(102, request, _string(handle)))
+
+    def write(self, request: int, handle: bytes, data: bytes) -> None:
+        self.watch.from_user(_packet(6, request, _string(handle), _u64(0), _string(data)))
+        self.watch.from_node(_packet(101, request, OK))
+
+    def ask(self, kind: int, request: int, *parts: bytes, status: int = 0) -> None:
+        self.watch.from_user(_packet(kind, request, *parts))
+        self.watch.from_node(_packet(101, request, _u32(status), _string(b"x"), _string(b"")))
+
+    def close(self, request: int, handle: bytes) -> None:
+        self.ask(4, request, _string(handle))
+
+
+def _ext(name: bytes, *parts: bytes) -> tuple[bytes, ...]:
+    return (_string(name), *parts)
+
+
+def _write_then(step: str, sftp: _Sftp) -> None:
+    """A write to /etc/cron.d/x after ``step`` has tried to throw the watcher off."""
+    if step == "bad-utf8-mkdir":
+        sftp.ask(14, 1, _string(b"/tmp/\xff\xfe"), _u32(0), status=4)
+    elif step == "bad-utf8-open":
+        sftp.open(1, b"/tmp/\xff", READ, b"h0")
+    sftp.open(2, b"/etc/cron.d/x", WRITE | CREAT | TRUNC, b"h1")
+    sftp.write(3, b"h1", b"* * * * * root sh\n")
+    sftp.close(4, b"h1")
+
+
+@pytest.mark.parametrize("step", ["plain", "bad-utf8-mkdir", "bad-utf8-open"])
+def test_sftp_write_is_reported_after_undecodable_names(step: str) -> None:
+    sftp = _Sftp()
+    _write_then(step, sftp)
+    writes = [fields for _, fields in sftp.events if fields.get("path") == "/etc/cron.d/x"]
+    assert writes == [{"action": "write", "path": "/etc/cron.d/x", "length": 18}]
+    assert sftp.stopped == 0
+
+
+def test_sftp_undecodable_names_are_reported_escaped() -> None:
+    sftp = _Sftp()
+    sftp.ask(14, 1, _string(b"/tmp/\xff\xfe"), _u32(0), status=4)
+    [(outcome, fields)] = sftp.events
+    assert outcome == "W"
+    assert (fields["action"], fields["path"]) == ("mkdir", "/tmp/\\xff\\xfe")
+
+
+@pytest.mark.parametrize(
+    ("flags", "action"),
+    [
+        (READ, "read"),
+        (WRITE, "write"),
+        (CREAT, "write"),
+        (TRUNC, "write"),
+        (APPEND, "write"),
+        (READ | CREAT | TRUNC, "write"),
+    ],
+    ids=["read", "write", "creat", "trunc", "append", "read-creat-trunc"],
+)
+def test_sftp_open_flags_that_change_a_file_make_a_write(flags: int, action: str) -> None:
+    sftp = _Sftp()
+    sftp.open(1, b"/etc/f", flags, b"h")
+    sftp.close(2, b"h")
+    assert sftp.events == [("I", {"action": action, "path": "/etc/f", "length": 0})]
+
+
+def test_sftp_handles_never_closed_are_reported_at_the_end() -> None:
+    sftp = _Sftp()
+    sftp.open(1, b"/etc/cron.d/x", WRITE | CREAT, b"h1")
+    sftp.write(2, b"h1", b"payload")
+    sftp.open(3, b"/etc/passwd", READ, b"h2")
+    assert sftp.events == []
+    sftp.watch.finish()
+    assert sorted((f["action"], f["path"], f["length"]) for _, f in sftp.events) == [
+        ("read", "/etc/passwd", 0),
+        ("write", "/etc/cron.d/x", 7),
+    ]
+    sftp.watch.finish()  # once only
+    assert len(sftp.events) == 2
+
+
+@pytest.mark.parametrize(
+    ("parts", "expected"),
+    [
+        (
+            _ext(b"posix-rename@openssh.com", _string(b"/tmp/a"), _string(b"/etc/cron.d/a")),
+            {"action": "rename", "path": "/tmp/a", "target": "/etc/cron.d/a"},
+        ),
+        (
+            _ext(b"hardlink@openssh.com", _string(b"/tmp/a"), _string(b"/etc/cron.d/b")),
+            {"action": "hardlink", "path": "/tmp/a", "target": "/etc/cron.d/b"},
+        ),
+        (
+            _ext(b"lsetstat@openssh.com", _string(b"/etc/cron.d/a"), _u32(4), _u32(0o755)),
+            {"action": "lsetstat", "path": "/etc/cron.d/a"},
+        ),
+        (
+            _ext(b"frobnicate@example.com", b"anything"),
+            {"action": "extended", "name": "frobnicate@example.com"},
+        ),
+        (
+            _ext(b"\xffodd"),
+            {"action": "extended", "name": "\\xffodd"},
+        ),
+    ],
+    ids=["posix-rename", "hardlink", "lsetstat", "unknown", "undecodable-name"],
+)
+def test_sftp_extended_requests_are_reported(parts: tuple[bytes, ...], expected: Any) -> None:
+    sftp = _Sftp()
+    sftp.ask(200, 1, *parts)
+    assert sftp.events == [("I", expected)]
+
+
+def test_sftp_read_only_extended_queries_are_not_noise() -> None:
+    sftp = _Sftp()
+    sftp.ask(200, 1, *_ext(b"limits@openssh.com"))
+    sftp.ask(200, 2, *_ext(b"statvfs@openssh.com", _string(b"/")))
+    assert sftp.events == []
+
+
+def test_sftp_copy_data_and_fsetstat_name_the_files() -> None:
+    sftp = _Sftp()
+    sftp.open(1, b"/tmp/src", READ, b"r")
+    sftp.open(2, b"/etc/cron.d/x", WRITE, b"w")
+    copy = _ext(b"copy-data", _string(b"r"), _u64(0), _u64(0), _string(b"w"), _u64(0))
+    sftp.ask(200, 3, *copy)
+    sftp.ask(10, 4, _string(b"w"), _u32(4), _u32(0o755))  # FSETSTAT: chmod 755
+    assert sftp.events == [
+        ("I", {"action": "copy-data", "path": "/etc/cron.d/x", "source": "/tmp/src"}),
+        ("I", {"action": "fsetstat", "path": "/etc/cron.d/x"}),
+    ]
+
+
+@pytest.mark.parametrize(
+    "garbage",
+    [
+        _packet(3, 1, b"\x00\x00"),  # OPEN cut short
+        struct.pack(">I", 10**7) + b"\x03",  # longer than any packet
+    ],
+    ids=["truncated-open", "huge-packet"],
+)
+def test_sftp_stream_not_followed_is_reported_and_stopped(garbage: bytes) -> None:
+    sftp = _Sftp()
+    sftp.watch.from_user(garbage)
+    [(outcome, fields)] = sftp.events
+    assert outcome == "W"
+    assert fields["action"] == "unfollowed"
+    assert fields["error"]
+    assert sftp.stopped == 1
+    sftp.watch.from_user(garbage)  # reported once
+    assert len(sftp.events) == 1
+
+
+class _Scp:
+    def __init__(self, target: str = "/tmp/d", upload: bool = True) -> None:
+        self.events: Events = []
+        self.stopped = 0
+        self.watch = ScpWatch(
+            lambda outcome, fields: self.events.append((outcome, fields)), upload, target, True
+        )
+        self.watch.stop = self._stop
+
+    def _stop(self) -> None:
+        self.stopped += 1
+
+    def send(self, data: bytes) -> None:
+        (self.watch.from_user if self.watch.upload else self.watch.from_node)(data)
+
+
+@pytest.mark.parametrize(
+    ("stream", "expected"),
+    [
+        (
+            b"C0644 7 \xffbad\nsecret\n\0C0644 7 hidden\nsecret\n\0",
+            [("/tmp/d/\\xffbad", 7), ("/tmp/d/hidden", 7)],
+        ),
+        (b"C0755 3 run\nabc\0", [("/tmp/d/run", 3)]),
+        (b"D0755 0 sub\nC0644 1 f\nx\0E\n", [("/tmp/d/sub/f", 1)]),
+    ],
+    ids=["undecodable-first-name", "plain", "directory"],
+)
+def test_scp_files_are_reported(stream: bytes, expected: list[tuple[str, int]]) -> None:
+    scp = _Scp()
+    for at in range(0, len(stream), 5):  # in pieces, as a channel delivers it
+        scp.send(stream[at : at + 5])
+    assert [(f["path"], f["length"]) for _, f in scp.events] == expected
+    assert all(outcome == "I" for outcome, _ in scp.events)
+    assert scp.stopped == 0
+
+
+def test_scp_huge_length_is_reported_and_refused() -> None:
+    scp = _Scp()
+    scp.send(b"C0644 %d big\n" % 10**23)
+    [(outcome, fields)] = scp.events
+    assert outcome == "W"
+    assert (fields["action"], fields["path"], fields["length"]) == ("upload", "/tmp/d/big", 10**23)
+    assert scp.stopped == 1
+
+
+def test_scp_file_cut_short_is_reported_at_the_end() -> None:
+    scp = _Scp()
+    scp.send(b"C0644 1000000 big\n" + b"x" * 1000)
+    assert scp.events == []
+    scp.watch.finish()
+    [(outcome, fields)] = scp.events
+    assert outcome == "W"
+    assert (fields["path"], fields["length"]) == ("/tmp/d/big", 1000)
+    assert fields["error"]
+
+
+@pytest.mark.parametrize(
+    "line",
+    [b"C0644 notanumber f\n", b"C0644\n", b"C0644 -5 f\n", b"x" * 5000],
+    ids=["length-not-a-number", "no-fields", "negative-length", "endless-line"],
+)
+def test_scp_stream_not_followed_is_reported_and_stopped(line: bytes) -> None:
+    scp = _Scp()
+    scp.send(line)
+    [(outcome, fields)] = scp.events
+    assert outcome == "W"
+    assert fields["action"] == "unfollowed"
+    assert scp.stopped == 1
