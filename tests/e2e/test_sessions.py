@@ -708,3 +708,20 @@ def test_large_outputs_arrive_whole(site: Site) -> None:
         assert lines.returncode == 0, lines.stderr[-300:]
         assert lines.stdout.endswith(b"\n1999999\n2000000\n")
         assert lines.stdout.count(b"\n") == 2_000_000
+
+
+def test_finished_sessions_leave_no_unawaited_clean_up_in_the_agents_log(site: Site) -> None:
+    """asyncssh closes a redirected pipe with clean-up steps that only ``wait_closed`` runs;
+    the agent left them unawaited, and its log filled with RuntimeWarnings (newcomer, issue 14)."""
+    for n in range(3):
+        done = subprocess.run(
+            ["ssh", "-F", str(site.ssh_config), "web-1", "cat; echo done"],
+            input=f"line {n}\n".encode(),
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+        assert done.stdout == f"line {n}\ndone\n".encode(), done.stderr
+    assert site.ssh("echo hello").returncode == 0
+    site.node.kill(signal.SIGTERM)  # what is left unawaited is reported as the agent exits
+    assert "never awaited" not in site.node.log.read_text()
