@@ -261,3 +261,42 @@ def test_malformed_http_request_logs_one_short_line(cluster: Cluster, request_by
     told = [line for line in said.splitlines() if "http" in line.lower()]
     assert len(told) == 3, told  # one line a request
     assert all("malformed http request" in line and len(line) < 300 for line in told), told
+
+
+def test_default_forwarded_channel_cap_bounds_the_nodes_descriptors(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """The review's attack with the defaults: 1000 direct-tcpip channels on one connection.
+    64 are let in; the node holds a bounded number of descriptors for them."""
+    site = build_site(cluster, tmp_path)
+    assert site.node.process is not None
+    fds = Path(f"/proc/{site.node.process.pid}/fd")
+    before = len(list(fds.iterdir()))
+
+    async def flood() -> tuple[int, int, float]:
+        proxy, _key, _cert = await _proxy(site)
+        opened, reasons = [], set()
+        start = time.monotonic()
+        try:
+            for _ in range(1000):
+                try:
+                    opened.append(await proxy.open_connection("web-1", 22))
+                except asyncssh.ChannelOpenError as exc:
+                    reasons.add(exc.reason)
+            took = time.monotonic() - start
+            await asyncio.sleep(0.5)
+            held = len(list(fds.iterdir()))
+            for _, writer in opened:
+                writer.close()
+            assert all("too many forwarded channels" in reason for reason in reasons), reasons
+            return len(opened), held, took
+        finally:
+            proxy.close()
+
+    try:
+        accepted, held, took = asyncio.run(asyncio.wait_for(flood(), 120))
+    finally:
+        site.node.kill()
+    print(f"{accepted} of 1000 channels opened in {took:.1f}s; node fds {before} -> {held}")
+    assert accepted == 64
+    assert held - before <= 64 * 2 + 8, (before, held)
