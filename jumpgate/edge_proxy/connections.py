@@ -26,6 +26,7 @@ import asyncio
 import ipaddress
 import logging
 import ssl
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -87,6 +88,29 @@ def source_key(peer: Any) -> str:
 
 
 @dataclass
+class LogThrottle:
+    """At most one line a second for one kind of refusal: an attacker's flood of refused
+    connections or channels must not become a flood of log lines (the counters count all)."""
+
+    every: float = 1.0  # seconds between lines
+    _next: float = 0.0
+    _unlogged: int = 0
+
+    def due(self) -> int | None:
+        """The refusals not logged since the last line, if a line is due now; else ``None``."""
+        now = time.monotonic()
+        if now < self._next:
+            self._unlogged += 1
+            return None
+        self._next = now + self.every
+        unlogged, self._unlogged = self._unlogged, 0
+        return unlogged
+
+
+_CHANNEL_REFUSALS = LogThrottle()  # all connections' channel refusals, one line a second
+
+
+@dataclass
 class Admission:
     """One admitted connection's place in its gate: unauthenticated until ``authenticated``,
     given back by ``release`` (both idempotent)."""
@@ -129,6 +153,7 @@ class SourceGate:
     live: Counter[str] = field(default_factory=Counter)
     unauthenticated: Counter[str] = field(default_factory=Counter)
     unauthenticated_total: int = 0  # handshakes in progress, all sources
+    throttle: LogThrottle = field(default_factory=LogThrottle)
 
     def admit(self, peer: Any) -> Admission | None:
         """An admission for a connection from ``peer`` (a socket address), or ``None`` (and
@@ -148,16 +173,19 @@ class SourceGate:
             self.unauthenticated_total += 1
             return Admission(self, source)
         self.refused[self.listener] += 1
-        logger.warning(
-            why,
-            extra={
-                "listener": self.listener,
-                "source": source,
-                "live": self.live[source],
-                "unauthenticated": self.unauthenticated[source],
-                "unauthenticated_total": self.unauthenticated_total,
-            },
-        )
+        unlogged = self.throttle.due()
+        if unlogged is not None:
+            logger.warning(
+                why,
+                extra={
+                    "listener": self.listener,
+                    "source": source,
+                    "live": self.live[source],
+                    "unauthenticated": self.unauthenticated[source],
+                    "unauthenticated_total": self.unauthenticated_total,
+                    "refused_unlogged": unlogged,  # since the last line (one a second at most)
+                },
+            )
         return None
 
 
@@ -176,10 +204,12 @@ class ChannelSlots:
 
     def take(self) -> Callable[[], None]:
         if self.held >= self.limit:
-            logger.info(
-                "channel refused: too many on one connection",
-                extra={"kind": self.kind, "limit": self.limit},
-            )
+            unlogged = _CHANNEL_REFUSALS.due()
+            if unlogged is not None:
+                logger.info(
+                    "channel refused: too many on one connection",
+                    extra={"kind": self.kind, "limit": self.limit, "refused_unlogged": unlogged},
+                )
             raise asyncssh.ChannelOpenError(
                 asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED,
                 f"too many {self.kind} on this connection (at most {self.limit} open at once):"

@@ -134,3 +134,15 @@ def test_connection_limits_reach_the_proxy_in_seconds(tmp_path: Path) -> None:
     assert (
         limits.max_unauthenticated_per_source == ConnectionLimits().max_unauthenticated_per_source
     )
+
+
+def test_a_flood_of_refusals_logs_a_line_a_second(caplog: pytest.LogCaptureFixture) -> None:
+    """Every refusal is counted, but a flood of them is not a flood of log lines."""
+    gate = _gate(total=1, unauthenticated=1)
+    assert gate.admit(PEER) is not None
+    with caplog.at_level("INFO", logger="jumpgate.edge_proxy.connections"):
+        for _ in range(1000):
+            assert gate.admit(PEER) is None
+    lines = [r for r in caplog.records if r.getMessage().startswith("connection refused")]
+    assert gate.refused["ssh"] == 1000
+    assert len(lines) == 1, len(lines)
