@@ -4,9 +4,16 @@ connection may take to say who it is (decision 0019).
 Each listener (web 3080, users' SSH 3023, node tunnels 3024) has a ``SourceGate``: a
 connection is admitted at accept, before any TLS or SSH work, unless its source address
 already holds ``max_per_source`` connections there, or ``max_unauthenticated_per_source``
-that have not yet got past their handshake (an HTTPS request head, an SSH login). A refused
-connection is closed at once, logged and counted; nothing else is spent on it. This is
-OpenSSH's ``MaxStartups`` and Teleport's ``connection_limits.max_connections``, per source.
+that have not yet got past their handshake (an HTTPS request head, an SSH login), or the
+listener already holds ``max_unauthenticated`` such connections from all sources together. A
+refused connection is closed at once, logged and counted; nothing else is spent on it. This
+is OpenSSH's ``MaxStartups`` and Teleport's ``connection_limits.max_connections``. A source is
+an IPv4 address, or an IPv6 /64 (one host is routinely given a whole /64, so counting per
+/128 would give it 2**64 quotas); an IPv4-mapped IPv6 address counts as its IPv4 address.
+
+``ChannelSlots`` caps the channels one user connection holds open at once (sessions, and
+forwarded ``direct-tcpip`` channels), as OpenSSH's ``MaxSessions``: each one spliced to a
+node costs the node a connection.
 
 The HTTPS front also gets the deadlines aiohttp lacks: ``BoundedHTTPS`` accepts plain TCP,
 runs the TLS handshake itself under ``tls_handshake_timeout``, and cuts a connection that has
@@ -16,8 +23,10 @@ web front's middleware gives a request's body ``body_timeout``.
 """
 
 import asyncio
+import ipaddress
 import logging
 import ssl
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,6 +34,7 @@ from typing import Any, TypeVar
 
 import asyncssh
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 logger = logging.getLogger(__name__)
 
@@ -40,15 +50,64 @@ class ConnectionLimits:
     idle_timeout: float = 20.0  # seconds an HTTPS keep-alive connection may wait between requests
     tls_handshake_timeout: float = 10.0  # seconds for the HTTPS TLS handshake
     login_grace: float = 30.0  # seconds an SSH client has to authenticate (LoginGraceTime)
+    max_unauthenticated: int = 2048  # handshakes one listener holds from all sources together
+    max_sessions_per_connection: int = 10  # session channels open at once on one user connection
+    max_forwards_per_connection: int = 64  # direct-tcpip channels open at once on one connection
 
     def __post_init__(self) -> None:
-        if self.max_per_source < 1 or self.max_unauthenticated_per_source < 1:
+        caps = (
+            self.max_per_source,
+            self.max_unauthenticated_per_source,
+            self.max_unauthenticated,
+            self.max_sessions_per_connection,
+            self.max_forwards_per_connection,
+        )
+        if min(caps) < 1:
             raise ValueError("connection caps must be at least 1")
         timeouts = (self.header_timeout, self.body_timeout, self.idle_timeout)
         if min(*timeouts, self.tls_handshake_timeout) <= 0:
             raise ValueError("timeouts must be positive")
         if self.login_grace <= 0:
             raise ValueError("the login grace time must be positive")
+
+
+def source_key(peer: Any) -> str:
+    """Which source ``peer`` (a socket address) counts as: an IPv4 address, or an IPv6 /64
+    (an IPv4-mapped IPv6 address is its IPv4 address)."""
+    host = str(peer[0]) if isinstance(peer, tuple) and peer else "unknown"
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        bare = ipaddress.IPv6Address(int(address))  # no scope id: fe80::1%eth0 is fe80::/64
+        return str(ipaddress.IPv6Network((bare, 64), strict=False))
+    return str(address)
+
+
+@dataclass
+class LogThrottle:
+    """At most one line a second for one kind of refusal: an attacker's flood of refused
+    connections or channels must not become a flood of log lines (the counters count all)."""
+
+    every: float = 1.0  # seconds between lines
+    _next: float = 0.0
+    _unlogged: int = 0
+
+    def due(self) -> int | None:
+        """The refusals not logged since the last line, if a line is due now; else ``None``."""
+        now = time.monotonic()
+        if now < self._next:
+            self._unlogged += 1
+            return None
+        self._next = now + self.every
+        unlogged, self._unlogged = self._unlogged, 0
+        return unlogged
+
+
+_CHANNEL_REFUSALS = LogThrottle()  # all connections' channel refusals, one line a second
 
 
 @dataclass
@@ -66,6 +125,7 @@ class Admission:
         if not self.proven and not self.released:
             self.proven = True
             self.gate.unauthenticated[self.source] -= 1
+            self.gate.unauthenticated_total -= 1
 
     def release(self) -> None:
         """The connection is gone."""
@@ -75,6 +135,7 @@ class Admission:
         gate = self.gate
         if not self.proven:
             gate.unauthenticated[self.source] -= 1
+            gate.unauthenticated_total -= 1
         gate.live[self.source] -= 1
         for counter in (gate.live, gate.unauthenticated):
             if counter[self.source] <= 0:
@@ -83,37 +144,86 @@ class Admission:
 
 @dataclass
 class SourceGate:
-    """Counts one listener's connections per source address and refuses those over the caps."""
+    """Counts one listener's connections per source, and its handshakes in all, and refuses
+    those over the caps."""
 
     listener: str  # web | ssh | tunnel: the metric label and what the log line names
     limits: ConnectionLimits
     refused: Counter[str]  # refusals by listener, shared by the proxy's gates for /metrics
     live: Counter[str] = field(default_factory=Counter)
     unauthenticated: Counter[str] = field(default_factory=Counter)
+    unauthenticated_total: int = 0  # handshakes in progress, all sources
+    throttle: LogThrottle = field(default_factory=LogThrottle)
 
     def admit(self, peer: Any) -> Admission | None:
         """An admission for a connection from ``peer`` (a socket address), or ``None`` (and
-        a log line) when its source is over a cap."""
-        source = str(peer[0]) if isinstance(peer, tuple) and peer else "unknown"
+        a log line) when its source, or the listener, is over a cap."""
+        source = source_key(peer)
         limits = self.limits
-        if (
+        if self.unauthenticated_total >= limits.max_unauthenticated:
+            why = "connection refused: too many unauthenticated connections on this listener"
+        elif (
             self.live[source] >= limits.max_per_source
             or self.unauthenticated[source] >= limits.max_unauthenticated_per_source
         ):
-            self.refused[self.listener] += 1
+            why = "connection refused: too many from one source"
+        else:
+            self.live[source] += 1
+            self.unauthenticated[source] += 1
+            self.unauthenticated_total += 1
+            return Admission(self, source)
+        self.refused[self.listener] += 1
+        unlogged = self.throttle.due()
+        if unlogged is not None:
             logger.warning(
-                "connection refused: too many from one source",
+                why,
                 extra={
                     "listener": self.listener,
                     "source": source,
                     "live": self.live[source],
                     "unauthenticated": self.unauthenticated[source],
+                    "unauthenticated_total": self.unauthenticated_total,
+                    "refused_unlogged": unlogged,  # since the last line (one a second at most)
                 },
             )
-            return None
-        self.live[source] += 1
-        self.unauthenticated[source] += 1
-        return Admission(self, source)
+        return None
+
+
+@dataclass
+class ChannelSlots:
+    """The channels of one kind open at once on one SSH connection, capped (``MaxSessions``).
+
+    ``take`` claims a slot when a channel is asked for, before any work is done for it, and
+    raises the SSH open failure the client is shown when none is free; the slot comes back
+    by the returned callable (idempotent), when the channel closes or its opening fails.
+    """
+
+    kind: str  # sessions | forwarded channels: what the refusal names
+    limit: int  # how many may be open at once
+    held: int = 0
+
+    def take(self) -> Callable[[], None]:
+        if self.held >= self.limit:
+            unlogged = _CHANNEL_REFUSALS.due()
+            if unlogged is not None:
+                logger.info(
+                    "channel refused: too many on one connection",
+                    extra={"kind": self.kind, "limit": self.limit, "refused_unlogged": unlogged},
+                )
+            raise asyncssh.ChannelOpenError(
+                asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED,
+                f"too many {self.kind} on this connection (at most {self.limit} open at once):"
+                " close one, or open another connection",
+            )
+        self.held += 1
+        given: list[bool] = []
+
+        def give_back() -> None:
+            if not given:
+                given.append(True)
+                self.held -= 1
+
+        return give_back
 
 
 S = TypeVar("S", bound=asyncssh.SSHServer)
@@ -342,3 +452,32 @@ class BoundedSite(web.BaseSite):
         self._server = await loop.create_server(
             self._https, self._host, self._port, backlog=self._backlog
         )
+
+
+class MalformedRequests(logging.Filter):
+    """Turns aiohttp's report of a request it could not parse (an ERROR with a 900-byte
+    traceback, once per request: a cheap way to flood the log) into one short info line.
+
+    A bad request is the client's fault and is answered 400; an operator needs to know it
+    happened, and from where, not aiohttp's stack. Other reports (a handler's real error)
+    pass unchanged.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError):
+            said = str(exc.message).strip().splitlines()
+            record.msg = "malformed http request: %s"
+            record.args = ((said[0] if said else type(exc).__name__)[:120],)
+            record.levelno, record.levelname = logging.INFO, "INFO"
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+def http_logger() -> logging.Logger:
+    """The logger for the web front's aiohttp protocol (its ``logger``), with malformed
+    requests told in one line."""
+    http = logging.getLogger(f"{__name__}.http")
+    if not any(isinstance(each, MalformedRequests) for each in http.filters):
+        http.addFilter(MalformedRequests())
+    return http

@@ -21,7 +21,7 @@ import logging
 import uuid
 import weakref
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -30,7 +30,7 @@ import asyncssh
 from asyncssh.stream import SSHTCPStreamSession
 
 from jumpgate.edge_proxy import audit_intake, recordings
-from jumpgate.edge_proxy.connections import ConnectionLimits, SourceGate, gated
+from jumpgate.edge_proxy.connections import ChannelSlots, ConnectionLimits, SourceGate, gated
 from jumpgate.edge_proxy.control import ControlPlaneClient, ControlPlaneError
 from jumpgate.edge_proxy.dialback import DialBack
 from jumpgate.edge_proxy.peering import Peering, PeerRefused
@@ -453,7 +453,8 @@ class Caller:
 
 
 class _UserServer(asyncssh.SSHServer):
-    """One user's connection to the proxy."""
+    """One user's connection to the proxy; it may hold only so many channels open at once
+    (each spliced to a node costs the node a connection)."""
 
     def __init__(self, fronts: "SSHFronts") -> None:
         self.fronts = fronts
@@ -461,6 +462,9 @@ class _UserServer(asyncssh.SSHServer):
         self.tenant: str | None = None
         self.caller: Caller | None = None
         self._login = ""
+        limits = fronts.limits
+        self._sessions = ChannelSlots("sessions", limits.max_sessions_per_connection)
+        self._forwards = ChannelSlots("forwarded channels", limits.max_forwards_per_connection)
 
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
         self._conn = conn
@@ -502,23 +506,41 @@ class _UserServer(asyncssh.SSHServer):
             _check_port(dest_port)
         except ValueError as exc:
             raise Refused(str(exc)).channel_error() from None
-        return self._open(dest_host)
+        return self._open(dest_host, self._forwards.take())
 
-    async def _open(self, name: str) -> ChannelSide:
+    async def _open(self, name: str, give_back: Callable[[], None]) -> ChannelSide:
         splice = Splice(on_end=self.fronts.ended)
         try:
             target, caller = await self.route(name)
             await self.fronts.connect(target, caller, splice)
         except Refused as exc:
+            give_back()
             raise exc.channel_error() from None
+        except BaseException:
+            give_back()
+            raise
         assert isinstance(splice.user, ChannelSide)
+        _on_close(splice.user, give_back)
         return splice.user
 
     def session_requested(self) -> "_SessionSide":
         """``ssh -s proxy:NODE:PORT`` (OpenSSH ProxyCommand): the session becomes the stream."""
+        give_back = self._sessions.take()
         splice = Splice(lambda splice: _SessionSide(splice, self), on_end=self.fronts.ended)
         assert isinstance(splice.user, _SessionSide)
+        _on_close(splice.user, give_back)
         return splice.user
+
+
+def _on_close(side: ChannelSide, give_back: Callable[[], None]) -> None:
+    """Call ``give_back`` when the user's channel under ``side`` closes, however it ends."""
+    lost = side.connection_lost
+
+    def connection_lost(exc: Exception | None) -> None:
+        give_back()
+        lost(exc)
+
+    side.connection_lost = connection_lost  # type: ignore[method-assign]
 
 
 class Refused(Exception):

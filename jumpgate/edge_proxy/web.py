@@ -13,7 +13,12 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from jumpgate.edge_proxy.connections import BoundedHTTPS, BoundedSite, ConnectionLimits
+from jumpgate.edge_proxy.connections import (
+    BoundedHTTPS,
+    BoundedSite,
+    ConnectionLimits,
+    http_logger,
+)
 from jumpgate.edge_proxy.events import Invoke, decode_response, http_event
 from jumpgate.edge_proxy.limits import (
     ANONYMOUS_PATHS,
@@ -122,6 +127,7 @@ class WebFront:
             handle_signals=False,
             keepalive_timeout=self._limits.idle_timeout,
             lingering_time=LINGER_SECONDS,
+            logger=http_logger(),  # a malformed request is one info line, not a traceback
         )
         await self._runner.setup()
         assert self._runner.server is not None

@@ -39,6 +39,8 @@ NO_LOGIN_SHELLS = frozenset({"nologin", "false"})
 """A login with one of these shells gets no session of any kind, transfers included (sshd
 runs even scp through the login's shell, which refuses)."""
 AGENT_STOPPED = "the agent stopped"
+MAX_SESSIONS = 10
+"""Session channels one user connection may hold open at once (OpenSSH's ``MaxSessions``)."""
 
 
 class LiveSessions:
@@ -84,7 +86,13 @@ def _say(process: asyncssh.SSHServerProcess[bytes], message: str) -> None:
 
 
 class NodeServer(asyncssh.SSHServer):
-    """One user connection arriving through the tunnel."""
+    """One user connection arriving through the tunnel.
+
+    It may hold ``max_sessions`` session channels open at once (OpenSSH's ``MaxSessions``,
+    10): each one is a process, and a descriptor or more, on this node. The proxy cannot
+    count them: it carries the user's SSH connection end to end, bytes it cannot read.
+    Nothing else is served on it (no forwarding: asyncssh refuses those by default).
+    """
 
     def __init__(
         self,
@@ -92,12 +100,15 @@ class NodeServer(asyncssh.SSHServer):
         audit: events.EventSink,
         uploads: Uploader,
         live: LiveSessions | None = None,
+        max_sessions: int = MAX_SESSIONS,
     ) -> None:
         self._user_ca_keys = {key.split()[1] for key in user_ca_keys}
         self.audit = audit
         self.uploads = uploads
         self.live = live if live is not None else LiveSessions()
         self._conn: asyncssh.SSHServerConnection | None = None
+        self._max_sessions = max_sessions
+        self._sessions = 0  # session channels open on this connection
         # The effective user, not $USER: an agent started by sudo or setpriv keeps root's env.
         self._own_user = pwd.getpwuid(os.geteuid()).pw_name
 
@@ -115,7 +126,25 @@ class NodeServer(asyncssh.SSHServer):
         return True
 
     def session_requested(self) -> "asyncssh.SSHServerSession[bytes]":
-        return _NodeSession(handle_process, None, 0, False)
+        if self._sessions >= self._max_sessions:
+            logger.info(
+                "session refused: too many on one connection", extra={"limit": self._max_sessions}
+            )
+            raise asyncssh.ChannelOpenError(
+                asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED,
+                f"too many sessions on this connection (at most {self._max_sessions} open at"
+                " once): close one, or open another connection",
+            )
+        self._sessions += 1
+        session = _NodeSession(handle_process, None, 0, False)
+        lost = session.connection_lost
+
+        def connection_lost(exc: Exception | None) -> None:
+            self._sessions -= 1
+            lost(exc)
+
+        session.connection_lost = connection_lost  # type: ignore[method-assign]
+        return session
 
     def validate_ca_key(self, username: str, key: asyncssh.SSHKey) -> bool:
         if os.geteuid() != 0 and username != self._own_user:

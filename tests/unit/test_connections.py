@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from jumpgate.cli.daemon.config import ConfigError, load
-from jumpgate.edge_proxy.connections import ConnectionLimits, SourceGate
+from jumpgate.edge_proxy.connections import ConnectionLimits, SourceGate, source_key
 
 PEER = ("192.0.2.7", 50000)
 OTHER = ("192.0.2.8", 50001)
@@ -44,6 +44,54 @@ def test_release_is_idempotent_and_forgets_idle_sources() -> None:
     assert gate.admit(PEER) is not None
 
 
+def test_ipv6_sources_are_keyed_on_their_64() -> None:
+    """One host holds a whole /64: each address in it is the same source."""
+    gate = _gate(total=4, unauthenticated=2)
+    assert gate.admit(("2001:db8:1:2::1", 22, 0, 0)) is not None
+    assert gate.admit(("2001:db8:1:2:ffff:ffff:ffff:fffe", 22, 0, 0)) is not None
+    assert gate.admit(("2001:db8:1:2:abcd::7", 22, 0, 0)) is None, "a /64 got a 3rd handshake"
+    assert gate.admit(("2001:db8:1:3::1", 22, 0, 0)) is not None, "the next /64 was refused"
+
+
+@pytest.mark.parametrize(
+    ("address", "key"),
+    [
+        ("192.0.2.7", "192.0.2.7"),
+        ("::ffff:192.0.2.7", "192.0.2.7"),
+        ("2001:db8:1:2:3:4:5:6", "2001:db8:1:2::/64"),
+        ("fe80::1%eth0", "fe80::/64"),
+        ("not-an-address", "not-an-address"),
+    ],
+)
+def test_source_key(address: str, key: str) -> None:
+    assert source_key((address, 22)) == key
+
+
+def test_ipv4_mapped_and_plain_ipv4_are_one_source() -> None:
+    gate = _gate(total=4, unauthenticated=1)
+    assert gate.admit(("::ffff:192.0.2.7", 22, 0, 0)) is not None
+    assert gate.admit(PEER) is None, "the same IPv4 host, mapped, counted as another source"
+
+
+def test_global_unauthenticated_cap_spans_sources() -> None:
+    limits = ConnectionLimits(max_unauthenticated_per_source=2, max_unauthenticated=3)
+    gate = SourceGate("web", limits, Counter())
+    admitted = [gate.admit((f"192.0.2.{n}", 1)) for n in (1, 1, 2)]
+    assert all(admitted)
+    assert gate.admit(("192.0.2.3", 1)) is None, "a 4th handshake was let in (global cap 3)"
+    first = admitted[0]
+    assert first is not None
+    first.authenticated()
+    assert gate.admit(("192.0.2.3", 1)) is not None, "an authenticated one still counted"
+    assert gate.admit(("192.0.2.4", 1)) is None
+    for each in admitted:
+        assert each is not None
+        each.release()
+        each.release()
+    assert gate.admit(("192.0.2.4", 1)) is not None
+    assert gate.unauthenticated_total == 2
+
+
 @pytest.mark.parametrize(
     ("section", "named"),
     [
@@ -52,8 +100,11 @@ def test_release_is_idempotent_and_forgets_idle_sources() -> None:
         ("{header_timeout: 10}", "header_timeout"),
         ("{idle_timeout: 0s}", "idle_timeout"),
         ("{login_grace: 30s}", "unknown key(s) login_grace"),
+        ("{max_unauthenticated_connections: 0}", "max_unauthenticated_connections"),
+        ("{max_sessions_per_connection: -1}", "max_sessions_per_connection"),
+        ("{max_forwarded_channels_per_connection: x}", "max_forwarded_channels_per_connection"),
     ],
-    ids=["zero-cap", "text-cap", "no-unit", "zero-timeout", "misspelt"],
+    ids=["zero-cap", "text-cap", "no-unit", "zero-timeout", "misspelt", "global", "sess", "fwd"],
 )
 def test_bad_connection_limits_are_one_line_naming_the_key(
     tmp_path: Path, section: str, named: str
@@ -70,12 +121,28 @@ def test_connection_limits_reach_the_proxy_in_seconds(tmp_path: Path) -> None:
     config = tmp_path / "jumpgate.yaml"
     config.write_text(
         "connection_limits: {max_connections_per_source: 9, header_timeout: 1m30s,"
-        " login_grace_time: 5s}\n"
+        " login_grace_time: 5s, max_unauthenticated_connections: 100,"
+        " max_sessions_per_connection: 4, max_forwarded_channels_per_connection: 8}\n"
     )
     limits = load(config, {}).connection_limits.limits()
     assert limits.max_per_source == 9
     assert limits.header_timeout == 90
     assert limits.login_grace == 5
+    assert limits.max_unauthenticated == 100
+    assert limits.max_sessions_per_connection == 4
+    assert limits.max_forwards_per_connection == 8
     assert (
         limits.max_unauthenticated_per_source == ConnectionLimits().max_unauthenticated_per_source
     )
+
+
+def test_a_flood_of_refusals_logs_a_line_a_second(caplog: pytest.LogCaptureFixture) -> None:
+    """Every refusal is counted, but a flood of them is not a flood of log lines."""
+    gate = _gate(total=1, unauthenticated=1)
+    assert gate.admit(PEER) is not None
+    with caplog.at_level("INFO", logger="jumpgate.edge_proxy.connections"):
+        for _ in range(1000):
+            assert gate.admit(PEER) is None
+    lines = [r for r in caplog.records if r.getMessage().startswith("connection refused")]
+    assert gate.refused["ssh"] == 1000
+    assert len(lines) == 1, len(lines)

@@ -67,8 +67,9 @@ class ControlPlaneConfig:
 
 @dataclass(frozen=True)
 class ConnectionLimitsConfig:
-    """What the proxy's listeners (web, users' SSH, node tunnels) allow one source address,
-    and how long a client may take to say who it is (decision 0019)."""
+    """What the proxy's listeners (web, users' SSH, node tunnels) allow one source (an IPv4
+    address or an IPv6 /64) and all sources together, how long a client may take to say who
+    it is, and how many channels one user connection may hold open (decision 0019)."""
 
     max_connections_per_source: int = 4096  # live connections one address may hold per listener
     max_unauthenticated_per_source: int = 512  # of those, not yet past TLS + request head or login
@@ -77,9 +78,18 @@ class ConnectionLimitsConfig:
     idle_timeout: str = "20s"  # HTTPS: a keep-alive connection idle this long is closed
     tls_handshake_timeout: str = "10s"  # HTTPS: the TLS handshake within this, or cut
     login_grace_time: str = "30s"  # SSH: authenticated within this, or cut (LoginGraceTime)
+    max_unauthenticated_connections: int = 2048  # per listener, all sources (MaxStartups)
+    max_sessions_per_connection: int = 10  # users' SSH: session channels open at once
+    max_forwarded_channels_per_connection: int = 64  # users' SSH: direct-tcpip open at once
 
     def __post_init__(self) -> None:
-        for key in ("max_connections_per_source", "max_unauthenticated_per_source"):
+        for key in (
+            "max_connections_per_source",
+            "max_unauthenticated_per_source",
+            "max_unauthenticated_connections",
+            "max_sessions_per_connection",
+            "max_forwarded_channels_per_connection",
+        ):
             value = getattr(self, key)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"connection_limits.{key}: must be a whole number >= 1")
@@ -112,6 +122,9 @@ class ConnectionLimitsConfig:
             idle_timeout=seconds["idle_timeout"],
             tls_handshake_timeout=seconds["tls_handshake_timeout"],
             login_grace=seconds["login_grace_time"],
+            max_unauthenticated=self.max_unauthenticated_connections,
+            max_sessions_per_connection=self.max_sessions_per_connection,
+            max_forwards_per_connection=self.max_forwarded_channels_per_connection,
         )
 
 

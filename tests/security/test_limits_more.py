@@ -1,0 +1,302 @@
+"""Issue 14, the adversarial review of decision 0019's bounds.
+
+The per-source caps held many addresses at 512 handshakes each with nothing over them all;
+one SSH connection opened 1000 channels to a node (1000 descriptors held on the agent);
+and every malformed HTTP request logged a 900-byte traceback at ERROR. Each test re-runs
+one of those against a real daemon on loopback (127.0.0.2, 127.0.0.3: other sources).
+"""
+
+import asyncio
+import os
+import select
+import socket
+import ssl
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import asyncssh
+import pytest
+
+from jumpgate.cli.common import profile
+from tests.e2e.conftest import LOGIN, Cluster, Site, build_site, http_get, wait_for_line
+from tests.support import free_port
+
+pytestmark = [pytest.mark.net, pytest.mark.e2e]
+
+
+def _cluster(tmp_path: Path, extra: str = "") -> Cluster:
+    return Cluster(tmp_path, free_port(), free_port(), free_port(), free_port(), extra_config=extra)
+
+
+def _open(port: int, source: str) -> socket.socket:
+    return socket.create_connection(("127.0.0.1", port), timeout=10, source_address=(source, 0))
+
+
+def _refused(sock: socket.socket, seconds: float = 2.0) -> bool:
+    """Whether the server closed a fresh connection straight away."""
+    readable, _, _ = select.select([sock], [], [], seconds)
+    if not readable:
+        return False
+    try:
+        return sock.recv(1024, socket.MSG_PEEK) == b""
+    except OSError:
+        return True
+
+
+@pytest.fixture
+def global_cap(tmp_path: Path) -> Iterator[Cluster]:
+    """3 unauthenticated connections a listener in all, 2 from any one source."""
+    running = _cluster(
+        tmp_path,
+        "connection_limits:\n"
+        "  max_unauthenticated_per_source: 2\n"
+        "  max_unauthenticated_connections: 3\n",
+    )
+    running.start()
+    yield running
+    running.stop()
+
+
+@pytest.mark.parametrize("listener", ["web", "ssh", "tunnel"])
+def test_global_unauthenticated_cap_refuses_a_fresh_source(
+    global_cap: Cluster, listener: str
+) -> None:
+    port = {"web": global_cap.port, "ssh": global_cap.ssh_port, "tunnel": global_cap.tunnel_port}[
+        listener
+    ]
+    offset = len(global_cap.log.read_text())
+    held = [_open(port, "127.0.0.1"), _open(port, "127.0.0.1"), _open(port, "127.0.0.2")]
+    try:
+        for sock in held:
+            assert not _refused(sock, 0.5), f"{listener}: a connection under the caps was closed"
+        with _open(port, "127.0.0.3") as extra:
+            assert _refused(extra), f"{listener}: a 4th handshake was let in (global cap 3)"
+        held.pop().close()
+        time.sleep(0.3)
+        with _open(port, "127.0.0.3") as again:
+            assert not _refused(again, 0.5), f"{listener}: a freed slot was not given back"
+    finally:
+        for sock in held:
+            sock.close()
+    assert global_cap.process is not None
+    wait_for_line(global_cap.log, "connection refused", global_cap.process, offset=offset)
+    said = global_cap.log.read_text()[offset:]
+    assert "too many unauthenticated connections" in said
+    status, metrics = http_get(global_cap.diag_port, "/metrics")
+    assert status == 200
+    assert f'jumpgate_proxy_connections_refused_total{{listener="{listener}"' in metrics
+
+
+async def _proxy(site: Site) -> tuple[asyncssh.SSHClientConnection, asyncssh.SSHKey, object]:
+    home = site.admin.env["JUMPGATE_HOME"]
+    os.environ["JUMPGATE_HOME"] = home
+    current = profile.current()
+    key = asyncssh.import_private_key(current.key_path.read_bytes())
+    cert = asyncssh.import_certificate(current.certificate())
+    proxy = await asyncssh.connect(
+        "127.0.0.1",
+        site.cluster.ssh_port,
+        username=LOGIN,
+        client_keys=[(key, cert)],
+        known_hosts=None,
+    )
+    return proxy, key, cert
+
+
+def test_eleventh_session_on_one_node_connection_is_refused(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """MaxSessions at the node: the proxy only carries the inner connection's bytes, so the
+    node counts its own channels."""
+    site = build_site(cluster, tmp_path)
+
+    async def sessions() -> None:
+        proxy, key, cert = await _proxy(site)
+        node = await asyncssh.connect(
+            "web-1",
+            22,
+            tunnel=proxy,
+            username=LOGIN,
+            client_keys=[(key, cert)],
+            known_hosts=None,
+        )
+        try:
+            held = [await node.create_process("sleep 60") for _ in range(10)]
+            with pytest.raises(asyncssh.ChannelOpenError) as refused:
+                await node.create_process("sleep 60")
+            assert "too many sessions on this connection" in refused.value.reason
+            assert "10" in refused.value.reason
+            first = held.pop(0)
+            first.close()
+            await first.wait_closed()
+            await asyncio.sleep(0.2)
+            again = await node.create_process("echo again")
+            assert (await again.wait(check=False)).stdout == "again\n"
+            for process in held:
+                process.close()
+        finally:
+            node.close()
+            proxy.close()
+
+    try:
+        asyncio.run(asyncio.wait_for(sessions(), 60))
+    finally:
+        site.node.kill()
+
+
+@pytest.fixture
+def channel_caps(tmp_path: Path) -> Iterator[Site]:
+    running = _cluster(
+        tmp_path,
+        "connection_limits:\n"
+        "  max_sessions_per_connection: 2\n"
+        "  max_forwarded_channels_per_connection: 3\n",
+    )
+    running.start()
+    site = build_site(running, tmp_path)
+    yield site
+    site.node.kill()
+    running.stop()
+
+
+def test_proxy_caps_forwarded_channels_per_connection(channel_caps: Site) -> None:
+    async def forwards() -> None:
+        proxy, _key, _cert = await _proxy(channel_caps)
+        try:
+            held = [await proxy.open_connection("web-1", 22) for _ in range(3)]
+            for reader, _ in held:  # each reached the node: its SSH version line
+                assert (await asyncio.wait_for(reader.readline(), 10)).startswith(b"SSH-2.0")
+            with pytest.raises(asyncssh.ChannelOpenError) as refused:
+                await proxy.open_connection("web-1", 22)
+            assert "too many forwarded channels on this connection" in refused.value.reason
+            assert "3" in refused.value.reason
+            _, writer = held.pop()
+            writer.close()
+            await asyncio.sleep(0.5)
+            reader, writer = await proxy.open_connection("web-1", 22)
+            assert (await asyncio.wait_for(reader.readline(), 10)).startswith(b"SSH-2.0")
+            writer.close()
+            for _, other in held:
+                other.close()
+        finally:
+            proxy.close()
+
+    asyncio.run(asyncio.wait_for(forwards(), 60))
+
+
+def test_proxy_caps_session_channels_per_connection(channel_caps: Site) -> None:
+    async def sessions() -> None:
+        proxy, _key, _cert = await _proxy(channel_caps)
+        try:
+            held = [
+                await proxy.create_process(subsystem="proxy:web-1:22", encoding=None)
+                for _ in range(2)
+            ]
+            for process in held:
+                line = await asyncio.wait_for(process.stdout.readline(), 10)
+                assert line.startswith(b"SSH-2.0")
+            with pytest.raises(asyncssh.ChannelOpenError) as refused:
+                await proxy.create_process(subsystem="proxy:web-1:22", encoding=None)
+            assert "too many sessions on this connection" in refused.value.reason
+            first = held.pop(0)
+            first.close()
+            await first.wait_closed()
+            await asyncio.sleep(0.5)
+            again = await proxy.create_process(subsystem="proxy:web-1:22", encoding=None)
+            assert (await asyncio.wait_for(again.stdout.readline(), 10)).startswith(b"SSH-2.0")
+            again.close()
+            for process in held:
+                process.close()
+        finally:
+            proxy.close()
+
+    asyncio.run(asyncio.wait_for(sessions(), 60))
+
+
+def _tls() -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def _exchange(port: int, request: bytes) -> bytes:
+    """Send ``request`` (its ``|``-separated parts after an answer each) and read till closed."""
+    raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+    with _tls().wrap_socket(raw, server_hostname="acme.localhost") as sock:
+        *before, last = request.split(b"|")
+        for part in before:
+            sock.sendall(part)
+            assert sock.recv(65536).startswith(b"HTTP/1.1 ")
+        sock.sendall(last)
+        answer = b""
+        try:
+            while chunk := sock.recv(65536):
+                answer += chunk
+        except OSError:
+            pass
+    return answer
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        b"GET /webapi/ping HTTP/1.1\r\nHost: acme.localhost\r\n\r\n|"
+        b"get /webapi/ping HTTP/1.1\r\nHost: acme.localhost\r\n\r\n",
+        b"GET /webapi/ping HTTP/1.1\r\nHost: acme.localhost\r\nConnection: close\r\n\r\n"
+        b"\x16\x03\x01garbage after the close\r\n\r\n",
+        b"GET /webapi/ping HTTP/1.1\r\nHost: acme.localhost\r\nContent-Length: x\r\n\r\n",
+    ],
+    ids=["lowercase-method", "data-after-close", "bad-header"],
+)
+def test_malformed_http_request_logs_one_short_line(cluster: Cluster, request_bytes: bytes) -> None:
+    offset = len(cluster.log.read_text())
+    for _ in range(3):
+        _exchange(cluster.port, request_bytes)
+    time.sleep(0.5)
+    said = cluster.log.read_text()[offset:]
+    assert "Traceback" not in said, said[:2000]
+    assert '"level": "error"' not in said, said[:2000]
+    told = [line for line in said.splitlines() if "http" in line.lower()]
+    assert len(told) == 3, told  # one line a request
+    assert all("malformed http request" in line and len(line) < 300 for line in told), told
+
+
+def test_default_forwarded_channel_cap_bounds_the_nodes_descriptors(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """The review's attack with the defaults: 1000 direct-tcpip channels on one connection.
+    64 are let in; the node holds a bounded number of descriptors for them."""
+    site = build_site(cluster, tmp_path)
+    assert site.node.process is not None
+    fds = Path(f"/proc/{site.node.process.pid}/fd")
+    before = len(list(fds.iterdir()))
+
+    async def flood() -> tuple[int, int, float]:
+        proxy, _key, _cert = await _proxy(site)
+        opened, reasons = [], set()
+        start = time.monotonic()
+        try:
+            for _ in range(1000):
+                try:
+                    opened.append(await proxy.open_connection("web-1", 22))
+                except asyncssh.ChannelOpenError as exc:
+                    reasons.add(exc.reason)
+            took = time.monotonic() - start
+            await asyncio.sleep(0.5)
+            held = len(list(fds.iterdir()))
+            for _, writer in opened:
+                writer.close()
+            assert all("too many forwarded channels" in reason for reason in reasons), reasons
+            return len(opened), held, took
+        finally:
+            proxy.close()
+
+    try:
+        accepted, held, took = asyncio.run(asyncio.wait_for(flood(), 120))
+    finally:
+        site.node.kill()
+    print(f"{accepted} of 1000 channels opened in {took:.1f}s; node fds {before} -> {held}")
+    assert accepted == 64
+    assert held - before <= 64 * 2 + 8, (before, held)
