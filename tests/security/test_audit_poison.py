@@ -8,7 +8,6 @@ import json
 import time
 import uuid
 from pathlib import Path
-from typing import Any
 
 import asyncssh
 import pytest
@@ -17,20 +16,12 @@ from jumpgate.node_agent import audit
 from jumpgate.node_agent.audit_spool import AuditSpool
 from jumpgate.protocol.tunnel import MAX_LINE_BYTES
 from tests.e2e.conftest import LOGIN, Site, audit_events
+from tests.security.probes import user_ssh_options
 
 
 async def _sftp_mkdir(site: Site, path: str) -> None:
     """A logged-in user's ``mkdir`` over SFTP, through the proxy, as any client can send."""
-    profile = next((Path(site.admin.env["JUMPGATE_HOME"]) / "profiles").iterdir())
-    key = asyncssh.read_private_key(profile / "key")
-    cert = asyncssh.read_certificate(profile / "key-cert.pub")
-    options: dict[str, Any] = {
-        "username": LOGIN,
-        "client_keys": [(key, cert)],
-        "known_hosts": None,
-        "config": [],
-        "agent_path": None,
-    }
+    options = user_ssh_options(site, LOGIN)
     async with (
         asyncssh.connect("127.0.0.1", site.cluster.ssh_port, **options) as proxy,
         asyncssh.connect("web-1", 22, tunnel=proxy, **options) as node,

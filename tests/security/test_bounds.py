@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.conftest import BIN, Cluster, Site, build_site, http_get, wait_for_line
+from tests.security.probes import dial, refused
 from tests.support import free_port
 
 pytestmark = [pytest.mark.net, pytest.mark.e2e]
@@ -165,37 +166,22 @@ def test_idle_keepalive_connection_is_closed(limited: Cluster) -> None:
         assert time.monotonic() - start < 10
 
 
-def _open(port: int) -> socket.socket:
-    return socket.create_connection(("127.0.0.1", port), timeout=10)
-
-
-def _refused(sock: socket.socket, seconds: float = 2.0) -> bool:
-    """Whether the server closed a fresh connection straight away."""
-    readable, _, _ = select.select([sock], [], [], seconds)
-    if not readable:
-        return False
-    try:
-        return sock.recv(1024, socket.MSG_PEEK) == b""
-    except OSError:
-        return True
-
-
 @pytest.mark.parametrize("listener", ["web", "ssh", "tunnel"])
 def test_per_source_cap_refuses_the_next_unauthenticated_connection(
     limited: Cluster, listener: str
 ) -> None:
     port = {"web": limited.port, "ssh": limited.ssh_port, "tunnel": limited.tunnel_port}[listener]
-    held = [_open(port) for _ in range(2)]
+    held = [dial(port) for _ in range(2)]
     try:
         for sock in held:
-            assert not _refused(sock, 0.5), f"{listener}: a connection under the cap was closed"
-        extra = _open(port)
+            assert not refused(sock, 0.5), f"{listener}: a connection under the cap was closed"
+        extra = dial(port)
         with extra:
-            assert _refused(extra), f"{listener}: the 3rd unauthenticated connection was let in"
+            assert refused(extra), f"{listener}: the 3rd unauthenticated connection was let in"
         held.pop().close()
         time.sleep(0.3)
-        with _open(port) as again:
-            assert not _refused(again, 0.5), f"{listener}: a freed slot was not given back"
+        with dial(port) as again:
+            assert not refused(again, 0.5), f"{listener}: a freed slot was not given back"
     finally:
         for sock in held:
             sock.close()
@@ -211,13 +197,13 @@ def test_per_source_cap_counts_established_https_connections(limited: Cluster) -
     held: list[ssl.SSLSocket] = []
     try:
         for _ in range(3):
-            raw = _open(limited.port)
+            raw = dial(limited.port)
             sock = _tls().wrap_socket(raw, server_hostname="acme.localhost")
             sock.sendall(b"GET /webapi/ping HTTP/1.1\r\nHost: acme.localhost\r\n\r\n")
             assert sock.recv(65536).startswith(b"HTTP/1.1 ")  # an answer (404: no tenant)
             held.append(sock)
-        with _open(limited.port) as extra:
-            assert _refused(extra), "a 4th connection from one source was let in (cap 3)"
+        with dial(limited.port) as extra:
+            assert refused(extra), "a 4th connection from one source was let in (cap 3)"
     finally:
         for sock in held:
             sock.close()
@@ -226,7 +212,7 @@ def test_per_source_cap_counts_established_https_connections(limited: Cluster) -
 def test_unauthenticated_ssh_connection_is_cut_after_the_login_grace_time(
     limited: Cluster,
 ) -> None:
-    with _open(limited.ssh_port) as sock:
+    with dial(limited.ssh_port) as sock:
         sock.sendall(b"SSH-2.0-slowpoke\r\n")
         start = time.monotonic()
         while time.monotonic() - start < 15:

@@ -8,7 +8,6 @@ one of those against a real daemon on loopback (127.0.0.2, 127.0.0.3: other sour
 
 import asyncio
 import os
-import select
 import socket
 import ssl
 import time
@@ -20,6 +19,7 @@ import pytest
 
 from jumpgate.cli.common import profile
 from tests.e2e.conftest import LOGIN, Cluster, Site, build_site, http_get, wait_for_line
+from tests.security.probes import dial, refused
 from tests.support import free_port
 
 pytestmark = [pytest.mark.net, pytest.mark.e2e]
@@ -27,21 +27,6 @@ pytestmark = [pytest.mark.net, pytest.mark.e2e]
 
 def _cluster(tmp_path: Path, extra: str = "") -> Cluster:
     return Cluster(tmp_path, free_port(), free_port(), free_port(), free_port(), extra_config=extra)
-
-
-def _open(port: int, source: str) -> socket.socket:
-    return socket.create_connection(("127.0.0.1", port), timeout=10, source_address=(source, 0))
-
-
-def _refused(sock: socket.socket, seconds: float = 2.0) -> bool:
-    """Whether the server closed a fresh connection straight away."""
-    readable, _, _ = select.select([sock], [], [], seconds)
-    if not readable:
-        return False
-    try:
-        return sock.recv(1024, socket.MSG_PEEK) == b""
-    except OSError:
-        return True
 
 
 @pytest.fixture
@@ -66,16 +51,16 @@ def test_global_unauthenticated_cap_refuses_a_fresh_source(
         listener
     ]
     offset = len(global_cap.log.read_text())
-    held = [_open(port, "127.0.0.1"), _open(port, "127.0.0.1"), _open(port, "127.0.0.2")]
+    held = [dial(port, "127.0.0.1"), dial(port, "127.0.0.1"), dial(port, "127.0.0.2")]
     try:
         for sock in held:
-            assert not _refused(sock, 0.5), f"{listener}: a connection under the caps was closed"
-        with _open(port, "127.0.0.3") as extra:
-            assert _refused(extra), f"{listener}: a 4th handshake was let in (global cap 3)"
+            assert not refused(sock, 0.5), f"{listener}: a connection under the caps was closed"
+        with dial(port, "127.0.0.3") as extra:
+            assert refused(extra), f"{listener}: a 4th handshake was let in (global cap 3)"
         held.pop().close()
         time.sleep(0.3)
-        with _open(port, "127.0.0.3") as again:
-            assert not _refused(again, 0.5), f"{listener}: a freed slot was not given back"
+        with dial(port, "127.0.0.3") as again:
+            assert not refused(again, 0.5), f"{listener}: a freed slot was not given back"
     finally:
         for sock in held:
             sock.close()
@@ -104,7 +89,7 @@ async def _proxy(site: Site) -> tuple[asyncssh.SSHClientConnection, asyncssh.SSH
     return proxy, key, cert
 
 
-def test_eleventh_session_on_one_node_connection_is_refused(
+def test_eleventh_session_on_one_node_connection_isrefused(
     cluster: Cluster, tmp_path: Path
 ) -> None:
     """MaxSessions at the node: the proxy only carries the inner connection's bytes, so the

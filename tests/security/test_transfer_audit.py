@@ -15,6 +15,7 @@ import asyncssh
 import pytest
 
 from tests.e2e.conftest import LOGIN, Site, audit_events
+from tests.security.probes import user_ssh_options
 
 pytestmark = [pytest.mark.e2e, pytest.mark.net]
 
@@ -23,18 +24,7 @@ def _through_the_platform(
     site: Site, work: Callable[[asyncssh.SSHClientConnection], Awaitable[None]]
 ) -> None:
     """Run ``work`` on an asyncssh connection to web-1 through the proxy, as the user."""
-    profile = (
-        Path(site.admin.env["JUMPGATE_HOME"]) / "profiles" / f"acme.localhost_{site.cluster.port}"
-    )
-    key = asyncssh.read_private_key(profile / "key")
-    cert = asyncssh.read_certificate(profile / "key-cert.pub")
-    options: dict[str, Any] = {
-        "username": LOGIN,
-        "client_keys": [(key, cert)],
-        "known_hosts": None,
-        "config": [],
-        "agent_path": None,
-    }
+    options = user_ssh_options(site, LOGIN)
 
     async def go() -> None:
         async with asyncssh.connect("127.0.0.1", site.cluster.ssh_port, **options) as proxy:

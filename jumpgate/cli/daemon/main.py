@@ -379,11 +379,12 @@ def _token_off_the_command_line(argv: list[str]) -> None:
     os.set_inheritable(reading, True)
     environment = {k: v for k, v in os.environ.items() if k != TOKEN_VARIABLE}
     environment[TOKEN_FD_VARIABLE] = str(reading)
-    program = sys.argv[0]
-    if os.access(program, os.X_OK):
-        os.execve(program, [program, *kept], environment)  # noqa: S606 - ourselves again
     again = [sys.executable, "-m", "jumpgate.cli.daemon.main", *kept]
-    os.execve(sys.executable, again, environment)  # noqa: S606 - ourselves again
+    # The running interpreter through /proc/self/exe: an agent started by root as another
+    # user (setpriv, systemd's User=) may not be able to reach it by its path any more,
+    # e.g. an interpreter under /root; argv[0] keeps the path, so the venv is found as before.
+    running = "/proc/self/exe" if os.path.exists("/proc/self/exe") else sys.executable
+    os.execve(running, again, environment)  # noqa: S606 - ourselves again
 
 
 def _token_from_pipe() -> str:
