@@ -16,6 +16,8 @@ export JUMPGATE_CDK_PYTHON := $(CURDIR)/$(CDK_VENV)/bin/python
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 DATA_DIR ?= .jumpgate-demo
 PYTEST_ARGS ?=
+# Test processes: the suite mostly waits on daemons and sockets, so 3 share 2 cores well.
+PYTEST_WORKERS ?= 3
 
 .PHONY: up test lint fmt bench venv cfn-venv cdk-venv system-deps synth bundle clean
 
@@ -76,7 +78,7 @@ fmt: venv
 	$(BIN)/ruff check --fix jumpgate tests bench infra
 
 test: venv cfn-venv cdk-venv system-deps lint
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadgroup --durations=15 $(PYTEST_ARGS)
 
 # The whole platform as CloudFormation (cdk-nag checked) in infra/cdk/cdk.out; with
 # BUNDLE=build/lambda (from make bundle) the functions' code is that bundle.

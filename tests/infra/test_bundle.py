@@ -14,6 +14,9 @@ ROOT = Path(__file__).resolve().parents[2]
 UNCHECKED_HASH = 0b01  # the flags word of a .pyc: hash-based, source not checked (PEP 552)
 
 
+pytestmark = pytest.mark.xdist_group("bundle")  # one worker builds the module fixture once
+
+
 @pytest.fixture(scope="module")
 def bundle() -> ModuleType:
     spec = importlib.util.spec_from_file_location("bundle", ROOT / "infra" / "cdk" / "bundle.py")

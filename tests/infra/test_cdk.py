@@ -15,6 +15,9 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 
 
+pytestmark = pytest.mark.xdist_group("cdk")  # one worker builds the module fixture once
+
+
 @pytest.fixture(scope="module")
 def synthesized(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     python = os.environ.get("JUMPGATE_CDK_PYTHON", str(ROOT / ".venv-cdk" / "bin" / "python"))

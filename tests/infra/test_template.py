@@ -15,6 +15,9 @@ ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "template.yaml"
 
 
+pytestmark = pytest.mark.xdist_group("template")  # one worker builds the module fixture once
+
+
 @pytest.fixture(scope="module")
 def template() -> dict[str, Any]:
     loaded: dict[str, Any] = yaml.safe_load(TEMPLATE.read_text())
