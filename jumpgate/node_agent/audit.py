@@ -84,8 +84,10 @@ class Resizes:
         write: Callable[[int, int], None],
         interval: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
+        size: tuple[int, int] | None = None,
     ) -> None:
         self._write = write
+        self._size = size  # the session's size as last announced; the same again is no change
         self._interval = interval
         self._clock = clock
         self._last = -interval
@@ -94,6 +96,9 @@ class Resizes:
         self.coalesced = 0  # window changes not written as their own event
 
     def __call__(self, width: int, height: int) -> None:
+        if (width, height) == self._size:
+            return
+        self._size = (width, height)
         now = self._clock()
         if self._waiting is None and now - self._last >= self._interval:
             self._last = now

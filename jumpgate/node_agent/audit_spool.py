@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from jumpgate.node_agent.audit import AuditRefused
+from jumpgate.node_agent.retry import stop_if_cancelled
 
 logger = logging.getLogger(__name__)
 
@@ -332,6 +333,7 @@ class AuditSpool:
             await asyncio.sleep(linger)
             self._ready.clear()
             if not await self.flush(send):
+                stop_if_cancelled()
                 self._ready.set()  # try again after a pause
                 await asyncio.sleep(self.retry)
 

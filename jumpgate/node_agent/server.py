@@ -220,6 +220,13 @@ class _NodeSession(asyncssh.SSHServerProcess[bytes]):
             self._conn.create_task(handler, stdin.logger)
 
 
+def _opened_size(process: asyncssh.SSHServerProcess[bytes]) -> tuple[int, int]:
+    """The size a session's terminal starts at, as its recording says it (80x24 when the
+    client gave none)."""
+    width, height, _, _ = process.term_size
+    return width or 80, height or 24
+
+
 def _recorder(
     process: _NodeSession, uploads: Uploader, account: sessions.Account, who: dict[str, str]
 ) -> Recorder | None:
@@ -228,7 +235,7 @@ def _recorder(
     shell = process.command is None
     if uploads.mode is RecordingMode.OFF or not (shell or uploads.record_exec):
         return None
-    width, height, _, _ = process.term_size
+    width, height = _opened_size(process)
     meta = RecordingMeta(
         session_id=who["session_id"],
         kind="shell" if shell else "exec",
@@ -236,8 +243,8 @@ def _recorder(
         login=who["login"],
         command=process.command,
         started=datetime.now(UTC),
-        width=width or 80,
-        height=height or 24,
+        width=width,
+        height=height,
         term=process.term_type or "",
         shell=account.shell,
     )
@@ -294,7 +301,8 @@ async def handle_process(process: asyncssh.SSHServerProcess[bytes]) -> None:
         process.on_resize = resizes = events.Resizes(
             lambda width, height: audit.put(
                 events.event(EventType.SESSION_RESIZE, **who, size=f"{width}:{height}")
-            )
+            ),
+            size=_opened_size(process) if process.term_type else None,
         )
         if process.watch is None and not process.subsystem:
             try:

@@ -28,7 +28,7 @@ import asyncssh
 
 from jumpgate.node_agent import audit as events
 from jumpgate.node_agent.recording import Recorder, SessionSpool, Spool, interrupted_end
-from jumpgate.node_agent.retry import backoff
+from jumpgate.node_agent.retry import backoff, stop_if_cancelled
 from jumpgate.protocol import ports, recording
 from jumpgate.protocol.audit import EventType
 from jumpgate.protocol.recording import RecordingMode
@@ -100,6 +100,9 @@ class Uploader:
             try:
                 await self._serve(conn)
             except (asyncssh.Error, OSError, ConnectionError, TimeoutError, ValueError) as exc:
+                stop_if_cancelled()
+                if conn.is_closed():
+                    return  # the tunnel is gone: the next one starts its own uploader
                 logger.info("recording upload paused", extra={"reason": str(exc) or repr(exc)})
             await asyncio.sleep(5)
 

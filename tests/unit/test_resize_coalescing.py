@@ -36,3 +36,15 @@ def test_changes_a_second_apart_are_each_written() -> None:
         resizes(80 + n, 24)
         now[0] += 1.5
     assert written == [(80, 24), (81, 24), (82, 24)]
+
+
+def test_a_window_change_to_the_size_the_session_has_is_not_a_change() -> None:
+    """A client may announce the size the PTY was opened with (seen under load from ``jump
+    ssh``): that is no window change, and the recording does not show one either."""
+    written: list[tuple[int, int]] = []
+    resizes = Resizes(lambda w, h: written.append((w, h)), clock=lambda: 0.0, size=(80, 24))
+    resizes(80, 24)
+    assert written == []
+    resizes(111, 33)
+    resizes(111, 33)
+    assert written == [(111, 33)]

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import asyncssh
 import pytest
 
 from jumpgate.node_agent import uploads
@@ -94,3 +95,40 @@ def test_a_refused_session_is_held_back_with_backoff_then_sent(
 
     peer = asyncio.run(scenario())
     assert [c["op"] for c in peer.calls][-3:] == ["status", "part", "complete"]
+
+
+class _SwallowingTunnel:
+    """A tunnel whose channel opening turns a cancellation into asyncssh's own error, as
+    asyncssh does when the connection closes under it."""
+
+    def __init__(self) -> None:
+        self.opened = 0
+
+    def is_closed(self) -> bool:
+        return False
+
+    async def open_connection(self, *_: Any) -> Any:
+        self.opened += 1
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            raise asyncssh.ChannelOpenError(2, "SSH connection closed") from None
+
+
+def test_a_cancelled_uploader_stops_even_when_asyncssh_swallows_the_cancel(
+    tmp_path: Path,
+) -> None:
+    """It looped for ever, every 5 s, and held the agent's exit on SIGTERM (asyncio.run waits
+    for every cancelled task)."""
+
+    async def scenario() -> None:
+        tunnel = _SwallowingTunnel()
+        uploader = Uploader(Spool(tmp_path / "recordings"), Outbox())
+        task = asyncio.create_task(uploader.run(tunnel))  # type: ignore[arg-type]
+        await asyncio.sleep(0.05)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(task, 2)
+        assert tunnel.opened == 1
+
+    asyncio.run(scenario())
