@@ -118,6 +118,29 @@ def _terminal_size() -> tuple[int, int]:
     return size.columns, size.lines
 
 
+class TerminalWindow:
+    """Follows the local terminal's size (SIGWINCH) for one session, from before the session
+    is opened: a change while its channel, PTY and shell requests are in flight is sent once
+    it is open (as ssh(1) does), not lost.
+    """
+
+    def __init__(self) -> None:
+        self.size = _terminal_size()  # what the session was told, or will be at its opening
+        self._process: asyncssh.SSHClientProcess[bytes] | None = None
+
+    def changed(self) -> None:
+        """The terminal changed size: tell the session, once it is open."""
+        size = _terminal_size()
+        if self._process is not None and size != self.size:
+            self.size = size
+            self._process.change_terminal_size(*size)
+
+    def opened(self, process: asyncssh.SSHClientProcess[bytes]) -> None:
+        """The session is open: from now on it hears every change, and any it missed."""
+        self._process = process
+        self.changed()
+
+
 async def _session(current: profile.Profile, args: argparse.Namespace) -> int:
     login, host = split_target(args.target, args.login, current)
     command = " ".join(args.remote_command) if args.remote_command else None
@@ -125,30 +148,33 @@ async def _session(current: profile.Profile, args: argparse.Namespace) -> int:
     proxy, conn = await connect(current, login, node_name(host, current), args.port)
     async with proxy, conn:
         term = os.environ.get("TERM", "xterm-256color") if use_tty else None
-        process = await conn.create_process(
-            command,
-            term_type=term,
-            term_size=_terminal_size() if use_tty else None,
-            stdin=_stdin(use_tty),
-            stdout=_own(1, "wb"),
-            stderr=_own(2, "wb"),
-            encoding=None,
-        )
-        bound_receive_window(process.channel)
+        window = TerminalWindow()
         loop = asyncio.get_running_loop()
+        follow = use_tty and sys.stdin.isatty()
+        if follow:
+            loop.add_signal_handler(signal.SIGWINCH, window.changed)
         saved = None
-        if use_tty and sys.stdin.isatty():
-            saved = termios.tcgetattr(0)
-            tty.setraw(0)
-            loop.add_signal_handler(
-                signal.SIGWINCH, lambda: process.change_terminal_size(*_terminal_size())
-            )
         try:
+            process = await conn.create_process(
+                command,
+                term_type=term,
+                term_size=window.size if use_tty else None,
+                stdin=_stdin(use_tty),
+                stdout=_own(1, "wb"),
+                stderr=_own(2, "wb"),
+                encoding=None,
+            )
+            bound_receive_window(process.channel)
+            if follow:
+                window.opened(process)
+                saved = termios.tcgetattr(0)
+                tty.setraw(0)
             result = await process.wait(check=False)
         finally:
             if saved is not None:
                 termios.tcsetattr(0, termios.TCSADRAIN, saved)
                 os.set_blocking(0, True)  # asyncssh read the terminal non-blocking
+            if follow:
                 with contextlib.suppress(Exception):
                     loop.remove_signal_handler(signal.SIGWINCH)
     if result.exit_status is not None:
