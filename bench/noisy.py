@@ -18,10 +18,7 @@ measured.
 """
 
 import argparse
-import asyncio
-import json
 import os
-import ssl
 import subprocess
 import sys
 import tempfile
@@ -29,105 +26,31 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import bcrypt
 import pyotp
-from cryptography.hazmat.primitives.asymmetric import ed25519
 
+from bench.flood import PUBLIC_KEY, LoginFlood
 from bench.harness import BIN, PASSWORD, Bench, p50_p95, start
 from jumpgate.cli.daemon.config import CONFIG_VARIABLE, load
 from jumpgate.control_plane.users import BCRYPT_ROUNDS
-from jumpgate.protocol import certs
 from jumpgate.protocol.client import Client
 
 ATTACKERS = 300
 SESSION_SECONDS = 60
 """A session start that takes longer is counted as failed."""
-PUBLIC_KEY = certs.openssh_public(ed25519.Ed25519PrivateKey.generate().public_key())
-
-
-@dataclass
-class Flood:
-    """``count`` clients, each keeping one bad login in flight against ``tenant`` until
-    stopped; on its own event loop in a thread."""
-
-    port: int
-    tenant: str
-    count: int
-    niceness: int = 19
-    statuses: dict[int, int] = field(default_factory=dict)
-    in_flight: int = 0  # logins sent and not yet answered
-    samples: list[int] = field(default_factory=list)  # in_flight as each session started
-    stop: threading.Event = field(default_factory=threading.Event)
-
-    async def _client(self, n: int, context: ssl.SSLContext) -> None:
-        source = f"127.1.{n // 250}.{n % 250 + 1}"
-        body = json.dumps(
-            {"user": f"mallory{n}", "password": "wrong", "otp": "123456", "public_key": PUBLIC_KEY}
-        )
-        request = (
-            f"POST /v1/login HTTP/1.1\r\nHost: {self.tenant}.localhost:{self.port}\r\n"
-            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
-            f"Connection: close\r\n\r\n{body}"
-        ).encode()
-        while not self.stop.is_set():
-            try:
-                reader, writer = await asyncio.open_connection(
-                    "127.0.0.1",
-                    self.port,
-                    ssl=context,
-                    server_hostname=f"{self.tenant}.localhost",
-                    local_addr=(source, 0),
-                )
-                writer.write(request)
-                await writer.drain()
-                self.in_flight += 1
-                try:
-                    raw = await asyncio.wait_for(reader.read(), 120)
-                finally:
-                    self.in_flight -= 1
-                writer.close()
-                status = int(raw.split(b" ", 2)[1]) if raw.startswith(b"HTTP/") else 0
-            except (OSError, ssl.SSLError, TimeoutError, ValueError, IndexError):
-                status = 0
-                await asyncio.sleep(0.1)
-            self.statuses[status] = self.statuses.get(status, 0) + 1
-
-    async def _all(self) -> None:
-        context = ssl.create_default_context()
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-        clients = [asyncio.create_task(self._client(n, context)) for n in range(self.count)]
-        while not self.stop.is_set():
-            await asyncio.sleep(0.1)
-        await asyncio.sleep(0)
-        for client in clients:
-            client.cancel()
-        await asyncio.gather(*clients, return_exceptions=True)
-
-    def _run(self) -> None:
-        # The attackers take only the CPU the platform leaves, as remote ones would take none
-        # of it: the platform's own costs (TLS, HTTP, bcrypt) are what is measured.
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self.niceness)
-        asyncio.run(self._all())
-
-    def start(self) -> threading.Thread:
-        thread = threading.Thread(target=self._run, daemon=True)
-        thread.start()
-        return thread
 
 
 def session_starts(
-    bench: Bench, runs: int, flood: Flood | None = None
+    bench: Bench, runs: int, flood: LoginFlood | None = None
 ) -> tuple[list[float], list[str]]:
     """Seconds of each ``ssh web-1 true``, and the errors of those that failed; with a
     ``flood``, how many of its logins are in flight is noted before each."""
     took, failures = [], []
     for _ in range(runs):
         if flood is not None:
-            flood.samples.append(flood.in_flight)
+            flood.sample()
         began = time.perf_counter()
         try:
             done = subprocess.run(
@@ -276,7 +199,9 @@ def main() -> int:
         )
         session_starts(bench, 2)  # warm the path
         idle, idle_failures = session_starts(bench, args.runs)
-        flood = Flood(bench.web_port, "noisy", ATTACKERS, niceness=args.attacker_nice)
+        flood = LoginFlood(
+            bench.web_port, "noisy", ATTACKERS, niceness=args.attacker_nice, seconds=900
+        )
         thread = flood.start()
         deadline = time.monotonic() + 60
         while flood.in_flight < ATTACKERS * 0.9 and time.monotonic() < deadline:

@@ -20,12 +20,10 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from jumpgate.protocol import certs
+from bench.flood import PUBLIC_KEY, LoginFlood
 from tests.e2e.conftest import Site, audit_events, cluster, create_tenant, site
 
 __all__ = ["cluster", "site"]  # the e2e fixtures, used here as they are
@@ -35,89 +33,6 @@ pytestmark = [pytest.mark.e2e, pytest.mark.net]
 ATTACKERS = 300
 ATTACK_SECONDS = 90.0
 """The attack gives up on answers after this long, so the test stops by itself."""
-PUBLIC_KEY = certs.openssh_public(ed25519.Ed25519PrivateKey.generate().public_key())
-
-
-@dataclass
-class Attack:
-    """Concurrent bad logins against one tenant, on their own event loop in a thread."""
-
-    port: int
-    tenant: str
-    count: int
-    same_source: bool = False  # all from 127.0.0.1 and for one user, or spread out
-    statuses: list[int] = field(default_factory=list)
-    answers: list[tuple[int, dict[str, str], dict[str, Any]]] = field(default_factory=list)
-    done: threading.Event = field(default_factory=threading.Event)
-    sent: threading.Event = field(default_factory=threading.Event)
-
-    async def _one(self, n: int, context: ssl.SSLContext) -> None:
-        source = "127.0.0.1" if self.same_source else f"127.1.{n // 250}.{n % 250 + 1}"
-        user = "mallory" if self.same_source else f"mallory{n}"
-        body = json.dumps(
-            {
-                "user": user,
-                "password": "wrong password",
-                "otp": "123456",
-                "public_key": PUBLIC_KEY,
-            }
-        )
-        request = (
-            f"POST /v1/login HTTP/1.1\r\nHost: {self.tenant}.localhost:{self.port}\r\n"
-            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
-            f"Connection: close\r\n\r\n{body}"
-        ).encode()
-        try:
-            reader, writer = await asyncio.open_connection(
-                "127.0.0.1",
-                self.port,
-                ssl=context,
-                server_hostname=f"{self.tenant}.localhost",
-                local_addr=(source, 0),
-            )
-            writer.write(request)
-            await writer.drain()
-            raw = await reader.read()
-            writer.close()
-        except (OSError, ssl.SSLError, asyncio.IncompleteReadError):
-            self.statuses.append(0)
-            return
-        head, _, payload = raw.partition(b"\r\n\r\n")
-        lines = head.decode(errors="replace").split("\r\n")
-        status = int(lines[0].split()[1]) if lines and len(lines[0].split()) > 1 else 0
-        headers = {
-            k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])
-        }
-        self.statuses.append(status)
-        try:
-            parsed = json.loads(payload) if payload else {}
-        except ValueError:
-            parsed = {}
-        self.answers.append((status, headers, parsed))
-
-    async def _all(self) -> None:
-        context = ssl.create_default_context()
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-        tasks = [asyncio.create_task(self._one(n, context)) for n in range(self.count)]
-        await asyncio.sleep(0)
-        self.sent.set()
-        _, pending = await asyncio.wait(tasks, timeout=ATTACK_SECONDS)
-        for task in pending:
-            task.cancel()
-        self.statuses.extend([-1] * len(pending))
-
-    def run(self) -> None:
-        try:
-            asyncio.run(self._all())
-        finally:
-            self.sent.set()
-            self.done.set()
-
-    def start(self) -> threading.Thread:
-        thread = threading.Thread(target=self.run, daemon=True)
-        thread.start()
-        return thread
 
 
 def _timed_ssh(site: Site) -> tuple[float, int, str]:
@@ -128,31 +43,32 @@ def _timed_ssh(site: Site) -> tuple[float, int, str]:
 
 @pytest.mark.timeout(300)
 def test_logins_flooding_one_tenant_leave_another_tenants_sessions_alone(site: Site) -> None:
-    """Tenant B (acme, with node web-1) keeps working while 300 concurrent bad logins from
-    300 addresses hit tenant A (noisy): no failure, each ``jump ssh`` under 5 s. (A's login
-    budget now refuses most of them at once; the first 20 still run bcrypt.)"""
+    """Tenant B (acme, with node web-1) keeps working while 300 clients from 300 addresses
+    each keep a bad login in flight against tenant A (noisy): no failure, each ``jump ssh``
+    under 5 s. (A's login budget refuses most of them at once; some still run bcrypt.)"""
     create_tenant(site.admin, site.cluster, "noisy", "nadia")
     assert _timed_ssh(site)[1] == 0  # warm: B works before the attack
-    attack = Attack(site.cluster.port, "noisy", ATTACKERS)
-    thread = attack.start()
-    attack.sent.wait(10)
+    flood = LoginFlood(site.cluster.port, "noisy", ATTACKERS, seconds=ATTACK_SECONDS)
+    thread = flood.start()
+    flood.sent.wait(10)
     time.sleep(1.0)  # the logins are in: connections made, bodies sent, bcrypt running
     runs = []
     for _ in range(5):
+        flood.sample()
         runs.append(_timed_ssh(site))
-    overlapped = not attack.done.is_set()
-    thread.join(ATTACK_SECONDS + 30)
+    flood.stop.set()
+    thread.join(30)
     failures = [(code, err) for _, code, err in runs if code != 0]
     took = [round(seconds, 2) for seconds, _, _ in runs]
     assert failures == [], f"tenant B's jump ssh failed under A's login flood: {failures}"
     assert max(took) < 5.0, f"tenant B's jump ssh took {took} s under A's login flood"
-    assert overlapped, "the attack ended before B's sessions did: nothing was measured"
-    # The flood was real: bad logins checked (401) up to A's login budget, the rest refused
-    # at once (429: the budget, or A's full login lane), none failed; on a slow machine some
-    # may still wait in A's share when the attack gives up on them (-1).
-    statuses = set(attack.statuses)
-    assert statuses <= {401, 429, -1}, f"answers to A's logins: {statuses}"
-    assert attack.statuses.count(401) >= 20
+    # The flood was real and lasted: A's logins were in flight as each of B's sessions
+    # started and its clients sent again and again; bad ones were checked (401, bcrypt) as
+    # far as A's login budget and lane let them, the rest refused at once (429), none failed.
+    assert min(flood.samples) > 0, f"A's logins in flight as B's started: {flood.samples}"
+    assert set(flood.statuses) <= {401, 429}, f"answers to A's logins: {flood.statuses}"
+    assert flood.statuses[401] > 0, f"no bad login of A's was checked: {flood.statuses}"
+    assert flood.statuses.total() >= 2 * ATTACKERS, f"the flood did not last: {flood.statuses}"
 
 
 @pytest.mark.timeout(180)
@@ -160,11 +76,13 @@ def test_a_burst_of_logins_from_one_address_is_refused_429_and_audited(site: Sit
     """One address, one user, 60 concurrent bad logins: beyond the per-source burst (and the
     per-user allowance) the proxy answers 429 problem+json with Retry-After, without running
     them, and the tenant's audit log says so."""
-    attack = Attack(site.cluster.port, "acme", 60, same_source=True)
-    thread = attack.start()
+    flood = LoginFlood(
+        site.cluster.port, "acme", 60, rounds=1, same_source=True, seconds=ATTACK_SECONDS
+    )
+    thread = flood.start()
     thread.join(ATTACK_SECONDS + 30)
-    limited = [(headers, body) for status, headers, body in attack.answers if status == 429]
-    assert limited, f"no login was refused 429: statuses {sorted(set(attack.statuses))}"
+    limited = [(a.headers, a.body) for a in flood.answers if a.status == 429]
+    assert limited, f"no login was refused 429: statuses {flood.statuses}"
     assert len(limited) >= 30, f"only {len(limited)} of 60 refused"
     headers, body = limited[0]
     assert int(headers["retry-after"]) >= 1
@@ -172,7 +90,7 @@ def test_a_burst_of_logins_from_one_address_is_refused_429_and_audited(site: Sit
     assert body["type"] == "urn:jumpgate:problem:rate-limited"
     assert body["status"] == 429
     assert "try again in" in body["detail"]
-    assert set(attack.statuses) <= {401, 403, 429}
+    assert set(flood.statuses) <= {401, 403, 429}, flood.statuses
     events = audit_events(site, "user.login.limited", 1)
     assert events, "the rate-limited logins are not in the audit log"
     event = events[0]
