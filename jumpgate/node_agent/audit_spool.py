@@ -40,7 +40,7 @@ Send = Callable[[list[Event]], Awaitable[None]]
 LIMIT_BYTES = 64 * 1024 * 1024
 """About 200,000 events: days of a busy node's sessions with the platform out of reach."""
 SEGMENT_BYTES = 1024 * 1024
-BATCH = 100  # the proxy takes at most 100 events a batch (edge_proxy MAX_AUDIT_BATCH)
+BATCH = 100  # the proxy takes at most 100 events a batch (edge_proxy.tunnel_front.MAX_AUDIT_BATCH)
 _SUFFIX = ".jsonl"
 _ACKED = "acked"
 DEAD_LETTER = "dead-letter.jsonl"

@@ -18,7 +18,7 @@ from jumpgate.edge_proxy import dialback
 from jumpgate.edge_proxy.dialback import DialBack
 from jumpgate.edge_proxy.registry import Tunnel
 from jumpgate.edge_proxy.splice import SocketSide, Splice
-from jumpgate.edge_proxy.ssh_fronts import TunnelListener
+from jumpgate.edge_proxy.tunnel_front import TunnelListener
 from jumpgate.protocol import ports
 from jumpgate.protocol.tunnel import DATA_HELLO, LISTEN_HOST
 
