@@ -225,29 +225,10 @@ class Config:
                 raise ConfigError(f"static_tokens: {exc}") from exc
             if len(token.token) < 16:
                 raise ConfigError("static_tokens: a token must be at least 16 characters")
-        try:
-            parse_duration(self.node_gone_after)
-        except ValueError as exc:
-            raise ConfigError(f"node_gone_after: {exc}") from exc
-        try:
-            if parse_duration(self.audit_retention) < timedelta(days=1):
-                raise ValueError("keep audit events at least 1d")
-        except ValueError as exc:
-            raise ConfigError(f"audit_retention: {exc}") from exc
-        try:
-            if parse_duration(self.recording_grace) < timedelta(minutes=1):
-                raise ValueError("must be at least 1m")
-        except ValueError as exc:
-            raise ConfigError(f"recording_grace: {exc}") from exc
-        try:
-            if (
-                not timedelta(seconds=1)
-                <= parse_duration(self.drain_timeout)
-                <= timedelta(minutes=10)
-            ):
-                raise ValueError("must be from 1s to 10m")
-        except ValueError as exc:
-            raise ConfigError(f"drain_timeout: {exc}") from exc
+        self._check_duration("node_gone_after")
+        self._check_duration("audit_retention", timedelta(days=1), why="keep audit events")
+        self._check_duration("recording_grace", timedelta(minutes=1))
+        self._check_duration("drain_timeout", timedelta(seconds=1), timedelta(minutes=10))
         scheme = self.audit_sessions_uri.partition("://")[0]
         if self.audit_sessions_uri and (
             scheme not in ("file", "s3") or not self.audit_sessions_uri.partition("://")[2]
@@ -269,6 +250,22 @@ class Config:
         self._check_capacity()
         if self.log_level not in ("debug", "info", "warning", "error"):
             raise ConfigError(f"log_level: {self.log_level!r} is not debug/info/warning/error")
+
+    def _check_duration(
+        self,
+        key: str,
+        least: timedelta | None = None,
+        most: timedelta | None = None,
+        why: str = "must be",
+    ) -> None:
+        try:
+            value = parse_duration(getattr(self, key))
+        except ValueError as exc:
+            raise ConfigError(f"{key}: {exc}") from exc
+        if most is not None and least is not None and not least <= value <= most:
+            raise ConfigError(f"{key}: must be from {_shown(least)} to {_shown(most)}")
+        if least is not None and value < least:
+            raise ConfigError(f"{key}: {why} at least {_shown(least)}")
 
     def _check_capacity(self) -> None:
         for key in (
@@ -369,6 +366,15 @@ class Config:
     def port_of(self, key: str) -> int:
         """The port of one of the listen addresses."""
         return split_host_port(getattr(self, key), 0, listen=True)[1]
+
+
+def _shown(duration: timedelta) -> str:
+    """A bound as the duration syntax writes it: 1d, 10m, 1s."""
+    seconds = int(duration.total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
 
 
 S = TypeVar("S")
