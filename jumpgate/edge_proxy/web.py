@@ -13,13 +13,9 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from jumpgate.edge_proxy.connections import (
-    BoundedHTTPS,
-    BoundedSite,
-    ConnectionLimits,
-    http_logger,
-)
+from jumpgate.edge_proxy.connections import ConnectionLimits
 from jumpgate.edge_proxy.events import Invoke, decode_response, http_event
+from jumpgate.edge_proxy.https_bounds import BoundedHTTPS, BoundedSite, http_logger
 from jumpgate.edge_proxy.limits import (
     ANONYMOUS_PATHS,
     LOGIN_PATH,
