@@ -24,6 +24,7 @@ class EventType(StrEnum):
     USER_DELETE = "user.delete"
     USER_LOCK = "user.lock"
     USER_UNLOCK = "user.unlock"
+    USER_SIGNUP = "user.signup"  # an invite spent: password set, TOTP enrolled
     SESSION_START = "session.start"
     SESSION_JOIN = "session.join"
     SESSION_RESIZE = "resize"
@@ -49,6 +50,7 @@ _CODES: dict[EventType, str] = {
     EventType.USER_DELETE: "J1004",
     EventType.USER_LOCK: "J1006",
     EventType.USER_UNLOCK: "J1007",
+    EventType.USER_SIGNUP: "J1009",
     EventType.SESSION_START: "J2000",
     EventType.SESSION_JOIN: "J2001",
     EventType.SESSION_RESIZE: "J2002",

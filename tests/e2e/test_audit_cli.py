@@ -18,7 +18,7 @@ def test_admin_searches_the_audit_log(cluster: Cluster, tmp_path: Path) -> None:
 
     everything = admin.ok("jumpctl", "audit", "search", "--format", "json", "--order", "asc")
     types = [e["type"] for e in everything.json()]
-    assert types == ["tenant.create", "user.create", "user.login", "token.create"]
+    assert types == ["tenant.create", "user.create", "user.signup", "user.login", "token.create"]
     assert everything.json()[0]["user"].startswith("operator:")
 
     logins = admin.ok("jumpctl", "audit", "search", "--type", "user.login", "--user", "alice")

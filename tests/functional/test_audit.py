@@ -42,8 +42,15 @@ def test_tenant_creation_and_logins_are_recorded(platform: Platform) -> None:
     assert [(e["type"], e["code"]) for e in events] == [
         ("tenant.create", "J9100I"),
         ("user.create", "J1002I"),
+        ("user.signup", "J1009I"),
         ("user.login", "J1000I"),
     ]
+    signup = events[2]
+    assert (signup["user"], signup["remote_addr"], signup["success"]) == (
+        "alice",
+        "127.0.0.1",
+        True,
+    )
     login = events[-1]
     assert login["tenant"] == "acme"
     assert login["user"] == "alice"
@@ -64,20 +71,27 @@ def test_failed_logins_joins_and_admin_actions_are_recorded(platform: Platform) 
     assert joined.status == 200
     bogus = {"token": "0" * 32, "public_key": key, "nodename": "x"}
     assert platform.call("POST", "/v1/join", bogus).status == 403
-    platform.call("POST", "/v1/users", {"name": "bob"}, session=admin)
+    invite = platform.call("POST", "/v1/users", {"name": "bob"}, session=admin).body
+    guessed = {"token": "0" * 32, "password": PASSWORD}
+    assert platform.call("POST", "/v1/signup", guessed, tenant="acme").status == 403
     platform.call("PUT", "/v1/users/bob/lock", {"message": "gone"}, session=admin)
     platform.call("DELETE", "/v1/users/bob", session=admin)
-    events = _events(platform, admin, order="asc")[3:]
+    events = _events(platform, admin, order="asc")[4:]
     assert [(e["type"], e["code"]) for e in events] == [
         ("user.login", "J1000W"),
         ("token.create", "J9001I"),
         ("join", "J9000I"),
         ("join", "J9000W"),
         ("user.create", "J1002I"),
+        ("user.signup", "J1009W"),
         ("user.lock", "J1006I"),
         ("user.delete", "J1004I"),
     ]
     failed, created, join, refused = events[:4]
+    bad_signup = events[5]
+    assert bad_signup["success"] is False
+    assert bad_signup["error"].startswith("invite token not recognised")
+    assert invite["invite_token"] not in str(events)
     assert failed["success"] is False
     assert failed["error"] == "login failed: wrong user name, password or one-time code"
     assert created["token_id"] == join["token_id"] != refused["token_id"]
@@ -110,7 +124,7 @@ def test_search_filters_pages_and_time_range(platform: Platform) -> None:
         cursor = page["cursor"]
         if cursor is None:
             break
-    assert len(seen) == len(set(seen)) == 8
+    assert len(seen) == len(set(seen)) == 9  # tenant, user, signup, 6 logins
     start = logins[-1]["time"]  # the first login, with the tenant's creation
     first_second = {
         "from": start,
@@ -118,6 +132,7 @@ def test_search_filters_pages_and_time_range(platform: Platform) -> None:
     }
     assert [e["type"] for e in _events(platform, admin, **first_second)] == [
         "user.login",
+        "user.signup",
         "user.create",
         "tenant.create",
     ]

@@ -163,7 +163,12 @@ def build_app(plane: ControlPlane) -> ConcurrentResolver:
     @app.post("/v1/signup", summary="Accept an invite: set a password, enrol TOTP")
     def signup(body: models.SignupRequest) -> models.SignupResponse:
         tenant = addressed_tenant()
-        enrolment = plane.users.signup(tenant, body.token, body.password)
+        try:
+            enrolment = plane.users.signup(tenant, body.token, body.password)
+        except errors.InviteInvalid as exc:
+            record(EventType.USER_SIGNUP, tenant, outcome="W", error=str(exc))
+            raise
+        record(EventType.USER_SIGNUP, tenant, outcome="I", user=enrolment.user)
         return models.SignupResponse(
             tenant=tenant,
             user=enrolment.user,
