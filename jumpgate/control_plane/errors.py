@@ -7,6 +7,7 @@
     ├── Unauthenticated         no valid proof of identity
     │   ├── CertificateExpired
     │   ├── LoginFailed         wrong user, password or code (never says which)
+    │   │   └── LockedOut       ... and the last one allowed: the user is now locked
     │   ├── UserLocked          by an admin, or after failed logins
     │   └── OTPReplayed         a code already used
     ├── AccessDenied            authenticated but not allowed
@@ -21,6 +22,8 @@
 
 The HTTP status and problem type of each live in one table, ``handlers.problems``.
 """
+
+from datetime import datetime
 
 
 class JumpgateError(Exception):
@@ -45,6 +48,16 @@ class CertificateExpired(Unauthenticated):
 
 class LoginFailed(Unauthenticated):
     """Wrong user name, password or one-time code; deliberately does not say which."""
+
+
+class LockedOut(LoginFailed):
+    """A failed login that was the last one allowed: the user is now locked for a while."""
+
+    def __init__(self, message: str, *, user: str, reason: str, locked_until: datetime) -> None:
+        super().__init__(message)
+        self.user = user
+        self.reason = reason  # e.g. "5 failed logins"
+        self.locked_until = locked_until
 
 
 class UserLocked(Unauthenticated):

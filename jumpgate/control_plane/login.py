@@ -9,7 +9,6 @@ Rules a person would expect from a bastion:
 - the certificate lives at most 12 h (or the requested shorter TTL).
 """
 
-import contextlib
 import hmac
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -20,6 +19,7 @@ from jumpgate.control_plane.ca import Authorities
 from jumpgate.control_plane.clock import Clock
 from jumpgate.control_plane.errors import (
     Conflict,
+    LockedOut,
     LoginFailed,
     NotFound,
     OTPReplayed,
@@ -134,21 +134,36 @@ class LoginService:
         secret = self._box.open(record.totp_secret, context=totp_context(tenant, record.name))
         step = _matching_step(secret.decode(), otp, now)
         if not password_ok or step is None:
-            self._record_failure(tenant, record.name)
+            locked_until = self._record_failure(tenant, record.name)
+            if locked_until is not None:
+                reason = f"{MAX_FAILED_LOGINS} failed logins"
+                raise LockedOut(
+                    f"{_FAILED}; {reason}: user {record.name!r} is locked for "
+                    f"{format_duration(LOCK_DURATION)} (or until an admin unlocks it)",
+                    user=record.name,
+                    reason=reason,
+                    locked_until=locked_until,
+                )
             raise LoginFailed(_FAILED)
         if step <= record.last_otp_step:
             raise OTPReplayed("one-time code already used: wait for the next code and try again")
         return step
 
-    def _record_failure(self, tenant: str, name: str) -> None:
+    def _record_failure(self, tenant: str, name: str) -> datetime | None:
+        """Count a failed login; when it was the last one allowed, lock the user and say
+        until when."""
+
         def fail(record: UserRecord) -> UserRecord:
             failures = record.failed_logins + 1
             if failures < MAX_FAILED_LOGINS:
                 return replace(record, failed_logins=failures)
             return replace(record, failed_logins=0, locked_until=self._clock.now() + LOCK_DURATION)
 
-        with contextlib.suppress(Conflict):  # a storm of failures: some go uncounted
-            self._users.update(tenant, name, fail)
+        try:
+            updated = self._users.update(tenant, name, fail)
+        except Conflict:  # a storm of failures: some go uncounted
+            return None
+        return updated.locked_until if updated.failed_logins == 0 else None
 
     def _spend(self, tenant: str, name: str, step: int) -> UserRecord:
         """Record the code's step as used and clear failures; exactly one login wins a step."""

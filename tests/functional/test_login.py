@@ -12,6 +12,7 @@ from cryptography.hazmat.primitives.serialization import (
     load_ssh_public_identity,
 )
 
+from jumpgate.control_plane.audit.base import Query
 from jumpgate.control_plane.users import check_password, decoy_hash, hash_password
 from jumpgate.protocol import certs
 from tests.functional.conftest import PASSWORD, Platform
@@ -65,14 +66,32 @@ def test_user_without_logins_gets_a_principal_that_matches_no_login(platform: Pl
     assert cert.valid_principals[0].startswith(b"-jumpgate-nologin-")
 
 
+LOCKS = frozenset({"user.lock"})
+
+
 def test_wrong_password_then_lock_on_sixth_try(platform: Platform) -> None:
     session = platform.admin_session()
     bad = {"user": "alice", "password": "wrong password!", "public_key": _pub(), "otp": "000000"}
-    for attempt in range(5):
+    for attempt in range(4):
         platform.next_code()
         answer = platform.call("POST", "/v1/login", {**bad, "otp": platform.otp(session)})
         assert answer.status == 401, attempt
         assert answer.detail == "login failed: wrong user name, password or one-time code"
+    platform.next_code()
+    fifth = platform.call("POST", "/v1/login", {**bad, "otp": platform.otp(session)})
+    assert fifth.status == 401  # still a failed login, which now locks: it says so
+    assert fifth.problem_type == "login-failed"
+    assert fifth.detail == (
+        "login failed: wrong user name, password or one-time code; "
+        "5 failed logins: user 'alice' is locked for 30m (or until an admin unlocks it)"
+    )
+    now = platform.clock.now()
+    query = Query("acme", now - timedelta(hours=1), now + timedelta(seconds=1), types=LOCKS)
+    locks = [e.model_dump() for e in platform.plane.audit.store.search(query).events]
+    assert locks, "the automatic lock is not in the audit log"
+    assert locks[0]["code"] == "J1006W"
+    assert locks[0]["name"] == "alice"
+    assert locks[0]["reason"] == "5 failed logins"
     platform.next_code()
     locked = platform.login(session)  # right password now, but locked
     assert locked.status == 403

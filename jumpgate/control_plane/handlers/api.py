@@ -200,6 +200,15 @@ def build_app(plane: ControlPlane) -> ConcurrentResolver:
                 method=LOGIN_METHOD,
                 error=str(exc),
             )
+            if isinstance(exc, errors.LockedOut):
+                record(
+                    EventType.USER_LOCK,
+                    tenant,
+                    outcome="W",
+                    name=exc.user,
+                    reason=exc.reason,
+                    expires=exc.locked_until.isoformat(),
+                )
             raise
         record(
             EventType.USER_LOGIN,
