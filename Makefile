@@ -15,6 +15,10 @@ CDK_STAMP := $(CDK_VENV)/.installed
 export JUMPGATE_CDK_PYTHON := $(CURDIR)/$(CDK_VENV)/bin/python
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 DATA_DIR ?= .jumpgate-demo
+# make up's ports, if 3080, 3023 or 3024 are taken: make up WEB_PORT=4080 SSH_PORT=4023 TUNNEL_PORT=4024
+WEB_PORT ?= 3080
+SSH_PORT ?= 3023
+TUNNEL_PORT ?= 3024
 PYTEST_ARGS ?=
 # Test processes: the suite mostly waits on daemons and sockets; one per core keeps timing-bound
 # tests clear of each other (3 ran in 10-11 min, with load-bound flakes).
@@ -66,7 +70,8 @@ system-deps:
 	fi
 
 up: venv
-	$(BIN)/jumpgate demo --data-dir $(DATA_DIR)
+	$(BIN)/jumpgate demo --data-dir $(DATA_DIR) --web-listen-addr 127.0.0.1:$(WEB_PORT) \
+		--ssh-listen-addr 127.0.0.1:$(SSH_PORT) --tunnel-listen-addr 127.0.0.1:$(TUNNEL_PORT)
 
 lint: venv
 	$(BIN)/ruff format --check jumpgate tests bench infra
