@@ -435,6 +435,24 @@ def pty_session(
     return status, seen
 
 
+def user_ssh_options(site: Site, username: str) -> dict[str, Any]:
+    """asyncssh options of the site's logged-in admin (its key and certificate), for a
+    connection to the proxy and, through it, to a node."""
+    profile = next((Path(site.admin.env["JUMPGATE_HOME"]) / "profiles").iterdir())
+    return {
+        "username": username,
+        "client_keys": [
+            (
+                asyncssh.read_private_key(profile / "key"),
+                asyncssh.read_certificate(profile / "key-cert.pub"),
+            )
+        ],
+        "known_hosts": None,
+        "config": [],
+        "agent_path": None,
+    }
+
+
 def as_the_node(site: Site) -> Any:
     """A connection to the proxy's tunnel port with the node's own key, as its agent makes."""
     identity = json.loads((site.node.directory / "node" / "identity.json").read_text())

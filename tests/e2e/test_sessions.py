@@ -19,7 +19,6 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from cryptography.hazmat.primitives.serialization import SSHCertificate, load_ssh_public_identity
 
-from jumpgate.cli.common import profile
 from jumpgate.cli.daemon.config import load
 from jumpgate.cli.daemon.platform import open_control_plane
 from jumpgate.protocol import certs
@@ -39,6 +38,7 @@ from tests.e2e.conftest import (
     join_command,
     pty_session,
     signup_and_login,
+    user_ssh_options,
     wait_for_line,
     write_ssh_config,
 )
@@ -398,30 +398,13 @@ def test_slow_reader_does_not_grow_the_proxy(site: Site) -> None:
     """16 sessions stream /dev/zero at a client that never reads: proxy memory levels off."""
     assert site.cluster.process is not None
     pid = site.cluster.process.pid
-    current_env = site.admin.env["JUMPGATE_HOME"]
+    options = user_ssh_options(site, LOGIN)
 
     async def flood() -> tuple[int, int, int]:
-        os.environ["JUMPGATE_HOME"] = current_env
-        current = profile.current()
-        key = asyncssh.import_private_key(current.key_path.read_bytes())
-        cert = asyncssh.import_certificate(current.certificate())
-        proxy = await asyncssh.connect(
-            "127.0.0.1",
-            site.cluster.ssh_port,
-            username=LOGIN,
-            client_keys=[(key, cert)],
-            known_hosts=None,
-        )
+        proxy = await asyncssh.connect("127.0.0.1", site.cluster.ssh_port, **options)
         sessions = []
         for _ in range(16):
-            node = await asyncssh.connect(
-                "web-1",
-                22,
-                tunnel=proxy,
-                username=LOGIN,
-                client_keys=[(key, cert)],
-                known_hosts=None,
-            )
+            node = await asyncssh.connect("web-1", 22, tunnel=proxy, **options)
             sessions.append((node, await node.create_process("cat /dev/zero", encoding=None)))
         before = _rss_kib(pid)
         await asyncio.sleep(3)

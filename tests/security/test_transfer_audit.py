@@ -14,8 +14,7 @@ from typing import Any
 import asyncssh
 import pytest
 
-from tests.e2e.conftest import LOGIN, Site, audit_events
-from tests.security.probes import user_ssh_options
+from tests.e2e.conftest import LOGIN, Site, audit_events, user_ssh_options
 
 pytestmark = [pytest.mark.e2e, pytest.mark.net]
 
