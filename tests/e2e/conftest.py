@@ -318,6 +318,20 @@ class Site:
         )
 
 
+def openssh_sftp(site: Site, directory: Path, batch: str) -> subprocess.CompletedProcess[bytes]:
+    """OpenSSH's ``sftp -b -`` running ``batch`` on web-1 with the ssh_config ``jump config``
+    prints (written to ``directory``), as a user of plain OpenSSH would."""
+    config = directory / "jump_config"
+    config.write_text(site.admin.ok("jump", "config").out)
+    return subprocess.run(
+        ["sftp", "-F", str(config), "-b", "-", f"{LOGIN}@web-1.acme.localhost"],
+        input=batch.encode(),
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+
+
 def write_ssh_config(
     directory: Path, home: Path, cluster: Front, host_ca: str, proxy_key: str
 ) -> Path:

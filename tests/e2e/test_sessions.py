@@ -36,6 +36,7 @@ from tests.e2e.conftest import (
     create_tenant,
     http_get,
     join_command,
+    openssh_sftp,
     pty_session,
     signup_and_login,
     user_ssh_options,
@@ -270,15 +271,7 @@ def test_jump_scp_both_ways_and_openssh_sftp(site: Site, tmp_path: Path) -> None
     assert len(digests) == 1
     missing = site.admin.fails("jump", "scp", "web-1:/no/such/file", str(tmp_path / "x"))
     assert missing == "jump: error: copy failed: No such file"
-    config = tmp_path / "jump_config"
-    config.write_text(site.admin.ok("jump", "config").out)
-    listing = subprocess.run(
-        ["sftp", "-F", str(config), "-b", "-", f"{LOGIN}@web-1.acme.localhost"],
-        input=f"ls {remote}\n".encode(),
-        capture_output=True,
-        timeout=60,
-        check=False,
-    )
+    listing = openssh_sftp(site, tmp_path, f"ls {remote}\n")
     assert listing.returncode == 0, listing.stderr
     assert str(remote).encode() in listing.stdout
 
