@@ -13,6 +13,7 @@ import sys
 import termios
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -176,12 +177,25 @@ class Shell:
         return lines[0]
 
 
+@contextmanager
+def running_cluster(directory: Path, extra_config: str = "") -> Iterator[Cluster]:
+    """``jumpgate start`` in ``directory`` on free loopback ports, with ``extra_config`` (more
+    YAML for jumpgate.yaml); stopped when the block ends."""
+    directory.mkdir(parents=True, exist_ok=True)
+    running = Cluster(
+        directory, free_port(), free_port(), free_port(), free_port(), extra_config=extra_config
+    )
+    running.start()
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    running = Cluster(tmp_path, free_port(), free_port(), free_port(), free_port())
-    running.start()
-    yield running
-    running.stop()
+    with running_cluster(tmp_path) as running:
+        yield running
 
 
 def signup_and_login(

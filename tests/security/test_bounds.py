@@ -20,7 +20,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import BIN, Cluster, Site, build_site, http_get, wait_for_line
+from tests.e2e.conftest import (
+    BIN,
+    Cluster,
+    Site,
+    build_site,
+    http_get,
+    running_cluster,
+    wait_for_line,
+)
 from tests.security.probes import dial, refused
 from tests.support import free_port
 
@@ -36,26 +44,18 @@ LIMITS = """connection_limits:
 """
 
 
-def _cluster(tmp_path: Path, extra: str = "") -> Cluster:
-    return Cluster(tmp_path, free_port(), free_port(), free_port(), free_port(), extra_config=extra)
-
-
 @pytest.fixture
 def limited(tmp_path: Path) -> Iterator[Cluster]:
     """A daemon with low caps (3 connections a source, 2 of them unauthenticated) and 5 s
     timeouts."""
-    running = _cluster(tmp_path, LIMITS.format(total=3, unauthenticated=2))
-    running.start()
-    yield running
-    running.stop()
+    with running_cluster(tmp_path, LIMITS.format(total=3, unauthenticated=2)) as running:
+        yield running
 
 
 @pytest.fixture
 def defaults(tmp_path: Path) -> Iterator[Cluster]:
-    running = _cluster(tmp_path)
-    running.start()
-    yield running
-    running.stop()
+    with running_cluster(tmp_path) as running:
+        yield running
 
 
 def _tls() -> ssl.SSLContext:
@@ -262,7 +262,7 @@ def test_jump_ssh_memory_stays_bounded_with_a_slow_reader(
 
 
 def test_data_files_are_private_and_the_data_dir_is_tightened(tmp_path: Path) -> None:
-    running = _cluster(tmp_path)
+    running = Cluster(tmp_path, free_port(), free_port(), free_port(), free_port())
     running.data_dir.mkdir(mode=0o755)
     os.chmod(running.data_dir, 0o755)  # noqa: S103 - as a umask of 022 leaves it
     running.start()

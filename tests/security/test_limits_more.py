@@ -22,31 +22,25 @@ from tests.e2e.conftest import (
     Site,
     build_site,
     http_get,
+    running_cluster,
     user_ssh_options,
     wait_for_line,
 )
 from tests.security.probes import dial, refused
-from tests.support import free_port
 
 pytestmark = [pytest.mark.net, pytest.mark.e2e]
-
-
-def _cluster(tmp_path: Path, extra: str = "") -> Cluster:
-    return Cluster(tmp_path, free_port(), free_port(), free_port(), free_port(), extra_config=extra)
 
 
 @pytest.fixture
 def global_cap(tmp_path: Path) -> Iterator[Cluster]:
     """3 unauthenticated connections a listener in all, 2 from any one source."""
-    running = _cluster(
-        tmp_path,
+    limits = (
         "connection_limits:\n"
         "  max_unauthenticated_per_source: 2\n"
-        "  max_unauthenticated_connections: 3\n",
+        "  max_unauthenticated_connections: 3\n"
     )
-    running.start()
-    yield running
-    running.stop()
+    with running_cluster(tmp_path, limits) as running:
+        yield running
 
 
 @pytest.mark.parametrize("listener", ["web", "ssh", "tunnel"])
@@ -122,17 +116,15 @@ def test_eleventh_session_on_one_node_connection_isrefused(
 
 @pytest.fixture
 def channel_caps(tmp_path: Path) -> Iterator[Site]:
-    running = _cluster(
-        tmp_path,
+    limits = (
         "connection_limits:\n"
         "  max_sessions_per_connection: 2\n"
-        "  max_forwarded_channels_per_connection: 3\n",
+        "  max_forwarded_channels_per_connection: 3\n"
     )
-    running.start()
-    site = build_site(running, tmp_path)
-    yield site
-    site.node.kill()
-    running.stop()
+    with running_cluster(tmp_path, limits) as running:
+        site = build_site(running, tmp_path)
+        yield site
+        site.node.kill()
 
 
 def test_proxy_caps_forwarded_channels_per_connection(channel_caps: Site) -> None:
