@@ -24,6 +24,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,7 @@ from tests.e2e.conftest import (
     Cluster,
     Shell,
     create_tenant,
+    running_cluster,
     signup_and_login,
     wait_for_line,
 )
@@ -171,16 +173,20 @@ class Relay:
         return own.sign_trust(document).model_dump(mode="json")
 
 
+@contextmanager
+def _running_platform(tmp_path: Path) -> Iterator[tuple[Cluster, Shell]]:
+    """A daemon in ``tmp_path/platform`` with tenant acme and its admin alice logged in."""
+    with running_cluster(tmp_path / "platform") as cluster:
+        admin = Shell(tmp_path / "home")
+        created = create_tenant(admin, cluster, "acme", "alice", "root")
+        signup_and_login(admin, cluster, created["invite_token"], "alice")
+        yield cluster, admin
+
+
 @pytest.fixture
 def platform(tmp_path: Path) -> Iterator[tuple[Cluster, Shell]]:
-    cluster = Cluster(tmp_path / "platform", free_port(), free_port(), free_port(), free_port())
-    cluster.directory.mkdir()
-    cluster.start()
-    admin = Shell(tmp_path / "home")
-    created = create_tenant(admin, cluster, "acme", "alice", "root")
-    signup_and_login(admin, cluster, created["invite_token"], "alice")
-    yield cluster, admin
-    cluster.stop()
+    with _running_platform(tmp_path) as running:
+        yield running
 
 
 @pytest.fixture
@@ -406,13 +412,7 @@ def test_insecure_is_refused_when_the_platform_names_no_self_signed_certificate(
     _, cert, key = ca_issued_certificate("acme.localhost")
     monkeypatch.setenv(tls.CERT_VARIABLE, cert)
     monkeypatch.setenv(tls.KEY_VARIABLE, key)
-    cluster = Cluster(tmp_path / "platform", free_port(), free_port(), free_port(), free_port())
-    cluster.directory.mkdir()
-    cluster.start()
-    try:
-        admin = Shell(tmp_path / "home")
-        created = create_tenant(admin, cluster, "acme", "alice", "root")
-        signup_and_login(admin, cluster, created["invite_token"], "alice")
+    with _running_platform(tmp_path) as (cluster, admin):
         joining = _token(admin)
         log = tmp_path / "agent.log"
         process = _agent(
@@ -426,8 +426,6 @@ def test_insecure_is_refused_when_the_platform_names_no_self_signed_certificate(
         error = _refused(process, log, 0, joining["ca_pin"])
         assert "drop --insecure" in error, error
         assert not (tmp_path / "node" / "node" / "identity.json").exists()
-    finally:
-        cluster.stop()
 
 
 def _cmdline(pid: int) -> str:
