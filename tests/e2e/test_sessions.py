@@ -203,40 +203,31 @@ def test_jump_ssh_interactive_pty(site: Site) -> None:
     assert [(e["session_id"], e["exit_code"]) for e in ends] == [(start["session_id"], 5)]
 
 
+def _at_eof(
+    argv: list[str], env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[bytes]:
+    """``argv`` run with its stdin at EOF from the start (``</dev/null``)."""
+    return subprocess.run(
+        argv, stdin=subprocess.DEVNULL, capture_output=True, env=env, timeout=60, check=False
+    )
+
+
 def test_a_pty_command_with_stdin_at_eof_prints_everything(site: Site) -> None:
     """``ssh -tt host CMD </dev/null``: the client's EOF comes at once. The agent used to
     close the PTY master it also read the output from, so the output was lost (issue 14)."""
-    for _ in range(3):
-        done = subprocess.run(
-            ["ssh", "-F", str(site.ssh_config), "-tt", "web-1", "echo hello; tty; exit 4"],
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            timeout=60,
-            check=False,
-        )
-        assert done.returncode == 4, (done.stdout, done.stderr)
-        assert b"hello" in done.stdout, (done.stdout, done.stderr)
-        assert b"/dev/pts/" in done.stdout, (done.stdout, done.stderr)
+    openssh = ["ssh", "-F", str(site.ssh_config), "-tt", "web-1"]
+    jump = [str(BIN / "jump"), "ssh", "-t", "web-1"]
+    runs: list[tuple[list[str], dict[str, str] | None]]
+    runs = [([*openssh, "echo hello; tty; exit 4"], None)] * 3
+    runs.append(([*jump, "echo hello; sleep 0.2; tty; exit 4"], site.admin.env))
+    for argv, env in runs:
+        done = _at_eof(argv, env)
+        assert done.returncode == 4, (argv, done.stdout, done.stderr)
+        assert b"hello" in done.stdout, (argv, done.stdout, done.stderr)
+        assert b"/dev/pts/" in done.stdout, (argv, done.stdout, done.stderr)
     # The user's EOF reaches a command reading the terminal as its EOF character.
-    done = subprocess.run(
-        ["ssh", "-F", str(site.ssh_config), "-tt", "web-1", "cat; echo after-cat"],
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        timeout=60,
-        check=False,
-    )
+    done = _at_eof([*openssh, "cat; echo after-cat"])
     assert b"after-cat" in done.stdout, (done.stdout, done.stderr)
-    done = subprocess.run(
-        [str(BIN / "jump"), "ssh", "-t", "web-1", "echo hello; sleep 0.2; tty; exit 4"],
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        env=site.admin.env,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 4, (done.stdout, done.stderr)
-    assert b"hello" in done.stdout, (done.stdout, done.stderr)
-    assert b"/dev/pts/" in done.stdout, (done.stdout, done.stderr)
 
 
 def test_jump_config_gives_plain_openssh_a_route(site: Site, tmp_path: Path) -> None:
