@@ -16,7 +16,7 @@ import time
 from contextlib import ExitStack
 from pathlib import Path
 
-from bench.harness import Bench, start
+from bench.harness import Bench, rss_kib, start
 
 STREAM = "head -c {size} /dev/urandom"
 TARGET_MB = 8.0
@@ -36,11 +36,9 @@ def _agent_pid(node_dir: Path) -> int:
     raise RuntimeError(f"no agent running with --data-dir {node_dir}")
 
 
-def _rss(pid: int, field: str = "VmRSS") -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError(f"no {field} for {pid}")
+def _rss(pid: int) -> int:
+    """Resident memory of ``pid`` in bytes."""
+    return rss_kib(pid) * 1024
 
 
 def _session(bench: Bench, size: int) -> subprocess.Popen[bytes]:

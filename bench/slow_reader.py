@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pyotp
 
-from bench.harness import BIN, LOGIN, PASSWORD, Bench, start
+from bench.harness import BIN, LOGIN, PASSWORD, Bench, rss_kib, start
 
 TARGET_MB = 64.0
 STREAM = "head -c 2G /dev/zero"
@@ -27,11 +27,11 @@ STREAM = "head -c 2G /dev/zero"
 def _rss_mb(pid: int) -> float:
     """Resident memory of ``pid`` and its children (``ssh -J`` runs a second ssh for the
     jump host), in MB."""
-    total = 0.0
     try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                total += int(line.split()[1]) / 1024
+        total = rss_kib(pid) / 1024
+    except (FileNotFoundError, RuntimeError):  # gone, or a zombie not yet reaped
+        return 0.0
+    try:
         children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
     except FileNotFoundError:
         return total

@@ -16,17 +16,10 @@ import time
 from contextlib import ExitStack
 from pathlib import Path
 
-from bench.harness import start
+from bench.harness import rss_kib, start
 from bench.simulated import hold_many, join_many
 
 TARGET_KIB = 25
-
-
-def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise RuntimeError("no VmRSS")
 
 
 def main() -> int:
