@@ -13,8 +13,10 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
-from contextlib import ExitStack
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -122,6 +124,14 @@ def _sshd(stack: ExitStack, directory: Path, name: str, port: int, user_ca: Path
     process = subprocess.Popen([SSHD, "-D", "-e", "-f", str(config)], stderr=subprocess.DEVNULL)
     stack.callback(stop, process)
     wait_port(port)
+
+
+@contextmanager
+def running(*, agent: bool = True, openssh: bool = True) -> Iterator[Bench]:
+    """``start`` in a temporary directory: everything stopped, then removed, when the block
+    ends."""
+    with tempfile.TemporaryDirectory() as directory, ExitStack() as stack:
+        yield start(stack, Path(directory), agent=agent, openssh=openssh)
 
 
 def start(stack: ExitStack, directory: Path, *, agent: bool = True, openssh: bool = True) -> Bench:
