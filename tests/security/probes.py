@@ -2,6 +2,7 @@
 
 import select
 import socket
+import ssl
 
 
 def dial(port: int, source: str = "127.0.0.1") -> socket.socket:
@@ -18,3 +19,12 @@ def refused(sock: socket.socket, seconds: float = 2.0) -> bool:
         return sock.recv(1024, socket.MSG_PEEK) == b""
     except OSError:
         return True
+
+
+def insecure_tls() -> ssl.SSLContext:
+    """A client TLS context that takes any certificate: the local platform's is self-signed,
+    and these tests attack it, not its certificate."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context

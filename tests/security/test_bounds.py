@@ -29,7 +29,7 @@ from tests.e2e.conftest import (
     running_cluster,
     wait_for_line,
 )
-from tests.security.probes import dial, refused
+from tests.security.probes import dial, insecure_tls, refused
 from tests.support import free_port
 
 pytestmark = [pytest.mark.net, pytest.mark.e2e]
@@ -58,13 +58,6 @@ def defaults(tmp_path: Path) -> Iterator[Cluster]:
         yield running
 
 
-def _tls() -> ssl.SSLContext:
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    return context
-
-
 def _cut(sock: socket.socket) -> bool:
     """Whether the server has closed ``sock``: reading what is there ends or fails (TLS
     records that carry no data, as session tickets, are not a close)."""
@@ -86,7 +79,7 @@ def _trickle(port: int, every: float, limit: float) -> float:
     head = b"GET /webapi/ping HTTP/1.1\r\nHost: acme.localhost\r\nX-Slow: " + b"a" * 1000
     start = time.monotonic()
     raw = socket.create_connection(("127.0.0.1", port), timeout=10)
-    with _tls().wrap_socket(raw, server_hostname="acme.localhost") as sock:
+    with insecure_tls().wrap_socket(raw, server_hostname="acme.localhost") as sock:
         for byte in head:
             try:
                 sock.sendall(bytes([byte]))
@@ -112,7 +105,7 @@ def test_trickling_https_client_is_cut_within_30s_by_default(defaults: Cluster) 
 
 def test_trickling_https_body_is_cut_within_30s_by_default(defaults: Cluster) -> None:
     raw = socket.create_connection(("127.0.0.1", defaults.port), timeout=10)
-    with _tls().wrap_socket(raw, server_hostname="acme.localhost") as sock:
+    with insecure_tls().wrap_socket(raw, server_hostname="acme.localhost") as sock:
         sock.sendall(
             b"POST /v1/login HTTP/1.1\r\nHost: acme.localhost\r\n"
             b"Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
@@ -155,7 +148,7 @@ def test_silent_client_is_cut_during_the_tls_handshake(limited: Cluster) -> None
 
 def test_idle_keepalive_connection_is_closed(limited: Cluster) -> None:
     raw = socket.create_connection(("127.0.0.1", limited.port), timeout=10)
-    with _tls().wrap_socket(raw, server_hostname="acme.localhost") as sock:
+    with insecure_tls().wrap_socket(raw, server_hostname="acme.localhost") as sock:
         sock.sendall(b"GET /webapi/ping HTTP/1.1\r\nHost: acme.localhost\r\n\r\n")
         assert sock.recv(65536).startswith(b"HTTP/1.1 ")  # an answer (404: no tenant)
         start = time.monotonic()
@@ -198,7 +191,7 @@ def test_per_source_cap_counts_established_https_connections(limited: Cluster) -
     try:
         for _ in range(3):
             raw = dial(limited.port)
-            sock = _tls().wrap_socket(raw, server_hostname="acme.localhost")
+            sock = insecure_tls().wrap_socket(raw, server_hostname="acme.localhost")
             sock.sendall(b"GET /webapi/ping HTTP/1.1\r\nHost: acme.localhost\r\n\r\n")
             assert sock.recv(65536).startswith(b"HTTP/1.1 ")  # an answer (404: no tenant)
             held.append(sock)

@@ -19,7 +19,6 @@ import base64
 import json
 import os
 import signal
-import ssl
 import subprocess
 import threading
 import time
@@ -45,6 +44,7 @@ from tests.e2e.conftest import (
     signup_and_login,
     wait_for_line,
 )
+from tests.security.probes import insecure_tls
 from tests.support import ca_issued_certificate, free_port
 
 pytestmark = pytest.mark.e2e
@@ -97,9 +97,6 @@ class Relay:
     async def _serve(self) -> None:
         self._stop = asyncio.Event()
         cert, key = tls.ensure_certificate(self.directory / "relay-tls", "localhost")
-        upstream_tls = ssl.create_default_context()
-        upstream_tls.check_hostname = False
-        upstream_tls.verify_mode = ssl.CERT_NONE
         session = aiohttp.ClientSession()
 
         async def relay(request: web.Request) -> web.Response:
@@ -112,7 +109,7 @@ class Relay:
                 f"https://127.0.0.1:{self.upstream}{request.path_qs}",
                 data=await request.read(),
                 headers=headers,
-                ssl=upstream_tls,
+                ssl=insecure_tls(),
                 server_hostname="acme.localhost",
             ) as answer:
                 body = await answer.read()

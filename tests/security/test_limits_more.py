@@ -8,7 +8,6 @@ one of those against a real daemon on loopback (127.0.0.2, 127.0.0.3: other sour
 
 import asyncio
 import socket
-import ssl
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,7 +25,7 @@ from tests.e2e.conftest import (
     user_ssh_options,
     wait_for_line,
 )
-from tests.security.probes import dial, refused
+from tests.security.probes import dial, insecure_tls, refused
 
 pytestmark = [pytest.mark.net, pytest.mark.e2e]
 
@@ -181,17 +180,10 @@ def test_proxy_caps_session_channels_per_connection(channel_caps: Site) -> None:
     asyncio.run(asyncio.wait_for(sessions(), 60))
 
 
-def _tls() -> ssl.SSLContext:
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    return context
-
-
 def _exchange(port: int, request: bytes) -> bytes:
     """Send ``request`` (its ``|``-separated parts after an answer each) and read till closed."""
     raw = socket.create_connection(("127.0.0.1", port), timeout=10)
-    with _tls().wrap_socket(raw, server_hostname="acme.localhost") as sock:
+    with insecure_tls().wrap_socket(raw, server_hostname="acme.localhost") as sock:
         *before, last = request.split(b"|")
         for part in before:
             sock.sendall(part)
