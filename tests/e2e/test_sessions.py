@@ -43,7 +43,7 @@ from tests.e2e.conftest import (
     wait_for_line,
     write_ssh_config,
 )
-from tests.support import free_port
+from tests.support import free_port, rss_kib
 
 pytestmark = [pytest.mark.e2e, pytest.mark.net]
 
@@ -371,13 +371,6 @@ def test_refused_handshakes_are_counted(site: Site) -> None:
     assert site.ssh("echo still-mine").stdout == b"still-mine\n"
 
 
-def _rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise AssertionError("no VmRSS")
-
-
 def test_slow_reader_does_not_grow_the_proxy(site: Site) -> None:
     """16 sessions stream /dev/zero at a client that never reads: proxy memory levels off."""
     assert site.cluster.process is not None
@@ -390,18 +383,18 @@ def test_slow_reader_does_not_grow_the_proxy(site: Site) -> None:
         for _ in range(16):
             node = await asyncssh.connect("web-1", 22, tunnel=proxy, **options)
             sessions.append((node, await node.create_process("cat /dev/zero", encoding=None)))
-        before = _rss_kib(pid)
+        before = rss_kib(pid)
         await asyncio.sleep(3)
-        middle = _rss_kib(pid)
+        middle = rss_kib(pid)
         await asyncio.sleep(3)
-        after = _rss_kib(pid)
+        after = rss_kib(pid)
         for node, process in sessions:
             process.close()
             node.close()
         proxy.close()
         return before, middle, after
 
-    start = _rss_kib(pid)
+    start = rss_kib(pid)
     began = time.monotonic()
     before, middle, after = asyncio.run(flood())
     assert time.monotonic() - began < 60

@@ -30,7 +30,7 @@ from tests.e2e.conftest import (
     wait_for_line,
 )
 from tests.security.probes import dial, insecure_tls, refused
-from tests.support import free_port
+from tests.support import free_port, rss_kib
 
 pytestmark = [pytest.mark.net, pytest.mark.e2e]
 
@@ -216,13 +216,6 @@ def test_unauthenticated_ssh_connection_is_cut_after_the_login_grace_time(
     assert took < 10, f"an SSH client that never authenticated was held {took:.0f}s"
 
 
-def _rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
 def test_jump_ssh_memory_stays_bounded_with_a_slow_reader(
     defaults: Cluster, tmp_path: Path
 ) -> None:
@@ -241,7 +234,7 @@ def test_jump_ssh_memory_stays_bounded_with_a_slow_reader(
             chunk = reader.stdout.read(100_000)
             assert chunk, "the stream ended early"
             time.sleep(0.1)
-            samples.append(_rss_mb(reader.pid))
+            samples.append(rss_kib(reader.pid) / 1024)
         baseline = samples[len(samples) // 4]  # past start-up (imports, login, key exchange)
         growth = max(samples) - baseline
         print(f"jump ssh RSS {baseline:.0f} MB -> {max(samples):.0f} MB with a slow reader")
