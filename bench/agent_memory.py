@@ -10,13 +10,11 @@ import argparse
 import os
 import subprocess
 import sys
-import tempfile
 import threading
 import time
-from contextlib import ExitStack
 from pathlib import Path
 
-from bench.harness import Bench, start
+from bench.harness import Bench, rss_kib, running
 
 STREAM = "head -c {size} /dev/urandom"
 TARGET_MB = 8.0
@@ -36,11 +34,9 @@ def _agent_pid(node_dir: Path) -> int:
     raise RuntimeError(f"no agent running with --data-dir {node_dir}")
 
 
-def _rss(pid: int, field: str = "VmRSS") -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError(f"no {field} for {pid}")
+def _rss(pid: int) -> int:
+    """Resident memory of ``pid`` in bytes."""
+    return rss_kib(pid) * 1024
 
 
 def _session(bench: Bench, size: int) -> subprocess.Popen[bytes]:
@@ -82,8 +78,7 @@ def main() -> int:
     parser.add_argument("--sessions", type=int, default=8, help="concurrent sessions")
     parser.add_argument("--mib", type=int, default=64, help="MiB of output per session")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as directory, ExitStack() as stack:
-        bench = start(stack, Path(directory), openssh=False)
+    with running(openssh=False) as bench:
         baseline, peak, after, seconds = measure(bench, args.sessions, args.mib * 1024 * 1024)
     mb = 1e6
     per_session = (peak - baseline) / args.sessions / mb

@@ -13,8 +13,10 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
-from contextlib import ExitStack
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,6 +70,14 @@ def stop(process: subprocess.Popen[bytes]) -> None:
     process.wait(timeout=30)
 
 
+def rss_kib(pid: int) -> int:
+    """Resident memory of ``pid`` in KiB (``VmRSS`` in /proc/PID/status; a zombie has none)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no VmRSS for {pid}")
+
+
 def wait_port(port: int, seconds: float = 10) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -114,6 +124,14 @@ def _sshd(stack: ExitStack, directory: Path, name: str, port: int, user_ca: Path
     process = subprocess.Popen([SSHD, "-D", "-e", "-f", str(config)], stderr=subprocess.DEVNULL)
     stack.callback(stop, process)
     wait_port(port)
+
+
+@contextmanager
+def running(*, agent: bool = True, openssh: bool = True) -> Iterator[Bench]:
+    """``start`` in a temporary directory: everything stopped, then removed, when the block
+    ends."""
+    with tempfile.TemporaryDirectory() as directory, ExitStack() as stack:
+        yield start(stack, Path(directory), agent=agent, openssh=openssh)
 
 
 def start(stack: ExitStack, directory: Path, *, agent: bool = True, openssh: bool = True) -> Bench:

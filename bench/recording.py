@@ -11,12 +11,9 @@ import argparse
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
-from contextlib import ExitStack
-from pathlib import Path
 
-from bench.harness import Bench, start
+from bench.harness import Bench, running
 from jumpgate.node_agent.uploads import SETTINGS_SECONDS
 
 
@@ -52,8 +49,7 @@ def main() -> int:
     parser.add_argument("--text-mib", type=int, default=256, help="MiB of text per run")
     parser.add_argument("--rounds", type=int, default=2, help="off/on pairs")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as directory, ExitStack() as stack:
-        bench = start(stack, Path(directory))
+    with running() as bench:
         recorded = 0
         for label, command, mib in (
             ("head -c {}M /dev/zero", ZEROS, args.mib),

@@ -9,13 +9,11 @@ import argparse
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
-from contextlib import ExitStack
 from pathlib import Path
 from typing import IO
 
-from bench.harness import Bench, start
+from bench.harness import Bench, running
 
 
 def _ssh(
@@ -51,8 +49,7 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=25, help="session starts per path")
     parser.add_argument("--mib", type=int, default=1024, help="MiB streamed per throughput run")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as directory, ExitStack() as stack:
-        bench = start(stack, Path(directory))
+    with running() as bench:
         _ssh(bench.jumpgate_ssh_config, "web-1", "true")  # warm both paths once
         _ssh(bench.openssh_ssh_config, "node", "true")
         jumpgate, openssh = session_start(bench, args.runs)

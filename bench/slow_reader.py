@@ -11,14 +11,12 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
-from contextlib import ExitStack
 from pathlib import Path
 
 import pyotp
 
-from bench.harness import BIN, LOGIN, PASSWORD, Bench, start
+from bench.harness import BIN, LOGIN, PASSWORD, Bench, rss_kib, running
 
 TARGET_MB = 64.0
 STREAM = "head -c 2G /dev/zero"
@@ -27,11 +25,11 @@ STREAM = "head -c 2G /dev/zero"
 def _rss_mb(pid: int) -> float:
     """Resident memory of ``pid`` and its children (``ssh -J`` runs a second ssh for the
     jump host), in MB."""
-    total = 0.0
     try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                total += int(line.split()[1]) / 1024
+        total = rss_kib(pid) / 1024
+    except (FileNotFoundError, RuntimeError):  # gone, or a zombie not yet reaped
+        return 0.0
+    try:
         children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
     except FileNotFoundError:
         return total
@@ -99,8 +97,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=int, default=60, help="how long the reader reads")
     parser.add_argument("--rate", type=int, default=1_000_000, help="bytes read per second")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as directory, ExitStack() as stack:
-        bench = start(stack, Path(directory))
+    with running() as bench:
         env = _jump_home(bench)
         jump = _slow_read([str(BIN / "jump"), "ssh", "web-1", STREAM], env, args.seconds, args.rate)
         openssh = _slow_read(

@@ -11,22 +11,12 @@ import argparse
 import asyncio
 import resource
 import sys
-import tempfile
 import time
-from contextlib import ExitStack
-from pathlib import Path
 
-from bench.harness import start
+from bench.harness import rss_kib, running
 from bench.simulated import hold_many, join_many
 
 TARGET_KIB = 25
-
-
-def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise RuntimeError("no VmRSS")
 
 
 def main() -> int:
@@ -36,8 +26,7 @@ def main() -> int:
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # the platform inherits it
     warmup = 20
-    with tempfile.TemporaryDirectory() as directory, ExitStack() as stack:
-        bench = start(stack, Path(directory), agent=False, openssh=False)
+    with running(agent=False, openssh=False) as bench:
         began = time.monotonic()
         nodes = join_many(bench.client, "bench", args.tunnels + warmup)
         joined_in = time.monotonic() - began

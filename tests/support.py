@@ -25,6 +25,16 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def rss_kib(pid: int) -> int:
+    """Resident memory of ``pid`` in KiB (``VmRSS`` in /proc/PID/status); fails for a process
+    that has none left (a zombie), so a dead client cannot pass for a small one."""
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError(f"no VmRSS for {pid}: it has exited")
+
+
 def gzip_part(frame_bytes: bytes) -> bytes:
     """A recording part as a node sends one: a gzip member of frames."""
     return gzip.compress(frame_bytes, compresslevel=1, mtime=0)

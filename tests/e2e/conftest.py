@@ -13,6 +13,7 @@ import sys
 import termios
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -176,12 +177,25 @@ class Shell:
         return lines[0]
 
 
+@contextmanager
+def running_cluster(directory: Path, extra_config: str = "") -> Iterator[Cluster]:
+    """``jumpgate start`` in ``directory`` on free loopback ports, with ``extra_config`` (more
+    YAML for jumpgate.yaml); stopped when the block ends."""
+    directory.mkdir(parents=True, exist_ok=True)
+    running = Cluster(
+        directory, free_port(), free_port(), free_port(), free_port(), extra_config=extra_config
+    )
+    running.start()
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    running = Cluster(tmp_path, free_port(), free_port(), free_port(), free_port())
-    running.start()
-    yield running
-    running.stop()
+    with running_cluster(tmp_path) as running:
+        yield running
 
 
 def signup_and_login(
@@ -318,6 +332,20 @@ class Site:
         )
 
 
+def openssh_sftp(site: Site, directory: Path, batch: str) -> subprocess.CompletedProcess[bytes]:
+    """OpenSSH's ``sftp -b -`` running ``batch`` on web-1 with the ssh_config ``jump config``
+    prints (written to ``directory``), as a user of plain OpenSSH would."""
+    config = directory / "jump_config"
+    config.write_text(site.admin.ok("jump", "config").out)
+    return subprocess.run(
+        ["sftp", "-F", str(config), "-b", "-", f"{LOGIN}@web-1.acme.localhost"],
+        input=batch.encode(),
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+
+
 def write_ssh_config(
     directory: Path, home: Path, cluster: Front, host_ca: str, proxy_key: str
 ) -> Path:
@@ -433,6 +461,24 @@ def pty_session(
     status = process.wait(timeout=10)
     os.close(parent)
     return status, seen
+
+
+def user_ssh_options(site: Site, username: str) -> dict[str, Any]:
+    """asyncssh options of the site's logged-in admin (its key and certificate), for a
+    connection to the proxy and, through it, to a node."""
+    profile = next((Path(site.admin.env["JUMPGATE_HOME"]) / "profiles").iterdir())
+    return {
+        "username": username,
+        "client_keys": [
+            (
+                asyncssh.read_private_key(profile / "key"),
+                asyncssh.read_certificate(profile / "key-cert.pub"),
+            )
+        ],
+        "known_hosts": None,
+        "config": [],
+        "agent_path": None,
+    }
 
 
 def as_the_node(site: Site) -> Any:

@@ -19,7 +19,6 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from cryptography.hazmat.primitives.serialization import SSHCertificate, load_ssh_public_identity
 
-from jumpgate.cli.common import profile
 from jumpgate.cli.daemon.config import load
 from jumpgate.cli.daemon.platform import open_control_plane
 from jumpgate.protocol import certs
@@ -37,12 +36,14 @@ from tests.e2e.conftest import (
     create_tenant,
     http_get,
     join_command,
+    openssh_sftp,
     pty_session,
     signup_and_login,
+    user_ssh_options,
     wait_for_line,
     write_ssh_config,
 )
-from tests.support import free_port
+from tests.support import free_port, rss_kib
 
 pytestmark = [pytest.mark.e2e, pytest.mark.net]
 
@@ -202,40 +203,31 @@ def test_jump_ssh_interactive_pty(site: Site) -> None:
     assert [(e["session_id"], e["exit_code"]) for e in ends] == [(start["session_id"], 5)]
 
 
+def _at_eof(
+    argv: list[str], env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[bytes]:
+    """``argv`` run with its stdin at EOF from the start (``</dev/null``)."""
+    return subprocess.run(
+        argv, stdin=subprocess.DEVNULL, capture_output=True, env=env, timeout=60, check=False
+    )
+
+
 def test_a_pty_command_with_stdin_at_eof_prints_everything(site: Site) -> None:
     """``ssh -tt host CMD </dev/null``: the client's EOF comes at once. The agent used to
     close the PTY master it also read the output from, so the output was lost (issue 14)."""
-    for _ in range(3):
-        done = subprocess.run(
-            ["ssh", "-F", str(site.ssh_config), "-tt", "web-1", "echo hello; tty; exit 4"],
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            timeout=60,
-            check=False,
-        )
-        assert done.returncode == 4, (done.stdout, done.stderr)
-        assert b"hello" in done.stdout, (done.stdout, done.stderr)
-        assert b"/dev/pts/" in done.stdout, (done.stdout, done.stderr)
+    openssh = ["ssh", "-F", str(site.ssh_config), "-tt", "web-1"]
+    jump = [str(BIN / "jump"), "ssh", "-t", "web-1"]
+    runs: list[tuple[list[str], dict[str, str] | None]]
+    runs = [([*openssh, "echo hello; tty; exit 4"], None)] * 3
+    runs.append(([*jump, "echo hello; sleep 0.2; tty; exit 4"], site.admin.env))
+    for argv, env in runs:
+        done = _at_eof(argv, env)
+        assert done.returncode == 4, (argv, done.stdout, done.stderr)
+        assert b"hello" in done.stdout, (argv, done.stdout, done.stderr)
+        assert b"/dev/pts/" in done.stdout, (argv, done.stdout, done.stderr)
     # The user's EOF reaches a command reading the terminal as its EOF character.
-    done = subprocess.run(
-        ["ssh", "-F", str(site.ssh_config), "-tt", "web-1", "cat; echo after-cat"],
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        timeout=60,
-        check=False,
-    )
+    done = _at_eof([*openssh, "cat; echo after-cat"])
     assert b"after-cat" in done.stdout, (done.stdout, done.stderr)
-    done = subprocess.run(
-        [str(BIN / "jump"), "ssh", "-t", "web-1", "echo hello; sleep 0.2; tty; exit 4"],
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        env=site.admin.env,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 4, (done.stdout, done.stderr)
-    assert b"hello" in done.stdout, (done.stdout, done.stderr)
-    assert b"/dev/pts/" in done.stdout, (done.stdout, done.stderr)
 
 
 def test_jump_config_gives_plain_openssh_a_route(site: Site, tmp_path: Path) -> None:
@@ -270,15 +262,7 @@ def test_jump_scp_both_ways_and_openssh_sftp(site: Site, tmp_path: Path) -> None
     assert len(digests) == 1
     missing = site.admin.fails("jump", "scp", "web-1:/no/such/file", str(tmp_path / "x"))
     assert missing == "jump: error: copy failed: No such file"
-    config = tmp_path / "jump_config"
-    config.write_text(site.admin.ok("jump", "config").out)
-    listing = subprocess.run(
-        ["sftp", "-F", str(config), "-b", "-", f"{LOGIN}@web-1.acme.localhost"],
-        input=f"ls {remote}\n".encode(),
-        capture_output=True,
-        timeout=60,
-        check=False,
-    )
+    listing = openssh_sftp(site, tmp_path, f"ls {remote}\n")
     assert listing.returncode == 0, listing.stderr
     assert str(remote).encode() in listing.stdout
 
@@ -387,54 +371,30 @@ def test_refused_handshakes_are_counted(site: Site) -> None:
     assert site.ssh("echo still-mine").stdout == b"still-mine\n"
 
 
-def _rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise AssertionError("no VmRSS")
-
-
 def test_slow_reader_does_not_grow_the_proxy(site: Site) -> None:
     """16 sessions stream /dev/zero at a client that never reads: proxy memory levels off."""
     assert site.cluster.process is not None
     pid = site.cluster.process.pid
-    current_env = site.admin.env["JUMPGATE_HOME"]
+    options = user_ssh_options(site, LOGIN)
 
     async def flood() -> tuple[int, int, int]:
-        os.environ["JUMPGATE_HOME"] = current_env
-        current = profile.current()
-        key = asyncssh.import_private_key(current.key_path.read_bytes())
-        cert = asyncssh.import_certificate(current.certificate())
-        proxy = await asyncssh.connect(
-            "127.0.0.1",
-            site.cluster.ssh_port,
-            username=LOGIN,
-            client_keys=[(key, cert)],
-            known_hosts=None,
-        )
+        proxy = await asyncssh.connect("127.0.0.1", site.cluster.ssh_port, **options)
         sessions = []
         for _ in range(16):
-            node = await asyncssh.connect(
-                "web-1",
-                22,
-                tunnel=proxy,
-                username=LOGIN,
-                client_keys=[(key, cert)],
-                known_hosts=None,
-            )
+            node = await asyncssh.connect("web-1", 22, tunnel=proxy, **options)
             sessions.append((node, await node.create_process("cat /dev/zero", encoding=None)))
-        before = _rss_kib(pid)
+        before = rss_kib(pid)
         await asyncio.sleep(3)
-        middle = _rss_kib(pid)
+        middle = rss_kib(pid)
         await asyncio.sleep(3)
-        after = _rss_kib(pid)
+        after = rss_kib(pid)
         for node, process in sessions:
             process.close()
             node.close()
         proxy.close()
         return before, middle, after
 
-    start = _rss_kib(pid)
+    start = rss_kib(pid)
     began = time.monotonic()
     before, middle, after = asyncio.run(flood())
     assert time.monotonic() - began < 60

@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from jumpgate.control_plane.audit.base import AuditStore
 from jumpgate.control_plane.clock import ManualClock
 from jumpgate.control_plane.handlers.api import make_handler
+from jumpgate.control_plane.handlers.internal import make_internal_handler
 from jumpgate.control_plane.plane import ControlPlane, Settings
 from jumpgate.control_plane.recordings.base import RecordingStore
 from jumpgate.control_plane.secrets import MasterKey, SecretBox
@@ -100,6 +101,19 @@ class Platform:
         response = self.respond(method, path, body, **options)
         payload = json.loads(response.body) if response.body else None
         return Answer(response.status, payload, response.headers)
+
+    def internal(self, path: str, body: Any) -> dict[str, Any]:
+        """The internal handler's raw answer to ``body`` POSTed to ``path``, as a proxy sends
+        it (the internal routes take no signature: only proxies reach them)."""
+        event = http_event(
+            method="POST",
+            path=path,
+            query="",
+            headers={"host": "internal", "content-type": "application/json"},
+            body=json.dumps(body).encode(),
+            source_ip="127.0.0.1",
+        )
+        return dict(make_internal_handler(self.plane)(event, None))
 
     def invite(self, tenant: str, admin: str, *, logins: list[str] | None = None) -> str:
         created = self.plane.create_tenant(tenant, admin=admin, logins=logins or ["root"])

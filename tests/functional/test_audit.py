@@ -11,8 +11,6 @@ import pytest
 from jumpgate.control_plane.audit.base import Auditor, open_sink
 from jumpgate.control_plane.audit.sqlite import SQLiteAuditStore
 from jumpgate.control_plane.clock import ManualClock
-from jumpgate.control_plane.handlers.internal import make_internal_handler
-from jumpgate.edge_proxy.events import http_event
 from jumpgate.protocol import certs
 from jumpgate.protocol.audit import EventType
 from tests.functional.conftest import PASSWORD, Platform, Session
@@ -196,15 +194,7 @@ def test_file_sink_gets_every_event_as_a_json_line(tmp_path: Path) -> None:
 
 
 def _internal_audit(platform: Platform, events: list[dict[str, Any]]) -> dict[str, Any]:
-    event = http_event(
-        method="POST",
-        path="/internal/v1/audit",
-        query="",
-        headers={"host": "internal", "content-type": "application/json"},
-        body=json.dumps({"events": events}).encode(),
-        source_ip="127.0.0.1",
-    )
-    return dict(make_internal_handler(platform.plane)(event, None))
+    return platform.internal("/internal/v1/audit", {"events": events})
 
 
 def test_proxies_record_session_events_for_the_tenant_they_name(platform: Platform) -> None:

@@ -9,7 +9,6 @@ import pytest
 
 from jumpgate.control_plane.handlers.internal import build_internal_app, make_internal_handler
 from jumpgate.edge_proxy.control import ControlPlaneClient, ControlPlaneError
-from jumpgate.edge_proxy.events import http_event
 from tests.functional.conftest import Platform
 
 
@@ -44,15 +43,7 @@ def test_a_malformed_tenant_is_a_bad_request(platform: Platform, path: str, tena
         body = {
             "events": [{"type": "session.start", "tenant": tenant, "time": "2026-01-01T00:00:00Z"}]
         }
-    event = http_event(
-        method="POST",
-        path=path,
-        query="",
-        headers={"host": "internal", "content-type": "application/json"},
-        body=json.dumps(body).encode(),
-        source_ip="127.0.0.1",
-    )
-    answer = make_internal_handler(platform.plane)(event, None)
+    answer = platform.internal(path, body)
     assert answer["statusCode"] == 400, answer
     assert "tenant" in json.loads(answer["body"])["detail"]
 

@@ -10,8 +10,6 @@ from typing import Any
 
 from cryptography.hazmat.primitives.serialization import SSHCertificate, load_ssh_public_identity
 
-from jumpgate.control_plane.handlers.internal import make_internal_handler
-from jumpgate.edge_proxy.events import http_event
 from jumpgate.protocol import certs
 from tests.functional.conftest import Platform, Session
 
@@ -41,15 +39,7 @@ def _session_auth(platform: Platform, session: Session) -> dict[str, Any]:
         "user": ext[certs.EXT_USER],
         "user_id": ext.get(certs.EXT_USER_ID, ""),
     }
-    event = http_event(
-        method="POST",
-        path="/internal/v1/session-auth",
-        query="",
-        headers={"host": "internal", "content-type": "application/json"},
-        body=json.dumps(body).encode(),
-        source_ip="127.0.0.1",
-    )
-    answer = make_internal_handler(platform.plane)(event, None)
+    answer = platform.internal("/internal/v1/session-auth", body)
     assert answer["statusCode"] == 200, answer
     return dict(json.loads(answer["body"]))
 

@@ -10,10 +10,9 @@ from typing import Any
 
 import pytest
 
-from jumpgate.control_plane.handlers.internal import make_internal_handler
 from jumpgate.control_plane.recordings.local import LocalRecordingStore
 from jumpgate.control_plane.recordings.s3 import S3RecordingStore
-from jumpgate.edge_proxy.events import decode_response, http_event
+from jumpgate.edge_proxy.events import decode_response
 from jumpgate.protocol import recording
 from jumpgate.protocol.recording import PartInfo
 from tests.functional.conftest import Platform, Session
@@ -22,15 +21,7 @@ from tests.support import gzip_part
 
 
 def _internal(platform: Platform, path: str, body: dict[str, Any]) -> tuple[int, Any]:
-    event = http_event(
-        method="POST",
-        path=f"/internal/v1/recordings/{path}",
-        query="",
-        headers={"host": "internal", "content-type": "application/json"},
-        body=json.dumps(body).encode(),
-        source_ip="127.0.0.1",
-    )
-    answer = decode_response(make_internal_handler(platform.plane)(event, None))
+    answer = decode_response(platform.internal(f"/internal/v1/recordings/{path}", body))
     return answer.status, json.loads(answer.body) if answer.body else None
 
 

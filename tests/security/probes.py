@@ -1,31 +1,8 @@
-"""How the security tests reach a platform as a user or a raw client would."""
+"""How the security tests reach a platform as a raw client would."""
 
 import select
 import socket
-from pathlib import Path
-from typing import Any
-
-import asyncssh
-
-from tests.e2e.conftest import Site
-
-
-def user_ssh_options(site: Site, username: str) -> dict[str, Any]:
-    """asyncssh options of the site's logged-in admin (its key and certificate), for a
-    connection to the proxy and, through it, to a node."""
-    profile = next((Path(site.admin.env["JUMPGATE_HOME"]) / "profiles").iterdir())
-    return {
-        "username": username,
-        "client_keys": [
-            (
-                asyncssh.read_private_key(profile / "key"),
-                asyncssh.read_certificate(profile / "key-cert.pub"),
-            )
-        ],
-        "known_hosts": None,
-        "config": [],
-        "agent_path": None,
-    }
+import ssl
 
 
 def dial(port: int, source: str = "127.0.0.1") -> socket.socket:
@@ -42,3 +19,12 @@ def refused(sock: socket.socket, seconds: float = 2.0) -> bool:
         return sock.recv(1024, socket.MSG_PEEK) == b""
     except OSError:
         return True
+
+
+def insecure_tls() -> ssl.SSLContext:
+    """A client TLS context that takes any certificate: the local platform's is self-signed,
+    and these tests attack it, not its certificate."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context

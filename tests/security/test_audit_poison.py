@@ -15,8 +15,7 @@ import pytest
 from jumpgate.node_agent import audit
 from jumpgate.node_agent.audit_spool import AuditSpool
 from jumpgate.protocol.tunnel import MAX_LINE_BYTES
-from tests.e2e.conftest import LOGIN, Site, audit_events
-from tests.security.probes import user_ssh_options
+from tests.e2e.conftest import LOGIN, Site, audit_events, user_ssh_options
 
 
 async def _sftp_mkdir(site: Site, path: str) -> None:

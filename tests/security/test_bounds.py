@@ -20,9 +20,17 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import BIN, Cluster, Site, build_site, http_get, wait_for_line
-from tests.security.probes import dial, refused
-from tests.support import free_port
+from tests.e2e.conftest import (
+    BIN,
+    Cluster,
+    Site,
+    build_site,
+    http_get,
+    running_cluster,
+    wait_for_line,
+)
+from tests.security.probes import dial, insecure_tls, refused
+from tests.support import free_port, rss_kib
 
 pytestmark = [pytest.mark.net, pytest.mark.e2e]
 
@@ -36,33 +44,18 @@ LIMITS = """connection_limits:
 """
 
 
-def _cluster(tmp_path: Path, extra: str = "") -> Cluster:
-    return Cluster(tmp_path, free_port(), free_port(), free_port(), free_port(), extra_config=extra)
-
-
 @pytest.fixture
 def limited(tmp_path: Path) -> Iterator[Cluster]:
     """A daemon with low caps (3 connections a source, 2 of them unauthenticated) and 5 s
     timeouts."""
-    running = _cluster(tmp_path, LIMITS.format(total=3, unauthenticated=2))
-    running.start()
-    yield running
-    running.stop()
+    with running_cluster(tmp_path, LIMITS.format(total=3, unauthenticated=2)) as running:
+        yield running
 
 
 @pytest.fixture
 def defaults(tmp_path: Path) -> Iterator[Cluster]:
-    running = _cluster(tmp_path)
-    running.start()
-    yield running
-    running.stop()
-
-
-def _tls() -> ssl.SSLContext:
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    return context
+    with running_cluster(tmp_path) as running:
+        yield running
 
 
 def _cut(sock: socket.socket) -> bool:
@@ -86,7 +79,7 @@ def _trickle(port: int, every: float, limit: float) -> float:
     head = b"GET /webapi/ping HTTP/1.1\r\nHost: acme.localhost\r\nX-Slow: " + b"a" * 1000
     start = time.monotonic()
     raw = socket.create_connection(("127.0.0.1", port), timeout=10)
-    with _tls().wrap_socket(raw, server_hostname="acme.localhost") as sock:
+    with insecure_tls().wrap_socket(raw, server_hostname="acme.localhost") as sock:
         for byte in head:
             try:
                 sock.sendall(bytes([byte]))
@@ -112,7 +105,7 @@ def test_trickling_https_client_is_cut_within_30s_by_default(defaults: Cluster) 
 
 def test_trickling_https_body_is_cut_within_30s_by_default(defaults: Cluster) -> None:
     raw = socket.create_connection(("127.0.0.1", defaults.port), timeout=10)
-    with _tls().wrap_socket(raw, server_hostname="acme.localhost") as sock:
+    with insecure_tls().wrap_socket(raw, server_hostname="acme.localhost") as sock:
         sock.sendall(
             b"POST /v1/login HTTP/1.1\r\nHost: acme.localhost\r\n"
             b"Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
@@ -155,7 +148,7 @@ def test_silent_client_is_cut_during_the_tls_handshake(limited: Cluster) -> None
 
 def test_idle_keepalive_connection_is_closed(limited: Cluster) -> None:
     raw = socket.create_connection(("127.0.0.1", limited.port), timeout=10)
-    with _tls().wrap_socket(raw, server_hostname="acme.localhost") as sock:
+    with insecure_tls().wrap_socket(raw, server_hostname="acme.localhost") as sock:
         sock.sendall(b"GET /webapi/ping HTTP/1.1\r\nHost: acme.localhost\r\n\r\n")
         assert sock.recv(65536).startswith(b"HTTP/1.1 ")  # an answer (404: no tenant)
         start = time.monotonic()
@@ -198,7 +191,7 @@ def test_per_source_cap_counts_established_https_connections(limited: Cluster) -
     try:
         for _ in range(3):
             raw = dial(limited.port)
-            sock = _tls().wrap_socket(raw, server_hostname="acme.localhost")
+            sock = insecure_tls().wrap_socket(raw, server_hostname="acme.localhost")
             sock.sendall(b"GET /webapi/ping HTTP/1.1\r\nHost: acme.localhost\r\n\r\n")
             assert sock.recv(65536).startswith(b"HTTP/1.1 ")  # an answer (404: no tenant)
             held.append(sock)
@@ -223,13 +216,6 @@ def test_unauthenticated_ssh_connection_is_cut_after_the_login_grace_time(
     assert took < 10, f"an SSH client that never authenticated was held {took:.0f}s"
 
 
-def _rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
 def test_jump_ssh_memory_stays_bounded_with_a_slow_reader(
     defaults: Cluster, tmp_path: Path
 ) -> None:
@@ -248,7 +234,7 @@ def test_jump_ssh_memory_stays_bounded_with_a_slow_reader(
             chunk = reader.stdout.read(100_000)
             assert chunk, "the stream ended early"
             time.sleep(0.1)
-            samples.append(_rss_mb(reader.pid))
+            samples.append(rss_kib(reader.pid) / 1024)
         baseline = samples[len(samples) // 4]  # past start-up (imports, login, key exchange)
         growth = max(samples) - baseline
         print(f"jump ssh RSS {baseline:.0f} MB -> {max(samples):.0f} MB with a slow reader")
@@ -262,7 +248,7 @@ def test_jump_ssh_memory_stays_bounded_with_a_slow_reader(
 
 
 def test_data_files_are_private_and_the_data_dir_is_tightened(tmp_path: Path) -> None:
-    running = _cluster(tmp_path)
+    running = Cluster(tmp_path, free_port(), free_port(), free_port(), free_port())
     running.data_dir.mkdir(mode=0o755)
     os.chmod(running.data_dir, 0o755)  # noqa: S103 - as a umask of 022 leaves it
     running.start()

@@ -19,11 +19,11 @@ import base64
 import json
 import os
 import signal
-import ssl
 import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -40,9 +40,11 @@ from tests.e2e.conftest import (
     Cluster,
     Shell,
     create_tenant,
+    running_cluster,
     signup_and_login,
     wait_for_line,
 )
+from tests.security.probes import insecure_tls
 from tests.support import ca_issued_certificate, free_port
 
 pytestmark = pytest.mark.e2e
@@ -95,9 +97,6 @@ class Relay:
     async def _serve(self) -> None:
         self._stop = asyncio.Event()
         cert, key = tls.ensure_certificate(self.directory / "relay-tls", "localhost")
-        upstream_tls = ssl.create_default_context()
-        upstream_tls.check_hostname = False
-        upstream_tls.verify_mode = ssl.CERT_NONE
         session = aiohttp.ClientSession()
 
         async def relay(request: web.Request) -> web.Response:
@@ -110,7 +109,7 @@ class Relay:
                 f"https://127.0.0.1:{self.upstream}{request.path_qs}",
                 data=await request.read(),
                 headers=headers,
-                ssl=upstream_tls,
+                ssl=insecure_tls(),
                 server_hostname="acme.localhost",
             ) as answer:
                 body = await answer.read()
@@ -171,16 +170,20 @@ class Relay:
         return own.sign_trust(document).model_dump(mode="json")
 
 
+@contextmanager
+def _running_platform(tmp_path: Path) -> Iterator[tuple[Cluster, Shell]]:
+    """A daemon in ``tmp_path/platform`` with tenant acme and its admin alice logged in."""
+    with running_cluster(tmp_path / "platform") as cluster:
+        admin = Shell(tmp_path / "home")
+        created = create_tenant(admin, cluster, "acme", "alice", "root")
+        signup_and_login(admin, cluster, created["invite_token"], "alice")
+        yield cluster, admin
+
+
 @pytest.fixture
 def platform(tmp_path: Path) -> Iterator[tuple[Cluster, Shell]]:
-    cluster = Cluster(tmp_path / "platform", free_port(), free_port(), free_port(), free_port())
-    cluster.directory.mkdir()
-    cluster.start()
-    admin = Shell(tmp_path / "home")
-    created = create_tenant(admin, cluster, "acme", "alice", "root")
-    signup_and_login(admin, cluster, created["invite_token"], "alice")
-    yield cluster, admin
-    cluster.stop()
+    with _running_platform(tmp_path) as running:
+        yield running
 
 
 @pytest.fixture
@@ -277,6 +280,47 @@ def _lines(log: Path, offset: int, text: str) -> list[str]:
     return [line for line in log.read_text()[offset:].splitlines() if text in line]
 
 
+def _joined_then_stopped(process: subprocess.Popen[bytes], log: Path) -> None:
+    """Wait for the agent's tunnel (it joined), then stop it as an operator would: SIGTERM,
+    exit 0."""
+    wait_for_line(log, '"tunnel up"', process)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=20) == 0
+
+
+def _edit_identity(node: Path, **fields: Any) -> Path:
+    """Change ``fields`` in the stopped node's identity.json; its path."""
+    identity = node / "node" / "identity.json"
+    stored = json.loads(identity.read_text())
+    stored.update(fields)
+    identity.write_text(json.dumps(stored, indent=2))
+    return identity
+
+
+def _logged_while_running(
+    process: subprocess.Popen[bytes], log: Path, offset: int, text: str, seconds: float
+) -> list[str]:
+    """The agent's log lines with ``text`` after ``offset`` once there are two (it retried);
+    fails if the agent stops or ``seconds`` pass first."""
+    deadline = time.monotonic() + seconds
+    while len(_lines(log, offset, text)) < 2:
+        assert process.poll() is None, log.read_text()[offset:][-2000:]
+        assert time.monotonic() < deadline, log.read_text()[offset:][-2000:]
+        time.sleep(0.1)
+    return _lines(log, offset, text)
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM an agent still running and reap it (killed if it will not stop)."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)
+
+
 def test_a_rewritten_discovery_on_reconnect_is_refused_and_retried(
     platform: tuple[Cluster, Shell], relay: Relay, tmp_path: Path
 ) -> None:
@@ -297,25 +341,15 @@ def test_a_rewritten_discovery_on_reconnect_is_refused_and_retried(
         log=log,
     )
     try:
-        wait_for_line(log, '"tunnel up"', process)
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=20) == 0
+        _joined_then_stopped(process, log)
         # The relay now sits where the node finds the platform (a hijacked name, say)
-        identity = node / "node" / "identity.json"
-        stored = json.loads(identity.read_text())
-        stored["auth_server"] = f"acme.localhost:{relay.port}"
-        identity.write_text(json.dumps(stored, indent=2))
+        identity = _edit_identity(node, auth_server=f"acme.localhost:{relay.port}")
         before = identity.read_bytes()
 
         relay.mode = "tampered"
         offset = len(log.read_text())
         process = _agent(node, "--insecure", log=log)
-        deadline = time.monotonic() + 30
-        while len(_lines(log, offset, "refused")) < 2:
-            assert process.poll() is None, log.read_text()[offset:][-2000:]
-            assert time.monotonic() < deadline, log.read_text()[offset:][-2000:]
-            time.sleep(0.1)
-        refusals = _lines(log, offset, "refused")
+        refusals = _logged_while_running(process, log, offset, "refused", 30)
         assert all(joining["ca_pin"] in line for line in refusals), refusals
         assert all(json.loads(line)["level"] == "error" for line in refusals), refusals
         assert "Traceback" not in log.read_text()[offset:]
@@ -331,13 +365,7 @@ def test_a_rewritten_discovery_on_reconnect_is_refused_and_retried(
         for attacker_value in relay.swaps.values():
             assert attacker_value not in trusted, f"the node trusts the relay's {attacker_value}"
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(10)
+        _stop(process)
 
 
 def test_a_relay_passing_everything_through_never_sees_the_token(
@@ -381,13 +409,7 @@ def test_insecure_is_refused_when_the_platform_names_no_self_signed_certificate(
     _, cert, key = ca_issued_certificate("acme.localhost")
     monkeypatch.setenv(tls.CERT_VARIABLE, cert)
     monkeypatch.setenv(tls.KEY_VARIABLE, key)
-    cluster = Cluster(tmp_path / "platform", free_port(), free_port(), free_port(), free_port())
-    cluster.directory.mkdir()
-    cluster.start()
-    try:
-        admin = Shell(tmp_path / "home")
-        created = create_tenant(admin, cluster, "acme", "alice", "root")
-        signup_and_login(admin, cluster, created["invite_token"], "alice")
+    with _running_platform(tmp_path) as (cluster, admin):
         joining = _token(admin)
         log = tmp_path / "agent.log"
         process = _agent(
@@ -401,8 +423,6 @@ def test_insecure_is_refused_when_the_platform_names_no_self_signed_certificate(
         error = _refused(process, log, 0, joining["ca_pin"])
         assert "drop --insecure" in error, error
         assert not (tmp_path / "node" / "node" / "identity.json").exists()
-    finally:
-        cluster.stop()
 
 
 def _cmdline(pid: int) -> str:
@@ -450,8 +470,7 @@ def test_the_running_agent_holds_the_token_in_neither_its_command_line_nor_its_e
         assert b"PATH=" in environment
         assert joining["token"].encode() not in environment, "the token is in /proc/PID/environ"
     finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(20)
+        _stop(process)
 
 
 def test_an_unverifiable_certificate_at_the_first_join_is_one_line(
@@ -503,26 +522,15 @@ def test_an_unverifiable_certificate_after_the_join_is_logged_and_retried(
         env={"JUMPGATE_TOKEN": joining["token"]},
     )
     try:
-        wait_for_line(log, '"tunnel up"', process)
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=20) == 0
-        identity = node / "node" / "identity.json"
-        stored = json.loads(identity.read_text())
-        stored["insecure"] = False  # as if the platform's certificate now had to verify
-        identity.write_text(json.dumps(stored, indent=2))
+        _joined_then_stopped(process, log)
+        _edit_identity(node, insecure=False)  # as if the platform's certificate now had to verify
         offset = len(log.read_text())
         process = _agent(node, log=log)
-        deadline = time.monotonic() + 20
-        while len(_lines(log, offset, "cannot verify the HTTPS certificate")) < 2:
-            assert process.poll() is None, log.read_text()[offset:][-2000:]
-            assert time.monotonic() < deadline, log.read_text()[offset:][-2000:]
-            time.sleep(0.1)
+        _logged_while_running(process, log, offset, "cannot verify the HTTPS certificate", 20)
         assert "Traceback" not in log.read_text()[offset:]
         assert '"tunnel up"' not in log.read_text()[offset:]
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            process.wait(20)
+        _stop(process)
 
 
 def test_an_unreadable_token_pipe_is_one_line(tmp_path: Path) -> None:

@@ -7,9 +7,7 @@ one of those against a real daemon on loopback (127.0.0.2, 127.0.0.3: other sour
 """
 
 import asyncio
-import os
 import socket
-import ssl
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,30 +15,31 @@ from pathlib import Path
 import asyncssh
 import pytest
 
-from jumpgate.cli.common import profile
-from tests.e2e.conftest import LOGIN, Cluster, Site, build_site, http_get, wait_for_line
-from tests.security.probes import dial, refused
-from tests.support import free_port
+from tests.e2e.conftest import (
+    LOGIN,
+    Cluster,
+    Site,
+    build_site,
+    http_get,
+    running_cluster,
+    user_ssh_options,
+    wait_for_line,
+)
+from tests.security.probes import dial, insecure_tls, refused
 
 pytestmark = [pytest.mark.net, pytest.mark.e2e]
-
-
-def _cluster(tmp_path: Path, extra: str = "") -> Cluster:
-    return Cluster(tmp_path, free_port(), free_port(), free_port(), free_port(), extra_config=extra)
 
 
 @pytest.fixture
 def global_cap(tmp_path: Path) -> Iterator[Cluster]:
     """3 unauthenticated connections a listener in all, 2 from any one source."""
-    running = _cluster(
-        tmp_path,
+    limits = (
         "connection_limits:\n"
         "  max_unauthenticated_per_source: 2\n"
-        "  max_unauthenticated_connections: 3\n",
+        "  max_unauthenticated_connections: 3\n"
     )
-    running.start()
-    yield running
-    running.stop()
+    with running_cluster(tmp_path, limits) as running:
+        yield running
 
 
 @pytest.mark.parametrize("listener", ["web", "ssh", "tunnel"])
@@ -73,20 +72,11 @@ def test_global_unauthenticated_cap_refuses_a_fresh_source(
     assert f'jumpgate_proxy_connections_refused_total{{listener="{listener}"' in metrics
 
 
-async def _proxy(site: Site) -> tuple[asyncssh.SSHClientConnection, asyncssh.SSHKey, object]:
-    home = site.admin.env["JUMPGATE_HOME"]
-    os.environ["JUMPGATE_HOME"] = home
-    current = profile.current()
-    key = asyncssh.import_private_key(current.key_path.read_bytes())
-    cert = asyncssh.import_certificate(current.certificate())
-    proxy = await asyncssh.connect(
-        "127.0.0.1",
-        site.cluster.ssh_port,
-        username=LOGIN,
-        client_keys=[(key, cert)],
-        known_hosts=None,
+async def _proxy(site: Site) -> asyncssh.SSHClientConnection:
+    """The admin's connection to the proxy, with the key and certificate ``jump login`` got."""
+    return await asyncssh.connect(
+        "127.0.0.1", site.cluster.ssh_port, **user_ssh_options(site, LOGIN)
     )
-    return proxy, key, cert
 
 
 def test_eleventh_session_on_one_node_connection_isrefused(
@@ -97,15 +87,8 @@ def test_eleventh_session_on_one_node_connection_isrefused(
     site = build_site(cluster, tmp_path)
 
     async def sessions() -> None:
-        proxy, key, cert = await _proxy(site)
-        node = await asyncssh.connect(
-            "web-1",
-            22,
-            tunnel=proxy,
-            username=LOGIN,
-            client_keys=[(key, cert)],
-            known_hosts=None,
-        )
+        proxy = await _proxy(site)
+        node = await asyncssh.connect("web-1", 22, tunnel=proxy, **user_ssh_options(site, LOGIN))
         try:
             held = [await node.create_process("sleep 60") for _ in range(10)]
             with pytest.raises(asyncssh.ChannelOpenError) as refused:
@@ -132,22 +115,20 @@ def test_eleventh_session_on_one_node_connection_isrefused(
 
 @pytest.fixture
 def channel_caps(tmp_path: Path) -> Iterator[Site]:
-    running = _cluster(
-        tmp_path,
+    limits = (
         "connection_limits:\n"
         "  max_sessions_per_connection: 2\n"
-        "  max_forwarded_channels_per_connection: 3\n",
+        "  max_forwarded_channels_per_connection: 3\n"
     )
-    running.start()
-    site = build_site(running, tmp_path)
-    yield site
-    site.node.kill()
-    running.stop()
+    with running_cluster(tmp_path, limits) as running:
+        site = build_site(running, tmp_path)
+        yield site
+        site.node.kill()
 
 
 def test_proxy_caps_forwarded_channels_per_connection(channel_caps: Site) -> None:
     async def forwards() -> None:
-        proxy, _key, _cert = await _proxy(channel_caps)
+        proxy = await _proxy(channel_caps)
         try:
             held = [await proxy.open_connection("web-1", 22) for _ in range(3)]
             for reader, _ in held:  # each reached the node: its SSH version line
@@ -172,7 +153,7 @@ def test_proxy_caps_forwarded_channels_per_connection(channel_caps: Site) -> Non
 
 def test_proxy_caps_session_channels_per_connection(channel_caps: Site) -> None:
     async def sessions() -> None:
-        proxy, _key, _cert = await _proxy(channel_caps)
+        proxy = await _proxy(channel_caps)
         try:
             held = [
                 await proxy.create_process(subsystem="proxy:web-1:22", encoding=None)
@@ -199,17 +180,10 @@ def test_proxy_caps_session_channels_per_connection(channel_caps: Site) -> None:
     asyncio.run(asyncio.wait_for(sessions(), 60))
 
 
-def _tls() -> ssl.SSLContext:
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    return context
-
-
 def _exchange(port: int, request: bytes) -> bytes:
     """Send ``request`` (its ``|``-separated parts after an answer each) and read till closed."""
     raw = socket.create_connection(("127.0.0.1", port), timeout=10)
-    with _tls().wrap_socket(raw, server_hostname="acme.localhost") as sock:
+    with insecure_tls().wrap_socket(raw, server_hostname="acme.localhost") as sock:
         *before, last = request.split(b"|")
         for part in before:
             sock.sendall(part)
@@ -259,7 +233,7 @@ def test_default_forwarded_channel_cap_bounds_the_nodes_descriptors(
     before = len(list(fds.iterdir()))
 
     async def flood() -> tuple[int, int, float]:
-        proxy, _key, _cert = await _proxy(site)
+        proxy = await _proxy(site)
         opened, reasons = [], set()
         start = time.monotonic()
         try:

@@ -13,8 +13,6 @@ from typing import Any
 
 import pytest
 
-from jumpgate.control_plane.handlers.internal import make_internal_handler
-from jumpgate.edge_proxy.events import http_event
 from tests.e2e.conftest import Site, as_the_node, audit_events
 from tests.functional.conftest import Platform, plane, platform
 
@@ -115,14 +113,6 @@ def test_a_time_out_of_range_is_a_bad_request_naming_the_field(
     platform: Platform, when: str
 ) -> None:
     body = {"events": [{"type": "exec", "tenant": "acme", "time": when, "fields": {}}]}
-    event = http_event(
-        method="POST",
-        path="/internal/v1/audit",
-        query="",
-        headers={"host": "internal", "content-type": "application/json"},
-        body=json.dumps(body).encode(),
-        source_ip="127.0.0.1",
-    )
-    answer = make_internal_handler(platform.plane)(event, None)
+    answer = platform.internal("/internal/v1/audit", body)
     assert answer["statusCode"] == 400, answer
     assert "time" in json.loads(answer["body"])["detail"]

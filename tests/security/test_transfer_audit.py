@@ -6,7 +6,6 @@ Each now yields its event, through the real platform with real clients."""
 
 import asyncio
 import struct
-import subprocess
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -14,8 +13,7 @@ from typing import Any
 import asyncssh
 import pytest
 
-from tests.e2e.conftest import LOGIN, Site, audit_events
-from tests.security.probes import user_ssh_options
+from tests.e2e.conftest import LOGIN, Site, audit_events, openssh_sftp, user_ssh_options
 
 pytestmark = [pytest.mark.e2e, pytest.mark.net]
 
@@ -122,15 +120,7 @@ def test_sftp_writes_that_escaped_are_audited(site: Site, tmp_path: Path) -> Non
 
 def test_openssh_sftp_rename_is_audited(site: Site, tmp_path: Path) -> None:
     (tmp_path / "old").write_bytes(b"x")
-    config = tmp_path / "jump_config"
-    config.write_text(site.admin.ok("jump", "config").out)
-    done = subprocess.run(
-        ["sftp", "-F", str(config), "-b", "-", f"{LOGIN}@web-1.acme.localhost"],
-        input=f"rename {tmp_path}/old {tmp_path}/new\n".encode(),
-        capture_output=True,
-        timeout=60,
-        check=False,
-    )
+    done = openssh_sftp(site, tmp_path, f"rename {tmp_path}/old {tmp_path}/new\n")
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "new").exists()
     events = _events(site, "sftp", bool)

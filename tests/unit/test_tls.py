@@ -53,32 +53,27 @@ def test_self_signed_is_told_apart_from_a_certificate_a_ca_issued(tmp_path: Path
         ec.generate_private_key(ec.SECP256R1()),
     )
     now = datetime.now(UTC)
-    leaf = (
-        x509.CertificateBuilder()
-        .subject_name(name("*.example.sh"))
-        .issuer_name(name("Example CA"))
-        .public_key(leaf_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now)
-        .not_valid_after(now + timedelta(days=1))
-        .sign(ca_key, hashes.SHA256())
-    )
+
+    def signed_by_the_ca(issuer: str) -> bytes:
+        """PEM of a certificate for ``*.example.sh`` naming ``issuer``, signed by the CA."""
+        return (
+            x509.CertificateBuilder()
+            .subject_name(name("*.example.sh"))
+            .issuer_name(name(issuer))
+            .public_key(leaf_key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now)
+            .not_valid_after(now + timedelta(days=1))
+            .sign(ca_key, hashes.SHA256())
+            .public_bytes(serialization.Encoding.PEM)
+        )
+
     issued = tmp_path / "issued.crt"
-    issued.write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
+    issued.write_bytes(signed_by_the_ca("Example CA"))
     assert not tls.is_self_signed(issued)
     assert tls.self_signed_sha256(issued) == ()
     # Its subject as issuer, but not signed by its own key: not self-signed either
-    forged = (
-        x509.CertificateBuilder()
-        .subject_name(name("*.example.sh"))
-        .issuer_name(name("*.example.sh"))
-        .public_key(leaf_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now)
-        .not_valid_after(now + timedelta(days=1))
-        .sign(ca_key, hashes.SHA256())
-    )
-    issued.write_bytes(forged.public_bytes(serialization.Encoding.PEM))
+    issued.write_bytes(signed_by_the_ca("*.example.sh"))
     assert not tls.is_self_signed(issued)
     assert not tls.is_self_signed(tmp_path / "missing.crt")
 
