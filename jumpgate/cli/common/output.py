@@ -13,9 +13,19 @@ def emit_json(value: Any) -> None:
     sys.stdout.write("\n")
 
 
+def printable(text: str) -> str:
+    """``text`` with every control character (C0, DEL, C1: escape sequences, bells, carriage
+    returns, newlines) shown as its ``\\x..`` escape: what others wrote (a user's command in
+    an audit event, a node's labels) must not drive the terminal of whoever reads it."""
+    return "".join(
+        c if c.isprintable() or c == " " else c.encode("unicode_escape").decode() for c in text
+    )
+
+
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-    """Columns padded to their widest cell, with a rule under the headers."""
-    cells = [[str(c) for c in row] for row in rows]
+    """Columns padded to their widest cell, with a rule under the headers; cells are shown
+    ``printable``."""
+    cells = [[printable(str(c)) for c in row] for row in rows]
     widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
     print("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip())
     print("  ".join("-" * w for w in widths))

@@ -5,6 +5,7 @@ import sys
 from collections.abc import Callable
 
 from jumpgate.cli.common.errors import CLIError
+from jumpgate.cli.common.output import printable
 from jumpgate.protocol.client import ClientError
 
 
@@ -13,7 +14,9 @@ def run(program: str, main: Callable[[], int]) -> int:
     try:
         return main()
     except (CLIError, ClientError) as exc:
-        print(f"{program}: error: {exc}", file=sys.stderr)
+        # One line, whatever the message carries (a platform's answer may quote a name
+        # someone else chose): control characters are shown, not obeyed.
+        print(f"{program}: error: {printable(str(exc))}", file=sys.stderr)
         return 1
     except BrokenPipeError:
         # The reader (``| head``) went away: stop quietly, as Unix tools do.
