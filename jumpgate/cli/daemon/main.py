@@ -355,8 +355,7 @@ def _token_off_the_command_line(argv: list[str]) -> None:
     rest = iter(argv)
     for arg in rest:
         name, equals, value = arg.partition("=")
-        # argparse also takes an unambiguous abbreviation (--tok=...)
-        if not (name.startswith("--to") and "--token".startswith(name)):
+        if name != "--token":  # flags are taken by their whole name only (no --tok)
             kept.append(arg)
         elif equals:
             token = value

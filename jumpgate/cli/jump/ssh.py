@@ -33,9 +33,12 @@ def register(sub: Any) -> None:
     ssh.add_argument("-p", dest="port", type=int, default=22, help="node SSH port (22 or 3022)")
     ssh.add_argument("-l", dest="login", help="OS login on the node")
     ssh.add_argument("target", metavar="[LOGIN@]NODE")
-    ssh.add_argument(
+    command = ssh.add_argument(
         "remote_command", nargs=argparse.REMAINDER, help="command to run (default: a shell)"
     )
+    # argparse counts a REMAINDER positional as required, and so named it in the usage error
+    # of a bare ``jump ssh``; it may be empty (a shell)
+    command.required = False
     config = sub.add_parser("config", help="print an ssh_config block for plain OpenSSH")
     config.add_argument("--port", type=int, default=22, help=argparse.SUPPRESS)
 

@@ -6,6 +6,7 @@ from urllib.parse import quote
 
 from jumpgate.cli.common import output
 from jumpgate.cli.jumpctl.context import Context, durations
+from jumpgate.protocol.models import Role
 
 
 def register(sub: Any) -> None:
@@ -14,7 +15,9 @@ def register(sub: Any) -> None:
     add = usub.add_parser("add", help="invite a user")
     add.add_argument("name")
     add.add_argument("--logins", default="", help="OS logins the user may use, e.g. root,ubuntu")
-    add.add_argument("--roles", default="access", help="roles: access, admin (comma-separated)")
+    add.add_argument(
+        "--roles", type=_roles, default=["access"], help="roles: access, admin (comma-separated)"
+    )
     add.add_argument("--ttl", type=durations, default=3600, help="invite lifetime (default 1h)")
     output.add_format(add)
     add.set_defaults(handler=_add)
@@ -47,6 +50,16 @@ def _csv(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
 
 
+def _roles(text: str) -> list[str]:
+    """``--roles``: checked here, so a typo is named as the flag, not as ``roles.0``."""
+    roles = _csv(text)
+    for role in roles:
+        if role not in set(Role):
+            known = " or ".join(r.value for r in Role)
+            raise argparse.ArgumentTypeError(f"{role!r} is not a role: use {known}")
+    return roles
+
+
 def _add(ctx: Context, args: argparse.Namespace) -> int:
     answer = ctx.client.call(
         "POST",
@@ -54,7 +67,7 @@ def _add(ctx: Context, args: argparse.Namespace) -> int:
         {
             "name": args.name,
             "logins": _csv(args.logins),
-            "roles": _csv(args.roles),
+            "roles": args.roles,
             "invite_ttl_seconds": args.ttl,
         },
     )
