@@ -155,6 +155,11 @@ def test_join_refusals(cluster: Cluster, tmp_path: Path) -> None:
     assert "jumpgate: error: join refused: join token was deleted" in deleted.stderr
     unknown = join("--token=never-issued-token-value", f"--ca-pin={token['ca_pin']}")
     assert "jumpgate: error: join refused: join token not recognised" in unknown.stderr
+    no_file = join(f"--token={tmp_path / 'no-such-file'}", f"--ca-pin={token['ca_pin']}")
+    assert no_file.stderr.strip().splitlines()[-1] == (
+        f"jumpgate: error: no token file {tmp_path / 'no-such-file'}: give the token's file "
+        "or its value (JUMPGATE_TOKEN=...)"
+    )
     missing = join()
     assert missing.stderr.strip().splitlines()[-1] == (
         "jumpgate: error: this node has not joined yet and --token, --ca-pin is missing: "
