@@ -158,7 +158,8 @@ def test_bad_input_gets_one_line_errors(cluster: Cluster, tmp_path: Path) -> Non
         ),
         (
             _login_argv(f"nosuch.localhost:{cluster.port}", "123456"),
-            "jump: error: no cluster named 'nosuch' is served here",
+            "jump: error: no cluster named 'nosuch' is served here: check the cluster name in "
+            "the address (clusters are NAME.<platform address>); ask your admin",
         ),
         (
             _login_argv(proxy, "123456", insecure=False),
@@ -194,7 +195,10 @@ def test_bad_input_gets_one_line_errors(cluster: Cluster, tmp_path: Path) -> Non
             "and a unit, e.g. 30s, 5m, 12h (see jumpctl users lock --help)",
         ),
         (["jump", "sssh"], "jump: error: argument command: invalid choice: 'sssh'"),
-        (["jumpgate", "start", "--bogus"], "jumpgate: error: unrecognized arguments: --bogus"),
+        (
+            ["jumpgate", "start", "--bogus"],
+            "jumpgate start: error: unrecognized arguments: --bogus",
+        ),
     ]:
         refused = shell.run(*argv)
         assert refused.code == 2
@@ -209,6 +213,51 @@ def test_bad_input_gets_one_line_errors(cluster: Cluster, tmp_path: Path) -> Non
         "jumpgate: error: jumpgate demo runs the control plane itself: keep role auth "
         "(a proxy on the platform's functions is jumpgate start)\n"
     )
+
+
+def test_the_address_is_checked_before_any_secret_is_asked(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """Without a terminal a prompt is refused, so a command that got as far as asking for
+    the password or the one-time code says so instead of what is wrong with the address."""
+    shell = Shell(tmp_path / "home")
+    create_tenant(shell, cluster, "acme", "alice")
+    closed = f"acme.localhost:{free_port()}"
+    wrong_address = [
+        (
+            [f"--proxy=nosuch.localhost:{cluster.port}", "--insecure"],
+            "jump: error: no cluster named 'nosuch' is served here: check the cluster name in "
+            "the address (clusters are NAME.<platform address>); ask your admin",
+        ),
+        (
+            [f"--proxy={cluster.proxy}"],
+            f"jump: error: cannot verify the HTTPS certificate of {cluster.proxy}: "
+            "pass --insecure for a local self-signed platform",
+        ),
+        ([f"--proxy={closed}", "--insecure"], f"jump: error: cannot reach {closed} ("),
+    ]
+    for flags, message in wrong_address:
+        for argv in (["jump", "login", *flags], ["jump", "signup", *flags, "x" * 20]):
+            assert shell.fails(*argv, stdin="").startswith(message), argv
+    asked = [
+        (
+            ["login", "--user", "alice"],
+            "jump: error: the password is needed and there is no terminal: "
+            "pass it with --password-stdin",
+        ),
+        (
+            ["login", "--user", "alice", "--password-stdin"],
+            "jump: error: the one-time code is needed and there is no terminal: pass it with --otp",
+        ),
+        (
+            ["signup", "x" * 20],
+            "jump: error: the password is needed and there is no terminal: "
+            "pass it with --password-stdin",
+        ),
+    ]
+    for argv, message in asked:
+        full = ["jump", *argv, f"--proxy={cluster.proxy}", "--insecure"]
+        assert shell.fails(*full, stdin=PASSWORD + "\n") == message
 
 
 def test_other_tenants_credentials_are_refused(cluster: Cluster, tmp_path: Path) -> None:
