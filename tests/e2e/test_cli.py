@@ -260,6 +260,26 @@ def test_the_address_is_checked_before_any_secret_is_asked(
         assert shell.fails(*full, stdin=PASSWORD + "\n") == message
 
 
+def test_operator_commands_create_no_platform_where_there_is_none(tmp_path: Path) -> None:
+    """Only jumpgate start and tenants create make a platform's state (master key, stores);
+    the other operator commands on a data dir without it say where it may be instead."""
+    shell = Shell(tmp_path / "home")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for data_dir in (tmp_path / "nowhere", empty):
+        for argv in (["tenants", "ls"], ["tenants", "rm", "acme"]):
+            assert shell.fails("jumpgate", *argv, "--data-dir", str(data_dir)) == (
+                f"jumpgate: error: no platform data in {data_dir}: pass --data-dir "
+                "(make up keeps the demo's in .jumpgate-demo)"
+            )
+    assert not (tmp_path / "nowhere").exists()
+    assert list(empty.iterdir()) == []
+    fresh = ["--data-dir", str(tmp_path / "fresh")]
+    shell.ok("jumpgate", "tenants", "create", "acme", "--admin", "alice", *fresh)
+    listed = shell.ok("jumpgate", "tenants", "ls", "--format", "json", *fresh).json()
+    assert [t["name"] for t in listed] == ["acme"]
+
+
 def test_other_tenants_credentials_are_refused(cluster: Cluster, tmp_path: Path) -> None:
     acme_admin = Shell(tmp_path / "acme-home")
     acme = create_tenant(acme_admin, cluster, "acme", "alice")

@@ -147,6 +147,8 @@ def _tenants(args: argparse.Namespace) -> int:
     from jumpgate.control_plane.errors import JumpgateError
 
     config = _config(args)
+    if args.tenants_command != "create":
+        _platform_data_exists(config)
     try:
         plane = open_control_plane(config)
     except ValueError as exc:
@@ -205,6 +207,23 @@ def _tenants(args: argparse.Namespace) -> int:
     finally:
         plane.store.close()
     return 0
+
+
+def _platform_data_exists(config: Config) -> None:
+    """``CLIError`` unless the SQLite state a platform made is there: opening the control
+    plane creates a master key and empty stores, so ``tenants ls`` on a mistyped or default
+    data dir would otherwise make a new platform there and list no tenants. Only ``jumpgate
+    start`` and ``tenants create`` make one."""
+    storage = config.storage
+    if storage.type != "sqlite":
+        return
+    state = Path(storage.path) if storage.path else config.data_dir / "state.db"
+    if not state.is_file():
+        where = state if storage.path else config.data_dir
+        raise CLIError(
+            f"no platform data in {where}: pass --data-dir "
+            "(make up keeps the demo's in .jumpgate-demo)"
+        )
 
 
 def _start(args: argparse.Namespace, *, demo: bool = False) -> int:
