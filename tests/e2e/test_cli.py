@@ -1,5 +1,6 @@
 """The CLIs as a person drives them, against ``jumpgate start`` on free loopback ports."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -99,6 +100,10 @@ def test_operator_admin_and_user_flow(cluster: Cluster, tmp_path: Path) -> None:
     refused = engineer.fails("jumpctl", "users", "ls")
     assert refused == "jumpctl: error: user 'bob' lacks the admin role for this: ask a tenant admin"
 
+    locked = admin.ok("jumpctl", "users", "lock", "bob", "--ttl", "5m").out
+    shown = r"\(until \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC\)"
+    assert re.match(rf"User 'bob' locked: .* {shown}\.\n", locked), locked
+    assert re.search(rf"  locked: .* {shown}  ", admin.ok("jumpctl", "users", "ls").out)
     admin.ok("jumpctl", "users", "rm", "bob")
     assert engineer.fails("jumpctl", "status") == (
         "jumpctl: error: user 'bob' no longer exists: ask a tenant admin"

@@ -1,6 +1,7 @@
 """``jumpctl users add|ls|lock|unlock|rm``."""
 
 import argparse
+import re
 from typing import Any
 from urllib.parse import quote
 
@@ -94,13 +95,22 @@ def _ls(ctx: Context, args: argparse.Namespace) -> int:
                 u["name"],
                 ",".join(u["roles"]),
                 ",".join(u["logins"]),
-                f"locked: {u['lock']}" if u.get("lock") else u["status"],
+                f"locked: {_lock_shown(u['lock'])}" if u.get("lock") else u["status"],
                 output.when(u["created"]),
             )
             for u in users
         ],
     )
     return 0
+
+
+_UNTIL = re.compile(r"\(until (\d{4}-\d\d-\d\dT[0-9:.+\-]+)\)")
+
+
+def _lock_shown(lock: str) -> str:
+    """The API's lock (``why (until <ISO 8601>)``) with its expiry as every other time is
+    shown to people (``output.when``); ``--format json`` keeps the API's."""
+    return _UNTIL.sub(lambda found: f"(until {output.when(found[1])})", lock)
 
 
 def _rm(ctx: Context, args: argparse.Namespace) -> int:
@@ -112,7 +122,7 @@ def _rm(ctx: Context, args: argparse.Namespace) -> int:
 def _lock(ctx: Context, args: argparse.Namespace) -> int:
     body = {"message": args.message, "ttl_seconds": args.ttl}
     answer = ctx.client.call("PUT", _path(args.name, "lock"), body)
-    print(f"User {args.name!r} locked: {answer['lock']}.")
+    print(f"User {args.name!r} locked: {_lock_shown(answer['lock'])}.")
     print("Their API calls and new SSH connections are refused; jumpctl users unlock lifts it.")
     return 0
 
