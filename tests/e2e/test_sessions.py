@@ -196,6 +196,35 @@ def test_jump_ssh_exec_stdin_exit_status_and_errors(site: Site) -> None:
     assert refused.stderr.decode().startswith("jump: error: the proxy refused login 'nobody-here'")
 
 
+def test_a_session_the_platform_ends_says_so_and_a_stopped_proxy_is_named(site: Site) -> None:
+    """ssh(1) says ``Connection to HOST closed by remote host.``; jump ssh said nothing and
+    exited 255 when the proxy ended its session without an exit status."""
+    session = subprocess.Popen(
+        [str(BIN / "jump"), "ssh", "web-1", "sleep 60"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=site.admin.env,
+    )
+    try:
+        assert audit_events(site, "session.start", 2), "the session did not start"
+        assert site.cluster.stop() == 0
+        out, err = session.communicate(timeout=30)
+    finally:
+        if session.poll() is None:
+            session.kill()
+            session.wait()
+    assert (session.returncode, out) == (255, b"")
+    assert err.decode() == (
+        "jump: the session to web-1 ended without an exit status (the proxy or node closed it)\n"
+    )
+    down = site.admin.fails("jump", "ssh", "web-1", "true")
+    assert down == (
+        f"jump: error: cannot reach the proxy at acme.localhost:{site.cluster.ssh_port} "
+        "(Connection refused): is jumpgate start running there?"
+    )
+
+
 def test_jump_ssh_interactive_pty(site: Site) -> None:
     status, seen = pty_session(site, b"echo $((6*7)); tty; exit 5\n")
     assert status == 5
