@@ -302,8 +302,6 @@ def test_jump_scp_both_ways_and_openssh_sftp(site: Site, tmp_path: Path) -> None
     site.admin.ok("jump", "scp", "-q", f"{LOGIN}@web-1:{remote}", str(back))
     digests = {hashlib.sha256(p.read_bytes()).hexdigest() for p in (original, remote, back)}
     assert len(digests) == 1
-    missing = site.admin.fails("jump", "scp", "web-1:/no/such/file", str(tmp_path / "x"))
-    assert missing == "jump: error: copy failed: No such file"
     config = tmp_path / "jump_config"
     config.write_text(site.admin.ok("jump", "config").out)
     listing = subprocess.run(
@@ -315,6 +313,35 @@ def test_jump_scp_both_ways_and_openssh_sftp(site: Site, tmp_path: Path) -> None
     )
     assert listing.returncode == 0, listing.stderr
     assert str(remote).encode() in listing.stdout
+
+
+def test_jump_scp_errors_name_the_path(site: Site, tmp_path: Path) -> None:
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    (folder / "a").write_text("a")
+    absent = tmp_path / "absent"
+    cases = [
+        (
+            [str(absent), "web-1:/tmp/"],
+            f"jump: error: copy failed: No such file or directory: {absent}",
+        ),
+        (
+            ["web-1:/no/such/file", str(tmp_path / "x")],
+            "jump: error: copy failed: No such file: web-1:/no/such/file",
+        ),
+        (
+            [str(folder), f"web-1:{tmp_path / 'y'}"],
+            f"jump: error: copy failed: {folder} is a directory: use -r",
+        ),
+        (
+            [f"web-1:{folder}", str(tmp_path / "z")],
+            f"jump: error: copy failed: web-1:{folder} is a directory: use -r",
+        ),
+    ]
+    for argv, message in cases:
+        assert site.admin.fails("jump", "scp", "-q", *argv) == message
+    site.admin.ok("jump", "scp", "-q", "-r", f"web-1:{folder}", str(tmp_path / "copy"))
+    assert (tmp_path / "copy" / "a").read_text() == "a"
 
 
 def test_sessions_are_audited_by_the_proxy_and_the_node(site: Site) -> None:
