@@ -73,7 +73,8 @@ def _add_config_flags(parser: argparse.ArgumentParser, *, listeners: bool) -> No
             "--token",
             help=(
                 "join token (first start only): the token itself, or the PATH of a file "
-                "holding it: a value that names an existing file is read from that file. "
+                "holding it: a value that names an existing file is read from that file, and "
+                "one with a / must name one. "
                 "Default: $JUMPGATE_TOKEN. Prefer the file or the variable; a token value "
                 "given here is moved out of the command line (where ps shows it) at start"
             ),
