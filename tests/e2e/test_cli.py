@@ -240,6 +240,11 @@ def test_the_address_is_checked_before_any_secret_is_asked(
             "pass --insecure for a local self-signed platform",
         ),
         ([f"--proxy={closed}", "--insecure"], f"jump: error: cannot reach {closed} ("),
+        (
+            [f"--proxy=localhost:{cluster.port}", "--insecure"],
+            f"jump: error: localhost:{cluster.port} names no cluster: use "
+            f"--proxy=NAME.<platform address>, e.g. acme.localhost:{cluster.port}",
+        ),
     ]
     for flags, message in wrong_address:
         for argv in (["jump", "login", *flags], ["jump", "signup", *flags, "x" * 20]):
