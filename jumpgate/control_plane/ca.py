@@ -245,7 +245,7 @@ class Authorities:
         try:
             raw = self._store.get(tenant, keys.ca(kind)).value
         except KeyNotFound as exc:
-            raise UnknownTenant(f"no cluster named {tenant!r} is served here") from exc
+            raise UnknownTenant.named(tenant) from exc
         authority = CertificateAuthority.from_record(raw, self._box, tenant=tenant)
         with self._lock:
             self._cache[(tenant, kind)] = (now, authority)

@@ -83,6 +83,15 @@ class TokenInvalid(JumpgateError):
 class UnknownTenant(JumpgateError):
     """No tenant of that name is served here."""
 
+    @classmethod
+    def named(cls, tenant: str) -> "UnknownTenant":
+        """The error for an address naming ``tenant``: people meet it at jump login, jumpctl
+        --auth-server and a node's join, so it says where the name came from."""
+        return cls(
+            f"no cluster named {tenant!r} is served here: check the cluster name in the "
+            "address (clusters are NAME.<platform address>); ask your admin"
+        )
+
 
 class NotFound(JumpgateError):
     """The addressed object does not exist."""

@@ -84,7 +84,7 @@ class TenantService:
         try:
             return TenantRecord.from_bytes(self._store.get(PLATFORM, keys.tenant(name)).value)
         except KeyNotFound as exc:
-            raise UnknownTenant(f"no cluster named {name!r} is served here") from exc
+            raise UnknownTenant.named(name) from exc
 
     def list(self) -> list[TenantRecord]:
         """Every tenant, by name."""

@@ -1,5 +1,6 @@
 """The CLIs as a person drives them, against ``jumpgate start`` on free loopback ports."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -99,6 +100,10 @@ def test_operator_admin_and_user_flow(cluster: Cluster, tmp_path: Path) -> None:
     refused = engineer.fails("jumpctl", "users", "ls")
     assert refused == "jumpctl: error: user 'bob' lacks the admin role for this: ask a tenant admin"
 
+    locked = admin.ok("jumpctl", "users", "lock", "bob", "--ttl", "5m").out
+    shown = r"\(until \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC\)"
+    assert re.match(rf"User 'bob' locked: .* {shown}\.\n", locked), locked
+    assert re.search(rf"  locked: .* {shown}  ", admin.ok("jumpctl", "users", "ls").out)
     admin.ok("jumpctl", "users", "rm", "bob")
     assert engineer.fails("jumpctl", "status") == (
         "jumpctl: error: user 'bob' no longer exists: ask a tenant admin"
@@ -158,7 +163,8 @@ def test_bad_input_gets_one_line_errors(cluster: Cluster, tmp_path: Path) -> Non
         ),
         (
             _login_argv(f"nosuch.localhost:{cluster.port}", "123456"),
-            "jump: error: no cluster named 'nosuch' is served here",
+            "jump: error: no cluster named 'nosuch' is served here: check the cluster name in "
+            "the address (clusters are NAME.<platform address>); ask your admin",
         ),
         (
             _login_argv(proxy, "123456", insecure=False),
@@ -194,7 +200,10 @@ def test_bad_input_gets_one_line_errors(cluster: Cluster, tmp_path: Path) -> Non
             "and a unit, e.g. 30s, 5m, 12h (see jumpctl users lock --help)",
         ),
         (["jump", "sssh"], "jump: error: argument command: invalid choice: 'sssh'"),
-        (["jumpgate", "start", "--bogus"], "jumpgate: error: unrecognized arguments: --bogus"),
+        (
+            ["jumpgate", "start", "--bogus"],
+            "jumpgate start: error: unrecognized arguments: --bogus",
+        ),
     ]:
         refused = shell.run(*argv)
         assert refused.code == 2
@@ -209,6 +218,76 @@ def test_bad_input_gets_one_line_errors(cluster: Cluster, tmp_path: Path) -> Non
         "jumpgate: error: jumpgate demo runs the control plane itself: keep role auth "
         "(a proxy on the platform's functions is jumpgate start)\n"
     )
+
+
+def test_the_address_is_checked_before_any_secret_is_asked(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """Without a terminal a prompt is refused, so a command that got as far as asking for
+    the password or the one-time code says so instead of what is wrong with the address."""
+    shell = Shell(tmp_path / "home")
+    create_tenant(shell, cluster, "acme", "alice")
+    closed = f"acme.localhost:{free_port()}"
+    wrong_address = [
+        (
+            [f"--proxy=nosuch.localhost:{cluster.port}", "--insecure"],
+            "jump: error: no cluster named 'nosuch' is served here: check the cluster name in "
+            "the address (clusters are NAME.<platform address>); ask your admin",
+        ),
+        (
+            [f"--proxy={cluster.proxy}"],
+            f"jump: error: cannot verify the HTTPS certificate of {cluster.proxy}: "
+            "pass --insecure for a local self-signed platform",
+        ),
+        ([f"--proxy={closed}", "--insecure"], f"jump: error: cannot reach {closed} ("),
+        (
+            [f"--proxy=localhost:{cluster.port}", "--insecure"],
+            f"jump: error: localhost:{cluster.port} names no cluster: use "
+            f"--proxy=NAME.<platform address>, e.g. acme.localhost:{cluster.port}",
+        ),
+    ]
+    for flags, message in wrong_address:
+        for argv in (["jump", "login", *flags], ["jump", "signup", *flags, "x" * 20]):
+            assert shell.fails(*argv, stdin="").startswith(message), argv
+    asked = [
+        (
+            ["login", "--user", "alice"],
+            "jump: error: the password is needed and there is no terminal: "
+            "pass it with --password-stdin",
+        ),
+        (
+            ["login", "--user", "alice", "--password-stdin"],
+            "jump: error: the one-time code is needed and there is no terminal: pass it with --otp",
+        ),
+        (
+            ["signup", "x" * 20],
+            "jump: error: the password is needed and there is no terminal: "
+            "pass it with --password-stdin",
+        ),
+    ]
+    for argv, message in asked:
+        full = ["jump", *argv, f"--proxy={cluster.proxy}", "--insecure"]
+        assert shell.fails(*full, stdin=PASSWORD + "\n") == message
+
+
+def test_operator_commands_create_no_platform_where_there_is_none(tmp_path: Path) -> None:
+    """Only jumpgate start and tenants create make a platform's state (master key, stores);
+    the other operator commands on a data dir without it say where it may be instead."""
+    shell = Shell(tmp_path / "home")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for data_dir in (tmp_path / "nowhere", empty):
+        for argv in (["tenants", "ls"], ["tenants", "rm", "acme"]):
+            assert shell.fails("jumpgate", *argv, "--data-dir", str(data_dir)) == (
+                f"jumpgate: error: no platform data in {data_dir}: pass --data-dir "
+                "(make up keeps the demo's in .jumpgate-demo)"
+            )
+    assert not (tmp_path / "nowhere").exists()
+    assert list(empty.iterdir()) == []
+    fresh = ["--data-dir", str(tmp_path / "fresh")]
+    shell.ok("jumpgate", "tenants", "create", "acme", "--admin", "alice", *fresh)
+    listed = shell.ok("jumpgate", "tenants", "ls", "--format", "json", *fresh).json()
+    assert [t["name"] for t in listed] == ["acme"]
 
 
 def test_other_tenants_credentials_are_refused(cluster: Cluster, tmp_path: Path) -> None:

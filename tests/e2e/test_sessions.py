@@ -156,6 +156,11 @@ def test_join_refusals(cluster: Cluster, tmp_path: Path) -> None:
     assert "jumpgate: error: join refused: join token was deleted" in deleted.stderr
     unknown = join("--token=never-issued-token-value", f"--ca-pin={token['ca_pin']}")
     assert "jumpgate: error: join refused: join token not recognised" in unknown.stderr
+    no_file = join(f"--token={tmp_path / 'no-such-file'}", f"--ca-pin={token['ca_pin']}")
+    assert no_file.stderr.strip().splitlines()[-1] == (
+        f"jumpgate: error: no token file {tmp_path / 'no-such-file'}: give the token's file "
+        "or its value (JUMPGATE_TOKEN=...)"
+    )
     missing = join()
     assert missing.stderr.strip().splitlines()[-1] == (
         "jumpgate: error: this node has not joined yet and --token, --ca-pin is missing: "
@@ -190,6 +195,35 @@ def test_jump_ssh_exec_stdin_exit_status_and_errors(site: Site) -> None:
     refused = jump_ssh("-l", "nobody-here", "web-1", "true")
     assert refused.returncode == 1
     assert refused.stderr.decode().startswith("jump: error: the proxy refused login 'nobody-here'")
+
+
+def test_a_session_the_platform_ends_says_so_and_a_stopped_proxy_is_named(site: Site) -> None:
+    """ssh(1) says ``Connection to HOST closed by remote host.``; jump ssh said nothing and
+    exited 255 when the proxy ended its session without an exit status."""
+    session = subprocess.Popen(
+        [str(BIN / "jump"), "ssh", "web-1", "sleep 60"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=site.admin.env,
+    )
+    try:
+        assert audit_events(site, "session.start", 2), "the session did not start"
+        assert site.cluster.stop() == 0
+        out, err = session.communicate(timeout=30)
+    finally:
+        if session.poll() is None:
+            session.kill()
+            session.wait()
+    assert (session.returncode, out) == (255, b"")
+    assert err.decode() == (
+        "jump: the session to web-1 ended without an exit status (the proxy or node closed it)\n"
+    )
+    down = site.admin.fails("jump", "ssh", "web-1", "true")
+    assert down == (
+        f"jump: error: cannot reach the proxy at acme.localhost:{site.cluster.ssh_port} "
+        "(Connection refused): is jumpgate start running there?"
+    )
 
 
 def test_jump_ssh_interactive_pty(site: Site) -> None:
@@ -260,11 +294,38 @@ def test_jump_scp_both_ways_and_openssh_sftp(site: Site, tmp_path: Path) -> None
     site.admin.ok("jump", "scp", "-q", f"{LOGIN}@web-1:{remote}", str(back))
     digests = {hashlib.sha256(p.read_bytes()).hexdigest() for p in (original, remote, back)}
     assert len(digests) == 1
-    missing = site.admin.fails("jump", "scp", "web-1:/no/such/file", str(tmp_path / "x"))
-    assert missing == "jump: error: copy failed: No such file"
     listing = openssh_sftp(site, tmp_path, f"ls {remote}\n")
     assert listing.returncode == 0, listing.stderr
     assert str(remote).encode() in listing.stdout
+
+
+def test_jump_scp_errors_name_the_path(site: Site, tmp_path: Path) -> None:
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    (folder / "a").write_text("a")
+    absent = tmp_path / "absent"
+    cases = [
+        (
+            [str(absent), "web-1:/tmp/"],
+            f"jump: error: copy failed: No such file or directory: {absent}",
+        ),
+        (
+            ["web-1:/no/such/file", str(tmp_path / "x")],
+            "jump: error: copy failed: No such file: web-1:/no/such/file",
+        ),
+        (
+            [str(folder), f"web-1:{tmp_path / 'y'}"],
+            f"jump: error: copy failed: {folder} is a directory: use -r",
+        ),
+        (
+            [f"web-1:{folder}", str(tmp_path / "z")],
+            f"jump: error: copy failed: web-1:{folder} is a directory: use -r",
+        ),
+    ]
+    for argv, message in cases:
+        assert site.admin.fails("jump", "scp", "-q", *argv) == message
+    site.admin.ok("jump", "scp", "-q", "-r", f"web-1:{folder}", str(tmp_path / "copy"))
+    assert (tmp_path / "copy" / "a").read_text() == "a"
 
 
 def test_sessions_are_audited_by_the_proxy_and_the_node(site: Site) -> None:

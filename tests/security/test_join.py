@@ -433,7 +433,7 @@ def _environ(pid: int) -> bytes:
     return Path(f"/proc/{pid}/environ").read_bytes()
 
 
-@pytest.mark.parametrize("source", ["argument", "abbreviated", "file", "environment"])
+@pytest.mark.parametrize("source", ["argument", "separate", "file", "environment"])
 def test_the_running_agent_holds_the_token_in_neither_its_command_line_nor_its_environment(
     platform: tuple[Cluster, Shell], tmp_path: Path, source: str
 ) -> None:
@@ -447,7 +447,7 @@ def test_the_running_agent_holds_the_token_in_neither_its_command_line_nor_its_e
     token_file.chmod(0o600)
     argv, env = {
         "argument": ([f"--token={joining['token']}"], {}),
-        "abbreviated": (["--tok", joining["token"]], {}),
+        "separate": (["--token", joining["token"]], {}),
         "file": ([f"--token={token_file}"], {}),
         "environment": ([], {"JUMPGATE_TOKEN": joining["token"]}),
     }[source]

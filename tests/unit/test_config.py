@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from jumpgate.cli.daemon.config import ConfigError, load
+from jumpgate.cli.daemon.config import ConfigError, join_token, load
 
 
 def test_flags_override_file_and_file_overrides_defaults(tmp_path: Path) -> None:
@@ -239,3 +239,31 @@ def test_tenant_lane_settings_are_read_from_the_file(tmp_path: Path) -> None:
     assert config.tenant_queue == 0
     assert (config.anonymous_source_rate, config.anonymous_source_burst) == (0, 5)
     assert load(None, {}).login_tenant_rate == 10.0
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (
+            "/tmp/no-such-jumpgate-token",
+            "no token file /tmp/no-such-jumpgate-token: give the token's file or its value "
+            "(JUMPGATE_TOKEN=...)",
+        ),
+        (
+            "tokens/join",
+            "no token file tokens/join: give the token's file or its value (JUMPGATE_TOKEN=...)",
+        ),
+    ],
+    ids=["absolute", "relative"],
+)
+def test_a_token_that_looks_like_a_missing_file_says_so(value: str, message: str) -> None:
+    with pytest.raises(ConfigError) as refused:
+        join_token(value)
+    assert str(refused.value) == message
+
+
+def test_a_token_is_its_value_or_its_file(tmp_path: Path) -> None:
+    assert join_token("abcdefghijklmnopq") == "abcdefghijklmnopq"
+    held = tmp_path / "token"
+    held.write_text("abcdefghijklmnopq\n")
+    assert join_token(str(held)) == "abcdefghijklmnopq"

@@ -1,18 +1,45 @@
 """Command-line parsing shared by ``jump``, ``jumpctl`` and ``jumpgate``."""
 
 import argparse
+from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from jumpgate.cli.common.errors import CLIError
 from jumpgate.protocol.durations import parse_duration
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse whose errors are one line: what was wrong, and where the usage is."""
+    """argparse whose errors are one line: what was wrong, and where the usage is.
+
+    Flags are taken by their whole name only: with abbreviations, ``--form 1h`` (a typo of
+    ``--from``) was read as ``--format``, and a flag added later could change what an old
+    abbreviation in a script meant. Subcommands are parsed by ``Subcommand`` (every level of
+    ``add_subparsers``), so a flag one of them does not know is refused by it, naming its own
+    help, rather than passed up to the top parser."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+    def add_subparsers(self, **kwargs: Any) -> Any:
+        kwargs.setdefault("parser_class", Subcommand)
+        return super().add_subparsers(**kwargs)
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+class Subcommand(Parser):
+    """A subcommand's parser: arguments left over are its error, not the top parser's."""
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        parsed, extras = super().parse_known_args(args, namespace)
+        if extras:
+            self.error(f"unrecognized arguments: {' '.join(extras)}")
+        return parsed, extras
 
 
 def moment(text: str) -> datetime:

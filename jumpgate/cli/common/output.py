@@ -41,6 +41,11 @@ def when(value: str | datetime | None) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
+def counted(number: int, noun: str) -> str:
+    """``1 part``, ``2 parts``: a count with its noun, plural when it is not one."""
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
+
+
 def add_format(parser: Any) -> None:
     """The ``--format text|json`` flag every read command takes."""
     parser.add_argument("--format", choices=("text", "json"), default="text", help="output format")

@@ -14,8 +14,9 @@ def password_from_stdin() -> str:
     return line
 
 
-def ask(prompt: str, *, secret: bool = True) -> str:
-    """Ask at the terminal; refuse when there is none rather than hang."""
+def ask(prompt: str, *, needs: str, flag: str, secret: bool = True) -> str:
+    """Ask at the terminal; refuse when there is none rather than hang, naming what was
+    needed (``needs``) and the ``flag`` that gives it without one."""
     if not sys.stdin.isatty():
-        raise CLIError(f"{prompt.strip(': ')} is needed and there is no terminal: use the flags")
+        raise CLIError(f"the {needs} is needed and there is no terminal: pass it with {flag}")
     return getpass.getpass(prompt) if secret else input(prompt)

@@ -421,8 +421,13 @@ TOKEN_VARIABLE = "JUMPGATE_TOKEN"  # noqa: S105 - a variable's name, not a secre
 
 def join_token(value: str) -> str:
     """The join token ``value`` gives: the content of the file it names when it is an
-    existing file's path, else itself. ``ConfigError`` when that file cannot be read."""
+    existing file's path, else itself. ``ConfigError`` when that file cannot be read, or when
+    ``value`` has a ``/`` (no token has one: it is a path) and names no file."""
     if not value or not os.path.isfile(value):
+        if "/" in value:
+            raise ConfigError(
+                f"no token file {value}: give the token's file or its value ({TOKEN_VARIABLE}=...)"
+            )
         return value
     path = Path(value)
     try:

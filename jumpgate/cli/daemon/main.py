@@ -73,7 +73,8 @@ def _add_config_flags(parser: argparse.ArgumentParser, *, listeners: bool) -> No
             "--token",
             help=(
                 "join token (first start only): the token itself, or the PATH of a file "
-                "holding it: a value that names an existing file is read from that file. "
+                "holding it: a value that names an existing file is read from that file, and "
+                "one with a / must name one. "
                 "Default: $JUMPGATE_TOKEN. Prefer the file or the variable; a token value "
                 "given here is moved out of the command line (where ps shows it) at start"
             ),
@@ -147,6 +148,8 @@ def _tenants(args: argparse.Namespace) -> int:
     from jumpgate.control_plane.errors import JumpgateError
 
     config = _config(args)
+    if args.tenants_command != "create":
+        _platform_data_exists(config)
     try:
         plane = open_control_plane(config)
     except ValueError as exc:
@@ -205,6 +208,23 @@ def _tenants(args: argparse.Namespace) -> int:
     finally:
         plane.store.close()
     return 0
+
+
+def _platform_data_exists(config: Config) -> None:
+    """``CLIError`` unless the SQLite state a platform made is there: opening the control
+    plane creates a master key and empty stores, so ``tenants ls`` on a mistyped or default
+    data dir would otherwise make a new platform there and list no tenants. Only ``jumpgate
+    start`` and ``tenants create`` make one."""
+    storage = config.storage
+    if storage.type != "sqlite":
+        return
+    state = Path(storage.path) if storage.path else config.data_dir / "state.db"
+    if not state.is_file():
+        where = state if storage.path else config.data_dir
+        raise CLIError(
+            f"no platform data in {where}: pass --data-dir "
+            "(make up keeps the demo's in .jumpgate-demo)"
+        )
 
 
 def _start(args: argparse.Namespace, *, demo: bool = False) -> int:
@@ -355,8 +375,7 @@ def _token_off_the_command_line(argv: list[str]) -> None:
     rest = iter(argv)
     for arg in rest:
         name, equals, value = arg.partition("=")
-        # argparse also takes an unambiguous abbreviation (--tok=...)
-        if not (name.startswith("--to") and "--token".startswith(name)):
+        if name != "--token":  # flags are taken by their whole name only (no --tok)
             kept.append(arg)
         elif equals:
             token = value

@@ -2,6 +2,7 @@
 needs only ``pip install jumpgate``."""
 
 from jumpgate.cli.daemon.config import Config, ConfigError, join_token
+from jumpgate.node_agent import identity
 from jumpgate.node_agent.agent import Agent, AgentConfig
 from jumpgate.node_agent.labels import parse
 
@@ -12,10 +13,12 @@ def agent_config(config: Config) -> AgentConfig:
         static, dynamic = parse(config.labels)
     except ValueError as exc:
         raise ConfigError(f"labels: {exc}") from exc
+    # A joined node needs no token: a --token file removed after the first start is no error
+    joined = identity.load(config.data_dir) is not None
     fields = {
         "data_dir": config.data_dir,
         "auth_server": config.auth_server or None,
-        "token": join_token(config.token) or None,
+        "token": None if joined else join_token(config.token) or None,
         "ca_pin": config.ca_pin or None,
         "labels": static,
         "dynamic_labels": tuple(dynamic),

@@ -4,6 +4,7 @@ import argparse
 import getpass
 import sys
 from datetime import UTC, datetime
+from typing import Any
 
 import segno
 from cryptography.hazmat.primitives import serialization
@@ -57,16 +58,31 @@ def parser() -> argparse.ArgumentParser:
     return top
 
 
+def _reach(proxy: str, insecure: bool) -> tuple[Client, dict[str, Any]]:
+    """The cluster at ``proxy`` and its ping, asked before any secret is: a wrong cluster
+    name or port, or a missing ``--insecure``, is said before the password is typed."""
+    client = Client(proxy, insecure=insecure)
+    ping: dict[str, Any] = client.call("GET", "/webapi/ping")
+    if ping.get("cluster_name") is None:
+        raise CLIError(
+            f"{client.host_header} names no cluster: use --proxy=NAME.<platform address>, "
+            f"e.g. acme.{client.host_header}"
+        )
+    return client, ping
+
+
 def _signup(args: argparse.Namespace) -> int:
+    client, _ = _reach(args.proxy, args.insecure)
     if args.password_stdin:
         password = prompt.password_from_stdin()
     else:
-        password = prompt.ask("Password (12-128 characters): ")
-        if prompt.ask("Password again: ") != password:
+        password = prompt.ask(
+            "Password (12-128 characters): ", needs="password", flag="--password-stdin"
+        )
+        if prompt.ask("Password again: ", needs="password", flag="--password-stdin") != password:
             raise CLIError("the passwords differ: run jump signup again")
     if not PASSWORD_MIN <= len(password) <= PASSWORD_MAX:
         raise CLIError(f"password must be {PASSWORD_MIN} to {PASSWORD_MAX} characters")
-    client = Client(args.proxy, insecure=args.insecure)
     answer = client.call("POST", "/v1/signup", {"token": args.token, "password": password})
     if args.format == "json":
         output.emit_json(answer)
@@ -92,15 +108,20 @@ def _login(args: argparse.Namespace) -> int:
     if ttl.total_seconds() < 60:
         raise CLIError("--ttl must be at least 1m")
     user = args.user or getpass.getuser()
-    password = prompt.password_from_stdin() if args.password_stdin else prompt.ask("Password: ")
-    otp = args.otp or prompt.ask("One-time code: ", secret=False)
+    client, ping = _reach(args.proxy, args.insecure)
+    if args.password_stdin:
+        password = prompt.password_from_stdin()
+    else:
+        password = prompt.ask("Password: ", needs="password", flag="--password-stdin")
+    otp = args.otp or prompt.ask(
+        "One-time code: ", needs="one-time code", flag="--otp", secret=False
+    )
     key = profile.new_key()
     public_key = (
         key.public_key()
         .public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
         .decode()
     )
-    client = Client(args.proxy, insecure=args.insecure)
     answer = client.call(
         "POST",
         "/v1/login",
@@ -112,7 +133,6 @@ def _login(args: argparse.Namespace) -> int:
             "ttl_seconds": int(ttl.total_seconds()),
         },
     )
-    ping = client.call("GET", "/webapi/ping")
     saved = profile.Profile(
         proxy=client.host_header,
         tenant=answer["tenant"],

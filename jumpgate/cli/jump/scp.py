@@ -6,6 +6,7 @@ One side is ``[LOGIN@]NODE:PATH``, the other local. The node serves SFTP with Op
 
 import argparse
 import asyncio
+import os
 import sys
 from dataclasses import dataclass
 from typing import Any
@@ -73,6 +74,8 @@ async def _copy(current: profile.Profile, args: argparse.Namespace) -> None:
     )
     if len(targets) != 1:
         raise CLIError("copy from one node at a time")
+    if remote_destination is not None:
+        _check_local_sources(sources, args.recursive)
     login, host = split_target(targets.pop(), None, current)
     progress = _progress(sys.stderr.isatty() and not args.quiet)
     proxy, conn = await connect(current, login, node_name(host, current), args.port)
@@ -82,8 +85,31 @@ async def _copy(current: profile.Profile, args: argparse.Namespace) -> None:
                 sources, remote_destination.path, recurse=args.recursive, progress_handler=progress
             )
         else:
-            paths = [r.path for r in remote_sources if r]
+            remotes = [r for r in remote_sources if r]
+            for remote in remotes:
+                await _check_remote_source(sftp, remote, args.recursive)
+            paths = [r.path for r in remotes]
             await sftp.get(paths, destination, recurse=args.recursive, progress_handler=progress)
+
+
+def _check_local_sources(sources: list[str], recursive: bool) -> None:
+    """Refuse before connecting what the copy would refuse: sftp names no path."""
+    for source in sources:
+        if not os.path.lexists(source):
+            raise CLIError(f"copy failed: No such file or directory: {source}")
+        if os.path.isdir(source) and not recursive:
+            raise CLIError(f"copy failed: {source} is a directory: use -r")
+
+
+async def _check_remote_source(sftp: Any, remote: Remote, recursive: bool) -> None:
+    """The same for a node's file: asyncssh's errors carry the reason but not the path."""
+    shown = f"{remote.target}:{remote.path}"
+    try:
+        attrs = await sftp.stat(remote.path)
+    except asyncssh.SFTPNoSuchFile:
+        raise CLIError(f"copy failed: No such file: {shown}") from None
+    if attrs.type == asyncssh.FILEXFER_TYPE_DIRECTORY and not recursive:
+        raise CLIError(f"copy failed: {shown} is a directory: use -r")
 
 
 def scp(args: argparse.Namespace) -> int:
@@ -94,7 +120,6 @@ def scp(args: argparse.Namespace) -> int:
     except asyncssh.SFTPError as exc:
         raise CLIError(f"copy failed: {exc.reason}") from exc
     except OSError as exc:
-        raise CLIError(
-            f"copy failed: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": ")
-        ) from exc
+        name = os.fsdecode(exc.filename) if exc.filename else ""  # asyncssh's are bytes
+        raise CLIError(f"copy failed: {exc.strerror or exc}: {name}".rstrip(": ")) from exc
     return 0

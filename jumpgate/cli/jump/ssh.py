@@ -33,9 +33,12 @@ def register(sub: Any) -> None:
     ssh.add_argument("-p", dest="port", type=int, default=22, help="node SSH port (22 or 3022)")
     ssh.add_argument("-l", dest="login", help="OS login on the node")
     ssh.add_argument("target", metavar="[LOGIN@]NODE")
-    ssh.add_argument(
+    command = ssh.add_argument(
         "remote_command", nargs=argparse.REMAINDER, help="command to run (default: a shell)"
     )
+    # argparse counts a REMAINDER positional as required, and so named it in the usage error
+    # of a bare ``jump ssh``; it may be empty (a shell)
+    command.required = False
     config = sub.add_parser("config", help="print an ssh_config block for plain OpenSSH")
     config.add_argument("--port", type=int, default=22, help=argparse.SUPPRESS)
 
@@ -70,6 +73,12 @@ async def connect(current: profile.Profile, login: str, node: str, port: int) ->
             known_hosts=(proxy_keys, [], []),
             connect_timeout=20,
         )
+    except OSError as exc:
+        why = os.strerror(exc.errno) if exc.errno else str(exc) or "timed out"
+        raise CLIError(
+            f"cannot reach the proxy at {host}:{proxy_port} ({why}): "
+            "is jumpgate start running there?"
+        ) from exc
     except asyncssh.PermissionDenied as exc:
         raise CLIError(
             f"the proxy refused login {login!r}: your certificate allows "
@@ -179,6 +188,14 @@ async def _session(current: profile.Profile, args: argparse.Namespace) -> int:
                     loop.remove_signal_handler(signal.SIGWINCH)
     if result.exit_status is not None:
         return int(result.exit_status)
+    if result.exit_signal is None:
+        # As ssh(1)'s "Connection to HOST closed by remote host.": without it, a session the
+        # proxy or node cut (the platform stopped) ended in silence
+        print(
+            f"jump: the session to {host} ended without an exit status "
+            "(the proxy or node closed it)",
+            file=sys.stderr,
+        )
     return 255
 
 

@@ -47,7 +47,9 @@ def _verify(ctx: Context, args: argparse.Namespace) -> int:
     if not verdict["ok"]:
         raise CLIError(f"recording {session_id}: " + "; ".join(verdict["problems"]))
     state = "complete and signed" if verdict["complete"] else "still recording"
-    print(f"recording {session_id}: {verdict['parts']} parts as recorded, {state}")
+    print(
+        f"recording {session_id}: {output.counted(verdict['parts'], 'part')} as recorded, {state}"
+    )
     return 0
 
 

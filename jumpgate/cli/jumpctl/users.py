@@ -1,11 +1,13 @@
 """``jumpctl users add|ls|lock|unlock|rm``."""
 
 import argparse
+import re
 from typing import Any
 from urllib.parse import quote
 
 from jumpgate.cli.common import output
 from jumpgate.cli.jumpctl.context import Context, durations
+from jumpgate.protocol.models import Role
 
 
 def register(sub: Any) -> None:
@@ -14,7 +16,9 @@ def register(sub: Any) -> None:
     add = usub.add_parser("add", help="invite a user")
     add.add_argument("name")
     add.add_argument("--logins", default="", help="OS logins the user may use, e.g. root,ubuntu")
-    add.add_argument("--roles", default="access", help="roles: access, admin (comma-separated)")
+    add.add_argument(
+        "--roles", type=_roles, default=["access"], help="roles: access, admin (comma-separated)"
+    )
     add.add_argument("--ttl", type=durations, default=3600, help="invite lifetime (default 1h)")
     output.add_format(add)
     add.set_defaults(handler=_add)
@@ -47,6 +51,16 @@ def _csv(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
 
 
+def _roles(text: str) -> list[str]:
+    """``--roles``: checked here, so a typo is named as the flag, not as ``roles.0``."""
+    roles = _csv(text)
+    for role in roles:
+        if role not in set(Role):
+            known = " or ".join(r.value for r in Role)
+            raise argparse.ArgumentTypeError(f"{role!r} is not a role: use {known}")
+    return roles
+
+
 def _add(ctx: Context, args: argparse.Namespace) -> int:
     answer = ctx.client.call(
         "POST",
@@ -54,7 +68,7 @@ def _add(ctx: Context, args: argparse.Namespace) -> int:
         {
             "name": args.name,
             "logins": _csv(args.logins),
-            "roles": _csv(args.roles),
+            "roles": args.roles,
             "invite_ttl_seconds": args.ttl,
         },
     )
@@ -81,13 +95,22 @@ def _ls(ctx: Context, args: argparse.Namespace) -> int:
                 u["name"],
                 ",".join(u["roles"]),
                 ",".join(u["logins"]),
-                f"locked: {u['lock']}" if u.get("lock") else u["status"],
+                f"locked: {_lock_shown(u['lock'])}" if u.get("lock") else u["status"],
                 output.when(u["created"]),
             )
             for u in users
         ],
     )
     return 0
+
+
+_UNTIL = re.compile(r"\(until (\d{4}-\d\d-\d\dT[0-9:.+\-]+)\)")
+
+
+def _lock_shown(lock: str) -> str:
+    """The API's lock (``why (until <ISO 8601>)``) with its expiry as every other time is
+    shown to people (``output.when``); ``--format json`` keeps the API's."""
+    return _UNTIL.sub(lambda found: f"(until {output.when(found[1])})", lock)
 
 
 def _rm(ctx: Context, args: argparse.Namespace) -> int:
@@ -99,7 +122,7 @@ def _rm(ctx: Context, args: argparse.Namespace) -> int:
 def _lock(ctx: Context, args: argparse.Namespace) -> int:
     body = {"message": args.message, "ttl_seconds": args.ttl}
     answer = ctx.client.call("PUT", _path(args.name, "lock"), body)
-    print(f"User {args.name!r} locked: {answer['lock']}.")
+    print(f"User {args.name!r} locked: {_lock_shown(answer['lock'])}.")
     print("Their API calls and new SSH connections are refused; jumpctl users unlock lifts it.")
     return 0
 
