@@ -105,3 +105,29 @@ def test_node_events_carry_a_stable_id(site: Site) -> None:
     events = [e for e in audit_events(site, "exec", 1) if e.get("origin") == "node"]
     assert events
     assert all(len(str(e.get("event_id", ""))) == 32 for e in events)
+
+
+def test_the_exec_event_carries_the_command_up_to_the_field_bound(site: Site) -> None:
+    """Second review, finding 14: ``exec`` cut the command at 1,024 characters and did not
+    say so; it keeps it whole up to the 2 KiB every event field may take, and says when cut."""
+    marker = uuid.uuid4().hex[:12]
+    fits = f"echo {marker}-fits " + "y" * 1500
+    cut = f"echo {marker}-cut " + "z" * 3000
+    for command in (fits, cut):
+        answer = site.ssh(command)
+        assert answer.returncode == 0, answer.stderr
+    deadline = time.monotonic() + 15
+    found: dict[str, dict[str, object]] = {}
+    while len(found) < 2 and time.monotonic() < deadline:
+        for event in audit_events(site, "exec", 2):
+            command = str(event.get("command"))
+            if event.get("origin") == "node" and marker in command:
+                found[command.split()[1]] = event
+        time.sleep(0.2)
+    assert sorted(found) == [f"{marker}-cut", f"{marker}-fits"], found
+    assert found[f"{marker}-fits"]["command"] == fits
+    assert not found[f"{marker}-fits"].get("truncated")
+    kept = str(found[f"{marker}-cut"]["command"])
+    assert cut.startswith(kept)
+    assert len(kept) > 2000
+    assert found[f"{marker}-cut"].get("truncated") is True
