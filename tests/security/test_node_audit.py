@@ -64,8 +64,12 @@ def test_events_spooled_on_disk_survive_kill_9_of_the_agent(site: Site) -> None:
     site.node.kill(signal.SIGKILL)
     spooled = Path(site.node.directory) / "audit"
     assert spooled.is_dir()
-    assert oct(spooled.stat().st_mode & 0o777) == oct(0o700)
-    assert all(oct(f.stat().st_mode & 0o777) == oct(0o600) for f in spooled.iterdir())
+    lanes = [spooled, *(d for d in spooled.iterdir() if d.is_dir())]  # and its lifecycle lane
+    assert len(lanes) == 2
+    assert all(oct(d.stat().st_mode & 0o777) == oct(0o700) for d in lanes)
+    files = [f for d in lanes for f in d.iterdir() if f.is_file()]
+    assert files
+    assert all(oct(f.stat().st_mode & 0o777) == oct(0o600) for f in files)
     site.cluster.start()
     site.node.restart()
     site.node.wait_tunnel()
@@ -74,7 +78,9 @@ def test_events_spooled_on_disk_survive_kill_9_of_the_agent(site: Site) -> None:
     assert story["exec"][0]["command"] == f"echo ready-{marker}; sleep 300"
     # delivered once taken: nothing is left waiting, and a second restart sends nothing again
     deadline = time.monotonic() + 10
-    while any(f.stat().st_size for f in spooled.iterdir()) and time.monotonic() < deadline:
+    while time.monotonic() < deadline and any(
+        f.suffix == ".jsonl" and f.stat().st_size for f in spooled.rglob("*")
+    ):
         time.sleep(0.2)
     site.node.kill(signal.SIGTERM)
     site.node.restart()
