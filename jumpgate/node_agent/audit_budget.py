@@ -17,6 +17,7 @@ counted: they are few per session and go in their own lane of the spool.
 """
 
 import json
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 from jumpgate.node_agent import audit as events
 from jumpgate.protocol.audit import EventType
 
+logger = logging.getLogger(__name__)
 Stop = Callable[[str], None]
 OVER_BUDGET = "the session went over its audit budget"
 """The reason a session ended over its budget (``session.end`` ``reason``)."""
@@ -117,6 +119,7 @@ class SessionAudit:
     def _exceed(self, which: str) -> None:
         self.exceeded = True
         budget = self._budgets[0] if which == "session" else self._budgets[1]
+        logger.warning("session ended: over its audit budget", extra={**self._who, "budget": which})
         self._sink.put(
             events.event(
                 EventType.SESSION_OVER_BUDGET,

@@ -195,6 +195,8 @@ class _NodeSession(asyncssh.SSHServerProcess[bytes]):
             self.watch.from_user(data)
             if self.watch.broken:
                 return  # a transfer the audit cannot follow goes no further (it is closing)
+        if self.over_budget:
+            return  # it went over while this was read: this goes no further either
         super().data_received(data, datatype)
 
     def terminal_size_changed(self, width: int, height: int, pixwidth: int, pixheight: int) -> None:
@@ -209,7 +211,6 @@ class _NodeSession(asyncssh.SSHServerProcess[bytes]):
         """End a session whose audit events outran its budget (``audit_budget``)."""
         self.over_budget = True
         self.ended_by = reason
-        logger.warning("session ended: over its audit budget", extra={"reason": reason})
         _say(self, f"\r\njumpgate: the session ended: {reason}\r\n")
         with contextlib.suppress(Exception):
             self.close()
