@@ -44,7 +44,7 @@ def _discard(stream: Any) -> None:
 def _flood_once(site: Site, until: float) -> float:
     """One SFTP session sending renames of missing long paths (and small ``extended``
     requests) as fast as it can until ``until`` or until the node ends it; how long it
-    lived."""
+    lived once it began sending."""
     started = time.monotonic()
     client = subprocess.Popen(
         ["ssh", "-F", str(site.ssh_config), "-s", "web-1", "sftp"],
@@ -61,6 +61,7 @@ def _flood_once(site: Site, until: float) -> float:
         stdin.flush()
         (length,) = struct.unpack(">I", stdout.read(4))
         stdout.read(length)  # VERSION: the watcher follows the stream from here
+        started = time.monotonic()
         reader.start()
         first = b"/nonexistent/" + b"a" * 1980
         second = b"/nonexistent/" + b"b" * 1980
