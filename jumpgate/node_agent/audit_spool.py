@@ -12,7 +12,10 @@ sends that batch again after the restart. Every event carries its own ``event_id
 when the event is, see ``audit.event``), so the copies in the audit log can be told apart.
 
 The spool is bounded (``limit_bytes``): when it is full, new events are dropped and counted,
-with one error line per overflow; what is already on disk is never dropped unsent.
+with one error line per overflow; what is already on disk is never dropped unsent. The agent
+keeps two (``AuditLanes``): a session's story in one, sent first, and transfer events in the
+other, so one user's flood of transfer events neither delays nor crowds out anyone's story,
+and what either drops is reported to the platform as ``audit.dropped``.
 
 A batch the proxy refuses (``audit.AuditRefused``: it will not take it sent again, unlike a
 lost tunnel or an unreachable platform) never holds up the events behind it: the batch is sent
