@@ -44,6 +44,8 @@ NODE_EVENTS = frozenset(
         EventType.EXEC,
         EventType.SCP,
         EventType.SFTP,
+        EventType.SESSION_OVER_BUDGET,
+        EventType.AUDIT_DROPPED,  # the node's own spool was full
     )
 )
 """What a node may say of itself; the proxy reports the rest (its own session events too)."""

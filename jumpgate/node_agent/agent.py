@@ -27,7 +27,8 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from jumpgate.node_agent import audit
 from jumpgate.node_agent import identity as identity_store
-from jumpgate.node_agent.audit_spool import AuditSpool
+from jumpgate.node_agent.audit_budget import Budgets
+from jumpgate.node_agent.audit_spool import AuditLanes
 from jumpgate.node_agent.errors import AgentError, PinMismatch
 from jumpgate.node_agent.identity import Identity
 from jumpgate.node_agent.join import join, rediscover
@@ -84,7 +85,7 @@ class Agent:
         self._tasks: set[asyncio.Task[object]] = set()
         try:
             _private(config.data_dir)
-            self.audit = AuditSpool(config.data_dir / "audit")  # on disk until the platform has it
+            self.audit = AuditLanes(config.data_dir / "audit")  # on disk until the platform has it
         except OSError as exc:
             raise AgentError(
                 f"cannot keep audit events in {config.data_dir / 'audit'}: {exc.strerror or exc}; "
@@ -95,6 +96,7 @@ class Agent:
             _private(recordings)
         self.uploads = Uploader(Spool(recordings), self.audit)
         self.sessions = LiveSessions()
+        self.budgets = Budgets()  # each session's and user's audit budget, across connections
 
     def _client(self, auth_server: str, insecure: bool) -> Client:
         return Client(auth_server, insecure=insecure)
@@ -257,7 +259,7 @@ class Agent:
         )
         serving: dict[str, Any] = {
             "server_factory": lambda: NodeServer(
-                identity.user_ca_keys, self.audit, self.uploads, self.sessions
+                identity.user_ca_keys, self.audit, self.uploads, self.sessions, budgets=self.budgets
             ),
             "server_host_keys": [(ssh_key, asyncssh.import_certificate(identity.certificate))],
             "encoding": None,

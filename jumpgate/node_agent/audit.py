@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 import asyncssh
 
+from jumpgate.protocol.audit import EventType
 from jumpgate.protocol.tunnel import AUDIT_SUBSYSTEM, AUDIT_TEMPFAIL
 
 Event = dict[str, Any]
@@ -28,6 +29,18 @@ EVENT_BYTES = 12 * 1024
 """The most a whole event takes, JSON-encoded: below the tunnel's line limit (16 KiB)."""
 SMALL_FIELD_BYTES = 256
 """What each string field is cut to when an event is still over ``EVENT_BYTES``."""
+LIFECYCLE = frozenset(
+    t.value
+    for t in (
+        EventType.SESSION_START,
+        EventType.EXEC,
+        EventType.SESSION_END,
+        EventType.SESSION_OVER_BUDGET,
+        EventType.AUDIT_DROPPED,
+    )
+)
+"""A session's story, and what says events were lost: never counted against a session's
+budget (``audit_budget``), and sent ahead of transfer events (``audit_spool.AuditLanes``)."""
 
 
 def _cut(text: str, limit: int) -> str:
@@ -133,7 +146,7 @@ class Resizes:
 class EventSink(Protocol):
     """Where the node's events go: ``audit_spool.AuditSpool`` in the agent."""
 
-    def put(self, item: Event, /) -> None: ...
+    def put(self, item: Event, /) -> object: ...
 
 
 class AuditRefused(Exception):

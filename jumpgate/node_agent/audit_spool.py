@@ -12,7 +12,10 @@ sends that batch again after the restart. Every event carries its own ``event_id
 when the event is, see ``audit.event``), so the copies in the audit log can be told apart.
 
 The spool is bounded (``limit_bytes``): when it is full, new events are dropped and counted,
-with one error line per overflow; what is already on disk is never dropped unsent.
+with one error line per overflow; what is already on disk is never dropped unsent. The agent
+keeps two (``AuditLanes``): a session's story in one, sent first, and transfer events in the
+other, so one user's flood of transfer events neither delays nor crowds out anyone's story,
+and what either drops is reported to the platform as ``audit.dropped``.
 
 A batch the proxy refuses (``audit.AuditRefused``: it will not take it sent again, unlike a
 lost tunnel or an unreachable platform) never holds up the events behind it: the batch is sent
@@ -29,8 +32,10 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from jumpgate.node_agent.audit import AuditRefused
+from jumpgate.node_agent import audit
+from jumpgate.node_agent.audit import LIFECYCLE, AuditRefused
 from jumpgate.node_agent.retry import stop_if_cancelled
+from jumpgate.protocol.audit import EventType
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +51,11 @@ _ACKED = "acked"
 DEAD_LETTER = "dead-letter.jsonl"
 DEAD_LETTER_BYTES = 8 * 1024 * 1024
 """Events the proxy refused, kept for the node's admin to read; beyond this they are dropped."""
+
+LIFECYCLE_LANE = "lifecycle"
+"""Where a session's story waits (``AuditLanes``), apart from its transfer events."""
+LIFECYCLE_BYTES = 16 * 1024 * 1024
+"""About 10,000 sessions' ``session.start``, ``exec`` and ``session.end``."""
 
 Position = tuple[int, int]
 """(segment number, byte offset in it)."""
@@ -84,6 +94,8 @@ class AuditSpool:
         self.dropped = 0
         self.refused = 0  # events the proxy refused, set aside in ``DEAD_LETTER``
         self._full = False
+        self._limit = 0  # events a batch may hold (0: ``batch``); 1 after a refused batch
+        self._refused_until: Position | None = None  # where one-at-a-time sending ends
         self._ready = asyncio.Event()
         self._sending = asyncio.Lock()
         directory.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -185,8 +197,9 @@ class AuditSpool:
 
     # -- the session's side ------------------------------------------------------------------
 
-    def put(self, event: Event) -> None:
-        """Write ``event`` durably before returning; drop it (counted, logged) if it cannot be."""
+    def put(self, event: Event) -> bool:
+        """Write ``event`` durably before returning; drop it (counted, logged) if it cannot be.
+        False when it was dropped."""
         line = json.dumps(event, separators=(",", ":")).encode() + b"\n"
         if self.pending_bytes + len(line) > self.limit_bytes:
             self.dropped += 1
@@ -197,7 +210,7 @@ class AuditSpool:
                     "takes the backlog (is the tunnel up?)",
                     extra={"directory": str(self.directory), "limit_bytes": self.limit_bytes},
                 )
-            return
+            return False
         if self._full:
             self._full = False
             logger.warning("audit spool has room again", extra={"dropped": self.dropped})
@@ -213,9 +226,10 @@ class AuditSpool:
             logger.error(
                 "audit event not spooled", extra={"reason": str(exc), "type": event.get("type")}
             )
-            return
+            return False
         self._size += len(line)
         self._ready.set()
+        return True
 
     # -- delivery ----------------------------------------------------------------------------
 
@@ -296,24 +310,23 @@ class AuditSpool:
             self._path(old).unlink(missing_ok=True)
             self._segments.remove(old)
 
-    async def flush(self, send: Send) -> bool:
-        """Send everything now; False (and the rest kept) when a send fails.
+    async def send_batch(self, send: Send) -> bool | None:
+        """Send the next batch: True once it is taken (or set aside), False when the send
+        failed (kept), None when nothing is waiting.
 
         A refused batch is sent again one event at a time up to where it ended, so that only
         the events refused on their own are set aside (``_dead_letter``)."""
         async with self._sending:
-            limit = 0
-            refused_until: Position | None = None
             while True:
-                events, end = self._read(limit)
+                events, end = self._read(self._limit)
                 if end == self._position:
-                    return True
+                    return None
                 if events:
                     try:
                         await send(events)
                     except AuditRefused as exc:
                         if len(events) > 1:
-                            limit, refused_until = 1, end
+                            self._limit, self._refused_until = 1, end
                             continue
                         self._dead_letter(events, str(exc))
                     except Exception as exc:
@@ -323,8 +336,18 @@ class AuditSpool:
                         )
                         return False
                 self._acknowledge(end)
-                if refused_until is not None and end >= refused_until:
-                    limit, refused_until = 0, None
+                if self._refused_until is not None and end >= self._refused_until:
+                    self._limit, self._refused_until = 0, None
+                return True
+
+    async def flush(self, send: Send) -> bool:
+        """Send everything now; False (and the rest kept) when a send fails."""
+        while True:
+            sent = await self.send_batch(send)
+            if sent is None:
+                return True
+            if not sent:
+                return False
 
     async def deliver(self, send: Send, *, linger: float = 0.0) -> None:
         """Send batches for as long as the task runs; ``linger`` lets a batch fill up."""
@@ -340,3 +363,111 @@ class AuditSpool:
     def close(self) -> None:
         with contextlib.suppress(OSError):
             os.close(self._fd)
+
+
+class AuditLanes:
+    """The agent's spool in two lanes, each an ``AuditSpool``: a session's story
+    (``audit.LIFECYCLE``) in ``<directory>/lifecycle``, everything else (transfer events,
+    window changes, uploads) in ``<directory>``.
+
+    The lifecycle lane is sent first, before every batch of the other: a flood of one user's
+    transfer events can neither delay another session's ``session.start``, ``exec`` and
+    ``session.end`` nor push them out of a full spool. Events either lane drops are reported
+    to the platform as one ``audit.dropped`` event (``W``, ``dropped``: how many), sent in the
+    lifecycle lane when there is room. The interface is ``AuditSpool``'s.
+    """
+
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        limit_bytes: int = LIMIT_BYTES,
+        lifecycle_bytes: int = LIFECYCLE_BYTES,
+        segment_bytes: int = SEGMENT_BYTES,
+        batch: int = BATCH,
+        retry: float = 5.0,
+    ) -> None:
+        self.transfers = AuditSpool(
+            directory,
+            limit_bytes=limit_bytes,
+            segment_bytes=segment_bytes,
+            batch=batch,
+            retry=retry,
+        )
+        self.lifecycle = AuditSpool(
+            directory / LIFECYCLE_LANE,
+            limit_bytes=lifecycle_bytes,
+            segment_bytes=segment_bytes,
+            batch=batch,
+            retry=retry,
+        )
+        self.retry = retry
+        self._reported = 0  # dropped events already reported in an ``audit.dropped``
+        self._ready = asyncio.Event()
+        if self.transfers.pending_bytes or self.lifecycle.pending_bytes:
+            self._ready.set()
+
+    @property
+    def dropped(self) -> int:
+        return self.transfers.dropped + self.lifecycle.dropped
+
+    @property
+    def pending_bytes(self) -> int:
+        return self.transfers.pending_bytes + self.lifecycle.pending_bytes
+
+    def put(self, event: Event) -> bool:
+        lane = self.lifecycle if event.get("type") in LIFECYCLE else self.transfers
+        kept = lane.put(event)
+        self._ready.set()
+        return kept
+
+    def peek(self) -> list[Event]:
+        """The next batch that would be sent."""
+        return self.lifecycle.peek() or self.transfers.peek()
+
+    def _report_dropped(self) -> None:
+        """Put one ``audit.dropped`` for the events dropped since the last one."""
+        count = self.dropped - self._reported
+        if count <= 0:
+            return
+        reported = self.lifecycle.put(
+            audit.event(
+                EventType.AUDIT_DROPPED,
+                outcome="W",
+                dropped=count,
+                error=(
+                    "the node's audit spool was full or could not be written: events dropped "
+                    "(the agent's log says when)"
+                ),
+            )
+        )
+        # A report that could not be written is not itself a lost event: it is made again.
+        self._reported += count if reported else 1
+
+    async def flush(self, send: Send) -> bool:
+        """Send everything now, the lifecycle lane ahead of every transfer batch; False (and
+        the rest kept) when a send fails."""
+        while True:
+            self._report_dropped()
+            if not await self.lifecycle.flush(send):
+                return False
+            sent = await self.transfers.send_batch(send)
+            if sent is False:
+                return False
+            if sent is None and not self.lifecycle.pending_bytes:
+                return True
+
+    async def deliver(self, send: Send, *, linger: float = 0.0) -> None:
+        """Send batches for as long as the task runs; ``linger`` lets a batch fill up."""
+        while True:
+            await self._ready.wait()
+            await asyncio.sleep(linger)
+            self._ready.clear()
+            if not await self.flush(send):
+                stop_if_cancelled()
+                self._ready.set()  # try again after a pause
+                await asyncio.sleep(self.retry)
+
+    def close(self) -> None:
+        self.transfers.close()
+        self.lifecycle.close()

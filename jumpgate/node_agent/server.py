@@ -24,6 +24,7 @@ import asyncssh
 
 from jumpgate.node_agent import audit as events
 from jumpgate.node_agent import sessions
+from jumpgate.node_agent.audit_budget import Budgets
 from jumpgate.node_agent.recording import Recorder
 from jumpgate.node_agent.transfers import ScpWatch, SftpWatch, scp_server_argv
 from jumpgate.node_agent.uploads import Uploader
@@ -101,9 +102,11 @@ class NodeServer(asyncssh.SSHServer):
         uploads: Uploader,
         live: LiveSessions | None = None,
         max_sessions: int = MAX_SESSIONS,
+        budgets: Budgets | None = None,
     ) -> None:
         self._user_ca_keys = {key.split()[1] for key in user_ca_keys}
         self.audit = audit
+        self.budgets = budgets if budgets is not None else Budgets()  # the agent's, shared
         self.uploads = uploads
         self.live = live if live is not None else LiveSessions()
         self._conn: asyncssh.SSHServerConnection | None = None
@@ -171,6 +174,7 @@ class _NodeSession(asyncssh.SSHServerProcess[bytes]):
     watch: SftpWatch | ScpWatch | None = None
     on_resize: Callable[[int, int], None] | None = None  # audits a window change
     ended_by: str | None = None  # why the agent ended the session, if it did
+    over_budget = False  # it went over its audit budget: nothing more it sends is run
 
     def subsystem_requested(self, subsystem: str) -> bool:
         return True  # ``sessions.run`` refuses unknown subsystems with a message
@@ -185,10 +189,14 @@ class _NodeSession(asyncssh.SSHServerProcess[bytes]):
         super().feed_data(data, datatype)
 
     def data_received(self, data: bytes, datatype: asyncssh.DataType) -> None:
+        if self.over_budget:
+            return  # fail closed: what it asks for now would not be audited
         if self.watch is not None and datatype is None:
             self.watch.from_user(data)
             if self.watch.broken:
                 return  # a transfer the audit cannot follow goes no further (it is closing)
+        if self.over_budget:
+            return  # it went over while this was read: this goes no further either
         super().data_received(data, datatype)
 
     def terminal_size_changed(self, width: int, height: int, pixwidth: int, pixheight: int) -> None:
@@ -198,6 +206,14 @@ class _NodeSession(asyncssh.SSHServerProcess[bytes]):
         recorder = self.recorder
         if recorder is not None and not recorder.resize(width, height) and self.sync:
             self._recording_failed()
+
+    def end_over_budget(self, reason: str) -> None:
+        """End a session whose audit events outran its budget (``audit_budget``)."""
+        self.over_budget = True
+        self.ended_by = reason
+        _say(self, f"\r\njumpgate: the session ended: {reason}\r\n")
+        with contextlib.suppress(Exception):
+            self.close()
 
     def _recording_failed(self) -> None:
         self.recorder = None
@@ -276,7 +292,8 @@ async def handle_process(process: asyncssh.SSHServerProcess[bytes]) -> None:
         "login": login,
         "session_id": str(uuid.uuid4()),
     }
-    audit = owner.audit
+    # Its transfer events are held to a budget; over it, the session is ended (fail closed).
+    audit = owner.budgets.session(owner.audit, who, process.end_over_budget)
 
     def transfer(kind: EventType) -> Any:
         return lambda outcome, fields: audit.put(
@@ -385,7 +402,7 @@ def _audit_end(
                 EventType.EXEC,
                 outcome=outcome,
                 **who,
-                command=process.command[:1024],
+                command=process.command,  # bounded by ``events.event``, which says if cut
                 exit_code=status,
             )
         )

@@ -31,6 +31,7 @@ class EventType(StrEnum):
     SESSION_LEAVE = "session.leave"
     SESSION_END = "session.end"
     SESSION_UPLOAD = "session.upload"
+    SESSION_OVER_BUDGET = "session.over_budget"  # a node ended a session over its audit budget
     EXEC = "exec"
     SCP = "scp"
     SFTP = "sftp"
@@ -57,6 +58,7 @@ _CODES: dict[EventType, str] = {
     EventType.SESSION_LEAVE: "J2003",
     EventType.SESSION_END: "J2004",
     EventType.SESSION_UPLOAD: "J2005",
+    EventType.SESSION_OVER_BUDGET: "J2006",
     EventType.EXEC: "J3002",
     EventType.SCP: "J3004",
     EventType.AUTH: "J3007",

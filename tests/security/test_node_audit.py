@@ -64,8 +64,12 @@ def test_events_spooled_on_disk_survive_kill_9_of_the_agent(site: Site) -> None:
     site.node.kill(signal.SIGKILL)
     spooled = Path(site.node.directory) / "audit"
     assert spooled.is_dir()
-    assert oct(spooled.stat().st_mode & 0o777) == oct(0o700)
-    assert all(oct(f.stat().st_mode & 0o777) == oct(0o600) for f in spooled.iterdir())
+    lanes = [spooled, *(d for d in spooled.iterdir() if d.is_dir())]  # and its lifecycle lane
+    assert len(lanes) == 2
+    assert all(oct(d.stat().st_mode & 0o777) == oct(0o700) for d in lanes)
+    files = [f for d in lanes for f in d.iterdir() if f.is_file()]
+    assert files
+    assert all(oct(f.stat().st_mode & 0o777) == oct(0o600) for f in files)
     site.cluster.start()
     site.node.restart()
     site.node.wait_tunnel()
@@ -74,7 +78,9 @@ def test_events_spooled_on_disk_survive_kill_9_of_the_agent(site: Site) -> None:
     assert story["exec"][0]["command"] == f"echo ready-{marker}; sleep 300"
     # delivered once taken: nothing is left waiting, and a second restart sends nothing again
     deadline = time.monotonic() + 10
-    while any(f.stat().st_size for f in spooled.iterdir()) and time.monotonic() < deadline:
+    while time.monotonic() < deadline and any(
+        f.suffix == ".jsonl" and f.stat().st_size for f in spooled.rglob("*")
+    ):
         time.sleep(0.2)
     site.node.kill(signal.SIGTERM)
     site.node.restart()
@@ -105,3 +111,29 @@ def test_node_events_carry_a_stable_id(site: Site) -> None:
     events = [e for e in audit_events(site, "exec", 1) if e.get("origin") == "node"]
     assert events
     assert all(len(str(e.get("event_id", ""))) == 32 for e in events)
+
+
+def test_the_exec_event_carries_the_command_up_to_the_field_bound(site: Site) -> None:
+    """Second review, finding 14: ``exec`` cut the command at 1,024 characters and did not
+    say so; it keeps it whole up to the 2 KiB every event field may take, and says when cut."""
+    marker = uuid.uuid4().hex[:12]
+    fits = f"echo {marker}-fits " + "y" * 1500
+    cut = f"echo {marker}-cut " + "z" * 3000
+    for command in (fits, cut):
+        answer = site.ssh(command)
+        assert answer.returncode == 0, answer.stderr
+    deadline = time.monotonic() + 15
+    found: dict[str, dict[str, object]] = {}
+    while len(found) < 2 and time.monotonic() < deadline:
+        for event in audit_events(site, "exec", 2):
+            command = str(event.get("command"))
+            if event.get("origin") == "node" and marker in command:
+                found[command.split()[1]] = event
+        time.sleep(0.2)
+    assert sorted(found) == [f"{marker}-cut", f"{marker}-fits"], found
+    assert found[f"{marker}-fits"]["command"] == fits
+    assert not found[f"{marker}-fits"].get("truncated")
+    kept = str(found[f"{marker}-cut"]["command"])
+    assert cut.startswith(kept)
+    assert len(kept) > 2000
+    assert found[f"{marker}-cut"].get("truncated") is True

@@ -51,3 +51,22 @@ def test_a_bad_line_is_dropped_on_its_own_saying_why() -> None:
     assert nested.type == EventType.AUDIT_DROPPED
     assert str(nested.fields["error"]).startswith("the event does not fit: fields.command")
     assert intake.dropped == 2
+
+
+def test_a_nodes_own_dropped_count_and_budget_warning_are_taken() -> None:
+    """The node reports what its spool dropped, and a session it ended over its budget."""
+    received = datetime.now(UTC)
+    intake = TunnelAudit()
+    for kind, fields in (
+        ("audit.dropped", {"dropped": 4711, "error": "the node's audit spool was full"}),
+        ("session.over_budget", {"session_id": "s-1", "user": "alice", "error": "over budget"}),
+    ):
+        line = json.dumps(
+            {"type": kind, "outcome": "W", "time": received.isoformat(), "fields": fields}
+        )
+        made = record(NODE, line, received, intake)
+        assert (made.type, made.outcome) == (kind, "W")
+        assert {k: made.fields.get(k) for k in fields} == fields  # the node's own, not a stand-in
+        assert made.fields["origin"] == "node"
+        assert made.fields["server_id"] == "h1"
+    assert intake.dropped == 0

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from jumpgate.node_agent import audit
-from jumpgate.node_agent.audit_spool import AuditSpool
+from jumpgate.node_agent.audit_spool import AuditLanes, AuditSpool
 
 Event = dict[str, Any]
 
@@ -142,3 +142,74 @@ def test_node_events_carry_unique_stable_ids() -> None:
     ids = [e["fields"]["event_id"] for e in events]
     assert len(set(ids)) == 100
     assert all(len(i) == 32 and int(i, 16) >= 0 for i in ids)
+
+
+def _sftp(count: int, start: int = 0) -> list[Event]:
+    return [
+        audit.event("sftp", action="rename", path=f"/p-{n}") for n in range(start, start + count)
+    ]
+
+
+def test_lifecycle_events_go_before_a_backlog_of_transfer_events(tmp_path: Path) -> None:
+    """One user's flood of sftp events must not delay another session's story: the lifecycle
+    lane is sent first, whatever waits in the other."""
+    lanes = AuditLanes(tmp_path / "audit", batch=10)
+    for event in _sftp(500):
+        lanes.put(event)
+    story = [audit.event(kind, session_id="other") for kind in ("session.start", "exec")]
+    for event in story:
+        lanes.put(event)
+    batches: list[list[Event]] = []
+
+    async def slow(batch: list[Event]) -> None:
+        if len(batches) == 3:  # the platform takes three batches, then the tunnel drops
+            raise OSError("tunnel down")
+        batches.append(batch)
+
+    assert asyncio.run(lanes.flush(slow)) is False
+    assert [e["type"] for e in batches[0]] == ["session.start", "exec"]
+    lanes.put(audit.event("session.end", session_id="other"))
+    platform = _Platform()
+    assert asyncio.run(lanes.flush(platform.send)) is True
+    assert platform.taken[0]["type"] == "session.end"
+    taken = [e["fields"]["path"] for b in batches[1:] for e in b] + [
+        e["fields"]["path"] for e in platform.taken[1:]
+    ]
+    assert taken == [f"/p-{n}" for n in range(500)]  # each lane keeps its order, none lost
+
+
+def test_a_full_transfer_lane_never_drops_lifecycle_events_and_says_what_it_dropped(
+    tmp_path: Path,
+) -> None:
+    lanes = AuditLanes(tmp_path / "audit", limit_bytes=5000, segment_bytes=1000, batch=1000)
+    for event in _sftp(200):
+        lanes.put(event)
+    assert lanes.dropped > 0
+    dropped = lanes.dropped
+    lanes.put(audit.event("session.start", session_id="other"))
+    lanes.put(audit.event("session.end", session_id="other"))
+    platform = _Platform()
+    assert asyncio.run(lanes.flush(platform.send)) is True
+    first = platform.taken[:3]
+    assert [e["type"] for e in first] == ["session.start", "session.end", "audit.dropped"]
+    report = first[2]
+    assert report["outcome"] == "W"
+    assert report["fields"]["dropped"] == dropped
+    assert "spool" in report["fields"]["error"]
+    # reported once: a later flush says nothing more until more is dropped
+    platform.taken.clear()
+    lanes.put(_sftp(1, start=999)[0])
+    assert asyncio.run(lanes.flush(platform.send)) is True
+    assert [e["type"] for e in platform.taken] == ["sftp"]
+
+
+def test_both_lanes_outlive_the_process(tmp_path: Path) -> None:
+    lanes = AuditLanes(tmp_path / "audit")
+    lanes.put(_sftp(1)[0])
+    lanes.put(audit.event("exec", command="kept", session_id="s"))
+    del lanes  # as kill -9 would leave it
+    platform = _Platform()
+    assert asyncio.run(AuditLanes(tmp_path / "audit").flush(platform.send)) is True
+    assert [e["type"] for e in platform.taken] == ["exec", "sftp"]
+    assert asyncio.run(AuditLanes(tmp_path / "audit").flush(platform.send)) is True
+    assert len(platform.taken) == 2  # delivered once
