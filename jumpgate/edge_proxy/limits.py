@@ -24,7 +24,7 @@ import json
 import math
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +32,7 @@ from jumpgate.edge_proxy.events import Event, Invoke
 from jumpgate.edge_proxy.lambda_invoke import ControlPlaneUnavailable
 from jumpgate.protocol.audit import EventType
 from jumpgate.protocol.names import tenant_from_host
+from jumpgate.protocol.signing import HEADER_CERT, HEADER_NONCE, HEADER_SIGNATURE, HEADER_TIME
 
 LOGIN_PATH = "/v1/login"
 """The route the login limits apply to, exactly as the control plane matches it (a path
@@ -40,8 +41,18 @@ SIGNUP_PATH = "/v1/signup"
 """Spending an invite sets a password: a bcrypt hash, so it runs in the login lane."""
 BCRYPT_ROUTES = frozenset({("POST", LOGIN_PATH), ("POST", SIGNUP_PATH)})
 """The calls that run bcrypt (method, path): the login lane's."""
-ANONYMOUS_PATHS = frozenset({"/v1/trust", "/v1/ca", "/webapi/ping", SIGNUP_PATH, "/v1/join"})
+ANONYMOUS_PATHS = frozenset(
+    {"/v1/trust", "/v1/ca", "/webapi/ping", SIGNUP_PATH, "/v1/join", "/v1/openapi.json"}
+)
 """Unauthenticated routes (besides the login, limited on its own) held to a rate per source."""
+OPEN_PATHS = ANONYMOUS_PATHS | {LOGIN_PATH}
+"""Every route the control plane serves without a signed request (decision 0004); any other
+path needs the signature headers (``unsigned``)."""
+SIGNATURE_HEADERS = (HEADER_CERT, HEADER_TIME, HEADER_NONCE, HEADER_SIGNATURE)
+"""What a signed request carries; the control plane refuses a call missing any of them."""
+NOT_SIGNED = "not logged in: run jump login --proxy=<tenant address>"
+"""The control plane's own words for an unsigned call, so the answer reads the same whichever
+of the two gives it."""
 AUDIT_EVERY = 60.0
 """Seconds between two audit events for one limited address or user: a flood leaves a few
 events that count the refusals, not one per refusal."""
@@ -59,6 +70,20 @@ def source_key(address: str) -> str:
             return str(parsed.ipv4_mapped)
         return str(ipaddress.IPv6Network((parsed, 64), strict=False))
     return str(parsed)
+
+
+def unsigned(path: str, headers: Mapping[str, str]) -> str | None:
+    """Why a call to ``path`` with ``headers`` is refused before it reaches the control plane
+    (401), or ``None``: a route outside ``OPEN_PATHS`` answers only signed calls, so one
+    without the signature headers costs a tenant's lane nothing (an unknown path too: the
+    control plane would answer it 404, which tells an anonymous caller nothing it needs).
+    Whether the signature is good only the control plane can tell: it holds the CA."""
+    if path in OPEN_PATHS:
+        return None
+    present = {name.lower() for name, value in headers.items() if value}
+    if all(name in present for name in SIGNATURE_HEADERS):
+        return None
+    return NOT_SIGNED
 
 
 class TokenBuckets:
@@ -281,8 +306,11 @@ class TenantShare:
     The tenant is the one the ``Host`` names (as the control plane reads it); requests that
     name none share one lane pair. A lane (``lane_of``) holds ``per_tenant`` workers
     (``login_per_tenant`` for the login lane), and at most ``queue`` calls wait behind them:
-    the queue is keyed on a name the caller chooses, so it must not grow without bound.
-    Semaphores exist only while a lane has calls in flight.
+    the queue is keyed on a name the caller chooses, so it must not grow without bound. And
+    one source (``source_key`` of the event's ``sourceIp``) holds at most ``per_source`` of
+    a lane's places, running or waiting, so no single address fills a tenant's lane and
+    the others' calls still find a place (the proxy's own calls never come through here).
+    Semaphores and counts exist only while a lane has calls in flight.
     """
 
     def __init__(
@@ -293,23 +321,34 @@ class TenantShare:
         *,
         login_per_tenant: int = 1,
         queue: int = 64,
+        per_source: int = 8,
     ) -> None:
         if per_tenant < 1 or login_per_tenant < 1:
             raise ValueError("per_tenant and login_per_tenant must be at least 1")
         if queue < 0:
             raise ValueError("queue must be 0 or more")
+        if per_source < 1:
+            raise ValueError("per_source must be at least 1")
         self._invoke = invoke
         self._public_addr = public_addr
         self.per_tenant = per_tenant
         self.login_per_tenant = login_per_tenant
         self.queue = queue
+        self.per_source = per_source
         self._slots: dict[tuple[str, str], tuple[asyncio.Semaphore, int]] = {}  # sem, users
+        self._sources: dict[tuple[str, str, str], int] = {}  # (tenant, lane, source): places
         self._waiting: set[asyncio.Task[Any]] = set()
         self._closed = False
 
     def tenant_of(self, event: Event) -> str:
         host = str((event.get("headers") or {}).get("host", ""))
         return tenant_from_host(host, self._public_addr) or ""
+
+    @staticmethod
+    def source_of(event: Event) -> str:
+        """The source a call counts against: its address, or the IPv6 /64 it is in."""
+        http = (event.get("requestContext") or {}).get("http") or {}
+        return source_key(str(http.get("sourceIp", "")))
 
     def waiting(self, tenant: str, lane: str = "api") -> int:
         """Calls of ``tenant``'s ``lane`` in flight or waiting (for tests and metrics)."""
@@ -325,18 +364,28 @@ class TenantShare:
     async def __call__(self, event: Event) -> Event:
         if self._closed:
             raise ControlPlaneUnavailable("the platform is stopping: try again shortly")
-        tenant, lane = self.tenant_of(event), lane_of(event)
+        tenant, lane, source = self.tenant_of(event), lane_of(event), self.source_of(event)
         workers = self.login_per_tenant if lane == "login" else self.per_tenant
-        key = (tenant, lane)
+        key, mine = (tenant, lane), (tenant, lane, source)
+        what = "logins" if lane == "login" else "calls"
         semaphore, users = self._slots.get(key, (None, 0))
         if users >= workers + self.queue:
-            what = "logins" if lane == "login" else "calls"
             raise TenantBusy(
                 Refusal(1, f"too many {what} waiting for this tenant: try again in 1 s")
+            )
+        held = self._sources.get(mine, 0)
+        if held >= self.per_source:
+            raise TenantBusy(
+                Refusal(
+                    1,
+                    f"too many {what} from {source or 'one address'} waiting for this tenant:"
+                    " try again in 1 s",
+                )
             )
         if semaphore is None:
             semaphore = asyncio.Semaphore(workers)
         self._slots[key] = (semaphore, users + 1)
+        self._sources[mine] = held + 1
         task = asyncio.current_task()
         try:
             if task is not None:
@@ -355,3 +404,8 @@ class TenantShare:
                 del self._slots[key]
             else:
                 self._slots[key] = (semaphore, users - 1)
+            held = self._sources[mine]
+            if held == 1:
+                del self._sources[mine]
+            else:
+                self._sources[mine] = held - 1
