@@ -23,7 +23,7 @@ import ipaddress
 import json
 import math
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -300,6 +300,53 @@ def lane_of(event: Event) -> str:
     return "login" if (method.upper(), path) in BCRYPT_ROUTES else "api"
 
 
+class _Lane:
+    """One tenant lane's workers, and the calls waiting for them queued per source and served
+    in turn: one source's queue does not delay another's calls by more than one call each.
+
+    A plain FIFO let one address that held 8 places put 8 calls ahead of everyone else's
+    (round 2 of the review); taking the sources in turn puts at most one.
+    """
+
+    def __init__(self, workers: int) -> None:
+        self.workers = workers
+        self.running = 0
+        self.users = 0  # running and waiting
+        self._queues: dict[str, deque[asyncio.Future[None]]] = {}  # in turn order
+
+    async def acquire(self, source: str) -> None:
+        if self.running < self.workers and not self._queues:
+            self.running += 1
+            return
+        turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._queues.setdefault(source, deque()).append(turn)
+        try:
+            await turn
+        except asyncio.CancelledError:
+            if turn.done() and not turn.cancelled():
+                self.release()  # its turn came as it was cancelled: pass the worker on
+            else:
+                queue = self._queues.get(source)
+                if queue is not None and turn in queue:
+                    queue.remove(turn)
+                    if not queue:
+                        del self._queues[source]
+            raise
+
+    def release(self) -> None:
+        """A worker is free: the next source in turn gets it, or it goes back."""
+        while self._queues:
+            source = next(iter(self._queues))
+            queue = self._queues.pop(source)
+            turn = queue.popleft()
+            if queue:
+                self._queues[source] = queue  # to the back of the turn
+            if not turn.done():
+                turn.set_result(None)
+                return
+        self.running -= 1
+
+
 class TenantShare:
     """An ``Invoke`` that lets each tenant's calls hold at most a few workers, per lane.
 
@@ -309,8 +356,10 @@ class TenantShare:
     the queue is keyed on a name the caller chooses, so it must not grow without bound. And
     one source (``source_key`` of the event's ``sourceIp``) holds at most ``per_source`` of
     a lane's places, running or waiting, so no single address fills a tenant's lane and
-    the others' calls still find a place (the proxy's own calls never come through here).
-    Semaphores and counts exist only while a lane has calls in flight.
+    the others' calls still find a place (the proxy's own calls never come through here);
+    waiting calls are served a source at a time in turn (``_Lane``), so they are not stuck
+    behind one address's calls either. Lanes and counts exist only while they have calls in
+    flight.
     """
 
     def __init__(
@@ -335,7 +384,7 @@ class TenantShare:
         self.login_per_tenant = login_per_tenant
         self.queue = queue
         self.per_source = per_source
-        self._slots: dict[tuple[str, str], tuple[asyncio.Semaphore, int]] = {}  # sem, users
+        self._slots: dict[tuple[str, str], _Lane] = {}
         self._sources: dict[tuple[str, str, str], int] = {}  # (tenant, lane, source): places
         self._waiting: set[asyncio.Task[Any]] = set()
         self._closed = False
@@ -352,7 +401,8 @@ class TenantShare:
 
     def waiting(self, tenant: str, lane: str = "api") -> int:
         """Calls of ``tenant``'s ``lane`` in flight or waiting (for tests and metrics)."""
-        return self._slots.get((tenant, lane), (None, 0))[1]
+        held = self._slots.get((tenant, lane))
+        return held.users if held is not None else 0
 
     def close(self) -> None:
         """Stopping: calls still waiting for their tenant's turn are cancelled (a flood queued
@@ -364,12 +414,12 @@ class TenantShare:
     async def __call__(self, event: Event) -> Event:
         if self._closed:
             raise ControlPlaneUnavailable("the platform is stopping: try again shortly")
-        tenant, lane, source = self.tenant_of(event), lane_of(event), self.source_of(event)
-        workers = self.login_per_tenant if lane == "login" else self.per_tenant
-        key, mine = (tenant, lane), (tenant, lane, source)
-        what = "logins" if lane == "login" else "calls"
-        semaphore, users = self._slots.get(key, (None, 0))
-        if users >= workers + self.queue:
+        tenant, lane_name, source = self.tenant_of(event), lane_of(event), self.source_of(event)
+        workers = self.login_per_tenant if lane_name == "login" else self.per_tenant
+        key, mine = (tenant, lane_name), (tenant, lane_name, source)
+        what = "logins" if lane_name == "login" else "calls"
+        lane = self._slots.get(key)
+        if lane is not None and lane.users >= workers + self.queue:
             raise TenantBusy(
                 Refusal(1, f"too many {what} waiting for this tenant: try again in 1 s")
             )
@@ -382,28 +432,26 @@ class TenantShare:
                     " try again in 1 s",
                 )
             )
-        if semaphore is None:
-            semaphore = asyncio.Semaphore(workers)
-        self._slots[key] = (semaphore, users + 1)
+        if lane is None:
+            lane = self._slots[key] = _Lane(workers)
+        lane.users += 1
         self._sources[mine] = held + 1
         task = asyncio.current_task()
         try:
             if task is not None:
                 self._waiting.add(task)
             try:
-                await semaphore.acquire()
+                await lane.acquire(source)
             finally:
                 self._waiting.discard(task)
             try:
                 return await self._invoke(event)
             finally:
-                semaphore.release()
+                lane.release()
         finally:
-            semaphore, users = self._slots[key]
-            if users == 1:
+            lane.users -= 1
+            if lane.users == 0:
                 del self._slots[key]
-            else:
-                self._slots[key] = (semaphore, users - 1)
             held = self._sources[mine]
             if held == 1:
                 del self._sources[mine]

@@ -462,3 +462,40 @@ def test_a_call_to_an_authenticated_route_without_a_signature_is_refused(
     method: str, path: str, headers: dict[str, str], refused: bool
 ) -> None:
     assert (unsigned(path, headers) is not None) == refused
+
+
+def test_waiting_calls_are_served_a_source_at_a_time() -> None:
+    """One address's 8 calls hold both workers and 6 places in the queue; another address's
+    call is served as soon as a worker is free, not after those 6."""
+
+    async def scenario() -> list[str]:
+        order: list[str] = []
+        gates: dict[str, asyncio.Event] = {}
+
+        async def invoke(event: Event) -> Event:
+            name = event["rawPath"]
+            gates[name] = asyncio.Event()
+            await gates[name].wait()
+            order.append(name)
+            return {"statusCode": 200}
+
+        share = TenantShare(invoke, "localhost", per_tenant=2, queue=32, per_source=8)
+        flood = [asyncio.create_task(share(_from("192.0.2.66", path=f"/f{n}"))) for n in range(8)]
+        await asyncio.sleep(0.01)
+        admin = asyncio.create_task(share(_from("198.51.100.1", path="/admin")))
+        cancelled = asyncio.create_task(share(_from("198.51.100.2", path="/gone")))
+        await asyncio.sleep(0.01)
+        cancelled.cancel()  # a waiter that leaves gives its turn up
+        await asyncio.sleep(0.01)
+        for _ in range(9):
+            running = [name for name, gate in gates.items() if not gate.is_set()]
+            gates[sorted(running)[0]].set()
+            await asyncio.sleep(0.01)
+        await asyncio.gather(*flood, admin)
+        assert share._slots == {}
+        return order
+
+    order = asyncio.run(scenario())
+    assert order.index("/admin") <= 2, order  # after the two calls running when it came
+    assert "/gone" not in order
+    assert len(order) == 9
