@@ -4,10 +4,13 @@ connection may take to say who it is (decision 0019).
 Each listener (web 3080, users' SSH 3023, node tunnels 3024) has a ``SourceGate``: a
 connection is admitted at accept, before any TLS or SSH work, unless its source address
 already holds ``max_per_source`` connections there, or ``max_unauthenticated_per_source``
-that have not yet got past their handshake (an HTTPS request head, an SSH login), or the
-listener already holds ``max_unauthenticated`` such connections from all sources together. A
-refused connection is closed at once, logged and counted; nothing else is spent on it. This
-is OpenSSH's ``MaxStartups`` and Teleport's ``connection_limits.max_connections``. A source is
+that have not yet got past their handshake (an HTTPS request head, an SSH login). A listener
+holds at most ``max_unauthenticated`` such connections from all sources together; when they
+are all taken, a newcomer whose source holds fewer than the most takes the place of the
+oldest handshake of a source holding the most, which is cut, and only a newcomer from a
+source holding as many as any is refused. A refused connection is closed at once, logged and
+counted; nothing else is spent on it. This is OpenSSH's ``MaxStartups`` (fair to sources
+where it drops at random) and Teleport's ``connection_limits.max_connections``. A source is
 an IPv4 address, or an IPv6 /64 (one host is routinely given a whole /64, so counting per
 /128 would give it 2**64 quotas); an IPv4-mapped IPv6 address counts as its IPv4 address.
 
