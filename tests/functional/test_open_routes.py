@@ -24,7 +24,7 @@ def test_the_proxys_open_routes_are_the_ones_the_control_plane_serves_unsigned(
             continue
         concrete = re.sub(r"\{[^}]+\}", "0123456789abcdef0123456789abcdef", path)
         for method in methods:
-            body = {} if method in ("post", "put", "patch") else None
+            body: dict[str, str] | None = {} if method in ("post", "put", "patch") else None
             answered[f"{method.upper()} {path}"] = platform.call(
                 method.upper(), concrete, body
             ).status
