@@ -6,8 +6,10 @@ this process or as Lambda functions (docs/decisions/0018):
 - ``TenantShare``: each tenant's calls run in two lanes, logins and signups (bcrypt) in one,
   everything else (``/v1/trust``, joins, signed calls) in the other; each lane holds at most
   a few of the transport's workers at once, and at most ``queue`` more calls wait behind
-  them, on the event loop, behind their own lane only. Beyond that a call is refused at
-  once (``TenantBusy``). A login flood against one tenant then costs the others nothing but
+  them, on the event loop, behind their own lane only, served a source at a time; one source
+  holds at most a few of a lane's places. Beyond that a call is refused at once
+  (``TenantBusy``). A call to an authenticated route without a request signature never gets
+  that far (``unsigned``: the web front answers it 401). A login flood against one tenant then costs the others nothing but
   CPU, and costs its own other calls nothing either.
 - ``LoginGuard``: token buckets on ``/v1/login`` attempts per source address (an IPv6 /64
   counts as one), per user (a tenant's user name) and per tenant (all sources together,
