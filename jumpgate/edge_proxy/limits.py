@@ -9,8 +9,8 @@ this process or as Lambda functions (docs/decisions/0018):
   them, on the event loop, behind their own lane only, served a source at a time; one source
   holds at most a few of a lane's places. Beyond that a call is refused at once
   (``TenantBusy``). A call to an authenticated route without a request signature never gets
-  that far (``unsigned``: the web front answers it 401). A login flood against one tenant then costs the others nothing but
-  CPU, and costs its own other calls nothing either.
+  that far (``unsigned``: the web front answers it 401). A login flood against one tenant
+  then costs the others nothing but CPU, and costs its own other calls nothing either.
 - ``LoginGuard``: token buckets on ``/v1/login`` attempts per source address (an IPv6 /64
   counts as one), per user (a tenant's user name) and per tenant (all sources together,
   sized to what the tenant's login lane can serve), so a brute force is refused (429)
