@@ -4,10 +4,13 @@ connection may take to say who it is (decision 0019).
 Each listener (web 3080, users' SSH 3023, node tunnels 3024) has a ``SourceGate``: a
 connection is admitted at accept, before any TLS or SSH work, unless its source address
 already holds ``max_per_source`` connections there, or ``max_unauthenticated_per_source``
-that have not yet got past their handshake (an HTTPS request head, an SSH login), or the
-listener already holds ``max_unauthenticated`` such connections from all sources together. A
-refused connection is closed at once, logged and counted; nothing else is spent on it. This
-is OpenSSH's ``MaxStartups`` and Teleport's ``connection_limits.max_connections``. A source is
+that have not yet got past their handshake (an HTTPS request head, an SSH login). A listener
+holds at most ``max_unauthenticated`` such connections from all sources together; when they
+are all taken, a newcomer whose source holds fewer than the most takes the place of the
+oldest handshake of a source holding the most, which is cut, and only a newcomer from a
+source holding as many as any is refused. A refused connection is closed at once, logged and
+counted; nothing else is spent on it. This is OpenSSH's ``MaxStartups`` (fair to sources
+where it drops at random) and Teleport's ``connection_limits.max_connections``. A source is
 an IPv4 address, or an IPv6 /64 (one host is routinely given a whole /64, so counting per
 /128 would give it 2**64 quotas); an IPv4-mapped IPv6 address counts as its IPv4 address.
 
@@ -102,13 +105,19 @@ class LogThrottle:
 _CHANNEL_REFUSALS = LogThrottle()  # all connections' channel refusals, one line a second
 
 
-@dataclass
+def _nothing() -> None:
+    """An admission's ``abort`` when its caller gave none (tests of the gate alone)."""
+
+
+@dataclass(eq=False)
 class Admission:
     """One admitted connection's place in its gate: unauthenticated until ``authenticated``,
-    given back by ``release`` (both idempotent)."""
+    given back by ``release`` (both idempotent). ``abort`` cuts the connection, when the
+    gate drops it to make room (``SourceGate.admit``)."""
 
     gate: "SourceGate"
     source: str
+    abort: Callable[[], None] = _nothing
     proven: bool = False
     released: bool = False
 
@@ -116,8 +125,7 @@ class Admission:
         """The connection got past its handshake: it counts only against the total now."""
         if not self.proven and not self.released:
             self.proven = True
-            self.gate.unauthenticated[self.source] -= 1
-            self.gate.unauthenticated_total -= 1
+            self.gate.settled(self)
 
     def release(self) -> None:
         """The connection is gone."""
@@ -126,44 +134,126 @@ class Admission:
         self.released = True
         gate = self.gate
         if not self.proven:
-            gate.unauthenticated[self.source] -= 1
-            gate.unauthenticated_total -= 1
+            gate.settled(self)
         gate.live[self.source] -= 1
-        for counter in (gate.live, gate.unauthenticated):
-            if counter[self.source] <= 0:
-                del counter[self.source]
+        if gate.live[self.source] <= 0:
+            del gate.live[self.source]
 
 
 @dataclass
 class SourceGate:
-    """Counts one listener's connections per source, and its handshakes in all, and refuses
-    those over the caps."""
+    """Counts one listener's connections per source, and its handshakes in all; refuses those
+    over a source's caps, and when the listener's handshakes are all taken, makes room for a
+    source holding fewer than the most by dropping the oldest handshake of one holding the
+    most (an attacker's, by then), refusing the newcomer only when its own source holds as
+    many as any.
+
+    Round 2 of the review: four addresses, each at its per-source cap, filled the listener and
+    every newcomer was refused. Refusing newcomers is what the attacker wants; OpenSSH's
+    ``MaxStartups`` drops them at random instead, which still spares the attacker's old
+    connections. Dropping the heaviest source's oldest keeps the places shared out evenly
+    among the sources asking (max-min fair): one address, or a few, can no longer hold them
+    all, and a newcomer from a light source is only ever dropped after every older handshake
+    of the sources holding as many as its own. Each step is O(1).
+    """
 
     listener: str  # web | ssh | tunnel: the metric label and what the log line names
     limits: ConnectionLimits
-    refused: Counter[str]  # refusals by listener, shared by the proxy's gates for /metrics
+    refused: Counter[str]  # refusals and drops by listener, shared for /metrics
     live: Counter[str] = field(default_factory=Counter)
     unauthenticated: Counter[str] = field(default_factory=Counter)
     unauthenticated_total: int = 0  # handshakes in progress, all sources
     throttle: LogThrottle = field(default_factory=LogThrottle)
+    drops: LogThrottle = field(default_factory=LogThrottle)  # for the "connection dropped" lines
+    # handshakes in progress by source, oldest first; and sources by how many they hold, in
+    # the order they came to hold that many (so the heaviest is found without a scan)
+    _pending: dict[str, dict[Admission, None]] = field(default_factory=dict)
+    _holding: dict[int, dict[str, None]] = field(default_factory=dict)
+    _most: int = 0
 
-    def admit(self, peer: Any) -> Admission | None:
-        """An admission for a connection from ``peer`` (a socket address), or ``None`` (and
-        a log line) when its source, or the listener, is over a cap."""
+    def admit(self, peer: Any, abort: Callable[[], None] = _nothing) -> Admission | None:
+        """An admission for a connection from ``peer`` (a socket address), which ``abort``
+        cuts if the gate drops it later; or ``None`` (and a log line) when its source is over
+        a cap, or the listener is full and its source holds as many handshakes as any."""
         source = source_key(peer)
         limits = self.limits
-        if self.unauthenticated_total >= limits.max_unauthenticated:
-            why = "connection refused: too many unauthenticated connections on this listener"
-        elif (
+        if (
             self.live[source] >= limits.max_per_source
             or self.unauthenticated[source] >= limits.max_unauthenticated_per_source
         ):
-            why = "connection refused: too many from one source"
+            self._refuse(source, "connection refused: too many from one source")
+            return None
+        if self.unauthenticated_total >= limits.max_unauthenticated:
+            victim = self._victim(source)
+            if victim is None:
+                why = "connection refused: too many unauthenticated connections on this listener"
+                self._refuse(source, why)
+                return None
+            self._drop(victim, source)
+        admitted = Admission(self, source, abort)
+        self.live[source] += 1
+        self._move(source, +1)
+        self._pending.setdefault(source, {})[admitted] = None
+        self.unauthenticated_total += 1
+        return admitted
+
+    def settled(self, admitted: Admission) -> None:
+        """``admitted`` is no longer a handshake (authenticated, or gone)."""
+        source = admitted.source
+        pending = self._pending.get(source, {})
+        pending.pop(admitted, None)
+        if not pending:
+            self._pending.pop(source, None)
+        self._move(source, -1)
+        self.unauthenticated_total -= 1
+
+    def _move(self, source: str, by: int) -> None:
+        """Count one handshake more or less for ``source``, keeping ``_holding`` and ``_most``."""
+        before = self.unauthenticated[source]
+        after = before + by
+        if before:
+            holders = self._holding[before]
+            del holders[source]
+            if not holders:
+                del self._holding[before]
+        if after > 0:
+            self.unauthenticated[source] = after
+            self._holding.setdefault(after, {})[source] = None
+            self._most = max(self._most, after)
         else:
-            self.live[source] += 1
-            self.unauthenticated[source] += 1
-            self.unauthenticated_total += 1
-            return Admission(self, source)
+            del self.unauthenticated[source]
+        while self._most and self._most not in self._holding:
+            self._most -= 1
+
+    def _victim(self, newcomer: str) -> Admission | None:
+        """The handshake to drop for a newcomer from ``newcomer`` on a full listener: the
+        oldest of the source that came first to hold the most, if that is more than the
+        newcomer's source holds; else none (the newcomer is refused)."""
+        if self._most <= self.unauthenticated[newcomer]:
+            return None
+        heaviest = next(iter(self._holding[self._most]))
+        return next(iter(self._pending[heaviest]))
+
+    def _drop(self, victim: Admission, newcomer: str) -> None:
+        self.refused[self.listener] += 1
+        victim.release()
+        victim.abort()
+        unlogged = self.drops.due()
+        if unlogged is not None:
+            logger.warning(
+                "connection dropped: listener full, the oldest handshake of the source"
+                " holding the most makes room for another",
+                extra={
+                    "listener": self.listener,
+                    "source": victim.source,
+                    "newcomer": newcomer,
+                    "unauthenticated": self.unauthenticated[victim.source],
+                    "unauthenticated_total": self.unauthenticated_total,
+                    "dropped_unlogged": unlogged,  # since the last line (one a second at most)
+                },
+            )
+
+    def _refuse(self, source: str, why: str) -> None:
         self.refused[self.listener] += 1
         unlogged = self.throttle.due()
         if unlogged is not None:
@@ -178,7 +268,6 @@ class SourceGate:
                     "refused_unlogged": unlogged,  # since the last line (one a second at most)
                 },
             )
-        return None
 
 
 @dataclass
@@ -241,7 +330,7 @@ def gated(factory: Callable[[], S], gate: SourceGate) -> Callable[[], S]:
         admission: list[Admission] = []
 
         def connection_made(conn: asyncssh.SSHServerConnection) -> None:
-            admitted = gate.admit(conn.get_extra_info("peername"))
+            admitted = gate.admit(conn.get_extra_info("peername"), conn.abort)
             if admitted is None:
                 conn.abort()
                 return

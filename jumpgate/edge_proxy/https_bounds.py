@@ -57,10 +57,12 @@ class _GuardedConnection(asyncio.Protocol):
         self._task: asyncio.Task[None] | None = None
         self._early: list[bytes] = []  # what arrived with the handshake's last flight
         self._early_eof = False
+        self._raw: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
-        self._admission = self._front.gate.admit(transport.get_extra_info("peername"))
+        self._raw = transport
+        self._admission = self._front.gate.admit(transport.get_extra_info("peername"), self._cut)
         if self._admission is None:
             transport.abort()
             return
@@ -132,6 +134,12 @@ class _GuardedConnection(asyncio.Protocol):
             self._deadline.disarm()
         if self._admission is not None:
             self._admission.authenticated()
+
+    def _cut(self) -> None:
+        """The gate dropped this connection (still in its handshake) to make room."""
+        transport = self._tls or self._raw
+        if transport is not None:
+            transport.abort()
 
     def _expired(self) -> None:
         logger.info(

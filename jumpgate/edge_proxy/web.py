@@ -1,7 +1,8 @@
 """The proxy's HTTPS front: every request becomes an API Gateway v2 event for the control plane.
 
 The front enforces the body limit before reading further, so an oversized upload costs the
-proxy at most the limit, and answers problem+json for anything it refuses itself.
+proxy at most the limit, answers a call to an authenticated route that carries no request
+signature 401 itself, and answers problem+json for anything it refuses itself.
 """
 
 import asyncio
@@ -22,6 +23,7 @@ from jumpgate.edge_proxy.limits import (
     LoginGuard,
     Refusal,
     TenantBusy,
+    unsigned,
 )
 from jumpgate.protocol.problems import CONTENT_TYPE, MAX_BODY_BYTES, ProblemType
 
@@ -71,6 +73,11 @@ class WebFront:
             body = await request.read()
         except web.HTTPRequestEntityTooLarge:
             return _too_large(None)
+        not_signed = unsigned(request.rel_url.raw_path, request.headers)
+        if not_signed is not None:
+            # Only a signed call can pass the control plane on this route: an unsigned one is
+            # answered here, before it takes a place in its tenant's lane (decision 0018).
+            return _problem(401, ProblemType.UNAUTHENTICATED, "Unauthenticated", not_signed)
         peer = request.transport.get_extra_info("peername") if request.transport else None
         source_ip = peer[0] if peer else ""
         admitted = None

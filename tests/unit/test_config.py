@@ -95,6 +95,10 @@ def test_flags_override_file_and_file_overrides_defaults(tmp_path: Path) -> None
         ),
         ("login_workers_per_tenant: 0\n", "login_workers_per_tenant: 0 must be a whole number"),
         ("tenant_queue: -1\n", "tenant_queue: -1 must be a whole number from 0 to 100000"),
+        (
+            "tenant_queue_per_source: 0\n",
+            "tenant_queue_per_source: 0 must be a whole number from 1 to 100000",
+        ),
         ("login_tenant_rate: -1\n", "login_tenant_rate: -1 must be a number, 0 or more"),
         ("login_tenant_burst: 0\n", "login_tenant_burst: 0 must be a whole number, 1 or more"),
         ("anonymous_source_rate: -2\n", "anonymous_source_rate: -2 must be a number"),
@@ -138,6 +142,7 @@ def test_flags_override_file_and_file_overrides_defaults(tmp_path: Path) -> None
         "login-share-above-pool",
         "no-login-workers",
         "negative-queue",
+        "no-source-share",
         "negative-tenant-rate",
         "no-tenant-burst",
         "negative-anonymous-rate",
@@ -232,11 +237,13 @@ def test_tenant_lane_settings_are_read_from_the_file(tmp_path: Path) -> None:
     path.write_text(
         "login_workers_per_tenant: 1\nlogin_tenant_rate: 4\nlogin_tenant_burst: 8\n"
         "tenant_queue: 0\nanonymous_source_rate: 0\nanonymous_source_burst: 5\n"
+        "tenant_queue_per_source: 3\n"
     )
     config = load(path, {})
     assert config.login_workers_per_tenant == 1
     assert (config.login_tenant_rate, config.login_tenant_burst) == (4, 8)
     assert config.tenant_queue == 0
+    assert config.tenant_queue_per_source == 3
     assert (config.anonymous_source_rate, config.anonymous_source_burst) == (0, 5)
     assert load(None, {}).login_tenant_rate == 10.0
 

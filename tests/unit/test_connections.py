@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from jumpgate.cli.daemon.config import ConfigError, load
-from jumpgate.edge_proxy.connections import ConnectionLimits, SourceGate, source_key
+from jumpgate.edge_proxy.connections import Admission, ConnectionLimits, SourceGate, source_key
 
 PEER = ("192.0.2.7", 50000)
 OTHER = ("192.0.2.8", 50001)
@@ -76,20 +76,22 @@ def test_ipv4_mapped_and_plain_ipv4_are_one_source() -> None:
 def test_global_unauthenticated_cap_spans_sources() -> None:
     limits = ConnectionLimits(max_unauthenticated_per_source=2, max_unauthenticated=3)
     gate = SourceGate("web", limits, Counter())
-    admitted = [gate.admit((f"192.0.2.{n}", 1)) for n in (1, 1, 2)]
+    admitted = [gate.admit((f"192.0.2.{n}", 1)) for n in (1, 2, 3)]
     assert all(admitted)
-    assert gate.admit(("192.0.2.3", 1)) is None, "a 4th handshake was let in (global cap 3)"
+    # full, and 192.0.2.1 already holds as many as any source: a 4th is refused
+    assert gate.admit(("192.0.2.1", 1)) is None, "a 4th handshake was let in (global cap 3)"
     first = admitted[0]
     assert first is not None
     first.authenticated()
-    assert gate.admit(("192.0.2.3", 1)) is not None, "an authenticated one still counted"
-    assert gate.admit(("192.0.2.4", 1)) is None
+    assert gate.admit(("192.0.2.1", 1)) is not None, "an authenticated one still counted"
+    assert gate.admit(("192.0.2.2", 1)) is None
     for each in admitted:
         assert each is not None
         each.release()
         each.release()
     assert gate.admit(("192.0.2.4", 1)) is not None
     assert gate.unauthenticated_total == 2
+    assert gate.refused == Counter({"web": 2})
 
 
 @pytest.mark.parametrize(
@@ -146,3 +148,73 @@ def test_a_flood_of_refusals_logs_a_line_a_second(caplog: pytest.LogCaptureFixtu
     lines = [r for r in caplog.records if r.getMessage().startswith("connection refused")]
     assert gate.refused["ssh"] == 1000
     assert len(lines) == 1, len(lines)
+
+
+class Dropped:
+    """Which admitted connections the gate cut (their ``abort`` callbacks)."""
+
+    def __init__(self) -> None:
+        self.cut: list[str] = []
+
+    def admit(self, gate: SourceGate, address: str, name: str) -> Admission | None:
+        return gate.admit((address, 1), abort=lambda: self.cut.append(name))
+
+
+def test_a_full_listener_drops_the_oldest_handshake_of_the_source_holding_the_most() -> None:
+    """The review's attack in small: four sources at their per-source cap fill the listener.
+    A fresh source is still let in, and what makes room is the oldest handshake of a source
+    holding the most, not anything of the newcomer's; a heavy source gets nothing more."""
+    limits = ConnectionLimits(max_unauthenticated_per_source=4, max_unauthenticated=16)
+    gate = SourceGate("ssh", limits, Counter())
+    dropped = Dropped()
+    for n in range(4):
+        for k in range(4):
+            assert dropped.admit(gate, f"192.0.2.{n + 1}", f"a{n + 1}.{k}") is not None
+    assert gate.unauthenticated_total == 16
+    beta = dropped.admit(gate, "198.51.100.7", "beta")
+    assert beta is not None, "a fresh source was refused on a full listener"
+    assert dropped.cut == ["a1.0"], dropped.cut  # the oldest of the first to hold the most
+    assert gate.unauthenticated_total == 16
+    assert gate.unauthenticated["192.0.2.1"] == 3
+    # the attacker reconnecting takes from the other heavy sources, never from beta
+    for n in range(12):
+        again = dropped.admit(gate, f"192.0.2.{n % 4 + 1}", f"again{n}")
+        assert again is not None or n % 4 == 0
+    assert "beta" not in dropped.cut
+    assert gate.unauthenticated["198.51.100.7"] == 1
+    assert gate.unauthenticated_total == 16
+    # every source at one share: a source already holding as many is refused, not let in
+    even = ConnectionLimits(max_unauthenticated_per_source=4, max_unauthenticated=4)
+    fair = SourceGate("web", even, Counter())
+    for n in range(4):
+        assert dropped.admit(fair, f"203.0.113.{n + 1}", f"f{n}") is not None
+    assert dropped.admit(fair, "203.0.113.1", "f0-again") is None
+    assert fair.refused == Counter({"web": 1})
+    assert dropped.admit(fair, "203.0.113.9", "newcomer") is not None
+    assert dropped.cut[-1] == "f0", "the oldest of the sources holding the most"
+
+
+def test_a_dropped_connection_is_released_once_and_authenticated_ones_are_never_dropped() -> None:
+    limits = ConnectionLimits(max_unauthenticated_per_source=3, max_unauthenticated=3)
+    gate = SourceGate("tunnel", limits, Counter())
+    dropped = Dropped()
+    first = dropped.admit(gate, "192.0.2.1", "first")
+    held = [dropped.admit(gate, "192.0.2.1", f"held{n}") for n in range(2)]
+    assert first is not None
+    first.authenticated()  # a node past its login: not a handshake any more
+    third = dropped.admit(gate, "192.0.2.1", "third")
+    assert third is not None
+    assert dropped.admit(gate, "192.0.2.2", "fresh") is not None
+    assert dropped.cut == ["held0"]
+    victim = held[0]
+    assert victim is not None
+    victim.release()  # its connection_lost, after the cut: counted once
+    victim.authenticated()
+    assert gate.live["192.0.2.1"] == 3
+    assert gate.unauthenticated["192.0.2.1"] == 2
+    assert gate.unauthenticated_total == 3
+    for each in (first, held[1], third):
+        assert each is not None
+        each.release()
+    assert "192.0.2.1" not in gate.live
+    assert gate.unauthenticated_total == 1

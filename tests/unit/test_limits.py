@@ -17,6 +17,7 @@ from jumpgate.edge_proxy.limits import (
     TokenBuckets,
     lane_of,
     source_key,
+    unsigned,
 )
 from jumpgate.protocol.audit import EventType
 
@@ -139,7 +140,7 @@ def test_each_tenant_holds_at_most_its_share_of_calls() -> None:
             running[tenant] -= 1
             return {"statusCode": 200}
 
-        share = TenantShare(invoke, "localhost", per_tenant=2)
+        share = TenantShare(invoke, "localhost", per_tenant=2, per_source=64)  # one source
         noisy = [
             asyncio.create_task(share({"headers": {"host": "noisy.localhost:3080"}}))
             for _ in range(50)
@@ -212,7 +213,9 @@ def test_a_tenants_other_calls_do_not_wait_behind_its_logins() -> None:
                 await release.wait()
             return {"statusCode": 200}
 
-        share = TenantShare(invoke, "localhost", per_tenant=2, login_per_tenant=1, queue=10)
+        share = TenantShare(
+            invoke, "localhost", per_tenant=2, login_per_tenant=1, queue=10, per_source=64
+        )
         logins = [
             asyncio.create_task(share(_call("acme.localhost", "POST", "/v1/login")))
             for _ in range(11)
@@ -357,3 +360,142 @@ def test_the_lambda_transport_runs_internal_calls_on_threads_of_their_own() -> N
         invoke.close()
     assert threads["jumpgate-internal"].startswith("lambda-invoke-internal")
     assert threads["jumpgate-auth"].startswith("lambda-invoke_")
+
+
+def _from(source: str, host: str = "acme.localhost", path: str = "/v1/nodes") -> Event:
+    return {
+        "headers": {"host": host},
+        "rawPath": path,
+        "requestContext": {"http": {"method": "GET", "sourceIp": source}},
+    }
+
+
+def test_one_source_holds_at_most_its_share_of_a_tenant_lane() -> None:
+    """The review's flood: one address keeps 80 calls in flight against one tenant. It gets 8
+    of the lane's 34 places (2 workers, 32 waiting), the rest 429 at once naming it; another
+    address's call still gets a place, and an IPv6 /64 is one source."""
+
+    async def scenario() -> tuple[list[Any], list[Any], int]:
+        release = asyncio.Event()
+
+        async def invoke(event: Event) -> Event:
+            await release.wait()
+            return {"statusCode": 200}
+
+        share = TenantShare(invoke, "localhost", per_tenant=2, queue=32, per_source=8)
+        flood = [asyncio.create_task(share(_from("192.0.2.66"))) for _ in range(80)]
+        six = [
+            asyncio.create_task(share(_from(f"2001:db8:0:7::{n + 1:x}", path="/v1/users")))
+            for n in range(10)
+        ]
+        await asyncio.sleep(0.01)
+        held = share.waiting("acme")
+        admin = asyncio.create_task(share(_from("198.51.100.1")))
+        await asyncio.sleep(0.01)
+        assert share.waiting("acme") == held + 1, "another address found no place"
+        release.set()
+        done = await asyncio.gather(*flood, *six, admin, return_exceptions=True)
+        assert share._slots == {}
+        assert share._sources == {}
+        return done[:80], done[80:90], held
+
+    flood, six, held = asyncio.run(scenario())
+    served = [r for r in flood if r == {"statusCode": 200}]
+    busy = [r for r in flood if isinstance(r, TenantBusy)]
+    assert (len(served), len(busy)) == (8, 72)
+    assert "from 192.0.2.66" in busy[0].refusal.detail
+    assert busy[0].refusal.retry_after >= 1
+    assert sum(isinstance(r, TenantBusy) for r in six) == 2  # one /64: 8 of its 10
+    assert held == 16
+
+
+def test_a_source_share_of_a_lane_must_be_at_least_one() -> None:
+    async def invoke(event: Event) -> Event:
+        return {"statusCode": 200}
+
+    with pytest.raises(ValueError, match="per_source"):
+        TenantShare(invoke, "localhost", per_tenant=2, per_source=0)
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "headers", "refused"),
+    [
+        ("GET", "/v1/nodes", {}, True),
+        ("GET", "/v1/status", {"x-jumpgate-cert": "c"}, True),
+        ("DELETE", "/v1/users/bob", {"X-Jumpgate-Signature": "s", "X-Jumpgate-Cert": "c"}, True),
+        ("GET", "/v1/nosuch", {}, True),
+        (
+            "GET",
+            "/v1/nodes",
+            {
+                "X-Jumpgate-Cert": "c",
+                "X-Jumpgate-Signature": "s",
+                "X-Jumpgate-Time": "1",
+                "X-Jumpgate-Nonce": "n",
+            },
+            False,
+        ),
+        ("POST", "/v1/login", {}, False),
+        ("POST", "/v1/signup", {}, False),
+        ("POST", "/v1/join", {}, False),
+        ("GET", "/v1/trust", {}, False),
+        ("GET", "/v1/ca", {}, False),
+        ("GET", "/webapi/ping", {}, False),
+        ("GET", "/v1/openapi.json", {}, False),
+    ],
+    ids=[
+        "unsigned",
+        "cert-only",
+        "no-time-nonce",
+        "unknown-route",
+        "signed",
+        "login",
+        "signup",
+        "join",
+        "trust",
+        "ca",
+        "ping",
+        "openapi",
+    ],
+)
+def test_a_call_to_an_authenticated_route_without_a_signature_is_refused(
+    method: str, path: str, headers: dict[str, str], refused: bool
+) -> None:
+    assert (unsigned(path, headers) is not None) == refused
+
+
+def test_waiting_calls_are_served_a_source_at_a_time() -> None:
+    """One address's 8 calls hold both workers and 6 places in the queue; another address's
+    call is served as soon as a worker is free, not after those 6."""
+
+    async def scenario() -> list[str]:
+        order: list[str] = []
+        gates: dict[str, asyncio.Event] = {}
+
+        async def invoke(event: Event) -> Event:
+            name = event["rawPath"]
+            gates[name] = asyncio.Event()
+            await gates[name].wait()
+            order.append(name)
+            return {"statusCode": 200}
+
+        share = TenantShare(invoke, "localhost", per_tenant=2, queue=32, per_source=8)
+        flood = [asyncio.create_task(share(_from("192.0.2.66", path=f"/f{n}"))) for n in range(8)]
+        await asyncio.sleep(0.01)
+        admin = asyncio.create_task(share(_from("198.51.100.1", path="/admin")))
+        cancelled = asyncio.create_task(share(_from("198.51.100.2", path="/gone")))
+        await asyncio.sleep(0.01)
+        cancelled.cancel()  # a waiter that leaves gives its turn up
+        await asyncio.sleep(0.01)
+        for _ in range(9):
+            running = [name for name, gate in gates.items() if not gate.is_set()]
+            gates[sorted(running)[0]].set()
+            await asyncio.sleep(0.01)
+        await asyncio.gather(*flood, admin)
+        assert share._slots == {}
+        return order
+
+    order = asyncio.run(scenario())
+    assert order.index("/admin") <= 2, order  # after the two calls running when it came
+    assert "/gone" not in order
+    assert len(order) == 9

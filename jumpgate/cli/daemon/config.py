@@ -164,6 +164,7 @@ class Config:
     login_tenant_rate: float = 10.0  # logins a second to one tenant, all sources; 0: no limit
     login_tenant_burst: int = 20  # logins to one tenant at once before that rate applies
     tenant_queue: int = 32  # calls of one tenant's lane waiting for a worker; beyond: 429
+    tenant_queue_per_source: int = 8  # of a lane's places, most one address holds; beyond: 429
     anonymous_source_rate: float = 50.0  # /v1/trust, /v1/ca, join... a second per source; 0: none
     anonymous_source_burst: int = 100  # such calls one source may make at once
     # node role:
@@ -297,6 +298,15 @@ class Config:
         ):
             raise ConfigError(
                 f"tenant_queue: {self.tenant_queue!r} must be a whole number from 0 to 100000"
+            )
+        per_source = self.tenant_queue_per_source
+        if (
+            not isinstance(per_source, int)
+            or isinstance(per_source, bool)
+            or not 1 <= per_source <= 100_000
+        ):
+            raise ConfigError(
+                f"tenant_queue_per_source: {per_source!r} must be a whole number from 1 to 100000"
             )
         for key in (
             "login_source_rate",

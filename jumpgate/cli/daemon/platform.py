@@ -264,6 +264,7 @@ class Daemon:
             config.api_workers_per_tenant,
             login_per_tenant=config.login_workers_per_tenant,
             queue=config.tenant_queue,
+            per_source=config.tenant_queue_per_source,
         )
         control = ControlPlaneClient(internal)
         limits = config.connection_limits.limits()
