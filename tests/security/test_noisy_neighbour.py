@@ -45,7 +45,9 @@ def _timed_ssh(site: Site) -> tuple[float, int, str]:
 def test_logins_flooding_one_tenant_leave_another_tenants_sessions_alone(site: Site) -> None:
     """Tenant B (acme, with node web-1) keeps working while 300 clients from 300 addresses
     each keep a bad login in flight against tenant A (noisy): no failure, each ``jump ssh``
-    under 5 s. (A's login budget refuses most of them at once; some still run bcrypt.)"""
+    under 15 s. (A's login budget refuses most of them at once; some still run bcrypt.) The
+    bound only tells starvation (27 s, or no session at all, before decision 0018) from a
+    loaded machine; the speed target is bench/noisy.py's, measured against B idle."""
     create_tenant(site.admin, site.cluster, "noisy", "nadia")
     assert _timed_ssh(site)[1] == 0  # warm: B works before the attack
     flood = LoginFlood(site.cluster.port, "noisy", ATTACKERS, seconds=ATTACK_SECONDS)
@@ -61,7 +63,7 @@ def test_logins_flooding_one_tenant_leave_another_tenants_sessions_alone(site: S
     failures = [(code, err) for _, code, err in runs if code != 0]
     took = [round(seconds, 2) for seconds, _, _ in runs]
     assert failures == [], f"tenant B's jump ssh failed under A's login flood: {failures}"
-    assert max(took) < 5.0, f"tenant B's jump ssh took {took} s under A's login flood"
+    assert max(took) < 15.0, f"tenant B's jump ssh took {took} s under A's login flood"
     # The flood was real and lasted: A's logins were in flight as each of B's sessions
     # started and its clients sent again and again; bad ones were checked (401, bcrypt) as
     # far as A's login budget and lane let them, the rest refused at once (429), none failed.
