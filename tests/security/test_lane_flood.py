@@ -101,7 +101,7 @@ def test_one_address_flooding_a_tenants_api_leaves_its_admins_calls_working(
     assert len(runs) >= 5, runs
     failed = [run for run in runs if run[0] != 0]
     assert failed == [], f"acme's admin failed under one address's flood: {failed}"
-    assert max(took for _, took, _ in runs) < 5.0, runs
+    assert max(took for _, took, _ in runs) < 15.0, runs  # starvation, not speed: no wait 15 s
     answered = sum(count for key, count in flood.answers.items() if isinstance(key, int))
     assert answered >= 10 * FLOODERS, f"the flood did not last: {dict(flood.answers)}"
     if signature == "unsigned":
