@@ -226,7 +226,7 @@ def test_paced_logins_from_a_few_addresses_leave_the_tenants_other_calls_fast(si
     print(f"acme /v1/trust {trusts}, jumpctl {signed}, logins {counts}")  # shown with -s
     assert overlapped, "the attack ended before the probes: nothing was measured"
     assert all(status == 200 for status, _ in trusts), f"acme's /v1/trust: {trusts}"
-    # Starvation, not speed (bench/noisy.py measures that): before 0018 these waited 27 s.
+    # Starvation, not speed: bench/noisy.py measures that.
     assert max(took for _, took in trusts) < 10.0, f"acme's /v1/trust took {trusts}"
     assert all(code == 0 for code, _ in signed), f"acme's jumpctl failed: {signed}"
     assert max(took for _, took in signed) < 10.0, f"acme's jumpctl took {signed}"
