@@ -30,7 +30,7 @@ from typing import Any
 
 from jumpgate.edge_proxy.events import Event, Invoke
 from jumpgate.edge_proxy.lambda_invoke import ControlPlaneUnavailable
-from jumpgate.protocol.audit import EventType
+from jumpgate.protocol.audit import EventType, field_text
 from jumpgate.protocol.names import tenant_from_host
 
 LOGIN_PATH = "/v1/login"
@@ -251,13 +251,14 @@ _LIMIT_WORDS = {
 
 
 def _user_of(body: bytes) -> str:
-    """The ``user`` a login body names, or "" (the control plane answers a bad body)."""
+    """The ``user`` a login body names, or "" (the control plane answers a bad body): as
+    text any store keeps, since it goes into the refusal's audit event."""
     try:
         parsed: Any = json.loads(body)
     except ValueError:
         return ""
     user = parsed.get("user") if isinstance(parsed, dict) else None
-    return user[:128] if isinstance(user, str) else ""
+    return field_text(user, 128) if isinstance(user, str) else ""
 
 
 class TenantBusy(Exception):

@@ -91,6 +91,27 @@ def test_failures_beyond_the_users_allowance_are_refused_and_audited_once() -> N
     assert events[1][3]["refused"] == 3  # the refusals since the last event are counted
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"user": "\\ud800poison", "password": "x"}',
+        json.dumps({"user": "\udcff" + "u" * 5000}).encode(),
+    ],
+    ids=["lone-surrogate", "long-with-surrogate"],
+)
+def test_the_limited_users_name_is_audited_as_text_any_store_keeps(body: bytes) -> None:
+    """Issue 14 round 2, finding 1: a name UTF-8 cannot encode made an event no store took,
+    and it held up every later event of the proxy."""
+    clock, events = Clock(), list[tuple[Any, ...]]()
+    guard = _guard(clock, events)
+    refused = [guard.admit("10.0.0.1", "acme.localhost", body) for _ in range(6)][-1]
+    assert isinstance(refused, Refusal)
+    [(_, _, _, fields)] = events
+    assert fields["user"].encode() == fields["user"].encode("utf-8", "strict")
+    assert fields["user"].startswith(("\\ud800poison", "\\udcffuuu"))
+    assert len(fields["user"]) <= 128
+
+
 def test_a_successful_login_gives_its_tokens_back() -> None:
     clock, events = Clock(), list[tuple[Any, ...]]()
     guard = _guard(clock, events)
