@@ -1,5 +1,7 @@
 """The proxy's internal routes refuse a malformed tenant as a bad request (400, naming the
-tenant), before any store key is built from it: never an internal error."""
+tenant), before any store key is built from it: never an internal error. The proxy's audit
+outbox over the real route: an event refused for good is replaced and delivery goes on; events
+of tenants that do not exist are not stored."""
 
 import asyncio
 import json
