@@ -7,6 +7,7 @@ import asyncio
 import collections
 import http.client
 import json
+import signal
 import sqlite3
 import time
 import uuid
@@ -164,6 +165,8 @@ def test_an_unencodable_login_name_does_not_stop_the_proxys_audit(site: Site) ->
     [limited] = audit_events(site, "user.login.limited", 1)
     assert limited["user"] == "\\ud800poison"
     assert limited["refused"] >= 1
+    assert site.cluster.stop(signal.SIGTERM) == 0
+    assert "audit events lost at shutdown" not in site.cluster.log.read_text()
 
 
 @pytest.mark.e2e
