@@ -23,6 +23,12 @@ class ControlPlaneError(Exception):
         super().__init__(detail)
         self.status = status
 
+    @property
+    def for_good(self) -> bool:
+        """The call was refused as it is (4xx): sending it again cannot help. Otherwise the
+        control plane failed or was out of reach (5xx, 503 for a failed invoke): try later."""
+        return 400 <= self.status < 500 and self.status not in (408, 429)
+
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -47,7 +53,10 @@ class ControlPlaneClient:
         self._invoke = invoke
 
     async def _call(self, method: str, path: str, body: BaseModel | None = None) -> Any:
-        data = body.model_dump_json().encode() if body is not None else b""
+        try:
+            data = body.model_dump_json().encode() if body is not None else b""
+        except ValueError as exc:  # text UTF-8 cannot encode: the platform answers it 400
+            raise ControlPlaneError(400, f"the request cannot be sent: {exc}"[:300]) from None
         headers = {"host": "internal", "content-type": "application/json"}
         event = http_event(
             method=method, path=path, query="", headers=headers, body=data, source_ip="127.0.0.1"

@@ -32,7 +32,7 @@ from typing import Any
 
 from jumpgate.edge_proxy.events import Event, Invoke
 from jumpgate.edge_proxy.lambda_invoke import ControlPlaneUnavailable
-from jumpgate.protocol.audit import EventType
+from jumpgate.protocol.audit import EventType, field_text
 from jumpgate.protocol.names import tenant_from_host
 from jumpgate.protocol.signing import HEADER_CERT, HEADER_NONCE, HEADER_SIGNATURE, HEADER_TIME
 
@@ -58,6 +58,13 @@ of the two gives it."""
 AUDIT_EVERY = 60.0
 """Seconds between two audit events for one limited address or user: a flood leaves a few
 events that count the refusals, not one per refusal."""
+UNKNOWN_TENANT_AUDITS = 30
+"""Audit events a proxy queues at once (then one a second) for refused logins to tenants it
+never saw answer a login: anyone can name a new one in each request's ``Host``, and their
+events would crowd real tenants' out of the outbox. The control plane stores none of a
+tenant that does not exist."""
+KNOWN_TENANTS = 10_000
+"""Tenants a proxy remembers as existing (least recently seen forgotten first)."""
 
 
 def source_key(address: str) -> str:
@@ -186,6 +193,8 @@ class LoginGuard:
         self._record = record
         self._clock = clock
         self._audited: OrderedDict[tuple[str, str, str], tuple[float, int]] = OrderedDict()
+        self._known: OrderedDict[str, None] = OrderedDict()  # tenants seen to exist
+        self._unknown_audits = TokenBuckets(1.0, UNKNOWN_TENANT_AUDITS, capacity=1, clock=clock)
 
     def admit_anonymous(self, address: str) -> Refusal | None:
         """Whether an unauthenticated call (``ANONYMOUS_PATHS``) from ``address`` may
@@ -234,7 +243,13 @@ class LoginGuard:
         return Admission(source, user_key, tenant)
 
     def settle(self, admitted: Admission, status: int) -> None:
-        """A login that succeeded does not count against its address or user."""
+        """A login that succeeded does not count against its address or user. One answered
+        as checked (success, or wrong credentials) shows that its tenant exists."""
+        if admitted.tenant and (status < 400 or status in (401, 403)):
+            self._known[admitted.tenant] = None
+            self._known.move_to_end(admitted.tenant)
+            while len(self._known) > KNOWN_TENANTS:
+                self._known.popitem(last=False)
         if status < 400:
             self.per_source.give_back(admitted.source)
             if admitted.user_key:
@@ -251,8 +266,13 @@ class LoginGuard:
         slot = (tenant, limit, key)
         last, refused = self._audited.get(slot, (-math.inf, 0))
         refused += 1
-        if now - last < AUDIT_EVERY:
-            self._audited[slot] = (last, refused)
+        if now - last < AUDIT_EVERY or (
+            tenant not in self._known and self._unknown_audits.take("")
+        ):
+            self._audited[slot] = (last, refused)  # counted in the slot's next event
+            self._audited.move_to_end(slot)
+            while len(self._audited) > 10_000:
+                self._audited.popitem(last=False)
             return
         self._audited[slot] = (now, 0)
         self._audited.move_to_end(slot)
@@ -278,13 +298,14 @@ _LIMIT_WORDS = {
 
 
 def _user_of(body: bytes) -> str:
-    """The ``user`` a login body names, or "" (the control plane answers a bad body)."""
+    """The ``user`` a login body names, or "" (the control plane answers a bad body): as
+    text any store keeps, since it goes into the refusal's audit event."""
     try:
         parsed: Any = json.loads(body)
     except ValueError:
         return ""
     user = parsed.get("user") if isinstance(parsed, dict) else None
-    return user[:128] if isinstance(user, str) else ""
+    return field_text(user, 128) if isinstance(user, str) else ""
 
 
 class TenantBusy(Exception):

@@ -31,8 +31,8 @@ from jumpgate.edge_proxy.peering import Peering, PeerRefused
 from jumpgate.edge_proxy.registry import AmbiguousNode, Tunnel, TunnelRegistry, UnknownNode
 from jumpgate.edge_proxy.splice import ChannelSide, Splice
 from jumpgate.edge_proxy.tunnel_front import TunnelServer, openssh_key, serve_subsystem
-from jumpgate.protocol import models, ports
-from jumpgate.protocol.audit import EventType
+from jumpgate.protocol import models, outbox, ports
+from jumpgate.protocol.audit import EventType, field_text
 from jumpgate.protocol.names import MAX_NODENAME, node_name, shown
 from jumpgate.protocol.outbox import Outbox
 from jumpgate.protocol.ssh_identity import CertIdentity, cert_identity
@@ -51,6 +51,8 @@ REMOVAL_POLL_SECONDS = 2.0
 """How often a proxy holding tunnels asks which nodes were removed (closed within 5 s)."""
 NODE_REPORT_GRACE = 1.0
 """After ending sessions, how long tunnels stay open for the nodes to report their ends."""
+FIELD_CHARS = 1024
+"""The most characters of one string field of the proxy's own audit events."""
 
 
 def _target(text: str) -> tuple[str, int]:
@@ -251,7 +253,7 @@ class SSHFronts:
         self.registry = TunnelRegistry()
         self.dialback = DialBack()
         self.metrics = Metrics()
-        self.events: Outbox[models.AuditRecord] = Outbox()
+        self.events: Outbox[models.AuditRecord] = Outbox(replace=stand_in)
         self.recording_settings = recordings.SettingsCache(control)
         self.peering: Peering | None = None  # set by ``start`` when given a peer listener
         self.limits = limits or ConnectionLimits()
@@ -429,14 +431,21 @@ class SSHFronts:
 
     def record(self, event_type: EventType, tenant: str, outcome: str, **fields: Any) -> None:
         """Queue an audit event; they reach the control plane in batches (never in a session's
-        way, and one call for many sessions, not two per session)."""
+        way, and one call for many sessions, not two per session).
+
+        Its text fields come from requests (user and node names): they are made text any
+        store keeps, and bounded. Its ``event_id`` lets the control plane keep one copy of
+        an event sent twice (a batch it refused is sent again one event at a time)."""
+        clean = {
+            k: field_text(v, FIELD_CHARS) if isinstance(v, str) else v for k, v in fields.items()
+        }
         self.events.put(
             models.AuditRecord(
                 type=event_type,
                 tenant=tenant,
                 outcome=outcome,
                 time=datetime.now(UTC),
-                fields=fields,
+                fields={**clean, "event_id": uuid.uuid4().hex},
             )
         )
 
@@ -534,10 +543,21 @@ class SSHFronts:
                 logger.warning("proxy liveness not recorded", extra={"reason": str(exc)})
             await asyncio.sleep(PROXY_BEAT_SECONDS)
 
+    async def send_audit(self, batch: list[models.AuditRecord]) -> None:
+        """Hand ``batch`` to the control plane; ``Refused`` when it refuses it as it is (4xx),
+        so the outbox sends it again event by event, and replaces those refused on their own
+        (``stand_in``); any other failure is tried again later (decision 0017)."""
+        try:
+            await self.control.audit(batch)
+        except ControlPlaneError as exc:
+            if exc.for_good:
+                raise outbox.Refused(str(exc)) from exc
+            raise
+
     async def _send_events(self, batch: list[models.AuditRecord]) -> None:
         """The delivery task's send: under a lock, so ``close`` never cancels it mid-batch."""
         async with self._sending:
-            await self.control.audit(batch)
+            await self.send_audit(batch)
 
     async def close(self, drain: float = DRAIN_SECONDS) -> None:
         """Stop as a drained proxy does, within ``drain`` seconds: stop accepting; end every
@@ -599,10 +619,36 @@ class SSHFronts:
                 task.cancel()
         try:
             flushed = await asyncio.wait_for(
-                self.events.flush(self.control.audit), max(1.0, deadline - loop.time())
+                self.events.flush(self.send_audit), max(1.0, deadline - loop.time())
             )
         except TimeoutError:
             flushed = False
         if not flushed:
             logger.error("audit events lost at shutdown", extra={"events": len(self.events)})
         await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+def stand_in(record: models.AuditRecord, reason: str) -> models.AuditRecord:
+    """The ``audit.dropped`` event that takes the place of one of the proxy's own events the
+    control plane refused for good: its tenant, type, ids and why, never its other fields
+    (they may be what was refused). Its id is derived from the refused event's, so a copy
+    sent again is kept once."""
+    fields: dict[str, str | int | bool | None] = {
+        "origin": "proxy",
+        "dropped_type": str(record.type),
+        "error": field_text(f"refused by the platform: {reason}", 300),
+    }
+    for name in ("session_id", "server_id"):
+        value = record.fields.get(name)
+        if isinstance(value, str):
+            fields[name] = field_text(value, 128)
+    original = record.fields.get("event_id")
+    if isinstance(original, str):
+        fields["event_id"] = uuid.uuid5(uuid.NAMESPACE_OID, field_text(original, 128)).hex
+    return models.AuditRecord(
+        type=EventType.AUDIT_DROPPED,
+        tenant=record.tenant,
+        outcome="W",
+        time=record.time,
+        fields=fields,
+    )

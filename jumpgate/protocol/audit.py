@@ -116,3 +116,11 @@ class AuditPage(BaseModel):
 
 MAX_SEARCH_LIMIT = 1000
 DEFAULT_SEARCH_LIMIT = 100
+
+
+def field_text(value: str, limit: int) -> str:
+    """``value`` as a field every audit store keeps: at most ``limit`` characters, and what
+    UTF-8 cannot encode (a lone surrogate, as JSON's ``"\\ud800"`` decodes to) written as
+    its escape. A request's text may be either; an event that cannot be stored would be
+    refused, and lost (docs/decisions/0017)."""
+    return value[:limit].encode("utf-8", "backslashreplace").decode("utf-8")[:limit]

@@ -162,6 +162,40 @@ def test_the_https_front_on_lambda_keeps_internal_routes_off(
     assert asyncio.run(calls()) == (200, 404)
 
 
+def test_the_internal_function_refuses_an_unstorable_event_for_good(
+    functions: Platform, invoke: LambdaInvoke
+) -> None:
+    """On AWS as in-process: an event no store takes is a 400 (the proxy replaces it by
+    ``audit.dropped`` and goes on), not a failed invoke (503, sent again forever); an event
+    of a tenant that does not exist is not stored (issue 14 round 2, findings 1 and 11)."""
+    functions.invite("acme", "alice")
+    when = datetime.now(UTC).isoformat()
+    poison = {"type": "auth", "tenant": "acme", "time": when, "fields": {"user": "\ud800"}}
+    ghost = {"type": "auth", "tenant": "ghost", "time": when, "outcome": "W"}
+
+    def post(events: list[dict[str, Any]]) -> dict[str, Any]:
+        event = http_event(
+            method="POST",
+            path="/internal/v1/audit",
+            query="",
+            headers={"host": "internal", "content-type": "application/json"},
+            body=json.dumps({"events": events}).encode(),
+            source_ip="127.0.0.1",
+        )
+        return asyncio.run(invoke(event))
+
+    refused = post([poison])
+    assert refused["statusCode"] == 400, refused
+    assert "surrogates not allowed" in json.loads(refused["body"])["detail"]
+    assert post([ghost])["statusCode"] == 204
+    now = datetime.now(UTC)
+    for tenant in ("acme", "ghost"):
+        query = Query(
+            tenant, now - timedelta(hours=1), now + timedelta(hours=1), frozenset({"auth"})
+        )
+        assert functions.plane.audit.search(query).events == []
+
+
 def test_a_failing_function_is_reported_not_answered(aws: None) -> None:
     def crash(event: dict[str, object], context: object) -> dict[str, object]:
         raise RuntimeError("boom")

@@ -4,18 +4,26 @@ the proxy refused, with its whole batch; the agent sent that batch again every 5
 every later event of every user of the node waited behind it."""
 
 import asyncio
+import collections
+import http.client
 import json
+import signal
+import sqlite3
 import time
 import uuid
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import asyncssh
 import pytest
 
+from jumpgate.edge_proxy.ssh_fronts import EVENT_LINGER
 from jumpgate.node_agent import audit
 from jumpgate.node_agent.audit_spool import AuditSpool
 from jumpgate.protocol.tunnel import MAX_LINE_BYTES
-from tests.e2e.conftest import LOGIN, Site, audit_events, user_ssh_options
+from tests.e2e.conftest import LOGIN, Cluster, Site, audit_events, user_ssh_options
+from tests.security.probes import insecure_tls
 
 
 async def _sftp_mkdir(site: Site, path: str) -> None:
@@ -99,3 +107,82 @@ def test_a_lost_tunnel_is_not_a_refusal(tmp_path: Path) -> None:
     assert spool.pending_bytes > 0
     assert not (tmp_path / "audit" / "dead-letter.jsonl").exists()
     spool.close()
+
+
+def _logins(port: int, hosts: Iterable[str], body: bytes) -> list[int]:
+    """Unauthenticated ``POST /v1/login`` calls, one per host named, as anyone on the
+    Internet can send them: on one kept-alive connection while the proxy keeps it open."""
+    codes: list[int] = []
+    connection: http.client.HTTPSConnection | None = None
+    try:
+        for host in hosts:
+            if connection is None:
+                connection = http.client.HTTPSConnection(
+                    "127.0.0.1", port, context=insecure_tls(), timeout=20
+                )
+            connection.request(
+                "POST",
+                "/v1/login",
+                body=body,
+                headers={"Host": f"{host}:{port}", "Content-Type": "application/json"},
+            )
+            answer = connection.getresponse()
+            answer.read()
+            codes.append(answer.status)
+            if answer.getheader("Connection", "").lower() == "close":
+                connection.close()
+                connection = None
+    finally:
+        if connection is not None:
+            connection.close()
+    return codes
+
+
+POISON = b'{"user": "\\ud800poison", "password": "x", "otp": "1", "public_key": "x"}'
+"""A login body whose ``user`` is a lone surrogate: valid JSON, not text UTF-8 can encode."""
+
+
+@pytest.mark.e2e
+@pytest.mark.net
+def test_an_unencodable_login_name_does_not_stop_the_proxys_audit(site: Site) -> None:
+    """Issue 14 round 2, finding 1: logins refused by the per-user limit queue a
+    ``user.login.limited`` event naming the user. One whose name the control plane cannot
+    store held up every later event of the proxy (every tenant's sessions), retried every
+    5 s, and lost at shutdown. The name is now recorded escaped, and the sessions after it
+    reach the audit log."""
+    codes = _logins(site.cluster.port, ["acme.localhost"] * 8, POISON)
+    assert 429 in codes, codes
+    answer = site.ssh("true")
+    assert answer.returncode == 0, answer.stderr
+    ended: list[dict[str, Any]] = []
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and not ended:
+        ended = [e for e in audit_events(site, "session.end", 1, 1) if e["origin"] == "proxy"]
+        time.sleep(0.5)
+    assert ended, "the proxy's session.end did not reach the audit log within 15 s"
+    started = [e for e in audit_events(site, "session.start", 1) if e["origin"] == "proxy"]
+    assert [e["session_id"] for e in started] == [ended[0]["session_id"]]
+    [limited] = audit_events(site, "user.login.limited", 1)
+    assert limited["user"] == "\\ud800poison"
+    assert limited["refused"] >= 1
+    assert site.cluster.stop(signal.SIGTERM) == 0
+    assert "audit events lost at shutdown" not in site.cluster.log.read_text()
+
+
+@pytest.mark.e2e
+@pytest.mark.net
+def test_limited_logins_to_made_up_tenants_write_no_audit_rows(cluster: Cluster) -> None:
+    """Issue 14 round 2, finding 11: past the per-address burst, each login to a new
+    made-up tenant wrote one ``user.login.limited`` row under that name (the once a minute
+    grouping is per tenant). Events for a tenant that does not exist are not stored."""
+    made_up = [f"t{uuid.uuid4().hex[:12]}.localhost" for _ in range(80)]
+    codes = collections.Counter(_logins(cluster.port, made_up, b'{"user": "x"}'))
+    assert codes[429] >= 10, codes
+    time.sleep(EVENT_LINGER + 2)  # the proxy sends its events in the background
+    database = sqlite3.connect(f"file:{cluster.data_dir / 'audit.db'}?mode=ro", uri=True)
+    try:
+        [(count,)] = database.execute("select count(*) from events where tenant != 'acme'")
+    finally:
+        database.close()
+    assert count == 0
+    assert "audit events for unknown tenants dropped" in cluster.log.read_text()

@@ -9,6 +9,7 @@ import pytest
 
 from jumpgate.edge_proxy.events import Event
 from jumpgate.edge_proxy.limits import (
+    UNKNOWN_TENANT_AUDITS,
     Admission,
     LoginGuard,
     Refusal,
@@ -90,6 +91,46 @@ def test_failures_beyond_the_users_allowance_are_refused_and_audited_once() -> N
         guard.admit("10.0.0.1", "acme.localhost", _login("alice"))
     assert len(events) == 2
     assert events[1][3]["refused"] == 3  # the refusals since the last event are counted
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"user": "\\ud800poison", "password": "x"}',
+        json.dumps({"user": "\udcff" + "u" * 5000}).encode(),
+    ],
+    ids=["lone-surrogate", "long-with-surrogate"],
+)
+def test_the_limited_users_name_is_audited_as_text_any_store_keeps(body: bytes) -> None:
+    """Issue 14 round 2, finding 1: a name UTF-8 cannot encode made an event no store took,
+    and it held up every later event of the proxy."""
+    clock, events = Clock(), list[tuple[Any, ...]]()
+    guard = _guard(clock, events)
+    refused = [guard.admit("10.0.0.1", "acme.localhost", body) for _ in range(6)][-1]
+    assert isinstance(refused, Refusal)
+    [(_, _, _, fields)] = events
+    assert fields["user"].encode() == fields["user"].encode("utf-8", "strict")
+    assert fields["user"].startswith(("\\ud800poison", "\\udcffuuu"))
+    assert len(fields["user"]) <= 128
+
+
+def test_refusals_for_tenants_never_seen_to_exist_are_audited_within_a_small_budget() -> None:
+    """Issue 14 round 2, finding 11: past the address's burst, a login to a new made-up
+    tenant each time queued one event per name (the once-a-minute grouping is per tenant).
+    Events of tenants this proxy never saw answer a login share one small budget, so they
+    cannot crowd real tenants' events out of the outbox; a tenant whose login was answered
+    as one that exists (401) is audited as before."""
+    clock, events = Clock(), list[tuple[Any, ...]]()
+    guard = _guard(clock, events)
+    passed = guard.admit("10.0.0.1", "acme.localhost", _login("alice"))
+    assert isinstance(passed, Admission)
+    guard.settle(passed, 401)  # a wrong password: acme exists
+    for n in range(300):
+        guard.admit("10.0.0.1", f"t{n:04d}.localhost", _login("x"))
+    made_up = [e for e in events if e[1] != "acme"]
+    assert 0 < len(made_up) <= UNKNOWN_TENANT_AUDITS
+    guard.admit("10.0.0.1", "acme.localhost", _login("alice"))
+    assert [e[1] for e in events].count("acme") == 1
 
 
 def test_a_successful_login_gives_its_tokens_back() -> None:

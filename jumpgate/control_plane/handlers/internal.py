@@ -7,6 +7,7 @@ IAM role may invoke. So its callers are trusted and it takes no user credentials
 
 import base64
 import binascii
+import logging
 
 from jumpgate.control_plane import errors
 from jumpgate.control_plane.handlers.api import (
@@ -19,6 +20,8 @@ from jumpgate.control_plane.nodes import NodeInfo
 from jumpgate.control_plane.plane import ControlPlane
 from jumpgate.protocol import models
 from jumpgate.protocol.recording import MAX_PART_BYTES
+
+logger = logging.getLogger(__name__)
 
 MAX_INTERNAL_BODY_BYTES = MAX_PART_BYTES * 4 // 3 + 64 * 1024
 """A recording part in base64 with its fields: under Lambda's 6 MB invoke payload."""
@@ -54,7 +57,24 @@ def build_internal_app(plane: ControlPlane) -> ConcurrentResolver:
 
     @app.post("/internal/v1/audit", status_code=204)
     def audit(body: models.AuditRecords) -> None:
+        """Store a proxy's events, except those of tenants that do not exist: a proxy records
+        refused logins under the tenant a request's ``Host`` names, which anyone can make up
+        (one row per made-up name otherwise). They are counted in one log line, and the
+        answer is still 204: there is nothing to send again."""
+        exist = {tenant: _exists(plane, tenant) for tenant in {r.tenant for r in body.events}}
+        unknown = [record for record in body.events if not exist[record.tenant]]
+        if unknown:
+            logger.info(
+                "audit events for unknown tenants dropped",
+                extra={
+                    "events": len(unknown),
+                    "tenants": sum(not known for known in exist.values()),
+                    "types": sorted({str(record.type) for record in unknown}),
+                },
+            )
         for record in body.events:
+            if not exist[record.tenant]:
+                continue
             if record.time.tzinfo is None:
                 raise errors.InvalidRequest(
                     f"audit event {record.type}: field 'time' has no time zone"
@@ -150,3 +170,11 @@ def build_internal_app(plane: ControlPlane) -> ConcurrentResolver:
 def make_internal_handler(plane: ControlPlane) -> Handler:
     """The Lambda-shaped entry point of the internal routes."""
     return guarded(build_internal_app(plane), max_body=MAX_INTERNAL_BODY_BYTES)
+
+
+def _exists(plane: ControlPlane, tenant: str) -> bool:
+    try:
+        plane.tenants.get(tenant)
+    except errors.UnknownTenant:
+        return False
+    return True
