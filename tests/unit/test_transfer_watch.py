@@ -270,3 +270,156 @@ def test_scp_stream_not_followed_is_reported_and_stopped(line: bytes) -> None:
     assert outcome == "W"
     assert fields["action"] == "unfollowed"
     assert scp.stopped == 1
+
+
+# Round 2 (adversarial review, findings 2 and 3): the attackers' exact byte streams.
+
+
+def _scp_upload() -> _Scp:
+    """An upload watcher past scp's first answer (``\\0``, the sink is ready)."""
+    scp = _Scp()
+    scp.watch.from_node(b"\0")
+    return scp
+
+
+def _forwarded(watch: ScpWatch, data: bytes) -> bytes:
+    """What of ``data`` the node lets on to scp (nothing once the watcher has stopped)."""
+    watch.from_user(data)
+    return b"" if watch.broken else data
+
+
+def test_scp_error_line_is_not_a_header() -> None:
+    """scp_desync.py: ``\\1C0644 60 decoy`` is an error message to ``scp -t``, not a file;
+    the real header after it must not pass as the decoy's bytes."""
+    scp = _scp_upload()
+    real = b"C0644 5 hidden1\nhello\0"
+    filler = b"\x01" + b"x" * (60 + 1 - len(real) - 2) + b"\n"
+    passed = _forwarded(scp.watch, b"\x01C0644 60 decoy\n" + real + filler)
+    paths = [fields.get("path") for _, fields in scp.events]
+    assert "/tmp/d/decoy" not in paths, scp.events
+    if passed:  # what scp received is reported as scp takes it
+        assert ("I", {"action": "upload", "path": "/tmp/d/hidden1", "length": 5}) in scp.events
+    else:
+        assert [(o, f["action"]) for o, f in scp.events] == [("W", "unfollowed")]
+        assert scp.stopped == 1
+
+
+def test_scp_error_message_then_file_in_lockstep_is_reported() -> None:
+    """An error line from the sender is skipped by scp, and so by the watcher: the file after
+    it is the one reported."""
+    scp = _scp_upload()
+    scp.watch.from_user(b"\x01C0644 60 decoy\n")
+    scp.watch.from_user(b"C0644 5 hidden1\n")
+    scp.watch.from_node(b"\0")
+    scp.watch.from_user(b"hello\0")
+    scp.watch.from_node(b"\0")
+    assert scp.events == [("I", {"action": "upload", "path": "/tmp/d/hidden1", "length": 5})]
+    assert scp.stopped == 0
+
+
+def test_scp_line_at_scps_limit_is_not_followed() -> None:
+    """scp_longline.py: scp reads a control line into 2048 bytes, so 2047 bytes with no
+    newline are one line to it and the header after them is a file it writes."""
+    scp = _scp_upload()
+    stream = b"\x01" + b"A" * 2046 + b"C0644 5 longline1\n" + b"hello\0" + b"\n"
+    assert _forwarded(scp.watch, stream) == b""
+    assert [(o, f["action"]) for o, f in scp.events] == [("W", "unfollowed")]
+    assert "longline1" not in str(scp.events)
+    assert scp.stopped == 1
+
+
+def test_scp_status_byte_with_a_message_hides_no_header() -> None:
+    """After a file's bytes scp reads a status: anything but ``\\0`` is followed by a message
+    line, which scp swallows; the watcher must not take that line for a header."""
+    scp = _scp_upload()
+    scp.watch.from_user(b"C0644 3 a\n")
+    scp.watch.from_node(b"\0")
+    assert _forwarded(scp.watch, b"abc\x05C0644 30 decoy\n") != b""
+    scp.watch.from_node(b"\0")
+    assert "decoy" not in str(scp.events)
+    assert scp.events[0][1]["path"] == "/tmp/d/a"
+
+
+def test_scp_file_scp_could_not_open_takes_no_bytes() -> None:
+    """When scp cannot open the file a header names it answers ``\\1...`` and reads no bytes
+    for it: what follows is a header again, not the refused file's data."""
+    scp = _scp_upload()
+    scp.watch.from_user(b"C0644 21 locked\n")
+    scp.watch.from_node(b"\x01scp: /tmp/d/locked: Permission denied\n")
+    scp.watch.from_user(b"C0644 5 hidden2\n")
+    scp.watch.from_node(b"\0")
+    scp.watch.from_user(b"hello\0")
+    scp.watch.from_node(b"\0")
+    assert ("I", {"action": "upload", "path": "/tmp/d/hidden2", "length": 5}) in scp.events
+    assert not [f for o, f in scp.events if o == "I" and f["path"] == "/tmp/d/locked"]
+
+
+@pytest.mark.parametrize(
+    "line",
+    [b"\x03odd\n", b"\n", b"Z0644 1 f\n", b"C644 1 f\n", b"C0644 1 a/b\n", b"C0644 1 ..\n"],
+    ids=["unknown-control-byte", "empty-line", "unknown-letter", "short-mode", "slash", "dotdot"],
+)
+def test_scp_lines_scp_refuses_are_not_followed(line: bytes) -> None:
+    scp = _scp_upload()
+    assert _forwarded(scp.watch, line) == b""
+    assert [(o, f["action"]) for o, f in scp.events] == [("W", "unfollowed")]
+
+
+def test_scp_download_refused_by_the_receiver_takes_no_bytes() -> None:
+    """Downloads: the user's side answers each header; a refusal means the node's scp sends
+    no bytes for that file, so the next header is a file of its own, reported."""
+    scp = _Scp(target="/srv", upload=False)
+    scp.watch.from_user(b"\0")
+    scp.watch.from_node(b"D0755 0 srv\n")
+    scp.watch.from_user(b"\0")
+    scp.watch.from_node(b"C0644 40 decoy\n")
+    scp.watch.from_user(b"\x01no thanks\n")
+    scp.watch.from_node(b"C0600 6 secret\n")
+    scp.watch.from_user(b"\0")
+    scp.watch.from_node(b"s3cr3t\0")
+    scp.watch.from_user(b"\0")
+    assert ("I", {"action": "download", "path": "/srv/secret", "length": 6}) in scp.events
+    assert scp.stopped == 0
+
+
+def test_sftp_request_id_reused_while_pending_stops_the_transfer() -> None:
+    """sftp_idreuse.py: OPEN(1, hidden, write) then OPEN(1, decoy, read) before a reply; the
+    watcher keyed by id took the write for a read of the decoy."""
+    sftp = _Sftp()
+    first = _packet(3, 1, _string(b"/tmp/hidden"), _u32(WRITE | CREAT | TRUNC), _u32(0))
+    second = _packet(3, 1, _string(b"/tmp/decoy"), _u32(READ), _u32(0))
+    sftp.watch.from_user(first + second)
+    assert sftp.watch.broken
+    assert [(o, f["action"]) for o, f in sftp.events] == [("W", "unfollowed")]
+    assert "request id" in sftp.events[0][1]["error"]
+    assert sftp.stopped == 1
+
+
+def test_sftp_remove_hidden_behind_a_reused_id_stops_the_transfer() -> None:
+    sftp = _Sftp()
+    remove = _packet(13, 9, _string(b"/tmp/victim"))
+    setstat = _packet(9, 9, _string(b"/tmp/decoy"), _u32(0))
+    sftp.watch.from_user(remove)
+    sftp.watch.from_user(setstat)
+    assert sftp.watch.broken
+    assert sftp.stopped == 1
+    assert not [f for o, f in sftp.events if f.get("action") == "setstat"]
+
+
+def test_sftp_request_id_may_be_used_again_once_answered() -> None:
+    sftp = _Sftp()
+    sftp.ask(13, 9, _string(b"/tmp/victim"))
+    sftp.ask(9, 9, _string(b"/tmp/decoy"), _u32(0))
+    assert [f["action"] for _, f in sftp.events] == ["remove", "setstat"]
+    assert sftp.stopped == 0
+
+
+def test_sftp_handle_used_before_the_node_gave_it_stops_the_transfer() -> None:
+    """sftp_race.py guesses sftp-server's first handle and writes through it before the
+    HANDLE reply: a write the watcher cannot name, so the transfer stops."""
+    sftp = _Sftp()
+    opening = _packet(3, 1, _string(b"/tmp/x"), _u32(WRITE | CREAT | TRUNC), _u32(0))
+    write = _packet(6, 2, _string(b"\0\0\0\0"), _u64(0), _string(b"data"))
+    sftp.watch.from_user(opening + write)
+    assert sftp.watch.broken
+    assert sftp.stopped == 1
