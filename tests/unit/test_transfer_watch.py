@@ -202,6 +202,8 @@ def test_sftp_stream_not_followed_is_reported_and_stopped(garbage: bytes) -> Non
 
 
 class _Scp:
+    """A watched scp transfer; ``talk`` plays both ends in lock-step, as scp does."""
+
     def __init__(self, target: str = "/tmp/d", upload: bool = True) -> None:
         self.events: Events = []
         self.stopped = 0
@@ -214,33 +216,53 @@ class _Scp:
         self.stopped += 1
 
     def send(self, data: bytes) -> None:
+        """Bytes from the side that sends the files."""
         (self.watch.from_user if self.watch.upload else self.watch.from_node)(data)
+
+    def answer(self, data: bytes = b"\0") -> None:
+        """Bytes from the side that receives them."""
+        (self.watch.from_node if self.watch.upload else self.watch.from_user)(data)
+
+    def talk(self, *records: bytes) -> None:
+        """The receiver's first answer, then each record (in pieces, as a channel delivers
+        it) answered with ``\0``."""
+        self.answer()
+        for record in records:
+            for at in range(0, len(record), 5):
+                self.send(record[at : at + 5])
+            self.answer()
 
 
 @pytest.mark.parametrize(
-    ("stream", "expected"),
+    ("records", "expected"),
     [
         (
-            b"C0644 7 \xffbad\nsecret\n\0C0644 7 hidden\nsecret\n\0",
+            [b"C0644 7 \xffbad\n", b"secret\n\0", b"C0644 7 hidden\n", b"secret\n\0"],
             [("/tmp/d/\\xffbad", 7), ("/tmp/d/hidden", 7)],
         ),
-        (b"C0755 3 run\nabc\0", [("/tmp/d/run", 3)]),
-        (b"D0755 0 sub\nC0644 1 f\nx\0E\n", [("/tmp/d/sub/f", 1)]),
+        ([b"C0755 3 run\n", b"abc\0"], [("/tmp/d/run", 3)]),
+        ([b"D0755 0 sub\n", b"C0644 1 f\n", b"x\0", b"E\n"], [("/tmp/d/sub/f", 1)]),
+        ([b"T1 0 2 0\n", b"C0644 0 empty\n", b"\0"], [("/tmp/d/empty", 0)]),
     ],
-    ids=["undecodable-first-name", "plain", "directory"],
+    ids=["undecodable-first-name", "plain", "directory", "times-and-empty"],
 )
-def test_scp_files_are_reported(stream: bytes, expected: list[tuple[str, int]]) -> None:
-    scp = _Scp()
-    for at in range(0, len(stream), 5):  # in pieces, as a channel delivers it
-        scp.send(stream[at : at + 5])
+@pytest.mark.parametrize("upload", [True, False], ids=["upload", "download"])
+def test_scp_files_are_reported(
+    records: list[bytes], expected: list[tuple[str, int]], upload: bool
+) -> None:
+    scp = _Scp(upload=upload)
+    scp.talk(*records)
+    if not upload:  # a download's first D is the requested directory itself
+        expected = [(path.replace("/sub", ""), length) for path, length in expected]
     assert [(f["path"], f["length"]) for _, f in scp.events] == expected
     assert all(outcome == "I" for outcome, _ in scp.events)
+    assert {f["action"] for _, f in scp.events} == {"upload" if upload else "download"}
     assert scp.stopped == 0
 
 
 def test_scp_huge_length_is_reported_and_refused() -> None:
     scp = _Scp()
-    scp.send(b"C0644 %d big\n" % 10**23)
+    scp.talk(b"C0644 %d big\n" % 10**23)
     [(outcome, fields)] = scp.events
     assert outcome == "W"
     assert (fields["action"], fields["path"], fields["length"]) == ("upload", "/tmp/d/big", 10**23)
@@ -249,7 +271,8 @@ def test_scp_huge_length_is_reported_and_refused() -> None:
 
 def test_scp_file_cut_short_is_reported_at_the_end() -> None:
     scp = _Scp()
-    scp.send(b"C0644 1000000 big\n" + b"x" * 1000)
+    scp.talk(b"C0644 1000000 big\n")
+    scp.send(b"x" * 1000)
     assert scp.events == []
     scp.watch.finish()
     [(outcome, fields)] = scp.events
@@ -265,6 +288,7 @@ def test_scp_file_cut_short_is_reported_at_the_end() -> None:
 )
 def test_scp_stream_not_followed_is_reported_and_stopped(line: bytes) -> None:
     scp = _Scp()
+    scp.answer()
     scp.send(line)
     [(outcome, fields)] = scp.events
     assert outcome == "W"
@@ -335,9 +359,8 @@ def test_scp_status_byte_with_a_message_hides_no_header() -> None:
     scp.watch.from_user(b"C0644 3 a\n")
     scp.watch.from_node(b"\0")
     assert _forwarded(scp.watch, b"abc\x05C0644 30 decoy\n") != b""
-    scp.watch.from_node(b"\0")
-    assert "decoy" not in str(scp.events)
-    assert scp.events[0][1]["path"] == "/tmp/d/a"
+    scp.watch.finish()
+    assert [f["path"] for _, f in scp.events] == ["/tmp/d/a"], scp.events
 
 
 def test_scp_file_scp_could_not_open_takes_no_bytes() -> None:
