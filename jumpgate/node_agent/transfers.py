@@ -291,8 +291,8 @@ class SftpWatch:
                 self._dir_handles.add(handle)
             self._opendirs.discard(request)
         elif kind == FXP["DATA"]:
-            handle = self._reads.pop(request, None)
-            opened = self._handles.get(handle) if handle is not None else None
+            reading = self._reads.pop(request, None)
+            opened = self._handles.get(reading) if reading is not None else None
             if opened is not None:
                 opened.read += len(packet.string())
         elif kind == FXP["STATUS"]:
