@@ -7,6 +7,7 @@ Each now yields its event, through the real platform with real clients."""
 import asyncio
 import contextlib
 import struct
+import subprocess
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -286,3 +287,37 @@ def test_transfer_bytes_sent_with_the_request_are_audited(site: Site, tmp_path: 
     assert any(path.exists() for _, path in made), "no transfer went through at all"
     unaudited = [path.name for kind, path in made if path.exists() and not _named(site, kind, path)]
     assert unaudited == [], unaudited
+
+
+def test_openssh_legacy_scp_of_a_tree_goes_through_and_is_audited(
+    site: Site, tmp_path: Path
+) -> None:
+    """Real OpenSSH ``scp -O -r -p`` both ways (directories, times, an empty file) keeps to
+    the lock-step the watcher now holds every transfer to: nothing is stopped."""
+    tree = tmp_path / "tree"
+    (tree / "sub").mkdir(parents=True)
+    (tree / "a.txt").write_bytes(b"alpha\n")
+    (tree / "sub" / "empty").write_bytes(b"")
+    (tree / "sub" / "b.bin").write_bytes(bytes(range(256)) * 300)
+    up, down = tmp_path / "up", tmp_path / "down"
+    up.mkdir()
+    down.mkdir()
+    config = tmp_path / "jump_config"
+    config.write_text(site.admin.ok("jump", "config").out)
+    node = f"{LOGIN}@web-1.acme.localhost"
+    for argv in ([str(tree), f"{node}:{up}"], [f"{node}:{up}/tree", str(down)]):
+        done = subprocess.run(
+            ["scp", "-O", "-r", "-p", "-F", str(config), *argv],
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+    assert (down / "tree" / "sub" / "b.bin").read_bytes() == (tree / "sub" / "b.bin").read_bytes()
+    events = _events(site, "scp", lambda found: len(found) >= 6)
+    summary = {(e["code"][-1], e["action"], e["path"], e.get("length")) for e in events}
+    for action, base in (("upload", up / "tree"), ("download", up / "tree")):
+        assert ("I", action, f"{base}/a.txt", 6) in summary, summary
+        assert ("I", action, f"{base}/sub/empty", 0) in summary, summary
+        assert ("I", action, f"{base}/sub/b.bin", 256 * 300) in summary, summary
+    assert not [e for e in events if e["action"] == "unfollowed"], events
