@@ -421,8 +421,12 @@ class ScpWatch:
     def finish(self) -> None:
         """The session ended: a file cut short is reported with the bytes that reached it."""
         if self._file:
-            moved = self._file["length"] - max(self._remaining, 0) if self._remaining >= 0 else 0
+            if self._remaining >= 0:
+                moved = self._file["length"] - self._remaining
+            else:  # all its bytes (waiting for the answer), or none (waiting to be let in)
+                moved = self._file["length"] if self._waiting == "done" else 0
             fields = {**self._file, "length": moved, "error": "cut short"}
+            fields.pop("status", None)
             self._file = {}
             self.report("W", fields)
 
@@ -456,11 +460,12 @@ class ScpWatch:
 
     def _read_line(self, view: memoryview) -> tuple[memoryview, bytes | None]:
         """The sender's next line (without its newline), or None until it is whole."""
-        newline = bytes(view[: SCP_LINE - len(self._line)]).find(b"\n")
+        room = SCP_LINE - 1 - len(self._line)  # bytes before the newline, short of the limit
+        newline = bytes(view[:room]).find(b"\n")
         if newline < 0:
-            self._line += view
-            if len(self._line) >= SCP_LINE - 1:
+            if len(view) >= room:
                 raise ValueError(f"control line at scp's limit ({SCP_LINE} bytes)")
+            self._line += view
             return view[len(view) :], None
         self._line += view[:newline]
         line = bytes(self._line)
@@ -472,7 +477,8 @@ class ScpWatch:
         and a line; None until it is whole."""
         if not self._answer and view[0] == 0:
             return view[1:], b"\0"
-        newline = bytes(view).find(b"\n")
+        # The answer's first byte is never its end, even a newline: scp reads on to the next.
+        newline = bytes(view).find(b"\n", 0 if self._answer else 1)
         end = len(view) if newline < 0 else newline + 1
         self._answer += view[:end]
         if len(self._answer) >= limit:
@@ -493,7 +499,8 @@ class ScpWatch:
             self._waiting = "done"
             return
         fields, self._file = self._file, {}
-        self.report("W", {**fields, "error": fields.pop("status")})
+        error = fields.pop("status")
+        self.report("W", {**fields, "error": error})
         self._end()
 
     def _end(self) -> None:

@@ -446,3 +446,37 @@ def test_sftp_handle_used_before_the_node_gave_it_stops_the_transfer() -> None:
     sftp.watch.from_user(opening + write)
     assert sftp.watch.broken
     assert sftp.stopped == 1
+
+
+def test_scp_line_just_under_scps_limit_is_followed() -> None:
+    scp = _scp_upload()
+    scp.watch.from_user(b"\x01" + b"m" * 2044 + b"\n")  # 2046 bytes: one line to scp
+    scp.watch.from_user(b"C0644 1 f\n")
+    scp.watch.from_node(b"\0")
+    scp.watch.from_user(b"x\0")
+    scp.watch.from_node(b"\0")
+    assert scp.events == [("I", {"action": "upload", "path": "/tmp/d/f", "length": 1})]
+
+
+def test_scp_status_starting_with_a_newline_reads_on_to_the_next() -> None:
+    """scp's ``response()`` keeps the first byte whatever it is and reads a line after it:
+    a status of ``\\n`` swallows the header behind it (and ends scp)."""
+    scp = _scp_upload()
+    scp.watch.from_user(b"C0644 1 a\n")
+    scp.watch.from_node(b"\0")
+    scp.watch.from_user(b"x\nC0644 9 decoy\n")
+    scp.watch.finish()
+    assert scp.events == [
+        ("W", {"action": "upload", "path": "/tmp/d/a", "length": 1, "error": "C0644 9 decoy"})
+    ]
+
+
+def test_scp_file_sent_whole_but_not_answered_is_reported_whole() -> None:
+    scp = _scp_upload()
+    scp.watch.from_user(b"C0644 3 a\n")
+    scp.watch.from_node(b"\0")
+    scp.watch.from_user(b"abc\0")
+    scp.watch.finish()
+    assert scp.events == [
+        ("W", {"action": "upload", "path": "/tmp/d/a", "length": 3, "error": "cut short"})
+    ]
