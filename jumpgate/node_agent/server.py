@@ -316,9 +316,7 @@ async def handle_process(process: asyncssh.SSHServerProcess[bytes]) -> None:
     assert isinstance(process, _NodeSession)
     login = process.get_extra_info("username")
     owner = _owner(process)
-    if process.who is None:
-        _decide(process)  # a session started some other way (asyncssh always starts it)
-    assert process.who is not None
+    assert process.who is not None  # ``session_started`` decided, before this task ran
     who = process.who
     audit = owner.audit
     status = 1
