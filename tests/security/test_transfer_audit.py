@@ -122,7 +122,8 @@ def test_sftp_writes_that_escaped_are_audited(site: Site, tmp_path: Path) -> Non
 
 def test_openssh_sftp_rename_is_audited(site: Site, tmp_path: Path) -> None:
     (tmp_path / "old").write_bytes(b"x")
-    done = openssh_sftp(site, tmp_path, f"rename {tmp_path}/old {tmp_path}/new\n")
+    # ``ls`` first: its directory handle (OPENDIR, READDIR, CLOSE) is one sftp-server gave
+    done = openssh_sftp(site, tmp_path, f"ls {tmp_path}\nrename {tmp_path}/old {tmp_path}/new\n")
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "new").exists()
     events = _events(site, "sftp", bool)
