@@ -352,7 +352,7 @@ SCP_LINE = 2047
 with its NUL, ``sink()`` and ``response()`` in scp.c): more, with no newline, and the rest is
 read as the next line. The watcher follows only lines shorter than this."""
 MAX_NODE_ANSWER = 16 * 1024
-"""The longest error line the node's scp may answer with (``\1scp: PATH: reason``)."""
+"""The longest error line the node's scp may answer with (``\\1scp: PATH: reason``)."""
 _HEADER = re.compile(rb"([CD])([0-7]{4}) ([0-9]+) (.*)", re.DOTALL)
 """A file (``C``) or directory (``D``) header as scp's sink parses it: four octal digits of
 mode, a decimal length, one space, a name."""
@@ -366,13 +366,13 @@ class ScpWatch:
     The protocol runs in lock-step: the side that sends files (the user's on upload, the
     node's scp on download) sends one record (``C<mode> <length> <name>`` then the file's
     bytes and a status, ``D``/``E`` around directories, ``T`` times) and waits for the
-    receiver's answer (``\0``, or ``\1`` and an error line) before the next; a ``\1`` line
+    receiver's answer (``\\0``, or ``\\1`` and an error line) before the next; a ``\\1`` line
     from the sender is an error message, not a record. The watcher reads both sides and frames
     every line and answer exactly as OpenSSH's scp does (``sink()``, ``response()``): a
-    refused file has no bytes, a status that is not ``\0`` carries a line. Whatever scp would
+    refused file has no bytes, a status that is not ``\\0`` carries a line. Whatever scp would
     take differently, or anything it does not expect (a record before the answer, an answer
     nothing asked for, a line at scp's length limit, an unknown control byte), stops the
-    transfer (issue 14, round 2: ``\1``-prefixed and over-long lines hid files).
+    transfer (issue 14, round 2: ``\\1``-prefixed and over-long lines hid files).
     """
 
     report: Report
@@ -473,7 +473,7 @@ class ScpWatch:
         return view[newline + 1 :], line
 
     def _read_answer(self, view: memoryview, limit: int) -> tuple[memoryview, bytes | None]:
-        """The next answer as scp's ``response()`` reads it: ``\0`` alone, or any other byte
+        """The next answer as scp's ``response()`` reads it: ``\\0`` alone, or any other byte
         and a line; None until it is whole."""
         if not self._answer and view[0] == 0:
             return view[1:], b"\0"
@@ -490,7 +490,7 @@ class ScpWatch:
         return view[end:], answer
 
     def _status(self, status: bytes) -> None:
-        """The sender's status after a file's bytes: ``\0``, ``\1`` and a message (the
+        """The sender's status after a file's bytes: ``\\0``, ``\\1`` and a message (the
         receiver answers), or any other byte and a line (the receiver exits on it)."""
         self._remaining = -1
         if status[:1] != b"\0":

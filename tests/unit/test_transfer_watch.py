@@ -225,7 +225,7 @@ class _Scp:
 
     def talk(self, *records: bytes) -> None:
         """The receiver's first answer, then each record (in pieces, as a channel delivers
-        it) answered with ``\0``."""
+        it) answered with ``\\0``."""
         self.answer()
         for record in records:
             for at in range(0, len(record), 5):
