@@ -203,6 +203,8 @@ class SftpWatch:
         if kind < FXP["OPEN"]:
             return  # INIT carries no id
         request = packet.uint32()
+        if kind > FXP["SYMLINK"] and kind != FXP["EXTENDED"]:
+            return  # sftp-server logs an unknown type and answers nothing
         if request in self._asked:
             # sftp-server answers each request once, by its id: a second one under an id
             # still waiting would be answered in the first one's name (round 2, finding 2).

@@ -480,3 +480,12 @@ def test_scp_file_sent_whole_but_not_answered_is_reported_whole() -> None:
     assert scp.events == [
         ("W", {"action": "upload", "path": "/tmp/d/a", "length": 3, "error": "cut short"})
     ]
+
+
+def test_sftp_unknown_request_type_holds_no_id() -> None:
+    """sftp-server answers nothing to a type it does not know, so its id is free again."""
+    sftp = _Sftp()
+    sftp.watch.from_user(_packet(50, 7, b"whatever"))
+    sftp.ask(13, 7, _string(b"/tmp/victim"))
+    assert sftp.events == [("I", {"action": "remove", "path": "/tmp/victim"})]
+    assert sftp.stopped == 0
