@@ -24,7 +24,7 @@ import asyncssh
 
 from jumpgate.node_agent import audit as events
 from jumpgate.node_agent import sessions
-from jumpgate.node_agent.audit_budget import Budgets
+from jumpgate.node_agent.audit_budget import Budgets, SessionAudit
 from jumpgate.node_agent.recording import Recorder
 from jumpgate.node_agent.transfers import ScpWatch, SftpWatch, scp_server_argv
 from jumpgate.node_agent.uploads import Uploader
@@ -172,6 +172,10 @@ class _NodeSession(asyncssh.SSHServerProcess[bytes]):
     recorder: Recorder | None = None
     sync = False  # node-sync: a recording that fails ends the session
     watch: SftpWatch | ScpWatch | None = None
+    who: dict[str, str] | None = None  # user, login, session id: set as the session starts
+    account: sessions.Account | None = None  # the login's account, looked up as it starts
+    audit: SessionAudit | None = None  # its events' sink, held to its audit budget
+    transfer_argv: list[str] | None = None  # a legacy scp transfer's argv, run with no shell
     on_resize: Callable[[int, int], None] | None = None  # audits a window change
     ended_by: str | None = None  # why the agent ended the session, if it did
     over_budget = False  # it went over its audit budget: nothing more it sends is run
@@ -186,6 +190,8 @@ class _NodeSession(asyncssh.SSHServerProcess[bytes]):
             return
         if self.watch is not None and datatype is None:  # the transfer is stdout, not stderr
             self.watch.from_node(data)
+            if self.watch.broken:
+                return  # a download the audit cannot follow goes no further (it is closing)
         super().feed_data(data, datatype)
 
     def data_received(self, data: bytes, datatype: asyncssh.DataType) -> None:
@@ -224,6 +230,9 @@ class _NodeSession(asyncssh.SSHServerProcess[bytes]):
                 self._chan.exit(255)
 
     def session_started(self) -> None:
+        # asyncssh calls this once it has accepted the exec or subsystem request, and only
+        # then delivers the channel's data: the watcher is in place before the first byte.
+        _decide(self)
         channel = self._chan
         if channel is None or channel.get_subsystem() != "sftp":
             super().session_started()
@@ -277,44 +286,68 @@ def _transfer_argv(process: _NodeSession, account: sessions.Account) -> list[str
     return scp_server_argv(process.command)
 
 
-async def handle_process(process: asyncssh.SSHServerProcess[bytes]) -> None:
-    """Run the session as the login the certificate allowed; record and audit it."""
-    assert isinstance(process, _NodeSession)
-    login = process.get_extra_info("username")
+def _owner(process: asyncssh.SSHServerProcess[bytes]) -> NodeServer:
+    owner = process.channel.get_connection().get_owner()
+    assert isinstance(owner, NodeServer)
+    return owner
+
+
+def _decide(process: _NodeSession) -> None:
+    """Name the session and, if it is a file transfer, attach its watcher: called as the
+    session starts, before the channel delivers any data, so no byte of a transfer passes
+    unwatched (issue 14 round 2: bytes sent along with the request went by before
+    ``handle_process`` set the watcher, and 2 uploads in 5 were not audited)."""
     conn = process.channel.get_connection()
     assert isinstance(conn, asyncssh.SSHServerConnection)
-    owner = conn.get_owner()
-    assert isinstance(owner, NodeServer)
     identity = cert_identity(conn)
+    login = process.get_extra_info("username")
     # No remote address: the node sees the proxy's; the proxy's own events have the user's.
-    who = {
+    who = process.who = {
         "user": identity.user if identity else "",
         "login": login,
         "session_id": str(uuid.uuid4()),
     }
     # Its transfer events are held to a budget; over it, the session is ended (fail closed).
-    audit = owner.budgets.session(owner.audit, who, process.end_over_budget)
+    owner = _owner(process)
+    audit = process.audit = owner.budgets.session(owner.audit, who, process.end_over_budget)
+    try:
+        account = process.account = sessions.Account.lookup(login)
+    except KeyError:
+        return  # no session: ``handle_process`` refuses it
 
     def transfer(kind: EventType) -> Any:
         return lambda outcome, fields: audit.put(
             events.event(kind, outcome=outcome, **who, **fields)
         )
 
+    if process.subsystem == "sftp":
+        process.watch = SftpWatch(transfer(EventType.SFTP), stop=process.close)
+    elif process.command is not None:
+        argv = process.transfer_argv = _transfer_argv(process, account)
+        if argv is not None:
+            process.watch = ScpWatch.for_argv(
+                argv, transfer(EventType.SCP), account.home, process.close
+            )
+
+
+async def handle_process(process: asyncssh.SSHServerProcess[bytes]) -> None:
+    """Run the session as the login the certificate allowed; record and audit it."""
+    assert isinstance(process, _NodeSession)
+    login = process.get_extra_info("username")
+    owner = _owner(process)
+    assert process.who is not None  # ``session_started`` decided, before this task ran
+    assert process.audit is not None
+    who = process.who
+    audit = process.audit
     status = 1
     recorder = None
     resizes: events.Resizes | None = None
     owner.live.add(process)
     try:
-        account = sessions.Account.lookup(login)
-        argv = None
-        if process.subsystem == "sftp":
-            process.watch = SftpWatch(transfer(EventType.SFTP), stop=process.close)
-        elif process.command is not None:
-            argv = _transfer_argv(process, account)
-            if argv is not None:
-                process.watch = ScpWatch.for_argv(
-                    argv, transfer(EventType.SCP), account.home, process.close
-                )
+        account = process.account
+        if account is None:
+            raise KeyError(f"no such login on the node: {login}")
+        argv = process.transfer_argv
         process.on_resize = resizes = events.Resizes(
             lambda width, height: audit.put(
                 events.event(EventType.SESSION_RESIZE, **who, size=f"{width}:{height}")

@@ -12,6 +12,7 @@ error would, rather than let the rest of it through unwatched (issue 14, transfe
 import logging
 import os
 import posixpath
+import re
 import shlex
 import struct
 from collections.abc import Callable
@@ -32,6 +33,8 @@ Stop = Callable[[], None]
 """Ends the transfer's channel: what a watcher does to a stream it cannot follow."""
 
 MAX_PACKET = 512 * 1024
+MAX_PENDING = 64 * 1024
+"""Requests one SFTP session may have waiting for an answer (OpenSSH's sftp keeps 64)."""
 MAX_SCP_LENGTH = 2**63 - 1
 """The largest file an scp C-line may announce: OpenSSH's scp refuses more (``off_t``)."""
 FXP = {
@@ -39,6 +42,7 @@ FXP = {
     "CLOSE": 4,
     "READ": 5,
     "WRITE": 6,
+    "OPENDIR": 11,
     "SETSTAT": 9,
     "FSETSTAT": 10,
     "REMOVE": 13,
@@ -154,6 +158,9 @@ class SftpWatch:
     _handles: dict[bytes, _Open] = field(default_factory=dict)
     _reads: dict[int, bytes] = field(default_factory=dict)
     _pending: dict[int, dict[str, Any]] = field(default_factory=dict)
+    _asked: set[int] = field(default_factory=set)  # request ids not answered yet
+    _opendirs: set[int] = field(default_factory=set)  # OPENDIR requests not answered yet
+    _dir_handles: set[bytes] = field(default_factory=set)
 
     def from_user(self, data: bytes) -> None:
         self._guard(self._request, self._requests, data)
@@ -196,24 +203,38 @@ class SftpWatch:
         if kind < FXP["OPEN"]:
             return  # INIT carries no id
         request = packet.uint32()
+        if kind > FXP["SYMLINK"] and kind != FXP["EXTENDED"]:
+            return  # sftp-server logs an unknown type and answers nothing
+        if request in self._asked:
+            # sftp-server answers each request once, by its id: a second one under an id
+            # still waiting would be answered in the first one's name (round 2, finding 2).
+            raise ValueError(f"request id {request} used again before its answer")
+        if len(self._asked) >= MAX_PENDING:
+            raise ValueError(f"more than {MAX_PENDING} requests waiting for an answer")
+        self._asked.add(request)
         if kind == FXP["OPEN"]:
             path = _text(packet.string())
             flags = packet.uint32()
             self._opening[request] = _Open(path, bool(flags & FXF_CHANGES))
+        elif kind == FXP["OPENDIR"]:
+            self._opendirs.add(request)
         elif kind == FXP["READ"]:
-            self._reads[request] = packet.string()
+            self._reads[request] = self._given(packet.string())
         elif kind == FXP["WRITE"]:
-            handle = packet.string()
+            handle = self._given(packet.string())
             packet.uint64()
             opened = self._handles.get(handle)
             if opened is not None:
                 opened.written += len(packet.string())
         elif kind == FXP["CLOSE"]:
-            opened = self._handles.pop(packet.string(), None)
+            handle = self._given(packet.string())
+            self._dir_handles.discard(handle)
+            opened = self._handles.pop(handle, None)
             if opened is not None:
                 self._report_file(opened, "I")
         elif kind == FXP["FSETSTAT"]:
-            self._pending[request] = {"action": "fsetstat", "path": self._path_of(packet.string())}
+            handle = self._given(packet.string())
+            self._pending[request] = {"action": "fsetstat", "path": self._path_of(handle)}
         elif kind in _PATH_ACTIONS:
             fields: dict[str, Any] = {
                 "action": _PATH_ACTIONS[kind],
@@ -224,6 +245,13 @@ class SftpWatch:
             self._pending[request] = fields
         elif kind == FXP["EXTENDED"]:
             self._extended(request, packet)
+
+    def _given(self, handle: bytes) -> bytes:
+        """``handle``, if sftp-server gave it and it is open: a handle used before its
+        HANDLE reply was guessed, and what goes through it could not be named."""
+        if handle not in self._handles and handle not in self._dir_handles:
+            raise ValueError(f"handle {_text(handle)[:40]!r} used but not open")
+        return handle
 
     def _extended(self, request: int, packet: _Reader) -> None:
         """OpenSSH's extensions: renames, links and copies change files as the core does."""
@@ -253,17 +281,25 @@ class SftpWatch:
         if kind < FXP["STATUS"]:
             return  # VERSION
         request = packet.uint32()
+        self._asked.discard(request)
         if kind == FXP["HANDLE"]:
+            handle = packet.string()
+            if handle in self._handles or handle in self._dir_handles:
+                raise ValueError(f"handle {_text(handle)[:40]!r} given while still open")
             opened = self._opening.pop(request, None)
             if opened is not None:
-                self._handles[packet.string()] = opened
+                self._handles[handle] = opened
+            elif request in self._opendirs:
+                self._dir_handles.add(handle)
+            self._opendirs.discard(request)
         elif kind == FXP["DATA"]:
-            handle = self._reads.pop(request, None)
-            opened = self._handles.get(handle) if handle is not None else None
+            reading = self._reads.pop(request, None)
+            opened = self._handles.get(reading) if reading is not None else None
             if opened is not None:
                 opened.read += len(packet.string())
         elif kind == FXP["STATUS"]:
             self._reads.pop(request, None)
+            self._opendirs.discard(request)
             status = packet.uint32()
             failed_open = self._opening.pop(request, None)
             if failed_open is not None:
@@ -313,12 +349,32 @@ def scp_server_argv(command: str | None) -> list[str] | None:
     return argv
 
 
+SCP_LINE = 2047
+"""The most bytes OpenSSH's scp reads as one control line or one answer (a 2048-byte buffer
+with its NUL, ``sink()`` and ``response()`` in scp.c): more, with no newline, and the rest is
+read as the next line. The watcher follows only lines shorter than this."""
+MAX_NODE_ANSWER = 16 * 1024
+"""The longest error line the node's scp may answer with (``\\1scp: PATH: reason``)."""
+_HEADER = re.compile(rb"([CD])([0-7]{4}) ([0-9]+) (.*)", re.DOTALL)
+"""A file (``C``) or directory (``D``) header as scp's sink parses it: four octal digits of
+mode, a decimal length, one space, a name."""
+_TIMES = re.compile(rb"T[0-9]+ [0-9]{1,6} [0-9]+ [0-9]{1,6}")
+
+
 @dataclass
 class ScpWatch:
     """Follows a legacy ``scp -t`` (upload to the node) or ``scp -f`` (download) stream.
 
-    The side that sends files says ``C<mode> <length> <name>`` before each file's bytes,
-    ``D``/``E`` around directories; reading that side is enough to name every file.
+    The protocol runs in lock-step: the side that sends files (the user's on upload, the
+    node's scp on download) sends one record (``C<mode> <length> <name>`` then the file's
+    bytes and a status, ``D``/``E`` around directories, ``T`` times) and waits for the
+    receiver's answer (``\\0``, or ``\\1`` and an error line) before the next; a ``\\1`` line
+    from the sender is an error message, not a record. The watcher reads both sides and frames
+    every line and answer exactly as OpenSSH's scp does (``sink()``, ``response()``): a
+    refused file has no bytes, a status that is not ``\\0`` carries a line. Whatever scp would
+    take differently, or anything it does not expect (a record before the answer, an answer
+    nothing asked for, a line at scp's length limit, an unknown control byte), stops the
+    transfer (issue 14, round 2: ``\\1``-prefixed and over-long lines hid files).
     """
 
     report: Report
@@ -326,11 +382,16 @@ class ScpWatch:
     target: str
     target_is_dir: bool
     stop: Stop = _nothing
+    recursive: bool = True  # -r: scp takes directories (a D without it ends scp)
     broken: bool = False
-    _line: bytearray = field(default_factory=bytearray)
+    _line: bytearray = field(default_factory=bytearray)  # the sender's line being read
+    _answer: bytearray = field(default_factory=bytearray)  # the receiver's answer being read
+    _waiting: str | None = "start"  # the record awaiting the receiver's answer
     _dirs: list[str] = field(default_factory=list)
-    _remaining: int = -1  # bytes of the current file (and its status byte) still to pass
+    _dir: str = ""  # the directory a D record names, until it is answered
+    _remaining: int = -1  # bytes of the current file still to pass; 0: its status is next
     _file: dict[str, Any] = field(default_factory=dict)
+    _ended: bool = False  # scp has returned or exited: nothing after this is read
 
     @classmethod
     def for_argv(
@@ -338,53 +399,115 @@ class ScpWatch:
     ) -> "ScpWatch":
         """A watcher of the transfer ``argv`` (from ``scp_server_argv``) runs; ``stop`` ends
         its channel."""
-        upload = any("t" in word for word in argv[1:-1] if word != "--")
+        flags = [word for word in argv[1:-1] if word != "--"]
+        upload = any("t" in word for word in flags)
+        recursive = any("r" in word for word in flags)
         target = argv[-1]
         full = target if target.startswith("/") else posixpath.join(home, target)
-        return cls(report, upload, target, os.path.isdir(full), stop)
+        return cls(report, upload, target, os.path.isdir(full), stop, recursive)
 
     def from_user(self, data: bytes) -> None:
-        if self.upload:
-            self._feed(data)
+        self._guard(self._from_sender if self.upload else self._from_receiver, data)
 
     def from_node(self, data: bytes) -> None:
-        if not self.upload:
-            self._feed(data)
+        self._guard(self._from_receiver if self.upload else self._from_sender, data)
 
-    def _feed(self, data: bytes) -> None:
-        view = memoryview(data)
+    def _guard(self, feed: Callable[[memoryview], None], data: bytes) -> None:
+        if self.broken:
+            return
         try:
-            while view and not self.broken:
-                if self._remaining >= 0:
-                    taken = min(self._remaining, len(view))
-                    self._remaining -= taken
-                    view = view[taken:]
-                    if self._remaining == 0:
-                        self._remaining = -1
-                        self.report("I", self._file)
-                        self._file = {}
-                    continue
-                newline = bytes(view).find(b"\n")
-                if newline < 0:
-                    self._line += view
-                    if len(self._line) > 4096:
-                        raise ValueError("scp control line too long")
-                    return
-                self._line += view[:newline]
-                view = view[newline + 1 :]
-                line = _text(bytes(self._line))
-                self._line.clear()
-                self._control(line)
+            feed(memoryview(data))
         except ValueError as exc:
             _unfollowed(self, "scp", exc)
 
     def finish(self) -> None:
         """The session ended: a file cut short is reported with the bytes that reached it."""
         if self._file:
-            moved = self._file["length"] + 1 - self._remaining
-            fields = {**self._file, "length": max(moved, 0), "error": "cut short"}
+            if self._remaining >= 0:
+                moved = self._file["length"] - self._remaining
+            else:  # all its bytes (waiting for the answer), or none (waiting to be let in)
+                moved = self._file["length"] if self._waiting == "done" else 0
+            fields = {**self._file, "length": moved, "error": "cut short"}
+            fields.pop("status", None)
             self._file = {}
             self.report("W", fields)
+
+    def _from_sender(self, view: memoryview) -> None:
+        while view and not self.broken:
+            if self._remaining > 0:  # the file's bytes
+                taken = min(self._remaining, len(view))
+                self._remaining -= taken
+                view = view[taken:]
+            elif self._remaining == 0:  # the status after them: \0, or a byte and a line
+                view, status = self._read_answer(view, SCP_LINE)
+                if status is not None:
+                    self._status(status)
+            elif self._ended:
+                raise ValueError("data after the end of the transfer")
+            elif self._waiting is not None:
+                raise ValueError(f"sent before the receiver answered ({self._waiting})")
+            else:
+                view, line = self._read_line(view)
+                if line is not None:
+                    self._record(line)
+
+    def _from_receiver(self, view: memoryview) -> None:
+        limit = MAX_NODE_ANSWER if self.upload else SCP_LINE
+        while view and not self.broken:
+            if self._waiting is None:
+                raise ValueError("an answer to nothing")
+            view, answer = self._read_answer(view, limit)
+            if answer is not None:
+                self._answered(answer)
+
+    def _read_line(self, view: memoryview) -> tuple[memoryview, bytes | None]:
+        """The sender's next line (without its newline), or None until it is whole."""
+        room = SCP_LINE - 1 - len(self._line)  # bytes before the newline, short of the limit
+        newline = bytes(view[:room]).find(b"\n")
+        if newline < 0:
+            if len(view) >= room:
+                raise ValueError(f"control line at scp's limit ({SCP_LINE} bytes)")
+            self._line += view
+            return view[len(view) :], None
+        self._line += view[:newline]
+        line = bytes(self._line)
+        self._line.clear()
+        return view[newline + 1 :], line
+
+    def _read_answer(self, view: memoryview, limit: int) -> tuple[memoryview, bytes | None]:
+        """The next answer as scp's ``response()`` reads it: ``\\0`` alone, or any other byte
+        and a line; None until it is whole."""
+        if not self._answer and view[0] == 0:
+            return view[1:], b"\0"
+        # The answer's first byte is never its end, even a newline: scp reads on to the next.
+        newline = bytes(view).find(b"\n", 0 if self._answer else 1)
+        end = len(view) if newline < 0 else newline + 1
+        self._answer += view[:end]
+        if len(self._answer) >= limit:
+            raise ValueError(f"answer line at scp's limit ({limit} bytes)")
+        if newline < 0:
+            return view[end:], None
+        answer = bytes(self._answer)
+        self._answer.clear()
+        return view[end:], answer
+
+    def _status(self, status: bytes) -> None:
+        """The sender's status after a file's bytes: ``\\0``, ``\\1`` and a message (the
+        receiver answers), or any other byte and a line (the receiver exits on it)."""
+        self._remaining = -1
+        if status[:1] != b"\0":
+            self._file["status"] = _text(status[1:].rstrip(b"\n"))
+        if status[:1] in (b"\0", b"\1"):
+            self._waiting = "done"
+            return
+        fields, self._file = self._file, {}
+        error = fields.pop("status")
+        self.report("W", {**fields, "error": error})
+        self._end()
+
+    def _end(self) -> None:
+        """scp returns from its last level or exits: it reads nothing after this."""
+        self._ended = True
 
     def _path(self, name: str) -> str:
         """Where a file lands (upload) or comes from (download), as scp itself resolves it."""
@@ -395,26 +518,74 @@ class ScpWatch:
         inner = self._dirs if (self.upload and self.target_is_dir) else self._dirs[1:]
         return posixpath.join(self.target, *inner, name)
 
-    def _control(self, line: str) -> None:
-        line = line.lstrip("\0\1\2")  # a sender's status byte may precede the next line
-        if line.startswith("C"):
-            _, length, name = line[1:].split(" ", 2)
-            if not (length.isascii() and length.isdigit()):
-                raise ValueError(f"file length {length[:20]!r} is not a number")
-            self._file = {
-                "action": "upload" if self.upload else "download",
-                "path": self._path(name),
-                "length": int(length),
-            }
-            if self._file["length"] > MAX_SCP_LENGTH:
-                fields, self._file = {**self._file, "error": "file length refused"}, {}
+    def _record(self, line: bytes) -> None:
+        """One of the sender's lines, as scp's sink takes it."""
+        if line[:1] in (b"\1", b"\2"):  # an error message: printed, not a record
+            if line[:1] == b"\2":
+                self._end()  # a fatal one: scp exits
+            return
+        text = line.split(b"\0", 1)[0]  # scp parses the line as a C string
+        if text[:1] == b"E":
+            self._waiting = "end"
+            return
+        if text[:1] == b"T":
+            if not _TIMES.fullmatch(text):
+                raise ValueError(f"times line {text[:40]!r} is not one scp takes")
+            self._waiting = "times"
+            return
+        header = _HEADER.fullmatch(text)
+        if header is None:
+            raise ValueError(f"control line {text[:40]!r} is not one scp takes")
+        kind, _, length, raw = header.groups()
+        if not raw or b"/" in raw or raw in (b".", b".."):
+            raise ValueError(f"file name {raw[:40]!r} is not one scp takes")
+        name = _text(raw)
+        if kind == b"D":
+            if not self.recursive:
+                raise ValueError("a directory without -r")
+            self._dir, self._waiting = name, "dir"
+            return
+        self._file = {
+            "action": "upload" if self.upload else "download",
+            "path": self._path(name),
+            "length": int(length),
+        }
+        if self._file["length"] > MAX_SCP_LENGTH:
+            fields, self._file = {**self._file, "error": "file length refused"}, {}
+            self.report("W", fields)
+            self.broken = True
+            self.stop()
+            return
+        self._waiting = "file"
+
+    def _answered(self, answer: bytes) -> None:
+        """The receiver's answer to the record waiting for one."""
+        waiting, self._waiting = self._waiting, None
+        ok = answer == b"\0"
+        error = "" if ok else _text(answer[1:].rstrip(b"\n"))
+        if answer[:1] not in (b"\0", b"\1"):
+            self._end()  # scp exits on any answer but these two
+        if waiting == "file":
+            if ok:
+                self._remaining = self._file["length"]
+            else:  # refused: no bytes follow, the next line is a record again
+                fields, self._file = {**self._file, "length": 0, "error": error}, {}
                 self.report("W", fields)
-                self.broken = True
-                self.stop()
-                return
-            self._remaining = int(length) + 1
-        elif line.startswith("D"):
-            _, _, name = line[1:].split(" ", 2)
-            self._dirs.append(name)
-        elif line.startswith("E") and self._dirs:
-            self._dirs.pop()
+        elif waiting == "done":
+            fields, self._file = self._file, {}
+            status = fields.pop("status", None)
+            if ok and status is None:
+                self.report("I", fields)
+            else:
+                self.report("W", {**fields, "error": error or str(status)})
+        elif waiting == "dir":
+            if ok:
+                self._dirs.append(self._dir)
+            else:
+                path = self._path(self._dir)
+                self.report("W", {"action": "directory", "path": path, "error": error})
+        elif waiting == "end":
+            if self._dirs:
+                self._dirs.pop()
+            else:
+                self._end()
