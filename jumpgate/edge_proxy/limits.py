@@ -251,10 +251,13 @@ _LIMIT_WORDS = {
 
 
 def _user_of(body: bytes) -> str:
-    """The ``user`` a login body names, or "" (the control plane answers a bad body)."""
+    """The ``user`` a login body names, or "" (the control plane answers a bad body).
+
+    Deep nesting makes ``json.loads`` raise ``RecursionError``, which is not a ``ValueError``:
+    it is bad JSON too, and the attempt still counts against its address."""
     try:
         parsed: Any = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):
         return ""
     user = parsed.get("user") if isinstance(parsed, dict) else None
     return user[:128] if isinstance(user, str) else ""

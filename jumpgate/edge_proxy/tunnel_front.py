@@ -62,7 +62,10 @@ async def json_lines(process: asyncssh.SSHServerProcess[str]) -> AsyncIterator[d
             continue
         if len(line) > MAX_LINE_BYTES:
             raise ValueError(f"a line is longer than {MAX_LINE_BYTES} bytes")
-        value = json.loads(line)
+        try:
+            value = json.loads(line)
+        except RecursionError:  # deep nesting: not a ValueError, and it would end the tunnel
+            raise ValueError("a line is nested too deeply") from None
         if not isinstance(value, dict):
             raise ValueError("each line must be a JSON object")
         yield value

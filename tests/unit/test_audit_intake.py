@@ -51,3 +51,13 @@ def test_a_bad_line_is_dropped_on_its_own_saying_why() -> None:
     assert nested.type == EventType.AUDIT_DROPPED
     assert str(nested.fields["error"]).startswith("the event does not fit: fields.command")
     assert intake.dropped == 2
+
+
+def test_a_deeply_nested_line_is_dropped_as_not_json() -> None:
+    """Finding 10: a nested line within the line limit raised ``RecursionError`` and dropped
+    the node's tunnel connection; it is one ``audit.dropped`` like any line that is not JSON."""
+    intake = TunnelAudit()
+    made = record(NODE, "[" * 7000 + "]" * 7000, datetime.now(UTC), intake)
+    assert (made.type, made.outcome) == (EventType.AUDIT_DROPPED, "W")
+    assert made.fields["error"] == "a line is not JSON"
+    assert intake.dropped == 1
