@@ -249,12 +249,12 @@ class SSHFronts:
         self.audit_intakes: dict[tuple[str, str], audit_intake.TunnelAudit] = {}  # per node
         self.public_addr = public_addr
         self.registry = TunnelRegistry()
-        self.dialback = DialBack()
         self.metrics = Metrics()
         self.events: Outbox[models.AuditRecord] = Outbox()
         self.recording_settings = recordings.SettingsCache(control)
         self.peering: Peering | None = None  # set by ``start`` when given a peer listener
         self.limits = limits or ConnectionLimits()
+        self.dialback = DialBack(self.limits, self.metrics.connections_refused)
         self._host_key = host_key
         self._servers: list[asyncssh.SSHAcceptor] = []
         self._tasks: set[asyncio.Task[object]] = set()
