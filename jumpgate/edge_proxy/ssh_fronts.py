@@ -27,6 +27,7 @@ from jumpgate.edge_proxy.connections import ChannelSlots, ConnectionLimits, Sour
 from jumpgate.edge_proxy.control import ControlPlaneClient, ControlPlaneError
 from jumpgate.edge_proxy.dialback import DialBack
 from jumpgate.edge_proxy.metrics import Metrics
+from jumpgate.edge_proxy.node_budget import NodeBudgets, TunnelLimits
 from jumpgate.edge_proxy.peering import Peering, PeerRefused
 from jumpgate.edge_proxy.registry import AmbiguousNode, Tunnel, TunnelRegistry, UnknownNode
 from jumpgate.edge_proxy.splice import ChannelSide, Splice
@@ -242,11 +243,13 @@ class SSHFronts:
         public_addr: str,
         limits: ConnectionLimits | None = None,
         audit_budget: audit_intake.AuditBudget | None = None,
+        tunnel_limits: TunnelLimits | None = None,
     ) -> None:
         self.control = control
         self.proxy_id = proxy_id
         self.audit_budget = audit_budget or audit_intake.AuditBudget()
         self.audit_intakes: dict[tuple[str, str], audit_intake.TunnelAudit] = {}  # per node
+        self.nodes = NodeBudgets(tunnel_limits)
         self.public_addr = public_addr
         self.registry = TunnelRegistry()
         self.metrics = Metrics()
