@@ -180,4 +180,6 @@ def test_refused_tunnel_logins_are_limited_per_source_and_their_log_throttled(
     ]
     assert len(lines) <= took + 3, len(lines)  # one a second, counting what it did not log
     assert any("refused_unlogged" in line for line in lines), lines[:3]
+    # past its tokens the source is refused without asking the control plane
+    assert any("too many refused tunnel logins" in line for line in lines), lines
     assert site.ssh("true").returncode == 0  # the node's own tunnel, from 127.0.0.1, is fine
