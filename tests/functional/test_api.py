@@ -277,6 +277,19 @@ def test_a_deeply_nested_body_is_malformed_json(platform: Platform, path: str) -
     assert answer.detail == "request body is not valid JSON"
 
 
+@pytest.mark.parametrize("path", ["/v1/login", "/v1/signup", "/v1/join"])
+def test_nesting_that_json_takes_but_the_model_does_not_is_a_bad_request(
+    platform: Platform, path: str
+) -> None:
+    """900 levels parse as JSON; the request model refuses them as any body that does not
+    fit, never with a 500."""
+    platform.admin_session()
+    nested = b'{"user": ' + b"[" * 900 + b"]" * 900 + b"}"
+    answer = platform.call("POST", path, raw=nested)
+    assert answer.status == 400, answer
+    assert answer.detail
+
+
 @pytest.mark.parametrize(
     "host",
     ["Not_A_Label.localhost:3080", "localhost:3080", "acme.example.org", "nosuch.localhost"],
