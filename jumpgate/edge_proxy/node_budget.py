@@ -137,7 +137,6 @@ class NodeBudgets:
             self.limits.auth_failures_per_second, self.limits.auth_failure_burst, clock=clock
         )
         self.refusals = LogThrottle()  # "tunnel refused" lines: one a second at most
-        self.channel_refusals = LogThrottle()  # over-budget lines of every node together
 
     def of(self, tenant: str, host_id: str) -> NodeBudget:
         """The budget of a node that authenticated (so there is one per real node)."""

@@ -96,9 +96,7 @@ class TunnelServer(asyncssh.SSHServer):
         self._key = ""
         self._source = ""
         self._counted = False  # counted in its node's ``connections``
-        self.channels = ChannelSlots(
-            "channels on a tunnel connection", fronts.nodes.limits.channels_per_connection
-        )
+        self.channels = ChannelSlots("channels", fronts.nodes.limits.channels_per_connection)
 
     @property
     def intake(self) -> audit_intake.TunnelAudit:
@@ -140,6 +138,8 @@ class TunnelServer(asyncssh.SSHServer):
             node = await self._fronts.control.tunnel_auth(tenant, host_id, self._key)
         except ControlPlaneError as exc:
             self._fronts.metrics.handshake_failures["tunnel_refused"] += 1
+            if exc.status >= 500 or exc.status == 0:  # the platform's fault, not the source's
+                nodes.auth_failures.give_back(self._source)
             self._refused(nodes.refusals, username, str(exc))
             return False
         nodes.auth_failures.give_back(self._source)
