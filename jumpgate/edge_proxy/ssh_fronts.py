@@ -31,7 +31,7 @@ from jumpgate.edge_proxy.node_budget import NodeBudgets, TunnelLimits
 from jumpgate.edge_proxy.peering import Peering, PeerRefused
 from jumpgate.edge_proxy.registry import AmbiguousNode, Tunnel, TunnelRegistry, UnknownNode
 from jumpgate.edge_proxy.splice import ChannelSide, Splice
-from jumpgate.edge_proxy.tunnel_front import TunnelServer, openssh_key, serve_subsystem
+from jumpgate.edge_proxy.tunnel_front import TunnelServer, openssh_key
 from jumpgate.protocol import models, ports
 from jumpgate.protocol.audit import EventType
 from jumpgate.protocol.names import MAX_NODENAME, node_name, shown
@@ -476,8 +476,7 @@ class SSHFronts:
         tunnel_server = await asyncssh.listen(
             tunnel[0],
             tunnel[1],
-            server_factory=gated(lambda: TunnelServer(self), tunnels),
-            process_factory=serve_subsystem,
+            server_factory=gated(lambda: TunnelServer(self), tunnels),  # sessions: its own
             encoding="utf-8",
             **common,
         )

@@ -27,6 +27,7 @@ from jumpgate.edge_proxy.node_budget import NodeBudget, NodeBudgets
 from jumpgate.edge_proxy.registry import Tunnel, TunnelRegistry
 from jumpgate.protocol import models, ports
 from jumpgate.protocol.audit import EventType
+from jumpgate.protocol.channel_window import bound_receive_window
 from jumpgate.protocol.tunnel import (
     AUDIT_SUBSYSTEM,
     HEARTBEAT_SUBSYSTEM,
@@ -169,6 +170,23 @@ class TunnelServer(asyncssh.SSHServer):
         if self.node is not None and not self._counted:
             self._counted = True
             self.budget.connections += 1
+
+    def session_requested(self) -> "asyncssh.SSHServerProcess[str]":
+        """A session channel (heartbeat, renew, audit) holds one of the connection's channel
+        slots from when it is opened, whether or not it ever asks for a subsystem, until it
+        closes; none free: the open fails saying so."""
+        give_back = self.channels.take()
+        process: asyncssh.SSHServerProcess[str] = asyncssh.SSHServerProcess(
+            serve_subsystem, None, 0, False
+        )
+        lost = process.connection_lost
+
+        def connection_lost(exc: Exception | None) -> None:
+            give_back()
+            lost(exc)
+
+        process.connection_lost = connection_lost  # type: ignore[method-assign]
+        return process
 
     def server_requested(self, listen_host: str, listen_port: int) -> asyncssh.SSHListener | bool:
         if self.node is None or self._conn is None:
@@ -494,13 +512,8 @@ async def serve_subsystem(process: asyncssh.SSHServerProcess[str]) -> None:
         process.stderr.write(f"only the {', '.join(served)} subsystems are served\n")
         process.exit(1)
         return
-    try:
-        give_back = owner.channels.take()
-    except asyncssh.ChannelOpenError as exc:
-        process.stderr.write(f"{exc.reason}\n")
-        process.exit(audit_intake.TEMPFAIL)
-        return
-    try:
-        await handler(owner, process)
-    finally:
-        give_back()
+    # A handler that reads slower than the node sends (heartbeats are paced, audit waits for
+    # its budget) pauses the channel; without this asyncssh would let the node send another
+    # window at each resume, to be decrypted and buffered (decision 0019).
+    bound_receive_window(process.channel)
+    await handler(owner, process)
