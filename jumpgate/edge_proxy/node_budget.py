@@ -6,11 +6,11 @@ the control plane every tenant shares, something; each is bounded per node:
 
 - **Presence.** At most one heartbeat channel open at once, and at most one presence write
   per ``presence_every`` seconds: a change sooner than that waits, and a later one replaces
-  it (coalesced), so the node's latest word is written, once. Lines beyond
-  ``heartbeats_per_second`` are not read until their turn (the channel's window then stays
-  shut, so the node cannot make the proxy decrypt and parse more either: the proxy's event
-  loop serves every tenant). The agent sends one line when what it says changes, every few
-  seconds at most, so it never waits.
+  it (coalesced), so the node's latest word is written, once. A line beyond
+  ``heartbeat_burst`` at once and ``heartbeats_per_second`` after ends the channel, saying
+  so: the proxy's event loop serves every tenant, and merely pausing the reader still let a
+  flooding node keep it busy (measured: a core). The agent sends one line when what it says
+  changes, every few seconds at most, so it never comes near.
 - **Renewals.** One at a time, ``renewal_burst`` at once and ``renewals_per_minute`` after
   that (an agent renews every few hours); beyond that the request is refused with one line
   saying when to try again. Each renewal is a signature with the tenant's host CA.
@@ -110,7 +110,8 @@ class NodeBudget:
             self.pending = None
 
     def beat_wait(self) -> float:
-        """Seconds before the next heartbeat line may be read (0: now, its token taken)."""
+        """0 if a heartbeat line is within budget (its token taken), else the seconds until
+        it would be."""
         return self.beats.take("beat")
 
     def renewal_wait(self) -> int:

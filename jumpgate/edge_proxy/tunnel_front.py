@@ -56,6 +56,11 @@ class TunnelHost(Protocol):
     def spawn(self, coroutine: Coroutine[Any, Any, object], name: str | None = None) -> None: ...
 
 
+class OverPace(ValueError):
+    """A node sent lines faster than its budget: the channel is ended, saying so (pausing
+    the reader instead still let the node keep the proxy busy: asyncssh keeps receiving)."""
+
+
 async def json_lines(
     process: asyncssh.SSHServerProcess[str], pace: Callable[[], float] | None = None
 ) -> AsyncIterator[dict[str, Any]]:
@@ -63,14 +68,14 @@ async def json_lines(
 
     ``ValueError`` for a line that is too long, not JSON or not an object; blank lines (and
     the ``""`` asyncssh yields when EOF arrives while it waits for a line) are skipped.
-    ``pace`` says how long to wait before parsing a line (a rate: while it waits, nothing
-    more is read and the channel's window stays shut).
+    ``pace`` says whether a line is over its budget (seconds it would have to wait):
+    ``OverPace`` then, before the line is parsed.
     """
     async for line in process.stdin:
         if not line.strip():
             continue
-        if pace is not None and (wait := pace()):
-            await asyncio.sleep(wait)
+        if pace is not None and pace():
+            raise OverPace("more heartbeat lines than a node sends")
         if len(line) > MAX_LINE_BYTES:
             raise ValueError(f"a line is longer than {MAX_LINE_BYTES} bytes")
         try:
@@ -268,6 +273,14 @@ class TunnelServer(asyncssh.SSHServer):
                 presence = self._presence(node, beat)
                 if presence is not None:
                     await self._report(tunnel, budget, presence)
+        except OverPace:
+            limits = self._fronts.nodes.limits
+            process.stderr.write(
+                f"heartbeat: more than {limits.heartbeat_burst} lines at once or "
+                f"{limits.heartbeats_per_second:g} a second: send one when something changes\n"
+            )
+            process.exit(audit_intake.TEMPFAIL)
+            return
         except ValueError as exc:
             logger.info("bad heartbeat", extra={"node": node.host_id, "reason": str(exc)})
         except ControlPlaneError as exc:

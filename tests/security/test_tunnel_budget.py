@@ -99,16 +99,17 @@ def test_a_node_flooding_heartbeats_gets_one_channel_and_slows_nobody(site: Site
     results, node = asyncio.run(asyncio.wait_for(flood_and_measure(), 90))
     print(f"jump ls: slowest {idle:.2f} s idle, {slowest:.2f} s under the flood")
     print(f"daemon CPU during the 8 s flood (3 jump ls included): {cpu:.2f} s")
-    served = [n for n, (status, _) in enumerate(results) if status is None]
-    refused = [stderr for status, stderr in results if status == TEMPFAIL]
+    busy = "heartbeat: one heartbeat channel at a time: close the other\n"
+    served = [n for n, (status, stderr) in enumerate(results) if stderr != busy]
     assert len(served) == 1, results  # one heartbeat channel at a time
-    assert len(refused) == len(results) - 1, results
-    assert refused[0] == "heartbeat: one heartbeat channel at a time: close the other\n"
+    assert all(status == TEMPFAIL for status, stderr in results if stderr == busy), results
+    status, stderr = results[served[0]]  # ended for flooding, or still served at the end
+    assert status is None or (status, stderr.split(":")[0]) == (TEMPFAIL, "heartbeat"), results
     assert node["online"], node
     assert str(node["labels"].get("flood")).startswith(f"{served[0]}-"), (node, served)
     # was 0.15 s -> 13.3 s for ssh; generous: the machine running the tests is shared
     assert slowest < 3 * idle + 2.0, (idle, slowest)
-    assert cpu < 3.0, cpu  # what the flood costs the proxy every tenant shares
+    assert cpu < 2.0, cpu  # the proxy every tenant shares: 8.1 s before, 6.9 s paced
 
 
 def test_a_node_asking_renewals_again_and_again_is_refused_saying_when(site: Site) -> None:
