@@ -163,7 +163,7 @@ def record(
         return dropped(node, f"a line is longer than {MAX_LINE_BYTES} bytes")
     try:
         event = json.loads(line)
-    except ValueError:
+    except (ValueError, RecursionError):  # deep nesting raises the latter
         intake.dropped += 1
         return dropped(node, "a line is not JSON")
     if not isinstance(event, dict):

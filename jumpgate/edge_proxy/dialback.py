@@ -12,6 +12,13 @@ certificate. The node still dials out only; nothing listens on it.
 A token is 128 random bits, sent only inside the tunnel, good once and for a few seconds, and
 bound to the splice that asked for it. If anything fails, the session goes through the
 tunnel as before. See docs/decisions/0008.
+
+The data port is open to anyone who can reach the tunnel address, so it is bounded as the
+other listeners are (decision 0019): a ``SourceGate`` admits a connection at accept unless its
+source already holds ``max_unauthenticated_per_source`` greetings (or the port
+``max_unauthenticated`` in all), and a greeting not finished within ``WAIT_SECONDS`` is cut.
+A connection that presents a good token leaves the gate: it is a session then, bounded by
+the caps on the user's side.
 """
 
 import asyncio
@@ -19,9 +26,11 @@ import contextlib
 import json
 import logging
 import secrets
+from collections import Counter
 
 import asyncssh
 
+from jumpgate.edge_proxy.connections import Admission, ConnectionLimits, SourceGate
 from jumpgate.edge_proxy.registry import Tunnel
 from jumpgate.edge_proxy.splice import SocketSide, Splice
 from jumpgate.protocol import ports
@@ -36,7 +45,12 @@ MAX_GREETING = 64
 class DialBack:
     """The proxy's data listener and the sessions waiting for their node to dial in."""
 
-    def __init__(self) -> None:
+    def __init__(
+        self, limits: ConnectionLimits | None = None, refused: Counter[str] | None = None
+    ) -> None:
+        self.gate = SourceGate(
+            "dialback", limits or ConnectionLimits(), Counter() if refused is None else refused
+        )
         self.port = 0
         self._waiting: dict[str, tuple[Splice, asyncio.Future[None]]] = {}
         self._server: asyncio.Server | None = None
@@ -87,10 +101,15 @@ class _Greeting(asyncio.Protocol):
         self._dialback = dialback
         self._buffer = b""
         self._transport: asyncio.Transport
+        self._admission: Admission | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self._transport = transport
+        self._admission = self._dialback.gate.admit(transport.get_extra_info("peername"))
+        if self._admission is None:
+            transport.abort()
+            return
         self._timer = asyncio.get_running_loop().call_later(WAIT_SECONDS, transport.close)
 
     def data_received(self, data: bytes) -> None:
@@ -107,6 +126,8 @@ class _Greeting(asyncio.Protocol):
             self._transport.close()
             return
         splice, arrived = entry
+        if self._admission is not None:
+            self._admission.release()  # a session now, no longer a greeting
         side = SocketSide(splice)
         side.transport = self._transport
         self._transport.set_protocol(side)
@@ -117,5 +138,7 @@ class _Greeting(asyncio.Protocol):
         arrived.set_result(None)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._admission is not None:
+            self._admission.release()
         with contextlib.suppress(AttributeError):
             self._timer.cancel()

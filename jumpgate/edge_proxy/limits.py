@@ -299,10 +299,13 @@ _LIMIT_WORDS = {
 
 def _user_of(body: bytes) -> str:
     """The ``user`` a login body names, or "" (the control plane answers a bad body): as
-    text any store keeps, since it goes into the refusal's audit event."""
+    text any store keeps, since it goes into the refusal's audit event.
+
+    Deep nesting makes ``json.loads`` raise ``RecursionError``, which is not a ``ValueError``:
+    it is bad JSON too, and the attempt still counts against its address."""
     try:
         parsed: Any = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):
         return ""
     user = parsed.get("user") if isinstance(parsed, dict) else None
     return field_text(user, 128) if isinstance(user, str) else ""

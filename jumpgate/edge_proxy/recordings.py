@@ -73,6 +73,8 @@ async def serve(
                 if not isinstance(request, dict):
                     raise ValueError("a request is a JSON object")
                 answer = await _answer(control, settings, node, request, reader)
+            except RecursionError:  # deep nesting: bad JSON, not a ValueError
+                answer = {"error": "a request line is nested too deeply"}
             except (ControlPlaneError, ValidationError, ValueError, KeyError, TypeError) as exc:
                 answer = {"error": _reason(exc)}
             writer.write(json.dumps(answer).encode() + b"\n")

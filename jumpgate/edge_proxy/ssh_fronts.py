@@ -27,10 +27,11 @@ from jumpgate.edge_proxy.connections import ChannelSlots, ConnectionLimits, Sour
 from jumpgate.edge_proxy.control import ControlPlaneClient, ControlPlaneError
 from jumpgate.edge_proxy.dialback import DialBack
 from jumpgate.edge_proxy.metrics import Metrics
+from jumpgate.edge_proxy.node_budget import NodeBudgets, TunnelLimits
 from jumpgate.edge_proxy.peering import Peering, PeerRefused
 from jumpgate.edge_proxy.registry import AmbiguousNode, Tunnel, TunnelRegistry, UnknownNode
 from jumpgate.edge_proxy.splice import ChannelSide, Splice
-from jumpgate.edge_proxy.tunnel_front import TunnelServer, openssh_key, serve_subsystem
+from jumpgate.edge_proxy.tunnel_front import TunnelServer, openssh_key
 from jumpgate.protocol import models, outbox, ports
 from jumpgate.protocol.audit import EventType, field_text
 from jumpgate.protocol.names import MAX_NODENAME, node_name, shown
@@ -244,19 +245,21 @@ class SSHFronts:
         public_addr: str,
         limits: ConnectionLimits | None = None,
         audit_budget: audit_intake.AuditBudget | None = None,
+        tunnel_limits: TunnelLimits | None = None,
     ) -> None:
         self.control = control
         self.proxy_id = proxy_id
         self.audit_budget = audit_budget or audit_intake.AuditBudget()
         self.audit_intakes: dict[tuple[str, str], audit_intake.TunnelAudit] = {}  # per node
+        self.nodes = NodeBudgets(tunnel_limits)
         self.public_addr = public_addr
         self.registry = TunnelRegistry()
-        self.dialback = DialBack()
         self.metrics = Metrics()
         self.events: Outbox[models.AuditRecord] = Outbox(replace=stand_in)
         self.recording_settings = recordings.SettingsCache(control)
         self.peering: Peering | None = None  # set by ``start`` when given a peer listener
         self.limits = limits or ConnectionLimits()
+        self.dialback = DialBack(self.limits, self.metrics.connections_refused)
         self._host_key = host_key
         self._servers: list[asyncssh.SSHAcceptor] = []
         self._tasks: set[asyncio.Task[object]] = set()
@@ -482,8 +485,7 @@ class SSHFronts:
         tunnel_server = await asyncssh.listen(
             tunnel[0],
             tunnel[1],
-            server_factory=gated(lambda: TunnelServer(self), tunnels),
-            process_factory=serve_subsystem,
+            server_factory=gated(lambda: TunnelServer(self), tunnels),  # sessions: its own
             encoding="utf-8",
             **common,
         )

@@ -266,6 +266,30 @@ def test_bad_bodies_get_problem_json(
     assert answer.detail
 
 
+@pytest.mark.parametrize("path", ["/v1/login", "/v1/signup", "/v1/join", "/v1/trust"])
+def test_a_deeply_nested_body_is_malformed_json(platform: Platform, path: str) -> None:
+    """Finding 10: ``RecursionError`` is not a ``ValueError``: it escaped the handler (500 or
+    502 with a traceback) instead of the 400 any other bad JSON gets."""
+    platform.admin_session()
+    deep = b"[" * 30000 + b"]" * 30000
+    answer = platform.call("POST", path, raw=deep)
+    assert (answer.status, answer.problem_type) == (400, "malformed-json")
+    assert answer.detail == "request body is not valid JSON"
+
+
+@pytest.mark.parametrize("path", ["/v1/login", "/v1/signup", "/v1/join"])
+def test_nesting_that_json_takes_but_the_model_does_not_is_a_bad_request(
+    platform: Platform, path: str
+) -> None:
+    """900 levels parse as JSON; the request model refuses them as any body that does not
+    fit, never with a 500."""
+    platform.admin_session()
+    nested = b'{"user": ' + b"[" * 900 + b"]" * 900 + b"}"
+    answer = platform.call("POST", path, raw=nested)
+    assert answer.status == 400, answer
+    assert answer.detail
+
+
 @pytest.mark.parametrize(
     "host",
     ["Not_A_Label.localhost:3080", "localhost:3080", "acme.example.org", "nosuch.localhost"],

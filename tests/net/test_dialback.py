@@ -7,6 +7,7 @@ end in tests/e2e (the proxy's metrics count dial-back sessions).
 
 import asyncio
 import json
+import select
 import socket
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -147,3 +148,76 @@ def test_strangers_on_the_data_port_are_closed(greeting: bytes) -> None:
         back.close()
 
     asyncio.run(main())
+
+
+def _hold(port: int, count: int, source: str) -> list[socket.socket]:
+    """``count`` data connections from ``source`` that start a greeting and stop there."""
+    held = []
+    for _ in range(count):
+        sock = socket.create_connection(("127.0.0.1", port), timeout=10, source_address=(source, 0))
+        sock.sendall(DATA_HELLO)
+        held.append(sock)
+    return held
+
+
+def _closed(sock: socket.socket, seconds: float) -> bool:
+    poll = select.poll()  # select() takes no descriptor past 1023
+    poll.register(sock, select.POLLIN)
+    if not poll.poll(seconds * 1000):
+        return False
+    try:
+        return sock.recv(16, socket.MSG_PEEK) == b""
+    except ConnectionResetError:  # aborted at accept
+        return True
+
+
+def test_one_source_holds_at_most_its_share_of_greetings() -> None:
+    """Finding 12: one address held 1,600 unauthenticated data connections at once; the data
+    port now admits at most ``max_unauthenticated_per_source`` (512) greetings from a source,
+    as the other listeners do, and another source still gets in."""
+
+    async def main() -> None:
+        back = DialBack()
+        port = await back.start("127.0.0.1", 0)
+        held = await asyncio.to_thread(_hold, port, 600, "127.0.0.1")
+        other = await asyncio.to_thread(_hold, port, 1, "127.0.0.2")
+        try:
+            await asyncio.sleep(0.5)
+            shut = await asyncio.to_thread(lambda: [_closed(s, 0.01) for s in held])
+            assert shut.count(False) == 512, shut.count(False)
+            assert not await asyncio.to_thread(_closed, other[0], 0.3)
+            assert back.gate.refused["dialback"] == 88
+        finally:
+            for sock in held + other:
+                sock.close()
+            back.close()
+        await asyncio.sleep(0.2)
+        assert not back.gate.live
+        assert not back.gate.unauthenticated_total
+
+    dialback.WAIT_SECONDS = 30.0  # the deadline is not what this test is about
+    try:
+        asyncio.run(asyncio.wait_for(main(), 60))
+    finally:
+        dialback.WAIT_SECONDS = 5.0
+
+
+def test_a_greeting_that_never_ends_is_cut_at_its_deadline() -> None:
+    async def main() -> None:
+        back = DialBack()
+        port = await back.start("127.0.0.1", 0)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(DATA_HELLO)
+        started = asyncio.get_running_loop().time()
+        assert await asyncio.wait_for(reader.read(), 5) == b""
+        assert asyncio.get_running_loop().time() - started < 2.5
+        writer.close()
+        await asyncio.sleep(0.1)
+        assert not back.gate.live, "the slot was not given back"
+        back.close()
+
+    dialback.WAIT_SECONDS = 1.0
+    try:
+        asyncio.run(main())
+    finally:
+        dialback.WAIT_SECONDS = 5.0

@@ -70,3 +70,13 @@ def test_a_nodes_own_dropped_count_and_budget_warning_are_taken() -> None:
         assert made.fields["origin"] == "node"
         assert made.fields["server_id"] == "h1"
     assert intake.dropped == 0
+
+
+def test_a_deeply_nested_line_is_dropped_as_not_json() -> None:
+    """Finding 10: a nested line within the line limit raised ``RecursionError`` and dropped
+    the node's tunnel connection; it is one ``audit.dropped`` like any line that is not JSON."""
+    intake = TunnelAudit()
+    made = record(NODE, "[" * 7000 + "]" * 7000, datetime.now(UTC), intake)
+    assert (made.type, made.outcome) == (EventType.AUDIT_DROPPED, "W")
+    assert made.fields["error"] == "a line is not JSON"
+    assert intake.dropped == 1

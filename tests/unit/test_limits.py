@@ -164,6 +164,16 @@ def test_a_host_outside_the_public_address_is_limited_but_not_audited() -> None:
     assert events == []
 
 
+def test_a_deeply_nested_login_body_counts_against_its_address() -> None:
+    """Finding 10: ``json.loads`` raises ``RecursionError`` (not a ``ValueError``) on deep
+    nesting; it escaped before the per-address limit, so such a flood was never refused."""
+    clock, events = Clock(), list[tuple[Any, ...]]()
+    guard = _guard(clock, events)
+    deep = b"[" * 30000 + b"]" * 30000
+    verdicts = [guard.admit("10.0.0.7", "acme.localhost", deep) for _ in range(25)]
+    assert sum(isinstance(v, Refusal) for v in verdicts) == 5
+
+
 def test_each_tenant_holds_at_most_its_share_of_calls() -> None:
     async def scenario() -> tuple[dict[str, int], list[str]]:
         running: dict[str, int] = {}

@@ -628,7 +628,7 @@ def _precheck(event: Event, max_body: int) -> Event | None:
     try:
         if body and not event.get("isBase64Encoded"):
             json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):  # deep nesting: not a ValueError, still bad JSON
         return problems.problem(
             400, ProblemType.MALFORMED_JSON, "Malformed JSON", "request body is not valid JSON"
         )
