@@ -351,14 +351,7 @@ class AuditSpool:
 
     async def deliver(self, send: Send, *, linger: float = 0.0) -> None:
         """Send batches for as long as the task runs; ``linger`` lets a batch fill up."""
-        while True:
-            await self._ready.wait()
-            await asyncio.sleep(linger)
-            self._ready.clear()
-            if not await self.flush(send):
-                stop_if_cancelled()
-                self._ready.set()  # try again after a pause
-                await asyncio.sleep(self.retry)
+        await _deliver(self.flush, self._ready, self.retry, send, linger)
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
@@ -459,15 +452,27 @@ class AuditLanes:
 
     async def deliver(self, send: Send, *, linger: float = 0.0) -> None:
         """Send batches for as long as the task runs; ``linger`` lets a batch fill up."""
-        while True:
-            await self._ready.wait()
-            await asyncio.sleep(linger)
-            self._ready.clear()
-            if not await self.flush(send):
-                stop_if_cancelled()
-                self._ready.set()  # try again after a pause
-                await asyncio.sleep(self.retry)
+        await _deliver(self.flush, self._ready, self.retry, send, linger)
 
     def close(self) -> None:
         self.transfers.close()
         self.lifecycle.close()
+
+
+async def _deliver(
+    flush: Callable[[Send], Awaitable[bool]],
+    ready: asyncio.Event,
+    retry: float,
+    send: Send,
+    linger: float,
+) -> None:
+    """Flush whenever ``ready`` is set, after ``linger``; after a failed send, again in
+    ``retry`` seconds. Ends only when its task is cancelled."""
+    while True:
+        await ready.wait()
+        await asyncio.sleep(linger)
+        ready.clear()
+        if not await flush(send):
+            stop_if_cancelled()
+            ready.set()  # try again after a pause
+            await asyncio.sleep(retry)
