@@ -382,6 +382,22 @@ Host *
 def site(cluster: Cluster, tmp_path: Path) -> Iterator[Site]:
     built = build_site(cluster, tmp_path)
     yield built
+    _stop_node(built)
+
+
+@contextmanager
+def running_site(directory: Path, extra_config: str = "") -> Iterator[Site]:
+    """``running_cluster`` with ``build_site`` on it (tenant acme, its admin, node web-1), for
+    a test that needs the platform started with ``extra_config``; all stopped after."""
+    with running_cluster(directory, extra_config) as running:
+        built = build_site(running, directory)
+        try:
+            yield built
+        finally:
+            _stop_node(built)
+
+
+def _stop_node(built: Site) -> None:
     if built.node.process is not None and built.node.process.poll() is None:
         built.node.kill(signal.SIGTERM)
 

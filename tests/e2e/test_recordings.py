@@ -23,9 +23,8 @@ from tests.e2e.conftest import (
     Site,
     as_the_node,
     audit_events,
-    build_site,
     pty_session,
-    running_cluster,
+    running_site,
 )
 from tests.support import Fault, SwitchedMoto, free_port
 
@@ -241,11 +240,8 @@ def s3_site(tmp_path: Path) -> Iterator[tuple[Site, "MotoS3"]]:
     moto.start()
     moto.reset()  # moto keeps its buckets in this process: start from none
     uri = f"s3://jg-recordings/sessions?region=us-east-1&endpoint=http://127.0.0.1:{moto.port}"
-    with running_cluster(tmp_path, f'audit_sessions_uri: "{uri}"\n') as running:
-        built = build_site(running, tmp_path)
+    with running_site(tmp_path, f'audit_sessions_uri: "{uri}"\n') as built:
         yield built, moto
-        if built.node.process is not None and built.node.process.poll() is None:
-            built.node.kill(signal.SIGTERM)
     moto.stop()
 
 

@@ -23,6 +23,7 @@ from tests.e2e.conftest import (
     build_site,
     http_get,
     running_cluster,
+    running_site,
     user_ssh_options,
     wait_for_line,
 )
@@ -101,10 +102,8 @@ def crowded(tmp_path: Path) -> Iterator[Site]:
         "  tls_handshake_timeout: 60s\n"
         "  login_grace_time: 60s\n"
     )
-    with running_cluster(tmp_path, limits) as running:
-        site = build_site(running, tmp_path)
+    with running_site(tmp_path, limits) as site:
         yield site
-        site.node.kill()
 
 
 def test_four_sources_filling_every_listener_do_not_lock_out_the_others(crowded: Site) -> None:
@@ -184,10 +183,8 @@ def channel_caps(tmp_path: Path) -> Iterator[Site]:
         "  max_sessions_per_connection: 2\n"
         "  max_forwarded_channels_per_connection: 3\n"
     )
-    with running_cluster(tmp_path, limits) as running:
-        site = build_site(running, tmp_path)
+    with running_site(tmp_path, limits) as site:
         yield site
-        site.node.kill()
 
 
 def test_proxy_caps_forwarded_channels_per_connection(channel_caps: Site) -> None:
