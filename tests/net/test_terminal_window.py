@@ -3,11 +3,18 @@
 A window change (SIGWINCH) that comes while the session is being opened (channel, PTY and
 shell requests in flight) must reach the node once it is open, as with ssh(1): an e2e run on
 a loaded machine lost one, so the node never heard of the new size. A real asyncssh server on
-127.0.0.1 notes the sizes its session is told; the terminal's size is what ``COLUMNS`` and
-``LINES`` say (``shutil.get_terminal_size`` reads them first).
+127.0.0.1 notes the sizes its session is told; the terminal is a real pty whose size the
+test sets, with ``COLUMNS=80`` and ``LINES=24`` exported as some shells (and pytest-xdist's
+workers) do: like ssh(1), the client asks the terminal (TIOCGWINSZ), not the environment,
+which ``shutil.get_terminal_size`` prefers (an e2e run under xdist never saw a change).
 """
 
 import asyncio
+import fcntl
+import os
+import pty
+import struct
+import termios
 
 import asyncssh
 import pytest
@@ -47,11 +54,12 @@ async def _told(monkeypatch: pytest.MonkeyPatch, change_while_opening: bool) -> 
     port = server.sockets[0].getsockname()[1]
     monkeypatch.setenv("COLUMNS", "80")
     monkeypatch.setenv("LINES", "24")
-    window = TerminalWindow()
+    parent, terminal = pty.openpty()
+    _set_size(terminal, 80, 24)
+    window = TerminalWindow(terminal)
 
     def resize() -> None:
-        monkeypatch.setenv("COLUMNS", "111")
-        monkeypatch.setenv("LINES", "33")
+        _set_size(terminal, 111, 33)
         window.changed()  # what the SIGWINCH handler does
 
     try:
@@ -74,7 +82,13 @@ async def _told(monkeypatch: pytest.MonkeyPatch, change_while_opening: bool) -> 
     finally:
         server.close()
         await server.wait_closed()
+        os.close(parent)
+        os.close(terminal)
     return told
+
+
+def _set_size(fd: int, columns: int, rows: int) -> None:
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
 
 
 def test_a_window_change_after_the_session_opened_reaches_it(

@@ -9,7 +9,6 @@ import argparse
 import asyncio
 import contextlib
 import os
-import shutil
 import signal
 import stat
 import sys
@@ -122,9 +121,15 @@ def _stdin(use_tty: bool) -> Any:
     return asyncssh.DEVNULL
 
 
-def _terminal_size() -> tuple[int, int]:
-    size = shutil.get_terminal_size()
-    return size.columns, size.lines
+def _terminal_size(fd: int = 0) -> tuple[int, int]:
+    """The terminal's columns and rows as the terminal itself says (TIOCGWINSZ), as ssh(1)
+    asks it: not ``$COLUMNS``/``$LINES``, which a shell may have exported at another size
+    and never updates. 80x24 when ``fd`` is no terminal or says 0."""
+    try:
+        size = os.get_terminal_size(fd)
+    except OSError:
+        return 80, 24
+    return size.columns or 80, size.lines or 24
 
 
 class TerminalWindow:
@@ -133,13 +138,14 @@ class TerminalWindow:
     it is open (as ssh(1) does), not lost.
     """
 
-    def __init__(self) -> None:
-        self.size = _terminal_size()  # what the session was told, or will be at its opening
+    def __init__(self, fd: int = 0) -> None:
+        self._fd = fd  # the terminal: the user's stdin
+        self.size = _terminal_size(fd)  # what the session was told, or will be at its opening
         self._process: asyncssh.SSHClientProcess[bytes] | None = None
 
     def changed(self) -> None:
         """The terminal changed size: tell the session, once it is open."""
-        size = _terminal_size()
+        size = _terminal_size(self._fd)
         if self._process is not None and size != self.size:
             self.size = size
             self._process.change_terminal_size(*size)
