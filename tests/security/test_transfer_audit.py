@@ -277,15 +277,18 @@ def test_transfer_bytes_sent_with_the_request_are_audited(site: Site, tmp_path: 
     request; bytes that reached the node before ``handle_process`` set the watcher went by
     unwatched. Each file made must have its event (or the transfer was stopped first)."""
     made: list[tuple[str, Path]] = []
+    ran = []
     for round_ in range(ROUNDS):
         sftp_file, scp_file = tmp_path / f"sftp-{round_}", tmp_path / f"scp-{round_}"
         init = struct.pack(">IBI", 5, 1, 3)
         creat = struct.pack(">II", 0x02 | 0x08 | 0x10, 0)  # no write: only the open is seen
         opening = _sftp_packet(3, 1, _sftp_string(str(sftp_file).encode()), creat)
-        site.ssh("-s", "sftp", stdin=init + opening)
-        site.ssh(f"scp -t {tmp_path}", stdin=b"C0644 5 %s\nhello\0" % scp_file.name.encode())
+        ran.append(site.ssh("-s", "sftp", stdin=init + opening))
+        upload = b"C0644 5 %s\nhello\0" % scp_file.name.encode()
+        ran.append(site.ssh(f"scp -t {tmp_path}", stdin=upload))
         made += [("sftp", sftp_file), ("scp", scp_file)]
-    assert any(path.exists() for _, path in made), "no transfer went through at all"
+    outcomes = [(r.returncode, r.stderr.decode(errors="replace").strip()[-200:]) for r in ran]
+    assert any(path.exists() for _, path in made), f"no transfer went through: {outcomes}"
     unaudited = [path.name for kind, path in made if path.exists() and not _named(site, kind, path)]
     assert unaudited == [], unaudited
 
