@@ -23,6 +23,8 @@ from jumpgate.protocol import certs
 PUBLIC_KEY = certs.openssh_public(ed25519.Ed25519PrivateKey.generate().public_key())
 ANSWERS_KEPT = 1000
 """Answers kept whole (status, headers, body) for a test to read; all are counted."""
+STOP_SECONDS = 20.0
+"""Once stopped, how long the clients' logins in flight are given to be answered."""
 
 
 @dataclass(frozen=True)
@@ -108,7 +110,7 @@ class LoginFlood:
         except (OSError, ssl.SSLError):
             return Answer(0, {}, {})
         finally:
-            writer.close()
+            writer.transport.abort()  # answered or given up: no TLS goodbye to wait for
         return _answer(raw)
 
     async def _client(self, n: int, context: ssl.SSLContext) -> None:
@@ -136,9 +138,16 @@ class LoginFlood:
         await asyncio.wait([ended, stopped], return_when=asyncio.FIRST_COMPLETED)
         self.stop.set()
         self.unanswered = self.in_flight
+        # Each client ends after its login in hand: one cancelled in its TLS handshake would
+        # leave its socket to the garbage collector once this loop is closed (a
+        # ResourceWarning in whatever test runs next). Those still waiting after a while
+        # (a login held by the platform) are cancelled, and their transports given a
+        # moment to close before the loop does.
+        await asyncio.wait([ended], timeout=STOP_SECONDS)
         for client in clients:
             client.cancel()
         await asyncio.gather(*clients, return_exceptions=True)
+        await asyncio.sleep(0.5)
         await stopped
 
     def _run(self) -> None:
