@@ -27,6 +27,7 @@ from pydantic import ValidationError
 
 from jumpgate.protocol import models
 from jumpgate.protocol.audit import EventType
+from jumpgate.protocol.token_bucket import TokenBucket
 from jumpgate.protocol.tunnel import AUDIT_TEMPFAIL, MAX_LINE_BYTES
 
 TEMPFAIL = AUDIT_TEMPFAIL  # the agent reads it in protocol.tunnel
@@ -62,23 +63,6 @@ class AuditBudget:
     channels: int = 4  # audit channels open at once (the agent uses one)
 
 
-class _Bucket:
-    def __init__(self, rate: float, burst: float, clock: Callable[[], float]) -> None:
-        self.rate, self.burst, self._clock = rate, burst, clock
-        self.level = burst
-        self._at = clock()
-
-    def wait_for(self, amount: float) -> float:
-        """Seconds until ``amount`` tokens are there (0 if they are)."""
-        now = self._clock()
-        self.level = min(self.burst, self.level + (now - self._at) * self.rate)
-        self._at = now
-        return max(0.0, (min(amount, self.burst) - self.level) / self.rate)
-
-    def take(self, amount: float) -> None:
-        self.level -= min(amount, self.burst)
-
-
 @dataclass
 class TunnelAudit:
     """One tunnel's audit budget and what it refused (``/metrics`` and the log)."""
@@ -92,8 +76,10 @@ class TunnelAudit:
     logged_at: float = -1e9  # when an over-budget line was last logged
 
     def __post_init__(self) -> None:
-        self._events = _Bucket(self.budget.events_per_second, self.budget.events_burst, self.clock)
-        self._bytes = _Bucket(self.budget.bytes_per_second, self.budget.bytes_burst, self.clock)
+        self._events = TokenBucket(
+            self.budget.events_per_second, self.budget.events_burst, self.clock
+        )
+        self._bytes = TokenBucket(self.budget.bytes_per_second, self.budget.bytes_burst, self.clock)
 
     def wait_for(self, events: int, size: int) -> float | None:
         """Seconds a batch must wait for its budget, or None if longer than ``MAX_WAIT``

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 from jumpgate.node_agent import audit as events
 from jumpgate.protocol.audit import EventType
+from jumpgate.protocol.token_bucket import TokenBucket
 
 logger = logging.getLogger(__name__)
 Stop = Callable[[str], None]
@@ -48,37 +49,16 @@ USER = Budget(events_burst=10_000, bytes_per_second=192 * 1024, bytes_burst=8 * 
 """All of one user's sessions together: more than one session, less than the node's drain."""
 
 
-class _Bucket:
-    """Tokens refilled at ``rate`` up to ``burst``; taking more than there are is a debt."""
-
-    def __init__(self, rate: float, burst: float, clock: Callable[[], float]) -> None:
-        self.rate, self.burst, self._clock = rate, burst, clock
-        self.level = burst
-        self._at = clock()
-
-    def take(self, amount: float) -> bool:
-        """Take ``amount``; False when there were not that many."""
-        now = self._clock()
-        self.level = min(self.burst, self.level + (now - self._at) * self.rate)
-        self._at = now
-        self.level -= amount
-        return self.level >= 0
-
-    def full(self) -> bool:
-        now = self._clock()
-        return self.level + (now - self._at) * self.rate >= self.burst
-
-
 @dataclass
 class _Buckets:
-    events: _Bucket
-    bytes: _Bucket
+    events: TokenBucket
+    bytes: TokenBucket
 
     @classmethod
     def of(cls, budget: Budget, clock: Callable[[], float]) -> "_Buckets":
         return cls(
-            _Bucket(budget.events_per_second, budget.events_burst, clock),
-            _Bucket(budget.bytes_per_second, budget.bytes_burst, clock),
+            TokenBucket(budget.events_per_second, budget.events_burst, clock),
+            TokenBucket(budget.bytes_per_second, budget.bytes_burst, clock),
         )
 
     def take(self, size: int) -> bool:
