@@ -184,7 +184,13 @@ def test_jump_ssh_exec_stdin_exit_status_and_errors(site: Site) -> None:
     assert (hello.returncode, hello.stdout) == (0, b"hello\n"), hello.stderr
     assert jump_ssh("web-1", "exit 3").returncode == 3
     payload = bytes(range(256)) * 4096
-    assert jump_ssh(f"{LOGIN}@web-1", "cat", stdin=payload).stdout == payload
+    echoed = jump_ssh(f"{LOGIN}@web-1", "cat", stdin=payload)
+    got = echoed.stdout
+    first_difference = next((i for i, (a, b) in enumerate(zip(got, payload)) if a != b), None)
+    assert got == payload, (  # a parallel CI run saw a difference once: say where it was
+        f"{len(got)} of {len(payload)} bytes back, first difference at {first_difference}, "
+        f"exit {echoed.returncode}, stderr {echoed.stderr[-300:]!r}"
+    )
     assert jump_ssh("web-1.acme.localhost", "echo full-name").stdout == b"full-name\n"
     unknown = jump_ssh("nosuch", "true")
     assert unknown.returncode == 1
