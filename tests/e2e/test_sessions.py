@@ -186,7 +186,9 @@ def test_jump_ssh_exec_stdin_exit_status_and_errors(site: Site) -> None:
     payload = bytes(range(256)) * 4096
     echoed = jump_ssh(f"{LOGIN}@web-1", "cat", stdin=payload)
     got = echoed.stdout
-    first_difference = next((i for i, (a, b) in enumerate(zip(got, payload, strict=False)) if a != b), None)
+    first_difference = next(
+        (i for i, (a, b) in enumerate(zip(got, payload, strict=False)) if a != b), None
+    )
     assert got == payload, (  # a parallel CI run saw a difference once: say where it was
         f"{len(got)} of {len(payload)} bytes back, first difference at {first_difference}, "
         f"exit {echoed.returncode}, stderr {echoed.stderr[-300:]!r}"
