@@ -15,6 +15,7 @@ from typing import Any
 import asyncssh
 import pytest
 
+from jumpgate.node_agent.transfers import FXP
 from tests.e2e.conftest import LOGIN, Site, audit_events, openssh_sftp, user_ssh_options
 
 pytestmark = [pytest.mark.e2e, pytest.mark.net]
@@ -272,23 +273,52 @@ ROUNDS = 6
 """Sessions per race test: the review saw 2 uploads in 5 (scp) and 1 in 6 (sftp) escape."""
 
 
+async def _sftp_open_behind_the_request(site: Site, path: Path) -> list[bytes]:
+    """OpenSSH's ssh with INIT and an OPEN that creates ``path`` already on its stdin, so they
+    go out right behind the subsystem request; stdin is held open until both are answered, as
+    a real client's is (sftp-server exits at EOF with requests still unread, under sshd too).
+    What sftp-server answered, packet by packet."""
+    ssh = await asyncio.create_subprocess_exec(
+        *["ssh", "-F", str(site.ssh_config), "-s", "web-1", "sftp"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    assert ssh.stdin is not None
+    assert ssh.stdout is not None
+    creat = struct.pack(">II", 0x02 | 0x08 | 0x10, 0)  # no write: only the open is seen
+    ssh.stdin.write(
+        struct.pack(">IBI", 5, 1, 3) + _sftp_packet(3, 1, _sftp_string(str(path).encode()), creat)
+    )
+    answers = []
+    try:
+        for _ in range(2):  # VERSION, then HANDLE
+            head = await asyncio.wait_for(ssh.stdout.readexactly(4), 20)
+            answers.append(await ssh.stdout.readexactly(struct.unpack(">I", head)[0]))
+    finally:
+        ssh.stdin.close()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(ssh.wait(), 20)
+        if ssh.returncode is None:
+            ssh.kill()
+            await ssh.wait()
+    return answers
+
+
 def test_transfer_bytes_sent_with_the_request_are_audited(site: Site, tmp_path: Path) -> None:
     """scp_race.py, sftp_race.py: OpenSSH's ssh sends stdin right behind the exec or subsystem
     request; bytes that reached the node before ``handle_process`` set the watcher went by
-    unwatched. Each file made must have its event (or the transfer was stopped first)."""
+    unwatched. Each file made must have its event; an scp upload sent ahead of the server's
+    go-ahead is stopped by the lock-step the watcher holds it to (or goes through, audited)."""
     made: list[tuple[str, Path]] = []
-    ran = []
     for round_ in range(ROUNDS):
         sftp_file, scp_file = tmp_path / f"sftp-{round_}", tmp_path / f"scp-{round_}"
-        init = struct.pack(">IBI", 5, 1, 3)
-        creat = struct.pack(">II", 0x02 | 0x08 | 0x10, 0)  # no write: only the open is seen
-        opening = _sftp_packet(3, 1, _sftp_string(str(sftp_file).encode()), creat)
-        ran.append(site.ssh("-s", "sftp", stdin=init + opening))
+        answers = asyncio.run(_sftp_open_behind_the_request(site, sftp_file))
+        assert [answer[0] for answer in answers] == [2, FXP["HANDLE"]], answers
+        assert sftp_file.exists(), answers
         upload = b"C0644 5 %s\nhello\0" % scp_file.name.encode()
-        ran.append(site.ssh(f"scp -t {tmp_path}", stdin=upload))
+        site.ssh(f"scp -t {tmp_path}", stdin=upload)
         made += [("sftp", sftp_file), ("scp", scp_file)]
-    outcomes = [(r.returncode, r.stderr.decode(errors="replace").strip()[-200:]) for r in ran]
-    assert any(path.exists() for _, path in made), f"no transfer went through: {outcomes}"
     unaudited = [path.name for kind, path in made if path.exists() and not _named(site, kind, path)]
     assert unaudited == [], unaudited
 
