@@ -23,6 +23,7 @@ from jumpgate.cli.common.errors import CLIError
 from jumpgate.protocol import ports
 from jumpgate.protocol.channel_window import bound_receive_window
 from jumpgate.protocol.names import resolve_loopback, split_host_port
+from jumpgate.protocol.pipe_out import write_out
 
 
 def register(sub: Any) -> None:
@@ -169,32 +170,39 @@ async def _session(current: profile.Profile, args: argparse.Namespace) -> int:
         if follow:
             loop.add_signal_handler(signal.SIGWINCH, window.changed)
         saved = None
+        output: asyncio.Future[Any] | None = None
         try:
             process = await conn.create_process(
                 command,
                 term_type=term,
                 term_size=window.size if use_tty else None,
                 stdin=_stdin(use_tty),
-                stdout=_own(1, "wb"),
-                stderr=_own(2, "wb"),
                 encoding=None,
             )
             bound_receive_window(process.channel)
+            # Not asyncssh's redirect: it can drop the tail of the output (see pipe_out).
+            output = asyncio.gather(
+                write_out(process.stdout, os.dup(1)), write_out(process.stderr, os.dup(2))
+            )
             if follow:
                 window.opened(process)
                 saved = termios.tcgetattr(0)
-                tty.setraw(0)
-            result = await process.wait(check=False)
+                tty.setraw(0, termios.TCSADRAIN)  # as ssh(1): what was typed ahead is kept
+            # Not process.wait(): it reads stdout and stderr itself, taking from the copies.
+            await output  # all of it written before the exit status is returned
+            await process.wait_closed()
         finally:
+            if output is not None and not output.done():
+                output.cancel()
             if saved is not None:
                 termios.tcsetattr(0, termios.TCSADRAIN, saved)
                 os.set_blocking(0, True)  # asyncssh read the terminal non-blocking
             if follow:
                 with contextlib.suppress(Exception):
                     loop.remove_signal_handler(signal.SIGWINCH)
-    if result.exit_status is not None:
-        return int(result.exit_status)
-    if result.exit_signal is None:
+    if process.exit_status is not None:
+        return int(process.exit_status)
+    if process.exit_signal is None:
         # As ssh(1)'s "Connection to HOST closed by remote host.": without it, a session the
         # proxy or node cut (the platform stopped) ended in silence
         print(
