@@ -1,8 +1,10 @@
 """Fixtures shared by every test level."""
 
 import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -32,8 +34,30 @@ def clock() -> ManualClock:
     return ManualClock()
 
 
+def atomic_requests(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make in-process moto answer one request at a time, as DynamoDB applies each request
+    atomically: moto checks a condition and then writes, with no lock between, so two threads'
+    conditional writes could both pass (a CI run of the compare-and-swap race saw two
+    winners). A write without its condition still lets every thread win."""
+    from moto.core.botocore_stubber import BotocoreStubber
+
+    one_at_a_time = threading.Lock()
+    process = BotocoreStubber.process_request
+
+    def atomic(self: BotocoreStubber, request: Any) -> Any:
+        with one_at_a_time:
+            return process(self, request)
+
+    monkeypatch.setattr(BotocoreStubber, "process_request", atomic)
+
+
 @pytest.fixture(params=["sqlite", "dynamodb"])
-def store(request: pytest.FixtureRequest, tmp_path: Path, clock: ManualClock) -> Iterator[Store]:
+def store(
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    clock: ManualClock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[Store]:
     """Each state store implementation in turn: SQLite, then DynamoDB under moto."""
     if request.param == "sqlite":
         sqlite = SQLiteStore(tmp_path / "state.db", clock=clock)
@@ -42,6 +66,7 @@ def store(request: pytest.FixtureRequest, tmp_path: Path, clock: ManualClock) ->
         return
     from moto import mock_aws
 
+    atomic_requests(monkeypatch)
     with mock_aws():
         ensure_table("jumpgate-state", "us-east-1")
         yield DynamoDBStore("jumpgate-state", region="us-east-1", clock=clock)
