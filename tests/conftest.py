@@ -74,7 +74,10 @@ def store(
 
 @pytest.fixture(params=["sqlite", "dynamodb"])
 def audit_store(
-    request: pytest.FixtureRequest, tmp_path: Path, clock: ManualClock
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    clock: ManualClock,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> Iterator[AuditStore]:
     """Each audit store in turn: SQLite, then DynamoDB under moto."""
     if request.param == "sqlite":
@@ -84,6 +87,7 @@ def audit_store(
         return
     from moto import mock_aws
 
+    atomic_requests(monkeypatch)
     with mock_aws():
         yield _dynamodb_audit(clock)
 
