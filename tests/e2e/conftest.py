@@ -403,7 +403,20 @@ def _stop_node(built: Site) -> None:
 
 
 def build_site(cluster: Cluster, tmp_path: Path) -> Site:
-    """Tenant acme on ``cluster`` with a logged-in admin and node web-1 joined."""
+    """Tenant acme on ``cluster`` with a logged-in admin and node web-1 joined; if a step
+    fails, the daemon's state and the end of its log say why (a CI run once saw ``jump
+    signup`` refused by a daemon that had printed "platform started")."""
+    try:
+        return _build_site(cluster, tmp_path)
+    except AssertionError as exc:
+        exited = cluster.process.poll() if cluster.process is not None else "not started"
+        log = cluster.log.read_text()[-4000:] if cluster.log.exists() else ""
+        raise AssertionError(
+            f"{exc}\n--- the daemon (exit {exited}); its log ends:\n{log}"
+        ) from exc
+
+
+def _build_site(cluster: Cluster, tmp_path: Path) -> Site:
     admin = Shell(tmp_path / "home")
     created = create_tenant(admin, cluster, "acme", "alice", LOGIN)
     signup_and_login(admin, cluster, created["invite_token"], "alice")
