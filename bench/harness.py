@@ -245,3 +245,27 @@ def start(stack: ExitStack, directory: Path, *, agent: bool = True, openssh: boo
         f"Host node\n  HostName 127.0.0.1\n  Port {node_port}\n  ProxyJump jumphost\n{common}"
     )
     return Bench(directory, platform.pid, ssh, tunnel, web, jumpgate_config, openssh_config, client)
+
+
+def jump_home(bench: Bench) -> dict[str, str]:
+    """A ``jump login`` profile for a second user (bob): the environment to run ``jump`` in."""
+    invite = bench.client.call(
+        "POST", "/v1/users", {"name": "bob", "logins": [LOGIN], "roles": ["access"]}
+    )
+    env = {**os.environ, "JUMPGATE_HOME": str(bench.directory / "bob")}
+    proxy = f"bench.localhost:{bench.web_port}"
+
+    def jump(*argv: str) -> str:
+        return subprocess.run(
+            [str(BIN / "jump"), *argv, f"--proxy={proxy}", "--insecure", "--password-stdin"],
+            input=PASSWORD + "\n",
+            capture_output=True,
+            text=True,
+            env=env,
+            check=True,
+            timeout=60,
+        ).stdout
+
+    signup = json.loads(jump("signup", "--format", "json", invite["invite_token"]))
+    jump("login", "--user", "bob", "--otp", pyotp.TOTP(signup["totp_secret"]).now())
+    return env

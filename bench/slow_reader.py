@@ -7,16 +7,13 @@ flat: it stops reading its channel when stdout backs up and the node waits. Targ
 """
 
 import argparse
-import json
 import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import pyotp
-
-from bench.harness import BIN, LOGIN, PASSWORD, Bench, rss_kib, running
+from bench.harness import BIN, jump_home, rss_kib, running
 
 TARGET_MB = 64.0
 STREAM = "head -c 2G /dev/zero"
@@ -34,30 +31,6 @@ def _rss_mb(pid: int) -> float:
     except FileNotFoundError:
         return total
     return total + sum(_rss_mb(int(child)) for child in children)
-
-
-def _jump_home(bench: Bench) -> dict[str, str]:
-    """A ``jump login`` profile for a second user (bob): the environment to run ``jump`` in."""
-    invite = bench.client.call(
-        "POST", "/v1/users", {"name": "bob", "logins": [LOGIN], "roles": ["access"]}
-    )
-    env = {**os.environ, "JUMPGATE_HOME": str(bench.directory / "bob")}
-    proxy = f"bench.localhost:{bench.web_port}"
-
-    def jump(*argv: str) -> str:
-        return subprocess.run(
-            [str(BIN / "jump"), *argv, f"--proxy={proxy}", "--insecure", "--password-stdin"],
-            input=PASSWORD + "\n",
-            capture_output=True,
-            text=True,
-            env=env,
-            check=True,
-            timeout=60,
-        ).stdout
-
-    signup = json.loads(jump("signup", "--format", "json", invite["invite_token"]))
-    jump("login", "--user", "bob", "--otp", pyotp.TOTP(signup["totp_secret"]).now())
-    return env
 
 
 def _slow_read(argv: list[str], env: dict[str, str], seconds: int, rate: int) -> list[float]:
@@ -98,7 +71,7 @@ def main() -> int:
     parser.add_argument("--rate", type=int, default=1_000_000, help="bytes read per second")
     args = parser.parse_args()
     with running() as bench:
-        env = _jump_home(bench)
+        env = jump_home(bench)
         jump = _slow_read([str(BIN / "jump"), "ssh", "web-1", STREAM], env, args.seconds, args.rate)
         openssh = _slow_read(
             ["ssh", "-F", str(bench.openssh_ssh_config), "node", STREAM],
