@@ -7,21 +7,26 @@ then delivers what it held back and the channel's EOF from inside that call, the
 go to the transport's buffer and its EOF marks it closing, and ``_write_ready``, seeing it
 closing, closes the pipe with those bytes still in its buffer (CPython 3.11;
 asyncio logs ``AssertionError: Data should not be empty`` from the writer left registered).
-``jump ssh host cat < 1MiB`` came back some 40 KiB short, exit 0, under load. Here the
-output is read from the channel by a task of ours and written with ``drain``: nothing is
-written from inside the transport's callbacks, and the EOF is written after the last byte.
+``jump ssh host cat < 1MiB`` came back some 40 KiB short, exit 0, under load.
+
+Nor is asyncio's pipe transport used here: it watches a socket or FIFO for reading to learn
+that its reader went away, so a socket whose other end only shut down its sending side
+(``socketpair``, inetd, ``socat EXEC:``) looked gone and got no output at all. Here a task
+of ours reads the channel and writes each chunk with plain non-blocking writes, waiting for
+the descriptor to take more; nothing is written from inside a callback, and the copy ends
+only after the last byte. As ssh(1) does, a write that fails (the reader went away, a full
+disk) drops the rest, which is still read from the channel so the session is not held up.
 """
 
 import asyncio
 import contextlib
 import os
-import stat
 from typing import Protocol
 
 import asyncssh
 
 CHUNK = 64 * 1024
-"""What is read from the channel at once: no more than the pipe transport's high-water mark."""
+"""What is read from the channel at once."""
 
 
 class Source(Protocol):
@@ -30,50 +35,18 @@ class Source(Protocol):
     async def read(self, n: int = -1) -> bytes: ...
 
 
-class _Pipe(asyncio.BaseProtocol):
-    """The local pipe's flow control: ``ready`` is clear while it holds more than it should."""
-
-    def __init__(self) -> None:
-        self.ready = asyncio.Event()
-        self.ready.set()
-        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-
-    def pause_writing(self) -> None:
-        self.ready.clear()
-
-    def resume_writing(self) -> None:
-        self.ready.set()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.ready.set()  # a reader that went away takes nothing more: nothing waits on it
-        if not self.closed.done():
-            self.closed.set_result(None)
-
-
 async def write_out(source: Source, fd: int) -> None:
-    """Copy ``source`` to ``fd`` (which this takes over and closes) until the source's EOF,
-    then close ``fd``: returns once the last byte is written or the local reader has gone.
-
-    A reader that went away (``jump ssh host cmd | head -1``) gets nothing more; what comes
-    after is read and dropped, so the session is never held up by it, as ssh(1) does.
-    """
-    pipe = open(fd, "wb", buffering=0)  # noqa: SIM115 (the transport owns it from here)
-    if stat.S_ISREG(os.fstat(fd).st_mode):  # a file: plain writes, no transport needed
-        with pipe:
-            while data := await _read(source):
-                view = memoryview(data)
-                while view:
-                    view = view[pipe.write(view) or 0 :]  # a file may take part of it
-        return
-    transport, protocol = await asyncio.get_running_loop().connect_write_pipe(_Pipe, pipe)
+    """Copy ``source`` to ``fd`` until the source's EOF, then close ``fd`` (this takes it
+    over). ``fd`` is made non-blocking (the caller restores the mode of the streams it
+    shares with others once every copy has ended)."""
     try:
+        os.set_blocking(fd, False)
+        writing = True
         while data := await _read(source):
-            if not transport.is_closing():
-                transport.write(data)
-                await protocol.ready.wait()
+            if writing:
+                writing = await _write_all(fd, data)
     finally:
-        transport.close()  # its EOF goes once its buffer is out
-    await protocol.closed
+        os.close(fd)
 
 
 async def _read(source: Source) -> bytes:
@@ -82,3 +55,32 @@ async def _read(source: Source) -> bytes:
     with contextlib.suppress(OSError, asyncssh.Error):
         return await source.read(CHUNK)
     return b""
+
+
+async def _write_all(fd: int, data: bytes) -> bool:
+    """Write all of ``data``, waiting while ``fd`` is full; False once a write failed."""
+    view = memoryview(data)
+    while view:
+        try:
+            view = view[os.write(fd, view) :]
+        except BlockingIOError:
+            await _writable(fd)
+        except OSError:
+            return False  # EPIPE, ENOSPC, EFBIG...: the rest is dropped, as ssh(1) does
+    return True
+
+
+async def _writable(fd: int) -> None:
+    """Until ``fd`` can take more (or is in error: the next write says which)."""
+    loop = asyncio.get_running_loop()
+    ready: asyncio.Future[None] = loop.create_future()
+
+    def wake() -> None:
+        if not ready.done():
+            ready.set_result(None)
+
+    loop.add_writer(fd, wake)
+    try:
+        await ready
+    finally:
+        loop.remove_writer(fd)

@@ -4,11 +4,14 @@ import asyncio
 import hashlib
 import json
 import os
+import pty
+import select
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+import termios
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -203,6 +206,65 @@ def test_jump_ssh_exec_stdin_exit_status_and_errors(site: Site) -> None:
     refused = jump_ssh("-l", "nobody-here", "web-1", "true")
     assert refused.returncode == 1
     assert refused.stderr.decode().startswith("jump: error: the proxy refused login 'nobody-here'")
+
+
+def test_jump_ssh_leaves_shared_streams_blocking_and_runs_with_closed_ones(site: Site) -> None:
+    """As ssh(1): the streams jump ssh shares with the commands after it are left blocking
+    (a ``head`` after it in the same pipe got EAGAIN and wrote 61 KiB of 10 MiB), and a
+    closed stdin, stdout or stderr is /dev/null rather than a crash (``>&-`` gave a
+    ValueError, ``<&-`` a traceback). Found by the adversarial review of the output copy."""
+
+    def shell(line: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["bash", "-c", line],
+            env={**site.admin.env, "JUMP": str(BIN / "jump")},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    shared = shell('{ "$JUMP" ssh web-1 "echo hi"; head -c 10M /dev/zero; } | (sleep 1; wc -c)')
+    assert shared.stdout.strip() == str(3 + 10 * 2**20), shared.stderr
+    for closed in (">&-", "2>&-", "<&-"):
+        done = shell(f'"$JUMP" ssh web-1 "echo out; exit 7" {closed}')
+        assert done.returncode == 7, (closed, done.stderr)
+        assert "Traceback" not in done.stderr
+    assert shell('"$JUMP" ssh web-1 "echo out; exit 7" 2>&-').stdout == "out\n"
+
+
+def test_jump_ssh_terminated_restores_the_terminal(site: Site) -> None:
+    """SIGTERM or SIGHUP to an interactive jump ssh left the terminal raw and non-blocking
+    (exit 143); ssh(1) restores it and exits 255."""
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        parent, child = pty.openpty()
+        cooked = termios.tcgetattr(child)
+        session = subprocess.Popen(
+            [str(BIN / "jump"), "ssh", "web-1"],
+            stdin=child,
+            stdout=child,
+            stderr=child,
+            env={**site.admin.env, "TERM": "xterm"},
+            start_new_session=True,
+        )
+        try:
+            os.write(parent, b"echo ready-$((6*7))\n")
+            seen = b""
+            deadline = time.monotonic() + 30
+            while b"ready-42" not in seen and time.monotonic() < deadline:
+                if select.select([parent], [], [], 0.2)[0]:
+                    seen += os.read(parent, 4096)
+            assert b"ready-42" in seen, seen
+            session.send_signal(sig)
+            assert session.wait(timeout=20) == 255
+            assert termios.tcgetattr(child) == cooked
+            assert os.get_blocking(child)
+        finally:
+            if session.poll() is None:
+                session.kill()
+                session.wait()
+            os.close(parent)
+            os.close(child)
 
 
 def test_a_session_the_platform_ends_says_so_and_a_stopped_proxy_is_named(site: Site) -> None:

@@ -8,14 +8,18 @@ and the EOF from inside the pipe transport's ``resume_writing``, and asyncio's
 its EOF, and its exit status only later, as the node does; the client's stdout is a one-page
 pipe read slowly by a thread, as a pager or a loaded CI worker reads it. With asyncssh's
 redirect this came back 1005320 bytes long in every run; through ``write_out`` it is whole.
+A socket whose peer shut down its sending side got nothing through asyncio's pipe transport
+(the adversarial review's finding); it gets every byte too.
 """
 
 import asyncio
 import fcntl
 import os
 import random
+import socket
 import threading
 import time
+from collections.abc import Callable
 
 import asyncssh
 import pytest
@@ -55,15 +59,28 @@ def _read_slowly(fd: int, into: bytearray) -> None:
         time.sleep(0.0005)
 
 
-async def _received() -> bytes:
+def _one_page_pipe() -> tuple[int, int]:
+    ours, theirs = os.pipe()
+    fcntl.fcntl(theirs, fcntl.F_SETPIPE_SZ, 4096)  # a pipe of one page: it is full at every write
+    return ours, theirs
+
+
+def _half_closed_socket() -> tuple[int, int]:
+    """A socket pair whose reading end has shut down its own sending side, as an inetd or
+    ``socat EXEC:`` peer may: asyncio's pipe transport took that for the reader going away."""
+    ours, theirs = socket.socketpair()
+    ours.shutdown(socket.SHUT_WR)
+    return ours.detach(), theirs.detach()
+
+
+async def _received(stdout: Callable[[], tuple[int, int]]) -> bytes:
     key = asyncssh.generate_private_key("ssh-ed25519")
     server = await asyncssh.listen(
         "127.0.0.1", 0, server_host_keys=[key], server_factory=_Server,
         process_factory=_send, encoding=None,
     )  # fmt: skip
     port = server.sockets[0].getsockname()[1]
-    ours, theirs = os.pipe()
-    fcntl.fcntl(theirs, fcntl.F_SETPIPE_SZ, 4096)  # a pipe of one page: it is full at every write
+    ours, theirs = stdout()
     got = bytearray()
     reader = threading.Thread(target=_read_slowly, args=(ours, got))
     reader.start()
@@ -86,7 +103,10 @@ async def _received() -> bytes:
     return bytes(got)
 
 
-def test_every_byte_of_output_is_written_before_jump_ssh_exits() -> None:
-    got = asyncio.run(_received())
+@pytest.mark.parametrize("stdout", [_one_page_pipe, _half_closed_socket])
+def test_every_byte_of_output_is_written_before_jump_ssh_exits(
+    stdout: Callable[[], tuple[int, int]],
+) -> None:
+    got = asyncio.run(_received(stdout))
     assert len(got) == len(PAYLOAD)
     assert got == PAYLOAD

@@ -25,6 +25,10 @@ from jumpgate.protocol.channel_window import bound_receive_window
 from jumpgate.protocol.names import resolve_loopback, split_host_port
 from jumpgate.protocol.pipe_out import write_out
 
+STANDARD = (0, 1, 2)
+STOPPING = (signal.SIGTERM, signal.SIGHUP)
+"""What ends ``jump ssh`` as it ends ssh(1): the terminal is put back, and it exits 255."""
+
 
 def register(sub: Any) -> None:
     ssh = sub.add_parser("ssh", help="run a shell or a command on a node")
@@ -157,7 +161,46 @@ class TerminalWindow:
         self.changed()
 
 
+class Killed(Exception):
+    """``jump ssh`` was told to stop (SIGTERM, SIGHUP) and has put the terminal back."""
+
+    def __init__(self, number: int) -> None:
+        super().__init__(f"killed by signal {number}")
+        self.number = number
+
+
 async def _session(current: profile.Profile, args: argparse.Namespace) -> int:
+    """The session, ended early by SIGTERM or SIGHUP as ssh(1) ends it: the terminal and the
+    standard streams' blocking modes are put back before ``Killed`` is raised."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+    received: list[int] = []
+
+    def stop(number: int) -> None:
+        received.append(number)
+        task.cancel()
+
+    blocking = [os.get_blocking(fd) for fd in STANDARD]
+    for number in STOPPING:
+        loop.add_signal_handler(number, stop, number)
+    try:
+        return await _attached(current, args)
+    except asyncio.CancelledError:
+        if received:
+            raise Killed(received[0]) from None
+        raise
+    finally:
+        for number in STOPPING:
+            loop.remove_signal_handler(number)
+        for fd, mode in zip(STANDARD, blocking, strict=True):
+            # The copies and asyncssh's reader made them non-blocking; the commands after
+            # jump ssh in a pipe or at the terminal share them (ssh(1) puts them back too).
+            with contextlib.suppress(OSError):
+                os.set_blocking(fd, mode)
+
+
+async def _attached(current: profile.Profile, args: argparse.Namespace) -> int:
     login, host = split_target(args.target, args.login, current)
     command = " ".join(args.remote_command) if args.remote_command else None
     use_tty = args.tty if args.tty is not None else (command is None and sys.stdin.isatty())
@@ -196,7 +239,6 @@ async def _session(current: profile.Profile, args: argparse.Namespace) -> int:
                 output.cancel()
             if saved is not None:
                 termios.tcsetattr(0, termios.TCSADRAIN, saved)
-                os.set_blocking(0, True)  # asyncssh read the terminal non-blocking
             if follow:
                 with contextlib.suppress(Exception):
                     loop.remove_signal_handler(signal.SIGWINCH)
@@ -214,12 +256,16 @@ async def _session(current: profile.Profile, args: argparse.Namespace) -> int:
 
 
 def ssh(args: argparse.Namespace) -> int:
-    """Entry of ``jump ssh``: the remote command's exit status."""
+    """Entry of ``jump ssh``: the remote command's exit status (255 if it has none, or
+    ``jump ssh`` was killed, as ssh(1))."""
     current = profile.current()
     if not current.ssh_proxy:
         raise CLIError("this login predates SSH support: run jump login again")
     try:
         return asyncio.run(_session(current, args))
+    except Killed as killed:
+        print(f"jump: {killed}", file=sys.stderr)
+        return 255
     except (OSError, asyncssh.Error) as exc:
         raise CLIError(f"ssh to {args.target} failed: {exc}") from exc
 
