@@ -154,3 +154,21 @@ def ca_issued_certificate(*names: str) -> tuple[str, str, str]:
         pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
     return ca.public_bytes(pem).decode(), leaf.public_bytes(pem).decode(), key.decode()
+
+
+async def open_ssh_server(process_factory: Callable[..., Any]) -> tuple[Any, int]:
+    """A real asyncssh server on 127.0.0.1 that asks no authentication (a test about the
+    session, not the login), running ``process_factory`` for each session in bytes: the
+    server and its port."""
+    import asyncssh
+
+    class _Open(asyncssh.SSHServer):
+        def begin_auth(self, username: str) -> bool:
+            return False
+
+    key = asyncssh.generate_private_key("ssh-ed25519")
+    server = await asyncssh.listen(
+        "127.0.0.1", 0, server_host_keys=[key], server_factory=_Open,
+        process_factory=process_factory, encoding=None,
+    )  # fmt: skip
+    return server, int(server.sockets[0].getsockname()[1])

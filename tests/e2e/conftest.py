@@ -456,12 +456,9 @@ def audit_events(
         time.sleep(0.2)
 
 
-def pty_session(
-    site: Site, typed: bytes, *, resize: tuple[bytes, int, int] | None = None
-) -> tuple[int, bytes]:
-    """An interactive ``jump ssh web-1`` on a PTY: its exit status and what the terminal showed.
-    With ``resize`` (a line, columns, rows), the window changes to that size once the session
-    printed that line."""
+def pty_jump_ssh(site: Site) -> tuple["subprocess.Popen[bytes]", int, int]:
+    """An interactive ``jump ssh web-1`` started on a new PTY: the process and the PTY's two
+    ends (the caller's to close), so a test can type into it and inspect the terminal."""
     parent, child = pty.openpty()
     process = subprocess.Popen(
         [str(BIN / "jump"), "ssh", "web-1"],
@@ -471,6 +468,16 @@ def pty_session(
         env={**site.admin.env, "TERM": "xterm"},
         start_new_session=True,
     )
+    return process, parent, child
+
+
+def pty_session(
+    site: Site, typed: bytes, *, resize: tuple[bytes, int, int] | None = None
+) -> tuple[int, bytes]:
+    """An interactive ``jump ssh web-1`` on a PTY: its exit status and what the terminal showed.
+    With ``resize`` (a line, columns, rows), the window changes to that size once the session
+    printed that line."""
+    process, parent, child = pty_jump_ssh(site)
     os.close(child)
     os.write(parent, typed)
     seen = b""

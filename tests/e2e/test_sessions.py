@@ -40,6 +40,7 @@ from tests.e2e.conftest import (
     http_get,
     join_command,
     openssh_sftp,
+    pty_jump_ssh,
     pty_session,
     signup_and_login,
     user_ssh_options,
@@ -236,17 +237,12 @@ def test_jump_ssh_leaves_shared_streams_blocking_and_runs_with_closed_ones(site:
 def test_jump_ssh_terminated_restores_the_terminal(site: Site) -> None:
     """SIGTERM or SIGHUP to an interactive jump ssh left the terminal raw and non-blocking
     (exit 143); ssh(1) restores it and exits 255."""
+    fresh_parent, fresh_child = pty.openpty()
+    cooked = termios.tcgetattr(fresh_child)  # what a new terminal is set to, as jump's was
+    os.close(fresh_parent)
+    os.close(fresh_child)
     for sig in (signal.SIGTERM, signal.SIGHUP):
-        parent, child = pty.openpty()
-        cooked = termios.tcgetattr(child)
-        session = subprocess.Popen(
-            [str(BIN / "jump"), "ssh", "web-1"],
-            stdin=child,
-            stdout=child,
-            stderr=child,
-            env={**site.admin.env, "TERM": "xterm"},
-            start_new_session=True,
-        )
+        session, parent, child = pty_jump_ssh(site)
         try:
             os.write(parent, b"echo ready-$((6*7))\n")
             seen = b""

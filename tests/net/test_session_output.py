@@ -25,17 +25,13 @@ import asyncssh
 import pytest
 
 from jumpgate.protocol.pipe_out import write_out
+from tests.support import open_ssh_server
 
 pytestmark = pytest.mark.net
 
 
 PAYLOAD = bytes(range(256)) * 4096
 """1 MiB: within the channel's window, so all of it and the EOF are in before it is read."""
-
-
-class _Server(asyncssh.SSHServer):
-    def begin_auth(self, username: str) -> bool:
-        return False  # no authentication: the test is about the session's output
 
 
 async def _send(process: asyncssh.SSHServerProcess[bytes]) -> None:
@@ -74,12 +70,7 @@ def _half_closed_socket() -> tuple[int, int]:
 
 
 async def _received(stdout: Callable[[], tuple[int, int]]) -> bytes:
-    key = asyncssh.generate_private_key("ssh-ed25519")
-    server = await asyncssh.listen(
-        "127.0.0.1", 0, server_host_keys=[key], server_factory=_Server,
-        process_factory=_send, encoding=None,
-    )  # fmt: skip
-    port = server.sockets[0].getsockname()[1]
+    server, port = await open_ssh_server(_send)
     ours, theirs = stdout()
     got = bytearray()
     reader = threading.Thread(target=_read_slowly, args=(ours, got))

@@ -20,13 +20,9 @@ import asyncssh
 import pytest
 
 from jumpgate.cli.jump.ssh import TerminalWindow
+from tests.support import open_ssh_server
 
 pytestmark = pytest.mark.net
-
-
-class _Server(asyncssh.SSHServer):
-    def begin_auth(self, username: str) -> bool:
-        return False  # no authentication: the test is about the session
 
 
 async def _told(monkeypatch: pytest.MonkeyPatch, change_while_opening: bool) -> list[str]:
@@ -46,12 +42,7 @@ async def _told(monkeypatch: pytest.MonkeyPatch, change_while_opening: bool) -> 
         process.exit(0)
         done.set()
 
-    key = asyncssh.generate_private_key("ssh-ed25519")
-    server = await asyncssh.listen(
-        "127.0.0.1", 0, server_host_keys=[key], server_factory=_Server,
-        process_factory=session, encoding=None,
-    )  # fmt: skip
-    port = server.sockets[0].getsockname()[1]
+    server, port = await open_ssh_server(session)
     monkeypatch.setenv("COLUMNS", "80")
     monkeypatch.setenv("LINES", "24")
     parent, terminal = pty.openpty()

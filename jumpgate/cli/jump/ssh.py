@@ -166,7 +166,6 @@ class Killed(Exception):
 
     def __init__(self, number: int) -> None:
         super().__init__(f"killed by signal {number}")
-        self.number = number
 
 
 async def _session(current: profile.Profile, args: argparse.Namespace) -> int:
