@@ -21,11 +21,10 @@ def _seconds(argv: list[str], env: dict[str, str], to_pipe: bool) -> float:
     began = time.monotonic()
     if to_pipe:
         client = subprocess.Popen(argv, stdout=subprocess.PIPE, env=env)
-        drain = subprocess.run(["cat"], stdin=client.stdout, stdout=subprocess.DEVNULL, check=False)
         assert client.stdout is not None
-        client.stdout.close()
+        with client.stdout:
+            subprocess.run(["cat"], stdin=client.stdout, stdout=subprocess.DEVNULL, timeout=600)
         code = client.wait(timeout=600)
-        assert drain.returncode == 0
     else:
         code = subprocess.run(argv, stdout=subprocess.DEVNULL, env=env, timeout=600).returncode
     took = time.monotonic() - began
