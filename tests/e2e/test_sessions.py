@@ -263,6 +263,41 @@ def test_jump_ssh_terminated_restores_the_terminal(site: Site) -> None:
             os.close(child)
 
 
+def test_jump_ssh_keeps_an_ignored_hangup_and_stops_with_its_stderr_full(site: Site) -> None:
+    """The second review: under ``nohup`` a SIGHUP killed jump ssh (ssh(1) keeps the signal
+    ignored and the command runs to its end), and SIGTERM with a stderr nobody reads never
+    ended it (it blocked printing why it stopped; ssh(1) exits 255 at once)."""
+    ignoring = subprocess.Popen(
+        [str(BIN / "jump"), "ssh", "web-1", "sleep 4; echo done"],
+        stdout=subprocess.PIPE,
+        env=site.admin.env,
+        preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN),
+    )
+    time.sleep(2.5)
+    ignoring.send_signal(signal.SIGHUP)
+    out, _ = ignoring.communicate(timeout=30)
+    assert (ignoring.returncode, out) == (0, b"done\n")
+    unread, stderr = os.pipe()
+    try:
+        stuck = subprocess.Popen(
+            [str(BIN / "jump"), "ssh", "web-1", "head -c 1000000 /dev/zero >&2; sleep 60"],
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            env=site.admin.env,
+        )
+        time.sleep(4)
+        stuck.send_signal(signal.SIGTERM)
+        try:
+            assert stuck.wait(timeout=15) == 255
+        finally:
+            if stuck.poll() is None:
+                stuck.kill()
+                stuck.wait()
+    finally:
+        os.close(unread)
+        os.close(stderr)
+
+
 def test_a_session_the_platform_ends_says_so_and_a_stopped_proxy_is_named(site: Site) -> None:
     """ssh(1) says ``Connection to HOST closed by remote host.``; jump ssh said nothing and
     exited 255 when the proxy ended its session without an exit status."""

@@ -162,7 +162,8 @@ class TerminalWindow:
 
 
 class Killed(Exception):
-    """``jump ssh`` was told to stop (SIGTERM, SIGHUP) and has put the terminal back."""
+    """``jump ssh`` was told to stop (SIGTERM, SIGHUP) and has put the terminal back: it
+    exits 255, as ssh(1)."""
 
     def __init__(self, number: int) -> None:
         super().__init__(f"killed by signal {number}")
@@ -181,7 +182,9 @@ async def _session(current: profile.Profile, args: argparse.Namespace) -> int:
         task.cancel()
 
     blocking = [os.get_blocking(fd) for fd in STANDARD]
-    for number in STOPPING:
+    # A signal the caller ignores (nohup, ``trap '' TERM``) stays ignored, as with ssh(1).
+    handled = [n for n in STOPPING if signal.getsignal(n) is not signal.SIG_IGN]
+    for number in handled:
         loop.add_signal_handler(number, stop, number)
     try:
         return await _attached(current, args)
@@ -190,7 +193,7 @@ async def _session(current: profile.Profile, args: argparse.Namespace) -> int:
             raise Killed(received[0]) from None
         raise
     finally:
-        for number in STOPPING:
+        for number in handled:
             loop.remove_signal_handler(number)
         for fd, mode in zip(STANDARD, blocking, strict=True):
             # The copies and asyncssh's reader made them non-blocking; the commands after
@@ -237,7 +240,10 @@ async def _attached(current: profile.Profile, args: argparse.Namespace) -> int:
             if output is not None and not output.done():
                 output.cancel()
             if saved is not None:
-                termios.tcsetattr(0, termios.TCSADRAIN, saved)
+                # A terminal already gone (its window closed: the SIGHUP case) cannot be
+                # put back; ssh(1) ignores that too.
+                with contextlib.suppress(termios.error, OSError):
+                    termios.tcsetattr(0, termios.TCSADRAIN, saved)
             if follow:
                 with contextlib.suppress(Exception):
                     loop.remove_signal_handler(signal.SIGWINCH)
@@ -256,14 +262,14 @@ async def _attached(current: profile.Profile, args: argparse.Namespace) -> int:
 
 def ssh(args: argparse.Namespace) -> int:
     """Entry of ``jump ssh``: the remote command's exit status (255 if it has none, or
-    ``jump ssh`` was killed, as ssh(1))."""
+    ``jump ssh`` was told to stop, as ssh(1))."""
     current = profile.current()
     if not current.ssh_proxy:
         raise CLIError("this login predates SSH support: run jump login again")
     try:
         return asyncio.run(_session(current, args))
-    except Killed as killed:
-        print(f"jump: {killed}", file=sys.stderr)
+    except Killed:
+        # Nothing printed, as ssh(1) prints nothing then: a stderr nobody reads would block.
         return 255
     except (OSError, asyncssh.Error) as exc:
         raise CLIError(f"ssh to {args.target} failed: {exc}") from exc
