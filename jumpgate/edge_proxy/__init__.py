@@ -1,6 +1,7 @@
 """The edge proxy: a tenant's only public endpoint.
 
-This issue serves the HTTPS front (``web``): requests become API Gateway v2 events handed to
-a control-plane client (``ControlPlaneClient``) whose transport is an in-process call of the
-Lambda handler here, or a Lambda invoke on AWS. The SSH and tunnel fronts follow.
+It serves three fronts: HTTPS (``web``), whose requests become API Gateway v2 events handed to
+the control plane's client (an in-process call of the Lambda handler, or a Lambda invoke on
+AWS); users' SSH (port 3023), spliced to nodes; and node tunnels (port 3024), the reverse
+connections nodes hold open.
 """

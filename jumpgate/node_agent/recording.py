@@ -13,9 +13,10 @@ Each session is a directory ``<data_dir>/recordings/<session-id>/``:
   the platform has stored is asked of the platform, never remembered;
 - ``end.json``: how the session ended, once it has.
 
-Writing compressed costs the session one pass of zlib's fastest level; writing the frames raw
-and compressing them later cost a copy into the page cache, its writeback and a read back as
-well (docs/decisions/0009). Nothing here is deleted until the platform has confirmed the whole
+Writing compressed costs the session one pass of ISA-L's fastest level (``isal_zlib``: the
+same gzip format as zlib's, written several times faster; reading uses the standard ``zlib``);
+writing the frames raw and compressing them later cost a copy into the page cache, its
+writeback and a read back as well (docs/decisions/0009). Nothing here is deleted until the platform has confirmed the whole
 recording.
 """
 

@@ -136,8 +136,8 @@ class Config:
     roles: tuple[str, ...] = ("auth", "proxy")  # which services run in this process
     public_addr: str = "localhost"  # tenants are served as NAME.<public_addr>
     web_listen_addr: str = f"127.0.0.1:{ports.WEB}"  # HTTPS API and health
-    ssh_listen_addr: str = f"127.0.0.1:{ports.SSH}"  # users' SSH (next release)
-    tunnel_listen_addr: str = f"127.0.0.1:{ports.TUNNEL}"  # node tunnels (next release)
+    ssh_listen_addr: str = f"127.0.0.1:{ports.SSH}"  # users' SSH
+    tunnel_listen_addr: str = f"127.0.0.1:{ports.TUNNEL}"  # node tunnels
     peer_listen_addr: str = ""  # other proxies relay here (proxy peering); off when empty
     peer_public_addr: str = ""  # HOST:PORT peers dial; "auto": this host's address
     control_plane: ControlPlaneConfig = field(default_factory=ControlPlaneConfig)
