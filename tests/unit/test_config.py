@@ -1,5 +1,6 @@
 """The daemon's config: flags over file over defaults, and one line naming a bad key."""
 
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -220,7 +221,7 @@ def test_drain_timeout_is_a_bounded_duration(tmp_path: Path, value: str, message
     with pytest.raises(ConfigError, match=f"drain_timeout: .*{message}"):
         load(path, {})
     path.write_text("drain_timeout: 3s\n")
-    assert load(path, {}).drain_timeout == "3s"
+    assert load(path, {}).drain_timeout == timedelta(seconds=3)  # parsed once, here
 
 
 def test_capacity_settings_are_read_from_the_file(tmp_path: Path) -> None:

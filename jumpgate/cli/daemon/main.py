@@ -6,7 +6,6 @@
 
 import argparse
 import asyncio
-import dataclasses
 import getpass
 import os
 import select
@@ -235,7 +234,7 @@ def _start(args: argparse.Namespace, *, demo: bool = False) -> int:
             "(a proxy on the platform's functions is jumpgate start)"
         )
     if demo and "node" not in config.roles:
-        config = dataclasses.replace(config, roles=(*config.roles, "node"))
+        config = config.model_copy(update={"roles": (*config.roles, "node")})
     logs.configure(config.log_level)
     try:
         if not {"auth", "proxy"} & set(config.roles):
@@ -324,15 +323,16 @@ def _demo(daemon: "Daemon", tenant: str, admin: str) -> Config:
             logins = user.logins if user else [login]
             token = plane.users.add(tenant, admin, logins=logins, roles=roles).token
     join_token = plane.tokens.create(tenant, roles=["node"], ttl=timedelta(minutes=5)).token
-    node_config = dataclasses.replace(
-        config,
-        data_dir=config.data_dir / "demo-node",
-        auth_server=proxy,
-        token=join_token,
-        ca_pin=plane.tenants.ca_pin(tenant),
-        nodename=config.nodename or "demo-node",
-        labels=config.labels or "env=demo",
-        insecure=True,
+    node_config = config.model_copy(
+        update={
+            "data_dir": config.data_dir / "demo-node",
+            "auth_server": proxy,
+            "token": join_token,
+            "ca_pin": plane.tenants.ca_pin(tenant),
+            "nodename": config.nodename or "demo-node",
+            "labels": config.labels or "env=demo",
+            "insecure": True,
+        }
     )
     steps = [f"jump signup --proxy={proxy} --insecure {token}"] if token else []
     steps += [

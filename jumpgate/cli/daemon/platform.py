@@ -56,7 +56,6 @@ from jumpgate.edge_proxy.ssh_fronts import SSHFronts
 from jumpgate.edge_proxy.web import WebFront
 from jumpgate.node_agent.agent import Agent
 from jumpgate.protocol import ports
-from jumpgate.protocol.durations import parse_duration
 from jumpgate.protocol.functions import Function
 from jumpgate.protocol.metrics import MetricLine
 from jumpgate.protocol.names import split_host_port
@@ -147,8 +146,8 @@ def open_control_plane(
         proxy_host_keys=proxy_host_keys,
         self_signed_web_certificate=self_signed_web,
         web_certificate_sha256=web_certificates,
-        node_gone_after=parse_duration(config.node_gone_after),
-        recording_grace=parse_duration(config.recording_grace),
+        node_gone_after=config.node_gone_after,
+        recording_grace=config.recording_grace,
     )
     return ControlPlane(
         open_store(config),
@@ -157,7 +156,7 @@ def open_control_plane(
         recordings=open_recordings(config),
         settings=settings,
         sinks=[open_sink(uri) for uri in config.sink_uris()],
-        retention=parse_duration(config.audit_retention),
+        retention=config.audit_retention,
     )
 
 
@@ -407,7 +406,7 @@ class Daemon:
                 if isinstance(results[0], Exception):
                     logger.error("node agent stopped: %s", results[0])
             # sessions end and their audit is sent while the control plane is still here
-            await self.fronts.close(parse_duration(config.drain_timeout).total_seconds())
+            await self.fronts.close(config.drain_timeout.total_seconds())
             await self.web.stop()
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._internal_pool.shutdown(wait=True, cancel_futures=True)
