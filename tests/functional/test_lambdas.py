@@ -273,7 +273,12 @@ def test_a_cold_start_makes_every_client_once_on_one_botocore_session(
     [
         ({"JUMPGATE_STATE_TABLE": None}, "set JUMPGATE_STATE_TABLE in the function's environment"),
         ({"JUMPGATE_RECORDINGS_URI": "/var/recordings"}, "JUMPGATE_RECORDINGS_URI: must be s3://"),
-        ({"JUMPGATE_SSH_PUBLIC_PORT": "0"}, "JUMPGATE_SSH_PUBLIC_PORT: Input should be greater"),
+        (
+            {"JUMPGATE_SSH_PUBLIC_PORT": "0"},
+            "JUMPGATE_SSH_PUBLIC_PORT: 0 must be a whole number from 1 to 65535",
+        ),
+        ({"JUMPGATE_TUNNEL_PUBLIC_PORT": "x"}, "JUMPGATE_TUNNEL_PUBLIC_PORT: 'x' must be a whole"),
+        ({"JUMPGATE_AUDIT_RETENTION": "1y"}, "JUMPGATE_AUDIT_RETENTION: invalid duration '1y'"),
         ({"JUMPGATE_RECORDING_GRACE": "soon"}, "JUMPGATE_RECORDING_GRACE:"),
     ],
 )

@@ -9,7 +9,8 @@ audit) and S3 (recordings), as the infrastructure created them.
 import gc
 import os
 from collections.abc import Callable, Mapping
-from typing import Any, cast
+from datetime import timedelta
+from typing import Annotated, Any, cast
 
 import boto3
 import botocore.session
@@ -17,7 +18,7 @@ from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities import parameters
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field, ValidationError
 
 from jumpgate.control_plane import lambdas
 from jumpgate.control_plane.audit.dynamodb import DynamoDBAuditStore
@@ -30,9 +31,10 @@ from jumpgate.control_plane.secrets import MasterKey, SecretBox, master_key_from
 from jumpgate.control_plane.store import throttle
 from jumpgate.control_plane.store.dynamodb import DynamoDBStore, SessionConnection
 from jumpgate.protocol import ports
-from jumpgate.protocol.durations import parse_duration
+from jumpgate.protocol.durations import Duration
 from jumpgate.protocol.functions import Function, function_for
 from jumpgate.protocol.problems import ProblemType
+from jumpgate.protocol.settings import SettingsModel, one_line, whole
 
 gc.freeze()  # what the imports made lives as long as the environment (see ``lambdas``)
 if lambdas.COLLECTING:
@@ -47,70 +49,66 @@ class SettingsError(Exception):
     """The function's environment is incomplete or wrong; ``str()`` names the variable."""
 
 
-class FunctionSettings(BaseModel):
-    """A function's environment, checked."""
+def _comma_list(value: object) -> object:
+    """``JUMPGATE_PROXY_HOST_KEYS`` holds the keys one after another, comma-separated."""
+    if isinstance(value, str):
+        return tuple(key.strip() for key in value.split(",") if key.strip())
+    return value
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
-    public_addr: str = Field(min_length=1)
-    state_table: str = Field(min_length=3, max_length=255)
-    audit_table: str = Field(min_length=3, max_length=255)
-    recordings_uri: str
-    master_key_secret: str = Field(min_length=1)
-    region: str = Field(min_length=1)
-    ssh_public_port: int = Field(default=ports.SSH, ge=1, le=65535)
-    tunnel_public_port: int = Field(default=ports.TUNNEL, ge=1, le=65535)
-    audit_retention: str = "365d"
-    recording_grace: str = "1h"
-    proxy_host_keys: tuple[str, ...] = ()
+def _s3(value: str) -> str:
+    if not value.startswith("s3://") or len(value) <= len("s3://"):
+        raise ValueError("must be s3://BUCKET/PREFIX")
+    return value
 
-    @field_validator("recordings_uri")
-    @classmethod
-    def _s3(cls, value: str) -> str:
-        if not value.startswith("s3://") or len(value) <= len("s3://"):
-            raise ValueError("must be s3://BUCKET/PREFIX")
-        return value
 
-    @field_validator("audit_retention", "recording_grace")
-    @classmethod
-    def _duration(cls, value: str) -> str:
-        parse_duration(value)
-        return value
+Port = Annotated[int, whole(1, 65535, text=True)]
+
+
+class FunctionSettings(SettingsModel):
+    """A function's environment, checked: each field is read from the variable its alias
+    names (``ENVIRONMENT``), and an error names that variable."""
+
+    model_config = ConfigDict(validate_by_name=True, validate_by_alias=True)
+
+    public_addr: str = Field(min_length=1, validation_alias="JUMPGATE_PUBLIC_ADDR")
+    state_table: str = Field(min_length=3, max_length=255, validation_alias="JUMPGATE_STATE_TABLE")
+    audit_table: str = Field(min_length=3, max_length=255, validation_alias="JUMPGATE_AUDIT_TABLE")
+    recordings_uri: Annotated[str, AfterValidator(_s3)] = Field(
+        validation_alias="JUMPGATE_RECORDINGS_URI"
+    )
+    master_key_secret: str = Field(min_length=1, validation_alias="JUMPGATE_MASTER_KEY_SECRET")
+    region: str = Field(min_length=1, validation_alias="AWS_REGION")
+    ssh_public_port: Port = Field(default=ports.SSH, validation_alias="JUMPGATE_SSH_PUBLIC_PORT")
+    tunnel_public_port: Port = Field(
+        default=ports.TUNNEL, validation_alias="JUMPGATE_TUNNEL_PUBLIC_PORT"
+    )
+    audit_retention: Duration = Field(
+        default=timedelta(days=365), validation_alias="JUMPGATE_AUDIT_RETENTION"
+    )
+    recording_grace: Duration = Field(
+        default=timedelta(hours=1), validation_alias="JUMPGATE_RECORDING_GRACE"
+    )
+    proxy_host_keys: Annotated[tuple[str, ...], BeforeValidator(_comma_list)] = Field(
+        default=(), validation_alias="JUMPGATE_PROXY_HOST_KEYS"
+    )
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str]) -> "FunctionSettings":
-        values: dict[str, Any] = {}
-        for field, variable in ENVIRONMENT.items():
-            if variable in environ:
-                values[field] = environ[variable]
-        if "proxy_host_keys" in values:
-            keys = str(values["proxy_host_keys"]).split(",")
-            values["proxy_host_keys"] = tuple(key.strip() for key in keys if key.strip())
+        """The settings the variables of ``environ`` give; ``SettingsError`` in one line."""
         required = [v for f, v in ENVIRONMENT.items() if cls.model_fields[f].is_required()]
         missing = [variable for variable in required if not environ.get(variable)]
         if missing:
             raise SettingsError(f"set {', '.join(missing)} in the function's environment")
+        values = {v: environ[v] for v in ENVIRONMENT.values() if v in environ}
         try:
-            return cls(**values)
+            return cls.model_validate(values)
         except ValidationError as exc:
-            first = exc.errors()[0]
-            variable = ENVIRONMENT.get(str(first["loc"][0]), str(first["loc"][0]))
-            message = str(first["msg"]).removeprefix("Value error, ")
-            raise SettingsError(f"{variable}: {message}") from None
+            raise SettingsError(one_line(exc, cls, unknown="environment")) from None
 
 
 ENVIRONMENT = {
-    "public_addr": "JUMPGATE_PUBLIC_ADDR",
-    "state_table": "JUMPGATE_STATE_TABLE",
-    "audit_table": "JUMPGATE_AUDIT_TABLE",
-    "recordings_uri": "JUMPGATE_RECORDINGS_URI",
-    "master_key_secret": "JUMPGATE_MASTER_KEY_SECRET",
-    "region": "AWS_REGION",
-    "ssh_public_port": "JUMPGATE_SSH_PUBLIC_PORT",
-    "tunnel_public_port": "JUMPGATE_TUNNEL_PUBLIC_PORT",
-    "audit_retention": "JUMPGATE_AUDIT_RETENTION",
-    "recording_grace": "JUMPGATE_RECORDING_GRACE",
-    "proxy_host_keys": "JUMPGATE_PROXY_HOST_KEYS",
+    name: str(field.validation_alias) for name, field in FunctionSettings.model_fields.items()
 }
 """Each setting and the environment variable it is read from."""
 
@@ -157,9 +155,9 @@ def open_plane(settings: FunctionSettings) -> ControlPlane:
             ssh_public_port=settings.ssh_public_port,
             tunnel_public_port=settings.tunnel_public_port,
             proxy_host_keys=settings.proxy_host_keys,
-            recording_grace=parse_duration(settings.recording_grace),
+            recording_grace=settings.recording_grace,
         ),
-        retention=parse_duration(settings.audit_retention),
+        retention=settings.audit_retention,
     )
 
 
