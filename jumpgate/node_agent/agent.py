@@ -16,7 +16,6 @@ import socket
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +28,7 @@ from jumpgate.node_agent import audit
 from jumpgate.node_agent import identity as identity_store
 from jumpgate.node_agent.audit_budget import Budgets
 from jumpgate.node_agent.audit_spool import AuditLanes
+from jumpgate.node_agent.config import AgentConfig
 from jumpgate.node_agent.errors import AgentError, PinMismatch
 from jumpgate.node_agent.identity import Identity
 from jumpgate.node_agent.join import join, rediscover
@@ -57,20 +57,6 @@ TUNNEL_CIPHERS = (
     "chacha20-poly1305@openssh.com",
 )
 """AES-GCM first on the tunnel: both ends are ours, and AES-NI makes it the cheapest per byte."""
-
-
-@dataclass(frozen=True)
-class AgentConfig:
-    """What ``jumpgate start --roles=node`` was told."""
-
-    data_dir: Path  # identity lives in <data_dir>/node
-    auth_server: str | None = None  # HOST:PORT of the tenant's web endpoint (first join)
-    token: str | None = None  # join token (first join only)
-    ca_pin: str | None = None  # sha256:... of the tenant's host CA (first join only)
-    nodename: str = field(default_factory=socket.gethostname)
-    labels: dict[str, str] = field(default_factory=dict)
-    dynamic_labels: tuple[DynamicLabel, ...] = ()
-    insecure: bool = False  # accept a self-signed HTTPS certificate
 
 
 class Agent:

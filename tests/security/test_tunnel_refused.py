@@ -23,7 +23,8 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from jumpgate.control_plane.ca import CertificateAuthority, generate_key
 from jumpgate.edge_proxy import tls
-from jumpgate.node_agent.agent import Agent, AgentConfig
+from jumpgate.node_agent.agent import Agent
+from jumpgate.node_agent.config import AgentConfig
 from jumpgate.protocol import certs
 from jumpgate.protocol.certs import KeyType
 

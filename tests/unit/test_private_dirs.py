@@ -13,7 +13,8 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from jumpgate.cli.common import profile
-from jumpgate.node_agent.agent import Agent, AgentConfig
+from jumpgate.node_agent.agent import Agent
+from jumpgate.node_agent.config import AgentConfig
 from jumpgate.node_agent.recording import Spool
 from jumpgate.protocol.recording import RecordingMeta
 
