@@ -290,6 +290,24 @@ def test_a_bad_environment_fails_the_cold_start_naming_the_variable(
         FunctionSettings.from_environ({k: v for k, v in environ.items() if v is not None})
 
 
+def test_the_environment_is_read_into_typed_settings() -> None:
+    settings = FunctionSettings.from_environ(
+        {
+            **ENVIRONMENT,
+            "JUMPGATE_AUDIT_RETENTION": "90d",
+            "JUMPGATE_RECORDING_GRACE": "1h30m",
+            "JUMPGATE_SSH_PUBLIC_PORT": "22",
+            "JUMPGATE_PROXY_HOST_KEYS": "ssh-ed25519 AAAA one, ssh-ed25519 BBBB two,",
+            "HOME": "/root",  # the rest of a function's environment is not its settings
+        }
+    )
+    assert settings.audit_retention == timedelta(days=90)
+    assert settings.recording_grace == timedelta(minutes=90)
+    assert (settings.ssh_public_port, settings.tunnel_public_port) == (22, 3024)
+    assert settings.proxy_host_keys == ("ssh-ed25519 AAAA one", "ssh-ed25519 BBBB two")
+    assert settings.region == REGION
+
+
 def test_a_master_key_secret_that_is_not_a_key_fails_the_cold_start(aws: None) -> None:
     boto3.client("secretsmanager", region_name=REGION).put_secret_value(
         SecretId="jumpgate/master-key", SecretString="too-short-to-be-a-key"
