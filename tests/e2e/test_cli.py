@@ -215,7 +215,7 @@ def test_bad_input_gets_one_line_errors(cluster: Cluster, tmp_path: Path) -> Non
     refused = shell.run("jumpgate", "demo", "-c", str(proxy_only), "--data-dir", str(tmp_path))
     assert refused.code == 1
     assert refused.err == (
-        "jumpgate: error: jumpgate demo runs the control plane itself: keep role auth "
+        "jumpgate: error: jumpgate demo runs the control plane itself: keep service auth "
         "(a proxy on the platform's functions is jumpgate start)\n"
     )
 

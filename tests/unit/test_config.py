@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from jumpgate.cli.daemon.config import ConfigError, join_token, load
+from jumpgate.cli.daemon.main import _config, parser
 
 
 def test_flags_override_file_and_file_overrides_defaults(tmp_path: Path) -> None:
@@ -15,13 +16,14 @@ def test_flags_override_file_and_file_overrides_defaults(tmp_path: Path) -> None
         "static_tokens:\n  - {tenant: acme, token: abcdefghijklmnopq}\n"
     )
     config = load(
-        path, {"web_listen_addr": "127.0.0.1:8443", "roles": "auth,proxy", "data_dir": None}
+        path, {"web_listen_addr": "127.0.0.1:8443", "services": "auth,proxy", "data_dir": None}
     )
     assert config.public_addr == "example.sh"
     assert config.web_listen_addr == "127.0.0.1:8443"
     assert config.data_dir == Path("/srv/jg")
-    assert config.roles == ("auth", "proxy")
-    assert config.static_tokens[0].roles == ("node",)
+    assert config.services == ("auth", "proxy")
+    assert config.static_tokens[0].system_roles == ("node",)
+    assert config.notes == ()
     assert config.ssh_listen_addr == "127.0.0.1:3023"
 
 
@@ -39,7 +41,8 @@ def test_flags_override_file_and_file_overrides_defaults(tmp_path: Path) -> None
         ("storage: {type: dynamodb}\n", "storage: dynamodb needs table_name and region"),
         (
             "roles: [proxy]\n",
-            "roles: a proxy without auth needs control_plane.type: lambda (or add auth to roles)",
+            "services: a proxy without auth needs control_plane.type: lambda "
+            "(or add auth to services)",
         ),
         (
             "control_plane: {type: lambda, region: us-east-1}\n",
@@ -275,3 +278,44 @@ def test_a_token_is_its_value_or_its_file(tmp_path: Path) -> None:
     held = tmp_path / "token"
     held.write_text("abcdefghijklmnopq\n")
     assert join_token(str(held)) == "abcdefghijklmnopq"
+
+
+def test_the_old_names_of_services_and_system_roles_are_still_read(tmp_path: Path) -> None:
+    path = tmp_path / "jumpgate.yaml"
+    path.write_text(
+        "roles: [node]\nstatic_tokens: [{tenant: acme, token: abcdefghijklmnopq, roles: [node]}]\n"
+    )
+    old = load(path, {})
+    path.write_text(
+        "services: [node]\n"
+        "static_tokens: [{tenant: acme, token: abcdefghijklmnopq, system_roles: [node]}]\n"
+    )
+    new = load(path, {})
+    assert old.model_dump() == new.model_dump()
+    assert (new.services, new.static_tokens[0].system_roles) == (("node",), ("node",))
+    assert new.notes == ()
+    assert old.notes == (
+        "roles: renamed services (decision 0026); roles is still read, for now",
+        "static_tokens: roles renamed system_roles (decision 0026); roles is still read",
+    )
+    path.write_text("roles: [node]\nservices: [auth]\n")
+    with pytest.raises(ConfigError) as both:
+        load(path, {})
+    assert str(both.value) == "roles: renamed services (decision 0026): give only services"
+
+
+@pytest.mark.parametrize(
+    ("flag", "notes"),
+    [
+        ("--services", ()),
+        ("--roles", ("--roles: renamed --services (decision 0026); still read",)),
+    ],
+    ids=["new", "old"],
+)
+def test_the_services_flag_and_its_old_name(
+    tmp_path: Path, flag: str, notes: tuple[str, ...]
+) -> None:
+    args = parser().parse_args(["start", flag, "auth,proxy,node", "--data-dir", str(tmp_path)])
+    config = _config(args)
+    assert config.services == ("auth", "proxy", "node")
+    assert config.notes == notes

@@ -48,10 +48,13 @@ def _refused(tmp_path: Path, text: str) -> str:
             "static_tokens[0].token: must be text, not ['abcdefghijklmnopq']",
         ),
         ("static_tokens: [{token: abcdefghijklmnopq}]\n", "static_tokens[0].tenant: is required"),
-        ("static_tokens: [acme]\n", "static_tokens[0]: must be a mapping of tenant, token, roles"),
+        (
+            "static_tokens: [acme]\n",
+            "static_tokens[0]: must be a mapping of tenant, token, system_roles",
+        ),
         (
             "static_tokens: [{tenant: acme, token: abcdefghijklmnopq, role: node}]\n",
-            "static_tokens[0]: unknown key(s) role; use tenant, token, roles",
+            "static_tokens[0]: unknown key(s) role; use tenant, token, system_roles",
         ),
         (
             "static_tokens: {tenant: acme}\n",

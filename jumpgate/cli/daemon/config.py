@@ -16,7 +16,11 @@ from urllib.parse import parse_qs, urlsplit
 import yaml
 from pydantic import (
     AfterValidator,
+    AliasChoices,
     BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
     ValidationError,
     field_validator,
     model_validator,
@@ -37,7 +41,7 @@ from jumpgate.protocol.settings import Flag, SettingsModel, number, one_line, te
 
 __all__ = [
     "CONFIG_VARIABLE",
-    "ROLES",
+    "SERVICES",
     "TOKEN_VARIABLE",
     "Config",
     "ConfigError",
@@ -49,27 +53,32 @@ __all__ = [
     "load",
 ]
 
-ROLES = ("auth", "proxy", "node")
-"""Services one process can run: the control plane, the proxy, a node agent."""
+SERVICES = ("auth", "proxy", "node")
+"""Services one process can run: the control plane, the proxy, a node agent. Called
+``roles`` until decision 0026 (a role is what a user may do); ``roles:`` and ``--roles`` are
+still read, with a note."""
+
+RENAMED = {"roles": "services"}
+"""Keys of ``jumpgate.yaml`` renamed (old: new), still read under the old name."""
 
 
 class ConfigError(ValueError):
     """A configuration value that cannot work; the message names the key."""
 
 
-def _roles(value: object) -> tuple[str, ...]:
-    """``roles`` as a list or as text (``auth,proxy``, as the flag gives it)."""
+def _services(value: object) -> tuple[str, ...]:
+    """``services`` as a list or as text (``auth,proxy``, as the flag gives it)."""
     if isinstance(value, str):
         value = [part.strip() for part in value.split(",") if part.strip()]
     if not isinstance(value, list | tuple) or not all(isinstance(r, str) for r in value):
         raise ValueError(
-            f"must be a list of {', '.join(ROLES)} (or text: auth,proxy), not {value!r}"
+            f"must be a list of {', '.join(SERVICES)} (or text: auth,proxy), not {value!r}"
         )
-    for role in value:
-        if role not in ROLES:
-            raise ValueError(f"{role!r} is not served by this release; use {','.join(ROLES)}")
+    for service in value:
+        if service not in SERVICES:
+            raise ValueError(f"{service!r} is not served by this release; use {','.join(SERVICES)}")
     if not value:
-        raise ValueError("name at least one of " + ",".join(ROLES))
+        raise ValueError("name at least one of " + ",".join(SERVICES))
     return tuple(value)
 
 
@@ -120,9 +129,13 @@ QueueShare = Annotated[int, whole(1, 100_000)]
 class Config(SettingsModel):
     """Everything ``jumpgate start`` needs to know."""
 
+    model_config = ConfigDict(validate_by_name=True, validate_by_alias=True)
+
     data_dir: Annotated[Path, AfterValidator(_data_dir)] = Path("/var/lib/jumpgate")  # state, keys
-    # which services run in this process
-    roles: Annotated[tuple[str, ...], BeforeValidator(_roles)] = ("auth", "proxy")
+    # which services run in this process (the old key ``roles`` is read too)
+    services: Annotated[tuple[str, ...], BeforeValidator(_services)] = Field(
+        default=("auth", "proxy"), validation_alias=AliasChoices("services", "roles")
+    )
     # tenants are served as NAME.<public_addr>
     public_addr: Annotated[str, AfterValidator(_host_name)] = "localhost"
     web_listen_addr: Listen = f"127.0.0.1:{ports.WEB}"  # HTTPS API and health
@@ -171,6 +184,29 @@ class Config(SettingsModel):
     labels: str = ""  # env=prod,arch=[1h:"uname -m"]
     insecure: Flag = False  # accept the platform's self-signed HTTPS certificate
 
+    _notes: tuple[str, ...] = PrivateAttr(default=())
+
+    @property
+    def notes(self) -> tuple[str, ...]:
+        """What the daemon should say at start about how it was configured: keys read
+        under an old name."""
+        return self._notes
+
+    def noted(self, note: str) -> "Config":
+        """This config with one more note to say at start."""
+        copy = self.model_copy()
+        copy._notes = (*self._notes, note)
+        return copy
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed_once(cls, values: Any) -> Any:
+        if isinstance(values, dict):
+            for old, new in RENAMED.items():
+                if old in values and new in values:
+                    raise ValueError(f"{old}: renamed {new} (decision 0026): give only {new}")
+        return values
+
     @field_validator("static_tokens")
     @classmethod
     def _tokens(cls, tokens: tuple[StaticTokenConfig, ...]) -> tuple[StaticTokenConfig, ...]:
@@ -196,20 +232,20 @@ class Config(SettingsModel):
     @model_validator(mode="after")
     def _together(self) -> "Config":
         """What one key cannot say alone; each message names the key to change."""
-        if "node" in self.roles and self.ca_pin and not self.ca_pin.startswith("sha256:"):
+        if "node" in self.services and self.ca_pin and not self.ca_pin.startswith("sha256:"):
             raise ValueError(f"ca_pin: {self.ca_pin!r} is not sha256:<hex> (see jumpctl status)")
-        if "node" in self.roles and self.auth_server:
+        if "node" in self.services and self.auth_server:
             try:
                 split_host_port(self.auth_server, 0)
             except ValueError as exc:
                 raise ValueError(f"auth_server: {exc}") from None
         if self.control_plane.type == "in-process":
-            if "proxy" in self.roles and "auth" not in self.roles:
+            if "proxy" in self.services and "auth" not in self.services:
                 raise ValueError(
-                    "roles: a proxy without auth needs control_plane.type: lambda "
-                    "(or add auth to roles)"
+                    "services: a proxy without auth needs control_plane.type: lambda "
+                    "(or add auth to services)"
                 )
-        elif "auth" in self.roles:
+        elif "auth" in self.services:
             raise ValueError("control_plane.type lambda is for proxy-only processes: drop auth")
         tables = [u for u in self.audit_events_uri if u.startswith("dynamodb://")]
         if tables and self.audit_table() is None:
@@ -329,6 +365,23 @@ def load(path: Path | None, overrides: dict[str, Any]) -> Config:
         values.update(loaded)
     values.update({k: v for k, v in overrides.items() if v is not None})
     try:
-        return Config.model_validate({str(k): v for k, v in values.items()})
+        config = Config.model_validate({str(k): v for k, v in values.items()})
     except ValidationError as exc:
         raise ConfigError(one_line(exc, Config)) from None
+    config._notes = _renamed_notes(values)
+    return config
+
+
+def _renamed_notes(values: dict[str, Any]) -> tuple[str, ...]:
+    """A note for each key given under its old name (decision 0026)."""
+    notes = [
+        f"{old}: renamed {new} (decision 0026); {old} is still read, for now"
+        for old, new in RENAMED.items()
+        if old in values
+    ]
+    tokens = values.get("static_tokens")
+    if isinstance(tokens, list) and any(isinstance(t, dict) and "roles" in t for t in tokens):
+        notes.append(
+            "static_tokens: roles renamed system_roles (decision 0026); roles is still read"
+        )
+    return tuple(notes)

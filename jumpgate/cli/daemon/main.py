@@ -7,6 +7,7 @@
 import argparse
 import asyncio
 import getpass
+import logging
 import os
 import select
 import signal
@@ -30,12 +31,14 @@ from jumpgate.protocol.version import PROTOCOL_VERSION, server_version
 if TYPE_CHECKING:
     from jumpgate.cli.daemon.platform import Daemon
 
+logger = logging.getLogger("jumpgate")
+
 TOKEN_FD_VARIABLE = "JUMPGATE_TOKEN_FD"  # noqa: S105 - a variable's name, not a secret
 """The number of the inherited pipe holding the join token (set by ``jumpgate`` itself)."""
 
 _PLATFORM_FLAGS = (
     "data_dir",
-    "roles",
+    "services",
     "public_addr",
     "web_listen_addr",
     "ssh_listen_addr",
@@ -57,7 +60,12 @@ def _add_config_flags(parser: argparse.ArgumentParser, *, listeners: bool) -> No
     parser.add_argument("--data-dir", help="where state, keys and certificates live")
     parser.add_argument("--public-addr", help="tenants are served as NAME.<public-addr>")
     if listeners:
-        parser.add_argument("--roles", help="services to run, e.g. auth,proxy")
+        parser.add_argument(
+            "--services",
+            "--roles",  # its name until decision 0026: still read, with a note
+            action=_Services,
+            help="services to run, e.g. auth,proxy (--roles: the old name)",
+        )
         parser.add_argument("--web-listen-addr", help="HTTPS API (default 127.0.0.1:3080)")
         parser.add_argument("--ssh-listen-addr", help="users' SSH (default 127.0.0.1:3023)")
         parser.add_argument("--tunnel-listen-addr", help="node tunnels (default 127.0.0.1:3024)")
@@ -66,7 +74,7 @@ def _add_config_flags(parser: argparse.ArgumentParser, *, listeners: bool) -> No
             "--diag-addr", help="serve /healthz, /readyz, /metrics, e.g. 127.0.0.1:3000"
         )
         parser.add_argument("--node-gone-after", help="offline nodes leave listings after (10m)")
-        node = parser.add_argument_group("node role (--roles=node)")
+        node = parser.add_argument_group("node service (--services=node)")
         node.add_argument("--auth-server", help="the cluster's address, e.g. acme.localhost:3080")
         node.add_argument(
             "--token",
@@ -90,6 +98,21 @@ def _add_config_flags(parser: argparse.ArgumentParser, *, listeners: bool) -> No
         )
 
 
+class _Services(argparse.Action):
+    """``--services``, or ``--roles`` (its old name), noted so that the daemon says so."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        setattr(namespace, self.dest, values)
+        if option_string == "--roles":
+            namespace.renamed_flag = "--roles: renamed --services (decision 0026); still read"
+
+
 def _config(args: argparse.Namespace) -> Config:
     overrides = {name: getattr(args, name, None) for name in _PLATFORM_FLAGS}
     # Read once and forgotten: nothing the agent starts (label commands) inherits it
@@ -98,9 +121,11 @@ def _config(args: argparse.Namespace) -> Config:
     if overrides.get("token") is None and from_environment:
         overrides["token"] = from_environment
     try:
-        return config_module.load(args.config, overrides)
+        config = config_module.load(args.config, overrides)
     except ConfigError as exc:
         raise CLIError(str(exc)) from exc
+    flag = getattr(args, "renamed_flag", None)
+    return config if flag is None else config.noted(flag)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -228,16 +253,18 @@ def _platform_data_exists(config: Config) -> None:
 
 def _start(args: argparse.Namespace, *, demo: bool = False) -> int:
     config = _config(args)
-    if demo and "auth" not in config.roles:
+    if demo and "auth" not in config.services:
         raise CLIError(
-            "jumpgate demo runs the control plane itself: keep role auth "
+            "jumpgate demo runs the control plane itself: keep service auth "
             "(a proxy on the platform's functions is jumpgate start)"
         )
-    if demo and "node" not in config.roles:
-        config = config.model_copy(update={"roles": (*config.roles, "node")})
+    if demo and "node" not in config.services:
+        config = config.model_copy(update={"services": (*config.services, "node")})
     logs.configure(config.log_level)
+    for note in config.notes:
+        logger.warning(note)
     try:
-        if not {"auth", "proxy"} & set(config.roles):
+        if not {"auth", "proxy"} & set(config.services):
             return _run_agent(config)
         return _run_platform(config, args if demo else None)
     except (AgentError, ConfigError) as exc:
@@ -274,7 +301,7 @@ def _run_platform(config: Config, demo: argparse.Namespace | None) -> int:
     from jumpgate.cli.daemon.platform import Daemon
     from jumpgate.control_plane.errors import JumpgateError
 
-    if "node" in config.roles:
+    if "node" in config.services:
         agent_config(config)  # a bad label fails now, not after the platform is listening
     try:
         daemon = Daemon(config)
@@ -286,7 +313,7 @@ def _run_platform(config: Config, demo: argparse.Namespace | None) -> int:
         waiter = asyncio.create_task(daemon.ready.wait())
         await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
         waiter.cancel()
-        if daemon.ready.is_set() and "node" in config.roles:
+        if daemon.ready.is_set() and "node" in config.services:
             node_config = _demo(daemon, demo.tenant, demo.admin) if demo is not None else config
             daemon.start_agent(make_agent(node_config))
         await task

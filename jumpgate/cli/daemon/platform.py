@@ -142,7 +142,9 @@ def open_control_plane(
         public_addr=config.public_addr,
         ssh_public_port=config.port_of("ssh_listen_addr"),
         tunnel_public_port=config.port_of("tunnel_listen_addr"),
-        static_tokens=tuple(StaticToken(t.tenant, t.token, t.roles) for t in config.static_tokens),
+        static_tokens=tuple(
+            StaticToken(t.tenant, t.token, t.system_roles) for t in config.static_tokens
+        ),
         proxy_host_keys=proxy_host_keys,
         self_signed_web_certificate=self_signed_web,
         web_certificate_sha256=web_certificates,
@@ -239,7 +241,7 @@ class Daemon:
         self._lambda: LambdaInvoke | None = None
         api: Invoke
         internal: Invoke
-        if "auth" in config.roles:
+        if "auth" in config.services:
             self._plane = open_control_plane(
                 config,
                 (public,),

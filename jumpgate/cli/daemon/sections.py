@@ -1,11 +1,18 @@
 """The mapping sections of ``jumpgate.yaml``: ``storage``, ``control_plane``,
 ``connection_limits`` and each of ``static_tokens``. Each checks itself; what depends on
-other keys (``roles`` and ``control_plane``) is checked by ``Config``."""
+other keys (``services`` and ``control_plane``) is checked by ``Config``."""
 
 from datetime import timedelta
 from typing import Annotated, Literal
 
-from pydantic import BeforeValidator, Field, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 from jumpgate.edge_proxy.connections import ConnectionLimits
 from jumpgate.protocol.durations import Duration, within
@@ -16,9 +23,14 @@ from jumpgate.protocol.settings import SettingsModel, whole
 class StaticTokenConfig(SettingsModel):
     """A join token written in the config file."""
 
+    model_config = ConfigDict(validate_by_name=True, validate_by_alias=True)
+
     tenant: str  # the tenant it joins nodes to
     token: str  # the secret value, at least 16 characters
-    roles: tuple[str, ...] = ("node",)  # what it may join as
+    # what it may join as (its system roles; the old key ``roles`` is read too)
+    system_roles: tuple[str, ...] = Field(
+        default=("node",), validation_alias=AliasChoices("system_roles", "roles")
+    )
 
 
 class StorageConfig(SettingsModel):
