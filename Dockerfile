@@ -33,4 +33,4 @@ FROM runtime AS agent
 COPY --from=build /opt/agent /opt/agent
 ENV PATH=/opt/agent/bin:$PATH
 USER 10001:10001
-ENTRYPOINT ["jumpgate", "start", "--roles=node", "--data-dir=/var/lib/jumpgate"]
+ENTRYPOINT ["jumpgate", "start", "--services=node", "--data-dir=/var/lib/jumpgate"]

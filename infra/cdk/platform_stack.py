@@ -114,7 +114,7 @@ class PlatformStack(Stack):
             )
         )
         config = {
-            "roles": ["proxy"],
+            "services": ["proxy"],
             "public_addr": domain,
             "data_dir": "/var/lib/jumpgate",
             "web_listen_addr": f"0.0.0.0:{WEB}",

@@ -1,4 +1,4 @@
-"""What ``jumpgate start --roles=node`` tells the agent, checked when it is built.
+"""What ``jumpgate start --services=node`` tells the agent, checked when it is built.
 
 The daemon's ``Config`` has already checked the text a person wrote; this model checks what
 the agent is given however it is made (the daemon, the demo, a test), so a bad value stops

@@ -29,7 +29,7 @@ class TokenRole(StrEnum):
     """What a join token lets its bearer join as."""
 
     NODE = "node"
-    """Joins a server as a node (``jumpgate start --roles=node``)."""
+    """Joins a server as a node (``jumpgate start --services=node``)."""
     PROXY = "proxy"
     """Joins a proxy to the platform's fleet (proxy peering)."""
 

@@ -57,7 +57,7 @@ def test_operator_admin_and_user_flow(cluster: Cluster, tmp_path: Path) -> None:
     assert isinstance(node, dict)
     assert set(node) >= {"token", "ca_pin", "expires", "command"}
     assert node["command"] == (
-        f"JUMPGATE_TOKEN={node['token']} jumpgate start --roles=node "
+        f"JUMPGATE_TOKEN={node['token']} jumpgate start --services=node "
         f"--ca-pin={created['ca_pin']} --auth-server={cluster.proxy} --insecure"
     )
     assert node["env"] == {"JUMPGATE_TOKEN": node["token"]}

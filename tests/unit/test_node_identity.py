@@ -129,6 +129,6 @@ def test_the_join_command_keeps_the_token_off_the_command_line(self_signed: bool
     env, argv = join_command(answer, "acme.example.sh:443")
     assert env == {"JUMPGATE_TOKEN": "0123456789abcdef0123"}
     assert not [arg for arg in argv if "0123456789abcdef0123" in arg]
-    assert argv[:3] == ["jumpgate", "start", "--roles=node"]
+    assert argv[:3] == ["jumpgate", "start", "--services=node"]
     assert "--ca-pin=sha256:ab" in argv
     assert ("--insecure" in argv) is self_signed

@@ -1,4 +1,4 @@
-"""The node role of the daemon: imports nothing of the platform, so a customer's server
+"""The node service of the daemon: imports nothing of the platform, so a customer's server
 needs only ``pip install jumpgate``."""
 
 from typing import Any

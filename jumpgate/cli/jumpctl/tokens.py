@@ -50,7 +50,7 @@ def _create(ctx: Context, roles: list[str], ttl: int, value: str | None) -> Any:
 
 
 TOKEN_VARIABLE = "JUMPGATE_TOKEN"  # noqa: S105 - a variable's name, not a secret
-"""Where ``jumpgate start --roles=node`` reads its join token from (not the command line,
+"""Where ``jumpgate start --services=node`` reads its join token from (not the command line,
 which every user of the server sees in ``ps``)."""
 
 
@@ -62,7 +62,7 @@ def join_command(answer: dict[str, Any], proxy: str) -> tuple[dict[str, str], li
     argv = [
         "jumpgate",
         "start",
-        "--roles=node",
+        "--services=node",
         f"--ca-pin={answer['ca_pin']}",
         f"--auth-server={proxy}",
     ]
