@@ -29,7 +29,7 @@ def _agent_pid(node_dir: Path) -> int:
             argv = (entry / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if b"--roles=node" in argv and str(node_dir).encode() in argv:
+        if b"--services=node" in argv and str(node_dir).encode() in argv:
             return int(entry.name)
     raise RuntimeError(f"no agent running with --data-dir {node_dir}")
 

@@ -1,7 +1,7 @@
 """A running platform, a logged-in user, a joined node and OpenSSH daemons, for benchmarks.
 
 Everything runs on 127.0.0.1 as real processes: ``jumpgate start`` (platform), ``jumpgate
-start --roles=node`` (agent), and two Debian ``sshd``s (a node and a jump host) trusting the
+start --services=node`` (agent), and two Debian ``sshd``s (a node and a jump host) trusting the
 same tenant user CA, so Jumpgate and OpenSSH are measured with the same client and certificate.
 """
 
@@ -209,7 +209,7 @@ def start(stack: ExitStack, directory: Path, *, agent: bool = True, openssh: boo
                 [
                     str(BIN / "jumpgate"),
                     "start",
-                    "--roles=node",
+                    "--services=node",
                     f"--token={token['token']}",
                     f"--ca-pin={token['ca_pin']}",
                     f"--auth-server={proxy}",

@@ -101,7 +101,8 @@ class Cluster:
             f"data_dir: {self.data_dir}\n"
             "web_listen_addr: 127.0.0.1:1\n"  # overridden by the flag below
             "static_tokens:\n"
-            f"  - {{tenant: acme, token: {STATIC_TOKEN}, roles: [node]}}\n" + self.extra_config
+            f"  - {{tenant: acme, token: {STATIC_TOKEN}, system_roles: [node]}}\n"
+            + self.extra_config
         )
         offset = len(self.log.read_text()) if self.log.exists() else 0
         with self.log.open("a") as out:
@@ -297,7 +298,7 @@ class Node:
         self.command = [
             str(BIN / "jumpgate"),
             "start",
-            "--roles=node",
+            "--services=node",
             "--data-dir",
             str(self.directory),
             "--insecure",

@@ -6,7 +6,7 @@
 - The control plane is the five Lambda function modules, cold-started from their
   environment and served on Lambda's Invoke API (``LambdaEndpoint``), the path the proxies'
   ``LambdaInvoke`` takes on AWS.
-- Two proxy-only ``jumpgate start`` processes (``roles: [proxy]``, ``control_plane.type:
+- Two proxy-only ``jumpgate start`` processes (``services: [proxy]``, ``control_plane.type:
   lambda``) share one SSH host key, as a fleet behind one NLB does. The functions tell nodes
   to dial proxy 1's tunnel port and users proxy 2's SSH port: the load balancer's choice,
   made deterministic.
@@ -82,7 +82,7 @@ class Proxy:
         config = self.directory / "jumpgate.yaml"
         config.write_text(
             f"data_dir: {self.directory / 'data'}\n"
-            "roles: [proxy]\n"
+            "services: [proxy]\n"
             f"web_listen_addr: 127.0.0.1:{self.port}\n"
             f"ssh_listen_addr: 127.0.0.1:{self.ssh_port}\n"
             f"tunnel_listen_addr: 127.0.0.1:{self.tunnel_port}\n"

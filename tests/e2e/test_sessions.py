@@ -135,7 +135,7 @@ def test_join_refusals(cluster: Cluster, tmp_path: Path) -> None:
             [
                 str(BIN / "jumpgate"),
                 "start",
-                "--roles=node",
+                "--services=node",
                 f"--auth-server={cluster.proxy}",
                 "--insecure",
                 "--data-dir",
@@ -515,7 +515,14 @@ def test_refused_handshakes_are_counted(site: Site) -> None:
         certs.openssh_private(ed25519.Ed25519PrivateKey.generate())
     )
     process = subprocess.Popen(
-        [str(BIN / "jumpgate"), "start", "--roles=node", "--data-dir", str(impostor), "--insecure"],
+        [
+            str(BIN / "jumpgate"),
+            "start",
+            "--services=node",
+            "--data-dir",
+            str(impostor),
+            "--insecure",
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

@@ -214,7 +214,14 @@ def _agent(
 ) -> subprocess.Popen[bytes]:
     with log.open("a") as out:
         return subprocess.Popen(
-            [str(BIN / "jumpgate"), "start", "--roles=node", "--data-dir", str(directory), *argv],
+            [
+                str(BIN / "jumpgate"),
+                "start",
+                "--services=node",
+                "--data-dir",
+                str(directory),
+                *argv,
+            ],
             stdout=out,
             stderr=out,
             env={**os.environ, **(env or {})},
@@ -464,7 +471,7 @@ def test_the_running_agent_holds_the_token_in_neither_its_command_line_nor_its_e
     try:
         wait_for_line(log, '"tunnel up"', process)
         command_line = _cmdline(process.pid)
-        assert "--roles=node" in command_line
+        assert "--services=node" in command_line
         assert joining["token"] not in command_line, command_line
         environment = _environ(process.pid)
         assert b"PATH=" in environment
