@@ -34,13 +34,13 @@ def test_flags_override_file_and_file_overrides_defaults(tmp_path: Path) -> None
             "web_listen_addr: 'host:99999'\n",
             "web_listen_addr: address 'host:99999' has an invalid port",
         ),
-        ("roles: [kube]\n", "roles: 'kube' is not served by this release"),
+        ("services: [kube]\n", "services: 'kube' is not served by this release"),
         ("bogus: 1\n", "unknown config key(s): bogus"),
         ("public_addr: 'a:1'\n", "public_addr: 'a:1' must be a host name, no port"),
         ("storage: {type: redis}\n", "storage.type: 'redis' is not sqlite or dynamodb"),
         ("storage: {type: dynamodb}\n", "storage: dynamodb needs table_name and region"),
         (
-            "roles: [proxy]\n",
+            "services: [proxy]\n",
             "services: a proxy without auth needs control_plane.type: lambda "
             "(or add auth to services)",
         ),
@@ -48,9 +48,12 @@ def test_flags_override_file_and_file_overrides_defaults(tmp_path: Path) -> None
             "control_plane: {type: lambda, region: us-east-1}\n",
             "control_plane.type lambda is for proxy-only processes: drop auth",
         ),
-        ("roles: [proxy]\ncontrol_plane: {type: lambda}\n", "control_plane: lambda needs region"),
         (
-            "roles: [proxy]\ncontrol_plane: {type: lambda, region: r, functions: {kms: f}}\n",
+            "services: [proxy]\ncontrol_plane: {type: lambda}\n",
+            "control_plane: lambda needs region",
+        ),
+        (
+            "services: [proxy]\ncontrol_plane: {type: lambda, region: r, functions: {kms: f}}\n",
             "control_plane.functions: no function named kms",
         ),
         ("control_plane: {type: grpc}\n", "control_plane.type: 'grpc' is not in-process or lambda"),
@@ -81,7 +84,7 @@ def test_flags_override_file_and_file_overrides_defaults(tmp_path: Path) -> None
         ("insecure: 1\n", "insecure: must be true or false, not 1"),
         ("storage: {region: [a]}\n", "storage.region: must be text, not ['a']"),
         (
-            "roles: [proxy]\ncontrol_plane: {type: lambda, region: r, functions: [auth]}\n",
+            "services: [proxy]\ncontrol_plane: {type: lambda, region: r, functions: [auth]}\n",
             "control_plane.functions: must be a mapping of names to text",
         ),
         ("api_workers: 0\n", "api_workers: 0 must be a whole number from 1 to 256"),
@@ -169,7 +172,7 @@ def test_missing_config_file(tmp_path: Path) -> None:
 
 def test_a_proxy_on_lambda_names_each_function(monkeypatch: pytest.MonkeyPatch) -> None:
     text = (
-        "roles: [proxy]\n"
+        "services: [proxy]\n"
         "peer_listen_addr: 0.0.0.0:3021\n"
         "peer_public_addr: auto\n"
         "control_plane: {type: lambda, region: eu-west-1, function_prefix: jg-prod-,"
@@ -302,6 +305,10 @@ def test_the_old_names_of_services_and_system_roles_are_still_read(tmp_path: Pat
     with pytest.raises(ConfigError) as both:
         load(path, {})
     assert str(both.value) == "roles: renamed services (decision 0026): give only services"
+    path.write_text("roles: [kube]\n")
+    with pytest.raises(ConfigError) as old_key:
+        load(path, {})
+    assert str(old_key.value).startswith("roles: 'kube' is not served")  # the key as written
 
 
 @pytest.mark.parametrize(
