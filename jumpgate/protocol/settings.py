@@ -15,7 +15,7 @@ from typing import Annotated, Any, Union, get_args, get_origin
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, StrictBool, ValidationError
 
-__all__ = ["Flag", "SettingsModel", "number", "one_line", "text_list", "whole"]
+__all__ = ["Flag", "SettingsModel", "key_path", "number", "one_line", "text_list", "whole"]
 
 
 class SettingsModel(BaseModel):
