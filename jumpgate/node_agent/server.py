@@ -14,7 +14,7 @@ import logging
 import os
 import pwd
 from collections.abc import Coroutine
-from typing import Any
+from typing import Any, Protocol
 
 import asyncssh
 
@@ -29,6 +29,14 @@ logger = logging.getLogger(__name__)
 AGENT_STOPPED = "the agent stopped"
 MAX_SESSIONS = 10
 """Session channels one user connection may hold open at once (OpenSSH's ``MaxSessions``)."""
+
+
+class Connection(Protocol):
+    """What ``NodeServer.supervise`` needs of the user's connection."""
+
+    async def wait_closed(self) -> None: ...
+
+    def close(self) -> None: ...
 
 
 class LiveSessions:
@@ -96,6 +104,7 @@ class NodeServer(asyncssh.SSHServer):
         self._tasks: asyncio.TaskGroup | None = None  # while ``supervise`` runs
         self._waiting: list[Coroutine[Any, Any, None]] = []  # handlers before it began
         self._supervisor: asyncio.Task[None] | None = None
+        self._supervised = False  # ``supervise`` has ended: nothing more is run
         # The effective user, not $USER: an agent started by sudo or setpriv keeps root's env.
         self._own_user = pwd.getpwuid(os.geteuid()).pw_name
 
@@ -103,7 +112,7 @@ class NodeServer(asyncssh.SSHServer):
         self._conn = conn
         self._supervisor = asyncio.get_running_loop().create_task(self.supervise(conn))
 
-    async def supervise(self, conn: asyncssh.SSHServerConnection) -> None:
+    async def supervise(self, conn: Connection) -> None:
         """Run this connection's session handlers in one task group until the connection
         has closed and every handler has finished (each writes its events as it ends).
 
@@ -122,12 +131,16 @@ class NodeServer(asyncssh.SSHServer):
             conn.close()
         finally:
             self._tasks = None
+            self._supervised = True
             for handler in self._waiting:
                 handler.close()  # the connection closed before its session could start
+            self._waiting.clear()
 
     def spawn(self, handler: Coroutine[Any, Any, None]) -> None:
         """Run a session's handler under ``supervise``."""
-        if self._tasks is None:
+        if self._supervised:
+            handler.close()  # the connection is gone: its session never starts
+        elif self._tasks is None:
             self._waiting.append(handler)  # ``supervise`` starts it as it begins
         else:
             self._tasks.create_task(handler)
