@@ -103,7 +103,7 @@ class NodeServer(asyncssh.SSHServer):
         self._sessions = 0  # session channels open on this connection
         self._tasks: asyncio.TaskGroup | None = None  # while ``supervise`` runs
         self._waiting: list[Coroutine[Any, Any, None]] = []  # handlers before it began
-        self._supervisor: asyncio.Task[None] | None = None
+        self._supervisor: asyncio.Task[None] | None = None  # held: the loop holds tasks weakly
         self._supervised = False  # ``supervise`` has ended: nothing more is run
         # The effective user, not $USER: an agent started by sudo or setpriv keeps root's env.
         self._own_user = pwd.getpwuid(os.geteuid()).pw_name
