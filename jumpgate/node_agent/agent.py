@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from jumpgate.node_agent import audit
 from jumpgate.node_agent import identity as identity_store
 from jumpgate.node_agent.audit_budget import Budgets
-from jumpgate.node_agent.audit_spool import AuditLanes
+from jumpgate.node_agent.audit_lanes import AuditLanes
 from jumpgate.node_agent.config import AgentConfig
 from jumpgate.node_agent.errors import AgentError, PinMismatch
 from jumpgate.node_agent.identity import Identity

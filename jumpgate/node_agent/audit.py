@@ -40,7 +40,7 @@ LIFECYCLE = frozenset(
     )
 )
 """A session's story, and what says events were lost: never counted against a session's
-budget (``audit_budget``), and sent ahead of transfer events (``audit_spool.AuditLanes``)."""
+budget (``audit_budget``), and sent ahead of transfer events (``audit_lanes.AuditLanes``)."""
 
 
 def _cut(text: str, limit: int) -> str:

@@ -4,10 +4,11 @@ uploader (``node_agent.uploads``).
 Each session is a directory ``<data_dir>/recordings/<session-id>/``:
 
 - ``meta.json``: what the session is (``protocol.recording.RecordingMeta``);
-- ``frames.gz``: the frame stream, compressed as it is written, as consecutive gzip members:
-  each member is exactly one part, byte for byte as it is uploaded. Every chunk of output is
-  compressed, sync-flushed and written with one ``write`` before the chunk is sent to the user,
-  so the open member decodes up to the last byte the user saw, even after kill -9;
+- ``frames.gz``: the frame stream, compressed as it is written, as consecutive gzip members
+  (``recording_members``): each member is exactly one part, byte for byte as it is uploaded.
+  Every chunk of output is compressed, sync-flushed and written with one ``write`` before the
+  chunk is sent to the user, so the open member decodes up to the last byte the user saw,
+  even after kill -9;
 - ``state.json``: the parts sealed so far (byte ranges of ``frames.gz`` with their digests),
   saved now and then: it only spares ``recover`` a pass over parts it can find again. What
   the platform has stored is asked of the platform, never remembered;
@@ -16,8 +17,8 @@ Each session is a directory ``<data_dir>/recordings/<session-id>/``:
 Writing compressed costs the session one pass of ISA-L's fastest level (``isal_zlib``: the
 same gzip format as zlib's, written several times faster; reading uses the standard ``zlib``);
 writing the frames raw and compressing them later cost a copy into the page cache, its
-writeback and a read back as well (docs/decisions/0009). Nothing here is deleted until the platform has confirmed the whole
-recording.
+writeback and a read back as well (docs/decisions/0009). Nothing here is deleted until the
+platform has confirmed the whole recording.
 """
 
 import contextlib
@@ -28,19 +29,17 @@ import shutil
 import time
 import zlib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from isal import isal_zlib
 from pydantic import BaseModel
 
+from jumpgate.node_agent.recording_members import GZIP, Member, Members
 from jumpgate.protocol import recording
 from jumpgate.protocol.recording import PartInfo, RecordingMeta, SessionEnd
 
 logger = logging.getLogger(__name__)
 
-_GZIP = 31  # zlib wbits: a gzip member (header without name or time, CRC-32 and size trailer)
 _REPAIR_READ = 64 * 1024
 SAVE_SECONDS = 5.0
 
@@ -61,23 +60,6 @@ class SpoolState(BaseModel):
         return self.parts[-1].end if self.parts else 0
 
 
-@dataclass(frozen=True)
-class Member:
-    """A finished gzip member of ``frames.gz``: where it is, its digest, and its bytes when a
-    reader of the spool has them anyway (``recover``). The recorder keeps none: the uploader
-    reads a part back from the spool when it sends it, so a busy session costs the agent
-    its compressor and one chunk, not its parts (issue 14: 24 MB per session, now < 1 MB)."""
-
-    start: int
-    size: int
-    sha256: str
-    data: bytes | None
-
-    @classmethod
-    def of(cls, start: int, data: bytes) -> "Member":
-        return cls(start, len(data), hashlib.sha256(data).hexdigest(), data)
-
-
 def _write_atomically(path: Path, data: bytes, *, durable: bool = True) -> None:
     temporary = path.with_suffix(".tmp")
     with temporary.open("wb") as out:
@@ -86,80 +68,6 @@ def _write_atomically(path: Path, data: bytes, *, durable: bool = True) -> None:
             out.flush()
             os.fsync(out.fileno())
     os.replace(temporary, path)
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        written = os.write(fd, view)
-        if written <= 0:
-            raise OSError(f"short write to the recording ({written} bytes)")
-        view = view[written:]
-
-
-def _bound(length: int) -> int:
-    """The most ``length`` raw bytes can take in a member (zlib's compressBound, a sync flush
-    and the gzip header and trailer)."""
-    return length + (length >> 12) + (length >> 14) + 64
-
-
-class _Members:
-    """Appends frames to a spool file as gzip members, each within a part's limits: a member
-    is finished before it would hold more than ``PART_RAW_BYTES`` of frames or be larger than
-    ``MAX_PART_BYTES``. Every frame is sync-flushed and written at once, so what is on disk
-    decodes to its last frame. Raises ``OSError`` when the file cannot be written."""
-
-    def __init__(self, fd: int, on_finished: Callable[[], None] | None = None) -> None:
-        self._fd = fd
-        self._offset = os.fstat(fd).st_size
-        self._member: isal_zlib.Compress | None = None
-        self._start = self._offset
-        self._raw = 0
-        self.began = 0.0  # when the open member began (monotonic)
-        self._digest = hashlib.sha256()  # of the open member's bytes, for its part
-        self.finished: list[Member] = []
-        self._on_finished = on_finished
-
-    @property
-    def open(self) -> bool:
-        return self._member is not None
-
-    def frame(self, kind: bytes, at: float, payload: bytes | memoryview) -> None:
-        size = recording.FRAME.size + len(payload)
-        if self._member is not None and (
-            self._raw + size > recording.PART_RAW_BYTES
-            or self._offset - self._start + _bound(size) > recording.MAX_PART_BYTES
-        ):
-            self.finish()
-        if self._member is None:
-            self._member = isal_zlib.compressobj(1, isal_zlib.DEFLATED, _GZIP)
-            self._start = self._offset
-            self._raw = 0
-            self._digest = hashlib.sha256()
-            self.began = time.monotonic()
-        member = self._member
-        header = recording.frame_header(kind, at, len(payload))
-        self._put(
-            member.compress(header)
-            + member.compress(payload)
-            + member.flush(isal_zlib.Z_SYNC_FLUSH)
-        )
-        self._raw += size
-
-    def _put(self, out: bytes) -> None:
-        _write_all(self._fd, out)
-        self._offset += len(out)
-        self._digest.update(out)
-
-    def finish(self) -> None:
-        if self._member is None:
-            return
-        self._put(self._member.flush(isal_zlib.Z_FINISH))
-        self._member = None
-        size = self._offset - self._start
-        self.finished.append(Member(self._start, size, self._digest.hexdigest(), None))
-        if self._on_finished is not None:
-            self._on_finished()
 
 
 class SessionSpool:
@@ -253,7 +161,7 @@ class SessionSpool:
             while position < size:
                 spool.seek(position)
                 window = spool.read(recording.MAX_PART_BYTES + 1)
-                inflater = zlib.decompressobj(_GZIP)
+                inflater = zlib.decompressobj(GZIP)
                 with contextlib.suppress(zlib.error):  # a torn member: finished below
                     inflater.decompress(window, recording.PART_RAW_BYTES + 1)
                 if not inflater.eof:
@@ -266,7 +174,7 @@ class SessionSpool:
         return members
 
     def _finish_tail(self, start: int, window: bytes) -> list[Member]:
-        inflater = zlib.decompressobj(_GZIP)
+        inflater = zlib.decompressobj(GZIP)
         raw = bytearray()
         try:
             for offset in range(0, len(window), _REPAIR_READ):
@@ -283,7 +191,7 @@ class SessionSpool:
         os.truncate(self.frames, start)
         fd = os.open(self.frames, os.O_WRONLY | os.O_APPEND)
         try:
-            writer = _Members(fd)
+            writer = Members(fd)
             for kind, at, payload in recording.frames(bytes(raw)):
                 writer.frame(kind, at, payload)
             writer.finish()
@@ -321,7 +229,7 @@ class Recorder:
         self._last_write = time.monotonic()
         self._start = self._last_write
         self._fd = os.open(spool.frames, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        self._members = _Members(self._fd, on_part)
+        self._members = Members(self._fd, on_part)
         self._wake = on_part
 
     def _write(self, kind: bytes, data: bytes) -> bool:

@@ -220,20 +220,21 @@ async def _until_exit(
 ) -> int:
     """The command's exit status; if the user's connection goes first, hang up on it as sshd
     does (SIGHUP to its process group, SIGKILL if it lingers) rather than leave it running."""
-    exited = asyncio.ensure_future(child.wait())
-    lost = asyncio.ensure_future(process.channel.wait_closed())
-    await asyncio.wait({exited, lost}, return_when=asyncio.FIRST_COMPLETED)
-    lost.cancel()
-    if not exited.done():
-        for sig, grace in ((signal.SIGHUP, HANGUP_SECONDS), (signal.SIGKILL, None)):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(child.pid, sig)
-            try:
-                await asyncio.wait_for(asyncio.shield(exited), grace)
-                break
-            except TimeoutError:
-                continue
-    return await exited
+    async with asyncio.TaskGroup() as tasks:  # neither wait outlives this one
+        exited = tasks.create_task(child.wait())
+        lost = tasks.create_task(process.channel.wait_closed())
+        await asyncio.wait({exited, lost}, return_when=asyncio.FIRST_COMPLETED)
+        lost.cancel()
+        if not exited.done():
+            for sig, grace in ((signal.SIGHUP, HANGUP_SECONDS), (signal.SIGKILL, None)):
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(child.pid, sig)
+                try:
+                    await asyncio.wait_for(asyncio.shield(exited), grace)
+                    break
+                except TimeoutError:
+                    continue
+    return exited.result()
 
 
 def _controlling_tty() -> None:

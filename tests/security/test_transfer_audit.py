@@ -15,7 +15,7 @@ from typing import Any
 import asyncssh
 import pytest
 
-from jumpgate.node_agent.transfers import FXP
+from jumpgate.node_agent.sftp_watch import FXP
 from tests.e2e.conftest import LOGIN, Site, audit_events, openssh_sftp, user_ssh_options
 
 pytestmark = [pytest.mark.e2e, pytest.mark.net]

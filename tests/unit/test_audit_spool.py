@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 
 from jumpgate.node_agent import audit
-from jumpgate.node_agent.audit_spool import AuditLanes, AuditSpool
+from jumpgate.node_agent.audit_lanes import AuditLanes
+from jumpgate.node_agent.audit_spool import AuditSpool
 
 Event = dict[str, Any]
 

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from jumpgate.node_agent.recording import Member, Recorder, SessionSpool, Spool
+from jumpgate.node_agent.recording import Recorder, SessionSpool, Spool
+from jumpgate.node_agent.recording_members import Member
 from jumpgate.protocol import recording
 from jumpgate.protocol.recording import RecordingMeta
 

@@ -3,7 +3,7 @@ with no shell): only the bare server end of scp, exactly as OpenSSH's client sen
 
 import pytest
 
-from jumpgate.node_agent.transfers import scp_server_argv
+from jumpgate.node_agent.scp_watch import scp_server_argv
 
 
 @pytest.mark.parametrize(

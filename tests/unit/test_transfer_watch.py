@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from jumpgate.node_agent.transfers import ScpWatch, SftpWatch
+from jumpgate.node_agent.scp_watch import ScpWatch
+from jumpgate.node_agent.sftp_watch import SftpWatch
 
 Events = list[tuple[str, dict[str, Any]]]
 
