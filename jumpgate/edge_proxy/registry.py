@@ -50,6 +50,15 @@ class TunnelRegistry:
             return True
         return False
 
+    def drop(self, tenant: str, host_id: str) -> bool:
+        """Forget the node's tunnel and close it (its node was removed); False if none here."""
+        tunnel = self.get(tenant, host_id)
+        if tunnel is None:
+            return False
+        self.remove(tunnel)
+        tunnel.connection.close()
+        return True
+
     def all(self) -> list[Tunnel]:
         """Every live tunnel."""
         return [t for nodes in self._tunnels.values() for t in nodes.values()]

@@ -218,8 +218,6 @@ class Splice:
     ) -> None:
         self.user = user(self)
         self.node: Side | None = None
-        self.tenant = ""  # set once the session started
-        self.session: dict[str, str] = {}  # what the audit log says of it
         self._on_end = on_end
         self._open = 2
         self._ended = False

@@ -22,9 +22,9 @@ from jumpgate.edge_proxy.limits import (
     LOGIN_PATH,
     LoginGuard,
     Refusal,
-    TenantBusy,
     unsigned,
 )
+from jumpgate.edge_proxy.tenant_share import TenantBusy
 from jumpgate.protocol.problems import CONTENT_TYPE, MAX_BODY_BYTES, ProblemType
 
 logger = logging.getLogger(__name__)

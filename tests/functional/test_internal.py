@@ -15,7 +15,8 @@ from jumpgate.control_plane.audit.base import Query
 from jumpgate.control_plane.handlers.internal import build_internal_app, make_internal_handler
 from jumpgate.edge_proxy.control import ControlPlaneClient, ControlPlaneError
 from jumpgate.edge_proxy.lambda_invoke import ControlPlaneUnavailable
-from jumpgate.edge_proxy.ssh_fronts import SSHFronts
+from jumpgate.edge_proxy.proxy_audit import AuditOutbox
+from jumpgate.edge_proxy.service import ProxyService
 from jumpgate.protocol import models
 from jumpgate.protocol.audit import EventType
 from tests.functional.conftest import Platform
@@ -83,15 +84,15 @@ def test_the_proxy_refuses_a_body_it_cannot_send_as_the_platform_would(
     assert unknown.value.status == 404
 
 
-def _fronts(platform: Platform) -> SSHFronts:
-    """The proxy's SSH fronts (not listening) whose control-plane client calls ``platform``'s
+def _fronts(platform: Platform) -> ProxyService:
+    """The proxy's SSH service (not listening) whose control-plane client calls ``platform``'s
     internal handler in-process, as the ``jumpgate start`` daemon wires it."""
     handler = make_internal_handler(platform.plane)
 
     async def invoke(event: dict[str, Any]) -> dict[str, Any]:
         return dict(handler(event, None))
 
-    return SSHFronts(
+    return ProxyService(
         ControlPlaneClient(invoke),
         proxy_id="proxy-1",
         host_key=asyncssh.generate_private_key("ssh-ed25519"),
@@ -115,8 +116,8 @@ def test_an_event_the_platform_refuses_is_replaced_and_the_proxys_audit_goes_on(
     events before and after it are stored once each."""
     platform.invite("acme", "alice")
     fronts = _fronts(platform)
-    fronts.record(EventType.SESSION_START, "acme", "I", session_id="s-1", user="alice")
-    fronts.events.put(  # a name no store takes, as it reached the outbox before cleaning
+    fronts.audit.record(EventType.SESSION_START, "acme", "I", session_id="s-1", user="alice")
+    fronts.audit.events.put(  # a name no store takes, as it reached the outbox before cleaning
         models.AuditRecord(
             type=EventType.USER_LOGIN_LIMITED,
             tenant="acme",
@@ -125,11 +126,11 @@ def test_an_event_the_platform_refuses_is_replaced_and_the_proxys_audit_goes_on(
             fields={"user": "\ud800poison", "event_id": "0" * 32},
         )
     )
-    fronts.record(EventType.SESSION_END, "acme", "I", session_id="s-1", user="alice")
-    fronts.record(EventType.SESSION_START, "acme", "I", session_id="s-2", id="set-by-the-log")
-    fronts.record(EventType.SESSION_END, "acme", "I", session_id="s-2", user="alice")
-    assert asyncio.run(asyncio.wait_for(fronts.events.flush(fronts.send_audit), 10))
-    assert (len(fronts.events), fronts.events.refused) == (0, 2)
+    fronts.audit.record(EventType.SESSION_END, "acme", "I", session_id="s-1", user="alice")
+    fronts.audit.record(EventType.SESSION_START, "acme", "I", session_id="s-2", id="set-by-the-log")
+    fronts.audit.record(EventType.SESSION_END, "acme", "I", session_id="s-2", user="alice")
+    assert asyncio.run(asyncio.wait_for(fronts.audit.flush(), 10))
+    assert (len(fronts.audit.events), fronts.audit.events.refused) == (0, 2)
     stored = _search(platform, "acme", "session.start", "session.end", "audit.dropped")
     assert sorted((e["type"], e["session_id"]) for e in stored) == [
         ("audit.dropped", ""),
@@ -152,11 +153,10 @@ def test_a_platform_out_of_reach_keeps_the_proxys_events_for_later(platform: Pla
     async def unreachable(event: dict[str, Any]) -> dict[str, Any]:
         raise ControlPlaneUnavailable("jumpgate-internal failed (Unhandled)")
 
-    fronts = _fronts(platform)
-    fronts.control = ControlPlaneClient(unreachable)
-    fronts.record(EventType.SESSION_START, "acme", "I", session_id="s-1")
-    assert not asyncio.run(asyncio.wait_for(fronts.events.flush(fronts.send_audit), 10))
-    assert (len(fronts.events), fronts.events.refused) == (1, 0)
+    audit = AuditOutbox(ControlPlaneClient(unreachable))  # the proxy's, as _fronts makes it
+    audit.record(EventType.SESSION_START, "acme", "I", session_id="s-1")
+    assert not asyncio.run(asyncio.wait_for(audit.flush(), 10))
+    assert (len(audit.events), audit.events.refused) == (1, 0)
 
 
 def test_the_proxy_records_what_users_send_as_text_every_store_takes(
@@ -166,9 +166,9 @@ def test_the_proxy_records_what_users_send_as_text_every_store_takes(
     and bounded, instead of refused."""
     platform.invite("acme", "alice")
     fronts = _fronts(platform)
-    fronts.record(EventType.AUTH, "acme", "W", user="\ud800poison", login="x" * 100_000)
-    assert asyncio.run(asyncio.wait_for(fronts.events.flush(fronts.send_audit), 10))
-    assert fronts.events.refused == 0
+    fronts.audit.record(EventType.AUTH, "acme", "W", user="\ud800poison", login="x" * 100_000)
+    assert asyncio.run(asyncio.wait_for(fronts.audit.flush(), 10))
+    assert fronts.audit.events.refused == 0
     [event] = _search(platform, "acme", "auth")
     assert event["user"] == "\\ud800poison"
     assert 0 < len(event["login"]) <= 1024

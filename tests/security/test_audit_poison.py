@@ -18,7 +18,7 @@ from typing import Any
 import asyncssh
 import pytest
 
-from jumpgate.edge_proxy.ssh_fronts import EVENT_LINGER
+from jumpgate.edge_proxy.proxy_audit import EVENT_LINGER
 from jumpgate.node_agent import audit
 from jumpgate.node_agent.audit_spool import AuditSpool
 from jumpgate.protocol.tunnel import MAX_LINE_BYTES

@@ -13,13 +13,11 @@ from jumpgate.edge_proxy.limits import (
     Admission,
     LoginGuard,
     Refusal,
-    TenantBusy,
-    TenantShare,
     TokenBuckets,
-    lane_of,
     source_key,
     unsigned,
 )
+from jumpgate.edge_proxy.tenant_share import TenantBusy, TenantShare, lane_of
 from jumpgate.protocol.audit import EventType
 
 

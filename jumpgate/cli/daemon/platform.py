@@ -51,8 +51,9 @@ from jumpgate.edge_proxy import tls
 from jumpgate.edge_proxy.control import ControlPlaneClient, ControlPlaneError
 from jumpgate.edge_proxy.events import Event, Invoke
 from jumpgate.edge_proxy.lambda_invoke import LambdaInvoke
-from jumpgate.edge_proxy.limits import LoginGuard, TenantShare, TokenBuckets
-from jumpgate.edge_proxy.ssh_fronts import SSHFronts
+from jumpgate.edge_proxy.limits import LoginGuard, TokenBuckets
+from jumpgate.edge_proxy.service import ProxyService
+from jumpgate.edge_proxy.tenant_share import TenantShare
 from jumpgate.edge_proxy.web import WebFront
 from jumpgate.node_agent.agent import Agent
 from jumpgate.protocol import ports
@@ -269,7 +270,7 @@ class Daemon:
         )
         control = ControlPlaneClient(internal)
         limits = config.connection_limits.limits()
-        self.fronts = SSHFronts(
+        self.fronts = ProxyService(
             control,
             proxy_id=str(uuid.uuid4()),
             host_key=host_key,
@@ -282,7 +283,7 @@ class Daemon:
             per_user=TokenBuckets(config.login_user_rate / 60, config.login_user_burst),
             per_tenant=TokenBuckets(config.login_tenant_rate, config.login_tenant_burst),
             anonymous=TokenBuckets(config.anonymous_source_rate, config.anonymous_source_burst),
-            record=self.fronts.record,
+            record=self.fronts.audit.record,
         )
         self.web = WebFront(
             self.share,

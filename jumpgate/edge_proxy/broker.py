@@ -1,0 +1,323 @@
+"""The session broker: every decision on a user's way to a node, and its audit.
+
+A front (the SSH user front today, a browser terminal later) knows who the caller is and
+which node they name; the broker does the rest: it locates the node (a tunnel held here by
+name, uuid, ``uuid.tenant`` or FQDN, else the proxy holding it when peering), asks the control
+plane whether the node and the user are both still allowed (one call answers both: a node
+removed since its tunnel came up, a user locked or removed since their certificate was
+issued), has the node link open the node's side, and records the session's start and end.
+Every refusal is a ``Refused`` whose text is the user's one line.
+
+Its collaborators are small protocols (a control-plane client, the tunnel registry, the node
+link, an audit sink, a clock), and the session's byte pipe is one too: the broker speaks no
+SSH, so it is tested with fakes and any front can call it.
+"""
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Generic, Protocol, TypeVar
+
+from jumpgate.edge_proxy.control import ControlPlaneError
+from jumpgate.edge_proxy.errors import NodeUnreachable, Refused
+from jumpgate.edge_proxy.metrics import Metrics
+from jumpgate.protocol import models
+from jumpgate.protocol.audit import EventType
+from jumpgate.protocol.names import MAX_NODENAME, AmbiguousNode, UnknownNode, node_name
+
+__all__ = [
+    "AuditSink",
+    "Caller",
+    "ControlClient",
+    "HeldNode",
+    "NodeOpener",
+    "Pipe",
+    "SessionBroker",
+    "Tunnels",
+]
+
+logger = logging.getLogger(__name__)
+
+STOPPING = "this proxy is stopping: try again"
+PROXY_FAILED = "the proxy failed to open this session: try again"
+NOT_CHECKED = "the platform could not check this session: try again"
+NOT_LOCATED = "the platform could not locate this node: try again"
+
+
+class HeldNode(Protocol):
+    """A node whose tunnel this proxy holds (``registry.Tunnel``)."""
+
+    @property
+    def tenant(self) -> str: ...
+    @property
+    def host_id(self) -> str: ...
+    @property
+    def nodename(self) -> str: ...
+    @property
+    def public_key(self) -> str: ...
+
+
+T = TypeVar("T", bound=HeldNode)
+T_co = TypeVar("T_co", bound=HeldNode, covariant=True)
+T_contra = TypeVar("T_contra", bound=HeldNode, contravariant=True)
+
+
+class Pipe(Protocol):
+    """A session's two joined byte streams (``splice.Splice``), as the broker sees them."""
+
+    @property
+    def ended(self) -> bool: ...
+    @property
+    def bytes_to_node(self) -> int: ...
+    @property
+    def bytes_to_user(self) -> int: ...
+    def close(self) -> bool: ...
+    def abandon(self) -> None: ...
+
+
+P = TypeVar("P", bound=Pipe)
+P_contra = TypeVar("P_contra", bound=Pipe, contravariant=True)
+
+
+class ControlClient(Protocol):
+    """What the broker asks the control plane (``control.ControlPlaneClient``)."""
+
+    async def session_auth(self, body: models.SessionAuth) -> models.SessionVerdict: ...
+    async def locate(self, tenant: str, name: str) -> models.NodeLocation: ...
+
+
+class Tunnels(Protocol[T_co]):
+    """The tunnels this proxy holds (``registry.TunnelRegistry``)."""
+
+    def find(self, tenant: str, name: str, public_addr: str = "") -> T_co: ...
+    def drop(self, tenant: str, host_id: str) -> bool: ...
+
+
+class NodeOpener(Protocol[T_contra, P_contra]):
+    """Opens a session's node side (``node_link.NodeLink``); ``NodeUnreachable`` if not."""
+
+    @property
+    def peering(self) -> bool: ...
+    async def open(self, target: T_contra | models.NodeLocation, pipe: P_contra) -> None: ...
+
+
+class AuditSink(Protocol):
+    """Where the proxy's own audit events go (``proxy_audit.AuditOutbox``)."""
+
+    def record(
+        self,
+        event_type: EventType,
+        tenant: str,
+        outcome: str,
+        /,
+        *,
+        at: datetime | None = None,
+        **fields: Any,
+    ) -> None: ...
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who asks for a session: the certificate's tenant and user, the login asked for, and
+    from where; the front that authenticated them fills it in."""
+
+    tenant: str
+    user: str
+    user_id: str
+    login: str
+    remote_addr: str
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _new_id() -> str:
+    return str(uuid.uuid4())
+
+
+class SessionBroker(Generic[T, P]):
+    """Grants, locates, opens and audits the sessions of one proxy, and knows which are live."""
+
+    def __init__(
+        self,
+        control: ControlClient,
+        tunnels: Tunnels[T],
+        link: NodeOpener[T, P],
+        audit: AuditSink,
+        *,
+        proxy_id: str,
+        public_addr: str,
+        metrics: Metrics | None = None,
+        clock: Callable[[], datetime] = _now,
+        new_id: Callable[[], str] = _new_id,
+    ) -> None:
+        self._control = control
+        self._tunnels = tunnels
+        self._link = link
+        self._audit = audit
+        self.proxy_id = proxy_id
+        self.public_addr = public_addr
+        self.metrics = metrics or Metrics()
+        self._clock = clock
+        self._new_id = new_id
+        self._live: dict[P, tuple[str, dict[str, str]]] = {}  # started, not yet ended
+        self._all_ended = asyncio.Event()
+        self._all_ended.set()
+        self.draining = False
+
+    async def open(self, caller: Caller, name: str, pipe: P) -> None:
+        """Open ``pipe``'s node side on the node ``name`` names, once the node and the user
+        are both still allowed; ``Refused`` with the user's one line if not."""
+        target = await self.locate(caller.tenant, name)
+        try:
+            await self._connect(target, caller, pipe)
+        except Refused:
+            raise
+        except Exception:
+            logger.exception("opening a session failed", extra={"node": target.host_id})
+            raise Refused(PROXY_FAILED, unreachable=True) from None
+
+    async def locate(self, tenant: str, name: str) -> T | models.NodeLocation:
+        """The node's tunnel if this proxy holds it, else (when peering) the proxy that does;
+        ``Refused`` when no proxy holds it or the name is ambiguous."""
+        try:
+            return self._tunnels.find(tenant, name, self.public_addr)
+        except AmbiguousNode as exc:
+            raise Refused(str(exc), unreachable=True) from None
+        except UnknownNode as exc:
+            short = node_name(tenant, name, self.public_addr)
+            if not self._link.peering or len(short) > MAX_NODENAME:  # no node has such a name
+                raise Refused(str(exc), unreachable=True) from None
+            unknown = str(exc)
+        try:
+            location = await self._control.locate(tenant, short)
+        except ControlPlaneError as exc:
+            if exc.status in (400, 404):
+                raise Refused(str(exc) or unknown, unreachable=True) from None
+            logger.warning("node not located", extra={"reason": str(exc)})
+            raise Refused(NOT_LOCATED) from None
+        if location.proxy == self.proxy_id:  # its tunnel just went down here
+            raise Refused(unknown, unreachable=True)
+        return location
+
+    async def _connect(self, target: T | models.NodeLocation, caller: Caller, pipe: P) -> None:
+        if self.draining:
+            raise Refused(STOPPING, unreachable=True)
+        try:
+            verdict = await self._control.session_auth(
+                models.SessionAuth(
+                    tenant=target.tenant,
+                    host_id=target.host_id,
+                    public_key=target.public_key,
+                    user=caller.user,
+                    user_id=caller.user_id,
+                )
+            )
+        except ControlPlaneError as exc:
+            logger.warning("session not authorized", extra={"reason": str(exc)})
+            raise Refused(NOT_CHECKED) from None
+        if verdict.node_refused is not None:
+            self.drop_removed(target.tenant, target.host_id, verdict.node_refused)
+            raise Refused(
+                f"node {target.nodename!r} is not online in cluster {target.tenant!r}: see jump ls",
+                unreachable=True,
+            )
+        session = {
+            "origin": "proxy",
+            "user": caller.user,
+            "login": caller.login,
+            "server_id": target.host_id,
+            "nodename": target.nodename,
+            "remote_addr": caller.remote_addr,
+        }
+        if verdict.user_refused is not None:
+            self.metrics.handshake_failures["user_refused"] += 1
+            self._record(EventType.AUTH, target.tenant, "W", session, error=verdict.user_refused)
+            raise Refused(verdict.user_refused)
+        session["session_id"] = self._new_id()
+        try:
+            await self._link.open(target, pipe)
+        except NodeUnreachable as exc:
+            raise Refused(str(exc), unreachable=True) from None
+        if isinstance(target, models.NodeLocation):
+            session["proxy"] = target.proxy
+        self._started(target.tenant, pipe, session)
+
+    def _started(self, tenant: str, pipe: P, session: dict[str, str]) -> None:
+        self.metrics.sessions += 1
+        self._record(EventType.SESSION_START, tenant, "I", session)
+        if pipe.ended:  # the node hung up before the start was recorded
+            self._record_end(tenant, session, pipe)
+        else:
+            self._live[pipe] = (tenant, session)
+            self._all_ended.clear()
+
+    def ended(self, pipe: P) -> None:
+        """A pipe ended (the splice's ``on_end``): count its bytes, record the session's end."""
+        self.metrics.bytes_in += pipe.bytes_to_node
+        self.metrics.bytes_out += pipe.bytes_to_user
+        started = self._live.pop(pipe, None)
+        if not self._live:
+            self._all_ended.set()
+        if started is not None:
+            self._record_end(*started, pipe)
+
+    def _record_end(self, tenant: str, session: dict[str, str], pipe: P) -> None:
+        self._record(
+            EventType.SESSION_END,
+            tenant,
+            "I",
+            session,
+            bytes_to_node=pipe.bytes_to_node,
+            bytes_to_user=pipe.bytes_to_user,
+        )
+
+    def _record(
+        self, event: EventType, tenant: str, outcome: str, session: dict[str, str], **more: Any
+    ) -> None:
+        self._audit.record(event, tenant, outcome, at=self._clock(), **session, **more)
+
+    @property
+    def live(self) -> list[P]:
+        """The sessions started and not yet ended."""
+        return list(self._live)
+
+    def session_id(self, pipe: P) -> str:
+        """The id the audit log knows a live session by, or ""."""
+        started = self._live.get(pipe)
+        return started[1].get("session_id", "") if started is not None else ""
+
+    async def wait_ended(self, timeout: float) -> bool:
+        """Whether every live session ended within ``timeout`` seconds."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._all_ended.wait(), max(0.0, timeout))
+        return not self._live
+
+    def drop_removed(self, tenant: str, host_id: str, reason: str) -> None:
+        """A node was removed: close its tunnel if held here (no presence write, its record
+        is gone) and end the sessions to it that this proxy carries."""
+        sessions = [
+            pipe
+            for pipe, (held_by, session) in self._live.items()
+            if held_by == tenant and session.get("server_id") == host_id
+        ]
+        tunnel = self._tunnels.drop(tenant, host_id)
+        if not tunnel and not sessions:
+            return
+        logger.info(
+            "node removed: its tunnel is closed",
+            extra={
+                "tenant": tenant,
+                "node": host_id,
+                "tunnel": tunnel,
+                "sessions": len(sessions),
+                "reason": reason,
+            },
+        )
+        for pipe in sessions:
+            pipe.close()
