@@ -28,6 +28,7 @@ from jumpgate.node_agent.audit_budget import Budgets, SessionAudit
 from jumpgate.node_agent.recording import Recorder
 from jumpgate.node_agent.transfers import ScpWatch, SftpWatch, scp_server_argv
 from jumpgate.node_agent.uploads import Uploader
+from jumpgate.protocol import certs
 from jumpgate.protocol.audit import EventType
 from jumpgate.protocol.recording import RecordingMeta, RecordingMode
 from jumpgate.protocol.ssh_identity import cert_identity
@@ -104,7 +105,7 @@ class NodeServer(asyncssh.SSHServer):
         max_sessions: int = MAX_SESSIONS,
         budgets: Budgets | None = None,
     ) -> None:
-        self._user_ca_keys = {key.split()[1] for key in user_ca_keys}
+        self._user_ca_keys = list(user_ca_keys)  # any of them (decision 0022)
         self.audit = audit
         self.budgets = budgets if budgets is not None else Budgets()  # the agent's, shared
         self.uploads = uploads
@@ -157,7 +158,7 @@ class NodeServer(asyncssh.SSHServer):
         except KeyError:
             logger.info("login refused: no such OS user", extra={"login": username})
             return False
-        return key.export_public_key("openssh").split()[1].decode() in self._user_ca_keys
+        return certs.is_trusted(key.export_public_key("openssh").decode(), self._user_ca_keys)
 
 
 class _NodeSession(asyncssh.SSHServerProcess[bytes]):
