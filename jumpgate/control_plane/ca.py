@@ -342,12 +342,13 @@ class Authorities:
         """Trust ``public_key`` as one more key of the tenant's ``kind`` CA, the active key
         still signing: the first step of a rotation (every party learns the new key before
         anything is signed with it)."""
-        certs.load_public_key(public_key)  # ValueError on anything but a key we accept
+        # ValueError on anything but a key we accept; stored as OpenSSH writes it (no comment)
+        key = certs.openssh_public(certs.load_public_key(public_key))
         return self._change(
             tenant,
             kind,
-            public_key,
-            lambda ca: dataclasses.replace(ca, trusted=(*ca.trusted_keys, public_key.strip())),
+            key,
+            lambda ca: dataclasses.replace(ca, trusted=(*ca.trusted_keys, key)),
         )
 
     def activate(
