@@ -9,6 +9,7 @@ The platform is the handlers in-process (the ``platform`` fixture, both stores);
 and the node are the real servers, started on loopback port 0.
 """
 
+import argparse
 import asyncio
 import dataclasses
 import os
@@ -23,6 +24,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
+from jumpgate.cli.jumpctl import status
+from jumpgate.cli.jumpctl.context import Context
 from jumpgate.control_plane.ca import CAKind, CertificateAuthority, PrivateKey, generate_key
 from jumpgate.control_plane.handlers.internal import make_internal_handler
 from jumpgate.edge_proxy.control import ControlPlaneClient
@@ -158,6 +161,22 @@ def test_request_authentication_accepts_every_trusted_user_ca_key(acme: Acme) ->
     assert user_ca["trusted"] == [certs.fingerprint(_signer(new)), certs.fingerprint(_signer(old))]
 
 
+def test_jumpctl_status_shows_the_keys_each_ca_trusts(
+    acme: Acme, capsys: pytest.CaptureFixture[str]
+) -> None:
+    old, new, _ = _three_certificates(acme)
+    context = Context(_InProcess(acme.platform, new), "acme.localhost:3080", False)
+    assert status.run(context, argparse.Namespace(format="text")) == 0
+    lines = capsys.readouterr().out.splitlines()
+    host_ca = acme.platform.plane.authorities.get("acme", "host").public_key
+    assert lines[2:] == [
+        f"User CA  ed25519  {certs.fingerprint(_signer(new))}",
+        f"         also trusted  {certs.fingerprint(_signer(old))}",
+        f"Host CA  ed25519  {certs.fingerprint(host_ca)}",  # one key: shown as before
+        f"CA pin   {certs.ca_pin(host_ca)}",
+    ]
+
+
 def test_the_proxy_accepts_every_trusted_user_ca_key(acme: Acme) -> None:
     platform = acme.platform
     old, new, stranger = _three_certificates(acme)
@@ -198,14 +217,16 @@ class _Events:
 
 
 class _InProcess(Client):
-    """The node's client, its requests answered by the platform's handler in-process."""
+    """A client (the node's, or jumpctl's signed as ``session``), its requests answered by
+    the platform's handler in-process."""
 
-    def __init__(self, platform: Platform) -> None:
+    def __init__(self, platform: Platform, session: Session | None = None) -> None:
         super().__init__("acme.localhost:3080")
         self._platform = platform
+        self._session = session
 
     def call(self, method: str, path: str, body: Any = None, *, query: str = "") -> Any:
-        answer = self._platform.call(method, path, body, query=query)
+        answer = self._platform.call(method, path, body, query=query, session=self._session)
         if answer.status >= 300:
             raise APIError(answer.status, answer.problem_type, answer.detail)
         return answer.body
