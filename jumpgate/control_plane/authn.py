@@ -87,7 +87,7 @@ class Authenticator:
             raise Unauthenticated("not logged in: run jump login --proxy=<tenant address>")
         cert = _parse_certificate(cert_text)
         user_ca = self._authorities.get(tenant, "user")
-        if certs.openssh_public(cert.signature_key()) != user_ca.public_key:
+        if not certs.is_trusted(certs.openssh_public(cert.signature_key()), user_ca.trusted_keys):
             raise Unauthenticated(
                 "certificate was not issued by this cluster: run jump login against it"
             )

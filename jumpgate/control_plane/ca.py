@@ -1,20 +1,24 @@
 """A tenant's certificate authorities and the certificates they sign.
 
 Each tenant has a user CA (signs engineers' certificates) and a host CA (signs nodes'), with
-separate keys. Private keys are sealed with the platform master key before they reach the
-store. Certificates are encoded by ``sshcert`` (asyncssh cannot write custom extensions, and
-cryptography's builder is too slow for the issuing target); asyncssh and OpenSSH accept them.
+separate keys. A CA is a set of keys (decision 0022): the *active* key signs, and every key of
+its *trusted* set (the active one included) is accepted when verifying, so a rotation can
+bring a new key in while certificates of the old one still work. Private keys are sealed
+with the platform master key before they reach the store. Certificates are encoded by
+``sshcert`` (asyncssh cannot write custom extensions, and cryptography's builder is too slow
+for the issuing target); asyncssh and OpenSSH accept them.
 """
 
 import base64
+import dataclasses
 import functools
-import json
 import secrets
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from enum import StrEnum
 from typing import Literal
 
 from cryptography.hazmat.primitives import serialization
@@ -22,9 +26,10 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 
 from jumpgate.control_plane import keys
 from jumpgate.control_plane.errors import UnknownTenant
+from jumpgate.control_plane.records import CARecord, update
 from jumpgate.control_plane.secrets import SecretBox
 from jumpgate.control_plane.sshcert import CertType, Signer
-from jumpgate.control_plane.store import Store
+from jumpgate.control_plane.store import PLATFORM, Store
 from jumpgate.control_plane.store.base import KeyNotFound
 from jumpgate.protocol import certs, trust
 from jumpgate.protocol.certs import KeyType
@@ -34,6 +39,15 @@ CAKind = Literal["user", "host", "proxy"]
 PrivateKey = ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
 
 _KINDS: tuple[CAKind, ...] = ("user", "host")
+_STORED_KINDS: tuple[CAKind, ...] = (*_KINDS, "proxy")
+
+
+class RotationPhase(StrEnum):
+    """Where a CA stands in a rotation. Only ``standby`` (no rotation under way) exists until
+    rotation is built; decision 0022 lists the phases foreseen, after Teleport's."""
+
+    STANDBY = "standby"
+
 
 BACKDATE = timedelta(minutes=1)
 """Certificates start a minute early so a client whose clock lags can use them at once."""
@@ -50,16 +64,28 @@ def generate_key(key_type: KeyType) -> PrivateKey:
 
 @dataclass(frozen=True)
 class CertificateAuthority:
-    """One CA key pair, unsealed in memory."""
+    """One CA, unsealed in memory: its active key pair and the other keys it trusts."""
 
     kind: CAKind
-    key_type: KeyType
-    private_key: PrivateKey
+    key_type: KeyType  # of the active key
+    private_key: PrivateKey  # the active key: everything this CA signs, it signs with it
+    trusted: tuple[str, ...] = ()  # public keys also accepted when verifying (the active is)
+    phase: RotationPhase = RotationPhase.STANDBY
+
+    @functools.cached_property
+    def public_key(self) -> str:
+        """The active public key in OpenSSH form (what signs, and what the pin names)."""
+        return certs.openssh_public(self.private_key.public_key())
 
     @property
-    def public_key(self) -> str:
-        """The CA public key in OpenSSH form (what ``TrustedUserCAKeys`` lists)."""
-        return certs.openssh_public(self.private_key.public_key())
+    def trusted_keys(self) -> list[str]:
+        """Every public key accepted when verifying, the active one first, each once (what
+        ``TrustedUserCAKeys`` lists, and the trust document)."""
+        keys_: list[str] = [self.public_key]
+        for key in self.trusted:
+            if not certs.is_trusted(key, keys_):
+                keys_.append(key.strip())
+        return keys_
 
     @functools.cached_property
     def _signer(self) -> Signer:
@@ -180,32 +206,51 @@ class CertificateAuthority:
         return host, user, valid_before
 
     def to_record(self, box: SecretBox, *, tenant: str) -> bytes:
-        """The stored form: public key in clear, private key sealed."""
+        """The stored form (``records.CARecord``): public keys in clear, private key sealed."""
         pem = self.private_key.private_bytes(
             serialization.Encoding.PEM,
             serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),
         )
-        return json.dumps(
-            {
-                "kind": self.kind,
-                "key_type": self.key_type.value,
-                "public_key": self.public_key,
-                "private_key": box.seal(pem, context=_context(tenant, self.kind)),
-            }
-        ).encode()
+        return CARecord(
+            kind=self.kind,
+            key_type=self.key_type.value,
+            public_key=self.public_key,
+            private_key=box.seal(pem, context=_context(tenant, self.kind)),
+            trusted_keys=self.trusted_keys,
+            rotation_phase=self.phase.value,
+        ).to_bytes()
 
     @classmethod
     def from_record(cls, raw: bytes, box: SecretBox, *, tenant: str) -> "CertificateAuthority":
-        """Unseal a stored CA."""
-        record = json.loads(raw)
-        kind: CAKind = record["kind"]
-        pem = box.open(record["private_key"], context=_context(tenant, kind))
+        """Unseal a stored CA; a record from before key sets trusts its one key."""
+        record = CARecord.from_bytes(raw)
+        kind = _kind(record.kind)
+        pem = box.open(record.private_key, context=_context(tenant, kind))
         key = serialization.load_pem_private_key(pem, password=None)
         assert isinstance(
             key, ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
         )
-        return cls(kind, KeyType(record["key_type"]), key)
+        return cls(
+            kind,
+            KeyType(record.key_type),
+            key,
+            trusted=tuple(record.trusted_keys),
+            phase=RotationPhase(record.rotation_phase),
+        )
+
+    def with_active(self, key: PrivateKey, key_type: KeyType) -> "CertificateAuthority":
+        """This CA signing with ``key`` from now on and still trusting every key it trusted."""
+        return CertificateAuthority(
+            self.kind, key_type, key, trusted=tuple(self.trusted_keys), phase=self.phase
+        )
+
+
+def _kind(text: str) -> CAKind:
+    for kind in _STORED_KINDS:
+        if text == kind:
+            return kind
+    raise ValueError(f"stored CA of unknown kind {text!r}")
 
 
 def _context(tenant: str, kind: CAKind) -> str:
@@ -224,8 +269,8 @@ class Authorities:
     """Loads tenants' CAs from the store and keeps them unsealed for a short while.
 
     Unsealing costs an AES-GCM open and a PEM parse; caching for ``cache_seconds`` keeps
-    certificate issuance fast. Nothing rotates CAs yet; when something does, it must
-    ``forget`` the tenant.
+    certificate issuance fast. ``activate`` forgets the tenant in this process; another
+    process (a Lambda instance) sees a new key within ``cache_seconds``.
     """
 
     def __init__(self, store: Store, box: SecretBox, *, cache_seconds: float = 10.0) -> None:
@@ -271,11 +316,11 @@ class Authorities:
         """What the tenant's nodes trust, signed by its host CA (``protocol.trust``); the
         digests of the proxies' self-signed web certificates bind an ``--insecure`` agent's
         HTTPS to the platform."""
-        user_ca, host_ca = self.public_keys(tenant)
+        user_cas, host_cas = self.trusted_keys(tenant)
         document = trust.TrustDocument(
             tenant=tenant,
-            user_ca_keys=[user_ca],
-            host_ca_keys=[host_ca],
+            user_ca_keys=user_cas,
+            host_ca_keys=host_cas,
             proxy_host_keys=list(proxy_host_keys),
             tunnel_public_addr=tunnel_public_addr,
             ssh_public_addr=ssh_public_addr,
@@ -286,5 +331,53 @@ class Authorities:
         return self.get(tenant, "host").sign_trust(document)
 
     def public_keys(self, tenant: str) -> tuple[str, str]:
-        """The tenant's (user CA, host CA) public keys."""
+        """The tenant's (user CA, host CA) active public keys: those that sign now."""
         return self.get(tenant, "user").public_key, self.get(tenant, "host").public_key
+
+    def trusted_keys(self, tenant: str) -> tuple[list[str], list[str]]:
+        """The tenant's (user CA, host CA) trusted public keys, each active key first."""
+        return self.get(tenant, "user").trusted_keys, self.get(tenant, "host").trusted_keys
+
+    def add_trusted(self, tenant: str, kind: CAKind, public_key: str) -> CertificateAuthority:
+        """Trust ``public_key`` as one more key of the tenant's ``kind`` CA, the active key
+        still signing: the first step of a rotation (every party learns the new key before
+        anything is signed with it)."""
+        # ValueError on anything but a key we accept; stored as OpenSSH writes it (no comment)
+        key = certs.openssh_public(certs.load_public_key(public_key))
+        return self._change(
+            tenant,
+            kind,
+            key,
+            lambda ca: dataclasses.replace(ca, trusted=(*ca.trusted_keys, key)),
+        )
+
+    def activate(
+        self, tenant: str, kind: CAKind, key: PrivateKey, key_type: KeyType
+    ) -> CertificateAuthority:
+        """Make ``key`` the tenant's active ``kind`` key, the keys trusted so far staying
+        trusted: the step a rotation takes once every party trusts the new key."""
+        public = certs.openssh_public(key.public_key())
+        return self._change(tenant, kind, public, lambda ca: ca.with_active(key, key_type))
+
+    def _change(
+        self,
+        tenant: str,
+        kind: CAKind,
+        new_key: str,
+        change: Callable[[CertificateAuthority], CertificateAuthority],
+    ) -> CertificateAuthority:
+        """Compare-and-swap the stored CA through ``change``. A user CA key is indexed before
+        it is trusted: the proxy finds a user certificate's tenant by the key that signed it."""
+        if kind == "user":
+            self._store.put(PLATFORM, keys.user_ca_index(new_key), tenant.encode())
+
+        def stored(record: CARecord) -> CARecord:
+            current = CertificateAuthority.from_record(record.to_bytes(), self._box, tenant=tenant)
+            return CARecord.from_bytes(change(current).to_record(self._box, tenant=tenant))
+
+        try:
+            update(self._store, tenant, keys.ca(kind), CARecord, stored)
+        except KeyNotFound as exc:
+            raise UnknownTenant.named(tenant) from exc
+        self.forget(tenant)
+        return self.get(tenant, kind)

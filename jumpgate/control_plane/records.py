@@ -53,6 +53,20 @@ class TenantRecord(Record):
 
 
 @dataclass(frozen=True)
+class CARecord(Record):
+    """A CA of one tenant: the active key pair, which signs, and the public keys trusted when
+    verifying (decision 0022). A record written before key sets has neither ``trusted_keys``
+    nor ``rotation_phase``: it reads as trusting its one key, in phase ``standby``."""
+
+    kind: str  # user, host (a tenant's) or proxy (the platform's)
+    key_type: str  # the active key's algorithm (``certs.KeyType``)
+    public_key: str  # the active key, OpenSSH form
+    private_key: str  # the active key, PKCS#8 PEM sealed with the master key
+    trusted_keys: list[str] = field(default_factory=list)  # OpenSSH keys, active first
+    rotation_phase: str = "standby"  # ``ca.RotationPhase``
+
+
+@dataclass(frozen=True)
 class UserRecord(Record):
     """A user of one tenant; ``password_hash`` is unset until signup."""
 

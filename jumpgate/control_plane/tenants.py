@@ -100,8 +100,9 @@ class TenantService:
         except KeyNotFound:
             found = False
         with contextlib.suppress(KeyNotFound, UnknownTenant):
-            user_ca = self._authorities.get(name, "user").public_key
-            self._store.delete(PLATFORM, keys.user_ca_index(user_ca))
+            for user_ca in self._authorities.get(name, "user").trusted_keys:
+                with contextlib.suppress(KeyNotFound):
+                    self._store.delete(PLATFORM, keys.user_ca_index(user_ca))
         items = self._store.list_all(name, "")
         for item in items:
             # One by one: an item that expires meanwhile is simply gone already.
@@ -112,12 +113,12 @@ class TenantService:
             raise UnknownTenant(f"no tenant named {name!r}: see jumpgate tenants ls")
 
     def by_user_ca(self, public_key: str) -> str:
-        """The tenant whose user CA ``public_key`` is; ``UnknownTenant`` if none."""
+        """The tenant whose user CA trusts ``public_key``; ``UnknownTenant`` if none."""
         try:
             return self._store.get(PLATFORM, keys.user_ca_index(public_key)).value.decode()
         except KeyNotFound as exc:
             raise UnknownTenant("certificate is not from a cluster served here") from exc
 
     def ca_pin(self, name: str) -> str:
-        """The pin of the tenant's host CA."""
+        """The pin of the tenant's active host CA key (what a node joining now is given)."""
         return certs.ca_pin(self._authorities.get(name, "host").public_key)

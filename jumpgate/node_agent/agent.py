@@ -215,6 +215,11 @@ class Agent:
         self.identity = current
         return current
 
+    def _user_cas(self) -> list[str]:
+        """The user CA keys trusted when a user connects: a trust document adopted since the
+        tunnel came up counts at once (decision 0022)."""
+        return self.identity.user_ca_keys if self.identity is not None else []
+
     async def _hold_tunnel(
         self, identity: Identity, key: ed25519.Ed25519PrivateKey, stop: asyncio.Event
     ) -> None:
@@ -245,7 +250,7 @@ class Agent:
         )
         serving: dict[str, Any] = {
             "server_factory": lambda: NodeServer(
-                identity.user_ca_keys, self.audit, self.uploads, self.sessions, budgets=self.budgets
+                self._user_cas(), self.audit, self.uploads, self.sessions, budgets=self.budgets
             ),
             "server_host_keys": [(ssh_key, asyncssh.import_certificate(identity.certificate))],
             "encoding": None,
@@ -416,7 +421,7 @@ def check_host_certificate(
     if (
         cert.type is not serialization.SSHCertificateType.HOST
         or certs.openssh_public(cert.public_key()) != ours
-        or certs.openssh_public(cert.signature_key()) not in identity.host_ca_keys
+        or not identity.trusts_host_ca(certs.openssh_public(cert.signature_key()))
     ):
         raise AgentError("the platform sent a host certificate for another key or CA")
 

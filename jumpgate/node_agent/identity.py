@@ -31,9 +31,9 @@ class Identity:
     tenant: str
     nodename: str
     auth_server: str  # HOST:PORT of the tenant's web endpoint
-    ca_pin: str
-    user_ca_keys: list[str]
-    host_ca_keys: list[str]
+    ca_pin: str  # the pin it joined with: checked at join only
+    user_ca_keys: list[str]  # every user CA key trusted now (a set: decision 0022)
+    host_ca_keys: list[str]  # every host CA key trusted now
     certificate: str
     insecure: bool  # the platform's web certificate is self-signed (never weakens the pin)
     # What the host CA vouched for last (``protocol.trust``); empty in an identity written
@@ -41,6 +41,22 @@ class Identity:
     proxy_host_keys: list[str] = field(default_factory=list)
     tunnel_public_addr: str = ""  # HOST:PORT of the tunnel endpoint
     trust: dict[str, str] | None = None  # the signed document all this came from
+
+    @property
+    def host_ca_pins(self) -> list[str]:
+        """The pins of every host CA key the node trusts now: a new trust document must be
+        signed by one of them. ``ca_pin`` (the join pin) is checked at join only; afterwards
+        this set, as the host CA last vouched for it, is what counts (decision 0022), so the
+        node keeps working while it grows and after the pinned key retires."""
+        return [p for p in (pin_of(k) for k in self.host_ca_keys) if p]
+
+    def trusts_user_ca(self, key: str) -> bool:
+        """Whether a user certificate signed by ``key`` may log in here."""
+        return certs.is_trusted(key, self.user_ca_keys)
+
+    def trusts_host_ca(self, key: str) -> bool:
+        """Whether a host certificate (this node's, renewed) signed by ``key`` is the tenant's."""
+        return certs.is_trusted(key, self.host_ca_keys)
 
     def trusted_as_before(self, other: "Identity") -> bool:
         """Whether ``other`` trusts exactly what this one does (documents aside)."""

@@ -2,9 +2,11 @@
 
 The node is given the pin of its tenant's host CA. Every answer it acts on carries a trust
 document signed by that CA (``protocol.trust``) and answering a nonce the node just chose;
-the node verifies it with the pinned key (at join) or the host CA keys it kept (later), never
-with what ``/v1/ca`` or TLS says at the time. ``--insecure`` (a self-signed web certificate)
-therefore changes nothing here: a relay that rewrites an answer gets it refused.
+the node verifies it with the pinned key (at join) or with any of the host CA keys it trusts
+now (later: the pin is checked at join only, decision 0022), never with what ``/v1/ca`` or
+TLS says at the time. A document pushed to it (``adopt``) is held to the same keys.
+``--insecure`` (a self-signed web certificate) therefore changes nothing here: a relay that
+rewrites an answer gets it refused.
 
 Nor can a relay that rewrites nothing read the join token: with ``--insecure`` the client is
 bound (``vouch``) to the web certificates the verified document names, before the token is
@@ -22,7 +24,14 @@ from jumpgate.node_agent.errors import JoinRefused, PinMismatch
 from jumpgate.node_agent.identity import Identity
 from jumpgate.protocol import certs
 from jumpgate.protocol.client import APIError, Client, UnvouchedCertificate
-from jumpgate.protocol.trust import SignedTrust, TrustDocument, TrustError, pin_of, verify
+from jumpgate.protocol.trust import (
+    SignedTrust,
+    TrustDocument,
+    TrustError,
+    held_document,
+    pin_of,
+    verify,
+)
 
 
 def new_nonce() -> str:
@@ -173,8 +182,7 @@ def trusting(identity: Identity, signed: SignedTrust, document: TrustDocument) -
 def rediscover(client: Client, identity: Identity) -> Identity:
     """What the platform says now, verified with the host CA keys the node holds (not with
     what ``/v1/ca`` says today): ``identity`` holding it. ``PinMismatch`` when refused."""
-    pins = [p for p in (pin_of(k) for k in identity.host_ca_keys) if p]
-    signed, document = fetch_trust(client, pins, identity.ca_pin)
+    signed, document = fetch_trust(client, identity.host_ca_pins, identity.ca_pin)
     if document.tenant != identity.tenant:
         raise PinMismatch(
             f"refused the answer of {client.host_header}: it speaks for tenant "
@@ -185,3 +193,25 @@ def rediscover(client: Client, identity: Identity) -> Identity:
         # (none, when a CA issued it now: nothing is sent without verified TLS then)
         client.web_certificates = frozenset(document.web_certificate_sha256)
     return trusting(identity, signed, document)
+
+
+def adopt(identity: Identity, signed: object) -> Identity:
+    """``identity`` holding what a trust document handed to the node says (pushed over its
+    tunnel, so answering no nonce), once shown to be signed by a host CA key the node trusts
+    now, for its tenant, and issued no earlier than the document it holds (an older one, a
+    replay, could bring back a retired key). ``PinMismatch`` otherwise, trusting nothing new.
+    """
+    try:
+        document = verify(signed, trusted_pins=identity.host_ca_pins, tenant=identity.tenant)
+    except TrustError as exc:
+        raise PinMismatch(
+            f"refused a trust document: {exc}, not by a host CA key this node trusts "
+            f"(it joined with {identity.ca_pin}): nothing new was trusted"
+        ) from exc
+    held = held_document(identity.trust) if identity.trust is not None else None
+    if held is not None and document.issued < held.issued:
+        raise PinMismatch(
+            f"refused a trust document issued {document.issued.isoformat()}, before the one "
+            f"this node holds ({held.issued.isoformat()}): a replay? nothing new was trusted"
+        )
+    return trusting(identity, SignedTrust.model_validate(signed), document)

@@ -23,6 +23,7 @@ from jumpgate.node_agent import sessions
 from jumpgate.node_agent.audit_budget import Budgets
 from jumpgate.node_agent.node_session import NodeSession
 from jumpgate.node_agent.uploads import Uploader
+from jumpgate.protocol import certs
 
 logger = logging.getLogger(__name__)
 
@@ -93,7 +94,7 @@ class NodeServer(asyncssh.SSHServer):
         max_sessions: int = MAX_SESSIONS,
         budgets: Budgets | None = None,
     ) -> None:
-        self._user_ca_keys = {key.split()[1] for key in user_ca_keys}
+        self._user_ca_keys = list(user_ca_keys)  # any of them (decision 0022)
         self.audit = audit
         self.budgets = budgets if budgets is not None else Budgets()  # the agent's, shared
         self.uploads = uploads
@@ -179,4 +180,4 @@ class NodeServer(asyncssh.SSHServer):
         except KeyError:
             logger.info("login refused: no such OS user", extra={"login": username})
             return False
-        return key.export_public_key("openssh").split()[1].decode() in self._user_ca_keys
+        return certs.is_trusted(key.export_public_key("openssh").decode(), self._user_ca_keys)

@@ -1,11 +1,13 @@
-"""Certificate extension names, CA key types and the CA pin.
+"""Certificate extension names, CA key types, the CA pin, and what "a trusted CA key" means.
 
 Identity travels in certificate *extensions*, not critical options: OpenSSH ignores
 extensions it does not know but refuses certificates with unknown critical options.
 """
 
 import base64
+import binascii
 import hashlib
+from collections.abc import Iterable
 from enum import StrEnum
 from typing import TypeAlias
 
@@ -89,3 +91,28 @@ def fingerprint(openssh: str) -> str:
     blob = base64.b64decode(openssh.split()[1])
     digest = base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
     return "SHA256:" + digest
+
+
+def key_blob(openssh: str) -> bytes:
+    """The key itself in an OpenSSH public key line (its base64 field, decoded): two lines
+    naming one key with other comments, or other spacing, have the same blob. ``b""`` when
+    the line holds no base64 field."""
+    fields = openssh.split()
+    if len(fields) < 2:
+        return b""
+    try:
+        return base64.b64decode(fields[1], validate=True)
+    except (binascii.Error, ValueError):
+        return b""
+
+
+def is_trusted(key: str, trusted: Iterable[str]) -> bool:
+    """Whether ``key`` (an OpenSSH public key line) is one of the CA keys ``trusted``.
+
+    A CA is trusted as a *set* of keys, not one: during a rotation certificates signed by the
+    outgoing and the incoming key are both valid (decision 0022). Every check of "is this
+    signed by our CA" (request authentication, the proxy's and the node's SSH servers, the
+    agent's renewed host certificate) goes through here so that none compares with one key.
+    """
+    blob = key_blob(key)
+    return bool(blob) and any(blob == key_blob(candidate) for candidate in trusted)

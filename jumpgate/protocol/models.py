@@ -86,7 +86,8 @@ class LoginRequest(_Model):
 
 
 class CAKeys(_Model):
-    """A tenant's CA public keys (OpenSSH format) and the pin of its host CA."""
+    """A tenant's trusted CA public keys (OpenSSH format, each active key first) and the pin
+    of its active host CA key."""
 
     tenant: Tenant
     user_ca_keys: list[str]
@@ -111,7 +112,8 @@ class CAInfo(_Model):
 
     kind: Literal["user", "host"]
     key_type: str
-    fingerprint: str
+    fingerprint: str  # of the active key, which signs
+    trusted: list[str] = Field(default_factory=list)  # fingerprints of every key it trusts
 
 
 class ClusterStatus(_Model):

@@ -23,7 +23,13 @@ signature over a trust document from being valid as anything else the CA signs (
 certificates sign a different structure, and never start with this prefix).
 
 A ``nonce`` chosen by the node and echoed in the document makes each answer fresh: an old
-document (an old proxy key, a retired tunnel address) cannot be replayed to it.
+document (an old proxy key, a retired tunnel address) cannot be replayed to it. A document
+pushed to the node without a request (over its authenticated tunnel) has no nonce: the node
+takes it only when issued no earlier than the one it holds.
+
+The CAs are key sets (decision 0022): the document lists every trusted user and host CA key,
+and a node accepts a new document signed by any host CA key it trusts already, so the set can
+grow (a new key brought in) and shrink (an old one retired) without asking anyone for a pin.
 
 Errors::
 
@@ -61,6 +67,7 @@ __all__ = [
     "TrustError",
     "canonical",
     "ecdsa_hash",
+    "held_document",
     "pin_of",
     "signed_bytes",
     "verify",
@@ -177,6 +184,17 @@ def verify(
     if tenant is not None and document.tenant != tenant:
         raise TrustError(f"the trust document speaks for tenant {document.tenant!r}")
     return document
+
+
+def held_document(signed: object) -> TrustDocument | None:
+    """The document of a signed trust the caller verified *before* and kept (a node's
+    identity.json), read without verifying again: only to compare a new document with it.
+    ``None`` when it cannot be read."""
+    try:
+        envelope = signed if isinstance(signed, SignedTrust) else SignedTrust.model_validate(signed)
+        return TrustDocument.model_validate_json(base64.b64decode(envelope.payload, validate=True))
+    except (ValidationError, ValueError):
+        return None
 
 
 def pin_of(key: str) -> str:

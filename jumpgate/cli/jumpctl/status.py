@@ -1,4 +1,5 @@
-"""``jumpctl status``: cluster name, CAs and the CA pin agents check."""
+"""``jumpctl status``: cluster name, CAs (the active key, and any other key each trusts) and
+the CA pin agents check."""
 
 import argparse
 from typing import Any
@@ -22,5 +23,9 @@ def run(ctx: Context, args: argparse.Namespace) -> int:
     print(f"Version  {answer['server_version']}")
     for ca in answer["cas"]:
         print(f"{ca['kind'].capitalize()} CA  {ca['key_type']}  {ca['fingerprint']}")
+        # The keys trusted besides the active one (a rotation under way); none in standby
+        for fingerprint in ca.get("trusted", []):
+            if fingerprint != ca["fingerprint"]:
+                print(f"         also trusted  {fingerprint}")
     print(f"CA pin   {answer['ca_pin']}")
     return 0

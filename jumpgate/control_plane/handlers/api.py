@@ -103,12 +103,12 @@ def build_app(plane: ControlPlane) -> ConcurrentResolver:
         )
 
     def ca_keys(tenant: str) -> models.CAKeys:
-        user_ca, host_ca = plane.authorities.public_keys(tenant)
+        user_cas, host_cas = plane.authorities.trusted_keys(tenant)
         return models.CAKeys(
             tenant=tenant,
-            user_ca_keys=[user_ca],
-            host_ca_keys=[host_ca],
-            ca_pin=certs.ca_pin(host_ca),
+            user_ca_keys=user_cas,
+            host_ca_keys=host_cas,
+            ca_pin=certs.ca_pin(host_cas[0]),
         )
 
     def public_addrs(tenant: str | None) -> tuple[str, str]:
@@ -274,6 +274,7 @@ def build_app(plane: ControlPlane) -> ConcurrentResolver:
                     kind=ca.kind,
                     key_type=ca.key_type.value,
                     fingerprint=certs.fingerprint(ca.public_key),
+                    trusted=[certs.fingerprint(key) for key in ca.trusted_keys],
                 )
                 for ca in cas
             ],
