@@ -5,6 +5,7 @@ from typing import Any
 
 from jumpgate.cli.common import output
 from jumpgate.cli.jumpctl.context import Context
+from jumpgate.protocol import calls
 
 
 def register(sub: Any) -> None:
@@ -14,13 +15,13 @@ def register(sub: Any) -> None:
 
 
 def run(ctx: Context, args: argparse.Namespace) -> int:
-    answer = ctx.client.call("GET", "/v1/status")
+    answer = ctx.client.send(calls.status())
     if args.format == "json":
         output.emit_json(answer)
         return 0
-    print(f"Cluster  {answer['cluster_name']}")
-    print(f"Version  {answer['server_version']}")
-    for ca in answer["cas"]:
-        print(f"{ca['kind'].capitalize()} CA  {ca['key_type']}  {ca['fingerprint']}")
-    print(f"CA pin   {answer['ca_pin']}")
+    print(f"Cluster  {answer.cluster_name}")
+    print(f"Version  {answer.server_version}")
+    for ca in answer.cas:
+        print(f"{ca.kind.capitalize()} CA  {ca.key_type}  {ca.fingerprint}")
+    print(f"CA pin   {answer.ca_pin}")
     return 0
