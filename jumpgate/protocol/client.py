@@ -124,7 +124,11 @@ def _tls_context(insecure: bool, binding: _Binding) -> ssl.SSLContext:
     class CheckedSocket(ssl.SSLSocket):
         def do_handshake(self, block: bool = False) -> None:
             super().do_handshake(block)
-            binding.check(self.getpeercert(binary_form=True))
+            try:
+                binding.check(self.getpeercert(binary_form=True))
+            except UnvouchedCertificate:
+                self.close()  # ssl closes it on OSError only: the socket holds the descriptor
+                raise
 
     class CheckedObject(ssl.SSLObject):
         def do_handshake(self) -> None:
