@@ -278,7 +278,7 @@ def test_a_localhost_name_is_dialled_on_loopback_and_sent_as_sni_and_host(
 def test_a_signed_call_is_signed_as_it_goes_on_the_wire(server: Scripted, face: str) -> None:
     """The server checks the signature against the path and query it received."""
     key = ed25519.Ed25519PrivateKey.generate()
-    page = {"events": [], "cursor": None}
+    page: dict[str, object] = {"events": [], "cursor": None}
     query = [("from", "2026-12-03T10:00:00+00:00"), ("type", "user.login"), ("user", "a b")]
     target = "/v1/audit/events?from=2026-12-03T10%3A00%3A00%2B00%3A00&type=user.login&user=a+b"
     server.answer(target, 200, page)

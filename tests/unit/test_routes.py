@@ -10,7 +10,7 @@ from jumpgate.protocol.routes import Route
 
 def test_a_parameter_is_quoted_whole() -> None:
     assert routes.USER_LOCK.url(name="bob/lock") == "/v1/users/bob%2Flock/lock"
-    assert routes.TOKEN_REMOVE.url(token="×ó") == "/v1/tokens/%C3%97%C3%B3"
+    assert routes.TOKEN_REMOVE.url(token="\u00d7\u00f3") == "/v1/tokens/%C3%97%C3%B3"
     assert routes.RECORDING_PART.url(session_id="s1", index=3) == "/v1/recordings/s1/parts/3"
 
 
