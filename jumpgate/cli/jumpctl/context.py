@@ -23,7 +23,7 @@ def from_args(args: argparse.Namespace) -> Context:
     proxy = args.auth_server or current.proxy
     insecure = args.insecure or current.insecure
     credentials = Credentials(current.certificate(), current.private_key())
-    client = Client(proxy, insecure=insecure, credentials=credentials)  # closed at exit
+    client = Client(proxy, insecure=insecure, credentials=credentials)
     return Context(client, client.host_header, insecure)
 
 
