@@ -304,7 +304,7 @@ class Client(_Base):
             response = self._http.send(self._request(self._http, call))
         except UnvouchedCertificate:
             raise  # from inside the handshake, as it is: nothing was sent
-        except (httpx.HTTPError, OSError) as exc:
+        except (httpx.HTTPError, httpx.InvalidURL, OSError, UnicodeError) as exc:
             raise self._failure(exc)  # noqa: B904 (its cause is set: the root of it)
         return self._decode(call, response.status_code, response.content)
 
@@ -355,7 +355,7 @@ class AsyncClient(_Base):
             response = await self._http.send(self._request(self._http, call))
         except UnvouchedCertificate:
             raise  # from inside the handshake, as it is: nothing was sent
-        except (httpx.HTTPError, OSError) as exc:
+        except (httpx.HTTPError, httpx.InvalidURL, OSError, UnicodeError) as exc:
             raise self._failure(exc)  # noqa: B904 (its cause is set: the root of it)
         return self._decode(call, response.status_code, response.content)
 
