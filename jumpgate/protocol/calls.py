@@ -3,7 +3,8 @@
 A ``Call`` does no I/O: ``client.Client.send`` and ``client.AsyncClient.send`` make it, so
 both clients speak every route the same way, with the same models the server validates
 with (``protocol.models``). Answers are read leniently about unknown fields (a newer
-platform may add some) and strictly about the fields this version knows.
+platform may add some) and strictly about the fields this version knows; an audit event keeps
+the fields of its type, which ride along as extras.
 """
 
 from collections.abc import Callable, Sequence
@@ -44,6 +45,10 @@ class Call(Generic[T]):
 
 
 def _model(model: type[M]) -> Callable[[object], M]:
+    if model is AuditPage:
+        # Its events carry their type's fields as extras (``extra="allow"``): overriding
+        # ``extra`` for the whole answer would drop them, and the page ignores unknown ones
+        return lambda payload: model.model_validate(payload)
     return lambda payload: model.model_validate(payload, extra="ignore")
 
 

@@ -23,7 +23,10 @@ Errors::
     └── UnvouchedCertificate  the server's certificate is not one the client was bound to
 """
 
+from __future__ import annotations
+
 import hashlib
+import importlib
 import json
 import secrets
 import ssl
@@ -31,9 +34,8 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Self, TypeVar
 
-import httpx
 from pydantic import ValidationError
 
 from jumpgate.protocol import ports, signing
@@ -41,10 +43,26 @@ from jumpgate.protocol.calls import Call
 from jumpgate.protocol.names import resolve_loopback, split_host_port
 from jumpgate.protocol.problems import ProblemType
 
+if TYPE_CHECKING:
+    import httpx
+
 TIMEOUT_SECONDS = 30
 KEEPALIVE_SECONDS = 30  # an idle connection is dropped after this; the next call dials again
 
 T = TypeVar("T")
+
+
+def _httpx() -> Any:
+    """httpx, imported with the first client made: every CLI imports this module for its
+    errors, and ``jump ssh``, which makes no API call, should not pay the 100-250 ms that
+    importing httpx costs before the session starts."""
+    return importlib.import_module("httpx")
+
+
+def _unanswered() -> tuple[type[Exception], ...]:
+    """What a request that got no answer raises (httpx's errors, the resolver's, sockets')."""
+    httpx = _httpx()
+    return (httpx.HTTPError, httpx.InvalidURL, OSError, UnicodeError)
 
 
 class ClientError(Exception):
@@ -190,6 +208,7 @@ class _Base:
         raise NotImplementedError
 
     def _options(self) -> dict[str, Any]:
+        httpx = _httpx()
         return {
             "verify": _tls_context(self.insecure, self._binding),
             "timeout": httpx.Timeout(self.timeout),
@@ -292,11 +311,11 @@ class Client(_Base):
             web_certificates=web_certificates,
             timeout=timeout,
         )
-        self._http = httpx.Client(**self._options())
+        self._http: httpx.Client = _httpx().Client(**self._options())
 
     def _rebind(self) -> None:
         self._http.close()
-        self._http = httpx.Client(**self._options())
+        self._http = _httpx().Client(**self._options())
 
     def send(self, call: Call[T]) -> T:
         """Send ``call``; its answer, decoded into its model."""
@@ -304,7 +323,7 @@ class Client(_Base):
             response = self._http.send(self._request(self._http, call))
         except UnvouchedCertificate:
             raise  # from inside the handshake, as it is: nothing was sent
-        except (httpx.HTTPError, httpx.InvalidURL, OSError, UnicodeError) as exc:
+        except _unanswered() as exc:
             raise self._failure(exc)  # noqa: B904 (its cause is set: the root of it)
         return self._decode(call, response.status_code, response.content)
 
@@ -340,12 +359,12 @@ class AsyncClient(_Base):
             timeout=timeout,
         )
         self._retired: list[httpx.AsyncClient] = []
-        self._http = httpx.AsyncClient(**self._options())
+        self._http: httpx.AsyncClient = _httpx().AsyncClient(**self._options())
 
     def _rebind(self) -> None:
         # Closing is a coroutine: the old pool is closed with the client (``aclose``)
         self._retired.append(self._http)
-        self._http = httpx.AsyncClient(**self._options())
+        self._http = _httpx().AsyncClient(**self._options())
 
     async def send(self, call: Call[T]) -> T:
         """Send ``call``; its answer, decoded into its model."""
@@ -355,7 +374,7 @@ class AsyncClient(_Base):
             response = await self._http.send(self._request(self._http, call))
         except UnvouchedCertificate:
             raise  # from inside the handshake, as it is: nothing was sent
-        except (httpx.HTTPError, httpx.InvalidURL, OSError, UnicodeError) as exc:
+        except _unanswered() as exc:
             raise self._failure(exc)  # noqa: B904 (its cause is set: the root of it)
         return self._decode(call, response.status_code, response.content)
 
