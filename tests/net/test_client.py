@@ -350,3 +350,24 @@ def _ping() -> dict[str, Any]:
         "proxy_host_keys": [key],
         "unused": base64.b64encode(b"x").decode(),
     }
+
+
+@FACES
+def test_an_audit_event_keeps_the_fields_of_its_type(server: Scripted, face: str) -> None:
+    """Fields of an event's type ride along as extras: reading a page must not drop them
+    (``jumpctl audit search`` prints them)."""
+    event = {
+        "type": "user.login",
+        "code": "J1000I",
+        "time": "2026-12-03T10:00:00Z",
+        "id": "e1",
+        "tenant": "acme",
+        "user": "alice",
+        "method": "password+totp",
+    }
+    server.answer("/v1/audit/events?limit=1", 200, {"events": [event], "cursor": "next"})
+    page = send_one(face, f"127.0.0.1:{server.port}", calls.audit_events([("limit", "1")]))
+    assert page.cursor == "next"
+    [read] = page.events
+    assert read.model_dump(mode="json")["method"] == "password+totp"
+    assert read.time == datetime(2026, 12, 3, 10, 0, tzinfo=UTC)
