@@ -183,12 +183,10 @@ class _Base:
         self.timeout = timeout
         vouched = None if web_certificates is None else frozenset(web_certificates)
         self._binding = _Binding(self.host_header, vouched)
+        # The address dialled; the name goes as SNI and Host (``_request``)
         dialled = resolve_loopback(self.host)
-        self._origin = (
-            f"https://[{dialled}]:{self.port}"
-            if ":" in dialled
-            else (f"https://{dialled}:{self.port}")
-        )
+        dialled = f"[{dialled}]" if ":" in dialled else dialled  # an IPv6 literal
+        self._origin = f"https://{dialled}:{self.port}"
 
     @property
     def host_header(self) -> str:
@@ -221,10 +219,9 @@ class _Base:
         headers = {"Host": self.host_header, "Accept": "application/json"}
         if data:
             headers["Content-Type"] = "application/json"
-        target = call.target
         request = http.build_request(
             call.route.method,
-            self._origin + target,
+            self._origin + call.target,
             content=data or None,
             headers=headers,
             extensions={"sni_hostname": self.host},
