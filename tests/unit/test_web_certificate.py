@@ -55,7 +55,8 @@ def send(client: Client | AsyncClient, call: Call[object]) -> object:
     """``call`` through either client: the sync one wraps sockets, the async one memory BIOs,
     and the certificate check must hold in both."""
     if isinstance(client, Client):
-        return client.send(call)
+        with client:
+            return client.send(call)
 
     async def sent() -> object:
         async with client:
@@ -215,11 +216,11 @@ def test_without_insecure_a_self_signed_certificate_fails_verification(
 def test_binding_drops_the_connections_opened_unchecked(server: Server) -> None:
     """A connection opened before the client was bound was never checked: the bound client
     dials again, and that connection's certificate is checked before the token goes."""
-    client = Client(f"127.0.0.1:{server.port}", insecure=True)
-    assert client.send(CA) == {"ok": True}
-    client.web_certificates = ["0" * 64]
-    with pytest.raises(UnvouchedCertificate):
-        client.send(JOIN)
+    with Client(f"127.0.0.1:{server.port}", insecure=True) as client:
+        assert client.send(CA) == {"ok": True}
+        client.web_certificates = ["0" * 64]
+        with pytest.raises(UnvouchedCertificate):
+            client.send(JOIN)
     assert SECRET.encode() not in b"".join(server.connections(2))
 
 
