@@ -25,7 +25,7 @@ import pyotp
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from jumpgate.control_plane.users import BCRYPT_ROUNDS
-from jumpgate.protocol import certs
+from jumpgate.protocol import calls, certs, models
 from jumpgate.protocol.client import Client, Credentials
 
 BIN = Path(sys.executable).parent
@@ -183,26 +183,22 @@ def start(stack: ExitStack, directory: Path, *, agent: bool = True, openssh: boo
     )
     proxy = f"bench.localhost:{web}"
     anonymous = Client(proxy, insecure=True)
-    secret = anonymous.call(
-        "POST", "/v1/signup", {"token": created["invite_token"], "password": PASSWORD}
-    )["totp_secret"]
+    signup = models.SignupRequest(token=created["invite_token"], password=PASSWORD)
+    secret = anonymous.send(calls.signup(signup)).totp_secret
     key = ed25519.Ed25519PrivateKey.generate()
-    login = anonymous.call(
-        "POST",
-        "/v1/login",
-        {
-            "user": "alice",
-            "password": PASSWORD,
-            "otp": pyotp.TOTP(secret).now(),
-            "public_key": certs.openssh_public(key.public_key()),
-        },
+    request = models.LoginRequest(
+        user="alice",
+        password=PASSWORD,
+        otp=pyotp.TOTP(secret).now(),
+        public_key=certs.openssh_public(key.public_key()),
     )
+    login = anonymous.send(calls.login(request))
     _write_key(directory / "key", key)
-    (directory / "key-cert.pub").write_text(login["certificate"] + "\n")
-    (directory / "user_ca.pub").write_text(login["ca"]["user_ca_keys"][0] + "\n")
-    client = Client(proxy, insecure=True, credentials=Credentials(login["certificate"], key))
+    (directory / "key-cert.pub").write_text(login.certificate + "\n")
+    (directory / "user_ca.pub").write_text(login.ca.user_ca_keys[0] + "\n")
+    client = Client(proxy, insecure=True, credentials=Credentials(login.certificate, key))
     if agent:
-        token = client.call("POST", "/v1/tokens", {"ttl_seconds": 600})
+        token = client.send(calls.add_token(models.TokenCreateRequest(ttl_seconds=600)))
         agent_log = directory / "agent.log"
         with agent_log.open("w") as out:
             node = subprocess.Popen(
@@ -210,8 +206,8 @@ def start(stack: ExitStack, directory: Path, *, agent: bool = True, openssh: boo
                     str(BIN / "jumpgate"),
                     "start",
                     "--services=node",
-                    f"--token={token['token']}",
-                    f"--ca-pin={token['ca_pin']}",
+                    f"--token={token.token}",
+                    f"--ca-pin={token.ca_pin}",
                     f"--auth-server={proxy}",
                     "--insecure",
                     "--data-dir",
@@ -249,9 +245,8 @@ def start(stack: ExitStack, directory: Path, *, agent: bool = True, openssh: boo
 
 def jump_home(bench: Bench) -> dict[str, str]:
     """A ``jump login`` profile for a second user (bob): the environment to run ``jump`` in."""
-    invite = bench.client.call(
-        "POST", "/v1/users", {"name": "bob", "logins": [LOGIN], "roles": ["access"]}
-    )
+    request = models.UserCreateRequest(name="bob", logins=[LOGIN], roles=[models.Role.ACCESS])
+    invite = bench.client.send(calls.add_user(request))
     env = {**os.environ, "JUMPGATE_HOME": str(bench.directory / "bob")}
     proxy = f"bench.localhost:{bench.web_port}"
 
@@ -266,6 +261,6 @@ def jump_home(bench: Bench) -> dict[str, str]:
             timeout=60,
         ).stdout
 
-    signup = json.loads(jump("signup", "--format", "json", invite["invite_token"]))
+    signup = json.loads(jump("signup", "--format", "json", invite.invite_token))
     jump("login", "--user", "bob", "--otp", pyotp.TOTP(signup["totp_secret"]).now())
     return env

@@ -23,6 +23,7 @@ from bench.harness import PASSWORD, bcrypt_checks, p50_p95
 from jumpgate.cli.daemon.config import Config
 from jumpgate.cli.daemon.platform import Daemon
 from jumpgate.control_plane.users import BCRYPT_ROUNDS
+from jumpgate.protocol import calls, models
 from jumpgate.protocol.client import Client
 from jumpgate.protocol.models import Role
 
@@ -66,16 +67,16 @@ def main() -> int:
             public = key.public_bytes(
                 serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
             )
-            body = {
-                "user": user,
-                "password": PASSWORD,
-                "otp": pyotp.TOTP(secret).now(),
-                "public_key": public.decode(),
-            }
+            body = models.LoginRequest(
+                user=user,
+                password=PASSWORD,
+                otp=pyotp.TOTP(secret).now(),
+                public_key=public.decode(),
+            )
             start = time.perf_counter()
-            answer = client.call("POST", "/v1/login", body)
+            answer = client.send(calls.login(body))
             samples.append((time.perf_counter() - start) * 1000)
-            assert answer["user"] == user
+            assert answer.user == user
         floor = bcrypt_checks(args.users)
         loops[0].call_soon_threadsafe(stop.set)
         thread.join(timeout=20)

@@ -35,6 +35,7 @@ from bench.flood import PUBLIC_KEY, LoginFlood
 from bench.harness import BIN, PASSWORD, Bench, p50_p95, start
 from jumpgate.cli.daemon.config import CONFIG_VARIABLE, load
 from jumpgate.control_plane.users import BCRYPT_ROUNDS
+from jumpgate.protocol import calls, models
 from jumpgate.protocol.client import Client
 
 ATTACKERS = 300
@@ -73,10 +74,10 @@ def _users(bench: Bench, count: int) -> dict[str, str]:
     anonymous = Client(f"bench.localhost:{bench.web_port}", insecure=True)
     secrets = {}
     for n in range(count):
-        invite = bench.client.call("POST", "/v1/users", {"name": f"user{n}", "roles": ["access"]})
-        secrets[f"user{n}"] = anonymous.call(
-            "POST", "/v1/signup", {"token": invite["invite_token"], "password": PASSWORD}
-        )["totp_secret"]
+        request = models.UserCreateRequest(name=f"user{n}", roles=[models.Role.ACCESS])
+        invite = bench.client.send(calls.add_user(request))
+        signup = models.SignupRequest(token=invite.invite_token, password=PASSWORD)
+        secrets[f"user{n}"] = anonymous.send(calls.signup(signup)).totp_secret
     return secrets
 
 
@@ -85,16 +86,12 @@ def logins_per_second(bench: Bench, secrets: dict[str, str], concurrency: int) -
 
     def login(item: tuple[str, str]) -> None:
         user, secret = item
-        Client(f"bench.localhost:{bench.web_port}", insecure=True).call(
-            "POST",
-            "/v1/login",
-            {
-                "user": user,
-                "password": PASSWORD,
-                "otp": pyotp.TOTP(secret).now(),
-                "public_key": PUBLIC_KEY,
-            },
+        body = models.LoginRequest(
+            user=user, password=PASSWORD, otp=pyotp.TOTP(secret).now(), public_key=PUBLIC_KEY
         )
+        # A client each: every login is another person's first call, handshake and all
+        with Client(f"bench.localhost:{bench.web_port}", insecure=True) as client:
+            client.send(calls.login(body))
 
     began = time.perf_counter()
     with ThreadPoolExecutor(concurrency) as pool:

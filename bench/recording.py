@@ -15,10 +15,13 @@ import time
 
 from bench.harness import Bench, running
 from jumpgate.node_agent.uploads import SETTINGS_SECONDS
+from jumpgate.protocol import calls, models
+from jumpgate.protocol.recording import RecordingMode
 
 
 def _mode(bench: Bench, mode: str) -> None:
-    bench.client.call("PUT", "/v1/settings/recording", {"mode": mode, "record_exec": True})
+    settings = models.RecordingSettings(mode=RecordingMode(mode), record_exec=True)
+    bench.client.send(calls.set_recording_settings(settings))
     time.sleep(SETTINGS_SECONDS + 1)
 
 
@@ -37,7 +40,7 @@ def _uploaded(bench: Bench, count: int, seconds: float = 120) -> int:
     """Recordings listed, waiting up to ``seconds`` for ``count`` of them."""
     deadline = time.monotonic() + seconds
     while True:
-        rows = bench.client.call("GET", "/v1/recordings")["recordings"]
+        rows = bench.client.send(calls.recordings([])).recordings
         if len(rows) >= count or time.monotonic() > deadline:
             return len(rows)
         time.sleep(1)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import asyncssh
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from jumpgate.protocol import certs, ports
+from jumpgate.protocol import calls, certs, models, ports
 from jumpgate.protocol.client import Client
 from jumpgate.protocol.tunnel import HEARTBEAT_SUBSYSTEM, LISTEN_HOST
 
@@ -25,21 +25,16 @@ class Joined:
 
 def join_many(client: Client, tenant: str, count: int) -> list[Joined]:
     """``count`` nodes joined with one multi-use token."""
-    token = client.call("POST", "/v1/tokens", {"ttl_seconds": 3600})["token"]
+    token = client.send(calls.add_token(models.TokenCreateRequest(ttl_seconds=3600))).token
     joined = []
     for n in range(count):
         key = ed25519.Ed25519PrivateKey.generate()
-        answer = client.call(
-            "POST",
-            "/v1/join",
-            {
-                "token": token,
-                "public_key": certs.openssh_public(key.public_key()),
-                "nodename": f"sim-{n}",
-            },
+        body = models.JoinRequest(
+            token=token, public_key=certs.openssh_public(key.public_key()), nodename=f"sim-{n}"
         )
+        answer = client.send(calls.join(body))
         joined.append(
-            Joined(answer["host_id"], asyncssh.import_private_key(certs.openssh_private(key)))
+            Joined(answer.host_id, asyncssh.import_private_key(certs.openssh_private(key)))
         )
     return joined
 

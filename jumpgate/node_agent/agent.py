@@ -38,7 +38,7 @@ from jumpgate.node_agent.retry import backoff
 from jumpgate.node_agent.server import LiveSessions, NodeServer
 from jumpgate.node_agent.uploads import Uploader
 from jumpgate.protocol import certs, ports
-from jumpgate.protocol.client import APIError, Client, ClientError
+from jumpgate.protocol.client import APIError, AsyncClient, ClientError
 from jumpgate.protocol.metrics import MetricLine
 from jumpgate.protocol.names import resolve_loopback, split_host_port
 from jumpgate.protocol.tunnel import DATA_HELLO, HEARTBEAT_SUBSYSTEM, LISTEN_HOST, RENEW_SUBSYSTEM
@@ -84,10 +84,10 @@ class Agent:
         self.sessions = LiveSessions()
         self.budgets = Budgets()  # each session's and user's audit budget, across connections
 
-    def _client(self, auth_server: str, insecure: bool) -> Client:
-        return Client(auth_server, insecure=insecure)
+    def _client(self, auth_server: str, insecure: bool) -> AsyncClient:
+        return AsyncClient(auth_server, insecure=insecure)
 
-    def _load_or_join(self) -> tuple[Identity, ed25519.Ed25519PrivateKey]:
+    async def _load_or_join(self) -> tuple[Identity, ed25519.Ed25519PrivateKey]:
         config = self.config
         stored = identity_store.load(config.data_dir)
         if stored is not None:
@@ -116,13 +116,14 @@ class Agent:
         assert config.token
         assert config.ca_pin
         assert config.auth_server
-        identity, key = join(
-            self._client(config.auth_server, config.insecure),
-            token=config.token,
-            ca_pin=config.ca_pin,
-            nodename=config.nodename,
-            insecure=config.insecure,
-        )
+        async with self._client(config.auth_server, config.insecure) as client:
+            identity, key = await join(
+                client,
+                token=config.token,
+                ca_pin=config.ca_pin,
+                nodename=config.nodename,
+                insecure=config.insecure,
+            )
         identity_store.save(config.data_dir, identity, key)
         logger.info("joined", extra={"tenant": identity.tenant, "host_id": identity.host_id})
         return identity, key
@@ -130,11 +131,10 @@ class Agent:
     async def _identity(
         self, stop: asyncio.Event
     ) -> tuple[Identity, ed25519.Ed25519PrivateKey] | None:
-        loop = asyncio.get_running_loop()
         attempt = 0
         while not stop.is_set():
             try:
-                return await loop.run_in_executor(None, self._load_or_join)
+                return await self._load_or_join()
             except AgentError:
                 raise
             except (ClientError, OSError) as exc:
@@ -204,9 +204,9 @@ class Agent:
         host keys, the CA keys), believed only as signed by a host CA the identity holds.
         An answer that is not (a relay rewriting it) raises ``PinMismatch`` with nothing new
         trusted (``run`` logs it and asks again); a verified change is kept in identity.json."""
-        client = self._client(identity.auth_server, identity.insecure)
+        async with self._client(identity.auth_server, identity.insecure) as client:
+            current = await rediscover(client, identity)
         loop = asyncio.get_running_loop()
-        current = await loop.run_in_executor(None, rediscover, client, identity)
         if not current.trusted_as_before(identity):
             await loop.run_in_executor(
                 None, identity_store.save, self.config.data_dir, current, key

@@ -19,11 +19,18 @@ import secrets
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
+from pydantic import ValidationError
 
 from jumpgate.node_agent.errors import JoinRefused, PinMismatch
 from jumpgate.node_agent.identity import Identity
-from jumpgate.protocol import certs
-from jumpgate.protocol.client import APIError, Client, UnvouchedCertificate
+from jumpgate.protocol import calls, certs, models
+from jumpgate.protocol.client import (
+    APIError,
+    AsyncClient,
+    InvalidAnswer,
+    UnvouchedCertificate,
+    invalid_detail,
+)
 from jumpgate.protocol.trust import (
     SignedTrust,
     TrustDocument,
@@ -39,20 +46,23 @@ def new_nonce() -> str:
     return secrets.token_urlsafe(24)
 
 
-def fetch_trust(
-    client: Client, pins: list[str], shown_pin: str
+async def fetch_trust(
+    client: AsyncClient, pins: list[str], shown_pin: str
 ) -> tuple[SignedTrust, TrustDocument]:
     """A fresh trust document from ``/v1/trust``, verified against the host CAs ``pins``.
 
     ``PinMismatch`` (one line, naming ``shown_pin``) when it is signed by another CA, or not
     by the one it claims, or answers another request."""
     nonce = new_nonce()
-    answer = client.call("GET", "/v1/trust", query=f"nonce={nonce}")
+    try:
+        answer: object = (await client.send(calls.trust(nonce))).model_dump()
+    except InvalidAnswer as exc:
+        answer = exc.payload  # refused below, naming the pin: a rewritten answer, not a fault
     return _verified(client, answer, pins, shown_pin, nonce)
 
 
 def _verified(
-    client: Client, answer: object, pins: list[str], shown_pin: str, nonce: str
+    client: AsyncClient, answer: object, pins: list[str], shown_pin: str, nonce: str
 ) -> tuple[SignedTrust, TrustDocument]:
     signer = answer.get("signer", "") if isinstance(answer, dict) else ""
     actual = pin_of(signer) if isinstance(signer, str) else ""
@@ -73,7 +83,7 @@ def _verified(
     return SignedTrust.model_validate(answer), document
 
 
-def vouch(client: Client, document: TrustDocument, shown_pin: str) -> None:
+def vouch(client: AsyncClient, document: TrustDocument, shown_pin: str) -> None:
     """With ``--insecure``, let ``client`` send requests only on connections presenting a web
     certificate ``document`` (verified) names; ``PinMismatch`` saying to drop ``--insecure``
     when it names none (a CA issued the certificate: TLS verification authenticates it)."""
@@ -122,36 +132,41 @@ def check_certificate(
         )
 
 
-def join(
-    client: Client, *, token: str, ca_pin: str, nodename: str, insecure: bool
+async def join(
+    client: AsyncClient, *, token: str, ca_pin: str, nodename: str, insecure: bool
 ) -> tuple[Identity, ed25519.Ed25519PrivateKey]:
     """A new identity for this node; ``JoinRefused`` when the token is not accepted,
     ``PinMismatch`` when an answer is not vouched for by the pinned host CA."""
     # A wrong pin or address fails here, before the token is sent; and with --insecure the
     # token then goes only to a server presenting a web certificate the pinned CA names.
-    _, first = fetch_trust(client, [ca_pin], ca_pin)
+    _, first = await fetch_trust(client, [ca_pin], ca_pin)
     vouch(client, first, ca_pin)
     key = ed25519.Ed25519PrivateKey.generate()
     nonce = new_nonce()
-    body = {
-        "token": token,
-        "public_key": certs.openssh_public(key.public_key()),
-        "nodename": nodename,
-        "nonce": nonce,
-    }
     try:
-        answer = client.call("POST", "/v1/join", body)
+        body = models.JoinRequest(
+            token=token,
+            public_key=certs.openssh_public(key.public_key()),
+            nodename=nodename,
+            nonce=nonce,
+        )
+    except ValidationError as exc:
+        raise JoinRefused(f"join refused: {invalid_detail(exc)}") from exc
+    try:
+        joined = await client.send(calls.join(body))
+    except InvalidAnswer as exc:
+        # Refused as not vouched for by the pinned CA when its trust document is not
+        _verified(client, _trust_of(exc.payload), [ca_pin], ca_pin, nonce)
+        raise
     except UnvouchedCertificate as exc:
         raise unvouched(exc, ca_pin, "the join token was not sent") from exc
     except APIError as exc:
         if exc.status < 500:
             raise JoinRefused(f"join refused: {exc}") from exc
         raise
-    signed, document = _verified(
-        client, answer.get("trust") if isinstance(answer, dict) else None, [ca_pin], ca_pin, nonce
-    )
-    host_id = str(answer.get("host_id", ""))
-    certificate = str(answer.get("certificate", ""))
+    signed, document = _verified(client, joined.trust.model_dump(), [ca_pin], ca_pin, nonce)
+    host_id = joined.host_id
+    certificate = joined.certificate
     check_certificate(certificate, key, host_id, [ca_pin])
     identity = Identity(
         host_id=host_id,
@@ -167,6 +182,10 @@ def join(
     return trusting(identity, signed, document), key
 
 
+def _trust_of(answer: object) -> object:
+    return answer.get("trust") if isinstance(answer, dict) else None
+
+
 def trusting(identity: Identity, signed: SignedTrust, document: TrustDocument) -> Identity:
     """``identity`` holding what ``document`` (already verified) says, and the document."""
     return dataclasses.replace(
@@ -179,10 +198,10 @@ def trusting(identity: Identity, signed: SignedTrust, document: TrustDocument) -
     )
 
 
-def rediscover(client: Client, identity: Identity) -> Identity:
+async def rediscover(client: AsyncClient, identity: Identity) -> Identity:
     """What the platform says now, verified with the host CA keys the node holds (not with
     what ``/v1/ca`` says today): ``identity`` holding it. ``PinMismatch`` when refused."""
-    signed, document = fetch_trust(client, identity.host_ca_pins, identity.ca_pin)
+    signed, document = await fetch_trust(client, identity.host_ca_pins, identity.ca_pin)
     if document.tenant != identity.tenant:
         raise PinMismatch(
             f"refused the answer of {client.host_header}: it speaks for tenant "

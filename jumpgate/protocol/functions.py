@@ -8,6 +8,9 @@ shows as a refusal, never as a route served with the wrong permissions.
 
 from enum import StrEnum
 
+from jumpgate.protocol import routes
+from jumpgate.protocol.routes import Route
+
 
 class Function(StrEnum):
     AUTH = "auth"  # the CAs: signup, login and certificates, join; cluster status
@@ -17,22 +20,38 @@ class Function(StrEnum):
     INTERNAL = "internal"  # the proxy's own calls: tunnel and session checks, presence, uploads
 
 
-_PREFIXES: tuple[tuple[str, Function], ...] = (
-    ("/internal/", Function.INTERNAL),
-    ("/v1/tokens", Function.TOKENS),
-    ("/v1/users", Function.RESOURCES),
-    ("/v1/nodes", Function.RESOURCES),
-    ("/v1/audit/", Function.AUDIT),
-    ("/v1/recordings", Function.AUDIT),
-    ("/v1/settings/recording", Function.AUDIT),
-)
+TABLE: dict[Route, Function] = {
+    **{route: Function.AUTH for route in routes.PUBLIC},
+    **{route: Function.INTERNAL for route in routes.INTERNAL},
+    routes.TOKENS: Function.TOKENS,
+    routes.TOKEN_ADD: Function.TOKENS,
+    routes.TOKEN_REMOVE: Function.TOKENS,
+    routes.USERS: Function.RESOURCES,
+    routes.USER_ADD: Function.RESOURCES,
+    routes.USER_REMOVE: Function.RESOURCES,
+    routes.USER_LOCK: Function.RESOURCES,
+    routes.USER_UNLOCK: Function.RESOURCES,
+    routes.NODES: Function.RESOURCES,
+    routes.NODE_REMOVE: Function.RESOURCES,
+    routes.AUDIT_EVENTS: Function.AUDIT,
+    routes.RECORDINGS: Function.AUDIT,
+    routes.RECORDING: Function.AUDIT,
+    routes.RECORDING_PART: Function.AUDIT,
+    routes.RECORDING_VERIFY: Function.AUDIT,
+    routes.RECORDING_SETTINGS: Function.AUDIT,
+    routes.RECORDING_SETTINGS_SET: Function.AUDIT,
+}
+"""Every route's function: the auth function's unless said otherwise (ping, the CAs, trust,
+status, signup, login, join, the OpenAPI document)."""
 
 
 def function_for(path: str) -> Function:
-    """The function that serves ``path`` (as sent); everything else is the auth function's:
-    ``/webapi/ping``, ``/v1/ca``, ``/v1/trust``, ``/v1/status``, ``/v1/signup``, ``/v1/login``,
-    ``/v1/join``, the OpenAPI document, and unknown paths (which it answers 404)."""
-    for prefix, function in _PREFIXES:
-        if path.startswith(prefix):
+    """The function that serves ``path`` (as sent, any method). Any other path under
+    ``/internal/`` is the internal function's and everything else the auth function's: each
+    answers 404 for a path it does not serve."""
+    if path.startswith(routes.INTERNAL_PREFIX):
+        return Function.INTERNAL
+    for route, function in TABLE.items():
+        if route.matches(path):
             return function
     return Function.AUTH

@@ -22,6 +22,7 @@ import asyncssh
 import pyotp
 import pytest
 
+from jumpgate.protocol import calls
 from jumpgate.protocol.client import Client
 from tests.support import free_port
 
@@ -434,9 +435,8 @@ def _build_site(cluster: Cluster, tmp_path: Path) -> Site:
     node.wait_tunnel()
     identity = json.loads((node_dir / "node" / "identity.json").read_text())
 
-    proxy_key = Client(cluster.proxy, insecure=True).call("GET", "/webapi/ping")["proxy_host_keys"][
-        0
-    ]
+    with Client(cluster.proxy, insecure=True) as client:
+        proxy_key = client.send(calls.ping()).proxy_host_keys[0]
     config = write_ssh_config(
         tmp_path, tmp_path / "home", cluster, identity["host_ca_keys"][0], proxy_key
     )

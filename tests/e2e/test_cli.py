@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from jumpgate.protocol import calls, models
 from jumpgate.protocol.client import APIError, Client
 from jumpgate.protocol.problems import MAX_BODY_BYTES
 from tests.e2e.conftest import (
@@ -323,14 +324,16 @@ def test_version_and_oversized_body_through_https(cluster: Cluster, tmp_path: Pa
     assert version["protocol"] == "1"
     assert shell.ok("jumpgate", "version").out.startswith("jumpgate ")
     create_tenant(shell, cluster, "acme", "alice")
-    client = Client(cluster.proxy, insecure=True)
-    with pytest.raises(APIError) as raised:
-        client.call(
-            "POST", "/v1/signup", {"token": "x" * 16, "password": "p" * (MAX_BODY_BYTES + 1)}
-        )
-    assert raised.value.status == 413
-    assert raised.value.problem_type == "urn:jumpgate:problem:body-too-large"
-    assert client.call("GET", "/webapi/ping")["cluster_name"] == "acme"
+    # A body no model allows (what another client might send): built unchecked
+    oversized = models.SignupRequest.model_construct(
+        token="x" * 16, password="p" * (MAX_BODY_BYTES + 1)
+    )
+    with Client(cluster.proxy, insecure=True) as client:
+        with pytest.raises(APIError) as raised:
+            client.send(calls.signup(oversized))
+        assert raised.value.status == 413
+        assert raised.value.problem_type == "urn:jumpgate:problem:body-too-large"
+        assert client.send(calls.ping()).cluster_name == "acme"
 
 
 def test_sigterm_stops_the_daemon_cleanly(cluster: Cluster) -> None:

@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.serialization import SSHCertificate, load_ss
 
 from jumpgate.cli.daemon.config import load
 from jumpgate.cli.daemon.platform import open_control_plane
-from jumpgate.protocol import certs
+from jumpgate.protocol import calls, certs
 from jumpgate.protocol.client import Client
 from jumpgate.protocol.tunnel import AUDIT_SUBSYSTEM
 from tests.e2e.conftest import (
@@ -687,9 +687,8 @@ def test_locked_or_removed_user_cannot_open_new_connections(site: Site, tmp_path
     bob_home = tmp_path / "bob-home"
     bob = Shell(bob_home)
     signup_and_login(bob, site.cluster, invite["invite_token"], "bob")
-    proxy_key = Client(site.cluster.proxy, insecure=True).call("GET", "/webapi/ping")[
-        "proxy_host_keys"
-    ][0]
+    with Client(site.cluster.proxy, insecure=True) as client:
+        proxy_key = client.send(calls.ping()).proxy_host_keys[0]
     identity = json.loads((site.node.directory / "node" / "identity.json").read_text())
     (tmp_path / "bob").mkdir()
     config = write_ssh_config(

@@ -37,9 +37,11 @@ from jumpgate.edge_proxy.control import ControlPlaneClient
 from jumpgate.edge_proxy.events import http_event
 from jumpgate.edge_proxy.lambda_invoke import ControlPlaneUnavailable, LambdaInvoke
 from jumpgate.edge_proxy.web import WebFront
-from jumpgate.protocol import certs
+from jumpgate.protocol import calls as api_calls
+from jumpgate.protocol import certs, models, routes
 from jumpgate.protocol.audit import EventType, code
-from jumpgate.protocol.client import APIError, Client
+from jumpgate.protocol.calls import Call
+from jumpgate.protocol.client import APIError, AsyncClient
 from jumpgate.protocol.functions import Function
 from tests.functional.conftest import Platform
 from tests.functional.lambda_endpoint import Context, LambdaEndpoint
@@ -147,15 +149,21 @@ def test_the_https_front_on_lambda_keeps_internal_routes_off(
 
     async def calls() -> tuple[int, int]:
         port = await front.start("127.0.0.1", 0, tls.server_context(cert, key))
-        client = Client(f"acme.localhost:{port}", insecure=True)
+        client = AsyncClient(f"acme.localhost:{port}", insecure=True)
+        internal = Call(
+            routes.TENANT_BY_USER_CA,
+            lambda answer: models.TenantName.model_validate(answer),
+            "TenantName",
+            body=models.TenantByUserCA(public_key=user_ca),
+        )
         try:
-            pinged = await asyncio.to_thread(client.call, "GET", "/webapi/ping")
-            assert pinged["cluster_name"] == "acme"
-            body = {"public_key": user_ca}
-            await asyncio.to_thread(client.call, "POST", "/internal/v1/tenant-by-user-ca", body)
+            pinged = await client.send(api_calls.ping())
+            assert pinged.cluster_name == "acme"
+            await client.send(internal)
         except APIError as exc:
             return 200, exc.status
         finally:
+            await client.aclose()
             await front.stop()
         return 200, 200
 

@@ -33,7 +33,7 @@ from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from jumpgate.edge_proxy import tls
-from jumpgate.protocol import certs
+from jumpgate.protocol import calls, certs
 from jumpgate.protocol.client import Client
 from tests.e2e.conftest import (
     BIN,
@@ -190,15 +190,15 @@ def platform(tmp_path: Path) -> Iterator[tuple[Cluster, Shell]]:
 def relay(platform: tuple[Cluster, Shell], tmp_path: Path) -> Iterator[Relay]:
     cluster, _ = platform
     with Relay(cluster.port, tmp_path) as running:
-        direct = Client(cluster.proxy, insecure=True)
-        ca = direct.call("GET", "/v1/ca")
-        ping = direct.call("GET", "/webapi/ping")
+        with Client(cluster.proxy, insecure=True) as direct:
+            ca = direct.send(calls.ca())
+            ping = direct.send(calls.ping())
         attacker_user_ca = certs.openssh_public(ed25519.Ed25519PrivateKey.generate().public_key())
         attacker_proxy = certs.openssh_public(ed25519.Ed25519PrivateKey.generate().public_key())
         running.swaps = {
-            ca["user_ca_keys"][0]: attacker_user_ca,
-            ping["proxy_host_keys"][0]: attacker_proxy,
-            ping["tunnel_public_addr"]: f"acme.localhost:{running.tunnel_port}",
+            ca.user_ca_keys[0]: attacker_user_ca,
+            ping.proxy_host_keys[0]: attacker_proxy,
+            ping.tunnel_public_addr: f"acme.localhost:{running.tunnel_port}",
         }
         yield running
 

@@ -14,7 +14,7 @@ from jumpgate.control_plane.ca import CertificateAuthority, generate_key
 from jumpgate.node_agent import identity as identity_store
 from jumpgate.node_agent.errors import AgentError, PinMismatch
 from jumpgate.node_agent.join import check_certificate
-from jumpgate.protocol import certs
+from jumpgate.protocol import certs, models
 from jumpgate.protocol.certs import KeyType
 
 HOST_ID = "0f1e2d3c-0000-4000-8000-000000000001"
@@ -121,11 +121,13 @@ def test_the_joined_certificate_is_a_host_certificate_of_our_key_by_the_pinned_c
 
 @pytest.mark.parametrize("self_signed", [True, False], ids=["self-signed", "ca-issued"])
 def test_the_join_command_keeps_the_token_off_the_command_line(self_signed: bool) -> None:
-    answer: dict[str, Any] = {
-        "token": "0123456789abcdef0123",
-        "ca_pin": "sha256:ab",
-        "self_signed_web_certificate": self_signed,
-    }
+    answer = models.TokenCreated(
+        token="0123456789abcdef0123",
+        roles=[models.TokenRole.NODE],
+        expires=datetime(2026, 12, 3, 9, 0, tzinfo=UTC),
+        ca_pin="sha256:ab",
+        self_signed_web_certificate=self_signed,
+    )
     env, argv = join_command(answer, "acme.example.sh:443")
     assert env == {"JUMPGATE_TOKEN": "0123456789abcdef0123"}
     assert not [arg for arg in argv if "0123456789abcdef0123" in arg]

@@ -5,6 +5,7 @@ after the handshake and writes nothing (no request line, no body, no token) to a
 presents another one. A real TLS server on loopback records every byte it is sent.
 """
 
+import asyncio
 import hashlib
 import socket
 import ssl
@@ -22,10 +23,49 @@ from pydantic import ValidationError
 from jumpgate.edge_proxy import tls
 from jumpgate.node_agent.errors import PinMismatch
 from jumpgate.node_agent.join import vouch
-from jumpgate.protocol.client import Client, ClientError, UnvouchedCertificate, certificate_sha256
+from jumpgate.protocol import models, routes
+from jumpgate.protocol.calls import Call
+from jumpgate.protocol.client import (
+    AsyncClient,
+    Client,
+    ClientError,
+    UnvouchedCertificate,
+    certificate_sha256,
+)
 from jumpgate.protocol.trust import TrustDocument
 
 SECRET = "the-join-token-nobody-else-may-read"
+KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"
+
+
+def _any(payload: object) -> object:
+    return payload
+
+
+JOIN = Call(
+    routes.JOIN,
+    _any,
+    "any JSON",
+    body=models.JoinRequest(token=SECRET, public_key=KEY, nodename="web1"),
+)
+CA = Call(routes.CA, _any, "any JSON")
+
+
+def send(client: Client | AsyncClient, call: Call[object]) -> object:
+    """``call`` through either client: the sync one wraps sockets, the async one memory BIOs,
+    and the certificate check must hold in both."""
+    if isinstance(client, Client):
+        with client:
+            return client.send(call)
+
+    async def sent() -> object:
+        async with client:
+            return await client.send(call)
+
+    return asyncio.run(sent())
+
+
+CLIENTS = pytest.mark.parametrize("kind", [Client, AsyncClient], ids=["sync", "async"])
 
 
 class Server:
@@ -120,19 +160,25 @@ def test_the_digest_is_sha256_of_the_der_certificate(server: Server) -> None:
     assert certificate_sha256(server.der) == hashlib.sha256(server.der).hexdigest()
 
 
-def test_a_vouched_certificate_carries_the_request(server: Server) -> None:
-    client = Client(
+@CLIENTS
+def test_a_vouched_certificate_carries_the_request(
+    server: Server, kind: type[Client | AsyncClient]
+) -> None:
+    client = kind(
         f"127.0.0.1:{server.port}", insecure=True, web_certificates=[certificate_sha256(server.der)]
     )
-    assert client.call("POST", "/v1/join", {"token": SECRET}) == {"ok": True}
+    assert send(client, JOIN) == {"ok": True}
     assert SECRET.encode() in server.connections(1)[0]
 
 
-def test_an_unvouched_certificate_gets_no_byte_of_the_request(server: Server) -> None:
+@CLIENTS
+def test_an_unvouched_certificate_gets_no_byte_of_the_request(
+    server: Server, kind: type[Client | AsyncClient]
+) -> None:
     other = "0" * 64
-    client = Client(f"127.0.0.1:{server.port}", insecure=True, web_certificates=[other])
+    client = kind(f"127.0.0.1:{server.port}", insecure=True, web_certificates=[other])
     with pytest.raises(UnvouchedCertificate) as raised:
-        client.call("POST", "/v1/join", {"token": SECRET})
+        send(client, JOIN)
     assert raised.value.digest == certificate_sha256(server.der)
     assert f"127.0.0.1:{server.port}" in str(raised.value)
     assert "\n" not in str(raised.value)
@@ -140,20 +186,42 @@ def test_an_unvouched_certificate_gets_no_byte_of_the_request(server: Server) ->
     assert server.connections(1) == [b""], "the client wrote to a certificate nobody vouched for"
 
 
-def test_an_empty_vouched_set_vouches_for_nothing(server: Server) -> None:
-    client = Client(f"127.0.0.1:{server.port}", insecure=True, web_certificates=[])
+@CLIENTS
+def test_an_empty_vouched_set_vouches_for_nothing(
+    server: Server, kind: type[Client | AsyncClient]
+) -> None:
+    client = kind(f"127.0.0.1:{server.port}", insecure=True, web_certificates=[])
     with pytest.raises(UnvouchedCertificate):
-        client.call("GET", "/v1/ca")
+        send(client, CA)
     assert server.connections(1) == [b""]
 
 
-def test_without_a_vouched_set_insecure_accepts_the_certificate_as_before(server: Server) -> None:
-    assert Client(f"127.0.0.1:{server.port}", insecure=True).call("GET", "/v1/ca") == {"ok": True}
+@CLIENTS
+def test_without_a_vouched_set_insecure_accepts_the_certificate_as_before(
+    server: Server, kind: type[Client | AsyncClient]
+) -> None:
+    assert send(kind(f"127.0.0.1:{server.port}", insecure=True), CA) == {"ok": True}
 
 
-def test_without_insecure_a_self_signed_certificate_fails_verification(server: Server) -> None:
-    with pytest.raises(ClientError, match="cannot verify the HTTPS certificate"):
-        Client(f"127.0.0.1:{server.port}").call("GET", "/v1/ca")
+@CLIENTS
+def test_without_insecure_a_self_signed_certificate_fails_verification(
+    server: Server, kind: type[Client | AsyncClient]
+) -> None:
+    with pytest.raises(ClientError, match="cannot verify the HTTPS certificate") as raised:
+        send(kind(f"127.0.0.1:{server.port}"), CA)
+    # the agent tells a mistake to fix from a platform to wait for by this cause
+    assert isinstance(raised.value.__cause__, ssl.SSLCertVerificationError)
+
+
+def test_binding_drops_the_connections_opened_unchecked(server: Server) -> None:
+    """A connection opened before the client was bound was never checked: the bound client
+    dials again, and that connection's certificate is checked before the token goes."""
+    with Client(f"127.0.0.1:{server.port}", insecure=True) as client:
+        assert client.send(CA) == {"ok": True}
+        client.web_certificates = ["0" * 64]
+        with pytest.raises(UnvouchedCertificate):
+            client.send(JOIN)
+    assert SECRET.encode() not in b"".join(server.connections(2))
 
 
 def _document(**changes: object) -> TrustDocument:
@@ -174,13 +242,13 @@ PIN = "sha256:" + "ab" * 32
 
 def test_insecure_takes_the_certificates_the_document_names() -> None:
     digest = "cd" * 32
-    client = Client("acme.localhost:3080", insecure=True)
+    client = AsyncClient("acme.localhost:3080", insecure=True)
     vouch(client, _document(web_certificate_sha256=[digest]), PIN)
     assert client.web_certificates == frozenset({digest})
 
 
 def test_insecure_with_a_document_naming_no_certificate_is_refused() -> None:
-    client = Client("acme.localhost:3080", insecure=True)
+    client = AsyncClient("acme.localhost:3080", insecure=True)
     with pytest.raises(PinMismatch, match="drop --insecure") as raised:
         vouch(client, _document(), PIN)
     assert PIN in str(raised.value)
@@ -188,7 +256,7 @@ def test_insecure_with_a_document_naming_no_certificate_is_refused() -> None:
 
 
 def test_verified_tls_needs_no_certificate_named() -> None:
-    client = Client("acme.localhost:3080")
+    client = AsyncClient("acme.localhost:3080")
     vouch(client, _document(), PIN)
     assert client.web_certificates is None
 

@@ -1,9 +1,8 @@
 """Listing nodes, shared by ``jump ls`` and ``jumpctl nodes ls``."""
 
-from typing import Any
-
 from jumpgate.cli.common import output
 from jumpgate.cli.common.errors import CLIError
+from jumpgate.protocol import calls
 from jumpgate.protocol.client import Client
 
 
@@ -20,8 +19,8 @@ def parse_filters(terms: list[str]) -> dict[str, str]:
 
 def list_nodes(client: Client, filters: dict[str, str], fmt: str) -> None:
     """Print the cluster's nodes matching every label filter."""
-    nodes: list[dict[str, Any]] = client.call("GET", "/v1/nodes")["nodes"]
-    nodes = [n for n in nodes if all(n["labels"].get(k) == v for k, v in filters.items())]
+    nodes = client.send(calls.nodes())
+    nodes = [n for n in nodes if all(n.labels.get(k) == v for k, v in filters.items())]
     if fmt == "json":
         output.emit_json(nodes)
         return
@@ -29,11 +28,11 @@ def list_nodes(client: Client, filters: dict[str, str], fmt: str) -> None:
         ["Node Name", "Address", "Labels", "Status", "ID"],
         [
             (
-                n["nodename"],
-                n["addr"] or "⟵ tunnel",
-                ",".join(f"{k}={v}" for k, v in sorted(n["labels"].items())),
-                "online" if n["online"] else "offline",
-                n["host_id"],
+                n.nodename,
+                n.addr or "⟵ tunnel",
+                ",".join(f"{k}={v}" for k, v in sorted(n.labels.items())),
+                "online" if n.online else "offline",
+                n.host_id,
             )
             for n in nodes
         ],

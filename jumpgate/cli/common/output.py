@@ -6,11 +6,28 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from pydantic import BaseModel, TypeAdapter
+
+_MOMENT = TypeAdapter(datetime)
+
 
 def emit_json(value: Any) -> None:
-    """One JSON document on stdout."""
-    json.dump(value, sys.stdout, indent=2, default=str)
+    """One JSON document on stdout; models (``protocol.models``) as the API writes them."""
+    json.dump(value, sys.stdout, indent=2, default=_plain)
     sys.stdout.write("\n")
+
+
+def _plain(value: object) -> object:
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if isinstance(value, datetime):
+        return iso(value)
+    return str(value)
+
+
+def iso(moment: datetime) -> str:
+    """A time in ISO 8601 as the API writes it (``Z`` for UTC)."""
+    return str(_MOMENT.dump_python(moment, mode="json"))
 
 
 def printable(text: str) -> str:

@@ -4,9 +4,11 @@ import os
 import sys
 from collections.abc import Callable
 
+from pydantic import ValidationError
+
 from jumpgate.cli.common.errors import CLIError
 from jumpgate.cli.common.output import printable
-from jumpgate.protocol.client import ClientError
+from jumpgate.protocol.client import ClientError, invalid_detail
 
 
 def run(program: str, main: Callable[[], int]) -> int:
@@ -18,6 +20,10 @@ def run(program: str, main: Callable[[], int]) -> int:
         # One line, whatever the message carries (a platform's answer may quote a name
         # someone else chose): control characters are shown, not obeyed.
         print(f"{program}: error: {printable(str(exc))}", file=sys.stderr)
+        return 1
+    except ValidationError as exc:
+        # A request body the models refuse, said as the platform would have said it
+        print(f"{program}: error: {printable(invalid_detail(exc))}", file=sys.stderr)
         return 1
     except BrokenPipeError:
         # The reader (``| head``) went away: stop quietly, as Unix tools do.

@@ -4,7 +4,6 @@ import argparse
 import getpass
 import sys
 from datetime import UTC, datetime
-from typing import Any
 
 import segno
 from cryptography.hazmat.primitives import serialization
@@ -16,6 +15,7 @@ from jumpgate.cli.common.run import run
 from jumpgate.cli.jump import recordings
 from jumpgate.cli.jump import scp as scp_cmd
 from jumpgate.cli.jump import ssh as ssh_cmd
+from jumpgate.protocol import calls, models
 from jumpgate.protocol.client import Client, Credentials
 from jumpgate.protocol.durations import format_duration, parse_duration
 
@@ -58,12 +58,12 @@ def parser() -> argparse.ArgumentParser:
     return top
 
 
-def _reach(proxy: str, insecure: bool) -> tuple[Client, dict[str, Any]]:
+def _reach(proxy: str, insecure: bool) -> tuple[Client, models.Ping]:
     """The cluster at ``proxy`` and its ping, asked before any secret is: a wrong cluster
     name or port, or a missing ``--insecure``, is said before the password is typed."""
     client = Client(proxy, insecure=insecure)
-    ping: dict[str, Any] = client.call("GET", "/webapi/ping")
-    if ping.get("cluster_name") is None:
+    ping = client.send(calls.ping())
+    if ping.cluster_name is None:
         raise CLIError(
             f"{client.host_header} names no cluster: use --proxy=NAME.<platform address>, "
             f"e.g. acme.{client.host_header}"
@@ -83,19 +83,20 @@ def _signup(args: argparse.Namespace) -> int:
             raise CLIError("the passwords differ: run jump signup again")
     if not PASSWORD_MIN <= len(password) <= PASSWORD_MAX:
         raise CLIError(f"password must be {PASSWORD_MIN} to {PASSWORD_MAX} characters")
-    answer = client.call("POST", "/v1/signup", {"token": args.token, "password": password})
+    signup = models.SignupRequest(token=args.token, password=password)
+    answer = client.send(calls.signup(signup))
     if args.format == "json":
         output.emit_json(answer)
         return 0
-    print(f"Signed up as {answer['user']!r} in cluster {answer['tenant']!r}.")
+    print(f"Signed up as {answer.user!r} in cluster {answer.tenant!r}.")
     print("Add this secret to your authenticator app (TOTP, 6 digits, 30 s):")
-    print(f"  secret: {answer['totp_secret']}")
-    print(f"  URI:    {answer['otpauth_uri']}")
+    print(f"  secret: {answer.totp_secret}")
+    print(f"  URI:    {answer.otpauth_uri}")
     if sys.stdout.isatty():
-        segno.make(answer["otpauth_uri"], error="m").terminal(compact=True)
+        segno.make(answer.otpauth_uri, error="m").terminal(compact=True)
     print(
         f"Then: jump login --proxy={args.proxy}{' --insecure' if args.insecure else ''} "
-        f"--user {answer['user']}"
+        f"--user {answer.user}"
     )
     return 0
 
@@ -122,31 +123,28 @@ def _login(args: argparse.Namespace) -> int:
         .public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
         .decode()
     )
-    answer = client.call(
-        "POST",
-        "/v1/login",
-        {
-            "user": user,
-            "password": password,
-            "otp": otp.strip(),
-            "public_key": public_key,
-            "ttl_seconds": int(ttl.total_seconds()),
-        },
+    login = models.LoginRequest(
+        user=user,
+        password=password,
+        otp=otp.strip(),
+        public_key=public_key,
+        ttl_seconds=int(ttl.total_seconds()),
     )
+    answer = client.send(calls.login(login))
     saved = profile.Profile(
         proxy=client.host_header,
-        tenant=answer["tenant"],
-        user=answer["user"],
-        roles=answer["roles"],
-        logins=answer["logins"],
-        valid_before=answer["valid_before"],
+        tenant=answer.tenant,
+        user=answer.user,
+        roles=[role.value for role in answer.roles],
+        logins=answer.logins,
+        valid_before=output.iso(answer.valid_before),
         insecure=args.insecure,
-        ca_pin=answer["ca"]["ca_pin"],
-        ssh_proxy=ping["ssh_public_addr"],
-        proxy_host_keys=ping.get("proxy_host_keys", []),
-        host_ca_keys=answer["ca"]["host_ca_keys"],
+        ca_pin=answer.ca.ca_pin,
+        ssh_proxy=ping.ssh_public_addr,
+        proxy_host_keys=ping.proxy_host_keys,
+        host_ca_keys=answer.ca.host_ca_keys,
     )
-    profile.save(saved, key, answer["certificate"])
+    profile.save(saved, key, answer.certificate)
     _print_status(saved, args.format)
     return 0
 

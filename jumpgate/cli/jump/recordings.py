@@ -16,10 +16,10 @@ from typing import Any, TextIO
 from jumpgate.cli.common import output, pages
 from jumpgate.cli.common.args import moment, positive
 from jumpgate.cli.common.errors import CLIError
+from jumpgate.protocol import calls, models
 from jumpgate.protocol.client import Client
 from jumpgate.protocol.recording import (
     Decoder,
-    RecordingMeta,
     asciicast_header,
     check_session_id,
     decompress,
@@ -59,7 +59,7 @@ def ls(client: Client, args: argparse.Namespace) -> int:
         params.append(("from", moment(args.since).isoformat()))
     if args.until is not None:
         params.append(("to", moment(args.until).isoformat()))
-    rows, more = pages.collect(client, "/v1/recordings", "recordings", params, args.limit)
+    rows, more = pages.collect(client, calls.recordings, _rows, params, args.limit)
     if more:
         print(
             f"jump: more recordings match than --limit {args.limit}: raise it or use --from",
@@ -72,13 +72,13 @@ def ls(client: Client, args: argparse.Namespace) -> int:
         ["Session ID", "User", "Login", "Node", "Kind", "Started", "Size"],
         [
             (
-                r["session_id"],
-                r["user"],
-                r["login"],
-                r["nodename"] or r["server_id"],
-                r["kind"] + (" (closed by the platform)" if r["synthesized"] else ""),
-                output.when(r["started"]) if r["started"] else "",
-                r["size"],
+                r.session_id,
+                r.user,
+                r.login,
+                r.nodename or r.server_id,
+                r.kind + (" (closed by the platform)" if r.synthesized else ""),
+                output.when(r.started) if r.started else "",
+                r.size,
             )
             for r in rows
         ],
@@ -86,17 +86,20 @@ def ls(client: Client, args: argparse.Namespace) -> int:
     return 0
 
 
+def _rows(page: models.RecordingList) -> list[models.RecordingRow]:
+    return page.recordings
+
+
 def _parts(client: Client, session_id: str) -> Iterator[bytes]:
     """The recording's parts in order; for a live one, waits for more until it completes."""
-    path = f"/v1/recordings/{session_id}"
     index = 1
     while True:
-        info = client.call("GET", path)
-        while index <= len(info["parts"]):
-            part = client.call("GET", f"{path}/parts/{index}")
-            yield base64.b64decode(part["data"])
+        info = client.send(calls.recording(session_id))
+        while index <= len(info.parts):
+            part = client.send(calls.recording_part(session_id, index))
+            yield base64.b64decode(part.data)
             index += 1
-        if info["complete"]:
+        if info.complete:
             return
         time.sleep(LIVE_POLL_SECONDS)
 
@@ -114,8 +117,7 @@ def play(client: Client, args: argparse.Namespace, out: TextIO = sys.stdout) -> 
         raise CLIError(str(exc)) from None
     if args.speed <= 0:
         raise CLIError("--speed must be more than 0, e.g. --speed 2")
-    info = client.call("GET", f"/v1/recordings/{session_id}")
-    meta = RecordingMeta.model_validate(info["meta"])
+    meta = client.send(calls.recording(session_id)).meta
     events = _events(client, session_id)
     if args.format == "asciicast":
         out.write(json.dumps(asciicast_header(meta)) + "\n")
@@ -123,7 +125,7 @@ def play(client: Client, args: argparse.Namespace, out: TextIO = sys.stdout) -> 
             out.write(json.dumps(event, ensure_ascii=False) + "\n")
             out.flush()
     elif args.format == "json":
-        output.emit_json({"session": info["meta"], "events": list(events)})
+        output.emit_json({"session": meta, "events": list(events)})
     elif args.format == "text":
         for event in events:
             if event[1] == "o":

@@ -7,7 +7,8 @@ from typing import Any
 from jumpgate.cli.common import output, pages
 from jumpgate.cli.common.args import moment, positive
 from jumpgate.cli.jumpctl.context import Context
-from jumpgate.protocol.audit import table
+from jumpgate.protocol import calls
+from jumpgate.protocol.audit import AuditEvent, AuditPage, table
 
 COMMON = ("type", "code", "time", "id", "tenant", "user", "success")
 
@@ -40,16 +41,14 @@ def _search(ctx: Context, args: argparse.Namespace) -> int:
     params += [("type", t) for t in args.type]
     if args.user:
         params.append(("user", args.user))
-    events, more = pages.collect(ctx.client, "/v1/audit/events", "events", params, args.limit)
+    events, more = pages.collect(ctx.client, calls.audit_events, _events, params, args.limit)
+    rows = [e.model_dump(mode="json") for e in events]
     if args.format == "json":
-        output.emit_json(events)
+        output.emit_json(rows)
     else:
         output.table(
             ["Time", "Type", "Code", "User", "Details"],
-            [
-                (output.when(e["time"]), e["type"], e["code"], e["user"], _details(e))
-                for e in events
-            ],
+            [(output.when(e["time"]), e["type"], e["code"], e["user"], _details(e)) for e in rows],
         )
     if more:
         print(
@@ -57,6 +56,10 @@ def _search(ctx: Context, args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     return 0
+
+
+def _events(page: AuditPage) -> list[AuditEvent]:
+    return page.events
 
 
 def _details(event: dict[str, Any]) -> str:

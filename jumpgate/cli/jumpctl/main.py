@@ -21,7 +21,14 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``jumpctl``."""
     args = parser().parse_args(argv)
-    return run("jumpctl", lambda: args.handler(context.from_args(args), args))
+
+    def command() -> int:
+        ctx = context.from_args(args)
+        with ctx.client:  # one connection for the command's calls, closed at its end
+            result: int = args.handler(ctx, args)
+        return result
+
+    return run("jumpctl", command)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ from typing import Any
 from jumpgate.cli.common import output
 from jumpgate.cli.common.errors import CLIError
 from jumpgate.cli.jumpctl.context import Context
+from jumpgate.protocol import calls
 from jumpgate.protocol.recording import RecordingMode, check_session_id
 
 
@@ -40,30 +41,32 @@ def _verify(ctx: Context, args: argparse.Namespace) -> int:
         session_id = check_session_id(args.session_id)
     except ValueError as exc:
         raise CLIError(str(exc)) from None
-    verdict = ctx.client.call("POST", f"/v1/recordings/{session_id}/verify")
+    verdict = ctx.client.send(calls.verify_recording(session_id))
     if args.format == "json":
         output.emit_json(verdict)
-        return 0 if verdict["ok"] else 1
-    if not verdict["ok"]:
-        raise CLIError(f"recording {session_id}: " + "; ".join(verdict["problems"]))
-    state = "complete and signed" if verdict["complete"] else "still recording"
-    print(
-        f"recording {session_id}: {output.counted(verdict['parts'], 'part')} as recorded, {state}"
-    )
+        return 0 if verdict.ok else 1
+    if not verdict.ok:
+        raise CLIError(f"recording {session_id}: " + "; ".join(verdict.problems))
+    state = "complete and signed" if verdict.complete else "still recording"
+    print(f"recording {session_id}: {output.counted(verdict.parts, 'part')} as recorded, {state}")
     return 0
 
 
 def _mode(ctx: Context, args: argparse.Namespace) -> int:
-    settings = ctx.client.call("GET", "/v1/settings/recording")
+    settings = ctx.client.send(calls.recording_settings())
     if args.mode is not None or args.record_exec is not None:
-        if args.mode is not None:
-            settings["mode"] = args.mode
-        if args.record_exec is not None:
-            settings["record_exec"] = args.record_exec
-        settings = ctx.client.call("PUT", "/v1/settings/recording", settings)
+        changed = settings.model_copy(
+            update={
+                "mode": settings.mode if args.mode is None else RecordingMode(args.mode),
+                "record_exec": (
+                    settings.record_exec if args.record_exec is None else args.record_exec
+                ),
+            }
+        )
+        settings = ctx.client.send(calls.set_recording_settings(changed))
     if args.format == "json":
         output.emit_json(settings)
     else:
-        exec_text = "recorded" if settings["record_exec"] else "not recorded"
-        print(f"recording mode: {settings['mode']} (exec sessions {exec_text})")
+        exec_text = "recorded" if settings.record_exec else "not recorded"
+        print(f"recording mode: {settings.mode.value} (exec sessions {exec_text})")
     return 0

@@ -6,6 +6,7 @@ from typing import Any
 
 from jumpgate.cli.common import output
 from jumpgate.cli.jumpctl.context import Context
+from jumpgate.protocol import calls
 
 
 def register(sub: Any) -> None:
@@ -15,17 +16,17 @@ def register(sub: Any) -> None:
 
 
 def run(ctx: Context, args: argparse.Namespace) -> int:
-    answer = ctx.client.call("GET", "/v1/status")
+    answer = ctx.client.send(calls.status())
     if args.format == "json":
         output.emit_json(answer)
         return 0
-    print(f"Cluster  {answer['cluster_name']}")
-    print(f"Version  {answer['server_version']}")
-    for ca in answer["cas"]:
-        print(f"{ca['kind'].capitalize()} CA  {ca['key_type']}  {ca['fingerprint']}")
+    print(f"Cluster  {answer.cluster_name}")
+    print(f"Version  {answer.server_version}")
+    for ca in answer.cas:
+        print(f"{ca.kind.capitalize()} CA  {ca.key_type}  {ca.fingerprint}")
         # The keys trusted besides the active one (a rotation under way); none in standby
-        for fingerprint in ca.get("trusted", []):
-            if fingerprint != ca["fingerprint"]:
+        for fingerprint in ca.trusted:
+            if fingerprint != ca.fingerprint:
                 print(f"         also trusted  {fingerprint}")
-    print(f"CA pin   {answer['ca_pin']}")
+    print(f"CA pin   {answer.ca_pin}")
     return 0

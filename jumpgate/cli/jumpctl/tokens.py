@@ -2,10 +2,10 @@
 
 import argparse
 from typing import Any
-from urllib.parse import quote
 
 from jumpgate.cli.common import nodes, output
 from jumpgate.cli.jumpctl.context import Context, durations
+from jumpgate.protocol import calls, models
 
 
 def register(sub: Any) -> None:
@@ -42,11 +42,11 @@ def register(sub: Any) -> None:
         rm.set_defaults(handler=_tokens_rm)
 
 
-def _create(ctx: Context, roles: list[str], ttl: int, value: str | None) -> Any:
-    body: dict[str, Any] = {"roles": roles, "ttl_seconds": ttl}
+def _create(ctx: Context, roles: list[str], ttl: int, value: str | None) -> models.TokenCreated:
+    fields: dict[str, Any] = {"roles": roles, "ttl_seconds": ttl}
     if value:
-        body["token"] = value
-    return ctx.client.call("POST", "/v1/tokens", body)
+        fields["token"] = value
+    return ctx.client.send(calls.add_token(models.TokenCreateRequest.model_validate(fields)))
 
 
 TOKEN_VARIABLE = "JUMPGATE_TOKEN"  # noqa: S105 - a variable's name, not a secret
@@ -54,7 +54,7 @@ TOKEN_VARIABLE = "JUMPGATE_TOKEN"  # noqa: S105 - a variable's name, not a secre
 which every user of the server sees in ``ps``)."""
 
 
-def join_command(answer: dict[str, Any], proxy: str) -> tuple[dict[str, str], list[str]]:
+def join_command(answer: models.TokenCreated, proxy: str) -> tuple[dict[str, str], list[str]]:
     """The environment and command that join a server with the token ``answer`` issued.
 
     ``--insecure`` only where the platform says its web certificate is self-signed: it
@@ -63,12 +63,12 @@ def join_command(answer: dict[str, Any], proxy: str) -> tuple[dict[str, str], li
         "jumpgate",
         "start",
         "--services=node",
-        f"--ca-pin={answer['ca_pin']}",
+        f"--ca-pin={answer.ca_pin}",
         f"--auth-server={proxy}",
     ]
-    if answer.get("self_signed_web_certificate", False):
+    if answer.self_signed_web_certificate:
         argv.append("--insecure")
-    return {TOKEN_VARIABLE: str(answer["token"])}, argv
+    return {TOKEN_VARIABLE: answer.token}, argv
 
 
 def _nodes_add(ctx: Context, args: argparse.Namespace) -> int:
@@ -79,17 +79,17 @@ def _nodes_add(ctx: Context, args: argparse.Namespace) -> int:
     if args.format == "json":
         output.emit_json(
             {
-                "token": answer["token"],
-                "ca_pin": answer["ca_pin"],
-                "expires": answer["expires"],
-                "roles": answer["roles"],
+                "token": answer.token,
+                "ca_pin": answer.ca_pin,
+                "expires": answer.expires,
+                "roles": answer.roles,
                 "command": command,
                 "env": env,
                 "argv": argv,
             }
         )
         return 0
-    print(f"Join token {answer['token']} (node), valid until {output.when(answer['expires'])}.")
+    print(f"Join token {answer.token} (node), valid until {output.when(answer.expires)}.")
     print("On the server to join, run:\n")
     print(f"  {command}\n")
     print("The --ca-pin makes the server check that everything it is told comes from this")
@@ -104,7 +104,7 @@ def _nodes_ls(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def _nodes_rm(ctx: Context, args: argparse.Namespace) -> int:
-    ctx.client.call("DELETE", f"/v1/nodes/{quote(args.node, safe='')}")
+    ctx.client.send(calls.remove_node(args.node))
     print(f"Node {args.node!r} removed; it must join again with a new token.")
     return 0
 
@@ -114,13 +114,13 @@ def _tokens_add(ctx: Context, args: argparse.Namespace) -> int:
     if args.format == "json":
         output.emit_json(answer)
         return 0
-    print(f"The {args.type} token: {answer['token']}")
-    print(f"It expires {output.when(answer['expires'])}; CA pin {answer['ca_pin']}.")
+    print(f"The {args.type} token: {answer.token}")
+    print(f"It expires {output.when(answer.expires)}; CA pin {answer.ca_pin}.")
     return 0
 
 
 def _tokens_ls(ctx: Context, args: argparse.Namespace) -> int:
-    tokens = ctx.client.call("GET", "/v1/tokens")["tokens"]
+    tokens = ctx.client.send(calls.tokens())
     if args.format == "json":
         output.emit_json(tokens)
         return 0
@@ -128,9 +128,9 @@ def _tokens_ls(ctx: Context, args: argparse.Namespace) -> int:
         ["Token", "Roles", "Expires"],
         [
             (
-                t["token"],
-                ",".join(t["roles"]),
-                "never (static)" if t["static"] else output.when(t["expires"]),
+                t.token,
+                ",".join(t.roles),
+                "never (static)" if t.static else output.when(t.expires),
             )
             for t in tokens
         ],
@@ -139,6 +139,6 @@ def _tokens_ls(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def _tokens_rm(ctx: Context, args: argparse.Namespace) -> int:
-    ctx.client.call("DELETE", f"/v1/tokens/{quote(args.token, safe='')}")
+    ctx.client.send(calls.remove_token(args.token))
     print(f"Join token {args.token} revoked; joining with it is refused from now on.")
     return 0

@@ -3,10 +3,10 @@
 import argparse
 import re
 from typing import Any
-from urllib.parse import quote
 
 from jumpgate.cli.common import output
 from jumpgate.cli.jumpctl.context import Context, durations
+from jumpgate.protocol import calls, models
 from jumpgate.protocol.models import Role
 
 
@@ -42,49 +42,38 @@ def register(sub: Any) -> None:
     rm.set_defaults(handler=_rm)
 
 
-def _path(name: str, *rest: str) -> str:
-    """A user's route; the name quoted whole, so ``bob/lock`` cannot reach bob's lock."""
-    return "/".join(["/v1/users", quote(name, safe=""), *rest])
-
-
 def _csv(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
 
 
-def _roles(text: str) -> list[str]:
+def _roles(text: str) -> list[Role]:
     """``--roles``: checked here, so a typo is named as the flag, not as ``roles.0``."""
     roles = _csv(text)
     for role in roles:
         if role not in set(Role):
             known = " or ".join(r.value for r in Role)
             raise argparse.ArgumentTypeError(f"{role!r} is not a role: use {known}")
-    return roles
+    return [Role(role) for role in roles]
 
 
 def _add(ctx: Context, args: argparse.Namespace) -> int:
-    answer = ctx.client.call(
-        "POST",
-        "/v1/users",
-        {
-            "name": args.name,
-            "logins": _csv(args.logins),
-            "roles": args.roles,
-            "invite_ttl_seconds": args.ttl,
-        },
+    invite = models.UserCreateRequest(
+        name=args.name, logins=_csv(args.logins), roles=args.roles, invite_ttl_seconds=args.ttl
     )
+    answer = ctx.client.send(calls.add_user(invite))
     insecure = " --insecure" if ctx.insecure else ""
-    command = f"jump signup --proxy={ctx.proxy}{insecure} {answer['invite_token']}"
+    command = f"jump signup --proxy={ctx.proxy}{insecure} {answer.invite_token}"
     if args.format == "json":
-        output.emit_json({**answer, "signup_command": command})
+        output.emit_json({**answer.model_dump(mode="json"), "signup_command": command})
         return 0
-    print(f"User {answer['user']!r} invited; the invite expires {output.when(answer['expires'])}.")
+    print(f"User {answer.user!r} invited; the invite expires {output.when(answer.expires)}.")
     print("Share this with them:")
     print(f"  {command}")
     return 0
 
 
 def _ls(ctx: Context, args: argparse.Namespace) -> int:
-    users = ctx.client.call("GET", "/v1/users")["users"]
+    users = ctx.client.send(calls.users())
     if args.format == "json":
         output.emit_json(users)
         return 0
@@ -92,11 +81,11 @@ def _ls(ctx: Context, args: argparse.Namespace) -> int:
         ["User", "Roles", "Logins", "Status", "Created"],
         [
             (
-                u["name"],
-                ",".join(u["roles"]),
-                ",".join(u["logins"]),
-                f"locked: {_lock_shown(u['lock'])}" if u.get("lock") else u["status"],
-                output.when(u["created"]),
+                u.name,
+                ",".join(u.roles),
+                ",".join(u.logins),
+                f"locked: {_lock_shown(u.lock)}" if u.lock else u.status,
+                output.when(u.created),
             )
             for u in users
         ],
@@ -114,20 +103,20 @@ def _lock_shown(lock: str) -> str:
 
 
 def _rm(ctx: Context, args: argparse.Namespace) -> int:
-    ctx.client.call("DELETE", _path(args.name))
+    ctx.client.send(calls.remove_user(args.name))
     print(f"User {args.name!r} removed.")
     return 0
 
 
 def _lock(ctx: Context, args: argparse.Namespace) -> int:
-    body = {"message": args.message, "ttl_seconds": args.ttl}
-    answer = ctx.client.call("PUT", _path(args.name, "lock"), body)
-    print(f"User {args.name!r} locked: {_lock_shown(answer['lock'])}.")
+    body = models.UserLockRequest(message=args.message, ttl_seconds=args.ttl)
+    answer = ctx.client.send(calls.lock_user(args.name, body))
+    print(f"User {args.name!r} locked: {_lock_shown(answer.lock or '')}.")
     print("Their API calls and new SSH connections are refused; jumpctl users unlock lifts it.")
     return 0
 
 
 def _unlock(ctx: Context, args: argparse.Namespace) -> int:
-    ctx.client.call("DELETE", _path(args.name, "lock"))
+    ctx.client.send(calls.unlock_user(args.name))
     print(f"User {args.name!r} unlocked.")
     return 0

@@ -26,7 +26,7 @@ from jumpgate.control_plane.handlers.resolver import ConcurrentResolver
 from jumpgate.control_plane.nodes import NodeView
 from jumpgate.control_plane.plane import ControlPlane
 from jumpgate.control_plane.records import UserRecord
-from jumpgate.protocol import certs, models
+from jumpgate.protocol import certs, models, routes
 from jumpgate.protocol.audit import (
     DEFAULT_SEARCH_LIMIT,
     MAX_SEARCH_LIMIT,
@@ -129,7 +129,7 @@ def build_app(plane: ControlPlane) -> ConcurrentResolver:
             web_certificate_sha256=plane.settings.web_certificate_sha256,
         )
 
-    @app.get("/webapi/ping", summary="Health and the addresses of a cluster's listeners")
+    @app.get(routes.PING.path, summary="Health and the addresses of a cluster's listeners")
     def ping() -> models.Ping:
         """For people and CLIs; nodes believe only ``/v1/trust``, which the host CA signs."""
         host = app.current_event.headers.get("host", "")
@@ -146,21 +146,21 @@ def build_app(plane: ControlPlane) -> ConcurrentResolver:
             proxy_host_keys=list(plane.settings.proxy_host_keys),
         )
 
-    @app.get("/v1/trust", summary="What the cluster's nodes trust, signed by its host CA")
+    @app.get(routes.TRUST.path, summary="What the cluster's nodes trust, signed by its host CA")
     def get_trust(
         nonce: Annotated[str | None, Query(pattern=NONCE_PATTERN)] = None,
     ) -> SignedTrust:
         return trust_document(addressed_tenant(), nonce or "")
 
-    @app.get("/v1/openapi.json", include_in_schema=False)
+    @app.get(routes.OPENAPI.path, include_in_schema=False)
     def openapi() -> Response[str]:
         return Response(200, "application/json", app.get_openapi_json_schema(title="Jumpgate API"))
 
-    @app.get("/v1/ca", summary="The cluster's CA public keys and host CA pin")
+    @app.get(routes.CA.path, summary="The cluster's CA public keys and host CA pin")
     def get_ca() -> models.CAKeys:
         return ca_keys(addressed_tenant())
 
-    @app.post("/v1/signup", summary="Accept an invite: set a password, enrol TOTP")
+    @app.post(routes.SIGNUP.path, summary="Accept an invite: set a password, enrol TOTP")
     def signup(body: models.SignupRequest) -> models.SignupResponse:
         tenant = addressed_tenant()
         try:
@@ -176,7 +176,7 @@ def build_app(plane: ControlPlane) -> ConcurrentResolver:
             otpauth_uri=enrolment.otpauth_uri,
         )
 
-    @app.post("/v1/login", summary="Password and one-time code for an SSH user certificate")
+    @app.post(routes.LOGIN.path, summary="Password and one-time code for an SSH user certificate")
     def login(body: models.LoginRequest) -> models.LoginResponse:
         tenant = addressed_tenant()
         ttl = timedelta(seconds=body.ttl_seconds) if body.ttl_seconds else None
@@ -227,7 +227,7 @@ def build_app(plane: ControlPlane) -> ConcurrentResolver:
             ca=ca_keys(tenant),
         )
 
-    @app.post("/v1/join", summary="Join token and host key for a host certificate")
+    @app.post(routes.JOIN.path, summary="Join token and host key for a host certificate")
     def join(body: models.JoinRequest) -> models.JoinResponse:
         tenant = addressed_tenant()
         try:
@@ -260,7 +260,7 @@ def build_app(plane: ControlPlane) -> ConcurrentResolver:
             trust=trust_document(tenant, body.nonce or ""),
         )
 
-    @app.get("/v1/status", summary="Cluster name, CAs and the host CA pin")
+    @app.get(routes.STATUS.path, summary="Cluster name, CAs and the host CA pin")
     def status() -> models.ClusterStatus:
         tenant = addressed_tenant()
         caller(tenant)
@@ -280,19 +280,19 @@ def build_app(plane: ControlPlane) -> ConcurrentResolver:
             ],
         )
 
-    @app.get("/v1/nodes", summary="Nodes of the cluster, with labels and whether online")
+    @app.get(routes.NODES.path, summary="Nodes of the cluster, with labels and whether online")
     def list_nodes() -> models.NodeList:
         tenant = addressed_tenant()
         caller(tenant).require(Role.ACCESS)
         return models.NodeList(nodes=[node_view(v) for v in plane.nodes.list(tenant)])
 
-    @app.delete("/v1/nodes/<name>", status_code=204, summary="Remove a node (uuid or name)")
+    @app.delete(routes.NODE_REMOVE.path, status_code=204, summary="Remove a node (uuid or name)")
     def remove_node(name: Annotated[str, Path(max_length=253), AfterValidator(unquote)]) -> None:
         identity = admin()
         plane.nodes.remove(identity.tenant, name)
         record(EventType.NODE_DELETE, identity.tenant, identity, node=name)
 
-    @app.get("/v1/users", summary="Users of the cluster")
+    @app.get(routes.USERS.path, summary="Users of the cluster")
     def list_users() -> models.UserList:
         identity = admin()
         now = plane.clock.now()
@@ -300,7 +300,7 @@ def build_app(plane: ControlPlane) -> ConcurrentResolver:
             users=[_user_info(u, now) for u in plane.users.list(identity.tenant)]
         )
 
-    @app.post("/v1/users", status_code=201, summary="Invite a user")
+    @app.post(routes.USER_ADD.path, status_code=201, summary="Invite a user")
     def add_user(body: models.UserCreateRequest) -> models.UserCreated:
         identity = admin()
         invite = plane.users.add(
@@ -322,7 +322,7 @@ def build_app(plane: ControlPlane) -> ConcurrentResolver:
             user=invite.user, invite_token=invite.token, expires=invite.expires
         )
 
-    @app.delete("/v1/users/<name>", status_code=204, summary="Remove a user")
+    @app.delete(routes.USER_REMOVE.path, status_code=204, summary="Remove a user")
     def remove_user(name: UserParam) -> None:
         identity = admin()
         if name == identity.user:
@@ -330,7 +330,7 @@ def build_app(plane: ControlPlane) -> ConcurrentResolver:
         plane.users.remove(identity.tenant, name)
         record(EventType.USER_DELETE, identity.tenant, identity, name=name)
 
-    @app.put("/v1/users/<name>/lock", summary="Lock a user out of the API and of SSH")
+    @app.put(routes.USER_LOCK.path, summary="Lock a user out of the API and of SSH")
     def lock_user(name: UserParam, body: models.UserLockRequest) -> models.UserInfo:
         identity = admin()
         if name == identity.user:
@@ -341,14 +341,14 @@ def build_app(plane: ControlPlane) -> ConcurrentResolver:
         record(EventType.USER_LOCK, identity.tenant, identity, name=name, lock=info.lock)
         return info
 
-    @app.delete("/v1/users/<name>/lock", summary="Unlock a user")
+    @app.delete(routes.USER_UNLOCK.path, summary="Unlock a user")
     def unlock_user(name: UserParam) -> models.UserInfo:
         identity = admin()
         info = _user_info(plane.users.unlock(identity.tenant, name), plane.clock.now())
         record(EventType.USER_UNLOCK, identity.tenant, identity, name=name)
         return info
 
-    @app.get("/v1/tokens", summary="Join tokens")
+    @app.get(routes.TOKENS.path, summary="Join tokens")
     def list_tokens() -> models.TokenList:
         identity = admin()
         return models.TokenList(
@@ -363,7 +363,7 @@ def build_app(plane: ControlPlane) -> ConcurrentResolver:
             ]
         )
 
-    @app.post("/v1/tokens", status_code=201, summary="Issue a join token")
+    @app.post(routes.TOKEN_ADD.path, status_code=201, summary="Issue a join token")
     def add_token(body: models.TokenCreateRequest) -> models.TokenCreated:
         identity = admin()
         token = plane.tokens.create(
@@ -389,7 +389,7 @@ def build_app(plane: ControlPlane) -> ConcurrentResolver:
             self_signed_web_certificate=plane.settings.self_signed_web_certificate,
         )
 
-    @app.delete("/v1/tokens/<token>", status_code=204, summary="Revoke a join token")
+    @app.delete(routes.TOKEN_REMOVE.path, status_code=204, summary="Revoke a join token")
     def remove_token(
         token: Annotated[str, Path(max_length=256), AfterValidator(unquote)],
     ) -> None:
@@ -397,7 +397,7 @@ def build_app(plane: ControlPlane) -> ConcurrentResolver:
         plane.tokens.remove(identity.tenant, token)
         record(EventType.TOKEN_DELETE, identity.tenant, identity, token_id=token_id(token))
 
-    @app.get("/v1/audit/events", summary="Search the audit log, a page at a time")
+    @app.get(routes.AUDIT_EVENTS.path, summary="Search the audit log, a page at a time")
     def search_events(
         since: Annotated[datetime | None, Query(alias="from")] = None,
         until: Annotated[datetime | None, Query(alias="to")] = None,
@@ -431,7 +431,7 @@ def build_app(plane: ControlPlane) -> ConcurrentResolver:
             )
         return identity
 
-    @app.get("/v1/recordings", summary="Finished recordings (yours, or all for an admin)")
+    @app.get(routes.RECORDINGS.path, summary="Finished recordings (yours, or all for an admin)")
     def list_recordings(
         since: Annotated[datetime | None, Query(alias="from")] = None,
         until: Annotated[datetime | None, Query(alias="to")] = None,
@@ -461,26 +461,26 @@ def build_app(plane: ControlPlane) -> ConcurrentResolver:
         ]
         return models.RecordingList(recordings=rows, cursor=page.cursor)
 
-    @app.get("/v1/recordings/<session_id>", summary="A recording: what it is of, its parts")
+    @app.get(routes.RECORDING.path, summary="A recording: what it is of, its parts")
     def get_recording(session_id: SessionParam) -> models.RecordingInfo:
         identity = reader(session_id)
         return plane.recordings.describe(identity.tenant, session_id)
 
-    @app.get("/v1/recordings/<session_id>/parts/<index>", summary="One part, checked")
+    @app.get(routes.RECORDING_PART.path, summary="One part, checked")
     def get_recording_part(
         session_id: SessionParam, index: Annotated[int, Path(ge=1, le=1_000_000)]
     ) -> models.RecordingPart:
         return plane.recordings.read(reader(session_id).tenant, session_id, index)
 
-    @app.post("/v1/recordings/<session_id>/verify", summary="Check every part and the manifest")
+    @app.post(routes.RECORDING_VERIFY.path, summary="Check every part and the manifest")
     def verify_recording(session_id: SessionParam) -> models.RecordingVerdict:
         return plane.recordings.verify(admin().tenant, session_id)
 
-    @app.get("/v1/settings/recording", summary="How the cluster records sessions")
+    @app.get(routes.RECORDING_SETTINGS.path, summary="How the cluster records sessions")
     def get_recording_settings() -> models.RecordingSettings:
         return plane.recordings.settings(admin().tenant)
 
-    @app.put("/v1/settings/recording", summary="Set how the cluster records sessions")
+    @app.put(routes.RECORDING_SETTINGS_SET.path, summary="Set how the cluster records sessions")
     def set_recording_settings(body: models.RecordingSettings) -> models.RecordingSettings:
         identity = admin()
         plane.recordings.set_settings(identity.tenant, body)

@@ -18,7 +18,7 @@ from jumpgate.control_plane.handlers.api import (
 from jumpgate.control_plane.handlers.resolver import ConcurrentResolver
 from jumpgate.control_plane.nodes import NodeInfo
 from jumpgate.control_plane.plane import ControlPlane
-from jumpgate.protocol import models
+from jumpgate.protocol import models, routes
 from jumpgate.protocol.recording import MAX_PART_BYTES
 
 logger = logging.getLogger(__name__)
@@ -31,18 +31,18 @@ def build_internal_app(plane: ControlPlane) -> ConcurrentResolver:
     """The internal resolver bound to ``plane``."""
     app = ConcurrentResolver(enable_validation=True, response_validation_error_http_code=500)
 
-    @app.post("/internal/v1/tenant-by-user-ca")
+    @app.post(routes.TENANT_BY_USER_CA.path)
     def tenant_by_user_ca(body: models.TenantByUserCA) -> models.TenantName:
         return models.TenantName(tenant=plane.tenants.by_user_ca(body.public_key))
 
-    @app.post("/internal/v1/tunnel-auth")
+    @app.post(routes.TUNNEL_AUTH.path)
     def tunnel_auth(body: models.TunnelAuth) -> models.TunnelNode:
         record = plane.nodes.authenticate_tunnel(body.tenant, body.host_id, body.public_key)
         return models.TunnelNode(
             tenant=body.tenant, host_id=record.host_id, nodename=record.nodename
         )
 
-    @app.post("/internal/v1/session-auth")
+    @app.post(routes.SESSION_AUTH.path)
     def session_auth(body: models.SessionAuth) -> models.SessionVerdict:
         node_refused = user_refused = None
         try:
@@ -55,7 +55,7 @@ def build_internal_app(plane: ControlPlane) -> ConcurrentResolver:
             user_refused = str(exc)
         return models.SessionVerdict(node_refused=node_refused, user_refused=user_refused)
 
-    @app.post("/internal/v1/audit", status_code=204)
+    @app.post(routes.AUDIT_INTAKE.path, status_code=204)
     def audit(body: models.AuditRecords) -> None:
         """Store a proxy's events, except those of tenants that do not exist: a proxy records
         refused logins under the tenant a request's ``Host`` names, which anyone can make up
@@ -90,18 +90,18 @@ def build_internal_app(plane: ControlPlane) -> ConcurrentResolver:
             except ValueError as exc:  # fields that do not fit the event
                 raise errors.InvalidRequest(f"audit event {record.type}: {exc}") from exc
 
-    @app.post("/internal/v1/renew-host-cert")
+    @app.post(routes.RENEW_HOST_CERT.path)
     def renew_host_cert(body: models.HostCertRenewal) -> models.HostCertificate:
         return models.HostCertificate(certificate=plane.tokens.renew(body.tenant, body.host_id))
 
-    @app.post("/internal/v1/presence", status_code=204)
+    @app.post(routes.PRESENCE.path, status_code=204)
     def presence(body: models.Presence) -> None:
         info = None
         if body.proxy is not None:
             info = NodeInfo(body.hostname, body.addr, body.version, dict(body.labels))
         plane.nodes.set_presence(body.tenant, body.host_id, proxy=body.proxy, info=info)
 
-    @app.post("/internal/v1/node-removals")
+    @app.post(routes.NODE_REMOVALS.path)
     def node_removals() -> models.NodeRemovals:
         return models.NodeRemovals(
             nodes=[
@@ -110,15 +110,15 @@ def build_internal_app(plane: ControlPlane) -> ConcurrentResolver:
             ]
         )
 
-    @app.post("/internal/v1/proxy-alive", status_code=204)
+    @app.post(routes.PROXY_ALIVE.path, status_code=204)
     def proxy_alive(body: models.ProxyAlive) -> None:
         plane.nodes.proxy_alive(body.proxy, body.peer_addr)
 
-    @app.post("/internal/v1/proxy-cert")
+    @app.post(routes.PROXY_CERT.path)
     def proxy_cert(body: models.ProxyCertRequest) -> models.ProxyCertificates:
         return plane.proxies.certify(body.proxy, body.public_key)
 
-    @app.post("/internal/v1/locate")
+    @app.post(routes.LOCATE.path)
     def locate(body: models.Locate) -> models.NodeLocation:
         node, proxy = plane.nodes.locate(body.tenant, body.name)
         return models.NodeLocation(
@@ -130,15 +130,15 @@ def build_internal_app(plane: ControlPlane) -> ConcurrentResolver:
             peer_addr=proxy.peer_addr,
         )
 
-    @app.post("/internal/v1/recordings/settings")
+    @app.post(routes.UPLOAD_SETTINGS.path)
     def recording_settings(body: models.TenantName) -> models.RecordingSettings:
         return plane.recordings.settings(body.tenant)
 
-    @app.post("/internal/v1/recordings/open")
+    @app.post(routes.UPLOAD_OPEN.path)
     def recording_open(body: models.RecordingOpen) -> models.RecordingOpened:
         return models.RecordingOpened(parts=plane.recordings.opened(body.tenant, body.meta))
 
-    @app.post("/internal/v1/recordings/part", status_code=204)
+    @app.post(routes.UPLOAD_PART.path, status_code=204)
     def recording_part(body: models.RecordingPartUpload) -> None:
         try:
             data = base64.b64decode(body.data, validate=True)
@@ -153,11 +153,11 @@ def build_internal_app(plane: ControlPlane) -> ConcurrentResolver:
             data=data,
         )
 
-    @app.post("/internal/v1/recordings/alive", status_code=204)
+    @app.post(routes.UPLOAD_ALIVE.path, status_code=204)
     def recording_alive(body: models.RecordingAlive) -> None:
         plane.recordings.alive(body.tenant, body.session_id, body.server_id)
 
-    @app.post("/internal/v1/recordings/complete", status_code=204)
+    @app.post(routes.UPLOAD_COMPLETE.path, status_code=204)
     def recording_complete(body: models.RecordingComplete) -> None:
         plane.recordings.complete(
             body.tenant, body.session_id, body.end, server_id=body.server_id, parts=body.parts
