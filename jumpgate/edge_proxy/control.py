@@ -14,6 +14,7 @@ from jumpgate.edge_proxy.events import Invoke, decode_response, http_event
 from jumpgate.edge_proxy.lambda_invoke import ControlPlaneUnavailable
 from jumpgate.protocol import models
 from jumpgate.protocol.recording import PartInfo, RecordingMeta, SessionEnd
+from jumpgate.protocol.trust import SignedTrust
 
 
 class ControlPlaneError(Exception):
@@ -109,6 +110,15 @@ class ControlPlaneClient:
         body = _body(models.HostCertRenewal, tenant=tenant, host_id=host_id)
         answer = await self._call("POST", "/internal/v1/renew-host-cert", body)
         return str(answer["certificate"])
+
+    async def trust(self, tenant: str, nonce: str) -> SignedTrust:
+        """The tenant's trust document, signed by its host CA, answering a node's ``nonce``."""
+        body = _body(models.TrustRequest, tenant=tenant, nonce=nonce)
+        answer = await self._call("POST", "/internal/v1/trust", body)
+        try:
+            return SignedTrust.model_validate(answer)
+        except ValidationError as exc:
+            raise ControlPlaneError(502, "the control plane sent no trust document") from exc
 
     async def presence(self, presence: models.Presence) -> None:
         await self._call("POST", "/internal/v1/presence", presence)
