@@ -135,8 +135,7 @@ class ControlChannel:
     async def serve(self) -> int:
         """Serve the channel; its exit status (0 when the node closed it)."""
         node = self._side.node
-        if node is None or self._side.tunnel is None:
-            self._send(Refusal(reason="ask to listen on the node's SSH port first"))
+        if node is None:
             return 1
         # Requests wait for budgets: without this asyncssh would let the node send another
         # window at each resume, to be decrypted and buffered (decision 0019).
@@ -237,7 +236,9 @@ class ControlChannel:
 
     async def _heartbeat(self, node: models.TunnelNode, beat: Heartbeat) -> None:
         tunnel = self._side.tunnel
-        assert tunnel is not None
+        if tunnel is None:
+            self._send(Refusal(reason="a heartbeat before the tunnel: listen on the SSH port"))
+            return
         presence = models.Presence(
             tenant=node.tenant,
             host_id=node.host_id,
