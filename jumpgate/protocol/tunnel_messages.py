@@ -200,6 +200,8 @@ def _first_error(exc: ValidationError) -> str:
         return f"unknown message type {str(tag)[:40]!r}"
     if first["type"] == "union_tag_not_found":
         return "a message without a type"
+    if not first["loc"]:
+        return "a message must be a JSON object with a type"
     where = ".".join(str(part) for part in first["loc"])
     return f"{where}: {first['msg']}"[:200]
 
