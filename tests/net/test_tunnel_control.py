@@ -94,7 +94,8 @@ class FakeHost:
     """The proxy a ``TunnelServer`` belongs to (``tunnel_front.TunnelHost``)."""
 
     def __init__(self) -> None:
-        self.control = FakeControl()
+        self.fake = FakeControl()
+        self.control: ControlPlaneClient = self.fake
         self.proxy_id = "proxy-1"
         self.registry = TunnelRegistry()
         self.metrics = Metrics()
@@ -173,7 +174,7 @@ def test_the_control_channel_carries_hello_trust_requests_and_heartbeats() -> No
             )
             assert isinstance(renewed, Renewed), renewed
             assert renewed.certificate.endswith("AAAA-for-node-1")
-            [record] = host.control.records
+            [record] = host.fake.records
             assert (record.type, record.tenant, record.fields["server_id"]) == (
                 "exec",
                 "acme",
@@ -181,10 +182,10 @@ def test_the_control_channel_carries_hello_trust_requests_and_heartbeats() -> No
             )
             control.send(Heartbeat(hostname="web-1", labels={"env": "prod"}))
             for _ in range(100):
-                if host.control.presences:
+                if host.fake.presences:
                     break
                 await asyncio.sleep(0.05)
-            [presence] = host.control.presences
+            [presence] = host.fake.presences
             assert (presence.tenant, presence.proxy, presence.labels) == (
                 "acme",
                 "proxy-1",

@@ -64,7 +64,8 @@ MESSAGES: list[Message] = [
 @pytest.mark.parametrize("message", MESSAGES, ids=[f"{m.type}-{n}" for n, m in enumerate(MESSAGES)])
 def test_every_message_round_trips_as_one_line(message: Message) -> None:
     line = encode(message)
-    assert line.endswith(b"\n") and line.count(b"\n") == 1
+    assert line.endswith(b"\n")
+    assert line.count(b"\n") == 1
     assert decode(line) == message
     assert json.loads(line)["type"] == message.type
 
@@ -149,8 +150,9 @@ def test_a_bad_line_gives_a_one_line_error(line: bytes, said: str) -> None:
     ids=["port-zero", "token-not-alnum", "empty", "not-json"],
 )
 def test_a_bad_dial_back_request_gives_a_one_line_error(line: bytes) -> None:
-    with pytest.raises(MessageError, match="^bad dial-back request: ") as raised:
+    with pytest.raises(MessageError) as raised:
         DialBackRequest.decode(line)
+    assert str(raised.value).startswith("bad dial-back request: ")
     assert "\n" not in str(raised.value)
 
 
