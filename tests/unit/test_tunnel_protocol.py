@@ -9,8 +9,18 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from jumpgate.protocol import certs
+from jumpgate.protocol.recording import SessionEnd
+from jumpgate.protocol.recording_messages import (
+    AliveRequest,
+    CompleteRequest,
+    PartRequest,
+    RecordingRequest,
+    SettingsRequest,
+    StatusRequest,
+    decode_request,
+)
 from jumpgate.protocol.trust import SignedTrust
-from jumpgate.protocol.tunnel import DATA_HELLO
+from jumpgate.protocol.tunnel import DATA_HELLO, MAX_LINE_BYTES
 from jumpgate.protocol.tunnel_messages import (
     MAX_MESSAGE_BYTES,
     PROTOCOL_VERSIONS,
@@ -164,3 +174,50 @@ def test_a_bad_dial_back_request_gives_a_one_line_error(line: bytes) -> None:
 def test_a_bad_data_hello_is_refused(line: bytes) -> None:
     with pytest.raises(MessageError):
         DataHello.decode(line)
+
+
+SID = "0b9e8c1e-6a4e-4c4f-9f57-2d1f5b0f3c11"
+RECORDING_REQUESTS: list[tuple[RecordingRequest, dict[str, object]]] = [
+    (SettingsRequest(), {"op": "hello"}),
+    (StatusRequest(session_id=SID, meta={"kind": "shell"}), {"op": "status", "meta": {}}),
+    (
+        PartRequest(
+            session_id=SID, previous="a" * 64, index=1, size=3, sha256="b" * 64, chain="c" * 64
+        ),
+        {"op": "part", "index": 1, "size": 3},
+    ),
+    (
+        CompleteRequest(session_id=SID, parts=2, end=SessionEnd(ended=datetime.now(UTC))),
+        {"op": "complete", "parts": 2},
+    ),
+    (AliveRequest(session_id=SID), {"op": "alive"}),
+]
+
+
+@pytest.mark.parametrize(
+    ("request_", "wire"), RECORDING_REQUESTS, ids=[r.op for r, _ in RECORDING_REQUESTS]
+)
+def test_recording_requests_keep_the_wire_form_agents_speak(
+    request_: RecordingRequest, wire: dict[str, object]
+) -> None:
+    line = request_.line()
+    assert decode_request(line) == request_
+    sent = json.loads(line)
+    for key, value in wire.items():
+        assert sent[key] == value or (isinstance(value, dict) and isinstance(sent[key], dict))
+
+
+@pytest.mark.parametrize(
+    ("line", "said"),
+    [
+        (b'{"op": "delete", "session_id": "x"}', "bad request: "),
+        (b'{"op": "part", "session_id": "x"}', "bad request: part.previous: Field required"),
+        (b"x" * (MAX_LINE_BYTES + 1), "longer than"),
+    ],
+    ids=["unknown-op", "missing-field", "oversized"],
+)
+def test_a_bad_recording_request_gives_a_one_line_error(line: bytes, said: str) -> None:
+    with pytest.raises(MessageError) as raised:
+        decode_request(line)
+    assert said in str(raised.value)
+    assert "\n" not in str(raised.value)
