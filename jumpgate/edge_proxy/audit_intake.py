@@ -32,7 +32,7 @@ from jumpgate.protocol import models
 from jumpgate.protocol.audit import EventType
 from jumpgate.protocol.token_bucket import TokenBucket
 from jumpgate.protocol.tunnel import MAX_LINE_BYTES
-from jumpgate.protocol.tunnel_messages import Ack, AuditBatch, Tempfail
+from jumpgate.protocol.tunnel_messages import Ack, Tempfail
 
 logger = logging.getLogger(__name__)
 MAX_SKEW = timedelta(minutes=5)
@@ -196,36 +196,42 @@ def _first_error(exc: Exception) -> str:
 
 
 async def take(
-    control: ControlPlaneClient, node: models.TunnelNode, intake: TunnelAudit, batch: AuditBatch
+    control: ControlPlaneClient,
+    node: models.TunnelNode,
+    intake: TunnelAudit,
+    request: int,
+    lines: list[str],
 ) -> Ack | Tempfail:
-    """Take a batch of the node's own events, stamped with its tunnel's tenant and node,
-    event by event and within the node's budget: ``Ack`` once recorded, else ``Tempfail``."""
+    """Take a batch of the node's own events (one JSON line each), stamped with its tunnel's
+    tenant and node, event by event and within the node's budget: ``Ack`` once recorded,
+    else ``Tempfail``; both answer ``request``."""
     if intake.channels >= intake.budget.channels:
         intake.over_budget += 1
         _over_budget(node, intake, "too many audit batches at once")
         return Tempfail(
-            id=batch.id,
+            id=request,
             reason=f"audit: at most {intake.budget.channels} batches at once: try again",
         )
     intake.channels += 1
     try:
-        return await _take_batch(control, node, intake, batch)
+        return await _take_batch(control, node, intake, request, lines)
     finally:
         intake.channels -= 1
 
 
 async def _take_batch(
-    control: ControlPlaneClient, node: models.TunnelNode, intake: TunnelAudit, batch: AuditBatch
+    control: ControlPlaneClient,
+    node: models.TunnelNode,
+    intake: TunnelAudit,
+    request: int,
+    lines: list[str],
 ) -> Ack | Tempfail:
-    over = Tempfail(
-        id=batch.id, reason="audit: this node is over its audit budget: try again later"
-    )
+    over = Tempfail(id=request, reason="audit: this node is over its audit budget: try again later")
     if intake.exhausted():
         _over_budget(node, intake, "over its audit budget")
         return over
-    lines = [json.dumps(event) for event in batch.events]
     if not lines:
-        return Ack(id=batch.id)
+        return Ack(id=request)
     wait = intake.wait_for(len(lines), sum(len(line) for line in lines))
     if wait is None:
         _over_budget(node, intake, "over its audit budget")
@@ -241,9 +247,9 @@ async def _take_batch(
         await control.audit(records)
     except ControlPlaneError as exc:
         if exc.status >= 500 or exc.status == 0:
-            return _unreachable(batch.id, exc)
-        return await _one_by_one(control, batch.id, node, intake, records)
-    return Ack(id=batch.id)
+            return _unreachable(request, exc)
+        return await _one_by_one(control, request, node, intake, records)
+    return Ack(id=request)
 
 
 async def _one_by_one(

@@ -202,7 +202,7 @@ class ControlChannel:
                         requests.create_task(self._answer(message))
                     elif isinstance(message, Heartbeat):
                         self._pace(budget)
-                        await self._heartbeat(node, message)
+                        await self.heartbeat(node, message)
                     else:
                         self._pace(budget)
                         self._send(Refusal(reason=f"a node does not send {message.type!r}"))
@@ -230,11 +230,12 @@ class ControlChannel:
             if isinstance(request, AuditBatch):
                 self._send(await self._audit(request))
             else:
-                self._send(await self._renew(request))
+                self._send(await self.renew(request))
         finally:
             self._in_flight -= 1
 
-    async def _heartbeat(self, node: models.TunnelNode, beat: Heartbeat) -> None:
+    async def heartbeat(self, node: models.TunnelNode, beat: Heartbeat) -> None:
+        """Report ``beat`` as the node's presence when it changes, in its turn."""
         tunnel = self._side.tunnel
         if tunnel is None:
             self._send(Refusal(reason="a heartbeat before the tunnel: listen on the SSH port"))
@@ -301,9 +302,10 @@ class ControlChannel:
     async def _audit(self, batch: AuditBatch) -> Ack | Tempfail:
         node = self._side.node
         assert node is not None
-        return await audit_intake.take(self._host.control, node, self._side.intake, batch)
+        lines = [json.dumps(event) for event in batch.events]
+        return await audit_intake.take(self._host.control, node, self._side.intake, batch.id, lines)
 
-    async def _renew(self, request: RenewRequest) -> Renewed | Refusal:
+    async def renew(self, request: RenewRequest) -> Renewed | Refusal:
         """A fresh host certificate for the key the node authenticated with: one at a time,
         a few at once and then one a minute (an agent renews every few hours)."""
         node = self._side.node

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 import asyncssh
 from asyncssh.stream import SSHTCPStreamSession
 
-from jumpgate.edge_proxy import audit_intake, recordings
+from jumpgate.edge_proxy import audit_intake, recordings, tunnel_legacy
 from jumpgate.edge_proxy.connections import ChannelSlots, LogThrottle, source_key
 from jumpgate.edge_proxy.control import ControlPlaneClient, ControlPlaneError
 from jumpgate.edge_proxy.metrics import Metrics
@@ -24,6 +24,7 @@ from jumpgate.edge_proxy.node_budget import NodeBudget, NodeBudgets
 from jumpgate.edge_proxy.registry import Tunnel, TunnelRegistry
 from jumpgate.edge_proxy.tunnel_control import ControlChannel
 from jumpgate.protocol import models, ports
+from jumpgate.protocol.channel_window import bound_receive_window
 from jumpgate.protocol.tunnel import CONTROL_SUBSYSTEM, LISTEN_HOST
 
 logger = logging.getLogger(__name__)
@@ -230,19 +231,30 @@ class TunnelListener(asyncssh.SSHListener):
 
 
 async def serve_subsystem(process: asyncssh.SSHServerProcess[str]) -> None:
-    """A node's subsystem request on its tunnel: the control channel, one per connection."""
+    """A node's subsystem request on its tunnel: the control channel, one per connection (or
+    one of the subsystems of agents older than it, ``tunnel_legacy``)."""
     owner = process.channel.get_connection().get_owner()
-    if not isinstance(owner, TunnelServer) or process.subsystem != CONTROL_SUBSYSTEM:
+    subsystem = process.subsystem or ""
+    legacy = subsystem in tunnel_legacy.SUBSYSTEMS
+    if not isinstance(owner, TunnelServer) or not (legacy or subsystem == CONTROL_SUBSYSTEM):
         process.stderr.write(f"only the {CONTROL_SUBSYSTEM} subsystem is served\n")
         process.exit(1)
         return
+    if legacy and subsystem != tunnel_legacy.HEARTBEAT_SUBSYSTEM:
+        bound_receive_window(process.channel)  # the audit waits for its budget (0019)
+        process.exit(await tunnel_legacy.serve(owner, process))
+        return
     if owner.control_open:
         process.stderr.write("one control channel per tunnel: close the other\n")
-        process.exit(1)
+        process.exit(tunnel_legacy.TEMPFAIL if legacy else 1)
         return
     owner.control_open = True
     try:
-        status = await ControlChannel(owner, process).serve()
+        if legacy:
+            bound_receive_window(process.channel)
+            status = await tunnel_legacy.serve(owner, process)
+        else:
+            status = await ControlChannel(owner, process).serve()
     finally:
         owner.control_open = False
     process.exit(status)

@@ -8,6 +8,7 @@ by either end naming both versions, and logged."""
 
 import asyncio
 import base64
+import json
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from datetime import UTC, datetime
@@ -248,3 +249,28 @@ def test_the_agent_refuses_a_welcome_of_an_unknown_newer_version(
     assert f"the proxy speaks {newer}, the agent speaks {max(PROTOCOL_VERSIONS)}" in said
     assert said.endswith("upgrade the agent (jumpgate on the node)")
     assert [r.getMessage() for r in caplog.records] == ["tunnel hello refused"]
+
+
+def test_an_agent_of_the_earlier_release_is_still_served_on_its_subsystems() -> None:
+    """Protocol 0 (``tunnel_legacy``): heartbeat, audit and renew subsystems, no hello."""
+    host = FakeHost()
+    event = audit.event("exec", command="true", user="alice")
+
+    async def body(conn: asyncssh.SSHClientConnection) -> tuple[int | None, ...]:
+        beat = {"hostname": "web-1", "addr": "10.0.0.5", "version": "0.9", "labels": {"a": "b"}}
+        beats = await conn.run(
+            subsystem="jumpgate-heartbeat", input=json.dumps(beat) + "\n", encoding="utf-8"
+        )
+        audited = await conn.run(
+            subsystem="jumpgate-audit", input=json.dumps(event) + "\n", encoding="utf-8"
+        )
+        renewed = await conn.run(subsystem="jumpgate-renew", encoding="utf-8")
+        assert str(renewed.stdout).startswith("ssh-ed25519-cert-v01@openssh.com ")
+        return beats.exit_status, audited.exit_status, renewed.exit_status
+
+    statuses = asyncio.run(asyncio.wait_for(_as_node(host, body), 30))
+    assert statuses == (0, 0, 0)
+    presence = host.fake.presences[0]  # then its tunnel going down
+    assert (presence.proxy, presence.hostname, presence.labels) == ("proxy-1", "web-1", {"a": "b"})
+    [record] = host.fake.records
+    assert (record.type, record.fields["server_id"]) == ("exec", "node-1")
