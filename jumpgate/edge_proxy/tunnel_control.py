@@ -240,15 +240,20 @@ class ControlChannel:
         if tunnel is None:
             self._send(Refusal(reason="a heartbeat before the tunnel: listen on the SSH port"))
             return
-        presence = models.Presence(
-            tenant=node.tenant,
-            host_id=node.host_id,
-            proxy=self._host.proxy_id,
-            hostname=beat.hostname,
-            addr=beat.addr,
-            version=beat.version,
-            labels=dict(beat.labels),
-        )
+        try:
+            presence = models.Presence(
+                tenant=node.tenant,
+                host_id=node.host_id,
+                proxy=self._host.proxy_id,
+                hostname=beat.hostname,
+                addr=beat.addr,
+                version=beat.version,
+                labels=dict(beat.labels),
+            )
+        except ValueError as exc:  # what the store would not take
+            logger.info("bad heartbeat ignored", extra={"node": node.host_id})
+            self._send(Refusal(reason=f"heartbeat ignored: {str(exc).splitlines()[0]}"[:300]))
+            return
         try:
             await self._report(tunnel, self._side.budget, presence)
         except ControlPlaneError as exc:

@@ -2,6 +2,7 @@
 ``POST /v1/tokens`` says whether the join command needs ``--insecure``."""
 
 import dataclasses
+import json
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
@@ -90,3 +91,17 @@ def test_the_document_names_the_self_signed_web_certificates(
     ).body
     joined_document = verify(joined["trust"], trusted_pins=[token["ca_pin"]], nonce=NONCE)
     assert joined_document.web_certificate_sha256 == list(named)
+
+
+def test_the_proxy_gets_the_document_it_pushes_on_a_tunnel(platform: Platform) -> None:
+    """``/internal/v1/trust``: what ``/v1/trust`` answers, for the tunnel's tenant and nonce."""
+    platform.invite("acme", "alice")
+    ca = platform.call("GET", "/v1/ca").body
+    answer = platform.internal("/internal/v1/trust", {"tenant": "acme", "nonce": NONCE})
+    assert answer["statusCode"] == 200, answer
+    document = verify(
+        json.loads(answer["body"]), trusted_pins=[ca["ca_pin"]], nonce=NONCE, tenant="acme"
+    )
+    assert document.tunnel_public_addr == "acme.localhost:3024"
+    refused = platform.internal("/internal/v1/trust", {"tenant": "acme", "nonce": "short"})
+    assert refused["statusCode"] == 400, refused
