@@ -1,13 +1,17 @@
 """``/v1/trust`` and the join answer carry what nodes trust, signed by the tenant's host CA;
 ``POST /v1/tokens`` says whether the join command needs ``--insecure``."""
 
+import asyncio
 import dataclasses
 import json
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from jumpgate.control_plane.handlers.api import make_handler
+from jumpgate.control_plane.handlers.internal import make_internal_handler
+from jumpgate.edge_proxy.control import ControlPlaneClient, ControlPlaneError
 from jumpgate.protocol import certs
 from jumpgate.protocol.trust import TrustError, verify
 from tests.functional.conftest import Platform
@@ -105,3 +109,14 @@ def test_the_proxy_gets_the_document_it_pushes_on_a_tunnel(platform: Platform) -
     assert document.tunnel_public_addr == "acme.localhost:3024"
     refused = platform.internal("/internal/v1/trust", {"tenant": "acme", "nonce": "short"})
     assert refused["statusCode"] == 400, refused
+    # The proxy's client of that route (``edge_proxy.control``), as the control channel calls it
+    handler = make_internal_handler(platform.plane)
+
+    async def invoke(event: dict[str, Any]) -> dict[str, Any]:
+        return dict(handler(event, None))
+
+    signed = asyncio.run(ControlPlaneClient(invoke).trust("acme", NONCE))
+    assert verify(signed, trusted_pins=[ca["ca_pin"]], nonce=NONCE, tenant="acme") == document
+    with pytest.raises(ControlPlaneError) as bad:
+        asyncio.run(ControlPlaneClient(invoke).trust("acme", "short"))
+    assert (bad.value.status, str(bad.value).split(":")[0]) == (400, "nonce")
