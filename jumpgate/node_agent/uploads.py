@@ -154,6 +154,10 @@ class Uploader:
                     asked = time.monotonic()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), PASS_SECONDS)
+                # Python 3.11's wait_for returns the result of a wait that completed as its
+                # task was cancelled, dropping the cancel: the tunnel's TaskGroup would then
+                # wait for this loop for ever
+                stop_if_cancelled()
         finally:
             channel.close()
 
