@@ -6,7 +6,6 @@ simulated is only that they share a process.
 """
 
 import asyncio
-import json
 from dataclasses import dataclass
 
 import asyncssh
@@ -14,7 +13,15 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from jumpgate.protocol import calls, certs, models, ports
 from jumpgate.protocol.client import Client
-from jumpgate.protocol.tunnel import HEARTBEAT_SUBSYSTEM, LISTEN_HOST
+from jumpgate.protocol.tunnel import CONTROL_SUBSYSTEM, LISTEN_HOST
+from jumpgate.protocol.tunnel_messages import (
+    PROTOCOL_VERSIONS,
+    Heartbeat,
+    Hello,
+    Welcome,
+    decode,
+    encode,
+)
 
 
 @dataclass
@@ -50,13 +57,14 @@ async def hold_tunnel(port: int, tenant: str, node: Joined) -> asyncssh.SSHClien
         keepalive_interval=0,
     )
     await conn.forward_remote_port(LISTEN_HOST, ports.NODE_SSH, "127.0.0.1", 9)
-    beats = await conn.create_process(subsystem=HEARTBEAT_SUBSYSTEM, encoding="utf-8")
-    beats.stdin.write(
-        json.dumps({"hostname": "sim", "addr": "127.0.0.1", "version": "bench", "labels": {}})
-        + "\n"
-    )
-    beats.stdin.write_eof()
-    await beats.wait_closed()
+    # The control channel stays open for the tunnel's life, as the agent's does
+    control = await conn.create_process(subsystem=CONTROL_SUBSYSTEM, encoding="utf-8")
+    control.stdin.write(encode(Hello(versions=list(PROTOCOL_VERSIONS))).decode())
+    welcome = decode(await control.stdout.readline())
+    if not isinstance(welcome, Welcome):
+        raise RuntimeError(f"the proxy refused the hello: {welcome}")
+    beat = Heartbeat(hostname="sim", addr="127.0.0.1", version="bench")
+    control.stdin.write(encode(beat).decode())
     return conn
 
 

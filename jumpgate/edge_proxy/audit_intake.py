@@ -11,12 +11,14 @@ by the proxy (docs/decisions/0016-node-audit-spool.md):
   the event (or without a time zone) is replaced by the receive time; the node's own is kept
   as the field ``node_time``. A node cannot write events that expire at once or never.
 - **Budgets per tunnel.** A token bucket on events and one on bytes, and a cap on concurrent
-  audit channels. Over budget, a batch waits for its tokens (at most ``MAX_WAIT``) or is
-  answered "try again" (``TEMPFAIL``), counted, with one log line per tunnel and minute.
+  audit batches in flight. Over budget, a batch waits for its tokens (at most ``MAX_WAIT``) or is
+  answered "try again" (``Tempfail``), counted, with one log line per tunnel and minute.
   The audit store and the proxy's internal pool are shared by every tenant.
 """
 
+import asyncio
 import json
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,12 +27,14 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from jumpgate.edge_proxy.control import ControlPlaneClient, ControlPlaneError
 from jumpgate.protocol import models
 from jumpgate.protocol.audit import EventType
 from jumpgate.protocol.token_bucket import TokenBucket
-from jumpgate.protocol.tunnel import AUDIT_TEMPFAIL, MAX_LINE_BYTES
+from jumpgate.protocol.tunnel import MAX_LINE_BYTES
+from jumpgate.protocol.tunnel_messages import Ack, Tempfail
 
-TEMPFAIL = AUDIT_TEMPFAIL  # the agent reads it in protocol.tunnel
+logger = logging.getLogger(__name__)
 MAX_SKEW = timedelta(minutes=5)
 MAX_WAIT = 5.0
 """The longest a batch over budget waits for its tokens before being answered "try again"."""
@@ -60,7 +64,7 @@ class AuditBudget:
     events_burst: float = 1000.0  # events it may report at once (a backlog after an outage)
     bytes_per_second: float = 256 * 1024  # sustained bytes of event lines
     bytes_burst: float = 2 * 1024 * 1024  # bytes at once
-    channels: int = 4  # audit channels open at once (the agent uses one)
+    channels: int = 4  # audit batches in flight at once (the agent sends one at a time)
 
 
 @dataclass
@@ -189,3 +193,105 @@ def _first_error(exc: Exception) -> str:
         where = ".".join(str(part) for part in first["loc"])
         return f"{where}: {first['msg']}"[:200]
     return str(exc)[:200]
+
+
+async def take(
+    control: ControlPlaneClient,
+    node: models.TunnelNode,
+    intake: TunnelAudit,
+    request: int,
+    lines: list[str],
+) -> Ack | Tempfail:
+    """Take a batch of the node's own events (one JSON line each), stamped with its tunnel's
+    tenant and node, event by event and within the node's budget: ``Ack`` once recorded,
+    else ``Tempfail``; both answer ``request``."""
+    if intake.channels >= intake.budget.channels:
+        intake.over_budget += 1
+        _over_budget(node, intake, "too many audit batches at once")
+        return Tempfail(
+            id=request,
+            reason=f"audit: at most {intake.budget.channels} batches at once: try again",
+        )
+    intake.channels += 1
+    try:
+        return await _take_batch(control, node, intake, request, lines)
+    finally:
+        intake.channels -= 1
+
+
+async def _take_batch(
+    control: ControlPlaneClient,
+    node: models.TunnelNode,
+    intake: TunnelAudit,
+    request: int,
+    lines: list[str],
+) -> Ack | Tempfail:
+    over = Tempfail(id=request, reason="audit: this node is over its audit budget: try again later")
+    if intake.exhausted():
+        _over_budget(node, intake, "over its audit budget")
+        return over
+    if not lines:
+        return Ack(id=request)
+    wait = intake.wait_for(len(lines), sum(len(line) for line in lines))
+    if wait is None:
+        _over_budget(node, intake, "over its audit budget")
+        return over
+    if wait:
+        await asyncio.sleep(wait)
+    received = datetime.now(UTC)
+    records = [record(node, line, received, intake) for line in lines]
+    refused = sum(r.type == EventType.AUDIT_DROPPED for r in records)
+    if refused:
+        logger.info("node audit events dropped", extra={"node": node.host_id, "events": refused})
+    try:
+        await control.audit(records)
+    except ControlPlaneError as exc:
+        if exc.status >= 500 or exc.status == 0:
+            return _unreachable(request, exc)
+        return await _one_by_one(control, request, node, intake, records)
+    return Ack(id=request)
+
+
+async def _one_by_one(
+    control: ControlPlaneClient,
+    request: int,
+    node: models.TunnelNode,
+    intake: TunnelAudit,
+    records: list[models.AuditRecord],
+) -> Ack | Tempfail:
+    """The control plane refused the batch: send its events one at a time, each one it
+    refuses replaced by ``audit.dropped`` (it deduplicates by ``event_id``)."""
+    for item in records:
+        try:
+            await control.audit([item])
+        except ControlPlaneError as exc:
+            if exc.status >= 500 or exc.status == 0:
+                return _unreachable(request, exc)
+            intake.dropped += 1
+            logger.info(
+                "node audit event refused by the platform: dropped",
+                extra={"node": node.host_id, "type": item.type, "reason": str(exc)[:300]},
+            )
+            source = {"type": str(item.type), "fields": item.fields}
+            try:
+                await control.audit([dropped(node, f"refused by the platform: {exc}", source)])
+            except ControlPlaneError as again:
+                return Tempfail(id=request, reason=f"audit: not recorded: {again}"[:300])
+    return Ack(id=request)
+
+
+def _unreachable(request: int, exc: ControlPlaneError) -> Tempfail:
+    return Tempfail(id=request, reason=f"audit: the platform is out of reach: {exc}"[:300])
+
+
+def _over_budget(node: models.TunnelNode, intake: TunnelAudit, why: str) -> None:
+    if intake.should_log():
+        logger.warning(
+            "node audit over budget: batches refused for now",
+            extra={
+                "tenant": node.tenant,
+                "node": node.host_id,
+                "why": why,
+                "refused": intake.over_budget,
+            },
+        )

@@ -12,8 +12,9 @@ from pydantic import BaseModel, ValidationError
 
 from jumpgate.edge_proxy.events import Invoke, decode_response, http_event
 from jumpgate.edge_proxy.lambda_invoke import ControlPlaneUnavailable
-from jumpgate.protocol import models
+from jumpgate.protocol import models, routes
 from jumpgate.protocol.recording import PartInfo, RecordingMeta, SessionEnd
+from jumpgate.protocol.trust import SignedTrust
 
 
 class ControlPlaneError(Exception):
@@ -52,14 +53,19 @@ class ControlPlaneClient:
     def __init__(self, invoke: Invoke) -> None:
         self._invoke = invoke
 
-    async def _call(self, method: str, path: str, body: BaseModel | None = None) -> Any:
+    async def _call(self, route: routes.Route, body: BaseModel | None = None) -> Any:
         try:
             data = body.model_dump_json().encode() if body is not None else b""
         except ValueError as exc:  # text UTF-8 cannot encode: the platform answers it 400
             raise ControlPlaneError(400, f"the request cannot be sent: {exc}"[:300]) from None
         headers = {"host": "internal", "content-type": "application/json"}
         event = http_event(
-            method=method, path=path, query="", headers=headers, body=data, source_ip="127.0.0.1"
+            method=route.method,
+            path=route.path,
+            query="",
+            headers=headers,
+            body=data,
+            source_ip="127.0.0.1",
         )
         try:
             answer = decode_response(await self._invoke(event))
@@ -77,8 +83,7 @@ class ControlPlaneClient:
         """The tenant whose user CA ``public_key`` is, or ``None``."""
         try:
             answer = await self._call(
-                "POST",
-                "/internal/v1/tenant-by-user-ca",
+                routes.TENANT_BY_USER_CA,
                 _body(models.TenantByUserCA, public_key=public_key),
             )
         except ControlPlaneError as exc:
@@ -90,63 +95,62 @@ class ControlPlaneClient:
     async def tunnel_auth(self, tenant: str, host_id: str, public_key: str) -> models.TunnelNode:
         """The node a tunnel key belongs to; ``ControlPlaneError`` when it is not one."""
         body = _body(models.TunnelAuth, tenant=tenant, host_id=host_id, public_key=public_key)
-        return models.TunnelNode.model_validate(
-            await self._call("POST", "/internal/v1/tunnel-auth", body)
-        )
+        return models.TunnelNode.model_validate(await self._call(routes.TUNNEL_AUTH, body))
 
     async def session_auth(self, body: models.SessionAuth) -> models.SessionVerdict:
         """Whether a new connection's node and user are still allowed, in one call."""
-        return models.SessionVerdict.model_validate(
-            await self._call("POST", "/internal/v1/session-auth", body)
-        )
+        return models.SessionVerdict.model_validate(await self._call(routes.SESSION_AUTH, body))
 
     async def audit(self, events: list[models.AuditRecord]) -> None:
         """Hand events this proxy saw to the audit log."""
-        await self._call("POST", "/internal/v1/audit", _body(models.AuditRecords, events=events))
+        await self._call(routes.AUDIT_INTAKE, _body(models.AuditRecords, events=events))
 
     async def renew_host_cert(self, tenant: str, host_id: str) -> str:
         """A fresh host certificate for a node authenticated on its tunnel."""
         body = _body(models.HostCertRenewal, tenant=tenant, host_id=host_id)
-        answer = await self._call("POST", "/internal/v1/renew-host-cert", body)
+        answer = await self._call(routes.RENEW_HOST_CERT, body)
         return str(answer["certificate"])
 
+    async def trust(self, tenant: str, nonce: str) -> SignedTrust:
+        """The tenant's trust document, signed by its host CA, answering a node's ``nonce``."""
+        body = _body(models.TrustRequest, tenant=tenant, nonce=nonce)
+        answer = await self._call(routes.NODE_TRUST, body)
+        try:
+            return SignedTrust.model_validate(answer)
+        except ValidationError as exc:
+            raise ControlPlaneError(502, "the control plane sent no trust document") from exc
+
     async def presence(self, presence: models.Presence) -> None:
-        await self._call("POST", "/internal/v1/presence", presence)
+        await self._call(routes.PRESENCE, presence)
 
     async def node_removals(self) -> list[models.RemovedNode]:
         """Nodes removed in the last few minutes, in every tenant."""
-        answer = await self._call("POST", "/internal/v1/node-removals")
+        answer = await self._call(routes.NODE_REMOVALS)
         return models.NodeRemovals.model_validate(answer).nodes
 
     async def proxy_alive(self, proxy_id: str, peer_addr: str = "") -> None:
         body = _body(models.ProxyAlive, proxy=proxy_id, peer_addr=peer_addr)
-        await self._call("POST", "/internal/v1/proxy-alive", body)
+        await self._call(routes.PROXY_ALIVE, body)
 
     async def locate(self, tenant: str, name: str) -> models.NodeLocation:
         """The online node ``name`` and the proxy holding its tunnel; ``ControlPlaneError``
         404 when it is not online, 400 when the name is ambiguous."""
         body = _body(models.Locate, tenant=tenant, name=name)
-        return models.NodeLocation.model_validate(
-            await self._call("POST", "/internal/v1/locate", body)
-        )
+        return models.NodeLocation.model_validate(await self._call(routes.LOCATE, body))
 
     async def proxy_certificates(self, proxy_id: str, public_key: str) -> models.ProxyCertificates:
         """Peering certificates for this proxy's key."""
         body = _body(models.ProxyCertRequest, proxy=proxy_id, public_key=public_key)
-        return models.ProxyCertificates.model_validate(
-            await self._call("POST", "/internal/v1/proxy-cert", body)
-        )
+        return models.ProxyCertificates.model_validate(await self._call(routes.PROXY_CERT, body))
 
     async def recording_settings(self, tenant: str) -> models.RecordingSettings:
-        answer = await self._call(
-            "POST", "/internal/v1/recordings/settings", _body(models.TenantName, tenant=tenant)
-        )
+        answer = await self._call(routes.UPLOAD_SETTINGS, _body(models.TenantName, tenant=tenant))
         return models.RecordingSettings.model_validate(answer)
 
     async def recording_open(self, tenant: str, meta: RecordingMeta) -> int:
         """Store a session's metadata; how many of its parts the store has."""
         body = _body(models.RecordingOpen, tenant=tenant, meta=meta)
-        answer = await self._call("POST", "/internal/v1/recordings/open", body)
+        answer = await self._call(routes.UPLOAD_OPEN, body)
         return int(answer["parts"])
 
     async def recording_part(
@@ -167,13 +171,13 @@ class ControlPlaneClient:
             info=info,
             data=base64.b64encode(data).decode(),
         )
-        await self._call("POST", "/internal/v1/recordings/part", body)
+        await self._call(routes.UPLOAD_PART, body)
 
     async def recording_alive(self, tenant: str, session_id: str, server_id: str) -> None:
         body = _body(
             models.RecordingAlive, tenant=tenant, session_id=session_id, server_id=server_id
         )
-        await self._call("POST", "/internal/v1/recordings/alive", body)
+        await self._call(routes.UPLOAD_ALIVE, body)
 
     async def recording_complete(
         self, tenant: str, session_id: str, server_id: str, parts: int, end: SessionEnd
@@ -186,4 +190,4 @@ class ControlPlaneClient:
             parts=parts,
             end=end,
         )
-        await self._call("POST", "/internal/v1/recordings/complete", body)
+        await self._call(routes.UPLOAD_COMPLETE, body)

@@ -19,19 +19,30 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from jumpgate.protocol import routes
 from jumpgate.protocol.audit import EventType, field_text
 from jumpgate.protocol.names import tenant_from_host
 from jumpgate.protocol.signing import HEADER_CERT, HEADER_NONCE, HEADER_SIGNATURE, HEADER_TIME
 
-LOGIN_PATH = "/v1/login"
+LOGIN_PATH = routes.LOGIN.path
 """The route the login limits apply to, exactly as the control plane matches it (a path
 that differs in any byte is not the login route there either)."""
-SIGNUP_PATH = "/v1/signup"
+SIGNUP_PATH = routes.SIGNUP.path
 """Spending an invite sets a password: a bcrypt hash, so it runs in the login lane."""
 BCRYPT_ROUTES = frozenset({("POST", LOGIN_PATH), ("POST", SIGNUP_PATH)})
 """The calls that run bcrypt (method, path): the login lane's."""
 ANONYMOUS_PATHS = frozenset(
-    {"/v1/trust", "/v1/ca", "/webapi/ping", SIGNUP_PATH, "/v1/join", "/v1/openapi.json"}
+    {
+        route.path
+        for route in (
+            routes.TRUST,
+            routes.CA,
+            routes.PING,
+            routes.SIGNUP,
+            routes.JOIN,
+            routes.OPENAPI,
+        )
+    }
 )
 """Unauthenticated routes (besides the login, limited on its own) held to a rate per source."""
 OPEN_PATHS = ANONYMOUS_PATHS | {LOGIN_PATH}

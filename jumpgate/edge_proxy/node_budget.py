@@ -4,17 +4,18 @@ A node's credentials sit on a machine a tenant runs; if it is taken over, its ke
 let it slow every other tenant down (decision 0019). Each of its requests costs the proxy, or
 the control plane every tenant shares, something; each is bounded per node:
 
-- **Presence.** At most one heartbeat channel open at once, and at most one presence write
-  per ``presence_every`` seconds: a change sooner than that waits, and a later one replaces
-  it (coalesced), so the node's latest word is written, once. A line beyond
-  ``heartbeat_burst`` at once and ``heartbeats_per_second`` after ends the channel, saying
+- **Presence.** One control channel per tunnel connection (``tunnel_control``), and at
+  most one presence write per ``presence_every`` seconds: a change sooner than that waits,
+  and a later one replaces it (coalesced), so the node's latest word is written, once. A
+  heartbeat (or a line that is no request) beyond ``heartbeat_burst`` at once and
+  ``heartbeats_per_second`` after, over all the node's channels, ends the channel, saying
   so: the proxy's event loop serves every tenant, and merely pausing the reader still let a
   flooding node keep it busy (measured: a core). The agent sends one line when what it says
   changes, every few seconds at most, so it never comes near.
 - **Renewals.** One at a time, ``renewal_burst`` at once and ``renewals_per_minute`` after
   that (an agent renews every few hours); beyond that the request is refused with one line
   saying when to try again. Each renewal is a signature with the tenant's host CA.
-- **Channels and connections.** At most ``channels_per_connection`` subsystems and recording
+- **Channels and connections.** At most ``channels_per_connection`` session and recording
   channels open at once on one tunnel connection, and ``connections_per_node`` tunnel
   connections per node (the agent keeps one, two while it reconnects).
 - **Failed logins.** Each tunnel login the control plane refuses costs its source address a
@@ -68,7 +69,6 @@ class NodeBudget:
     limits: TunnelLimits
     clock: Callable[[], float] = time.monotonic
     connections: int = 0  # tunnel connections authenticated and still open
-    heartbeat_open: bool = False  # a heartbeat channel is being served
     renewing: bool = False  # a renewal is waiting for the control plane
     reported: models.Presence | None = None  # the presence last written for this node
     pending: models.Presence | None = None  # a change waiting for its turn

@@ -10,45 +10,44 @@ logged and asked again, trusting nothing new: a relay rewriting one must not sto
 import asyncio
 import contextlib
 import dataclasses
-import json
 import logging
-import socket
 import ssl
-import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
 import asyncssh
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from jumpgate.node_agent import audit
+from jumpgate.node_agent import audit, dial_back
 from jumpgate.node_agent import identity as identity_store
 from jumpgate.node_agent.audit_budget import Budgets
 from jumpgate.node_agent.audit_lanes import AuditLanes
 from jumpgate.node_agent.config import AgentConfig
-from jumpgate.node_agent.errors import AgentError, PinMismatch
+from jumpgate.node_agent.errors import AgentError, ControlChannelError, PinMismatch
 from jumpgate.node_agent.identity import Identity
-from jumpgate.node_agent.join import join, rediscover
+from jumpgate.node_agent.join import join, new_nonce, rediscover
 from jumpgate.node_agent.labels import DynamicLabel, evaluate
 from jumpgate.node_agent.recording import Spool
 from jumpgate.node_agent.retry import backoff
 from jumpgate.node_agent.server import LiveSessions, NodeServer
+from jumpgate.node_agent.tunnel_control import (
+    ControlClient,
+    first_ends,
+    heartbeats,
+    pushed_trust,
+    renewal,
+)
 from jumpgate.node_agent.uploads import Uploader
 from jumpgate.protocol import certs, ports
 from jumpgate.protocol.client import APIError, AsyncClient, ClientError
 from jumpgate.protocol.metrics import MetricLine
 from jumpgate.protocol.names import resolve_loopback, split_host_port
-from jumpgate.protocol.tunnel import DATA_HELLO, HEARTBEAT_SUBSYSTEM, LISTEN_HOST, RENEW_SUBSYSTEM
-from jumpgate.protocol.version import server_version
+from jumpgate.protocol.trust import SignedTrust, TrustError
+from jumpgate.protocol.tunnel import LISTEN_HOST
 
 logger = logging.getLogger(__name__)
 
-RENEW_CHECK_SECONDS = 600.0
-LABEL_CHECK_SECONDS = 5.0
-"""How often the agent looks for changed labels; it sends a heartbeat only on change."""
 STOP_FLUSH_SECONDS = 5.0
 """How long a stopping agent tries to send its last audit events before leaving them on disk."""
 TUNNEL_CIPHERS = (
@@ -69,6 +68,7 @@ class Agent:
         self.tunnels_opened = 0
         self._labels = dict(config.labels)
         self._tasks: set[asyncio.Task[object]] = set()
+        self._trust_pushed = False  # the current trust came from a tunnel's proxy
         try:
             _private(config.data_dir)
             self.audit = AuditLanes(config.data_dir / "audit")  # on disk until the platform has it
@@ -168,9 +168,11 @@ class Agent:
                 try:
                     await self._hold_tunnel(self.identity, key, stop)
                     attempt = 0
-                except (ClientError, OSError, asyncssh.Error) as exc:
+                except (ClientError, OSError, asyncssh.Error, ControlChannelError) as exc:
+                    self._trust_pushed = False  # the next attempt asks the platform again
                     logger.warning("tunnel down", extra={"reason": str(exc) or type(exc).__name__})
                 except PinMismatch as exc:
+                    self._trust_pushed = False
                     # Once joined, a refused answer (a relay rewriting it) trusts nothing new
                     # and is asked again: ending here would let one rewrite stop the node
                     logger.error("platform's answer refused, retrying", extra={"reason": str(exc)})
@@ -223,7 +225,11 @@ class Agent:
     async def _hold_tunnel(
         self, identity: Identity, key: ed25519.Ed25519PrivateKey, stop: asyncio.Event
     ) -> None:
-        identity = await self._find(identity, key)
+        if not self._trust_pushed or not identity.proxy_host_keys:
+            # Asked over HTTPS only at first, or when the last tunnel failed before its
+            # proxy pushed the trust document (a proxy key or address may have moved)
+            identity = await self._find(identity, key)
+        self._trust_pushed = False
         host, port = split_host_port(identity.tunnel_public_addr, ports.TUNNEL)
         proxy_keys = identity.proxy_host_keys
         if not proxy_keys:
@@ -264,117 +270,77 @@ class Agent:
                 raise ClientError(f"the proxy refused this node's tunnel: {exc}") from exc
             try:
                 await conn.start_server(
-                    lambda _host, _port: self._dial_back(host, serving),
+                    lambda _host, _port: dial_back.handler(host, serving, self._spawn),
                     LISTEN_HOST,
                     ports.DIALBACK,
                     encoding=None,
                 )
             except asyncssh.ChannelListenError:
                 logger.info("this proxy takes no dial-back: sessions stay inside the tunnel")
+            nonce = new_nonce()
+            control = await ControlClient.open(conn, nonce)
             self.tunnel_up.set()
             self.tunnels_opened += 1
             logger.info("tunnel up", extra={"proxy": f"{host}:{port}"})
             local = conn.get_extra_info("sockname")
-            sender = asyncio.create_task(self._heartbeats(conn, local[0] if local else ""))
-            auditing = asyncio.create_task(self.audit.deliver(audit.sender(conn)))
-            renewer = asyncio.create_task(self._renewal(conn, identity, key))
-            uploading = asyncio.create_task(self.uploads.run(conn))
-            closed = asyncio.create_task(conn.wait_closed())
-            stopping = asyncio.create_task(stop.wait())
-            tasks = {sender, auditing, renewer, uploading, closed, stopping}
-            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-            for task in tasks - {auditing}:
-                task.cancel()
-            if stopping in done:
-                # A batch in flight is let finish: cancelled, it would be sent again.
-                await self._stop_sessions(conn)
-            auditing.cancel()
-            if renewer in done and renewer.exception() is not None:
-                logger.warning(
-                    "host certificate renewal failed", extra={"reason": str(renewer.exception())}
-                )
-            if sender in done and not sender.cancelled() and sender.exception() is not None:
-                raise sender.exception()  # type: ignore[misc]
-
-    async def _stop_sessions(self, conn: asyncssh.SSHClientConnection) -> None:
-        """On stop (SIGTERM): end the live sessions, which writes their events, then send
-        what the tunnel can take in a few seconds; the rest waits in the spool on disk."""
-        await self.sessions.end_all()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.audit.flush(audit.sender(conn)), STOP_FLUSH_SECONDS)
-
-    def _dial_back(self, host: str, serving: dict[str, Any]) -> Callable[..., Awaitable[None]]:
-        """The handler of one dial-back request: dial the proxy, then serve SSH on that socket.
-
-        The request names the proxy's data port and a one-time token; the agent connects to
-        the proxy's address it already knows, sends the token, and answers ``ok`` on the
-        request's channel (or ``error ...``). See edge_proxy.dialback.
-        """
-
-        async def handle(
-            reader: asyncssh.SSHReader[bytes], writer: asyncssh.SSHWriter[bytes]
-        ) -> None:
             try:
-                request = json.loads(await asyncio.wait_for(reader.readline(), 10))
-                port, token = int(request["port"]), str(request["token"])
-                if not 0 < port < 65536 or not token.isalnum():
-                    raise ValueError("bad dial-back request")
-                sock = await _dial(resolve_loopback(host), port)
-                loop = asyncio.get_running_loop()
-                await loop.sock_sendall(sock, DATA_HELLO + token.encode() + b"\n")
-                self._spawn(_serve(sock, serving))
-                writer.write(b"ok\n")
-            except (OSError, ValueError, KeyError, TypeError, TimeoutError) as exc:
-                logger.info("dial-back failed", extra={"reason": str(exc)})
-                writer.write(f"error {exc}\n".encode()[:200])
-            finally:
-                writer.close()
+                await first_ends(
+                    control.run(lambda signed: self._trusted(signed, key, nonce)),
+                    heartbeats(control, local[0] if local else "", self._labels),
+                    self._auditing(control, stop),
+                    renewal(control, identity, key, lambda cert: self._renewed(cert, key)),
+                    self.uploads.run(conn),
+                    conn.wait_closed(),
+                )
+            except ControlChannelError:
+                if not conn.is_closed():
+                    raise  # else the tunnel went down, which closed the channel
 
-        return handle
+    async def _auditing(self, control: ControlClient, stop: asyncio.Event) -> None:
+        """Send audit batches until ``stop``; then end the live sessions, which writes their
+        events, and send what the tunnel takes in a few seconds (the rest waits on disk).
+        A batch in flight when the tunnel ends is sent again by the next one."""
+        delivering = asyncio.create_task(self.audit.deliver(audit.sender(control)))
+        try:
+            await stop.wait()
+            await self.sessions.end_all()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.audit.flush(audit.sender(control)), STOP_FLUSH_SECONDS)
+        finally:
+            delivering.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await delivering
+
+    async def _trusted(
+        self, signed: SignedTrust, key: ed25519.Ed25519PrivateKey, nonce: str
+    ) -> None:
+        """Adopt a trust document the proxy pushed, once it verifies against the host CA keys
+        this node holds and answers this tunnel's nonce; else log it and trust nothing new."""
+        identity = self.identity
+        assert identity is not None
+        try:
+            current = pushed_trust(identity, signed, nonce)
+        except TrustError as exc:
+            logger.error("pushed trust document refused", extra={"reason": str(exc)})
+            return
+        if not current.trusted_as_before(identity):
+            await asyncio.get_running_loop().run_in_executor(
+                None, identity_store.save, self.config.data_dir, current, key
+            )
+            logger.info("trust updated from the host CA's signed document")
+        self.identity = current
+        self._trust_pushed = True
+
+    async def _renewed(self, certificate: str, key: ed25519.Ed25519PrivateKey) -> None:
+        assert self.identity is not None
+        renewed = dataclasses.replace(self.identity, certificate=certificate)
+        identity_store.save(self.config.data_dir, renewed, key)
+        self.identity = renewed
 
     def _spawn(self, coroutine: Coroutine[Any, Any, object]) -> None:
         task = asyncio.get_running_loop().create_task(coroutine)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-
-    async def _heartbeats(self, conn: asyncssh.SSHClientConnection, addr: str) -> None:
-        """Report this node when what it says of itself changes, on a short-lived channel.
-
-        Liveness comes from the tunnel itself (SSH keepalives), so an idle tunnel carries no
-        session: that keeps the proxy's memory per tunnel small.
-        """
-        sent: dict[str, object] | None = None
-        while True:
-            beat: dict[str, object] = {
-                "hostname": socket.gethostname(),
-                "addr": addr,
-                "version": server_version(),
-                "labels": dict(self._labels),
-            }
-            if beat != sent:
-                async with conn.create_process(
-                    subsystem=HEARTBEAT_SUBSYSTEM, encoding="utf-8"
-                ) as beats:
-                    beats.stdin.write(json.dumps(beat) + "\n")
-                    beats.stdin.write_eof()
-                    await beats.wait()
-                sent = beat
-            await asyncio.sleep(LABEL_CHECK_SECONDS)
-
-    async def _renewal(
-        self, conn: asyncssh.SSHClientConnection, identity: Identity, key: ed25519.Ed25519PrivateKey
-    ) -> None:
-        """Renew the host certificate once a third of its life is left, then end the tunnel
-        so it comes back presenting the new one."""
-        while not needs_renewal(identity.certificate, time.time()):
-            await asyncio.sleep(RENEW_CHECK_SECONDS)
-        result = await conn.run(subsystem=RENEW_SUBSYSTEM, check=True, encoding="utf-8")
-        certificate = str(result.stdout).strip()
-        check_host_certificate(certificate, identity, key)
-        renewed = dataclasses.replace(identity, certificate=certificate)
-        identity_store.save(self.config.data_dir, renewed, key)
-        self.identity = renewed
-        logger.info("host certificate renewed")
 
     async def _refresh(self, label: DynamicLabel) -> None:
         while True:
@@ -392,58 +358,3 @@ def _private(directory: Path) -> None:
         logger.warning(
             "directory tightened to 0700", extra={"path": str(directory), "was": oct(mode)}
         )
-
-
-def _host_certificate(certificate: str) -> serialization.SSHCertificate:
-    cert = serialization.load_ssh_public_identity(certificate.encode())
-    if not isinstance(cert, serialization.SSHCertificate):
-        raise ValueError("not a certificate")
-    return cert
-
-
-def needs_renewal(certificate: str, now: float) -> bool:
-    """Whether less than a third of the certificate's validity is left."""
-    cert = _host_certificate(certificate)
-    lifetime = cert.valid_before - cert.valid_after
-    return cert.valid_before - now < lifetime / 3
-
-
-def check_host_certificate(
-    certificate: str, identity: Identity, key: ed25519.Ed25519PrivateKey
-) -> None:
-    """Refuse a renewed certificate that is not ours or not from the tenant's host CA."""
-    try:
-        cert = _host_certificate(certificate)
-        cert.verify_cert_signature()
-    except (ValueError, InvalidSignature) as exc:
-        raise AgentError("the platform sent an invalid host certificate") from exc
-    ours = certs.openssh_public(key.public_key())
-    if (
-        cert.type is not serialization.SSHCertificateType.HOST
-        or certs.openssh_public(cert.public_key()) != ours
-        or not identity.trusts_host_ca(certs.openssh_public(cert.signature_key()))
-    ):
-        raise AgentError("the platform sent a host certificate for another key or CA")
-
-
-async def _dial(host: str, port: int) -> socket.socket:
-    """A connected non-blocking TCP socket to ``host:port``, within a few seconds."""
-    loop = asyncio.get_running_loop()
-    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    family, kind, proto, _, address = infos[0]
-    sock = socket.socket(family, kind, proto)
-    sock.setblocking(False)
-    try:
-        await asyncio.wait_for(loop.sock_connect(sock, address), 3)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
-
-
-async def _serve(sock: socket.socket, serving: dict[str, Any]) -> None:
-    """SSH on a dialled-back socket; the connection then lives on by itself."""
-    try:
-        await asyncssh.run_server(sock, **serving)
-    except (OSError, asyncssh.Error) as exc:
-        logger.info("dial-back session failed", extra={"reason": str(exc)})

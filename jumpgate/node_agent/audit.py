@@ -1,13 +1,14 @@
 """The node's own audit events (exec with its exit code, shell sessions), sent to the proxy.
 
 The agent reaches the platform only through its tunnel: events wait on disk in an
-``audit_spool.AuditSpool`` and are sent in batches on a short-lived ``jumpgate-audit``
-channel; the proxy stamps them with the tunnel's tenant and node, which the node cannot
-choose. Each event carries an ``event_id`` made once, so a batch sent again after a crash
-(delivery is at least once) can be told from new events.
+``audit_spool.AuditSpool`` and are sent in batches (``AuditBatch`` messages on the tunnel's
+control channel, ``tunnel_control``); the proxy stamps them with the tunnel's tenant and node,
+which the node cannot choose. Each event carries an ``event_id`` made once, so a batch sent
+again after a crash (delivery is at least once) can be told from new events.
 """
 
 import asyncio
+import functools
 import json
 import time
 import uuid
@@ -15,10 +16,16 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-import asyncssh
-
 from jumpgate.protocol.audit import EventType
-from jumpgate.protocol.tunnel import AUDIT_SUBSYSTEM, AUDIT_TEMPFAIL
+from jumpgate.protocol.tunnel_messages import (
+    MAX_MESSAGE_BYTES,
+    Ack,
+    AuditBatch,
+    Refusal,
+    Renewed,
+    RenewRequest,
+    Tempfail,
+)
 
 Event = dict[str, Any]
 
@@ -157,18 +164,48 @@ class AuditDeferred(Exception):
     """The proxy could not take a batch now (the platform is out of reach): send it again."""
 
 
-def sender(conn: asyncssh.SSHClientConnection) -> Callable[[list[Event]], Awaitable[None]]:
-    """How an ``Outbox`` of events reaches the proxy over ``conn``."""
+class Requests(Protocol):
+    """Where a batch goes: the tunnel's control channel (``tunnel_control.ControlClient``)."""
+
+    async def request(
+        self, make: Callable[[int], AuditBatch | RenewRequest], /
+    ) -> Ack | Tempfail | Refusal | Renewed: ...
+
+
+PACKED_BYTES = MAX_MESSAGE_BYTES - 4096
+"""The most events one ``AuditBatch`` message carries, JSON-encoded (room for its frame)."""
+
+
+def packed(batch: list[Event]) -> list[list[Event]]:
+    """``batch`` in messages of at most ``PACKED_BYTES`` (events are at most 12 KiB)."""
+    messages: list[list[Event]] = [[]]
+    size = 0
+    for item in batch:
+        length = len(json.dumps(item)) + 2
+        if messages[-1] and size + length > PACKED_BYTES:
+            messages.append([])
+            size = 0
+        messages[-1].append(item)
+        size += length
+    return [m for m in messages if m]
+
+
+def _batch(events: list[Event], id_: int) -> AuditBatch:
+    return AuditBatch(id=id_, events=events)
+
+
+def sender(control: Requests) -> Callable[[list[Event]], Awaitable[None]]:
+    """How an ``Outbox`` of events reaches the proxy over the control channel; a batch too
+    large for one message goes in several (resent whole if one fails: the platform
+    deduplicates by ``event_id``)."""
 
     async def send(batch: list[Event]) -> None:
-        process = await conn.create_process(subsystem=AUDIT_SUBSYSTEM, encoding="utf-8")
-        for item in batch:
-            process.stdin.write(json.dumps(item) + "\n")
-        process.stdin.write_eof()
-        result = await process.wait(check=False)
-        if result.exit_status == AUDIT_TEMPFAIL or result.exit_status is None:
-            raise AuditDeferred(str(result.stderr or "try again").strip())
-        if result.exit_status != 0:
-            raise AuditRefused(str(result.stderr or "refused").strip())
+        for events in packed(batch):
+            answer = await control.request(functools.partial(_batch, events))
+            if isinstance(answer, Tempfail):
+                raise AuditDeferred(answer.reason or "try again")
+            if not isinstance(answer, Ack):
+                reason = answer.reason if isinstance(answer, Refusal) else "refused"
+                raise AuditRefused(reason)
 
     return send

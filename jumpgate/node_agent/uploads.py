@@ -32,6 +32,14 @@ from jumpgate.node_agent.retry import backoff, stop_if_cancelled
 from jumpgate.protocol import ports, recording
 from jumpgate.protocol.audit import EventType
 from jumpgate.protocol.recording import RecordingMode
+from jumpgate.protocol.recording_messages import (
+    AliveRequest,
+    CompleteRequest,
+    PartRequest,
+    SettingsRequest,
+    StatusAnswer,
+    StatusRequest,
+)
 from jumpgate.protocol.tunnel import LISTEN_HOST, MAX_LINE_BYTES
 
 logger = logging.getLogger(__name__)
@@ -43,6 +51,9 @@ ALIVE_SECONDS = 600.0
 CALL_SECONDS = 60.0
 
 
+Request = SettingsRequest | StatusRequest | PartRequest | CompleteRequest | AliveRequest
+
+
 class UploadRefused(Exception):
     """The platform answered a request with an error; ``str()`` says why."""
 
@@ -52,8 +63,8 @@ class _Channel:
         self._reader = reader
         self._writer = writer
 
-    async def call(self, message: dict[str, Any], payload: bytes = b"") -> dict[str, Any]:
-        self._writer.write(json.dumps(message, separators=(",", ":")).encode() + b"\n")
+    async def call(self, message: Request, payload: bytes = b"") -> dict[str, Any]:
+        self._writer.write(message.line())
         if payload:
             self._writer.write(payload)
         line = await asyncio.wait_for(self._reader.readline(), CALL_SECONDS)
@@ -111,7 +122,7 @@ class Uploader:
         channel = _Channel(reader, writer)
         self._confirmed.clear()
         try:
-            self._settings(await channel.call({"op": "hello"}))
+            self._settings(await channel.call(SettingsRequest()))
             asked = time.monotonic()
             while True:
                 self._wake.clear()
@@ -139,10 +150,14 @@ class Uploader:
                         self._held.pop(sid, None)
                 self._held = {sid: held for sid, held in self._held.items() if sid in self._spools}
                 if time.monotonic() - asked > SETTINGS_SECONDS:
-                    self._settings(await channel.call({"op": "hello"}))
+                    self._settings(await channel.call(SettingsRequest()))
                     asked = time.monotonic()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), PASS_SECONDS)
+                # Python 3.11's wait_for returns the result of a wait that completed as its
+                # task was cancelled, dropping the cancel: the tunnel's TaskGroup would then
+                # wait for this loop for ever
+                stop_if_cancelled()
         finally:
             channel.close()
 
@@ -178,9 +193,9 @@ class Uploader:
         state = spool.state
         if sid not in self._confirmed:
             status = await channel.call(
-                {"op": "status", "session_id": sid, "meta": spool.meta.model_dump(mode="json")}
+                StatusRequest(session_id=sid, meta=spool.meta.model_dump(mode="json"))
             )
-            spool.acked = min(int(status.get("parts", 0)), len(state.parts))
+            spool.acked = min(StatusAnswer.model_validate(status).parts, len(state.parts))
             self._confirmed.add(sid)
         for part in state.parts[spool.acked :]:
             data = fresh.get(part.info.index)
@@ -192,13 +207,7 @@ class Uploader:
                 else recording.genesis(sid)
             )
             await channel.call(
-                {
-                    "op": "part",
-                    "session_id": sid,
-                    "previous": previous,
-                    **part.info.model_dump(),
-                },
-                data,
+                PartRequest(session_id=sid, previous=previous, **part.info.model_dump()), data
             )
             spool.acked = part.info.index
             self.parts_sent += 1
@@ -209,18 +218,11 @@ class Uploader:
             and not spool.pending()
             and spool.acked == len(state.parts)
         ):
-            await channel.call(
-                {
-                    "op": "complete",
-                    "session_id": sid,
-                    "parts": len(state.parts),
-                    "end": end.model_dump(mode="json"),
-                }
-            )
+            await channel.call(CompleteRequest(session_id=sid, parts=len(state.parts), end=end))
             spool.remove()
             self._confirmed.discard(sid)
             self._contact.pop(sid, None)
             logger.info("recording uploaded", extra={"session_id": sid})
         elif time.monotonic() - self._contact.setdefault(sid, time.monotonic()) > ALIVE_SECONDS:
-            await channel.call({"op": "alive", "session_id": sid})
+            await channel.call(AliveRequest(session_id=sid))
             self._contact[sid] = time.monotonic()

@@ -381,6 +381,13 @@ class HostCertRenewal(_Model):
     host_id: str
 
 
+class TrustRequest(_Model):
+    """Internal: the trust document for a tunnel-authenticated node, answering its nonce."""
+
+    tenant: Tenant
+    nonce: Nonce
+
+
 class HostCertificate(_Model):
     certificate: str
 

@@ -113,6 +113,7 @@ TUNNEL_AUTH = Route("POST", "/internal/v1/tunnel-auth")
 SESSION_AUTH = Route("POST", "/internal/v1/session-auth")
 AUDIT_INTAKE = Route("POST", "/internal/v1/audit")
 RENEW_HOST_CERT = Route("POST", "/internal/v1/renew-host-cert")
+NODE_TRUST = Route("POST", "/internal/v1/trust")
 PRESENCE = Route("POST", "/internal/v1/presence")
 NODE_REMOVALS = Route("POST", "/internal/v1/node-removals")
 PROXY_ALIVE = Route("POST", "/internal/v1/proxy-alive")
@@ -130,6 +131,7 @@ INTERNAL: tuple[Route, ...] = (
     SESSION_AUTH,
     AUDIT_INTAKE,
     RENEW_HOST_CERT,
+    NODE_TRUST,
     PRESENCE,
     NODE_REMOVALS,
     PROXY_ALIVE,

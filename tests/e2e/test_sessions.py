@@ -26,7 +26,7 @@ from jumpgate.cli.daemon.config import load
 from jumpgate.cli.daemon.platform import open_control_plane
 from jumpgate.protocol import calls, certs
 from jumpgate.protocol.client import Client
-from jumpgate.protocol.tunnel import AUDIT_SUBSYSTEM
+from jumpgate.protocol.tunnel_messages import AuditBatch
 from tests.e2e.conftest import (
     BIN,
     LOGIN,
@@ -48,6 +48,7 @@ from tests.e2e.conftest import (
     write_ssh_config,
 )
 from tests.support import free_port, rss_kib
+from tests.tunnel_probe import Probe
 
 pytestmark = [pytest.mark.e2e, pytest.mark.net]
 
@@ -797,21 +798,18 @@ def test_a_node_reports_only_its_own_kind_of_events(site: Site) -> None:
     """On its tunnel, with its own key, a node cannot speak for another tenant or forge logins."""
     identity = json.loads((site.node.directory / "node" / "identity.json").read_text())
 
-    async def report(events: list[dict[str, object]]) -> tuple[int | None, str]:
+    async def report(events: list[dict[str, object]]) -> str:
         async with as_the_node(site) as conn:
-            process = await conn.create_process(subsystem=AUDIT_SUBSYSTEM, encoding="utf-8")
-            for event in events:
-                process.stdin.write(json.dumps(event) + "\n")
-            process.stdin.write_eof()
-            result = await process.wait(check=False)
-            return result.exit_status, str(result.stderr)
+            probe, _ = await Probe.open(conn)
+            answer = await probe.request(AuditBatch(id=probe.new_id(), events=events))
+            return answer.type
 
     when = datetime.now(UTC).isoformat()
     forged: dict[str, object] = {"type": "user.login", "time": when, "fields": {"user": "mallory"}}
     # Each event the proxy does not take stands as an ``audit.dropped`` saying why; the rest
     # of the batch is taken (one bad line once held up the node's audit for good).
     not_an_object: Any = 3
-    assert asyncio.run(report([forged, not_an_object])) == (0, "")
+    assert asyncio.run(report([forged, not_an_object])) == "ack"
     dropped = audit_events(site, "audit.dropped", 2)
     assert sorted(str(e["error"]) for e in dropped) == [
         "a line is not a JSON object",
@@ -828,7 +826,7 @@ def test_a_node_reports_only_its_own_kind_of_events(site: Site) -> None:
             "exit_code": 0,
         },
     }
-    assert asyncio.run(report([elsewhere])) == (0, "")
+    assert asyncio.run(report([elsewhere])) == "ack"
     [event] = [e for e in audit_events(site, "exec", 1) if e["command"] == "id"]
     assert (event["tenant"], event["server_id"]) == ("acme", identity["host_id"])
     assert [e["type"] for e in audit_events(site, "user.login", 1)] == [

@@ -1,12 +1,17 @@
 """``/v1/trust`` and the join answer carry what nodes trust, signed by the tenant's host CA;
 ``POST /v1/tokens`` says whether the join command needs ``--insecure``."""
 
+import asyncio
 import dataclasses
+import json
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from jumpgate.control_plane.handlers.api import make_handler
+from jumpgate.control_plane.handlers.internal import make_internal_handler
+from jumpgate.edge_proxy.control import ControlPlaneClient, ControlPlaneError
 from jumpgate.protocol import certs
 from jumpgate.protocol.trust import TrustError, verify
 from tests.functional.conftest import Platform
@@ -90,3 +95,28 @@ def test_the_document_names_the_self_signed_web_certificates(
     ).body
     joined_document = verify(joined["trust"], trusted_pins=[token["ca_pin"]], nonce=NONCE)
     assert joined_document.web_certificate_sha256 == list(named)
+
+
+def test_the_proxy_gets_the_document_it_pushes_on_a_tunnel(platform: Platform) -> None:
+    """``/internal/v1/trust``: what ``/v1/trust`` answers, for the tunnel's tenant and nonce."""
+    platform.invite("acme", "alice")
+    ca = platform.call("GET", "/v1/ca").body
+    answer = platform.internal("/internal/v1/trust", {"tenant": "acme", "nonce": NONCE})
+    assert answer["statusCode"] == 200, answer
+    document = verify(
+        json.loads(answer["body"]), trusted_pins=[ca["ca_pin"]], nonce=NONCE, tenant="acme"
+    )
+    assert document.tunnel_public_addr == "acme.localhost:3024"
+    refused = platform.internal("/internal/v1/trust", {"tenant": "acme", "nonce": "short"})
+    assert refused["statusCode"] == 400, refused
+    # The proxy's client of that route (``edge_proxy.control``), as the control channel calls it
+    handler = make_internal_handler(platform.plane)
+
+    async def invoke(event: dict[str, Any]) -> dict[str, Any]:
+        return dict(handler(event, None))
+
+    signed = asyncio.run(ControlPlaneClient(invoke).trust("acme", NONCE))
+    assert verify(signed, trusted_pins=[ca["ca_pin"]], nonce=NONCE, tenant="acme") == document
+    with pytest.raises(ControlPlaneError) as bad:
+        asyncio.run(ControlPlaneClient(invoke).trust("acme", "short"))
+    assert (bad.value.status, str(bad.value).split(":")[0]) == (400, "nonce")

@@ -16,7 +16,7 @@ import os
 import pwd
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncssh
 import pyotp
@@ -29,17 +29,18 @@ from jumpgate.cli.jumpctl.context import Context
 from jumpgate.control_plane.ca import CAKind, CertificateAuthority, PrivateKey, generate_key
 from jumpgate.control_plane.handlers.internal import make_internal_handler
 from jumpgate.edge_proxy.control import ControlPlaneClient
-from jumpgate.edge_proxy.ssh_fronts import SSHFronts
-from jumpgate.node_agent.agent import check_host_certificate
+from jumpgate.edge_proxy.service import ProxyService
 from jumpgate.node_agent.errors import AgentError, PinMismatch
 from jumpgate.node_agent.identity import Identity
 from jumpgate.node_agent.join import adopt, join, rediscover
 from jumpgate.node_agent.recording import Spool
 from jumpgate.node_agent.server import NodeServer
+from jumpgate.node_agent.tunnel_control import check_host_certificate
 from jumpgate.node_agent.uploads import Uploader
 from jumpgate.protocol import certs
+from jumpgate.protocol.calls import Call
 from jumpgate.protocol.certs import KeyType
-from jumpgate.protocol.client import APIError, Client
+from jumpgate.protocol.client import AsyncClient, Client
 from jumpgate.protocol.trust import SignedTrust
 from tests.functional.conftest import Platform, Session
 
@@ -186,7 +187,7 @@ def test_the_proxy_accepts_every_trusted_user_ca_key(acme: Acme) -> None:
         return dict(handler(event, None))
 
     async def logins() -> list[bool]:
-        fronts = SSHFronts(
+        fronts = ProxyService(
             ControlPlaneClient(invoke),
             proxy_id="proxy-1",
             host_key=asyncssh.generate_private_key("ssh-ed25519"),
@@ -206,6 +207,9 @@ def test_the_proxy_accepts_every_trusted_user_ca_key(acme: Acme) -> None:
         assert asyncio.run(control.tenant_by_user_ca(_signer(session))) is None
 
 
+T = TypeVar("T")
+
+
 class _Events:
     """The node's audit sink, keeping what it is given."""
 
@@ -217,31 +221,50 @@ class _Events:
 
 
 class _InProcess(Client):
-    """A client (the node's, or jumpctl's signed as ``session``), its requests answered by
-    the platform's handler in-process."""
+    """A client (jumpctl's, signed as ``session``), its requests answered by the platform's
+    handler in-process and decoded as the real client decodes them."""
 
     def __init__(self, platform: Platform, session: Session | None = None) -> None:
         super().__init__("acme.localhost:3080")
         self._platform = platform
         self._session = session
 
-    def call(self, method: str, path: str, body: Any = None, *, query: str = "") -> Any:
-        answer = self._platform.call(method, path, body, query=query, session=self._session)
-        if answer.status >= 300:
-            raise APIError(answer.status, answer.problem_type, answer.detail)
-        return answer.body
+    def send(self, call: Call[T]) -> T:
+        return _answered(self, self._platform, self._session, call)
+
+
+class _AsyncInProcess(AsyncClient):
+    """The node's client, its requests answered by the platform's handler in-process."""
+
+    def __init__(self, platform: Platform) -> None:
+        super().__init__("acme.localhost:3080")
+        self._platform = platform
+
+    async def send(self, call: Call[T]) -> T:
+        return _answered(self, self._platform, None, call)
+
+
+def _answered(
+    client: Client | AsyncClient, platform: Platform, session: Session | None, call: Call[T]
+) -> T:
+    path, _, query = call.target.partition("?")
+    body = call.body.model_dump(mode="json") if call.body is not None else None
+    response = platform.respond(call.route.method, path, body, query=query, session=session)
+    return client._decode(call, response.status, response.body)
 
 
 def _joined(acme: Acme) -> tuple[Identity, ed25519.Ed25519PrivateKey, str]:
     """A node joined with the host CA's pin as ``jumpctl nodes add`` gives it, and that pin."""
     platform, admin = acme.platform, acme.login()
     token = platform.call("POST", "/v1/tokens", {"ttl_seconds": 300}, session=admin).body
-    identity, key = join(
-        _InProcess(platform),
-        token=token["token"],
-        ca_pin=token["ca_pin"],
-        nodename="web-1",
-        insecure=False,
+    identity, key = asyncio.run(
+        join(
+            _AsyncInProcess(platform),
+            token=token["token"],
+            ca_pin=token["ca_pin"],
+            nodename="web-1",
+            insecure=False,
+        )
     )
     return identity, key, token["ca_pin"]
 
@@ -295,17 +318,17 @@ def test_a_node_joined_with_the_old_pin_keeps_working_as_the_host_ca_changes(
 ) -> None:
     platform = acme.platform
     joined, key, pin = _joined(acme)
-    client = _InProcess(platform)
+    client = _AsyncInProcess(platform)
     assert certs.ca_pin(joined.host_ca_keys[0]) == pin
     # The host CA brings a new key in: the document, still signed by the pinned key, lists both
     incoming = generate_key(KeyType.ED25519)
     platform.plane.authorities.add_trusted("acme", "host", _public(incoming))
-    grown = rediscover(client, joined)
+    grown = asyncio.run(rediscover(client, joined))
     assert grown.host_ca_keys == [joined.host_ca_keys[0], _public(incoming)]
     # The new key signs from now on: the node checks it against the set it holds, not its pin
     platform.plane.authorities.activate("acme", "host", incoming, KeyType.ED25519)
     platform.clock.advance(timedelta(seconds=1))
-    after = rediscover(client, grown)
+    after = asyncio.run(rediscover(client, grown))
     assert after.ca_pin == pin  # never given another pin
     assert after.host_ca_keys == [_public(incoming), joined.host_ca_keys[0]]
     assert adopt(grown, _pushed(platform)).host_ca_keys == after.host_ca_keys
@@ -316,7 +339,7 @@ def test_a_node_joined_with_the_old_pin_keeps_working_as_the_host_ca_changes(
     with pytest.raises(AgentError, match="another key or CA"):
         check_host_certificate(renewed, joined, key)
     with pytest.raises(PinMismatch, match=f"presents {certs.ca_pin(_public(incoming))}"):
-        rediscover(client, joined)
+        asyncio.run(rediscover(client, joined))
     with pytest.raises(PinMismatch, match="not by a host CA key this node trusts"):
         adopt(joined, _pushed(platform))
 

@@ -3,8 +3,9 @@
 ``json.loads`` raises ``RecursionError`` on deep nesting, and it is not a ``ValueError``: a
 60 KB body of brackets got 500 on ``/v1/login`` (raised in the login limiter, before it
 counted the attempt: 200 such logins in 2.5 s, none refused) and 502 on ``/v1/signup``,
-``/v1/join`` and ``/v1/trust``; a nested line from a node on its audit or heartbeat channel
-dropped the node's own tunnel connection. Each is re-run here against a real daemon.
+``/v1/join`` and ``/v1/trust``; a nested line from a node on its tunnel (then its audit or
+heartbeat channel, now its control channel) dropped the node's own tunnel connection. Each is
+re-run here against a real daemon.
 """
 
 import asyncio
@@ -20,8 +21,10 @@ import pytest
 
 from jumpgate.protocol import ports
 from jumpgate.protocol.tunnel import LISTEN_HOST
+from jumpgate.protocol.tunnel_messages import Ack, AuditBatch, Message, Refusal, Welcome
 from tests.e2e.conftest import Cluster, Site, as_the_node, running_cluster
 from tests.security.probes import insecure_tls
+from tests.tunnel_probe import Probe
 
 pytestmark = [pytest.mark.net, pytest.mark.e2e]
 
@@ -71,11 +74,17 @@ def test_a_flood_of_deeply_nested_logins_is_limited_per_address(slow_logins: Clu
     assert statuses[-1] == 429, statuses
 
 
-@pytest.mark.parametrize("subsystem", ["jumpgate-audit", "jumpgate-heartbeat"])
-def test_a_nodes_deeply_nested_line_keeps_its_connection(site: Site, subsystem: str) -> None:
-    """The node's key, with the agent stopped, holds the tunnel (heartbeats need one)."""
+@pytest.mark.parametrize(
+    "nested",
+    [
+        "[" * 7000 + "]" * 7000,
+        '{"type": "audit", "id": 1, "events": [' + "[" * 7000 + "]" * 7000 + "]}",
+    ],
+    ids=["a-whole-line", "an-audit-event"],
+)
+def test_a_nodes_deeply_nested_line_keeps_its_connection(site: Site, nested: str) -> None:
+    """The node's key, with the agent stopped, holds the tunnel and its control channel."""
     site.node.kill()
-    line = "[" * 7000 + "]" * 7000 + "\n"
     event = {
         "type": "exec",
         "outcome": "I",
@@ -83,16 +92,18 @@ def test_a_nodes_deeply_nested_line_keeps_its_connection(site: Site, subsystem: 
         "fields": {"user": "alice", "command": "true", "event_id": uuid.uuid4().hex},
     }
 
-    async def attempt() -> tuple[int | None, int | None]:
+    async def attempt() -> tuple[Message | None, Message]:
         async with as_the_node(site) as conn:
             await conn.start_server(lambda *_: None, LISTEN_HOST, ports.NODE_SSH)
-            nested = await conn.run(subsystem=subsystem, input=line, encoding="utf-8")
-            after = await conn.run(
-                subsystem="jumpgate-audit", input=json.dumps(event) + "\n", encoding="utf-8"
-            )
-            return nested.exit_status, after.exit_status
+            probe, welcome = await Probe.open(conn)
+            assert isinstance(welcome, Welcome), welcome
+            probe.write(nested + "\n")
+            refused = await probe.next()
+            after = await probe.request(AuditBatch(id=probe.new_id(), events=[event]))
+            return refused, after
 
-    nested, after = asyncio.run(asyncio.wait_for(attempt(), 30))
-    assert nested is not None, "the proxy dropped the connection"
-    assert after == 0, "the connection did not serve the next channel"
+    refused, after = asyncio.run(asyncio.wait_for(attempt(), 30))
+    assert isinstance(refused, Refusal), refused  # one line saying why, the channel kept
+    assert "\n" not in refused.reason, refused
+    assert isinstance(after, Ack), "the channel did not serve the next request"
     assert "RecursionError" not in site.cluster.log.read_text()

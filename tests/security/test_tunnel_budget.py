@@ -7,12 +7,12 @@ ask of the tunnel front (3024) without bound.
 15: unauthenticated logins offering many keys made 14,000 "tunnel refused" log lines in 20 s,
    each a control-plane call.
 
-Each is re-run here against a real daemon with a joined node, bounded in time and count.
+Each is re-run here against a real daemon with a joined node, bounded in time and count; the
+heartbeat channels are one control channel per tunnel connection now (decision 0021).
 """
 
 import asyncio
 import contextlib
-import json
 import os
 import time
 import uuid
@@ -23,12 +23,20 @@ import asyncssh
 import pytest
 
 from jumpgate.protocol import ports
-from jumpgate.protocol.tunnel import LISTEN_HOST
+from jumpgate.protocol.tunnel import CONTROL_SUBSYSTEM, LISTEN_HOST
+from jumpgate.protocol.tunnel_messages import (
+    Heartbeat,
+    Message,
+    Refusal,
+    Renewed,
+    RenewRequest,
+    Tempfail,
+    Welcome,
+)
 from tests.e2e.conftest import Site, as_the_node
+from tests.tunnel_probe import Probe
 
 pytestmark = [pytest.mark.net, pytest.mark.e2e]
-
-TEMPFAIL = 75
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -37,31 +45,32 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def _heartbeats(conn: Any, channels: int, seconds: float) -> list[tuple[int | None, str]]:
-    """``channels`` heartbeat channels opened together, each streaming changed labels for
-    ``seconds`` as fast as the proxy reads them: for each, its exit status and stderr if the
-    proxy ended it, else ``(None, last label sent)`` (it was still being served: closed)."""
-    processes = [
-        await conn.create_process(subsystem="jumpgate-heartbeat", encoding="utf-8")
-        for _ in range(channels)
-    ]
+async def _heartbeats(
+    conn: Any, channels: int, seconds: float
+) -> tuple[list[tuple[int | None, str]], Message | None, str]:
+    """``channels`` control channels opened together; the one welcomed streams heartbeats of
+    changing labels for ``seconds`` as fast as the proxy reads them. What each other channel
+    was told (exit status, stderr), how the proxy ended the flood (None: still served at the
+    end) and the last label sent."""
+    probe, welcome = await Probe.open(conn)
+    assert isinstance(welcome, Welcome), welcome
+    others = []
+    for _ in range(channels - 1):
+        process = await conn.create_process(subsystem=CONTROL_SUBSYSTEM, encoding="utf-8")
+        result = await asyncio.wait_for(process.wait(check=False), 10)
+        others.append((result.exit_status, str(result.stderr or "")))
     end = time.monotonic() + seconds
-
-    async def stream(n: int, process: Any) -> tuple[int | None, str]:
-        sent = ""
-        with contextlib.suppress(BrokenPipeError, asyncssh.Error, TimeoutError):
-            while time.monotonic() < end and process.exit_status is None:
-                sent = f"{n}-{len(sent)}-{time.monotonic()}"
-                process.stdin.write(json.dumps({"hostname": "web-1", "labels": {"flood": sent}}))
-                process.stdin.write("\n")
-                await asyncio.wait_for(process.stdin.drain(), max(0.01, end - time.monotonic()))
-        with contextlib.suppress(TimeoutError):
-            result = await asyncio.wait_for(process.wait(check=False), 0.5)
-            return result.exit_status, str(result.stderr or "")
-        process.close()
-        return None, sent
-
-    return list(await asyncio.gather(*(stream(n, p) for n, p in enumerate(processes))))
+    sent = ""
+    with contextlib.suppress(BrokenPipeError, asyncssh.Error, TimeoutError):
+        while time.monotonic() < end and probe.unmatched.empty():
+            sent = f"flood-{len(sent)}-{time.monotonic()}"
+            probe.send(Heartbeat(hostname="web-1", labels={"flood": sent}))
+            await asyncio.wait_for(probe.process.stdin.drain(), max(0.01, end - time.monotonic()))
+    ended = None
+    with contextlib.suppress(TimeoutError):
+        ended = await probe.next(timeout=0.5)
+    probe.process.close()
+    return others, ended, sent
 
 
 def test_a_node_flooding_heartbeats_gets_one_channel_and_slows_nobody(site: Site) -> None:
@@ -76,7 +85,9 @@ def test_a_node_flooding_heartbeats_gets_one_channel_and_slows_nobody(site: Site
         nodes: list[dict[str, Any]] = site.admin.ok("jump", "ls", "--format", "json").json()
         return nodes[0]
 
-    async def flood_and_measure() -> tuple[list[tuple[int | None, str]], dict[str, Any]]:
+    async def flood_and_measure() -> tuple[
+        tuple[list[tuple[int | None, str]], Message | None, str], dict[str, Any]
+    ]:
         nonlocal slowest, idle, cpu
         for _ in range(3):
             started = time.monotonic()
@@ -99,37 +110,35 @@ def test_a_node_flooding_heartbeats_gets_one_channel_and_slows_nobody(site: Site
     results, node = asyncio.run(asyncio.wait_for(flood_and_measure(), 90))
     print(f"jump ls: slowest {idle:.2f} s idle, {slowest:.2f} s under the flood")
     print(f"daemon CPU during the 8 s flood (3 jump ls included): {cpu:.2f} s")
-    busy = "heartbeat: one heartbeat channel at a time: close the other\n"
-    served = [n for n, (status, stderr) in enumerate(results) if stderr != busy]
-    assert len(served) == 1, results  # one heartbeat channel at a time
-    assert all(status == TEMPFAIL for status, stderr in results if stderr == busy), results
-    status, stderr = results[served[0]]  # ended for flooding, or still served at the end
-    assert status is None or (status, stderr.split(":")[0]) == (TEMPFAIL, "heartbeat"), results
+    others, ended, sent = results
+    busy = (1, "one control channel per tunnel: close the other\n")
+    assert others == [busy] * 5, others  # one control channel at a time
+    # ended for flooding, saying so in one line, or still served at the end
+    assert ended is None or (
+        isinstance(ended, Tempfail) and ended.id is None and ended.reason.startswith("more than")
+    ), ended
     assert node["online"], node
-    assert str(node["labels"].get("flood")).startswith(f"{served[0]}-"), (node, served)
+    assert str(node["labels"].get("flood")).startswith("flood-"), (node, sent)
     # was 0.15 s -> 13.3 s for ssh; generous: the machine running the tests is shared
     assert slowest < 3 * idle + 2.0, (idle, slowest)
     assert cpu < 2.0, cpu  # the proxy every tenant shares: 8.1 s before, 6.9 s paced
 
 
 def test_a_node_asking_renewals_again_and_again_is_refused_saying_when(site: Site) -> None:
-    async def renew(times: int) -> list[tuple[int | None, str, str]]:
+    async def renew(times: int) -> list[Message]:
         async with as_the_node(site) as conn:
-            out = []
-            for _ in range(times):
-                result = await conn.run(subsystem="jumpgate-renew", encoding="utf-8")
-                out.append((result.exit_status, str(result.stdout), str(result.stderr)))
-            return out
+            probe, _ = await Probe.open(conn)
+            return [await probe.request(RenewRequest(id=probe.new_id())) for _ in range(times)]
 
     results = asyncio.run(asyncio.wait_for(renew(6), 60))
-    assert [r[0] for r in results[:3]] == [0, 0, 0], results
-    assert results[0][1].startswith("ssh-ed25519-cert-v01@openssh.com "), results[0]
-    for status, stdout, stderr in results[3:]:
-        assert status == 1
-        assert stdout == ""
-        assert stderr.startswith("renewal refused: "), stderr
-        assert "try again in" in stderr
-        assert stderr.count("\n") == 1
+    assert [r.type for r in results[:3]] == ["renewed"] * 3, results
+    assert isinstance(results[0], Renewed)
+    assert results[0].certificate.startswith("ssh-ed25519-cert-v01@openssh.com "), results[0]
+    for refused in results[3:]:
+        assert isinstance(refused, Refusal), refused
+        assert refused.reason.startswith("renewal refused: "), refused
+        assert "try again in" in refused.reason
+        assert "\n" not in refused.reason
 
 
 async def _open_recordings(conn: Any) -> str:
@@ -142,9 +151,9 @@ async def _open_recordings(conn: Any) -> str:
 
 
 async def _open_session(conn: Any) -> tuple[Any, str]:
-    """An audit channel held open (nothing sent yet), or why it could not be opened."""
+    """The control channel held open (no hello yet), or why it could not be opened."""
     try:
-        return await conn.create_process(subsystem="jumpgate-audit", encoding="utf-8"), ""
+        return await conn.create_process(subsystem=CONTROL_SUBSYSTEM, encoding="utf-8"), ""
     except asyncssh.ChannelOpenError as exc:
         return None, str(exc.reason)
 
@@ -160,15 +169,15 @@ def test_a_node_holds_so_many_connections_and_channels_at_once(site: Site) -> No
                 async with as_the_node(site):
                     pass
             conn = held[0]
-            recordings = [await _open_recordings(conn) for _ in range(5)]
-            sessions = [await _open_session(conn) for _ in range(3)]  # audit: 4 per node
+            recordings = [await _open_recordings(conn) for _ in range(7)]
+            control, why = await _open_session(conn)
             over_recording = await _open_recordings(conn)
             _, over_session = await _open_session(conn)
-            sessions[0][0].stdin.write_eof()
-            await asyncio.wait_for(sessions[0][0].wait(check=False), 10)
+            control.stdin.write_eof()
+            await asyncio.wait_for(control.wait(check=False), 10)
             await asyncio.sleep(0.2)
             again = await _open_recordings(conn)
-            return recordings + [why for _, why in sessions], over_recording, over_session, again
+            return [*recordings, why], over_recording, over_session, again
 
     opened, over_recording, over_session, again = asyncio.run(asyncio.wait_for(attempt(), 60))
     assert opened == [""] * 8, opened

@@ -9,11 +9,11 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from jumpgate.control_plane.sshcert import CertType, Signer
 from jumpgate.edge_proxy.registry import AmbiguousNode, Tunnel, TunnelRegistry, UnknownNode
-from jumpgate.node_agent.agent import check_host_certificate, needs_renewal
 from jumpgate.node_agent.errors import AgentError
 from jumpgate.node_agent.identity import Identity
 from jumpgate.node_agent.labels import DynamicLabel, parse
 from jumpgate.node_agent.retry import BACKOFF_MAX, backoff
+from jumpgate.node_agent.tunnel_control import check_host_certificate, needs_renewal
 from jumpgate.protocol import certs, ports
 from jumpgate.protocol.outbox import Outbox
 from jumpgate.protocol.tunnel import LISTEN_HOST

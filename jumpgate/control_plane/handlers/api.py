@@ -112,22 +112,10 @@ def build_app(plane: ControlPlane) -> ConcurrentResolver:
         )
 
     def public_addrs(tenant: str | None) -> tuple[str, str]:
-        """The (users' SSH, tunnel) addresses of a tenant's proxies."""
-        settings = plane.settings
-        base = f"{tenant}.{settings.public_addr}" if tenant else settings.public_addr
-        return f"{base}:{settings.ssh_public_port}", f"{base}:{settings.tunnel_public_port}"
+        return public_addrs_of(plane, tenant)
 
     def trust_document(tenant: str, nonce: str) -> SignedTrust:
-        ssh_addr, tunnel_addr = public_addrs(tenant)
-        return plane.authorities.trust_document(
-            tenant,
-            proxy_host_keys=plane.settings.proxy_host_keys,
-            tunnel_public_addr=tunnel_addr,
-            ssh_public_addr=ssh_addr,
-            now=plane.clock.now(),
-            nonce=nonce,
-            web_certificate_sha256=plane.settings.web_certificate_sha256,
-        )
+        return signed_trust(plane, tenant, nonce)
 
     @app.get(routes.PING.path, summary="Health and the addresses of a cluster's listeners")
     def ping() -> models.Ping:
@@ -504,6 +492,28 @@ def build_app(plane: ControlPlane) -> ConcurrentResolver:
         )
 
     return app
+
+
+def public_addrs_of(plane: ControlPlane, tenant: str | None) -> tuple[str, str]:
+    """The (users' SSH, tunnel) addresses of a tenant's proxies."""
+    settings = plane.settings
+    base = f"{tenant}.{settings.public_addr}" if tenant else settings.public_addr
+    return f"{base}:{settings.ssh_public_port}", f"{base}:{settings.tunnel_public_port}"
+
+
+def signed_trust(plane: ControlPlane, tenant: str, nonce: str) -> SignedTrust:
+    """The tenant's trust document answering ``nonce``, signed by its host CA: what
+    ``/v1/trust`` answers a node, and what the proxy pushes on a tunnel's control channel."""
+    ssh_addr, tunnel_addr = public_addrs_of(plane, tenant)
+    return plane.authorities.trust_document(
+        tenant,
+        proxy_host_keys=plane.settings.proxy_host_keys,
+        tunnel_public_addr=tunnel_addr,
+        ssh_public_addr=ssh_addr,
+        now=plane.clock.now(),
+        nonce=nonce,
+        web_certificate_sha256=plane.settings.web_certificate_sha256,
+    )
 
 
 def _aware(moment: datetime) -> datetime:

@@ -14,12 +14,14 @@ from jumpgate.control_plane.handlers.api import (
     Handler,
     answer_problems,
     guarded,
+    signed_trust,
 )
 from jumpgate.control_plane.handlers.resolver import ConcurrentResolver
 from jumpgate.control_plane.nodes import NodeInfo
 from jumpgate.control_plane.plane import ControlPlane
 from jumpgate.protocol import models, routes
 from jumpgate.protocol.recording import MAX_PART_BYTES
+from jumpgate.protocol.trust import SignedTrust
 
 logger = logging.getLogger(__name__)
 
@@ -93,6 +95,11 @@ def build_internal_app(plane: ControlPlane) -> ConcurrentResolver:
     @app.post(routes.RENEW_HOST_CERT.path)
     def renew_host_cert(body: models.HostCertRenewal) -> models.HostCertificate:
         return models.HostCertificate(certificate=plane.tokens.renew(body.tenant, body.host_id))
+
+    @app.post(routes.NODE_TRUST.path)
+    def trust(body: models.TrustRequest) -> SignedTrust:
+        """The trust document a proxy pushes to a node on its tunnel's control channel."""
+        return signed_trust(plane, body.tenant, body.nonce)
 
     @app.post(routes.PRESENCE.path, status_code=204)
     def presence(body: models.Presence) -> None:
