@@ -81,7 +81,7 @@ def main() -> int:
         for n in range(args.samples + 1):
             invite = plane.users.add("bench", f"user{n}", logins=["root"], roles=[Role.ACCESS])
             totp[f"user{n}"] = plane.users.signup("bench", invite.token, PASSWORD).totp_secret
-        token = plane.tokens.create("bench", roles=["node"], ttl=timedelta(hours=1)).token
+        token = plane.tokens.create("bench", system_roles=["node"], ttl=timedelta(hours=1)).token
 
         def login(user: str) -> float:
             event = _post(

@@ -98,7 +98,7 @@ def main() -> int:
             time.sleep(0.01)
         plane = daemon.plane
         plane.tenants.create("bench", admin="alice", logins=["root"])
-        token = plane.tokens.create("bench", roles=["node"], ttl=timedelta(hours=1))
+        token = plane.tokens.create("bench", system_roles=["node"], ttl=timedelta(hours=1))
         nodes = []
         for n in range(args.nodes):
             key = ed25519.Ed25519PrivateKey.generate()

@@ -29,11 +29,11 @@ _NEW_TOKEN = "ask an admin for a new one: jumpctl nodes add"  # noqa: S105 - adv
 
 @dataclass(frozen=True)
 class StaticToken:
-    """A join token from the config file: ``{tenant, token, roles}``."""
+    """A join token from the config file: ``{tenant, token, system_roles}``."""
 
     tenant: str
     token: str
-    roles: tuple[str, ...]
+    system_roles: tuple[str, ...]  # what it joins as (decision 0026: not a user's roles)
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,7 @@ class JoinToken:
     """A join token as its owner sees it; ``expires`` is ``None`` for static tokens."""
 
     token: str
-    roles: list[str]
+    system_roles: list[str]  # what it joins as: node, proxy
     expires: datetime | None
     static: bool = False
 
@@ -77,7 +77,7 @@ class TokenService:
         return [t for t in self._static if t.tenant == tenant]
 
     def create(
-        self, tenant: str, *, roles: list[str], ttl: timedelta, token: str | None = None
+        self, tenant: str, *, system_roles: list[str], ttl: timedelta, token: str | None = None
     ) -> JoinToken:
         """A new join token; ``token`` chooses its value (at least 16 characters)."""
         value = token or secrets.token_hex(16)
@@ -89,7 +89,7 @@ class TokenService:
         now = self._clock.now()
         record = TokenRecord(
             token=self._box.seal(value.encode(), context=_context(tenant, value)),
-            roles=sorted(set(roles)),
+            roles=sorted(set(system_roles)),
             expires=now + ttl,
             created=now,
         )
@@ -114,7 +114,9 @@ class TokenService:
                 value = self._box.open(record.token, context=_context_for_key(tenant, item.key))
                 tokens.append(JoinToken(value.decode(), record.roles, record.expires))
         tokens.sort(key=lambda t: (t.expires, t.token))
-        static = [JoinToken(t.token, list(t.roles), None, True) for t in self._static_for(tenant)]
+        static = [
+            JoinToken(t.token, list(t.system_roles), None, True) for t in self._static_for(tenant)
+        ]
         return tokens + static
 
     def remove(self, tenant: str, token: str) -> None:
@@ -141,10 +143,10 @@ class TokenService:
         )
 
     def _check(self, tenant: str, token: str, role: str) -> None:
-        """Refuse a token that is unknown, deleted, expired or not for ``role``."""
+        """Refuse a token that is unknown, deleted, expired or not for system role ``role``."""
         for static in self._static_for(tenant):
             if secrets.compare_digest(token.encode(), static.token.encode()):
-                roles = list(static.roles)
+                roles = list(static.system_roles)
                 break
         else:
             try:
@@ -163,7 +165,7 @@ class TokenService:
             roles = record.roles
         if role not in roles:
             raise TokenInvalid(
-                f"join token is for role(s) {', '.join(roles)}, not {role}: "
+                f"join token is for system role(s) {', '.join(roles)}, not {role}: "
                 f"issue one with jumpctl tokens add --type={role}"
             )
 

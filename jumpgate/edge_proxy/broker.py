@@ -172,15 +172,30 @@ class SessionBroker(Generic[T, P]):
 
     async def open(self, caller: Caller, name: str, pipe: P) -> None:
         """Open ``pipe``'s node side on the node ``name`` names, once the node and the user
-        are both still allowed; ``Refused`` with the user's one line if not."""
-        target = await self.locate(caller.tenant, name)
+        are both still allowed; ``Refused`` with the user's one line if not. Every refusal
+        is audited in the caller's tenant: a ``session.rejected`` W event naming the node as
+        asked and the reason the user read (a refused user's is its ``auth`` W event)."""
         try:
-            await self._connect(target, caller, pipe)
-        except Refused:
+            target = await self.locate(caller.tenant, name)
+            try:
+                await self._connect(target, caller, pipe)
+            except Refused:
+                raise
+            except Exception:
+                logger.exception("opening a session failed", extra={"node": target.host_id})
+                raise Refused(PROXY_FAILED, unreachable=True) from None
+        except Refused as refused:
+            if not refused.audited:
+                who = {
+                    "user": caller.user,
+                    "login": caller.login,
+                    "nodename": name,
+                    "remote_addr": caller.remote_addr,
+                }
+                self._record(
+                    EventType.SESSION_REJECTED, caller.tenant, "W", who, error=str(refused)
+                )
             raise
-        except Exception:
-            logger.exception("opening a session failed", extra={"node": target.host_id})
-            raise Refused(PROXY_FAILED, unreachable=True) from None
 
     async def locate(self, tenant: str, name: str) -> T | models.NodeLocation:
         """The node's tunnel if this proxy holds it, else (when peering) the proxy that does;
@@ -238,7 +253,7 @@ class SessionBroker(Generic[T, P]):
         if verdict.user_refused is not None:
             self.metrics.handshake_failures["user_refused"] += 1
             self._record(EventType.AUTH, target.tenant, "W", session, error=verdict.user_refused)
-            raise Refused(verdict.user_refused)
+            raise Refused(verdict.user_refused, audited=True)
         session["session_id"] = self._new_id()
         try:
             await self._link.open(target, pipe)

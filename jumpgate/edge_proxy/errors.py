@@ -19,9 +19,10 @@ class Refused(Exception):
     failed"), as opposed to a session that is not allowed ("administratively prohibited").
     """
 
-    def __init__(self, message: str, *, unreachable: bool = False) -> None:
+    def __init__(self, message: str, *, unreachable: bool = False, audited: bool = False) -> None:
         super().__init__(message)
         self.unreachable = unreachable
+        self.audited = audited  # its own event was recorded (a refused user's ``auth``)
 
 
 class NodeUnreachable(Exception):

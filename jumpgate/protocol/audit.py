@@ -32,6 +32,7 @@ class EventType(StrEnum):
     SESSION_END = "session.end"
     SESSION_UPLOAD = "session.upload"
     SESSION_OVER_BUDGET = "session.over_budget"  # a node ended a session over its audit budget
+    SESSION_REJECTED = "session.rejected"  # a proxy refused to open a session, and why
     EXEC = "exec"
     SCP = "scp"
     SFTP = "sftp"
@@ -59,6 +60,7 @@ _CODES: dict[EventType, str] = {
     EventType.SESSION_END: "J2004",
     EventType.SESSION_UPLOAD: "J2005",
     EventType.SESSION_OVER_BUDGET: "J2006",
+    EventType.SESSION_REJECTED: "J2007",
     EventType.EXEC: "J3002",
     EventType.SCP: "J3004",
     EventType.AUTH: "J3007",

@@ -25,7 +25,7 @@ class Role(StrEnum):
     """Logs in, lists nodes and reaches the ones its logins allow."""
 
 
-class TokenRole(StrEnum):
+class SystemRole(StrEnum):
     """What a join token lets its bearer join as."""
 
     NODE = "node"
@@ -167,7 +167,7 @@ class UserList(_Model):
 class TokenCreateRequest(_Model):
     """Issue a join token; ``token`` sets the value, else the server picks one."""
 
-    roles: list[TokenRole] = Field(default_factory=lambda: [TokenRole.NODE], min_length=1)
+    roles: list[SystemRole] = Field(default_factory=lambda: [SystemRole.NODE], min_length=1)
     ttl_seconds: TTLSeconds = 1800
     token: Secret | None = None
 
@@ -176,7 +176,7 @@ class TokenInfo(_Model):
     """A join token; static tokens come from the config file and never expire."""
 
     token: str
-    roles: list[TokenRole]
+    roles: list[SystemRole]
     expires: datetime | None
     static: bool = False
 
@@ -189,7 +189,7 @@ class TokenCreated(_Model):
     """A new join token and the CA pin a node checks before it joins."""
 
     token: str
-    roles: list[TokenRole]
+    roles: list[SystemRole]
     expires: datetime
     ca_pin: str
     self_signed_web_certificate: bool = False  # so the join command needs --insecure

@@ -92,7 +92,8 @@ def test_unknown_and_wrong_role_tokens_are_refused(platform: Platform) -> None:
     status, body = _join(platform, STATIC_PROXY_TOKEN)
     assert status == 403
     assert body["detail"] == (
-        "join token is for role(s) proxy, not node: issue one with jumpctl tokens add --type=node"
+        "join token is for system role(s) proxy, not node: "
+        "issue one with jumpctl tokens add --type=node"
     )
 
 

@@ -29,7 +29,7 @@ def _session_auth(platform: Platform, session: Session) -> dict[str, Any]:
     assert isinstance(cert, SSHCertificate)
     ext = {k.decode(): v.decode() for k, v in cert.extensions.items()}
     tenant = ext[certs.EXT_TENANT]
-    token = platform.plane.tokens.create(tenant, roles=["node"], ttl=timedelta(minutes=5))
+    token = platform.plane.tokens.create(tenant, system_roles=["node"], ttl=timedelta(minutes=5))
     key = certs.openssh_public(session.key.public_key())
     joined = platform.plane.tokens.join(tenant, token=token.token, public_key=key, nodename="n")
     body = {

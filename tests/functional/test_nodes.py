@@ -25,7 +25,7 @@ from jumpgate.protocol import certs
 def _join(plane: ControlPlane, tenant: str = "acme", name: str = "web-1") -> tuple[str, str]:
     if tenant not in {t.name for t in plane.tenants.list()}:
         plane.tenants.create(tenant, admin="alice", logins=["root"])
-    token = plane.tokens.create(tenant, roles=["node"], ttl=timedelta(minutes=5))
+    token = plane.tokens.create(tenant, system_roles=["node"], ttl=timedelta(minutes=5))
     key = certs.openssh_public(ed25519.Ed25519PrivateKey.generate().public_key())
     joined = plane.tokens.join(tenant, token=token.token, public_key=key, nodename=name)
     return joined.host_id, key

@@ -99,7 +99,7 @@ def sshd(plane: ControlPlane, tmp_path: Path) -> Iterator[Sshd]:
     (directory / "user_ca.pub").write_text(user_ca + "\n")
     host_key = ed25519.Ed25519PrivateKey.generate()
     _write_key(directory / "host_key", host_key)
-    token = plane.tokens.create("acme", roles=["node"], ttl=timedelta(minutes=5))
+    token = plane.tokens.create("acme", system_roles=["node"], ttl=timedelta(minutes=5))
     joined = plane.tokens.join(
         "acme",
         token=token.token,

@@ -71,3 +71,11 @@ def test_removing_an_online_node_closes_its_tunnel_within_5s(site: Site) -> None
     [start] = [e for e in audit_events(site, "session.start", 2) if e["origin"] == "proxy"]
     [end] = [e for e in audit_events(site, "session.end", 1) if e["origin"] == "proxy"]
     assert end["session_id"] == start["session_id"]
+    # The refusal is audited too, with what the user asked for and read
+    [rejected] = audit_events(site, "session.rejected", 1)
+    assert (rejected["user"], rejected["nodename"], rejected["code"]) == (
+        "alice",
+        "web-1",
+        "J2007W",
+    )
+    assert rejected["error"] == "node 'web-1' is not online in cluster 'acme': see jump ls"

@@ -285,7 +285,8 @@ def test_a_node_on_another_proxy_is_reached_through_it_and_audited_with_it() -> 
 
 
 # Each refusal: the line the user reads, whether the node was out of reach (OpenSSH
-# "connect failed") rather than the session not allowed, and the audit events it leaves.
+# "connect failed") rather than the session not allowed, and the audit events it leaves:
+# a session.rejected W event each, in the caller's tenant, except a refused user's auth W.
 REFUSALS: list[tuple[str, dict[str, Any], str, Caller, str, bool, list[tuple[str, str]]]] = [
     (
         "unknown-node",
@@ -294,7 +295,7 @@ REFUSALS: list[tuple[str, dict[str, Any], str, Caller, str, bool, list[tuple[str
         ALICE,
         "node 'web-9' is not online in cluster 'acme': see jump ls",
         True,
-        [],
+        [("session.rejected", "W")],
     ),
     (
         "another-tenants-node-by-name",
@@ -303,7 +304,7 @@ REFUSALS: list[tuple[str, dict[str, Any], str, Caller, str, bool, list[tuple[str
         ALICE,
         "node 'payroll' is not online in cluster 'acme': see jump ls",
         True,
-        [],
+        [("session.rejected", "W")],
     ),
     (
         "another-tenants-node-by-uuid",
@@ -312,7 +313,7 @@ REFUSALS: list[tuple[str, dict[str, Any], str, Caller, str, bool, list[tuple[str
         ALICE,
         f"node '{THEIRS}.globex' is not online in cluster 'acme': see jump ls",
         True,
-        [],
+        [("session.rejected", "W")],
     ),
     (
         "ambiguous-name",
@@ -321,7 +322,7 @@ REFUSALS: list[tuple[str, dict[str, Any], str, Caller, str, bool, list[tuple[str
         ALICE,
         f"2 nodes are named 'web': use a uuid ({WEB}, {DB})",
         True,
-        [],
+        [("session.rejected", "W")],
     ),
     (
         "unknown-anywhere-when-peering",
@@ -330,7 +331,7 @@ REFUSALS: list[tuple[str, dict[str, Any], str, Caller, str, bool, list[tuple[str
         ALICE,
         "node 'web-9' not found in cluster 'acme'",
         True,
-        [],
+        [("session.rejected", "W")],
     ),
     (
         "platform-cannot-locate",
@@ -339,7 +340,7 @@ REFUSALS: list[tuple[str, dict[str, Any], str, Caller, str, bool, list[tuple[str
         ALICE,
         NOT_LOCATED,
         False,
-        [],
+        [("session.rejected", "W")],
     ),
     (
         "locked-user",
@@ -357,7 +358,7 @@ REFUSALS: list[tuple[str, dict[str, Any], str, Caller, str, bool, list[tuple[str
         ALICE,
         "node 'web-1' is not online in cluster 'acme': see jump ls",
         True,
-        [],
+        [("session.rejected", "W")],
     ),
     (
         "platform-cannot-check",
@@ -366,7 +367,7 @@ REFUSALS: list[tuple[str, dict[str, Any], str, Caller, str, bool, list[tuple[str
         ALICE,
         NOT_CHECKED,
         False,
-        [],
+        [("session.rejected", "W")],
     ),
     (
         "node-offline",
@@ -375,7 +376,7 @@ REFUSALS: list[tuple[str, dict[str, Any], str, Caller, str, bool, list[tuple[str
         ALICE,
         "node 'web-1' did not answer: try again",
         True,
-        [],
+        [("session.rejected", "W")],
     ),
     (
         "proxy-fails",
@@ -384,7 +385,7 @@ REFUSALS: list[tuple[str, dict[str, Any], str, Caller, str, bool, list[tuple[str
         ALICE,
         PROXY_FAILED,
         True,
-        [],
+        [("session.rejected", "W")],
     ),
 ]
 
@@ -429,6 +430,20 @@ def test_a_locked_users_refusal_is_audited_with_who_where_and_why() -> None:
     assert w.metrics.handshake_failures["user_refused"] == 1
 
 
+def test_a_refusal_is_audited_in_the_callers_tenant_with_the_node_as_asked() -> None:
+    w = world()
+    w.refused(f"{THEIRS}.globex")  # another tenant's node: nothing lands in that tenant
+    [(kind, tenant, outcome, at, fields)] = w.audit.events
+    assert (kind, tenant, outcome, at) == (EventType.SESSION_REJECTED, "acme", "W", NOW)
+    assert fields == {
+        "user": "alice",
+        "login": "root",
+        "nodename": f"{THEIRS}.globex",
+        "remote_addr": "192.0.2.7:50000",
+        "error": f"node '{THEIRS}.globex' is not online in cluster 'acme': see jump ls",
+    }
+
+
 def test_a_removed_node_loses_its_tunnel_and_its_live_sessions() -> None:
     w = world()
     live = w.open("web-1")
@@ -442,6 +457,7 @@ def test_a_removed_node_loses_its_tunnel_and_its_live_sessions() -> None:
         ("session.start", "I"),
         ("session.start", "I"),
         ("session.end", "I"),
+        ("session.rejected", "W"),
     ]
     assert w.broker.live == [other]
 

@@ -123,7 +123,7 @@ def test_the_joined_certificate_is_a_host_certificate_of_our_key_by_the_pinned_c
 def test_the_join_command_keeps_the_token_off_the_command_line(self_signed: bool) -> None:
     answer = models.TokenCreated(
         token="0123456789abcdef0123",
-        roles=[models.TokenRole.NODE],
+        roles=[models.SystemRole.NODE],
         expires=datetime(2026, 12, 3, 9, 0, tzinfo=UTC),
         ca_pin="sha256:ab",
         self_signed_web_certificate=self_signed,

@@ -349,7 +349,7 @@ def _demo(daemon: "Daemon", tenant: str, admin: str) -> Config:
             roles = [Role(r) for r in user.roles] if user else [Role.ADMIN, Role.ACCESS]
             logins = user.logins if user else [login]
             token = plane.users.add(tenant, admin, logins=logins, roles=roles).token
-    join_token = plane.tokens.create(tenant, roles=["node"], ttl=timedelta(minutes=5)).token
+    join_token = plane.tokens.create(tenant, system_roles=["node"], ttl=timedelta(minutes=5)).token
     node_config = config.model_copy(
         update={
             "data_dir": config.data_dir / "demo-node",

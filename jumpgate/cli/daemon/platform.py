@@ -3,7 +3,7 @@
 With role ``auth`` the edge proxy is handed in-process transports that run the control
 plane's Lambda handlers on thread pools (bcrypt and signing must not block the event loop):
 one for the public API, one for the proxy's own calls (decision 0018).
-A proxy-only process (``roles: [proxy]``, ``control_plane.type: lambda``, as on ECS) gets a
+A proxy-only process (``services: [proxy]``, ``control_plane.type: lambda``, as on ECS) gets a
 Lambda-invoke transport to the platform's functions instead; nothing else changes.
 
 Secrets a proxy fleet shares come from the environment when set there (ECS injects them from
@@ -211,7 +211,7 @@ class InProcessTransport:
 
 
 class Daemon:
-    """The platform (roles ``auth,proxy``) in this process; ``run`` serves until a signal.
+    """The platform (services ``auth,proxy``) in this process; ``run`` serves until a signal.
 
     A node agent (role ``node``) may run beside it, as ``make up`` does.
     """

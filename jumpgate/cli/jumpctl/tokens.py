@@ -13,7 +13,13 @@ def register(sub: Any) -> None:
     nsub = nodes.add_subparsers(dest="nodes_command", required=True)
     add_node = nsub.add_parser("add", help="issue a join token and print how to join a server")
     add_node.add_argument("--ttl", type=durations, default=1800, help="token lifetime (30m)")
-    add_node.add_argument("--roles", default="node", help="what the token joins as (node)")
+    add_node.add_argument(
+        "--system-roles",
+        "--roles",  # its name until decision 0026
+        dest="roles",
+        default="node",
+        help="system roles: what the token joins as (node)",
+    )
     add_node.add_argument("--token", help="choose the token's value (at least 16 characters)")
     output.add_format(add_node)
     add_node.set_defaults(handler=_nodes_add)

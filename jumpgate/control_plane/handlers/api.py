@@ -343,7 +343,7 @@ def build_app(plane: ControlPlane) -> ConcurrentResolver:
             tokens=[
                 models.TokenInfo(
                     token=t.token,
-                    roles=[models.TokenRole(r) for r in t.roles],
+                    roles=[models.SystemRole(r) for r in t.system_roles],
                     expires=t.expires,
                     static=t.static,
                 )
@@ -356,7 +356,7 @@ def build_app(plane: ControlPlane) -> ConcurrentResolver:
         identity = admin()
         token = plane.tokens.create(
             identity.tenant,
-            roles=[r.value for r in body.roles],
+            system_roles=[r.value for r in body.roles],
             ttl=timedelta(seconds=body.ttl_seconds),
             token=body.token,
         )
@@ -366,12 +366,12 @@ def build_app(plane: ControlPlane) -> ConcurrentResolver:
             identity.tenant,
             identity,
             token_id=token_id(token.token),
-            roles=list(token.roles),
+            roles=list(token.system_roles),
             expires=token.expires.isoformat(),
         )
         return models.TokenCreated(
             token=token.token,
-            roles=[models.TokenRole(r) for r in token.roles],
+            roles=[models.SystemRole(r) for r in token.system_roles],
             expires=token.expires,
             ca_pin=certs.ca_pin(plane.authorities.get(identity.tenant, "host").public_key),
             self_signed_web_certificate=plane.settings.self_signed_web_certificate,
