@@ -26,7 +26,7 @@ from jumpgate.node_agent.audit_lanes import AuditLanes
 from jumpgate.node_agent.config import AgentConfig
 from jumpgate.node_agent.errors import AgentError, ControlChannelError, PinMismatch
 from jumpgate.node_agent.identity import Identity
-from jumpgate.node_agent.join import join, new_nonce, rediscover
+from jumpgate.node_agent.join import adopt, join, new_nonce, rediscover
 from jumpgate.node_agent.labels import DynamicLabel, evaluate
 from jumpgate.node_agent.recording import Spool
 from jumpgate.node_agent.retry import backoff
@@ -35,7 +35,6 @@ from jumpgate.node_agent.tunnel_control import (
     ControlClient,
     first_ends,
     heartbeats,
-    pushed_trust,
     renewal,
 )
 from jumpgate.node_agent.uploads import Uploader
@@ -43,7 +42,7 @@ from jumpgate.protocol import certs, ports
 from jumpgate.protocol.client import APIError, AsyncClient, ClientError
 from jumpgate.protocol.metrics import MetricLine
 from jumpgate.protocol.names import resolve_loopback, split_host_port
-from jumpgate.protocol.trust import SignedTrust, TrustError
+from jumpgate.protocol.trust import SignedTrust
 from jumpgate.protocol.tunnel import LISTEN_HOST
 
 logger = logging.getLogger(__name__)
@@ -319,8 +318,8 @@ class Agent:
         identity = self.identity
         assert identity is not None
         try:
-            current = pushed_trust(identity, signed, nonce)
-        except TrustError as exc:
+            current = adopt(identity, signed, nonce=nonce)
+        except PinMismatch as exc:
             logger.error("pushed trust document refused", extra={"reason": str(exc)})
             return
         if not current.trusted_as_before(identity):

@@ -214,14 +214,17 @@ async def rediscover(client: AsyncClient, identity: Identity) -> Identity:
     return trusting(identity, signed, document)
 
 
-def adopt(identity: Identity, signed: object) -> Identity:
+def adopt(identity: Identity, signed: object, *, nonce: str | None = None) -> Identity:
     """``identity`` holding what a trust document handed to the node says (pushed over its
-    tunnel, so answering no nonce), once shown to be signed by a host CA key the node trusts
-    now, for its tenant, and issued no earlier than the document it holds (an older one, a
-    replay, could bring back a retired key). ``PinMismatch`` otherwise, trusting nothing new.
+    tunnel: answering the tunnel's hello ``nonce`` when given), once shown to be signed by a
+    host CA key the node trusts now, for its tenant, and issued no earlier than the document
+    it holds (an older one, a replay, could bring back a retired key). ``PinMismatch``
+    otherwise, trusting nothing new.
     """
     try:
-        document = verify(signed, trusted_pins=identity.host_ca_pins, tenant=identity.tenant)
+        document = verify(
+            signed, trusted_pins=identity.host_ca_pins, nonce=nonce, tenant=identity.tenant
+        )
     except TrustError as exc:
         raise PinMismatch(
             f"refused a trust document: {exc}, not by a host CA key this node trusts "

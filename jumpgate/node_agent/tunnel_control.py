@@ -21,9 +21,8 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from jumpgate.node_agent.errors import AgentError, ControlChannelError
 from jumpgate.node_agent.identity import Identity
-from jumpgate.node_agent.join import trusting
 from jumpgate.protocol import certs
-from jumpgate.protocol.trust import SignedTrust, verify
+from jumpgate.protocol.trust import SignedTrust
 from jumpgate.protocol.tunnel import CONTROL_SUBSYSTEM
 from jumpgate.protocol.tunnel_messages import (
     MAX_MESSAGE_BYTES,
@@ -208,16 +207,6 @@ async def renewal(
         logger.warning("host certificate renewal failed", extra={"reason": str(exc)})
         return
     logger.info("host certificate renewed")
-
-
-def pushed_trust(identity: Identity, signed: SignedTrust, nonce: str) -> Identity:
-    """``identity`` holding what a pushed trust document says, once it is shown signed by a
-    host CA this node holds, for its tenant, answering this tunnel's ``nonce``;
-    ``TrustError`` (nothing new trusted) otherwise."""
-    document = verify(
-        signed, trusted_pins=identity.host_ca_pins, nonce=nonce, tenant=identity.tenant
-    )
-    return trusting(identity, signed, document)
 
 
 def _host_certificate(certificate: str) -> serialization.SSHCertificate:

@@ -28,8 +28,8 @@ from jumpgate.edge_proxy.tunnel_front import TunnelServer
 from jumpgate.node_agent import audit
 from jumpgate.node_agent.errors import ControlChannelError
 from jumpgate.node_agent.identity import Identity
-from jumpgate.node_agent.join import new_nonce
-from jumpgate.node_agent.tunnel_control import ControlClient, pushed_trust
+from jumpgate.node_agent.join import adopt, new_nonce
+from jumpgate.node_agent.tunnel_control import ControlClient
 from jumpgate.protocol import certs, models, ports
 from jumpgate.protocol.trust import SignedTrust, TrustDocument, canonical, signed_bytes
 from jumpgate.protocol.tunnel import CONTROL_SUBSYSTEM, LISTEN_HOST
@@ -165,7 +165,7 @@ def test_the_control_channel_carries_hello_trust_requests_and_heartbeats() -> No
         reading = asyncio.create_task(control.run(pushed.put))
         try:
             signed = await asyncio.wait_for(pushed.get(), 10)
-            adopted = pushed_trust(_identity(), signed, nonce)
+            adopted = adopt(_identity(), signed, nonce=nonce)
             assert adopted.proxy_host_keys == [PROXY_KEY]
             assert adopted.tunnel_public_addr == "acme.example.test:3024"
             # Two requests at once: each answer finds its own request
