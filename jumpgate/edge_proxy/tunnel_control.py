@@ -20,7 +20,6 @@ import hashlib
 import json
 import logging
 import random
-from collections.abc import Callable
 
 import asyncssh
 
@@ -80,9 +79,8 @@ class ControlSession(asyncssh.SSHServerSession[str]):
     (``exit``) once the node's EOF, a pace overrun or an over-long line has been answered
     and the requests in flight have been."""
 
-    def __init__(self, side: TunnelSide, released: Callable[[], None]) -> None:
-        self._side = side
-        self._released = released  # called once, when the channel has ended
+    def __init__(self, side: TunnelSide) -> None:
+        self._side = side  # its ``control_open`` is this channel's until it ends
         self._chan: asyncssh.SSHServerChannel[str] | None = None
         self._buffer = ""
         self._welcomed = False
@@ -94,6 +92,7 @@ class ControlSession(asyncssh.SSHServerSession[str]):
         self._busy = False  # a heartbeat is being written: the lines after it wait
         self._eof = False
         self._status: int | None = None  # set: ending with it once nothing is in flight
+        self._released = False  # ``control_open`` given back
 
     def connection_made(self, chan: asyncssh.SSHServerChannel[str]) -> None:
         self._chan = chan
@@ -127,8 +126,9 @@ class ControlSession(asyncssh.SSHServerSession[str]):
         self._release()
 
     def _release(self) -> None:
-        released, self._released = self._released, _nothing
-        released()
+        if not self._released:
+            self._released = True
+            self._side.control_open = False
 
     # Lines
 
@@ -331,10 +331,6 @@ class ControlSession(asyncssh.SSHServerSession[str]):
         if self._trust is not None:
             self._trust.cancel()
             self._trust = None
-
-
-def _nothing() -> None:
-    pass
 
 
 def _what_it_says(signed: SignedTrust) -> bytes:

@@ -10,7 +10,7 @@ node's key must not slow other tenants.
 """
 
 import logging
-from collections.abc import Callable, Coroutine
+from collections.abc import Coroutine
 from typing import Any, Protocol
 
 import asyncssh
@@ -143,7 +143,8 @@ class TunnelServer(asyncssh.SSHServer):
         """A session channel (the control channel) holds one of the connection's channel
         slots from when it is opened, whether or not it ever asks for a subsystem, until it
         closes; none free: the open fails saying so."""
-        return NodeSession(self, self.channels.take())
+        self.channels.claim()
+        return NodeSession(self)
 
     def server_requested(self, listen_host: str, listen_port: int) -> asyncssh.SSHListener | bool:
         if self.node is None or self._conn is None:
@@ -225,9 +226,8 @@ class NodeSession(asyncssh.SSHServerSession[str]):
     no reader); anything else (the short-lived subsystems of older agents, a busy control
     channel, what is not served) by an asyncssh process running ``serve_subsystem``."""
 
-    def __init__(self, server: TunnelServer, give_back: Callable[[], None]) -> None:
-        self._server = server
-        self._give_back = give_back  # the connection's channel slot
+    def __init__(self, server: TunnelServer) -> None:
+        self._server = server  # holds one of its channel slots until ``connection_lost``
         self._chan: asyncssh.SSHServerChannel[str] | None = None
         self._inner: asyncssh.SSHServerSession[str] | None = None
 
@@ -253,11 +253,7 @@ class NodeSession(asyncssh.SSHServerSession[str]):
         if subsystem != CONTROL_SUBSYSTEM or server.control_open:
             return self._process().subsystem_requested(subsystem)
         server.control_open = True
-
-        def released() -> None:
-            server.control_open = False
-
-        control = ControlSession(server, released)
+        control = ControlSession(server)
         control.connection_made(self._chan)  # type: ignore[arg-type]
         self._inner = control
         return True
@@ -293,7 +289,7 @@ class NodeSession(asyncssh.SSHServerSession[str]):
             self._inner.terminal_size_changed(width, height, pixwidth, pixheight)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._give_back()
+        self._server.channels.release()
         if self._inner is not None:
             self._inner.connection_lost(exc)
 

@@ -47,6 +47,7 @@ class TunnelSide(Protocol):
 
     node: models.TunnelNode | None
     tunnel: Tunnel | None
+    control_open: bool  # a control channel is being served on the connection
 
     @property
     def host(self) -> Control: ...
