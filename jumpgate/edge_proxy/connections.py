@@ -284,6 +284,19 @@ class ChannelSlots:
     held: int = 0
 
     def take(self) -> Callable[[], None]:
+        self.claim()
+        given: list[bool] = []
+
+        def give_back() -> None:
+            if not given:
+                given.append(True)
+                self.release()
+
+        return give_back
+
+    def claim(self) -> None:
+        """``take`` for an owner that gives the slot back itself, once (``release``): a
+        channel held for a connection's life keeps no callable for it."""
         if self.held >= self.limit:
             unlogged = _CHANNEL_REFUSALS.due()
             if unlogged is not None:
@@ -297,14 +310,9 @@ class ChannelSlots:
                 " close one, or open another connection",
             )
         self.held += 1
-        given: list[bool] = []
 
-        def give_back() -> None:
-            if not given:
-                given.append(True)
-                self.held -= 1
-
-        return give_back
+    def release(self) -> None:
+        self.held -= 1
 
 
 S = TypeVar("S", bound=asyncssh.SSHServer)

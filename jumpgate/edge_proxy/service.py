@@ -166,6 +166,7 @@ class ProxyService:
                     sock=sock,
                     server_factory=gated(lambda: TunnelServer(self), tunnel_gate),
                     encoding="utf-8",  # sessions: its own
+                    line_editor=False,  # no pty: no editor around the control channel
                     **common,
                 )
             )

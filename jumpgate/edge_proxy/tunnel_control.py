@@ -1,41 +1,41 @@
 """The proxy's end of a tunnel's control channel (``protocol.tunnel_messages``).
 
 One session channel per tunnel connection carries everything a node says to the platform
-besides sessions and recordings: the versioned hello, heartbeats (presence is written only
-when it changes, at most once per ``presence_every``), audit batches (within the node's
-budget, ``audit_intake``), certificate renewals (a few at once, then one a minute), and the
-trust document the proxy pushes at hello and whenever it changes. Requests are served
-concurrently under one ``TaskGroup`` and answered by id; every limit is the one the separate
-subsystems had (``node_budget``, decision 0019).
+besides sessions and recordings: the versioned hello, heartbeats, audit batches and
+certificate renewals (served by ``tunnel_requests``), and the trust document the proxy
+pushes at hello and whenever it changes. Requests are served concurrently, at most
+``MAX_IN_FLIGHT`` at once, and answered by id.
+
+The channel is held open for the tunnel's life, so an idle one must cost little (the
+proxy's memory per idle tunnel, docs/benchmarks.md): it is served by asyncssh callbacks
+(``ControlSession``), not by a process with stream readers and a task. While it is idle it
+holds no task, no coroutine and no reader: a line that arrives is decoded in
+``data_received``; a request or a heartbeat gets a task while it is served; the hello's
+deadline and the next trust poll are timers (decision 0021).
 """
 
 import asyncio
 import base64
+import hashlib
 import json
 import logging
 import random
-from collections.abc import AsyncIterator, Coroutine
-from typing import Any, Protocol
 
 import asyncssh
 
-from jumpgate.edge_proxy import audit_intake
-from jumpgate.edge_proxy.control import ControlPlaneClient, ControlPlaneError
-from jumpgate.edge_proxy.node_budget import NodeBudget, NodeBudgets
-from jumpgate.edge_proxy.registry import Tunnel, TunnelRegistry
-from jumpgate.protocol import models
+from jumpgate.edge_proxy.control import ControlPlaneError
+from jumpgate.edge_proxy.tunnel_requests import NodeRequests, OverPace, TunnelSide, pace
 from jumpgate.protocol.channel_window import bound_receive_window
 from jumpgate.protocol.trust import SignedTrust
 from jumpgate.protocol.tunnel_messages import (
     MAX_MESSAGE_BYTES,
     PROTOCOL_VERSIONS,
-    Ack,
     AuditBatch,
     Heartbeat,
     Hello,
+    Message,
     MessageError,
     Refusal,
-    Renewed,
     RenewRequest,
     Tempfail,
     TrustUpdate,
@@ -57,56 +57,7 @@ MAX_IN_FLIGHT = 8
 """Requests of one control channel served at once; more are answered "try again"."""
 PROXY_CAPABILITIES = ("trust-push",)
 
-
-class Control(Protocol):
-    """What the channel needs of the proxy (``TunnelHost``)."""
-
-    control: ControlPlaneClient
-    proxy_id: str
-    registry: TunnelRegistry
-    nodes: NodeBudgets
-
-    def spawn(self, coroutine: Coroutine[Any, Any, object], name: str | None = None) -> None: ...
-
-
-class TunnelSide(Protocol):
-    """What the channel needs of its tunnel connection (``tunnel_front.TunnelServer``)."""
-
-    node: models.TunnelNode | None
-    tunnel: Tunnel | None
-
-    @property
-    def host(self) -> Control: ...
-
-    @property
-    def budget(self) -> NodeBudget: ...
-
-    @property
-    def intake(self) -> audit_intake.TunnelAudit: ...
-
-
-class OverPace(ValueError):
-    """A node sent lines faster than its budget: the channel is ended, saying so (pausing
-    the reader instead still let the node keep the proxy busy: asyncssh keeps receiving)."""
-
-
-async def lines(stdin: asyncssh.SSHReader[str]) -> AsyncIterator[str]:
-    """The lines on ``stdin``, each at most ``MAX_MESSAGE_BYTES``; ``MessageError`` for a
-    longer one (read no further: nothing after it can be trusted to start a line)."""
-    buffer = ""
-    while True:
-        chunk = await stdin.read(64 * 1024)
-        if not chunk:
-            if buffer.strip():
-                yield buffer
-            return
-        buffer += chunk
-        while "\n" in buffer:
-            line, buffer = buffer.split("\n", 1)
-            if line.strip():
-                yield line
-        if len(buffer) > MAX_MESSAGE_BYTES:
-            raise MessageError(f"a message is longer than {MAX_MESSAGE_BYTES} bytes")
+_BUSY = f"at most {MAX_IN_FLIGHT} requests at once on the control channel: try again"
 
 
 def _request_id(line: str) -> int | None:
@@ -120,48 +71,131 @@ def _request_id(line: str) -> int | None:
     return found if isinstance(found, int) and 0 <= found < 2**53 else None
 
 
-class ControlChannel:
-    """One tunnel's control channel, from its hello until the node closes it."""
+class ControlSession(asyncssh.SSHServerSession[str]):
+    """One tunnel's control channel, from its hello until the node closes it.
 
-    def __init__(self, side: TunnelSide, process: asyncssh.SSHServerProcess[str]) -> None:
-        self._side = side
-        self._host = side.host
-        self._process = process
-        self._in_flight = 0
+    Lines are taken in order: while a heartbeat is written the channel stops reading (the
+    node's window stays bounded, decision 0019) and the lines after it wait. The channel ends
+    (``exit``) once the node's EOF, a pace overrun or an over-long line has been answered
+    and the requests in flight have been."""
 
-    def _send(self, message: Any) -> None:
-        self._process.stdout.write(encode(message).decode())
+    def __init__(self, side: TunnelSide) -> None:
+        self._side = side  # its ``control_open`` is this channel's until it ends
+        self._chan: asyncssh.SSHServerChannel[str] | None = None
+        self._buffer = ""
+        self._welcomed = False
+        self._nonce = ""  # the hello's, echoed by every trust document pushed
+        self._sent = b""  # digest of what the last trust document pushed says
+        self._timer: asyncio.TimerHandle | None = None  # the hello's deadline, the next poll
+        self._trust: asyncio.Task[None] | None = None  # a trust poll under way
+        self._in_flight = 0  # requests being served
+        self._busy = False  # a heartbeat is being written: the lines after it wait
+        self._eof = False
+        self._status: int | None = None  # set: ending with it once nothing is in flight
+        self._released = False  # ``control_open`` given back
 
-    async def serve(self) -> int:
-        """Serve the channel; its exit status (0 when the node closed it)."""
-        node = self._side.node
-        if node is None:
-            return 1
+    def connection_made(self, chan: asyncssh.SSHServerChannel[str]) -> None:
+        self._chan = chan
         # Requests wait for budgets: without this asyncssh would let the node send another
         # window at each resume, to be decrypted and buffered (decision 0019).
-        bound_receive_window(self._process.channel)
-        reading = lines(self._process.stdin)
-        try:
-            hello = await asyncio.wait_for(self._hello(node, reading), HELLO_SECONDS)
-        except (MessageError, TimeoutError) as exc:
-            self._send(Refusal(reason=f"the first message must be a hello: {exc}"[:300]))
-            return 1
-        if hello is None:
-            return 1
-        pusher = None
-        if hello.nonce:
-            pusher = asyncio.create_task(self._push_trust(node, hello.nonce))
-        try:
-            return await self._requests(node, reading)
-        finally:
-            if pusher is not None:
-                pusher.cancel()
+        bound_receive_window(chan)
 
-    async def _hello(self, node: models.TunnelNode, reading: AsyncIterator[str]) -> Hello | None:
-        first = await anext(reading, "")
-        message = decode(first)
-        if not isinstance(message, Hello):
-            raise MessageError(f"got {message.type!r}")
+    def session_started(self) -> None:
+        if self._side.node is None:
+            self._end(1)
+            return
+        loop = asyncio.get_running_loop()
+        self._timer = loop.call_later(HELLO_SECONDS, self._hello_late)
+
+    def data_received(self, data: str, datatype: asyncssh.DataType) -> None:
+        if self._status is not None:
+            return
+        self._buffer += data
+        self._take_lines()
+
+    def eof_received(self) -> bool:
+        self._eof = True
+        self._take_lines()
+        return True  # answers in flight are still sent
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._status is None:
+            self._status = 0
+        self._stop_polling()
+        self._buffer = ""
+        self._release()
+
+    def _release(self) -> None:
+        if not self._released:
+            self._released = True
+            self._side.control_open = False
+
+    # Lines
+
+    def _take_lines(self) -> None:
+        """Serve the complete lines buffered, in order, until one makes the others wait."""
+        while not self._busy and self._status is None:
+            line, newline, rest = self._buffer.partition("\n")
+            if not newline:
+                if len(self._buffer) > MAX_MESSAGE_BYTES:
+                    self._buffer = ""
+                    self._bad_stream(f"a message is longer than {MAX_MESSAGE_BYTES} bytes")
+                elif self._eof:
+                    self._buffer = ""
+                    if line.strip():
+                        self._line(line)
+                    if self._status is None and not self._busy:
+                        self._end(0)
+                return
+            self._buffer = rest
+            if line.strip():
+                self._line(line)
+
+    def _line(self, line: str) -> None:
+        if not self._welcomed:
+            self._hello(line)
+            return
+        try:
+            self._request(line)
+        except OverPace:
+            limits = self._side.host.nodes.limits
+            self._send(
+                Tempfail(
+                    reason=f"more than {limits.heartbeat_burst} heartbeats at once or "
+                    f"{limits.heartbeats_per_second:g} a second: send one when something "
+                    "changes"
+                )
+            )
+            self._end(1)
+
+    def _bad_stream(self, reason: str) -> None:
+        """Nothing after an over-long line can be trusted to start a line: end the channel."""
+        if self._welcomed:
+            self._send(Refusal(reason=reason[:300]))
+        else:
+            self._send(Refusal(reason=f"the first message must be a hello: {reason}"[:300]))
+        self._end(1)
+
+    def _hello_late(self) -> None:
+        self._timer = None
+        if not self._welcomed and self._status is None:
+            self._send(Refusal(reason="the first message must be a hello: "))
+            self._end(1)
+
+    def _hello(self, line: str) -> None:
+        node = self._side.node
+        assert node is not None
+        try:
+            message = decode(line)
+            if not isinstance(message, Hello):
+                raise MessageError(f"got {message.type!r}")
+        except MessageError as exc:
+            self._send(Refusal(reason=f"the first message must be a hello: {exc}"[:300]))
+            self._end(1)
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         version = choose_version(PROTOCOL_VERSIONS, message.versions)
         if version is None:
             reason = mismatch(PROTOCOL_VERSIONS, message.versions)
@@ -170,7 +204,9 @@ class ControlChannel:
                 extra={"node": node.host_id, "tenant": node.tenant, "reason": reason},
             )
             self._send(Refusal(reason=reason))
-            return None
+            self._end(1)
+            return
+        self._welcomed = True
         self._send(
             Welcome(
                 version=version,
@@ -178,196 +214,133 @@ class ControlChannel:
                 capabilities=list(PROXY_CAPABILITIES),
             )
         )
-        return message
+        if message.nonce:
+            self._nonce = message.nonce
+            self._poll_trust()
 
-    async def _requests(self, node: models.TunnelNode, reading: AsyncIterator[str]) -> int:
+    def _request(self, line: str) -> None:
+        node = self._side.node
+        assert node is not None
         budget = self._side.budget
-        async with asyncio.TaskGroup() as requests:
-            try:
-                async for line in reading:
-                    try:
-                        message = decode(line)
-                    except MessageError as exc:
-                        self._pace(budget)
-                        logger.info(
-                            "bad control message", extra={"node": node.host_id, "reason": str(exc)}
-                        )
-                        self._send(Refusal(id=_request_id(line), reason=str(exc)))
-                        continue
-                    if isinstance(message, AuditBatch | RenewRequest):
-                        if self._in_flight >= MAX_IN_FLIGHT:
-                            self._send(Tempfail(id=message.id, reason=_BUSY))
-                            continue
-                        self._in_flight += 1
-                        requests.create_task(self._answer(message))
-                    elif isinstance(message, Heartbeat):
-                        self._pace(budget)
-                        await self.heartbeat(node, message)
-                    else:
-                        self._pace(budget)
-                        self._send(Refusal(reason=f"a node does not send {message.type!r}"))
-            except OverPace:
-                limits = self._host.nodes.limits
-                self._send(
-                    Tempfail(
-                        reason=f"more than {limits.heartbeat_burst} heartbeats at once or "
-                        f"{limits.heartbeats_per_second:g} a second: send one when something "
-                        "changes"
-                    )
-                )
-                return 1
-            except (MessageError, UnicodeDecodeError) as exc:
-                self._send(Refusal(reason=str(exc)[:300]))
-                return 1
-        return 0
+        try:
+            message = decode(line)
+        except MessageError as exc:
+            pace(budget)
+            logger.info("bad control message", extra={"node": node.host_id, "reason": str(exc)})
+            self._send(Refusal(id=_request_id(line), reason=str(exc)))
+            return
+        if isinstance(message, AuditBatch | RenewRequest):
+            if self._in_flight >= MAX_IN_FLIGHT:
+                self._send(Tempfail(id=message.id, reason=_BUSY))
+                return
+            self._in_flight += 1
+            self._side.host.spawn(self._answer(message), name="control-request")
+        elif isinstance(message, Heartbeat):
+            pace(budget)
+            self._busy = True
+            assert self._chan is not None
+            self._chan.pause_reading()
+            self._side.host.spawn(self._heartbeat(message), name="control-heartbeat")
+        else:
+            pace(budget)
+            self._send(Refusal(reason=f"a node does not send {message.type!r}"))
 
-    def _pace(self, budget: NodeBudget) -> None:
-        if budget.beat_wait():
-            raise OverPace("more heartbeat lines than a node sends")
+    # Work in flight: a task each, only while it is served
 
     async def _answer(self, request: AuditBatch | RenewRequest) -> None:
         try:
-            if isinstance(request, AuditBatch):
-                self._send(await self._audit(request))
-            else:
-                self._send(await self.renew(request))
+            await NodeRequests(self._side, self._send).answer(request)
         finally:
             self._in_flight -= 1
+            self._settle()
 
-    async def heartbeat(self, node: models.TunnelNode, beat: Heartbeat) -> None:
-        """Report ``beat`` as the node's presence when it changes, in its turn."""
-        tunnel = self._side.tunnel
-        if tunnel is None:
-            self._send(Refusal(reason="a heartbeat before the tunnel: listen on the SSH port"))
-            return
-        try:
-            presence = models.Presence(
-                tenant=node.tenant,
-                host_id=node.host_id,
-                proxy=self._host.proxy_id,
-                hostname=beat.hostname,
-                addr=beat.addr,
-                version=beat.version,
-                labels=dict(beat.labels),
-            )
-        except ValueError as exc:  # what the store would not take
-            logger.info("bad heartbeat ignored", extra={"node": node.host_id})
-            self._send(Refusal(reason=f"heartbeat ignored: {str(exc).splitlines()[0]}"[:300]))
-            return
-        try:
-            await self._report(tunnel, self._side.budget, presence)
-        except ControlPlaneError as exc:
-            logger.warning(
-                "presence not recorded", extra={"node": node.host_id, "reason": str(exc)}
-            )
-
-    async def _report(self, tunnel: Tunnel, budget: NodeBudget, presence: models.Presence) -> None:
-        """Write ``presence`` now if its turn has come, else leave it to a flush (one per node)."""
-        wait = budget.presence_wait(presence)
-        if wait is None:
-            return
-        if not wait:
-            await self._write(budget, presence)
-        elif not budget.flushing:
-            budget.flushing = True
-            self._host.spawn(self._flush(tunnel, budget, wait), name="presence-flush")
-
-    async def _write(self, budget: NodeBudget, presence: models.Presence) -> None:
-        """The turn is taken before the call, so no other write overtakes this one."""
-        budget.wrote(presence)
-        try:
-            await self._host.control.presence(presence)
-        except ControlPlaneError:
-            budget.gone()  # not written: the next heartbeat writes it again
-            raise
-
-    async def _flush(self, tunnel: Tunnel, budget: NodeBudget, wait: float) -> None:
-        """Write the change that waited for its turn, unless the tunnel went down meanwhile."""
-        due: float | None = wait
-        try:
-            while due is not None:
-                await asyncio.sleep(due)
-                pending = budget.pending
-                if (
-                    pending is None
-                    or self._host.registry.get(tunnel.tenant, tunnel.host_id) is not tunnel
-                ):
-                    return
-                due = budget.presence_wait(pending)
-                if due == 0:
-                    await self._write(budget, pending)
-                    due = None if budget.pending is None else budget.presence_wait(budget.pending)
-        except ControlPlaneError as exc:
-            logger.warning(
-                "presence not recorded", extra={"node": tunnel.host_id, "reason": str(exc)}
-            )
-        finally:
-            budget.flushing = False
-
-    async def _audit(self, batch: AuditBatch) -> Ack | Tempfail:
+    async def _heartbeat(self, beat: Heartbeat) -> None:
         node = self._side.node
         assert node is not None
-        lines = [json.dumps(event) for event in batch.events]
-        return await audit_intake.take(self._host.control, node, self._side.intake, batch.id, lines)
+        try:
+            await NodeRequests(self._side, self._send).heartbeat(node, beat)
+        finally:
+            self._busy = False
+            self._take_lines()  # the lines that waited for it
+            if self._status is None and not self._busy and self._chan is not None:
+                self._chan.resume_reading()
+            self._settle()
 
-    async def renew(self, request: RenewRequest) -> Renewed | Refusal:
-        """A fresh host certificate for the key the node authenticated with: one at a time,
-        a few at once and then one a minute (an agent renews every few hours)."""
+    def _settle(self) -> None:
+        """End the channel when it is ending and nothing is in flight any more."""
+        if self._status is None or self._in_flight or self._busy:
+            return
+        self._release()
+        chan, self._chan = self._chan, None
+        if chan is not None and not chan.is_closing():
+            chan.exit(self._status)
+
+    def _end(self, status: int) -> None:
+        """Read nothing more; exit with ``status`` once the requests in flight are answered."""
+        if self._status is not None:
+            return
+        self._status = status
+        self._buffer = ""
+        self._stop_polling()
+        if self._chan is not None and not self._chan.is_closing():
+            self._chan.pause_reading()
+        self._settle()
+
+    def _send(self, message: Message) -> None:
+        chan = self._chan
+        if chan is not None and not chan.is_closing():
+            chan.write(encode(message).decode())
+
+    # Trust
+
+    def _poll_trust(self) -> None:
+        """Ask for the trust document now, in a task that lives only while it asks."""
+        self._timer = None
+        if self._status is None and self._trust is None:
+            self._trust = asyncio.get_running_loop().create_task(
+                self._push_trust(), name="control-trust"
+            )
+
+    async def _push_trust(self) -> None:
+        """Send the tenant's signed trust document if what it says changed since the last
+        one sent; then ask again in ``TRUST_POLL_SECONDS``, spread so tunnels opened
+        together do not ask together."""
         node = self._side.node
         assert node is not None
-        budget = self._side.budget
-        if budget.renewing:
-            return Refusal(
-                id=request.id, reason="renewal refused: one at a time: try again once answered"
-            )
-        wait = budget.renewal_wait()
-        if wait:
-            limits = self._host.nodes.limits
-            return Refusal(
-                id=request.id,
-                reason=f"renewal refused: at most {limits.renewal_burst} renewals at once and "
-                f"{limits.renewals_per_minute:g} a minute per node: try again in {wait} s",
-            )
-        budget.renewing = True
         try:
-            certificate = await self._host.control.renew_host_cert(node.tenant, node.host_id)
+            signed = await self._side.host.control.trust(node.tenant, self._nonce)
         except ControlPlaneError as exc:
-            return Refusal(id=request.id, reason=f"renewal refused: {str(exc)[:300]}")
+            logger.warning(
+                "trust document not pushed", extra={"node": node.host_id, "reason": str(exc)}
+            )
+        else:
+            says = _what_it_says(signed)
+            if says != self._sent:
+                self._send(TrustUpdate(signed=signed))
+                self._sent = says
         finally:
-            budget.renewing = False
-        return Renewed(id=request.id, certificate=certificate)
+            self._trust = None
+        if self._status is None:
+            wait = TRUST_POLL_SECONDS * random.uniform(0.8, 1.2)  # noqa: S311 - jitter
+            self._timer = asyncio.get_running_loop().call_later(wait, self._poll_trust)
 
-    async def _push_trust(self, node: models.TunnelNode, nonce: str) -> None:
-        """Send the tenant's signed trust document now and whenever what it says changes
-        (asked every ``TRUST_POLL_SECONDS``, spread so tunnels opened together do not ask
-        together)."""
-        sent: dict[str, Any] | None = None
-        while True:
-            try:
-                signed = await self._host.control.trust(node.tenant, nonce)
-            except ControlPlaneError as exc:
-                logger.warning(
-                    "trust document not pushed", extra={"node": node.host_id, "reason": str(exc)}
-                )
-            else:
-                says = _what_it_says(signed)
-                if says != sent:
-                    self._send(TrustUpdate(signed=signed))
-                    sent = says
-            await asyncio.sleep(TRUST_POLL_SECONDS * random.uniform(0.8, 1.2))  # noqa: S311 - jitter
+    def _stop_polling(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._trust is not None:
+            self._trust.cancel()
+            self._trust = None
 
 
-_BUSY = f"at most {MAX_IN_FLIGHT} requests at once on the control channel: try again"
-
-
-def _what_it_says(signed: SignedTrust) -> dict[str, Any] | None:
-    """The document's content without its signing time: the same trust signed again later
-    is no change to push."""
+def _what_it_says(signed: SignedTrust) -> bytes:
+    """A digest of the document's content without its signing time: the same trust signed
+    again later is no change to push (a digest, so an idle channel keeps 32 bytes of it)."""
     try:
         document = json.loads(base64.b64decode(signed.payload))
     except ValueError:
-        return None
+        document = None
     if isinstance(document, dict):
         document.pop("issued", None)
-        return document
-    return None
+        return hashlib.sha256(json.dumps(document, sort_keys=True).encode()).digest()
+    return b""  # unreadable: as if nothing had been sent

@@ -22,9 +22,10 @@ from jumpgate.edge_proxy.control import ControlPlaneClient, ControlPlaneError
 from jumpgate.edge_proxy.metrics import Metrics
 from jumpgate.edge_proxy.node_budget import NodeBudget, NodeBudgets
 from jumpgate.edge_proxy.registry import Tunnel, TunnelRegistry
-from jumpgate.edge_proxy.tunnel_control import ControlChannel
+from jumpgate.edge_proxy.tunnel_control import ControlSession
 from jumpgate.protocol import models, ports
 from jumpgate.protocol.channel_window import bound_receive_window
+from jumpgate.protocol.kex_memory import drop_kexinits
 from jumpgate.protocol.tunnel import CONTROL_SUBSYSTEM, LISTEN_HOST
 
 logger = logging.getLogger(__name__)
@@ -135,26 +136,18 @@ class TunnelServer(asyncssh.SSHServer):
             )
 
     def auth_completed(self) -> None:
+        if self._conn is not None:
+            drop_kexinits(self._conn)  # 3.7 KiB per idle tunnel (set again at a rekey)
         if self.node is not None and not self._counted:
             self._counted = True
             self.budget.connections += 1
 
-    def session_requested(self) -> "asyncssh.SSHServerProcess[str]":
+    def session_requested(self) -> "NodeSession":
         """A session channel (the control channel) holds one of the connection's channel
         slots from when it is opened, whether or not it ever asks for a subsystem, until it
         closes; none free: the open fails saying so."""
-        give_back = self.channels.take()
-        process: asyncssh.SSHServerProcess[str] = asyncssh.SSHServerProcess(
-            serve_subsystem, None, 0, False
-        )
-        lost = process.connection_lost
-
-        def connection_lost(exc: Exception | None) -> None:
-            give_back()
-            lost(exc)
-
-        process.connection_lost = connection_lost  # type: ignore[method-assign]
-        return process
+        self.channels.claim()
+        return NodeSession(self)
 
     def server_requested(self, listen_host: str, listen_port: int) -> asyncssh.SSHListener | bool:
         if self.node is None or self._conn is None:
@@ -230,9 +223,83 @@ class TunnelListener(asyncssh.SSHListener):
         return self._port
 
 
+class NodeSession(asyncssh.SSHServerSession[str]):
+    """A session channel a node opens on its tunnel. The control channel, held open for the
+    tunnel's life, is served by callbacks (``ControlSession``: an idle one holds no task and
+    no reader); anything else (the short-lived subsystems of older agents, a busy control
+    channel, what is not served) by an asyncssh process running ``serve_subsystem``."""
+
+    def __init__(self, server: TunnelServer) -> None:
+        self._server = server  # holds one of its channel slots until ``connection_lost``
+        self._chan: asyncssh.SSHServerChannel[str] | None = None
+        self._inner: asyncssh.SSHServerSession[str] | None = None
+
+    def _process(self) -> asyncssh.SSHServerSession[str]:
+        process: asyncssh.SSHServerProcess[str] = asyncssh.SSHServerProcess(
+            serve_subsystem, None, 0, False
+        )
+        process.connection_made(self._chan)  # type: ignore[arg-type]
+        self._inner = process
+        return process
+
+    def connection_made(self, chan: asyncssh.SSHServerChannel[str]) -> None:
+        self._chan = chan
+
+    def shell_requested(self) -> bool:
+        return self._process().shell_requested()
+
+    def exec_requested(self, command: str) -> bool:
+        return self._process().exec_requested(command)
+
+    def subsystem_requested(self, subsystem: str) -> bool:
+        server = self._server
+        if subsystem != CONTROL_SUBSYSTEM or server.control_open:
+            return self._process().subsystem_requested(subsystem)
+        server.control_open = True
+        control = ControlSession(server)
+        control.connection_made(self._chan)  # type: ignore[arg-type]
+        self._inner = control
+        return True
+
+    def session_started(self) -> None:
+        if self._inner is not None:
+            self._inner.session_started()
+
+    def data_received(self, data: str, datatype: asyncssh.DataType) -> None:
+        if self._inner is not None:
+            self._inner.data_received(data, datatype)
+
+    def eof_received(self) -> bool:
+        return self._inner is not None and self._inner.eof_received()
+
+    def pause_writing(self) -> None:
+        if self._inner is not None:
+            self._inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        if self._inner is not None:
+            self._inner.resume_writing()
+
+    def break_received(self, msec: int) -> bool:
+        return self._inner is not None and self._inner.break_received(msec)
+
+    def signal_received(self, signal: str) -> None:
+        if self._inner is not None:
+            self._inner.signal_received(signal)
+
+    def terminal_size_changed(self, width: int, height: int, pixwidth: int, pixheight: int) -> None:
+        if self._inner is not None:
+            self._inner.terminal_size_changed(width, height, pixwidth, pixheight)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._server.channels.release()
+        if self._inner is not None:
+            self._inner.connection_lost(exc)
+
+
 async def serve_subsystem(process: asyncssh.SSHServerProcess[str]) -> None:
-    """A node's subsystem request on its tunnel: the control channel, one per connection (or
-    one of the subsystems of agents older than it, ``tunnel_legacy``)."""
+    """A node's subsystem request on its tunnel, other than its first control channel: one
+    of the subsystems of agents older than it (``tunnel_legacy``), or refused saying why."""
     owner = process.channel.get_connection().get_owner()
     subsystem = process.subsystem or ""
     legacy = subsystem in tunnel_legacy.SUBSYSTEMS
@@ -244,17 +311,14 @@ async def serve_subsystem(process: asyncssh.SSHServerProcess[str]) -> None:
         bound_receive_window(process.channel)  # the audit waits for its budget (0019)
         process.exit(await tunnel_legacy.serve(owner, process))
         return
-    if owner.control_open:
+    if owner.control_open or not legacy:  # a control channel comes here only when busy
         process.stderr.write("one control channel per tunnel: close the other\n")
         process.exit(tunnel_legacy.TEMPFAIL if legacy else 1)
         return
     owner.control_open = True
     try:
-        if legacy:
-            bound_receive_window(process.channel)
-            status = await tunnel_legacy.serve(owner, process)
-        else:
-            status = await ControlChannel(owner, process).serve()
+        bound_receive_window(process.channel)
+        status = await tunnel_legacy.serve(owner, process)
     finally:
         owner.control_open = False
     process.exit(status)

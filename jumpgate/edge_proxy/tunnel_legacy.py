@@ -4,7 +4,7 @@ An agent of an earlier release opens a short-lived session channel per exchange:
 JSON lines on ``jumpgate-heartbeat``, audit event lines on ``jumpgate-audit`` (exit status 75
 meaning "try again"), and ``jumpgate-renew`` answered by a certificate on stdout. A proxy
 upgraded before its nodes keeps serving them, with the same budgets and the same code as the
-control channel (``tunnel_control``, ``audit_intake``); they carry no hello and no trust
+control channel (``tunnel_requests``, ``audit_intake``); they carry no hello and no trust
 push. To be removed once no supported agent speaks them.
 """
 
@@ -14,9 +14,9 @@ from typing import Any
 import asyncssh
 
 from jumpgate.edge_proxy import audit_intake
-from jumpgate.edge_proxy.tunnel_control import ControlChannel, OverPace, TunnelSide
+from jumpgate.edge_proxy.tunnel_requests import NodeRequests, OverPace, TunnelSide
 from jumpgate.protocol.tunnel import MAX_LINE_BYTES
-from jumpgate.protocol.tunnel_messages import Ack, Heartbeat, Renewed, RenewRequest
+from jumpgate.protocol.tunnel_messages import Ack, Heartbeat, Message, Renewed, RenewRequest, encode
 
 HEARTBEAT_SUBSYSTEM = "jumpgate-heartbeat"
 RENEW_SUBSYSTEM = "jumpgate-renew"
@@ -32,7 +32,11 @@ async def serve(side: TunnelSide, process: asyncssh.SSHServerProcess[str]) -> in
     node = side.node
     if node is None:
         return 1
-    channel = ControlChannel(side, process)
+
+    def send(message: Message) -> None:
+        process.stdout.write(encode(message).decode())
+
+    channel = NodeRequests(side, send)
     if process.subsystem == RENEW_SUBSYSTEM:
         answer = await channel.renew(RenewRequest(id=0))
         if isinstance(answer, Renewed):

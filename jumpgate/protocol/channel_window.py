@@ -19,18 +19,30 @@ def bound_receive_window(channel: Any) -> None:
     It reaches into asyncssh's channel, so it checks what it relies on and does nothing if
     that has changed (the bounded-memory test in tests/security/test_bounds.py then fails).
     """
-    deliver = getattr(channel, "_deliver_data", None)
+    deliver = getattr(type(channel), "_deliver_data", None)  # none on a line editor's proxy
     if deliver is None or not all(
         hasattr(channel, name) for name in ("_recv_buf", "_recv_window", "_init_recv_window")
     ):
         return
+    channel._deliver_data = _CountingBuffered(channel, deliver)
 
-    def deliver_counting_buffered(data: bytes, datatype: int | None) -> None:
+
+class _CountingBuffered:
+    """``channel._deliver_data`` counting the bytes still buffered as delivered, so the
+    window adjustment skips them. One small object, not a closure: a tunnel's control
+    channel holds it for the tunnel's life (decision 0021)."""
+
+    __slots__ = ("_channel", "_deliver")
+
+    def __init__(self, channel: Any, deliver: Any) -> None:
+        self._channel = channel
+        self._deliver = deliver  # the class's: an instance's would be wrapped twice
+
+    def __call__(self, data: bytes, datatype: int | None) -> None:
+        channel = self._channel
         pending = sum(len(chunk) for chunk, _ in channel._recv_buf)
         channel._recv_window += pending  # as if delivered: the adjustment skips them
         try:
-            deliver(data, datatype)
+            self._deliver(channel, data, datatype)
         finally:
             channel._recv_window -= pending
-
-    channel._deliver_data = deliver_counting_buffered
