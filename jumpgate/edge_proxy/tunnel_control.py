@@ -128,6 +128,7 @@ class ControlChannel:
         self._host = side.host
         self._process = process
         self._in_flight = 0
+        self._audit_refused = False  # the last audit batch answered was told to wait
 
     def _send(self, message: Any) -> None:
         self._process.stdout.write(encode(message).decode())
@@ -195,6 +196,10 @@ class ControlChannel:
                         self._send(Refusal(id=_request_id(line), reason=str(exc)))
                         continue
                     if isinstance(message, AuditBatch | RenewRequest):
+                        if self._answered_at_once(message):
+                            # Answered without work (a renewal, "try again"): paced as a
+                            # heartbeat line is, or a node could send them without end
+                            self._pace(budget)
                         if self._in_flight >= MAX_IN_FLIGHT:
                             self._send(Tempfail(id=message.id, reason=_BUSY))
                             continue
@@ -221,6 +226,16 @@ class ControlChannel:
                 return 1
         return 0
 
+    def _answered_at_once(self, request: AuditBatch | RenewRequest) -> bool:
+        """Whether ``request`` is one a node sends rarely or after being told to wait: a
+        renewal (one every few hours), a request over the in-flight cap, or an audit batch
+        while the last one was answered "try again"."""
+        return (
+            isinstance(request, RenewRequest)
+            or self._in_flight >= MAX_IN_FLIGHT
+            or self._audit_refused
+        )
+
     def _pace(self, budget: NodeBudget) -> None:
         if budget.beat_wait():
             raise OverPace("more heartbeat lines than a node sends")
@@ -228,7 +243,9 @@ class ControlChannel:
     async def _answer(self, request: AuditBatch | RenewRequest) -> None:
         try:
             if isinstance(request, AuditBatch):
-                self._send(await self._audit(request))
+                answer = await self._audit(request)
+                self._audit_refused = isinstance(answer, Tempfail)
+                self._send(answer)
             else:
                 self._send(await self.renew(request))
         finally:

@@ -1,0 +1,86 @@
+"""Adversarial review of issue 15's refactor (typed tunnel control channel, trust as key
+sets, typed client, broker, configuration): each test is one attack on the change, on
+127.0.0.1 with the fakes of ``tests/net/test_tunnel_control.py`` where a proxy is needed."""
+
+import asyncio
+import json
+
+import asyncssh
+import pytest
+
+from jumpgate.edge_proxy.tunnel_control import MAX_IN_FLIGHT
+from jumpgate.protocol.tunnel import CONTROL_SUBSYSTEM
+from jumpgate.protocol.tunnel_messages import Hello, Refusal, Tempfail, Welcome, decode, encode
+from tests.net.test_tunnel_control import FakeHost, _as_node
+
+pytestmark = pytest.mark.net
+
+
+async def _control(conn: asyncssh.SSHClientConnection) -> asyncssh.SSHClientProcess[str]:
+    """A control channel past its hello, driven by hand (a node that does what it likes)."""
+    process = await conn.create_process(subsystem=CONTROL_SUBSYSTEM, encoding="utf-8")
+    process.stdin.write(encode(Hello(versions=[1])).decode())
+    welcome = decode(await asyncio.wait_for(process.stdout.readline(), 10))
+    assert isinstance(welcome, Welcome), welcome
+    return process
+
+
+async def _answers(process: asyncssh.SSHClientProcess[str], seconds: float) -> list[object]:
+    """What the proxy says until it ends the channel or goes quiet for ``seconds``."""
+    said: list[object] = []
+    while True:
+        try:
+            line = await asyncio.wait_for(process.stdout.readline(), seconds)
+        except TimeoutError:
+            return said
+        if not line:
+            return said
+        said.append(decode(line))
+
+
+def test_a_flood_of_renewals_is_paced_like_a_flood_of_heartbeats() -> None:
+    """A node (its own key, its own tunnel) sends renewal requests as fast as it can. Each
+    past the budget is answered at once with a refusal and nothing charges the line, so
+    the proxy decodes, spawns a task for and writes an answer to every one (and buffers the
+    answers when the node stops reading): the pacing that bounds heartbeat lines and bad
+    lines does not bound requests. Expected: ended like a heartbeat flood."""
+    host = FakeHost()
+    sent = 2000
+
+    async def body(conn: asyncssh.SSHClientConnection) -> list[object]:
+        process = await _control(conn)
+        process.stdin.write("".join(f'{{"type":"renew","id":{i}}}\n' for i in range(sent)))
+        return await _answers(process, 3)
+
+    said = asyncio.run(asyncio.wait_for(_as_node(host, body), 60))
+    answered = [m for m in said if isinstance(m, Refusal | Tempfail) and m.id is not None]
+    assert len(answered) <= host.nodes.limits.heartbeat_burst + MAX_IN_FLIGHT, len(answered)
+    assert any(isinstance(m, Tempfail) and m.id is None for m in said), said[-1]
+
+
+def test_requests_over_the_in_flight_cap_are_paced() -> None:
+    """Audit batches past the in-flight cap (8) are each answered "try again" at once; a
+    node never waiting for them keeps the proxy decoding lines as fast as it sends them
+    (up to 256 KiB of JSON each), where the audit subsystem refused a flooding node before
+    reading it (decision 0019). Expected: the channel is ended like a heartbeat flood."""
+    host = FakeHost()
+    sent = 400
+
+    async def slow_audit(events: object) -> None:
+        await asyncio.sleep(30)  # the platform slow: batches stay in flight
+
+    host.fake.audit = slow_audit  # type: ignore[method-assign]
+    event = json.dumps({"type": "exec", "fields": {"command": "x" * 1000}})
+
+    async def body(conn: asyncssh.SSHClientConnection) -> list[object]:
+        process = await _control(conn)
+        batch = ",".join([event] * 20)
+        process.stdin.write(
+            "".join(f'{{"type":"audit","id":{i},"events":[{batch}]}}\n' for i in range(sent))
+        )
+        return await _answers(process, 3)
+
+    said = asyncio.run(asyncio.wait_for(_as_node(host, body), 60))
+    busy = [m for m in said if isinstance(m, Tempfail) and m.id is not None]
+    assert len(busy) <= host.nodes.limits.heartbeat_burst + MAX_IN_FLIGHT, len(busy)
+    assert any(isinstance(m, Tempfail) and m.id is None for m in said), said[-1]
