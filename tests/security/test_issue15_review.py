@@ -84,3 +84,26 @@ def test_requests_over_the_in_flight_cap_are_paced() -> None:
     busy = [m for m in said if isinstance(m, Tempfail) and m.id is not None]
     assert len(busy) <= host.nodes.limits.heartbeat_burst + MAX_IN_FLIGHT, len(busy)
     assert any(isinstance(m, Tempfail) and m.id is None for m in said), said[-1]
+
+
+@pytest.mark.parametrize("labels", [5, [1], None])
+def test_a_legacy_heartbeat_with_labels_not_a_mapping_ends_the_channel_not_the_tunnel(
+    labels: object,
+) -> None:
+    """Protocol 0's heartbeat subsystem (``tunnel_legacy``) read ``labels`` with ``dict()``,
+    which raises ``TypeError`` for a number or a list of numbers; only ``ValueError`` was
+    caught (the code before the refactor caught both), so the handler failed and asyncssh
+    closed the node's whole tunnel connection with a traceback in the proxy's log.
+    Expected: the channel ends, the tunnel stays up."""
+    host = FakeHost()
+
+    async def body(conn: asyncssh.SSHClientConnection) -> tuple[int | None, int | None]:
+        beat = json.dumps({"hostname": "web-1", "labels": labels}) + "\n"
+        first = await asyncio.wait_for(
+            conn.run(subsystem="jumpgate-heartbeat", input=beat, encoding="utf-8"), 10
+        )
+        again = await asyncio.wait_for(conn.run(subsystem="jumpgate-renew", encoding="utf-8"), 10)
+        return first.exit_status, again.exit_status
+
+    statuses = asyncio.run(asyncio.wait_for(_as_node(host, body), 30))
+    assert statuses == (0, 0)
