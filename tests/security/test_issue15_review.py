@@ -9,9 +9,13 @@ import asyncssh
 import pytest
 
 from jumpgate.edge_proxy.tunnel_control import MAX_IN_FLIGHT
+from jumpgate.protocol import certs
 from jumpgate.protocol.tunnel import CONTROL_SUBSYSTEM
 from jumpgate.protocol.tunnel_messages import Hello, Refusal, Tempfail, Welcome, decode, encode
+from tests.functional.conftest import Platform, plane, platform
 from tests.net.test_tunnel_control import FakeHost, _as_node
+
+__all__ = ["plane", "platform"]
 
 pytestmark = pytest.mark.net
 
@@ -107,3 +111,20 @@ def test_a_legacy_heartbeat_with_labels_not_a_mapping_ends_the_channel_not_the_t
 
     statuses = asyncio.run(asyncio.wait_for(_as_node(host, body), 30))
     assert statuses == (0, 0)
+
+
+def test_a_user_ca_key_of_one_tenant_cannot_be_trusted_by_another(platform: Platform) -> None:
+    """``Authorities.add_trusted`` indexes a user CA key by ``put``: trusting acme's user CA
+    key in globex (an operator's paste of the wrong key, or a rotation step fed the wrong
+    tenant) silently moved the index to globex, so the proxy resolved every certificate of
+    acme's users to tenant globex, where that key is now trusted (users of one tenant let
+    into another's), and removing globex then deleted acme's index entry (acme locked out).
+    Expected: refused, the index untouched."""
+    platform.invite("acme", "alice")
+    platform.invite("globex", "gina")
+    authorities = platform.plane.authorities
+    acme_user_ca = authorities.get("acme", "user").public_key
+    with pytest.raises(ValueError, match="acme"):
+        authorities.add_trusted("globex", "user", acme_user_ca)
+    assert platform.plane.tenants.by_user_ca(acme_user_ca) == "acme"
+    assert not certs.is_trusted(acme_user_ca, authorities.trusted_keys("globex")[0])
