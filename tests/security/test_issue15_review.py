@@ -6,10 +6,11 @@ import asyncio
 import json
 
 import asyncssh
+import httpx
 import pytest
 
 from jumpgate.edge_proxy.tunnel_control import MAX_IN_FLIGHT
-from jumpgate.protocol import certs
+from jumpgate.protocol import certs, routes
 from jumpgate.protocol.tunnel import CONTROL_SUBSYSTEM
 from jumpgate.protocol.tunnel_messages import Hello, Refusal, Tempfail, Welcome, decode, encode
 from tests.functional.conftest import Platform, plane, platform
@@ -128,3 +129,29 @@ def test_a_user_ca_key_of_one_tenant_cannot_be_trusted_by_another(platform: Plat
         authorities.add_trusted("globex", "user", acme_user_ca)
     assert platform.plane.tenants.by_user_ca(acme_user_ca) == "acme"
     assert not certs.is_trusted(acme_user_ca, authorities.trusted_keys("globex")[0])
+
+
+@pytest.mark.parametrize(
+    ("route", "values", "sent"),
+    [
+        (routes.USER_LOCK, {"name": ".."}, "/v1/users/%2E%2E/lock"),
+        (routes.USER_REMOVE, {"name": ".."}, "/v1/users/%2E%2E"),
+        (routes.NODE_REMOVE, {"name": "."}, "/v1/nodes/%2E"),
+        (
+            routes.RECORDING_PART,
+            {"session_id": "s1", "index": ".."},
+            "/v1/recordings/s1/parts/%2E%2E",
+        ),
+    ],
+)
+def test_a_dot_segment_parameter_stays_a_parameter_on_the_wire(
+    route: routes.Route, values: dict[str, str], sent: str
+) -> None:
+    """``Route.url`` percent-encoded a parameter with ``quote``, which leaves ``.`` alone;
+    httpx then removed ``.``/``..`` as dot segments, so ``jumpctl users lock ..`` sent
+    ``PUT /v1/lock`` and a part ``..`` of a recording fetched ``/v1/recordings/s1`` (another
+    route). Expected: the parameter reaches the server as one segment."""
+    request = httpx.Client().build_request(
+        route.method, "https://acme.localhost" + route.url(**values)
+    )
+    assert request.url.raw_path.decode() == sent
