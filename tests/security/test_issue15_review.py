@@ -9,12 +9,16 @@ import asyncssh
 import httpx
 import pytest
 
+from jumpgate.edge_proxy.broker import Caller, SessionBroker
+from jumpgate.edge_proxy.errors import Refused
+from jumpgate.edge_proxy.proxy_audit import AuditOutbox
 from jumpgate.edge_proxy.tunnel_control import MAX_IN_FLIGHT
 from jumpgate.protocol import certs, routes
 from jumpgate.protocol.tunnel import CONTROL_SUBSYSTEM
 from jumpgate.protocol.tunnel_messages import Hello, Refusal, Tempfail, Welcome, decode, encode
 from tests.functional.conftest import Platform, plane, platform
-from tests.net.test_tunnel_control import FakeHost, _as_node
+from tests.net.test_tunnel_control import FakeControl, FakeHost, _as_node
+from tests.unit import test_broker as broker_tests
 
 __all__ = ["plane", "platform"]
 
@@ -155,3 +159,39 @@ def test_a_dot_segment_parameter_stays_a_parameter_on_the_wire(
         route.method, "https://acme.localhost" + route.url(**values)
     )
     assert request.url.raw_path.decode() == sent
+
+
+def test_a_users_refused_probes_cannot_push_other_tenants_events_out_of_the_outbox() -> None:
+    """Every refusal is now a ``session.rejected`` event (decision 0020), with no limit: one
+    signed-in user asking for names that do not exist (a refusal costs the proxy a dict
+    lookup) queues one event each. The proxy's outbox holds at most 10,000 events and drops
+    the oldest first, so while the platform is slow or out of reach (or the user is simply
+    faster than the batches) another tenant's ``session.start`` is pushed out of the audit
+    log by this user's probes. Expected: refusals of one user are throttled (counted, not
+    each queued) so they cannot crowd out other tenants' events."""
+    outbox = AuditOutbox(FakeControl())
+    tunnels = broker_tests.FakeTunnels(
+        [
+            broker_tests.Held("acme", broker_tests.WEB, "web-1"),
+            broker_tests.Held("globex", broker_tests.THEIRS, "payroll"),
+        ]
+    )
+    broker: SessionBroker[broker_tests.Held, broker_tests.FakePipe] = SessionBroker(
+        broker_tests.FakeControl(),
+        tunnels,
+        broker_tests.FakeLink(),
+        outbox,
+        proxy_id=broker_tests.PROXY,
+        public_addr=broker_tests.PUBLIC,
+    )
+    gina = Caller("globex", "gina", "u-gina", "root", "192.0.2.8:50000")
+
+    async def attack() -> None:
+        await broker.open(gina, "payroll", broker_tests.FakePipe(broker))
+        for _ in range(outbox.events.limit):
+            with pytest.raises(Refused):
+                await broker.open(broker_tests.ALICE, "nope", broker_tests.FakePipe(broker))
+
+    asyncio.run(asyncio.wait_for(attack(), 60))
+    queued = [(str(e.type), e.tenant) for e in outbox.events._items]
+    assert ("session.start", "globex") in queued
