@@ -4,16 +4,19 @@ sets, typed client, broker, configuration): each test is one attack on the chang
 
 import asyncio
 import json
+from pathlib import Path
 
 import asyncssh
 import httpx
 import pytest
 
+from jumpgate.cli.daemon.config import ConfigError, load
 from jumpgate.edge_proxy.broker import Caller, SessionBroker
 from jumpgate.edge_proxy.errors import Refused
 from jumpgate.edge_proxy.proxy_audit import AuditOutbox
 from jumpgate.edge_proxy.tunnel_control import MAX_IN_FLIGHT
 from jumpgate.protocol import certs, routes
+from jumpgate.protocol.durations import parse_duration
 from jumpgate.protocol.tunnel import CONTROL_SUBSYSTEM
 from jumpgate.protocol.tunnel_messages import Hello, Refusal, Tempfail, Welcome, decode, encode
 from tests.functional.conftest import Platform, plane, platform
@@ -195,3 +198,41 @@ def test_a_users_refused_probes_cannot_push_other_tenants_events_out_of_the_outb
     asyncio.run(asyncio.wait_for(attack(), 60))
     queued = [(str(e.type), e.tenant) for e in outbox.events._items]
     assert ("session.start", "globex") in queued
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "said"),
+    [
+        # an overflowing duration was an OverflowError traceback, not one line
+        ("drain_timeout: 99999999999999999d\n", "drain_timeout: "),
+        ("node_gone_after: 9999999999999999999999h\n", "node_gone_after: "),
+        # an operator's typo in a static token's system roles was taken silently: the
+        # token then joins nothing ("nodes"), or as something no code knows
+        (
+            "static_tokens: [{tenant: acme, token: abcdefghijklmnop, system_roles: [nodes]}]\n",
+            "static_tokens[0].system_roles",
+        ),
+        (
+            "static_tokens: [{tenant: acme, token: abcdefghijklmnop, system_roles: []}]\n",
+            "static_tokens[0].system_roles",
+        ),
+        # sixteen spaces are sixteen characters, and no secret
+        ("static_tokens: [{tenant: acme, token: '                '}]\n", "static_tokens"),
+    ],
+)
+def test_a_bad_daemon_setting_is_one_line_naming_its_key(
+    tmp_path: Path, yaml_text: str, said: str
+) -> None:
+    path = tmp_path / "jumpgate.yaml"
+    path.write_text(yaml_text)
+    with pytest.raises(ConfigError) as refused:
+        load(path, {})
+    assert str(refused.value).startswith(said), str(refused.value)
+    assert "\n" not in str(refused.value)
+
+
+def test_a_duration_flag_too_long_is_a_value_error() -> None:
+    """``parse_duration`` reads the CLIs' flags too (``jump login --ttl``): an overflow
+    must be the ``ValueError`` they print as one line, not an ``OverflowError``."""
+    with pytest.raises(ValueError, match="invalid duration"):
+        parse_duration("99999999999999999d")
