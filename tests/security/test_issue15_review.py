@@ -3,6 +3,7 @@ sets, typed client, broker, configuration): each test is one attack on the chang
 127.0.0.1 with the fakes of ``tests/net/test_tunnel_control.py`` where a proxy is needed."""
 
 import asyncio
+import contextlib
 import json
 from pathlib import Path
 
@@ -11,11 +12,14 @@ import httpx
 import pytest
 
 from jumpgate.cli.daemon.config import ConfigError, load
+from jumpgate.edge_proxy import service as service_module
 from jumpgate.edge_proxy.broker import Caller, SessionBroker
 from jumpgate.edge_proxy.errors import Refused
 from jumpgate.edge_proxy.proxy_audit import AuditOutbox
+from jumpgate.edge_proxy.registry import Tunnel
+from jumpgate.edge_proxy.service import ProxyService
 from jumpgate.edge_proxy.tunnel_control import MAX_IN_FLIGHT
-from jumpgate.protocol import certs, routes
+from jumpgate.protocol import certs, models, routes
 from jumpgate.protocol.durations import parse_duration
 from jumpgate.protocol.tunnel import CONTROL_SUBSYSTEM
 from jumpgate.protocol.tunnel_messages import Hello, Refusal, Tempfail, Welcome, decode, encode
@@ -236,3 +240,50 @@ def test_a_duration_flag_too_long_is_a_value_error() -> None:
     must be the ``ValueError`` they print as one line, not an ``OverflowError``."""
     with pytest.raises(ValueError, match="invalid duration"):
         parse_duration("99999999999999999d")
+
+
+class _ClosingConnection:
+    closed = False
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_one_odd_answer_does_not_stop_the_proxy_closing_removed_nodes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The proxy's removal poll caught only ``ControlPlaneError``; an answer that is not the
+    model (``NodeRemovals.model_validate`` raises ``ValidationError``) or any other error
+    ended the loop for good, which the supervisor logs once and swallows: the proxy then
+    stays ready and serving while a node removed afterwards (a compromised server taken
+    out) keeps its tunnel and its live sessions here. Expected: the loop carries on."""
+    monkeypatch.setattr(service_module, "REMOVAL_POLL_SECONDS", 0.01)
+    answers: list[object] = [
+        ValueError("1 validation error for NodeRemovals"),
+        [models.RemovedNode(tenant="acme", host_id="node-1", nodename="web-1")],
+    ]
+
+    class Removals(FakeControl):
+        async def node_removals(self) -> list[models.RemovedNode]:
+            answer = answers.pop(0) if answers else []
+            if isinstance(answer, Exception):
+                raise answer
+            assert isinstance(answer, list)
+            return answer
+
+    proxy = ProxyService(
+        Removals(),
+        proxy_id="proxy-1",
+        host_key=asyncssh.generate_private_key("ssh-ed25519"),
+        public_addr="example.test",
+    )
+    connection = _ClosingConnection()
+    tunnel = Tunnel("acme", "node-1", "web-1", connection, "127.0.0.1", 22, "ssh-ed25519 AAAA")  # type: ignore[arg-type]
+    proxy.registry.add(tunnel)
+
+    async def watch() -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(proxy._watch_removals(), 1)
+
+    asyncio.run(watch())
+    assert connection.closed
