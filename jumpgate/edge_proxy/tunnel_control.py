@@ -100,9 +100,10 @@ async def lines(stdin: asyncssh.SSHReader[str]) -> AsyncIterator[str]:
             if buffer.strip():
                 yield buffer
             return
-        buffer += chunk
-        while "\n" in buffer:
-            line, buffer = buffer.split("\n", 1)
+        # One split per chunk: splitting a line at a time copied the rest of the buffer each
+        # time, and a node sending blank lines (not paced) kept the proxy busy doing it
+        *complete, buffer = (buffer + chunk).split("\n")
+        for line in complete:
             if line.strip():
                 yield line
         if len(buffer) > MAX_MESSAGE_BYTES:
