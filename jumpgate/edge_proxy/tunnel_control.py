@@ -361,6 +361,10 @@ class ControlChannel:
         together)."""
         sent: dict[str, Any] | None = None
         while True:
+            wait = self._side.budget.trust_wait()  # hellos in a loop: each would be signed
+            if wait:
+                await asyncio.sleep(wait)
+                continue
             try:
                 signed = await self._host.control.trust(node.tenant, nonce)
             except ControlPlaneError as exc:

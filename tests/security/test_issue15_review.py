@@ -22,8 +22,10 @@ from jumpgate.edge_proxy.registry import Tunnel
 from jumpgate.edge_proxy.service import ProxyService
 from jumpgate.edge_proxy.tunnel_control import MAX_IN_FLIGHT
 from jumpgate.edge_proxy.tunnel_control import lines as tunnel_lines
+from jumpgate.node_agent.join import new_nonce
 from jumpgate.protocol import certs, models, routes
 from jumpgate.protocol.durations import parse_duration
+from jumpgate.protocol.trust import SignedTrust
 from jumpgate.protocol.tunnel import CONTROL_SUBSYSTEM
 from jumpgate.protocol.tunnel_messages import Hello, Refusal, Tempfail, Welcome, decode, encode
 from tests.functional.conftest import Platform, plane, platform
@@ -316,3 +318,33 @@ def test_blank_lines_on_the_control_channel_cost_the_proxy_little() -> None:
     started = time.perf_counter()
     assert asyncio.run(read_all()) == 0
     assert time.perf_counter() - started < 1.0
+
+
+def test_hellos_in_a_loop_do_not_each_cost_a_signed_trust_document() -> None:
+    """Every hello carrying a nonce makes the proxy ask the control plane for a freshly
+    signed trust document (an internal call, a Lambda invocation on AWS, a host CA
+    signature), and nothing paces hellos: a node opening its control channel, saying hello
+    and closing it in a loop has the platform sign as fast as it can ask, on the internal
+    workers every tenant's sessions wait for. ``/v1/trust`` over HTTPS, the way nodes asked
+    before, is held to a rate per source. Expected: a node's trust documents are paced."""
+    host = FakeHost()
+    asked: list[str] = []
+    signed = host.fake.trust
+
+    async def counting(tenant: str, nonce: str) -> SignedTrust:
+        asked.append(nonce)
+        return await signed(tenant, nonce)
+
+    host.fake.trust = counting  # type: ignore[method-assign]
+
+    async def body(conn: asyncssh.SSHClientConnection) -> None:
+        for _ in range(40):
+            process = await conn.create_process(subsystem=CONTROL_SUBSYSTEM, encoding="utf-8")
+            process.stdin.write(encode(Hello(versions=[1], nonce=new_nonce())).decode())
+            await asyncio.wait_for(process.stdout.readline(), 10)  # the welcome
+            await asyncio.sleep(0.01)  # the push starts
+            process.close()
+            await process.wait_closed()
+
+    asyncio.run(asyncio.wait_for(_as_node(host, body), 60))
+    assert len(asked) <= 10, len(asked)
