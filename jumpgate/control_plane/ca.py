@@ -359,6 +359,18 @@ class Authorities:
         public = certs.openssh_public(key.public_key())
         return self._change(tenant, kind, public, lambda ca: ca.with_active(key, key_type))
 
+    def _index_user_ca(self, tenant: str, public_key: str) -> None:
+        """Name ``tenant`` as the owner of the user CA key ``public_key``; ``ValueError`` when
+        another tenant owns it (the proxy would resolve that tenant's users to this one)."""
+        index = keys.user_ca_index(public_key)
+        try:
+            owner = self._store.get(PLATFORM, index).value.decode()
+        except KeyNotFound:
+            owner = tenant
+        if owner != tenant:
+            raise ValueError(f"that user CA key is tenant {owner!r}'s: a key is one tenant's")
+        self._store.put(PLATFORM, index, tenant.encode())
+
     def _change(
         self,
         tenant: str,
@@ -369,7 +381,7 @@ class Authorities:
         """Compare-and-swap the stored CA through ``change``. A user CA key is indexed before
         it is trusted: the proxy finds a user certificate's tenant by the key that signed it."""
         if kind == "user":
-            self._store.put(PLATFORM, keys.user_ca_index(new_key), tenant.encode())
+            self._index_user_ca(tenant, new_key)
 
         def stored(record: CARecord) -> CARecord:
             current = CertificateAuthority.from_record(record.to_bytes(), self._box, tenant=tenant)

@@ -16,6 +16,7 @@ SSH, so it is tested with fakes and any front can call it.
 import asyncio
 import contextlib
 import logging
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from jumpgate.edge_proxy.metrics import Metrics
 from jumpgate.protocol import models
 from jumpgate.protocol.audit import EventType
 from jumpgate.protocol.names import MAX_NODENAME, AmbiguousNode, UnknownNode, node_name
+from jumpgate.protocol.token_bucket import TokenBucket
 
 __all__ = [
     "AuditSink",
@@ -140,6 +142,37 @@ def _new_id() -> str:
     return str(uuid.uuid4())
 
 
+REJECTED_BURST = 20
+"""``session.rejected`` events one user may leave at once; then one a second, the rest
+counted (``rejected_unrecorded``): probing names costs the proxy a lookup, and the proxy's
+outbox, shared by every tenant, drops its oldest events when full."""
+
+
+class _Rejections:
+    """Per user, whether a refusal is recorded now, and how many were not since."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._users: dict[tuple[str, str], tuple[TokenBucket, int]] = {}
+
+    def due(self, caller: Caller) -> int | None:
+        """The refusals of ``caller`` not recorded since the last one, when this one is to
+        be recorded; None (and it is counted) when not."""
+        key = (caller.tenant, caller.user_id)
+        bucket, skipped = self._users.get(key) or (
+            TokenBucket(1.0, REJECTED_BURST, self._clock),
+            0,
+        )
+        if bucket.wait_for(1):
+            self._users[key] = (bucket, skipped + 1)
+            return None
+        bucket.take(1)
+        self._users[key] = (bucket, 0)
+        if len(self._users) > 10_000:  # forget those with nothing to carry and a full bucket
+            self._users = {k: v for k, v in self._users.items() if v[1] or not v[0].full()}
+        return skipped
+
+
 class SessionBroker(Generic[T, P]):
     """Grants, locates, opens and audits the sessions of one proxy, and knows which are live."""
 
@@ -169,6 +202,7 @@ class SessionBroker(Generic[T, P]):
         self._all_ended = asyncio.Event()
         self._all_ended.set()
         self.draining = False
+        self._rejections = _Rejections()
 
     async def open(self, caller: Caller, name: str, pipe: P) -> None:
         """Open ``pipe``'s node side on the node ``name`` names, once the node and the user
@@ -185,15 +219,17 @@ class SessionBroker(Generic[T, P]):
                 logger.exception("opening a session failed", extra={"node": target.host_id})
                 raise Refused(PROXY_FAILED, unreachable=True) from None
         except Refused as refused:
-            if not refused.audited:
+            unrecorded = None if refused.audited else self._rejections.due(caller)
+            if unrecorded is not None:
                 who = {
                     "user": caller.user,
                     "login": caller.login,
                     "nodename": name,
                     "remote_addr": caller.remote_addr,
                 }
+                more = {"rejected_unrecorded": unrecorded} if unrecorded else {}
                 self._record(
-                    EventType.SESSION_REJECTED, caller.tenant, "W", who, error=str(refused)
+                    EventType.SESSION_REJECTED, caller.tenant, "W", who, error=str(refused), **more
                 )
             raise
 

@@ -43,6 +43,10 @@ class TunnelLimits:
     heartbeat_burst: int = 20  # heartbeat lines one node may send at once
     renewals_per_minute: float = 1.0  # host-certificate renewals one node may ask, sustained
     renewal_burst: int = 3  # renewals one node may ask at once before that rate
+    # signed trust documents pushed to one node (one per hello, and per change): each is a
+    # control-plane call and a host CA signature, and hellos are the node's to send
+    trust_documents_per_minute: float = 2.0
+    trust_document_burst: int = 8  # pushed at once before that rate (4 connections, twice)
     channels_per_connection: int = 8  # subsystems + recording channels open on one connection
     connections_per_node: int = 4  # tunnel connections one node may hold at once
     auth_failures_per_second: float = 2.0  # refused tunnel logins one source may make, sustained
@@ -76,6 +80,7 @@ class NodeBudget:
     written_at: float = -math.inf  # when presence was last written
     renewals: TokenBuckets = field(init=False)
     beats: TokenBuckets = field(init=False)
+    trusts: TokenBuckets = field(init=False)
 
     def __post_init__(self) -> None:
         self.beats = TokenBuckets(
@@ -87,6 +92,12 @@ class NodeBudget:
         self.renewals = TokenBuckets(
             self.limits.renewals_per_minute / 60,
             self.limits.renewal_burst,
+            capacity=1,
+            clock=self.clock,
+        )
+        self.trusts = TokenBuckets(
+            self.limits.trust_documents_per_minute / 60,
+            self.limits.trust_document_burst,
             capacity=1,
             clock=self.clock,
         )
@@ -118,6 +129,11 @@ class NodeBudget:
         """0 if a renewal may go now (its token taken), else whole seconds to wait."""
         wait = self.renewals.take("renew")
         return max(1, math.ceil(wait)) if wait else 0
+
+    def trust_wait(self) -> float:
+        """0 if a trust document may be fetched for the node now (its token taken), else the
+        seconds until one may."""
+        return self.trusts.take("trust")
 
     def gone(self) -> None:
         """The node's tunnel went down (or a write failed): presence is written again, at

@@ -191,6 +191,9 @@ class ProxyService:
             except ControlPlaneError as exc:
                 logger.warning("node removals not read", extra={"reason": str(exc)})
                 continue
+            except Exception:  # an odd answer must not end the poll: removals would stop here
+                logger.exception("node removals not read")
+                continue
             for node in removed:
                 self.drop_removed(node.tenant, node.host_id, "removed from the cluster")
 
@@ -201,6 +204,8 @@ class ProxyService:
                 await self.control.proxy_alive(self.proxy_id, peer_addr)
             except ControlPlaneError as exc:
                 logger.warning("proxy liveness not recorded", extra={"reason": str(exc)})
+            except Exception:  # nor the beat: other proxies would think this one gone
+                logger.exception("proxy liveness not recorded")
             await asyncio.sleep(PROXY_BEAT_SECONDS)
 
     async def close(self, drain: float = DRAIN_SECONDS) -> None:

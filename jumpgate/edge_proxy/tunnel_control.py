@@ -16,6 +16,7 @@ deadline and the next trust poll are timers (decision 0021).
 
 import asyncio
 import base64
+import collections
 import hashlib
 import json
 import logging
@@ -82,13 +83,15 @@ class ControlSession(asyncssh.SSHServerSession[str]):
     def __init__(self, side: TunnelSide) -> None:
         self._side = side  # its ``control_open`` is this channel's until it ends
         self._chan: asyncssh.SSHServerChannel[str] | None = None
-        self._buffer = ""
+        self._buffer = ""  # the line not yet ended
+        self._lines: collections.deque[str] = collections.deque()  # ended, not yet served
         self._welcomed = False
         self._nonce = ""  # the hello's, echoed by every trust document pushed
         self._sent = b""  # digest of what the last trust document pushed says
         self._timer: asyncio.TimerHandle | None = None  # the hello's deadline, the next poll
         self._trust: asyncio.Task[None] | None = None  # a trust poll under way
         self._in_flight = 0  # requests being served
+        self._audit_refused = False  # the last audit batch answered was told to wait
         self._busy = False  # a heartbeat is being written: the lines after it wait
         self._eof = False
         self._status: int | None = None  # set: ending with it once nothing is in flight
@@ -110,7 +113,10 @@ class ControlSession(asyncssh.SSHServerSession[str]):
     def data_received(self, data: str, datatype: asyncssh.DataType) -> None:
         if self._status is not None:
             return
-        self._buffer += data
+        # One split per chunk: taking a line at a time copied the rest of the buffer each
+        # time, and a node sending blank lines (not paced) kept the proxy busy doing it
+        *ended, self._buffer = (self._buffer + data).split("\n")
+        self._lines.extend(line for line in ended if line.strip())
         self._take_lines()
 
     def eof_received(self) -> bool:
@@ -123,6 +129,7 @@ class ControlSession(asyncssh.SSHServerSession[str]):
             self._status = 0
         self._stop_polling()
         self._buffer = ""
+        self._lines.clear()
         self._release()
 
     def _release(self) -> None:
@@ -135,21 +142,19 @@ class ControlSession(asyncssh.SSHServerSession[str]):
     def _take_lines(self) -> None:
         """Serve the complete lines buffered, in order, until one makes the others wait."""
         while not self._busy and self._status is None:
-            line, newline, rest = self._buffer.partition("\n")
-            if not newline:
-                if len(self._buffer) > MAX_MESSAGE_BYTES:
-                    self._buffer = ""
-                    self._bad_stream(f"a message is longer than {MAX_MESSAGE_BYTES} bytes")
-                elif self._eof:
-                    self._buffer = ""
-                    if line.strip():
-                        self._line(line)
-                    if self._status is None and not self._busy:
-                        self._end(0)
-                return
-            self._buffer = rest
-            if line.strip():
-                self._line(line)
+            if self._lines:
+                self._line(self._lines.popleft())
+                continue
+            if len(self._buffer) > MAX_MESSAGE_BYTES:
+                self._buffer = ""
+                self._bad_stream(f"a message is longer than {MAX_MESSAGE_BYTES} bytes")
+            elif self._eof:
+                line, self._buffer = self._buffer, ""
+                if line.strip():
+                    self._line(line)
+                if self._status is None and not self._busy:
+                    self._end(0)
+            return
 
     def _line(self, line: str) -> None:
         if not self._welcomed:
@@ -230,6 +235,14 @@ class ControlSession(asyncssh.SSHServerSession[str]):
             self._send(Refusal(id=_request_id(line), reason=str(exc)))
             return
         if isinstance(message, AuditBatch | RenewRequest):
+            if (
+                isinstance(message, RenewRequest)
+                or self._in_flight >= MAX_IN_FLIGHT
+                or self._audit_refused
+            ):
+                # Answered without work (a renewal, "try again"): paced as a heartbeat line
+                # is, or a node could send them without end, each decoded and answered
+                pace(budget)
             if self._in_flight >= MAX_IN_FLIGHT:
                 self._send(Tempfail(id=message.id, reason=_BUSY))
                 return
@@ -248,8 +261,13 @@ class ControlSession(asyncssh.SSHServerSession[str]):
     # Work in flight: a task each, only while it is served
 
     async def _answer(self, request: AuditBatch | RenewRequest) -> None:
+        def send(answer: Message) -> None:
+            if isinstance(request, AuditBatch):
+                self._audit_refused = isinstance(answer, Tempfail)
+            self._send(answer)
+
         try:
-            await NodeRequests(self._side, self._send).answer(request)
+            await NodeRequests(self._side, send).answer(request)
         finally:
             self._in_flight -= 1
             self._settle()
@@ -281,6 +299,7 @@ class ControlSession(asyncssh.SSHServerSession[str]):
             return
         self._status = status
         self._buffer = ""
+        self._lines.clear()
         self._stop_polling()
         if self._chan is not None and not self._chan.is_closing():
             self._chan.pause_reading()
@@ -307,6 +326,12 @@ class ControlSession(asyncssh.SSHServerSession[str]):
         together do not ask together."""
         node = self._side.node
         assert node is not None
+        wait = self._side.budget.trust_wait()  # hellos in a loop: each would be signed
+        if wait:
+            self._trust = None
+            if self._status is None:
+                self._timer = asyncio.get_running_loop().call_later(wait, self._poll_trust)
+            return
         try:
             signed = await self._side.host.control.trust(node.tenant, self._nonce)
         except ControlPlaneError as exc:

@@ -9,6 +9,7 @@ push. To be removed once no supported agent speaks them.
 """
 
 import json
+import logging
 from typing import Any
 
 import asyncssh
@@ -18,6 +19,7 @@ from jumpgate.edge_proxy.tunnel_requests import NodeRequests, OverPace, TunnelSi
 from jumpgate.protocol.tunnel import MAX_LINE_BYTES
 from jumpgate.protocol.tunnel_messages import Ack, Heartbeat, Message, Renewed, RenewRequest, encode
 
+logger = logging.getLogger(__name__)
 HEARTBEAT_SUBSYSTEM = "jumpgate-heartbeat"
 RENEW_SUBSYSTEM = "jumpgate-renew"
 AUDIT_SUBSYSTEM = "jumpgate-audit"
@@ -76,13 +78,18 @@ async def _beats(side: TunnelSide, process: asyncssh.SSHServerProcess[str]) -> A
             raise ValueError("a line is nested too deeply") from None
         if not isinstance(beat, dict):
             raise ValueError("each line must be a JSON object")
-        labels = beat.get("labels", {})
-        yield Heartbeat(
-            hostname=str(beat.get("hostname", ""))[:253],
-            addr=str(beat.get("addr", ""))[:64],
-            version=str(beat.get("version", ""))[:64],
-            labels={str(k)[:63]: str(v)[:255] for k, v in list(dict(labels).items())[:256]},
-        )
+        try:
+            labels = dict(beat.get("labels", {}))
+            heartbeat = Heartbeat(
+                hostname=str(beat.get("hostname", ""))[:253],
+                addr=str(beat.get("addr", ""))[:64],
+                version=str(beat.get("version", ""))[:64],
+                labels={str(k)[:63]: str(v)[:255] for k, v in list(labels.items())[:256]},
+            )
+        except (ValueError, TypeError):  # ``dict(5)`` is a TypeError: it would end the tunnel
+            logger.info("bad heartbeat ignored", extra={"node": getattr(side.node, "host_id", "")})
+            continue
+        yield heartbeat
 
 
 async def _audit(side: TunnelSide, process: asyncssh.SSHServerProcess[str]) -> int:

@@ -63,9 +63,8 @@ async def _lines(process: asyncssh.SSHClientProcess[bytes]) -> AsyncIterator[byt
         chunk = await process.stdout.read(64 * 1024)
         if not chunk:
             return
-        buffer += chunk
-        while b"\n" in buffer:
-            line, buffer = buffer.split(b"\n", 1)
+        *complete, buffer = (buffer + chunk).split(b"\n")  # one split: linear in the chunk
+        for line in complete:
             if line.strip():
                 yield line
         if len(buffer) > MAX_MESSAGE_BYTES:

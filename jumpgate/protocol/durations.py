@@ -23,7 +23,10 @@ def parse_duration(text: str) -> timedelta:
         pos = match.end()
     if not cleaned or pos != len(cleaned):
         raise ValueError(f"invalid duration {text!r}: use a number and a unit, e.g. 30s, 5m, 12h")
-    return timedelta(seconds=total)
+    try:
+        return timedelta(seconds=total)
+    except OverflowError:
+        raise ValueError(f"invalid duration {text[:40]!r}: longer than any duration") from None
 
 
 def format_duration(delta: timedelta) -> str:

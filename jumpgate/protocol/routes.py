@@ -40,7 +40,7 @@ class Route:
         """The path with every parameter filled in and percent-encoded (a ``/`` too)."""
         if set(values) != set(self.parameters):
             raise TypeError(f"{self.path} takes {self.parameters}, not {tuple(values)}")
-        return _PARAMETER.sub(lambda m: quote(str(values[m.group(1)]), safe=""), self.path)
+        return _PARAMETER.sub(lambda m: _segment(str(values[m.group(1)])), self.path)
 
     def matches(self, path: str) -> bool:
         """Whether ``path`` (as sent, still percent-encoded) is this route's."""
@@ -49,6 +49,15 @@ class Route:
             for i, part in enumerate(_PARAMETER.split(self.path))
         )
         return re.fullmatch(pattern, path) is not None
+
+
+def _segment(value: str) -> str:
+    """``value`` as one path segment: percent-encoded whole, and ``.``/``..`` with their
+    dots encoded too, or the HTTP client removes them as dot segments (``/v1/users/../lock``
+    is sent as ``/v1/lock``) and the call reaches another route."""
+    if value in (".", ".."):
+        return value.replace(".", "%2E")
+    return quote(value, safe="")
 
 
 # The public API (``control_plane/handlers/api.py``)

@@ -46,7 +46,11 @@ async def _flood(site: Site, seconds: float, requests: int, size: int) -> dict[s
 
     async def worker(probe: Probe) -> None:
         while time.monotonic() < end:
-            status = await _batch(probe, [_exec("x" * size) for _ in range(per_batch)])
+            try:
+                status = await _batch(probe, [_exec("x" * size) for _ in range(per_batch)])
+            except (EOFError, BrokenPipeError):  # sent again at once after "try again": paced as
+                statuses["ended"] = statuses.get("ended", 0) + 1  # heartbeat lines: ended
+                return
             statuses[status] = statuses.get(status, 0) + 1
 
     async with as_the_node(site) as conn:

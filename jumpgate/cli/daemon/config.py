@@ -212,8 +212,8 @@ class Config(SettingsModel):
     def _tokens(cls, tokens: tuple[StaticTokenConfig, ...]) -> tuple[StaticTokenConfig, ...]:
         for token in tokens:
             check_tenant_name(token.tenant)
-            if len(token.token) < 16:
-                raise ValueError("a token must be at least 16 characters")
+            if len(token.token.strip()) < 16:
+                raise ValueError("a token must be at least 16 characters, not counting spaces")
         return tokens
 
     @field_validator("audit_events_uri")

@@ -17,6 +17,7 @@ from pydantic import (
 from jumpgate.edge_proxy.connections import ConnectionLimits
 from jumpgate.protocol.durations import Duration, within
 from jumpgate.protocol.functions import Function
+from jumpgate.protocol.models import SystemRole
 from jumpgate.protocol.settings import SettingsModel, whole
 
 
@@ -31,6 +32,17 @@ class StaticTokenConfig(SettingsModel):
     system_roles: tuple[str, ...] = Field(
         default=("node",), validation_alias=AliasChoices("system_roles", "roles")
     )
+
+    @field_validator("system_roles")
+    @classmethod
+    def _known(cls, roles: tuple[str, ...]) -> tuple[str, ...]:
+        known = [role.value for role in SystemRole]
+        if not roles:
+            raise ValueError(f"name at least one of {', '.join(known)}")
+        for role in roles:
+            if role not in known:
+                raise ValueError(f"{role[:40]!r} is not {' or '.join(known)}")
+        return roles
 
 
 class StorageConfig(SettingsModel):
