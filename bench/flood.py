@@ -13,6 +13,7 @@ import json
 import os
 import ssl
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -158,6 +159,14 @@ class LoginFlood:
         finally:
             self.sent.set()
             self.done.set()
+
+    def wait_in_flight(self, seconds: float) -> bool:
+        """Whether logins are in flight within ``seconds``: ``sent`` says the clients were
+        started, and on a loaded machine their TLS handshakes can take seconds more."""
+        deadline = time.monotonic() + seconds
+        while self.in_flight == 0 and not self.done.is_set() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return self.in_flight > 0
 
     def start(self) -> threading.Thread:
         thread = threading.Thread(target=self._run, daemon=True)

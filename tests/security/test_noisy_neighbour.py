@@ -53,6 +53,7 @@ def test_logins_flooding_one_tenant_leave_another_tenants_sessions_alone(site: S
     flood = LoginFlood(site.cluster.port, "noisy", ATTACKERS, seconds=ATTACK_SECONDS)
     thread = flood.start()
     flood.sent.wait(10)
+    assert flood.wait_in_flight(30), "no login of A's was ever in flight: no flood to test"
     time.sleep(1.0)  # the logins are in: connections made, bodies sent, bcrypt running
     runs = []
     for _ in range(5):
