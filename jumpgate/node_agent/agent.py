@@ -30,7 +30,7 @@ from jumpgate.node_agent.join import adopt, join, new_nonce, rediscover
 from jumpgate.node_agent.labels import DynamicLabel, evaluate
 from jumpgate.node_agent.recording import Spool
 from jumpgate.node_agent.retry import backoff
-from jumpgate.node_agent.server import LiveSessions, NodeServer
+from jumpgate.node_agent.server import SERVER_VERSION, LiveSessions, NodeServer
 from jumpgate.node_agent.tunnel_control import (
     ControlClient,
     first_ends,
@@ -260,6 +260,8 @@ class Agent:
             "server_host_keys": [(ssh_key, asyncssh.import_certificate(identity.certificate))],
             "encoding": None,
             "keepalive_interval": 30,
+            "server_version": SERVER_VERSION,
+            "line_editor": False,  # sessions carry raw bytes: the channel itself, unwrapped
         }
         async with conn:
             try:

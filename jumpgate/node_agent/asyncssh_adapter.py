@@ -1,104 +1,61 @@
 """Every use the node makes of asyncssh beyond its documented API, in one place.
 
-The node serves a session as an ``asyncssh.SSHServerProcess`` (its documented ``redirect``
-carries the bytes between the channel and the command, with flow control both ways), but it
-must also see those bytes on the way past: output is recorded before it is sent, transfers
-are watched in both directions, and a session over its audit budget takes no more input.
-asyncssh documents no hook for the output its redirection forwards, nor a way to serve the
-``sftp`` subsystem as a process rather than with its own in-process SFTP server (which would
-run with the agent's privileges). So this module, and only this one, relies on these
-undocumented parts, each checked by ``tests/unit/test_asyncssh_adapter.py`` against the
-version pinned in ``CHECKED_VERSION``:
+The node serves a session as a documented callback ``asyncssh.SSHServerSession``
+(``session_channel``) and carries the bytes itself (docs/decisions/0027). Two things sshd
+does on a session channel have no public call in asyncssh, so this module, and only this
+one, relies on these undocumented parts, each checked by ``tests/unit/test_asyncssh_adapter.py``
+against the version pinned in ``CHECKED_VERSION``:
 
-- ``SSHServerProcess(process_factory, sftp_factory, sftp_version, allow_scp)``: how asyncssh
-  itself builds a process (``SSHServerConnection.forward_tunneled_session``);
-- ``SSHProcess.feed_data(data, datatype)``: where redirected output reaches the channel;
-- ``SSHServerStreamSession._session_factory(stdin, stdout, stderr)`` and the constructors
-  ``SSHReader(session, channel)`` and ``SSHWriter(session, channel, datatype)``: how a session
-  is started, used here for ``sftp`` only.
-
-The rest are documented session callbacks (``data_received``, ``terminal_size_changed``,
-``session_started``, ``connection_lost``), overridden to tell an ``Observer``.
-The process factory given to asyncssh is a plain function (documented: it may be one), which
-hands the session's coroutine to ``spawn``: the node's task group supervises it, not
-asyncssh's connection (docs/decisions/0025).
+- ``SSHChannel._send_request(request, *args)``: sends a channel request now, without closing
+  the channel. The public ``exit()`` sends exit-status and closes at once; sshd sends
+  exit-status, then EOF, then CLOSE, and the EOF must follow the output still queued in the
+  channel (a client that has its EOF and sent its own may close: a status sent after that is
+  lost, as OpenSSH's ControlMaster showed).
+- a channel request handler is the channel's method ``_process_<name>_request(packet)``
+  (``asyncssh.misc.map_handler_name`` maps the name): ``eow@openssh.com``, which OpenSSH's
+  client sends when it can write no more of the output (``ssh host yes | head -1``), gets one
+  set on the channel instance.
 """
 
-from collections.abc import Callable, Coroutine
-from typing import Any, Protocol
+from collections.abc import Callable
+from typing import Any
 
 import asyncssh
+from asyncssh.misc import map_handler_name
+from asyncssh.packet import Boolean, String, UInt32
 
 CHECKED_VERSION = "2.24.1"
 """The asyncssh release the private parts above were read in and tested against."""
 
-Handler = Callable[["ObservedProcess"], Coroutine[Any, Any, None]]
-"""Serves one session to its end."""
-Spawn = Callable[[Coroutine[Any, Any, None]], object]
-"""Runs a session's handler as a supervised task."""
+END_OF_WRITING = "eow@openssh.com"
+"""OpenSSH's channel request: the client's output failed, the server should send no more."""
 
 
-class Observer(Protocol):
-    """What the node does as a session's bytes and events go past."""
-
-    def started(self) -> None:
-        """The exec, shell or subsystem request was accepted; no data has been delivered."""
-
-    def output(self, data: bytes, datatype: asyncssh.DataType) -> bool:
-        """Output on its way to the user; False: it goes no further."""
-
-    def input(self, data: bytes, datatype: asyncssh.DataType) -> bool:
-        """Input from the user on its way to the command; False: it goes no further."""
-
-    def resized(self, width: int, height: int) -> None:
-        """The user's terminal changed size (the PTY already follows it)."""
-
-    def closed(self) -> None:
-        """The channel is gone."""
+def finish(
+    channel: asyncssh.SSHServerChannel[bytes], status: int, signal: str | None = None
+) -> None:
+    """End a session channel as sshd does: exit-status (or exit-signal, by name without
+    ``SIG``), then EOF after the output still queued, then CLOSE. Nothing if it is closing."""
+    if channel.is_closing():
+        return
+    send: Any = channel._send_request  # see the module's docstring
+    if signal is None:
+        send(b"exit-status", UInt32(status & 0xFF))
+    else:
+        send(b"exit-signal", String(signal), Boolean(False), String(""), String(""))
+    channel.write_eof()
+    channel.close()
 
 
-class ObservedProcess(asyncssh.SSHServerProcess[bytes]):
-    """A session process that tells its ``observer`` what passes, and serves ``sftp`` as a
-    process like any other (the handler runs OpenSSH's ``sftp-server`` as the login)."""
+def on_end_of_writing(channel: asyncssh.SSHServerChannel[bytes], then: Callable[[], None]) -> None:
+    """Call ``then`` when the client sends ``eow@openssh.com`` on ``channel``."""
 
-    def __init__(self, handler: Handler, observer: Observer, spawn: Spawn) -> None:
-        def start(process: asyncssh.SSHServerProcess[bytes]) -> None:
-            assert process is self
-            spawn(handler(self))
+    def handler(packet: Any) -> bool:
+        packet.check_end()
+        then()
+        return True
 
-        super().__init__(start, None, 0, False)
-        self.observer = observer
-
-    def subsystem_requested(self, subsystem: str) -> bool:
-        return True  # the handler refuses unknown subsystems with a message
-
-    def feed_data(self, data: bytes, datatype: asyncssh.DataType) -> None:
-        if self.observer.output(data, datatype):
-            super().feed_data(data, datatype)
-
-    def data_received(self, data: bytes, datatype: asyncssh.DataType) -> None:
-        if self.observer.input(data, datatype):
-            super().data_received(data, datatype)
-
-    def terminal_size_changed(self, width: int, height: int, pixwidth: int, pixheight: int) -> None:
-        super().terminal_size_changed(width, height, pixwidth, pixheight)
-        self.observer.resized(width, height)
-
-    def session_started(self) -> None:
-        # asyncssh calls this once it has accepted the exec or subsystem request, and only
-        # then delivers the channel's data: the observer is ready before the first byte.
-        self.observer.started()
-        channel = self.channel
-        if channel.get_subsystem() != "sftp":
-            super().session_started()
-            return
-        stdin = asyncssh.SSHReader[bytes](self, channel)
-        stdout = asyncssh.SSHWriter[bytes](self, channel)
-        stderr = asyncssh.SSHWriter[bytes](self, channel, asyncssh.EXTENDED_DATA_STDERR)
-        self._session_factory(stdin, stdout, stderr)  # type: ignore[misc]
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        try:
-            super().connection_lost(exc)
-        finally:
-            self.observer.closed()
+    # A server left with its default ``line_editor=True`` hands sessions a wrapper whose
+    # ``_orig_chan`` is the channel that receives the requests.
+    target = getattr(channel, "_orig_chan", channel)
+    setattr(target, f"_process_{map_handler_name(END_OF_WRITING)}_request", handler)

@@ -5,13 +5,12 @@ Its node events (``session.start``, ``exec``, ``session.end``) are written wheth
 command exits, the user's client is killed, the channel fails, or the agent stops
 (``server.LiveSessions.end_all``). They go to the agent's audit spool, on disk.
 
-asyncssh runs the session as an ``asyncssh_adapter.ObservedProcess``, which tells the
-``NodeSession`` what passes: output is written to the recording before it is sent, so
-whatever the user saw is on disk; ``sftp`` runs OpenSSH's ``sftp-server`` as the login.
+The channel is a ``session_channel.SessionChannel``, which tells the ``NodeSession`` what
+passes: output is written to the recording before it is sent, so whatever the user saw is on
+disk; ``sftp`` runs OpenSSH's ``sftp-server`` as the login, like any other command.
 """
 
 import asyncio
-import contextlib
 import logging
 import os
 import uuid
@@ -23,10 +22,10 @@ import asyncssh
 
 from jumpgate.node_agent import audit as events
 from jumpgate.node_agent import sessions
-from jumpgate.node_agent.asyncssh_adapter import ObservedProcess, Spawn
 from jumpgate.node_agent.audit_budget import Budgets, SessionAudit
 from jumpgate.node_agent.recording import Recorder
 from jumpgate.node_agent.scp_watch import ScpWatch, scp_server_argv
+from jumpgate.node_agent.session_channel import SessionChannel, Spawn
 from jumpgate.node_agent.sftp_watch import SftpWatch
 from jumpgate.node_agent.uploads import Uploader
 from jumpgate.protocol.audit import EventType
@@ -35,8 +34,6 @@ from jumpgate.protocol.ssh_identity import cert_identity
 
 logger = logging.getLogger(__name__)
 
-CLOSE_SECONDS = 10.0
-"""How long a finished session waits for its channel to close before it stops caring."""
 NO_LOGIN_SHELLS = frozenset({"nologin", "false"})
 """A login with one of these shells gets no session of any kind, transfers included (sshd
 runs even scp through the login's shell, which refuses)."""
@@ -67,11 +64,11 @@ class Host(Protocol):
 
 
 class NodeSession:
-    """A session channel's state, and the ``asyncssh_adapter.Observer`` of its bytes."""
+    """A session channel's state, and the ``session_channel.Observer`` of its bytes."""
 
     def __init__(self, host: Host, spawn: Spawn, *, on_closed: Callable[[], None]) -> None:
         self.host = host
-        self.process = ObservedProcess(_serve, self, spawn)
+        self.channel = SessionChannel(_serve, self, spawn)
         self._on_closed = on_closed
         self.recorder: Recorder | None = None
         self.sync = False  # node-sync: a recording that fails ends the session
@@ -84,7 +81,7 @@ class NodeSession:
         self.ended_by: str | None = None  # why the agent ended the session, if it did
         self.over_budget = False  # it went over its audit budget: nothing more it sends runs
 
-    # -- what the process tells it (``asyncssh_adapter.Observer``) ----------------------------
+    # -- what the channel tells it (``session_channel.Observer``) -----------------------------
 
     def started(self) -> None:
         _decide(self)
@@ -124,51 +121,48 @@ class NodeSession:
 
     def say(self, message: str) -> None:
         """A line on the user's stderr, if the channel can still take one."""
-        with contextlib.suppress(Exception):
-            self.process.stderr.write(message.encode())
+        self.channel.say(message.encode())
 
     def end_over_budget(self, reason: str) -> None:
         """End a session whose audit events outran its budget (``audit_budget``)."""
         self.over_budget = True
         self.ended_by = reason
         self.say(f"\r\njumpgate: the session ended: {reason}\r\n")
-        with contextlib.suppress(Exception):
-            self.process.close()
+        self.channel.close()
 
     def _recording_failed(self) -> None:
         self.recorder = None
         message = b"\r\njumpgate: the session ended: it could not be recorded (node-sync)\r\n"
-        with contextlib.suppress(Exception):  # the channel may be closing already
-            self.process.channel.write_stderr(message)
-            self.process.channel.exit(255)
+        self.channel.say(message)
+        self.channel.finish(255)
 
 
-def _opened_size(process: asyncssh.SSHServerProcess[bytes]) -> tuple[int, int]:
+def _opened_size(channel: SessionChannel) -> tuple[int, int]:
     """The size a session's terminal starts at, as its recording says it (80x24 when the
     client gave none)."""
-    width, height, _, _ = process.term_size
+    width, height, _, _ = channel.term_size
     return width or 80, height or 24
 
 
 def _recorder(
-    process: ObservedProcess, uploads: Uploader, account: sessions.Account, who: dict[str, str]
+    channel: SessionChannel, uploads: Uploader, account: sessions.Account, who: dict[str, str]
 ) -> Recorder | None:
     """Start recording a shell or exec session, if the tenant records it; ``OSError`` if it
     does and the recording cannot start (the session must not start then)."""
-    shell = process.command is None
+    shell = channel.command is None
     if uploads.mode is RecordingMode.OFF or not (shell or uploads.record_exec):
         return None
-    width, height = _opened_size(process)
+    width, height = _opened_size(channel)
     meta = RecordingMeta(
         session_id=who["session_id"],
         kind="shell" if shell else "exec",
         user=who["user"],
         login=who["login"],
-        command=process.command,
+        command=channel.command,
         started=datetime.now(UTC),
         width=width,
         height=height,
-        term=process.term_type or "",
+        term=channel.term_type or "",
         shell=account.shell,
     )
     recorder = Recorder(uploads.spool.create(meta), on_part=uploads.wake)
@@ -176,12 +170,12 @@ def _recorder(
     return recorder
 
 
-def _transfer_argv(process: ObservedProcess, account: sessions.Account) -> list[str] | None:
+def _transfer_argv(channel: SessionChannel, account: sessions.Account) -> list[str] | None:
     """The argv of a legacy scp transfer, run without a shell; None for anything else.
     Never on a PTY: real scp asks for none, and a terminal is a session."""
-    if process.term_type or os.path.basename(account.shell) in NO_LOGIN_SHELLS:
+    if channel.term_type or os.path.basename(account.shell) in NO_LOGIN_SHELLS:
         return None
-    return scp_server_argv(process.command)
+    return scp_server_argv(channel.command)
 
 
 def _decide(session: NodeSession) -> None:
@@ -189,11 +183,11 @@ def _decide(session: NodeSession) -> None:
     session starts, before the channel delivers any data, so no byte of a transfer passes
     unwatched (issue 14 round 2: bytes sent along with the request went by before the
     handler set the watcher, and 2 uploads in 5 were not audited)."""
-    process = session.process
-    conn = process.channel.get_connection()
+    channel = session.channel
+    conn = channel.channel.get_connection()
     assert isinstance(conn, asyncssh.SSHServerConnection)
     identity = cert_identity(conn)
-    login = process.get_extra_info("username")
+    login = channel.get_extra_info("username")
     # No remote address: the node sees the proxy's; the proxy's own events have the user's.
     who = session.who = {
         "user": identity.user if identity else "",
@@ -213,27 +207,28 @@ def _decide(session: NodeSession) -> None:
             events.event(kind, outcome=outcome, **who, **fields)
         )
 
-    if process.subsystem == "sftp":
-        session.watch = SftpWatch(transfer(EventType.SFTP), stop=process.close)
-    elif process.command is not None:
-        argv = session.transfer_argv = _transfer_argv(process, account)
+    if channel.subsystem == "sftp":
+        session.watch = SftpWatch(transfer(EventType.SFTP), stop=channel.close)
+    elif channel.command is not None:
+        argv = session.transfer_argv = _transfer_argv(channel, account)
         if argv is not None:
             session.watch = ScpWatch.for_argv(
-                argv, transfer(EventType.SCP), account.home, process.close
+                argv, transfer(EventType.SCP), account.home, channel.close
             )
 
 
-async def _serve(process: ObservedProcess) -> None:
+async def _serve(channel: SessionChannel) -> None:
     """Run the session as the login the certificate allowed; record and audit it."""
-    session = process.observer
+    session = channel.observer
     assert isinstance(session, NodeSession)
-    login = process.get_extra_info("username")
+    login = channel.get_extra_info("username")
     host = session.host
     assert session.who is not None  # ``started`` decided, before this task ran
     assert session.audit is not None
     who = session.who
     audit = session.audit
-    status = 1
+    status = 1  # the exit code the audit and the recording get (128+N for signal N)
+    returncode = 1  # how the command ended, as the client is told (negative: a signal)
     recorder = None
     resizes: events.Resizes | None = None
     host.live.add(session)
@@ -246,13 +241,13 @@ async def _serve(process: ObservedProcess) -> None:
             lambda width, height: audit.put(
                 events.event(EventType.SESSION_RESIZE, **who, size=f"{width}:{height}")
             ),
-            size=_opened_size(process) if process.term_type else None,
+            size=_opened_size(channel) if channel.term_type else None,
         )
-        if session.watch is None and not process.subsystem:
+        if session.watch is None and not channel.subsystem:
             try:
-                recorder = session.recorder = _recorder(process, host.uploads, account, who)
+                recorder = session.recorder = _recorder(channel, host.uploads, account, who)
             except OSError as exc:
-                status = 255
+                status = returncode = 255
                 _refuse_unrecorded(session, audit, who, exc)
                 return
             session.sync = host.uploads.mode is RecordingMode.NODE_SYNC
@@ -260,11 +255,12 @@ async def _serve(process: ObservedProcess) -> None:
             events.event(
                 EventType.SESSION_START,
                 **who,
-                terminal=bool(process.term_type),
+                terminal=bool(channel.term_type),
                 recorded=recorder is not None,
             )
         )
-        status = await sessions.run(process, account, argv)
+        returncode = await sessions.run(channel, account, argv)
+        status = returncode if returncode >= 0 else 128 - returncode
     except (OSError, KeyError, asyncssh.Error) as exc:
         logger.warning("session failed", extra={"login": login, "reason": str(exc)})
         session.say(f"session failed on the node: {exc}\n")
@@ -284,12 +280,7 @@ async def _serve(process: ObservedProcess) -> None:
         finally:
             _audit_end(session, audit, who, status)
             host.live.discard(session)
-            with contextlib.suppress(Exception):
-                process.exit(status)
-    # asyncssh closes the redirected pipes with clean-up steps that only wait_closed() runs;
-    # left unawaited, each is a "coroutine was never awaited" warning in the agent's log.
-    with contextlib.suppress(Exception):
-        await asyncio.wait_for(process.wait_closed(), CLOSE_SECONDS)
+            channel.finish(returncode)
 
 
 def _refuse_unrecorded(
@@ -305,7 +296,7 @@ def _refuse_unrecorded(
             EventType.SESSION_START,
             outcome="E",
             **who,
-            terminal=bool(session.process.term_type),
+            terminal=bool(session.channel.term_type),
             recorded=False,
             error=f"refused: the session could not be recorded ({exc})"[:500],
         )
@@ -321,7 +312,7 @@ def _audit_end(
 ) -> None:
     ended: dict[str, Any] = {"reason": session.ended_by} if session.ended_by else {}
     audit.put(events.event(EventType.SESSION_END, **who, exit_code=status, **ended))
-    command = session.process.command
+    command = session.channel.command
     if command is not None:
         outcome = "I" if status == 0 else "E"
         audit.put(

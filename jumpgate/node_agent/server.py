@@ -24,10 +24,15 @@ from jumpgate.node_agent.audit_budget import Budgets
 from jumpgate.node_agent.node_session import NodeSession
 from jumpgate.node_agent.uploads import Uploader
 from jumpgate.protocol import certs
+from jumpgate.protocol.version import server_version
 
 logger = logging.getLogger(__name__)
 
 AGENT_STOPPED = "the agent stopped"
+SERVER_VERSION = f"OpenSSH_compatible Jumpgate_{server_version()}"
+"""The node's SSH version string. OpenSSH's client sends ``eow@openssh.com`` (its output
+failed: ``ssh host yes | head -1``) only to a server whose version matches ``OpenSSH*``;
+without it the command never learns that nobody reads it and never ends (decision 0027)."""
 MAX_SESSIONS = 10
 """Session channels one user connection may hold open at once (OpenSSH's ``MaxSessions``)."""
 
@@ -66,8 +71,7 @@ class LiveSessions:
         for session, _ in waiting:
             session.ended_by = reason
             session.say(f"jumpgate: the session ended: {reason} on the node\r\n")
-            with contextlib.suppress(Exception):
-                session.process.channel.close()
+            session.channel.close()
         if waiting:
             logger.info("ending live sessions", extra={"sessions": len(waiting), "reason": reason})
             with contextlib.suppress(TimeoutError):
@@ -167,7 +171,7 @@ class NodeServer(asyncssh.SSHServer):
                 " once): close one, or open another connection",
             )
         self._sessions += 1
-        return NodeSession(self, self.spawn, on_closed=self._session_closed).process
+        return NodeSession(self, self.spawn, on_closed=self._session_closed).channel
 
     def _session_closed(self) -> None:
         self._sessions -= 1

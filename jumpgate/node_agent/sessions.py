@@ -7,17 +7,22 @@ run as that user, so file access obeys the user's permissions, never the agent's
 
 import asyncio
 import contextlib
-import io
+import fcntl
 import os
 import pty
 import pwd
 import shutil
 import signal
+import struct
 import termios
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any
 
-import asyncssh
+from asyncssh import EXTENDED_DATA_STDERR
+
+from jumpgate.node_agent.child_io import Input, Output, read_from, write_to
+from jumpgate.node_agent.session_channel import SessionChannel
 
 SFTP_SERVERS = (
     "/usr/lib/openssh/sftp-server",
@@ -76,26 +81,25 @@ def sftp_server() -> str | None:
     return shutil.which("sftp-server")
 
 
-async def run(
-    process: asyncssh.SSHServerProcess[bytes], account: Account, argv: list[str] | None = None
-) -> int:
-    """Serve one session channel to completion; the exit status. ``argv``, if given, is run
-    as it is instead of the command through the login's shell (a judged scp transfer)."""
-    if process.subsystem == "sftp":
-        return await _sftp(process, account)
-    if process.subsystem:
-        process.stderr.write(f"subsystem {process.subsystem!r} is not served\n".encode())
+async def run(session: SessionChannel, account: Account, argv: list[str] | None = None) -> int:
+    """Serve one session channel until its command ends and all its output is read; its
+    return code (negative: the signal that ended it). ``argv``, if given, is run as it is
+    instead of the command through the login's shell (a judged scp transfer)."""
+    if session.subsystem == "sftp":
+        return await _sftp(session, account)
+    if session.subsystem:
+        session.say(f"subsystem {session.subsystem!r} is not served\n".encode())
         return 1
-    if process.term_type:
-        return await _with_pty(process, account)
-    return await _with_pipes(process, account, argv)
+    if session.term_type:
+        return await _with_pty(session, account)
+    command = _direct(argv) if argv is not None else _argv(session, account)
+    return await _with_pipes(session, command, account, start_new_session=True)
 
 
-def _argv(process: asyncssh.SSHServerProcess[bytes], account: Account) -> list[str]:
-    command = process.command
-    if command is None:
+def _argv(session: SessionChannel, account: Account) -> list[str]:
+    if session.command is None:
         return [account.shell, "-l"]
-    return [account.shell, "-c", command]
+    return [account.shell, "-c", session.command]
 
 
 def _direct(argv: list[str]) -> list[str]:
@@ -106,26 +110,19 @@ def _direct(argv: list[str]) -> list[str]:
     return [program, *argv[1:]]
 
 
-async def _spawn_piped(
-    process: asyncssh.SSHServerProcess[bytes], argv: list[str], account: Account, **options: Any
-) -> asyncio.subprocess.Process:
-    """Start ``argv`` with its stdin, stdout and stderr redirected to the channel.
-
-    Output comes through plain OS pipes, not asyncio streams: asyncssh reads a pipe with
-    transport flow control, while its reader of an asyncio StreamReader can call read() twice
-    when output is paused and resumed quickly, which kills the connection (large outputs did,
-    every few runs). Input stays an asyncio stream: asyncssh's pipe writer can close the pipe
-    at the user's EOF before the last bytes are written (``cat`` echoed short).
-    """
-    pipes = [os.pipe() for _ in range(2)]
-    ours = [pipes[0][0], pipes[1][0]]
-    theirs = [pipes[0][1], pipes[1][1]]
+async def _with_pipes(
+    session: SessionChannel, argv: list[str], account: Account, **options: Any
+) -> int:
+    """Run ``argv`` on three pipes, as sshd does without a PTY."""
+    pipes = [os.pipe() for _ in range(3)]
+    theirs = [pipes[0][0], pipes[1][1], pipes[2][1]]
+    ours = [pipes[0][1], pipes[1][0], pipes[2][0]]
     try:
         child = await asyncio.create_subprocess_exec(  # type: ignore[misc]
             *argv,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=theirs[0],
-            stderr=theirs[1],
+            stdin=theirs[0],
+            stdout=theirs[1],
+            stderr=theirs[2],
             env=account.environment(None),
             **options,
             **account.spawn_options(),  # type: ignore[arg-type]
@@ -137,97 +134,93 @@ async def _spawn_piped(
     finally:
         for fd in theirs:
             os.close(fd)
-    await process.redirect(
-        stdin=child.stdin,
-        stdout=os.fdopen(ours[0], "rb", buffering=0),
-        stderr=os.fdopen(ours[1], "rb", buffering=0),
-    )
-    return child
+    session.pid = child.pid
+    stdin = Input(session.channel, terminal=False)
+    outputs = [Output(None, session.deliver), Output(EXTENDED_DATA_STDERR, session.deliver)]
+    await write_to(ours[0], stdin)
+    await read_from(ours[1], outputs[0])
+    await read_from(ours[2], outputs[1])
+    session.attach(stdin, outputs)
+    return await _until_ended(child, session, drain=None)
 
 
-async def _with_pipes(
-    process: asyncssh.SSHServerProcess[bytes], account: Account, argv: list[str] | None = None
-) -> int:
-    command = _direct(argv) if argv is not None else _argv(process, account)
-    child = await _spawn_piped(process, command, account, start_new_session=True)
-    status = await _until_exit(child, process)
-    status = status if status >= 0 else 128 - status
-    # Exit only once the child's last output has been read and sent: drain() waits for the
-    # redirected pipe to reach EOF as well as for the channel to flush. A channel already
-    # gone takes nothing more: then do not wait on it (or fail) for long.
-    if process.channel.is_closing():
-        with contextlib.suppress(TimeoutError, OSError, asyncssh.Error):
-            await asyncio.wait_for(_drain(process), PTY_DRAIN_SECONDS)
-        return status
-    await _drain(process)
-    return status
-
-
-async def _drain(process: asyncssh.SSHServerProcess[bytes]) -> None:
-    await process.stdout.drain()
-    await process.stderr.drain()
-
-
-async def _with_pty(process: asyncssh.SSHServerProcess[bytes], account: Account) -> int:
+async def _with_pty(session: SessionChannel, account: Account) -> int:
     master, slave = pty.openpty()
+    width, height, pixwidth, pixheight = session.term_size
+    with contextlib.suppress(OSError):
+        size = struct.pack("HHHH", height, width, pixwidth, pixheight)
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, size)
     try:
-        child = await asyncio.create_subprocess_exec(
-            *_argv(process, account),
-            stdin=slave,
-            stdout=slave,
-            stderr=slave,
-            env=account.environment(process.term_type),
-            start_new_session=True,
-            preexec_fn=_controlling_tty,
-            **account.spawn_options(),  # type: ignore[arg-type]
-        )
+        writing = os.dup(master)
+        try:
+            child = await asyncio.create_subprocess_exec(
+                *_argv(session, account),
+                stdin=slave,
+                stdout=slave,
+                stderr=slave,
+                env=account.environment(session.term_type),
+                start_new_session=True,
+                preexec_fn=_controlling_tty,
+                **account.spawn_options(),  # type: ignore[arg-type]
+            )
+        except BaseException:
+            os.close(writing)
+            raise
+    except BaseException:
+        os.close(master)
+        raise
     finally:
         os.close(slave)
-    # Input and output each get their own descriptor of the master, as sshd's do: asyncssh
-    # closes the input side at the user's EOF (``ssh -tt host cmd </dev/null`` sends it at
-    # once), and a shared one took the output with it: the command's output was lost.
-    output = os.fdopen(master, "rb", buffering=0)
-    try:
-        terminal = _TerminalInput(os.dup(master), "wb")
-    except BaseException:
-        output.close()
-        raise
-    # asyncssh sizes the PTY from the request and follows window changes on a tty it writes to.
-    await process.redirect(stdin=terminal, stdout=output, send_eof=False)
-    status = await _until_exit(child, process)
+    session.pid = child.pid
+    # Input and output each get their own descriptor of the master, as sshd's do.
+    terminal = Input(session.channel, terminal=True)
+    output = Output(None, session.deliver)
+    session.terminal = writing
+    await write_to(writing, terminal)
+    await read_from(master, output)
+    session.attach(terminal, [output])
     # A background job may keep the PTY open; like sshd, end the session with the shell.
-    with contextlib.suppress(TimeoutError, OSError, asyncssh.Error):
-        await asyncio.wait_for(process.stdout.drain(), PTY_DRAIN_SECONDS)
-    return status if status >= 0 else 128 - status
+    return await _until_ended(child, session, drain=PTY_DRAIN_SECONDS)
 
 
-class _TerminalInput(io.FileIO):
-    """The PTY master's input side. Closing it (the user's EOF) types the terminal's EOF
-    character first, as a user at the keyboard would with ^D, so a command reading its input
-    (``cat``) ends rather than waits forever; a terminal in raw mode gets nothing typed."""
-
-    def close(self) -> None:
-        if not self.closed:
-            with contextlib.suppress(OSError, termios.error):
-                attributes = termios.tcgetattr(self.fileno())
-                if attributes[3] & termios.ICANON:
-                    os.write(self.fileno(), attributes[6][termios.VEOF])
-        super().close()
-
-
-async def _until_exit(
-    child: asyncio.subprocess.Process, process: asyncssh.SSHServerProcess[bytes]
+async def _until_ended(
+    child: asyncio.subprocess.Process, session: SessionChannel, drain: float | None
 ) -> int:
-    """The command's exit status; if the user's connection goes first, hang up on it as sshd
+    """The command's return code once it has exited and its output has all been read (for
+    at most ``drain`` seconds after it exited, if given; as long as the output stays open
+    otherwise, as sshd waits for a background job holding the pipes)."""
+    try:
+        code = await _until_exit(child, session)
+        wait = drain if not session.lost.is_set() else PTY_DRAIN_SECONDS
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(_first(session.outputs_ended(), session.lost.wait()), wait)
+        return code
+    finally:
+        session.detach()
+
+
+async def _first(*waits: Coroutine[Any, Any, Any]) -> None:
+    """Until the first of ``waits`` is done; the others are cancelled."""
+    tasks = [asyncio.ensure_future(wait) for wait in waits]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def _until_exit(child: asyncio.subprocess.Process, session: SessionChannel) -> int:
+    """The command's return code; if the user's connection goes first, hang up on it as sshd
     does (SIGHUP to its process group, SIGKILL if it lingers) rather than leave it running."""
     async with asyncio.TaskGroup() as tasks:  # neither wait outlives this one
         exited = tasks.create_task(child.wait())
-        lost = tasks.create_task(process.channel.wait_closed())
+        lost = tasks.create_task(session.lost.wait())
         await asyncio.wait({exited, lost}, return_when=asyncio.FIRST_COMPLETED)
         lost.cancel()
         if not exited.done():
             for sig, grace in ((signal.SIGHUP, HANGUP_SECONDS), (signal.SIGKILL, None)):
-                with contextlib.suppress(ProcessLookupError):
+                with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(child.pid, sig)
                 try:
                     await asyncio.wait_for(asyncio.shield(exited), grace)
@@ -239,18 +232,13 @@ async def _until_exit(
 
 def _controlling_tty() -> None:
     """Make stdin (the PTY slave) the session's controlling terminal, as a login does."""
-    import fcntl
-    import termios
-
     fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 
 
-async def _sftp(process: asyncssh.SSHServerProcess[bytes], account: Account) -> int:
+async def _sftp(session: SessionChannel, account: Account) -> int:
+    """SFTP: a program run as the login on raw bytes, as sshd runs its ``sftp-server``."""
     server = sftp_server()
     if server is None:
-        process.stderr.write(b"sftp is not available: install openssh-sftp-server on the node\n")
+        session.say(b"sftp is not available: install openssh-sftp-server on the node\n")
         return 1
-    child = await _spawn_piped(process, [server], account)
-    status = await _until_exit(child, process)
-    await process.stdout.drain()
-    return status
+    return await _with_pipes(session, [server], account)
