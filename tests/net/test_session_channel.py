@@ -1,13 +1,13 @@
-"""``asyncssh_adapter.ObservedProcess`` on a real asyncssh connection on 127.0.0.1.
+"""``session_channel.SessionChannel`` on a real asyncssh connection on 127.0.0.1.
 
-The node records and watches a session through it; if an asyncssh release stops calling
-what the adapter overrides (``tests/unit/test_asyncssh_adapter.py`` checks the names), these
-show the session would go unrecorded or unwatched: output not seen before it is sent, input
-not held back, the observer told late, sftp not run as a process.
+The node records and watches a session through it, and ends it as sshd does; these show a
+session that would go unrecorded or unwatched (output not seen before it is sent, input not
+held back, the observer told late) or end out of order (its exit status after its EOF).
+The command is a real child process on real pipes (``sessions``).
 """
 
 import asyncio
-import os
+import getpass
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from typing import Any
@@ -15,7 +15,8 @@ from typing import Any
 import asyncssh
 import pytest
 
-from jumpgate.node_agent.asyncssh_adapter import Handler, ObservedProcess
+from jumpgate.node_agent import sessions
+from jumpgate.node_agent.session_channel import Handler, SessionChannel
 
 pytestmark = pytest.mark.net
 
@@ -53,7 +54,7 @@ class _Observer:
 
 
 class _Server(asyncssh.SSHServer):
-    """Serves every session as an ``ObservedProcess`` of ``handler``, its tasks in ``tasks``."""
+    """Serves every session as a ``SessionChannel`` of ``handler``, its tasks in ``tasks``."""
 
     def __init__(self, handler: Handler, observer: _Observer, tasks: asyncio.TaskGroup) -> None:
         self.handler = handler
@@ -65,7 +66,7 @@ class _Server(asyncssh.SSHServer):
         return False
 
     def session_requested(self) -> asyncssh.SSHServerSession[bytes]:
-        return ObservedProcess(self.handler, self.observer, self._spawn)
+        return SessionChannel(self.handler, self.observer, self._spawn)
 
     def _spawn(self, handler: Coroutine[Any, Any, None]) -> None:
         self.spawned += 1
@@ -86,7 +87,12 @@ async def _connected(
 
         key = asyncssh.generate_private_key("ssh-ed25519")
         server = await asyncssh.listen(
-            "127.0.0.1", 0, server_host_keys=[key], server_factory=factory, encoding=None
+            "127.0.0.1",
+            0,
+            server_host_keys=[key],
+            server_factory=factory,
+            encoding=None,
+            line_editor=False,
         )
         port = server.sockets[0].getsockname()[1]
         try:
@@ -99,16 +105,17 @@ async def _connected(
             await server.wait_closed()
 
 
-async def _from_pipe(process: ObservedProcess) -> None:
-    """Echo stdin back through a pipe the process redirects, as the node sends a command's
-    output; the exit once all of it is sent."""
-    data = await process.stdin.read()
-    read_end, write_end = os.pipe()
-    await process.redirect(stdout=os.fdopen(read_end, "rb", buffering=0))
-    os.write(write_end, b"output:" + data)
-    os.close(write_end)
-    await process.stdout.drain()
-    process.exit(0)
+ACCOUNT = sessions.Account.lookup(getpass.getuser())
+
+
+def _running(command: str) -> Handler:
+    """A handler running ``command`` as the node runs one, through the login's shell."""
+
+    async def handler(session: SessionChannel) -> None:
+        session.command = command
+        session.finish(await sessions.run(session, ACCOUNT))
+
+    return handler
 
 
 @pytest.mark.parametrize(
@@ -118,8 +125,8 @@ def test_input_and_output_go_past_the_observer_first(allow: bool, sent: bytes) -
     observer = _Observer(allow)
 
     async def case() -> asyncssh.SSHCompletedProcess:
-        async with _connected(_from_pipe, observer) as (conn, spawned):
-            result = await asyncio.wait_for(conn.run("echo", input=b"abc", encoding=None), SECONDS)
+        async with _connected(_running("printf output:; cat"), observer) as (conn, spawned):
+            result = await asyncio.wait_for(conn.run("x", input=b"abc", encoding=None), SECONDS)
             assert spawned() == 1  # run once, through the task group, not by asyncssh as well
         return result
 
@@ -131,20 +138,66 @@ def test_input_and_output_go_past_the_observer_first(allow: bool, sent: bytes) -
     assert observer.seen[-1] == ("closed", None)
 
 
-def test_sftp_is_run_as_a_process_by_the_handler() -> None:
-    async def handler(process: ObservedProcess) -> None:
-        process.stdout.write(f"served {process.subsystem} here".encode())
-        process.exit(0)
+class _Order(asyncssh.SSHClientSession[bytes]):
+    """Notes what the server's session sends, in order: output, exit status, EOF."""
 
-    observer = _Observer(True)
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+        self.received = 0
+
+    def data_received(self, data: bytes, datatype: asyncssh.DataType) -> None:
+        self.received += len(data)
+        if self.seen[-1:] != ["data"]:
+            self.seen.append("data")
+
+    def exit_status_received(self, status: int) -> None:
+        self.seen.append(f"exit {status}")
+
+    def exit_signal_received(self, signal: str, core_dumped: bool, msg: str, lang: str) -> None:
+        self.seen.append(f"signal {signal}")
+
+    def eof_received(self) -> bool:
+        self.seen.append("eof")
+        return False
+
+
+@pytest.mark.parametrize(
+    ("command", "ends"),
+    [
+        ("head -c 1000000 /dev/zero; exit 3", "exit 3"),
+        ("ls /nonexistent", "exit 2"),
+        ("head -c 1000000 /dev/zero; kill -TERM $$", "signal TERM"),
+    ],
+    ids=["status", "stderr", "signal"],
+)
+def test_the_exit_is_reported_before_the_eof_and_after_all_output(command: str, ends: str) -> None:
+    async def case() -> _Order:
+        async with _connected(_running(command), _Observer(True)) as (conn, _):
+            chan, session = await conn.create_session(_Order, "x", encoding=None)
+            chan.write_eof()
+            await asyncio.wait_for(chan.wait_closed(), SECONDS)
+            assert isinstance(session, _Order)
+            return session
+
+    session = asyncio.run(case())
+    assert session.seen[-2:] == [ends, "eof"]
+    assert session.received == (
+        1000000
+        if "head" in command
+        else len(b"ls: cannot access '/nonexistent': No such file or directory\n")
+    )
+
+
+def test_an_unknown_subsystem_is_refused_with_a_message() -> None:
+    async def handler(session: SessionChannel) -> None:
+        session.finish(await sessions.run(session, ACCOUNT))
 
     async def case() -> asyncssh.SSHCompletedProcess:
-        async with _connected(handler, observer) as (conn, _):
-            return await asyncio.wait_for(conn.run(subsystem="sftp", encoding=None), SECONDS)
+        async with _connected(handler, _Observer(True)) as (conn, _):
+            return await asyncio.wait_for(conn.run(subsystem="nosuch", encoding=None), SECONDS)
 
     result = asyncio.run(case())
-    assert (result.exit_status, result.stdout) == (0, b"served sftp here")
-    assert observer.of("started") == [None]
+    assert (result.exit_status, result.stderr) == (1, b"subsystem 'nosuch' is not served\n")
 
 
 def test_a_window_change_is_told_after_the_terminal_follows_it() -> None:
@@ -153,10 +206,10 @@ def test_a_window_change_is_told_after_the_terminal_follows_it() -> None:
     async def case() -> _Observer:
         observer = _Observer(True)
 
-        async def handler(process: ObservedProcess) -> None:
+        async def handler(session: SessionChannel) -> None:
             await asyncio.wait_for(observer.resized_to.wait(), SECONDS)
-            sizes.append(process.term_size[:2])
-            process.exit(0)
+            sizes.append(session.term_size[:2])
+            session.finish(0)
 
         async with _connected(handler, observer) as (conn, _):
             process = await conn.create_process(
