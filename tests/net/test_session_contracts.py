@@ -9,6 +9,7 @@ runs once for the module; every client is the OpenSSH ``ssh`` with the ssh_confi
 ``jump config`` prints (``tests/e2e/conftest.py``).
 """
 
+import hashlib
 import os
 import shutil
 import subprocess
@@ -87,6 +88,16 @@ def test_a_signal_ends_the_client_as_from_sshd(site: Site) -> None:
 def test_a_command_that_reads_no_input_keeps_its_status(site: Site) -> None:
     result = _ssh(site, "web-1", "exit 5", stdin=b"x" * (4 << 20))
     assert result.returncode == 5, result.stderr
+
+
+def test_input_read_slowly_arrives_whole_before_its_eof(site: Site) -> None:
+    """The command's stdin pipe fills while it sleeps: the channel pauses, and the client's
+    EOF, held behind the paused input, closes the pipe only once every byte is written."""
+    payload = os.urandom(4 << 20)
+    for _ in range(3):
+        result = _ssh(site, "web-1", "sleep 1; cat | sha256sum", stdin=payload)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.split()[0].decode() == hashlib.sha256(payload).hexdigest()
 
 
 @pytest.mark.parametrize("client", ["ssh", "jump"])
