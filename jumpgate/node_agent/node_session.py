@@ -25,8 +25,10 @@ from jumpgate.node_agent import audit as events
 from jumpgate.node_agent import sessions
 from jumpgate.node_agent.asyncssh_adapter import ObservedProcess, Spawn
 from jumpgate.node_agent.audit_budget import Budgets, SessionAudit
+from jumpgate.node_agent.pam_session import PamError
 from jumpgate.node_agent.recording import Recorder
 from jumpgate.node_agent.scp_watch import ScpWatch, scp_server_argv
+from jumpgate.node_agent.session_setup import SessionSetup, SetupPolicy, open_setup
 from jumpgate.node_agent.sftp_watch import SftpWatch
 from jumpgate.node_agent.uploads import Uploader
 from jumpgate.protocol.audit import EventType
@@ -64,6 +66,9 @@ class Host(Protocol):
 
     @property
     def live(self) -> Live: ...
+
+    @property
+    def setup(self) -> SetupPolicy: ...
 
 
 class NodeSession:
@@ -236,11 +241,17 @@ async def _serve(process: ObservedProcess) -> None:
     status = 1
     recorder = None
     resizes: events.Resizes | None = None
+    setup: SessionSetup | None = None
     host.live.add(session)
     try:
         account = session.account
         if account is None:
             raise KeyError(f"no such login on the node: {login}")
+        try:  # its environment, and PAM's account and session stages if the node runs PAM
+            setup = await open_setup(host.setup, process, account)
+        except PamError as exc:
+            _refuse(session, audit, who, str(exc))
+            return
         argv = session.transfer_argv
         session.on_resize = resizes = events.Resizes(
             lambda width, height: audit.put(
@@ -264,7 +275,7 @@ async def _serve(process: ObservedProcess) -> None:
                 recorded=recorder is not None,
             )
         )
-        status = await sessions.run(process, account, argv)
+        status = await sessions.run(process, account, argv, setup)
     except (OSError, KeyError, asyncssh.Error) as exc:
         logger.warning("session failed", extra={"login": login, "reason": str(exc)})
         session.say(f"session failed on the node: {exc}\n")
@@ -281,6 +292,8 @@ async def _serve(process: ObservedProcess) -> None:
                 resizes.close()  # the last size, if one is still waiting
             if recorder is not None:
                 recorder.close(status)
+            if setup is not None:
+                await setup.close()  # PAM's session ends after the command, however it ended
         finally:
             _audit_end(session, audit, who, status)
             host.live.discard(session)
@@ -290,6 +303,22 @@ async def _serve(process: ObservedProcess) -> None:
     # left unawaited, each is a "coroutine was never awaited" warning in the agent's log.
     with contextlib.suppress(Exception):
         await asyncio.wait_for(process.wait_closed(), CLOSE_SECONDS)
+
+
+def _refuse(session: NodeSession, audit: events.EventSink, who: dict[str, str], why: str) -> None:
+    """The session does not start: its start event says why, and the user is told."""
+    logger.warning("session refused", extra={"session_id": who["session_id"], "reason": why})
+    audit.put(
+        events.event(
+            EventType.SESSION_START,
+            outcome="E",
+            **who,
+            terminal=bool(session.process.term_type),
+            recorded=False,
+            error=why[:500],
+        )
+    )
+    session.say(f"jumpgate: session refused: {why}\r\n")
 
 
 def _refuse_unrecorded(

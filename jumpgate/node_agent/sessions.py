@@ -15,9 +15,11 @@ import shutil
 import signal
 import termios
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import asyncssh
+
+from jumpgate.node_agent import session_env
 
 SFTP_SERVERS = (
     "/usr/lib/openssh/sftp-server",
@@ -45,18 +47,11 @@ class Account:
         shell = entry.pw_shell if os.path.exists(entry.pw_shell) else "/bin/sh"
         return cls(entry.pw_name, entry.pw_uid, entry.pw_gid, entry.pw_dir, shell)
 
-    def environment(self, term: str | None) -> dict[str, str]:
-        env = {
-            "USER": self.name,
-            "LOGNAME": self.name,
-            "HOME": self.home,
-            "SHELL": self.shell,
-            "PATH": DEFAULT_PATH,
-            "LANG": os.environ.get("LANG", "C.UTF-8"),
-        }
-        if term:
-            env["TERM"] = term
-        return env
+    def environment(self, term: str | None, tty: str | None = None) -> dict[str, str]:
+        """The login's environment, as sshd's with nothing known of the session."""
+        return session_env.build(
+            name=self.name, uid=self.uid, home=self.home, shell=self.shell, term=term, tty=tty
+        )
 
     def spawn_options(self) -> dict[str, object]:
         """Switch to the user only when the agent can (runs as root) and needs to."""
@@ -68,6 +63,19 @@ class Account:
         return options
 
 
+class Setup(Protocol):
+    """What sshd does around a session's command (``session_setup.SessionSetup``)."""
+
+    def environment(self, term: str | None, tty: str | None = None) -> dict[str, str]:
+        """The command's environment."""
+
+    def started(self, pid: int, tty: str) -> None:
+        """The command runs on the PTY ``tty`` (its login record)."""
+
+    def ended(self) -> None:
+        """The command on the PTY has exited."""
+
+
 def sftp_server() -> str | None:
     """OpenSSH's sftp-server on this machine, if installed."""
     for path in SFTP_SERVERS:
@@ -77,18 +85,37 @@ def sftp_server() -> str | None:
 
 
 async def run(
-    process: asyncssh.SSHServerProcess[bytes], account: Account, argv: list[str] | None = None
+    process: asyncssh.SSHServerProcess[bytes],
+    account: Account,
+    argv: list[str] | None = None,
+    setup: Setup | None = None,
 ) -> int:
     """Serve one session channel to completion; the exit status. ``argv``, if given, is run
-    as it is instead of the command through the login's shell (a judged scp transfer)."""
+    as it is instead of the command through the login's shell (a judged scp transfer);
+    ``setup`` gives its environment and keeps its login record (default: the login's own
+    environment, no record)."""
+    setup = setup if setup is not None else _Bare(account)
     if process.subsystem == "sftp":
-        return await _sftp(process, account)
+        return await _sftp(process, account, setup)
     if process.subsystem:
         process.stderr.write(f"subsystem {process.subsystem!r} is not served\n".encode())
         return 1
     if process.term_type:
-        return await _with_pty(process, account)
-    return await _with_pipes(process, account, argv)
+        return await _with_pty(process, account, setup)
+    return await _with_pipes(process, account, setup, argv)
+
+
+class _Bare:
+    """No setup: the login's environment, no login record."""
+
+    def __init__(self, account: Account) -> None:
+        self.environment = account.environment
+
+    def started(self, pid: int, tty: str) -> None:
+        pass
+
+    def ended(self) -> None:
+        pass
 
 
 def _argv(process: asyncssh.SSHServerProcess[bytes], account: Account) -> list[str]:
@@ -107,7 +134,11 @@ def _direct(argv: list[str]) -> list[str]:
 
 
 async def _spawn_piped(
-    process: asyncssh.SSHServerProcess[bytes], argv: list[str], account: Account, **options: Any
+    process: asyncssh.SSHServerProcess[bytes],
+    argv: list[str],
+    account: Account,
+    setup: Setup,
+    **options: Any,
 ) -> asyncio.subprocess.Process:
     """Start ``argv`` with its stdin, stdout and stderr redirected to the channel.
 
@@ -126,7 +157,7 @@ async def _spawn_piped(
             stdin=asyncio.subprocess.PIPE,
             stdout=theirs[0],
             stderr=theirs[1],
-            env=account.environment(None),
+            env=setup.environment(None),
             **options,
             **account.spawn_options(),  # type: ignore[arg-type]
         )
@@ -146,10 +177,13 @@ async def _spawn_piped(
 
 
 async def _with_pipes(
-    process: asyncssh.SSHServerProcess[bytes], account: Account, argv: list[str] | None = None
+    process: asyncssh.SSHServerProcess[bytes],
+    account: Account,
+    setup: Setup,
+    argv: list[str] | None = None,
 ) -> int:
     command = _direct(argv) if argv is not None else _argv(process, account)
-    child = await _spawn_piped(process, command, account, start_new_session=True)
+    child = await _spawn_piped(process, command, account, setup, start_new_session=True)
     status = await _until_exit(child, process)
     status = status if status >= 0 else 128 - status
     # Exit only once the child's last output has been read and sent: drain() waits for the
@@ -168,15 +202,18 @@ async def _drain(process: asyncssh.SSHServerProcess[bytes]) -> None:
     await process.stderr.drain()
 
 
-async def _with_pty(process: asyncssh.SSHServerProcess[bytes], account: Account) -> int:
+async def _with_pty(
+    process: asyncssh.SSHServerProcess[bytes], account: Account, setup: Setup
+) -> int:
     master, slave = pty.openpty()
+    tty = os.ttyname(slave)
     try:
         child = await asyncio.create_subprocess_exec(
             *_argv(process, account),
             stdin=slave,
             stdout=slave,
             stderr=slave,
-            env=account.environment(process.term_type),
+            env=setup.environment(process.term_type, tty),
             start_new_session=True,
             preexec_fn=_controlling_tty,
             **account.spawn_options(),  # type: ignore[arg-type]
@@ -194,11 +231,25 @@ async def _with_pty(process: asyncssh.SSHServerProcess[bytes], account: Account)
         raise
     # asyncssh sizes the PTY from the request and follows window changes on a tty it writes to.
     await process.redirect(stdin=terminal, stdout=output, send_eof=False)
-    status = await _until_exit(child, process)
+    status = await _until_logged_out(child, process, setup, tty)
     # A background job may keep the PTY open; like sshd, end the session with the shell.
     with contextlib.suppress(TimeoutError, OSError, asyncssh.Error):
         await asyncio.wait_for(process.stdout.drain(), PTY_DRAIN_SECONDS)
     return status if status >= 0 else 128 - status
+
+
+async def _until_logged_out(
+    child: asyncio.subprocess.Process,
+    process: asyncssh.SSHServerProcess[bytes],
+    setup: Setup,
+    tty: str,
+) -> int:
+    """``_until_exit``, with the session's login record kept while the command runs."""
+    setup.started(child.pid, tty)
+    try:
+        return await _until_exit(child, process)
+    finally:
+        setup.ended()
 
 
 class _TerminalInput(io.FileIO):
@@ -245,12 +296,12 @@ def _controlling_tty() -> None:
     fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 
 
-async def _sftp(process: asyncssh.SSHServerProcess[bytes], account: Account) -> int:
+async def _sftp(process: asyncssh.SSHServerProcess[bytes], account: Account, setup: Setup) -> int:
     server = sftp_server()
     if server is None:
         process.stderr.write(b"sftp is not available: install openssh-sftp-server on the node\n")
         return 1
-    child = await _spawn_piped(process, [server], account)
+    child = await _spawn_piped(process, [server], account, setup)
     status = await _until_exit(child, process)
     await process.stdout.drain()
     return status
