@@ -24,7 +24,7 @@ import os
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 DEFAULT_ACCEPT_ENV = ("LANG", "LC_*")
 """The client variables a node takes unless configured otherwise (Debian's sshd_config)."""
@@ -99,6 +99,22 @@ def accepted(requested: Mapping[str, str], patterns: Iterable[str]) -> dict[str,
     return kept
 
 
+class Login(Protocol):
+    """The OS user a session runs as (``sessions.Account``)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def uid(self) -> int: ...
+
+    @property
+    def home(self) -> str: ...
+
+    @property
+    def shell(self) -> str: ...
+
+
 @dataclass(frozen=True)
 class SessionContext:
     """What a session's environment takes beyond its login: the client's accepted variables,
@@ -110,11 +126,8 @@ class SessionContext:
 
 
 def build(
+    login: Login,
     *,
-    name: str,
-    uid: int,
-    home: str,
-    shell: str,
     context: SessionContext | None = None,
     term: str | None = None,
     tty: str | None = None,
@@ -125,14 +138,14 @@ def build(
     env = {"LANG": os.environ.get("LANG", "C.UTF-8")}
     env.update(context.client)
     env.update(
-        USER=name,
-        LOGNAME=name,
-        HOME=home,
-        PATH=SUPERUSER_PATH if uid == 0 else USER_PATH,
+        USER=login.name,
+        LOGNAME=login.name,
+        HOME=login.home,
+        PATH=SUPERUSER_PATH if login.uid == 0 else USER_PATH,
     )
     if not context.pam:
-        env["MAIL"] = f"{MAIL_DIR}/{name}"
-    env["SHELL"] = shell
+        env["MAIL"] = f"{MAIL_DIR}/{login.name}"
+    env["SHELL"] = login.shell
     if "TZ" in os.environ:
         env["TZ"] = os.environ["TZ"]
     if term:

@@ -51,12 +51,8 @@ class SessionSetup:
         self._record: LoginRecord | None = None
 
     def environment(self, term: str | None, tty: str | None = None) -> dict[str, str]:
-        account = self.account
         return session_env.build(
-            name=account.name,
-            uid=account.uid,
-            home=account.home,
-            shell=account.shell,
+            self.account,
             context=self.context,
             term=term,
             tty=tty,

@@ -49,9 +49,7 @@ class Account:
 
     def environment(self, term: str | None, tty: str | None = None) -> dict[str, str]:
         """The login's environment, as sshd's with nothing known of the session."""
-        return session_env.build(
-            name=self.name, uid=self.uid, home=self.home, shell=self.shell, term=term, tty=tty
-        )
+        return session_env.build(self, term=term, tty=tty)
 
     def spawn_options(self) -> dict[str, object]:
         """Switch to the user only when the agent can (runs as root) and needs to."""
