@@ -101,7 +101,7 @@ class LoginRecords:
         entry = self._entry(record, USER_PROCESS)
         entry.ut_user = record.user.encode()[:32]
         entry.ut_host = record.host.encode()[:256]
-        entry.ut_session = os.getsid(0)
+        entry.ut_session = record.pid  # the command leads its own session (setsid)
         entry.ut_addr_v6[:] = _address(record.host)
         self._write(entry)
 

@@ -21,8 +21,10 @@ Errors::
 import ctypes
 import ctypes.util
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 logger = logging.getLogger(__name__)
 
@@ -168,11 +170,18 @@ class PamSession:
         self._opened = True
         self.environment = self._environment()
 
-    def _converse(self, libc: ctypes.CDLL):  # type: ignore[no-untyped-def]
+    def _converse(self, libc: ctypes.CDLL) -> Callable[[int, Any, Any, Any], int]:
         """The conversation: modules' messages are kept for the user; no module may prompt
         (the user authenticated with a certificate and no terminal is asked)."""
 
-        def converse(count, messages, responses, _data):  # type: ignore[no-untyped-def]
+        def converse(count: int, messages: Any, responses: Any, _data: Any) -> int:
+            try:
+                return answer(count, messages, responses)
+            except Exception:  # an exception must not cross into libpam
+                logger.exception("PAM conversation failed")
+                return PAM_CONV_ERR
+
+        def answer(count: int, messages: Any, responses: Any) -> int:
             for index in range(count):
                 message = messages[index].contents
                 if message.msg_style not in (PAM_ERROR_MSG, PAM_TEXT_INFO):
