@@ -16,6 +16,7 @@ from tests.e2e.conftest import LOGIN, Site
 
 pytestmark = [
     pytest.mark.e2e,
+    pytest.mark.net,
     pytest.mark.skipif(os.geteuid() != 0, reason="utmp and PAM sessions need root, as sshd"),
 ]
 
@@ -102,6 +103,7 @@ def _node_with(site: Site, tmp_path: Path, config: str) -> None:
     site.node.wait_tunnel()
 
 
+@pytest.mark.timeout(240)  # two restarts of the node, on a loaded machine
 def test_the_node_runs_pam_when_its_config_says(
     site: Site, tmp_path: Path, pam_services: tuple[str, str, Path]
 ) -> None:
