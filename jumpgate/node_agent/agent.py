@@ -31,6 +31,7 @@ from jumpgate.node_agent.labels import DynamicLabel, evaluate
 from jumpgate.node_agent.recording import Spool
 from jumpgate.node_agent.retry import backoff
 from jumpgate.node_agent.server import SERVER_VERSION, LiveSessions, NodeServer
+from jumpgate.node_agent.session_setup import SetupPolicy
 from jumpgate.node_agent.tunnel_control import (
     ControlClient,
     first_ends,
@@ -82,6 +83,8 @@ class Agent:
         self.uploads = Uploader(Spool(recordings), self.audit)
         self.sessions = LiveSessions()
         self.budgets = Budgets()  # each session's and user's audit budget, across connections
+        pam = config.pam.service_name if config.pam.enabled else None
+        self.setup = SetupPolicy(accept_env=config.accept_env, pam_service=pam)  # sshd's setup
 
     def _client(self, auth_server: str, insecure: bool) -> AsyncClient:
         return AsyncClient(auth_server, insecure=insecure)
@@ -255,7 +258,12 @@ class Agent:
         )
         serving: dict[str, Any] = {
             "server_factory": lambda: NodeServer(
-                self._user_cas(), self.audit, self.uploads, self.sessions, budgets=self.budgets
+                self._user_cas(),
+                self.audit,
+                self.uploads,
+                self.sessions,
+                budgets=self.budgets,
+                setup=self.setup,
             ),
             "server_host_keys": [(ssh_key, asyncssh.import_certificate(identity.certificate))],
             "encoding": None,

@@ -9,9 +9,10 @@ import socket
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import AfterValidator, Field
+from pydantic import AfterValidator, BeforeValidator, Field
 
 from jumpgate.node_agent.labels import DynamicLabel
+from jumpgate.node_agent.session_env import DEFAULT_ACCEPT_ENV, check_pattern
 from jumpgate.protocol.names import check_nodename, split_host_port
 from jumpgate.protocol.settings import Flag, SettingsModel
 
@@ -32,6 +33,40 @@ def _nodename(value: str) -> str:
     return check_nodename(value)
 
 
+def _patterns(value: object) -> tuple[str, ...]:
+    """``accept_env``: a list of patterns, or one text of them separated by spaces (as
+    sshd's ``AcceptEnv LANG LC_*``)."""
+    if isinstance(value, str):
+        value = value.split()
+    if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+        raise ValueError(f"must be a list of variable name patterns (LANG, LC_*), not {value!r}")
+    return tuple(check_pattern(pattern) for pattern in value)
+
+
+def _service(value: str) -> str:
+    if (
+        not value
+        or "/" in value
+        or value.startswith(".")
+        or not value.isprintable()
+        or " " in value
+    ):
+        raise ValueError(f"{value[:40]!r} is not a PAM service name (a file in /etc/pam.d)")
+    return value
+
+
+class PamConfig(SettingsModel):
+    """PAM's account and session stages around each session (sshd's ``UsePAM``, Teleport's
+    ``ssh_service.pam``); the certificate is the authentication, PAM's is never asked."""
+
+    enabled: Flag = False  # run PAM for each session
+    # the service whose stack runs: /etc/pam.d/<service_name>
+    service_name: Annotated[str, AfterValidator(_service)] = "sshd"
+
+
+AcceptEnv = Annotated[tuple[str, ...], BeforeValidator(_patterns)]
+
+
 class AgentConfig(SettingsModel):
     """The node agent's settings."""
 
@@ -46,3 +81,6 @@ class AgentConfig(SettingsModel):
     labels: dict[str, str] = Field(default_factory=dict)  # static labels, env=prod
     dynamic_labels: tuple[DynamicLabel, ...] = ()  # labels a command prints, refreshed
     insecure: Flag = False  # accept a self-signed HTTPS certificate
+    # the client's variables a session takes (SendEnv/SetEnv; sshd's AcceptEnv)
+    accept_env: AcceptEnv = DEFAULT_ACCEPT_ENV
+    pam: PamConfig = Field(default_factory=PamConfig)  # PAM around each session

@@ -23,9 +23,11 @@ import asyncssh
 from jumpgate.node_agent import audit as events
 from jumpgate.node_agent import sessions
 from jumpgate.node_agent.audit_budget import Budgets, SessionAudit
+from jumpgate.node_agent.pam_session import PamError
 from jumpgate.node_agent.recording import Recorder
 from jumpgate.node_agent.scp_watch import ScpWatch, scp_server_argv
 from jumpgate.node_agent.session_channel import SessionChannel, Spawn
+from jumpgate.node_agent.session_setup import SessionSetup, SetupPolicy, open_setup
 from jumpgate.node_agent.sftp_watch import SftpWatch
 from jumpgate.node_agent.uploads import Uploader
 from jumpgate.protocol.audit import EventType
@@ -61,6 +63,9 @@ class Host(Protocol):
 
     @property
     def live(self) -> Live: ...
+
+    @property
+    def setup(self) -> SetupPolicy: ...
 
 
 class NodeSession:
@@ -231,11 +236,17 @@ async def _serve(channel: SessionChannel) -> None:
     returncode = 1  # how the command ended, as the client is told (negative: a signal)
     recorder = None
     resizes: events.Resizes | None = None
+    setup: SessionSetup | None = None
     host.live.add(session)
     try:
         account = session.account
         if account is None:
             raise KeyError(f"no such login on the node: {login}")
+        try:  # its environment, and PAM's account and session stages if the node runs PAM
+            setup = await open_setup(host.setup, channel, account)
+        except PamError as exc:
+            _refuse(session, audit, who, str(exc))
+            return
         argv = session.transfer_argv
         session.on_resize = resizes = events.Resizes(
             lambda width, height: audit.put(
@@ -259,7 +270,7 @@ async def _serve(channel: SessionChannel) -> None:
                 recorded=recorder is not None,
             )
         )
-        returncode = await sessions.run(channel, account, argv)
+        returncode = await sessions.run(channel, account, argv, setup)
         status = returncode if returncode >= 0 else 128 - returncode
     except (OSError, KeyError, asyncssh.Error) as exc:
         logger.warning("session failed", extra={"login": login, "reason": str(exc)})
@@ -277,10 +288,28 @@ async def _serve(channel: SessionChannel) -> None:
                 resizes.close()  # the last size, if one is still waiting
             if recorder is not None:
                 recorder.close(status)
+            if setup is not None:
+                await setup.close()  # PAM's session ends after the command, however it ended
         finally:
             _audit_end(session, audit, who, status)
             host.live.discard(session)
             channel.finish(returncode)
+
+
+def _refuse(session: NodeSession, audit: events.EventSink, who: dict[str, str], why: str) -> None:
+    """The session does not start: its start event says why, and the user is told."""
+    logger.warning("session refused", extra={"session_id": who["session_id"], "reason": why})
+    audit.put(
+        events.event(
+            EventType.SESSION_START,
+            outcome="E",
+            **who,
+            terminal=bool(session.channel.term_type),
+            recorded=False,
+            error=why[:500],
+        )
+    )
+    session.say(f"jumpgate: session refused: {why}\r\n")
 
 
 def _refuse_unrecorded(

@@ -22,6 +22,7 @@ from jumpgate.node_agent import audit as events
 from jumpgate.node_agent import sessions
 from jumpgate.node_agent.audit_budget import Budgets
 from jumpgate.node_agent.node_session import NodeSession
+from jumpgate.node_agent.session_setup import SetupPolicy
 from jumpgate.node_agent.uploads import Uploader
 from jumpgate.protocol import certs
 from jumpgate.protocol.version import server_version
@@ -97,12 +98,14 @@ class NodeServer(asyncssh.SSHServer):
         live: LiveSessions | None = None,
         max_sessions: int = MAX_SESSIONS,
         budgets: Budgets | None = None,
+        setup: SetupPolicy | None = None,
     ) -> None:
         self._user_ca_keys = list(user_ca_keys)  # any of them (decision 0022)
         self.audit = audit
         self.budgets = budgets if budgets is not None else Budgets()  # the agent's, shared
         self.uploads = uploads
         self.live = live if live is not None else LiveSessions()
+        self.setup = setup if setup is not None else SetupPolicy()  # env, utmp, PAM (sshd's)
         self._conn: asyncssh.SSHServerConnection | None = None
         self._max_sessions = max_sessions
         self._sessions = 0  # session channels open on this connection

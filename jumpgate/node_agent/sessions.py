@@ -17,10 +17,11 @@ import struct
 import termios
 from collections.abc import Coroutine
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from asyncssh import EXTENDED_DATA_STDERR
 
+from jumpgate.node_agent import session_env
 from jumpgate.node_agent.child_io import Input, Output, read_from, write_to
 from jumpgate.node_agent.session_channel import SessionChannel
 
@@ -50,18 +51,9 @@ class Account:
         shell = entry.pw_shell if os.path.exists(entry.pw_shell) else "/bin/sh"
         return cls(entry.pw_name, entry.pw_uid, entry.pw_gid, entry.pw_dir, shell)
 
-    def environment(self, term: str | None) -> dict[str, str]:
-        env = {
-            "USER": self.name,
-            "LOGNAME": self.name,
-            "HOME": self.home,
-            "SHELL": self.shell,
-            "PATH": DEFAULT_PATH,
-            "LANG": os.environ.get("LANG", "C.UTF-8"),
-        }
-        if term:
-            env["TERM"] = term
-        return env
+    def environment(self, term: str | None, tty: str | None = None) -> dict[str, str]:
+        """The login's environment, as sshd's with nothing known of the session."""
+        return session_env.build(self, term=term, tty=tty)
 
     def spawn_options(self) -> dict[str, object]:
         """Switch to the user only when the agent can (runs as root) and needs to."""
@@ -73,6 +65,32 @@ class Account:
         return options
 
 
+class Setup(Protocol):
+    """What sshd does around a session's command (``session_setup.SessionSetup``)."""
+
+    def environment(self, term: str | None, tty: str | None = None) -> dict[str, str]:
+        """The command's environment."""
+
+    def started(self, pid: int, tty: str) -> None:
+        """The command runs on the PTY ``tty`` (its login record)."""
+
+    def ended(self) -> None:
+        """The command on the PTY has exited."""
+
+
+class _Bare:
+    """No setup: the login's environment, no login record."""
+
+    def __init__(self, account: Account) -> None:
+        self.environment = account.environment
+
+    def started(self, pid: int, tty: str) -> None:
+        pass
+
+    def ended(self) -> None:
+        pass
+
+
 def sftp_server() -> str | None:
     """OpenSSH's sftp-server on this machine, if installed."""
     for path in SFTP_SERVERS:
@@ -81,19 +99,27 @@ def sftp_server() -> str | None:
     return shutil.which("sftp-server")
 
 
-async def run(session: SessionChannel, account: Account, argv: list[str] | None = None) -> int:
+async def run(
+    session: SessionChannel,
+    account: Account,
+    argv: list[str] | None = None,
+    setup: Setup | None = None,
+) -> int:
     """Serve one session channel until its command ends and all its output is read; its
     return code (negative: the signal that ended it). ``argv``, if given, is run as it is
-    instead of the command through the login's shell (a judged scp transfer)."""
+    instead of the command through the login's shell (a judged scp transfer); ``setup``
+    gives its environment and keeps its login record (default: the login's own environment,
+    no record)."""
+    setup = setup if setup is not None else _Bare(account)
     if session.subsystem == "sftp":
-        return await _sftp(session, account)
+        return await _sftp(session, account, setup)
     if session.subsystem:
         session.say(f"subsystem {session.subsystem!r} is not served\n".encode())
         return 1
     if session.term_type:
-        return await _with_pty(session, account)
+        return await _with_pty(session, account, setup)
     command = _direct(argv) if argv is not None else _argv(session, account)
-    return await _with_pipes(session, command, account, start_new_session=True)
+    return await _with_pipes(session, command, account, setup, start_new_session=True)
 
 
 def _argv(session: SessionChannel, account: Account) -> list[str]:
@@ -111,7 +137,7 @@ def _direct(argv: list[str]) -> list[str]:
 
 
 async def _with_pipes(
-    session: SessionChannel, argv: list[str], account: Account, **options: Any
+    session: SessionChannel, argv: list[str], account: Account, setup: Setup, **options: Any
 ) -> int:
     """Run ``argv`` on three pipes, as sshd does without a PTY."""
     pipes = [os.pipe() for _ in range(3)]
@@ -123,7 +149,7 @@ async def _with_pipes(
             stdin=theirs[0],
             stdout=theirs[1],
             stderr=theirs[2],
-            env=account.environment(None),
+            env=setup.environment(None),
             **options,
             **account.spawn_options(),  # type: ignore[arg-type]
         )
@@ -144,8 +170,9 @@ async def _with_pipes(
     return await _until_ended(child, session, drain=None)
 
 
-async def _with_pty(session: SessionChannel, account: Account) -> int:
+async def _with_pty(session: SessionChannel, account: Account, setup: Setup) -> int:
     master, slave = pty.openpty()
+    tty = os.ttyname(slave)
     width, height, pixwidth, pixheight = session.term_size
     with contextlib.suppress(OSError):
         size = struct.pack("HHHH", height, width, pixwidth, pixheight)
@@ -158,7 +185,7 @@ async def _with_pty(session: SessionChannel, account: Account) -> int:
                 stdin=slave,
                 stdout=slave,
                 stderr=slave,
-                env=account.environment(session.term_type),
+                env=setup.environment(session.term_type, tty),
                 start_new_session=True,
                 preexec_fn=_controlling_tty,
                 **account.spawn_options(),  # type: ignore[arg-type]
@@ -180,7 +207,12 @@ async def _with_pty(session: SessionChannel, account: Account) -> int:
     await read_from(master, output)
     session.attach(terminal, [output])
     # A background job may keep the PTY open; like sshd, end the session with the shell.
-    return await _until_ended(child, session, drain=PTY_DRAIN_SECONDS)
+    # The login record is kept while the command runs (utmp/wtmp, as sshd keeps it).
+    setup.started(child.pid, tty)
+    try:
+        return await _until_ended(child, session, drain=PTY_DRAIN_SECONDS)
+    finally:
+        setup.ended()
 
 
 async def _until_ended(
@@ -235,10 +267,10 @@ def _controlling_tty() -> None:
     fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 
 
-async def _sftp(session: SessionChannel, account: Account) -> int:
+async def _sftp(session: SessionChannel, account: Account, setup: Setup) -> int:
     """SFTP: a program run as the login on raw bytes, as sshd runs its ``sftp-server``."""
     server = sftp_server()
     if server is None:
         session.say(b"sftp is not available: install openssh-sftp-server on the node\n")
         return 1
-    return await _with_pipes(session, [server], account)
+    return await _with_pipes(session, [server], account, setup)

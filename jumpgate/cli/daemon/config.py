@@ -33,6 +33,8 @@ from jumpgate.cli.daemon.sections import (
     StorageConfig,
 )
 from jumpgate.control_plane.audit.base import sink_path
+from jumpgate.node_agent.config import AcceptEnv, PamConfig
+from jumpgate.node_agent.session_env import DEFAULT_ACCEPT_ENV
 from jumpgate.protocol import ports
 from jumpgate.protocol.durations import Duration, within
 from jumpgate.protocol.functions import Function
@@ -183,6 +185,9 @@ class Config(SettingsModel):
     nodename: str = ""  # default: the host name
     labels: str = ""  # env=prod,arch=[1h:"uname -m"]
     insecure: Flag = False  # accept the platform's self-signed HTTPS certificate
+    # the client's variables a session takes, e.g. [LANG, LC_*] (sshd's AcceptEnv)
+    accept_env: AcceptEnv = DEFAULT_ACCEPT_ENV
+    pam: PamConfig = PamConfig()  # {enabled: true, service_name: sshd}: PAM around sessions
 
     _notes: tuple[str, ...] = PrivateAttr(default=())
 

@@ -30,6 +30,8 @@ def agent_config(config: Config) -> AgentConfig:
         "labels": static,
         "dynamic_labels": tuple(dynamic),
         "insecure": config.insecure,
+        "accept_env": config.accept_env,
+        "pam": config.pam,
     }
     if config.nodename:
         fields["nodename"] = config.nodename
