@@ -15,7 +15,10 @@ version pinned in ``CHECKED_VERSION``:
 - ``SSHProcess.feed_data(data, datatype)``: where redirected output reaches the channel;
 - ``SSHServerStreamSession._session_factory(stdin, stdout, stderr)`` and the constructors
   ``SSHReader(session, channel)`` and ``SSHWriter(session, channel, datatype)``: how a session
-  is started, used here for ``sftp`` only.
+  is started, used here for ``sftp`` only;
+- ``SSHServerConnection.open_agent_connection()``: a stream to the user's agent over an
+  ``auth-agent@openssh.com`` channel, once asyncssh granted the client's agent request
+  (``agent_forwarding.AgentSocket`` relays the login's socket to it).
 
 The rest are documented session callbacks (``data_received``, ``terminal_size_changed``,
 ``session_started``, ``connection_lost``), overridden to tell an ``Observer``.
@@ -102,3 +105,13 @@ class ObservedProcess(asyncssh.SSHServerProcess[bytes]):
             super().connection_lost(exc)
         finally:
             self.observer.closed()
+
+
+async def open_agent_connection(
+    conn: asyncssh.SSHServerConnection,
+) -> tuple[asyncssh.SSHReader[bytes], asyncssh.SSHWriter[bytes]]:
+    """A stream to the user's forwarded agent (``asyncssh.ChannelOpenError`` if the client
+    asked for none, or its certificate did not permit it)."""
+    opened: tuple[asyncssh.SSHReader[bytes], asyncssh.SSHWriter[bytes]]
+    opened = await conn.open_agent_connection()
+    return opened

@@ -12,6 +12,7 @@ whatever the user saw is on disk; ``sftp`` runs OpenSSH's ``sftp-server`` as the
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import uuid
@@ -64,6 +65,10 @@ class Host(Protocol):
 
     @property
     def live(self) -> Live: ...
+
+    async def agent_socket(
+        self, channel: asyncssh.SSHServerChannel[bytes], account: sessions.Account
+    ) -> str | None: ...
 
 
 class NodeSession:
@@ -264,6 +269,9 @@ async def _serve(process: ObservedProcess) -> None:
                 recorded=recorder is not None,
             )
         )
+        agent = await host.agent_socket(process.channel, account)  # ``ssh -A``, if permitted
+        if agent is not None:
+            account = dataclasses.replace(account, extra_env=(("SSH_AUTH_SOCK", agent),))
         status = await sessions.run(process, account, argv)
     except (OSError, KeyError, asyncssh.Error) as exc:
         logger.warning("session failed", extra={"login": login, "reason": str(exc)})

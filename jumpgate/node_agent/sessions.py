@@ -38,6 +38,7 @@ class Account:
     gid: int
     home: str
     shell: str
+    extra_env: tuple[tuple[str, str], ...] = ()  # the session's own (SSH_AUTH_SOCK), set last
 
     @classmethod
     def lookup(cls, name: str) -> "Account":
@@ -56,6 +57,7 @@ class Account:
         }
         if term:
             env["TERM"] = term
+        env.update(self.extra_env)
         return env
 
     def spawn_options(self) -> dict[str, object]:

@@ -103,3 +103,12 @@ def test_the_session_factory_starts_the_process_with_its_streams_through_spawn()
     assert not ran  # handed over, not run yet
     asyncio.run(spawned[0])
     assert ran == [process]
+
+
+def test_a_forwarded_agent_is_opened_as_a_stream_of_the_server_connection() -> None:
+    opener = asyncssh.SSHServerConnection.open_agent_connection
+    assert inspect.iscoroutinefunction(opener)
+    assert _names(opener) == ["self"]
+    assert "create_agent_connection" in inspect.getsource(opener)
+    source = inspect.getsource(asyncssh.SSHServerConnection.create_agent_connection)
+    assert "_agent_listener" in source  # refused unless asyncssh granted the agent request
