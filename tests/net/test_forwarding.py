@@ -225,8 +225,10 @@ def wait_listening(port: int, seconds: float = SECONDS) -> None:
 class Background:
     """``ssh -N`` with forwards, stopped when the block ends."""
 
-    def __init__(self, argv: list[str]) -> None:
-        self.process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    def __init__(self, argv: list[str], env: dict[str, str] | None = None) -> None:
+        self.process = subprocess.Popen(
+            argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
+        )
         self.err = b""  # what ssh printed, once it ended
 
     def __enter__(self) -> "Background":
