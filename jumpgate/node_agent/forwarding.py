@@ -28,7 +28,9 @@ from typing import Any
 import asyncssh
 
 from jumpgate.node_agent import audit as events
+from jumpgate.node_agent import streamlocal
 from jumpgate.node_agent.audit_budget import Budgets
+from jumpgate.node_agent.sessions import Account
 from jumpgate.protocol.audit import EventType
 
 logger = logging.getLogger(__name__)
@@ -134,16 +136,16 @@ class Forwarding:
         who: dict[str, str],
         spawn: Spawn,
         *,
-        uid: int,
+        account: Account,
         max_forwards: int = MAX_FORWARDS,
     ) -> None:
         self._conn = conn
         self._who = who  # user, login, connection id
         self.audit = audit[0].session(audit[1], who, self.stop)  # its budget: the connection's
         self._spawn = spawn
-        self._uid = uid  # the login's: what it may listen on
+        self._account = account  # the login: what it may listen on, connect to, bind
         self._max_forwards = max_forwards
-        self._open: set[asyncssh.SSHTCPChannel[bytes]] = set()
+        self._open: set[asyncssh.SSHTCPChannel[bytes] | asyncssh.SSHUNIXChannel[bytes]] = set()
         self._relays: set[asyncio.StreamWriter] = set()
         self._listeners: set[RemoteListener] = set()
         self.stopped = False  # over its audit budget: nothing more is forwarded
@@ -160,7 +162,9 @@ class Forwarding:
         self._spawn(self._held(chan))
         return chan, self._connect(host, port, address(orig_host, orig_port))
 
-    async def _held(self, chan: asyncssh.SSHTCPChannel[bytes]) -> None:
+    async def _held(
+        self, chan: asyncssh.SSHTCPChannel[bytes] | asyncssh.SSHUNIXChannel[bytes]
+    ) -> None:
         try:
             await chan.wait_closed()
         finally:
@@ -184,7 +188,7 @@ class Forwarding:
     def listen(self, host: str, port: int) -> Any:
         """A listener for ``tcpip-forward`` of ``host:port``, or False (refused)."""
         requested = address(host, port)
-        refusal = self._refusal() or privileged_refusal(port, uid=self._uid)
+        refusal = self._refusal() or privileged_refusal(port, uid=self._account.uid)
         if refusal is None and len(self._listeners) >= MAX_LISTENERS:
             refusal = (
                 f"too many remote forwards on this connection (at most {MAX_LISTENERS}): "
@@ -243,6 +247,81 @@ class Forwarding:
             if not self.stopped:
                 await relay((reader, writer), theirs)
             theirs[1].close()
+        finally:
+            self._relays.discard(writer)
+            writer.close()
+
+    # -- Unix sockets, as the login (``streamlocal``) ----------------------------------------
+
+    def direct_unix(self, path: str) -> Any:
+        """Serve one ``direct-streamlocal@openssh.com`` channel, or refuse it."""
+        refusal = self._refusal()
+        if refusal is not None:
+            raise asyncssh.ChannelOpenError(asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED, refusal)
+        chan = self._conn.create_unix_channel()
+        self._open.add(chan)
+        self._spawn(self._held(chan))
+
+        async def serve(reader: Any, writer: Any) -> None:
+            fields = {"forward": "local", "action": "open", "addr": path}
+            try:
+                sock = await streamlocal.as_login("connect", path, self._account)
+            except OSError as exc:
+                self._event("E", **fields, error=str(exc))
+                writer.close()
+                return
+            self._event("I", **fields)
+            theirs = await asyncio.open_unix_connection(sock=sock)
+            await relay((reader, writer), theirs)
+
+        return chan, serve
+
+    def listen_unix(self, path: str) -> Any:
+        """A listener for ``streamlocal-forward@openssh.com`` at ``path``, or False."""
+        refusal = self._refusal()
+        if refusal is None and len(self._listeners) >= MAX_LISTENERS:
+            refusal = f"too many remote forwards on this connection (at most {MAX_LISTENERS})"
+        if refusal is not None:
+            self._event("W", forward="remote", action="listen", requested=path, error=refusal)
+            return False
+        return self._listen_unix(path)
+
+    async def _listen_unix(self, path: str) -> RemoteListener | bool:
+        fields = {"forward": "remote", "action": "listen", "addr": path}
+        listener: RemoteListener | None = None
+
+        def accepted(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            self._spawn(self._relay_unix(reader, writer, path))
+
+        def closed() -> None:
+            if listener is not None:
+                self._listeners.discard(listener)
+
+        try:
+            sock = await streamlocal.as_login("bind", path, self._account)
+            server = await asyncio.start_unix_server(accepted, sock=sock)
+        except OSError as exc:
+            self._event("E", **fields, error=str(exc))
+            return False
+        listener = RemoteListener([server], 0, closed)
+        self._listeners.add(listener)
+        self._event("I", **fields)
+        return listener
+
+    async def _relay_unix(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, path: str
+    ) -> None:
+        refusal = self._refusal()
+        if refusal is not None:
+            writer.close()
+            return
+        self._relays.add(writer)
+        try:
+            theirs = await self._conn.open_unix_connection(path, encoding=None)
+            self._event("I", forward="remote", action="accept", addr=path)
+            await relay((reader, writer), theirs)
+        except (asyncssh.Error, OSError) as exc:
+            self._event("E", forward="remote", action="accept", addr=path, error=str(exc))
         finally:
             self._relays.discard(writer)
             writer.close()

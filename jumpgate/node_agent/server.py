@@ -194,6 +194,12 @@ class NodeServer(asyncssh.SSHServer):
     def server_requested(self, listen_host: str, listen_port: int) -> Any:
         return self._forwards().listen(listen_host, listen_port)
 
+    def unix_connection_requested(self, dest_path: str) -> Any:
+        return self._forwards().direct_unix(dest_path)
+
+    def unix_server_requested(self, listen_path: str) -> Any:
+        return self._forwards().listen_unix(listen_path)
+
     def _forwards(self) -> Forwarding:
         if self._forwarding is None:
             assert self._conn is not None
@@ -209,7 +215,7 @@ class NodeServer(asyncssh.SSHServer):
                 (self.budgets, self.audit),
                 who,
                 self.spawn,
-                uid=pwd.getpwnam(login).pw_uid,
+                account=sessions.Account.lookup(login),
                 max_forwards=self._max_forwards,
             )
         return self._forwarding

@@ -9,9 +9,12 @@ import asyncio
 import getpass
 import http.server
 import os
+import pwd
 import socket
+import socketserver
 import stat
 import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -61,7 +64,7 @@ class Node:
     events: Events
     directory: Path
 
-    def certificate(self, name: str, *permits: str) -> Path:
+    def certificate(self, name: str, *permits: str, login: str = LOGIN) -> Path:
         """A key and a certificate for ``LOGIN`` with ``permits`` (extension names), on disk
         for ``ssh -i``; the path of the key."""
         key = ed25519.Ed25519PrivateKey.generate()
@@ -70,7 +73,7 @@ class Node:
             key.public_key(),
             cert_type=CertType.USER,
             key_id="alice@acme",
-            principals=[LOGIN],
+            principals=[login],
             valid_after=now - 60,
             valid_before=now + 3600,
             extensions={certs.EXT_USER: "alice", **dict.fromkeys(permits, "")},
@@ -81,7 +84,9 @@ class Node:
         Path(str(path) + "-cert.pub").write_text(cert + "\n")
         return path
 
-    def ssh(self, key: Path, *options: str, command: str | None = None) -> list[str]:
+    def ssh(
+        self, key: Path, *options: str, command: str | None = None, login: str = LOGIN
+    ) -> list[str]:
         return [
             "ssh",
             "-F",
@@ -103,7 +108,7 @@ class Node:
             "-p",
             str(self.port),
             *options,
-            f"{LOGIN}@127.0.0.1",
+            f"{login}@127.0.0.1",
             *([command] if command is not None else []),
         ]
 
@@ -190,6 +195,37 @@ def fetch(port: int, path: str = "/x", *, host: str = "127.0.0.1") -> str:
         except ConnectionResetError:
             pass
     return answer.partition(b"\r\n\r\n")[2].decode()
+
+
+def unix_fetch(path: Path, url: str = "/x") -> str:
+    """GET ``url`` from an HTTP server on the Unix socket ``path``."""
+    with socket.socket(socket.AF_UNIX) as conn:
+        conn.settimeout(10)
+        conn.connect(str(path))
+        conn.sendall(f"GET {url} HTTP/1.0\r\nHost: x\r\n\r\n".encode())
+        answer = b""
+        while chunk := conn.recv(65536):
+            answer += chunk
+    return answer.partition(b"\r\n\r\n")[2].decode()
+
+
+class _UnixHello(_Hello):
+    def address_string(self) -> str:
+        return "unix"
+
+
+@pytest.fixture
+def unix_web(tmp_path: Path) -> Iterator[Path]:
+    """The tiny HTTP server on a Unix socket in a directory only root may enter."""
+    directory = tmp_path / "private"
+    directory.mkdir(mode=0o700)
+    path = directory / "web.sock"
+    server = socketserver.ThreadingUnixStreamServer(str(path), _UnixHello)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield path
+    server.shutdown()
+    server.server_close()
 
 
 def socks5_fetch(proxy: int, port: int, path: str = "/x") -> str:
@@ -435,3 +471,45 @@ def test_the_agent_directory_belongs_to_the_login(tmp_path: Path) -> None:
     directory, sock, _ = asyncio.run(case())
     assert (directory.st_uid, stat.S_IMODE(directory.st_mode)) == (65534, 0o700)
     assert (sock.st_uid, stat.S_ISSOCK(sock.st_mode)) == (65534, True)
+
+
+def test_unix_sockets_are_forwarded_both_ways(
+    node: Node, web: int, unix_web: Path, tmp_path: Path
+) -> None:
+    key = node.certificate("key", PORTS)
+    local, remote = free_port(), tmp_path / "remote.sock"
+    forwards = ["-L", f"{local}:{unix_web}", "-R", f"{remote}:127.0.0.1:{web}"]
+    with Background(node.ssh(key, "-N", *forwards)):
+        wait_listening(local)
+        assert fetch(local, "/to-unix") == "hello from /to-unix"
+        deadline = time.monotonic() + SECONDS
+        while not remote.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert stat.S_IMODE(remote.stat().st_mode) == 0o600  # sshd's StreamLocalBindMask
+        assert unix_fetch(remote, "/from-unix") == "hello from /from-unix"
+    seen = {(e["fields"]["forward"], e["fields"]["addr"]) for e in node.events.of("port")}
+    assert {("local", str(unix_web)), ("remote", str(remote))} <= seen
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to serve another login")
+def test_unix_sockets_are_connected_and_bound_as_the_login(
+    node: Node, unix_web: Path, web: int, tmp_path: Path
+) -> None:
+    """A login that is not root reaches no socket it could not itself (root's 0700
+    directory), and the socket it binds is its own."""
+    key = node.certificate("key", PORTS, login="nobody")
+    shared = Path(tempfile.mkdtemp(dir="/tmp"))  # pytest's own is root's alone
+    shared.chmod(0o1777)
+    local, remote = free_port(), shared / "nobody.sock"
+    forwards = ["-L", f"{local}:{unix_web}", "-R", f"{remote}:127.0.0.1:{web}"]
+    with Background(node.ssh(key, "-N", *forwards, login="nobody")):
+        wait_listening(local)
+        assert fetch(local) == ""  # refused: nobody may not enter root's directory
+        deadline = time.monotonic() + SECONDS
+        while not remote.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert remote.stat().st_uid == pwd.getpwnam("nobody").pw_uid
+    remote.unlink()
+    shared.rmdir()
+    [refused] = [e for e in node.events.of("port") if e["outcome"] == "E"]
+    assert "Permission denied" in refused["fields"]["error"]
