@@ -513,3 +513,18 @@ def test_unix_sockets_are_connected_and_bound_as_the_login(
     shared.rmdir()
     [refused] = [e for e in node.events.of("port") if e["outcome"] == "E"]
     assert "Permission denied" in refused["fields"]["error"]
+
+
+def test_remote_forwarding_of_port_0_gets_a_port_the_node_picked(node: Node, web: int) -> None:
+    key = node.certificate("key", PORTS)
+    with Background(node.ssh(key, "-N", "-R", f"0:127.0.0.1:{web}")) as ssh:
+        assert ssh.process.stderr is not None
+        said = b""
+        deadline = time.monotonic() + SECONDS
+        while b"Allocated port" not in said and time.monotonic() < deadline:
+            said += ssh.process.stderr.readline()
+        port = int(said.split(b"Allocated port ")[1].split()[0])
+        assert fetch(port, "/picked") == "hello from /picked"
+    [listened] = [e for e in node.events.of("port") if e["fields"]["action"] == "listen"]
+    assert listened["fields"]["addr"] == f"127.0.0.1:{port}"
+    assert listened["fields"]["requested"] == "localhost:0"
