@@ -101,7 +101,8 @@ async def connect(
             client_keys=[(key, cert)],
             known_hosts=([], host_cas, []),
             connect_timeout=20,
-            agent_forwarding=agent,  # -A: the user's SSH_AUTH_SOCK, if it is set
+            # -A: the user's SSH_AUTH_SOCK, if set; without it, ~/.ssh/config's ForwardAgent
+            **({"agent_forwarding": True} if agent else {}),
         )
     except asyncssh.ChannelOpenError as exc:
         proxy.close()
