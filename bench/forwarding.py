@@ -19,7 +19,7 @@ import threading
 import time
 from pathlib import Path
 
-from bench.harness import free_port, running
+from bench.harness import free_port, running, wait_port
 
 CHUNK = 256 * 1024
 SECONDS = 300
@@ -63,18 +63,6 @@ class Sink:
         self._server.close()
 
 
-def _listening(port: int) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        out = subprocess.run(
-            ["ss", "-Hltn", f"sport = :{port}"], capture_output=True, text=True, check=True
-        ).stdout
-        if out.strip():
-            return
-        time.sleep(0.05)
-    raise TimeoutError(f"ssh -L did not listen on {port}")
-
-
 def forwarded(config: Path, host: str, sink: Sink, size: int) -> float:
     """MB/s of ``size`` bytes through ``ssh -N -L`` to ``sink`` via ``host``."""
     local = free_port()
@@ -82,7 +70,7 @@ def forwarded(config: Path, host: str, sink: Sink, size: int) -> float:
     argv += ["-L", f"{local}:127.0.0.1:{sink.port}", host]
     ssh = subprocess.Popen(argv)
     try:
-        _listening(local)
+        wait_port(local, 30)  # a probe: one forwarded connection, closed at once
         block = bytes(CHUNK)
         before = sink.received
         began = time.perf_counter()
