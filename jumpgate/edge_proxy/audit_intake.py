@@ -49,6 +49,7 @@ NODE_EVENTS = frozenset(
         EventType.EXEC,
         EventType.SCP,
         EventType.SFTP,
+        EventType.PORT,
         EventType.SESSION_OVER_BUDGET,
         EventType.AUDIT_DROPPED,  # the node's own spool was full
     )

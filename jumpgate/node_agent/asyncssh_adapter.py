@@ -15,6 +15,9 @@ against the version pinned in ``CHECKED_VERSION``:
   (``asyncssh.misc.map_handler_name`` maps the name): ``eow@openssh.com``, which OpenSSH's
   client sends when it can write no more of the output (``ssh host yes | head -1``), gets one
   set on the channel instance.
+- ``SSHServerConnection.open_agent_connection()``: a stream to the user's agent over an
+  ``auth-agent@openssh.com`` channel, once asyncssh granted the client's agent request
+  (``agent_forwarding.AgentSocket`` relays the login's socket to it).
 """
 
 from collections.abc import Callable
@@ -59,3 +62,13 @@ def on_end_of_writing(channel: asyncssh.SSHServerChannel[bytes], then: Callable[
     # ``_orig_chan`` is the channel that receives the requests.
     target = getattr(channel, "_orig_chan", channel)
     setattr(target, f"_process_{map_handler_name(END_OF_WRITING)}_request", handler)
+
+
+async def open_agent_connection(
+    conn: asyncssh.SSHServerConnection,
+) -> tuple[asyncssh.SSHReader[bytes], asyncssh.SSHWriter[bytes]]:
+    """A stream to the user's forwarded agent (``asyncssh.ChannelOpenError`` if the client
+    asked for none, or its certificate did not permit it)."""
+    opened: tuple[asyncssh.SSHReader[bytes], asyncssh.SSHWriter[bytes]]
+    opened = await conn.open_agent_connection()
+    return opened

@@ -11,6 +11,7 @@ disk; ``sftp`` runs OpenSSH's ``sftp-server`` as the login, like any other comma
 """
 
 import asyncio
+import dataclasses
 import logging
 import os
 import uuid
@@ -66,6 +67,10 @@ class Host(Protocol):
 
     @property
     def setup(self) -> SetupPolicy: ...
+
+    async def agent_socket(
+        self, channel: asyncssh.SSHServerChannel[bytes], account: sessions.Account
+    ) -> str | None: ...
 
 
 class NodeSession:
@@ -242,6 +247,9 @@ async def _serve(channel: SessionChannel) -> None:
         account = session.account
         if account is None:
             raise KeyError(f"no such login on the node: {login}")
+        agent = await host.agent_socket(channel.channel, account)  # ``ssh -A``, if permitted
+        if agent is not None:
+            account = dataclasses.replace(account, extra_env=(("SSH_AUTH_SOCK", agent),))
         try:  # its environment, and PAM's account and session stages if the node runs PAM
             setup = await open_setup(host.setup, channel, account)
         except PamError as exc:

@@ -6,6 +6,9 @@ An agent that is not root serves only its own user, as a non-root sshd would.
 
 Each session channel is a ``node_session.NodeSession``; its handler runs in the
 connection's task group (``NodeServer.supervise``), so no session task runs unwatched.
+Port forwards are ``forwarding.Forwarding``'s, the login's agent socket
+``agent_forwarding.AgentSocket`` (docs/decisions/0028); asyncssh checks the certificate's
+``permit-port-forwarding`` and ``permit-agent-forwarding`` before either is asked for.
 """
 
 import asyncio
@@ -13,6 +16,7 @@ import contextlib
 import logging
 import os
 import pwd
+import uuid
 from collections.abc import Coroutine
 from typing import Any, Protocol
 
@@ -20,11 +24,15 @@ import asyncssh
 
 from jumpgate.node_agent import audit as events
 from jumpgate.node_agent import sessions
+from jumpgate.node_agent.agent_forwarding import AgentSocket
+from jumpgate.node_agent.asyncssh_adapter import open_agent_connection
 from jumpgate.node_agent.audit_budget import Budgets
+from jumpgate.node_agent.forwarding import MAX_FORWARDS, Forwarding, relay
 from jumpgate.node_agent.node_session import NodeSession
 from jumpgate.node_agent.session_setup import SetupPolicy
 from jumpgate.node_agent.uploads import Uploader
 from jumpgate.protocol import certs
+from jumpgate.protocol.ssh_identity import cert_identity
 from jumpgate.protocol.version import server_version
 
 logger = logging.getLogger(__name__)
@@ -87,7 +95,7 @@ class NodeServer(asyncssh.SSHServer):
     It may hold ``max_sessions`` session channels open at once (OpenSSH's ``MaxSessions``,
     10): each one is a process, and a descriptor or more, on this node. The proxy cannot
     count them: it carries the user's SSH connection end to end, bytes it cannot read.
-    Nothing else is served on it (no forwarding: asyncssh refuses those by default).
+    It forwards ports (``-L``, ``-D``, ``-R``) and the user's agent (``-A``) as sshd does.
     """
 
     def __init__(
@@ -99,6 +107,7 @@ class NodeServer(asyncssh.SSHServer):
         max_sessions: int = MAX_SESSIONS,
         budgets: Budgets | None = None,
         setup: SetupPolicy | None = None,
+        max_forwards: int = MAX_FORWARDS,
     ) -> None:
         self._user_ca_keys = list(user_ca_keys)  # any of them (decision 0022)
         self.audit = audit
@@ -115,6 +124,11 @@ class NodeServer(asyncssh.SSHServer):
         self._supervised = False  # ``supervise`` has ended: nothing more is run
         # The effective user, not $USER: an agent started by sudo or setpriv keeps root's env.
         self._own_user = pwd.getpwuid(os.geteuid()).pw_name
+        self.connection_id = str(uuid.uuid4())  # names this connection in its port events
+        self._max_forwards = max_forwards
+        self._forwarding: Forwarding | None = None  # made at the first forward asked for
+        self._agent: AgentSocket | None = None  # the login's SSH_AUTH_SOCK, once a session asks
+        self._agent_made = asyncio.Lock()
 
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
         self._conn = conn
@@ -178,6 +192,77 @@ class NodeServer(asyncssh.SSHServer):
 
     def _session_closed(self) -> None:
         self._sessions -= 1
+
+    def connection_requested(
+        self, dest_host: str, dest_port: int, orig_host: str, orig_port: int
+    ) -> Any:
+        return self._forwards().direct(dest_host, dest_port, orig_host, orig_port)
+
+    def server_requested(self, listen_host: str, listen_port: int) -> Any:
+        return self._forwards().listen(listen_host, listen_port)
+
+    def unix_connection_requested(self, dest_path: str) -> Any:
+        return self._forwards().direct_unix(dest_path)
+
+    def unix_server_requested(self, listen_path: str) -> Any:
+        return self._forwards().listen_unix(listen_path)
+
+    def _forwards(self) -> Forwarding:
+        if self._forwarding is None:
+            assert self._conn is not None
+            identity = cert_identity(self._conn)
+            login = str(self._conn.get_extra_info("username"))
+            who = {
+                "user": identity.user if identity else "",
+                "login": login,
+                "connection_id": self.connection_id,
+            }
+            self._forwarding = Forwarding(
+                self._conn,
+                (self.budgets, self.audit),
+                who,
+                self.spawn,
+                account=sessions.Account.lookup(login),
+                max_forwards=self._max_forwards,
+            )
+        return self._forwarding
+
+    async def agent_socket(
+        self, channel: asyncssh.SSHServerChannel[bytes], account: sessions.Account
+    ) -> str | None:
+        """The login's ``SSH_AUTH_SOCK`` if the user forwards an agent (``ssh -A``, which
+        asyncssh granted only with ``permit-agent-forwarding``); one per connection."""
+        if channel.get_agent_path() is None:
+            return None
+        async with self._agent_made:
+            if self._agent is None:
+                try:
+                    self._agent = await AgentSocket.open(
+                        lambda r, w: self.spawn(self._relay_agent(r, w)),
+                        uid=account.uid,
+                        gid=account.gid,
+                    )
+                except OSError as exc:
+                    logger.warning("no agent socket", extra={"reason": str(exc)})
+                    return None
+        return self._agent.path
+
+    async def _relay_agent(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        assert self._conn is not None
+        try:
+            theirs = await open_agent_connection(self._conn)
+        except (asyncssh.Error, OSError):
+            writer.close()
+            return
+        await relay((reader, writer), theirs)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._forwarding is not None:
+            self._forwarding.close()
+        if self._agent is not None:
+            self._agent.close()
 
     def validate_ca_key(self, username: str, key: asyncssh.SSHKey) -> bool:
         if os.geteuid() != 0 and username != self._own_user:

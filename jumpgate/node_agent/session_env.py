@@ -109,6 +109,9 @@ class Login(Protocol):
     def uid(self) -> int: ...
 
     @property
+    def extra_env(self) -> tuple[tuple[str, str], ...]: ...
+
+    @property
     def home(self) -> str: ...
 
     @property
@@ -160,4 +163,5 @@ def build(
     )
     if tty:
         env["SSH_TTY"] = tty
+    env.update(login.extra_env)  # the session's own: SSH_AUTH_SOCK with ``ssh -A``
     return env

@@ -44,6 +44,7 @@ class Account:
     gid: int
     home: str
     shell: str
+    extra_env: tuple[tuple[str, str], ...] = ()  # the session's own (SSH_AUTH_SOCK), set last
 
     @classmethod
     def lookup(cls, name: str) -> "Account":

@@ -36,6 +36,7 @@ class EventType(StrEnum):
     EXEC = "exec"
     SCP = "scp"
     SFTP = "sftp"
+    PORT = "port"  # a port forward on a node: a direct-tcpip channel, a listener, a connection
     JOIN = "join"
     TOKEN_CREATE = "token.create"  # noqa: S105 - an event name, not a secret
     TOKEN_DELETE = "token.delete"  # noqa: S105 - an event name, not a secret
@@ -62,6 +63,7 @@ _CODES: dict[EventType, str] = {
     EventType.SESSION_OVER_BUDGET: "J2006",
     EventType.SESSION_REJECTED: "J2007",
     EventType.EXEC: "J3002",
+    EventType.PORT: "J3003",
     EventType.SCP: "J3004",
     EventType.AUTH: "J3007",
     EventType.SFTP: "J8000",

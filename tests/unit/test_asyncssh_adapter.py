@@ -46,3 +46,12 @@ def test_channel_requests_are_served_by_methods_named_from_the_request() -> None
 def test_the_line_editor_wrapper_keeps_the_channel_it_wraps() -> None:
     source = inspect.getsource(asyncssh.SSHLineEditorChannel.__init__)
     assert "self._orig_chan = orig_chan" in source
+
+
+def test_a_forwarded_agent_is_opened_as_a_stream_of_the_server_connection() -> None:
+    opener = asyncssh.SSHServerConnection.open_agent_connection
+    assert inspect.iscoroutinefunction(opener)
+    assert _names(opener) == ["self"]
+    assert "create_agent_connection" in inspect.getsource(opener)
+    source = inspect.getsource(asyncssh.SSHServerConnection.create_agent_connection)
+    assert "_agent_listener" in source  # refused unless asyncssh granted the agent request

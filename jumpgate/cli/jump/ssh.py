@@ -20,6 +20,7 @@ import asyncssh
 
 from jumpgate.cli.common import profile
 from jumpgate.cli.common.errors import CLIError
+from jumpgate.cli.jump import forwards
 from jumpgate.protocol import ports
 from jumpgate.protocol.channel_window import bound_receive_window
 from jumpgate.protocol.names import resolve_loopback, split_host_port
@@ -36,6 +37,7 @@ def register(sub: Any) -> None:
     ssh.add_argument("-T", dest="tty", action="store_false", help="disable the PTY")
     ssh.add_argument("-p", dest="port", type=int, default=22, help="node SSH port (22 or 3022)")
     ssh.add_argument("-l", dest="login", help="OS login on the node")
+    forwards.register(ssh)
     ssh.add_argument("target", metavar="[LOGIN@]NODE")
     command = ssh.add_argument(
         "remote_command", nargs=argparse.REMAINDER, help="command to run (default: a shell)"
@@ -62,7 +64,9 @@ def node_name(host: str, current: profile.Profile) -> str:
     return host.removesuffix(".").removesuffix(f".{cluster_host}")
 
 
-async def connect(current: profile.Profile, login: str, node: str, port: int) -> Any:
+async def connect(
+    current: profile.Profile, login: str, node: str, port: int, *, agent: bool = False
+) -> Any:
     key = asyncssh.import_private_key(current.key_path.read_bytes())
     cert = asyncssh.import_certificate(current.certificate())
     host, proxy_port = split_host_port(current.ssh_proxy, ports.SSH)
@@ -97,6 +101,8 @@ async def connect(current: profile.Profile, login: str, node: str, port: int) ->
             client_keys=[(key, cert)],
             known_hosts=([], host_cas, []),
             connect_timeout=20,
+            # -A: the user's SSH_AUTH_SOCK, if set; without it, ~/.ssh/config's ForwardAgent
+            **({"agent_forwarding": True} if agent else {}),
         )
     except asyncssh.ChannelOpenError as exc:
         proxy.close()
@@ -206,8 +212,15 @@ async def _attached(current: profile.Profile, args: argparse.Namespace) -> int:
     login, host = split_target(args.target, args.login, current)
     command = " ".join(args.remote_command) if args.remote_command else None
     use_tty = args.tty if args.tty is not None else (command is None and sys.stdin.isatty())
-    proxy, conn = await connect(current, login, node_name(host, current), args.port)
+    wanted = forwards.wanted(args)  # checked again: ``ssh`` did before connecting
+    proxy, conn = await connect(
+        current, login, node_name(host, current), args.port, agent=args.forward_agent
+    )
     async with proxy, conn:
+        await forwards.start(conn, wanted)
+        if args.no_command:
+            await conn.wait_closed()  # forwarding only, until the node or a signal ends it
+            return 0
         term = os.environ.get("TERM", "xterm-256color") if use_tty else None
         window = TerminalWindow()
         loop = asyncio.get_running_loop()
@@ -263,6 +276,7 @@ async def _attached(current: profile.Profile, args: argparse.Namespace) -> int:
 def ssh(args: argparse.Namespace) -> int:
     """Entry of ``jump ssh``: the remote command's exit status (255 if it has none, or
     ``jump ssh`` was told to stop, as ssh(1))."""
+    forwards.wanted(args)  # a bad -L, -R or -D is said before anything else
     current = profile.current()
     if not current.ssh_proxy:
         raise CLIError("this login predates SSH support: run jump login again")
