@@ -30,6 +30,7 @@ from jumpgate.edge_proxy.control import ControlPlaneClient, ControlPlaneError
 from jumpgate.edge_proxy.splice import ChannelSide, Splice
 from jumpgate.protocol import models
 from jumpgate.protocol.names import split_host_port
+from jumpgate.protocol.ssh_algorithms import Algorithms
 
 logger = logging.getLogger(__name__)
 
@@ -66,8 +67,15 @@ def advertised(listen: tuple[str, int], public: str) -> str:
 class Peering:
     """This proxy's peer listener and its connections to other proxies."""
 
-    def __init__(self, control: ControlPlaneClient, proxy_id: str, serve: ServeLocal) -> None:
+    def __init__(
+        self,
+        control: ControlPlaneClient,
+        proxy_id: str,
+        serve: ServeLocal,
+        algorithms: Algorithms | None = None,
+    ) -> None:
         self._control = control
+        self._algorithms = algorithms or Algorithms()
         self.proxy_id = proxy_id
         self.serve_local = serve
         self._key = asyncssh.generate_private_key("ssh-ed25519")
@@ -102,6 +110,7 @@ class Peering:
             encoding=None,
             keepalive_interval=30,
             keepalive_count_max=3,
+            **self._algorithms.server(),
         )
         port = int(self._server.sockets[0].getsockname()[1])
         self.addr = advertised((listen[0], port), public)
@@ -133,6 +142,7 @@ class Peering:
                 encoding=None,
                 keepalive_interval=30,
                 keepalive_count_max=3,
+                **self._algorithms.client(),
             ),
             CONNECT_SECONDS,
         )

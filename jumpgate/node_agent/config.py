@@ -12,8 +12,10 @@ from typing import Annotated
 from pydantic import AfterValidator, Field
 
 from jumpgate.node_agent.labels import DynamicLabel
+from jumpgate.protocol import ssh_algorithms
 from jumpgate.protocol.names import check_nodename, split_host_port
 from jumpgate.protocol.settings import Flag, SettingsModel
+from jumpgate.protocol.ssh_algorithms import Ciphers, KexAlgos, MacAlgos
 
 
 def _auth_server(value: str | None) -> str | None:
@@ -46,3 +48,11 @@ class AgentConfig(SettingsModel):
     labels: dict[str, str] = Field(default_factory=dict)  # static labels, env=prod
     dynamic_labels: tuple[DynamicLabel, ...] = ()  # labels a command prints, refreshed
     insecure: Flag = False  # accept a self-signed HTTPS certificate
+    # SSH algorithms of the node's server and its tunnel (Teleport's keys); empty: defaults
+    ciphers: Ciphers = ()
+    kex_algos: KexAlgos = ()
+    mac_algos: MacAlgos = ()
+
+    def algorithms(self) -> ssh_algorithms.Algorithms:
+        """What the node's SSH server and its tunnel offer (decision 0030)."""
+        return ssh_algorithms.Algorithms.configured(self.kex_algos, self.ciphers, self.mac_algos)

@@ -30,6 +30,9 @@ def agent_config(config: Config) -> AgentConfig:
         "labels": static,
         "dynamic_labels": tuple(dynamic),
         "insecure": config.insecure,
+        "ciphers": config.ciphers,
+        "kex_algos": config.kex_algos,
+        "mac_algos": config.mac_algos,
     }
     if config.nodename:
         fields["nodename"] = config.nodename
