@@ -255,8 +255,14 @@ class Agent:
             timeout=30,
         )
         serving: dict[str, Any] = {
-            "server_factory": lambda: NodeServer(
-                self._user_cas(), self.audit, self.uploads, self.sessions, budgets=self.budgets
+            # ``told``: the session's origin, when a dial-back request said it (0030)
+            "server_factory": lambda told=None: NodeServer(
+                self._user_cas(),
+                self.audit,
+                self.uploads,
+                self.sessions,
+                budgets=self.budgets,
+                told=told,
             ),
             "server_host_keys": [(ssh_key, asyncssh.import_certificate(identity.certificate))],
             "encoding": None,

@@ -19,11 +19,12 @@ from typing import Any, Protocol
 import asyncssh
 
 from jumpgate.node_agent import audit as events
-from jumpgate.node_agent import sessions
+from jumpgate.node_agent import origin, sessions
 from jumpgate.node_agent.audit_budget import Budgets
 from jumpgate.node_agent.node_session import NodeSession
 from jumpgate.node_agent.uploads import Uploader
 from jumpgate.protocol import certs
+from jumpgate.protocol.tunnel_messages import SessionOrigin
 
 logger = logging.getLogger(__name__)
 
@@ -93,7 +94,9 @@ class NodeServer(asyncssh.SSHServer):
         live: LiveSessions | None = None,
         max_sessions: int = MAX_SESSIONS,
         budgets: Budgets | None = None,
+        told: SessionOrigin | None = None,
     ) -> None:
+        self._told = told  # the session's origin, when a dial-back request said it (0030)
         self._user_ca_keys = list(user_ca_keys)  # any of them (decision 0022)
         self.audit = audit
         self.budgets = budgets if budgets is not None else Budgets()  # the agent's, shared
@@ -111,6 +114,7 @@ class NodeServer(asyncssh.SSHServer):
 
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
         self._conn = conn
+        origin.record(conn, self._told)
         self._supervisor = asyncio.get_running_loop().create_task(self.supervise(conn))
 
     async def supervise(self, conn: Connection) -> None:

@@ -1,0 +1,96 @@
+"""One session, one id (decision 0030): the proxy's and the node's events of an ``ssh``
+session share its ``session_id``, and the node knows the user's own address; every refusal
+at the proxy is audited with the line the user read."""
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import (
+    BIN,
+    LOGIN,
+    Shell,
+    Site,
+    audit_events,
+    create_tenant,
+    signup_and_login,
+)
+
+pytestmark = [pytest.mark.e2e, pytest.mark.net]
+
+
+def _by_origin(events: list[dict[str, object]], origin: str) -> list[dict[str, object]]:
+    return [e for e in events if e["origin"] == origin]
+
+
+def test_proxy_and_node_events_of_one_session_share_its_id(site: Site) -> None:
+    assert site.ssh("echo one").stdout == b"one\n"
+    starts = audit_events(site, "session.start", 2)
+    ends = audit_events(site, "session.end", 2)
+    [proxy_start], [node_start] = _by_origin(starts, "proxy"), _by_origin(starts, "node")
+    [proxy_end], [node_end] = _by_origin(ends, "proxy"), _by_origin(ends, "node")
+    [command] = audit_events(site, "exec", 1)
+    assert proxy_start["session_id"] == node_start["session_id"] == proxy_end["session_id"]
+    assert node_end["session_id"] == command["session_id"] == proxy_start["session_id"]
+    # the node names the user's own address, as the proxy saw it, not the proxy's
+    assert node_start["remote_addr"] == proxy_start["remote_addr"]
+
+
+def test_jump_ssh_sessions_share_the_id_too(site: Site) -> None:
+    done = subprocess.run(
+        [str(BIN / "jump"), "ssh", "web-1", "echo two"],
+        env=site.admin.env,
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.stdout == b"two\n", done.stderr
+    starts = audit_events(site, "session.start", 2)
+    [proxy_start], [node_start] = _by_origin(starts, "proxy"), _by_origin(starts, "node")
+    assert node_start["session_id"] == proxy_start["session_id"]
+
+
+def test_a_login_the_certificate_lacks_is_audited_at_the_proxy(site: Site) -> None:
+    refused = subprocess.run(
+        [str(BIN / "jump"), "ssh", "-l", "nobody-here", "web-1", "true"],
+        env=site.admin.env,
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert refused.returncode == 1
+    assert b"the proxy refused login 'nobody-here'" in refused.stderr
+    [event] = [e for e in audit_events(site, "auth", 1) if e.get("origin") == "proxy"]
+    assert (event["code"], event["login"]) == ("J3007W", "nobody-here")
+    assert str(event["remote_addr"]).startswith("127.0.0.1:")
+    assert event["error"] == (
+        "login 'nobody-here' refused: the certificate does not allow it, or is not valid now"
+    )
+
+
+def test_an_unknown_node_and_another_tenants_node_are_audited(site: Site, tmp_path: Path) -> None:
+    unknown = site.ssh("true", host="nosuch")
+    line = "node 'nosuch' is not online in cluster 'acme': see jump ls"
+    assert line.encode() in unknown.stderr
+    [event] = audit_events(site, "session.rejected", 1)
+    assert (event["code"], event["nodename"], event["error"]) == ("J2007W", "nosuch", line)
+    assert (event["user"], event["login"]) == ("alice", LOGIN)
+
+    outsider = Shell(tmp_path / "globex-home")
+    created = create_tenant(outsider, site.cluster, "globex", "gina", LOGIN)
+    signup_and_login(outsider, site.cluster, created["invite_token"], "gina", tenant="globex")
+    refused = subprocess.run(
+        [str(BIN / "jump"), "ssh", "web-1", "true"],
+        env=outsider.env,
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    theirs = "node 'web-1' is not online in cluster 'globex': see jump ls"
+    assert refused.stderr == f"jump: error: {theirs}\n".encode()
+    argv = ["jumpctl", "audit", "search", "--type", "session.rejected", "--format", "json"]
+    [event] = outsider.ok(*argv).json()
+    assert (event["user"], event["nodename"], event["error"]) == ("gina", "web-1", theirs)
+    # acme's log holds only its own refusal
+    assert len(audit_events(site, "session.rejected", 2, seconds=2)) == 1
