@@ -296,7 +296,7 @@ class SessionOrigin(_Message):
         release, or anything else: never an error, the session then gets its own id)."""
         if not isinstance(host, str) or not isinstance(port, int):
             return None
-        found = _ORIGIN.match(host)
+        found = _ORIGIN.fullmatch(host)
         if found is None:
             return None
         try:

@@ -94,3 +94,36 @@ def test_an_unknown_node_and_another_tenants_node_are_audited(site: Site, tmp_pa
     assert (event["user"], event["nodename"], event["error"]) == ("gina", "web-1", theirs)
     # acme's log holds only its own refusal
     assert len(audit_events(site, "session.rejected", 2, seconds=2)) == 1
+
+
+def test_sessions_sharing_one_connection_have_ids_of_their_own(site: Site, tmp_path: Path) -> None:
+    """OpenSSH's ControlMaster: one connection through the proxy (one proxy session), two
+    session channels on the node. The first takes the proxy's id, the second one of its own
+    that names the proxy's as ``proxy_session_id`` (a recording per session channel)."""
+    control = str(tmp_path / "cm")
+    base = ["ssh", "-F", str(site.ssh_config), "-S", control]
+    subprocess.run(
+        [*base, "-M", "-f", "-N", "web-1"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        timeout=60,
+        check=True,
+    )
+    try:
+        for word in ("first", "second"):
+            done = subprocess.run(
+                [*base, "web-1", f"echo {word}"], capture_output=True, timeout=60, check=False
+            )
+            assert done.stdout == f"{word}\n".encode(), done.stderr
+    finally:
+        subprocess.run([*base, "-O", "exit", "web-1"], capture_output=True, timeout=30)
+    [proxy_start] = _by_origin(audit_events(site, "session.start", 3), "proxy")
+    first, second = _by_origin(audit_events(site, "session.start", 3), "node")
+    assert first["session_id"] == proxy_start["session_id"]
+    assert "proxy_session_id" not in first
+    assert second["proxy_session_id"] == proxy_start["session_id"]
+    assert second["session_id"] not in (proxy_start["session_id"], "")
+    commands = audit_events(site, "exec", 2)
+    assert [c["command"] for c in commands] == ["echo first", "echo second"]
+    assert [c["session_id"] for c in commands] == [first["session_id"], second["session_id"]]
