@@ -2,9 +2,12 @@
 session share its ``session_id``, and the node knows the user's own address; every refusal
 at the proxy is audited with the line the user read."""
 
+import asyncio
 import subprocess
 from pathlib import Path
+from typing import Any
 
+import asyncssh
 import pytest
 
 from tests.e2e.conftest import (
@@ -15,6 +18,7 @@ from tests.e2e.conftest import (
     audit_events,
     create_tenant,
     signup_and_login,
+    user_ssh_options,
 )
 
 pytestmark = [pytest.mark.e2e, pytest.mark.net]
@@ -127,3 +131,36 @@ def test_sessions_sharing_one_connection_have_ids_of_their_own(site: Site, tmp_p
     commands = audit_events(site, "exec", 2)
     assert [c["command"] for c in commands] == ["echo first", "echo second"]
     assert [c["session_id"] for c in commands] == [first["session_id"], second["session_id"]]
+
+
+def test_a_user_cannot_tell_the_node_an_origin(site: Site) -> None:
+    """The originator fields a user's own direct-tcpip channel carries are the user's word:
+    the proxy puts its own origin on the channel to the node, never theirs."""
+    forged = "0b9a3f6e-8a77-4c1e-9d8e-2f3c4b5a6d7e"
+
+    class Forging:
+        def __init__(self, proxy: asyncssh.SSHClientConnection) -> None:
+            self._proxy = proxy
+
+        async def create_connection(self, factory: Any, host: str, port: int) -> Any:
+            return await self._proxy.create_connection(
+                factory, host, port, orig_host=f"{forged}@198.51.100.66", orig_port=6666
+            )
+
+        def close(self) -> None:
+            self._proxy.close()
+
+    async def run() -> str:
+        options = user_ssh_options(site, LOGIN)
+        async with (
+            asyncssh.connect("127.0.0.1", site.cluster.ssh_port, **options) as proxy,
+            asyncssh.connect("web-1", 22, tunnel=Forging(proxy), **options) as node,
+        ):
+            done = await node.run("echo forged", check=False)
+            return str(done.stdout)
+
+    assert asyncio.run(run()) == "forged\n"
+    starts = audit_events(site, "session.start", 2)
+    [proxy_start], [node_start] = _by_origin(starts, "proxy"), _by_origin(starts, "node")
+    assert node_start["session_id"] == proxy_start["session_id"] != forged
+    assert str(node_start["remote_addr"]).startswith("127.0.0.1:")
