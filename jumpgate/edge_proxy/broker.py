@@ -30,6 +30,7 @@ from jumpgate.protocol import models
 from jumpgate.protocol.audit import EventType
 from jumpgate.protocol.names import MAX_NODENAME, AmbiguousNode, UnknownNode, node_name
 from jumpgate.protocol.token_bucket import TokenBucket
+from jumpgate.protocol.tunnel_messages import SessionOrigin
 
 __all__ = [
     "AuditSink",
@@ -104,7 +105,12 @@ class NodeOpener(Protocol[T_contra, P_contra]):
 
     @property
     def peering(self) -> bool: ...
-    async def open(self, target: T_contra | models.NodeLocation, pipe: P_contra) -> None: ...
+    async def open(
+        self,
+        target: T_contra | models.NodeLocation,
+        pipe: P_contra,
+        origin: SessionOrigin | None = None,
+    ) -> None: ...
 
 
 class AuditSink(Protocol):
@@ -233,6 +239,20 @@ class SessionBroker(Generic[T, P]):
                 )
             raise
 
+    def login_refused(self, tenant: str, login: str, remote_addr: str) -> None:
+        """A certificate of ``tenant``'s user CA was refused for ``login`` (not among its
+        principals, or outside its validity: asyncssh checks both and says not which, nor
+        whose the certificate was): an ``auth`` W event, held to the rejections' pace per
+        source address."""
+        source = Caller(tenant, "", f"source:{remote_addr.rpartition(':')[0]}", login, "")
+        unrecorded = self._rejections.due(source)
+        if unrecorded is None:
+            return
+        more = {"rejected_unrecorded": unrecorded} if unrecorded else {}
+        error = f"login {login!r} refused: the certificate does not allow it, or is not valid now"
+        fields = {"origin": "proxy", "login": login, "remote_addr": remote_addr}
+        self._record(EventType.AUTH, tenant, "W", fields, error=error, **more)
+
     async def locate(self, tenant: str, name: str) -> T | models.NodeLocation:
         """The node's tunnel if this proxy holds it, else (when peering) the proxy that does;
         ``Refused`` when no proxy holds it or the name is ambiguous."""
@@ -291,8 +311,9 @@ class SessionBroker(Generic[T, P]):
             self._record(EventType.AUTH, target.tenant, "W", session, error=verdict.user_refused)
             raise Refused(verdict.user_refused, audited=True)
         session["session_id"] = self._new_id()
+        origin = SessionOrigin.of(session["session_id"], caller.remote_addr)
         try:
-            await self._link.open(target, pipe)
+            await self._link.open(target, pipe, origin)
         except NodeUnreachable as exc:
             raise Refused(str(exc), unreachable=True) from None
         if isinstance(target, models.NodeLocation):

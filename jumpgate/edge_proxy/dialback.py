@@ -35,6 +35,7 @@ from jumpgate.edge_proxy.registry import Tunnel
 from jumpgate.edge_proxy.splice import SocketSide, Splice
 from jumpgate.protocol import ports
 from jumpgate.protocol.tunnel import DATA_HELLO
+from jumpgate.protocol.tunnel_messages import SessionOrigin
 
 logger = logging.getLogger(__name__)
 
@@ -65,14 +66,18 @@ class DialBack:
         if self._server is not None:
             self._server.close()
 
-    async def connect(self, tunnel: Tunnel, splice: Splice) -> bool:
+    async def connect(
+        self, tunnel: Tunnel, splice: Splice, origin: SessionOrigin | None = None
+    ) -> bool:
         """Have the node dial ``splice``'s node side; False (and nothing attached) if it did not."""
         token = secrets.token_hex(16)
         arrived: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiting[token] = (splice, arrived)
         try:
             reader, writer = await tunnel.connection.open_connection(
-                tunnel.listen_host, ports.DIALBACK
+                tunnel.listen_host,
+                ports.DIALBACK,
+                *(origin.originator() if origin is not None else ()),
             )
             writer.write(json.dumps({"port": self.port, "token": token}).encode() + b"\n")
             reply = await asyncio.wait_for(reader.readline(), WAIT_SECONDS)

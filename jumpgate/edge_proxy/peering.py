@@ -30,6 +30,8 @@ from jumpgate.edge_proxy.control import ControlPlaneClient, ControlPlaneError
 from jumpgate.edge_proxy.splice import ChannelSide, Splice
 from jumpgate.protocol import models
 from jumpgate.protocol.names import split_host_port
+from jumpgate.protocol.ssh_algorithms import Algorithms
+from jumpgate.protocol.tunnel_messages import SessionOrigin
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +39,7 @@ RENEW_SECONDS = 3 * 3600.0
 """Peering certificates last 24 hours; they are renewed every three."""
 CONNECT_SECONDS = 10.0
 
-ServeLocal = Callable[[str, str, Splice], Awaitable[None]]
+ServeLocal = Callable[[str, str, Splice, SessionOrigin | None], Awaitable[None]]
 """How the proxy splices a relayed channel onto a node it holds (tenant, host_id, splice);
 raises the proxy's ``Refused`` when it cannot."""
 
@@ -66,8 +68,15 @@ def advertised(listen: tuple[str, int], public: str) -> str:
 class Peering:
     """This proxy's peer listener and its connections to other proxies."""
 
-    def __init__(self, control: ControlPlaneClient, proxy_id: str, serve: ServeLocal) -> None:
+    def __init__(
+        self,
+        control: ControlPlaneClient,
+        proxy_id: str,
+        serve: ServeLocal,
+        algorithms: Algorithms | None = None,
+    ) -> None:
         self._control = control
+        self._algorithms = algorithms or Algorithms()
         self.proxy_id = proxy_id
         self.serve_local = serve
         self._key = asyncssh.generate_private_key("ssh-ed25519")
@@ -102,6 +111,7 @@ class Peering:
             encoding=None,
             keepalive_interval=30,
             keepalive_count_max=3,
+            **self._algorithms.server(),
         )
         port = int(self._server.sockets[0].getsockname()[1])
         self.addr = advertised((listen[0], port), public)
@@ -133,6 +143,7 @@ class Peering:
                 encoding=None,
                 keepalive_interval=30,
                 keepalive_count_max=3,
+                **self._algorithms.client(),
             ),
             CONNECT_SECONDS,
         )
@@ -161,8 +172,11 @@ class Peering:
                 "reached now: try again"
             ) from None
 
-    async def relay(self, remote: models.NodeLocation, splice: Splice) -> None:
-        """Open ``splice``'s node side through the proxy holding ``remote``'s tunnel."""
+    async def relay(
+        self, remote: models.NodeLocation, splice: Splice, origin: SessionOrigin | None = None
+    ) -> None:
+        """Open ``splice``'s node side through the proxy holding ``remote``'s tunnel; the
+        channel's originator fields carry ``origin`` on (decision 0030)."""
         if not remote.peer_addr:
             raise PeerRefused(
                 f"node {remote.nodename!r} is on proxy {remote.proxy}, which does not peer: "
@@ -173,7 +187,10 @@ class Peering:
             conn = await self._connection(remote)
             try:
                 await conn.create_connection(
-                    splice.node_channel, f"{remote.host_id}.{remote.tenant}", 22
+                    splice.node_channel,
+                    f"{remote.host_id}.{remote.tenant}",
+                    22,
+                    *(origin.originator() if origin is not None else ()),
                 )
                 return
             except asyncssh.ChannelOpenError as exc:
@@ -227,12 +244,13 @@ class _PeerServer(asyncssh.SSHServer):
             raise asyncssh.ChannelOpenError(
                 asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED, "peers relay to <host_id>.<tenant>:22"
             )
-        return self._open(tenant, host_id)
+        # an authenticated peer's word: the session's id and its user's address (0030)
+        return self._open(tenant, host_id, SessionOrigin.from_originator(orig_host, orig_port))
 
-    async def _open(self, tenant: str, host_id: str) -> ChannelSide:
+    async def _open(self, tenant: str, host_id: str, origin: SessionOrigin | None) -> ChannelSide:
         splice = Splice()
         try:
-            await self._peering.serve_local(tenant, host_id, splice)
+            await self._peering.serve_local(tenant, host_id, splice, origin)
         except Exception as exc:  # the proxy's Refused, or anything else: the peer is told
             logger.info(
                 "relayed session refused",

@@ -33,6 +33,7 @@ from jumpgate.edge_proxy.splice import Splice
 from jumpgate.edge_proxy.supervisor import Supervisor
 from jumpgate.edge_proxy.tunnel_front import TunnelServer
 from jumpgate.edge_proxy.user_front import UserFront
+from jumpgate.protocol.ssh_algorithms import Algorithms
 
 logger = logging.getLogger(__name__)
 
@@ -62,8 +63,10 @@ class ProxyService:
         limits: ConnectionLimits | None = None,
         audit_budget: audit_intake.AuditBudget | None = None,
         tunnel_limits: TunnelLimits | None = None,
+        algorithms: Algorithms | None = None,
     ) -> None:
         self.control = control
+        self.algorithms = algorithms or Algorithms()  # offered on every listener (0030)
         self.proxy_id = proxy_id
         self.public_addr = public_addr
         self.audit_budget = audit_budget or audit_intake.AuditBudget()
@@ -139,7 +142,9 @@ class ProxyService:
         down by a predecessor), and (with ``peer``) for other proxies."""
         await self.tasks.start()
         if peer is not None:
-            self.link.peers = Peering(self.control, self.proxy_id, self.link.serve_peer)
+            self.link.peers = Peering(
+                self.control, self.proxy_id, self.link.serve_peer, self.algorithms
+            )
             await self.link.peers.start(peer, peer_public_addr)
             self.tasks.loop(self.link.peers.renew_forever(), "peer-renew")
         common = {
@@ -147,6 +152,7 @@ class ProxyService:
             "keepalive_interval": 30,
             "keepalive_count_max": 3,
             "login_timeout": self.limits.login_grace,
+            **self.algorithms.server(),
         }
         refused = self.metrics.connections_refused
         user_gate = SourceGate("ssh", self.limits, refused)

@@ -97,6 +97,7 @@ class UserServer(asyncssh.SSHServer):
         self.tenant: str | None = None
         self.caller: Caller | None = None
         self._login = ""
+        self._peer = ""
         self._sessions = ChannelSlots("sessions", front.limits.max_sessions_per_connection)
         self._forwards = ChannelSlots(
             "forwarded channels", front.limits.max_forwards_per_connection
@@ -104,6 +105,8 @@ class UserServer(asyncssh.SSHServer):
 
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
         self._conn = conn
+        peer = conn.get_extra_info("peername") or ("", 0)
+        self._peer = f"{peer[0]}:{peer[1]}"  # still known once the connection is lost
         self.front.users.add(conn)
 
     def begin_auth(self, username: str) -> bool:
@@ -119,16 +122,21 @@ class UserServer(asyncssh.SSHServer):
         if tenant is None:
             self.front.metrics.handshake_failures["unknown_user_ca"] += 1
             return False
-        self.tenant = tenant
+        self.tenant = tenant  # asyncssh then checks the login and the validity
         return True
 
     def auth_completed(self) -> None:
         identity = cert_identity(self._conn)
         if identity is not None and self.tenant is not None:
-            peer = self._conn.get_extra_info("peername") or ("", 0)
             self.caller = Caller(
-                self.tenant, identity.user, identity.user_id, self._login, f"{peer[0]}:{peer[1]}"
+                self.tenant, identity.user, identity.user_id, self._login, self._peer
             )
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """A certificate of a tenant's CA that never logged in was refused by asyncssh
+        after ``validate_ca_key`` (a login it lacks, or expired): audited in that tenant."""
+        if self.tenant is not None and self.caller is None:
+            self.front.broker.login_refused(self.tenant, self._login, self._peer)
 
     async def open(self, name: str, splice: Splice) -> None:
         """Have the broker open ``splice`` to the node ``name`` names, as this caller."""

@@ -55,7 +55,8 @@ TUNNEL_CIPHERS = (
     "aes256-gcm@openssh.com",
     "chacha20-poly1305@openssh.com",
 )
-"""AES-GCM first on the tunnel: both ends are ours, and AES-NI makes it the cheapest per byte."""
+"""AES-GCM first on the tunnel (when configured): both ends are ours, and AES-NI makes it
+the cheapest per byte."""
 
 
 class Agent:
@@ -247,7 +248,7 @@ class Agent:
                 known_hosts=(trusted, [], []),
                 keepalive_interval=15,
                 keepalive_count_max=3,
-                encryption_algs=TUNNEL_CIPHERS,
+                **self.config.algorithms().client(prefer=TUNNEL_CIPHERS),
                 # A daemon reads nothing of its user's ~/.ssh (it may not even be readable)
                 config=[],
                 agent_path=None,
@@ -257,19 +258,22 @@ class Agent:
             timeout=30,
         )
         serving: dict[str, Any] = {
-            "server_factory": lambda: NodeServer(
+            # ``told``: the session's origin, when a dial-back request said it (0030)
+            "server_factory": lambda told=None: NodeServer(
                 self._user_cas(),
                 self.audit,
                 self.uploads,
                 self.sessions,
                 budgets=self.budgets,
                 setup=self.setup,
+                told=told,
             ),
             "server_host_keys": [(ssh_key, asyncssh.import_certificate(identity.certificate))],
             "encoding": None,
             "keepalive_interval": 30,
             "server_version": SERVER_VERSION,
             "line_editor": False,  # sessions carry raw bytes: the channel itself, unwrapped
+            **self.config.algorithms().server(),
         }
         async with conn:
             try:

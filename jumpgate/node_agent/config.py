@@ -13,8 +13,10 @@ from pydantic import AfterValidator, BeforeValidator, Field
 
 from jumpgate.node_agent.labels import DynamicLabel
 from jumpgate.node_agent.session_env import DEFAULT_ACCEPT_ENV, check_pattern
+from jumpgate.protocol import ssh_algorithms
 from jumpgate.protocol.names import check_nodename, split_host_port
 from jumpgate.protocol.settings import Flag, SettingsModel
+from jumpgate.protocol.ssh_algorithms import Ciphers, KexAlgos, MacAlgos
 
 
 def _auth_server(value: str | None) -> str | None:
@@ -84,3 +86,12 @@ class AgentConfig(SettingsModel):
     # the client's variables a session takes (SendEnv/SetEnv; sshd's AcceptEnv)
     accept_env: AcceptEnv = DEFAULT_ACCEPT_ENV
     pam: PamConfig = Field(default_factory=PamConfig)  # PAM around each session
+
+    # SSH algorithms of the node's server and its tunnel (Teleport's keys); empty: defaults
+    ciphers: Ciphers = ()
+    kex_algos: KexAlgos = ()
+    mac_algos: MacAlgos = ()
+
+    def algorithms(self) -> ssh_algorithms.Algorithms:
+        """What the node's SSH server and its tunnel offer (decision 0030)."""
+        return ssh_algorithms.Algorithms.configured(self.kex_algos, self.ciphers, self.mac_algos)

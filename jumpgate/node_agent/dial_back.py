@@ -15,7 +15,12 @@ from typing import Any
 import asyncssh
 
 from jumpgate.protocol.names import resolve_loopback
-from jumpgate.protocol.tunnel_messages import DataHello, DialBackRequest, MessageError
+from jumpgate.protocol.tunnel_messages import (
+    DataHello,
+    DialBackRequest,
+    MessageError,
+    SessionOrigin,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -35,10 +40,13 @@ def handler(
         try:
             line = await asyncio.wait_for(reader.readline(), REQUEST_SECONDS)
             request = DialBackRequest.decode(line)
+            # the session's origin, in the request channel's originator fields (0030)
+            peer = writer.get_extra_info("remote_peername") or ("", 0)
+            told = SessionOrigin.from_originator(*peer)
             sock = await dial(resolve_loopback(host), request.port)
             loop = asyncio.get_running_loop()
             await loop.sock_sendall(sock, DataHello(token=request.token).line())
-            spawn(serve(sock, serving))
+            spawn(serve(sock, serving, told))
             writer.write(b"ok\n")
         except (OSError, MessageError, TimeoutError) as exc:
             logger.info("dial-back failed", extra={"reason": str(exc)})
@@ -64,9 +72,13 @@ async def dial(host: str, port: int) -> socket.socket:
     return sock
 
 
-async def serve(sock: socket.socket, serving: dict[str, Any]) -> None:
-    """SSH on a dialled-back socket; the connection then lives on by itself."""
+async def serve(
+    sock: socket.socket, serving: dict[str, Any], told: SessionOrigin | None = None
+) -> None:
+    """SSH on a dialled-back socket; the connection then lives on by itself. Its server
+    (``serving["server_factory"]``, given ``told``) knows the session's origin."""
+    factory = serving["server_factory"]
     try:
-        await asyncssh.run_server(sock, **serving)
+        await asyncssh.run_server(sock, **{**serving, "server_factory": lambda: factory(told)})
     except (OSError, asyncssh.Error) as exc:
         logger.info("dial-back session failed", extra={"reason": str(exc)})

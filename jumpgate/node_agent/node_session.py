@@ -14,7 +14,6 @@ import asyncio
 import dataclasses
 import logging
 import os
-import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -22,7 +21,7 @@ from typing import Any, Protocol
 import asyncssh
 
 from jumpgate.node_agent import audit as events
-from jumpgate.node_agent import sessions
+from jumpgate.node_agent import origin, sessions
 from jumpgate.node_agent.audit_budget import Budgets, SessionAudit
 from jumpgate.node_agent.pam_session import PamError
 from jumpgate.node_agent.recording import Recorder
@@ -198,11 +197,13 @@ def _decide(session: NodeSession) -> None:
     assert isinstance(conn, asyncssh.SSHServerConnection)
     identity = cert_identity(conn)
     login = channel.get_extra_info("username")
-    # No remote address: the node sees the proxy's; the proxy's own events have the user's.
+    # The proxy's session id and the user's address, as the proxy said them (decision 0030)
+    came = origin.origin(conn)
     who = session.who = {
         "user": identity.user if identity else "",
         "login": login,
-        "session_id": str(uuid.uuid4()),
+        **origin.session_ids(conn),
+        **({"remote_addr": f"{came.client_addr}:{came.client_port}"} if came.client_addr else {}),
     }
     # Its transfer events are held to a budget; over it, the session is ended (fail closed).
     host = session.host

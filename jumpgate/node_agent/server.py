@@ -23,7 +23,7 @@ from typing import Any, Protocol
 import asyncssh
 
 from jumpgate.node_agent import audit as events
-from jumpgate.node_agent import sessions
+from jumpgate.node_agent import origin, sessions
 from jumpgate.node_agent.agent_forwarding import AgentSocket
 from jumpgate.node_agent.asyncssh_adapter import open_agent_connection
 from jumpgate.node_agent.audit_budget import Budgets
@@ -33,6 +33,7 @@ from jumpgate.node_agent.session_setup import SetupPolicy
 from jumpgate.node_agent.uploads import Uploader
 from jumpgate.protocol import certs
 from jumpgate.protocol.ssh_identity import cert_identity
+from jumpgate.protocol.tunnel_messages import SessionOrigin
 from jumpgate.protocol.version import server_version
 
 logger = logging.getLogger(__name__)
@@ -108,7 +109,9 @@ class NodeServer(asyncssh.SSHServer):
         budgets: Budgets | None = None,
         setup: SetupPolicy | None = None,
         max_forwards: int = MAX_FORWARDS,
+        told: SessionOrigin | None = None,
     ) -> None:
+        self._told = told  # the session's origin, when a dial-back request said it (0030)
         self._user_ca_keys = list(user_ca_keys)  # any of them (decision 0022)
         self.audit = audit
         self.budgets = budgets if budgets is not None else Budgets()  # the agent's, shared
@@ -132,6 +135,7 @@ class NodeServer(asyncssh.SSHServer):
 
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
         self._conn = conn
+        origin.record(conn, self._told)
         self._supervisor = asyncio.get_running_loop().create_task(self.supervise(conn))
 
     async def supervise(self, conn: Connection) -> None:

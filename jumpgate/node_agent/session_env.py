@@ -26,6 +26,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from jumpgate.node_agent.origin import origin as proxy_said
+
 DEFAULT_ACCEPT_ENV = ("LANG", "LC_*")
 """The client variables a node takes unless configured otherwise (Debian's sshd_config)."""
 MAX_CLIENT_VARIABLES = 128
@@ -57,14 +59,16 @@ UNKNOWN = Origin("UNKNOWN", 65535, "UNKNOWN", 65535)
 def origin(conn: Any) -> Origin:
     """Where ``conn`` (the user's SSH connection on the node) comes from.
 
-    Today the node knows only its own end of what carried the connection: through the tunnel,
-    the addresses of the forwarded channel; dialled back, the proxy's socket. This function is
-    the one place that says, so that it can take the user's real address once the proxy passes
-    it to the node."""
+    The user's address is the one the proxy said (``origin.origin``, decision 0030); from a
+    proxy of an older release, the node's own end of what carried the connection. The
+    server's is the node's own end: its view, as sshd's is."""
     peer = conn.get_extra_info("peername") or ()
     local = conn.get_extra_info("sockname") or ()
     client_host, client_port = _address(peer)
     server_host, server_port = _address(local)
+    said = proxy_said(conn)
+    if said.client_addr:
+        client_host, client_port = said.client_addr, said.client_port
     return Origin(client_host, client_port, server_host, server_port)
 
 

@@ -18,6 +18,7 @@ line ``ok`` or ``error ...``) and the first line of a dial-back data connection
 Every message decodes through ``decode`` (``MessageError``, one line, on anything else).
 """
 
+import ipaddress
 import re
 from typing import Annotated, Literal
 
@@ -40,6 +41,7 @@ __all__ = [
     "Refusal",
     "RenewRequest",
     "Renewed",
+    "SessionOrigin",
     "Tempfail",
     "TrustUpdate",
     "Welcome",
@@ -262,3 +264,52 @@ class DataHello(_Message):
         if not _TOKEN.match(token):
             raise MessageError("a data connection hello without a usable token")
         return cls(token=token.decode())
+
+
+_SESSION_ID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+_ORIGIN = re.compile(rf"^({_SESSION_ID})@(.{{1,45}})$")
+
+
+class SessionOrigin(_Message):
+    """Where a session comes from, as the proxy that opened it knows it (decision 0030): its
+    ``session_id`` in the proxy's audit events and the user's own address. The node names
+    its events of the session with that id, and sets ``SSH_CONNECTION`` from that address.
+
+    It travels in the originator fields of the channel the proxy opens to the node
+    (``forwarded-tcpip``: the dial-back request's, or the session's own inside the tunnel;
+    ``direct-tcpip`` from a peer proxy), which RFC 4254 gives to the originator's address
+    and port: ``<session_id>@<address>`` and the port. Only the proxy holding the node's
+    tunnel (or an authenticated peer) opens such channels, so nothing else can claim it;
+    an agent of an older release ignores those fields, so there is nothing to negotiate."""
+
+    session_id: Annotated[str, Field(pattern=f"^{_SESSION_ID}$")]
+    addr: Annotated[str, Field(min_length=1, max_length=45)]  # the user's IP address
+    port: Annotated[int, Field(ge=0, lt=65536)]
+
+    def originator(self) -> tuple[str, int]:
+        """The channel's originator address and port that carry this origin."""
+        return f"{self.session_id}@{self.addr}", self.port
+
+    @classmethod
+    def from_originator(cls, host: object, port: object) -> "SessionOrigin | None":
+        """The origin a channel's originator fields carry, or None (a proxy of an older
+        release, or anything else: never an error, the session then gets its own id)."""
+        if not isinstance(host, str) or not isinstance(port, int):
+            return None
+        found = _ORIGIN.fullmatch(host)
+        if found is None:
+            return None
+        try:
+            ipaddress.ip_address(found.group(2))
+            return cls(session_id=found.group(1), addr=found.group(2), port=port)
+        except ValueError:
+            return None
+
+    @classmethod
+    def of(cls, session_id: str, remote_addr: str) -> "SessionOrigin | None":
+        """The origin of session ``session_id`` from a user at ``remote_addr`` (``ip:port``,
+        as the proxy's events write it); None if either is not one."""
+        addr, _, port = remote_addr.rpartition(":")
+        if not port.isdigit():
+            return None
+        return cls.from_originator(f"{session_id}@{addr}", int(port))

@@ -28,6 +28,7 @@ from jumpgate.edge_proxy.metrics import Metrics
 from jumpgate.protocol import models
 from jumpgate.protocol.audit import EventType
 from jumpgate.protocol.names import pick_node
+from jumpgate.protocol.tunnel_messages import SessionOrigin
 
 PROXY = "proxy-1"
 PUBLIC = "example.sh"
@@ -129,8 +130,15 @@ class FakeLink:
     fail: Exception | None = None
     hang_up: bool = False  # the node ends the session as soon as it opens
     opened: list[tuple[str, FakePipe]] = field(default_factory=list)
+    origins: list[SessionOrigin | None] = field(default_factory=list)
 
-    async def open(self, target: Held | models.NodeLocation, pipe: FakePipe) -> None:
+    async def open(
+        self,
+        target: Held | models.NodeLocation,
+        pipe: FakePipe,
+        origin: SessionOrigin | None = None,
+    ) -> None:
+        self.origins.append(origin)
         if self.fail is not None:
             raise self.fail
         where = target.proxy if isinstance(target, models.NodeLocation) else "here"
@@ -189,6 +197,7 @@ def world(
     control: FakeControl | None = None,
     link: FakeLink | None = None,
     held: Iterable[Held] = (),
+    ids: Iterable[str] = (),
 ) -> World:
     control = control or FakeControl()
     tunnels = FakeTunnels(
@@ -201,7 +210,7 @@ def world(
     )
     link = link or FakeLink()
     audit, metrics = FakeAudit(), Metrics()
-    ids = iter(f"session-{n}" for n in range(1, 100))
+    ids = iter(ids or [f"session-{n}" for n in range(1, 100)])
     broker: Broker = SessionBroker(
         control,
         tunnels,
@@ -260,6 +269,15 @@ def test_a_session_is_audited_at_its_start_and_its_end() -> None:
         {**session, "bytes_to_node": 10, "bytes_to_user": 250},
     )
     assert (w.metrics.sessions, w.metrics.bytes_in, w.metrics.bytes_out) == (1, 10, 250)
+
+
+def test_the_node_is_told_the_session_id_and_the_users_address() -> None:
+    """Decision 0030: the node names its events with the id the proxy's events have."""
+    session_id = "0b9a3f6e-8a77-4c1e-9d8e-2f3c4b5a6d7e"
+    w = world(ids=[session_id])
+    w.open("web-1")
+    assert w.link.origins == [SessionOrigin(session_id=session_id, addr="192.0.2.7", port=50000)]
+    assert w.audit.events[0][4]["session_id"] == session_id
 
 
 def test_a_node_that_hangs_up_at_once_still_gets_both_events() -> None:

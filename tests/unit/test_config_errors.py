@@ -14,6 +14,7 @@ from jumpgate.cli.daemon.node import agent_config
 from jumpgate.node_agent.config import AgentConfig
 from jumpgate.protocol.durations import Duration
 from jumpgate.protocol.settings import SettingsModel, key_path, one_line
+from jumpgate.protocol.ssh_algorithms import MAC_ALGOS
 
 
 def _refused(tmp_path: Path, text: str) -> str:
@@ -236,3 +237,47 @@ def test_the_agent_config_is_checked_however_it_is_made(tmp_path: Path) -> None:
     assert one_line(raised.value, AgentConfig) == "insecure: must be true or false, not 'yes'"
     made = AgentConfig(data_dir=tmp_path, auth_server="acme.localhost:3080", nodename="web-1")
     assert (made.auth_server, made.nodename, made.labels) == ("acme.localhost:3080", "web-1", {})
+
+
+@pytest.mark.parametrize(
+    ("text", "line"),
+    [
+        (
+            "ciphers: [aes128-ctr, 3des-cbcx]\n",
+            "ciphers: '3des-cbcx' is not a cipher this release offers; use: chacha20-poly1305@",
+        ),
+        (
+            "kex_algos: [curve25519-sha255]\n",
+            "kex_algos: 'curve25519-sha255' is not a key exchange this release offers; use: ",
+        ),
+        ("mac_algos: hmac-md6\n", "mac_algos: 'hmac-md6' is not a MAC this release offers; use: "),
+        ("mac_algos: {a: b}\n", "mac_algos: must be a list of algorithm names, not {'a': 'b'}"),
+    ],
+    ids=["cipher", "kex", "mac-as-text", "not-a-list"],
+)
+def test_a_bad_algorithm_is_named_with_the_valid_ones(tmp_path: Path, text: str, line: str) -> None:
+    message = _refused(tmp_path, text)
+    assert message.startswith(line), message
+    if "use:" in message:
+        assert (
+            "hmac-sha2-256" in message or "curve25519-sha256" in message or "aes128-ctr" in message
+        )
+
+
+def test_configured_algorithms_reach_the_proxy_and_the_agent(tmp_path: Path) -> None:
+    path = tmp_path / "jumpgate.yaml"
+    path.write_text("ciphers: aes256-ctr, aes128-gcm@openssh.com\nkex_algos: [curve25519-sha256]\n")
+    config = load(path, {"data_dir": str(tmp_path), "roles": "node"})
+    proxy = config.algorithms()
+    assert proxy.ciphers == ("aes256-ctr", "aes128-gcm@openssh.com")
+    assert proxy.kex == ("curve25519-sha256",)
+    assert proxy.macs == MAC_ALGOS  # not given: the defaults
+    assert "hmac-sha1" not in proxy.macs
+    assert agent_config(config).algorithms() == proxy
+    client = proxy.client(prefer=("aes128-gcm@openssh.com",))
+    assert client["encryption_algs"] == ["aes128-gcm@openssh.com", "aes256-ctr"]
+    with pytest.raises(ValidationError) as raised:
+        AgentConfig.model_validate({"data_dir": tmp_path, "kex_algos": ["nope"]})
+    assert one_line(raised.value, AgentConfig).startswith(
+        "kex_algos: 'nope' is not a key exchange this release offers"
+    )

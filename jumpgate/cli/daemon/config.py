@@ -40,6 +40,7 @@ from jumpgate.protocol.durations import Duration, within
 from jumpgate.protocol.functions import Function
 from jumpgate.protocol.names import check_tenant_name, split_host_port
 from jumpgate.protocol.settings import Flag, SettingsModel, number, one_line, text_list, whole
+from jumpgate.protocol.ssh_algorithms import Algorithms, Ciphers, KexAlgos, MacAlgos
 
 __all__ = [
     "CONFIG_VARIABLE",
@@ -151,6 +152,11 @@ class Config(SettingsModel):
     static_tokens: tuple[StaticTokenConfig, ...] = ()
     connection_limits: ConnectionLimitsConfig = ConnectionLimitsConfig()
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    # SSH algorithms of every listener and connection, proxy and node (Teleport's keys,
+    # decision 0030); each a list of names, in order of preference; empty: the defaults
+    ciphers: Ciphers = ()
+    kex_algos: KexAlgos = ()
+    mac_algos: MacAlgos = ()
     diag_addr: Listen = ""  # /healthz, /readyz, /metrics, e.g. 127.0.0.1:3000; off when empty
     node_gone_after: Duration = timedelta(minutes=10)  # offline nodes leave `nodes ls` after this
     # dynamodb://TABLE (the store), file:///PATH, stdout://
@@ -282,6 +288,10 @@ class Config(SettingsModel):
         if storage.type == "dynamodb":
             return storage.audit_table_name or f"{storage.table_name}-audit", storage.region
         return None
+
+    def algorithms(self) -> Algorithms:
+        """What the proxy's SSH listeners and connections offer."""
+        return Algorithms.configured(self.kex_algos, self.ciphers, self.mac_algos)
 
     def sink_uris(self) -> tuple[str, ...]:
         """The ``audit_events_uri`` entries that copy events (files, stdout), not the store."""

@@ -32,6 +32,9 @@ def agent_config(config: Config) -> AgentConfig:
         "insecure": config.insecure,
         "accept_env": config.accept_env,
         "pam": config.pam,
+        "ciphers": config.ciphers,
+        "kex_algos": config.kex_algos,
+        "mac_algos": config.mac_algos,
     }
     if config.nodename:
         fields["nodename"] = config.nodename

@@ -276,6 +276,7 @@ class Daemon:
             host_key=host_key,
             public_addr=config.public_addr,
             limits=limits,
+            algorithms=config.algorithms(),
         )
         guard = LoginGuard(
             config.public_addr,
