@@ -160,7 +160,7 @@ def test_bad_input_gets_one_line_errors(cluster: Cluster, tmp_path: Path) -> Non
         ),
         (
             _login_argv(proxy, "12345"),
-            "jump: error: otp: String should match pattern '^[0-9]{6}$'",
+            "jump: error: otp: must be the 6 digits your authenticator app shows, not '12345'",
         ),
         (
             _login_argv(f"nosuch.localhost:{cluster.port}", "123456"),
