@@ -46,7 +46,7 @@ before it asks for the password again."""
 Password = Annotated[
     str,
     Field(min_length=PASSWORD_LENGTH[0], max_length=PASSWORD_LENGTH[1]),
-    rule("12 to 128 characters", show="length"),
+    rule(f"{PASSWORD_LENGTH[0]} to {PASSWORD_LENGTH[1]} characters", show="length"),
 ]
 OpenSSHKey = Annotated[str, Field(min_length=16, max_length=8192)]
 Secret = Annotated[
