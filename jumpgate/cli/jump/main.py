@@ -219,6 +219,10 @@ def _logout(_: argparse.Namespace) -> int:
     return 0
 
 
+def _version(args: argparse.Namespace) -> int:
+    return version.show("jump", args.format)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``jump``."""
     args = parser().parse_args(argv)
@@ -236,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
         "ls": _ls,
         "status": _status,
         "logout": _logout,
-        "version": lambda args: version.show("jump", args.format),
+        "version": _version,
     }
     return run("jump", lambda: commands[args.command](args))
 
