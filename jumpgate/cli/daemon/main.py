@@ -21,7 +21,7 @@ from jumpgate.cli.common.args import Parser
 from jumpgate.cli.common.errors import CLIError
 from jumpgate.cli.common.run import run
 from jumpgate.cli.daemon import config as config_module
-from jumpgate.cli.daemon import logs
+from jumpgate.cli.daemon import listeners, logs
 from jumpgate.cli.daemon.config import TOKEN_VARIABLE, Config, ConfigError
 from jumpgate.node_agent.errors import AgentError
 from jumpgate.protocol.certs import KeyType
@@ -305,6 +305,7 @@ def _run_platform(config: Config, demo: argparse.Namespace | None) -> int:
 
     if "node" in config.services:
         agent_config(config)  # a bad label fails now, not after the platform is listening
+    listeners.check(config, demo=demo is not None)
     try:
         daemon = Daemon(config)
     except (JumpgateError, ValueError, PermissionError) as exc:
