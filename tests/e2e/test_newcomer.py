@@ -4,6 +4,7 @@ do, and the small commands a person tries first (``--version``, ``logout`` twice
 import os
 import pty
 import select
+import signal
 import socket
 import subprocess
 import time
@@ -18,6 +19,7 @@ from tests.e2e.conftest import (
     PASSWORD,
     Cluster,
     Shell,
+    Site,
     create_tenant,
     signup_and_login,
 )
@@ -222,3 +224,25 @@ def test_listen_addresses_are_checked_before_anything_starts(tmp_path: Path) -> 
             f"jumpgate: error: web_listen_addr: 127.0.0.1:{port} is in use: stop what uses "
             "it or choose another port (--web-listen-addr)"
         )
+
+
+def test_a_removed_node_started_again_with_a_new_token_says_what_to_do(site: Site) -> None:
+    """Its stored identity is what it joins with, whatever the token: it stops at once with
+    one line (delete the identity, join again) instead of looping on 'Permission denied'."""
+    site.admin.ok("jumpctl", "nodes", "rm", "web-1")
+    site.node.kill(signal.SIGTERM)
+    joining = site.admin.ok("jumpctl", "nodes", "add", "--ttl", "5m", "--format", "json").json()
+    site.node.env = dict(joining["env"])
+    process = site.node.start()
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        pytest.fail(f"still running: {site.node.log.read_text()[-2000:]}")
+    assert process.returncode == 1
+    said = site.node.log.read_text()[site.node.offset :].strip().splitlines()[-1]
+    identity = site.node.directory / "node"
+    assert said.startswith("jumpgate: error: this node's identity was removed from cluster acme")
+    assert said.endswith(
+        f": delete {identity} and join again (jumpctl nodes add); the token was not used"
+    )
