@@ -164,9 +164,9 @@ def test_tokens_ls_says_system_roles(cluster: Cluster, tmp_path: Path) -> None:
     assert " Roles" not in header.replace("System roles", "")
 
 
-def _start_fails(tmp_path: Path, *flags: str) -> tuple[int, str]:
+def _start_fails(tmp_path: Path, *flags: str, command: str = "start") -> tuple[int, str]:
     done = subprocess.run(
-        [str(BIN / "jumpgate"), "start", "--data-dir", str(tmp_path / "data"), *flags],
+        [str(BIN / "jumpgate"), command, "--data-dir", str(tmp_path / "data"), *flags],
         capture_output=True,
         text=True,
         timeout=60,
@@ -224,6 +224,18 @@ def test_listen_addresses_are_checked_before_anything_starts(tmp_path: Path) -> 
             f"jumpgate: error: web_listen_addr: 127.0.0.1:{port} is in use: stop what uses "
             "it or choose another port (--web-listen-addr)"
         )
+        # make up runs jumpgate demo: it says how to give make up other ports
+        ports = ["--ssh-listen-addr", "127.0.0.1:3023", "--tunnel-listen-addr", "127.0.0.1:3024"]
+        demo = _start_fails(
+            tmp_path, *ports, "--web-listen-addr", f"127.0.0.1:{port}", command="demo"
+        )[1]
+        assert (
+            demo.endswith(
+                f"(--web-listen-addr); with make up: make up WEB_PORT={port + 1000} "
+                "SSH_PORT=4023 TUNNEL_PORT=4024"
+            )
+            or port + 1000 >= 64535
+        ), demo
 
 
 def test_a_removed_node_started_again_with_a_new_token_says_what_to_do(site: Site) -> None:

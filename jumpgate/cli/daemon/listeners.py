@@ -9,8 +9,15 @@ from jumpgate.cli.common.errors import CLIError
 from jumpgate.cli.daemon.config import Config
 from jumpgate.protocol.names import split_host_port
 
-MAKE_UP = "make up WEB_PORT=4080 SSH_PORT=4023 TUNNEL_PORT=4024"
-"""How ``make up`` is given other ports (its Makefile variables)."""
+
+def make_up_elsewhere(config: Config) -> str:
+    """``make up`` on other ports (its Makefile variables): each of the demo's a thousand
+    up (3080 becomes 4080), as the README suggests."""
+    keys = {"WEB_PORT": "web_listen_addr", "SSH_PORT": "ssh_listen_addr"}
+    keys["TUNNEL_PORT"] = "tunnel_listen_addr"
+    ports = {name: config.port_of(key) for name, key in keys.items()}
+    moved = {name: port + 1000 if 0 < port < 64535 else port for name, port in ports.items()}
+    return "make up " + " ".join(f"{name}={port}" for name, port in moved.items())
 
 
 def check(config: Config, *, demo: bool = False) -> None:
@@ -20,11 +27,12 @@ def check(config: Config, *, demo: bool = False) -> None:
     daemon binds them again a moment later, and still says so if that fails."""
     keys = ["web_listen_addr", "ssh_listen_addr", "tunnel_listen_addr"]
     keys += [key for key in ("peer_listen_addr", "diag_addr") if getattr(config, key)]
+    elsewhere = make_up_elsewhere(config) if demo else ""
     for key in keys:
-        _try(key, getattr(config, key), demo=demo)
+        _try(key, getattr(config, key), elsewhere)
 
 
-def _try(key: str, address: str, *, demo: bool) -> None:
+def _try(key: str, address: str, elsewhere: str) -> None:
     host, port = split_host_port(address, 0, listen=True)
     try:
         found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
@@ -42,15 +50,16 @@ def _try(key: str, address: str, *, demo: bool) -> None:
             try:
                 probe.bind(where)
             except OSError as exc:
-                raise CLIError(why(key, address, exc, demo=demo)) from None
+                raise CLIError(why(key, address, exc, elsewhere=elsewhere)) from None
 
 
-def why(key: str, address: str, exc: OSError, *, demo: bool = False) -> str:
-    """One line saying why ``key`` cannot listen on ``address`` and what to do."""
+def why(key: str, address: str, exc: OSError, *, elsewhere: str = "") -> str:
+    """One line saying why ``key`` cannot listen on ``address`` and what to do;
+    ``elsewhere``: the command that runs the demo on other ports (``make up ...``)."""
     host, port = split_host_port(address, 0, listen=True)
     flag = f"--{key.replace('_', '-')}" if key != "peer_listen_addr" else key
     if exc.errno == errno.EADDRINUSE:
-        instead = f"; with make up: {MAKE_UP}" if demo else ""
+        instead = f"; with make up: {elsewhere}" if elsewhere else ""
         return (
             f"{key}: {address} is in use: stop what uses it or choose another port "
             f"({flag}){instead}"
