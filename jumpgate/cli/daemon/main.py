@@ -143,7 +143,7 @@ def parser() -> argparse.ArgumentParser:
     demo.add_argument("--tenant", default="demo", help="the demo tenant's name")
     demo.add_argument("--admin", default="admin", help="the demo admin's user name")
 
-    version.register(top, sub, "jumpgate")
+    version.register(top, sub)
 
     tenants = sub.add_parser("tenants", help="create, list and remove tenants")
     tsub = tenants.add_subparsers(dest="tenants_command", required=True)

@@ -55,7 +55,7 @@ def parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="show the current login")
     output.add_format(status)
     sub.add_parser("logout", help="delete the current login's key and certificate")
-    version.register(top, sub, "jump")
+    version.register(top, sub)
     return top
 
 

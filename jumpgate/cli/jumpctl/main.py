@@ -16,7 +16,7 @@ def parser() -> argparse.ArgumentParser:
     sub = top.add_subparsers(dest="command", required=True)
     for group in (status, users, tokens, audit, recordings):
         group.register(sub)
-    version.register(top, sub, "jumpctl")
+    version.register(top, sub)
     return top
 
 
