@@ -171,6 +171,9 @@ class Agent:
                 try:
                     await self._hold_tunnel(self.identity, key, stop)
                     attempt = 0
+                except asyncssh.PermissionDenied as exc:
+                    self._trust_pushed = False
+                    self._refused(self.identity, exc)
                 except (ClientError, OSError, asyncssh.Error, ControlChannelError) as exc:
                     self._trust_pushed = False  # the next attempt asks the platform again
                     logger.warning("tunnel down", extra={"reason": str(exc) or type(exc).__name__})
@@ -190,6 +193,20 @@ class Agent:
             for task in refreshers:
                 task.cancel()
             await self.sessions.end_all()  # those a dial-back connection still holds
+
+    def _refused(self, identity: Identity, exc: asyncssh.PermissionDenied) -> None:
+        """The proxy refused this node's key: its identity is no longer joined (``jumpctl
+        nodes rm``). Started with a token, someone is trying to join it again and the stored
+        identity would be refused forever: stop and say what to do. Without one, retry (a
+        proxy that could not ask the platform refuses too), saying what it may mean."""
+        said = (
+            f"this node's identity was removed from cluster {identity.tenant} (its tunnel is "
+            f"refused as {identity.host_id}.{identity.tenant}): delete "
+            f"{self.config.data_dir / 'node'} and join again (jumpctl nodes add)"
+        )
+        if self.config.token_unused:
+            raise AgentError(f"{said}; the token was not used")
+        logger.warning("tunnel refused", extra={"reason": f"{exc.reason}; if {said}"})
 
     def metric_lines(self) -> list[MetricLine]:
         """Samples for ``/metrics``."""

@@ -76,6 +76,9 @@ class AgentConfig(SettingsModel):
     # HOST:PORT of the tenant's web endpoint (first join)
     auth_server: Annotated[str | None, AfterValidator(_auth_server)] = None
     token: str | None = None  # join token (first join only)
+    # a token was given to a node that has joined: someone means to join it again, so a
+    # refused identity stops it (it would be refused forever) instead of retrying
+    token_unused: Flag = False
     # sha256:... of the tenant's host CA (first join only)
     ca_pin: Annotated[str | None, AfterValidator(_ca_pin)] = None
     # this node's name; default: the host name (taken as the system has it)

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 from pydantic import ValidationError
 
-from jumpgate.protocol import ports, signing
+from jumpgate.protocol import invalid, ports, signing
 from jumpgate.protocol.calls import Call
 from jumpgate.protocol.names import resolve_loopback, split_host_port
 from jumpgate.protocol.problems import ProblemType
@@ -102,13 +102,9 @@ def certificate_sha256(der: bytes) -> str:
 
 
 def invalid_detail(error: ValidationError) -> str:
-    """One line for a request body the models refuse, worded as the platform words it."""
-    details = error.errors()
-    if not details:
-        return "invalid value"
-    where = ".".join(str(part) for part in details[0]["loc"])
-    message = details[0]["msg"].removeprefix("Value error, ")
-    return f"{where}: {message}" if where else message
+    """One line for a request body the models refuse, worded as the platform words it
+    (``protocol.invalid``)."""
+    return invalid.first_line(error)
 
 
 @dataclass(frozen=True)

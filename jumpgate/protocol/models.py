@@ -12,6 +12,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from jumpgate.protocol import names
 from jumpgate.protocol.audit import EventType
+from jumpgate.protocol.invalid import rule
 from jumpgate.protocol.recording import PartInfo, RecordingMeta, RecordingMode, SessionEnd
 from jumpgate.protocol.trust import NONCE_PATTERN, SignedTrust
 
@@ -39,11 +40,24 @@ Tenant = Annotated[str, Field(max_length=63), AfterValidator(names.check_tenant_
 UserName = Annotated[str, Field(max_length=128), AfterValidator(names.check_user_name)]
 Login = Annotated[str, Field(max_length=32), AfterValidator(names.check_login)]
 NodeName = Annotated[str, Field(max_length=253), AfterValidator(names.check_nodename)]
-Password = Annotated[str, Field(min_length=12, max_length=128)]
+PASSWORD_LENGTH = (12, 128)
+"""A password's length, least and most: the platform's rule, checked by ``jump signup`` too
+before it asks for the password again."""
+Password = Annotated[
+    str,
+    Field(min_length=PASSWORD_LENGTH[0], max_length=PASSWORD_LENGTH[1]),
+    rule(f"{PASSWORD_LENGTH[0]} to {PASSWORD_LENGTH[1]} characters", show="length"),
+]
 OpenSSHKey = Annotated[str, Field(min_length=16, max_length=8192)]
-Secret = Annotated[str, Field(min_length=16, max_length=256, pattern=r"^[A-Za-z0-9_\-]+$")]
-OTP = Annotated[str, Field(pattern=r"^[0-9]{6}$")]
-TTLSeconds = Annotated[int, Field(ge=60, le=30 * 86400)]
+Secret = Annotated[
+    str,
+    Field(min_length=16, max_length=256, pattern=r"^[A-Za-z0-9_\-]+$"),
+    rule("16 to 256 letters, digits, '-' or '_'", show="length"),
+]
+OTP = Annotated[
+    str, Field(pattern=r"^[0-9]{6}$"), rule("the 6 digits your authenticator app shows")
+]
+TTLSeconds = Annotated[int, Field(ge=60, le=30 * 86400), rule("from 1m to 30d", show="duration")]
 Nonce = Annotated[str, Field(pattern=NONCE_PATTERN)]
 """A node's nonce, echoed in the trust document it asked for (``protocol.trust``)."""
 

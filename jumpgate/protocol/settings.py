@@ -10,10 +10,12 @@ reaches a component is already of its type (durations are ``timedelta``, parsed 
 """
 
 import types
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Annotated, Any, Union, get_args, get_origin
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, StrictBool, ValidationError
+
+from jumpgate.protocol.invalid import key_path, said
 
 __all__ = ["Flag", "SettingsModel", "key_path", "number", "one_line", "text_list", "whole"]
 
@@ -99,38 +101,11 @@ def one_line(exc: ValidationError, model: type[BaseModel], *, unknown: str = "co
     return line.replace("\n", " ")
 
 
-def key_path(loc: Sequence[int | str]) -> str:
-    """``("static_tokens", 0, "token")`` as people write it: ``static_tokens[0].token``."""
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
-
-
-_MESSAGES: dict[str, Callable[[Any, Any], str]] = {
-    "string_type": lambda value, _: f"must be text, not {value!r}",
-    "bool_type": lambda value, _: f"must be true or false, not {value!r}",
-    "bool_parsing": lambda value, _: f"must be true or false, not {value!r}",
-    "tuple_type": lambda value, _: f"must be a list, not {value!r}",
-    "list_type": lambda value, _: f"must be a list, not {value!r}",
-    "dict_type": lambda value, _: f"must be a mapping, not {value!r}",
-    "literal_error": lambda value, ctx: (
-        f"{value!r} is not {str(ctx.get('expected', '')).replace(chr(39), '')}"
-    ),
-    "missing": lambda _value, _ctx: "is required",
-}
-
-
 def _message(error: Any, within: type[BaseModel] | None) -> str:
     kind = error["type"]
-    value = error.get("input")
     if kind in ("model_type", "model_attributes_type", "dataclass_type") and within is not None:
         return f"must be a mapping of {', '.join(within.model_fields)}"
-    if kind in ("value_error", "assertion_error"):
-        return str(error["msg"]).removeprefix("Value error, ").removeprefix("Assertion failed, ")
-    if kind in _MESSAGES:
-        return _MESSAGES[kind](value, error.get("ctx") or {})
-    return f"{error['msg']} (got {value!r})"
+    return said(error)
 
 
 def _model_at(model: type[BaseModel], loc: Sequence[int | str]) -> type[BaseModel] | None:

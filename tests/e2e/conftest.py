@@ -89,7 +89,8 @@ class Cluster:
                 self._started = True
                 return
             except pytest.fail.Exception:
-                taken = "address already in use" in self.log.read_text()
+                log = self.log.read_text()
+                taken = "address already in use" in log or " is in use: " in log
                 if self._started or not taken or attempt == 2:
                     raise
                 self.port, self.ssh_port, self.tunnel_port = free_port(), free_port(), free_port()

@@ -133,7 +133,7 @@ def test_lock_bad_input_gets_one_line_and_changes_nothing(platform: Platform) ->
     cases = [
         ("alice", {"message": "x"}, 400, "you cannot lock yourself: ask another admin"),
         ("nobody", {"message": "x"}, 404, "user 'nobody' not found: see jumpctl users ls"),
-        ("bob", {"message": "x" * 201}, 400, "message: String should have at most 200 characters"),
+        ("bob", {"message": "x" * 201}, 400, "message: must be at most 200 characters (201 given)"),
         ("bob", {"ttl_seconds": 5}, 400, None),
         ("bob", {"until": "never"}, 400, None),
     ]

@@ -70,8 +70,12 @@ def _refused(tmp_path: Path, text: str) -> str:
         ("login_user_rate: fast\n", "login_user_rate: 'fast' must be a number, 0 or more"),
         ("recording_grace: 30s\n", "recording_grace: must be at least 1m"),
         ("drain_timeout: [1]\n", "drain_timeout: must be text, not [1]"),
-        ("data_dir: [1]\n", "data_dir: Input is not a valid path"),
+        ("data_dir: [1]\n", "data_dir: must be a path, not [1]"),
         ("bogus: 1\nother: 2\n", "unknown config key(s): bogus, other"),
+        (
+            "ssh_listen_addr: 127.0.0.1\n",
+            "ssh_listen_addr: '127.0.0.1' has no port: use HOST:PORT (port 0: any free port)",
+        ),
     ],
     ids=[
         "storage-text",
@@ -97,6 +101,7 @@ def _refused(tmp_path: Path, text: str) -> str:
         "duration-list",
         "path",
         "unknown-keys-together",
+        "listen-without-port",
     ],
 )
 def test_every_section_names_the_bad_key_in_one_line(tmp_path: Path, text: str, line: str) -> None:

@@ -57,6 +57,23 @@ def moment(text: str) -> datetime:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
+def cluster_address(text: str, flag: str) -> str:
+    """``HOST:PORT`` of a cluster's web endpoint as ``flag`` gave it: a URL someone copied
+    from a browser (``https://acme.example.sh:3080/``) is taken for its address; another
+    scheme or a path is refused in one line."""
+    scheme, sep, rest = text.partition("://")
+    if not sep:
+        scheme, rest = "", text
+    address, slash, path = rest.partition("/")
+    if scheme and scheme.lower() != "https":
+        raise CLIError(
+            f"{flag}: the platform speaks HTTPS only: give {address} (or https://{address})"
+        )
+    if slash and path:
+        raise CLIError(f"{flag}: give the cluster's address alone, {address}, not a path")
+    return address
+
+
 def positive(text: str) -> int:
     try:
         value = int(text)

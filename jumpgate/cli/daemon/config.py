@@ -86,8 +86,9 @@ def _services(value: object) -> tuple[str, ...]:
 
 
 def _listen(value: str) -> str:
-    if value:
-        split_host_port(value, 0, listen=True)
+    if value and split_host_port(value, -1, listen=True)[1] == -1:
+        # a listener on a port nobody chose would take any free one, and nobody could reach it
+        raise ValueError(f"{value!r} has no port: use HOST:PORT (port 0: any free port)")
     return value
 
 

@@ -16,17 +16,16 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from jumpgate.cli.common import output
+from jumpgate.cli.common import output, version
 from jumpgate.cli.common.args import Parser
 from jumpgate.cli.common.errors import CLIError
 from jumpgate.cli.common.run import run
 from jumpgate.cli.daemon import config as config_module
-from jumpgate.cli.daemon import logs
+from jumpgate.cli.daemon import listeners, logs
 from jumpgate.cli.daemon.config import TOKEN_VARIABLE, Config, ConfigError
 from jumpgate.node_agent.errors import AgentError
 from jumpgate.protocol.certs import KeyType
 from jumpgate.protocol.names import split_host_port
-from jumpgate.protocol.version import PROTOCOL_VERSION, server_version
 
 if TYPE_CHECKING:
     from jumpgate.cli.daemon.platform import Daemon
@@ -108,6 +107,10 @@ class _Services(argparse.Action):
         values: Any,
         option_string: str | None = None,
     ) -> None:
+        given = getattr(namespace, "services_flag", None)
+        if given is not None and given != option_string:
+            parser.error("--roles: renamed --services (decision 0026): give only --services")
+        namespace.services_flag = option_string
         setattr(namespace, self.dest, values)
         if option_string == "--roles":
             namespace.renamed_flag = "--roles: renamed --services (decision 0026); still read"
@@ -140,8 +143,7 @@ def parser() -> argparse.ArgumentParser:
     demo.add_argument("--tenant", default="demo", help="the demo tenant's name")
     demo.add_argument("--admin", default="admin", help="the demo admin's user name")
 
-    version = sub.add_parser("version", help="print the version")
-    output.add_format(version)
+    version.register(top, sub)
 
     tenants = sub.add_parser("tenants", help="create, list and remove tenants")
     tsub = tenants.add_subparsers(dest="tenants_command", required=True)
@@ -303,6 +305,7 @@ def _run_platform(config: Config, demo: argparse.Namespace | None) -> int:
 
     if "node" in config.services:
         agent_config(config)  # a bad label fails now, not after the platform is listening
+    listeners.check(config, demo=demo is not None)
     try:
         daemon = Daemon(config)
     except (JumpgateError, ValueError, PermissionError) as exc:
@@ -377,15 +380,6 @@ def _demo(daemon: "Daemon", tenant: str, admin: str) -> Config:
     return node_config
 
 
-def _version(args: argparse.Namespace) -> int:
-    info: dict[str, Any] = {"version": server_version(), "protocol": PROTOCOL_VERSION}
-    if args.format == "json":
-        output.emit_json(info)
-    else:
-        print(f"jumpgate {info['version']} (protocol {info['protocol']})")
-    return 0
-
-
 def _token_off_the_command_line(argv: list[str]) -> None:
     """Start again, once, holding the join token in neither the command line nor the
     environment: a ``--token`` value or ``$JUMPGATE_TOKEN`` goes into a pipe this process
@@ -457,7 +451,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def dispatch() -> int:
         if args.command == "version":
-            return _version(args)
+            return version.show("jumpgate", args.format)
         if args.command == "tenants":
             return _tenants(args)
         return _start(args, demo=args.command == "demo")

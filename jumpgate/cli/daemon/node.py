@@ -26,6 +26,7 @@ def agent_config(config: Config) -> AgentConfig:
         "data_dir": config.data_dir,
         "auth_server": config.auth_server or None,
         "token": None if joined else join_token(config.token) or None,
+        "token_unused": joined and bool(config.token),
         "ca_pin": config.ca_pin or None,
         "labels": static,
         "dynamic_labels": tuple(dynamic),

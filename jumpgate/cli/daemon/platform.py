@@ -12,6 +12,7 @@ Secrets Manager): ``JUMPGATE_PROXY_HOST_KEY`` (the proxies' SSH host key, OpenSS
 """
 
 import asyncio
+import errno
 import logging
 import os
 import signal
@@ -370,9 +371,12 @@ class Daemon:
         except OSError as exc:
             await self.web.stop()
             await self.fronts.close()
+            # ``listeners.check`` tried each address a moment ago: this is a race, said alike
+            busy = exc.errno == errno.EADDRINUSE
             raise OSError(
-                f"cannot listen ({exc.strerror}): stop what uses the port or choose other "
-                "--web-listen-addr/--ssh-listen-addr/--tunnel-listen-addr/peer_listen_addr"
+                f"cannot listen ({exc.strerror}): "
+                + ("stop what uses the port or choose other " if busy else "check ")
+                + "--web-listen-addr/--ssh-listen-addr/--tunnel-listen-addr/peer_listen_addr"
             ) from exc
         except (ControlPlaneError, ValueError) as exc:  # peering: no certificates, no address
             await self.web.stop()

@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 import segno
 from cryptography.hazmat.primitives import serialization
 
-from jumpgate.cli.common import nodes, output, profile, prompt
-from jumpgate.cli.common.args import Parser
+from jumpgate.cli.common import nodes, output, profile, prompt, version
+from jumpgate.cli.common.args import Parser, cluster_address
 from jumpgate.cli.common.errors import CLIError
 from jumpgate.cli.common.run import run
 from jumpgate.cli.jump import recordings
@@ -19,7 +19,7 @@ from jumpgate.protocol import calls, models
 from jumpgate.protocol.client import Client, Credentials
 from jumpgate.protocol.durations import format_duration, parse_duration
 
-PASSWORD_MIN, PASSWORD_MAX = 12, 128
+PASSWORD_MIN, PASSWORD_MAX = models.PASSWORD_LENGTH
 
 
 def parser() -> argparse.ArgumentParser:
@@ -55,13 +55,14 @@ def parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="show the current login")
     output.add_format(status)
     sub.add_parser("logout", help="delete the current login's key and certificate")
+    version.register(top, sub)
     return top
 
 
 def _reach(proxy: str, insecure: bool) -> tuple[Client, models.Ping]:
     """The cluster at ``proxy`` and its ping, asked before any secret is: a wrong cluster
     name or port, or a missing ``--insecure``, is said before the password is typed."""
-    client = Client(proxy, insecure=insecure)
+    client = Client(cluster_address(proxy, "--proxy"), insecure=insecure)
     ping = client.send(calls.ping())
     if ping.cluster_name is None:
         raise CLIError(
@@ -71,18 +72,30 @@ def _reach(proxy: str, insecure: bool) -> tuple[Client, models.Ping]:
     return client, ping
 
 
+def _checked(password: str) -> str:
+    """The password, if the platform's rule takes it: said before it is asked again."""
+    if not PASSWORD_MIN <= len(password) <= PASSWORD_MAX:
+        raise CLIError(
+            f"the password must be {PASSWORD_MIN} to {PASSWORD_MAX} characters "
+            f"({len(password)} given): run jump signup again"
+        )
+    return password
+
+
 def _signup(args: argparse.Namespace) -> int:
     client, _ = _reach(args.proxy, args.insecure)
     if args.password_stdin:
-        password = prompt.password_from_stdin()
+        password = _checked(prompt.password_from_stdin())
     else:
-        password = prompt.ask(
-            "Password (12-128 characters): ", needs="password", flag="--password-stdin"
+        password = _checked(
+            prompt.ask(
+                f"Password ({PASSWORD_MIN}-{PASSWORD_MAX} characters): ",
+                needs="password",
+                flag="--password-stdin",
+            )
         )
         if prompt.ask("Password again: ", needs="password", flag="--password-stdin") != password:
             raise CLIError("the passwords differ: run jump signup again")
-    if not PASSWORD_MIN <= len(password) <= PASSWORD_MAX:
-        raise CLIError(f"password must be {PASSWORD_MIN} to {PASSWORD_MAX} characters")
     signup = models.SignupRequest(token=args.token, password=password)
     answer = client.send(calls.signup(signup))
     if args.format == "json":
@@ -95,7 +108,7 @@ def _signup(args: argparse.Namespace) -> int:
     if sys.stdout.isatty():
         segno.make(answer.otpauth_uri, error="m").terminal(compact=True)
     print(
-        f"Then: jump login --proxy={args.proxy}{' --insecure' if args.insecure else ''} "
+        f"Then: jump login --proxy={client.host_header}{' --insecure' if args.insecure else ''} "
         f"--user {answer.user}"
     )
     return 0
@@ -195,10 +208,19 @@ def _signed_client() -> Client:
 
 
 def _logout(_: argparse.Namespace) -> int:
-    current = profile.current()
+    try:
+        current = profile.current()
+    except CLIError:
+        # As tsh: logging out twice is no mistake, and a script's cleanup should not fail
+        print("Not logged in: nothing to log out.")
+        return 0
     profile.remove(current)
     print(f"Logged out {current.user} from {current.proxy}.")
     return 0
+
+
+def _version(args: argparse.Namespace) -> int:
+    return version.show("jump", args.format)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -218,6 +240,7 @@ def main(argv: list[str] | None = None) -> int:
         "ls": _ls,
         "status": _status,
         "logout": _logout,
+        "version": _version,
     }
     return run("jump", lambda: commands[args.command](args))
 

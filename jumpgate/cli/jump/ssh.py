@@ -298,6 +298,8 @@ def config(_: argparse.Namespace) -> int:
     directory = current.directory
     print(f"# Jumpgate cluster {current.tenant} ({current.proxy}), logged in as {current.user}")
     print(f"# Use: ssh LOGIN@NODE.{cluster_host}")
+    print(f"#  or: ssh -J LOGIN@{alias} LOGIN@NODE.{cluster_host}")
+    print("# (the full names: this block and the host CA it trusts cover those only)")
     print(f"Host {alias}")
     print(f"    HostName {resolve_loopback(ssh_host)}")
     print(f"    Port {ssh_port}")

@@ -4,6 +4,7 @@ import argparse
 from dataclasses import dataclass
 
 from jumpgate.cli.common import profile
+from jumpgate.cli.common.args import cluster_address
 from jumpgate.protocol.client import Client, Credentials
 from jumpgate.protocol.durations import parse_duration
 
@@ -19,8 +20,9 @@ class Context:
 
 def from_args(args: argparse.Namespace) -> Context:
     """``--auth-server`` and ``--insecure`` override the profile's address and TLS choice."""
+    given = cluster_address(args.auth_server, "--auth-server") if args.auth_server else ""
     current = profile.current()
-    proxy = args.auth_server or current.proxy
+    proxy = given or current.proxy
     insecure = args.insecure or current.insecure
     credentials = Credentials(current.certificate(), current.private_key())
     client = Client(proxy, insecure=insecure, credentials=credentials)

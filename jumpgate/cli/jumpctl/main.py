@@ -3,6 +3,7 @@
 import argparse
 import sys
 
+from jumpgate.cli.common import version
 from jumpgate.cli.common.args import Parser
 from jumpgate.cli.common.run import run
 from jumpgate.cli.jumpctl import audit, context, recordings, status, tokens, users
@@ -15,12 +16,15 @@ def parser() -> argparse.ArgumentParser:
     sub = top.add_subparsers(dest="command", required=True)
     for group in (status, users, tokens, audit, recordings):
         group.register(sub)
+    version.register(top, sub)
     return top
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``jumpctl``."""
     args = parser().parse_args(argv)
+    if args.command == "version":  # needs no login
+        return run("jumpctl", lambda: version.show("jumpctl", args.format))
 
     def command() -> int:
         ctx = context.from_args(args)

@@ -131,7 +131,7 @@ def _tokens_ls(ctx: Context, args: argparse.Namespace) -> int:
         output.emit_json(tokens)
         return 0
     output.table(
-        ["Token", "Roles", "Expires"],
+        ["Token", "System roles", "Expires"],
         [
             (
                 t.token,

@@ -26,7 +26,7 @@ from jumpgate.control_plane.handlers.resolver import ConcurrentResolver
 from jumpgate.control_plane.nodes import NodeView
 from jumpgate.control_plane.plane import ControlPlane
 from jumpgate.control_plane.records import UserRecord
-from jumpgate.protocol import certs, models, routes
+from jumpgate.protocol import certs, invalid, models, routes
 from jumpgate.protocol.audit import (
     DEFAULT_SEARCH_LIMIT,
     MAX_SEARCH_LIMIT,
@@ -584,10 +584,7 @@ def validation_problem(error: RequestValidationError) -> Event:
         return problems.problem(
             400, ProblemType.MALFORMED_JSON, "Malformed JSON", "request body is not valid JSON"
         )
-    where = ".".join(str(part) for part in first.get("loc", ()) if part != "body")
-    message = str(first.get("msg", "invalid value"))
-    message = message.removeprefix("Value error, ")
-    detail = f"{where}: {message}" if where else message
+    detail = invalid.line(first, skip=("body",)) if first else "invalid request"
     return problems.problem(400, ProblemType.INVALID_REQUEST, "Invalid request", detail)
 
 

@@ -1,0 +1,77 @@
+"""The daemon's listen addresses, tried before anything starts: a mistake in one is said in
+one line naming its key and what is wrong with it (a name that does not resolve, an address
+this host does not have, a port in use), before any state is made in the data dir."""
+
+import errno
+import socket
+
+from jumpgate.cli.common.errors import CLIError
+from jumpgate.cli.daemon.config import Config
+from jumpgate.protocol.names import split_host_port
+
+
+def make_up_elsewhere(config: Config) -> str:
+    """``make up`` on other ports (its Makefile variables): each of the demo's a thousand
+    up (3080 becomes 4080), as the README suggests."""
+    keys = {"WEB_PORT": "web_listen_addr", "SSH_PORT": "ssh_listen_addr"}
+    keys["TUNNEL_PORT"] = "tunnel_listen_addr"
+    ports = {name: config.port_of(key) for name, key in keys.items()}
+    moved = {name: port + 1000 if 0 < port < 64535 else port for name, port in ports.items()}
+    return "make up " + " ".join(f"{name}={port}" for name, port in moved.items())
+
+
+def check(config: Config, *, demo: bool = False) -> None:
+    """``CLIError`` for the first listen address of ``config`` this host cannot listen on.
+
+    Each is bound once and let go at once (never listened on, so nothing lingers); the
+    daemon binds them again a moment later, and still says so if that fails."""
+    keys = ["web_listen_addr", "ssh_listen_addr", "tunnel_listen_addr"]
+    keys += [key for key in ("peer_listen_addr", "diag_addr") if getattr(config, key)]
+    elsewhere = make_up_elsewhere(config) if demo else ""
+    for key in keys:
+        _try(key, getattr(config, key), elsewhere)
+
+
+def _try(key: str, address: str, elsewhere: str) -> None:
+    host, port = split_host_port(address, 0, listen=True)
+    try:
+        found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (socket.gaierror, UnicodeError):
+        raise CLIError(
+            f"{key}: cannot listen on {address}: {host} does not resolve to an address of "
+            f"this host: give one of its IP addresses, e.g. 127.0.0.1:{port}"
+        ) from None
+    for family, kind, proto, _, where in found:
+        with socket.socket(family, kind, proto) as probe:
+            # as asyncio's servers bind: a port left in TIME_WAIT is no conflict
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            try:
+                probe.bind(where)
+            except OSError as exc:
+                raise CLIError(why(key, address, exc, elsewhere=elsewhere)) from None
+
+
+def why(key: str, address: str, exc: OSError, *, elsewhere: str = "") -> str:
+    """One line saying why ``key`` cannot listen on ``address`` and what to do;
+    ``elsewhere``: the command that runs the demo on other ports (``make up ...``)."""
+    host, port = split_host_port(address, 0, listen=True)
+    flag = f"--{key.replace('_', '-')}" if key != "peer_listen_addr" else key
+    if exc.errno == errno.EADDRINUSE:
+        instead = f"; with make up: {elsewhere}" if elsewhere else ""
+        return (
+            f"{key}: {address} is in use: stop what uses it or choose another port "
+            f"({flag}){instead}"
+        )
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return (
+            f"{key}: cannot listen on {address}: {host} is no address of this host: give one "
+            f"of its IP addresses, e.g. 127.0.0.1:{port}"
+        )
+    if exc.errno == errno.EACCES:
+        return (
+            f"{key}: cannot listen on {address}: ports below 1024 need root: choose a port "
+            f"from 1024 ({flag})"
+        )
+    return f"{key}: cannot listen on {address}: {exc.strerror or exc} ({flag})"
