@@ -2,7 +2,7 @@
 
 Its two hooks are imported by ``tests/conftest.py``; under xdist they run on the controller,
 which sees every worker's reports. A case is a test of ``test_sshd_parity.py`` without its
-``[sshd]``/``[jumpgate]`` part; a difference is a case that passed on sshd and not on the node.
+``sshd``/``jumpgate`` id; a difference is a case that passed on sshd and not on the node.
 """
 
 import re
@@ -10,16 +10,16 @@ import re
 import pytest
 
 PARITY_MODULE = "test_sshd_parity.py::"
+_GROUP = re.compile(r"@[\w-]+$")  # xdist's loadgroup ends a node id with "@GROUP"
 _TARGET = re.compile(r"(?:^|-)(sshd|jumpgate)(?:-|$)")
 
-_outcomes: dict[tuple[str, str], tuple[str, str]] = {}
 
-
-def _case(report: pytest.TestReport) -> tuple[str, str] | None:
-    """(case, target) of a parity report; None for any other test."""
-    if PARITY_MODULE not in report.nodeid or "[" not in report.nodeid:
+def case_of(nodeid: str) -> tuple[str, str] | None:
+    """(case, target) of a parity test's node id; None for any other test."""
+    nodeid = _GROUP.sub("", nodeid)
+    if PARITY_MODULE not in nodeid or not nodeid.endswith("]"):
         return None
-    name, params = report.nodeid.split("::", 1)[1].rstrip("]").split("[", 1)
+    name, params = nodeid.split("::", 1)[1][:-1].split("[", 1)
     found = _TARGET.search(params)
     if found is None:
         return None
@@ -27,35 +27,63 @@ def _case(report: pytest.TestReport) -> tuple[str, str] | None:
     return (f"{name}[{rest}]" if rest else name), found.group(1)
 
 
-def pytest_runtest_logreport(report: pytest.TestReport) -> None:
-    """Remember each parity case's outcome on each target (a failed setup counts as failed)."""
-    key = _case(report)
-    if key is None or (report.when != "call" and report.passed):
-        return
-    if report.failed or key not in _outcomes or report.when == "call":
+class ParityCount:
+    """Outcomes of the parity cases on each target, as their reports arrive."""
+
+    def __init__(self) -> None:
+        self.outcomes: dict[tuple[str, str], tuple[str, str]] = {}
+
+    def add(self, report: pytest.TestReport) -> None:
+        """A failed setup or teardown counts as a failed case; a skip as not run."""
+        key = case_of(report.nodeid)
+        if key is None or (report.when != "call" and not report.failed):
+            return
+        if report.failed and key in self.outcomes and self.outcomes[key][0] == "failed":
+            return  # the first failure of a case says why
         reason = ""
         if report.failed:
             crash = getattr(report.longrepr, "reprcrash", None)
-            text = crash.message if crash is not None else str(report.longrepr)
-            reason = text.strip().splitlines()[0][:200] if text.strip() else ""
-        _outcomes[key] = (report.outcome, reason)
+            text = (crash.message if crash is not None else str(report.longrepr)).strip()
+            reason = text.splitlines()[0][:200] if text else ""
+        self.outcomes[key] = (report.outcome, reason)
+
+    def lines(self) -> list[str]:
+        """The count, then each difference with the first line of its failure."""
+        cases = sorted({case for case, _ in self.outcomes})
+        if not cases:
+            return []
+
+        def outcome(case: str, target: str) -> str:
+            return self.outcomes.get((case, target), ("not run", ""))[0]
+
+        differences = [
+            c
+            for c in cases
+            if outcome(c, "sshd") == "passed" and outcome(c, "jumpgate") != "passed"
+        ]
+        lines = [f"{len(cases)} cases, {len(differences)} differences from Debian's sshd"]
+        lines += [
+            f"  differs: {c}: {self.outcomes.get((c, 'jumpgate'), ('', 'not run'))[1]}"
+            for c in differences
+        ]
+        lines += [
+            f"  sshd itself did not pass (the case is wrong, or the machine): {c}"
+            for c in cases
+            if outcome(c, "sshd") != "passed"
+        ]
+        return lines
+
+
+_count = ParityCount()
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    _count.add(report)
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    if not _outcomes:
-        return
-    cases = sorted({case for case, _ in _outcomes})
-    differences = [
-        (case, _outcomes[(case, "jumpgate")][1])
-        for case in cases
-        if _outcomes.get((case, "sshd"), ("",))[0] == "passed"
-        and _outcomes.get((case, "jumpgate"), ("passed",))[0] != "passed"
-    ]
-    sshd_failed = [c for c in cases if _outcomes.get((c, "sshd"), ("passed",))[0] == "failed"]
-    write = terminalreporter.write_line
-    terminalreporter.section("sshd parity")
-    write(f"{len(cases)} cases, {len(differences)} differences from Debian's sshd")
-    for case, reason in differences:
-        write(f"  differs: {case}: {reason}")
-    for case in sshd_failed:
-        write(f"  sshd itself failed (the case is wrong, or the machine): {case}")
+    lines = _count.lines()
+    if lines:
+        terminalreporter.section("sshd parity")
+        for line in lines:
+            terminalreporter.write_line(line)
