@@ -137,6 +137,7 @@ class Target:
         argv = ["ssh", "-F", str(self.config), *options, self.destination]
         return subprocess.Popen(
             [*argv, *([command] if command is not None else [])],
+            stdin=subprocess.DEVNULL,
             env=self.environment(kwargs.pop("env", None)),
             **kwargs,
         )
