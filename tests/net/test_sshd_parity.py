@@ -13,6 +13,7 @@ module; the cases are grouped on one xdist worker so they are built once.
 
 import hashlib
 import os
+import pwd
 import re
 import shutil
 import subprocess
@@ -272,7 +273,7 @@ def test_rsync_1000_files_then_an_incremental_no_op(target: Target, tmp_path: Pa
 
 def test_git_clone_and_push_over_ssh(target: Target, tmp_path: Path) -> None:
     name = f"jumpgate-parity-{os.getpid()}-{target.name}.git"
-    bare = Path.home() / name  # in the login's home: the clone names it relative to it
+    bare = Path(pwd.getpwnam(LOGIN).pw_dir) / name  # the clone names it relative to the home
     git_env = {
         "GIT_SSH_COMMAND": target.ssh_command,
         "GIT_CONFIG_GLOBAL": "/dev/null",
