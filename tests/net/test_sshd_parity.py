@@ -27,6 +27,7 @@ import pytest
 
 from tests.e2e.conftest import BIN, LOGIN, Site, build_site, running_cluster
 from tests.net.sshd_parity import (
+    SFTP_SERVER,
     Ran,
     Target,
     curl,
@@ -423,6 +424,8 @@ def bare_target(request: pytest.FixtureRequest) -> Target:
 
 def test_sftp_and_scp_without_debians_sftp_server(bare_target: Target, tmp_path: Path) -> None:
     target = bare_target
+    hidden = target.ssh(f"stat -c %F {SFTP_SERVER}")  # the server's own view of the file
+    assert hidden.out == b"character special file\n", f"{target.name}: {hidden.text()}"
     local, remote = tmp_path / "local", tmp_path / "remote"
     local.mkdir()
     remote.mkdir()
