@@ -375,9 +375,8 @@ def test_the_sessions_environment_is_sshds(target: Target, request: pytest.Fixtu
         assert "PARITY_SERVER_PROCESS" not in seen, "sshd passed its own environment on"
         return
     reference = _environment(request.getfixturevalue("sshd_target"))
-    assert sorted(seen) == sorted(reference), (
-        f"{target.name}: {sorted(seen)} not {sorted(reference)}"
-    )
+    extra, missing = sorted(set(seen) - set(reference)), sorted(set(reference) - set(seen))
+    assert (extra, missing) == ([], []), f"{target.name}: more {extra}, missing {missing}"
     same = {k: v for k, v in reference.items() if not k.startswith("SSH_")}
     assert {k: seen.get(k) for k in same} == same
 
