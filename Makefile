@@ -24,7 +24,7 @@ PYTEST_ARGS ?=
 # tests clear of each other (3 ran in 10-11 min, with load-bound flakes).
 PYTEST_WORKERS ?= 2
 
-.PHONY: up test lint fmt bench venv cfn-venv cdk-venv system-deps synth bundle clean
+.PHONY: up test parity lint fmt bench venv cfn-venv cdk-venv system-deps synth bundle clean
 
 venv: $(STAMP)
 
@@ -53,20 +53,24 @@ cdk-venv: $(CDK_STAMP)
 $(CDK_STAMP): infra/requirements-cdk.txt
 	$(call tool-venv,$(CDK_VENV),$<)
 
-# OpenSSH client and server from Debian's packages: the interop tests use the real ones;
-# node for synthesizing the CDK app.
+# Debian packages the tests use, as TOOL:PACKAGE: OpenSSH client and server (the interop tests
+# and the sshd parity suite use the real ones); rsync, git, curl and sudo (the parity suite's
+# clients, and Ansible's become); node for synthesizing the CDK app. Only the missing ones are
+# installed, in one apt-get call.
+SYSTEM_DEPS := ssh-keygen:openssh-client /usr/sbin/sshd:openssh-server \
+	/usr/lib/openssh/sftp-server:openssh-sftp-server rsync:rsync git:git curl:curl sudo:sudo \
+	node:nodejs
+
 system-deps:
-	@if ! command -v sshd >/dev/null && [ ! -x /usr/sbin/sshd ] || ! command -v ssh-keygen >/dev/null; then \
-	  echo "installing openssh-client and openssh-server (Debian packages)"; \
+	@missing=""; \
+	for dep in $(SYSTEM_DEPS); do \
+	  command -v "$${dep%%:*}" >/dev/null || missing="$$missing $${dep#*:}"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing$$missing (Debian packages)"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends openssh-client openssh-server >/dev/null; \
-	fi
-	@if ! command -v node >/dev/null; then \
-	  echo "installing nodejs (Debian package) for the CDK app"; \
-	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$SUDO apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends nodejs >/dev/null; \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
 
 up: venv
@@ -95,6 +99,11 @@ synth: cdk-venv system-deps
 # compiled to bytecode by a CPython 3.12 (python3.12 on PATH, pyenv's, or JUMPGATE_LAMBDA_PYTHON).
 bundle: venv
 	$(BIN)/python infra/cdk/bundle.py build/lambda
+
+# The sshd parity suite alone: the same OpenSSH-client cases against Debian's sshd and a node,
+# ending with its count of cases and differences (decision 0033).
+parity: venv system-deps
+	$(BIN)/pytest tests/net/test_sshd_parity.py --durations=10 $(PYTEST_ARGS)
 
 bench: venv system-deps
 	$(BIN)/python -m bench.certificates

@@ -19,6 +19,10 @@ from jumpgate.control_plane.recordings.s3 import S3RecordingStore, ensure_bucket
 from jumpgate.control_plane.store import Store
 from jumpgate.control_plane.store.dynamodb import DynamoDBStore, ensure_table
 from jumpgate.control_plane.store.sqlite import SQLiteStore
+from tests.net.parity_report import (  # the sshd parity suite's closing count
+    pytest_runtest_logreport,
+    pytest_terminal_summary,
+)
 
 # Offline AWS: moto answers every call; these keep botocore from looking for real credentials.
 os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
@@ -26,6 +30,8 @@ os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
 os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 os.environ.setdefault("AWS_ACCOUNT_ID_ENDPOINT_MODE", "disabled")
 os.environ.pop("AWS_PROFILE", None)
+
+__all__ = ["pytest_runtest_logreport", "pytest_terminal_summary"]
 
 
 @pytest.fixture
