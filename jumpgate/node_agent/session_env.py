@@ -12,9 +12,9 @@ In sshd's order, each step over the one before:
    ``SSH_AUTH_INFO*`` (sshd's denylist);
 4. ``SSH_CLIENT``, ``SSH_CONNECTION`` and, on a PTY, ``SSH_TTY``.
 
-``LANG``: sshd sets none (Debian's PAM stack reads it from ``/etc/default/locale``); the agent
-gives the session its own ``LANG`` (``C.UTF-8`` without one) under the client's and PAM's, so
-a shell without PAM is not left in the POSIX locale.
+``LANG``: sshd sets none, and neither does the node (the client's ``SendEnv LANG``, Debian's
+default, or PAM's ``/etc/default/locale`` give one); the agent's own locale is not the
+session's (sshd parity, decision 0033).
 
 Where the user is comes from ``origin``: the one place that knows (see its docstring).
 """
@@ -142,8 +142,7 @@ def build(
 ) -> dict[str, str]:
     """The environment of a session's command, in sshd's order (see the module docstring)."""
     context = context if context is not None else SessionContext({})
-    env = {"LANG": os.environ.get("LANG", "C.UTF-8")}
-    env.update(context.client)
+    env = dict(context.client)
     env.update(
         USER=login.name,
         LOGNAME=login.name,

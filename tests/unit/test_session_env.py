@@ -141,3 +141,11 @@ def test_the_daemons_config_gives_the_agent_its_session_settings(tmp_path: Path)
     default = AgentConfig(data_dir=tmp_path)
     assert default.accept_env == ("LANG", "LC_*")
     assert (default.pam.enabled, default.pam.service_name) == (False, "sshd")
+
+
+def test_the_agents_own_locale_is_not_the_sessions(monkeypatch: pytest.MonkeyPatch) -> None:
+    """sshd sets no LANG of its own (the client's SendEnv, or PAM's /etc/default/locale,
+    give one): the agent's own LANG must not leak into sessions (sshd parity)."""
+    monkeypatch.setenv("LANG", "xx_AGENT.UTF-8")
+    assert "LANG" not in _built()
+    assert _built(context=session_env.SessionContext({"LANG": "fr"}))["LANG"] == "fr"
