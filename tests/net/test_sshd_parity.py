@@ -16,6 +16,7 @@ import os
 import pwd
 import re
 import shutil
+import signal
 import subprocess
 import tempfile
 import textwrap
@@ -55,6 +56,13 @@ def parity_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     directory = tmp_path_factory.mktemp("parity-site")
     with running_cluster(directory) as cluster:
         site = build_site(cluster, directory)
+        # The node runs Debian's sshd PAM stack, as the sshd it is compared with does
+        # (UsePAM yes): pam_env's locale, pam_motd, pam_mail's noenv, pam_limits...
+        config = directory / "node-pam.yaml"
+        config.write_text("pam: {enabled: true, service_name: sshd}\n")
+        site.node.kill(signal.SIGTERM)
+        site.node.restart("-c", str(config))
+        site.node.wait_tunnel()
         try:
             yield site
         finally:
