@@ -59,7 +59,7 @@ class Observer(Protocol):
 
 class ObservedProcess(asyncssh.SSHServerProcess[bytes]):
     """A session process that tells its ``observer`` what passes, and serves ``sftp`` as a
-    process like any other (the handler runs OpenSSH's ``sftp-server`` as the login)."""
+    process like any other (the handler runs the node's SFTP server as the login)."""
 
     def __init__(self, handler: Handler, observer: Observer, spawn: Spawn) -> None:
         def start(process: asyncssh.SSHServerProcess[bytes]) -> None:

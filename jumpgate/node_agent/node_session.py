@@ -7,7 +7,7 @@ command exits, the user's client is killed, the channel fails, or the agent stop
 
 asyncssh runs the session as an ``asyncssh_adapter.ObservedProcess``, which tells the
 ``NodeSession`` what passes: output is written to the recording before it is sent, so
-whatever the user saw is on disk; ``sftp`` runs OpenSSH's ``sftp-server`` as the login.
+whatever the user saw is on disk; ``sftp`` runs the agent's own SFTP server as the login.
 """
 
 import asyncio
@@ -29,7 +29,7 @@ from jumpgate.node_agent.recording import Recorder
 from jumpgate.node_agent.scp_watch import ScpWatch, scp_server_argv
 from jumpgate.node_agent.sftp_watch import SftpWatch
 from jumpgate.node_agent.uploads import Uploader
-from jumpgate.protocol.audit import EventType
+from jumpgate.protocol.audit import TRANSFER_ENV, EventType
 from jumpgate.protocol.recording import RecordingMeta, RecordingMode
 from jumpgate.protocol.ssh_identity import cert_identity
 
@@ -214,13 +214,19 @@ def _decide(session: NodeSession) -> None:
         )
 
     if process.subsystem == "sftp":
-        session.watch = SftpWatch(transfer(EventType.SFTP), stop=process.close)
+        session.watch = SftpWatch(transfer(_sftp_kind(process)), stop=process.close)
     elif process.command is not None:
         argv = session.transfer_argv = _transfer_argv(process, account)
         if argv is not None:
             session.watch = ScpWatch.for_argv(
                 argv, transfer(EventType.SCP), account.home, process.close
             )
+
+
+def _sftp_kind(process: ObservedProcess) -> EventType:
+    """``scp`` for ``jump scp``, which says so in an env request; ``sftp`` for the rest."""
+    name, value = TRANSFER_ENV
+    return EventType.SCP if process.env.get(name) == value else EventType.SFTP
 
 
 async def _serve(process: ObservedProcess) -> None:

@@ -1,8 +1,9 @@
 """Running a session on the node: exec, interactive shell with a PTY, SFTP.
 
 Commands run as the requested OS user when the agent runs as root (as sshd does), with that
-user's shell, home and a clean environment. SFTP is served by OpenSSH's own ``sftp-server``
-run as that user, so file access obeys the user's permissions, never the agent's.
+user's shell, home and a clean environment. SFTP is served by the agent's own SFTP server in
+a child process that has become that user (``sftp_child``), so file access obeys the user's
+permissions, never the agent's.
 """
 
 import asyncio
@@ -19,11 +20,8 @@ from typing import Any
 
 import asyncssh
 
-SFTP_SERVERS = (
-    "/usr/lib/openssh/sftp-server",
-    "/usr/libexec/openssh/sftp-server",
-    "/usr/libexec/sftp-server",
-)
+from jumpgate.node_agent import sftp_child
+
 PTY_DRAIN_SECONDS = 2.0
 HANGUP_SECONDS = 2.0
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -66,14 +64,6 @@ class Account:
                 user=self.uid, group=self.gid, extra_groups=os.getgrouplist(self.name, self.gid)
             )
         return options
-
-
-def sftp_server() -> str | None:
-    """OpenSSH's sftp-server on this machine, if installed."""
-    for path in SFTP_SERVERS:
-        if os.access(path, os.X_OK):
-            return path
-    return shutil.which("sftp-server")
 
 
 async def run(
@@ -121,14 +111,13 @@ async def _spawn_piped(
     ours = [pipes[0][0], pipes[1][0]]
     theirs = [pipes[0][1], pipes[1][1]]
     try:
-        child = await asyncio.create_subprocess_exec(  # type: ignore[misc]
+        child = await asyncio.create_subprocess_exec(
             *argv,
             stdin=asyncio.subprocess.PIPE,
             stdout=theirs[0],
             stderr=theirs[1],
             env=account.environment(None),
-            **options,
-            **account.spawn_options(),  # type: ignore[arg-type]
+            **{**account.spawn_options(), **options},
         )
     except BaseException:
         for fd in ours:
@@ -246,11 +235,9 @@ def _controlling_tty() -> None:
 
 
 async def _sftp(process: asyncssh.SSHServerProcess[bytes], account: Account) -> int:
-    server = sftp_server()
-    if server is None:
-        process.stderr.write(b"sftp is not available: install openssh-sftp-server on the node\n")
-        return 1
-    child = await _spawn_piped(process, [server], account)
+    conn = process.channel.get_connection()
+    argv = sftp_child.argv(account, conn.get_extra_info("client_version", ""))
+    child = await _spawn_piped(process, argv, account, **sftp_child.SPAWN_OPTIONS)
     status = await _until_exit(child, process)
     await process.stdout.drain()
     return status

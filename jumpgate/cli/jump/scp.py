@@ -1,7 +1,8 @@
 """``jump scp``: copy files to or from a node over SFTP, through the cluster's proxy.
 
-One side is ``[LOGIN@]NODE:PATH``, the other local. The node serves SFTP with OpenSSH's
-``sftp-server`` as the login, so the copy has exactly that user's permissions.
+One side is ``[LOGIN@]NODE:PATH``, the other local. The node serves SFTP itself, as the login,
+so the copy has exactly that user's permissions; the session says it is ``jump scp`` (an env
+request, ``TRANSFER_ENV``) so the node audits its files as ``scp``.
 """
 
 import argparse
@@ -16,6 +17,7 @@ import asyncssh
 from jumpgate.cli.common import profile
 from jumpgate.cli.common.errors import CLIError
 from jumpgate.cli.jump.ssh import connect, node_name, split_target
+from jumpgate.protocol.audit import TRANSFER_ENV
 
 
 def register(sub: Any) -> None:
@@ -79,7 +81,7 @@ async def _copy(current: profile.Profile, args: argparse.Namespace) -> None:
     login, host = split_target(targets.pop(), None, current)
     progress = _progress(sys.stderr.isatty() and not args.quiet)
     proxy, conn = await connect(current, login, node_name(host, current), args.port)
-    async with proxy, conn, conn.start_sftp_client() as sftp:
+    async with proxy, conn, conn.start_sftp_client(env=dict([TRANSFER_ENV])) as sftp:
         if remote_destination is not None:
             await sftp.put(
                 sources, remote_destination.path, recurse=args.recursive, progress_handler=progress
