@@ -180,7 +180,7 @@ def test_jump_scp_names_the_path_it_could_not_write(bare: Site, tmp_path: Path) 
     local = tmp_path / "local.txt"
     local.write_text("x")
     message = bare.admin.fails("jump", "scp", "-q", str(local), f"web-1:{missing}")
-    assert message == f"jump: error: copy failed: No such file: web-1:{missing}"
+    assert message == f"jump: error: copy failed: No such file or directory: web-1:{missing}"
     nowhere = tmp_path / "nowhere" / "x"
     message = bare.admin.fails("jump", "scp", "-q", f"web-1:{local}", str(nowhere))
     assert message == f"jump: error: copy failed: No such file or directory: {nowhere}"
