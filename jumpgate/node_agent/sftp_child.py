@@ -111,7 +111,7 @@ def serve(server: Server, stdin: int = 0, stdout: int = 1) -> int:
             del buffer[:used]
             _write_all(stdout, b"".join(replies))
         return 0
-    except BadMessage:
+    except (BadMessage, OSError):  # not SFTP, or the agent's end of the pipes is gone
         return 1
     finally:
         server.close_all()

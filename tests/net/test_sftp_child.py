@@ -156,6 +156,9 @@ def test_a_plain_user_works_with_its_own_files(place: Path) -> None:
             with pytest.raises(asyncssh.SFTPFailure):
                 await sftp.rename(str(mine / "other"), str(mine / "f"))  # v3: never replaces
             await sftp.posix_rename(str(mine / "other"), str(mine / "f"))  # replaces
+            lsetstat = asyncssh.SFTPAttrs(permissions=0o600)
+            await sftp.setstat(str(mine / "f"), lsetstat, follow_symlinks=False)
+            assert ((await sftp.stat(str(mine / "f"))).permissions or 0) & 0o777 == 0o600
             names = set(await sftp.listdir(str(mine)))
             assert names == {".", "..", "f", "link"}, names
             await sftp.remove(str(mine / "link"))
@@ -303,6 +306,24 @@ def test_requests_it_cannot_serve_are_answered_and_the_session_goes_on(child: _C
     child.send(17, wire.uint32(7), wire.string(b"/"))
     reply = child.receive()
     assert (reply.byte(), reply.uint32()) == (wire.FXP_ATTRS, 7)
+    assert child.close() == 0
+
+
+@pytest.mark.parametrize(
+    ("extension", "argument", "path"),
+    [
+        (b"expand-path@openssh.com", b"~", b"/nonexistent"),  # nobody's home, as it says
+        (b"expand-path@openssh.com", b"~root/.", b"/root"),
+        (b"home-directory", b"root", b"/root"),
+    ],
+    ids=["expand-own-home", "expand-user", "home-directory"],
+)
+def test_paths_are_expanded(child: _Child, extension: bytes, argument: bytes, path: bytes) -> None:
+    _started(child)
+    child.send(wire.FXP_EXTENDED, wire.uint32(1), wire.string(extension), wire.string(argument))
+    reply = child.receive()
+    assert (reply.byte(), reply.uint32(), reply.uint32()) == (wire.FXP_NAME, 1, 1)
+    assert reply.string() == path
     assert child.close() == 0
 
 
