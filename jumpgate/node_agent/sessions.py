@@ -117,6 +117,7 @@ async def _spawn_piped(
             stdout=theirs[0],
             stderr=theirs[1],
             env=account.environment(None),
+            # ``options`` win: the SFTP child is started as the agent and switches itself.
             **{**account.spawn_options(), **options},
         )
     except BaseException:
