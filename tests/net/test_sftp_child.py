@@ -15,6 +15,7 @@ import shutil
 import struct
 import subprocess
 import tempfile
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -352,3 +353,34 @@ def test_a_stream_that_is_not_sftp_ends_the_child(child: _Child, stream: bytes) 
     child.process.stdin.write(stream)
     child.process.stdin.flush()
     assert child.process.wait(timeout=SECONDS) == 1
+
+
+def _children_serving_sftp() -> set[int]:
+    """Pids of this process's children running the SFTP child."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            stat = (entry / "stat").read_text()
+            parent = int(stat.rsplit(")", 1)[1].split()[1])
+            if parent == os.getpid() and b"sftp_child" in (entry / "cmdline").read_bytes():
+                found.add(int(entry.name))
+    return found
+
+
+def test_a_lost_client_ends_its_child(place: Path) -> None:
+    async def case() -> set[int]:
+        async with _sftp() as sftp:
+            await sftp.stat(str(place))
+            serving = _children_serving_sftp()
+            assert len(serving) == 1
+            sftp.exit()  # the client goes; the channel with it
+        return serving
+
+    serving = asyncio.run(asyncio.wait_for(case(), SECONDS))
+    for _ in range(100):
+        if not serving & _children_serving_sftp():
+            break
+        time.sleep(0.1)
+    assert not serving & _children_serving_sftp()
