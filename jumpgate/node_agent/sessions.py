@@ -241,4 +241,5 @@ async def _sftp(session: SessionChannel, account: Account) -> int:
     if server is None:
         session.say(b"sftp is not available: install openssh-sftp-server on the node\n")
         return 1
-    return await _with_pipes(session, [server], account)
+    # In a session of its own, as sshd starts every command: the hangup reaches it.
+    return await _with_pipes(session, [server], account, start_new_session=True)
