@@ -220,5 +220,8 @@ class SessionChannel(asyncssh.SSHServerSession[bytes]):
             self.channel.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        # As sshd closes a gone channel's descriptors: a command waiting on its input (an
+        # sftp-server) sees EOF at once, whatever the hangup that follows does.
+        self.detach()
         self.lost.set()
         self.observer.closed()

@@ -262,4 +262,6 @@ async def _sftp(session: SessionChannel, account: Account, setup: Setup) -> int:
     conn = session.channel.get_connection()
     versions = (conn.get_extra_info(f"{side}_version", "") for side in ("client", "server"))
     argv = sftp_child.argv(account, *versions)
-    return await _with_pipes(session, argv, account, setup, **sftp_child.SPAWN_OPTIONS)
+    # In a session of its own, as sshd starts every command: the hangup reaches it.
+    options = {**sftp_child.SPAWN_OPTIONS, "start_new_session": True}
+    return await _with_pipes(session, argv, account, setup, **options)
