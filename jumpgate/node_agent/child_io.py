@@ -73,6 +73,11 @@ class Input(asyncio.Protocol):
         assert isinstance(transport, asyncio.WriteTransport)
         self._transport = transport
 
+    @property
+    def paused(self) -> bool:
+        """The command's input is full: the channel's reading waits for it to drain."""
+        return self._paused
+
     def write(self, data: bytes) -> None:
         if self._transport is None or self._gone or self._transport.is_closing():
             return

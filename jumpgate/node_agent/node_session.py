@@ -7,7 +7,7 @@ command exits, the user's client is killed, the channel fails, or the agent stop
 
 The channel is a ``session_channel.SessionChannel``, which tells the ``NodeSession`` what
 passes: output is written to the recording before it is sent, so whatever the user saw is on
-disk; ``sftp`` runs OpenSSH's ``sftp-server`` as the login, like any other command.
+disk; ``sftp`` runs the agent's own SFTP server as the login, like any other command.
 """
 
 import asyncio
@@ -30,7 +30,7 @@ from jumpgate.node_agent.session_channel import SessionChannel, Spawn
 from jumpgate.node_agent.session_setup import SessionSetup, SetupPolicy, open_setup
 from jumpgate.node_agent.sftp_watch import SftpWatch
 from jumpgate.node_agent.uploads import Uploader
-from jumpgate.protocol.audit import EventType
+from jumpgate.protocol.audit import TRANSFER_ENV, EventType
 from jumpgate.protocol.recording import RecordingMeta, RecordingMode
 from jumpgate.protocol.ssh_identity import cert_identity
 
@@ -219,13 +219,19 @@ def _decide(session: NodeSession) -> None:
         )
 
     if channel.subsystem == "sftp":
-        session.watch = SftpWatch(transfer(EventType.SFTP), stop=channel.close)
+        session.watch = SftpWatch(transfer(_sftp_kind(channel)), stop=channel.close)
     elif channel.command is not None:
         argv = session.transfer_argv = _transfer_argv(channel, account)
         if argv is not None:
             session.watch = ScpWatch.for_argv(
                 argv, transfer(EventType.SCP), account.home, channel.close
             )
+
+
+def _sftp_kind(channel: SessionChannel) -> EventType:
+    """``scp`` for ``jump scp``, which says so in an env request; ``sftp`` for the rest."""
+    name, value = TRANSFER_ENV
+    return EventType.SCP if channel.channel.get_environment().get(name) == value else EventType.SFTP
 
 
 async def _serve(channel: SessionChannel) -> None:

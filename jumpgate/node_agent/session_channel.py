@@ -66,6 +66,7 @@ class SessionChannel(asyncssh.SSHServerSession[bytes]):
         self.terminal: int | None = None  # the PTY's master, while the command runs
         self._input: Input | None = None
         self._outputs: list[Output] = []
+        self._attached = False  # the command's stdin has been attached (or never will be)
         self._early: list[bytes] = []  # input that came before the command started
         self._early_eof = False
         self._writing_paused = False  # the channel's send buffer is full
@@ -113,16 +114,19 @@ class SessionChannel(asyncssh.SSHServerSession[bytes]):
     def data_received(self, data: bytes, datatype: asyncssh.DataType) -> None:
         if not self.observer.input(data, datatype) or datatype is not None:
             return
-        if self._input is None:
-            self._early.append(data)
-        else:
+        if self._input is not None:
             self._input.write(data)
+        elif not self._attached:
+            # The command is being started: hold this, and let the channel hold the rest
+            # (up to its window) until it can take them (``attach``).
+            self._early.append(data)
+            self.channel.pause_reading()
 
     def eof_received(self) -> bool:
-        if self._input is None:
-            self._early_eof = True
-        else:
+        if self._input is not None:
             self._input.eof()
+        elif not self._attached:
+            self._early_eof = True
         return True  # half-closed: the output goes on
 
     def signal_received(self, signal_name: str) -> None:
@@ -164,7 +168,7 @@ class SessionChannel(asyncssh.SSHServerSession[bytes]):
     # -- the handler's side --------------------------------------------------------------------
 
     def attach(self, stdin: Input | None, outputs: list[Output]) -> None:
-        """Carry the command's bytes from now on; input held until now goes first."""
+        """Carry the command's bytes from now on; the input held until now goes first."""
         self._outputs = outputs
         if self._writing_paused:
             for output in outputs:
@@ -172,12 +176,15 @@ class SessionChannel(asyncssh.SSHServerSession[bytes]):
         if self.channel.is_closing():
             return
         self._input = stdin
+        self._attached = True
+        early, self._early = self._early, []
         if stdin is not None:
-            for data in self._early:
+            for data in early:
                 stdin.write(data)
             if self._early_eof:
                 stdin.eof()
-        self._early.clear()
+        if stdin is None or not stdin.paused:  # else the pipe resumes it once it drains
+            self.channel.resume_reading()
 
     async def outputs_ended(self) -> None:
         """Until every output stream of the command has ended."""
@@ -190,6 +197,7 @@ class SessionChannel(asyncssh.SSHServerSession[bytes]):
         if self._input is not None:
             self._input.close()
         self._input = None
+        self._attached = True  # input from now on is dropped, not held
         self.terminal = None
 
     def say(self, message: bytes) -> None:

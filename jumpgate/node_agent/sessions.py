@@ -1,8 +1,9 @@
 """Running a session on the node: exec, interactive shell with a PTY, SFTP.
 
 Commands run as the requested OS user when the agent runs as root (as sshd does), with that
-user's shell, home and a clean environment. SFTP is served by OpenSSH's own ``sftp-server``
-run as that user, so file access obeys the user's permissions, never the agent's.
+user's shell, home and a clean environment. SFTP is served by the agent's own SFTP server in
+a child process that has become that user (``sftp_child``), so file access obeys the user's
+permissions, never the agent's.
 """
 
 import asyncio
@@ -21,16 +22,11 @@ from typing import Any, Protocol
 
 from asyncssh import EXTENDED_DATA_STDERR
 
-from jumpgate.node_agent import session_env
+from jumpgate.node_agent import session_env, sftp_child
 from jumpgate.node_agent.child_io import Input, Output, read_from, write_to
 from jumpgate.node_agent.pam_launch import Launcher
 from jumpgate.node_agent.session_channel import SessionChannel
 
-SFTP_SERVERS = (
-    "/usr/lib/openssh/sftp-server",
-    "/usr/libexec/openssh/sftp-server",
-    "/usr/libexec/sftp-server",
-)
 PTY_DRAIN_SECONDS = 2.0
 HANGUP_SECONDS = 2.0
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -122,14 +118,6 @@ class _Bare:
 
     def ended(self) -> None:
         pass
-
-
-def sftp_server() -> str | None:
-    """OpenSSH's sftp-server on this machine, if installed."""
-    for path in SFTP_SERVERS:
-        if os.access(path, os.X_OK):
-            return path
-    return shutil.which("sftp-server")
 
 
 async def run(
@@ -257,6 +245,8 @@ async def _spawn(
     process is the launcher, which ends as the command does."""
     if setup.launcher is not None:
         login = (account.uid, account.gid, account.home if os.path.isdir(account.home) else "/")
+        if "user" in options and options["user"] is None:  # it switches itself (SFTP child)
+            login = (os.geteuid(), os.getegid(), options.get("cwd", "/"))
         return await setup.launcher.start(
             argv,
             setup.layers(term, tty),
@@ -265,14 +255,14 @@ async def _spawn(
             tty=tty,
             opened=setup.opened,
         )
-    child = await asyncio.create_subprocess_exec(  # type: ignore[misc]
+    child = await asyncio.create_subprocess_exec(
         *argv,
         stdin=stdio[0],
         stdout=stdio[1],
         stderr=stdio[2],
         env=setup.environment(term, tty),
-        **options,
-        **account.spawn_options(),  # type: ignore[arg-type]
+        # ``options`` win: the SFTP child is started as the agent and switches itself.
+        **{**account.spawn_options(), **options},
     )
     return child, child.pid
 
@@ -332,10 +322,9 @@ def _controlling_tty() -> None:
 
 
 async def _sftp(session: SessionChannel, account: Account, setup: Setup) -> int:
-    """SFTP: a program run as the login on raw bytes, as sshd runs its ``sftp-server``."""
-    server = sftp_server()
-    if server is None:
-        setup.opened()
-        session.say(b"sftp is not available: install openssh-sftp-server on the node\n")
-        return 1
-    return await _with_pipes(session, [server], account, setup)
+    """SFTP: the agent's own SFTP server run as the login on raw bytes, as sshd runs its
+    ``sftp-server`` (``sftp_child``)."""
+    conn = session.channel.get_connection()
+    versions = (conn.get_extra_info(f"{side}_version", "") for side in ("client", "server"))
+    argv = sftp_child.argv(account, *versions)
+    return await _with_pipes(session, argv, account, setup, **sftp_child.SPAWN_OPTIONS)

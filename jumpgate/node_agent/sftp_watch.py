@@ -1,5 +1,6 @@
 """SFTP sessions seen on the node, for the audit log (see ``transfers``): the requests from
-the user and the replies from OpenSSH's ``sftp-server``, read as they pass."""
+the user and the replies from the node's SFTP server (``sftp_server``, which answers as
+OpenSSH's ``sftp-server`` does), read as they pass."""
 
 import struct
 from collections.abc import Callable

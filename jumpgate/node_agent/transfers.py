@@ -1,8 +1,8 @@
 """File transfers seen on the node, for the audit log: SFTP packets and legacy SCP streams.
 
-The node relays both between the user's channel and the process serving them (OpenSSH's
-``sftp-server``, the login's ``scp``); these watchers read the same bytes on the way past
-and report each file: its path, what was done and how many bytes moved. They never change
+The node relays both between the user's channel and the process serving them (the node's SFTP
+server run as the login, the login's ``scp``); these watchers read the same bytes on the way
+past and report each file: its path, what was done and how many bytes moved. They never change
 or hold back the data. Names are reported whatever bytes they hold (undecodable ones escaped),
 files still open when the session ends are reported with what moved so far, and a stream a
 watcher cannot follow is reported (``unfollowed``) and stopped: it fails closed, as a protocol

@@ -46,6 +46,12 @@ class EventType(StrEnum):
     AUDIT_DROPPED = "audit.dropped"  # a node event the proxy did not take, and why
 
 
+TRANSFER_ENV = ("JUMPGATE_TRANSFER", "scp")
+"""The ``env`` request ``jump scp`` sends before its SFTP subsystem: the node audits that
+session's files as ``scp``, what the user ran (docs/decisions/0029); every other SFTP session
+(OpenSSH's ``sftp``, and its ``scp`` of version 9, which the wire cannot tell apart) is ``sftp``."""
+
+
 _CODES: dict[EventType, str] = {
     EventType.USER_LOGIN: "J1000",
     EventType.USER_LOGIN_LIMITED: "J1008",

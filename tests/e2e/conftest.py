@@ -405,12 +405,13 @@ def _stop_node(built: Site) -> None:
         built.node.kill(signal.SIGTERM)
 
 
-def build_site(cluster: Cluster, tmp_path: Path) -> Site:
-    """Tenant acme on ``cluster`` with a logged-in admin and node web-1 joined; if a step
-    fails, the daemon's state and the end of its log say why (a CI run once saw ``jump
-    signup`` refused by a daemon that had printed "platform started")."""
+def build_site(cluster: Cluster, tmp_path: Path, node_prefix: tuple[str, ...] = ()) -> Site:
+    """Tenant acme on ``cluster`` with a logged-in admin and node web-1 joined (its agent's
+    command run behind ``node_prefix``, e.g. in a mount namespace); if a step fails, the
+    daemon's state and the end of its log say why (a CI run once saw ``jump signup`` refused
+    by a daemon that had printed "platform started")."""
     try:
-        return _build_site(cluster, tmp_path)
+        return _build_site(cluster, tmp_path, node_prefix)
     except AssertionError as exc:
         exited = cluster.process.poll() if cluster.process is not None else "not started"
         log = cluster.log.read_text()[-4000:] if cluster.log.exists() else ""
@@ -419,7 +420,7 @@ def build_site(cluster: Cluster, tmp_path: Path) -> Site:
         ) from exc
 
 
-def _build_site(cluster: Cluster, tmp_path: Path) -> Site:
+def _build_site(cluster: Cluster, tmp_path: Path, node_prefix: tuple[str, ...]) -> Site:
     admin = Shell(tmp_path / "home")
     created = create_tenant(admin, cluster, "acme", "alice", LOGIN)
     signup_and_login(admin, cluster, created["invite_token"], "alice")
@@ -429,7 +430,11 @@ def _build_site(cluster: Cluster, tmp_path: Path) -> Site:
     command, env = join_command(joining)
     node = Node(
         node_dir,
-        [*command, "--data-dir", str(node_dir), "--nodename", "web-1", "--labels", "env=prod"],
+        [
+            *node_prefix,
+            *command,
+            *("--data-dir", str(node_dir), "--nodename", "web-1", "--labels", "env=prod"),
+        ],
         env=env,
     )
     node.start()

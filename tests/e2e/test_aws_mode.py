@@ -279,6 +279,9 @@ def test_a_node_on_proxy_1_is_reached_through_proxy_2_and_recorded_in_s3(
     assert relayed, starts
     assert all(e["proxy"] == proxy_1.proxy_id for e in relayed), starts
     assert {e.get("origin") for e in starts} == {"proxy", "node"}
+    # ... and passed the session's id on through the peer: the node's events carry it (0030)
+    node_ids = {e["session_id"] for e in starts if e.get("origin") == "node"}
+    assert {e["session_id"] for e in relayed} == node_ids, starts
     stored = {item["type"]["S"] for item in _audit_items(aws_site.moto_url)}
     assert {"user.login", "session.start", "session.end", "session.upload", "exec"} <= stored
 

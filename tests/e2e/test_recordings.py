@@ -226,12 +226,16 @@ def test_scp_and_sftp_transfers_are_audited_with_path_and_length(
         node,
         stdin=f"get {sftp_up} {tmp_path / 'sftp-down.bin'}\nrm {sftp_up}\n".encode(),
     )
-    events = audit_events(site, "sftp", 3)
+    events = audit_events(site, "sftp", 2)
     summary = [(e["action"], e["path"], e.get("length")) for e in events]
-    assert ("write", str(sftp_up), 300_000) in summary
     assert ("read", str(sftp_up), 300_000) in summary
     assert ("remove", str(sftp_up), None) in summary
     assert all(e["code"] == "J8000I" for e in events)
+    # ``jump scp`` over SFTP is audited as what the user ran: scp (decision 0029).
+    by_jump_scp = [e for e in audit_events(site, "scp", 3) if e["path"] == str(sftp_up)]
+    assert [(e["action"], e["length"], e["code"]) for e in by_jump_scp] == [
+        ("write", 300_000, "J3004I")
+    ]
 
 
 @pytest.fixture

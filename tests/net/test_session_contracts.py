@@ -143,7 +143,9 @@ def test_a_large_paste_into_a_terminal_arrives(site: Site) -> None:
     paste = b"".join(b"%099d\n" % n for n in range(lines)) + b"\x04"  # ^D: the end of it
     result = _ssh(site, "-tt", "web-1", "wc -l", stdin=paste)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.split()[-1] == str(lines).encode()
+    # The terminal echoes the paste; under back-pressure the kernel may drop some echo (its
+    # echo buffer is bounded), never input: the count is what must arrive, last.
+    assert result.stdout.rstrip().endswith(str(lines).encode()), result.stdout[-300:]
 
 
 def test_the_agent_logs_no_warnings(site: Site) -> None:

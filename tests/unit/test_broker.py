@@ -18,6 +18,7 @@ from jumpgate.edge_proxy.broker import (
     NOT_CHECKED,
     NOT_LOCATED,
     PROXY_FAILED,
+    REJECTED_BURST,
     STOPPING,
     Caller,
     SessionBroker,
@@ -429,6 +430,24 @@ def test_each_refusal_says_why_in_one_line_and_leaves_its_audit(
     assert w.link.opened == []
     assert w.broker.live == []
     assert w.metrics.sessions == 0
+
+
+def test_a_login_the_certificate_lacks_is_audited_at_the_pace_of_rejections() -> None:
+    """Decision 0030: asyncssh refused the certificate after its CA matched a tenant."""
+    w = world()
+    for _ in range(REJECTED_BURST + 3):
+        w.broker.login_refused("acme", "root", "192.0.2.7:50000")
+    w.broker.login_refused("acme", "root", "198.51.100.1:1")  # another source: its own pace
+    assert len(w.audit.events) == REJECTED_BURST + 1
+    kind, tenant, outcome, at, fields = w.audit.events[0]
+    assert (kind, tenant, outcome, at) == (EventType.AUTH, "acme", "W", NOW)
+    assert fields == {
+        "origin": "proxy",
+        "login": "root",
+        "remote_addr": "192.0.2.7:50000",
+        "error": "login 'root' refused: the certificate does not allow it, or is not valid now",
+    }
+    assert w.audit.events[-1][4]["remote_addr"] == "198.51.100.1:1"
 
 
 def test_a_locked_users_refusal_is_audited_with_who_where_and_why() -> None:

@@ -33,7 +33,8 @@ class _Version(argparse.Action):
         super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
 
     def __call__(self, parser: argparse.ArgumentParser, *_: Any) -> None:
-        parser.exit(0, line(parser.prog) + "\n")
+        print(line(parser.prog))  # on stdout, as argparse's own version action
+        parser.exit(0)
 
 
 def register(top: argparse.ArgumentParser, sub: Any) -> None:

@@ -1,7 +1,8 @@
 """``jump scp``: copy files to or from a node over SFTP, through the cluster's proxy.
 
-One side is ``[LOGIN@]NODE:PATH``, the other local. The node serves SFTP with OpenSSH's
-``sftp-server`` as the login, so the copy has exactly that user's permissions.
+One side is ``[LOGIN@]NODE:PATH``, the other local. The node serves SFTP itself, as the login,
+so the copy has exactly that user's permissions; the session says it is ``jump scp`` (an env
+request, ``TRANSFER_ENV``) so the node audits its files as ``scp``.
 """
 
 import argparse
@@ -16,6 +17,7 @@ import asyncssh
 from jumpgate.cli.common import profile
 from jumpgate.cli.common.errors import CLIError
 from jumpgate.cli.jump.ssh import connect, node_name, split_target
+from jumpgate.protocol.audit import TRANSFER_ENV
 
 
 def register(sub: Any) -> None:
@@ -79,17 +81,39 @@ async def _copy(current: profile.Profile, args: argparse.Namespace) -> None:
     login, host = split_target(targets.pop(), None, current)
     progress = _progress(sys.stderr.isatty() and not args.quiet)
     proxy, conn = await connect(current, login, node_name(host, current), args.port)
-    async with proxy, conn, conn.start_sftp_client() as sftp:
-        if remote_destination is not None:
-            await sftp.put(
-                sources, remote_destination.path, recurse=args.recursive, progress_handler=progress
-            )
-        else:
-            remotes = [r for r in remote_sources if r]
-            for remote in remotes:
-                await _check_remote_source(sftp, remote, args.recursive)
-            paths = [r.path for r in remotes]
-            await sftp.get(paths, destination, recurse=args.recursive, progress_handler=progress)
+    upload = remote_destination is not None
+    node = remote_destination or next(r for r in remote_sources if r)
+    async with proxy, conn, conn.start_sftp_client(env=dict([TRANSFER_ENV])) as sftp:
+        try:
+            if remote_destination is not None:
+                await sftp.put(
+                    sources,
+                    remote_destination.path,
+                    recurse=args.recursive,
+                    progress_handler=progress,
+                )
+            else:
+                remotes = [r for r in remote_sources if r]
+                for remote in remotes:
+                    await _check_remote_source(sftp, remote, args.recursive)
+                paths = [r.path for r in remotes]
+                await sftp.get(
+                    paths, destination, recurse=args.recursive, progress_handler=progress
+                )
+        except asyncssh.SFTPError as exc:
+            # The node refused: name the node's file (asyncssh says which on the exception).
+            path = getattr(exc, "dstpath" if upload else "srcpath", None) or node.path
+            raise CLIError(f"copy failed: {exc.reason}: {node.target}:{_shown(path)}") from exc
+        except OSError as exc:
+            path = exc.filename or getattr(exc, "srcpath" if upload else "dstpath", None)
+            raise CLIError(f"copy failed: {exc.strerror or exc}: {_shown(path)}") from exc
+
+
+def _shown(path: str | bytes | None) -> str:
+    """A path as a person reads it: asyncssh's are bytes, shown undecodable bytes escaped."""
+    if isinstance(path, bytes):
+        return path.decode(errors="backslashreplace")
+    return path or "?"
 
 
 def _check_local_sources(sources: list[str], recursive: bool) -> None:
@@ -120,6 +144,6 @@ def scp(args: argparse.Namespace) -> int:
     except asyncssh.SFTPError as exc:
         raise CLIError(f"copy failed: {exc.reason}") from exc
     except OSError as exc:
-        name = os.fsdecode(exc.filename) if exc.filename else ""  # asyncssh's are bytes
+        name = _shown(exc.filename) if exc.filename else ""  # asyncssh's are bytes
         raise CLIError(f"copy failed: {exc.strerror or exc}: {name}".rstrip(": ")) from exc
     return 0
