@@ -352,6 +352,53 @@ def test_a_pam_pty_session_is_the_ttys_and_ends_as_its_command_did(
     ]
 
 
+async def _copy(keys: Keys, policy: SetupPolicy, tmp_path: Path, *argvs: list[str]) -> list[Ran]:
+    """``sftp``/``scp`` command lines (``PORT``: the node's port) run on one node."""
+    uploads = Uploader(Spool(tmp_path / "recordings"), _Events())
+    server = await asyncssh.listen(
+        "127.0.0.1", 0,
+        server_factory=lambda: NodeServer([keys.ca], _Events(), uploads, setup=policy),
+        server_host_keys=[asyncssh.generate_private_key("ssh-ed25519")], encoding=None,
+    )  # fmt: skip
+    port = str(server.sockets[0].getsockname()[1])
+    options = ["-F", "/dev/null", "-i", str(keys.key), "-o", "StrictHostKeyChecking=no"]
+    options += ["-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes", "-P", port]
+    rans = []
+    try:
+        for argv in argvs:
+            child = await asyncio.create_subprocess_exec(
+                argv[0], *options, *argv[1:], stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=_clean_env(),
+            )  # fmt: skip
+            out, err = await asyncio.wait_for(child.communicate(), SECONDS)
+            assert child.returncode is not None
+            rans.append(Ran(child.returncode, out.decode(), err.decode()))
+        return rans
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+def test_sftp_and_legacy_scp_run_in_a_pam_session_as_under_sshd(
+    keys: Keys, tmp_path: Path, pam_dir: Path
+) -> None:
+    policy = SetupPolicy(records=None, pam_service="jg-session", pam_confdir=pam_dir)
+    (tmp_path / "up").write_text("hello\n")
+    (tmp_path / "batch").write_text(f"put {tmp_path}/up {tmp_path}/by-sftp\n")
+    rans = asyncio.run(
+        _copy(
+            keys, policy, tmp_path,
+            ["sftp", "-b", str(tmp_path / "batch"), "root@127.0.0.1"],
+            ["scp", "-O", str(tmp_path / "up"), f"root@127.0.0.1:{tmp_path}/by-scp"],
+        )
+    )  # fmt: skip
+    for ran in rans:
+        assert ran.code == 0, ran.err
+    assert (tmp_path / "by-sftp").read_text() == (tmp_path / "by-scp").read_text() == "hello\n"
+    opened_closed = ["open_session root 127.0.0.1", "close_session root 127.0.0.1"]
+    assert (tmp_path / "stages").read_text().splitlines() == opened_closed * 2
+
+
 def test_pam_refusing_the_account_refuses_the_session_in_one_line(
     keys: Keys, tmp_path: Path, pam_dir: Path
 ) -> None:
