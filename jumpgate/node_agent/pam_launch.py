@@ -19,6 +19,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from jumpgate.node_agent.pam_session import PamError
+from jumpgate.node_agent.sftp_child import ROOT
+
+BOOT = (
+    "import sys; sys.path.insert(0, sys.argv[1]); "
+    "from jumpgate.node_agent.pam_launcher import main; main(sys.argv[2:])"
+)
+LAUNCHER = (sys.executable, "-I", "-c", BOOT, ROOT)
+"""The launcher's command line: the agent's interpreter and its own copy of Jumpgate, isolated
+(``-I``) from the environment and working directory it runs as root in (as ``sftp_child``)."""
 
 
 @dataclass(frozen=True)
@@ -61,9 +70,7 @@ class Launcher:
         status_read, status_write = os.pipe()
         try:
             child = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "jumpgate.node_agent.pam_launcher",
+                *LAUNCHER,
                 str(spec_read),
                 str(status_write),
                 stdin=stdio[0],
@@ -71,6 +78,7 @@ class Launcher:
                 stderr=stdio[2],
                 pass_fds=(spec_read, status_write),
                 start_new_session=True,
+                cwd="/",
             )
         except BaseException:
             for fd in (spec_write, status_read):

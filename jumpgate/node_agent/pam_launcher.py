@@ -1,5 +1,5 @@
 """The process a PAM session's command is started from, as sshd's per-connection child and
-Teleport's ``teleport exec`` are: ``python -m jumpgate.node_agent.pam_launcher SPEC STATUS``.
+Teleport's ``teleport exec`` are: ``pam_launch.LAUNCHER`` with the fds ``SPEC STATUS``.
 
 PAM's modules act on the process that calls them (``pam_loginuid`` sets its loginuid once,
 ``pam_limits`` its rlimits, ``pam_keyinit`` its keyring): what they set must be the session's,
@@ -41,7 +41,10 @@ def main(argv: list[str]) -> NoReturn:
     spec_fd, status_fd = int(argv[0]), int(argv[1])
     os.set_inheritable(spec_fd, False)  # the command gets neither pipe
     with os.fdopen(spec_fd, "rb", buffering=0) as spec_pipe:
-        spec: dict[str, Any] = json.loads(_line(spec_pipe))
+        try:
+            spec: dict[str, Any] = json.loads(_line(spec_pipe))
+        except ValueError:  # the agent gave up on the session before it said what it is
+            os._exit(1)
         for sig in IGNORED:
             signal.signal(sig, signal.SIG_IGN)
         try:
