@@ -399,6 +399,48 @@ def test_sftp_and_legacy_scp_run_in_a_pam_session_as_under_sshd(
     assert (tmp_path / "stages").read_text().splitlines() == opened_closed * 2
 
 
+async def _hung_up(keys: Keys, policy: SetupPolicy, tmp_path: Path, command: str) -> None:
+    """``command`` started by ``ssh``, whose process is then killed (the user's gone)."""
+    uploads = Uploader(Spool(tmp_path / "recordings"), _Events())
+    server = await asyncssh.listen(
+        "127.0.0.1", 0,
+        server_factory=lambda: NodeServer([keys.ca], _Events(), uploads, setup=policy),
+        server_host_keys=[asyncssh.generate_private_key("ssh-ed25519")], encoding=None,
+    )  # fmt: skip
+    port = str(server.sockets[0].getsockname()[1])
+    try:
+        child = await asyncio.create_subprocess_exec(
+            "ssh", "-F", "/dev/null", "-i", str(keys.key), "-p", port,
+            "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+            "-o", "BatchMode=yes", "root@127.0.0.1", command,
+            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, env=_clean_env(),
+        )  # fmt: skip
+        assert child.stdout is not None
+        assert await asyncio.wait_for(child.stdout.readline(), SECONDS) == b"started\n"
+        child.kill()
+        await child.wait()
+        deadline = time.monotonic() + SECONDS
+        while "close_session" not in (tmp_path / "stages").read_text():
+            assert time.monotonic() < deadline, "PAM's session was not closed"
+            await asyncio.sleep(0.1)
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+def test_a_user_who_goes_hangs_up_the_command_and_pams_session_is_closed(
+    keys: Keys, tmp_path: Path, pam_dir: Path
+) -> None:
+    policy = SetupPolicy(records=None, pam_service="jg-session", pam_confdir=pam_dir)
+    command = f"trap 'echo hup > {tmp_path}/hup; exit 1' HUP; echo started; sleep 30 & wait"
+    asyncio.run(_hung_up(keys, policy, tmp_path, command))
+    assert (tmp_path / "hup").read_text() == "hup\n"  # the command had its hangup
+    assert (tmp_path / "stages").read_text().splitlines() == [
+        "open_session root 127.0.0.1",
+        "close_session root 127.0.0.1",
+    ]
+
+
 def test_pam_refusing_the_account_refuses_the_session_in_one_line(
     keys: Keys, tmp_path: Path, pam_dir: Path
 ) -> None:
