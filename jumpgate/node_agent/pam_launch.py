@@ -105,7 +105,12 @@ class Launcher:
                     else f"PAM (service {self.service!r}) could not run: its launcher "
                     f"ended (exit {child.returncode}); ask the node's admin"
                 )
-            opened()  # may refuse the session: the launcher then closes PAM's and ends
+            try:
+                opened()  # the session starts; it may be refused (its recording cannot)
+            except Exception:
+                ours.close()  # EOF, not ``go``: the launcher closes PAM's session and ends
+                await child.wait()
+                raise
             _write(spec_write, "go\n")
             said = (await status.readline()).decode(errors="replace").strip()
             rest = (await status.read()).decode(errors="replace").strip()  # EOF: exec'd

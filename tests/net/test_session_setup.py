@@ -441,6 +441,23 @@ def test_a_user_who_goes_hangs_up_the_command_and_pams_session_is_closed(
     ]
 
 
+def test_a_pam_session_that_cannot_be_recorded_runs_nothing_and_pams_is_closed(
+    keys: Keys, tmp_path: Path, pam_dir: Path
+) -> None:
+    (tmp_path / "recordings").write_text("not a directory: nothing can be spooled here\n")
+    policy = SetupPolicy(records=None, pam_service="jg-session", pam_confdir=pam_dir)
+    ran, _, events = run(keys, policy, tmp_path, command=f"touch {tmp_path}/ran")
+    assert ran.code == 255
+    assert not (tmp_path / "ran").exists()
+    assert "could not be recorded" in ran.err
+    started = [e["outcome"] for e in events.events if e["type"] == "session.start"]
+    assert started == ["E"]
+    assert (tmp_path / "stages").read_text().splitlines() == [
+        "open_session root 127.0.0.1",
+        "close_session root 127.0.0.1",
+    ]
+
+
 def test_pam_refusing_the_account_refuses_the_session_in_one_line(
     keys: Keys, tmp_path: Path, pam_dir: Path
 ) -> None:
