@@ -458,6 +458,18 @@ def test_a_pam_session_that_cannot_be_recorded_runs_nothing_and_pams_is_closed(
     ]
 
 
+def test_without_pam_the_agent_starts_the_command_itself_with_it_a_launcher_does(
+    keys: Keys, tmp_path: Path, pam_dir: Path
+) -> None:
+    ran, _, _ = run(keys, NO_RECORDS, tmp_path, command="echo $PPID")
+    assert ran.out.split() == [str(os.getpid())]  # no launcher: no extra process, no cost
+    policy = SetupPolicy(records=None, pam_service="jg-session", pam_confdir=pam_dir)
+    ran, _, _ = run(keys, policy, tmp_path, command="echo $PPID; ps -o ppid= -p $PPID")
+    launcher, its_parent = ran.out.split()
+    assert launcher != str(os.getpid())
+    assert its_parent == str(os.getpid())
+
+
 def test_pam_refusing_the_account_refuses_the_session_in_one_line(
     keys: Keys, tmp_path: Path, pam_dir: Path
 ) -> None:
