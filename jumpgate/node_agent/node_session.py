@@ -257,11 +257,7 @@ async def _serve(channel: SessionChannel) -> None:
         agent = await host.agent_socket(channel.channel, account)  # ``ssh -A``, if permitted
         if agent is not None:
             account = dataclasses.replace(account, extra_env=(("SSH_AUTH_SOCK", agent),))
-        try:  # its environment, and PAM's account and session stages if the node runs PAM
-            setup = await open_setup(host.setup, channel, account)
-        except PamError as exc:
-            _refuse(session, audit, who, str(exc))
-            return
+        setup = await open_setup(host.setup, channel, account)  # its environment, PAM
         argv = session.transfer_argv
         session.on_resize = resizes = events.Resizes(
             lambda width, height: audit.put(
@@ -269,23 +265,34 @@ async def _serve(channel: SessionChannel) -> None:
             ),
             size=_opened_size(channel) if channel.term_type else None,
         )
-        if session.watch is None and not channel.subsystem:
-            try:
-                recorder = session.recorder = _recorder(channel, host.uploads, account, who)
-            except OSError as exc:
-                status = returncode = 255
-                _refuse_unrecorded(session, audit, who, exc)
-                return
-            session.sync = host.uploads.mode is RecordingMode.NODE_SYNC
-        audit.put(
-            events.event(
-                EventType.SESSION_START,
-                **who,
-                terminal=bool(channel.term_type),
-                recorded=recorder is not None,
+
+        def opened() -> None:  # once PAM's stages passed: before the command runs
+            nonlocal recorder
+            if session.watch is None and not channel.subsystem:
+                try:
+                    recorder = session.recorder = _recorder(channel, host.uploads, account, who)
+                except OSError as exc:
+                    _refuse_unrecorded(session, audit, who, exc)
+                    raise sessions.NotStarted(255) from exc
+                session.sync = host.uploads.mode is RecordingMode.NODE_SYNC
+            audit.put(
+                events.event(
+                    EventType.SESSION_START,
+                    **who,
+                    terminal=bool(channel.term_type),
+                    recorded=recorder is not None,
+                )
             )
-        )
-        returncode = await sessions.run(channel, account, argv, setup)
+
+        setup.on_opened = opened
+        try:
+            returncode = await sessions.run(channel, account, argv, setup)
+        except sessions.NotStarted as exc:
+            status = returncode = exc.code
+            return
+        except PamError as exc:  # PAM refused or failed: nothing ran
+            _refuse(session, audit, who, str(exc))
+            return
         status = returncode if returncode >= 0 else 128 - returncode
     except (OSError, KeyError, asyncssh.Error) as exc:
         logger.warning("session failed", extra={"login": login, "reason": str(exc)})
@@ -304,7 +311,7 @@ async def _serve(channel: SessionChannel) -> None:
             if recorder is not None:
                 recorder.close(status)
             if setup is not None:
-                await setup.close()  # PAM's session ends after the command, however it ended
+                await setup.close()  # its logout record, however it ended
         finally:
             _audit_end(session, audit, who, status)
             host.live.discard(session)

@@ -3,14 +3,17 @@
 The user was authenticated by the certificate, not by PAM: only PAM's account and session
 stages run, with the service the node's config names (``pam.service_name``, ``sshd`` by
 default, so the node gets the machine's ``/etc/pam.d/sshd`` stack). ``PamSession.open``:
-``pam_start`` (``PAM_RHOST`` the user's address, ``PAM_TTY`` ``ssh`` as sshd sets it before
-a PTY), ``pam_acct_mgmt`` (refused: ``PamRefused`` with one line for the user),
-``pam_open_session``; then the environment the modules set (``pam_getenvlist``) goes into
-the session's. ``close``: ``pam_close_session`` and ``pam_end``.
+``pam_start`` (``PAM_RHOST`` the user's address, ``PAM_TTY`` the PTY's path, or ``ssh`` as
+sshd sets it without one), ``pam_acct_mgmt`` (refused: ``PamRefused`` with one line for the
+user), ``pam_setcred(PAM_ESTABLISH_CRED)``, ``pam_open_session``; then the environment the
+modules set (``pam_getenvlist``) goes into the session's. ``close``: ``pam_close_session``,
+``pam_setcred(PAM_DELETE_CRED)`` and ``pam_end``.
 
+Modules act on the process that calls them (``pam_loginuid`` writes its loginuid,
+``pam_limits`` sets its rlimits, ``pam_keyinit`` makes its keyring), so the agent never calls
+them itself: each session's ``pam_launcher`` does, in the process its command is forked from.
 libpam is called through ctypes (no PyPI binding offers session stages and the environment
-list on one handle, nor ``pam_start_confdir``). Every call blocks (``pam_exec`` waits for its
-program): ``open`` and ``close`` are run in a thread by the caller.
+list on one handle, nor ``pam_start_confdir``).
 
 Errors::
 
@@ -20,8 +23,9 @@ Errors::
 
 import ctypes
 import ctypes.util
+import fnmatch
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +39,10 @@ PAM_CONV_ERR = 19
 PAM_ERROR_MSG = 3
 PAM_TEXT_INFO = 4
 PAM_SILENT = 0x8000
+PAM_ESTABLISH_CRED = 0x0002
+PAM_DELETE_CRED = 0x0004
+PAM_DENIED = ("SSH_AUTH_INFO*", "SSH_CONNECTION*")
+"""What PAM's environment may not set in a session's (sshd's denylist)."""
 
 
 class PamError(Exception):
@@ -66,6 +74,19 @@ class _Conversation(ctypes.Structure):
     _fields_ = [("conv", _CONVERSE), ("appdata_ptr", ctypes.c_void_p)]
 
 
+def merged(
+    before: Mapping[str, str], pam_env: Mapping[str, str], after: Mapping[str, str]
+) -> dict[str, str]:
+    """A session's environment as sshd layers it: ``before`` (the client's and the login's),
+    PAM's over it except ``PAM_DENIED``, ``after`` (``SSH_CONNECTION``...) over both."""
+    env = dict(before)
+    for key, value in pam_env.items():
+        if not any(fnmatch.fnmatchcase(key, denied) for denied in PAM_DENIED):
+            env[key] = value
+    env.update(after)
+    return env
+
+
 def _libraries() -> tuple[ctypes.CDLL, ctypes.CDLL]:
     name = ctypes.util.find_library("pam")
     if name is None:
@@ -88,7 +109,8 @@ def _libraries() -> tuple[ctypes.CDLL, ctypes.CDLL]:
         pam.pam_start.argtypes[3],
     ]
     pam.pam_set_item.argtypes = [handle, ctypes.c_int, ctypes.c_void_p]
-    for stage in ("pam_acct_mgmt", "pam_open_session", "pam_close_session", "pam_end"):
+    stages = ("pam_acct_mgmt", "pam_setcred", "pam_open_session", "pam_close_session", "pam_end")
+    for stage in stages:
         getattr(pam, stage).argtypes = [handle, ctypes.c_int]
     pam.pam_strerror.argtypes = [handle, ctypes.c_int]
     pam.pam_strerror.restype = ctypes.c_char_p
@@ -112,6 +134,7 @@ class PamSession:
     environment: dict[str, str] = field(default_factory=dict)  # set by the session stage
     _handle: ctypes.POINTER(ctypes.c_void_p) | None = None  # type: ignore[valid-type]
     _opened: bool = False
+    _credited: bool = False  # pam_setcred established credentials: deleted at close
     _keep: object = None  # the conversation callback: alive as long as libpam may call it
     _pam: ctypes.CDLL | None = None
     _libc: ctypes.CDLL | None = None
@@ -166,6 +189,9 @@ class PamSession:
                 f"PAM (service {self.service!r}) refused login {self.user!r}: {said}; "
                 "ask the node's admin"
             )
+        # The certificate authenticated the user, so a stack may have no auth modules to set
+        # credentials with (pam_setcred fails then): only those it did set are deleted.
+        self._credited = pam.pam_setcred(handle, PAM_ESTABLISH_CRED) == PAM_SUCCESS
         self._check(pam.pam_open_session(handle, 0), "pam_open_session")
         self._opened = True
         self.environment = self._environment()
@@ -240,4 +266,7 @@ class PamSession:
             code = pam.pam_close_session(handle, 0)
             if code != PAM_SUCCESS:
                 logger.warning("pam_close_session failed", extra={"user": self.user, "code": code})
+        if self._credited:
+            self._credited = False
+            pam.pam_setcred(handle, PAM_DELETE_CRED)
         pam.pam_end(handle, code)

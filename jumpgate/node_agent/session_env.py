@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from jumpgate.node_agent.origin import origin as proxy_said
+from jumpgate.node_agent.pam_session import merged
 
 DEFAULT_ACCEPT_ENV = ("LANG", "LC_*")
 """The client variables a node takes unless configured otherwise (Debian's sshd_config)."""
@@ -36,7 +37,6 @@ MAIL_DIR = "/var/mail"
 USER_PATH = "/usr/local/bin:/usr/bin:/bin:/usr/games"
 """Debian's sshd's PATH for a login other than root (its ``--with-default-path``)."""
 SUPERUSER_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-PAM_DENIED = ("SSH_AUTH_INFO*", "SSH_CONNECTION*")
 PATTERN = re.compile(r"^[A-Za-z0-9_*?]+$")
 """What an ``accept_env`` pattern may hold: a variable name with ``*`` and ``?``."""
 
@@ -141,6 +141,19 @@ def build(
     pam_env: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
     """The environment of a session's command, in sshd's order (see the module docstring)."""
+    before, after = layers(login, context=context, term=term, tty=tty)
+    return merged(before, pam_env or {}, after)
+
+
+def layers(
+    login: Login,
+    *,
+    context: SessionContext | None = None,
+    term: str | None = None,
+    tty: str | None = None,
+) -> tuple[dict[str, str], dict[str, str]]:
+    """What goes under PAM's environment (the client's and the login's) and over it
+    (``SSH_CLIENT``, ``SSH_CONNECTION``, ``SSH_TTY``, ``SSH_AUTH_SOCK``), as sshd layers them."""
     context = context if context is not None else SessionContext({})
     env = dict(context.client)
     env.update(
@@ -156,15 +169,14 @@ def build(
         env["TZ"] = os.environ["TZ"]
     if term:
         env["TERM"] = term
-    for key, value in (pam_env or {}).items():
-        if not any(fnmatch.fnmatchcase(key, denied) for denied in PAM_DENIED):
-            env[key] = value
     where = context.origin
-    env["SSH_CLIENT"] = f"{where.client_host} {where.client_port} {where.server_port}"
-    env["SSH_CONNECTION"] = (
-        f"{where.client_host} {where.client_port} {where.server_host} {where.server_port}"
-    )
+    after = {
+        "SSH_CLIENT": f"{where.client_host} {where.client_port} {where.server_port}",
+        "SSH_CONNECTION": (
+            f"{where.client_host} {where.client_port} {where.server_host} {where.server_port}"
+        ),
+    }
     if tty:
-        env["SSH_TTY"] = tty
-    env.update(login.extra_env)  # the session's own: SSH_AUTH_SOCK with ``ssh -A``
-    return env
+        after["SSH_TTY"] = tty
+    after.update(login.extra_env)  # the session's own: SSH_AUTH_SOCK with ``ssh -A``
+    return env, after

@@ -1,22 +1,22 @@
 """What sshd does around a session's command besides running it: its environment
 (``session_env``), its utmp/wtmp login record on a PTY (``login_records``) and, if the node's
-config enables it, its PAM account and session stages (``pam_session``).
+config enables it, its PAM account and session stages, run by the command's own launcher
+process (``pam_launch``, ``pam_launcher``), never by the agent.
 
-``open_setup`` runs as the session starts (PAM's stages, in a thread); ``sessions.run`` asks
-the ``SessionSetup`` for the command's environment and tells it when the command started on
-a PTY and when it ended; ``close`` ends the PAM session after the command, however it ended.
+``open_setup`` runs as the session starts; ``sessions.run`` asks the ``SessionSetup`` for the
+command's environment (or its launcher), tells it when the session opened (``opened``: PAM's
+stages passed, if any), when the command started on a PTY and when it ended.
 """
 
-import asyncio
-import contextlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from jumpgate.node_agent import session_env
 from jumpgate.node_agent.login_records import LoginRecord, LoginRecords
-from jumpgate.node_agent.pam_session import PamSession
+from jumpgate.node_agent.pam_launch import Launcher
 from jumpgate.node_agent.sessions import Account
 
 logger = logging.getLogger(__name__)
@@ -41,23 +41,29 @@ class SessionSetup:
         self,
         account: Account,
         context: session_env.SessionContext,
-        pam: PamSession | None = None,
+        launcher: Launcher | None = None,
         records: LoginRecords | None = None,
     ) -> None:
         self.account = account
         self.context = context
-        self.pam = pam
+        self.launcher = launcher
+        self.on_opened: Callable[[], None] | None = None  # the session starts (node_session)
         self._records = records
         self._record: LoginRecord | None = None
 
     def environment(self, term: str | None, tty: str | None = None) -> dict[str, str]:
-        return session_env.build(
-            self.account,
-            context=self.context,
-            term=term,
-            tty=tty,
-            pam_env=self.pam.environment if self.pam is not None else None,
-        )
+        return session_env.build(self.account, context=self.context, term=term, tty=tty)
+
+    def layers(
+        self, term: str | None, tty: str | None = None
+    ) -> tuple[dict[str, str], dict[str, str]]:
+        return session_env.layers(self.account, context=self.context, term=term, tty=tty)
+
+    def opened(self) -> None:
+        """The session starts (once): ``on_opened`` may refuse it (``sessions.NotStarted``)."""
+        opened, self.on_opened = self.on_opened, None
+        if opened is not None:
+            opened()
 
     def started(self, pid: int, tty: str) -> None:
         """The command runs on ``tty``: its login record, if this node keeps them."""
@@ -80,16 +86,14 @@ class SessionSetup:
                 logger.warning("logout record not written", extra={"reason": str(exc)})
 
     async def close(self) -> None:
-        """End the PAM session, if one was opened."""
+        """After the session: its logout record, if still due (PAM's session is closed by
+        the command's launcher)."""
         self.ended()
-        pam, self.pam = self.pam, None
-        if pam is not None:
-            await asyncio.to_thread(pam.close)
 
 
 async def open_setup(policy: SetupPolicy, process: Any, account: Account) -> SessionSetup:
-    """Set up ``process``'s session for ``account``: ``pam_session.PamRefused`` if PAM's
-    account stage refuses it, ``PamError`` if PAM fails."""
+    """Set up ``process``'s session for ``account`` (PAM's stages run as its command
+    starts, in its launcher)."""
     requested = process.channel.get_environment()
     where = session_env.origin(process.channel.get_connection())
     context = session_env.SessionContext(
@@ -97,21 +101,7 @@ async def open_setup(policy: SetupPolicy, process: Any, account: Account) -> Ses
         where,
         pam=policy.pam_service is not None,
     )
-    pam = None
+    launcher = None
     if policy.pam_service is not None:
-        pam = await _open_pam(policy.pam_service, account.name, where.client_host, policy)
-    return SessionSetup(account, context, pam, policy.records)
-
-
-async def _open_pam(service: str, user: str, rhost: str, policy: SetupPolicy) -> PamSession:
-    opening = asyncio.ensure_future(
-        asyncio.to_thread(PamSession.open, service, user, rhost=rhost, confdir=policy.pam_confdir)
-    )
-    try:
-        return await asyncio.shield(opening)
-    except asyncio.CancelledError:
-        # The session went while PAM ran: the session PAM opened all the same is closed.
-        with contextlib.suppress(Exception):
-            opened = await opening
-            await asyncio.to_thread(opened.close)
-        raise
+        launcher = Launcher(policy.pam_service, account.name, where.client_host, policy.pam_confdir)
+    return SessionSetup(account, context, launcher, policy.records)

@@ -24,6 +24,7 @@ from asyncssh import EXTENDED_DATA_STDERR
 
 from jumpgate.node_agent import session_env, sftp_child
 from jumpgate.node_agent.child_io import Input, Output, read_from, write_to
+from jumpgate.node_agent.pam_launch import Launcher
 from jumpgate.node_agent.session_channel import SessionChannel
 
 PTY_DRAIN_SECONDS = 2.0
@@ -62,11 +63,32 @@ class Account:
         return options
 
 
+class NotStarted(Exception):
+    """The session was refused as it started (the user was told): ``code`` is its status."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(code)
+        self.code = code
+
+
 class Setup(Protocol):
     """What sshd does around a session's command (``session_setup.SessionSetup``)."""
 
+    @property
+    def launcher(self) -> Launcher | None:
+        """Starts the command in a PAM session (None: without PAM, by the agent)."""
+
     def environment(self, term: str | None, tty: str | None = None) -> dict[str, str]:
         """The command's environment."""
+
+    def layers(
+        self, term: str | None, tty: str | None = None
+    ) -> tuple[dict[str, str], dict[str, str]]:
+        """The command's environment under PAM's and over it."""
+
+    def opened(self) -> None:
+        """The session starts (its recording, its start event); ``NotStarted`` if refused.
+        Called once PAM's stages passed, before the command runs."""
 
     def started(self, pid: int, tty: str) -> None:
         """The command runs on the PTY ``tty`` (its login record)."""
@@ -78,8 +100,18 @@ class Setup(Protocol):
 class _Bare:
     """No setup: the login's environment, no login record."""
 
+    launcher = None
+
     def __init__(self, account: Account) -> None:
         self.environment = account.environment
+
+    def layers(
+        self, term: str | None, tty: str | None = None
+    ) -> tuple[dict[str, str], dict[str, str]]:
+        return self.environment(term, tty), {}
+
+    def opened(self) -> None:
+        pass
 
     def started(self, pid: int, tty: str) -> None:
         pass
@@ -100,9 +132,12 @@ async def run(
     gives its environment and keeps its login record (default: the login's own environment,
     no record)."""
     setup = setup if setup is not None else _Bare(account)
+    if setup.launcher is None:
+        setup.opened()  # without PAM, nothing is asked before the session starts
     if session.subsystem == "sftp":
         return await _sftp(session, account, setup)
     if session.subsystem:
+        setup.opened()
         session.say(f"subsystem {session.subsystem!r} is not served\n".encode())
         return 1
     if session.term_type:
@@ -133,15 +168,7 @@ async def _with_pipes(
     theirs = [pipes[0][0], pipes[1][1], pipes[2][1]]
     ours = [pipes[0][1], pipes[1][0], pipes[2][0]]
     try:
-        child = await asyncio.create_subprocess_exec(
-            *argv,
-            stdin=theirs[0],
-            stdout=theirs[1],
-            stderr=theirs[2],
-            env=setup.environment(None),
-            # ``options`` win: the SFTP child is started as the agent and switches itself.
-            **{**account.spawn_options(), **options},
-        )
+        child, pid = await _spawn(setup, argv, account, theirs, None, None, **options)
     except BaseException:
         for fd in ours:
             os.close(fd)
@@ -149,7 +176,7 @@ async def _with_pipes(
     finally:
         for fd in theirs:
             os.close(fd)
-    session.pid = child.pid
+    session.pid = pid
     stdin = Input(session.channel, terminal=False)
     outputs = [Output(None, session.deliver), Output(EXTENDED_DATA_STDERR, session.deliver)]
     await write_to(ours[0], stdin)
@@ -169,15 +196,15 @@ async def _with_pty(session: SessionChannel, account: Account, setup: Setup) -> 
     try:
         writing = os.dup(master)
         try:
-            child = await asyncio.create_subprocess_exec(
-                *_argv(session, account),
-                stdin=slave,
-                stdout=slave,
-                stderr=slave,
-                env=setup.environment(session.term_type, tty),
+            child, pid = await _spawn(
+                setup,
+                _argv(session, account),
+                account,
+                [slave] * 3,
+                session.term_type,
+                tty,
                 start_new_session=True,
                 preexec_fn=_controlling_tty,
-                **account.spawn_options(),  # type: ignore[arg-type]
             )
         except BaseException:
             os.close(writing)
@@ -187,7 +214,7 @@ async def _with_pty(session: SessionChannel, account: Account, setup: Setup) -> 
         raise
     finally:
         os.close(slave)
-    session.pid = child.pid
+    session.pid = pid
     # Input and output each get their own descriptor of the master, as sshd's do.
     terminal = Input(session.channel, terminal=True)
     output = Output(None, session.deliver)
@@ -197,11 +224,47 @@ async def _with_pty(session: SessionChannel, account: Account, setup: Setup) -> 
     session.attach(terminal, [output])
     # A background job may keep the PTY open; like sshd, end the session with the shell.
     # The login record is kept while the command runs (utmp/wtmp, as sshd keeps it).
-    setup.started(child.pid, tty)
+    setup.started(pid, tty)
     try:
         return await _until_ended(child, session, drain=PTY_DRAIN_SECONDS)
     finally:
         setup.ended()
+
+
+async def _spawn(
+    setup: Setup,
+    argv: list[str],
+    account: Account,
+    stdio: list[int],
+    term: str | None,
+    tty: str | None,
+    **options: Any,
+) -> tuple[asyncio.subprocess.Process, int]:
+    """Start ``argv`` as the login on ``stdio``: the process to wait for, and the command's
+    pid (its process group's, for signals and hangups). With PAM, through its launcher: the
+    process is the launcher, which ends as the command does."""
+    if setup.launcher is not None:
+        login = (account.uid, account.gid, account.home if os.path.isdir(account.home) else "/")
+        if "user" in options and options["user"] is None:  # it switches itself (SFTP child)
+            login = (os.geteuid(), os.getegid(), options.get("cwd", "/"))
+        return await setup.launcher.start(
+            argv,
+            setup.layers(term, tty),
+            login,
+            (stdio[0], stdio[1], stdio[2]),
+            tty=tty,
+            opened=setup.opened,
+        )
+    child = await asyncio.create_subprocess_exec(
+        *argv,
+        stdin=stdio[0],
+        stdout=stdio[1],
+        stderr=stdio[2],
+        env=setup.environment(term, tty),
+        # ``options`` win: the SFTP child is started as the agent and switches itself.
+        **{**account.spawn_options(), **options},
+    )
+    return child, child.pid
 
 
 async def _until_ended(
@@ -211,7 +274,7 @@ async def _until_ended(
     at most ``drain`` seconds after it exited, if given; as long as the output stays open
     otherwise, as sshd waits for a background job holding the pipes)."""
     try:
-        code = await _until_exit(child, session)
+        code = await _until_exit(child, session.pid or child.pid, session)
         wait = drain if not session.lost.is_set() else PTY_DRAIN_SECONDS
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(_first(session.outputs_ended(), session.lost.wait()), wait)
@@ -231,7 +294,9 @@ async def _first(*waits: Coroutine[Any, Any, Any]) -> None:
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
-async def _until_exit(child: asyncio.subprocess.Process, session: SessionChannel) -> int:
+async def _until_exit(
+    child: asyncio.subprocess.Process, group: int, session: SessionChannel
+) -> int:
     """The command's return code; if the user's connection goes first, hang up on it as sshd
     does (SIGHUP to its process group, SIGKILL if it lingers) rather than leave it running."""
     async with asyncio.TaskGroup() as tasks:  # neither wait outlives this one
@@ -242,7 +307,7 @@ async def _until_exit(child: asyncio.subprocess.Process, session: SessionChannel
         if not exited.done():
             for sig, grace in ((signal.SIGHUP, HANGUP_SECONDS), (signal.SIGKILL, None)):
                 with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(child.pid, sig)
+                    os.killpg(group, sig)
                 try:
                     await asyncio.wait_for(asyncio.shield(exited), grace)
                     break

@@ -9,6 +9,7 @@ a PAM directory of the test's (``pam_start_confdir``)."""
 import asyncio
 import os
 import re
+import resource
 import subprocess
 import time
 from dataclasses import dataclass
@@ -94,6 +95,21 @@ async def _session(
 ) -> tuple[Ran, int, _Events]:
     """``command`` run by OpenSSH's ``ssh`` on a node with ``policy``: what it printed and
     its exit status, the node's port, and the node's audit events."""
+    rans, port, events = await _sessions(
+        keys, policy, tmp_path, *options, commands=[command], env=env
+    )
+    return rans[0], port, events
+
+
+async def _sessions(
+    keys: Keys,
+    policy: SetupPolicy,
+    tmp_path: Path,
+    *options: str,
+    commands: list[str],
+    env: dict[str, str] | None = None,
+) -> tuple[list[Ran], int, _Events]:
+    """``commands`` run one after the other, each in a session of its own, on one node."""
     events = _Events()
     uploads = Uploader(Spool(tmp_path / "recordings"), events)
     server = await asyncssh.listen(
@@ -105,19 +121,29 @@ async def _session(
     )
     port = int(server.sockets[0].getsockname()[1])
     try:
-        child = await asyncio.create_subprocess_exec(
-            "ssh", "-F", "/dev/null", "-i", str(keys.key), "-p", str(port),
-            "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
-            "-o", "BatchMode=yes", "-o", "LogLevel=ERROR", *options, "root@127.0.0.1", command,
-            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE, env={**_clean_env(), **(env or {})},
-        )  # fmt: skip
-        out, err = await asyncio.wait_for(child.communicate(), SECONDS)
-        assert child.returncode is not None
-        return Ran(child.returncode, out.decode(), err.decode()), port, events
+        return (
+            [await _ssh(keys, port, *options, command=c, env=env) for c in commands],
+            port,
+            events,
+        )
     finally:
         server.close()
         await server.wait_closed()
+
+
+async def _ssh(
+    keys: Keys, port: int, *options: str, command: str, env: dict[str, str] | None
+) -> Ran:
+    child = await asyncio.create_subprocess_exec(
+        "ssh", "-F", "/dev/null", "-i", str(keys.key), "-p", str(port),
+        "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+        "-o", "BatchMode=yes", "-o", "LogLevel=ERROR", *options, "root@127.0.0.1", command,
+        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE, env={**_clean_env(), **(env or {})},
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(child.communicate(), SECONDS)
+    assert child.returncode is not None
+    return Ran(child.returncode, out.decode(), err.decode())
 
 
 def _clean_env() -> dict[str, str]:
@@ -274,6 +300,174 @@ def test_pam_opens_the_session_before_the_command_and_closes_it_after(
         "open_session root 127.0.0.1",
         "close_session root 127.0.0.1",
     ]
+
+
+def test_pam_modules_act_on_each_sessions_processes_never_on_the_agent(
+    keys: Keys, tmp_path: Path, pam_dir: Path
+) -> None:
+    # Debian's sshd stack has both: pam_loginuid sets the calling process's loginuid (once
+    # only), pam_limits its rlimits. They must be the session's, session after session.
+    limits = tmp_path / "limits.conf"
+    limits.write_text("root - nofile 1234\n")
+    (pam_dir / "jg-limits").write_text(
+        "account required pam_permit.so\n"
+        "session required pam_loginuid.so\n"
+        f"session required pam_limits.so conf={limits}\n"
+    )
+    loginuid = Path("/proc/self/loginuid").read_text()
+    nofile = resource.getrlimit(resource.RLIMIT_NOFILE)
+    policy = SetupPolicy(records=None, pam_service="jg-limits", pam_confdir=pam_dir)
+    command = "ulimit -n; cat /proc/self/loginuid; echo"
+    rans, _, _ = asyncio.run(_sessions(keys, policy, tmp_path, commands=[command] * 2))
+    for ran in rans:
+        assert ran.code == 0, ran.err
+        assert ran.out.split() == ["1234", "0"]
+    assert Path("/proc/self/loginuid").read_text() == loginuid  # the agent's own: unchanged
+    assert resource.getrlimit(resource.RLIMIT_NOFILE) == nofile
+
+
+def test_a_pam_pty_session_is_the_ttys_and_ends_as_its_command_did(
+    keys: Keys, tmp_path: Path, pam_dir: Path
+) -> None:
+    hook = tmp_path / "tty-hook"
+    hook.write_text(f'#!/bin/sh\necho "$PAM_TYPE $PAM_TTY" >> {tmp_path}/ttys\n')
+    hook.chmod(0o755)
+    (pam_dir / "jg-tty").write_text(
+        f"account required pam_permit.so\nsession required pam_exec.so {hook}\n"
+    )
+    policy = SetupPolicy(records=None, pam_service="jg-tty", pam_confdir=pam_dir)
+    # The shell leads its own session on the PTY; killed by a signal, the client is told so
+    command = "echo TTY=$(tty); ps -o sid= -p $$ | tr -d ' '; echo $$; kill -TERM $$"
+    ran, _, events = run(keys, policy, tmp_path, "-tt", command=command)
+    lines = ran.out.replace("\r", "").split()
+    tty = lines[0].removeprefix("TTY=")
+    assert tty.startswith("/dev/pts/"), ran.out
+    assert lines[1] == lines[2]  # its session id is its own pid: it leads its session
+    assert ran.code == 255  # OpenSSH's status for a command ended by a signal
+    ended = [e["fields"]["exit_code"] for e in events.events if e["type"] == "session.end"]  # type: ignore[index]
+    assert ended == [128 + 15]  # SIGTERM, as the launcher re-raised it
+    assert (tmp_path / "ttys").read_text().splitlines() == [
+        f"open_session {tty}",
+        f"close_session {tty}",
+    ]
+
+
+async def _copy(keys: Keys, policy: SetupPolicy, tmp_path: Path, *argvs: list[str]) -> list[Ran]:
+    """``sftp``/``scp`` command lines (``PORT``: the node's port) run on one node."""
+    uploads = Uploader(Spool(tmp_path / "recordings"), _Events())
+    server = await asyncssh.listen(
+        "127.0.0.1", 0,
+        server_factory=lambda: NodeServer([keys.ca], _Events(), uploads, setup=policy),
+        server_host_keys=[asyncssh.generate_private_key("ssh-ed25519")], encoding=None,
+    )  # fmt: skip
+    port = str(server.sockets[0].getsockname()[1])
+    options = ["-F", "/dev/null", "-i", str(keys.key), "-o", "StrictHostKeyChecking=no"]
+    options += ["-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes", "-P", port]
+    rans = []
+    try:
+        for argv in argvs:
+            child = await asyncio.create_subprocess_exec(
+                argv[0], *options, *argv[1:], stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=_clean_env(),
+            )  # fmt: skip
+            out, err = await asyncio.wait_for(child.communicate(), SECONDS)
+            assert child.returncode is not None
+            rans.append(Ran(child.returncode, out.decode(), err.decode()))
+        return rans
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+def test_sftp_and_legacy_scp_run_in_a_pam_session_as_under_sshd(
+    keys: Keys, tmp_path: Path, pam_dir: Path
+) -> None:
+    policy = SetupPolicy(records=None, pam_service="jg-session", pam_confdir=pam_dir)
+    (tmp_path / "up").write_text("hello\n")
+    (tmp_path / "batch").write_text(f"put {tmp_path}/up {tmp_path}/by-sftp\n")
+    rans = asyncio.run(
+        _copy(
+            keys, policy, tmp_path,
+            ["sftp", "-b", str(tmp_path / "batch"), "root@127.0.0.1"],
+            ["scp", "-O", str(tmp_path / "up"), f"root@127.0.0.1:{tmp_path}/by-scp"],
+        )
+    )  # fmt: skip
+    for ran in rans:
+        assert ran.code == 0, ran.err
+    assert (tmp_path / "by-sftp").read_text() == (tmp_path / "by-scp").read_text() == "hello\n"
+    opened_closed = ["open_session root 127.0.0.1", "close_session root 127.0.0.1"]
+    assert (tmp_path / "stages").read_text().splitlines() == opened_closed * 2
+
+
+async def _hung_up(keys: Keys, policy: SetupPolicy, tmp_path: Path, command: str) -> None:
+    """``command`` started by ``ssh``, whose process is then killed (the user's gone)."""
+    uploads = Uploader(Spool(tmp_path / "recordings"), _Events())
+    server = await asyncssh.listen(
+        "127.0.0.1", 0,
+        server_factory=lambda: NodeServer([keys.ca], _Events(), uploads, setup=policy),
+        server_host_keys=[asyncssh.generate_private_key("ssh-ed25519")], encoding=None,
+    )  # fmt: skip
+    port = str(server.sockets[0].getsockname()[1])
+    try:
+        child = await asyncio.create_subprocess_exec(
+            "ssh", "-F", "/dev/null", "-i", str(keys.key), "-p", port,
+            "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+            "-o", "BatchMode=yes", "root@127.0.0.1", command,
+            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, env=_clean_env(),
+        )  # fmt: skip
+        assert child.stdout is not None
+        assert await asyncio.wait_for(child.stdout.readline(), SECONDS) == b"started\n"
+        child.kill()
+        await child.wait()
+        deadline = time.monotonic() + SECONDS
+        while "close_session" not in (tmp_path / "stages").read_text():
+            assert time.monotonic() < deadline, "PAM's session was not closed"
+            await asyncio.sleep(0.1)
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+def test_a_user_who_goes_hangs_up_the_command_and_pams_session_is_closed(
+    keys: Keys, tmp_path: Path, pam_dir: Path
+) -> None:
+    policy = SetupPolicy(records=None, pam_service="jg-session", pam_confdir=pam_dir)
+    command = f"trap 'echo hup > {tmp_path}/hup; exit 1' HUP; echo started; sleep 30 & wait"
+    asyncio.run(_hung_up(keys, policy, tmp_path, command))
+    assert (tmp_path / "hup").read_text() == "hup\n"  # the command had its hangup
+    assert (tmp_path / "stages").read_text().splitlines() == [
+        "open_session root 127.0.0.1",
+        "close_session root 127.0.0.1",
+    ]
+
+
+def test_a_pam_session_that_cannot_be_recorded_runs_nothing_and_pams_is_closed(
+    keys: Keys, tmp_path: Path, pam_dir: Path
+) -> None:
+    (tmp_path / "recordings").write_text("not a directory: nothing can be spooled here\n")
+    policy = SetupPolicy(records=None, pam_service="jg-session", pam_confdir=pam_dir)
+    ran, _, events = run(keys, policy, tmp_path, command=f"touch {tmp_path}/ran")
+    assert ran.code == 255
+    assert not (tmp_path / "ran").exists()
+    assert "could not be recorded" in ran.err
+    started = [e["outcome"] for e in events.events if e["type"] == "session.start"]
+    assert started == ["E"]
+    assert (tmp_path / "stages").read_text().splitlines() == [
+        "open_session root 127.0.0.1",
+        "close_session root 127.0.0.1",
+    ]
+
+
+def test_without_pam_the_agent_starts_the_command_itself_with_it_a_launcher_does(
+    keys: Keys, tmp_path: Path, pam_dir: Path
+) -> None:
+    ran, _, _ = run(keys, NO_RECORDS, tmp_path, command="echo $PPID")
+    assert ran.out.split() == [str(os.getpid())]  # no launcher: no extra process, no cost
+    policy = SetupPolicy(records=None, pam_service="jg-session", pam_confdir=pam_dir)
+    ran, _, _ = run(keys, policy, tmp_path, command="echo $PPID; ps -o ppid= -p $PPID")
+    launcher, its_parent = ran.out.split()
+    assert launcher != str(os.getpid())
+    assert its_parent == str(os.getpid())
 
 
 def test_pam_refusing_the_account_refuses_the_session_in_one_line(
