@@ -101,6 +101,18 @@ class Agent:
                     f"({identity.ca_pin}): to join another cluster, remove "
                     f"{config.data_dir / 'node'}"
                 )
+            if config.auth_server and config.auth_server != identity.auth_server:
+                # The platform moved (or make up runs on other ports): the address given now
+                # wins, and the tunnel's is learned there again. What answers must still
+                # prove the host CA this node trusts, so nothing is trusted on its word.
+                logger.info(
+                    "auth server changed",
+                    extra={"was": identity.auth_server, "now": config.auth_server},
+                )
+                identity = dataclasses.replace(
+                    identity, auth_server=config.auth_server, tunnel_public_addr=""
+                )
+                identity_store.save(config.data_dir, identity, key)
             return identity, key
         missing = [
             flag

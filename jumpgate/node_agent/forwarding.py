@@ -175,9 +175,9 @@ class Forwarding:
         try:
             forwarder = await self._conn.forward_connection(host, port)
         except asyncssh.ChannelOpenError as exc:
-            self._event("E", **fields, origin=origin, error=exc.reason)
+            self._event("E", **fields, originator=origin, error=exc.reason)
             raise
-        self._event("I", **fields, origin=origin)
+        self._event("I", **fields, originator=origin)
         if self.stopped:  # this very event went over the budget
             forwarder.close()
             raise asyncssh.ChannelOpenError(asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED, OVER_BUDGET)
@@ -241,9 +241,9 @@ class Forwarding:
                     host, port, str(peer[0]), int(peer[1]), encoding=None
                 )
             except (asyncssh.Error, OSError) as exc:
-                self._event("E", **fields, origin=origin, error=str(exc))
+                self._event("E", **fields, originator=origin, error=str(exc))
                 return
-            self._event("I", **fields, origin=origin)
+            self._event("I", **fields, originator=origin)
             if not self.stopped:
                 await relay((reader, writer), theirs)
             theirs[1].close()

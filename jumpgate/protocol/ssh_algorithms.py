@@ -14,6 +14,7 @@ and its tunnel to the proxy all use one ``Algorithms``; ``ciphers``, ``kex_algos
 against what asyncssh implements.
 """
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Annotated, Any
@@ -88,20 +89,31 @@ _KNOWN = {
 }
 
 
+BROKEN = re.compile(
+    r"(sha1|md5|arcfour|3des|blowfish|cast128|seed-cbc|nistp|ecdh-sha2-1\.3|group1-|"
+    r"gss-|rsa1024)"
+)
+"""Names asyncssh still implements that ssh-audit fails (SHA-1 and MD5, RC4, 64-bit block
+ciphers, the NIST curves' key exchange, 1024-bit groups): a config never brings one back."""
+
+
 def check(key: str, names: Iterable[str]) -> tuple[str, ...]:
     """``names`` for the config key ``key`` (``ciphers``, ``kex_algos``, ``mac_algos``),
-    each one asyncssh implements; else ``ValueError`` in one line naming the bad one and
-    the valid ones."""
+    each one asyncssh implements and none broken; else ``ValueError`` in one line naming the
+    bad one and the valid ones."""
     what, known = _KNOWN[key]
-    valid = [name.decode() for name in known()]
+    implemented = [name.decode() for name in known()]
+    valid = [name for name in implemented if not BROKEN.search(name)]
     chosen = tuple(names)
     if not chosen:
         raise ValueError(f"name at least one {what}, or leave {key} out for the defaults")
     for name in chosen:
-        if name not in valid:
-            raise ValueError(
-                f"{name[:60]!r} is not a {what} this release offers; use: {', '.join(valid)}"
-            )
+        if name in valid:
+            continue
+        why = "is broken (ssh-audit fails it)"
+        if name not in implemented:
+            why = f"is not a {what} this release offers"
+        raise ValueError(f"{name[:60]!r} {why}; use: {', '.join(valid)}")
     return chosen
 
 

@@ -57,6 +57,11 @@ def test_openssh_forwards_ports_through_the_proxy_and_each_is_audited(
     assert ("remote", "accept", f"localhost:{remote}") in seen
     assert {(e["user"], e["login"], e["code"]) for e in events} == {("alice", LOGIN, "J3003I")}
     assert len({e["connection_id"] for e in events}) == 1
+    # Each forward names the proxy's session it came through, and the user's address
+    starts = audit_events(site, "session.start", 1)
+    proxy_ids = {e["session_id"] for e in starts if e.get("origin") == "proxy"}
+    assert {e["session_id"] for e in events} <= proxy_ids, (events, starts)
+    assert all(e.get("remote_addr", "").startswith("127.0.0.1:") for e in events), events
 
 
 def test_jump_ssh_forwards_ports_with_ssh_s_options(

@@ -3,6 +3,7 @@
 import asyncio
 import json
 import os
+import select
 import signal
 import subprocess
 import time
@@ -140,10 +141,27 @@ def _streaming(site: Site) -> subprocess.Popen[bytes]:
     )
 
 
-def _printed_until_cut(process: subprocess.Popen[bytes]) -> bytes:
+def _lines_printed(process: subprocess.Popen[bytes], count: int = 25, seconds: float = 60) -> bytes:
+    """The session's first ``count`` lines, once it has printed them: a fixed sleep was too
+    short on a loaded machine, where the login's shell starts slowly (bash reads ~/.bashrc
+    for a command over SSH, as under sshd)."""
+    assert process.stdout is not None
+    seen = b""
+    deadline = time.monotonic() + seconds
+    while seen.count(b"\n") < count and time.monotonic() < deadline:
+        ready, _, _ = select.select([process.stdout], [], [], 0.5)
+        if ready:
+            chunk = os.read(process.stdout.fileno(), 65536)
+            if not chunk:
+                break
+            seen += chunk
+    assert seen.count(b"\n") >= count, seen[-200:]
+    return seen
+
+
+def _printed_until_cut(process: subprocess.Popen[bytes], head: bytes) -> bytes:
     out, _ = process.communicate(timeout=60)
-    assert out.count(b"\n") > 20, out[-200:]
-    return out
+    return head + out
 
 
 def _recorded(site: Site, count: int = 1, seconds: float = 60) -> bytes:
@@ -156,9 +174,9 @@ def _recorded(site: Site, count: int = 1, seconds: float = 60) -> bytes:
 
 def test_every_printed_byte_survives_kill_9_of_the_agent(site: Site) -> None:
     session = _streaming(site)
-    time.sleep(2)
+    head = _lines_printed(session)
     site.node.kill(signal.SIGKILL)
-    printed = _printed_until_cut(session)
+    printed = _printed_until_cut(session, head)
     assert uploads(site, 1, seconds=1) == []  # it was not finished before the kill
     site.node.restart()
     site.node.wait_tunnel()
@@ -170,9 +188,9 @@ def test_every_printed_byte_survives_kill_9_of_the_agent(site: Site) -> None:
 
 def test_upload_resumes_after_the_proxy_stops_mid_upload(site: Site) -> None:
     session = _streaming(site)
-    time.sleep(2)
+    head = _lines_printed(session)
     site.cluster.stop()
-    printed = _printed_until_cut(session)
+    printed = _printed_until_cut(session, head)
     time.sleep(1)
     site.cluster.start()
     recorded = _recorded(site)

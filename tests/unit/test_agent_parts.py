@@ -2,6 +2,7 @@
 
 import asyncio
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -9,6 +10,9 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from jumpgate.control_plane.sshcert import CertType, Signer
 from jumpgate.edge_proxy.registry import AmbiguousNode, Tunnel, TunnelRegistry, UnknownNode
+from jumpgate.node_agent import identity as identity_store
+from jumpgate.node_agent.agent import Agent
+from jumpgate.node_agent.config import AgentConfig
 from jumpgate.node_agent.errors import AgentError
 from jumpgate.node_agent.identity import Identity
 from jumpgate.node_agent.labels import DynamicLabel, parse
@@ -176,3 +180,32 @@ def test_outbox_sends_in_order_and_keeps_what_a_failed_send_did_not_take() -> No
     assert asyncio.run(box.flush(send)) is True
     assert [n for batch in sent for n in batch] == list(range(7))
     assert len(box) == 0
+
+
+def test_a_joined_node_follows_an_auth_server_it_is_given(tmp_path: Path) -> None:
+    """A node joined at one address and started with another (the platform moved, or
+    ``make up`` on other ports) uses the one it is given now and keeps it; the tunnel's
+    address is learned again from the platform there. Before, it kept dialling the old one
+    for ever (seen with ``make up WEB_PORT=...`` after a first run)."""
+    key = ed25519.Ed25519PrivateKey.generate()
+    host_ca = certs.openssh_public(ed25519.Ed25519PrivateKey.generate().public_key())
+    joined = Identity(
+        host_id="u-1",
+        tenant="acme",
+        nodename="web-1",
+        auth_server="acme.localhost:3080",
+        ca_pin=certs.ca_pin(host_ca),
+        user_ca_keys=[],
+        host_ca_keys=[host_ca],
+        certificate="",
+        insecure=True,
+        tunnel_public_addr="acme.localhost:3024",
+    )
+    identity_store.save(tmp_path, joined, key)
+    moved = Agent(AgentConfig(data_dir=tmp_path, auth_server="acme.localhost:5080"))
+    identity, _ = asyncio.run(moved._load_or_join())
+    assert (identity.auth_server, identity.tunnel_public_addr) == ("acme.localhost:5080", "")
+    stored = identity_store.load(tmp_path)
+    assert stored is not None and stored[0].auth_server == "acme.localhost:5080"
+    same = Agent(AgentConfig(data_dir=tmp_path))  # given none: the stored one
+    assert asyncio.run(same._load_or_join())[0].auth_server == "acme.localhost:5080"

@@ -286,3 +286,26 @@ def test_configured_algorithms_reach_the_proxy_and_the_agent(tmp_path: Path) -> 
     assert one_line(raised.value, AgentConfig).startswith(
         "kex_algos: 'nope' is not a key exchange this release offers"
     )
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "ciphers: [aes128-ctr, arcfour]\n",
+        "ciphers: 3des-cbc\n",
+        "kex_algos: [diffie-hellman-group1-sha1]\n",
+        "kex_algos: diffie-hellman-group-exchange-sha1\n",
+        "kex_algos: ecdh-sha2-nistp256\n",
+        "mac_algos: [hmac-sha1]\n",
+        "mac_algos: hmac-md5-etm@openssh.com\n",
+    ],
+    ids=["arcfour", "3des", "group1", "gex-sha1", "nist-kex", "hmac-sha1", "md5"],
+)
+def test_a_broken_algorithm_is_refused_even_though_asyncssh_has_it(
+    tmp_path: Path, text: str
+) -> None:
+    """The config may choose among safe algorithms, never bring back one ssh-audit fails
+    (a newcomer's ``ciphers: [arcfour, 3des-cbc]`` started and served them)."""
+    message = _refused(tmp_path, text)
+    assert " is broken " in message, message
+    assert "arcfour" not in message.split("use:")[-1], message  # the offered list is safe
