@@ -138,9 +138,9 @@ async def _with_pipes(
             stdin=theirs[0],
             stdout=theirs[1],
             stderr=theirs[2],
-            env=setup.environment(None),
-            # ``options`` win: the SFTP child is started as the agent and switches itself.
-            **{**account.spawn_options(), **options},
+            # ``options`` win: the SFTP child is started as the agent (its own environment)
+            # and switches itself.
+            **{"env": setup.environment(None), **account.spawn_options(), **options},
         )
     except BaseException:
         for fd in ours:
@@ -262,4 +262,5 @@ async def _sftp(session: SessionChannel, account: Account, setup: Setup) -> int:
     conn = session.channel.get_connection()
     versions = (conn.get_extra_info(f"{side}_version", "") for side in ("client", "server"))
     argv = sftp_child.argv(account, *versions)
-    return await _with_pipes(session, argv, account, setup, **sftp_child.SPAWN_OPTIONS)
+    options = {**sftp_child.SPAWN_OPTIONS, "env": sftp_child.environment()}  # never the session's
+    return await _with_pipes(session, argv, account, setup, **options)

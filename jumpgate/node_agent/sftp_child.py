@@ -40,6 +40,16 @@ SPAWN_OPTIONS: dict[str, Any] = {
 in a session of its own, so a lost client's hangup reaches it as it reaches a command."""
 
 
+def environment() -> dict[str, str]:
+    """The child's environment: the agent's ``TZ`` (its ``ls -l`` times) and nothing of the
+    session's. The child starts as root, and a dynamic linker obeys ``LD_PRELOAD``,
+    ``LD_DEBUG_OUTPUT``, ``GCONV_PATH``... of a root process that is not setuid: a client's
+    ``env`` requests (an ``AcceptEnv`` of ``*``) or PAM's (``pam_env user_readenv=1``, Debian's)
+    would run or write as root. sshd starts ``sftp-server`` as the login; this child is not
+    the login until ``become``."""
+    return {"TZ": os.environ["TZ"]} if "TZ" in os.environ else {}
+
+
 class Login(Protocol):
     """The account a session runs as (``sessions.Account``)."""
 

@@ -1,0 +1,137 @@
+"""Attacks on the node's sshd parity (issue 16's adversarial review), each on a real asyncssh
+connection on 127.0.0.1 to the node's own session code, as the unprivileged ``nobody``.
+
+Each test is an attack that must fail: what it would get is asserted absent."""
+
+import asyncio
+import os
+import shutil
+import tempfile
+from collections.abc import AsyncIterator, Coroutine, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import asyncssh
+import pytest
+
+from jumpgate.node_agent import sessions
+from jumpgate.node_agent.server import SERVER_VERSION
+from jumpgate.node_agent.session_channel import SessionChannel
+from jumpgate.node_agent.session_setup import SetupPolicy, open_setup
+
+pytestmark = [
+    pytest.mark.net,
+    pytest.mark.skipif(os.geteuid() != 0, reason="the node drops to the login only as root"),
+]
+
+SECONDS = 20.0
+LOGIN = "nobody"
+
+
+class _Passing:
+    def started(self) -> None: ...
+
+    def output(self, data: bytes, datatype: asyncssh.DataType) -> bool:
+        return True
+
+    def input(self, data: bytes, datatype: asyncssh.DataType) -> bool:
+        return True
+
+    def resized(self, width: int, height: int) -> None: ...
+
+    def closed(self) -> None: ...
+
+
+class _Node(asyncssh.SSHServer):
+    """Sessions served as the node serves them: ``open_setup`` with ``policy`` (the
+    client's accepted variables), then ``sessions.run``."""
+
+    def __init__(self, tasks: asyncio.TaskGroup, policy: SetupPolicy) -> None:
+        self.tasks = tasks
+        self.policy = policy
+
+    def begin_auth(self, username: str) -> bool:
+        return False
+
+    def session_requested(self) -> asyncssh.SSHServerSession[bytes]:
+        return SessionChannel(self._serve, _Passing(), self.tasks.create_task)
+
+    async def _serve(self, channel: SessionChannel) -> None:
+        account = sessions.Account.lookup(channel.get_extra_info("username"))
+        setup = await open_setup(self.policy, channel, account)
+        try:
+            channel.finish(await sessions.run(channel, account, setup=setup))
+        finally:
+            await setup.close()
+
+
+@asynccontextmanager
+async def _connected(
+    policy: SetupPolicy, login: str = LOGIN
+) -> AsyncIterator[asyncssh.SSHClientConnection]:
+    async with asyncio.TaskGroup() as tasks:
+        server = await asyncssh.listen(
+            "127.0.0.1",
+            0,
+            server_host_keys=[asyncssh.generate_private_key("ssh-ed25519")],
+            server_factory=lambda: _Node(tasks, policy),
+            encoding=None,
+            server_version=SERVER_VERSION,
+        )
+        port = server.sockets[0].getsockname()[1]
+        try:
+            async with asyncssh.connect(
+                "127.0.0.1", port, known_hosts=None, username=login
+            ) as conn:
+                yield conn
+        finally:
+            server.close()
+            await server.wait_closed()
+
+
+def _run(case: Coroutine[Any, Any, None]) -> None:
+    asyncio.run(asyncio.wait_for(case, SECONDS))
+
+
+@pytest.fixture
+def root_only() -> Iterator[Path]:
+    """A directory only root may write in."""
+    place = Path(tempfile.mkdtemp(prefix="jg-adv-", dir="/tmp"))
+    place.chmod(0o755)
+    yield place
+    shutil.rmtree(place)
+
+
+@pytest.mark.parametrize("accept_env", [("*",), ("LD_*",)], ids=["accept-everything", "accept-LD"])
+def test_the_clients_variables_never_reach_the_sftp_child_while_it_is_root(
+    root_only: Path, accept_env: tuple[str, ...]
+) -> None:
+    """The SFTP child starts as root and drops to the login itself (``sftp_child``): were it
+    started with the client's ``env`` requests (an ``AcceptEnv`` the node takes), its
+    dynamic linker would obey them as root: ``LD_PRELOAD`` is root's code, and here
+    ``LD_DEBUG_OUTPUT`` has root write a file where the login may not."""
+    policy = SetupPolicy(accept_env=accept_env, records=None)
+    proof = root_only / "proof"
+    env = {"LD_DEBUG": "files", "LD_DEBUG_OUTPUT": str(proof)}
+
+    async def case() -> None:
+        async with _connected(policy) as conn, conn.start_sftp_client(env=env) as sftp:
+            assert await sftp.realpath(".") == "/"
+
+    _run(case())
+    written = [p for p in root_only.iterdir() if p.name.startswith("proof")]
+    assert written == [], f"root obeyed the client's LD_DEBUG_OUTPUT: {written}"
+
+
+def test_a_command_still_gets_the_variables_the_node_accepts() -> None:
+    """What the fix must keep: a command (root's login here: ``nobody`` has no shell) sees
+    the client's accepted variables, as with sshd."""
+    policy = SetupPolicy(accept_env=("LC_*",), records=None)
+
+    async def case() -> None:
+        async with _connected(policy, "root") as conn:
+            ran = await conn.run("echo $LC_PROOF", env={"LC_PROOF": "seen"}, encoding=None)
+            assert ran.stdout == b"seen\n", ran
+
+    _run(case())
