@@ -15,7 +15,7 @@ from typing import Any
 import asyncssh
 import pytest
 
-from jumpgate.node_agent import sessions
+from jumpgate.node_agent import session_env, sessions
 from jumpgate.node_agent.server import SERVER_VERSION
 from jumpgate.node_agent.session_channel import SessionChannel
 from jumpgate.node_agent.session_setup import SetupPolicy, open_setup
@@ -50,6 +50,7 @@ class _Node(asyncssh.SSHServer):
     def __init__(self, tasks: asyncio.TaskGroup, policy: SetupPolicy) -> None:
         self.tasks = tasks
         self.policy = policy
+        self.kept: list[int] = []  # how many env requests each session's channel kept
 
     def begin_auth(self, username: str) -> bool:
         return False
@@ -58,6 +59,7 @@ class _Node(asyncssh.SSHServer):
         return SessionChannel(self._serve, _Passing(), self.tasks.create_task)
 
     async def _serve(self, channel: SessionChannel) -> None:
+        self.kept.append(len(channel.channel.get_environment()))
         account = sessions.Account.lookup(channel.get_extra_info("username"))
         setup = await open_setup(self.policy, channel, account)
         try:
@@ -68,14 +70,20 @@ class _Node(asyncssh.SSHServer):
 
 @asynccontextmanager
 async def _connected(
-    policy: SetupPolicy, login: str = LOGIN
+    policy: SetupPolicy, login: str = LOGIN, nodes: list[_Node] | None = None
 ) -> AsyncIterator[asyncssh.SSHClientConnection]:
+    made = nodes if nodes is not None else []
     async with asyncio.TaskGroup() as tasks:
+
+        def node() -> _Node:
+            made.append(_Node(tasks, policy))
+            return made[-1]
+
         server = await asyncssh.listen(
             "127.0.0.1",
             0,
             server_host_keys=[asyncssh.generate_private_key("ssh-ed25519")],
-            server_factory=lambda: _Node(tasks, policy),
+            server_factory=node,
             encoding=None,
             server_version=SERVER_VERSION,
         )
@@ -135,3 +143,21 @@ def test_a_command_still_gets_the_variables_the_node_accepts() -> None:
             assert ran.stdout == b"seen\n", ran
 
     _run(case())
+
+
+def test_env_requests_past_sshds_limit_are_not_kept() -> None:
+    """sshd refuses a session's env requests past 128 (``session_env_req``): each is held in
+    memory of the agent, root's and every user's, until the session starts, and a client may
+    send as many as it likes before it does (here 5,000 of 1 KiB, each named by the
+    ``AcceptEnv`` pattern). The node keeps at most ``MAX_CLIENT_VARIABLES``."""
+    policy = SetupPolicy(accept_env=("LC_*",), records=None)
+    nodes: list[_Node] = []
+    flood = {f"LC_{i}": "x" * 1024 for i in range(5000)}
+
+    async def case() -> None:
+        async with _connected(policy, "root", nodes) as conn:
+            ran = await conn.run("env | grep -c ^LC_", env=flood, encoding=None)
+            assert int(ran.stdout or b"0") == session_env.MAX_CLIENT_VARIABLES, ran
+
+    _run(case())
+    assert nodes[0].kept == [session_env.MAX_CLIENT_VARIABLES]
