@@ -5,8 +5,12 @@ Each test is an attack that must fail: what it would get is asserted absent."""
 
 import asyncio
 import os
+import re
 import shutil
+import struct
+import subprocess
 import tempfile
+import threading
 from collections.abc import AsyncIterator, Coroutine, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -15,7 +19,8 @@ from typing import Any
 import asyncssh
 import pytest
 
-from jumpgate.node_agent import session_env, sessions
+from jumpgate.node_agent import session_env, sessions, sftp_child
+from jumpgate.node_agent import sftp_codec as wire
 from jumpgate.node_agent.server import SERVER_VERSION
 from jumpgate.node_agent.session_channel import SessionChannel
 from jumpgate.node_agent.session_setup import SetupPolicy, open_setup
@@ -161,3 +166,60 @@ def test_env_requests_past_sshds_limit_are_not_kept() -> None:
 
     _run(case())
     assert nodes[0].kept == [session_env.MAX_CLIENT_VARIABLES]
+
+
+def test_the_sftp_childs_replies_are_not_all_held_at_once() -> None:
+    """A client may send many READs in one write (pipelined, as every client does): the
+    child must send replies as it makes them (the pipe's backpressure bounding it, as
+    sftp-server's output queue bounds it), not make them all first: 600 READs of
+    /dev/zero are 150 MiB of replies, from 25 KiB of requests."""
+    account = sessions.Account.lookup(LOGIN)
+    with subprocess.Popen(
+        sftp_child.argv(account),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        env={},
+        **sftp_child.SPAWN_OPTIONS,
+    ) as child:
+        assert child.stdin is not None
+        assert child.stdout is not None
+        try:
+            child.stdin.write(wire.packet(wire.FXP_INIT, wire.uint32(3)))
+            child.stdin.write(
+                wire.packet(3, wire.uint32(1), wire.string(b"/dev/zero"), wire.uint32(1), b"\0" * 4)
+            )
+            child.stdin.flush()
+            replies = [_reply(child.stdout) for _ in range(2)]
+            assert replies[1].byte() == wire.FXP_HANDLE
+            replies[1].uint32()
+            handle = replies[1].string()
+            reads = b"".join(
+                wire.packet(
+                    5,
+                    wire.uint32(n),
+                    wire.string(handle),
+                    wire.uint64(0),
+                    wire.uint32(wire.MAX_READ),
+                )
+                for n in range(600)
+            )
+            writing = threading.Thread(target=_write, args=(child.stdin, reads))
+            writing.start()
+            for _ in range(600):
+                assert _reply(child.stdout).byte() == wire.FXP_DATA
+            writing.join(SECONDS)
+            status = Path(f"/proc/{child.pid}/status").read_text()
+            peak_kib = int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1))  # type: ignore[union-attr]
+            assert peak_kib < 64 * 1024, f"the child held {peak_kib // 1024} MiB at once"
+        finally:
+            child.kill()
+
+
+def _reply(stdout: Any) -> wire.Reader:
+    (length,) = struct.unpack(">I", stdout.read(4))
+    return wire.Reader(stdout.read(length))
+
+
+def _write(stdin: Any, data: bytes) -> None:
+    stdin.write(data)
+    stdin.flush()
