@@ -216,10 +216,17 @@ class NodeServer(asyncssh.SSHServer):
             assert self._conn is not None
             identity = cert_identity(self._conn)
             login = str(self._conn.get_extra_info("username"))
+            came = origin.origin(self._conn)  # the proxy's session and its user (0030)
             who = {
                 "user": identity.user if identity else "",
                 "login": login,
                 "connection_id": self.connection_id,
+                **({"session_id": came.session_id} if came.session_id else {}),
+                **(
+                    {"remote_addr": f"{came.client_addr}:{came.client_port}"}
+                    if came.client_addr
+                    else {}
+                ),
             }
             self._forwarding = Forwarding(
                 self._conn,

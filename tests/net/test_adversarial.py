@@ -11,6 +11,7 @@ import struct
 import subprocess
 import tempfile
 import threading
+import uuid
 from collections.abc import AsyncIterator, Coroutine, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -24,6 +25,10 @@ from jumpgate.node_agent import sftp_codec as wire
 from jumpgate.node_agent.server import SERVER_VERSION
 from jumpgate.node_agent.session_channel import SessionChannel
 from jumpgate.node_agent.session_setup import SetupPolicy, open_setup
+from jumpgate.protocol.tunnel_messages import SessionOrigin
+from tests.net import test_forwarding as forwarding
+from tests.net.test_forwarding import PORTS, Background, fetch, running_node, wait_listening
+from tests.support import free_port
 
 pytestmark = [
     pytest.mark.net,
@@ -32,6 +37,7 @@ pytestmark = [
 
 SECONDS = 20.0
 LOGIN = "nobody"
+web = forwarding.web  # a web server on 127.0.0.1 to forward to (a fixture)
 
 
 class _Passing:
@@ -223,3 +229,22 @@ def _reply(stdout: Any) -> wire.Reader:
 def _write(stdin: Any, data: bytes) -> None:
     stdin.write(data)
     stdin.flush()
+
+
+def test_port_forwards_name_the_proxys_session_and_the_users_address(
+    tmp_path: Path, web: int
+) -> None:
+    """``ssh -N -L`` opens no session channel: its ``port`` events are all the audit has of
+    the connection on the node, and must be found by the id and address of the proxy's
+    events of it (decision 0030), not only by a connection id the proxy never saw."""
+    told = SessionOrigin(session_id=str(uuid.uuid4()), addr="203.0.113.7", port=50123)
+    for node in running_node(tmp_path, told=told):
+        key = node.certificate("key", PORTS)
+        local = free_port()
+        with Background(node.ssh(key, "-N", "-L", f"{local}:127.0.0.1:{web}")):
+            wait_listening(local)
+            assert fetch(local, "/through-L") == "hello from /through-L"
+        [event] = node.events.of("port")
+        fields = event["fields"]
+        assert fields.get("session_id") == told.session_id, fields
+        assert fields.get("remote_addr") == "203.0.113.7:50123", fields
