@@ -53,6 +53,8 @@ class Refused(OSError):
 async def as_login(op: str, path: str, account: Account) -> socket.socket:
     """A Unix socket connected to (``op`` "connect") or bound and listening at (``op``
     "bind") ``path``, made with the login's permissions; ``Refused`` if the login may not."""
+    if "\0" in path:  # the kernel would cut it there: another path than the one audited
+        raise Refused(f"{op} {path!r}: a socket path cannot hold a NUL byte")
     if os.geteuid() != 0 or account.uid == 0:
         return await _here(op, path)
     groups = ",".join(str(g) for g in os.getgrouplist(account.name, account.gid))

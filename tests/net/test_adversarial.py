@@ -248,3 +248,28 @@ def test_port_forwards_name_the_proxys_session_and_the_users_address(
         fields = event["fields"]
         assert fields.get("session_id") == told.session_id, fields
         assert fields.get("remote_addr") == "203.0.113.7:50123", fields
+
+
+def test_a_unix_socket_path_with_a_nul_is_refused_and_audited(tmp_path: Path) -> None:
+    """A forwarded Unix socket's path is the client's string: one with a NUL byte (no
+    path can hold one; the kernel would cut it there) must be refused as any other bad
+    path, the refusal audited, and the user's connection go on; the helper that becomes
+    the login cannot take it as an argument."""
+    for node in running_node(tmp_path):
+        key = node.certificate("key", PORTS, login=LOGIN)
+        _run(_nul_paths(node.port, key))
+        errors = [e["fields"]["addr"] for e in node.events.of("port") if e["outcome"] == "E"]
+        assert errors == ["/tmp/a\0b", "/tmp/a\0b", "/nonexistent.sock"], errors
+
+
+async def _nul_paths(port: int, key: Path) -> None:
+    async with asyncssh.connect(
+        "127.0.0.1", port, username=LOGIN, client_keys=[str(key)], known_hosts=None
+    ) as conn:
+        _, writer = await conn.open_unix_connection("/tmp/a\0b")
+        await writer.channel.wait_closed()
+        with pytest.raises(asyncssh.ChannelListenError):
+            await conn.start_unix_server(lambda *_: None, "/tmp/a\0b")
+        assert not conn.is_closed()
+        _, writer = await conn.open_unix_connection("/nonexistent.sock")  # still served
+        await writer.channel.wait_closed()
