@@ -273,3 +273,40 @@ async def _nul_paths(port: int, key: Path) -> None:
         assert not conn.is_closed()
         _, writer = await conn.open_unix_connection("/nonexistent.sock")  # still served
         await writer.channel.wait_closed()
+
+
+@pytest.mark.parametrize(
+    ("kind", "host", "port"),
+    [
+        ("connect", "127.0.0.1\0x", 80),
+        ("connect", "127.0.0.1", 70000),
+        ("listen", "127.0.0.1", 70000),
+    ],
+    ids=["connect-nul-host", "connect-port-past-65535", "listen-port-past-65535"],
+)
+def test_a_forward_to_no_address_is_refused_and_audited(
+    tmp_path: Path, kind: str, host: str, port: int
+) -> None:
+    """A ``direct-tcpip`` or ``tcpip-forward`` carries its port as 32 bits and its host as
+    any string: one no socket can take (a port past 65535, a NUL) is refused, audited, and
+    the connection goes on, as sshd's ("invalid port")."""
+    for node in running_node(tmp_path):
+        key = node.certificate("key", PORTS, login=LOGIN)
+        _run(_bad_forward(node.port, key, kind, host, port))
+        refused = [e for e in node.events.of("port") if e["outcome"] in ("W", "E")]
+        assert len(refused) == 1, node.events.items
+
+
+async def _bad_forward(port: int, key: Path, kind: str, host: str, bad_port: int) -> None:
+    async with asyncssh.connect(
+        "127.0.0.1", port, username=LOGIN, client_keys=[str(key)], known_hosts=None
+    ) as conn:
+        if kind == "connect":
+            with pytest.raises(asyncssh.ChannelOpenError) as refused:
+                await conn.open_connection(host, bad_port)
+            assert "SSH connection closed" not in str(refused.value)
+        else:
+            with pytest.raises(asyncssh.ChannelListenError):
+                await conn.start_server(lambda *_: None, host, bad_port)
+        await asyncio.sleep(0.2)
+        assert not conn.is_closed()
