@@ -16,6 +16,7 @@ import shutil
 import signal
 import struct
 import termios
+import time
 from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -29,6 +30,7 @@ from jumpgate.node_agent.session_channel import SessionChannel
 PTY_DRAIN_SECONDS = 2.0
 HANGUP_SECONDS = 2.0
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+SHADOW = "/etc/shadow"
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,21 @@ class Account:
                 user=self.uid, group=self.gid, extra_groups=os.getgrouplist(self.name, self.gid)
             )
         return options
+
+
+def expired(name: str, *, shadow: str = SHADOW, today: int | None = None) -> bool:
+    """Whether the account ``name`` has expired (``usermod --expiredate``): as sshd and
+    ``pam_unix`` read ``/etc/shadow``, expired from its expiry day on. False where the node
+    cannot tell (shadow unreadable: an agent that is not root; an account not in it)."""
+    try:
+        with open(shadow) as entries:
+            found = [line.split(":") for line in entries if line.startswith(f"{name}:")]
+    except OSError:
+        return False
+    if not found or len(found[0]) < 8 or not found[0][7].strip().isdigit():
+        return False  # no expiry date (empty; -1 is none either)
+    day = today if today is not None else int(time.time() // 86400)
+    return day >= int(found[0][7])
 
 
 class Setup(Protocol):

@@ -310,3 +310,29 @@ async def _bad_forward(port: int, key: Path, kind: str, host: str, bad_port: int
                 await conn.start_server(lambda *_: None, host, bad_port)
         await asyncio.sleep(0.2)
         assert not conn.is_closed()
+
+
+@pytest.fixture
+def account() -> Iterator[str]:
+    """A throwaway OS account with a shell and no home, removed after."""
+    name = f"jgadv{os.getpid()}"
+    subprocess.run(["useradd", "-M", "-s", "/bin/sh", name], check=True)
+    try:
+        yield name
+    finally:
+        subprocess.run(["userdel", name], check=False)
+
+
+def test_an_expired_account_gets_no_session(tmp_path: Path, account: str) -> None:
+    """An admin ends an OS account with ``usermod --expiredate``; Debian's sshd then refuses
+    it, whatever the key (PAM's ``pam_unix`` account stage, or sshd's own shadow check
+    without PAM). The node, PAM off by default, must refuse it too."""
+    for node in running_node(tmp_path):
+        key = node.certificate("key", login=account)
+        command = node.ssh(key, command="echo in", login=account)
+        ran = subprocess.run(command, capture_output=True, text=True, timeout=SECONDS)
+        assert (ran.returncode, ran.stdout) == (0, "in\n"), ran.stderr
+        subprocess.run(["usermod", "--expiredate", "2000-01-01", account], check=True)
+        ran = subprocess.run(command, capture_output=True, text=True, timeout=SECONDS)
+        assert ran.returncode == 255, (ran.returncode, ran.stdout)
+        assert "Permission denied" in ran.stderr
