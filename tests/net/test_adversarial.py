@@ -4,9 +4,11 @@ connection on 127.0.0.1 to the node's own session code, as the unprivileged ``no
 Each test is an attack that must fail: what it would get is asserted absent."""
 
 import asyncio
+import contextlib
 import os
 import re
 import shutil
+import socket
 import struct
 import subprocess
 import tempfile
@@ -20,7 +22,7 @@ from typing import Any
 import asyncssh
 import pytest
 
-from jumpgate.node_agent import session_env, sessions, sftp_child
+from jumpgate.node_agent import session_env, sessions, sftp_child, streamlocal
 from jumpgate.node_agent import sftp_codec as wire
 from jumpgate.node_agent.server import SERVER_VERSION
 from jumpgate.node_agent.session_channel import SessionChannel
@@ -336,3 +338,59 @@ def test_an_expired_account_gets_no_session(tmp_path: Path, account: str) -> Non
         ran = subprocess.run(command, capture_output=True, text=True, timeout=SECONDS)
         assert ran.returncode == 255, (ran.returncode, ran.stdout)
         assert "Permission denied" in ran.stderr
+
+
+def _helpers() -> int:
+    """Processes now running ``streamlocal``'s helper (which becomes the login)."""
+    count = 0
+    for entry in Path("/proc").iterdir():
+        with contextlib.suppress(OSError):
+            if entry.name.isdigit() and b"made.connect(path)" in (entry / "cmdline").read_bytes():
+                count += 1
+    return count
+
+
+def test_unix_socket_helpers_are_bounded_across_the_agent(tmp_path: Path) -> None:
+    """Each forwarded Unix socket of a login that is not root is a Python process of its
+    own; one whose connect hangs (a listener that never accepts, its backlog full) lives
+    ``HELPER_SECONDS``. A user must not hold 128 per connection (over a GiB) that way:
+    the helpers running at once are bounded for the whole agent."""
+    place = Path(tempfile.mkdtemp(prefix="jg-adv-", dir="/tmp"))
+    place.chmod(0o755)
+    path = str(place / "stuck.sock")
+    stuck = socket.socket(socket.AF_UNIX)
+    fillers = [socket.socket(socket.AF_UNIX) for _ in range(4)]
+    try:
+        stuck.bind(path)
+        os.chmod(path, 0o666)  # noqa: S103  (nobody connects to it)
+        stuck.listen(0)
+        for filler in fillers:  # the backlog filled: a blocking connect now waits
+            filler.setblocking(False)
+            with contextlib.suppress(BlockingIOError):
+                filler.connect(path)
+        for node in running_node(tmp_path):
+            key = node.certificate("key", PORTS, login=LOGIN)
+            seen = _run_for(_stuck_forwards(node.port, key, path, 48))
+            assert seen <= streamlocal.HELPERS_AT_ONCE, f"{seen} helpers at once"
+    finally:
+        for made in (stuck, *fillers):
+            made.close()
+        shutil.rmtree(place)
+
+
+def _run_for(case: Coroutine[Any, Any, int]) -> int:
+    return asyncio.run(asyncio.wait_for(case, SECONDS))
+
+
+async def _stuck_forwards(port: int, key: Path, path: str, count: int) -> int:
+    async with asyncssh.connect(
+        "127.0.0.1", port, username=LOGIN, client_keys=[str(key)], known_hosts=None
+    ) as conn:
+        opened = [await conn.open_unix_connection(path) for _ in range(count)]
+        most = 0
+        for _ in range(20):  # two seconds, while they hang
+            await asyncio.sleep(0.1)
+            most = max(most, _helpers())
+        for _, writer in opened:
+            writer.close()
+        return most
