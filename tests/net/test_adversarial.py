@@ -394,3 +394,25 @@ async def _stuck_forwards(port: int, key: Path, path: str, count: int) -> int:
         for _, writer in opened:
             writer.close()
         return most
+
+
+def test_unix_socket_forwards_are_refused_without_permit_port_forwarding(tmp_path: Path) -> None:
+    """``-L port:/path`` and ``-R /path:...`` are port forwarding too (sshd's
+    ``permit-port-forwarding`` covers them): without it, nothing is connected, bound or
+    audited."""
+    for node in running_node(tmp_path):
+        key = node.certificate("key", forwarding.AGENT, login=LOGIN)
+        bound = tmp_path / "bound.sock"
+        _run(_unpermitted(node.port, key, str(bound)))
+        assert not bound.exists()
+        assert not node.events.of("port", seconds=0.5)
+
+
+async def _unpermitted(port: int, key: Path, bound: str) -> None:
+    async with asyncssh.connect(
+        "127.0.0.1", port, username=LOGIN, client_keys=[str(key)], known_hosts=None
+    ) as conn:
+        with pytest.raises(asyncssh.ChannelOpenError, match=r"prohibited|not permitted"):
+            await conn.open_unix_connection("/run/systemd/private")
+        with pytest.raises(asyncssh.ChannelListenError):
+            await conn.start_unix_server(lambda *_: None, bound)
