@@ -107,6 +107,11 @@ async def _helper(op: str, path: str, account: Account) -> socket.socket:
             child.kill()
             await child.wait()
             raise Refused(f"{op} {path}: timed out") from None
+        except BaseException:  # cancelled (the connection went): the helper goes with it
+            child.kill()
+            with contextlib.suppress(BaseException):
+                await asyncio.shield(child.wait())
+            raise
         ours.setblocking(False)
         try:
             message, fds, _, _ = socket.recv_fds(ours, 1024, 1)
