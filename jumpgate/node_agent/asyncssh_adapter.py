@@ -15,6 +15,9 @@ against the version pinned in ``CHECKED_VERSION``:
   (``asyncssh.misc.map_handler_name`` maps the name): ``eow@openssh.com``, which OpenSSH's
   client sends when it can write no more of the output (``ssh host yes | head -1``), gets one
   set on the channel instance.
+- the same for ``env``: asyncssh keeps every variable a client sends (``_process_env_request``
+  into the channel's ``_env``) without a bound; ``limit_environment`` wraps the channel's
+  handler so that, as sshd's ``session_env_req``, requests past a limit are refused.
 - ``SSHServerConnection.open_agent_connection()``: a stream to the user's agent over an
   ``auth-agent@openssh.com`` channel, once asyncssh granted the client's agent request
   (``agent_forwarding.AgentSocket`` relays the login's socket to it).
@@ -62,6 +65,22 @@ def on_end_of_writing(channel: asyncssh.SSHServerChannel[bytes], then: Callable[
     # ``_orig_chan`` is the channel that receives the requests.
     target = getattr(channel, "_orig_chan", channel)
     setattr(target, f"_process_{map_handler_name(END_OF_WRITING)}_request", handler)
+
+
+def limit_environment(channel: asyncssh.SSHServerChannel[bytes], limit: int) -> None:
+    """Refuse the client's ``env`` requests on ``channel`` once it holds ``limit`` variables."""
+    target = getattr(channel, "_orig_chan", channel)
+    keep = target._process_env_request  # see the module's docstring
+
+    def handler(packet: Any) -> bool:
+        if len(target.get_environment_bytes()) < limit:
+            return bool(keep(packet))
+        packet.get_string()
+        packet.get_string()
+        packet.check_end()
+        return False
+
+    target._process_env_request = handler  # type: ignore[method-assign]
 
 
 async def open_agent_connection(

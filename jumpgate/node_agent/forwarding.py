@@ -73,6 +73,13 @@ def privileged_refusal(port: int, *, uid: int) -> str | None:
     return None
 
 
+def no_address(host: str, port: int) -> str | None:
+    """Why no socket can take ``host:port`` (a port past 65535: SSH carries 32 bits), or None."""
+    if not 0 <= port <= 65535:
+        return f"port {port} is not a TCP port: use 1 to 65535"
+    return "a host name cannot hold a NUL byte" if "\0" in host else None
+
+
 def bind_hosts(requested: str) -> tuple[str, ...]:
     """The addresses a remote forward asked for as ``requested`` listens on (``GatewayPorts
     no``: the loopback only, the one family named if it names one)."""
@@ -157,6 +164,10 @@ class Forwarding:
         refusal = self._refusal()
         if refusal is not None:
             raise asyncssh.ChannelOpenError(asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED, refusal)
+        unusable = no_address(host, port)
+        if unusable is not None:  # refused as sshd's "invalid port", not ending the connection
+            self._event("W", forward="local", action="open", addr=f"{host}:{port}", error=unusable)
+            raise asyncssh.ChannelOpenError(asyncssh.OPEN_CONNECT_FAILED, unusable)
         chan = self._conn.create_tcp_channel()
         self._open.add(chan)
         self._spawn(self._held(chan))
@@ -188,7 +199,11 @@ class Forwarding:
     def listen(self, host: str, port: int) -> Any:
         """A listener for ``tcpip-forward`` of ``host:port``, or False (refused)."""
         requested = address(host, port)
-        refusal = self._refusal() or privileged_refusal(port, uid=self._account.uid)
+        refusal = (
+            self._refusal()
+            or no_address(host, port)
+            or privileged_refusal(port, uid=self._account.uid)
+        )
         if refusal is None and len(self._listeners) >= MAX_LISTENERS:
             refusal = (
                 f"too many remote forwards on this connection (at most {MAX_LISTENERS}): "

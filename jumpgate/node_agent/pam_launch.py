@@ -44,13 +44,16 @@ class Launcher:
         argv: list[str],
         layers: tuple[Mapping[str, str], Mapping[str, str]],
         login: tuple[int, int, str],
+        env: Mapping[str, str] | None,
         stdio: tuple[int, int, int],
         *,
         tty: str | None,
         opened: Callable[[], None],
     ) -> tuple[asyncio.subprocess.Process, int]:
         """Run ``argv`` as the login (uid, gid, home) in a PAM session, its environment
-        ``layers`` under and over PAM's; ``tty``: the PTY slave's path, if on one."""
+        ``layers`` under and over PAM's, or exactly ``env`` if given (a child started as
+        root: PAM's and the client's variables never reach it); ``tty``: the PTY slave's
+        path, if on one."""
         uid, gid, home = login
         spec = {
             "service": self.service,
@@ -61,6 +64,7 @@ class Launcher:
             "argv": argv,
             "before": dict(layers[0]),
             "after": dict(layers[1]),
+            "env": dict(env) if env is not None else None,
             "uid": uid,
             "gid": gid,
             "home": home,

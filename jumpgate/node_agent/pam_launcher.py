@@ -63,7 +63,9 @@ def main(argv: list[str]) -> NoReturn:
             if _line(spec_pipe) != b"go":
                 pam.close()  # the session did not start: PAM's ends all the same
                 os._exit(255)
-            env = merged(spec["before"], pam.environment, spec["after"])
+            env = spec.get("env")  # a child that starts as root gets exactly its own
+            if env is None:
+                env = merged(spec["before"], pam.environment, spec["after"])
             os.set_inheritable(status_fd, False)  # closed by the command's exec: EOF says so
             pid = os.fork()
             if pid == 0:

@@ -283,4 +283,7 @@ class NodeServer(asyncssh.SSHServer):
         except KeyError:
             logger.info("login refused: no such OS user", extra={"login": username})
             return False
+        if sessions.expired(username):  # as sshd: pam_unix's account stage, or its own check
+            logger.info("login refused: the OS account has expired", extra={"login": username})
+            return False
         return certs.is_trusted(key.export_public_key("openssh").decode(), self._user_ca_keys)

@@ -24,6 +24,7 @@ import asyncssh
 
 from jumpgate.node_agent import asyncssh_adapter
 from jumpgate.node_agent.child_io import Input, Output
+from jumpgate.node_agent.session_env import MAX_CLIENT_VARIABLES
 
 Handler = Callable[["SessionChannel"], Coroutine[Any, Any, None]]
 """Serves one session to its end."""
@@ -85,6 +86,8 @@ class SessionChannel(asyncssh.SSHServerSession[bytes]):
     def connection_made(self, chan: asyncssh.SSHServerChannel[bytes]) -> None:
         self._channel = chan
         asyncssh_adapter.on_end_of_writing(chan, self._client_stopped_reading)
+        # sshd refuses env requests past 128; asyncssh would keep them all, in root's memory
+        asyncssh_adapter.limit_environment(chan, MAX_CLIENT_VARIABLES)
 
     def pty_requested(
         self, term_type: str, term_size: tuple[int, int, int, int], term_modes: Any

@@ -16,6 +16,7 @@ import shutil
 import signal
 import struct
 import termios
+import time
 from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -30,6 +31,7 @@ from jumpgate.node_agent.session_channel import SessionChannel
 PTY_DRAIN_SECONDS = 2.0
 HANGUP_SECONDS = 2.0
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+SHADOW = "/etc/shadow"
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,21 @@ class NotStarted(Exception):
     def __init__(self, code: int) -> None:
         super().__init__(code)
         self.code = code
+
+
+def expired(name: str, *, shadow: str = SHADOW, today: int | None = None) -> bool:
+    """Whether the account ``name`` has expired (``usermod --expiredate``): as sshd and
+    ``pam_unix`` read ``/etc/shadow``, expired from its expiry day on. False where the node
+    cannot tell (shadow unreadable: an agent that is not root; an account not in it)."""
+    try:
+        with open(shadow) as entries:
+            found = [line.split(":") for line in entries if line.startswith(f"{name}:")]
+    except OSError:
+        return False
+    if not found or len(found[0]) < 8 or not found[0][7].strip().isdigit():
+        return False  # no expiry date (empty; -1 is none either)
+    day = today if today is not None else int(time.time() // 86400)
+    return day >= int(found[0][7])
 
 
 class Setup(Protocol):
@@ -251,6 +268,7 @@ async def _spawn(
             argv,
             setup.layers(term, tty),
             login,
+            options.get("env"),  # the SFTP child's own: never the session's while root
             (stdio[0], stdio[1], stdio[2]),
             tty=tty,
             opened=setup.opened,
@@ -260,9 +278,9 @@ async def _spawn(
         stdin=stdio[0],
         stdout=stdio[1],
         stderr=stdio[2],
-        env=setup.environment(term, tty),
-        # ``options`` win: the SFTP child is started as the agent and switches itself.
-        **{**account.spawn_options(), **options},
+        # ``options`` win: the SFTP child is started as the agent (its own environment)
+        # and switches itself.
+        **{"env": setup.environment(term, tty), **account.spawn_options(), **options},
     )
     return child, child.pid
 
@@ -327,6 +345,11 @@ async def _sftp(session: SessionChannel, account: Account, setup: Setup) -> int:
     conn = session.channel.get_connection()
     versions = (conn.get_extra_info(f"{side}_version", "") for side in ("client", "server"))
     argv = sftp_child.argv(account, *versions)
-    # In a session of its own, as sshd starts every command: the hangup reaches it.
-    options = {**sftp_child.SPAWN_OPTIONS, "start_new_session": True}
+    # In a session of its own, as sshd starts every command: the hangup reaches it; its
+    # environment is never the session's: it starts as root (adversarial review, LD_*).
+    options = {
+        **sftp_child.SPAWN_OPTIONS,
+        "start_new_session": True,
+        "env": sftp_child.environment(),
+    }
     return await _with_pipes(session, argv, account, setup, **options)

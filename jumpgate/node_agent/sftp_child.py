@@ -40,6 +40,21 @@ SPAWN_OPTIONS: dict[str, Any] = {
 in a session of its own, so a lost client's hangup reaches it as it reaches a command."""
 
 
+def environment() -> dict[str, str]:
+    """The child's environment: the agent's ``TZ`` (its ``ls -l`` times) and nothing of the
+    session's. The child starts as root, and a dynamic linker obeys ``LD_PRELOAD``,
+    ``LD_DEBUG_OUTPUT``, ``GCONV_PATH``... of a root process that is not setuid: a client's
+    ``env`` requests (an ``AcceptEnv`` of ``*``) or PAM's (``pam_env user_readenv=1``, Debian's)
+    would run or write as root. sshd starts ``sftp-server`` as the login; this child is not
+    the login until ``become``."""
+    return {"TZ": os.environ["TZ"]} if "TZ" in os.environ else {}
+
+
+REPLIES_HELD = 4 * wire.MAX_PACKET
+"""Replies held before they are written: one read of requests may ask for a thousand times
+that (READs), which sftp-server's bounded output queue never holds at once either."""
+
+
 class Login(Protocol):
     """The account a session runs as (``sessions.Account``)."""
 
@@ -99,7 +114,7 @@ def serve(server: Server, stdin: int = 0, stdout: int = 1) -> int:
     try:
         while chunk := os.read(stdin, 4 * wire.MAX_PACKET):
             buffer += chunk
-            replies, used = [], 0
+            replies, held, used = [], 0, 0
             while len(buffer) - used >= 4:
                 (length,) = struct.unpack_from(">I", buffer, used)
                 if length > wire.MAX_PACKET or length == 0:
@@ -110,6 +125,10 @@ def serve(server: Server, stdin: int = 0, stdout: int = 1) -> int:
                 used += 4 + length
                 if reply is not None:
                     replies.append(reply)
+                    held += len(reply)
+                if held >= REPLIES_HELD:  # sent, the pipe's backpressure bounding the rest
+                    _write_all(stdout, b"".join(replies))
+                    replies, held = [], 0
             del buffer[:used]
             _write_all(stdout, b"".join(replies))
         return 0

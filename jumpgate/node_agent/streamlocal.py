@@ -17,10 +17,14 @@ import contextlib
 import os
 import socket
 import sys
+import weakref
 
 from jumpgate.node_agent.sessions import Account
 
 HELPER_SECONDS = 10.0
+HELPERS_AT_ONCE = 16
+"""Helpers one agent runs at once (each a Python process, for up to ``HELPER_SECONDS``: a
+connect to a listener that never accepts waits that long); more wait their turn."""
 BIND_MASK = 0o177
 """sshd's ``StreamLocalBindMask``: the socket is the login's alone (the helper's umask)."""
 
@@ -53,8 +57,29 @@ class Refused(OSError):
 async def as_login(op: str, path: str, account: Account) -> socket.socket:
     """A Unix socket connected to (``op`` "connect") or bound and listening at (``op``
     "bind") ``path``, made with the login's permissions; ``Refused`` if the login may not."""
+    if "\0" in path:  # the kernel would cut it there: another path than the one audited
+        raise Refused(f"{op} {path!r}: a socket path cannot hold a NUL byte")
     if os.geteuid() != 0 or account.uid == 0:
         return await _here(op, path)
+    async with _gate():
+        return await _helper(op, path, account)
+
+
+def _gate() -> asyncio.Semaphore:
+    """The agent's bound on helpers running at once (one per event loop: the agent's)."""
+    loop = asyncio.get_running_loop()
+    gate = _gates.get(loop)
+    if gate is None:
+        gate = _gates[loop] = asyncio.Semaphore(HELPERS_AT_ONCE)
+    return gate
+
+
+_gates: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore]"
+_gates = weakref.WeakKeyDictionary()
+
+
+async def _helper(op: str, path: str, account: Account) -> socket.socket:
+    """``as_login``'s socket, made by a helper process that becomes the login."""
     groups = ",".join(str(g) for g in os.getgrouplist(account.name, account.gid))
     ours, theirs = socket.socketpair()
     try:
@@ -82,6 +107,11 @@ async def as_login(op: str, path: str, account: Account) -> socket.socket:
             child.kill()
             await child.wait()
             raise Refused(f"{op} {path}: timed out") from None
+        except BaseException:  # cancelled (the connection went): the helper goes with it
+            child.kill()
+            with contextlib.suppress(BaseException):
+                await asyncio.shield(child.wait())
+            raise
         ours.setblocking(False)
         try:
             message, fds, _, _ = socket.recv_fds(ours, 1024, 1)

@@ -55,3 +55,14 @@ def test_a_forwarded_agent_is_opened_as_a_stream_of_the_server_connection() -> N
     assert "create_agent_connection" in inspect.getsource(opener)
     source = inspect.getsource(asyncssh.SSHServerConnection.create_agent_connection)
     assert "_agent_listener" in source  # refused unless asyncssh granted the agent request
+
+
+def test_env_requests_are_kept_by_a_channel_handler_in_its_env() -> None:
+    """``limit_environment`` wraps the handler and counts what it keeps (``_env``, as
+    ``get_environment_bytes`` shows it)."""
+    handler = asyncssh.SSHServerChannel._process_env_request
+    assert _names(handler) == ["self", "packet"]
+    assert "self._env[key] = value" in inspect.getsource(handler)
+    assert "return MappingProxyType(self._env)" in inspect.getsource(
+        asyncssh.SSHServerChannel.get_environment_bytes
+    )
