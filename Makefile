@@ -58,7 +58,7 @@ $(CDK_STAMP): infra/requirements-cdk.txt
 # clients, and Ansible's become); node for synthesizing the CDK app. Only the missing ones are
 # installed, in one apt-get call.
 SYSTEM_DEPS := ssh-keygen:openssh-client /usr/sbin/sshd:openssh-server \
-	/usr/lib/openssh/sftp-server:openssh-sftp-server rsync:rsync git:git curl:curl sudo:sudo \
+	/usr/lib/openssh/sftp-server:openssh-sftp-server rsync:rsync git:git curl:curl sudo:sudo useradd:passwd last:util-linux \
 	node:nodejs
 
 system-deps:
