@@ -206,6 +206,7 @@ def test_a_joined_node_follows_an_auth_server_it_is_given(tmp_path: Path) -> Non
     identity, _ = asyncio.run(moved._load_or_join())
     assert (identity.auth_server, identity.tunnel_public_addr) == ("acme.localhost:5080", "")
     stored = identity_store.load(tmp_path)
-    assert stored is not None and stored[0].auth_server == "acme.localhost:5080"
+    assert stored is not None
+    assert stored[0].auth_server == "acme.localhost:5080"
     same = Agent(AgentConfig(data_dir=tmp_path))  # given none: the stored one
     assert asyncio.run(same._load_or_join())[0].auth_server == "acme.localhost:5080"
