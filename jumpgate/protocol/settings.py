@@ -9,6 +9,7 @@ turns a ``ValidationError`` into that line. The checks live on the models, so a 
 reaches a component is already of its type (durations are ``timedelta``, parsed once).
 """
 
+import difflib
 import types
 from collections.abc import Sequence
 from typing import Annotated, Any, Union, get_args, get_origin
@@ -91,7 +92,13 @@ def one_line(exc: ValidationError, model: type[BaseModel], *, unknown: str = "co
         ]
         listed = ", ".join(sorted(names))
         if not parent:
-            return f"unknown {unknown} key(s): {listed}"
+            meant = [
+                close[0]
+                for name in sorted(names)
+                if (close := difflib.get_close_matches(name, list(model.model_fields), n=1))
+            ]
+            hint = f" (did you mean {', '.join(meant)}?)" if meant else ""
+            return f"unknown {unknown} key(s): {listed}{hint}"
         within = _model_at(model, parent)
         allowed = f"; use {', '.join(within.model_fields)}" if within else ""
         return f"{key_path(parent)}: unknown key(s) {listed}{allowed}"

@@ -309,3 +309,9 @@ def test_a_broken_algorithm_is_refused_even_though_asyncssh_has_it(
     message = _refused(tmp_path, text)
     assert " is broken " in message, message
     assert "arcfour" not in message.split("use:")[-1], message  # the offered list is safe
+
+
+def test_an_unknown_top_level_key_suggests_the_key_meant(tmp_path: Path) -> None:
+    message = _refused(tmp_path, "web_listen_adr: 127.0.0.1:3080\n")
+    assert message.startswith("unknown config key(s): web_listen_adr"), message
+    assert "did you mean web_listen_addr?" in message, message

@@ -27,6 +27,12 @@ class Parser(argparse.ArgumentParser):
         return super().add_subparsers(**kwargs)
 
     def error(self, message: str) -> NoReturn:
+        for action in self._actions:
+            # argparse names a missing subcommand by its internal dest (``nodes_command``)
+            required = message.removeprefix("the following arguments are required: ")
+            subparsers = isinstance(action, argparse._SubParsersAction)
+            if subparsers and action.dest in required.split(", "):
+                message = f"choose a command: {', '.join(action.choices)}"
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
