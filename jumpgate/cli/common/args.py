@@ -32,7 +32,7 @@ class Parser(argparse.ArgumentParser):
             required = message.removeprefix("the following arguments are required: ")
             subparsers = isinstance(action, argparse._SubParsersAction)
             if subparsers and action.dest in required.split(", "):
-                message = f"choose a command: {', '.join(action.choices)}"
+                message = f"choose a command: {', '.join(action.choices or ())}"
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
