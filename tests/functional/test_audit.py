@@ -212,7 +212,7 @@ def test_proxies_record_session_events_for_the_tenant_they_name(platform: Platfo
     bad_tenant = {**start, "tenant": "Not A Tenant"}
     answer = _internal_audit(platform, [bad_tenant])
     assert answer["statusCode"] == 400
-    assert json.loads(answer["body"])["detail"].startswith("events.0.tenant: tenant name")
+    assert json.loads(answer["body"])["detail"].startswith("events[0].tenant: tenant name")
     for fields in ({"success": True}, {"login": ["not", "a", "string"]}):
         assert _internal_audit(platform, [{**start, "fields": fields}])["statusCode"] == 400
     assert len(_events(platform, admin, type="session.start")) == 1
