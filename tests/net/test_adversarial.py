@@ -124,15 +124,23 @@ def root_only() -> Iterator[Path]:
     shutil.rmtree(place)
 
 
+@pytest.mark.parametrize("pam", [False, True], ids=["", "pam"])
 @pytest.mark.parametrize("accept_env", [("*",), ("LD_*",)], ids=["accept-everything", "accept-LD"])
 def test_the_clients_variables_never_reach_the_sftp_child_while_it_is_root(
-    root_only: Path, accept_env: tuple[str, ...]
+    root_only: Path, accept_env: tuple[str, ...], pam: bool, tmp_path: Path
 ) -> None:
     """The SFTP child starts as root and drops to the login itself (``sftp_child``): were it
     started with the client's ``env`` requests (an ``AcceptEnv`` the node takes), its
     dynamic linker would obey them as root: ``LD_PRELOAD`` is root's code, and here
     ``LD_DEBUG_OUTPUT`` has root write a file where the login may not."""
     policy = SetupPolicy(accept_env=accept_env, records=None)
+    if pam:  # through the PAM launcher, which execs the child as root too
+        (tmp_path / "jg-permit").write_text(
+            "account required pam_permit.so\nsession required pam_permit.so\n"
+        )
+        policy = SetupPolicy(
+            accept_env=accept_env, records=None, pam_service="jg-permit", pam_confdir=tmp_path
+        )
     proof = root_only / "proof"
     env = {"LD_DEBUG": "files", "LD_DEBUG_OUTPUT": str(proof)}
 
