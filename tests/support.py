@@ -172,3 +172,20 @@ async def open_ssh_server(process_factory: Callable[..., Any]) -> tuple[Any, int
         process_factory=process_factory, encoding=None,
     )  # fmt: skip
     return server, int(server.sockets[0].getsockname()[1])
+
+
+class PassingObserver:
+    """A session channel's observer (``session_channel.Observer``) that lets every byte
+    through: for tests of what is under the node's watches, tested on their own."""
+
+    def started(self) -> None: ...
+
+    def output(self, data: bytes, datatype: int | None) -> bool:
+        return True
+
+    def input(self, data: bytes, datatype: int | None) -> bool:
+        return True
+
+    def resized(self, width: int, height: int) -> None: ...
+
+    def closed(self) -> None: ...

@@ -30,7 +30,7 @@ from jumpgate.node_agent.session_setup import SetupPolicy, open_setup
 from jumpgate.protocol.tunnel_messages import SessionOrigin
 from tests.net import test_forwarding as forwarding
 from tests.net.test_forwarding import PORTS, Background, fetch, running_node, wait_listening
-from tests.support import free_port
+from tests.support import PassingObserver, free_port
 
 pytestmark = [
     pytest.mark.net,
@@ -40,20 +40,6 @@ pytestmark = [
 SECONDS = 20.0
 LOGIN = "nobody"
 web = forwarding.web  # a web server on 127.0.0.1 to forward to (a fixture)
-
-
-class _Passing:
-    def started(self) -> None: ...
-
-    def output(self, data: bytes, datatype: asyncssh.DataType) -> bool:
-        return True
-
-    def input(self, data: bytes, datatype: asyncssh.DataType) -> bool:
-        return True
-
-    def resized(self, width: int, height: int) -> None: ...
-
-    def closed(self) -> None: ...
 
 
 class _Node(asyncssh.SSHServer):
@@ -69,7 +55,7 @@ class _Node(asyncssh.SSHServer):
         return False
 
     def session_requested(self) -> asyncssh.SSHServerSession[bytes]:
-        return SessionChannel(self._serve, _Passing(), self.tasks.create_task)
+        return SessionChannel(self._serve, PassingObserver(), self.tasks.create_task)
 
     async def _serve(self, channel: SessionChannel) -> None:
         self.kept.append(len(channel.channel.get_environment()))

@@ -29,6 +29,7 @@ from jumpgate.node_agent import sftp_codec as wire
 from jumpgate.node_agent.server import SERVER_VERSION
 from jumpgate.node_agent.session_channel import SessionChannel
 from jumpgate.node_agent.sftp_server import EXTENSIONS, MAX_HANDLES
+from tests.support import PassingObserver
 
 pytestmark = pytest.mark.net
 
@@ -59,22 +60,6 @@ def place() -> Iterator[Path]:
     shutil.rmtree(root)
 
 
-class _Passing:
-    """An observer that lets everything through (the node's watches are tested elsewhere)."""
-
-    def started(self) -> None: ...
-
-    def output(self, data: bytes, datatype: asyncssh.DataType) -> bool:
-        return True
-
-    def input(self, data: bytes, datatype: asyncssh.DataType) -> bool:
-        return True
-
-    def resized(self, width: int, height: int) -> None: ...
-
-    def closed(self) -> None: ...
-
-
 async def _serve(channel: SessionChannel) -> None:
     account = sessions.Account.lookup(channel.get_extra_info("username"))
     channel.finish(await sessions.run(channel, account))
@@ -88,7 +73,7 @@ class _Node(asyncssh.SSHServer):
         return False
 
     def session_requested(self) -> asyncssh.SSHServerSession[bytes]:
-        return SessionChannel(_serve, _Passing(), self._spawn)
+        return SessionChannel(_serve, PassingObserver(), self._spawn)
 
     def _spawn(self, handler: Coroutine[Any, Any, None]) -> None:
         self.tasks.create_task(handler)
