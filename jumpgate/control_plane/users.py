@@ -12,7 +12,7 @@ user (a namesake added later has another id) and not be locked by an admin.
 import base64
 import hashlib
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
@@ -34,7 +34,6 @@ from jumpgate.control_plane.secrets import SecretBox
 from jumpgate.control_plane.store import CompareAndSwap, Create, Delete, Store
 from jumpgate.control_plane.store.base import AtomicWriteFailed, KeyNotFound
 from jumpgate.protocol.durations import format_duration
-from jumpgate.protocol.models import Role
 from jumpgate.protocol.names import check_login, check_user_name
 
 BCRYPT_ROUNDS = 10
@@ -116,7 +115,7 @@ class UserService:
         name: str,
         *,
         logins: list[str],
-        roles: list[Role],
+        roles: Sequence[str],
         invite_ttl: timedelta = INVITE_TTL,
     ) -> Invite:
         """Create the user and an invite for ``jump signup``."""
@@ -130,7 +129,7 @@ class UserService:
         invite = InviteRecord(user=name, expires=now + invite_ttl)
         user = UserRecord(
             name=name,
-            roles=sorted({r.value for r in roles}),
+            roles=sorted({str(role) for role in roles}),
             logins=list(dict.fromkeys(logins)),
             created=now,
             id=secrets.token_hex(8),

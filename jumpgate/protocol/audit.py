@@ -25,6 +25,12 @@ class EventType(StrEnum):
     USER_LOCK = "user.lock"
     USER_UNLOCK = "user.unlock"
     USER_SIGNUP = "user.signup"  # an invite spent: password set, TOTP enrolled
+    USER_UPDATE = "user.update"  # roles or logins changed
+    ROLE_CREATED = "role.created"
+    ROLE_UPDATED = "role.updated"
+    ROLE_DELETED = "role.deleted"
+    LOCK_CREATED = "lock.created"
+    LOCK_DELETED = "lock.deleted"
     SESSION_START = "session.start"
     SESSION_JOIN = "session.join"
     SESSION_RESIZE = "resize"
@@ -60,6 +66,12 @@ _CODES: dict[EventType, str] = {
     EventType.USER_LOCK: "J1006",
     EventType.USER_UNLOCK: "J1007",
     EventType.USER_SIGNUP: "J1009",
+    EventType.USER_UPDATE: "J1003",
+    EventType.ROLE_CREATED: "J9010",
+    EventType.ROLE_UPDATED: "J9011",
+    EventType.ROLE_DELETED: "J9012",
+    EventType.LOCK_CREATED: "J9013",
+    EventType.LOCK_DELETED: "J9014",
     EventType.SESSION_START: "J2000",
     EventType.SESSION_JOIN: "J2001",
     EventType.SESSION_RESIZE: "J2002",

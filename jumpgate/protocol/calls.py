@@ -16,6 +16,8 @@ from pydantic import BaseModel
 
 from jumpgate.protocol import models, routes
 from jumpgate.protocol.audit import AuditPage
+from jumpgate.protocol.resources import Lock
+from jumpgate.protocol.resources import Role as RoleResource
 from jumpgate.protocol.routes import Route
 from jumpgate.protocol.trust import SignedTrust
 
@@ -121,6 +123,14 @@ def remove_user(name: str) -> Call[None]:
     return _empty(routes.USER_REMOVE, name=name)
 
 
+def user(name: str) -> Call[models.UserInfo]:
+    return _call(routes.USER, models.UserInfo, params={"name": name})
+
+
+def update_user(name: str, body: models.UserUpdateRequest) -> Call[models.UserInfo]:
+    return _call(routes.USER_UPDATE, models.UserInfo, body=body, params={"name": name})
+
+
 def lock_user(name: str, body: models.UserLockRequest) -> Call[models.UserInfo]:
     return _call(routes.USER_LOCK, models.UserInfo, body=body, params={"name": name})
 
@@ -173,3 +183,40 @@ def recording_settings() -> Call[models.RecordingSettings]:
 
 def set_recording_settings(body: models.RecordingSettings) -> Call[models.RecordingSettings]:
     return _call(routes.RECORDING_SETTINGS_SET, models.RecordingSettings, body=body)
+
+
+def roles() -> Call[list[RoleResource]]:
+    decode = _model(models.RoleList)
+    return Call(routes.ROLES, lambda p: decode(p).roles, "RoleList")
+
+
+def role(name: str) -> Call[RoleResource]:
+    """A role, its ``metadata.revision`` set."""
+    return _call(routes.ROLE, RoleResource, params={"name": name})
+
+
+def create_role(body: RoleResource) -> Call[RoleResource]:
+    """A new role; refused (409) if one has the name."""
+    return _call(routes.ROLE_CREATE, RoleResource, body=body)
+
+
+def put_role(body: RoleResource) -> Call[RoleResource]:
+    """Create or replace a role; with ``metadata.revision``, only if still that revision."""
+    return _call(routes.ROLE_PUT, RoleResource, body=body, params={"name": body.name})
+
+
+def remove_role(name: str) -> Call[None]:
+    return _empty(routes.ROLE_REMOVE, name=name)
+
+
+def locks() -> Call[list[Lock]]:
+    decode = _model(models.LockList)
+    return Call(routes.LOCKS, lambda p: decode(p).locks, "LockList")
+
+
+def add_lock(body: models.LockRequest) -> Call[Lock]:
+    return _call(routes.LOCK_ADD, Lock, body=body)
+
+
+def remove_lock(name: str) -> Call[None]:
+    return _empty(routes.LOCK_REMOVE, name=name)

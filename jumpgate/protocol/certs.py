@@ -23,6 +23,13 @@ EXT_ROLES = "jumpgate-roles"
 """Comma-separated roles the user held at issue time."""
 EXT_TENANT = "jumpgate-tenant"
 """The tenant (cluster) that issued the certificate."""
+EXT_TRAITS = "jumpgate-traits"
+"""The user's traits at issue time, JSON (``{"logins": ["root"]}``): what roles'
+``{{internal.logins}}`` stand for when the node checks them again."""
+EXT_VALID_BEFORE = "jumpgate-valid-before"
+"""The certificate's own ``valid_before`` (seconds since the epoch), repeated where servers
+can read it (asyncssh keeps extensions, not the validity): a node ends a session, and refuses
+a new channel, when it has passed (docs/decisions/0034)."""
 
 PERMIT_PTY = "permit-pty"
 PERMIT_PORT_FORWARDING = "permit-port-forwarding"

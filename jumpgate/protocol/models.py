@@ -14,16 +14,21 @@ from jumpgate.protocol import names
 from jumpgate.protocol.audit import EventType
 from jumpgate.protocol.invalid import rule
 from jumpgate.protocol.recording import PartInfo, RecordingMeta, RecordingMode, SessionEnd
+from jumpgate.protocol.resources import Lock, LockTarget, Name
+from jumpgate.protocol.resources import Role as RoleResource
 from jumpgate.protocol.trust import NONCE_PATTERN, SignedTrust
 
 
 class Role(StrEnum):
-    """Built-in roles until full RBAC arrives."""
+    """The preset roles every tenant has (``protocol.policy.PRESETS``); a tenant may add
+    its own (``protocol.resources.Role``)."""
 
     ADMIN = "admin"
-    """Manages its tenant: users, join tokens, nodes, the audit log."""
+    """Manages its tenant: every resource, every node as the user's logins."""
     ACCESS = "access"
-    """Logs in, lists nodes and reaches the ones its logins allow."""
+    """Reaches every node as the user's logins; reads the user's own sessions."""
+    AUDITOR = "auditor"
+    """Reads recorded sessions and the audit log; reaches no node."""
 
 
 class SystemRole(StrEnum):
@@ -40,6 +45,8 @@ Tenant = Annotated[str, Field(max_length=63), AfterValidator(names.check_tenant_
 UserName = Annotated[str, Field(max_length=128), AfterValidator(names.check_user_name)]
 Login = Annotated[str, Field(max_length=32), AfterValidator(names.check_login)]
 NodeName = Annotated[str, Field(max_length=253), AfterValidator(names.check_nodename)]
+RoleName = Name
+"""A role's name: a preset's (``admin``, ``access``, ``auditor``) or one a tenant wrote."""
 PASSWORD_LENGTH = (12, 128)
 """A password's length, least and most: the platform's rule, checked by ``jump signup`` too
 before it asks for the password again."""
@@ -114,7 +121,7 @@ class LoginResponse(_Model):
 
     tenant: Tenant
     user: str
-    roles: list[Role]
+    roles: list[str]
     logins: list[str]
     certificate: str
     valid_before: datetime
@@ -144,8 +151,19 @@ class UserCreateRequest(_Model):
 
     name: UserName
     logins: list[Login] = Field(default_factory=list, max_length=64)
-    roles: list[Role] = Field(default_factory=lambda: [Role.ACCESS], min_length=1, max_length=8)
+    roles: list[RoleName] = Field(
+        default_factory=lambda: [Role.ACCESS.value], min_length=1, max_length=16
+    )
     invite_ttl_seconds: TTLSeconds = 3600
+
+
+class UserUpdateRequest(_Model):
+    """Change a user's roles or logins (the ``logins`` trait); what is not given is kept.
+    With ``revision``, refused if the user changed since it was read (``jumpctl edit``)."""
+
+    roles: list[RoleName] | None = Field(default=None, min_length=1, max_length=16)
+    logins: list[Login] | None = Field(default=None, max_length=64)
+    revision: str = Field(default="", max_length=128)
 
 
 class UserCreated(_Model):
@@ -167,7 +185,7 @@ class UserInfo(_Model):
     """A user as ``jumpctl users ls`` shows it; ``lock`` says why and until when if locked."""
 
     name: str
-    roles: list[Role]
+    roles: list[str]
     logins: list[str]
     status: Literal["invited", "active", "locked"]
     created: datetime
@@ -176,6 +194,47 @@ class UserInfo(_Model):
 
 class UserList(_Model):
     users: list[UserInfo]
+
+
+class RoleList(_Model):
+    """Every role of the cluster, presets included; each ``metadata.revision`` set."""
+
+    roles: list[RoleResource]
+
+
+class LockRequest(_Model):
+    """Create a lock: whom it stops, why, and until when (neither ttl nor expires: until
+    removed)."""
+
+    target: LockTarget
+    message: str = Field(default="", max_length=200)
+    ttl_seconds: TTLSeconds | None = None
+    expires: datetime | None = None
+
+
+class LockList(_Model):
+    locks: list[Lock]
+
+
+class TenantLock(_Model):
+    """Internal: a lock in force, and its tenant."""
+
+    tenant: Tenant
+    lock: Lock
+
+
+class LockFeed(_Model):
+    """Internal: every lock in force on the platform, for proxies to end what they match
+    (and tell their nodes)."""
+
+    locks: list[TenantLock]
+
+
+class RoleDefinitionsRequest(_Model):
+    """Internal: the definitions of roles a certificate names, for a node to check again."""
+
+    tenant: Tenant
+    names: list[str] = Field(max_length=64)
 
 
 class TokenCreateRequest(_Model):
@@ -284,17 +343,22 @@ class TunnelAuth(_Model):
 
 
 class SessionAuth(TunnelAuth):
-    """Internal: may this certificate's user reach this node now? Asked per new connection."""
+    """Internal: may this certificate's user reach this node now? Asked per new connection.
+    ``login`` is the login asked for when the proxy knows it ("" for ``ssh -J``, whose
+    login only the node sees)."""
 
     user: str
     user_id: str
+    login: str = Field(default="", max_length=32)
 
 
 class SessionVerdict(_Model):
-    """Internal: why the node or the user is refused; both ``None`` when the session may go."""
+    """Internal: why the node, the user or the access is refused; all ``None`` when the
+    session may go. ``access_refused`` is the roles' or a lock's one line."""
 
     node_refused: str | None = None
     user_refused: str | None = None
+    access_refused: str | None = None
 
 
 class AuditRecord(_Model):

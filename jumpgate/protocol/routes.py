@@ -74,6 +74,8 @@ NODE_REMOVE = Route("DELETE", "/v1/nodes/<name>")
 USERS = Route("GET", "/v1/users")
 USER_ADD = Route("POST", "/v1/users")
 USER_REMOVE = Route("DELETE", "/v1/users/<name>")
+USER = Route("GET", "/v1/users/<name>")
+USER_UPDATE = Route("PUT", "/v1/users/<name>")
 USER_LOCK = Route("PUT", "/v1/users/<name>/lock")
 USER_UNLOCK = Route("DELETE", "/v1/users/<name>/lock")
 TOKENS = Route("GET", "/v1/tokens")
@@ -86,6 +88,14 @@ RECORDING_PART = Route("GET", "/v1/recordings/<session_id>/parts/<index>")
 RECORDING_VERIFY = Route("POST", "/v1/recordings/<session_id>/verify")
 RECORDING_SETTINGS = Route("GET", "/v1/settings/recording")
 RECORDING_SETTINGS_SET = Route("PUT", "/v1/settings/recording")
+ROLES = Route("GET", "/v1/roles")
+ROLE = Route("GET", "/v1/roles/<name>")
+ROLE_CREATE = Route("POST", "/v1/roles")
+ROLE_PUT = Route("PUT", "/v1/roles/<name>")
+ROLE_REMOVE = Route("DELETE", "/v1/roles/<name>")
+LOCKS = Route("GET", "/v1/locks")
+LOCK_ADD = Route("POST", "/v1/locks")
+LOCK_REMOVE = Route("DELETE", "/v1/locks/<name>")
 
 PUBLIC: tuple[Route, ...] = (
     PING,
@@ -101,6 +111,8 @@ PUBLIC: tuple[Route, ...] = (
     USERS,
     USER_ADD,
     USER_REMOVE,
+    USER,
+    USER_UPDATE,
     USER_LOCK,
     USER_UNLOCK,
     TOKENS,
@@ -113,6 +125,14 @@ PUBLIC: tuple[Route, ...] = (
     RECORDING_VERIFY,
     RECORDING_SETTINGS,
     RECORDING_SETTINGS_SET,
+    ROLES,
+    ROLE,
+    ROLE_CREATE,
+    ROLE_PUT,
+    ROLE_REMOVE,
+    LOCKS,
+    LOCK_ADD,
+    LOCK_REMOVE,
 )
 """Routes of the HTTPS front, in the order the handlers declare them."""
 
@@ -133,6 +153,8 @@ UPLOAD_OPEN = Route("POST", "/internal/v1/recordings/open")
 UPLOAD_PART = Route("POST", "/internal/v1/recordings/part")
 UPLOAD_ALIVE = Route("POST", "/internal/v1/recordings/alive")
 UPLOAD_COMPLETE = Route("POST", "/internal/v1/recordings/complete")
+LOCK_FEED = Route("POST", "/internal/v1/locks")
+ROLE_DEFINITIONS = Route("POST", "/internal/v1/roles")
 
 INTERNAL: tuple[Route, ...] = (
     TENANT_BY_USER_CA,
@@ -151,6 +173,8 @@ INTERNAL: tuple[Route, ...] = (
     UPLOAD_PART,
     UPLOAD_ALIVE,
     UPLOAD_COMPLETE,
+    LOCK_FEED,
+    ROLE_DEFINITIONS,
 )
 """Routes of the internal resolver: only proxies call them."""
 

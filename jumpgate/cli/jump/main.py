@@ -148,7 +148,7 @@ def _login(args: argparse.Namespace) -> int:
         proxy=client.host_header,
         tenant=answer.tenant,
         user=answer.user,
-        roles=[role.value for role in answer.roles],
+        roles=list(answer.roles),
         logins=answer.logins,
         valid_before=output.iso(answer.valid_before),
         insecure=args.insecure,

@@ -303,7 +303,7 @@ def build_app(plane: ControlPlane) -> ConcurrentResolver:
             identity.tenant,
             identity,
             name=invite.user,
-            roles=[r.value for r in body.roles],
+            roles=body.roles,
             logins=body.logins,
         )
         return models.UserCreated(

@@ -1,0 +1,324 @@
+"""Who may reach what: the one evaluation of roles and locks, pure and without I/O.
+
+The control plane (API rules, certificates, listings, the per-session check), the proxy and
+the node all decide with ``AccessChecker`` and ``lock_applies``, so they cannot disagree.
+The semantics are Teleport's:
+
+- **Deny wins.** A role whose ``deny.node_labels`` match a node denies that node to the user
+  whatever other roles allow; a login in any role's ``deny.logins`` is never granted; a
+  ``deny`` rule over a kind and verb refuses it whatever ``allow`` says.
+- **Allow is per role.** A node is reachable as a login when *one* role both allows the
+  login and matches the node's labels (a role for ``dba`` on databases and another for
+  ``web`` on web servers do not add up to ``dba`` on web servers).
+- **Label matchers**: every key of a role's ``node_labels`` must match (a key ``*`` matches
+  any key); a value matches when any of its values does: ``*`` anything, ``^...$`` a regular
+  expression over the whole value, a value with ``*`` a glob, else the exact text. An empty
+  ``allow.node_labels`` reaches no node.
+- **Options**: the shortest ``max_session_ttl`` and ``client_idle_timeout``, port forwarding
+  unless a role turns it off, agent forwarding if a role turns it on, and the certificate's
+  expiry ends sessions if a role says so.
+
+Matchers are compiled once per checker: deciding for one session is a few dictionary lookups
+and, for regular expressions, one match each (``bench/access.py`` measures it).
+"""
+
+import fnmatch
+import re
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from functools import lru_cache
+
+from jumpgate.protocol.durations import parse_duration
+from jumpgate.protocol.resources import (
+    OWN_SESSIONS,
+    TRAIT_LOGINS,
+    Conditions,
+    Kind,
+    LockTarget,
+    Metadata,
+    Role,
+    RoleOptions,
+    RoleSpec,
+    Rule,
+    TraitMap,
+    Verb,
+    expand_traits,
+)
+
+__all__ = [
+    "PRESETS",
+    "AccessChecker",
+    "Decision",
+    "Subject",
+    "lock_applies",
+    "preset_roles",
+]
+
+ADMIN, ACCESS, AUDITOR = "admin", "access", "auditor"
+_EVERYWHERE = {"*": "*"}
+_OWN_LOGINS = ["{{internal.logins}}"]
+
+
+def _preset(name: str, description: str, allow: Conditions, **options: object) -> Role:
+    return Role(
+        metadata=Metadata(name=name, description=description),
+        spec=RoleSpec(allow=allow, options=RoleOptions.model_validate(options)),
+    )
+
+
+PRESETS: dict[str, Role] = {
+    ADMIN: _preset(
+        ADMIN,
+        "Manages the cluster: every resource, and every node as the user's logins",
+        Conditions(
+            logins=_OWN_LOGINS,
+            node_labels=_EVERYWHERE,
+            rules=[Rule(resources=["*"], verbs=["*"])],
+        ),
+        forward_agent=True,
+    ),
+    ACCESS: _preset(
+        ACCESS,
+        "Reaches every node as the user's logins; reads the user's own sessions",
+        Conditions(
+            logins=_OWN_LOGINS,
+            node_labels=_EVERYWHERE,
+            rules=[
+                Rule(resources=[Kind.NODE], verbs=[Verb.LIST, Verb.READ]),
+                Rule(resources=[Kind.SESSION], verbs=[Verb.LIST, Verb.READ], where=OWN_SESSIONS),
+            ],
+        ),
+        forward_agent=True,
+    ),
+    AUDITOR: _preset(
+        AUDITOR,
+        "Reads recorded sessions and the audit log; reaches no node",
+        Conditions(
+            rules=[Rule(resources=[Kind.SESSION, Kind.EVENT], verbs=[Verb.LIST, Verb.READ])]
+        ),
+    ),
+}
+"""The roles every tenant has from the start; the two roles of before RBAC (``admin``,
+``access``) are two of them, so users created then keep what they had."""
+
+
+def preset_roles() -> list[Role]:
+    return list(PRESETS.values())
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Whether something is allowed; ``reason`` is the user's one line when it is not."""
+
+    allowed: bool
+    reason: str = ""
+
+    def __bool__(self) -> bool:
+        return self.allowed
+
+
+@dataclass(frozen=True)
+class Subject:
+    """Whom a lock is checked against: a user, their roles, and (for a session) the node
+    and the login."""
+
+    user: str
+    user_id: str = ""
+    roles: Collection[str] = ()
+    node_names: Collection[str] = ()  # the node's uuid and name; empty for an API call
+    login: str = ""
+
+
+def lock_applies(target: LockTarget, subject: Subject) -> bool:
+    """Whether a lock with ``target`` stops ``subject``. A lock naming a node or a login stops
+    only sessions on that node or as that login, never the user's API calls."""
+    if target.user and target.user != subject.user:
+        return False
+    if target.user_id and target.user_id != subject.user_id:
+        return False
+    if target.role and target.role not in subject.roles:
+        return False
+    if target.node and target.node not in subject.node_names:
+        return False
+    return not (target.login and target.login != subject.login)
+
+
+@lru_cache(maxsize=4096)
+def _value_matcher(value: str) -> re.Pattern[str] | None:
+    """``None`` for ``*``, else the compiled expression the value stands for."""
+    if value == "*":
+        return None
+    if value.startswith("^") and value.endswith("$"):
+        return re.compile(value)
+    if "*" in value:
+        return re.compile(fnmatch.translate(value))
+    return re.compile(re.escape(value) + r"\Z")
+
+
+class _Labels:
+    """A role's ``node_labels`` compiled: every key must match one of its values."""
+
+    def __init__(self, labels: Mapping[str, str | list[str]]) -> None:
+        self.empty = not labels
+        self._keys = [
+            (key, [_value_matcher(v) for v in ([values] if isinstance(values, str) else values)])
+            for key, values in labels.items()
+        ]
+
+    def match(self, labels: Mapping[str, str]) -> bool:
+        if self.empty:
+            return False
+        for key, matchers in self._keys:
+            if key == "*":
+                candidates: Iterable[str] = labels.values()
+                if any(m is None for m in matchers):
+                    continue  # '*': '*' is every node, labelled or not
+            else:
+                if key not in labels:
+                    return False
+                candidates = (labels[key],)
+            if not any(_matches(m, c) for m in matchers for c in candidates):
+                return False
+        return True
+
+
+def _matches(matcher: re.Pattern[str] | None, value: str) -> bool:
+    return matcher is None or matcher.match(value) is not None
+
+
+def _rule_covers(rule: Rule, kind: Kind, verb: Verb) -> bool:
+    return ("*" in rule.resources or kind in rule.resources) and (
+        "*" in rule.verbs or verb in rule.verbs
+    )
+
+
+@dataclass(frozen=True)
+class _Compiled:
+    name: str
+    logins: frozenset[str]
+    labels: _Labels
+    deny_labels: _Labels
+    deny_logins: frozenset[str]
+
+
+class AccessChecker:
+    """One user's roles, compiled: what they may reach, do and get in a certificate."""
+
+    def __init__(self, roles: Sequence[Role], traits: TraitMap) -> None:
+        self.roles = list(roles)
+        self.role_names = [role.name for role in self.roles]
+        self._compiled = [
+            _Compiled(
+                name=role.name,
+                logins=frozenset(expand_traits(role.spec.allow.logins, traits)),
+                labels=_Labels(role.spec.allow.node_labels),
+                deny_labels=_Labels(role.spec.deny.node_labels),
+                deny_logins=frozenset(expand_traits(role.spec.deny.logins, traits)),
+            )
+            for role in self.roles
+        ]
+        self._denied_logins = frozenset().union(*(c.deny_logins for c in self._compiled))
+        allowed = [login for c in self._compiled for login in sorted(c.logins)]
+        self.logins = [
+            login for login in dict.fromkeys(allowed) if login not in self._denied_logins
+        ]
+        """The certificate's principals: every login a role allows, minus every denied one."""
+
+    # Nodes and logins
+
+    def _denied_by(self, labels: Mapping[str, str]) -> str | None:
+        for compiled in self._compiled:
+            if compiled.deny_labels.match(labels):
+                return compiled.name
+        return None
+
+    def node_access(self, nodename: str, labels: Mapping[str, str]) -> Decision:
+        """Whether some login reaches the node (the proxy's check, before it can know which
+        login an ``ssh -J`` will use)."""
+        denier = self._denied_by(labels)
+        if denier is not None:
+            return Decision(False, f"node {nodename!r} is denied to you by role {denier!r}")
+        for compiled in self._compiled:
+            if compiled.labels.match(labels) and compiled.logins - self._denied_logins:
+                return Decision(True)
+        return Decision(False, f"your roles do not allow node {nodename!r}: see jump ls")
+
+    def login_access(self, nodename: str, labels: Mapping[str, str], login: str) -> Decision:
+        """Whether ``login`` reaches the node (the node's check, and the proxy's when the
+        login is known)."""
+        denier = self._denied_by(labels)
+        if denier is not None:
+            return Decision(False, f"node {nodename!r} is denied to you by role {denier!r}")
+        if login in self._denied_logins:
+            return Decision(False, f"login {login!r} is denied to you by your roles")
+        for compiled in self._compiled:
+            if login in compiled.logins and compiled.labels.match(labels):
+                return Decision(True)
+        return Decision(
+            False, f"your roles do not allow login {login!r} on node {nodename!r}: see jump ls"
+        )
+
+    def visible(self, labels: Mapping[str, str]) -> bool:
+        """Whether a listing shows the node: some role's labels match it and no role denies it."""
+        if any(c.deny_labels.match(labels) for c in self._compiled):
+            return False
+        return any(c.labels.match(labels) for c in self._compiled)
+
+    # The API's rules
+
+    def allows(self, kind: Kind, verb: Verb, *, own: bool = False) -> bool:
+        """Whether a rule allows ``verb`` over ``kind`` and none denies it; ``own`` says the
+        resource is the caller's own session, which a ``where`` rule covers."""
+        for role in self.roles:
+            for rule in role.spec.deny.rules:
+                if _rule_covers(rule, kind, verb) and (not rule.where or own):
+                    return False
+        return any(
+            _rule_covers(rule, kind, verb) and (not rule.where or own)
+            for role in self.roles
+            for rule in role.spec.allow.rules
+        )
+
+    def allows_some(self, kind: Kind, verb: Verb) -> bool:
+        """Whether ``verb`` over ``kind`` is allowed for some resources (perhaps only the
+        caller's own): a listing answers, filtered by ``allows(..., own=...)``."""
+        return self.allows(kind, verb) or self.allows(kind, verb, own=True)
+
+    # Options
+
+    def _options(self) -> list[RoleOptions]:
+        return [role.spec.options for role in self.roles]
+
+    @property
+    def max_session_ttl(self) -> timedelta:
+        """The longest a certificate may live: the shortest any role allows."""
+        ttls = [parse_duration(o.max_session_ttl) for o in self._options()]
+        return min(ttls) if ttls else timedelta(hours=12)
+
+    @property
+    def forward_agent(self) -> bool:
+        return any(o.forward_agent for o in self._options())
+
+    @property
+    def port_forwarding(self) -> bool:
+        return bool(self.roles) and all(o.port_forwarding for o in self._options())
+
+    @property
+    def client_idle_timeout(self) -> timedelta | None:
+        """The shortest idle time after which a session is ended; None for never."""
+        ttls = [
+            parse_duration(o.client_idle_timeout)
+            for o in self._options()
+            if o.client_idle_timeout not in ("", "0s")
+        ]
+        return min(ttls) if ttls else None
+
+    @property
+    def disconnect_expired_cert(self) -> bool:
+        return any(o.disconnect_expired_cert for o in self._options())
+
+
+def traits_of(logins: Sequence[str]) -> TraitMap:
+    """A user's traits as roles read them (``{{internal.logins}}``)."""
+    return {TRAIT_LOGINS: list(logins)}
