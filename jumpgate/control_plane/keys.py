@@ -80,3 +80,24 @@ RECORDING_KEY = "keys/recordings"
 """A tenant's Ed25519 key that signs recording manifests (sealed with the master key)."""
 RECORDING_SETTINGS = "settings/recording"
 """A tenant's recording mode and whether exec sessions are recorded."""
+
+
+def role(name: str) -> str:
+    """A role a tenant wrote or changed (a preset not changed is not stored)."""
+    return f"roles/{name}"
+
+
+ROLES = "roles/"
+
+
+def lock(tenant: str, lock_id: str) -> str:
+    """A lock (platform scope, under its tenant): every proxy reads every lock in force with
+    one listing, ``LOCKS``, to end the sessions they match (docs/decisions/0034)."""
+    return f"locks/{tenant}/{lock_id}"
+
+
+def tenant_locks(tenant: str) -> str:
+    return f"locks/{tenant}/"
+
+
+LOCKS = "locks/"

@@ -8,11 +8,13 @@ from jumpgate.control_plane.audit.base import RETENTION, Auditor, AuditStore, Si
 from jumpgate.control_plane.authn import Authenticator
 from jumpgate.control_plane.ca import Authorities
 from jumpgate.control_plane.clock import Clock, SystemClock
+from jumpgate.control_plane.locks import LockService
 from jumpgate.control_plane.login import LoginService
 from jumpgate.control_plane.nodes import GONE_AFTER, NodeService
 from jumpgate.control_plane.proxies import ProxyAuthority
 from jumpgate.control_plane.recordings.base import RecordingStore
 from jumpgate.control_plane.recordings.service import GRACE, RecordingService
+from jumpgate.control_plane.roles import RoleService
 from jumpgate.control_plane.secrets import SecretBox
 from jumpgate.control_plane.store import Store
 from jumpgate.control_plane.tenants import TenantCreated, TenantService
@@ -85,6 +87,8 @@ class ControlPlane:
         self.authn = Authenticator(store, self.clock, self.authorities, self.users)
         self.nodes = NodeService(store, self.clock, gone_after=self.settings.node_gone_after)
         self.proxies = ProxyAuthority(store, box, self.clock)
+        self.roles = RoleService(store)
+        self.locks = LockService(store, self.clock)
         self.recordings = RecordingService(
             store, box, self.clock, recordings, self.audit, grace=self.settings.recording_grace
         )

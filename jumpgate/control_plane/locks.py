@@ -1,0 +1,144 @@
+"""Locks: whom a tenant stops at once, at every hop, until a lock expires or is removed.
+
+A lock names a user, a role, a node or a login (or several, all of which must match). It
+refuses matching API calls (user and role locks), logins and new SSH connections, and the
+proxies and nodes end the live sessions it matches within seconds: proxies read every lock
+in force (``feed``) each second and tell their nodes (docs/decisions/0034).
+
+Locks live in the platform scope under their tenant (``locks/<tenant>/<id>``, built only by
+``keys``), so that one listing answers every proxy; every call still names its tenant, and a
+tenant's calls read only its own prefix. An expired lock is absent at once, whatever the
+store's sweep.
+
+Removing a user adds a lock on that user's id (not name: a namesake invited later is not
+stopped), kept as long as a certificate can live, so connections already open end too.
+"""
+
+import builtins
+import secrets
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from jumpgate.control_plane import keys
+from jumpgate.control_plane.clock import Clock
+from jumpgate.control_plane.errors import InvalidRequest, NotFound
+from jumpgate.control_plane.store import PLATFORM, Store
+from jumpgate.control_plane.store.base import KeyNotFound
+from jumpgate.protocol.policy import Subject, lock_applies
+from jumpgate.protocol.resources import MAX_SESSION_TTL, Lock, LockSpec, LockTarget, Metadata
+
+MAX_LOCKS = 1000
+"""Locks one tenant may hold at once: each is read by every proxy every second."""
+
+
+@dataclass(frozen=True)
+class TenantLock:
+    tenant: str
+    lock: Lock
+
+
+def message_of(lock: Lock) -> str:
+    """What a stopped user reads."""
+    target = lock.spec.target
+    who = (
+        f"user {target.user!r}"
+        if target.user
+        else f"role {target.role!r}"
+        if target.role
+        else f"node {target.node!r}"
+        if target.node
+        else f"login {target.login!r}"
+    )
+    because = lock.spec.message or "locked by an admin"
+    return f"{who} is locked ({because}): ask a tenant admin"
+
+
+class LockService:
+    """A tenant's locks, and every lock in force for the proxies."""
+
+    def __init__(self, store: Store, clock: Clock) -> None:
+        self._store = store
+        self._clock = clock
+
+    def create(
+        self,
+        tenant: str,
+        target: LockTarget,
+        *,
+        message: str = "",
+        ttl: timedelta | None = None,
+        expires: datetime | None = None,
+        created_by: str = "",
+    ) -> Lock:
+        """A new lock in force from now until ``ttl`` or ``expires`` (else until removed)."""
+        now = self._clock.now()
+        if ttl is not None and expires is not None:
+            raise InvalidRequest("give a lock --ttl or --expires, not both")
+        if ttl is not None:
+            expires = now + ttl
+        if expires is not None and expires <= now:
+            raise InvalidRequest("lock expiry is in the past: give a time to come, or a --ttl")
+        if len(self.list(tenant)) >= MAX_LOCKS:
+            raise InvalidRequest(f"cluster has {MAX_LOCKS} locks: remove some first")
+        lock = Lock(
+            metadata=Metadata(name=secrets.token_hex(8)),
+            spec=LockSpec(
+                target=target,
+                message=" ".join(message.split()),
+                expires=expires,
+                created_by=created_by,
+            ),
+        )
+        self._store.create(
+            PLATFORM, keys.lock(tenant, lock.name), lock.model_dump_json().encode(), expires=expires
+        )
+        return lock
+
+    def user_removed(self, tenant: str, user: str, user_id: str, *, by: str = "") -> Lock:
+        """Stop the connections of a user just removed, for as long as a certificate lives."""
+        return self.create(
+            tenant,
+            LockTarget(user=user, user_id=user_id),
+            message=f"user {user!r} was removed",
+            ttl=MAX_SESSION_TTL,
+            created_by=by,
+        )
+
+    def list(self, tenant: str) -> list[Lock]:
+        """The tenant's locks in force, oldest expiry last."""
+        return self._alive(
+            Lock.model_validate_json(item.value)
+            for item in self._store.list_all(PLATFORM, keys.tenant_locks(tenant))
+        )
+
+    def remove(self, tenant: str, lock_id: str) -> Lock:
+        """Lift a lock; ``NotFound`` if it is not (or no longer) in force."""
+        for lock in self.list(tenant):
+            if lock.name == lock_id:
+                try:
+                    self._store.delete(PLATFORM, keys.lock(tenant, lock_id))
+                except KeyNotFound:
+                    break
+                return lock
+        raise NotFound(f"lock {lock_id!r} not found: see jumpctl get locks")
+
+    def matching(self, tenant: str, subject: Subject) -> Lock | None:
+        """The first lock in force that stops ``subject``."""
+        for lock in self.list(tenant):
+            if lock_applies(lock.spec.target, subject):
+                return lock
+        return None
+
+    def feed(self) -> builtins.list[TenantLock]:
+        """Every lock in force on the platform, with its tenant (for proxies)."""
+        found = []
+        for item in self._store.list_all(PLATFORM, keys.LOCKS):
+            tenant = item.key.removeprefix(keys.LOCKS).split("/", 1)[0]
+            found.append(TenantLock(tenant, Lock.model_validate_json(item.value)))
+        now = self._clock.now()
+        return [t for t in found if t.lock.spec.expires is None or t.lock.spec.expires > now]
+
+    def _alive(self, locks: Iterable[Lock]) -> builtins.list[Lock]:
+        now = self._clock.now()
+        return [lock for lock in locks if lock.spec.expires is None or lock.spec.expires > now]
