@@ -101,3 +101,11 @@ def tenant_locks(tenant: str) -> str:
 
 
 LOCKS = "locks/"
+
+
+def role_revision(tenant: str) -> str:
+    """A tenant's roles revision (platform scope), moved by every role write."""
+    return f"role-revisions/{tenant}"
+
+
+ROLE_REVISIONS = "role-revisions/"

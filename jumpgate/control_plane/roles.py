@@ -12,12 +12,13 @@ has moved on, so two admins' edits never silently overwrite each other.
 """
 
 import builtins
+import secrets
 from collections.abc import Iterable, Sequence
 
 from jumpgate.control_plane import keys
 from jumpgate.control_plane.errors import AlreadyExists, Conflict, InvalidRequest, NotFound
 from jumpgate.control_plane.records import UserRecord
-from jumpgate.control_plane.store import Store
+from jumpgate.control_plane.store import PLATFORM, Store
 from jumpgate.control_plane.store.base import KeyExists, KeyNotFound, RevisionMismatch
 from jumpgate.protocol.policy import PRESETS, AccessChecker, traits_of
 from jumpgate.protocol.resources import Role
@@ -45,6 +46,17 @@ class RoleService:
 
     def __init__(self, store: Store) -> None:
         self._store = store
+
+    def revisions(self) -> dict[str, str]:
+        """Every tenant's roles revision that has one (for proxies and their nodes)."""
+        return {
+            item.key.removeprefix(keys.ROLE_REVISIONS): item.value.decode()
+            for item in self._store.list_all(PLATFORM, keys.ROLE_REVISIONS)
+        }
+
+    def _moved(self, tenant: str) -> None:
+        """A role of ``tenant`` changed: nodes drop the definitions they hold."""
+        self._store.put(PLATFORM, keys.role_revision(tenant), secrets.token_hex(8).encode())
 
     def get(self, tenant: str, name: str) -> Role:
         """The role, its revision set; ``NotFound`` naming where to look."""
@@ -108,6 +120,7 @@ class RoleService:
             raise AlreadyExists(
                 f"role {role.name!r} exists already: replace it with jumpctl create -f"
             ) from None
+        self._moved(tenant)
         return _with_revision(role, item.revision)
 
     def put(self, tenant: str, role: Role) -> tuple[Role, bool]:
@@ -126,6 +139,7 @@ class RoleService:
                 item = self._store.create(tenant, key, _stored(role))
             except KeyExists:
                 raise _changed(role.name) from None
+            self._moved(tenant)
             return _with_revision(role, item.revision), role.name not in PRESETS
         if expected and expected != current.revision:
             raise _changed(role.name)
@@ -135,6 +149,7 @@ class RoleService:
             )
         except (RevisionMismatch, KeyNotFound):
             raise _changed(role.name) from None
+        self._moved(tenant)
         return _with_revision(role, item.revision), False
 
     def remove(self, tenant: str, name: str, users: Sequence[UserRecord]) -> None:
@@ -157,6 +172,7 @@ class RoleService:
             self._store.delete(tenant, keys.role(name))
         except KeyNotFound:
             raise NotFound(f"role {name!r} not found: see jumpctl get roles") from None
+        self._moved(tenant)
 
 
 def _changed(name: str) -> Conflict:

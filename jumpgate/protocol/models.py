@@ -225,9 +225,11 @@ class TenantLock(_Model):
 
 class LockFeed(_Model):
     """Internal: every lock in force on the platform, for proxies to end what they match
-    (and tell their nodes)."""
+    (and tell their nodes), and each tenant's roles revision (moved by every role write:
+    a node then drops the role definitions it holds)."""
 
     locks: list[TenantLock]
+    role_revisions: dict[str, str] = Field(default_factory=dict)
 
 
 class RoleDefinitionsRequest(_Model):

@@ -24,6 +24,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, TypeAdapter, ValidationError
 
+from jumpgate.protocol.resources import Lock, Role
 from jumpgate.protocol.trust import NONCE_PATTERN, SignedTrust
 from jumpgate.protocol.tunnel import DATA_HELLO
 
@@ -38,9 +39,12 @@ __all__ = [
     "Hello",
     "Message",
     "MessageError",
+    "PolicyUpdate",
     "Refusal",
     "RenewRequest",
     "Renewed",
+    "RolesAnswer",
+    "RolesRequest",
     "SessionOrigin",
     "Tempfail",
     "TrustUpdate",
@@ -157,6 +161,33 @@ class TrustUpdate(_Message):
     signed: SignedTrust
 
 
+class PolicyUpdate(_Message):
+    """The tenant's locks in force and the revision of its roles, pushed by the proxy when
+    the tunnel comes up and whenever either changes (docs/decisions/0034). The node ends the
+    connections a new lock matches, refuses new channels of them, and drops the role
+    definitions it holds when ``roles_revision`` moves."""
+
+    type: Literal["policy"] = "policy"
+    locks: list[Lock] = Field(default_factory=list, max_length=1000)
+    roles_revision: Short = ""
+
+
+class RolesRequest(_Message):
+    """The node asks for the current definitions of the roles a certificate names."""
+
+    type: Literal["roles_request"] = "roles_request"
+    id: RequestId
+    names: list[Annotated[str, Field(max_length=63)]] = Field(max_length=64)
+
+
+class RolesAnswer(_Message):
+    """The answer to ``RolesRequest``: the roles that exist of those asked for."""
+
+    type: Literal["roles"] = "roles"
+    id: RequestId
+    roles: list[Role] = Field(max_length=64)
+
+
 Message = Annotated[
     Hello
     | Welcome
@@ -167,7 +198,10 @@ Message = Annotated[
     | Tempfail
     | Refusal
     | Renewed
-    | TrustUpdate,
+    | TrustUpdate
+    | PolicyUpdate
+    | RolesRequest
+    | RolesAnswer,
     Field(discriminator="type"),
 ]
 _MESSAGE: TypeAdapter[Message] = TypeAdapter(Message)
