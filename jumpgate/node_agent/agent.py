@@ -28,6 +28,7 @@ from jumpgate.node_agent.errors import AgentError, ControlChannelError, PinMisma
 from jumpgate.node_agent.identity import Identity
 from jumpgate.node_agent.join import adopt, join, new_nonce, rediscover
 from jumpgate.node_agent.labels import DynamicLabel, evaluate
+from jumpgate.node_agent.policy_cache import NodeFacts, NodePolicy
 from jumpgate.node_agent.recording import Spool
 from jumpgate.node_agent.retry import backoff
 from jumpgate.node_agent.server import SERVER_VERSION, LiveSessions, NodeServer
@@ -84,6 +85,7 @@ class Agent:
         self.uploads = Uploader(Spool(recordings), self.audit)
         self.sessions = LiveSessions()
         self.budgets = Budgets()  # each session's and user's audit budget, across connections
+        self.policy = NodePolicy()  # the tenant's locks and roles, as the proxy pushes them
         pam = config.pam.service_name if config.pam.enabled else None
         self.setup = SetupPolicy(accept_env=config.accept_env, pam_service=pam)  # sshd's setup
 
@@ -296,6 +298,8 @@ class Agent:
                 budgets=self.budgets,
                 setup=self.setup,
                 told=told,
+                policy=self.policy,
+                node=NodeFacts(identity.host_id, identity.nodename, self._labels),
             ),
             "server_host_keys": [(ssh_key, asyncssh.import_certificate(identity.certificate))],
             "encoding": None,
@@ -321,13 +325,16 @@ class Agent:
                 logger.info("this proxy takes no dial-back: sessions stay inside the tunnel")
             nonce = new_nonce()
             control = await ControlClient.open(conn, nonce)
+            self.policy.connected(control.roles)
             self.tunnel_up.set()
             self.tunnels_opened += 1
             logger.info("tunnel up", extra={"proxy": f"{host}:{port}"})
             local = conn.get_extra_info("sockname")
             try:
                 await first_ends(
-                    control.run(lambda signed: self._trusted(signed, key, nonce)),
+                    control.run(
+                        lambda signed: self._trusted(signed, key, nonce), self.policy.update
+                    ),
                     heartbeats(control, local[0] if local else "", self._labels),
                     self._auditing(control, stop),
                     renewal(control, identity, key, lambda cert: self._renewed(cert, key)),
@@ -337,6 +344,8 @@ class Agent:
             except ControlChannelError:
                 if not conn.is_closed():
                     raise  # else the tunnel went down, which closed the channel
+            finally:
+                self.policy.connected(None)  # its locks stay in force
 
     async def _auditing(self, control: ControlClient, stop: asyncio.Event) -> None:
         """Send audit batches until ``stop``; then end the live sessions, which writes their

@@ -145,8 +145,10 @@ class Forwarding:
         *,
         account: Account,
         max_forwards: int = MAX_FORWARDS,
+        guard: Callable[[], str | None] = lambda: None,
     ) -> None:
         self._conn = conn
+        self._guard = guard  # the node's policy: a lock or an expiry refuses what is new
         self._who = who  # user, login, connection id
         self.audit = audit[0].session(audit[1], who, self.stop)  # its budget: the connection's
         self._spawn = spawn
@@ -344,6 +346,8 @@ class Forwarding:
     # -- limits, audit, the end --------------------------------------------------------------
 
     def _refusal(self) -> str | None:
+        if (refused := self._guard()) is not None:
+            return refused
         if self.stopped:
             return OVER_BUDGET
         if len(self._open) + len(self._relays) >= self._max_forwards:

@@ -71,6 +71,9 @@ class Host(Protocol):
         self, channel: asyncssh.SSHServerChannel[bytes], account: sessions.Account
     ) -> str | None: ...
 
+    def heard(self) -> None:
+        """The user sent something (a role's ``client_idle_timeout`` counts from it)."""
+
 
 class NodeSession:
     """A session channel's state, and the ``session_channel.Observer`` of its bytes."""
@@ -107,6 +110,7 @@ class NodeSession:
         return True
 
     def input(self, data: bytes, datatype: asyncssh.DataType) -> bool:
+        self.host.heard()
         if self.over_budget:
             return False  # fail closed: what it asks for now would not be audited
         if self.watch is not None and datatype is None:

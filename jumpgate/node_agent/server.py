@@ -9,6 +9,10 @@ connection's task group (``NodeServer.supervise``), so no session task runs unwa
 Port forwards are ``forwarding.Forwarding``'s, the login's agent socket
 ``agent_forwarding.AgentSocket`` (docs/decisions/0028); asyncssh checks the certificate's
 ``permit-port-forwarding`` and ``permit-agent-forwarding`` before either is asked for.
+
+The tenant's roles and locks are decided again here, at authentication and on every new
+channel, and a lock the proxy pushes ends the connections it matches
+(``access_guard.ConnectionGuard``, docs/decisions/0034).
 """
 
 import asyncio
@@ -24,14 +28,17 @@ import asyncssh
 
 from jumpgate.node_agent import audit as events
 from jumpgate.node_agent import origin, sessions
+from jumpgate.node_agent.access_guard import ConnectionGuard
 from jumpgate.node_agent.agent_forwarding import AgentSocket
 from jumpgate.node_agent.asyncssh_adapter import open_agent_connection
 from jumpgate.node_agent.audit_budget import Budgets
 from jumpgate.node_agent.forwarding import MAX_FORWARDS, Forwarding, relay
 from jumpgate.node_agent.node_session import NodeSession
+from jumpgate.node_agent.policy_cache import NodeFacts, NodePolicy
 from jumpgate.node_agent.session_setup import SetupPolicy
 from jumpgate.node_agent.uploads import Uploader
 from jumpgate.protocol import certs
+from jumpgate.protocol.audit import EventType
 from jumpgate.protocol.ssh_identity import cert_identity
 from jumpgate.protocol.tunnel_messages import SessionOrigin
 from jumpgate.protocol.version import server_version
@@ -45,6 +52,9 @@ failed: ``ssh host yes | head -1``) only to a server whose version matches ``Ope
 without it the command never learns that nobody reads it and never ends (decision 0027)."""
 MAX_SESSIONS = 10
 """Session channels one user connection may hold open at once (OpenSSH's ``MaxSessions``)."""
+CLOSE_WAIT_SECONDS = 1.0
+"""How long a connection the policy ends waits for its sessions' close before the disconnect:
+an OpenSSH client exits at a disconnect without writing out what it still holds."""
 
 
 class Connection(Protocol):
@@ -110,7 +120,13 @@ class NodeServer(asyncssh.SSHServer):
         setup: SetupPolicy | None = None,
         max_forwards: int = MAX_FORWARDS,
         told: SessionOrigin | None = None,
+        policy: NodePolicy | None = None,
+        node: NodeFacts | None = None,
     ) -> None:
+        self._policy = policy  # the tenant's roles and locks, as the proxy pushed them
+        self._node = node  # this node's names and labels, which roles and locks match
+        self.guard: ConnectionGuard | None = None  # made once the user has authenticated
+        self._open: set[NodeSession] = set()  # session channels open on this connection
         self._told = told  # the session's origin, when a dial-back request said it (0030)
         self._user_ca_keys = list(user_ca_keys)  # any of them (decision 0022)
         self.audit = audit
@@ -120,7 +136,6 @@ class NodeServer(asyncssh.SSHServer):
         self.setup = setup if setup is not None else SetupPolicy()  # env, utmp, PAM (sshd's)
         self._conn: asyncssh.SSHServerConnection | None = None
         self._max_sessions = max_sessions
-        self._sessions = 0  # session channels open on this connection
         self._tasks: asyncio.TaskGroup | None = None  # while ``supervise`` runs
         self._waiting: list[Coroutine[Any, Any, None]] = []  # handlers before it began
         self._supervisor: asyncio.Task[None] | None = None  # held: the loop holds tasks weakly
@@ -132,6 +147,10 @@ class NodeServer(asyncssh.SSHServer):
         self._forwarding: Forwarding | None = None  # made at the first forward asked for
         self._agent: AgentSocket | None = None  # the login's SSH_AUTH_SOCK, once a session asks
         self._agent_made = asyncio.Lock()
+
+    @property
+    def connection(self) -> asyncssh.SSHServerConnection | None:
+        return self._conn
 
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
         self._conn = conn
@@ -181,8 +200,77 @@ class NodeServer(asyncssh.SSHServer):
     def public_key_auth_supported(self) -> bool:
         return True
 
+    async def auth_completed(self) -> None:
+        """Decide, before any channel opens, whether the certificate's roles allow this
+        login here; refused, the user reads why as the connection is closed."""
+        conn = self._conn
+        assert conn is not None
+        login = str(conn.get_extra_info("username"))
+        guard = self.guard = ConnectionGuard(
+            cert_identity(conn),
+            login,
+            policy=self._policy,
+            node=self._node,
+            end=self._end,
+            has_traits=conn.get_certificate_option(certs.EXT_TRAITS) is not None,
+        )
+        refused = await guard.admit()
+        if refused is not None:
+            self._rejected("login", refused)
+            guard.end(refused)
+            return
+        guard.start()
+
+    def _check(self, channel: str) -> None:
+        """Refuse a new channel the policy no longer allows, with the user's one line."""
+        guard = self.guard
+        if guard is None:
+            return
+        guard.touch()
+        refused = guard.refusal()
+        if refused is not None:
+            self._rejected(channel, refused)
+            raise asyncssh.ChannelOpenError(asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED, refused)
+
+    def _rejected(self, channel: str, reason: str) -> None:
+        logger.info("refused by the node's policy", extra={"channel": channel, "reason": reason})
+        self.audit.put(
+            events.event(
+                EventType.SESSION_REJECTED,
+                outcome="W",
+                **self._who(),
+                channel=channel,
+                error=reason,
+            )
+        )
+
+    def _end(self, message: str) -> None:
+        """End the connection as the policy says: ``message`` on each open session's stderr
+        (recorded as why it ended) and the session closed, then, once the client has
+        closed them (so that it writes the line out first), an SSH disconnect carrying it."""
+        for session in list(self._open):
+            session.ended_by = message
+            pty = bool(session.channel.term_type)
+            session.say(f"\r\njumpgate: {message}\r\n" if pty else f"jumpgate: {message}\n")
+            session.channel.close()
+        self.spawn(self._disconnect(message))
+
+    async def _disconnect(self, message: str) -> None:
+        for _ in range(int(CLOSE_WAIT_SECONDS / 0.05)):
+            if not self._open:
+                break
+            await asyncio.sleep(0.05)
+        if self._conn is not None:
+            self._conn.disconnect(asyncssh.DISC_BY_APPLICATION, message)
+
+    def heard(self) -> None:
+        """The user typed or sent something: the connection is not idle."""
+        if self.guard is not None:
+            self.guard.touch()
+
     def session_requested(self) -> "asyncssh.SSHServerSession[bytes]":
-        if self._sessions >= self._max_sessions:
+        self._check("session")
+        if len(self._open) >= self._max_sessions:
             logger.info(
                 "session refused: too many on one connection", extra={"limit": self._max_sessions}
             )
@@ -191,50 +279,56 @@ class NodeServer(asyncssh.SSHServer):
                 f"too many sessions on this connection (at most {self._max_sessions} open at"
                 " once): close one, or open another connection",
             )
-        self._sessions += 1
-        return NodeSession(self, self.spawn, on_closed=self._session_closed).channel
-
-    def _session_closed(self) -> None:
-        self._sessions -= 1
+        session = NodeSession(self, self.spawn, on_closed=lambda: self._open.discard(session))
+        self._open.add(session)
+        return session.channel
 
     def connection_requested(
         self, dest_host: str, dest_port: int, orig_host: str, orig_port: int
     ) -> Any:
+        self._check("direct-tcpip")
         return self._forwards().direct(dest_host, dest_port, orig_host, orig_port)
 
     def server_requested(self, listen_host: str, listen_port: int) -> Any:
-        return self._forwards().listen(listen_host, listen_port)
+        return self._forwards().listen(listen_host, listen_port)  # refused there, as False
 
     def unix_connection_requested(self, dest_path: str) -> Any:
+        self._check("direct-streamlocal")
         return self._forwards().direct_unix(dest_path)
 
     def unix_server_requested(self, listen_path: str) -> Any:
         return self._forwards().listen_unix(listen_path)
 
+    def _who(self) -> dict[str, str]:
+        """Who this connection is, as its port and refusal events name it."""
+        assert self._conn is not None
+        identity = cert_identity(self._conn)
+        came = origin.origin(self._conn)  # the proxy's session and the user (0030)
+        return {
+            "user": identity.user if identity else "",
+            "login": str(self._conn.get_extra_info("username")),
+            "connection_id": self.connection_id,
+            "session_id": came.session_id or self.connection_id,
+            **(
+                {"remote_addr": f"{came.client_addr}:{came.client_port}"}
+                if came.client_addr
+                else {}
+            ),
+        }
+
     def _forwards(self) -> Forwarding:
         if self._forwarding is None:
             assert self._conn is not None
-            identity = cert_identity(self._conn)
-            login = str(self._conn.get_extra_info("username"))
-            came = origin.origin(self._conn)  # the proxy's session and the user (0030)
-            who = {
-                "user": identity.user if identity else "",
-                "login": login,
-                "connection_id": self.connection_id,
-                "session_id": came.session_id or self.connection_id,
-                **(
-                    {"remote_addr": f"{came.client_addr}:{came.client_port}"}
-                    if came.client_addr
-                    else {}
-                ),
-            }
+            who = self._who()
+            guard = self.guard
             self._forwarding = Forwarding(
                 self._conn,
                 (self.budgets, self.audit),
                 who,
                 self.spawn,
-                account=sessions.Account.lookup(login),
+                account=sessions.Account.lookup(who["login"]),
                 max_forwards=self._max_forwards,
+                guard=guard.refusal if guard is not None else lambda: None,
             )
         return self._forwarding
 
@@ -262,6 +356,9 @@ class NodeServer(asyncssh.SSHServer):
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
         assert self._conn is not None
+        if self.guard is not None and self.guard.refusal() is not None:
+            writer.close()  # the user's agent is not reached for a locked or expired user
+            return
         try:
             theirs = await open_agent_connection(self._conn)
         except (asyncssh.Error, OSError):
@@ -270,6 +367,8 @@ class NodeServer(asyncssh.SSHServer):
         await relay((reader, writer), theirs)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.guard is not None:
+            self.guard.close()
         if self._forwarding is not None:
             self._forwarding.close()
         if self._agent is not None:

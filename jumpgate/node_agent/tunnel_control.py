@@ -4,7 +4,9 @@ One session channel per tunnel: the agent says hello with the versions it speaks
 fresh nonce, then reports itself when that changes (``heartbeats``), sends its audit
 batches and asks for certificates as requests answered by id (``ControlClient.request``),
 and adopts the trust documents the proxy pushes once they verify against the host CA keys
-it already holds (``ControlClient.run``'s ``on_trust``).
+it already holds (``ControlClient.run``'s ``on_trust``). The tenant's locks and roles
+revision the proxy pushes go to ``on_policy``; role definitions are asked for by name
+(``RolesRequest``, docs/decisions/0034).
 """
 
 import asyncio
@@ -22,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from jumpgate.node_agent.errors import AgentError, ControlChannelError
 from jumpgate.node_agent.identity import Identity
 from jumpgate.protocol import certs
+from jumpgate.protocol.resources import Role
 from jumpgate.protocol.trust import SignedTrust
 from jumpgate.protocol.tunnel import CONTROL_SUBSYSTEM
 from jumpgate.protocol.tunnel_messages import (
@@ -33,9 +36,12 @@ from jumpgate.protocol.tunnel_messages import (
     Hello,
     Message,
     MessageError,
+    PolicyUpdate,
     Refusal,
     Renewed,
     RenewRequest,
+    RolesAnswer,
+    RolesRequest,
     Tempfail,
     TrustUpdate,
     Welcome,
@@ -54,7 +60,7 @@ LABEL_CHECK_SECONDS = 5.0
 """How often the agent looks for changed labels; it sends a heartbeat only on change."""
 AGENT_CAPABILITIES = ("trust-push",)
 
-Answer = Ack | Tempfail | Refusal | Renewed
+Answer = Ack | Tempfail | Refusal | Renewed | RolesAnswer
 
 
 async def _lines(process: asyncssh.SSHClientProcess[bytes]) -> AsyncIterator[bytes]:
@@ -122,8 +128,16 @@ class ControlClient:
     def send(self, message: Heartbeat) -> None:
         self._process.stdin.write(encode(message))
 
-    async def request(self, make: Callable[[int], AuditBatch | RenewRequest]) -> Answer:
+    async def request(
+        self, make: Callable[[int], AuditBatch | RenewRequest]
+    ) -> Ack | Tempfail | Refusal | Renewed:
         """Send the request ``make`` builds with a fresh id; its answer."""
+        answer = await self._ask(make)
+        if isinstance(answer, RolesAnswer):
+            raise ControlChannelError("the proxy answered a request with role definitions")
+        return answer
+
+    async def _ask(self, make: Callable[[int], AuditBatch | RenewRequest | RolesRequest]) -> Answer:
         request = make(next(self._ids))
         answer: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
         self._pending[request.id] = answer
@@ -133,7 +147,20 @@ class ControlClient:
         finally:
             self._pending.pop(request.id, None)
 
-    async def run(self, on_trust: Callable[[SignedTrust], Awaitable[None]]) -> None:
+    async def roles(self, names: list[str]) -> list[Role]:
+        """The definitions of those of the roles ``names`` that exist; ``ControlChannelError``
+        when the proxy answers anything else."""
+        answer = await self._ask(lambda id_: RolesRequest(id=id_, names=names[:64]))
+        if not isinstance(answer, RolesAnswer):
+            reason = answer.reason if isinstance(answer, Tempfail | Refusal) else "no roles"
+            raise ControlChannelError(f"the proxy did not send the role definitions: {reason}")
+        return list(answer.roles)
+
+    async def run(
+        self,
+        on_trust: Callable[[SignedTrust], Awaitable[None]],
+        on_policy: Callable[[PolicyUpdate], None] | None = None,
+    ) -> None:
         """Read the proxy's messages until the channel ends (``ControlChannelError``)."""
         try:
             async for line in self._lines:
@@ -145,6 +172,8 @@ class ControlClient:
                 self._take(message)
                 if isinstance(message, TrustUpdate):
                     await on_trust(message.signed)
+                elif isinstance(message, PolicyUpdate) and on_policy is not None:
+                    on_policy(message)
             raise ControlChannelError("the proxy closed the control channel")
         finally:
             for waiting in self._pending.values():
@@ -153,7 +182,7 @@ class ControlClient:
             self._process.close()
 
     def _take(self, message: Message) -> None:
-        if isinstance(message, Ack | Tempfail | Refusal | Renewed):
+        if isinstance(message, Ack | Tempfail | Refusal | Renewed | RolesAnswer):
             if message.id is None:
                 reason = message.reason if isinstance(message, Tempfail | Refusal) else ""
                 if isinstance(message, Tempfail):
