@@ -314,7 +314,7 @@ def test_the_node_is_pushed_its_tenants_policy_after_its_trust_and_on_each_chang
         hello = Hello(versions=list(PROTOCOL_VERSIONS), nonce=new_nonce())
         process.stdin.write(encode(hello).decode())
         probe = Probe(process)
-        seen = [await probe.next(), await probe.next(), await probe.next()]
+        seen: list[object] = [await probe.next(), await probe.next(), await probe.next()]
         host.policies.update(_locks(revision="r2"))  # the lock lifted, a role changed
         seen.append(await probe.next())
         other = models.LockFeed(
