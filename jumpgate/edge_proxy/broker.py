@@ -300,8 +300,10 @@ class SessionBroker(Generic[T, P]):
             self.metrics.handshake_failures["user_refused"] += 1
             self._record(EventType.AUTH, target.tenant, "W", session, error=verdict.user_refused)
             raise Refused(verdict.user_refused, audited=True)
-        if verdict.access_refused is not None:  # roles or a lock: a session.rejected W event
-            raise Refused(verdict.access_refused)
+        if verdict.access_refused is not None:  # the roles or a lock, naming the node reached
+            error = verdict.access_refused
+            self._record(EventType.SESSION_REJECTED, target.tenant, "W", session, error=error)
+            raise Refused(error, audited=True)
         session["session_id"] = self._new_id()
         origin = SessionOrigin.of(session["session_id"], caller.remote_addr)
         try:

@@ -535,13 +535,15 @@ def test_a_draining_proxy_opens_nothing_new_and_its_sessions_end() -> None:
 
 def test_a_session_the_roles_refuse_is_audited_and_never_reaches_the_node() -> None:
     w = world(control=FakeControl(denied={WEB: DENIED}))
-    w.refused("web-1")
+    w.refused(f"web-1.acme.{PUBLIC}")  # the event names the node reached, as the start would
     assert w.link.origins == []  # the node side was never asked for
     [(kind, tenant, outcome, at, fields)] = w.audit.events
     assert (kind, tenant, outcome, at) == (EventType.SESSION_REJECTED, "acme", "W", NOW)
     assert fields == {
+        "origin": "proxy",
         "user": "alice",
         "login": "root",
+        "server_id": WEB,
         "nodename": "web-1",
         "remote_addr": "192.0.2.7:50000",
         "error": DENIED,
