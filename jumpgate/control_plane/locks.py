@@ -25,7 +25,7 @@ from jumpgate.control_plane.clock import Clock
 from jumpgate.control_plane.errors import InvalidRequest, NotFound
 from jumpgate.control_plane.store import PLATFORM, Store
 from jumpgate.control_plane.store.base import KeyNotFound
-from jumpgate.protocol.policy import Subject, lock_applies
+from jumpgate.protocol.policy import Subject, lock_applies, lock_message
 from jumpgate.protocol.resources import MAX_SESSION_TTL, Lock, LockSpec, LockTarget, Metadata
 
 MAX_LOCKS = 1000
@@ -39,19 +39,8 @@ class TenantLock:
 
 
 def message_of(lock: Lock) -> str:
-    """What a stopped user reads."""
-    target = lock.spec.target
-    who = (
-        f"user {target.user!r}"
-        if target.user
-        else f"role {target.role!r}"
-        if target.role
-        else f"node {target.node!r}"
-        if target.node
-        else f"login {target.login!r}"
-    )
-    because = lock.spec.message or "locked by an admin"
-    return f"{who} is locked ({because}): ask a tenant admin"
+    """What a stopped user reads (``policy.lock_message``: the proxy and node say the same)."""
+    return lock_message(lock)
 
 
 class LockService:

@@ -16,7 +16,6 @@ SSH, so it is tested with fakes and any front can call it.
 import asyncio
 import contextlib
 import logging
-import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,17 +25,19 @@ from typing import Any, Generic, Protocol, TypeVar
 from jumpgate.edge_proxy.control import ControlPlaneError
 from jumpgate.edge_proxy.errors import NodeUnreachable, Refused
 from jumpgate.edge_proxy.metrics import Metrics
+from jumpgate.edge_proxy.rejections import REJECTED_BURST, Rejections
 from jumpgate.protocol import models
 from jumpgate.protocol.audit import EventType
 from jumpgate.protocol.names import MAX_NODENAME, AmbiguousNode, UnknownNode, node_name
-from jumpgate.protocol.token_bucket import TokenBucket
 from jumpgate.protocol.tunnel_messages import SessionOrigin
 
 __all__ = [
+    "REJECTED_BURST",
     "AuditSink",
     "Caller",
     "ControlClient",
     "HeldNode",
+    "LiveSession",
     "NodeOpener",
     "Pipe",
     "SessionBroker",
@@ -130,14 +131,30 @@ class AuditSink(Protocol):
 
 @dataclass(frozen=True)
 class Caller:
-    """Who asks for a session: the certificate's tenant and user, the login asked for, and
-    from where; the front that authenticated them fills it in."""
+    """Who asks for a session: the certificate's tenant and user, the login to the proxy,
+    from where, and the certificate's roles; the front that authenticated them fills it in.
+    ``login_is_nodes`` when the login is also the node's (``jump config``'s ProxyCommand
+    passes ``%r``), so the proxy checks it; not for ``ssh -J``, whose login only the node sees.
+    """
 
     tenant: str
     user: str
     user_id: str
     login: str
     remote_addr: str
+    roles: tuple[str, ...] = ()
+    login_is_nodes: bool = False
+
+
+@dataclass(frozen=True)
+class LiveSession(Generic[P]):
+    """A session this proxy carries, as a lock is checked against it."""
+
+    pipe: P
+    tenant: str
+    caller: Caller
+    server_id: str
+    nodename: str
 
 
 def _now() -> datetime:
@@ -146,37 +163,6 @@ def _now() -> datetime:
 
 def _new_id() -> str:
     return str(uuid.uuid4())
-
-
-REJECTED_BURST = 20
-"""``session.rejected`` events one user may leave at once; then one a second, the rest
-counted (``rejected_unrecorded``): probing names costs the proxy a lookup, and the proxy's
-outbox, shared by every tenant, drops its oldest events when full."""
-
-
-class _Rejections:
-    """Per user, whether a refusal is recorded now, and how many were not since."""
-
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
-        self._clock = clock
-        self._users: dict[tuple[str, str], tuple[TokenBucket, int]] = {}
-
-    def due(self, caller: Caller) -> int | None:
-        """The refusals of ``caller`` not recorded since the last one, when this one is to
-        be recorded; None (and it is counted) when not."""
-        key = (caller.tenant, caller.user_id)
-        bucket, skipped = self._users.get(key) or (
-            TokenBucket(1.0, REJECTED_BURST, self._clock),
-            0,
-        )
-        if bucket.wait_for(1):
-            self._users[key] = (bucket, skipped + 1)
-            return None
-        bucket.take(1)
-        self._users[key] = (bucket, 0)
-        if len(self._users) > 10_000:  # forget those with nothing to carry and a full bucket
-            self._users = {k: v for k, v in self._users.items() if v[1] or not v[0].full()}
-        return skipped
 
 
 class SessionBroker(Generic[T, P]):
@@ -205,10 +191,11 @@ class SessionBroker(Generic[T, P]):
         self._clock = clock
         self._new_id = new_id
         self._live: dict[P, tuple[str, dict[str, str]]] = {}  # started, not yet ended
+        self._callers: dict[P, Caller] = {}  # whose each live session is
         self._all_ended = asyncio.Event()
         self._all_ended.set()
         self.draining = False
-        self._rejections = _Rejections()
+        self._rejections = Rejections()
 
     async def open(self, caller: Caller, name: str, pipe: P) -> None:
         """Open ``pipe``'s node side on the node ``name`` names, once the node and the user
@@ -225,7 +212,9 @@ class SessionBroker(Generic[T, P]):
                 logger.exception("opening a session failed", extra={"node": target.host_id})
                 raise Refused(PROXY_FAILED, unreachable=True) from None
         except Refused as refused:
-            unrecorded = None if refused.audited else self._rejections.due(caller)
+            unrecorded = (
+                None if refused.audited else self._rejections.due((caller.tenant, caller.user_id))
+            )
             if unrecorded is not None:
                 who = {
                     "user": caller.user,
@@ -245,7 +234,7 @@ class SessionBroker(Generic[T, P]):
         whose the certificate was): an ``auth`` W event, held to the rejections' pace per
         source address."""
         source = Caller(tenant, "", f"source:{remote_addr.rpartition(':')[0]}", login, "")
-        unrecorded = self._rejections.due(source)
+        unrecorded = self._rejections.due((source.tenant, source.user_id))
         if unrecorded is None:
             return
         more = {"rejected_unrecorded": unrecorded} if unrecorded else {}
@@ -287,6 +276,7 @@ class SessionBroker(Generic[T, P]):
                     public_key=target.public_key,
                     user=caller.user,
                     user_id=caller.user_id,
+                    login=caller.login if caller.login_is_nodes else "",
                 )
             )
         except ControlPlaneError as exc:
@@ -310,6 +300,10 @@ class SessionBroker(Generic[T, P]):
             self.metrics.handshake_failures["user_refused"] += 1
             self._record(EventType.AUTH, target.tenant, "W", session, error=verdict.user_refused)
             raise Refused(verdict.user_refused, audited=True)
+        if verdict.access_refused is not None:  # the roles or a lock, naming the node reached
+            error = verdict.access_refused
+            self._record(EventType.SESSION_REJECTED, target.tenant, "W", session, error=error)
+            raise Refused(error, audited=True)
         session["session_id"] = self._new_id()
         origin = SessionOrigin.of(session["session_id"], caller.remote_addr)
         try:
@@ -318,15 +312,16 @@ class SessionBroker(Generic[T, P]):
             raise Refused(str(exc), unreachable=True) from None
         if isinstance(target, models.NodeLocation):
             session["proxy"] = target.proxy
-        self._started(target.tenant, pipe, session)
+        self._started(target.tenant, pipe, session, caller)
 
-    def _started(self, tenant: str, pipe: P, session: dict[str, str]) -> None:
+    def _started(self, tenant: str, pipe: P, session: dict[str, str], caller: Caller) -> None:
         self.metrics.sessions += 1
         self._record(EventType.SESSION_START, tenant, "I", session)
         if pipe.ended:  # the node hung up before the start was recorded
             self._record_end(tenant, session, pipe)
         else:
             self._live[pipe] = (tenant, session)
+            self._callers[pipe] = caller
             self._all_ended.clear()
 
     def ended(self, pipe: P) -> None:
@@ -334,6 +329,7 @@ class SessionBroker(Generic[T, P]):
         self.metrics.bytes_in += pipe.bytes_to_node
         self.metrics.bytes_out += pipe.bytes_to_user
         started = self._live.pop(pipe, None)
+        self._callers.pop(pipe, None)
         if not self._live:
             self._all_ended.set()
         if started is not None:
@@ -358,6 +354,20 @@ class SessionBroker(Generic[T, P]):
     def live(self) -> list[P]:
         """The sessions started and not yet ended."""
         return list(self._live)
+
+    def sessions(self) -> list[LiveSession[P]]:
+        """The live sessions with whose they are and where they go (for the lock watch)."""
+        return [
+            LiveSession(pipe, tenant, self._callers[pipe], s["server_id"], s["nodename"])
+            for pipe, (tenant, s) in self._live.items()
+            if pipe in self._callers
+        ]
+
+    def end_reason(self, pipe: P, reason: str) -> None:
+        """What the live session's ``session.end`` gives as its reason, when it ends."""
+        started = self._live.get(pipe)
+        if started is not None:
+            started[1]["reason"] = reason
 
     def session_id(self, pipe: P) -> str:
         """The id the audit log knows a live session by, or ""."""

@@ -14,6 +14,7 @@ from jumpgate.edge_proxy.events import Invoke, decode_response, http_event
 from jumpgate.edge_proxy.lambda_invoke import ControlPlaneUnavailable
 from jumpgate.protocol import models, routes
 from jumpgate.protocol.recording import PartInfo, RecordingMeta, SessionEnd
+from jumpgate.protocol.resources import Role
 from jumpgate.protocol.trust import SignedTrust
 
 
@@ -127,6 +128,16 @@ class ControlPlaneClient:
         """Nodes removed in the last few minutes, in every tenant."""
         answer = await self._call(routes.NODE_REMOVALS)
         return models.NodeRemovals.model_validate(answer).nodes
+
+    async def lock_feed(self) -> models.LockFeed:
+        """Every lock in force on the platform and each tenant's roles revision."""
+        return models.LockFeed.model_validate(await self._call(routes.LOCK_FEED))
+
+    async def role_definitions(self, tenant: str, names: list[str]) -> list[Role]:
+        """The current definitions of those of ``names`` that are roles of ``tenant``."""
+        body = _body(models.RoleDefinitionsRequest, tenant=tenant, names=names)
+        answer = await self._call(routes.ROLE_DEFINITIONS, body)
+        return models.RoleList.model_validate(answer).roles
 
     async def proxy_alive(self, proxy_id: str, peer_addr: str = "") -> None:
         body = _body(models.ProxyAlive, proxy=proxy_id, peer_addr=peer_addr)

@@ -23,9 +23,11 @@ from jumpgate.edge_proxy.broker import SessionBroker
 from jumpgate.edge_proxy.connections import ConnectionLimits, SourceGate, gated
 from jumpgate.edge_proxy.control import ControlPlaneClient, ControlPlaneError
 from jumpgate.edge_proxy.dialback import DialBack
+from jumpgate.edge_proxy.lock_watch import LockWatch
 from jumpgate.edge_proxy.metrics import Metrics
 from jumpgate.edge_proxy.node_budget import NodeBudgets, TunnelLimits
 from jumpgate.edge_proxy.node_link import NodeLink
+from jumpgate.edge_proxy.node_policy import NodePolicies
 from jumpgate.edge_proxy.peering import Peering
 from jumpgate.edge_proxy.proxy_audit import AuditOutbox
 from jumpgate.edge_proxy.registry import Tunnel, TunnelRegistry
@@ -89,6 +91,10 @@ class ProxyService:
             metrics=self.metrics,
         )
         self.tasks = Supervisor()
+        self.policies = NodePolicies(control)
+        self.lock_watch: LockWatch[Splice] = LockWatch(
+            control, self.broker, self.policies, self.tasks.spawn
+        )
         self.users: weakref.WeakSet[asyncssh.SSHServerConnection] = weakref.WeakSet()
         self.user_front = UserFront(
             self.broker, control, self.metrics, self.limits, self.tasks.spawn, self.users
@@ -179,6 +185,7 @@ class ProxyService:
         await self.dialback.start(tunnels[0].getsockname()[0], 0)
         self.tasks.loop(self._beat(), "proxy-beat")
         self.tasks.loop(self._watch_removals(), "removals")
+        self.tasks.loop(self.lock_watch.run(), "locks")
         self.tasks.loop(self.audit.deliver(), "events")
 
     def drop_removed(self, tenant: str, host_id: str, reason: str) -> None:

@@ -36,8 +36,10 @@ from jumpgate.protocol.tunnel_messages import (
     Hello,
     Message,
     MessageError,
+    PolicyUpdate,
     Refusal,
     RenewRequest,
+    RolesRequest,
     Tempfail,
     TrustUpdate,
     Welcome,
@@ -96,6 +98,7 @@ class ControlSession(asyncssh.SSHServerSession[str]):
         self._eof = False
         self._status: int | None = None  # set: ending with it once nothing is in flight
         self._released = False  # ``control_open`` given back
+        self._policy = False  # joined its tenant's policy pushes (after welcome and trust)
 
     def connection_made(self, chan: asyncssh.SSHServerChannel[str]) -> None:
         self._chan = chan
@@ -136,6 +139,22 @@ class ControlSession(asyncssh.SSHServerSession[str]):
         if not self._released:
             self._released = True
             self._side.control_open = False
+        node = self._side.node
+        if self._policy and node is not None:
+            self._policy = False
+            self._side.host.policies.leave(node.tenant, self)
+
+    def send_policy(self, update: PolicyUpdate) -> None:
+        """Push the tenant's locks and roles revision (``node_policy``)."""
+        if self._status is None:
+            self._send(update)
+
+    def _join_policy(self) -> None:
+        """Once welcomed and sent its first trust document, the node gets the policy."""
+        node = self._side.node
+        if not self._policy and self._status is None and node is not None:
+            self._policy = True
+            self._side.host.policies.join(node.tenant, self)
 
     # Lines
 
@@ -222,6 +241,8 @@ class ControlSession(asyncssh.SSHServerSession[str]):
         if message.nonce:
             self._nonce = message.nonce
             self._poll_trust()
+        else:
+            self._join_policy()
 
     def _request(self, line: str) -> None:
         node = self._side.node
@@ -234,7 +255,7 @@ class ControlSession(asyncssh.SSHServerSession[str]):
             logger.info("bad control message", extra={"node": node.host_id, "reason": str(exc)})
             self._send(Refusal(id=_request_id(line), reason=str(exc)))
             return
-        if isinstance(message, AuditBatch | RenewRequest):
+        if isinstance(message, AuditBatch | RenewRequest | RolesRequest):
             if (
                 isinstance(message, RenewRequest)
                 or self._in_flight >= MAX_IN_FLIGHT
@@ -260,7 +281,7 @@ class ControlSession(asyncssh.SSHServerSession[str]):
 
     # Work in flight: a task each, only while it is served
 
-    async def _answer(self, request: AuditBatch | RenewRequest) -> None:
+    async def _answer(self, request: AuditBatch | RenewRequest | RolesRequest) -> None:
         def send(answer: Message) -> None:
             if isinstance(request, AuditBatch):
                 self._audit_refused = isinstance(answer, Tempfail)
@@ -345,6 +366,7 @@ class ControlSession(asyncssh.SSHServerSession[str]):
                 self._sent = says
         finally:
             self._trust = None
+        self._join_policy()
         if self._status is None:
             wait = TRUST_POLL_SECONDS * random.uniform(0.8, 1.2)  # noqa: S311 - jitter
             self._timer = asyncio.get_running_loop().call_later(wait, self._poll_trust)

@@ -21,6 +21,7 @@ from jumpgate.edge_proxy.connections import ChannelSlots, LogThrottle, source_ke
 from jumpgate.edge_proxy.control import ControlPlaneClient, ControlPlaneError
 from jumpgate.edge_proxy.metrics import Metrics
 from jumpgate.edge_proxy.node_budget import NodeBudget, NodeBudgets
+from jumpgate.edge_proxy.node_policy import NodePolicies
 from jumpgate.edge_proxy.registry import Tunnel, TunnelRegistry
 from jumpgate.edge_proxy.tunnel_control import ControlSession
 from jumpgate.protocol import models, ports
@@ -42,6 +43,7 @@ class TunnelHost(Protocol):
     audit_budget: audit_intake.AuditBudget
     audit_intakes: dict[tuple[str, str], audit_intake.TunnelAudit]  # per node
     nodes: NodeBudgets  # what each node, connection and source may ask (``node_budget``)
+    policies: NodePolicies  # each tenant's locks and roles revision, pushed to its nodes
 
     def spawn(self, coroutine: Coroutine[Any, Any, object], name: str | None = None) -> None: ...
 

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 from jumpgate.edge_proxy import audit_intake
 from jumpgate.edge_proxy.control import ControlPlaneClient, ControlPlaneError
 from jumpgate.edge_proxy.node_budget import NodeBudget, NodeBudgets
+from jumpgate.edge_proxy.node_policy import NodePolicies
 from jumpgate.edge_proxy.registry import Tunnel, TunnelRegistry
 from jumpgate.protocol import models
 from jumpgate.protocol.tunnel_messages import (
@@ -25,6 +26,8 @@ from jumpgate.protocol.tunnel_messages import (
     Refusal,
     Renewed,
     RenewRequest,
+    RolesAnswer,
+    RolesRequest,
     Tempfail,
 )
 
@@ -38,6 +41,7 @@ class Control(Protocol):
     proxy_id: str
     registry: TunnelRegistry
     nodes: NodeBudgets
+    policies: NodePolicies
 
     def spawn(self, coroutine: Coroutine[Any, Any, object], name: str | None = None) -> None: ...
 
@@ -81,12 +85,25 @@ class NodeRequests:
         self._host = side.host
         self._send = send
 
-    async def answer(self, request: AuditBatch | RenewRequest) -> None:
+    async def answer(self, request: AuditBatch | RenewRequest | RolesRequest) -> None:
         """Serve ``request`` and send its answer."""
         if isinstance(request, AuditBatch):
             self._send(await self._audit(request))
+        elif isinstance(request, RolesRequest):
+            self._send(await self.roles(request))
         else:
             self._send(await self.renew(request))
+
+    async def roles(self, request: RolesRequest) -> RolesAnswer | Tempfail:
+        """The current definitions of the roles a certificate names, in the node's tenant
+        (never another's); "try again" when the control plane cannot say."""
+        node = self._side.node
+        assert node is not None
+        try:
+            roles = await self._host.policies.definitions(node.tenant, request.names)
+        except ControlPlaneError as exc:
+            return Tempfail(id=request.id, reason=f"roles not read: {str(exc)[:200]}: try again")
+        return RolesAnswer(id=request.id, roles=roles)
 
     async def heartbeat(self, node: models.TunnelNode, beat: Heartbeat) -> None:
         """Report ``beat`` as the node's presence when it changes, in its turn."""

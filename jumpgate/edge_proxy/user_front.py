@@ -11,7 +11,7 @@ end to end with the node: the proxy forwards bytes and never holds session keys.
 import contextlib
 import weakref
 from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 import asyncssh
@@ -129,7 +129,12 @@ class UserServer(asyncssh.SSHServer):
         identity = cert_identity(self._conn)
         if identity is not None and self.tenant is not None:
             self.caller = Caller(
-                self.tenant, identity.user, identity.user_id, self._login, self._peer
+                self.tenant,
+                identity.user,
+                identity.user_id,
+                self._login,
+                self._peer,
+                roles=identity.roles,
             )
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -138,11 +143,13 @@ class UserServer(asyncssh.SSHServer):
         if self.tenant is not None and self.caller is None:
             self.front.broker.login_refused(self.tenant, self._login, self._peer)
 
-    async def open(self, name: str, splice: Splice) -> None:
-        """Have the broker open ``splice`` to the node ``name`` names, as this caller."""
+    async def open(self, name: str, splice: Splice, *, login_is_nodes: bool = False) -> None:
+        """Have the broker open ``splice`` to the node ``name`` names, as this caller
+        (``login_is_nodes``: the login to the proxy is the node's too, see ``Caller``)."""
         if self.caller is None:
             raise Refused(NOT_A_USER)
-        await self.front.broker.open(self.caller, name, splice)
+        caller = replace(self.caller, login_is_nodes=True) if login_is_nodes else self.caller
+        await self.front.broker.open(caller, name, splice)
 
     def connection_requested(
         self, dest_host: str, dest_port: int, orig_host: str, orig_port: int
@@ -220,7 +227,7 @@ class SessionSide(ChannelSide, asyncssh.SSHServerSession[bytes]):
             if not self._target.startswith("proxy:"):
                 raise Refused(NOT_A_SHELL)
             host, _port = subsystem_target(self._target.removeprefix("proxy:"))
-            await self._owner.open(host, self.splice)
+            await self._owner.open(host, self.splice, login_is_nodes=True)
         except Refused as exc:
             with contextlib.suppress(OSError, asyncssh.Error):
                 self.chan.write_stderr(f"jumpgate proxy: {exc}\n".encode())

@@ -23,8 +23,8 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from jumpgate.node_agent.policy_cache import NodeFacts, NodePolicy, RolesUnavailable, lock_message
-from jumpgate.protocol.policy import AccessChecker, Subject
+from jumpgate.node_agent.policy_cache import NodeFacts, NodePolicy, RolesUnavailable
+from jumpgate.protocol.policy import AccessChecker, Subject, lock_message
 from jumpgate.protocol.resources import TRAIT_LOGINS
 from jumpgate.protocol.ssh_identity import CertIdentity
 
@@ -88,7 +88,7 @@ class ConnectionGuard:
             return str(exc)
         # A certificate without traits was issued for exactly its principals: the login
         # passed asyncssh's check against them.
-        traits = identity.traits if self._has_traits else {TRAIT_LOGINS: [self.login]}
+        traits = identity.trait_map() if self._has_traits else {TRAIT_LOGINS: [self.login]}
         self.checker = AccessChecker(roles, traits)
         decision = self.checker.login_access(node.nodename, node.labels, self.login)
         if not decision:

@@ -54,22 +54,6 @@ class NodeFacts:
         return frozenset(name for name in (self.host_id, self.nodename) if name)
 
 
-def lock_message(lock: Lock) -> str:
-    """What a stopped user reads (as the platform says it, ``control_plane.locks``)."""
-    target = lock.spec.target
-    who = (
-        f"user {target.user!r}"
-        if target.user
-        else f"role {target.role!r}"
-        if target.role
-        else f"node {target.node!r}"
-        if target.node
-        else f"login {target.login!r}"
-    )
-    because = lock.spec.message or "locked by an admin"
-    return f"{who} is locked ({because}): ask a tenant admin"
-
-
 class NodePolicy:
     """The tenant's locks and roles as this node last heard them."""
 

@@ -35,6 +35,7 @@ from jumpgate.protocol.resources import (
     TRAIT_LOGINS,
     Conditions,
     Kind,
+    Lock,
     LockTarget,
     Metadata,
     Role,
@@ -52,6 +53,7 @@ __all__ = [
     "Decision",
     "Subject",
     "lock_applies",
+    "lock_message",
     "preset_roles",
 ]
 
@@ -142,6 +144,22 @@ def lock_applies(target: LockTarget, subject: Subject) -> bool:
     if target.node and target.node not in subject.node_names:
         return False
     return not (target.login and target.login != subject.login)
+
+
+def lock_message(lock: Lock) -> str:
+    """What a user stopped by ``lock`` reads (the API, the proxy and the node say the same)."""
+    target = lock.spec.target
+    who = (
+        f"user {target.user!r}"
+        if target.user
+        else f"role {target.role!r}"
+        if target.role
+        else f"node {target.node!r}"
+        if target.node
+        else f"login {target.login!r}"
+    )
+    because = lock.spec.message or "locked by an admin"
+    return f"{who} is locked ({because}): ask a tenant admin"
 
 
 @lru_cache(maxsize=4096)

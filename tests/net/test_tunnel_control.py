@@ -22,6 +22,7 @@ from jumpgate.edge_proxy import audit_intake
 from jumpgate.edge_proxy.control import ControlPlaneClient
 from jumpgate.edge_proxy.metrics import Metrics
 from jumpgate.edge_proxy.node_budget import NodeBudgets
+from jumpgate.edge_proxy.node_policy import NodePolicies
 from jumpgate.edge_proxy.recordings import SettingsCache
 from jumpgate.edge_proxy.registry import TunnelRegistry
 from jumpgate.edge_proxy.tunnel_front import TunnelServer
@@ -31,20 +32,26 @@ from jumpgate.node_agent.identity import Identity
 from jumpgate.node_agent.join import adopt, new_nonce
 from jumpgate.node_agent.tunnel_control import ControlClient
 from jumpgate.protocol import certs, models, ports
+from jumpgate.protocol.resources import Lock, LockSpec, LockTarget, Metadata, Role
 from jumpgate.protocol.trust import SignedTrust, TrustDocument, canonical, signed_bytes
 from jumpgate.protocol.tunnel import CONTROL_SUBSYSTEM, LISTEN_HOST
 from jumpgate.protocol.tunnel_messages import (
     PROTOCOL_VERSIONS,
     Heartbeat,
     Hello,
+    PolicyUpdate,
     Refusal,
     Renewed,
     RenewRequest,
+    RolesAnswer,
+    RolesRequest,
+    TrustUpdate,
     Welcome,
     decode,
     encode,
 )
 from tests.support import open_ssh_server
+from tests.tunnel_probe import Probe
 
 pytestmark = pytest.mark.net
 
@@ -59,6 +66,12 @@ class FakeControl(ControlPlaneClient):
     def __init__(self) -> None:
         self.presences: list[models.Presence] = []
         self.records: list[models.AuditRecord] = []
+        self.roles: dict[str, list[Role]] = {"acme": [Role(metadata=Metadata(name="dev"))]}
+        self.roles_asked: list[tuple[str, list[str]]] = []
+
+    async def role_definitions(self, tenant: str, names: list[str]) -> list[Role]:
+        self.roles_asked.append((tenant, names))
+        return [role for role in self.roles.get(tenant, []) if role.name in names]
 
     async def tunnel_auth(self, tenant: str, host_id: str, public_key: str) -> models.TunnelNode:
         return models.TunnelNode(tenant=tenant, host_id=host_id, nodename="web-1")
@@ -104,6 +117,7 @@ class FakeHost:
         self.audit_budget = audit_intake.AuditBudget()
         self.audit_intakes: dict[tuple[str, str], audit_intake.TunnelAudit] = {}
         self.nodes = NodeBudgets()
+        self.policies = NodePolicies(self.fake)
         self.tasks: set[asyncio.Task[object]] = set()
 
     def spawn(self, coroutine: Coroutine[Any, Any, object], name: str | None = None) -> None:
@@ -274,3 +288,68 @@ def test_an_agent_of_the_earlier_release_is_still_served_on_its_subsystems() -> 
     assert (presence.proxy, presence.hostname, presence.labels) == ("proxy-1", "web-1", {"a": "b"})
     [record] = host.fake.records
     assert (record.type, record.fields["server_id"]) == ("exec", "node-1")
+
+
+def _locks(*targets: LockTarget, revision: str = "r1") -> models.LockFeed:
+    return models.LockFeed(
+        locks=[
+            models.TenantLock(
+                tenant="acme",
+                lock=Lock(metadata=Metadata(name=f"l{n}"), spec=LockSpec(target=target)),
+            )
+            for n, target in enumerate(targets)
+        ],
+        role_revisions={"acme": revision},
+    )
+
+
+def test_the_node_is_pushed_its_tenants_policy_after_its_trust_and_on_each_change() -> None:
+    """Decision 0034: locks and the roles revision follow the welcome and the trust document;
+    a change is pushed; another tenant's is not; role definitions are answered by id."""
+    host = FakeHost()
+    host.policies.update(_locks(LockTarget(user="alice")))
+
+    async def body(conn: asyncssh.SSHClientConnection) -> list[object]:
+        process = await conn.create_process(subsystem=CONTROL_SUBSYSTEM, encoding="utf-8")
+        hello = Hello(versions=list(PROTOCOL_VERSIONS), nonce=new_nonce())
+        process.stdin.write(encode(hello).decode())
+        probe = Probe(process)
+        seen: list[object] = [await probe.next(), await probe.next(), await probe.next()]
+        host.policies.update(_locks(revision="r2"))  # the lock lifted, a role changed
+        seen.append(await probe.next())
+        other = models.LockFeed(
+            locks=[
+                models.TenantLock(
+                    tenant="globex",
+                    lock=Lock(
+                        metadata=Metadata(name="g"),
+                        spec=LockSpec(target=LockTarget(user="bob")),
+                    ),
+                )
+            ],
+            role_revisions={"acme": "r2"},
+        )
+        host.policies.update(other)  # another tenant's lock: nothing for this node
+        answer = await probe.request(RolesRequest(id=probe.new_id(), names=["dev", "gone"]))
+        seen.append(answer)
+        with pytest.raises(TimeoutError):
+            await probe.next(timeout=0.3)
+        assert host.policies  # the channel waits for policy
+        await probe.close()
+        for _ in range(100):  # the channel's end takes it off the tenant's list
+            if not host.policies:
+                break
+            await asyncio.sleep(0.02)
+        assert not host.policies
+        return seen
+
+    welcome, trust, first, changed, roles = asyncio.run(asyncio.wait_for(_as_node(host, body), 30))
+    assert isinstance(welcome, Welcome)
+    assert isinstance(trust, TrustUpdate)
+    assert isinstance(first, PolicyUpdate)
+    assert [lock.spec.target.user for lock in first.locks] == ["alice"]
+    assert first.roles_revision == "r1"
+    assert changed == PolicyUpdate(locks=[], roles_revision="r2")
+    assert isinstance(roles, RolesAnswer)
+    assert [role.name for role in roles.roles] == ["dev"]
+    assert host.fake.roles_asked == [("acme", ["dev", "gone"])]

@@ -8,7 +8,7 @@ broker); each session for its start and end events.
 
 import asyncio
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -40,6 +40,7 @@ THEIRS = "6f1c1e5e-0000-4000-8000-000000000003"
 FAR = "6f1c1e5e-0000-4000-8000-000000000004"
 ALICE = Caller("acme", "alice", "u-alice", "root", "192.0.2.7:50000")
 LOCKED = "user 'alice' is locked (offboarding): ask a tenant admin"
+DENIED = "node 'web-1' is denied to you by role 'no-prod'"
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,7 @@ class FakeControl:
     locked: dict[str, str] = field(default_factory=dict)  # user: refusal
     removed: set[str] = field(default_factory=set)  # host ids
     elsewhere: dict[str, models.NodeLocation] = field(default_factory=dict)  # by name
+    denied: dict[str, str] = field(default_factory=dict)  # host id: the roles' or a lock's line
     down: bool = False
     asked: list[models.SessionAuth] = field(default_factory=list)
 
@@ -87,6 +89,7 @@ class FakeControl:
         return models.SessionVerdict(
             node_refused="node removed" if body.host_id in self.removed else None,
             user_refused=self.locked.get(body.user),
+            access_refused=self.denied.get(body.host_id),
         )
 
     async def locate(self, tenant: str, name: str) -> models.NodeLocation:
@@ -371,6 +374,15 @@ REFUSALS: list[tuple[str, dict[str, Any], str, Caller, str, bool, list[tuple[str
         [("auth", "W")],
     ),
     (
+        "denied-by-roles",
+        {"control": FakeControl(denied={WEB: DENIED})},
+        "web-1",
+        ALICE,
+        DENIED,
+        False,
+        [("session.rejected", "W")],
+    ),
+    (
         "removed-node",
         {"control": FakeControl(removed={WEB})},
         "web-1",
@@ -519,3 +531,58 @@ def test_a_draining_proxy_opens_nothing_new_and_its_sessions_end() -> None:
     pipe.close()
     assert asyncio.run(w.broker.wait_ended(0.01)) is True
     assert w.audit.types()[-1] == ("session.end", "I")
+
+
+def test_a_session_the_roles_refuse_is_audited_and_never_reaches_the_node() -> None:
+    w = world(control=FakeControl(denied={WEB: DENIED}))
+    w.refused(f"web-1.acme.{PUBLIC}")  # the event names the node reached, as the start would
+    assert w.link.origins == []  # the node side was never asked for
+    [(kind, tenant, outcome, at, fields)] = w.audit.events
+    assert (kind, tenant, outcome, at) == (EventType.SESSION_REJECTED, "acme", "W", NOW)
+    assert fields == {
+        "origin": "proxy",
+        "user": "alice",
+        "login": "root",
+        "server_id": WEB,
+        "nodename": "web-1",
+        "remote_addr": "192.0.2.7:50000",
+        "error": DENIED,
+    }
+    assert w.open("db").ended is False  # another node the roles allow
+
+
+@pytest.mark.parametrize(
+    ("caller", "login"),
+    [
+        (ALICE, ""),
+        (replace(ALICE, login_is_nodes=True), "root"),
+    ],
+    ids=["ssh-J-login-unknown", "proxycommand-login-is-the-nodes"],
+)
+def test_the_platform_is_told_the_login_only_when_it_is_the_nodes(
+    caller: Caller, login: str
+) -> None:
+    w = world()
+    w.open("web-1", caller)
+    [asked] = w.control.asked
+    assert asked.login == login
+
+
+def test_live_sessions_name_their_caller_and_node() -> None:
+    w = world()
+    caller = replace(ALICE, roles=("dev",))
+    pipe = w.open("web-1", caller)
+    [live] = w.broker.sessions()
+    assert (live.pipe, live.tenant, live.caller, live.server_id, live.nodename) == (
+        pipe,
+        "acme",
+        caller,
+        WEB,
+        "web-1",
+    )
+    w.broker.end_reason(pipe, "locked: user 'alice' is locked (x): ask a tenant admin")
+    pipe.close()
+    assert w.broker.sessions() == []
+    assert w.audit.events[-1][4]["reason"] == (
+        "locked: user 'alice' is locked (x): ask a tenant admin"
+    )

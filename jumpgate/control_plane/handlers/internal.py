@@ -19,6 +19,7 @@ from jumpgate.control_plane.handlers.api import (
 from jumpgate.control_plane.handlers.resolver import ConcurrentResolver
 from jumpgate.control_plane.nodes import NodeInfo
 from jumpgate.control_plane.plane import ControlPlane
+from jumpgate.control_plane.session_access import access_refusal
 from jumpgate.protocol import models, routes
 from jumpgate.protocol.recording import MAX_PART_BYTES
 from jumpgate.protocol.trust import SignedTrust
@@ -46,16 +47,38 @@ def build_internal_app(plane: ControlPlane) -> ConcurrentResolver:
 
     @app.post(routes.SESSION_AUTH.path)
     def session_auth(body: models.SessionAuth) -> models.SessionVerdict:
-        node_refused = user_refused = None
+        """Who is refused: the node, the user, or this user on this node (roles, locks)."""
+        node_refused = user_refused = access_refused = None
+        node = user = None
         try:
-            plane.nodes.authenticate_tunnel(body.tenant, body.host_id, body.public_key)
+            node = plane.nodes.authenticate_tunnel(body.tenant, body.host_id, body.public_key)
         except errors.JumpgateError as exc:
             node_refused = str(exc)
         try:
-            plane.users.check_access(body.tenant, body.user, body.user_id)
+            user = plane.users.check_access(body.tenant, body.user, body.user_id)
         except errors.JumpgateError as exc:
             user_refused = str(exc)
-        return models.SessionVerdict(node_refused=node_refused, user_refused=user_refused)
+        if node is not None and user is not None:
+            access_refused = access_refusal(
+                plane.roles, plane.locks, body.tenant, user, node, body.login
+            )
+        return models.SessionVerdict(
+            node_refused=node_refused, user_refused=user_refused, access_refused=access_refused
+        )
+
+    @app.post(routes.LOCK_FEED.path)
+    def lock_feed() -> models.LockFeed:
+        """Every lock in force and every tenant's roles revision, polled by each proxy."""
+        return models.LockFeed(
+            locks=[models.TenantLock(tenant=t.tenant, lock=t.lock) for t in plane.locks.feed()],
+            role_revisions=plane.roles.revisions(),
+        )
+
+    @app.post(routes.ROLE_DEFINITIONS.path)
+    def role_definitions(body: models.RoleDefinitionsRequest) -> models.RoleList:
+        """The current definitions of the roles a certificate names, for its node; a name
+        with no role is left out (it grants nothing)."""
+        return models.RoleList(roles=plane.roles.resolve(body.tenant, body.names))
 
     @app.post(routes.AUDIT_INTAKE.path, status_code=204)
     def audit(body: models.AuditRecords) -> None:
