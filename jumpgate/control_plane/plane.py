@@ -75,7 +75,11 @@ class ControlPlane:
         self.authorities = Authorities(store, box)
         self.users = UserService(store, box, self.clock, bcrypt_rounds=self.settings.bcrypt_rounds)
         self.tenants = TenantService(store, box, self.clock, self.authorities, self.users)
-        self.login = LoginService(store, box, self.clock, self.authorities, self.users)
+        self.roles = RoleService(store)
+        self.locks = LockService(store, self.clock)
+        self.login = LoginService(
+            store, box, self.clock, self.authorities, self.users, self.roles, self.locks
+        )
         self.tokens = TokenService(
             store,
             box,
@@ -87,8 +91,6 @@ class ControlPlane:
         self.authn = Authenticator(store, self.clock, self.authorities, self.users)
         self.nodes = NodeService(store, self.clock, gone_after=self.settings.node_gone_after)
         self.proxies = ProxyAuthority(store, box, self.clock)
-        self.roles = RoleService(store)
-        self.locks = LockService(store, self.clock)
         self.recordings = RecordingService(
             store, box, self.clock, recordings, self.audit, grace=self.settings.recording_grace
         )

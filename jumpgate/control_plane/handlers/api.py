@@ -208,7 +208,7 @@ def build_app(plane: ControlPlane) -> ConcurrentResolver:
         return models.LoginResponse(
             tenant=tenant,
             user=issued.user,
-            roles=[Role(r) for r in issued.roles],
+            roles=issued.roles,
             logins=issued.logins,
             certificate=issued.certificate,
             valid_before=issued.valid_before,
@@ -538,7 +538,7 @@ def _user_info(user: UserRecord, now: datetime) -> models.UserInfo:
     state = "locked" if lock else ("active" if user.password_hash else "invited")
     return models.UserInfo(
         name=user.name,
-        roles=[Role(r) for r in user.roles],
+        roles=user.roles,
         logins=user.logins,
         status=state,
         created=user.created,
