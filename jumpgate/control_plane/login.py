@@ -30,7 +30,6 @@ from jumpgate.control_plane.errors import (
     OTPReplayed,
     UserLocked,
 )
-from jumpgate.control_plane.locks import LockService, message_of
 from jumpgate.control_plane.records import UserRecord
 from jumpgate.control_plane.roles import RoleService
 from jumpgate.control_plane.secrets import SecretBox
@@ -38,7 +37,7 @@ from jumpgate.control_plane.store import Store
 from jumpgate.control_plane.users import UserService, check_password, decoy_hash, totp_context
 from jumpgate.protocol import certs
 from jumpgate.protocol.durations import format_duration
-from jumpgate.protocol.policy import Subject, traits_of
+from jumpgate.protocol.policy import traits_of
 
 MAX_FAILED_LOGINS = 5
 LOCK_DURATION = timedelta(minutes=30)
@@ -70,7 +69,6 @@ class LoginService:
         authorities: Authorities,
         users: UserService,
         roles: RoleService,
-        locks: LockService,
     ) -> None:
         self._store = store
         self._box = box
@@ -78,7 +76,6 @@ class LoginService:
         self._authorities = authorities
         self._users = users
         self._roles = roles
-        self._locks = locks
         # Checked against when the user is unknown, so failure costs the same either way.
         self._decoy_hash = decoy_hash(users.bcrypt_rounds)
 
@@ -104,14 +101,9 @@ class LoginService:
         if record.locked(now):
             assert record.locked_until is not None
             raise UserLocked(_locked_message(record.locked_until - now))
-        message = record.access_lock(now)
-        if message is not None:
-            raise UserLocked(f"user {user!r} is locked ({message}): ask a tenant admin")
-        lock = self._locks.matching(
-            tenant, Subject(user=record.name, user_id=record.id, roles=record.roles)
-        )
-        if lock is not None:
-            raise UserLocked(message_of(lock))
+        refusal = self._users.stopped(tenant, record)
+        if refusal is not None:
+            raise UserLocked(refusal)
         step = self._check_credentials(tenant, record, password, otp, now)
         record = self._spend(tenant, user, step)
         return self.issue(tenant, record, key, ttl=ttl, now=now)
