@@ -54,8 +54,8 @@ from jumpgate.protocol.tunnel_messages import (
     decode,
     encode,
 )
-from tests.net.test_forwarding import Events
-from tests.support import open_ssh_server
+from tests.net.test_forwarding import Events, fetch, web
+from tests.support import free_port, open_ssh_server
 
 pytestmark = pytest.mark.net
 LOGIN = getpass.getuser()
@@ -63,6 +63,7 @@ SECONDS = 20.0
 HOST_ID = "6f1c1c9e-0000-4000-8000-000000000001"
 NODENAME = "web-1"
 LOCK_SECONDS = 5.0  # the issue's bound: a lock ends what it matches within 5 s
+__all__ = ["web"]  # a fixture: a tiny HTTP server on 127.0.0.1
 
 
 def role(name: str, labels: dict[str, str] | None = None, **options: Any) -> Role:
@@ -462,3 +463,41 @@ def test_an_expired_lock_stops_nobody(node: Node) -> None:
     )
     node.push(expired)
     assert _run([*node.ssh(node.certificate("alice")), "true"]).returncode == 0
+
+
+def test_a_forward_opens_no_new_connection_once_the_certificate_expired(
+    node: Node, web: int
+) -> None:
+    """``-L`` asks for a ``direct-tcpip`` channel per connection it carries: after the
+    certificate's expiry the node opens none, though the SSH connection stays up."""
+    key = node.certificate("forward", seconds=4)
+    expired = time.monotonic() + 4.5
+    port = free_port()
+    forward = subprocess.Popen(
+        [*node.ssh(key, "-N", "-o", "ExitOnForwardFailure=yes", "-L", f"{port}:127.0.0.1:{web}")],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + SECONDS
+        while not _fetched(port):
+            assert time.monotonic() < deadline, "the -L forward never carried"
+            time.sleep(0.1)
+        time.sleep(max(0.0, expired - time.monotonic()))
+        assert fetch(port) == ""  # refused: the client closes what it accepted
+        assert forward.poll() is None  # only what is new is refused
+    finally:
+        forward.kill()
+        _, err = forward.communicate()
+    assert "administratively prohibited" in err, err
+    rejected = node.events.of("session.rejected")
+    assert [e["fields"]["channel"] for e in rejected] == ["direct-tcpip"]
+
+
+def _fetched(port: int) -> bool:
+    try:
+        return fetch(port).startswith("hello")
+    except OSError:
+        return False
