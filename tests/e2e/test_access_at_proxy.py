@@ -189,13 +189,13 @@ def test_a_nodes_tunnel_is_pushed_its_tenants_locks(site: Site) -> None:
             probe, welcome = await Probe.open(conn)
             assert welcome is not None
             assert welcome.type == "welcome"
-            first = await probe.next(timeout=10)
+            first = await probe.next_policy(timeout=10)
             assert isinstance(first, PolicyUpdate), first
             updates.append(first)
             with plane_of(site) as plane:
                 plane.locks.create("acme", LockTarget(user="mallory"), message="m")
                 plane.locks.create("globex", LockTarget(user="carol"), message="theirs")
-            second = await probe.next(timeout=10)
+            second = await probe.next_policy(timeout=10)
             assert isinstance(second, PolicyUpdate), second
             updates.append(second)
             await probe.close()
