@@ -204,3 +204,36 @@ def test_a_nodes_tunnel_is_pushed_its_tenants_locks(site: Site) -> None:
     first, second = asyncio.run(asyncio.wait_for(pushed(), 60))
     assert first.locks == []
     assert [lock.spec.target.user for lock in second.locks] == ["mallory"]
+
+
+def test_a_lock_ends_an_openssh_session_and_says_why(site: Site, tmp_path: Path) -> None:
+    """Through ``jump config``'s ProxyCommand the proxy has the user's stderr: the lock's
+    message is shown there when the proxy ends the session."""
+    user = bob(site, tmp_path)
+    process = subprocess.Popen(
+        [
+            "ssh",
+            "-F",
+            str(user.config),
+            "-o",
+            "BatchMode=yes",
+            f"{LOGIN}@web-1.acme.localhost",
+            "echo started; sleep 60",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        _started(process)
+        with plane_of(site) as plane:
+            plane.locks.create("acme", LockTarget(user="bob"), message="incident 8")
+        took = _ended_within(process, 5)
+        assert took is not None, "the locked session still runs after 5 s"
+    finally:
+        if process.poll() is None:
+            process.kill()
+        _, err = process.communicate(timeout=10)
+    message = "user 'bob' is locked (incident 8): ask a tenant admin"
+    assert f"jumpgate proxy: {message}\n" in err
+    assert process.returncode == 255
