@@ -154,48 +154,48 @@ def test_a_role_change_applies_to_the_next_connection(cluster: Cluster) -> None:
     )
 
 
+# A lock that names no node and no login stops the user everywhere (the API too): the
+# verdict says so as the user refused; one naming a node or a login refuses this access.
 LOCKS = [
-    (LockTarget(user="bob"), "", "user 'bob' is locked (incident 42): ask a tenant admin"),
-    (
-        LockTarget(role="prod-only"),
-        "",
-        "role 'prod-only' is locked (incident 42): ask a tenant admin",
-    ),
-    (LockTarget(node="web"), "", "node 'web' is locked (incident 42): ask a tenant admin"),
-    (
-        LockTarget(login="ubuntu"),
-        "ubuntu",
-        "login 'ubuntu' is locked (incident 42): ask a tenant admin",
-    ),
-    (LockTarget(login="ubuntu"), "", None),
-    (LockTarget(user="carol"), "ubuntu", None),
-    (LockTarget(node="db"), "ubuntu", None),
+    (LockTarget(user="bob"), "", "user_refused", "user 'bob'"),
+    (LockTarget(role="prod-only"), "", "user_refused", "role 'prod-only'"),
+    (LockTarget(node="web"), "", "access_refused", "node 'web'"),
+    (LockTarget(login="ubuntu"), "ubuntu", "access_refused", "login 'ubuntu'"),
+    (LockTarget(user="bob", node="web"), "", "access_refused", "user 'bob'"),
+    (LockTarget(login="ubuntu"), "", None, ""),
+    (LockTarget(user="carol"), "ubuntu", None, ""),
+    (LockTarget(node="db"), "ubuntu", None, ""),
 ]
 
 
 @pytest.mark.parametrize(
-    ("target", "login", "refused"),
+    ("target", "login", "refused_as", "who"),
     LOCKS,
     ids=[
         "user-lock",
         "role-lock",
         "node-lock",
         "login-lock",
+        "user-on-node-lock",
         "login-lock-unknown-login-left-to-node",
         "another-users-lock",
         "another-nodes-lock",
     ],
 )
 def test_locks_refuse_what_they_match(
-    cluster: Cluster, target: LockTarget, login: str, refused: str | None
+    cluster: Cluster, target: LockTarget, login: str, refused_as: str | None, who: str
 ) -> None:
     bob = cluster.user("bob", ["prod-only"])
     cluster.user("carol", ["prod-only"])
-    assert cluster.session_auth("bob", bob, "web", login)["access_refused"] is None
+    allowed = {"node_refused": None, "user_refused": None, "access_refused": None}
+    assert cluster.session_auth("bob", bob, "web", login) == allowed
     lock = cluster.plane.locks.create("acme", target, message="incident 42")
-    assert cluster.session_auth("bob", bob, "web", login)["access_refused"] == refused
+    expected = dict(allowed)
+    if refused_as is not None:
+        expected[refused_as] = f"{who} is locked (incident 42): ask a tenant admin"
+    assert cluster.session_auth("bob", bob, "web", login) == expected
     cluster.plane.locks.remove("acme", lock.name)
-    assert cluster.session_auth("bob", bob, "web", login)["access_refused"] is None
+    assert cluster.session_auth("bob", bob, "web", login) == allowed
 
 
 def test_a_node_lock_by_uuid_refuses_too(cluster: Cluster) -> None:
@@ -208,7 +208,7 @@ def test_a_node_lock_by_uuid_refuses_too(cluster: Cluster) -> None:
 
 def test_an_expired_lock_refuses_nothing(cluster: Cluster) -> None:
     bob = cluster.user("bob", ["prod-only"])
-    cluster.plane.locks.create("acme", LockTarget(user="bob"), ttl=timedelta(minutes=1))
+    cluster.plane.locks.create("acme", LockTarget(node="web"), ttl=timedelta(minutes=1))
     assert cluster.session_auth("bob", bob, "web")["access_refused"] is not None
     cluster.platform.clock.advance(timedelta(minutes=1, seconds=1))
     assert cluster.session_auth("bob", bob, "web")["access_refused"] is None
@@ -230,7 +230,11 @@ def test_another_tenants_lock_never_applies(platform: Platform, target: LockTarg
     bob = acme.user("bob", ["prod-only"])
     other.user("bob", ["prod-only"])
     other.plane.locks.create("other", target, message="theirs")
-    assert acme.session_auth("bob", bob, "web", "ubuntu")["access_refused"] is None
+    assert acme.session_auth("bob", bob, "web", "ubuntu") == {
+        "node_refused": None,
+        "user_refused": None,
+        "access_refused": None,
+    }
 
 
 def test_a_refused_user_or_node_is_not_judged_for_access(cluster: Cluster) -> None:
