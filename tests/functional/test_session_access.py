@@ -187,7 +187,9 @@ def test_locks_refuse_what_they_match(
 ) -> None:
     bob = cluster.user("bob", ["prod-only"])
     cluster.user("carol", ["prod-only"])
-    allowed = {"node_refused": None, "user_refused": None, "access_refused": None}
+    allowed: dict[str, str | None] = dict.fromkeys(
+        ("node_refused", "user_refused", "access_refused")
+    )
     assert cluster.session_auth("bob", bob, "web", login) == allowed
     lock = cluster.plane.locks.create("acme", target, message="incident 42")
     expected = dict(allowed)
