@@ -77,10 +77,19 @@ class User:
         )
 
 
-def bob(site: Site, tmp_path: Path) -> User:
+ONCALL = Role(
+    metadata=Metadata(name="oncall"),
+    spec=RoleSpec(allow=Conditions(logins=["{{internal.logins}}"], node_labels={"*": "*"})),
+)
+
+
+def bob(site: Site, tmp_path: Path, roles: list[str] | None = None) -> User:
+    """User bob, logged in (holding ``roles`` when given: his certificate names them)."""
     invite = site.admin.ok(
         "jumpctl", "users", "add", "bob", "--logins", LOGIN, "--format", "json"
     ).json()
+    if roles is not None:
+        set_roles(site, "bob", roles)
     shell = Shell(tmp_path / "bob-home")
     signup_and_login(shell, site.cluster, invite["invite_token"], "bob")
     config = tmp_path / "bob-jump-config"
@@ -148,13 +157,19 @@ def _started(process: subprocess.Popen[str]) -> None:
             lambda: LockTarget(node="web-1"),
             "node 'web-1' is locked (incident 7): ask a tenant admin",
         ),
+        (
+            lambda: LockTarget(role="oncall"),
+            "role 'oncall' is locked (incident 7): ask a tenant admin",
+        ),
     ],
-    ids=["user-lock", "node-lock"],
+    ids=["user-lock", "node-lock", "role-lock"],
 )
 def test_a_lock_ends_a_live_jump_ssh_session_within_5_s(
     site: Site, tmp_path: Path, target: Callable[[], LockTarget], expected: str
 ) -> None:
-    user = bob(site, tmp_path)
+    with plane_of(site) as plane:
+        plane.roles.create("acme", ONCALL)
+    user = bob(site, tmp_path, ["oncall"])
     process = subprocess.Popen(
         [str(BIN / "jump"), "ssh", "web-1", "echo started; sleep 60"],
         env=user.shell.env,
