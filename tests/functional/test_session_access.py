@@ -5,6 +5,7 @@ two routes a proxy feeds its nodes from (``/internal/v1/locks``, ``/internal/v1/
 Called through the internal handler as the proxy calls it, over both stores.
 """
 
+import asyncio
 import json
 from dataclasses import dataclass
 from datetime import timedelta
@@ -13,8 +14,10 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
+from jumpgate.control_plane.handlers.internal import make_internal_handler
 from jumpgate.control_plane.nodes import NodeInfo
 from jumpgate.control_plane.plane import ControlPlane
+from jumpgate.edge_proxy.control import ControlPlaneClient, ControlPlaneError
 from jumpgate.protocol import certs
 from jumpgate.protocol.resources import Conditions, LockTarget, Metadata, Role, RoleSpec
 from tests.functional.conftest import Platform
@@ -312,3 +315,24 @@ def test_role_definitions_bad_request_is_one_line(
     detail = json.loads(answer["body"])["detail"]
     assert field in detail
     assert "\n" not in detail
+
+
+def test_the_proxys_client_reads_the_feed_and_definitions_typed(platform: Platform) -> None:
+    """``ControlPlaneClient.lock_feed`` and ``role_definitions`` over the real internal
+    handler, as the daemon wires them: what the lock watch and the node's questions get."""
+    Cluster(platform, "acme")
+    handler = make_internal_handler(platform.plane)
+
+    async def invoke(event: dict[str, Any]) -> dict[str, Any]:
+        return dict(handler(event, None))
+
+    client = ControlPlaneClient(invoke)
+    lock = platform.plane.locks.create("acme", LockTarget(node="web"), message="m")
+    feed = asyncio.run(client.lock_feed())
+    assert [(t.tenant, t.lock) for t in feed.locks] == [("acme", lock)]
+    assert set(feed.role_revisions) == {"acme"}
+    roles = asyncio.run(client.role_definitions("acme", ["no-db", "gone"]))
+    assert [role.name for role in roles] == ["no-db"]
+    with pytest.raises(ControlPlaneError) as refused:
+        asyncio.run(client.role_definitions("../acme", ["no-db"]))
+    assert refused.value.status == 400
