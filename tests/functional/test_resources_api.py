@@ -319,6 +319,15 @@ BAD: list[tuple[str, str, str, Any, int, str]] = [
     ),
     ("lock-no-target", "POST", "/v1/locks", {"message": "x"}, 400, "target"),
     (
+        "lock-on-a-role-of-the-caller",
+        "POST",
+        "/v1/locks",
+        {"target": {"role": "admin"}},
+        400,
+        "this lock would stop you too",
+    ),
+    ("lock-on-the-caller", "POST", "/v1/locks", {"target": {"user": "alice"}}, 400, "stop you"),
+    (
         "lock-ttl-and-expires",
         "POST",
         "/v1/locks",
