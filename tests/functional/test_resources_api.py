@@ -319,6 +319,15 @@ BAD: list[tuple[str, str, str, Any, int, str]] = [
     ),
     ("lock-no-target", "POST", "/v1/locks", {"message": "x"}, 400, "target"),
     (
+        "lock-on-a-role-of-the-caller",
+        "POST",
+        "/v1/locks",
+        {"target": {"role": "admin"}},
+        400,
+        "this lock would stop you too",
+    ),
+    ("lock-on-the-caller", "POST", "/v1/locks", {"target": {"user": "alice"}}, 400, "stop you"),
+    (
         "lock-ttl-and-expires",
         "POST",
         "/v1/locks",
@@ -361,3 +370,29 @@ def test_bad_input_is_one_line_and_changes_nothing(
     assert "\n" not in answer.detail
     assert len(answer.detail) < 200
     assert _state(platform) == before
+
+
+def test_a_role_change_applies_to_the_next_call_without_a_new_login(
+    platform: Platform, alice: Session
+) -> None:
+    role = {
+        "metadata": {"name": "reader"},
+        "spec": {"allow": {"rules": [{"resources": ["event"], "verbs": ["list"]}]}},
+    }
+    assert platform.call("POST", "/v1/roles", role, session=alice).status == 201
+    invite = platform.plane.users.add("acme", "dora", logins=[], roles=["reader"])
+    dora = platform.signup("acme", invite.token, "dora")
+    platform.next_code()
+    assert platform.login(dora).status == 200
+    assert platform.call("GET", "/v1/audit/events", session=dora).status == 200
+    read = platform.call("GET", "/v1/roles/reader", session=alice).body
+    read["spec"]["deny"] = {"rules": [{"resources": ["event"], "verbs": ["*"]}]}
+    assert platform.call("PUT", "/v1/roles/reader", read, session=alice).status == 200
+    refused = platform.call("GET", "/v1/audit/events", session=dora)
+    assert (refused.status, refused.detail) == (
+        403,
+        "user 'dora' may not list event: ask a tenant admin",
+    )
+    update = {"roles": ["auditor"]}
+    assert platform.call("PUT", "/v1/users/dora", update, session=alice).status == 200
+    assert platform.call("GET", "/v1/audit/events", session=dora).status == 200
