@@ -2,6 +2,8 @@
 
 Security and end-to-end tests hold the tunnel with the node's key (``as_the_node``) and use
 ``Probe`` to say hello and send messages, well formed or not, reading the proxy's answers.
+The policy the proxy pushes whenever it likes (``PolicyUpdate``) is kept apart, in
+``policies``, so that it never stands in for the answer a test waits for.
 """
 
 import asyncio
@@ -17,6 +19,7 @@ from jumpgate.protocol.tunnel_messages import (
     Hello,
     Message,
     MessageError,
+    PolicyUpdate,
     decode,
     encode,
 )
@@ -28,6 +31,8 @@ class Probe:
     def __init__(self, process: Any) -> None:
         self.process = process
         self.unmatched: asyncio.Queue[Message | None] = asyncio.Queue()
+        self.policies: asyncio.Queue[PolicyUpdate] = asyncio.Queue()
+        self.order: list[str] = []  # the type of every message read, in turn
         self._waiting: dict[int, asyncio.Future[Message]] = {}
         self._ids = itertools.count(1000)
         self._reader = asyncio.create_task(self._read())
@@ -51,6 +56,10 @@ class Probe:
                     message = decode(line)
                 except MessageError:
                     continue
+                self.order.append(message.type)
+                if isinstance(message, PolicyUpdate):
+                    await self.policies.put(message)
+                    continue
                 found = getattr(message, "id", None)
                 waiting = self._waiting.pop(found, None) if found is not None else None
                 if waiting is not None and not waiting.done():
@@ -65,6 +74,10 @@ class Probe:
     async def next(self, timeout: float = 15) -> Message | None:
         """The next message not answering a request (None once the channel ended)."""
         return await asyncio.wait_for(self.unmatched.get(), timeout)
+
+    async def next_policy(self, timeout: float = 15) -> PolicyUpdate:
+        """The next policy the proxy pushed."""
+        return await asyncio.wait_for(self.policies.get(), timeout)
 
     def new_id(self) -> int:
         return next(self._ids)

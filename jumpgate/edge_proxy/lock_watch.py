@@ -131,12 +131,19 @@ class LockWatch(Generic[P]):
         )
         self._sessions.end_reason(session.pipe, f"locked: {message}")
         self._ending.add(session.pipe)
-        self._spawn(self._close_later(session.pipe), "lock-end")
+        self._spawn(self._close_later(session.pipe, message), "lock-end")
 
-    async def _close_later(self, pipe: P) -> None:
+    async def _close_later(self, pipe: P, message: str) -> None:
+        """Close the session unless its node did within the grace; a side still opening
+        cannot be closed yet: asked again each 0.1 s, for at most a second."""
         try:
             await asyncio.sleep(self.node_grace)
             if pipe in self._sessions.live:
-                pipe.close()
+                pipe.tell(message)
+            for _ in range(10):
+                if pipe not in self._sessions.live or pipe.close():
+                    return
+                await asyncio.sleep(0.1)
+            logger.warning("a locked session could not be closed yet")
         finally:
             self._ending.discard(pipe)

@@ -48,6 +48,10 @@ class Side:
         """Close this side now, whatever it still holds to send (the proxy is stopping)."""
         raise NotImplementedError
 
+    def tell(self, line: str) -> None:
+        """Say ``line`` to the person on this side where the carrier has a place for it (a
+        session channel's stderr); a raw byte stream has none."""
+
     def pause_reading(self) -> None:
         raise NotImplementedError
 
@@ -250,6 +254,10 @@ class Splice:
             with contextlib.suppress(OSError, asyncssh.Error):
                 side.abort()
         return True
+
+    def tell(self, line: str) -> None:
+        """Say ``line`` to the user, where their side can show it (``Side.tell``)."""
+        self.user.tell(line)
 
     def abandon(self) -> None:
         """Treat the session as ended although a side has not reported its close (a peer

@@ -236,3 +236,8 @@ class SessionSide(ChannelSide, asyncssh.SSHServerSession[bytes]):
     def finish(self) -> None:
         with contextlib.suppress(OSError, asyncssh.Error):
             self.chan.exit(0)
+
+    def tell(self, line: str) -> None:
+        """On stderr, which OpenSSH shows from its ProxyCommand (a lock's message)."""
+        with contextlib.suppress(OSError, asyncssh.Error):
+            self.chan.write_stderr(f"jumpgate proxy: {line}\n".encode())

@@ -77,10 +77,19 @@ class User:
         )
 
 
-def bob(site: Site, tmp_path: Path) -> User:
+ONCALL = Role(
+    metadata=Metadata(name="oncall"),
+    spec=RoleSpec(allow=Conditions(logins=["{{internal.logins}}"], node_labels={"*": "*"})),
+)
+
+
+def bob(site: Site, tmp_path: Path, roles: list[str] | None = None) -> User:
+    """User bob, logged in (holding ``roles`` when given: his certificate names them)."""
     invite = site.admin.ok(
         "jumpctl", "users", "add", "bob", "--logins", LOGIN, "--format", "json"
     ).json()
+    if roles is not None:
+        set_roles(site, "bob", roles)
     shell = Shell(tmp_path / "bob-home")
     signup_and_login(shell, site.cluster, invite["invite_token"], "bob")
     config = tmp_path / "bob-jump-config"
@@ -148,13 +157,19 @@ def _started(process: subprocess.Popen[str]) -> None:
             lambda: LockTarget(node="web-1"),
             "node 'web-1' is locked (incident 7): ask a tenant admin",
         ),
+        (
+            lambda: LockTarget(role="oncall"),
+            "role 'oncall' is locked (incident 7): ask a tenant admin",
+        ),
     ],
-    ids=["user-lock", "node-lock"],
+    ids=["user-lock", "node-lock", "role-lock"],
 )
 def test_a_lock_ends_a_live_jump_ssh_session_within_5_s(
     site: Site, tmp_path: Path, target: Callable[[], LockTarget], expected: str
 ) -> None:
-    user = bob(site, tmp_path)
+    with plane_of(site) as plane:
+        plane.roles.create("acme", ONCALL)
+    user = bob(site, tmp_path, ["oncall"])
     process = subprocess.Popen(
         [str(BIN / "jump"), "ssh", "web-1", "echo started; sleep 60"],
         env=user.shell.env,
@@ -194,13 +209,13 @@ def test_a_nodes_tunnel_is_pushed_its_tenants_locks(site: Site) -> None:
             probe, welcome = await Probe.open(conn)
             assert welcome is not None
             assert welcome.type == "welcome"
-            first = await probe.next(timeout=10)
+            first = await probe.next_policy(timeout=10)
             assert isinstance(first, PolicyUpdate), first
             updates.append(first)
             with plane_of(site) as plane:
                 plane.locks.create("acme", LockTarget(user="mallory"), message="m")
                 plane.locks.create("globex", LockTarget(user="carol"), message="theirs")
-            second = await probe.next(timeout=10)
+            second = await probe.next_policy(timeout=10)
             assert isinstance(second, PolicyUpdate), second
             updates.append(second)
             await probe.close()
@@ -209,3 +224,36 @@ def test_a_nodes_tunnel_is_pushed_its_tenants_locks(site: Site) -> None:
     first, second = asyncio.run(asyncio.wait_for(pushed(), 60))
     assert first.locks == []
     assert [lock.spec.target.user for lock in second.locks] == ["mallory"]
+
+
+def test_a_lock_ends_an_openssh_session_and_says_why(site: Site, tmp_path: Path) -> None:
+    """Through ``jump config``'s ProxyCommand the proxy has the user's stderr: the lock's
+    message is shown there when the proxy ends the session."""
+    user = bob(site, tmp_path)
+    process = subprocess.Popen(
+        [
+            "ssh",
+            "-F",
+            str(user.config),
+            "-o",
+            "BatchMode=yes",
+            f"{LOGIN}@web-1.acme.localhost",
+            "echo started; sleep 60",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        _started(process)
+        with plane_of(site) as plane:
+            plane.locks.create("acme", LockTarget(user="bob"), message="incident 8")
+        took = _ended_within(process, 5)
+        assert took is not None, "the locked session still runs after 5 s"
+    finally:
+        if process.poll() is None:
+            process.kill()
+        _, err = process.communicate(timeout=10)
+    message = "user 'bob' is locked (incident 8): ask a tenant admin"
+    assert f"jumpgate proxy: {message}\n" in err
+    assert process.returncode == 255

@@ -5,6 +5,7 @@ two routes a proxy feeds its nodes from (``/internal/v1/locks``, ``/internal/v1/
 Called through the internal handler as the proxy calls it, over both stores.
 """
 
+import asyncio
 import json
 from dataclasses import dataclass
 from datetime import timedelta
@@ -13,8 +14,10 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
+from jumpgate.control_plane.handlers.internal import make_internal_handler
 from jumpgate.control_plane.nodes import NodeInfo
 from jumpgate.control_plane.plane import ControlPlane
+from jumpgate.edge_proxy.control import ControlPlaneClient, ControlPlaneError
 from jumpgate.protocol import certs
 from jumpgate.protocol.resources import Conditions, LockTarget, Metadata, Role, RoleSpec
 from tests.functional.conftest import Platform
@@ -154,48 +157,50 @@ def test_a_role_change_applies_to_the_next_connection(cluster: Cluster) -> None:
     )
 
 
+# A lock that names no node and no login stops the user everywhere (the API too): the
+# verdict says so as the user refused; one naming a node or a login refuses this access.
 LOCKS = [
-    (LockTarget(user="bob"), "", "user 'bob' is locked (incident 42): ask a tenant admin"),
-    (
-        LockTarget(role="prod-only"),
-        "",
-        "role 'prod-only' is locked (incident 42): ask a tenant admin",
-    ),
-    (LockTarget(node="web"), "", "node 'web' is locked (incident 42): ask a tenant admin"),
-    (
-        LockTarget(login="ubuntu"),
-        "ubuntu",
-        "login 'ubuntu' is locked (incident 42): ask a tenant admin",
-    ),
-    (LockTarget(login="ubuntu"), "", None),
-    (LockTarget(user="carol"), "ubuntu", None),
-    (LockTarget(node="db"), "ubuntu", None),
+    (LockTarget(user="bob"), "", "user_refused", "user 'bob'"),
+    (LockTarget(role="prod-only"), "", "user_refused", "role 'prod-only'"),
+    (LockTarget(node="web"), "", "access_refused", "node 'web'"),
+    (LockTarget(login="ubuntu"), "ubuntu", "access_refused", "login 'ubuntu'"),
+    (LockTarget(user="bob", node="web"), "", "access_refused", "user 'bob'"),
+    (LockTarget(login="ubuntu"), "", None, ""),
+    (LockTarget(user="carol"), "ubuntu", None, ""),
+    (LockTarget(node="db"), "ubuntu", None, ""),
 ]
 
 
 @pytest.mark.parametrize(
-    ("target", "login", "refused"),
+    ("target", "login", "refused_as", "who"),
     LOCKS,
     ids=[
         "user-lock",
         "role-lock",
         "node-lock",
         "login-lock",
+        "user-on-node-lock",
         "login-lock-unknown-login-left-to-node",
         "another-users-lock",
         "another-nodes-lock",
     ],
 )
 def test_locks_refuse_what_they_match(
-    cluster: Cluster, target: LockTarget, login: str, refused: str | None
+    cluster: Cluster, target: LockTarget, login: str, refused_as: str | None, who: str
 ) -> None:
     bob = cluster.user("bob", ["prod-only"])
     cluster.user("carol", ["prod-only"])
-    assert cluster.session_auth("bob", bob, "web", login)["access_refused"] is None
+    allowed: dict[str, str | None] = dict.fromkeys(
+        ("node_refused", "user_refused", "access_refused")
+    )
+    assert cluster.session_auth("bob", bob, "web", login) == allowed
     lock = cluster.plane.locks.create("acme", target, message="incident 42")
-    assert cluster.session_auth("bob", bob, "web", login)["access_refused"] == refused
+    expected = dict(allowed)
+    if refused_as is not None:
+        expected[refused_as] = f"{who} is locked (incident 42): ask a tenant admin"
+    assert cluster.session_auth("bob", bob, "web", login) == expected
     cluster.plane.locks.remove("acme", lock.name)
-    assert cluster.session_auth("bob", bob, "web", login)["access_refused"] is None
+    assert cluster.session_auth("bob", bob, "web", login) == allowed
 
 
 def test_a_node_lock_by_uuid_refuses_too(cluster: Cluster) -> None:
@@ -208,7 +213,7 @@ def test_a_node_lock_by_uuid_refuses_too(cluster: Cluster) -> None:
 
 def test_an_expired_lock_refuses_nothing(cluster: Cluster) -> None:
     bob = cluster.user("bob", ["prod-only"])
-    cluster.plane.locks.create("acme", LockTarget(user="bob"), ttl=timedelta(minutes=1))
+    cluster.plane.locks.create("acme", LockTarget(node="web"), ttl=timedelta(minutes=1))
     assert cluster.session_auth("bob", bob, "web")["access_refused"] is not None
     cluster.platform.clock.advance(timedelta(minutes=1, seconds=1))
     assert cluster.session_auth("bob", bob, "web")["access_refused"] is None
@@ -230,7 +235,11 @@ def test_another_tenants_lock_never_applies(platform: Platform, target: LockTarg
     bob = acme.user("bob", ["prod-only"])
     other.user("bob", ["prod-only"])
     other.plane.locks.create("other", target, message="theirs")
-    assert acme.session_auth("bob", bob, "web", "ubuntu")["access_refused"] is None
+    assert acme.session_auth("bob", bob, "web", "ubuntu") == {
+        "node_refused": None,
+        "user_refused": None,
+        "access_refused": None,
+    }
 
 
 def test_a_refused_user_or_node_is_not_judged_for_access(cluster: Cluster) -> None:
@@ -306,3 +315,24 @@ def test_role_definitions_bad_request_is_one_line(
     detail = json.loads(answer["body"])["detail"]
     assert field in detail
     assert "\n" not in detail
+
+
+def test_the_proxys_client_reads_the_feed_and_definitions_typed(platform: Platform) -> None:
+    """``ControlPlaneClient.lock_feed`` and ``role_definitions`` over the real internal
+    handler, as the daemon wires them: what the lock watch and the node's questions get."""
+    Cluster(platform, "acme")
+    handler = make_internal_handler(platform.plane)
+
+    async def invoke(event: dict[str, Any]) -> dict[str, Any]:
+        return dict(handler(event, None))
+
+    client = ControlPlaneClient(invoke)
+    lock = platform.plane.locks.create("acme", LockTarget(node="web"), message="m")
+    feed = asyncio.run(client.lock_feed())
+    assert [(t.tenant, t.lock) for t in feed.locks] == [("acme", lock)]
+    assert set(feed.role_revisions) == {"acme"}
+    roles = asyncio.run(client.role_definitions("acme", ["no-db", "gone"]))
+    assert [role.name for role in roles] == ["no-db"]
+    with pytest.raises(ControlPlaneError) as refused:
+        asyncio.run(client.role_definitions("../acme", ["no-db"]))
+    assert refused.value.status == 400

@@ -70,7 +70,8 @@ def _login(plane: ControlPlane, tenant: str, directory: Path, logins: list[str])
     """Invite alice to ``tenant`` (created if new), sign her up, log in; key and cert on disk."""
     if tenant not in {t.name for t in plane.tenants.list()}:
         plane.tenants.create(tenant, admin="first-admin", logins=["root"])
-    invite = plane.users.add(tenant, "alice", logins=logins, roles=[])
+    # the access role grants the user's logins as principals (a user with no role gets none)
+    invite = plane.users.add(tenant, "alice", logins=logins, roles=["access"])
     enrolment = plane.users.signup(tenant, invite.token, PASSWORD)
     key = ed25519.Ed25519PrivateKey.generate()
     issued = plane.login.login(

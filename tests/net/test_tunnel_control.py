@@ -314,9 +314,9 @@ def test_the_node_is_pushed_its_tenants_policy_after_its_trust_and_on_each_chang
         hello = Hello(versions=list(PROTOCOL_VERSIONS), nonce=new_nonce())
         process.stdin.write(encode(hello).decode())
         probe = Probe(process)
-        seen: list[object] = [await probe.next(), await probe.next(), await probe.next()]
+        seen: list[object] = [await probe.next(), await probe.next(), await probe.next_policy()]
         host.policies.update(_locks(revision="r2"))  # the lock lifted, a role changed
-        seen.append(await probe.next())
+        seen.append(await probe.next_policy())
         other = models.LockFeed(
             locks=[
                 models.TenantLock(
@@ -333,7 +333,8 @@ def test_the_node_is_pushed_its_tenants_policy_after_its_trust_and_on_each_chang
         answer = await probe.request(RolesRequest(id=probe.new_id(), names=["dev", "gone"]))
         seen.append(answer)
         with pytest.raises(TimeoutError):
-            await probe.next(timeout=0.3)
+            await probe.next_policy(timeout=0.3)
+        assert probe.order[:3] == ["welcome", "trust", "policy"]
         assert host.policies  # the channel waits for policy
         await probe.close()
         for _ in range(100):  # the channel's end takes it off the tenant's list

@@ -109,6 +109,10 @@ class FakePipe:
         self.ended = False
         self.bytes_to_node = 0
         self.bytes_to_user = 0
+        self.told: list[str] = []
+
+    def tell(self, line: str) -> None:
+        self.told.append(line)
 
     def close(self) -> bool:
         self.end()

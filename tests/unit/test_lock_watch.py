@@ -149,6 +149,7 @@ def test_a_lock_ends_the_live_sessions_it_matches(
         if message is not None:
             [end] = t.ends()
             assert end["reason"] == f"locked: {message}"
+            assert pipe.told == [message]  # the node did not say it: the proxy does
 
     asyncio.run(run())
 
@@ -175,6 +176,7 @@ def test_the_node_ends_it_first_and_the_end_is_recorded_once() -> None:
         [end] = t.ends()
         assert end["reason"].startswith("locked: user 'alice' is locked")
         assert (end["bytes_to_node"], end["bytes_to_user"]) == (5, 7)
+        assert pipe.told == []  # the node said it
 
     asyncio.run(run())
 
@@ -293,5 +295,31 @@ def test_sessions_to_other_nodes_and_users_run_on() -> None:
         t.watch.apply(feed(("acme", lock(LockTarget(node=DB)))))
         await t.settle()
         assert (web.ended, db.ended, bobs.ended) == (False, True, False)
+
+    asyncio.run(run())
+
+
+class Opening(FakePipe):
+    """A pipe whose node side is still opening for its first two closes."""
+
+    def __init__(self, broker: Any) -> None:
+        super().__init__(broker)
+        self.refusals = 2
+
+    def close(self) -> bool:
+        if self.refusals:
+            self.refusals -= 1
+            return False
+        return super().close()
+
+
+def test_a_session_still_opening_is_closed_once_it_can_be() -> None:
+    async def run() -> None:
+        t = Watched()
+        pipe = Opening(t.w.broker)
+        await t.w.broker.open(ALICE, "web-1", pipe)
+        t.watch.apply(feed(("acme", lock(LockTarget(user="alice")))))
+        await t.settle()
+        assert (pipe.ended, pipe.refusals) == (True, 0)
 
     asyncio.run(run())

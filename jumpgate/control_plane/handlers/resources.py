@@ -23,6 +23,7 @@ from jumpgate.control_plane.plane import ControlPlane
 from jumpgate.control_plane.records import UserRecord
 from jumpgate.protocol import models, routes
 from jumpgate.protocol.audit import EventType
+from jumpgate.protocol.policy import Subject, lock_applies
 from jumpgate.protocol.resources import Kind, Lock, LockTarget, Role, Verb
 
 UserParam = Annotated[str, Path(max_length=128), AfterValidator(unquote)]
@@ -49,8 +50,9 @@ def check_roles_exist(plane: ControlPlane, tenant: str, names: Sequence[str]) ->
     missing = plane.roles.missing(tenant, names)
     if missing:
         shown = ", ".join(repr(name) for name in missing)
+        noun = "role" if len(missing) == 1 else "roles"
         raise errors.InvalidRequest(
-            f"role {shown} not found: create it first (jumpctl create -f FILE) "
+            f"{noun} {shown} not found: create it first (jumpctl create -f FILE) "
             "or see jumpctl get roles"
         )
 
@@ -168,6 +170,11 @@ def register(
     @app.post(routes.LOCK_ADD.path, status_code=201, summary="Lock a user, role, node or login")
     def add_lock(body: models.LockRequest) -> Lock:
         identity = allowed(Kind.LOCK, Verb.CREATE)
+        if lock_applies(body.target, Subject(user=identity.user, roles=identity.roles)):
+            raise errors.InvalidRequest(
+                "this lock would stop you too, and nobody could lift it through the API: "
+                "narrow its target, or ask another admin"
+            )
         lock = plane.locks.create(
             identity.tenant,
             body.target,
