@@ -70,6 +70,23 @@ class ConnectionGuard:
         self.ended: str | None = None  # the line the connection was ended with
         self._last_input = time.monotonic()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._settled = asyncio.Event()  # admission decided (channels may come before)
+
+    @property
+    def pending(self) -> bool:
+        """Whether admission is still being decided (the roles being read)."""
+        return not self._settled.is_set()
+
+    def settle(self) -> None:
+        """Admission is decided (``ended`` says if it refused)."""
+        self._settled.set()
+
+    async def settled(self) -> str | None:
+        """Once admission is decided: None to go on, else the user's one line. A client
+        opens its first channel as soon as it is authenticated, while the roles may still
+        be read from the proxy."""
+        await self._settled.wait()
+        return self.refusal()
 
     async def admit(self) -> str | None:
         """At authentication: None to go on, else the user's one line."""

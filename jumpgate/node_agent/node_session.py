@@ -74,6 +74,9 @@ class Host(Protocol):
     def heard(self) -> None:
         """The user sent something (a role's ``client_idle_timeout`` counts from it)."""
 
+    async def admitted(self) -> str | None:
+        """None once the connection is admitted by the node's policy, else why not."""
+
 
 class NodeSession:
     """A session channel's state, and the ``session_channel.Observer`` of its bytes."""
@@ -253,6 +256,11 @@ async def _serve(channel: SessionChannel) -> None:
     recorder = None
     resizes: events.Resizes | None = None
     setup: SessionSetup | None = None
+    refused = await host.admitted()  # a first session may come while the roles are read
+    if refused is not None:
+        session.say(f"jumpgate: {refused}\n")
+        channel.finish(255)
+        return
     host.live.add(session)
     try:
         account = session.account

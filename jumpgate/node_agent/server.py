@@ -214,12 +214,19 @@ class NodeServer(asyncssh.SSHServer):
             end=self._end,
             has_traits=conn.get_certificate_option(certs.EXT_TRAITS) is not None,
         )
-        refused = await guard.admit()
-        if refused is not None:
-            self._rejected("login", refused)
-            guard.end(refused)
-            return
-        guard.start()
+        try:
+            refused = await guard.admit()
+            if refused is not None:
+                self._rejected("login", refused)
+                guard.end(refused)
+                return
+            guard.start()
+        finally:
+            guard.settle()
+
+    async def admitted(self) -> str | None:
+        """None once the connection is admitted, else the user's one line."""
+        return await self.guard.settled() if self.guard is not None else None
 
     def _check(self, channel: str) -> None:
         """Refuse a new channel the policy no longer allows, with the user's one line."""
@@ -228,6 +235,8 @@ class NodeServer(asyncssh.SSHServer):
             return
         guard.touch()
         refused = guard.refusal()
+        if refused is None and guard.pending and channel != "session":
+            refused = "the node is still checking your roles: try again in a moment"
         if refused is not None:
             self._rejected(channel, refused)
             raise asyncssh.ChannelOpenError(asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED, refused)
@@ -290,7 +299,15 @@ class NodeServer(asyncssh.SSHServer):
         return self._forwards().direct(dest_host, dest_port, orig_host, orig_port)
 
     def server_requested(self, listen_host: str, listen_port: int) -> Any:
+        if self.guard is not None and self.guard.pending:  # ``ssh -R`` asks at once
+            return self._listen_once_admitted(listen_host, listen_port)
         return self._forwards().listen(listen_host, listen_port)  # refused there, as False
+
+    async def _listen_once_admitted(self, listen_host: str, listen_port: int) -> Any:
+        if await self.admitted() is not None:
+            return False
+        listener = self._forwards().listen(listen_host, listen_port)
+        return await listener if asyncio.iscoroutine(listener) else listener
 
     def unix_connection_requested(self, dest_path: str) -> Any:
         self._check("direct-streamlocal")

@@ -91,6 +91,7 @@ class ProxyEnd:
     roles: dict[str, Role] = field(default_factory=dict)
     channels: list[Any] = field(default_factory=list)
     asked: list[list[str]] = field(default_factory=list)
+    delay: float = 0.0  # before each answer to a ``RolesRequest``: a proxy far away
 
     async def serve(self, process: Any) -> None:
         self.channels.append(process)
@@ -101,6 +102,7 @@ class ProxyEnd:
                 process.stdout.write(encode(PolicyUpdate(roles_revision="r1")))
             elif isinstance(message, RolesRequest):
                 self.asked.append(list(message.names))
+                await asyncio.sleep(self.delay)
                 found = [self.roles[n] for n in message.names if n in self.roles]
                 process.stdout.write(encode(RolesAnswer(id=message.id, roles=found)))
 
@@ -501,3 +503,21 @@ def _fetched(port: int) -> bool:
         return fetch(port).startswith("hello")
     except OSError:
         return False
+
+
+@pytest.mark.parametrize(
+    ("labels", "allowed"), [({"env": "prod"}, True), ({"env": "staging"}, False)],
+    ids=["allowed", "refused"],
+)  # fmt: skip
+def test_a_session_opened_while_the_roles_are_read_waits_for_the_decision(
+    node: Node, labels: dict[str, str], allowed: bool
+) -> None:
+    """OpenSSH opens its session as soon as it is authenticated; the node may still be
+    reading the roles from the proxy then. The command runs only once they allow it."""
+    node.proxy.roles["dev"] = role("dev", labels)
+    node.proxy.delay = 1.5
+    result = _run([*node.ssh(node.certificate("dev", roles=("dev",))), "echo ran"])
+    if allowed:
+        assert (result.returncode, result.stdout) == (0, "ran\n"), result.stderr
+    else:
+        assert (result.returncode, result.stdout) == (255, ""), result.stderr
