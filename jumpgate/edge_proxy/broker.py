@@ -8,9 +8,9 @@ removed since its tunnel came up, a user locked or removed since their certifica
 issued), has the node link open the node's side, and records the session's start and end.
 Every refusal is a ``Refused`` whose text is the user's one line.
 
-Its collaborators are small protocols (a control-plane client, the tunnel registry, the node
-link, an audit sink, a clock), and the session's byte pipe is one too: the broker speaks no
-SSH, so it is tested with fakes and any front can call it.
+Its collaborators are small protocols (``collaborators``: a control-plane client, the tunnel
+registry, the node link, an audit sink) and a clock, and the session's byte pipe is one too:
+the broker speaks no SSH, so it is tested with fakes and any front can call it.
 """
 
 import asyncio
@@ -20,8 +20,18 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic
 
+from jumpgate.edge_proxy.collaborators import (
+    AuditSink,
+    ControlClient,
+    HeldNode,
+    NodeOpener,
+    P,
+    Pipe,
+    T,
+    Tunnels,
+)
 from jumpgate.edge_proxy.control import ControlPlaneError
 from jumpgate.edge_proxy.errors import NodeUnreachable, Refused
 from jumpgate.edge_proxy.metrics import Metrics
@@ -50,84 +60,6 @@ STOPPING = "this proxy is stopping: try again"
 PROXY_FAILED = "the proxy failed to open this session: try again"
 NOT_CHECKED = "the platform could not check this session: try again"
 NOT_LOCATED = "the platform could not locate this node: try again"
-
-
-class HeldNode(Protocol):
-    """A node whose tunnel this proxy holds (``registry.Tunnel``)."""
-
-    @property
-    def tenant(self) -> str: ...
-    @property
-    def host_id(self) -> str: ...
-    @property
-    def nodename(self) -> str: ...
-    @property
-    def public_key(self) -> str: ...
-
-
-T = TypeVar("T", bound=HeldNode)
-T_co = TypeVar("T_co", bound=HeldNode, covariant=True)
-T_contra = TypeVar("T_contra", bound=HeldNode, contravariant=True)
-
-
-class Pipe(Protocol):
-    """A session's two joined byte streams (``splice.Splice``), as the broker sees them."""
-
-    @property
-    def ended(self) -> bool: ...
-    @property
-    def bytes_to_node(self) -> int: ...
-    @property
-    def bytes_to_user(self) -> int: ...
-    def close(self) -> bool: ...
-    def abandon(self) -> None: ...
-    def tell(self, line: str) -> None: ...
-
-
-P = TypeVar("P", bound=Pipe)
-P_contra = TypeVar("P_contra", bound=Pipe, contravariant=True)
-
-
-class ControlClient(Protocol):
-    """What the broker asks the control plane (``control.ControlPlaneClient``)."""
-
-    async def session_auth(self, body: models.SessionAuth) -> models.SessionVerdict: ...
-    async def locate(self, tenant: str, name: str) -> models.NodeLocation: ...
-
-
-class Tunnels(Protocol[T_co]):
-    """The tunnels this proxy holds (``registry.TunnelRegistry``)."""
-
-    def find(self, tenant: str, name: str, public_addr: str = "") -> T_co: ...
-    def drop(self, tenant: str, host_id: str) -> bool: ...
-
-
-class NodeOpener(Protocol[T_contra, P_contra]):
-    """Opens a session's node side (``node_link.NodeLink``); ``NodeUnreachable`` if not."""
-
-    @property
-    def peering(self) -> bool: ...
-    async def open(
-        self,
-        target: T_contra | models.NodeLocation,
-        pipe: P_contra,
-        origin: SessionOrigin | None = None,
-    ) -> None: ...
-
-
-class AuditSink(Protocol):
-    """Where the proxy's own audit events go (``proxy_audit.AuditOutbox``)."""
-
-    def record(
-        self,
-        event_type: EventType,
-        tenant: str,
-        outcome: str,
-        /,
-        *,
-        at: datetime | None = None,
-        **fields: Any,
-    ) -> None: ...
 
 
 @dataclass(frozen=True)

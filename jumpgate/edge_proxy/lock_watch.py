@@ -18,7 +18,8 @@ import logging
 from collections.abc import Callable, Coroutine
 from typing import Any, Generic, Protocol, TypeVar
 
-from jumpgate.edge_proxy.broker import LiveSession, Pipe
+from jumpgate.edge_proxy.broker import LiveSession
+from jumpgate.edge_proxy.collaborators import Pipe
 from jumpgate.edge_proxy.control import ControlPlaneError
 from jumpgate.edge_proxy.node_policy import NodePolicies
 from jumpgate.protocol import models

@@ -26,7 +26,7 @@ class _Conn:
 
 def test_jumpgate_extensions_survive_asyncssh_decoding() -> None:
     user_ca = CertificateAuthority("user", KeyType.ED25519, generate_key(KeyType.ED25519))
-    line, valid_before = user_ca.sign_user(
+    line, expires = user_ca.sign_user(
         ed25519.Ed25519PrivateKey.generate().public_key(),
         tenant="acme",
         user="alice",
@@ -35,6 +35,7 @@ def test_jumpgate_extensions_survive_asyncssh_decoding() -> None:
         logins=["root"],
         now=datetime.now(UTC),
         ttl=timedelta(hours=1),
+        traits={"logins": ["root"]},
     )
     cert = asyncssh.import_certificate(line)
     assert isinstance(cert, SSHOpenSSHCertificate)
@@ -42,9 +43,12 @@ def test_jumpgate_extensions_survive_asyncssh_decoding() -> None:
     assert cert.options[certs.EXT_USER_ID] == "5eed"
     assert cert.options["permit-pty"] is True
     conn = _Conn(cert.options)
-    # The platform issues the expiry too (decision 0034): the certificate's own.
     assert cert_identity(conn) == CertIdentity(  # type: ignore[arg-type]
-        "alice", "5eed", roles=("access", "admin"), valid_before=int(valid_before.timestamp())
+        "alice",
+        "5eed",
+        roles=("access", "admin"),
+        traits={"logins": ("root",)},
+        valid_before=int(expires.timestamp()),
     )
     assert cert_identity(_Conn({})) is None  # type: ignore[arg-type]
 
