@@ -190,6 +190,7 @@ class UserInfo(_Model):
     status: Literal["invited", "active", "locked"]
     created: datetime
     lock: str | None = None
+    revision: str = ""  # for UserUpdateRequest.revision (jumpctl edit); "" if not known
 
 
 class UserList(_Model):
