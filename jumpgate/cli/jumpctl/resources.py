@@ -87,7 +87,8 @@ def kind_named(text: str, *, allow_all: bool = False) -> Kind | None:
     for kind in kinds.KINDS.values():
         if word in (kind.name, kind.plural):
             return kind
-    listed = known() if allow_all else ", ".join(kinds.KINDS)
+    names = list(kinds.KINDS)
+    listed = known() if allow_all else ", ".join(names[:-1]) + f" or {names[-1]}"
     raise CLIError(f"unknown kind {text!r}: use {listed}")
 
 
