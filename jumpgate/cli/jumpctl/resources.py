@@ -36,7 +36,8 @@ def register(sub: Any) -> None:
     create = sub.add_parser(
         "create",
         help="create resources from a YAML file (-f: replace them)",
-        epilog="kinds: role, user, lock; several documents per file, separated by ---",
+        epilog="kinds: role, user, lock; several documents per file, separated by ---; "
+        "a user's status is the platform's and is ignored",
     )
     create.add_argument("file", metavar="FILE", help="YAML documents, or - for stdin")
     create.add_argument(
