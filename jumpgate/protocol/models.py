@@ -190,7 +190,7 @@ class UserInfo(_Model):
     status: Literal["invited", "active", "locked"]
     created: datetime
     lock: str | None = None
-    revision: str = ""  # for UserUpdateRequest.revision (jumpctl edit); "" if not known
+    revision: str = ""  # the record's revision: an update naming it is refused if it moved on
 
 
 class UserList(_Model):
