@@ -110,8 +110,8 @@ def test_a_role_and_a_user_from_yaml_confine_the_user(
     assert as_json["spec"] == {"roles": ["staging"], "traits": {"logins": [LOGIN]}}
     table = admin.ok("jumpctl", "get", "roles", "--format", "text").out
     assert [line.split()[0] for line in table.splitlines()[2:]] == [
-        "admin",
         "access",
+        "admin",
         "auditor",
         "staging",
     ]
@@ -133,7 +133,10 @@ def test_a_role_and_a_user_from_yaml_confine_the_user(
     # a good edit is sent
     good = _editor(tmp_path, "good-editor", "sed -i 's/env: staging/env: [staging, qa]/' \"$1\"\n")
     assert _editing(site, good, "role/staging") == (0, "Role 'staging' updated.\n", "")
-    assert "    env:\n    - staging\n    - qa\n" in admin.ok("jumpctl", "get", "role/staging").out
+    assert (
+        "      env:\n      - staging\n      - qa\n"
+        in admin.ok("jumpctl", "get", "role/staging").out
+    )
     # someone else changes the role while it is open: the edit is refused, theirs stays
     theirs = shown.replace("staging servers only", "changed meanwhile")
     (tmp_path / "theirs.yaml").write_text(theirs)
@@ -158,7 +161,7 @@ def test_a_role_and_a_user_from_yaml_confine_the_user(
     )
     assert _editing(site, more, "user/carol") == (0, "User 'carol' updated.\n", "")
     assert admin.ok("jumpctl", "get", "user/carol", "--format", "json").json()["spec"] == {
-        "roles": ["staging", "auditor"],
+        "roles": ["auditor", "staging"],  # the platform keeps them sorted
         "traits": {"logins": [LOGIN, "deploy"]},
     }
 
