@@ -186,6 +186,9 @@ def _state(admin: Shell) -> str:
 def test_bad_input_is_one_line_and_changes_nothing(site: Site, tmp_path: Path) -> None:
     admin = site.admin
     admin.ok("jumpctl", "users", "add", "bob", "--logins", "ubuntu")
+    oncall = "kind: role\nversion: v1\nmetadata: {name: oncall}\n"
+    admin.ok("jumpctl", "create", "-", stdin=oncall)
+    admin.ok("jumpctl", "users", "add", "dan", "--roles", "oncall,access")
     before = _state(admin)
     good = "kind: role\nversion: v1\nmetadata: {name: good}\n"
 
@@ -232,9 +235,9 @@ def test_bad_input_is_one_line_and_changes_nothing(site: Site, tmp_path: Path) -
         (
             create(
                 "user.yaml",
-                good + "---\nkind: user\nmetadata: {name: dan}\nspec: {roles: [nosuch]}\n",
+                good + "---\nkind: user\nmetadata: {name: erin}\nspec: {roles: [nosuch]}\n",
             ),
-            f"jumpctl: error: {tmp_path / 'user.yaml'}: document 2 (user 'dan'): spec.roles[0]: "
+            f"jumpctl: error: {tmp_path / 'user.yaml'}: document 2 (user 'erin'): spec.roles[0]: "
             "no role 'nosuch' in this cluster: write it in the file or create it first "
             "(jumpctl get roles lists them)",
         ),
@@ -249,15 +252,29 @@ def test_bad_input_is_one_line_and_changes_nothing(site: Site, tmp_path: Path) -
     ]
     for said, expected in cases:
         assert said == expected
-    # the platform's refusals: one line, from the platform
-    for argv, words in [
-        (("rm", "role/access"), "access"),
-        (("users", "update", "bob", "--set-roles", "nosuch"), "nosuch"),
-        (("users", "add", "dan", "--roles", "nosuch"), "nosuch"),
-        (("create", "-"), "node"),
+    # the platform's refusals: one line each
+    nosuch = (
+        "jumpctl: error: role 'nosuch' not found: create it first (jumpctl create -f FILE) "
+        "or see jumpctl get roles"
+    )
+    for argv, message in [
+        (
+            ("rm", "role/access"),
+            "jumpctl: error: role 'access' is a preset and cannot be removed: change it with "
+            "jumpctl edit role/access",
+        ),
+        (
+            ("rm", "role/oncall"),
+            "jumpctl: error: role 'oncall' is held by dan: take it from them first "
+            "(jumpctl users update NAME --set-roles ...)",
+        ),
+        (("users", "update", "bob", "--set-roles", "nosuch"), nosuch),
+        (("users", "add", "erin", "--roles", "nosuch"), nosuch),
     ]:
-        stdin = "kind: node\nmetadata: {name: web-1}\n" if argv[-1] == "-" else None
-        said = admin.fails("jumpctl", *argv, stdin=stdin)
-        assert said.startswith("jumpctl: error: ")
-        assert words in said
+        assert admin.fails("jumpctl", *argv) == message
+    node = "kind: node\nmetadata: {name: web-1}\n"
+    assert admin.fails("jumpctl", "create", "-", stdin=node) == (
+        "jumpctl: error: stdin: document 1 (node 'web-1'): nodes are not made from documents: "
+        "use jumpctl nodes add"
+    )
     assert _state(admin) == before
