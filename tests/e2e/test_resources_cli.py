@@ -160,6 +160,19 @@ def test_a_role_and_a_user_from_yaml_confine_the_user(
         tmp_path, "user-editor", "sed -i 's/^  - staging$/  - staging\\n  - auditor/' \"$1\"\n"
     )
     assert _editing(site, more, "user/carol") == (0, "User 'carol' updated.\n", "")
+    # a user changed while open: refused too
+    racing_user = _editor(
+        tmp_path,
+        "racing-user-editor",
+        f"{BIN / 'jumpctl'} users update carol --set-roles staging,auditor,access >/dev/null\n"
+        "sed -i 's/^    - deploy$/    - ops/' \"$1\"\n",
+    )
+    code, _, err = _editing(site, racing_user, "user/carol")
+    assert code == 1
+    assert err.startswith(
+        "jumpctl: error: user 'carol' changed since you opened it: run jumpctl edit again"
+    ), err
+    admin.ok("jumpctl", "users", "update", "carol", "--set-roles", "staging,auditor")
     assert admin.ok("jumpctl", "get", "user/carol", "--format", "json").json()["spec"] == {
         "roles": ["auditor", "staging"],  # the platform keeps them sorted
         "traits": {"logins": [LOGIN, "deploy"]},
@@ -174,7 +187,21 @@ def test_a_role_and_a_user_from_yaml_confine_the_user(
         (lock_id[1], "carol")
     ]
     assert listed_locks[0]["spec"]["message"] == "incident 42"
+    everything = admin.ok("jumpctl", "get", "all").out
+    shown_kinds = re.findall(r"^kind: (\w+)$", everything, re.MULTILINE)
+    assert sorted(set(shown_kinds)) == ["lock", "node", "role", "token", "user"]
+    assert "Locks:\n" in admin.ok("jumpctl", "get", "all", "--format", "text").out
+    node = admin.ok("jumpctl", "get", "node/web-2", "--format", "json").json()
+    assert (node["metadata"]["name"], node["spec"]["labels"]) == ("web-2", {"env": "staging"})
     assert admin.ok("jumpctl", "rm", f"lock/{lock_id[1]}").out == f"Lock {lock_id[1]} removed.\n"
+    assert admin.ok("jumpctl", "get", "locks").out == ""
+    # users lock makes a user lock, which get shows and users unlock lifts
+    admin.ok("jumpctl", "users", "lock", "carol", "--message", "away")
+    listed_locks = admin.ok("jumpctl", "get", "locks", "--format", "json").json()
+    assert [(lk["spec"]["target"]["user"], lk["spec"]["message"]) for lk in listed_locks] == [
+        ("carol", "away")
+    ]
+    admin.ok("jumpctl", "users", "unlock", "carol")
     assert admin.ok("jumpctl", "get", "locks").out == ""
 
 
