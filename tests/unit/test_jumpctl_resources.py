@@ -98,6 +98,10 @@ def test_a_user_document_carries_roles_and_logins_and_its_status_is_ignored() ->
     assert USER.unchanged(info, other)  # status is the platform's: what is written is ignored
     more = resources.parse_all(BOB.replace("[ubuntu]", "[ubuntu, deploy]"), "f")[0].value
     assert not USER.unchanged(info, more)
+    held = info.model_copy(update={"roles": ["access", "staging"]})
+    swapped = resources.parse_all(BOB.replace("[staging]", "[staging, access]"), "f")[0].value
+    assert USER.unchanged(held, swapped)
+    assert not USER.unchanged(info, swapped)
 
 
 BAD = [
@@ -384,6 +388,28 @@ def test_a_resource_reference_is_kind_slash_name(text: str, message: str) -> Non
     with pytest.raises(CLIError) as refused:
         resources.reference("widgets", need_name=False)
     assert str(refused.value) == "unknown kind 'widgets': use role, user, token, node, lock or all"
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (
+            ["edit", "lock/l-1"],
+            "locks are not edited here: jumpctl edit takes role/NAME or user/NAME",
+        ),
+        (["edit", "role"], "name the resource: role/NAME (jumpctl get role lists them)"),
+        (["rm", "all"], "unknown kind 'all': use role, user, token, node or lock"),
+    ],
+    ids=["edit-a-lock", "edit-without-name", "rm-all"],
+)
+def test_what_cannot_be_edited_or_removed_is_refused_before_asking_anything(
+    argv: list[str], message: str
+) -> None:
+    args = parser().parse_args(argv)
+    # a client that reaches nothing: the refusal comes before any request
+    with Client("127.0.0.1:9", insecure=True) as client, pytest.raises(CLIError) as refused:
+        args.handler(Context(client, "127.0.0.1:9", True), args)
+    assert str(refused.value) == message
 
 
 def test_users_update_says_what_to_change_before_asking_anything() -> None:

@@ -279,7 +279,9 @@ class UserKind(Kind):
         ctx.client.send(calls.update_user(value.name, body))
 
     def unchanged(self, item: models.UserInfo, value: UserDocument) -> bool:
-        return (item.roles, item.logins) == (value.spec.roles, value.spec.traits.logins)
+        # the platform keeps a user's roles sorted: another order is no change
+        same_roles = sorted(item.roles) == sorted(value.spec.roles)
+        return same_roles and item.logins == value.spec.traits.logins
 
     def remove(self, client: Client, name: str) -> str:
         client.send(calls.remove_user(name))
