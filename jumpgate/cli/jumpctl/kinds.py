@@ -249,7 +249,7 @@ class UserKind(Kind):
         return item.revision
 
     def row(self, item: models.UserInfo) -> Row:
-        status = f"locked: {item.lock}" if item.lock else item.status
+        status = f"locked: {users.lock_shown(item.lock)}" if item.lock else item.status
         return (
             item.name,
             ",".join(item.roles),

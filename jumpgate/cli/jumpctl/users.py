@@ -128,7 +128,7 @@ def _ls(ctx: Context, args: argparse.Namespace) -> int:
                 u.name,
                 ",".join(u.roles),
                 ",".join(u.logins),
-                f"locked: {_lock_shown(u.lock)}" if u.lock else u.status,
+                f"locked: {lock_shown(u.lock)}" if u.lock else u.status,
                 output.when(u.created),
             )
             for u in users
@@ -140,7 +140,7 @@ def _ls(ctx: Context, args: argparse.Namespace) -> int:
 _UNTIL = re.compile(r"\(until (\d{4}-\d\d-\d\dT[0-9:.+\-]+)\)")
 
 
-def _lock_shown(lock: str) -> str:
+def lock_shown(lock: str) -> str:
     """The API's lock (``why (until <ISO 8601>)``) with its expiry as every other time is
     shown to people (``output.when``); ``--format json`` keeps the API's."""
     return _UNTIL.sub(lambda found: f"(until {output.when(found[1])})", lock)
@@ -155,7 +155,7 @@ def _rm(ctx: Context, args: argparse.Namespace) -> int:
 def _lock(ctx: Context, args: argparse.Namespace) -> int:
     body = models.UserLockRequest(message=args.message, ttl_seconds=args.ttl)
     answer = ctx.client.send(calls.lock_user(args.name, body))
-    print(f"User {args.name!r} locked: {_lock_shown(answer.lock or '')}.")
+    print(f"User {args.name!r} locked: {lock_shown(answer.lock or '')}.")
     print("Their API calls and new SSH connections are refused; jumpctl users unlock lifts it.")
     return 0
 
