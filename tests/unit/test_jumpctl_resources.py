@@ -171,6 +171,10 @@ BAD = [
         "f.yaml: line 3: not valid YAML (expected the node content, but found '<stream end>')",
     ),
     ("---\n---\n", "f.yaml: no documents in it: write one with kind, metadata and spec"),
+    (
+        STAGING.replace("  deny:", "  allow: {}\n  deny:"),
+        "f.yaml: line 9: not valid YAML (key 'allow' is written twice: keep one)",
+    ),
 ]
 
 
@@ -193,6 +197,7 @@ BAD = [
         "not-a-mapping",
         "not-yaml",
         "empty",
+        "key-twice",
     ],
 )
 def test_a_bad_document_is_one_line_naming_the_document_and_field(text: str, message: str) -> None:

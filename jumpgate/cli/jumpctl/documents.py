@@ -16,6 +16,24 @@ from jumpgate.cli.common.errors import CLIError
 SEPARATOR = "---\n"
 
 
+class _Loader(yaml.SafeLoader):
+    """YAML's safe subset, refusing a key written twice in one mapping (plain PyYAML keeps
+    the last, and the first is lost without a word)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if not isinstance(key, str | int | float | bool):
+                continue  # a key no document has: the model refuses it, by name
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} is written twice: keep one", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def dump(document: Mapping[str, Any]) -> str:
     """One document as canonical YAML."""
     return yaml.safe_dump(
@@ -38,7 +56,8 @@ def load_all(text: str, source: str) -> list[tuple[int, dict[str, Any]]]:
     found: list[tuple[int, dict[str, Any]]] = []
     number = 0
     try:
-        for number, document in enumerate(yaml.safe_load_all(text), start=1):
+        loaded = yaml.load_all(text, Loader=_Loader)
+        for number, document in enumerate(loaded, start=1):
             if document is None:
                 continue
             if not isinstance(document, dict):
