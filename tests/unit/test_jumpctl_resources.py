@@ -75,6 +75,10 @@ def test_canonical_yaml_round_trips_byte_for_byte() -> None:
     read = resources.parse_all(written, "presets.yaml")
     assert [p.name for p in read] == list(PRESETS)
     assert documents.dump_all(ROLE.document(p.value) for p in read) == written
+    long = STAGING.replace("name: staging", "name: staging\n  description: " + "word " * 80)
+    once = documents.dump(ROLE.document(resources.parse_all(long, "f")[0].value))
+    assert "  description: " + "word " * 79 + "word\n" in once  # one line, never folded
+    assert documents.dump(ROLE.document(resources.parse_all(once, "f")[0].value)) == once
 
 
 def test_a_user_document_carries_roles_and_logins_and_its_status_is_ignored() -> None:
