@@ -137,6 +137,12 @@ def test_a_role_and_a_user_from_yaml_confine_the_user(
         "      env:\n      - staging\n      - qa\n"
         in admin.ok("jumpctl", "get", "role/staging").out
     )
+    # a preset is edited as any role (its revision is the platform's word for unchanged)
+    preset = _editor(
+        tmp_path, "preset-editor", "sed -i 's/^  description: .*/  description: ours now/' \"$1\"\n"
+    )
+    assert _editing(site, preset, "role/auditor") == (0, "Role 'auditor' updated.\n", "")
+    assert "  description: ours now\n" in admin.ok("jumpctl", "get", "role/auditor").out
     # someone else changes the role while it is open: the edit is refused, theirs stays
     theirs = shown.replace("staging servers only", "changed meanwhile")
     (tmp_path / "theirs.yaml").write_text(theirs)
