@@ -6,7 +6,17 @@ import sys
 from jumpgate.cli.common import version
 from jumpgate.cli.common.args import Parser
 from jumpgate.cli.common.run import run
-from jumpgate.cli.jumpctl import audit, context, recordings, status, tokens, users
+from jumpgate.cli.jumpctl import (
+    audit,
+    context,
+    edit,
+    locks,
+    recordings,
+    resources,
+    status,
+    tokens,
+    users,
+)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -14,7 +24,7 @@ def parser() -> argparse.ArgumentParser:
     top.add_argument("--auth-server", help="cluster address (default: your jump login profile)")
     top.add_argument("--insecure", action="store_true", help="accept a self-signed certificate")
     sub = top.add_subparsers(dest="command", required=True)
-    for group in (status, users, tokens, audit, recordings):
+    for group in (status, resources, edit, locks, users, tokens, audit, recordings):
         group.register(sub)
     version.register(top, sub)
     return top
