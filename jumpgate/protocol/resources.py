@@ -33,7 +33,8 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
-from jumpgate.protocol.durations import format_duration, parse_duration
+from jumpgate.protocol.durations import parse_duration
+from jumpgate.protocol.invalid import rule as said_as
 
 __all__ = [
     "MAX_SESSION_TTL",
@@ -130,6 +131,17 @@ def _check_login_or_trait(value: str) -> str:
     return value
 
 
+def _check_session_ttl(text: str) -> str:
+    if parse_duration(text) > MAX_SESSION_TTL:
+        hours = int(MAX_SESSION_TTL.total_seconds()) // 3600
+        raise ValueError(f"{text} is longer than {hours}h, the longest a certificate may live")
+    return text
+
+
+def _check_idle_timeout(text: str) -> str:
+    return text if text in ("", "0s") else check_duration(text)
+
+
 Name = Annotated[str, AfterValidator(_check_name)]
 LabelKey = Annotated[str, AfterValidator(_check_label_key)]
 
@@ -154,6 +166,12 @@ LoginOrTrait = Annotated[str, AfterValidator(_check_login_or_trait)]
 MAX_SESSION_TTL = timedelta(hours=30)
 """The longest ``max_session_ttl`` a role may give (Teleport's default); certificates are
 12 h unless a role allows longer and the login asks for it."""
+# One check each, so a wrong value is one error at its own key (not at ``options``, nor at
+# a branch of a union pydantic would name).
+SessionTTL = Annotated[DurationText, AfterValidator(_check_session_ttl)]
+IdleTimeout = Annotated[str, Field(max_length=32), AfterValidator(_check_idle_timeout)]
+KindOrAll = Annotated[Kind | Literal["*"], said_as(f"'*' or a kind ({', '.join(Kind)})")]
+VerbOrAll = Annotated[Verb | Literal["*"], said_as(f"'*' or a verb ({', '.join(Verb)})")]
 
 
 class _Document(BaseModel):
@@ -173,11 +191,12 @@ class Metadata(_Document):
 class Rule(_Document):
     """Verbs over kinds of resource; ``*`` is every kind or every verb."""
 
-    resources: list[Kind | Literal["*"]] = Field(min_length=1, max_length=16)
-    verbs: list[Verb | Literal["*"]] = Field(min_length=1, max_length=8)
-    where: Literal["", "contains(session.participants, user.metadata.name)"] = Field(
-        default="", description="only the caller's own sessions"
-    )
+    resources: list[KindOrAll] = Field(min_length=1, max_length=16)
+    verbs: list[VerbOrAll] = Field(min_length=1, max_length=8)
+    where: Annotated[
+        Literal["", "contains(session.participants, user.metadata.name)"],
+        said_as(f"empty or {OWN_SESSIONS!r}"),
+    ] = Field(default="", description="only the caller's own sessions")
 
 
 class Conditions(_Document):
@@ -192,20 +211,11 @@ class RoleOptions(_Document):
     """What a certificate and a session get. Across roles the strictest wins, except
     ``forward_agent``, which any role can grant (as in Teleport)."""
 
-    max_session_ttl: DurationText = "12h"
+    max_session_ttl: SessionTTL = "12h"
     forward_agent: bool = False
     port_forwarding: bool = True
-    client_idle_timeout: DurationText | Literal["0s", ""] = ""
+    client_idle_timeout: IdleTimeout = ""  # "" or "0s": never
     disconnect_expired_cert: bool = False
-
-    @model_validator(mode="after")
-    def _within(self) -> "RoleOptions":
-        if parse_duration(self.max_session_ttl) > MAX_SESSION_TTL:
-            raise ValueError(
-                f"max_session_ttl {self.max_session_ttl} is longer than "
-                f"{format_duration(MAX_SESSION_TTL)}"
-            )
-        return self
 
 
 class RoleSpec(_Document):
