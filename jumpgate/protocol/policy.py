@@ -24,7 +24,7 @@ and, for regular expressions, one match each (``bench/access.py`` measures it).
 
 import fnmatch
 import re
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import lru_cache
@@ -157,34 +157,53 @@ def _value_matcher(value: str) -> re.Pattern[str] | None:
 
 
 class _Labels:
-    """A role's ``node_labels`` compiled: every key must match one of its values."""
+    """A role's ``node_labels`` compiled: every key must match one of its values. Per key:
+    whether ``*`` is among its values, its exact values as a set (a lookup, no expression),
+    and the expressions of its globs and regular expressions."""
 
     def __init__(self, labels: Mapping[str, str | list[str]]) -> None:
         self.empty = not labels
-        self._keys = [
-            (key, [_value_matcher(v) for v in ([values] if isinstance(values, str) else values)])
-            for key, values in labels.items()
-        ]
+        self._keys: list[tuple[str, bool, frozenset[str], tuple[re.Pattern[str], ...]]] = []
+        for key, given in labels.items():
+            values = [given] if isinstance(given, str) else given
+            matchers = [_value_matcher(v) for v in values]
+            exact = frozenset(v for v, m in zip(values, matchers, strict=True) if _is_exact(v))
+            patterns = tuple(
+                m for v, m in zip(values, matchers, strict=True) if m is not None and v not in exact
+            )
+            self._keys.append((key, None in matchers, exact, patterns))
+        # Every key must match, so the order is free: set lookups first, as most nodes a
+        # role does not reach fail there, before any expression runs.
+        self._keys.sort(key=lambda k: (k[0] == "*", k[1], len(k[3])))
 
     def match(self, labels: Mapping[str, str]) -> bool:
         if self.empty:
             return False
-        for key, matchers in self._keys:
+        for key, anything, exact, patterns in self._keys:
             if key == "*":
-                candidates: Iterable[str] = labels.values()
-                if any(m is None for m in matchers):
+                if anything:
                     continue  # '*': '*' is every node, labelled or not
-            else:
-                if key not in labels:
+                if not any(_value_matches(v, exact, patterns) for v in labels.values()):
                     return False
-                candidates = (labels[key],)
-            if not any(_matches(m, c) for m in matchers for c in candidates):
+                continue
+            value = labels.get(key)
+            if value is None:
+                return False
+            if not (anything or _value_matches(value, exact, patterns)):
                 return False
         return True
 
 
-def _matches(matcher: re.Pattern[str] | None, value: str) -> bool:
-    return matcher is None or matcher.match(value) is not None
+def _is_exact(value: str) -> bool:
+    return value != "*" and "*" not in value and not (value.startswith("^") and value.endswith("$"))
+
+
+def _value_matches(
+    value: str, exact: frozenset[str], patterns: tuple[re.Pattern[str], ...]
+) -> bool:
+    if value in exact:
+        return True
+    return any(pattern.match(value) is not None for pattern in patterns)
 
 
 def _rule_covers(rule: Rule, kind: Kind, verb: Verb) -> bool:
@@ -219,6 +238,9 @@ class AccessChecker:
             for role in self.roles
         ]
         self._denied_logins = frozenset().union(*(c.deny_logins for c in self._compiled))
+        # what a listing checks for each node, without the roles that cannot change it
+        self._deny_labels = [c.deny_labels for c in self._compiled if not c.deny_labels.empty]
+        self._allow_labels = [c.labels for c in self._compiled if not c.labels.empty]
         allowed = [login for c in self._compiled for login in sorted(c.logins)]
         self.logins = [
             login for login in dict.fromkeys(allowed) if login not in self._denied_logins
@@ -261,9 +283,10 @@ class AccessChecker:
 
     def visible(self, labels: Mapping[str, str]) -> bool:
         """Whether a listing shows the node: some role's labels match it and no role denies it."""
-        if any(c.deny_labels.match(labels) for c in self._compiled):
-            return False
-        return any(c.labels.match(labels) for c in self._compiled)
+        for deny in self._deny_labels:
+            if deny.match(labels):
+                return False
+        return any(allow.match(labels) for allow in self._allow_labels)
 
     # The API's rules
 

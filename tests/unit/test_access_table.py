@@ -402,3 +402,31 @@ def test_a_node_whose_only_allowed_login_is_denied_is_not_reachable_but_listed()
     assert checker.login_access("dev1", NODES["dev1"], "root").allowed is False
     assert checker.visible(NODES["dev1"]) is True
     assert checker.logins == []
+
+
+# One key's matcher (a list mixing every form) against one node's labels: shown or not.
+MATCHERS: dict[str, tuple[dict[str, Any], dict[str, str], bool]] = {
+    "list-exact": ({"env": ["prod", "stag*", "^qa-[0-9]+$"]}, {"env": "prod"}, True),
+    "list-glob": ({"env": ["prod", "stag*", "^qa-[0-9]+$"]}, {"env": "staging"}, True),
+    "list-regex": ({"env": ["prod", "stag*", "^qa-[0-9]+$"]}, {"env": "qa-12"}, True),
+    "list-none": ({"env": ["prod", "stag*", "^qa-[0-9]+$"]}, {"env": "qa-x"}, False),
+    "exact-not-prefix": ({"env": "prod"}, {"env": "production"}, False),
+    "exact-dot-literal": ({"host": "a.b"}, {"host": "axb"}, False),
+    "glob-whole-value": ({"host": "web-*"}, {"host": "my-web-1"}, False),
+    "regex-whole-value": ({"team": "^db-.*$"}, {"team": "xdb-1"}, False),
+    "star-key-exact": ({"*": "prod"}, {"env": "dev", "tier": "prod"}, True),
+    "star-key-none": ({"*": "prod"}, {"env": "dev"}, False),
+    "star-key-unlabelled": ({"*": "prod"}, {}, False),
+    "star-star-unlabelled": ({"*": "*"}, {}, True),
+    "key-star-needs-key": ({"env": "*"}, {"team": "x"}, False),
+    "key-star-any-value": ({"env": ["*", "never"]}, {"env": ""}, True),
+    "every-key": ({"env": "prod", "team": "db*"}, {"env": "prod", "team": "web"}, False),
+}
+
+
+@pytest.mark.parametrize(("node_labels", "labels", "shown"), MATCHERS.values(), ids=list(MATCHERS))
+def test_matcher_forms(node_labels: dict[str, Any], labels: dict[str, str], shown: bool) -> None:
+    allow = AccessChecker([_role("m", {"logins": ["x"], "node_labels": node_labels})], {})
+    deny = AccessChecker([ROLES["all"], _role("d", deny={"node_labels": node_labels})], {})
+    assert allow.visible(labels) is shown
+    assert deny.visible(labels) is not shown  # the same matcher denies exactly those
