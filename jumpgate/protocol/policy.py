@@ -144,6 +144,11 @@ def lock_applies(target: LockTarget, subject: Subject) -> bool:
     return not (target.login and target.login != subject.login)
 
 
+MAX_MATCHED_VALUE = 256
+"""A node's label value longer than this (nodes report their own labels) is not run through
+globs and expressions, whose time can grow with it: it matches no allow and every deny."""
+
+
 @lru_cache(maxsize=4096)
 def _value_matcher(value: str) -> re.Pattern[str] | None:
     """``None`` for ``*``, else the compiled expression the value stands for."""
@@ -161,8 +166,9 @@ class _Labels:
     whether ``*`` is among its values, its exact values as a set (a lookup, no expression),
     and the expressions of its globs and regular expressions."""
 
-    def __init__(self, labels: Mapping[str, str | list[str]]) -> None:
+    def __init__(self, labels: Mapping[str, str | list[str]], *, deny: bool = False) -> None:
         self.empty = not labels
+        self._deny = deny
         self._keys: list[tuple[str, bool, frozenset[str], tuple[re.Pattern[str], ...]]] = []
         for key, given in labels.items():
             values = [given] if isinstance(given, str) else given
@@ -183,13 +189,13 @@ class _Labels:
             if key == "*":
                 if anything:
                     continue  # '*': '*' is every node, labelled or not
-                if not any(_value_matches(v, exact, patterns) for v in labels.values()):
+                if not any(_value_matches(v, exact, patterns, self._deny) for v in labels.values()):
                     return False
                 continue
             value = labels.get(key)
             if value is None:
                 return False
-            if not (anything or _value_matches(value, exact, patterns)):
+            if not (anything or _value_matches(value, exact, patterns, self._deny)):
                 return False
         return True
 
@@ -199,10 +205,14 @@ def _is_exact(value: str) -> bool:
 
 
 def _value_matches(
-    value: str, exact: frozenset[str], patterns: tuple[re.Pattern[str], ...]
+    value: str, exact: frozenset[str], patterns: tuple[re.Pattern[str], ...], deny: bool
 ) -> bool:
     if value in exact:
         return True
+    if not patterns:
+        return False
+    if len(value) > MAX_MATCHED_VALUE:
+        return deny  # not run: see MAX_MATCHED_VALUE
     return any(pattern.match(value) is not None for pattern in patterns)
 
 
@@ -232,7 +242,7 @@ class AccessChecker:
                 name=role.name,
                 logins=frozenset(expand_traits(role.spec.allow.logins, traits)),
                 labels=_Labels(role.spec.allow.node_labels),
-                deny_labels=_Labels(role.spec.deny.node_labels),
+                deny_labels=_Labels(role.spec.deny.node_labels, deny=True),
                 deny_logins=frozenset(expand_traits(role.spec.deny.logins, traits)),
             )
             for role in self.roles

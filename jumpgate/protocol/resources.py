@@ -26,10 +26,11 @@ A lock names at least one of user, role, node and login; a session matches when 
 field matches it.
 """
 
+import importlib
 import re
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
@@ -100,13 +101,63 @@ def _check_name(name: str) -> str:
     return name
 
 
+MAX_REPEATS = 3
+"""Repetitions one label expression may hold: Python's expressions backtrack, and four
+``\\w*`` in a row take seconds over a label of 256 characters."""
+_parser: Any = importlib.import_module("re._parser")  # the stdlib's own parser, untyped
+
+
+class _Backtracks(ValueError):
+    """An expression whose matching time can grow exponentially with the value."""
+
+
+def _repeats(items: Any, inside_repeat: bool) -> int:
+    """How many repetitions ``items`` (a parsed expression) holds; ``_Backtracks`` for a
+    repetition of something that repeats or branches, or a back-reference."""
+    count = 0
+    for op, arg in items:
+        if op in (_parser.MAX_REPEAT, _parser.MIN_REPEAT, _parser.POSSESSIVE_REPEAT):
+            _, most, body = arg
+            if most > 1:
+                if inside_repeat:
+                    raise _Backtracks
+                count += 1
+            count += _repeats(body, inside_repeat or most > 1)
+        elif op == _parser.BRANCH:
+            if inside_repeat:
+                raise _Backtracks
+            count += sum(_repeats(alternative, inside_repeat) for alternative in arg[1])
+        elif op == _parser.SUBPATTERN:
+            count += _repeats(arg[3], inside_repeat)
+        elif op in (_parser.ASSERT, _parser.ASSERT_NOT):
+            count += _repeats(arg[1], inside_repeat)
+        elif op == _parser.ATOMIC_GROUP:
+            count += _repeats(arg, inside_repeat)
+        elif op in (_parser.GROUPREF, _parser.GROUPREF_EXISTS):
+            raise _Backtracks
+    return count
+
+
 def check_label_value(value: str) -> str:
-    """A label matcher's value: ``*``, a glob, or a regular expression written ``^...$``."""
+    """A label matcher's value: ``*``, a glob, or a regular expression written ``^...$``
+    that matches in time proportional to the value (no repeated repetition or alternation,
+    no back-reference, at most ``MAX_REPEATS`` repetitions): one tenant's role must not
+    hold the workers that decide for every tenant."""
     if value.startswith("^") and value.endswith("$"):
         try:
+            repeats = _repeats(_parser.parse(value), False)
             re.compile(value)
         except re.error as exc:
             raise ValueError(f"{value!r} is not a valid regular expression ({exc})") from None
+        except _Backtracks:
+            raise ValueError(
+                f"{value!r} may take too long to match (a repetition of a repetition or of "
+                "alternatives, or a back-reference): write it without, e.g. ^(web|db)-[0-9]+$"
+            ) from None
+        if repeats > MAX_REPEATS:
+            raise ValueError(
+                f"{value!r} has {repeats} repetitions: use at most {MAX_REPEATS} in one expression"
+            )
     return value
 
 

@@ -2,6 +2,7 @@
 through ``protocol.policy`` (the one evaluation the API, the proxy and the node share), then
 principals, options, the API's rules and which locks stop whom."""
 
+import time
 from datetime import timedelta
 from typing import Any
 
@@ -430,3 +431,31 @@ def test_matcher_forms(node_labels: dict[str, Any], labels: dict[str, str], show
     deny = AccessChecker([ROLES["all"], _role("d", deny={"node_labels": node_labels})], {})
     assert allow.visible(labels) is shown
     assert deny.visible(labels) is not shown  # the same matcher denies exactly those
+
+
+def test_an_over_long_label_value_is_not_run_through_expressions() -> None:
+    """A node reports its own labels; one value of thousands of characters run through
+    ``^.*-.*-.*x$`` would hold the shared worker deciding for every tenant. Past
+    ``MAX_MATCHED_VALUE`` characters, expressions and globs are not run: such a value
+    matches no allow (the node is not reached by it) and every deny (a node cannot slip
+    out of a deny by making its label long); exact values and ``*`` still apply."""
+    long = {"env": "a-" * 50_000}
+
+    def allowed_by(matcher: str) -> bool:
+        role = _role("r", {"logins": ["x"], "node_labels": {"env": matcher}})
+        return AccessChecker([role], {}).visible(long)
+
+    def denied_by(matcher: str) -> bool:
+        role = _role("d", deny={"node_labels": {"env": matcher}})
+        return not AccessChecker([ROLES["all"], role], {}).visible(long)
+
+    began = time.perf_counter()
+    assert allowed_by("^.*-.*-.*x$") is False
+    assert allowed_by("^a-.*$") is False
+    assert allowed_by("a-*") is False
+    assert denied_by("^.*-.*-.*x$") is True
+    assert denied_by("a-*") is True
+    assert time.perf_counter() - began < 0.5
+    assert allowed_by("*") is True
+    assert denied_by("prod") is False
+    assert denied_by("*") is True

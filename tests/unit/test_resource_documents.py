@@ -33,6 +33,32 @@ REFUSED: dict[str, tuple[type[BaseModel], dict[str, Any], str, str]] = {
         "spec.deny.node_labels.team",
         "not a valid regular expression",
     ),
+    # Python's expressions backtrack: these would hold a shared worker for minutes on a
+    # label value of 30 characters (Teleport's RE2 would not), so they are refused.
+    "regex nested repetition": (
+        Role,
+        _role({"allow": {"node_labels": {"env": "^(a+)+$"}}}),
+        "spec.allow.node_labels.env",
+        "may take too long to match",
+    ),
+    "regex repeated alternation": (
+        Role,
+        _role({"deny": {"node_labels": {"env": ["prod", "^(a|aa)*b$"]}}}),
+        "spec.deny.node_labels.env",
+        "may take too long to match",
+    ),
+    "regex back-reference": (
+        Role,
+        _role({"allow": {"node_labels": {"env": "^(a)\\1$"}}}),
+        "spec.allow.node_labels.env",
+        "may take too long to match",
+    ),
+    "regex four repetitions": (
+        Role,
+        _role({"allow": {"node_labels": {"env": "^\\w*\\w*\\w*\\w*x$"}}}),
+        "spec.allow.node_labels.env",
+        "at most 3",
+    ),
     "label value a number": (
         Role,
         _role({"allow": {"node_labels": {"env": 5}}}),
@@ -163,6 +189,18 @@ ACCEPTED = {
                 "rules": [{"resources": ["*"], "verbs": ["list", "read"]}],
             },
             "deny": {"logins": ["root"], "node_labels": {"secret": "yes"}},
+        }
+    ),
+    "regexes people write": _role(
+        {
+            "allow": {
+                "node_labels": {
+                    "team": "^(web|db)-[0-9]+$",
+                    "host": "^[a-z]{2,8}-[0-9]{1,3}\\.example\\.com$",
+                    "env": "^.*-.*-.*$",
+                    "os": "^(ubuntu|debian)?$",
+                }
+            }
         }
     ),
     "max_session_ttl exactly 30h": _role({"options": {"max_session_ttl": "30h"}}),
