@@ -4,8 +4,12 @@ A request is accepted when its certificate was signed by the addressed tenant's 
 is within its validity window, its signature over the request verifies with the certified
 key, its timestamp is within five minutes, its nonce was not seen before (for requests that
 change state), and the user still exists (the same user, not a later namesake) and is not
-locked by an admin. The last check is made on every request, so removing or locking a user
-takes effect on their next call; the proxy asks the same of every new SSH connection.
+locked by an admin, nor stopped by a lock naming the user, their id or one of their roles.
+The last check is made on every request, so removing or locking a user takes effect on their
+next call; the proxy asks the same of every new SSH connection.
+
+What the caller may then do is their roles' rules, read on every request too: each route
+names the kind and verb it needs (``Identity.authorize``).
 """
 
 import re
@@ -28,12 +32,14 @@ from jumpgate.control_plane.errors import (
     CertificateExpired,
     Unauthenticated,
 )
+from jumpgate.control_plane.roles import RoleService
 from jumpgate.control_plane.store import Store
 from jumpgate.control_plane.store.base import KeyExists
 from jumpgate.control_plane.users import UserService
 from jumpgate.protocol import certs, signing
 from jumpgate.protocol.durations import format_duration
-from jumpgate.protocol.models import Role
+from jumpgate.protocol.policy import AccessChecker
+from jumpgate.protocol.resources import Kind, Verb
 
 _NONCE = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -41,19 +47,28 @@ _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 @dataclass(frozen=True)
 class Identity:
-    """An authenticated caller, with roles as the store has them now."""
+    """An authenticated caller, with roles as the store has them now (read on every
+    request, so a role change or a role taken away applies to the next call)."""
 
     tenant: str
     user: str
     roles: list[str]
     logins: list[str]
+    checker: AccessChecker
 
-    def require(self, role: Role) -> None:
-        """Refuse the call unless the caller holds ``role``."""
-        if role.value not in self.roles:
+    def authorize(self, kind: Kind, verb: Verb, *, own: bool = False) -> None:
+        """Refuse the call unless a rule of the caller's roles allows ``verb`` over ``kind``
+        (``own``: the resource is the caller's own session) and none denies it."""
+        if not self.checker.allows(kind, verb, own=own):
             raise AccessDenied(
-                f"user {self.user!r} lacks the {role.value} role for this: ask a tenant admin"
+                f"user {self.user!r} may not {verb.value} {kind.value}: ask a tenant admin"
             )
+
+    def authorize_some(self, kind: Kind, verb: Verb) -> None:
+        """As ``authorize``, passing when the rules allow at least the caller's own (a
+        listing then shows only those)."""
+        if not self.checker.allows_some(kind, verb):
+            self.authorize(kind, verb)
 
 
 @dataclass(frozen=True)
@@ -72,12 +87,18 @@ class Authenticator:
     """Turns signed requests into identities; see the module docstring."""
 
     def __init__(
-        self, store: Store, clock: Clock, authorities: Authorities, users: UserService
+        self,
+        store: Store,
+        clock: Clock,
+        authorities: Authorities,
+        users: UserService,
+        roles: RoleService,
     ) -> None:
         self._store = store
         self._clock = clock
         self._authorities = authorities
         self._users = users
+        self._roles = roles
 
     def authenticate(self, tenant: str, request: Request) -> Identity:
         headers = request.headers
@@ -104,7 +125,8 @@ class Authenticator:
         self._check_signature(tenant, cert, request, signature, now)
         user_id = extensions.get(certs.EXT_USER_ID.encode(), b"").decode()
         record = self._users.check_access(tenant, user, user_id)
-        return Identity(tenant, record.name, record.roles, record.logins)
+        checker = self._roles.checker(tenant, record)
+        return Identity(tenant, record.name, record.roles, record.logins, checker)
 
     @staticmethod
     def _check_validity(cert: SSHCertificate, now: datetime) -> None:

@@ -12,10 +12,11 @@ for the issuing target); asyncssh and OpenSSH accept them.
 import base64
 import dataclasses
 import functools
+import json
 import secrets
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -102,8 +103,15 @@ class CertificateAuthority:
         logins: Sequence[str],
         now: datetime,
         ttl: timedelta,
+        traits: Mapping[str, Sequence[str]] | None = None,
+        port_forwarding: bool = True,
+        agent_forwarding: bool = True,
     ) -> tuple[str, datetime]:
         """An SSH user certificate and its expiry.
+
+        ``logins`` are the principals (what the roles grant); the permit extensions follow
+        the roles' options. The traits and the expiry are repeated as extensions so a node
+        can decide again from the certificate alone (docs/decisions/0034).
 
         A certificate with no principals is valid for *every* login in OpenSSH, so a user
         without logins gets a placeholder principal that matches none.
@@ -111,6 +119,12 @@ class CertificateAuthority:
         assert self.kind == "user"
         principals = list(logins) or [f"-jumpgate-nologin-{secrets.token_hex(8)}"]
         valid_before = (now + ttl).replace(microsecond=0)
+        permits = {certs.PERMIT_PTY: ""}
+        if agent_forwarding:
+            permits[certs.PERMIT_AGENT_FORWARDING] = ""
+        if port_forwarding:
+            permits[certs.PERMIT_PORT_FORWARDING] = ""
+        shown_traits = {name: list(values) for name, values in (traits or {}).items()}
         certificate = self._signer.certify(
             public_key,
             cert_type=CertType.USER,
@@ -119,13 +133,13 @@ class CertificateAuthority:
             valid_after=int((now - BACKDATE).timestamp()),
             valid_before=int(valid_before.timestamp()),
             extensions={
-                certs.PERMIT_AGENT_FORWARDING: "",
-                certs.PERMIT_PORT_FORWARDING: "",
-                certs.PERMIT_PTY: "",
+                **permits,
                 certs.EXT_USER: user,
                 certs.EXT_USER_ID: user_id,
                 certs.EXT_ROLES: ",".join(roles),
                 certs.EXT_TENANT: tenant,
+                certs.EXT_TRAITS: json.dumps(shown_traits, separators=(",", ":")),
+                certs.EXT_VALID_BEFORE: str(int(valid_before.timestamp())),
             },
         )
         return certificate, valid_before

@@ -6,7 +6,12 @@ Rules a person would expect from a bastion:
 - a one-time code works once: its TOTP time step must be newer than the last one used,
   recorded by compare-and-swap so two concurrent logins cannot both spend it;
 - an unknown user costs one bcrypt check like a known one, so timing tells nothing;
-- the certificate lives at most 12 h (or the requested shorter TTL).
+- the certificate lives 12 h, or the TTL asked for, and never longer than the user's roles'
+  ``max_session_ttl`` (a longer request is capped, as Teleport does; the answer says until
+  when);
+- its principals are the logins the roles grant (``{{internal.logins}}`` from the user's
+  ``logins`` trait) minus those any role denies, and it permits port and agent forwarding
+  only as the roles' options say.
 """
 
 import hmac
@@ -26,11 +31,13 @@ from jumpgate.control_plane.errors import (
     UserLocked,
 )
 from jumpgate.control_plane.records import UserRecord
+from jumpgate.control_plane.roles import RoleService
 from jumpgate.control_plane.secrets import SecretBox
 from jumpgate.control_plane.store import Store
 from jumpgate.control_plane.users import UserService, check_password, decoy_hash, totp_context
 from jumpgate.protocol import certs
 from jumpgate.protocol.durations import format_duration
+from jumpgate.protocol.policy import traits_of
 
 MAX_FAILED_LOGINS = 5
 LOCK_DURATION = timedelta(minutes=30)
@@ -46,7 +53,7 @@ class Certificate:
 
     user: str
     roles: list[str]
-    logins: list[str]
+    logins: list[str]  # the certificate's principals: what the roles grant
     certificate: str
     valid_before: datetime
 
@@ -61,12 +68,14 @@ class LoginService:
         clock: Clock,
         authorities: Authorities,
         users: UserService,
+        roles: RoleService,
     ) -> None:
         self._store = store
         self._box = box
         self._clock = clock
         self._authorities = authorities
         self._users = users
+        self._roles = roles
         # Checked against when the user is unknown, so failure costs the same either way.
         self._decoy_hash = decoy_hash(users.bcrypt_rounds)
 
@@ -92,9 +101,9 @@ class LoginService:
         if record.locked(now):
             assert record.locked_until is not None
             raise UserLocked(_locked_message(record.locked_until - now))
-        message = record.access_lock(now)
-        if message is not None:
-            raise UserLocked(f"user {user!r} is locked ({message}): ask a tenant admin")
+        refusal = self._users.stopped(tenant, record)
+        if refusal is not None:
+            raise UserLocked(refusal)
         step = self._check_credentials(tenant, record, password, otp, now)
         record = self._spend(tenant, user, step)
         return self.issue(tenant, record, key, ttl=ttl, now=now)
@@ -110,18 +119,22 @@ class LoginService:
     ) -> Certificate:
         """Certify ``key`` for a user whose credentials were verified (the issuing path)."""
         authority = self._authorities.get(tenant, "user")
-        cert_ttl = min(ttl or MAX_CERT_TTL, MAX_CERT_TTL)
+        checker = self._roles.checker(tenant, record)
+        cert_ttl = min(ttl or MAX_CERT_TTL, checker.max_session_ttl)
         certificate, valid_before = authority.sign_user(
             key,
             tenant=tenant,
             user=record.name,
             user_id=record.id,
             roles=record.roles,
-            logins=record.logins,
+            logins=checker.logins,
             now=now,
             ttl=cert_ttl,
+            traits=traits_of(record.logins),
+            port_forwarding=checker.port_forwarding,
+            agent_forwarding=checker.forward_agent,
         )
-        return Certificate(record.name, record.roles, record.logins, certificate, valid_before)
+        return Certificate(record.name, record.roles, checker.logins, certificate, valid_before)
 
     def _check_credentials(
         self, tenant: str, record: UserRecord, password: str, otp: str, now: datetime

@@ -73,9 +73,13 @@ class ControlPlane:
         self.clock = clock or SystemClock()
         self.audit = Auditor(audit, self.clock, sinks=sinks, retention=retention)
         self.authorities = Authorities(store, box)
-        self.users = UserService(store, box, self.clock, bcrypt_rounds=self.settings.bcrypt_rounds)
+        self.roles = RoleService(store)
+        self.locks = LockService(store, self.clock)
+        self.users = UserService(
+            store, box, self.clock, self.locks, bcrypt_rounds=self.settings.bcrypt_rounds
+        )
         self.tenants = TenantService(store, box, self.clock, self.authorities, self.users)
-        self.login = LoginService(store, box, self.clock, self.authorities, self.users)
+        self.login = LoginService(store, box, self.clock, self.authorities, self.users, self.roles)
         self.tokens = TokenService(
             store,
             box,
@@ -84,11 +88,9 @@ class ControlPlane:
             self.settings.static_tokens,
             public_addr=self.settings.public_addr,
         )
-        self.authn = Authenticator(store, self.clock, self.authorities, self.users)
+        self.authn = Authenticator(store, self.clock, self.authorities, self.users, self.roles)
         self.nodes = NodeService(store, self.clock, gone_after=self.settings.node_gone_after)
         self.proxies = ProxyAuthority(store, box, self.clock)
-        self.roles = RoleService(store)
-        self.locks = LockService(store, self.clock)
         self.recordings = RecordingService(
             store, box, self.clock, recordings, self.audit, grace=self.settings.recording_grace
         )

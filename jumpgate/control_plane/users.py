@@ -6,13 +6,15 @@ master key before it is stored.
 
 ``check_access`` is the one rule for a certificate already issued, asked by the API on every
 request and by the proxy on every new SSH connection: the user must still exist as the same
-user (a namesake added later has another id) and not be locked by an admin.
+user (a namesake added later has another id) and not be locked by an admin (a lock resource
+naming the user, their id or one of their roles, or the record's own lock from before locks
+were resources).
 """
 
 import base64
 import hashlib
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
@@ -23,18 +25,22 @@ from jumpgate.control_plane import keys, records
 from jumpgate.control_plane.clock import Clock
 from jumpgate.control_plane.errors import (
     AlreadyExists,
+    Conflict,
     InvalidRequest,
     InviteInvalid,
     NotFound,
     Unauthenticated,
     UserLocked,
 )
+from jumpgate.control_plane.locks import LockService, message_of
 from jumpgate.control_plane.records import InviteRecord, UserRecord
 from jumpgate.control_plane.secrets import SecretBox
 from jumpgate.control_plane.store import CompareAndSwap, Create, Delete, Store
-from jumpgate.control_plane.store.base import AtomicWriteFailed, KeyNotFound
+from jumpgate.control_plane.store.base import AtomicWriteFailed, KeyNotFound, RevisionMismatch
 from jumpgate.protocol.durations import format_duration
 from jumpgate.protocol.names import check_login, check_user_name
+from jumpgate.protocol.policy import Subject, lock_applies
+from jumpgate.protocol.resources import Lock
 
 BCRYPT_ROUNDS = 10
 """bcrypt cost: about 60 ms a check on one core here; see docs/decisions/0002."""
@@ -102,11 +108,18 @@ class UserService:
     """A tenant's users."""
 
     def __init__(
-        self, store: Store, box: SecretBox, clock: Clock, *, bcrypt_rounds: int = BCRYPT_ROUNDS
+        self,
+        store: Store,
+        box: SecretBox,
+        clock: Clock,
+        locks: LockService,
+        *,
+        bcrypt_rounds: int = BCRYPT_ROUNDS,
     ) -> None:
         self._store = store
         self._box = box
         self._clock = clock
+        self._locks = locks
         self.bcrypt_rounds = bcrypt_rounds
 
     def add(
@@ -174,6 +187,41 @@ class UserService:
         assert updated is not None
         return updated
 
+    def change(
+        self,
+        tenant: str,
+        name: str,
+        *,
+        roles: Sequence[str] | None = None,
+        logins: Sequence[str] | None = None,
+        revision: str = "",
+    ) -> tuple[UserRecord, str]:
+        """Set the user's roles or logins (what is None is kept) and say the new revision;
+        with ``revision``, only if the stored record is still that one (``Conflict`` if
+        not, so an edit made on an old read never overwrites a newer change)."""
+        for login in logins or ():
+            check_login(login)
+        key = keys.user(name)
+        for _ in range(records.CAS_ATTEMPTS):
+            record, current = self.get(tenant, name)
+            if revision and revision != current:
+                raise _changed(name)
+            updated = replace(
+                record,
+                roles=sorted(set(roles)) if roles is not None else record.roles,
+                logins=list(dict.fromkeys(logins)) if logins is not None else record.logins,
+            )
+            try:
+                item = self._store.compare_and_swap(
+                    tenant, key, updated.to_bytes(), revision=current
+                )
+            except (RevisionMismatch, KeyNotFound):
+                if revision:
+                    raise _changed(name) from None
+                continue
+            return updated, item.revision
+        raise Conflict(f"user {name!r} is being changed by someone else: try again")
+
     def lock(
         self, tenant: str, name: str, *, message: str, ttl: timedelta | None = None
     ) -> UserRecord:
@@ -208,10 +256,31 @@ class UserService:
             raise Unauthenticated(
                 f"certificate was issued to an earlier user {name!r}: run jump login"
             )
+        refusal = self.stopped(tenant, record)
+        if refusal is not None:
+            raise UserLocked(refusal)
+        return record
+
+    def stopped(self, tenant: str, record: UserRecord) -> str | None:
+        """Why ``record``'s user may use neither the API nor new connections now (an admin's
+        lock on the record, from before lock resources, or a lock naming the user, their id
+        or one of their roles), else None."""
         message = record.access_lock(self._clock.now())
         if message is not None:
-            raise UserLocked(f"user {name!r} is locked ({message}): ask a tenant admin")
-        return record
+            return f"user {record.name!r} is locked ({message}): ask a tenant admin"
+        lock = self.lock_of(tenant, record)
+        return message_of(lock) if lock is not None else None
+
+    def lock_of(
+        self, tenant: str, record: UserRecord, among: Iterable[Lock] | None = None
+    ) -> Lock | None:
+        """The first lock in force (of ``among``, else the tenant's) that stops the user's
+        API calls: one with no node or login."""
+        subject = Subject(user=record.name, user_id=record.id, roles=record.roles)
+        for lock in self._locks.list(tenant) if among is None else among:
+            if lock_applies(lock.spec.target, subject):
+                return lock
+        return None
 
     def remove(self, tenant: str, name: str) -> None:
         """Delete the user and any pending invite; their certificates stop working at once."""
@@ -261,6 +330,13 @@ class UserService:
             raise InviteInvalid("invite token was used already: run jump login") from exc
         uri = pyotp.TOTP(secret).provisioning_uri(name=user.name, issuer_name=f"Jumpgate {tenant}")
         return Enrolment(user.name, secret, uri)
+
+
+def _changed(name: str) -> Conflict:
+    return Conflict(
+        f"user {name!r} changed since you read it: read it again "
+        f"(jumpctl get user/{name}) and make your change there"
+    )
 
 
 def totp_context(tenant: str, user: str) -> str:

@@ -190,6 +190,7 @@ class UserInfo(_Model):
     status: Literal["invited", "active", "locked"]
     created: datetime
     lock: str | None = None
+    revision: str = ""  # the record's revision: an update naming it is refused if it moved on
 
 
 class UserList(_Model):

@@ -99,7 +99,7 @@ def test_operator_admin_and_user_flow(cluster: Cluster, tmp_path: Path) -> None:
     )
     assert "Logged in as: bob" in engineer.ok("jump", "status").out
     refused = engineer.fails("jumpctl", "users", "ls")
-    assert refused == "jumpctl: error: user 'bob' lacks the admin role for this: ask a tenant admin"
+    assert refused == "jumpctl: error: user 'bob' may not list user: ask a tenant admin"
 
     locked = admin.ok("jumpctl", "users", "lock", "bob", "--ttl", "5m").out
     shown = r"\(until \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC\)"

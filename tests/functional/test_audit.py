@@ -83,7 +83,9 @@ def test_failed_logins_joins_and_admin_actions_are_recorded(platform: Platform) 
         ("user.create", "J1002I"),
         ("user.signup", "J1009W"),
         ("user.lock", "J1006I"),
+        ("lock.created", "J9013I"),  # the user lock is a lock resource
         ("user.delete", "J1004I"),
+        ("lock.created", "J9013I"),  # ends whatever the removed user has open
     ]
     failed, created, join, refused = events[:4]
     bad_signup = events[5]
@@ -96,8 +98,18 @@ def test_failed_logins_joins_and_admin_actions_are_recorded(platform: Platform) 
     assert join["server_id"] == joined.body["host_id"]
     assert refused["error"].startswith("join token not recognised")
     assert all(token not in str(e) for e in events)  # never the secret itself
-    assert events[-1]["user"] == "alice"
-    assert events[-1]["name"] == "bob"
+    deleted = events[-2]
+    assert deleted["user"] == "alice"
+    assert deleted["name"] == "bob"
+    user_lock, removal_lock = events[-3], events[-1]
+    assert (user_lock["user"], user_lock["target_user"], user_lock["message"]) == (
+        "alice",
+        "bob",
+        "gone",
+    )
+    assert (removal_lock["user"], removal_lock["target_user"]) == ("alice", "bob")
+    assert removal_lock["target_user_id"]
+    assert removal_lock["message"] == "user 'bob' was removed"
 
 
 def test_search_filters_pages_and_time_range(platform: Platform) -> None:
@@ -150,7 +162,7 @@ def test_only_a_tenants_admins_search_its_log(platform: Platform) -> None:
     platform.login(bob)
     refused = _search(platform, bob)
     assert refused.status == 403
-    assert refused.detail == "user 'bob' lacks the admin role for this: ask a tenant admin"
+    assert refused.detail == "user 'bob' may not list event: ask a tenant admin"
     cross = platform.call("GET", "/v1/audit/events", session=globex, tenant="acme")
     assert cross.status == 401
 

@@ -31,7 +31,13 @@ BODIES: dict[tuple[str, str], Any] = {
     ("POST", "/v1/users"): {"name": "mallory", "roles": ["admin"], "logins": ["root"]},
     ("PUT", "/v1/users/{name}/lock"): {"message": "matrix", "ttl_seconds": 60},
     ("PUT", "/v1/settings/recording"): {"mode": "off", "record_exec": False},
+    ("PUT", "/v1/users/{name}"): {"roles": ["auditor"]},
+    ("POST", "/v1/roles"): {"metadata": {"name": "planted"}},
+    ("PUT", "/v1/roles/{name}"): {"metadata": {"name": "ops"}},
+    ("POST", "/v1/locks"): {"target": {"user": "bob"}, "message": "matrix"},
 }
+ROLE, LOCK = "/v1/roles/{name}", "/v1/locks/{name}"
+"""Routes whose ``{name}`` is a role's or a lock's, not a user's."""
 
 
 def _routes(platform: Platform, admin: Session) -> list[tuple[str, str]]:
@@ -55,8 +61,14 @@ def matrix(platform: Platform) -> tuple[Platform, Session, Session, dict[str, st
     assert token.status == 201, token.body
     bob = {"name": "bob", "roles": ["access"], "logins": ["root"]}
     assert platform.call("POST", "/v1/users", bob, session=alice).status == 201
+    ops = {"metadata": {"name": "ops"}, "spec": {"allow": {"logins": ["root"]}}}
+    assert platform.call("POST", "/v1/roles", ops, session=alice).status == 201
+    lock = platform.call("POST", "/v1/locks", {"target": {"role": "ops"}}, session=alice)
+    assert lock.status == 201, lock.body
     values = {
         "name": "bob",
+        "role": "ops",
+        "lock": lock.body["metadata"]["name"],
         "token": token.body["token"],
         "session_id": _upload(platform, "acme", "alice", [b"secret output"])[0],
         "index": "1",
@@ -67,7 +79,8 @@ def matrix(platform: Platform) -> tuple[Platform, Session, Session, dict[str, st
 def _call(
     platform: Platform, method: str, route: str, values: dict[str, str], session: Session
 ) -> int:
-    path = re.sub(r"\{(\w+)\}", lambda m: values[m.group(1)], route)
+    named = {ROLE: {"name": values["role"]}, LOCK: {"name": values["lock"]}}.get(route, {})
+    path = re.sub(r"\{(\w+)\}", lambda m: {**values, **named}[m.group(1)], route)
     body = BODIES.get((method, route))
     return platform.call(method, path, body, tenant="acme", session=session).status
 
@@ -83,3 +96,24 @@ def test_every_route_refuses_another_tenants_credentials(
     # the control: the tenant's own admin is authenticated on every one of them
     own = {route: _call(platform, *route, values, alice) for route in routes}
     assert {route: status for route, status in own.items() if status in (401, 403)} == {}
+
+
+def test_another_tenants_roles_and_locks_are_neither_seen_nor_touched(
+    matrix: tuple[Platform, Session, Session, dict[str, str]],
+) -> None:
+    """Mallory, admin of globex, addressing her own tenant with acme's role and lock names."""
+    platform, alice, mallory, values = matrix
+    role, lock = values["role"], values["lock"]
+    own = {"tenant": "globex", "session": mallory}
+    assert platform.call("GET", f"/v1/roles/{role}", **own).status == 404
+    assert platform.call("DELETE", f"/v1/roles/{role}", **own).status == 404
+    assert platform.call("DELETE", f"/v1/locks/{lock}", **own).status == 404
+    roles = platform.call("GET", "/v1/roles", **own).body["roles"]
+    assert role not in {r["metadata"]["name"] for r in roles}
+    assert platform.call("GET", "/v1/locks", **own).body["locks"] == []
+    for path in ("/v1/roles", "/v1/locks"):
+        assert "acme" not in str(platform.call("GET", path, **own).body)
+    # acme's own are untouched
+    assert platform.call("GET", f"/v1/roles/{role}", session=alice).status == 200
+    locks = platform.call("GET", "/v1/locks", session=alice).body["locks"]
+    assert [item["metadata"]["name"] for item in locks] == [lock]

@@ -47,7 +47,11 @@ def _session_auth(platform: Platform, session: Session) -> dict[str, Any]:
 def test_locked_user_is_refused_everywhere_until_unlocked(platform: Platform) -> None:
     admin = platform.admin_session()
     bob = _bob(platform, admin)
-    assert _session_auth(platform, bob) == {"node_refused": None, "user_refused": None}
+    assert _session_auth(platform, bob) == {
+        "node_refused": None,
+        "user_refused": None,
+        "access_refused": None,
+    }
     locked = platform.call(
         "PUT", "/v1/users/bob/lock", {"message": "laptop  stolen"}, session=admin
     )

@@ -154,7 +154,10 @@ def test_other_tenants_and_other_users_see_nothing(platform: Platform) -> None:
             assert "see jump recordings ls" in answer.detail
     foreign = platform.call("POST", f"/v1/recordings/{sid}/verify", session=theirs, tenant="globex")
     assert foreign.status == 404
-    assert platform.call("POST", f"/v1/recordings/{sid}/verify", session=bob).status == 403
+    # verifying is reading (session read): bob may read only his own, and is not told
+    # another's exists
+    assert platform.call("POST", f"/v1/recordings/{sid}/verify", session=bob).status == 404
+    assert platform.call("POST", f"/v1/recordings/{bobs}/verify", session=bob).status == 200
     listed = platform.call("GET", "/v1/recordings", session=theirs, tenant="globex")
     assert listed.body["recordings"] == []
     searched = platform.call(

@@ -4,6 +4,14 @@ Each route parses and validates (pydantic models from ``protocol``), resolves th
 from the ``Host`` the caller addressed, authenticates where needed, calls one domain service
 and maps the result. Requests are checked for size and content type before routing, and
 every error leaves as problem+json through ``problems``.
+
+Every route past login names the kind and verb the caller's roles must allow
+(``Identity.authorize``; docs/decisions/0034): ``GET /v1/status`` only needs a caller.
+Recordings are the ``session`` kind: listing shows every recording when a rule allows it for
+all, else only the caller's own (a ``where`` rule); reading, fetching a part and verifying
+(a read that checks) another's, when only one's own is allowed, is "not found". How sessions
+are recorded is the ``settings`` kind. The routes of roles, locks and one user are declared
+in ``resources``.
 """
 
 import json
@@ -21,11 +29,11 @@ from pydantic import AfterValidator
 from jumpgate.control_plane import errors, keys
 from jumpgate.control_plane.audit.base import Query as AuditQuery
 from jumpgate.control_plane.authn import Identity, Request
-from jumpgate.control_plane.handlers import problems
+from jumpgate.control_plane.handlers import problems, resources
 from jumpgate.control_plane.handlers.resolver import ConcurrentResolver
+from jumpgate.control_plane.handlers.resources import check_roles_exist, lock_fields, user_info
 from jumpgate.control_plane.nodes import NodeView
 from jumpgate.control_plane.plane import ControlPlane
-from jumpgate.control_plane.records import UserRecord
 from jumpgate.protocol import certs, invalid, models, routes
 from jumpgate.protocol.audit import (
     DEFAULT_SEARCH_LIMIT,
@@ -33,9 +41,9 @@ from jumpgate.protocol.audit import (
     AuditPage,
     EventType,
 )
-from jumpgate.protocol.models import Role
 from jumpgate.protocol.names import tenant_from_host
 from jumpgate.protocol.problems import MAX_BODY_BYTES, ProblemType
+from jumpgate.protocol.resources import Kind, Verb
 from jumpgate.protocol.trust import NONCE_PATTERN, SignedTrust
 from jumpgate.protocol.version import PROTOCOL_VERSION, server_version
 
@@ -79,9 +87,10 @@ def build_app(plane: ControlPlane) -> ConcurrentResolver:
         )
         return plane.authn.authenticate(tenant, request)
 
-    def admin() -> Identity:
+    def allowed(kind: Kind, verb: Verb) -> Identity:
+        """The caller, if their roles allow ``verb`` over ``kind``."""
         identity = caller(addressed_tenant())
-        identity.require(Role.ADMIN)
+        identity.authorize(kind, verb)
         return identity
 
     def record(
@@ -208,7 +217,7 @@ def build_app(plane: ControlPlane) -> ConcurrentResolver:
         return models.LoginResponse(
             tenant=tenant,
             user=issued.user,
-            roles=[Role(r) for r in issued.roles],
+            roles=issued.roles,
             logins=issued.logins,
             certificate=issued.certificate,
             valid_before=issued.valid_before,
@@ -270,27 +279,37 @@ def build_app(plane: ControlPlane) -> ConcurrentResolver:
 
     @app.get(routes.NODES.path, summary="Nodes of the cluster, with labels and whether online")
     def list_nodes() -> models.NodeList:
-        tenant = addressed_tenant()
-        caller(tenant).require(Role.ACCESS)
-        return models.NodeList(nodes=[node_view(v) for v in plane.nodes.list(tenant)])
+        identity = allowed(Kind.NODE, Verb.LIST)
+        checker = identity.checker
+        return models.NodeList(
+            nodes=[
+                node_view(v)
+                for v in plane.nodes.list(identity.tenant)
+                if checker.visible(v.record.labels)
+            ]
+        )
 
     @app.delete(routes.NODE_REMOVE.path, status_code=204, summary="Remove a node (uuid or name)")
     def remove_node(name: Annotated[str, Path(max_length=253), AfterValidator(unquote)]) -> None:
-        identity = admin()
+        identity = allowed(Kind.NODE, Verb.DELETE)
         plane.nodes.remove(identity.tenant, name)
         record(EventType.NODE_DELETE, identity.tenant, identity, node=name)
 
     @app.get(routes.USERS.path, summary="Users of the cluster")
     def list_users() -> models.UserList:
-        identity = admin()
-        now = plane.clock.now()
+        identity = allowed(Kind.USER, Verb.LIST)
+        locks = plane.locks.list(identity.tenant)
         return models.UserList(
-            users=[_user_info(u, now) for u in plane.users.list(identity.tenant)]
+            users=[
+                user_info(plane, identity.tenant, u, locks=locks)
+                for u in plane.users.list(identity.tenant)
+            ]
         )
 
     @app.post(routes.USER_ADD.path, status_code=201, summary="Invite a user")
     def add_user(body: models.UserCreateRequest) -> models.UserCreated:
-        identity = admin()
+        identity = allowed(Kind.USER, Verb.CREATE)
+        check_roles_exist(plane, identity.tenant, body.roles)
         invite = plane.users.add(
             identity.tenant,
             body.name,
@@ -312,33 +331,19 @@ def build_app(plane: ControlPlane) -> ConcurrentResolver:
 
     @app.delete(routes.USER_REMOVE.path, status_code=204, summary="Remove a user")
     def remove_user(name: UserParam) -> None:
-        identity = admin()
+        identity = allowed(Kind.USER, Verb.DELETE)
         if name == identity.user:
             raise errors.InvalidRequest("you cannot remove yourself: ask another admin")
+        removed, _ = plane.users.get(identity.tenant, name)
         plane.users.remove(identity.tenant, name)
         record(EventType.USER_DELETE, identity.tenant, identity, name=name)
-
-    @app.put(routes.USER_LOCK.path, summary="Lock a user out of the API and of SSH")
-    def lock_user(name: UserParam, body: models.UserLockRequest) -> models.UserInfo:
-        identity = admin()
-        if name == identity.user:
-            raise errors.InvalidRequest("you cannot lock yourself: ask another admin")
-        ttl = timedelta(seconds=body.ttl_seconds) if body.ttl_seconds is not None else None
-        locked = plane.users.lock(identity.tenant, name, message=body.message, ttl=ttl)
-        info = _user_info(locked, plane.clock.now())
-        record(EventType.USER_LOCK, identity.tenant, identity, name=name, lock=info.lock)
-        return info
-
-    @app.delete(routes.USER_UNLOCK.path, summary="Unlock a user")
-    def unlock_user(name: UserParam) -> models.UserInfo:
-        identity = admin()
-        info = _user_info(plane.users.unlock(identity.tenant, name), plane.clock.now())
-        record(EventType.USER_UNLOCK, identity.tenant, identity, name=name)
-        return info
+        # ends the connections the removed user has open, wherever they are
+        lock = plane.locks.user_removed(identity.tenant, name, removed.id, by=identity.user)
+        record(EventType.LOCK_CREATED, identity.tenant, identity, **lock_fields(lock))
 
     @app.get(routes.TOKENS.path, summary="Join tokens")
     def list_tokens() -> models.TokenList:
-        identity = admin()
+        identity = allowed(Kind.TOKEN, Verb.LIST)
         return models.TokenList(
             tokens=[
                 models.TokenInfo(
@@ -353,7 +358,7 @@ def build_app(plane: ControlPlane) -> ConcurrentResolver:
 
     @app.post(routes.TOKEN_ADD.path, status_code=201, summary="Issue a join token")
     def add_token(body: models.TokenCreateRequest) -> models.TokenCreated:
-        identity = admin()
+        identity = allowed(Kind.TOKEN, Verb.CREATE)
         token = plane.tokens.create(
             identity.tenant,
             system_roles=[r.value for r in body.roles],
@@ -381,7 +386,7 @@ def build_app(plane: ControlPlane) -> ConcurrentResolver:
     def remove_token(
         token: Annotated[str, Path(max_length=256), AfterValidator(unquote)],
     ) -> None:
-        identity = admin()
+        identity = allowed(Kind.TOKEN, Verb.DELETE)
         plane.tokens.remove(identity.tenant, token)
         record(EventType.TOKEN_DELETE, identity.tenant, identity, token_id=token_id(token))
 
@@ -395,7 +400,7 @@ def build_app(plane: ControlPlane) -> ConcurrentResolver:
         limit: Annotated[int, Query(ge=1, le=MAX_SEARCH_LIMIT)] = DEFAULT_SEARCH_LIMIT,
         cursor: Annotated[str | None, Query(max_length=512)] = None,
     ) -> AuditPage:
-        identity = admin()
+        identity = allowed(Kind.EVENT, Verb.LIST)
         now = plane.clock.now()
         query = AuditQuery(
             tenant=identity.tenant,
@@ -409,11 +414,13 @@ def build_app(plane: ControlPlane) -> ConcurrentResolver:
         return plane.audit.search(query, cursor)
 
     def reader(session_id: str) -> Identity:
-        """The caller, if they may see this recording: an admin, or the user it recorded.
-        Anyone else is told it does not exist (another user's sessions are not confirmed)."""
+        """The caller, if their roles let them read this recording (``session`` ``read``, for
+        every session or, by a ``where`` rule, their own). Anyone who may read only their own
+        is told another's does not exist (another user's sessions are not confirmed)."""
         identity = caller(addressed_tenant())
+        identity.authorize_some(Kind.SESSION, Verb.READ)
         meta = plane.recordings.recordings.get_meta(identity.tenant, session_id)
-        if Role.ADMIN.value not in identity.roles and meta.user != identity.user:
+        if not identity.checker.allows(Kind.SESSION, Verb.READ, own=meta.user == identity.user):
             raise errors.NotFound(
                 f"no recording {session_id} in cluster {identity.tenant!r}: see jump recordings ls"
             )
@@ -428,14 +435,15 @@ def build_app(plane: ControlPlane) -> ConcurrentResolver:
         cursor: Annotated[str | None, Query(max_length=512)] = None,
     ) -> models.RecordingList:
         identity = caller(addressed_tenant())
-        identity.require(Role.ACCESS)
+        identity.authorize_some(Kind.SESSION, Verb.LIST)
+        every = identity.checker.allows(Kind.SESSION, Verb.LIST)
         now = plane.clock.now()
         query = AuditQuery(
             tenant=identity.tenant,
             since=_aware(since) if since else now - timedelta(days=7),
             until=_aware(until) if until else now + timedelta(seconds=1),
             types=frozenset({EventType.SESSION_UPLOAD.value}),
-            user="" if Role.ADMIN.value in identity.roles else identity.user,
+            user="" if every else identity.user,
             newest_first=order == "desc",
             limit=limit,
         )
@@ -462,15 +470,15 @@ def build_app(plane: ControlPlane) -> ConcurrentResolver:
 
     @app.post(routes.RECORDING_VERIFY.path, summary="Check every part and the manifest")
     def verify_recording(session_id: SessionParam) -> models.RecordingVerdict:
-        return plane.recordings.verify(admin().tenant, session_id)
+        return plane.recordings.verify(reader(session_id).tenant, session_id)
 
     @app.get(routes.RECORDING_SETTINGS.path, summary="How the cluster records sessions")
     def get_recording_settings() -> models.RecordingSettings:
-        return plane.recordings.settings(admin().tenant)
+        return plane.recordings.settings(allowed(Kind.SETTINGS, Verb.READ).tenant)
 
     @app.put(routes.RECORDING_SETTINGS_SET.path, summary="Set how the cluster records sessions")
     def set_recording_settings(body: models.RecordingSettings) -> models.RecordingSettings:
-        identity = admin()
+        identity = allowed(Kind.SETTINGS, Verb.UPDATE)
         plane.recordings.set_settings(identity.tenant, body)
         record(
             EventType.RECORDING_SETTINGS,
@@ -481,6 +489,7 @@ def build_app(plane: ControlPlane) -> ConcurrentResolver:
         )
         return body
 
+    resources.register(app, plane, allowed=allowed, record=record)
     answer_problems(app)
 
     @app.not_found
@@ -524,26 +533,6 @@ def _aware(moment: datetime) -> datetime:
 def token_id(token: str) -> str:
     """What the audit log says of a join token: a digest prefix, never the secret."""
     return keys.digest(token)[:16]
-
-
-def _user_info(user: UserRecord, now: datetime) -> models.UserInfo:
-    message = user.access_lock(now)
-    if message is not None:
-        until = user.lock_expires.isoformat() if user.lock_expires else "unlocked"
-        lock: str | None = f"{message} (until {until})"
-    elif user.locked(now) and user.locked_until is not None:
-        lock = f"failed logins (until {user.locked_until.isoformat()})"
-    else:
-        lock = None
-    state = "locked" if lock else ("active" if user.password_hash else "invited")
-    return models.UserInfo(
-        name=user.name,
-        roles=[Role(r) for r in user.roles],
-        logins=user.logins,
-        status=state,
-        created=user.created,
-        lock=lock,
-    )
 
 
 def answer_problems(app: APIGatewayHttpResolver) -> None:
