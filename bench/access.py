@@ -69,6 +69,7 @@ def bench_roles() -> list[Role]:
                             "os": "ubuntu",
                             "tier": fifth[i],
                         },
+                        "rules": [{"resources": ["node"], "verbs": ["list", "read"]}],
                     },
                     "deny": {"logins": ["root"]},
                     "options": {"max_session_ttl": "8h"},
@@ -191,8 +192,6 @@ def member(plane: ControlPlane, name: str, roles: list[str]) -> Member:
 
 def control_plane_path(plane: ControlPlane, node: NodeRecord, calls: int) -> tuple[float, float]:
     """(a) through the control plane: microseconds per session-auth, without and with roles."""
-    for role in bench_roles():
-        plane.roles.create(TENANT, role)
     record, _, _ = member(plane, "carol", [r.name for r in bench_roles()])
     for target in bench_locks():
         plane.locks.create(TENANT, target)
@@ -241,10 +240,28 @@ def list_nodes_ms(plane: ControlPlane, who: Member, samples: int) -> tuple[float
     return statistics.median(took[1:]), shown  # the first warms the resolver
 
 
+EVERY_NODE = Role.model_validate(
+    {
+        "metadata": {"name": "zz-every-node"},  # a user's roles are checked in name order
+        "spec": {
+            "allow": {
+                "logins": ["{{internal.logins}}"],
+                "node_labels": {"*": "*"},
+                "rules": [{"resources": ["node"], "verbs": ["list"]}],
+            }
+        },
+    }
+)
+
+
 def listing(plane: ControlPlane, samples: int) -> None:
-    """(b): the listing for a user who sees every node and for one holding the 5 roles."""
+    """(b): the listing for a user holding the preset ``access`` (every node), for one
+    holding the 5 roles, and for one holding them and a last role reaching every node (the
+    same answer as ``access``, each node checked against the 5 roles first)."""
+    names = [r.name for r in bench_roles()]
     everyone = member(plane, "dave", ["access"])
-    restricted = member(plane, "erin", [r.name for r in bench_roles()])
+    restricted = member(plane, "erin", names)
+    widest = member(plane, "frank", [*names, EVERY_NODE.name])
     plain = list_nodes_ms(plane, everyone, samples)
     assert plain is not None
     plain_ms, plain_count = plain
@@ -257,20 +274,25 @@ def listing(plane: ControlPlane, samples: int) -> None:
     filter_ms = per_call_us(only_visible, calls=1, rounds=samples) / 1000
     visible = len(only_visible())
     print(f"(b) jump ls: GET /v1/nodes through the API handler, {len(views)} nodes")
-    print(f"  preset access (no filtering)       {plain_ms:8.1f} ms  {plain_count:>6} nodes")
-    print(f"  the filter alone (visible x {len(views)}) {filter_ms:8.1f} ms  {visible:>6} shown")
-    filtered = list_nodes_ms(plane, restricted, samples)
-    if filtered is None:
+    print(f"  preset access (every node)            {plain_ms:8.1f} ms  {plain_count:>6} nodes")
+    print(f"  the filter alone (visible x {len(views)})    {filter_ms:8.1f} ms  {visible:>6} shown")
+    filtered, every = (
+        list_nodes_ms(plane, restricted, samples),
+        list_nodes_ms(plane, widest, samples),
+    )
+    if filtered is None or every is None:
         print("  5 roles x 5 matchers: refused (this API lists nodes for the access role only);")
         ratio = (plain_ms + filter_ms) / plain_ms
         verdict = "meets" if ratio <= 1.2 else "MISSES"
         print(f"  listing + filter, estimated: {ratio:.2f}x ({verdict} target <= 1.2x)")
         return
-    roles_ms, roles_count = filtered
-    print(f"  5 roles x 5 matchers               {roles_ms:8.1f} ms  {roles_count:>6} nodes")
-    ratio = roles_ms / plain_ms
-    verdict = "meets" if ratio <= 1.2 else "MISSES"
-    print(f"  ratio {ratio:.2f}x ({verdict} target <= 1.2x)")
+    for label, (took, count) in (
+        ("5 roles x 5 matchers", filtered),
+        ("the 5 roles + one reaching every node", every),
+    ):
+        ratio = took / plain_ms
+        verdict = "meets" if ratio <= 1.2 else "MISSES"
+        print(f"  {label:<38}{took:8.1f} ms  {count:>6} nodes  {ratio:.2f}x ({verdict} <= 1.2x)")
 
 
 def main() -> int:
@@ -293,6 +315,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as directory:
         plane = open_plane(Path(directory))
         plane.tenants.create(TENANT, admin="admin", logins=["root"])
+        for role in [*bench_roles(), EVERY_NODE]:
+            plane.roles.create(TENANT, role)
         nodes = add_nodes(plane, args.nodes)
         path_calls = max(args.calls // 10, 50)
         today, with_roles = control_plane_path(plane, nodes[0], path_calls)

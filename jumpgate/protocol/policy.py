@@ -161,41 +161,67 @@ def _value_matcher(value: str) -> re.Pattern[str] | None:
     return re.compile(re.escape(value) + r"\Z")
 
 
+_Patterns = tuple[re.Pattern[str], ...]
+_SEEN_VALUES = 1024
+"""Label values whose outcome one key of one checker keeps."""
+
+
 class _Labels:
-    """A role's ``node_labels`` compiled: every key must match one of its values. Per key:
-    whether ``*`` is among its values, its exact values as a set (a lookup, no expression),
-    and the expressions of its globs and regular expressions."""
+    """A role's ``node_labels`` compiled: every key must match one of its values. The keys
+    are split by what checking them takes, cheapest first (the order is free, as every key
+    must match, and most nodes a role does not reach fail at a set lookup): keys with only
+    exact values (one lookup), keys with ``*`` among their values (only present), keys
+    with globs or expressions, and the key ``*``."""
 
     def __init__(self, labels: Mapping[str, str | list[str]], *, deny: bool = False) -> None:
         self.empty = not labels
         self._deny = deny
-        self._keys: list[tuple[str, bool, frozenset[str], tuple[re.Pattern[str], ...]]] = []
+        self._exact_only: list[tuple[str, frozenset[str]]] = []
+        self._present: list[str] = []
+        # with, per key, what its values gave: a listing meets the same few values (env,
+        # region, team) on thousands of nodes; bounded, as some labels are unique per node
+        self._patterned: list[tuple[str, frozenset[str], _Patterns, dict[str, bool]]] = []
+        self._any_key: list[tuple[frozenset[str], _Patterns]] = []
         for key, given in labels.items():
             values = [given] if isinstance(given, str) else given
-            matchers = [_value_matcher(v) for v in values]
-            exact = frozenset(v for v, m in zip(values, matchers, strict=True) if _is_exact(v))
+            anything = "*" in values
+            exact = frozenset(v for v in values if _is_exact(v))
             patterns = tuple(
-                m for v, m in zip(values, matchers, strict=True) if m is not None and v not in exact
+                m for v in values if (m := _value_matcher(v)) is not None and v not in exact
             )
-            self._keys.append((key, None in matchers, exact, patterns))
-        # Every key must match, so the order is free: set lookups first, as most nodes a
-        # role does not reach fail there, before any expression runs.
-        self._keys.sort(key=lambda k: (k[0] == "*", k[1], len(k[3])))
+            if key == "*":
+                if not anything:  # '*': '*' is every node, labelled or not
+                    self._any_key.append((exact, patterns))
+            elif anything:
+                self._present.append(key)
+            elif patterns:
+                self._patterned.append((key, exact, patterns, {}))
+            else:
+                self._exact_only.append((key, exact))
 
     def match(self, labels: Mapping[str, str]) -> bool:
         if self.empty:
             return False
-        for key, anything, exact, patterns in self._keys:
-            if key == "*":
-                if anything:
-                    continue  # '*': '*' is every node, labelled or not
-                if not any(_value_matches(v, exact, patterns, self._deny) for v in labels.values()):
-                    return False
-                continue
-            value = labels.get(key)
+        get = labels.get
+        for key, exact in self._exact_only:
+            if get(key) not in exact:
+                return False
+        for key in self._present:
+            if key not in labels:
+                return False
+        for key, exact, patterns, seen in self._patterned:
+            value = get(key)
             if value is None:
                 return False
-            if not (anything or _value_matches(value, exact, patterns, self._deny)):
+            matched = seen.get(value)
+            if matched is None:
+                matched = _value_matches(value, exact, patterns, self._deny)
+                if len(seen) < _SEEN_VALUES and len(value) <= MAX_MATCHED_VALUE:
+                    seen[value] = matched
+            if not matched:
+                return False
+        for exact, patterns in self._any_key:
+            if not any(_value_matches(v, exact, patterns, self._deny) for v in labels.values()):
                 return False
         return True
 

@@ -459,3 +459,15 @@ def test_an_over_long_label_value_is_not_run_through_expressions() -> None:
     assert allowed_by("*") is True
     assert denied_by("prod") is False
     assert denied_by("*") is True
+
+
+@pytest.mark.parametrize("roles", ROLE_SETS, ids=ROLE_SETS)
+def test_one_checker_answers_the_whole_table_twice(roles: str) -> None:
+    """A listing asks one checker about thousands of nodes, which keeps what each label
+    value gave: the answers stay those of the table, in any order, any number of times."""
+    checker = _checker(roles)
+    rows = [(node, expected) for r, node, expected in ROWS if r == roles]
+    for node, expected in [*rows, *reversed(rows)]:
+        assert checker.visible(NODES[node]) is expected["ls"]
+        for login in LOGINS:
+            assert checker.login_access(node, NODES[node], login).allowed is expected[login]
