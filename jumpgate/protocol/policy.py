@@ -226,6 +226,17 @@ class _Labels:
         return True
 
 
+def _labels_of(labels: Mapping[str, str | list[str]], *, deny: bool) -> _Labels:
+    """``labels`` compiled, once for every checker of every role that writes the same."""
+    items = tuple((k, v if isinstance(v, str) else tuple(v)) for k, v in labels.items())
+    return _compiled_labels(items, deny)
+
+
+@lru_cache(maxsize=1024)
+def _compiled_labels(items: tuple[tuple[str, str | tuple[str, ...]], ...], deny: bool) -> _Labels:
+    return _Labels({k: v if isinstance(v, str) else list(v) for k, v in items}, deny=deny)
+
+
 def _is_exact(value: str) -> bool:
     return value != "*" and "*" not in value and not (value.startswith("^") and value.endswith("$"))
 
@@ -267,8 +278,8 @@ class AccessChecker:
             _Compiled(
                 name=role.name,
                 logins=frozenset(expand_traits(role.spec.allow.logins, traits)),
-                labels=_Labels(role.spec.allow.node_labels),
-                deny_labels=_Labels(role.spec.deny.node_labels, deny=True),
+                labels=_labels_of(role.spec.allow.node_labels, deny=False),
+                deny_labels=_labels_of(role.spec.deny.node_labels, deny=True),
                 deny_logins=frozenset(expand_traits(role.spec.deny.logins, traits)),
             )
             for role in self.roles
