@@ -68,8 +68,9 @@ KEY = "ssh-ed25519 " + "A" * 68
         ),
         (
             models.UserCreateRequest,
-            {"name": "bob", "roles": ["bogus"]},
-            "roles[0]: 'bogus' is not admin or access",
+            {"name": "bob", "roles": ["Bogus!"]},  # a name: which roles exist is the plane's
+            "roles[0]: 'Bogus!' is not a valid name: use lowercase letters, digits and . _ @ + -,"
+            " at most 63",
         ),
         (
             models.UserCreateRequest,
