@@ -163,7 +163,7 @@ def _value_matcher(value: str) -> re.Pattern[str] | None:
 
 _Patterns = tuple[re.Pattern[str], ...]
 _SEEN_VALUES = 1024
-"""Label values whose outcome one key of one checker keeps."""
+"""Label values whose outcome one key of one checker keeps (a checker lives one request)."""
 
 
 class _Labels:
@@ -199,6 +199,16 @@ class _Labels:
             else:
                 self._exact_only.append((key, exact))
 
+    def fresh(self) -> "_Labels":
+        """The same compiled matchers, with nothing kept yet: what label values gave is
+        kept per checker (one request), so it never outgrows one listing."""
+        copy = object.__new__(_Labels)
+        copy.__dict__.update(self.__dict__)
+        copy._patterned = [
+            (key, exact, patterns, {}) for key, exact, patterns, _ in self._patterned
+        ]
+        return copy
+
     def match(self, labels: Mapping[str, str]) -> bool:
         if self.empty:
             return False
@@ -229,7 +239,7 @@ class _Labels:
 def _labels_of(labels: Mapping[str, str | list[str]], *, deny: bool) -> _Labels:
     """``labels`` compiled, once for every checker of every role that writes the same."""
     items = tuple((k, v if isinstance(v, str) else tuple(v)) for k, v in labels.items())
-    return _compiled_labels(items, deny)
+    return _compiled_labels(items, deny).fresh()
 
 
 @lru_cache(maxsize=1024)
