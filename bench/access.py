@@ -318,7 +318,7 @@ def main() -> int:
     )
     parser.add_argument("--calls", type=int, default=2000, help="decisions a round (7 rounds)")
     parser.add_argument("--nodes", type=int, default=10_000)
-    parser.add_argument("--samples", type=int, default=5, help="listings each way")
+    parser.add_argument("--samples", type=int, default=9, help="listings each way")
     args = parser.parse_args()
 
     without, decide = decision_in_process(args.calls)
