@@ -174,3 +174,25 @@ def test_every_route_answers_each_role_as_its_rules_say(platform: Platform, call
             assert answer.detail.startswith(f"user '{session.user}' may not "), answer.detail
             assert "\n" not in answer.detail
     assert surprises == []
+
+
+@pytest.mark.parametrize(
+    ("role", "listed"),
+    [("access", ["own"]), ("auditor", ["other", "own"]), ("admin", ["other", "own"])],
+    ids=["access-own-only", "auditor-all", "admin-all"],
+)
+def test_recordings_list_shows_only_the_callers_own_unless_allowed_for_all(
+    platform: Platform, role: str, listed: list[str]
+) -> None:
+    platform.admin_session()
+    caller = _user(platform, "caller", [role])
+    ids = {
+        "own": _upload(platform, "acme", "caller", [b"mine\n"])[0],
+        "other": _upload(platform, "acme", "alice", [b"hers\n"])[0],
+    }
+    rows = platform.call("GET", "/v1/recordings", session=caller).body["recordings"]
+    assert sorted(
+        rows_id for rows_id in ids if ids[rows_id] in {r["session_id"] for r in rows}
+    ) == (listed)
+    other = platform.call("GET", f"/v1/recordings/{ids['other']}", session=caller)
+    assert other.status == (200 if "other" in listed else 404)

@@ -49,8 +49,9 @@ def check_roles_exist(plane: ControlPlane, tenant: str, names: Sequence[str]) ->
     missing = plane.roles.missing(tenant, names)
     if missing:
         shown = ", ".join(repr(name) for name in missing)
+        noun = "role" if len(missing) == 1 else "roles"
         raise errors.InvalidRequest(
-            f"role {shown} not found: create it first (jumpctl create -f FILE) "
+            f"{noun} {shown} not found: create it first (jumpctl create -f FILE) "
             "or see jumpctl get roles"
         )
 
