@@ -119,6 +119,7 @@ bench: venv system-deps
 	$(BIN)/python -m bench.agent_memory
 	$(BIN)/python -m bench.coldstart
 	$(BIN)/python -m bench.handlers
+	$(BIN)/python -m bench.access
 
 clean:
 	rm -rf $(VENV) $(CFN_VENV) $(CDK_VENV) build infra/cdk/cdk.out .mypy_cache .ruff_cache .pytest_cache $(DATA_DIR)

@@ -19,6 +19,7 @@ import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import lru_cache
 
 from jumpgate.control_plane import keys
 from jumpgate.control_plane.clock import Clock
@@ -41,6 +42,12 @@ class TenantLock:
 def message_of(lock: Lock) -> str:
     """What a stopped user reads (``policy.lock_message``: the proxy and node say the same)."""
     return lock_message(lock)
+
+
+@lru_cache(maxsize=4096)
+def _lock_of(raw: bytes) -> Lock:
+    """A stored lock, parsed once: proxies read every lock each second."""
+    return Lock.model_validate_json(raw)
 
 
 class LockService:
@@ -97,7 +104,7 @@ class LockService:
     def list(self, tenant: str) -> list[Lock]:
         """The tenant's locks in force, oldest expiry last."""
         return self._alive(
-            Lock.model_validate_json(item.value)
+            _lock_of(item.value)
             for item in self._store.list_all(PLATFORM, keys.tenant_locks(tenant))
         )
 
@@ -124,7 +131,7 @@ class LockService:
         found = []
         for item in self._store.list_all(PLATFORM, keys.LOCKS):
             tenant = item.key.removeprefix(keys.LOCKS).split("/", 1)[0]
-            found.append(TenantLock(tenant, Lock.model_validate_json(item.value)))
+            found.append(TenantLock(tenant, _lock_of(item.value)))
         now = self._clock.now()
         return [t for t in found if t.lock.spec.expires is None or t.lock.spec.expires > now]
 

@@ -14,6 +14,7 @@ has moved on, so two admins' edits never silently overwrite each other.
 import builtins
 import secrets
 from collections.abc import Iterable, Sequence
+from functools import lru_cache
 
 from jumpgate.control_plane import keys
 from jumpgate.control_plane.errors import AlreadyExists, Conflict, InvalidRequest, NotFound
@@ -31,7 +32,10 @@ def _stored(role: Role) -> bytes:
     return _with_revision(role, "").model_dump_json().encode()
 
 
+@lru_cache(maxsize=1024)
 def _read(raw: bytes, revision: str) -> Role:
+    """The stored document as a role (parsed once per content and revision: a session's
+    check reads a user's roles each time, and validating them is most of its cost)."""
     return _with_revision(Role.model_validate_json(raw), revision)
 
 
@@ -39,6 +43,9 @@ def _with_revision(role: Role, revision: str) -> Role:
     return role.model_copy(
         update={"metadata": role.metadata.model_copy(update={"revision": revision})}
     )
+
+
+_PRESETS_ANSWERED = {name: _with_revision(role, PRESET_REVISION) for name, role in PRESETS.items()}
 
 
 class RoleService:
@@ -63,10 +70,10 @@ class RoleService:
         try:
             item = self._store.get(tenant, keys.role(name))
         except KeyNotFound:
-            preset = PRESETS.get(name)
+            preset = _PRESETS_ANSWERED.get(name)
             if preset is None:
                 raise NotFound(f"role {name!r} not found: see jumpctl get roles") from None
-            return _with_revision(preset, PRESET_REVISION)
+            return preset
         return _read(item.value, item.revision)
 
     def list(self, tenant: str) -> list[Role]:
@@ -77,8 +84,8 @@ class RoleService:
                 _read(i.value, i.revision) for i in self._store.list_all(tenant, keys.ROLES)
             )
         }
-        for name, preset in PRESETS.items():
-            stored.setdefault(name, _with_revision(preset, PRESET_REVISION))
+        for name, preset in _PRESETS_ANSWERED.items():
+            stored.setdefault(name, preset)
         return [stored[name] for name in sorted(stored)]
 
     def resolve(self, tenant: str, names: Iterable[str]) -> builtins.list[Role]:

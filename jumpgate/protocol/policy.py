@@ -24,7 +24,7 @@ and, for regular expressions, one match each (``bench/access.py`` measures it).
 
 import fnmatch
 import re
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import lru_cache
@@ -162,6 +162,11 @@ def lock_message(lock: Lock) -> str:
     return f"{who} is locked ({because}): ask a tenant admin"
 
 
+MAX_MATCHED_VALUE = 256
+"""A node's label value longer than this (nodes report their own labels) is not run through
+globs and expressions, whose time can grow with it: it matches no allow and every deny."""
+
+
 @lru_cache(maxsize=4096)
 def _value_matcher(value: str) -> re.Pattern[str] | None:
     """``None`` for ``*``, else the compiled expression the value stands for."""
@@ -174,35 +179,106 @@ def _value_matcher(value: str) -> re.Pattern[str] | None:
     return re.compile(re.escape(value) + r"\Z")
 
 
-class _Labels:
-    """A role's ``node_labels`` compiled: every key must match one of its values."""
+_Patterns = tuple[re.Pattern[str], ...]
+_SEEN_VALUES = 1024
+"""Label values whose outcome one key of one checker keeps (a checker lives one request)."""
 
-    def __init__(self, labels: Mapping[str, str | list[str]]) -> None:
+
+class _Labels:
+    """A role's ``node_labels`` compiled: every key must match one of its values. The keys
+    are split by what checking them takes, cheapest first (the order is free, as every key
+    must match, and most nodes a role does not reach fail at a set lookup): keys with only
+    exact values (one lookup), keys with ``*`` among their values (only present), keys
+    with globs or expressions, and the key ``*``."""
+
+    def __init__(self, labels: Mapping[str, str | list[str]], *, deny: bool = False) -> None:
         self.empty = not labels
-        self._keys = [
-            (key, [_value_matcher(v) for v in ([values] if isinstance(values, str) else values)])
-            for key, values in labels.items()
+        self._deny = deny
+        self._exact_only: list[tuple[str, frozenset[str]]] = []
+        self._present: list[str] = []
+        # with, per key, what its values gave: a listing meets the same few values (env,
+        # region, team) on thousands of nodes; bounded, as some labels are unique per node
+        self._patterned: list[tuple[str, frozenset[str], _Patterns, dict[str, bool]]] = []
+        self._any_key: list[tuple[frozenset[str], _Patterns]] = []
+        for key, given in labels.items():
+            values = [given] if isinstance(given, str) else given
+            anything = "*" in values
+            exact = frozenset(v for v in values if _is_exact(v))
+            patterns = tuple(
+                m for v in values if (m := _value_matcher(v)) is not None and v not in exact
+            )
+            if key == "*":
+                if not anything:  # '*': '*' is every node, labelled or not
+                    self._any_key.append((exact, patterns))
+            elif anything:
+                self._present.append(key)
+            elif patterns:
+                self._patterned.append((key, exact, patterns, {}))
+            else:
+                self._exact_only.append((key, exact))
+
+    def fresh(self) -> "_Labels":
+        """The same compiled matchers, with nothing kept yet: what label values gave is
+        kept per checker (one request), so it never outgrows one listing."""
+        copy = object.__new__(_Labels)
+        copy.__dict__.update(self.__dict__)
+        copy._patterned = [
+            (key, exact, patterns, {}) for key, exact, patterns, _ in self._patterned
         ]
+        return copy
 
     def match(self, labels: Mapping[str, str]) -> bool:
         if self.empty:
             return False
-        for key, matchers in self._keys:
-            if key == "*":
-                candidates: Iterable[str] = labels.values()
-                if any(m is None for m in matchers):
-                    continue  # '*': '*' is every node, labelled or not
-            else:
-                if key not in labels:
-                    return False
-                candidates = (labels[key],)
-            if not any(_matches(m, c) for m in matchers for c in candidates):
+        get = labels.get
+        for key, exact in self._exact_only:
+            if get(key) not in exact:
+                return False
+        for key in self._present:
+            if key not in labels:
+                return False
+        for key, exact, patterns, seen in self._patterned:
+            value = get(key)
+            if value is None:
+                return False
+            matched = seen.get(value)
+            if matched is None:
+                matched = _value_matches(value, exact, patterns, self._deny)
+                if len(seen) < _SEEN_VALUES and len(value) <= MAX_MATCHED_VALUE:
+                    seen[value] = matched
+            if not matched:
+                return False
+        for exact, patterns in self._any_key:
+            if not any(_value_matches(v, exact, patterns, self._deny) for v in labels.values()):
                 return False
         return True
 
 
-def _matches(matcher: re.Pattern[str] | None, value: str) -> bool:
-    return matcher is None or matcher.match(value) is not None
+def _labels_of(labels: Mapping[str, str | list[str]], *, deny: bool) -> _Labels:
+    """``labels`` compiled, once for every checker of every role that writes the same."""
+    items = tuple((k, v if isinstance(v, str) else tuple(v)) for k, v in labels.items())
+    return _compiled_labels(items, deny).fresh()
+
+
+@lru_cache(maxsize=1024)
+def _compiled_labels(items: tuple[tuple[str, str | tuple[str, ...]], ...], deny: bool) -> _Labels:
+    return _Labels({k: v if isinstance(v, str) else list(v) for k, v in items}, deny=deny)
+
+
+def _is_exact(value: str) -> bool:
+    return value != "*" and "*" not in value and not (value.startswith("^") and value.endswith("$"))
+
+
+def _value_matches(
+    value: str, exact: frozenset[str], patterns: tuple[re.Pattern[str], ...], deny: bool
+) -> bool:
+    if value in exact:
+        return True
+    if not patterns:
+        return False
+    if len(value) > MAX_MATCHED_VALUE:
+        return deny  # not run: see MAX_MATCHED_VALUE
+    return any(pattern.match(value) is not None for pattern in patterns)
 
 
 def _rule_covers(rule: Rule, kind: Kind, verb: Verb) -> bool:
@@ -230,13 +306,16 @@ class AccessChecker:
             _Compiled(
                 name=role.name,
                 logins=frozenset(expand_traits(role.spec.allow.logins, traits)),
-                labels=_Labels(role.spec.allow.node_labels),
-                deny_labels=_Labels(role.spec.deny.node_labels),
+                labels=_labels_of(role.spec.allow.node_labels, deny=False),
+                deny_labels=_labels_of(role.spec.deny.node_labels, deny=True),
                 deny_logins=frozenset(expand_traits(role.spec.deny.logins, traits)),
             )
             for role in self.roles
         ]
         self._denied_logins = frozenset().union(*(c.deny_logins for c in self._compiled))
+        # what a listing checks for each node, without the roles that cannot change it
+        self._deny_labels = [c.deny_labels for c in self._compiled if not c.deny_labels.empty]
+        self._allow_labels = [c.labels for c in self._compiled if not c.labels.empty]
         allowed = [login for c in self._compiled for login in sorted(c.logins)]
         self.logins = [
             login for login in dict.fromkeys(allowed) if login not in self._denied_logins
@@ -279,9 +358,10 @@ class AccessChecker:
 
     def visible(self, labels: Mapping[str, str]) -> bool:
         """Whether a listing shows the node: some role's labels match it and no role denies it."""
-        if any(c.deny_labels.match(labels) for c in self._compiled):
-            return False
-        return any(c.labels.match(labels) for c in self._compiled)
+        for deny in self._deny_labels:
+            if deny.match(labels):
+                return False
+        return any(allow.match(labels) for allow in self._allow_labels)
 
     # The API's rules
 

@@ -26,14 +26,16 @@ A lock names at least one of user, role, node and login; a session matches when 
 field matches it.
 """
 
+import importlib
 import re
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
-from jumpgate.protocol.durations import format_duration, parse_duration
+from jumpgate.protocol.durations import parse_duration
+from jumpgate.protocol.invalid import rule as said_as
 
 __all__ = [
     "MAX_SESSION_TTL",
@@ -99,13 +101,63 @@ def _check_name(name: str) -> str:
     return name
 
 
+MAX_REPEATS = 3
+"""Repetitions one label expression may hold: Python's expressions backtrack, and four
+``\\w*`` in a row take seconds over a label of 256 characters."""
+_parser: Any = importlib.import_module("re._parser")  # the stdlib's own parser, untyped
+
+
+class _Backtracks(ValueError):
+    """An expression whose matching time can grow exponentially with the value."""
+
+
+def _repeats(items: Any, inside_repeat: bool) -> int:
+    """How many repetitions ``items`` (a parsed expression) holds; ``_Backtracks`` for a
+    repetition of something that repeats or branches, or a back-reference."""
+    count = 0
+    for op, arg in items:
+        if op in (_parser.MAX_REPEAT, _parser.MIN_REPEAT, _parser.POSSESSIVE_REPEAT):
+            _, most, body = arg
+            if most > 1:
+                if inside_repeat:
+                    raise _Backtracks
+                count += 1
+            count += _repeats(body, inside_repeat or most > 1)
+        elif op == _parser.BRANCH:
+            if inside_repeat:
+                raise _Backtracks
+            count += sum(_repeats(alternative, inside_repeat) for alternative in arg[1])
+        elif op == _parser.SUBPATTERN:
+            count += _repeats(arg[3], inside_repeat)
+        elif op in (_parser.ASSERT, _parser.ASSERT_NOT):
+            count += _repeats(arg[1], inside_repeat)
+        elif op == _parser.ATOMIC_GROUP:
+            count += _repeats(arg, inside_repeat)
+        elif op in (_parser.GROUPREF, _parser.GROUPREF_EXISTS):
+            raise _Backtracks
+    return count
+
+
 def check_label_value(value: str) -> str:
-    """A label matcher's value: ``*``, a glob, or a regular expression written ``^...$``."""
+    """A label matcher's value: ``*``, a glob, or a regular expression written ``^...$``
+    that matches in time proportional to the value (no repeated repetition or alternation,
+    no back-reference, at most ``MAX_REPEATS`` repetitions): one tenant's role must not
+    hold the workers that decide for every tenant."""
     if value.startswith("^") and value.endswith("$"):
         try:
+            repeats = _repeats(_parser.parse(value), False)
             re.compile(value)
         except re.error as exc:
             raise ValueError(f"{value!r} is not a valid regular expression ({exc})") from None
+        except _Backtracks:
+            raise ValueError(
+                f"{value!r} may take too long to match (a repetition of a repetition or of "
+                "alternatives, or a back-reference): write it without, e.g. ^(web|db)-[0-9]+$"
+            ) from None
+        if repeats > MAX_REPEATS:
+            raise ValueError(
+                f"{value!r} has {repeats} repetitions: use at most {MAX_REPEATS} in one expression"
+            )
     return value
 
 
@@ -128,6 +180,17 @@ def _check_login_or_trait(value: str) -> str:
             f"login {value!r} is not an OS user name or a trait such as '{{{{internal.logins}}}}'"
         )
     return value
+
+
+def _check_session_ttl(text: str) -> str:
+    if parse_duration(text) > MAX_SESSION_TTL:
+        hours = int(MAX_SESSION_TTL.total_seconds()) // 3600
+        raise ValueError(f"{text} is longer than {hours}h, the longest a certificate may live")
+    return text
+
+
+def _check_idle_timeout(text: str) -> str:
+    return text if text in ("", "0s") else check_duration(text)
 
 
 Name = Annotated[str, AfterValidator(_check_name)]
@@ -154,6 +217,12 @@ LoginOrTrait = Annotated[str, AfterValidator(_check_login_or_trait)]
 MAX_SESSION_TTL = timedelta(hours=30)
 """The longest ``max_session_ttl`` a role may give (Teleport's default); certificates are
 12 h unless a role allows longer and the login asks for it."""
+# One check each, so a wrong value is one error at its own key (not at ``options``, nor at
+# a branch of a union pydantic would name).
+SessionTTL = Annotated[DurationText, AfterValidator(_check_session_ttl)]
+IdleTimeout = Annotated[str, Field(max_length=32), AfterValidator(_check_idle_timeout)]
+KindOrAll = Annotated[Kind | Literal["*"], said_as(f"'*' or a kind ({', '.join(Kind)})")]
+VerbOrAll = Annotated[Verb | Literal["*"], said_as(f"'*' or a verb ({', '.join(Verb)})")]
 
 
 class _Document(BaseModel):
@@ -173,11 +242,12 @@ class Metadata(_Document):
 class Rule(_Document):
     """Verbs over kinds of resource; ``*`` is every kind or every verb."""
 
-    resources: list[Kind | Literal["*"]] = Field(min_length=1, max_length=16)
-    verbs: list[Verb | Literal["*"]] = Field(min_length=1, max_length=8)
-    where: Literal["", "contains(session.participants, user.metadata.name)"] = Field(
-        default="", description="only the caller's own sessions"
-    )
+    resources: list[KindOrAll] = Field(min_length=1, max_length=16)
+    verbs: list[VerbOrAll] = Field(min_length=1, max_length=8)
+    where: Annotated[
+        Literal["", "contains(session.participants, user.metadata.name)"],
+        said_as(f"empty or {OWN_SESSIONS!r}"),
+    ] = Field(default="", description="only the caller's own sessions")
 
 
 class Conditions(_Document):
@@ -192,20 +262,11 @@ class RoleOptions(_Document):
     """What a certificate and a session get. Across roles the strictest wins, except
     ``forward_agent``, which any role can grant (as in Teleport)."""
 
-    max_session_ttl: DurationText = "12h"
+    max_session_ttl: SessionTTL = "12h"
     forward_agent: bool = False
     port_forwarding: bool = True
-    client_idle_timeout: DurationText | Literal["0s", ""] = ""
+    client_idle_timeout: IdleTimeout = ""  # "" or "0s": never
     disconnect_expired_cert: bool = False
-
-    @model_validator(mode="after")
-    def _within(self) -> "RoleOptions":
-        if parse_duration(self.max_session_ttl) > MAX_SESSION_TTL:
-            raise ValueError(
-                f"max_session_ttl {self.max_session_ttl} is longer than "
-                f"{format_duration(MAX_SESSION_TTL)}"
-            )
-        return self
 
 
 class RoleSpec(_Document):
