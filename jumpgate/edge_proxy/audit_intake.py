@@ -51,6 +51,7 @@ NODE_EVENTS = frozenset(
         EventType.SFTP,
         EventType.PORT,
         EventType.SESSION_OVER_BUDGET,
+        EventType.SESSION_REJECTED,  # the node's own check of roles, locks, expiry (0034)
         EventType.AUDIT_DROPPED,  # the node's own spool was full
     )
 )

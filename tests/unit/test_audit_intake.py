@@ -54,12 +54,15 @@ def test_a_bad_line_is_dropped_on_its_own_saying_why() -> None:
 
 
 def test_a_nodes_own_dropped_count_and_budget_warning_are_taken() -> None:
-    """The node reports what its spool dropped, and a session it ended over its budget."""
+    """The node reports what its spool dropped, a session it ended over its budget, and a
+    login or channel it refused."""
     received = datetime.now(UTC)
     intake = TunnelAudit()
     for kind, fields in (
         ("audit.dropped", {"dropped": 4711, "error": "the node's audit spool was full"}),
         ("session.over_budget", {"session_id": "s-1", "user": "alice", "error": "over budget"}),
+        # a login the node's own check of roles, locks or expiry refused (decision 0034)
+        ("session.rejected", {"user": "alice", "login": "root", "error": "denied by role"}),
     ):
         line = json.dumps(
             {"type": kind, "outcome": "W", "time": received.isoformat(), "fields": fields}

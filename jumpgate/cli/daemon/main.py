@@ -349,7 +349,7 @@ def _demo(daemon: "Daemon", tenant: str, admin: str) -> Config:
         if user is None or user.password_hash is None:  # never signed up: a fresh invite
             if user is not None:
                 plane.users.remove(tenant, admin)
-            roles = [Role(r) for r in user.roles] if user else [Role.ADMIN, Role.ACCESS]
+            roles = list(user.roles) if user else [Role.ADMIN, Role.ACCESS]
             logins = user.logins if user else [login]
             token = plane.users.add(tenant, admin, logins=logins, roles=roles).token
     join_token = plane.tokens.create(tenant, system_roles=["node"], ttl=timedelta(minutes=5)).token
