@@ -22,14 +22,14 @@ TENANT_NAME_HELP = "lowercase letters, digits and '-', at most 63, not starting 
 
 def check_tenant_name(name: str) -> str:
     """Return ``name`` if it is a DNS label, else raise ``ValueError`` saying what is allowed."""
-    if not _DNS_LABEL.match(name):
+    if not _DNS_LABEL.fullmatch(name):
         raise ValueError(f"tenant name {name!r} is not a DNS label: use {TENANT_NAME_HELP}")
     return name
 
 
 def check_user_name(name: str) -> str:
     """Return ``name`` if it is a valid user name (e.g. ``alice`` or ``alice@example.com``)."""
-    if not _USER.match(name):
+    if not _USER.fullmatch(name):
         raise ValueError(
             f"user name {name!r} is not valid: use lowercase letters, digits and . _ @ + -"
         )
@@ -38,7 +38,7 @@ def check_user_name(name: str) -> str:
 
 def check_login(login: str) -> str:
     """Return ``login`` if it is a valid POSIX login name."""
-    if not _LOGIN.match(login):
+    if not _LOGIN.fullmatch(login):
         raise ValueError(
             f"login {login!r} is not a valid OS user name: use lowercase letters, digits, _ . -"
         )
@@ -47,14 +47,14 @@ def check_login(login: str) -> str:
 
 def check_nodename(name: str) -> str:
     """Return ``name`` if it can be a node's name (a hostname)."""
-    if not _NODENAME.match(name):
+    if not _NODENAME.fullmatch(name):
         raise ValueError(f"node name {name!r} is not a valid hostname")
     return name
 
 
 def check_proxy_id(proxy_id: str) -> str:
     """Return ``proxy_id`` if it can name a proxy (a uuid, or a short DNS-safe name)."""
-    if not _PROXY_ID.match(proxy_id):
+    if not _PROXY_ID.fullmatch(proxy_id):
         raise ValueError(f"proxy id {proxy_id!r} is not lowercase letters, digits and '-'")
     return proxy_id
 
@@ -148,7 +148,7 @@ def tenant_from_host(host: str, public_addr: str) -> str | None:
     if not hostname.endswith(suffix):
         return None
     label = hostname[: -len(suffix)]
-    return label if _DNS_LABEL.match(label) else None
+    return label if _DNS_LABEL.fullmatch(label) else None
 
 
 def resolve_loopback(hostname: str) -> str:

@@ -94,7 +94,7 @@ _LOGIN_OR_TRAIT = re.compile(r"^([a-z_][a-z0-9_.-]{0,31}|\{\{\s*internal\.[a-z_]
 
 
 def _check_name(name: str) -> str:
-    if not _NAME.match(name):
+    if not _NAME.fullmatch(name):
         raise ValueError(
             f"{name!r} is not a valid name: use lowercase letters, digits and . _ @ + -, at most 63"
         )
@@ -162,7 +162,7 @@ def check_label_value(value: str) -> str:
 
 
 def _check_label_key(key: str) -> str:
-    if not _LABEL_KEY.match(key):
+    if not _LABEL_KEY.fullmatch(key):
         raise ValueError(f"label key {key!r} must be '*' or letters, digits and _ . / -")
     return key
 
@@ -175,7 +175,7 @@ def check_duration(text: str) -> str:
 
 
 def _check_login_or_trait(value: str) -> str:
-    if not _LOGIN_OR_TRAIT.match(value):
+    if not _LOGIN_OR_TRAIT.fullmatch(value):
         raise ValueError(
             f"login {value!r} is not an OS user name or a trait such as '{{{{internal.logins}}}}'"
         )

@@ -265,6 +265,40 @@ BAD: list[tuple[str, str, str, Any, int, str]] = [
         400,
         "spec.alow",
     ),
+    # A trailing newline passed ``^...$`` (``$`` matches before it): a second "admin" that
+    # lists like the preset, and logins no OS account has.
+    (
+        "role-name-preset-with-newline",
+        "POST",
+        "/v1/roles",
+        {"metadata": {"name": "admin\n"}},
+        400,
+        "is not a valid name",
+    ),
+    (
+        "role-login-with-newline",
+        "POST",
+        "/v1/roles",
+        {"metadata": {"name": "bad"}, "spec": {"allow": {"logins": ["root\n"]}}},
+        400,
+        "spec.allow.logins",
+    ),
+    (
+        "user-login-with-newline",
+        "PUT",
+        "/v1/users/bob",
+        {"logins": ["root\n"]},
+        400,
+        "logins",
+    ),
+    (
+        "user-role-with-newline",
+        "PUT",
+        "/v1/users/bob",
+        {"roles": ["admin\n"]},
+        400,
+        "roles",
+    ),
     (
         "role-exists",
         "POST",

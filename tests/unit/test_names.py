@@ -1,9 +1,11 @@
 """How a user's host names a node: every form OpenSSH and jump send, and what is echoed back."""
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import pytest
 
+from jumpgate.protocol import names
 from jumpgate.protocol.names import MAX_SHOWN, AmbiguousNode, UnknownNode, pick_node
 
 UUID = "5e977b06-9184-4a76-9de8-842cc40e7655"
@@ -78,3 +80,23 @@ def test_the_error_echoes_at_most_the_start_of_the_name(name: str, error: type[E
     assert len(message) < 200, message[:300]
     assert repr(name[:MAX_SHOWN] + ("…" if len(name) > MAX_SHOWN else ""))[1:-1] in message
     assert message.endswith(("see jump ls", ")"))
+
+
+@pytest.mark.parametrize(
+    ("check", "value"),
+    [
+        (names.check_tenant_name, "acme\n"),
+        (names.check_user_name, "alice\n"),
+        (names.check_login, "root\n"),
+        (names.check_nodename, "web-1\n"),
+        (names.check_proxy_id, "proxy-1\n"),
+    ],
+    ids=["tenant", "user", "login", "nodename", "proxy-id"],
+)
+def test_a_trailing_newline_is_not_part_of_a_valid_name(
+    check: Callable[[str], str], value: str
+) -> None:
+    """``$`` matches before a final newline: each name is checked whole."""
+    assert check(value.rstrip("\n")) == value.rstrip("\n")
+    with pytest.raises(ValueError, match="not"):
+        check(value)

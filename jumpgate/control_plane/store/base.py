@@ -124,7 +124,7 @@ def partition(tenant: str) -> str:
 
 def check_key(key: str) -> str:
     """Refuse keys that could escape their prefix or collide (``..``, ``//``, odd bytes)."""
-    if len(key) > 512 or not _KEY.match(key) or "/../" in f"/{key}/" or "/./" in f"/{key}/":
+    if len(key) > 512 or not _KEY.fullmatch(key) or "/../" in f"/{key}/" or "/./" in f"/{key}/":
         raise InvalidRequest(f"invalid storage key {key!r}")
     return key
 
