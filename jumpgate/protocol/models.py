@@ -14,7 +14,7 @@ from jumpgate.protocol import names
 from jumpgate.protocol.audit import EventType
 from jumpgate.protocol.invalid import rule
 from jumpgate.protocol.recording import PartInfo, RecordingMeta, RecordingMode, SessionEnd
-from jumpgate.protocol.resources import Lock, LockTarget, Name
+from jumpgate.protocol.resources import Lock, LockMessage, LockTarget, Name
 from jumpgate.protocol.resources import Role as RoleResource
 from jumpgate.protocol.trust import NONCE_PATTERN, SignedTrust
 
@@ -177,7 +177,7 @@ class UserCreated(_Model):
 class UserLockRequest(_Model):
     """Lock a user out of the API and of new SSH connections; no ttl: until unlocked."""
 
-    message: str = Field(default="", max_length=200)
+    message: LockMessage = ""
     ttl_seconds: TTLSeconds | None = None
 
 
@@ -208,7 +208,7 @@ class LockRequest(_Model):
     removed)."""
 
     target: LockTarget
-    message: str = Field(default="", max_length=200)
+    message: LockMessage = ""
     ttl_seconds: TTLSeconds | None = None
     expires: datetime | None = None
 

@@ -45,6 +45,7 @@ __all__ = [
     "Conditions",
     "Kind",
     "Lock",
+    "LockMessage",
     "LockSpec",
     "LockTarget",
     "Metadata",
@@ -167,6 +168,14 @@ def _check_label_key(key: str) -> str:
     return key
 
 
+def check_message(text: str) -> str:
+    """A lock's message: printable text, since the stopped user's terminal shows it as is
+    (an escape sequence in it would be run there)."""
+    if not all(char.isprintable() or char in " \t" for char in text):
+        raise ValueError("a lock message is printable text: no control characters or escapes")
+    return text
+
+
 def check_duration(text: str) -> str:
     """A duration as written (``8h``, ``30m``), kept as written so YAML round-trips."""
     if parse_duration(text) <= timedelta(0):
@@ -214,6 +223,7 @@ def _check_label_values(value: object) -> object:
 LabelValues = Annotated[str | list[str], BeforeValidator(_check_label_values)]
 DurationText = Annotated[str, Field(max_length=32), AfterValidator(check_duration)]
 LoginOrTrait = Annotated[str, AfterValidator(_check_login_or_trait)]
+LockMessage = Annotated[str, Field(max_length=200), AfterValidator(check_message)]
 MAX_SESSION_TTL = timedelta(hours=30)
 """The longest ``max_session_ttl`` a role may give (Teleport's default); certificates are
 12 h unless a role allows longer and the login asks for it."""
@@ -307,7 +317,7 @@ class LockTarget(_Document):
 
 class LockSpec(_Document):
     target: LockTarget
-    message: str = Field(default="", max_length=200)
+    message: str = Field(default="", max_length=200)  # checked where written (LockMessage)
     expires: datetime | None = None
     created_by: str = Field(default="", max_length=128)
 

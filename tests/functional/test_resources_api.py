@@ -377,6 +377,25 @@ BAD: list[tuple[str, str, str, Any, int, str]] = [
         400,
         "lock expiry is in the past",
     ),
+    # A lock's message is written on the stopped user's terminal (the node's stderr line, the
+    # ProxyCommand's): an escape sequence there would be run by it (OSC 52 fills the
+    # clipboard the user pastes into a shell next).
+    (
+        "lock-message-escape-sequence",
+        "POST",
+        "/v1/locks",
+        {"target": {"user": "bob"}, "message": "bye \x1b]52;c;cm0gLXJmIH4K\x07"},
+        400,
+        "message",
+    ),
+    (
+        "user-lock-message-escape-sequence",
+        "PUT",
+        "/v1/users/bob/lock",
+        {"message": "bye \x1b[2J\x1b[Hlogin again: "},
+        400,
+        "message",
+    ),
     ("rm-lock-unknown", "DELETE", "/v1/locks/0123", None, 404, "lock '0123' not found"),
 ]
 
