@@ -314,7 +314,15 @@ class NodeServer(asyncssh.SSHServer):
         return self._forwards().direct_unix(dest_path)
 
     def unix_server_requested(self, listen_path: str) -> Any:
+        if self.guard is not None and self.guard.pending:  # ``ssh -R PATH`` asks at once too
+            return self._listen_unix_once_admitted(listen_path)
         return self._forwards().listen_unix(listen_path)
+
+    async def _listen_unix_once_admitted(self, listen_path: str) -> Any:
+        if await self.admitted() is not None:
+            return False
+        listener = self._forwards().listen_unix(listen_path)
+        return await listener if asyncio.iscoroutine(listener) else listener
 
     def _who(self) -> dict[str, str]:
         """Who this connection is, as its port and refusal events name it."""

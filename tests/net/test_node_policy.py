@@ -521,3 +521,32 @@ def test_a_session_opened_while_the_roles_are_read_waits_for_the_decision(
         assert (result.returncode, result.stdout) == (0, "ran\n"), result.stderr
     else:
         assert (result.returncode, result.stdout) == (255, ""), result.stderr
+
+
+@pytest.mark.parametrize(
+    ("labels", "allowed"), [({"env": "prod"}, True), ({"env": "staging"}, False)],
+    ids=["allowed", "refused"],
+)  # fmt: skip
+def test_a_unix_socket_forward_asked_while_the_roles_are_read_waits_for_the_decision(
+    node: Node, control_dir: Path, labels: dict[str, str], allowed: bool
+) -> None:
+    """``ssh -R PATH:HOST:PORT`` asks at once, as ``-R PORT`` does: the node binds the socket
+    as the login only once the roles allow it there (a refused login binds nothing)."""
+    node.proxy.roles["dev"] = role("dev", labels)
+    node.proxy.delay = 1.5
+    path = control_dir / "fwd.sock"
+    key = node.certificate("dev", roles=("dev",))
+    forward = subprocess.Popen(
+        [*node.ssh(key, "-N", "-o", "ExitOnForwardFailure=yes", "-R", f"{path}:127.0.0.1:9")],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 4.0
+        while not path.exists() and forward.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert path.exists() is allowed
+    finally:
+        forward.kill()
+        forward.wait(SECONDS)
