@@ -141,8 +141,8 @@ def lock_applies(target: LockTarget, subject: Subject) -> bool:
         return False
     if target.role and target.role not in subject.roles:
         return False
-    if target.node and target.node not in subject.node_names:
-        return False
+    if target.node and target.node.lower() not in {n.lower() for n in subject.node_names}:
+        return False  # a hostname (or uuid) in any case names the same node
     return not (target.login and target.login != subject.login)
 
 

@@ -375,6 +375,10 @@ LOCKS: dict[str, tuple[dict[str, str], tuple[bool, bool, bool, bool]]] = {
     "role-dev": ({"role": "dev"}, (True, True, True, False)),
     "node-by-name": ({"node": "dev1"}, (False, True, True, False)),
     "node-by-uuid": ({"node": "n-uuid"}, (False, True, False, False)),
+    # A hostname's case is no part of it: ``jump ssh dev1`` reaches a node named DEV1 (and
+    # back), so a lock naming it either way must stop it.
+    "node-by-name-other-case": ({"node": "DEV1"}, (False, True, True, False)),
+    "node-by-uuid-other-case": ({"node": "N-UUID"}, (False, True, False, False)),
     "login": ({"login": "root"}, (False, False, False, True)),
     "user-on-node": ({"user": "alice", "node": "dev1"}, (False, True, True, False)),
     "role-and-login": ({"role": "dev", "login": "ubuntu"}, (False, True, True, False)),
