@@ -401,6 +401,22 @@ BAD: list[tuple[str, str, str, Any, int, str]] = [
 
 
 @pytest.mark.parametrize(
+    "named",
+    ["web-1", "WEB-1", "web-1.acme", "web-1.acme.localhost", "web-1.acme.localhost."],
+    ids=["name", "upper-case", "in-cluster", "fqdn", "fqdn-dot"],
+)
+def test_a_node_lock_names_the_node_as_jump_ssh_does(
+    platform: Platform, alice: Session, named: str
+) -> None:
+    """``jump ssh web-1.acme.localhost`` reaches node web-1: a lock naming it so must stop
+    it (nodes and proxies compare a lock's node with the node's name and uuid)."""
+    _node(platform, "web-1", {})
+    created = platform.call("POST", "/v1/locks", {"target": {"node": named}}, session=alice)
+    assert created.status == 201, created.body
+    assert created.body["spec"]["target"]["node"] == "web-1"
+
+
+@pytest.mark.parametrize(
     ("method", "path", "body", "status", "detail"),
     [case[1:] for case in BAD],
     ids=[case[0] for case in BAD],

@@ -23,6 +23,7 @@ from jumpgate.control_plane.plane import ControlPlane
 from jumpgate.control_plane.records import UserRecord
 from jumpgate.protocol import models, routes
 from jumpgate.protocol.audit import EventType
+from jumpgate.protocol.names import node_name
 from jumpgate.protocol.policy import Subject, lock_applies
 from jumpgate.protocol.resources import Kind, Lock, LockTarget, Role, Verb
 
@@ -170,6 +171,9 @@ def register(
     @app.post(routes.LOCK_ADD.path, status_code=201, summary="Lock a user, role, node or login")
     def add_lock(body: models.LockRequest) -> Lock:
         identity = allowed(Kind.LOCK, Verb.CREATE)
+        if body.target.node:  # as ``jump ssh`` names it: web-1.acme.<addr> is node web-1
+            node = node_name(identity.tenant, body.target.node, plane.settings.public_addr)
+            body = body.model_copy(update={"target": body.target.model_copy(update={"node": node})})
         if lock_applies(body.target, Subject(user=identity.user, roles=identity.roles)):
             raise errors.InvalidRequest(
                 "this lock would stop you too, and nobody could lift it through the API: "
