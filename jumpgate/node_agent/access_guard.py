@@ -25,7 +25,7 @@ from typing import Any
 
 from jumpgate.node_agent.policy_cache import NodeFacts, NodePolicy, RolesUnavailable
 from jumpgate.protocol.policy import AccessChecker, Subject, lock_message
-from jumpgate.protocol.resources import TRAIT_LOGINS
+from jumpgate.protocol.resources import TRAIT_LOGINS, TraitMap
 from jumpgate.protocol.ssh_identity import CertIdentity
 
 logger = logging.getLogger(__name__)
@@ -67,6 +67,8 @@ class ConnectionGuard:
             login=login,
         )
         self.checker: AccessChecker | None = None  # once admitted under a pushed policy
+        self._revision: str | None = None  # the roles revision it was admitted under
+        self._traits: TraitMap = {}
         self.ended: str | None = None  # the line the connection was ended with
         self._last_input = time.monotonic()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -105,12 +107,31 @@ class ConnectionGuard:
             return str(exc)
         # A certificate without traits was issued for exactly its principals: the login
         # passed asyncssh's check against them.
+        self._revision = policy.revision
         traits = identity.trait_map() if self._has_traits else {TRAIT_LOGINS: [self.login]}
+        self._traits = traits
         self.checker = AccessChecker(roles, traits)
         decision = self.checker.login_access(node.nodename, node.labels, self.login)
         if not decision:
             return decision.reason
         return self.refusal()  # a lock may have come while the roles were read
+
+    async def _recheck(self) -> None:
+        """The roles moved on: an open connection (a ControlMaster's) ends once they no
+        longer allow its login here; one that cannot read them now keeps its decision."""
+        policy, node, identity = self.policy, self.node, self.identity
+        if policy is None or node is None or identity is None:
+            return
+        try:
+            roles = await policy.roles(identity.roles)
+        except RolesUnavailable:
+            return
+        if self.ended is not None:
+            return
+        self.checker = AccessChecker(roles, self._traits)
+        decision = self.checker.login_access(node.nodename, node.labels, self.login)
+        if not decision:
+            self.end(decision.reason)
 
     def start(self) -> None:
         """Start the roles' timers, once admitted."""
@@ -151,6 +172,9 @@ class ConnectionGuard:
         lock = self.policy.lock_for(self.subject)
         if lock is not None:
             self.end(lock_message(lock))
+        elif self.checker is not None and self.policy.revision != self._revision:
+            self._revision = self.policy.revision
+            self._spawn(self._recheck())
 
     def end(self, message: str) -> None:
         """End the connection once, with ``message``."""

@@ -550,3 +550,38 @@ def test_a_unix_socket_forward_asked_while_the_roles_are_read_waits_for_the_deci
     finally:
         forward.kill()
         forward.wait(SECONDS)
+
+
+def test_a_role_changed_ends_a_controlmaster_connection_it_no_longer_allows(
+    node: Node, control_dir: Path
+) -> None:
+    """A ControlMaster opens new sessions for hours over one authentication: when the roles
+    move on (a new revision pushed) and no longer allow the login here, the connection ends
+    instead of opening sessions on the old decision."""
+    node.proxy.roles["dev"] = role("dev", {"env": "prod"})
+    key = node.certificate("dev", roles=("dev",))
+    sock = control_dir / "m"
+    _master(node, key, sock)
+    assert _run([*node.ssh(key, "-S", str(sock)), "true"]).returncode == 0
+    node.proxy.roles["dev"] = role("dev", {"env": "staging"})
+    node.push(revision="r2")
+    deadline = time.monotonic() + LOCK_SECONDS
+    while _alive(node, key, sock):
+        assert time.monotonic() < deadline, "the master outlived its roles"
+        time.sleep(0.1)
+    assert _run([*node.ssh(key, "-S", str(sock)), "true"]).returncode == 255
+
+
+def test_a_role_changed_that_still_allows_the_login_keeps_the_connection(
+    node: Node, control_dir: Path
+) -> None:
+    node.proxy.roles["dev"] = role("dev", {"env": "prod"})
+    key = node.certificate("dev", roles=("dev",))
+    sock = control_dir / "m"
+    _master(node, key, sock)
+    node.proxy.roles["dev"] = role("dev", {"env": "^(prod|staging)$"})
+    node.push(revision="r2")
+    time.sleep(1.0)
+    assert _alive(node, key, sock)
+    assert _run([*node.ssh(key, "-S", str(sock)), "true"]).returncode == 0
+    assert node.proxy.asked == [["dev"], ["dev"]]
