@@ -400,6 +400,18 @@ BAD: list[tuple[str, str, str, Any, int, str]] = [
 ]
 
 
+def test_a_lock_on_the_callers_own_id_is_refused_too(platform: Platform, alice: Session) -> None:
+    """The id is how a removed user is stopped; naming the caller's own would stop them as
+    their name does, and nobody could lift it through the API."""
+    me, _ = platform.plane.users.get("acme", "alice")
+    before = _state(platform)
+    answer = platform.call("POST", "/v1/locks", {"target": {"user_id": me.id}}, session=alice)
+    assert answer.status == 400, answer.body
+    assert "this lock would stop you too" in answer.detail
+    assert _state(platform) == before
+    assert platform.call("GET", "/v1/locks", session=alice).status == 200
+
+
 @pytest.mark.parametrize(
     "named",
     ["web-1", "WEB-1", "web-1.acme", "web-1.acme.localhost", "web-1.acme.localhost."],

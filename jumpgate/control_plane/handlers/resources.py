@@ -174,7 +174,8 @@ def register(
         if body.target.node:  # as ``jump ssh`` names it: web-1.acme.<addr> is node web-1
             node = node_name(identity.tenant, body.target.node, plane.settings.public_addr)
             body = body.model_copy(update={"target": body.target.model_copy(update={"node": node})})
-        if lock_applies(body.target, Subject(user=identity.user, roles=identity.roles)):
+        me, _ = plane.users.get(identity.tenant, identity.user)
+        if lock_applies(body.target, Subject(user=me.name, user_id=me.id, roles=identity.roles)):
             raise errors.InvalidRequest(
                 "this lock would stop you too, and nobody could lift it through the API: "
                 "narrow its target, or ask another admin"
