@@ -56,6 +56,7 @@ __all__ = [
     "TraitMap",
     "Verb",
     "check_duration",
+    "check_name",
     "check_label_value",
     "expand_traits",
 ]
@@ -94,7 +95,7 @@ _TRAIT = re.compile(r"\{\{\s*internal\.([a-z_]+)\s*\}\}")
 _LOGIN_OR_TRAIT = re.compile(r"^([a-z_][a-z0-9_.-]{0,31}|\{\{\s*internal\.[a-z_]+\s*\}\})$")
 
 
-def _check_name(name: str) -> str:
+def check_name(name: str) -> str:
     if not _NAME.fullmatch(name):
         raise ValueError(
             f"{name!r} is not a valid name: use lowercase letters, digits and . _ @ + -, at most 63"
@@ -202,7 +203,7 @@ def _check_idle_timeout(text: str) -> str:
     return text if text in ("", "0s") else check_duration(text)
 
 
-Name = Annotated[str, AfterValidator(_check_name)]
+Name = Annotated[str, AfterValidator(check_name)]
 LabelKey = Annotated[str, AfterValidator(_check_label_key)]
 
 

@@ -396,6 +396,10 @@ BAD: list[tuple[str, str, str, Any, int, str]] = [
         400,
         "message",
     ),
+    # Names are lower-case: a lock naming "Alice" or role "Admin" matched nobody, silently.
+    ("lock-user-upper-case", "POST", "/v1/locks", {"target": {"user": "Bob"}}, 400, "'Bob'"),
+    ("lock-role-upper-case", "POST", "/v1/locks", {"target": {"role": "Dev"}}, 400, "'Dev'"),
+    ("lock-login-bad", "POST", "/v1/locks", {"target": {"login": "Root"}}, 400, "'Root'"),
     ("rm-lock-unknown", "DELETE", "/v1/locks/0123", None, 404, "lock '0123' not found"),
 ]
 

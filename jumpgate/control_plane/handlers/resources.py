@@ -23,9 +23,9 @@ from jumpgate.control_plane.plane import ControlPlane
 from jumpgate.control_plane.records import UserRecord
 from jumpgate.protocol import models, routes
 from jumpgate.protocol.audit import EventType
-from jumpgate.protocol.names import node_name
+from jumpgate.protocol.names import check_login, check_user_name, node_name
 from jumpgate.protocol.policy import Subject, lock_applies
-from jumpgate.protocol.resources import Kind, Lock, LockTarget, Role, Verb
+from jumpgate.protocol.resources import Kind, Lock, LockTarget, Role, Verb, check_name
 
 UserParam = Annotated[str, Path(max_length=128), AfterValidator(unquote)]
 RoleParam = Annotated[str, Path(max_length=63), AfterValidator(unquote)]
@@ -171,6 +171,7 @@ def register(
     @app.post(routes.LOCK_ADD.path, status_code=201, summary="Lock a user, role, node or login")
     def add_lock(body: models.LockRequest) -> Lock:
         identity = allowed(Kind.LOCK, Verb.CREATE)
+        _check_target_names(body.target)
         if body.target.node:  # as ``jump ssh`` names it: web-1.acme.<addr> is node web-1
             node = node_name(identity.tenant, body.target.node, plane.settings.public_addr)
             body = body.model_copy(update={"target": body.target.model_copy(update={"node": node})})
@@ -252,6 +253,22 @@ def register(
         user = plane.users.unlock(identity.tenant, name)
         record(EventType.USER_UNLOCK, identity.tenant, identity, name=name)
         return user_info(plane, identity.tenant, user)
+
+
+def _check_target_names(target: LockTarget) -> None:
+    """A lock's user, role and login as the platform spells them (a name in another case
+    would match nobody, silently); 400 with the checker's one line."""
+    checks = (
+        (target.user, check_user_name),
+        (target.role, check_name),
+        (target.login, check_login),
+    )
+    for value, check in checks:
+        if value:
+            try:
+                check(value)
+            except ValueError as exc:
+                raise errors.InvalidRequest(f"lock target: {exc}") from None
 
 
 def _aware(moment: datetime) -> datetime:
