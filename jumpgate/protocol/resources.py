@@ -56,8 +56,8 @@ __all__ = [
     "TraitMap",
     "Verb",
     "check_duration",
-    "check_name",
     "check_label_value",
+    "check_name",
     "expand_traits",
 ]
 
