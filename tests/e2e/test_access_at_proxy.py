@@ -219,6 +219,8 @@ def test_a_lock_ends_a_live_jump_ssh_session_within_5_s(
             process.kill()
         _, err = process.communicate(timeout=10)  # and its pipes closed
     assert "Traceback" not in err
+    # One line says why: the node's, without jump's guess that the proxy or node closed it
+    assert err == f"jumpgate: {expected}\n"
     ends = [e for e in audit_events(site, "session.end", 1) if e.get("origin") == "proxy"]
     assert [e.get("reason") for e in ends] == [f"locked: {expected}"]
     refused = user.jump_ssh("echo", "in")
