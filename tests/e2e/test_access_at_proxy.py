@@ -21,7 +21,14 @@ import pytest
 from jumpgate.cli.daemon.config import load
 from jumpgate.cli.daemon.platform import open_control_plane
 from jumpgate.control_plane.plane import ControlPlane
-from jumpgate.protocol.resources import Conditions, LockTarget, Metadata, Role, RoleSpec
+from jumpgate.protocol.resources import (
+    Conditions,
+    LockTarget,
+    Metadata,
+    Role,
+    RoleOptions,
+    RoleSpec,
+)
 from jumpgate.protocol.tunnel_messages import PolicyUpdate
 from tests.e2e.conftest import (
     BIN,
@@ -135,6 +142,30 @@ def test_a_node_the_roles_do_not_allow_is_refused_in_one_line_and_audited(
     assert user.jump_ssh("echo", "in").stdout == "in\n"
 
 
+NO_FORWARDING = Role(
+    metadata=Metadata(name="no-forwarding"),
+    spec=RoleSpec(
+        allow=Conditions(logins=["{{internal.logins}}"], node_labels={"*": "*"}),
+        options=RoleOptions(port_forwarding=False),
+    ),
+)
+
+
+def test_a_role_without_port_forwarding_still_reaches_its_nodes_through_the_proxy(
+    site: Site, tmp_path: Path
+) -> None:
+    """Reaching a node through the proxy (jump ssh, ssh -J) is not port forwarding: a
+    certificate without permit-port-forwarding still gets there (as Teleport's)."""
+    with plane_of(site) as plane:
+        plane.roles.create("acme", NO_FORWARDING)
+    user = bob(site, tmp_path, ["no-forwarding"])
+    reached = user.jump_ssh("echo", "in")
+    assert (reached.returncode, reached.stdout, reached.stderr) == (0, "in\n", "")
+    host = f"{LOGIN}@web-1.acme.localhost"
+    by_jump = user.openssh("-J", f"{LOGIN}@jumpgate-proxy.acme.localhost", host, "echo in")
+    assert (by_jump.returncode, by_jump.stdout) == (0, "in\n"), by_jump.stderr
+
+
 def _ended_within(process: subprocess.Popen[str], seconds: float) -> float | None:
     began = time.monotonic()
     try:
@@ -188,6 +219,8 @@ def test_a_lock_ends_a_live_jump_ssh_session_within_5_s(
             process.kill()
         _, err = process.communicate(timeout=10)  # and its pipes closed
     assert "Traceback" not in err
+    # One line says why: the node's, without jump's guess that the proxy or node closed it
+    assert err == f"jumpgate: {expected}\n"
     ends = [e for e in audit_events(site, "session.end", 1) if e.get("origin") == "proxy"]
     assert [e.get("reason") for e in ends] == [f"locked: {expected}"]
     refused = user.jump_ssh("echo", "in")

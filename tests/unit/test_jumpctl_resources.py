@@ -152,6 +152,11 @@ BAD = [
         "'forever': use a number and a unit, e.g. 30s, 5m, 12h",
     ),
     (
+        STAGING.replace("version: v1", "version: v7"),  # a Teleport role's version
+        "f.yaml: document 1 (role 'staging'): version: 'v7' is not v1: write version: v1 "
+        "(the one version of Jumpgate's documents)",
+    ),
+    (
         "kind: lock\nversion: v1\nspec: {target: {}, message: stop}\n",
         "f.yaml: document 1 (lock): spec.target: a lock needs a target: --user, --role, --node "
         "or --login",
@@ -195,6 +200,7 @@ BAD = [
         "token-read-only",
         "unknown-field",
         "bad-duration",
+        "teleport-version",
         "lock-no-target",
         "user-no-roles",
         "user-bad-login",

@@ -208,6 +208,24 @@ async def _session(current: profile.Profile, args: argparse.Namespace) -> int:
                 os.set_blocking(fd, mode)
 
 
+class _Tail:
+    """A session's output stream, remembering its last line: the node's ``jumpgate: ...``
+    line (a lock, the agent stopping) already says why a session ended."""
+
+    def __init__(self, source: asyncssh.SSHReader[bytes]) -> None:
+        self._source = source
+        self._tail = b""
+
+    async def read(self, n: int = -1) -> bytes:
+        data = await self._source.read(n)
+        self._tail = (self._tail + data)[-1024:]
+        return data
+
+    def explained(self) -> bool:
+        lines = self._tail.replace(b"\r", b"").strip().splitlines()
+        return bool(lines) and lines[-1].startswith(b"jumpgate: ")
+
+
 async def _attached(current: profile.Profile, args: argparse.Namespace) -> int:
     login, host = split_target(args.target, args.login, current)
     command = " ".join(args.remote_command) if args.remote_command else None
@@ -239,9 +257,8 @@ async def _attached(current: profile.Profile, args: argparse.Namespace) -> int:
             )
             bound_receive_window(process.channel)
             # Not asyncssh's redirect: it can drop the tail of the output (see pipe_out).
-            output = asyncio.gather(
-                write_out(process.stdout, os.dup(1)), write_out(process.stderr, os.dup(2))
-            )
+            said = (_Tail(process.stdout), _Tail(process.stderr))
+            output = asyncio.gather(write_out(said[0], os.dup(1)), write_out(said[1], os.dup(2)))
             if follow:
                 window.opened(process)
                 saved = termios.tcgetattr(0)
@@ -262,7 +279,7 @@ async def _attached(current: profile.Profile, args: argparse.Namespace) -> int:
                     loop.remove_signal_handler(signal.SIGWINCH)
     if process.exit_status is not None:
         return int(process.exit_status)
-    if process.exit_signal is None:
+    if process.exit_signal is None and not any(tail.explained() for tail in said):
         # As ssh(1)'s "Connection to HOST closed by remote host.": without it, a session the
         # proxy or node cut (the platform stopped) ended in silence
         print(

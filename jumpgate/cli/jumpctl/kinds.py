@@ -109,6 +109,8 @@ def _fields(error: ValidationError, kind: str) -> str:
     if first["type"] == "extra_forbidden":
         where = invalid.key_path(first["loc"])
         return f"{where}: unknown field: jumpctl get {kind}s shows the fields a {kind} has"
+    if first["loc"] == ("version",):  # a Teleport role says v7: say what to write instead
+        return f"{invalid.line(first)}: write version: v1 (the one version of Jumpgate's documents)"
     return invalid.line(first)
 
 
