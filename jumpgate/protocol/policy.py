@@ -217,6 +217,13 @@ class _Labels:
             else:
                 self._exact_only.append((key, exact))
 
+    @property
+    def universal(self) -> bool:
+        """Whether every node matches (``'*': '*'``): no key constrains it."""
+        return not (
+            self.empty or self._exact_only or self._present or self._patterned or self._any_key
+        )
+
     def fresh(self) -> "_Labels":
         """The same compiled matchers, with nothing kept yet: what label values gave is
         kept per checker (one request), so it never outgrows one listing."""
@@ -316,6 +323,10 @@ class AccessChecker:
         # what a listing checks for each node, without the roles that cannot change it
         self._deny_labels = [c.deny_labels for c in self._compiled if not c.deny_labels.empty]
         self._allow_labels = [c.labels for c in self._compiled if not c.labels.empty]
+        # a role reaching every node decides alone: checking the others first changes nothing
+        self._allow_labels = [labels for labels in self._allow_labels if labels.universal][
+            :1
+        ] or self._allow_labels
         allowed = [login for c in self._compiled for login in sorted(c.logins)]
         self.logins = [
             login for login in dict.fromkeys(allowed) if login not in self._denied_logins
