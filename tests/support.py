@@ -25,6 +25,19 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def free_ports(count: int) -> list[int]:
+    """``count`` different TCP ports on 127.0.0.1, free a moment ago (``free_port`` called
+    twice can give the same port twice: each was free when it was asked)."""
+    held = [socket.socket() for _ in range(count)]
+    try:
+        for s in held:
+            s.bind(("127.0.0.1", 0))
+        return [int(s.getsockname()[1]) for s in held]
+    finally:
+        for s in held:
+            s.close()
+
+
 def rss_kib(pid: int) -> int:
     """Resident memory of ``pid`` in KiB (``VmRSS`` in /proc/PID/status); fails for a process
     that has none left (a zombie), so a dead client cannot pass for a small one."""

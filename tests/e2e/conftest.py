@@ -12,7 +12,7 @@ import subprocess
 import sys
 import termios
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +24,7 @@ import pytest
 
 from jumpgate.protocol import calls
 from jumpgate.protocol.client import Client
-from tests.support import free_port
+from tests.support import free_ports
 
 PASSWORD = "correct horse battery staple"
 STATIC_TOKEN = "static-node-token-from-config"
@@ -82,7 +82,7 @@ class Cluster:
 
     def start(self) -> None:
         """Start the daemon; on its first start, ports another process took since they were
-        picked (``free_port`` can only say they were free a moment ago) are picked again."""
+        picked (``free_ports`` can only say they were free a moment ago) are picked again."""
         for attempt in range(3):
             try:
                 self._launch()
@@ -93,9 +93,9 @@ class Cluster:
                 taken = "address already in use" in log or " is in use: " in log
                 if self._started or not taken or attempt == 2:
                     raise
-                self.port, self.ssh_port, self.tunnel_port = free_port(), free_port(), free_port()
+                self.port, self.ssh_port, self.tunnel_port, diag = free_ports(4)
                 if self.diag_port:
-                    self.diag_port = free_port()
+                    self.diag_port = diag
 
     def _launch(self) -> None:
         config = self.directory / "jumpgate.yaml"
@@ -185,9 +185,8 @@ def running_cluster(directory: Path, extra_config: str = "") -> Iterator[Cluster
     """``jumpgate start`` in ``directory`` on free loopback ports, with ``extra_config`` (more
     YAML for jumpgate.yaml); stopped when the block ends."""
     directory.mkdir(parents=True, exist_ok=True)
-    running = Cluster(
-        directory, free_port(), free_port(), free_port(), free_port(), extra_config=extra_config
-    )
+    web, ssh, tunnel, diag = free_ports(4)
+    running = Cluster(directory, web, ssh, tunnel, diag, extra_config=extra_config)
     running.start()
     try:
         yield running
@@ -450,14 +449,23 @@ def _build_site(cluster: Cluster, tmp_path: Path, node_prefix: tuple[str, ...]) 
 
 
 def audit_events(
-    site: Administered, event_type: str, count: int, seconds: float = 15
+    site: Administered,
+    event_type: str,
+    count: int,
+    seconds: float = 15,
+    *,
+    where: Callable[[dict[str, Any]], bool] | None = None,
 ) -> list[dict[str, Any]]:
-    """The cluster's ``event_type`` events once there are ``count`` (proxies and nodes send
-    theirs in the background), oldest first; fewer if ``seconds`` pass first."""
+    """The cluster's ``event_type`` events (only those ``where`` is true of, if given) once
+    there are ``count`` (proxies and nodes send theirs in the background, each on its own
+    time: a node's event can be in while the proxy's of the same session is not), oldest
+    first; fewer if ``seconds`` pass first."""
     argv = ["jumpctl", "audit", "search", "--type", event_type, "--order", "asc"]
     deadline = time.monotonic() + seconds
     while True:
         events = list(site.admin.ok(*argv, "--format", "json").json())
+        if where is not None:
+            events = [e for e in events if where(e)]
         if len(events) >= count or time.monotonic() > deadline:
             return events
         time.sleep(0.2)

@@ -51,7 +51,7 @@ from tests.e2e.conftest import (
 )
 from tests.e2e.test_recordings import jump, uploads
 from tests.functional.lambda_endpoint import LambdaEndpoint
-from tests.support import ca_issued_certificate, free_port
+from tests.support import ca_issued_certificate, free_ports
 
 REGION = "us-east-1"
 STATE, AUDIT, BUCKET, SECRET = "jg-state", "jg-audit", "jg-recordings", "jumpgate/master-key"
@@ -168,11 +168,12 @@ def _operator_config(directory: Path, url: str, proxy: Proxy) -> Path:
 
 @pytest.fixture
 def aws_site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[AWSSite]:
-    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=free_port(), verbose=False)
+    moto_port, *ports = free_ports(9)
+    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=moto_port, verbose=False)
     moto.start()
     proxies = (
-        Proxy(tmp_path / "proxy-1", free_port(), free_port(), free_port(), free_port()),
-        Proxy(tmp_path / "proxy-2", free_port(), free_port(), free_port(), free_port()),
+        Proxy(tmp_path / "proxy-1", ports[0], ports[1], ports[2], ports[3]),
+        Proxy(tmp_path / "proxy-2", ports[4], ports[5], ports[6], ports[7]),
     )
     key = asyncssh.generate_private_key("ssh-ed25519")
     private, public = key.export_private_key().decode(), key.export_public_key().decode().strip()

@@ -17,7 +17,7 @@ from tests.net.test_forwarding import (
     wait_listening,
     web,  # noqa: F401 - a fixture
 )
-from tests.support import free_port
+from tests.support import free_ports
 
 pytestmark = [pytest.mark.e2e, pytest.mark.net]
 
@@ -44,7 +44,7 @@ def test_openssh_forwards_ports_through_the_proxy_and_each_is_audited(
     site: Site,
     web: int,  # noqa: F811 - the fixture
 ) -> None:
-    local, socks, remote = free_port(), free_port(), free_port()
+    local, socks, remote = free_ports(3)
     forwards = ["-L", f"{local}:127.0.0.1:{web}", "-D", str(socks)]
     forwards += ["-R", f"{remote}:127.0.0.1:{web}"]
     with Background(openssh(site, "-N", *forwards)):
@@ -68,7 +68,7 @@ def test_jump_ssh_forwards_ports_with_ssh_s_options(
     site: Site,
     web: int,  # noqa: F811 - the fixture
 ) -> None:
-    local, socks, remote = free_port(), free_port(), free_port()
+    local, socks, remote = free_ports(3)
     argv = jump("-N", "-L", f"{local}:127.0.0.1:{web}", "-D", str(socks))
     argv += ["-R", f"127.0.0.1:{remote}:localhost:{web}", "web-1"]
     with Background(argv, env=site.admin.env) as running:

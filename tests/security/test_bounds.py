@@ -30,7 +30,7 @@ from tests.e2e.conftest import (
     wait_for_line,
 )
 from tests.security.probes import dial, insecure_tls, refused
-from tests.support import free_port, rss_kib
+from tests.support import free_ports, rss_kib
 
 pytestmark = [pytest.mark.net, pytest.mark.e2e]
 
@@ -248,7 +248,8 @@ def test_jump_ssh_memory_stays_bounded_with_a_slow_reader(
 
 
 def test_data_files_are_private_and_the_data_dir_is_tightened(tmp_path: Path) -> None:
-    running = Cluster(tmp_path, free_port(), free_port(), free_port(), free_port())
+    web, ssh, tunnel, diag = free_ports(4)
+    running = Cluster(tmp_path, web, ssh, tunnel, diag)
     running.data_dir.mkdir(mode=0o755)
     os.chmod(running.data_dir, 0o755)  # noqa: S103 - as a umask of 022 leaves it
     running.start()

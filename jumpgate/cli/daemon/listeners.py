@@ -3,6 +3,7 @@ one line naming its key and what is wrong with it (a name that does not resolve,
 this host does not have, a port in use), before any state is made in the data dir."""
 
 import errno
+import ipaddress
 import socket
 
 from jumpgate.cli.common.errors import CLIError
@@ -28,11 +29,34 @@ def check(config: Config, *, demo: bool = False) -> None:
     keys = ["web_listen_addr", "ssh_listen_addr", "tunnel_listen_addr"]
     keys += [key for key in ("peer_listen_addr", "diag_addr") if getattr(config, key)]
     elsewhere = make_up_elsewhere(config) if demo else ""
+    taken: dict[tuple[int, str, int], str] = {}  # (family, address, port): the key binding it
     for key in keys:
-        _try(key, getattr(config, key), elsewhere)
+        _try(key, getattr(config, key), elsewhere, taken)
 
 
-def _try(key: str, address: str, elsewhere: str) -> None:
+def _named_twice(
+    key: str,
+    address: str,
+    found: list[tuple[int, str, int]],
+    taken: dict[tuple[int, str, int], str],
+) -> None:
+    """Refuse ``address`` if an earlier key binds the same port there (or on every address):
+    the probe below would pass (nothing listens yet), and the daemon fail once started."""
+    for family, ip, port in found:
+        if port == 0:
+            continue  # each 0 is a port of its own
+        for (other_family, other_ip, other_port), other in taken.items():
+            same = ip == other_ip or _unspecified(ip) or _unspecified(other_ip)
+            if other_port == port and other_family == family and same:
+                raise CLIError(
+                    f"{key}: {address} is also {other}: give each listener a port of its own "
+                    f"({_flag(key)})"
+                )
+    for where in found:
+        taken.setdefault(where, key)
+
+
+def _try(key: str, address: str, elsewhere: str, taken: dict[tuple[int, str, int], str]) -> None:
     host, port = split_host_port(address, 0, listen=True)
     try:
         found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
@@ -41,6 +65,7 @@ def _try(key: str, address: str, elsewhere: str) -> None:
             f"{key}: cannot listen on {address}: {host} does not resolve to an address of "
             f"this host: give one of its IP addresses, e.g. 127.0.0.1:{port}"
         ) from None
+    _named_twice(key, address, [(f, str(w[0]), int(w[1])) for f, _, _, _, w in found], taken)
     for family, kind, proto, _, where in found:
         with socket.socket(family, kind, proto) as probe:
             # as asyncio's servers bind: a port left in TIME_WAIT is no conflict
@@ -57,7 +82,7 @@ def why(key: str, address: str, exc: OSError, *, elsewhere: str = "") -> str:
     """One line saying why ``key`` cannot listen on ``address`` and what to do;
     ``elsewhere``: the command that runs the demo on other ports (``make up ...``)."""
     host, port = split_host_port(address, 0, listen=True)
-    flag = f"--{key.replace('_', '-')}" if key != "peer_listen_addr" else key
+    flag = _flag(key)
     if exc.errno == errno.EADDRINUSE:
         instead = f"; with make up: {elsewhere}" if elsewhere else ""
         return (
@@ -75,3 +100,13 @@ def why(key: str, address: str, exc: OSError, *, elsewhere: str = "") -> str:
             f"from 1024 ({flag})"
         )
     return f"{key}: cannot listen on {address}: {exc.strerror or exc} ({flag})"
+
+
+def _flag(key: str) -> str:
+    """How ``jumpgate start`` takes ``key``: its flag, or the config key for peering."""
+    return f"--{key.replace('_', '-')}" if key != "peer_listen_addr" else key
+
+
+def _unspecified(ip: str) -> bool:
+    """Whether ``ip`` is every address of its family (0.0.0.0, ::)."""
+    return ipaddress.ip_address(ip.split("%")[0]).is_unspecified
