@@ -221,7 +221,7 @@ def test_a_lock_ends_a_live_jump_ssh_session_within_5_s(
     assert "Traceback" not in err
     # One line says why: the node's, without jump's guess that the proxy or node closed it
     assert err == f"jumpgate: {expected}\n"
-    ends = [e for e in audit_events(site, "session.end", 1) if e.get("origin") == "proxy"]
+    ends = audit_events(site, "session.end", 1, where=lambda e: e.get("origin") == "proxy")
     assert [e.get("reason") for e in ends] == [f"locked: {expected}"]
     refused = user.jump_ssh("echo", "in")
     assert refused.stderr == f"jump: error: {expected}\n"

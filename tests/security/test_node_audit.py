@@ -108,7 +108,7 @@ def test_agent_sigterm_ends_live_sessions_with_their_events(site: Site) -> None:
 def test_node_events_carry_a_stable_id(site: Site) -> None:
     """Every node event carries a stable id, so a redelivered batch can be told apart."""
     assert site.ssh("true").returncode == 0
-    events = [e for e in audit_events(site, "exec", 1) if e.get("origin") == "node"]
+    events = audit_events(site, "exec", 1, where=lambda e: e.get("origin") == "node")
     assert events
     assert all(len(str(e.get("event_id", ""))) == 32 for e in events)
 

@@ -49,7 +49,7 @@ def _end(sessions: list[subprocess.Popen[bytes]]) -> None:
 
 
 def _proxy_events(site: Site, event_type: str, count: int) -> list[dict[str, object]]:
-    return [e for e in audit_events(site, event_type, count) if e.get("origin") == "proxy"]
+    return audit_events(site, event_type, count, where=lambda e: e.get("origin") == "proxy")
 
 
 def test_sigterm_ends_every_live_session_with_its_audit_event(site: Site, tmp_path: Path) -> None:
