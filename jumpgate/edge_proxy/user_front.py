@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 import asyncssh
 
+from jumpgate.edge_proxy.asyncssh_adapter import permit_the_hop
 from jumpgate.edge_proxy.broker import Caller, SessionBroker
 from jumpgate.edge_proxy.connections import ChannelSlots, ConnectionLimits
 from jumpgate.edge_proxy.errors import Refused
@@ -126,7 +127,8 @@ class UserServer(asyncssh.SSHServer):
         return True
 
     def auth_completed(self) -> None:
-        _jumping_is_not_forwarding(self._conn)
+        # jumping is not forwarding: the hop opens direct-tcpip to a node (check_port)
+        permit_the_hop(self._conn)
         identity = cert_identity(self._conn)
         if identity is not None and self.tenant is not None:
             self.caller = Caller(
@@ -183,18 +185,6 @@ class UserServer(asyncssh.SSHServer):
         assert isinstance(splice.user, SessionSide)
         _on_close(splice.user, give_back)
         return splice.user
-
-
-def _jumping_is_not_forwarding(conn: asyncssh.SSHServerConnection) -> None:
-    """Let a certificate without ``permit-port-forwarding`` open ``direct-tcpip`` here.
-
-    asyncssh refuses that channel on such a certificate, but on this front it only ever
-    reaches a node's SSH port (``check_port``): the hop of ``jump ssh`` and ``ssh -J``, as
-    Teleport's proxy. Forwarding itself is the node's to permit or refuse (decision 0028).
-    """
-    options = conn._cert_options  # asyncssh keeps the permissions only here
-    if options is not None:
-        conn._cert_options = {**options, "permit-port-forwarding": True}
 
 
 def _on_close(side: ChannelSide, give_back: Callable[[], None]) -> None:

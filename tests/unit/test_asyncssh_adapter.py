@@ -1,4 +1,5 @@
-"""What ``node_agent.asyncssh_adapter`` relies on in asyncssh beyond its documented API.
+"""What ``node_agent.asyncssh_adapter`` and ``edge_proxy.asyncssh_adapter`` rely on in
+asyncssh beyond its documented API.
 
 Each test names one undocumented part the adapter uses; one failing after an asyncssh upgrade
 says which part moved. The behaviour through a real connection (exit-status before EOF and
@@ -11,6 +12,7 @@ from typing import Any
 import asyncssh
 from asyncssh.misc import map_handler_name
 
+from jumpgate.edge_proxy import asyncssh_adapter as proxy_adapter
 from jumpgate.node_agent.asyncssh_adapter import CHECKED_VERSION, END_OF_WRITING
 
 
@@ -66,3 +68,19 @@ def test_env_requests_are_kept_by_a_channel_handler_in_its_env() -> None:
     assert "return MappingProxyType(self._env)" in inspect.getsource(
         asyncssh.SSHServerChannel.get_environment_bytes
     )
+
+
+def test_the_proxys_adapter_was_checked_against_the_same_release() -> None:
+    assert asyncssh.__version__ == proxy_adapter.CHECKED_VERSION, (
+        "re-read edge_proxy/asyncssh_adapter.py in the new asyncssh, run this file and"
+        " tests/e2e/test_access_at_proxy.py, then update its CHECKED_VERSION"
+    )
+
+
+def test_a_certificates_permissions_are_read_from_the_connections_cert_options() -> None:
+    """``permit_the_hop`` widens ``_cert_options``: asyncssh's direct-tcpip check must read
+    its permission there (the e2e test of a role without port forwarding shows the rest)."""
+    checker = asyncssh.SSHServerConnection.check_certificate_permission
+    assert "self._cert_options.get('permit-' + permission" in inspect.getsource(checker)
+    opener = asyncssh.SSHServerConnection._process_direct_tcpip_open
+    assert "check_certificate_permission('port-forwarding')" in inspect.getsource(opener)
