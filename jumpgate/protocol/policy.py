@@ -346,7 +346,7 @@ class AccessChecker:
         login an ``ssh -J`` will use)."""
         denier = self._denied_by(labels)
         if denier is not None:
-            return Decision(False, f"node {nodename!r} is denied to you by role {denier!r}")
+            return _node_denied(nodename, denier)
         for compiled in self._compiled:
             if compiled.labels.match(labels) and compiled.logins - self._denied_logins:
                 return Decision(True)
@@ -357,9 +357,11 @@ class AccessChecker:
         login is known)."""
         denier = self._denied_by(labels)
         if denier is not None:
-            return Decision(False, f"node {nodename!r} is denied to you by role {denier!r}")
+            return _node_denied(nodename, denier)
         if login in self._denied_logins:
-            return Decision(False, f"login {login!r} is denied to you by your roles")
+            return Decision(
+                False, f"login {login!r} is denied to you by your roles: jump status lists yours"
+            )
         for compiled in self._compiled:
             if login in compiled.logins and compiled.labels.match(labels):
                 return Decision(True)
@@ -426,6 +428,10 @@ class AccessChecker:
     @property
     def disconnect_expired_cert(self) -> bool:
         return any(o.disconnect_expired_cert for o in self._options())
+
+
+def _node_denied(nodename: str, denier: str) -> Decision:
+    return Decision(False, f"node {nodename!r} is denied to you by role {denier!r}: see jump ls")
 
 
 def traits_of(logins: Sequence[str]) -> TraitMap:

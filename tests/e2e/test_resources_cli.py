@@ -83,6 +83,9 @@ def test_a_role_and_a_user_from_yaml_confine_the_user(
     site: Site, web2: Node, tmp_path: Path
 ) -> None:
     admin = site.admin
+    # nothing to show: YAML output stays empty (a pipe gets no document), and stderr says so
+    none = admin.ok("jumpctl", "get", "locks")
+    assert (none.out, none.err) == ("", "no locks found\n")
     spec = tmp_path / "staging.yaml"
     spec.write_text(STAGING)
     made = admin.ok("jumpctl", "create", "-f", str(spec)).out

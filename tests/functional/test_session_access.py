@@ -97,9 +97,14 @@ def cluster(platform: Platform) -> Cluster:
 
 
 ACCESS = [
-    (["prod-only", "no-db"], "db", "", "node 'db' is denied to you by role 'no-db'"),
+    (["prod-only", "no-db"], "db", "", "node 'db' is denied to you by role 'no-db': see jump ls"),
     (["prod-only"], "dev", "", "your roles do not allow node 'dev': see jump ls"),
-    (["prod-only", "no-root"], "web", "root", "login 'root' is denied to you by your roles"),
+    (
+        ["prod-only", "no-root"],
+        "web",
+        "root",
+        "login 'root' is denied to you by your roles: jump status lists yours",
+    ),
     (
         ["prod-only"],
         "web",

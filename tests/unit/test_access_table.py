@@ -238,10 +238,10 @@ def test_visible(roles: str, node: str, expected: dict[str, bool]) -> None:
 def test_deny_reasons_name_the_role_or_the_login() -> None:
     checker = _checker("all,noprod")
     assert checker.node_access("prod-db", NODES["prod-db"]).reason == (
-        "node 'prod-db' is denied to you by role 'noprod'"
+        "node 'prod-db' is denied to you by role 'noprod': see jump ls"
     )
     assert checker.login_access("dev1", NODES["dev1"], "root").reason == (
-        "login 'root' is denied to you by your roles"
+        "login 'root' is denied to you by your roles: jump status lists yours"
     )
 
 

@@ -40,7 +40,7 @@ THEIRS = "6f1c1e5e-0000-4000-8000-000000000003"
 FAR = "6f1c1e5e-0000-4000-8000-000000000004"
 ALICE = Caller("acme", "alice", "u-alice", "root", "192.0.2.7:50000")
 LOCKED = "user 'alice' is locked (offboarding): ask a tenant admin"
-DENIED = "node 'web-1' is denied to you by role 'no-prod'"
+DENIED = "node 'web-1' is denied to you by role 'no-prod': see jump ls"
 
 
 @dataclass(frozen=True)

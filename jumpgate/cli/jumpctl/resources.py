@@ -63,6 +63,8 @@ def _get(ctx: Context, args: argparse.Namespace) -> int:
     shown = [kind.document(item) for kind, item in found]
     if args.format == "yaml":
         sys.stdout.write(documents.dump_all(shown))
+        if not shown:  # said beside the output, which stays no document at all
+            print(f"no {ref.kind.plural if ref.kind else 'resources'} found", file=sys.stderr)
     elif args.format == "json":
         output.emit_json(shown[0] if ref.name else shown)
     else:
