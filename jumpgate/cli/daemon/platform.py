@@ -26,6 +26,7 @@ import asyncssh
 import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
+from jumpgate.cli.daemon import listeners
 from jumpgate.cli.daemon.config import Config
 from jumpgate.cli.daemon.diag import DiagServer
 from jumpgate.control_plane.audit.base import AuditStore, open_sink
@@ -294,6 +295,7 @@ class Daemon:
             refused=self.fronts.metrics.connections_refused,
         )
         self.ready = asyncio.Event()
+        self.web_port = 0
         self.ssh_port = 0
         self.tunnel_port = 0
 
@@ -382,6 +384,13 @@ class Daemon:
             await self.web.stop()
             await self.fronts.close()
             raise OSError(f"cannot start proxy peering: {exc}") from exc
+        self.web_port = bound
+        try:  # bound before "platform started", as every other listener
+            diag = await self._start_diag()
+        except OSError as exc:
+            await self.web.stop()
+            await self.fronts.close()
+            raise OSError(listeners.why("diag_addr", config.diag_addr, exc)) from exc
         logger.info(
             "platform started",
             extra={
@@ -397,7 +406,6 @@ class Daemon:
                 "peering",
                 extra={"proxy_id": self.fronts.proxy_id, "peer_addr": self.fronts.peering.addr},
             )
-        diag = await self._start_diag()
         sweeper = asyncio.create_task(self._sweep_recordings()) if self._plane else None
         self.ready.set()
         try:
