@@ -20,6 +20,7 @@ import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
+from dataclasses import replace
 from pathlib import Path
 
 import asyncssh
@@ -371,8 +372,7 @@ class Daemon:
                 user=ssh, tunnel=tunnel, peer=peer, peer_public_addr=config.peer_public_addr
             )
         except OSError as exc:
-            await self.web.stop()
-            await self.fronts.close()
+            await self._let_go()
             # ``listeners.check`` tried each address a moment ago: this is a race, said alike
             busy = exc.errno == errno.EADDRINUSE
             raise OSError(
@@ -381,15 +381,14 @@ class Daemon:
                 + "--web-listen-addr/--ssh-listen-addr/--tunnel-listen-addr/peer_listen_addr"
             ) from exc
         except (ControlPlaneError, ValueError) as exc:  # peering: no certificates, no address
-            await self.web.stop()
-            await self.fronts.close()
+            await self._let_go()
             raise OSError(f"cannot start proxy peering: {exc}") from exc
         self.web_port = bound
+        self._announce_bound_ports()
         try:  # bound before "platform started", as every other listener
             diag = await self._start_diag()
         except OSError as exc:
-            await self.web.stop()
-            await self.fronts.close()
+            await self._let_go()
             raise OSError(listeners.why("diag_addr", config.diag_addr, exc)) from exc
         logger.info(
             "platform started",
@@ -422,13 +421,31 @@ class Daemon:
                 if isinstance(results[0], Exception):
                     logger.error("node agent stopped: %s", results[0])
             # sessions end and their audit is sent while the control plane is still here
-            await self.fronts.close(config.drain_timeout.total_seconds())
-            await self.web.stop()
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._internal_pool.shutdown(wait=True, cancel_futures=True)
-            if self._plane is not None:
-                self._plane.store.close()
-                self._plane.audit.close()
-            if self._lambda is not None:
-                self._lambda.close()
+            await self._let_go(config.drain_timeout.total_seconds())
             logger.info("stopped")
+
+    def _announce_bound_ports(self) -> None:
+        """Ports the system picked (a listen address with port 0) are the ones users and
+        nodes are told: the control plane's settings named 0 until now."""
+        if self._plane is None:
+            return
+        settings = self._plane.settings
+        ssh = settings.ssh_public_port or self.ssh_port
+        tunnel = settings.tunnel_public_port or self.tunnel_port
+        if (ssh, tunnel) != (settings.ssh_public_port, settings.tunnel_public_port):
+            self._plane.settings = replace(settings, ssh_public_port=ssh, tunnel_public_port=tunnel)
+
+    async def _let_go(self, drain: float = 0.0) -> None:
+        """Close what ``__init__`` opened and ``run`` bound, in order: the fronts (their
+        sessions drained for ``drain`` seconds), the web front, the pools, the store; also
+        when ``run`` fails before it started."""
+        self.share.close()
+        await self.fronts.close(drain)
+        await self.web.stop()
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._internal_pool.shutdown(wait=True, cancel_futures=True)
+        if self._plane is not None:
+            self._plane.store.close()
+            self._plane.audit.close()
+        if self._lambda is not None:
+            self._lambda.close()
