@@ -258,3 +258,26 @@ def test_a_removed_node_started_again_with_a_new_token_says_what_to_do(site: Sit
     assert said.endswith(
         f": delete {identity} and join again (jumpctl nodes add); the token was not used"
     )
+
+
+def test_a_node_whose_diagnostics_port_is_taken_says_so_in_one_line(tmp_path: Path) -> None:
+    """``jumpgate start --services=node --diag-addr`` on a port in use printed a traceback."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code, line = _start_fails(
+            tmp_path,
+            "--services=node",
+            "--auth-server=acme.localhost:1",
+            "--token=abc",
+            "--ca-pin=sha256:" + "a" * 64,
+            "--diag-addr",
+            f"127.0.0.1:{port}",
+        )
+    assert code == 1
+    assert line == (
+        f"jumpgate: error: diag_addr: 127.0.0.1:{port} is in use: stop what uses it or choose "
+        "another port (--diag-addr)"
+    )
+    assert not list(tmp_path.rglob("identity.json"))  # it joined nothing

@@ -287,7 +287,10 @@ def _run_agent(config: Config) -> int:
         diag = None
         if config.diag_addr:
             diag = DiagServer(agent.tunnel_up.is_set, agent.metric_lines)
-            await diag.start(*split_host_port(config.diag_addr, 0, listen=True))
+            try:  # before the agent joins or dials anything
+                await diag.start(*split_host_port(config.diag_addr, 0, listen=True))
+            except OSError as exc:
+                raise CLIError(listeners.why("diag_addr", config.diag_addr, exc)) from exc
         try:
             await agent.run(stop)
         finally:
