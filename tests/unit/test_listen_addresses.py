@@ -2,7 +2,9 @@
 port were refused only after "platform started" (the second bind failed then, and the daemon
 exited with asyncio's message; a test run saw it when two free ports came out the same)."""
 
+import socket
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -10,6 +12,8 @@ from jumpgate.cli.common.errors import CLIError
 from jumpgate.cli.daemon import listeners
 from jumpgate.cli.daemon.config import load
 from tests.support import free_port, free_ports
+
+AddrInfo = tuple[int, int, int, str, Any]
 
 
 def _addresses(web: int, ssh: int, tunnel: int) -> dict[str, str]:
@@ -65,3 +69,18 @@ def test_port_0_and_other_hosts_are_no_conflict(tmp_path: Path) -> None:
         },
     )
     listeners.check(config)  # every 0 is a port of its own; 127.0.0.2 is another address
+
+
+def test_one_link_local_address_on_two_interfaces_is_two_addresses() -> None:
+    """``fe80::1%eth0`` and ``fe80::1%lo`` are different addresses: getaddrinfo gives the
+    interface as the scope id, apart from the address."""
+    v6 = socket.AF_INET6
+
+    def found(scope: int) -> list[AddrInfo]:
+        return [(v6, socket.SOCK_STREAM, 6, "", ("fe80::1", 4031, 0, scope))]
+
+    taken: dict[tuple[int, str, int], str] = {}
+    listeners._named_twice("web_listen_addr", "[fe80::1%eth0]:4031", found(2), taken)
+    listeners._named_twice("ssh_listen_addr", "[fe80::1%lo]:4031", found(1), taken)
+    with pytest.raises(CLIError, match=r"^diag_addr: \[fe80::1%eth0\]:4031 is also web_listen"):
+        listeners._named_twice("diag_addr", "[fe80::1%eth0]:4031", found(2), taken)

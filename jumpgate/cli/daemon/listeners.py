@@ -5,6 +5,7 @@ this host does not have, a port in use), before any state is made in the data di
 import errno
 import ipaddress
 import socket
+from typing import Any
 
 from jumpgate.cli.common.errors import CLIError
 from jumpgate.cli.daemon.config import Config
@@ -34,15 +35,17 @@ def check(config: Config, *, demo: bool = False) -> None:
         _try(key, getattr(config, key), elsewhere, taken)
 
 
+_Found = list[tuple[Any, Any, int, str, tuple[Any, ...]]]
+"""What ``socket.getaddrinfo`` gives: family, type, protocol, name, socket address."""
+
+
 def _named_twice(
-    key: str,
-    address: str,
-    found: list[tuple[int, str, int]],
-    taken: dict[tuple[int, str, int], str],
+    key: str, address: str, found: _Found, taken: dict[tuple[int, str, int], str]
 ) -> None:
     """Refuse ``address`` if an earlier key binds the same port there (or on every address):
     the probe below would pass (nothing listens yet), and the daemon fail once started."""
-    for family, ip, port in found:
+    bound = [(int(family), _ip(where), int(where[1])) for family, _, _, _, where in found]
+    for family, ip, port in bound:
         if port == 0:
             continue  # each 0 is a port of its own
         for (other_family, other_ip, other_port), other in taken.items():
@@ -52,7 +55,7 @@ def _named_twice(
                     f"{key}: {address} is also {other}: give each listener a port of its own "
                     f"({_flag(key)})"
                 )
-    for where in found:
+    for where in bound:
         taken.setdefault(where, key)
 
 
@@ -65,7 +68,7 @@ def _try(key: str, address: str, elsewhere: str, taken: dict[tuple[int, str, int
             f"{key}: cannot listen on {address}: {host} does not resolve to an address of "
             f"this host: give one of its IP addresses, e.g. 127.0.0.1:{port}"
         ) from None
-    _named_twice(key, address, [(f, str(w[0]), int(w[1])) for f, _, _, _, w in found], taken)
+    _named_twice(key, address, found, taken)
     for family, kind, proto, _, where in found:
         with socket.socket(family, kind, proto) as probe:
             # as asyncio's servers bind: a port left in TIME_WAIT is no conflict
@@ -105,6 +108,12 @@ def why(key: str, address: str, exc: OSError, *, elsewhere: str = "") -> str:
 def _flag(key: str) -> str:
     """How ``jumpgate start`` takes ``key``: its flag, or the config key for peering."""
     return f"--{key.replace('_', '-')}" if key != "peer_listen_addr" else key
+
+
+def _ip(where: tuple[Any, ...]) -> str:
+    """A socket address's IP, with its interface when it is IPv6 link-local (``%2``)."""
+    scope = where[3] if len(where) == 4 else 0
+    return f"{where[0]}%{scope}" if scope else str(where[0])
 
 
 def _unspecified(ip: str) -> bool:
