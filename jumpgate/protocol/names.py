@@ -136,6 +136,11 @@ def split_host_port(addr: str, default_port: int, *, listen: bool = False) -> tu
     return host, int(port)
 
 
+def join_host_port(host: str, port: int) -> str:
+    """``host:port`` as ``split_host_port`` reads it back: an IPv6 address in brackets."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def tenant_from_host(host: str, public_addr: str) -> str | None:
     """The tenant a ``Host`` header or SNI names under ``public_addr``, or ``None``.
 

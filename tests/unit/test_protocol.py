@@ -13,6 +13,7 @@ from jumpgate.protocol import certs, signing
 from jumpgate.protocol.durations import format_duration, parse_duration
 from jumpgate.protocol.names import (
     check_tenant_name,
+    join_host_port,
     resolve_loopback,
     split_host_port,
     tenant_from_host,
@@ -93,6 +94,12 @@ def test_localhost_names_resolve_to_loopback() -> None:
 )
 def test_split_host_port(addr: str, expected: tuple[str, int]) -> None:
     assert split_host_port(addr, 3080) == expected
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "::", "::1", "fe80::1%lo", "acme.localhost"])
+def test_join_host_port_reads_back(host: str) -> None:
+    """What the daemon logs (``":::4023"`` named no port one could give back)."""
+    assert split_host_port(join_host_port(host, 4023), 0) == (host, 4023)
 
 
 @pytest.mark.parametrize("addr", [":22", "h:0", "h:99999", "h:x"], ids=repr)

@@ -62,7 +62,7 @@ from jumpgate.node_agent.agent import Agent
 from jumpgate.protocol import ports
 from jumpgate.protocol.functions import Function
 from jumpgate.protocol.metrics import MetricLine
-from jumpgate.protocol.names import split_host_port
+from jumpgate.protocol.names import join_host_port, split_host_port
 
 logger = logging.getLogger("jumpgate")
 
@@ -325,7 +325,7 @@ class Daemon:
         host, port = split_host_port(self.config.diag_addr, 0, listen=True)
         diag = DiagServer(self._ready, self._metrics)
         bound = await diag.start(host, port)
-        logger.info("diagnostics", extra={"diag_addr": f"{host}:{bound}"})
+        logger.info("diagnostics", extra={"diag_addr": join_host_port(host, bound)})
         return diag
 
     async def _sweep_recordings(self) -> None:
@@ -393,9 +393,9 @@ class Daemon:
         logger.info(
             "platform started",
             extra={
-                "web_listen_addr": f"{web[0]}:{bound}",
-                "ssh_listen_addr": f"{ssh[0]}:{self.ssh_port}",
-                "tunnel_listen_addr": f"{tunnel[0]}:{self.tunnel_port}",
+                "web_listen_addr": join_host_port(web[0], bound),
+                "ssh_listen_addr": join_host_port(ssh[0], self.ssh_port),
+                "tunnel_listen_addr": join_host_port(tunnel[0], self.tunnel_port),
                 "public_addr": config.public_addr,
                 "data_dir": str(config.data_dir),
             },
