@@ -32,5 +32,5 @@ def configure(level: str) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     # Libraries log every connection at info; ours says what matters (tunnel up/down, ...).
-    for noisy in ("aiohttp", "asyncssh", "pynamodb"):
+    for noisy in ("aiohttp", "asyncssh", "httpx", "pynamodb"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
