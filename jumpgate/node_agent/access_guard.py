@@ -18,6 +18,7 @@ SSH disconnect carrying it) is the server's (``Ending``).
 """
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Coroutine
@@ -73,6 +74,7 @@ class ConnectionGuard:
         self._last_input = time.monotonic()
         self._tasks: set[asyncio.Task[None]] = set()
         self._settled = asyncio.Event()  # admission decided (channels may come before)
+        self._options_moved = asyncio.Event()  # set (and replaced) when the checker changes
 
     @property
     def pending(self) -> bool:
@@ -129,19 +131,20 @@ class ConnectionGuard:
         if self.ended is not None:
             return
         self.checker = AccessChecker(roles, self._traits)
+        moved, self._options_moved = self._options_moved, asyncio.Event()
+        moved.set()  # the timers read the new options
         decision = self.checker.login_access(node.nodename, node.labels, self.login)
         if not decision:
             self.end(decision.reason)
 
     def start(self) -> None:
-        """Start the roles' timers, once admitted."""
-        checker, identity = self.checker, self.identity
-        if checker is None:
+        """Start the roles' timers, once admitted; they follow the options of the roles as
+        they are now (a role changed while the connection is open applies to it)."""
+        if self.checker is None:
             return
-        idle = checker.client_idle_timeout
-        if idle is not None:
-            self._spawn(self._idle(idle.total_seconds()))
-        if checker.disconnect_expired_cert and identity and identity.valid_before is not None:
+        self._spawn(self._idle())
+        identity = self.identity
+        if identity and identity.valid_before is not None:
             self._spawn(self._expiry(identity.valid_before))
 
     def refusal(self) -> str | None:
@@ -199,15 +202,27 @@ class ConnectionGuard:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _idle(self, seconds: float) -> None:
+    async def _until_options_move(self, seconds: float | None) -> None:
+        """Wait ``seconds`` (None: for ever), or less if the roles' options change."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._options_moved.wait(), seconds)
+
+    async def _idle(self) -> None:
         while self.ended is None:
-            left = self._last_input + seconds - time.monotonic()
+            idle = self.checker.client_idle_timeout if self.checker else None
+            if idle is None:
+                await self._until_options_move(None)
+                continue
+            left = self._last_input + idle.total_seconds() - time.monotonic()
             if left <= 0:
                 self.end(IDLE)
                 return
-            await asyncio.sleep(left)
+            await self._until_options_move(left)
 
     async def _expiry(self, valid_before: int) -> None:
-        while (left := valid_before - self._clock()) > 0:
-            await asyncio.sleep(min(left, 60.0))
-        self.end(EXPIRED)
+        while self.ended is None:
+            left = valid_before - self._clock()
+            if left <= 0 and self.checker is not None and self.checker.disconnect_expired_cert:
+                self.end(EXPIRED)
+                return
+            await self._until_options_move(min(left, 60.0) if left > 0 else None)

@@ -2,6 +2,7 @@
 revision, locks in force until they expire, and what each check answers (decision 0034)."""
 
 import asyncio
+import time
 from datetime import UTC, datetime
 
 import pytest
@@ -181,3 +182,54 @@ def test_a_node_that_was_pushed_no_policy_leaves_roles_to_the_proxy() -> None:
     )
     assert asyncio.run(guard.admit()) is None
     assert proxy.asked == []
+
+
+def _with_options(role: Role, **options: object) -> Role:
+    spec = role.spec.model_copy(update={"options": role.spec.options.model_copy(update=options)})
+    return role.model_copy(update={"spec": spec})
+
+
+@pytest.mark.parametrize(
+    ("options", "expires_in", "said"),
+    [
+        ({"client_idle_timeout": "1s"}, None, "idle timeout"),
+        ({"disconnect_expired_cert": True}, 1, EXPIRED),
+    ],
+    ids=["idle-timeout-set", "disconnect-expired-cert-set-after-expiry"],
+)
+def test_an_open_connection_follows_the_roles_options_when_they_change(
+    options: dict[str, object], expires_in: int | None, said: str
+) -> None:
+    """A role changed to time out idle connections, or to end those of expired certificates,
+    applies to a connection already open (a ControlMaster's), as its login does: the timers
+    were set once, at admission, from the options then."""
+    proxy = Proxy(_role("dev"))
+    policy = NodePolicy()
+    policy.connected(proxy.fetch)
+    policy.update(PolicyUpdate(roles_revision="1"))
+    ended: list[str] = []
+    identity = CertIdentity(
+        "alice",
+        "u-alice",
+        roles=("dev",),
+        traits={"logins": ("root",)},
+        valid_before=int(time.time()) + expires_in if expires_in is not None else None,
+    )
+    guard = ConnectionGuard(identity, "root", policy=policy, node=NODE, end=ended.append)
+
+    async def run() -> float:
+        assert await guard.admit() is None
+        guard.start()
+        await asyncio.sleep(0.3 if expires_in is None else expires_in + 0.5)
+        assert ended == []  # nothing in the roles ends it yet
+        proxy.roles["dev"] = _with_options(_role("dev"), **options)
+        began = time.monotonic()
+        policy.update(PolicyUpdate(roles_revision="2"))
+        while not ended and time.monotonic() - began < 5:
+            await asyncio.sleep(0.05)
+        guard.close()
+        return time.monotonic() - began
+
+    took = asyncio.run(run())
+    assert ended == [said]
+    assert took < 3
