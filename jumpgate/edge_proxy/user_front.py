@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 import asyncssh
 
-from jumpgate.edge_proxy.asyncssh_adapter import permit_the_hop
+from jumpgate.edge_proxy.asyncssh_adapter import after_certificate_checks, permit_the_hop
 from jumpgate.edge_proxy.broker import Caller, SessionBroker
 from jumpgate.edge_proxy.connections import ChannelSlots, ConnectionLimits
 from jumpgate.edge_proxy.errors import Refused
@@ -99,6 +99,7 @@ class UserServer(asyncssh.SSHServer):
         self.caller: Caller | None = None
         self._login = ""
         self._peer = ""
+        self._certificate_passed = False  # a certificate shown passed asyncssh's checks
         self._sessions = ChannelSlots("sessions", front.limits.max_sessions_per_connection)
         self._forwards = ChannelSlots(
             "forwarded channels", front.limits.max_forwards_per_connection
@@ -124,7 +125,11 @@ class UserServer(asyncssh.SSHServer):
             self.front.metrics.handshake_failures["unknown_user_ca"] += 1
             return False
         self.tenant = tenant  # asyncssh then checks the login and the validity
+        after_certificate_checks(self._conn, self._certificate_checked)
         return True
+
+    def _certificate_checked(self, passed: bool) -> None:
+        self._certificate_passed = self._certificate_passed or passed
 
     def auth_completed(self) -> None:
         # jumping is not forwarding: the hop opens direct-tcpip to a node (check_port)
@@ -141,9 +146,11 @@ class UserServer(asyncssh.SSHServer):
             )
 
     def connection_lost(self, exc: Exception | None) -> None:
-        """A certificate of a tenant's CA that never logged in was refused by asyncssh
-        after ``validate_ca_key`` (a login it lacks, or expired): audited in that tenant."""
-        if self.tenant is not None and self.caller is None:
+        """A certificate of a tenant's CA that asyncssh refused after ``validate_ca_key``
+        (a login it lacks, or expired) and that never logged in: audited in that tenant. One
+        that passed but was never signed with (a client asks whether a key would do before
+        it signs; anyone may hold a certificate, which is public) was refused nothing."""
+        if self.tenant is not None and self.caller is None and not self._certificate_passed:
             self.front.broker.login_refused(self.tenant, self._login, self._peer)
 
     async def open(self, name: str, splice: Splice, *, login_is_nodes: bool = False) -> None:

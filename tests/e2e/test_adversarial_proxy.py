@@ -11,12 +11,6 @@ from tests.e2e.conftest import LOGIN, Site, audit_events
 pytestmark = [pytest.mark.e2e, pytest.mark.net]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="open: user_front.connection_lost audits any connection whose validate_ca_key "
-    "named a tenant and that never logged in; the proxy never sees whether asyncssh refused "
-    "the certificate (see the adversarial review's report)",
-)
 def test_a_certificate_shown_but_never_used_is_not_audited_as_refused(
     site: Site, tmp_path: Path
 ) -> None:

@@ -84,3 +84,19 @@ def test_a_certificates_permissions_are_read_from_the_connections_cert_options()
     assert "self._cert_options.get('permit-' + permission" in inspect.getsource(checker)
     opener = asyncssh.SSHServerConnection._process_direct_tcpip_open
     assert "check_certificate_permission('port-forwarding')" in inspect.getsource(opener)
+
+
+def test_a_certificates_options_are_kept_only_once_it_passed_asyncssh_checks() -> None:
+    """``after_certificate_checks``: after ``validate_ca_key`` asyncssh checks the rest
+    without awaiting anything, and sets ``_cert_options`` only then (a refused certificate
+    leaves it as every new auth request left it: None)."""
+    source = inspect.getsource(asyncssh.SSHServerConnection._validate_openssh_certificate)
+    after = source[source.index("result = await cast(Awaitable[bool], result)") :]
+    assert "await" not in after.replace("result = await cast(Awaitable[bool], result)", "", 1)
+    checked = after.index("cert.validate(CERT_TYPE_USER, cert_user)")
+    sources = after.index("allowed_addresses")
+    kept = after.index("self._cert_options = cert.options")
+    assert checked < sources < kept
+    assert source.count("_cert_options") == 1
+    request = inspect.getsource(asyncssh.SSHServerConnection._process_userauth_request)
+    assert "conn._cert_options = None" in request
