@@ -109,3 +109,7 @@ def role_revision(tenant: str) -> str:
 
 
 ROLE_REVISIONS = "role-revisions/"
+
+POLICY_REVISION = "policy-revision"
+"""The platform's policy revision (platform scope), moved by every lock and role written: a
+proxy holding it reads nothing more (docs/decisions/0035)."""

@@ -25,18 +25,43 @@ from jumpgate.control_plane import keys
 from jumpgate.control_plane.clock import Clock
 from jumpgate.control_plane.errors import InvalidRequest, NotFound
 from jumpgate.control_plane.store import PLATFORM, Store
-from jumpgate.control_plane.store.base import KeyNotFound
+from jumpgate.control_plane.store.base import Item, KeyNotFound
 from jumpgate.protocol.policy import Subject, lock_applies, lock_message
 from jumpgate.protocol.resources import MAX_SESSION_TTL, Lock, LockSpec, LockTarget, Metadata
 
 MAX_LOCKS = 1000
-"""Locks one tenant may hold at once: each is read by every proxy every second."""
+"""Locks one tenant may hold at once."""
+FEED_PAGE = 500
+"""Locks in one answer to a proxy (about 450 bytes each: far below a Lambda's 6 MB)."""
 
 
 @dataclass(frozen=True)
 class TenantLock:
     tenant: str
     lock: Lock
+
+
+@dataclass(frozen=True)
+class FeedPage:
+    """One page of every lock in force; ``cursor`` for the next, ``None`` at the end."""
+
+    locks: list[TenantLock]
+    cursor: str | None
+
+
+def policy_revision(store: Store) -> str:
+    """The platform's policy revision: it moves with every lock and role written."""
+    try:
+        return store.get(PLATFORM, keys.POLICY_REVISION).value.decode()
+    except KeyNotFound:
+        return "0"  # never written: still a revision, so that "" means "none held"
+
+
+def move_policy_revision(store: Store) -> None:
+    """A lock or a role was written: proxies read the locks and roles revisions again.
+    Called after the write, and read before the listing, so a proxy never holds a new
+    revision with what was there before it."""
+    store.put(PLATFORM, keys.POLICY_REVISION, secrets.token_hex(8).encode())
 
 
 def message_of(lock: Lock) -> str:
@@ -89,6 +114,7 @@ class LockService:
         self._store.create(
             PLATFORM, keys.lock(tenant, lock.name), lock.model_dump_json().encode(), expires=expires
         )
+        move_policy_revision(self._store)
         return lock
 
     def user_removed(self, tenant: str, user: str, user_id: str, *, by: str = "") -> Lock:
@@ -116,6 +142,7 @@ class LockService:
                     self._store.delete(PLATFORM, keys.lock(tenant, lock_id))
                 except KeyNotFound:
                     break
+                move_policy_revision(self._store)
                 return lock
         raise NotFound(f"lock {lock_id!r} not found: see jumpctl get locks")
 
@@ -127,9 +154,17 @@ class LockService:
         return None
 
     def feed(self) -> builtins.list[TenantLock]:
-        """Every lock in force on the platform, with its tenant (for proxies)."""
+        """Every lock in force on the platform, with its tenant."""
+        return self._in_force(self._store.list_all(PLATFORM, keys.LOCKS))
+
+    def feed_page(self, cursor: str | None = None) -> FeedPage:
+        """``FEED_PAGE`` locks of the platform at most, from ``cursor`` (for proxies)."""
+        page = self._store.list(PLATFORM, keys.LOCKS, limit=FEED_PAGE, cursor=cursor or None)
+        return FeedPage(self._in_force(page.items), page.cursor)
+
+    def _in_force(self, items: Iterable[Item]) -> builtins.list[TenantLock]:
         found = []
-        for item in self._store.list_all(PLATFORM, keys.LOCKS):
+        for item in items:
             tenant = item.key.removeprefix(keys.LOCKS).split("/", 1)[0]
             found.append(TenantLock(tenant, _lock_of(item.value)))
         now = self._clock.now()

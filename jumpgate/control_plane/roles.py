@@ -18,6 +18,7 @@ from functools import lru_cache
 
 from jumpgate.control_plane import keys
 from jumpgate.control_plane.errors import AlreadyExists, Conflict, InvalidRequest, NotFound
+from jumpgate.control_plane.locks import move_policy_revision
 from jumpgate.control_plane.records import UserRecord
 from jumpgate.control_plane.store import PLATFORM, Store
 from jumpgate.control_plane.store.base import KeyExists, KeyNotFound, RevisionMismatch
@@ -64,6 +65,7 @@ class RoleService:
     def _moved(self, tenant: str) -> None:
         """A role of ``tenant`` changed: nodes drop the definitions they hold."""
         self._store.put(PLATFORM, keys.role_revision(tenant), secrets.token_hex(8).encode())
+        move_policy_revision(self._store)
 
     def get(self, tenant: str, name: str) -> Role:
         """The role, its revision set; ``NotFound`` naming where to look."""

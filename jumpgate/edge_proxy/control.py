@@ -34,6 +34,10 @@ class ControlPlaneError(Exception):
 
 M = TypeVar("M", bound=BaseModel)
 
+MAX_FEED_PAGES = 1000
+"""Pages of one reading of the locks at most (500,000 locks): a feed that never ends is an
+error, not a loop."""
+
 
 def _body(kind: type[M], **fields: Any) -> M:
     """A request body, or ``ControlPlaneError`` 400 naming the field, as the control plane
@@ -129,9 +133,23 @@ class ControlPlaneClient:
         answer = await self._call(routes.NODE_REMOVALS)
         return models.NodeRemovals.model_validate(answer).nodes
 
-    async def lock_feed(self) -> models.LockFeed:
-        """Every lock in force on the platform and each tenant's roles revision."""
-        return models.LockFeed.model_validate(await self._call(routes.LOCK_FEED))
+    async def lock_feed(self, revision: str = "") -> models.LockFeed | None:
+        """Every lock in force on the platform and each tenant's roles revision, read a page
+        at a time; ``None`` when ``revision`` (the one the caller holds) is still current."""
+        pages: list[models.LockFeed] = []
+        cursor = ""
+        while len(pages) < MAX_FEED_PAGES:
+            body = _body(models.LockFeedRequest, revision=revision, cursor=cursor)
+            page = models.LockFeed.model_validate(await self._call(routes.LOCK_FEED, body))
+            if page.unchanged:
+                return None
+            pages.append(page)
+            cursor = page.next_cursor
+            if not cursor:
+                first = pages[0]
+                locks = [held for page in pages for held in page.locks]
+                return first.model_copy(update={"locks": locks, "next_cursor": ""})
+        raise ControlPlaneError(502, f"the lock feed did not end within {MAX_FEED_PAGES} pages")
 
     async def role_definitions(self, tenant: str, names: list[str]) -> list[Role]:
         """The current definitions of those of ``names`` that are roles of ``tenant``."""

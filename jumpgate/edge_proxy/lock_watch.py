@@ -1,5 +1,6 @@
 """The proxy's watch over locks: once a second, every lock in force on the platform, and the
-live sessions this proxy carries that a lock now matches are ended.
+live sessions this proxy carries that a lock now matches are ended. A reading names the
+revision it holds: the control plane answers only what changed since (docs/decisions/0035).
 
 This is the proxy's backstop: the node ends a locked connection first, telling the user the
 lock's message on each open session's stderr (it was pushed the locks, ``node_policy``). The
@@ -16,6 +17,7 @@ a second later: the watch never ends on an error.
 import asyncio
 import logging
 from collections.abc import Callable, Coroutine
+from datetime import UTC, datetime
 from typing import Any, Generic, Protocol, TypeVar
 
 from jumpgate.edge_proxy.broker import LiveSession
@@ -40,9 +42,10 @@ P = TypeVar("P", bound=Pipe)
 
 
 class FeedSource(Protocol):
-    """Where the locks are read (``control.ControlPlaneClient``)."""
+    """Where the locks are read (``control.ControlPlaneClient``): ``None`` when the revision
+    named is still current."""
 
-    async def lock_feed(self) -> models.LockFeed: ...
+    async def lock_feed(self, revision: str = "") -> models.LockFeed | None: ...
 
 
 class Sessions(Protocol[P]):
@@ -88,6 +91,8 @@ class LockWatch(Generic[P]):
         self.poll = poll
         self.node_grace = node_grace
         self._ending: set[P] = set()  # told their reason, waiting for the node to end them
+        self._held: models.LockFeed | None = None  # the last reading, kept while current
+        self._pushed: models.LockFeed | None = None  # the reading the nodes were told
 
     async def run(self) -> None:
         """Read and apply the locks every ``poll`` seconds, for ever."""
@@ -95,23 +100,33 @@ class LockWatch(Generic[P]):
             await asyncio.sleep(self.poll)
             if not self._sessions.live and not self._policies:
                 continue
+            held = self._held
             try:
-                feed = await asyncio.wait_for(self._source.lock_feed(), FEED_TIMEOUT_SECONDS)
+                feed = await asyncio.wait_for(
+                    self._source.lock_feed(held.revision if held else ""), FEED_TIMEOUT_SECONDS
+                )
             except (ControlPlaneError, TimeoutError) as exc:
                 logger.warning("locks not read", extra={"reason": str(exc) or "timed out"})
                 continue
             except Exception:  # an odd answer must not end the watch: locks would stop here
                 logger.exception("locks not read")
                 continue
-            self.apply(feed)
+            self._held = feed or held
+            if self._held is not None:
+                self.apply(self._held)  # each second: a session opened since may match
 
     def apply(self, feed: models.LockFeed) -> list[P]:
         """Push the reading to the nodes and end the sessions a lock matches; those newly
         ended."""
-        self._policies.update(feed)
+        if feed is not self._pushed:  # the same reading again: the nodes have it
+            self._policies.update(feed)
+            self._pushed = feed
         locks: dict[str, list[Lock]] = {}
+        now = datetime.now(UTC)
         for held in feed.locks:
-            locks.setdefault(held.tenant, []).append(held.lock)
+            expires = held.lock.spec.expires
+            if expires is None or expires > now:  # a lock that expired moves no revision
+                locks.setdefault(held.tenant, []).append(held.lock)
         ended = []
         for session in self._sessions.sessions():
             if session.pipe in self._ending or session.tenant not in locks:

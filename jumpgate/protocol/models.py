@@ -224,13 +224,29 @@ class TenantLock(_Model):
     lock: Lock
 
 
+class LockFeedRequest(_Model):
+    """Internal: a proxy's poll of the locks. ``revision``: the one it holds (``""``: none
+    yet); ``cursor``: the next page of a reading begun (``LockFeed.next_cursor``)."""
+
+    revision: str = Field(default="", max_length=64)
+    cursor: str = Field(default="", max_length=2048)
+
+
 class LockFeed(_Model):
     """Internal: every lock in force on the platform, for proxies to end what they match
     (and tell their nodes), and each tenant's roles revision (moved by every role write:
-    a node then drops the role definitions it holds)."""
+    a node then drops the role definitions it holds), a page at a time.
+
+    ``revision`` moves with every lock or role written; a poll naming the current one is
+    answered ``unchanged`` with nothing else. Otherwise the first page carries the roles
+    revisions, and each page up to ``FEED_PAGE`` locks and the ``next_cursor`` of the next
+    (``""``: the last). A lock that expires moves nothing: a proxy drops it at its expiry."""
 
     locks: list[TenantLock]
     role_revisions: dict[str, str] = Field(default_factory=dict)
+    revision: str = ""
+    unchanged: bool = False
+    next_cursor: str = ""
 
 
 class RoleDefinitionsRequest(_Model):

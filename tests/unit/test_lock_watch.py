@@ -9,6 +9,7 @@ the tenant's nodes only when it changed; role definitions are cached a second pe
 import asyncio
 from collections.abc import Coroutine
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -29,10 +30,13 @@ def lock(target: LockTarget, name: str = "l1", message: str = "incident 42") -> 
     return Lock(metadata=Metadata(name=name), spec=LockSpec(target=target, message=message))
 
 
-def feed(*locks: tuple[str, Lock], revisions: dict[str, str] | None = None) -> models.LockFeed:
+def feed(
+    *locks: tuple[str, Lock], revisions: dict[str, str] | None = None, revision: str = "r1"
+) -> models.LockFeed:
     return models.LockFeed(
         locks=[models.TenantLock(tenant=t, lock=k) for t, k in locks],
         role_revisions=revisions or {},
+        revision=revision,
     )
 
 
@@ -55,12 +59,14 @@ class FakeRoles:
 class FakeFeed:
     """Readings handed out in turn; an exception in the list is raised instead."""
 
-    readings: list[models.LockFeed | Exception]
+    readings: list[models.LockFeed | Exception | None]
     read: int = 0
+    held: list[str] = field(default_factory=list)  # the revision named by each reading
 
-    async def lock_feed(self) -> models.LockFeed:
+    async def lock_feed(self, revision: str = "") -> models.LockFeed | None:
         reading = self.readings[min(self.read, len(self.readings) - 1)]
         self.read += 1
+        self.held.append(revision)
         if isinstance(reading, Exception):
             raise reading
         return reading
@@ -79,7 +85,7 @@ class Channel:
 class Watched:
     """A broker with live sessions, and its lock watch with a short node grace."""
 
-    def __init__(self, readings: list[models.LockFeed | Exception] | None = None) -> None:
+    def __init__(self, readings: list[models.LockFeed | Exception | None] | None = None) -> None:
         self.w: World = world()
         self.policies = NodePolicies(FakeRoles())
         self.feed = FakeFeed(readings or [feed()])
@@ -214,6 +220,50 @@ def test_the_watch_reads_every_poll_and_outlives_a_failed_reading() -> None:
             runner.cancel()
         assert pipe.ended is True
         assert t.feed.read >= 3
+
+    asyncio.run(run())
+
+
+def test_a_reading_unchanged_keeps_the_locks_held_for_sessions_opened_since() -> None:
+    """The watch names the revision it holds; "unchanged" (None) costs nothing and the
+    locks it holds still end a session opened after they were read (a session-auth that
+    passed just before the lock was written)."""
+
+    async def run() -> None:
+        t = Watched([feed(("acme", lock(LockTarget(user="alice"))), revision="r7"), None])
+        channel = Channel()
+        t.policies.join("acme", channel)  # so that it polls before any session
+        runner = asyncio.get_running_loop().create_task(t.watch.run())
+        try:
+            while t.feed.read < 3:
+                await asyncio.sleep(0.01)
+            pipe = await t.start("web-1")
+            for _ in range(200):  # at most 2 s
+                if pipe.ended:
+                    break
+                await asyncio.sleep(0.01)
+        finally:
+            runner.cancel()
+        assert pipe.ended is True
+        assert t.feed.held[:3] == ["", "r7", "r7"]
+        assert len(channel.sent) == 1  # pushed once: the same reading is not pushed again
+
+    asyncio.run(run())
+
+
+def test_a_held_lock_that_expired_ends_nothing() -> None:
+    """An expiry moves no revision: the proxy drops an expired lock it holds itself."""
+    past = datetime.now(UTC) - timedelta(seconds=1)
+    expired = Lock(
+        metadata=Metadata(name="l1"),
+        spec=LockSpec(target=LockTarget(user="alice"), message="m", expires=past),
+    )
+
+    async def run() -> None:
+        t = Watched()
+        pipe = await t.start("web-1")
+        assert t.watch.apply(feed(("acme", expired))) == []
+        assert pipe.ended is False
 
     asyncio.run(run())
 

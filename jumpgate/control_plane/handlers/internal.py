@@ -17,6 +17,7 @@ from jumpgate.control_plane.handlers.api import (
     signed_trust,
 )
 from jumpgate.control_plane.handlers.resolver import ConcurrentResolver
+from jumpgate.control_plane.locks import policy_revision
 from jumpgate.control_plane.nodes import NodeInfo
 from jumpgate.control_plane.plane import ControlPlane
 from jumpgate.control_plane.session_access import access_refusal
@@ -67,11 +68,20 @@ def build_internal_app(plane: ControlPlane) -> ConcurrentResolver:
         )
 
     @app.post(routes.LOCK_FEED.path)
-    def lock_feed() -> models.LockFeed:
-        """Every lock in force and every tenant's roles revision, polled by each proxy."""
+    def lock_feed(body: models.LockFeedRequest | None = None) -> models.LockFeed:
+        """Every lock in force and every tenant's roles revision, polled by each proxy each
+        second: nothing more when the revision it holds is current, else a page at a time
+        (docs/decisions/0035). A proxy of before 0035 sends no body: the first page."""
+        body = body or models.LockFeedRequest()
+        revision = policy_revision(plane.store)  # before the listing: see move_policy_revision
+        if body.revision == revision and not body.cursor:
+            return models.LockFeed(locks=[], revision=revision, unchanged=True)
+        page = plane.locks.feed_page(body.cursor)  # a cursor it did not give: 400
         return models.LockFeed(
-            locks=[models.TenantLock(tenant=t.tenant, lock=t.lock) for t in plane.locks.feed()],
-            role_revisions=plane.roles.revisions(),
+            locks=[models.TenantLock(tenant=t.tenant, lock=t.lock) for t in page.locks],
+            role_revisions={} if body.cursor else plane.roles.revisions(),
+            revision=revision,
+            next_cursor=page.cursor or "",
         )
 
     @app.post(routes.ROLE_DEFINITIONS.path)
