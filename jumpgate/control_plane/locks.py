@@ -25,7 +25,14 @@ from jumpgate.control_plane import keys
 from jumpgate.control_plane.clock import Clock
 from jumpgate.control_plane.errors import InvalidRequest, NotFound
 from jumpgate.control_plane.store import PLATFORM, Store
-from jumpgate.control_plane.store.base import Item, KeyNotFound
+from jumpgate.control_plane.store.base import (
+    AtomicWriteFailed,
+    Create,
+    Delete,
+    Item,
+    KeyNotFound,
+    Put,
+)
 from jumpgate.protocol.policy import Subject, lock_applies, lock_message
 from jumpgate.protocol.resources import MAX_SESSION_TTL, Lock, LockSpec, LockTarget, Metadata
 
@@ -57,11 +64,12 @@ def policy_revision(store: Store) -> str:
         return "0"  # never written: still a revision, so that "" means "none held"
 
 
-def move_policy_revision(store: Store) -> None:
-    """A lock or a role was written: proxies read the locks and roles revisions again.
-    Called after the write, and read before the listing, so a proxy never holds a new
-    revision with what was there before it."""
-    store.put(PLATFORM, keys.POLICY_REVISION, secrets.token_hex(8).encode())
+def policy_moved() -> Put:
+    """The write that moves the platform's policy revision, made in one atomic write with
+    the lock or roles revision it is for: what is written is never what the proxies are
+    not told of. The feed reads the revision before its listing, so a proxy never holds a
+    new revision with what was there before it."""
+    return Put(keys.POLICY_REVISION, secrets.token_hex(8).encode())
 
 
 def message_of(lock: Lock) -> str:
@@ -111,10 +119,8 @@ class LockService:
                 created_by=created_by,
             ),
         )
-        self._store.create(
-            PLATFORM, keys.lock(tenant, lock.name), lock.model_dump_json().encode(), expires=expires
-        )
-        move_policy_revision(self._store)
+        written = Create(keys.lock(tenant, lock.name), lock.model_dump_json().encode(), expires)
+        self._store.atomic_write(PLATFORM, [written, policy_moved()])
         return lock
 
     def user_removed(self, tenant: str, user: str, user_id: str, *, by: str = "") -> Lock:
@@ -139,10 +145,11 @@ class LockService:
         for lock in self.list(tenant):
             if lock.name == lock_id:
                 try:
-                    self._store.delete(PLATFORM, keys.lock(tenant, lock_id))
-                except KeyNotFound:
+                    self._store.atomic_write(
+                        PLATFORM, [Delete(keys.lock(tenant, lock_id)), policy_moved()]
+                    )
+                except AtomicWriteFailed:  # removed (or expired) since it was listed
                     break
-                move_policy_revision(self._store)
                 return lock
         raise NotFound(f"lock {lock_id!r} not found: see jumpctl get locks")
 

@@ -18,10 +18,10 @@ from functools import lru_cache
 
 from jumpgate.control_plane import keys
 from jumpgate.control_plane.errors import AlreadyExists, Conflict, InvalidRequest, NotFound
-from jumpgate.control_plane.locks import move_policy_revision
+from jumpgate.control_plane.locks import policy_moved
 from jumpgate.control_plane.records import UserRecord
 from jumpgate.control_plane.store import PLATFORM, Store
-from jumpgate.control_plane.store.base import KeyExists, KeyNotFound, RevisionMismatch
+from jumpgate.control_plane.store.base import KeyExists, KeyNotFound, Put, RevisionMismatch
 from jumpgate.protocol.policy import PRESETS, AccessChecker, traits_of
 from jumpgate.protocol.resources import Role
 
@@ -64,8 +64,8 @@ class RoleService:
 
     def _moved(self, tenant: str) -> None:
         """A role of ``tenant`` changed: nodes drop the definitions they hold."""
-        self._store.put(PLATFORM, keys.role_revision(tenant), secrets.token_hex(8).encode())
-        move_policy_revision(self._store)
+        moved = Put(keys.role_revision(tenant), secrets.token_hex(8).encode())
+        self._store.atomic_write(PLATFORM, [moved, policy_moved()])
 
     def get(self, tenant: str, name: str) -> Role:
         """The role, its revision set; ``NotFound`` naming where to look."""

@@ -73,7 +73,7 @@ def build_internal_app(plane: ControlPlane) -> ConcurrentResolver:
         second: nothing more when the revision it holds is current, else a page at a time
         (docs/decisions/0035). A proxy of before 0035 sends no body: the first page."""
         body = body or models.LockFeedRequest()
-        revision = policy_revision(plane.store)  # before the listing: see move_policy_revision
+        revision = policy_revision(plane.store)  # before the listing: see policy_moved
         if body.revision == revision and not body.cursor:
             return models.LockFeed(locks=[], revision=revision, unchanged=True)
         page = plane.locks.feed_page(body.cursor)  # a cursor it did not give: 400
