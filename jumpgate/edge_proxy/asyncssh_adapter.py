@@ -7,19 +7,21 @@
   reaches its nodes through the proxy (``ssh -J`` and ``jump ssh`` open ``direct-tcpip`` to
   the node's SSH port there), while forwarding itself is the node's to refuse (decision
   0028). ``tests/unit/test_asyncssh_adapter.py`` checks it against ``CHECKED_VERSION``.
-  The same attribute says whether asyncssh accepted the certificate a client showed: it is
-  set only once the certificate passed asyncssh's checks (its CA, principals, validity and
-  source addresses). A client asks whether a key would do before it signs anything, so a
-  certificate shown and never signed with was not refused (``after_certificate_checks``).
+- ``SSHServerConnection._validate_openssh_certificate(username, cert)``: checks a
+  certificate a client shows (its CA through ``validate_ca_key``, then principals, validity
+  and source addresses); the key when all pass, else ``None``. No callback says which
+  certificate asyncssh refused; the proxy must know: a client asks whether a key would do
+  before it signs anything, so a certificate shown and never signed with was not refused
+  (``on_certificate_checked``), while one refused is audited.
 """
 
-import asyncio
 from collections.abc import Callable
+from typing import Any
 
 import asyncssh
 
 CHECKED_VERSION = "2.24.1"
-"""The asyncssh release the private part above was read in and tested against."""
+"""The asyncssh release the private parts above were read in and tested against."""
 
 
 def permit_the_hop(conn: asyncssh.SSHServerConnection) -> None:
@@ -30,12 +32,19 @@ def permit_the_hop(conn: asyncssh.SSHServerConnection) -> None:
         conn._cert_options = {**options, "permit-port-forwarding": True}
 
 
-def after_certificate_checks(
+def on_certificate_checked(
     conn: asyncssh.SSHServerConnection, then: Callable[[bool], None]
 ) -> None:
-    """From ``validate_ca_key``, having accepted the CA: call ``then(accepted)`` once
-    asyncssh has checked the rest of that certificate (its principals, validity and source
-    addresses). asyncssh goes on from ``validate_ca_key`` to those checks without yielding,
-    and keeps ``_cert_options`` only if they pass (it clears them on every new auth
-    request, so they are read right after)."""
-    asyncio.get_running_loop().call_soon(lambda: then(conn._cert_options is not None))
+    """Call ``then(passed)`` each time asyncssh has checked an OpenSSH certificate a client
+    showed on ``conn``: its CA (through ``validate_ca_key``), then its principals, validity
+    and source addresses. Wraps the connection's ``_validate_openssh_certificate``, which
+    answers the certificate's key when all pass and ``None`` otherwise, for the query
+    without a signature and for the signed request alike."""
+    check = conn._validate_openssh_certificate
+
+    async def checked(username: str, cert: Any) -> Any:
+        key = await check(username, cert)
+        then(key is not None)
+        return key
+
+    conn._validate_openssh_certificate = checked  # type: ignore[method-assign]

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 import asyncssh
 
-from jumpgate.edge_proxy.asyncssh_adapter import after_certificate_checks, permit_the_hop
+from jumpgate.edge_proxy.asyncssh_adapter import on_certificate_checked, permit_the_hop
 from jumpgate.edge_proxy.broker import Caller, SessionBroker
 from jumpgate.edge_proxy.connections import ChannelSlots, ConnectionLimits
 from jumpgate.edge_proxy.errors import Refused
@@ -72,6 +72,10 @@ def channel_error(refused: Refused) -> asyncssh.ChannelOpenError:
     return asyncssh.ChannelOpenError(code, str(refused))
 
 
+MAX_REFUSALS_KEPT = 8
+"""Refused certificates one connection remembers to audit (each tenant and login once)."""
+
+
 @dataclass(frozen=True)
 class UserFront:
     """What every user connection shares: the broker, the tenant lookup, caps and counters."""
@@ -99,7 +103,8 @@ class UserServer(asyncssh.SSHServer):
         self.caller: Caller | None = None
         self._login = ""
         self._peer = ""
-        self._certificate_passed = False  # a certificate shown passed asyncssh's checks
+        self._shown: str | None = None  # the tenant of the certificate being checked
+        self._refused: set[tuple[str, str]] = set()  # (tenant, login) asyncssh refused
         self._sessions = ChannelSlots("sessions", front.limits.max_sessions_per_connection)
         self._forwards = ChannelSlots(
             "forwarded channels", front.limits.max_forwards_per_connection
@@ -110,6 +115,7 @@ class UserServer(asyncssh.SSHServer):
         peer = conn.get_extra_info("peername") or ("", 0)
         self._peer = f"{peer[0]}:{peer[1]}"  # still known once the connection is lost
         self.front.users.add(conn)
+        on_certificate_checked(conn, self._certificate_checked)
 
     def begin_auth(self, username: str) -> bool:
         self._login = username
@@ -123,13 +129,17 @@ class UserServer(asyncssh.SSHServer):
         tenant = await self.front.tenants.tenant_by_user_ca(public)
         if tenant is None:
             self.front.metrics.handshake_failures["unknown_user_ca"] += 1
+            self._shown = None
             return False
-        self.tenant = tenant  # asyncssh then checks the login and the validity
-        after_certificate_checks(self._conn, self._certificate_checked)
+        self.tenant = self._shown = tenant  # asyncssh then checks the login and the validity
         return True
 
     def _certificate_checked(self, passed: bool) -> None:
-        self._certificate_passed = self._certificate_passed or passed
+        """asyncssh checked a certificate shown (a query, or the signed request): one of a
+        tenant's CA that it refused is remembered, to audit if no login follows."""
+        if not passed and self._shown is not None and len(self._refused) < MAX_REFUSALS_KEPT:
+            self._refused.add((self._shown, self._login))
+        self._shown = None
 
     def auth_completed(self) -> None:
         # jumping is not forwarding: the hop opens direct-tcpip to a node (check_port)
@@ -146,12 +156,13 @@ class UserServer(asyncssh.SSHServer):
             )
 
     def connection_lost(self, exc: Exception | None) -> None:
-        """A certificate of a tenant's CA that asyncssh refused after ``validate_ca_key``
-        (a login it lacks, or expired) and that never logged in: audited in that tenant. One
-        that passed but was never signed with (a client asks whether a key would do before
-        it signs; anyone may hold a certificate, which is public) was refused nothing."""
-        if self.tenant is not None and self.caller is None and not self._certificate_passed:
-            self.front.broker.login_refused(self.tenant, self._login, self._peer)
+        """Each certificate of a tenant's CA that asyncssh refused (a login it lacks, or
+        expired) on a connection that never logged in: audited in that tenant. One that
+        passed but was never signed with (a client asks whether a key would do before it
+        signs; anyone may hold a certificate, which is public) was refused nothing."""
+        if self.caller is None:
+            for tenant, login in sorted(self._refused):
+                self.front.broker.login_refused(tenant, login, self._peer)
 
     async def open(self, name: str, splice: Splice, *, login_is_nodes: bool = False) -> None:
         """Have the broker open ``splice`` to the node ``name`` names, as this caller

@@ -86,17 +86,16 @@ def test_a_certificates_permissions_are_read_from_the_connections_cert_options()
     assert "check_certificate_permission('port-forwarding')" in inspect.getsource(opener)
 
 
-def test_a_certificates_options_are_kept_only_once_it_passed_asyncssh_checks() -> None:
-    """``after_certificate_checks``: after ``validate_ca_key`` asyncssh checks the rest
-    without awaiting anything, and sets ``_cert_options`` only then (a refused certificate
-    leaves it as every new auth request left it: None)."""
-    source = inspect.getsource(asyncssh.SSHServerConnection._validate_openssh_certificate)
-    after = source[source.index("result = await cast(Awaitable[bool], result)") :]
-    assert "await" not in after.replace("result = await cast(Awaitable[bool], result)", "", 1)
-    checked = after.index("cert.validate(CERT_TYPE_USER, cert_user)")
-    sources = after.index("allowed_addresses")
-    kept = after.index("self._cert_options = cert.options")
-    assert checked < sources < kept
-    assert source.count("_cert_options") == 1
-    request = inspect.getsource(asyncssh.SSHServerConnection._process_userauth_request)
-    assert "conn._cert_options = None" in request
+def test_a_shown_certificate_is_checked_by_one_method_of_the_connection() -> None:
+    """``on_certificate_checked`` wraps ``_validate_openssh_certificate`` on the connection:
+    asyncssh must look it up there for every OpenSSH certificate a client shows, and answer
+    ``None`` for one it refuses (its CA, principals, validity or source addresses)."""
+    check = asyncssh.SSHServerConnection._validate_openssh_certificate
+    assert inspect.iscoroutinefunction(check)
+    assert _names(check) == ["self", "username", "cert"]
+    source = inspect.getsource(check)
+    assert "validate_ca_key(username, cert.signing_key)" in source
+    assert "cert.validate(CERT_TYPE_USER, cert_user)" in source
+    assert source.count("return None") == 3  # the CA, the principals or validity, the source
+    caller = inspect.getsource(asyncssh.SSHServerConnection._validate_client_certificate)
+    assert "return await self._validate_openssh_certificate(" in caller
