@@ -75,6 +75,7 @@ class ConnectionGuard:
         self._tasks: set[asyncio.Task[None]] = set()
         self._settled = asyncio.Event()  # admission decided (channels may come before)
         self._options_moved = asyncio.Event()  # set (and replaced) when the checker changes
+        self._closed = False  # the connection is gone: nothing more is started
 
     @property
     def pending(self) -> bool:
@@ -191,13 +192,18 @@ class ConnectionGuard:
         self._end(message)
 
     def close(self) -> None:
-        """The connection is gone: stop watching and timing it."""
+        """The connection is gone: stop watching and timing it (also when it went while
+        its roles were read, before the timers would start)."""
+        self._closed = True
         if self.policy is not None:
             self.policy.unwatch(self)
         for task in self._tasks:
             task.cancel()
 
     def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        if self._closed:
+            coroutine.close()
+            return
         task = asyncio.get_running_loop().create_task(coroutine)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

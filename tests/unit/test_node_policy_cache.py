@@ -233,3 +233,32 @@ def test_an_open_connection_follows_the_roles_options_when_they_change(
     took = asyncio.run(run())
     assert ended == [said]
     assert took < 3
+
+
+def test_a_connection_gone_while_its_roles_were_read_leaves_no_timer() -> None:
+    """The client may leave while the roles are read: the connection is closed before the
+    guard's timers would start, and a timer started after ``close`` was never cancelled
+    (one waiting for ever per such connection)."""
+    proxy = Proxy(_role("dev"))
+    policy = NodePolicy()
+    policy.connected(proxy.fetch)
+    policy.update(PolicyUpdate(roles_revision="1"))
+    identity = CertIdentity(
+        "alice",
+        "u-alice",
+        roles=("dev",),
+        traits={"logins": ("root",)},
+        valid_before=int(time.time()) + 3600,
+    )
+
+    async def run() -> int:
+        guard = ConnectionGuard(identity, "root", policy=policy, node=NODE, end=lambda _: None)
+        admitting = asyncio.get_running_loop().create_task(guard.admit())
+        guard.close()  # the client left
+        assert await admitting is None
+        guard.start()  # what the server does once admitted
+        await asyncio.sleep(0.05)
+        mine = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        return len(mine)
+
+    assert asyncio.run(run()) == 0
