@@ -232,6 +232,14 @@ class LockFeedRequest(_Model):
     cursor: str = Field(default="", max_length=2048)
 
 
+class LockFeedBefore(_Model):
+    """Internal: the lock feed as a proxy of the release before 0035 reads it (it sends no
+    body, and refuses fields it does not know): every lock in force, in one answer."""
+
+    locks: list[TenantLock]
+    role_revisions: dict[str, str] = Field(default_factory=dict)
+
+
 class LockFeed(_Model):
     """Internal: every lock in force on the platform, for proxies to end what they match
     (and tell their nodes), and each tenant's roles revision (moved by every role write:

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
+from pydantic import BaseModel, ConfigDict
 
 from jumpgate.control_plane import locks as lock_module
 from jumpgate.control_plane.handlers.internal import make_internal_handler
@@ -21,7 +22,7 @@ from jumpgate.control_plane.nodes import NodeInfo
 from jumpgate.control_plane.plane import ControlPlane
 from jumpgate.edge_proxy.control import ControlPlaneClient, ControlPlaneError
 from jumpgate.edge_proxy.events import http_event
-from jumpgate.protocol import certs
+from jumpgate.protocol import certs, models
 from jumpgate.protocol.resources import Conditions, LockTarget, Metadata, Role, RoleSpec
 from tests.functional.conftest import Platform
 
@@ -430,10 +431,23 @@ def test_every_lock_is_read_in_pages_of_bounded_size(
     assert set(whole.role_revisions) == {"acme", "beta"}
 
 
-def test_a_proxy_of_before_pages_gets_the_first_page(platform: Platform) -> None:
-    """A proxy still running the release before pages (a rolling deploy) POSTs no body."""
+class _FeedBefore(BaseModel):
+    """``LockFeed`` as the release before 0035 reads it (unknown fields refused)."""
+
+    model_config = ConfigDict(extra="forbid")
+    locks: list[models.TenantLock]
+    role_revisions: dict[str, str] = {}
+
+
+def test_a_proxy_of_before_pages_gets_what_it_got_before(
+    platform: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A proxy still running the release before pages (a rolling deploy) POSTs no body and
+    reads the answer with its own model, which refuses fields it does not know: it gets
+    every lock in force, in the shape it knows."""
+    monkeypatch.setattr(lock_module, "FEED_PAGE", 2)
     Cluster(platform, "acme")
-    lock = platform.plane.locks.create("acme", LockTarget(user="bob"))
+    made = {platform.plane.locks.create("acme", LockTarget(login=f"l{i}")).name for i in range(3)}
     event = http_event(
         method="POST",
         path="/internal/v1/locks",
@@ -444,6 +458,6 @@ def test_a_proxy_of_before_pages_gets_the_first_page(platform: Platform) -> None
     )
     answer = make_internal_handler(platform.plane)(event, None)
     assert answer["statusCode"] == 200, answer
-    feed = json.loads(answer["body"])
-    assert [t["lock"]["metadata"]["name"] for t in feed["locks"]] == [lock.name]
-    assert feed["next_cursor"] == ""
+    feed = _FeedBefore.model_validate_json(answer["body"])
+    assert {held.lock.name for held in feed.locks} == made
+    assert set(feed.role_revisions) == {"acme"}

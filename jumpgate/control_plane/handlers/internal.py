@@ -68,11 +68,17 @@ def build_internal_app(plane: ControlPlane) -> ConcurrentResolver:
         )
 
     @app.post(routes.LOCK_FEED.path)
-    def lock_feed(body: models.LockFeedRequest | None = None) -> models.LockFeed:
+    def lock_feed(
+        body: models.LockFeedRequest | None = None,
+    ) -> models.LockFeed | models.LockFeedBefore:
         """Every lock in force and every tenant's roles revision, polled by each proxy each
         second: nothing more when the revision it holds is current, else a page at a time
-        (docs/decisions/0035). A proxy of before 0035 sends no body: the first page."""
-        body = body or models.LockFeedRequest()
+        (docs/decisions/0035). A proxy of before 0035 sends no body: what it got before."""
+        if body is None:
+            return models.LockFeedBefore(
+                locks=[models.TenantLock(tenant=t.tenant, lock=t.lock) for t in plane.locks.feed()],
+                role_revisions=plane.roles.revisions(),
+            )
         revision = policy_revision(plane.store)  # before the listing: see policy_moved
         if body.revision == revision and not body.cursor:
             return models.LockFeed(locks=[], revision=revision, unchanged=True)
