@@ -16,10 +16,13 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from pydantic import BaseModel, ConfigDict
 
+from jumpgate.control_plane import keys
 from jumpgate.control_plane import locks as lock_module
+from jumpgate.control_plane.errors import StoreUnavailable
 from jumpgate.control_plane.handlers.internal import make_internal_handler
 from jumpgate.control_plane.nodes import NodeInfo
 from jumpgate.control_plane.plane import ControlPlane
+from jumpgate.control_plane.store import Put
 from jumpgate.edge_proxy.control import ControlPlaneClient, ControlPlaneError
 from jumpgate.edge_proxy.events import http_event
 from jumpgate.protocol import certs, models
@@ -461,3 +464,36 @@ def test_a_proxy_of_before_pages_gets_what_it_got_before(
     feed = _FeedBefore.model_validate_json(answer["body"])
     assert {held.lock.name for held in feed.locks} == made
     assert set(feed.role_revisions) == {"acme"}
+
+
+def test_a_lock_is_never_in_force_without_its_revision_moved(
+    platform: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A proxy holding the revision reads nothing more: a lock written (or removed) while
+    the revision's write failed (throttled) would go unseen by every proxy until another
+    write, so both are one atomic write, or neither."""
+    Cluster(platform, "acme")
+    store = platform.plane.store
+    locks = platform.plane.locks
+    kept = locks.create("acme", LockTarget(user="carol"))
+    put, atomic = store.put, store.atomic_write
+
+    def revision_refused(ops: Any) -> None:
+        if any(getattr(op, "key", "") == keys.POLICY_REVISION for op in ops):
+            raise StoreUnavailable("throttled")
+
+    def put_refused(tenant: str, key: str, value: bytes, **kw: Any) -> Any:
+        revision_refused([Put(key, value)])
+        return put(tenant, key, value, **kw)
+
+    def atomic_refused(tenant: str, ops: Any) -> None:
+        revision_refused(ops)
+        atomic(tenant, ops)
+
+    monkeypatch.setattr(store, "put", put_refused)
+    monkeypatch.setattr(store, "atomic_write", atomic_refused)
+    with pytest.raises(StoreUnavailable):
+        locks.create("acme", LockTarget(user="bob"))
+    with pytest.raises(StoreUnavailable):
+        locks.remove("acme", kept.name)
+    assert [lock.name for lock in locks.list("acme")] == [kept.name]
