@@ -7,7 +7,7 @@ the tenant's nodes only when it changed; role definitions are cached a second pe
 """
 
 import asyncio
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -38,6 +38,14 @@ def feed(
         role_revisions=revisions or {},
         revision=revision,
     )
+
+
+async def _until(done: Callable[[], bool], seconds: float = 2.0) -> None:
+    """Wait until ``done()``, at most ``seconds``."""
+    for _ in range(int(seconds / 0.01)):
+        if done():
+            return
+        await asyncio.sleep(0.01)
 
 
 @dataclass
@@ -212,10 +220,7 @@ def test_the_watch_reads_every_poll_and_outlives_a_failed_reading() -> None:
         pipe = await t.start("web-1")
         runner = asyncio.get_running_loop().create_task(t.watch.run())
         try:
-            for _ in range(200):  # at most 2 s
-                if pipe.ended:
-                    break
-                await asyncio.sleep(0.01)
+            await _until(lambda: pipe.ended)
         finally:
             runner.cancel()
         assert pipe.ended is True
@@ -235,13 +240,9 @@ def test_a_reading_unchanged_keeps_the_locks_held_for_sessions_opened_since() ->
         t.policies.join("acme", channel)  # so that it polls before any session
         runner = asyncio.get_running_loop().create_task(t.watch.run())
         try:
-            while t.feed.read < 3:
-                await asyncio.sleep(0.01)
+            await _until(lambda: t.feed.read >= 3)
             pipe = await t.start("web-1")
-            for _ in range(200):  # at most 2 s
-                if pipe.ended:
-                    break
-                await asyncio.sleep(0.01)
+            await _until(lambda: pipe.ended)
         finally:
             runner.cancel()
         assert pipe.ended is True
