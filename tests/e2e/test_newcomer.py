@@ -281,3 +281,31 @@ def test_a_node_whose_diagnostics_port_is_taken_says_so_in_one_line(tmp_path: Pa
         "another port (--diag-addr)"
     )
     assert not list(tmp_path.rglob("identity.json"))  # it joined nothing
+
+
+def test_a_second_platform_on_a_data_dir_in_use_is_refused_in_one_line(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """A newcomer whose ports were taken ran ``make up`` again on other ports, with the same
+    data dir: a second platform started on the first one's state, and its node moved to it
+    (the first then showed the node offline)."""
+    ports = ["--web-listen-addr", "127.0.0.1:0", "--ssh-listen-addr", "127.0.0.1:0"]
+    ports += ["--tunnel-listen-addr", "127.0.0.1:0"]
+    assert cluster.process is not None
+    for command in ("start", "demo"):
+        done = subprocess.run(
+            [str(BIN / "jumpgate"), command, "--data-dir", str(cluster.data_dir), *ports],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode == 1, done.stderr
+        [line] = done.stderr.strip().splitlines()
+        assert line.startswith(
+            f"jumpgate: error: data dir {cluster.data_dir} is in use by another jumpgate "
+            f"(pid {cluster.process.pid}): stop it (Ctrl-C where it runs), or give another "
+            "--data-dir"
+        ), line
+    assert "platform started" not in cluster.log.read_text().split("platform started", 1)[1]
+    assert cluster.process.poll() is None  # the first runs on

@@ -21,7 +21,7 @@ from jumpgate.cli.common.args import Parser
 from jumpgate.cli.common.errors import CLIError
 from jumpgate.cli.common.run import run
 from jumpgate.cli.daemon import config as config_module
-from jumpgate.cli.daemon import listeners, logs
+from jumpgate.cli.daemon import data_lock, listeners, logs
 from jumpgate.cli.daemon.config import TOKEN_VARIABLE, Config, ConfigError
 from jumpgate.node_agent.errors import AgentError
 from jumpgate.protocol.certs import KeyType
@@ -277,6 +277,7 @@ def _run_agent(config: Config) -> int:
     from jumpgate.cli.daemon.diag import DiagServer
     from jumpgate.cli.daemon.node import make_agent
 
+    held = data_lock.hold(config.data_dir)  # one agent per identity
     agent = make_agent(config)
 
     async def serve() -> None:
@@ -297,7 +298,10 @@ def _run_agent(config: Config) -> int:
             if diag is not None:
                 await diag.close()
 
-    asyncio.run(serve())
+    try:
+        asyncio.run(serve())
+    finally:
+        data_lock.release(held)
     return 0
 
 
@@ -309,6 +313,7 @@ def _run_platform(config: Config, demo: argparse.Namespace | None) -> int:
     if "node" in config.services:
         agent_config(config)  # a bad label fails now, not after the platform is listening
     listeners.check(config, demo=demo is not None)
+    held = data_lock.hold(config.data_dir, demo=demo is not None)
     try:
         daemon = Daemon(config)
     except (JumpgateError, ValueError, PermissionError) as exc:
@@ -328,6 +333,8 @@ def _run_platform(config: Config, demo: argparse.Namespace | None) -> int:
         asyncio.run(serve())
     except OSError as exc:
         raise CLIError(str(exc)) from exc
+    finally:
+        data_lock.release(held)
     return 0
 
 
