@@ -191,6 +191,19 @@ def test_a_role_and_a_user_from_yaml_confine_the_user(
     locked = admin.ok("jumpctl", "lock", "--user=carol", "--message", "incident 42", "--ttl", "1h")
     lock_id = re.match(r"Lock (\S+) in force on user=carol, until ", locked.out)
     assert lock_id is not None, locked.out
+    assert locked.err == ""
+    # a node lock on a name no node has: kept (a node may join under it), and said
+    typo = admin.ok("jumpctl", "lock", "--node=web-9", "--ttl", "1m")
+    assert typo.err == (
+        "note: no node 'web-9' has joined: the lock stops one that does (a typo? "
+        "jumpctl nodes ls lists them)\n"
+    )
+    known = admin.ok("jumpctl", "lock", "--node=WEB-2", "--ttl", "1m")
+    assert known.err == ""
+    for made in (typo, known):
+        found = re.match(r"Lock (\S+) in force", made.out)
+        assert found is not None, made.out
+        admin.ok("jumpctl", "rm", f"lock/{found[1]}")
     listed_locks = admin.ok("jumpctl", "get", "locks", "--format", "json").json()
     assert [(lk["metadata"]["name"], lk["spec"]["target"]["user"]) for lk in listed_locks] == [
         (lock_id[1], "carol")

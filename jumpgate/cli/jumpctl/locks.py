@@ -6,6 +6,7 @@ lock/ID``). ``jumpctl get locks`` lists them.
 """
 
 import argparse
+import sys
 from datetime import UTC, datetime
 from typing import Any
 
@@ -14,6 +15,7 @@ from jumpgate.cli.common.errors import CLIError
 from jumpgate.cli.jumpctl.context import Context, durations
 from jumpgate.cli.jumpctl.kinds import target_text
 from jumpgate.protocol import calls, models
+from jumpgate.protocol.client import ClientError
 from jumpgate.protocol.resources import LockTarget
 
 TARGETS = ("user", "role", "node", "login")
@@ -72,4 +74,21 @@ def _lock(ctx: Context, args: argparse.Namespace) -> int:
     until = output.when(made.spec.expires) if made.spec.expires else "removed"
     print(f"Lock {made.name} in force on {target_text(made)}, until {until}.")
     print(f"Matching sessions end within seconds; jumpctl rm lock/{made.name} lifts it.")
+    node = made.spec.target.node
+    if node and not _node_known(ctx, node):
+        print(
+            f"note: no node {node!r} has joined: the lock stops one that does (a typo? "
+            "jumpctl nodes ls lists them)",
+            file=sys.stderr,
+        )
     return 0
+
+
+def _node_known(ctx: Context, node: str) -> bool:
+    """Whether a node the caller can list is named ``node`` (by name or id, in any case);
+    true when the nodes cannot be listed (nothing to say then)."""
+    try:
+        nodes = ctx.client.send(calls.nodes())
+    except (ClientError, CLIError):
+        return True
+    return any(node.lower() in (n.nodename.lower(), n.host_id.lower()) for n in nodes)
