@@ -295,6 +295,14 @@ def test_bad_input_is_one_line_and_changes_nothing(site: Site, tmp_path: Path) -
             "jumpctl: error: a lock needs a target: give --user, --role, --node or --login",
         ),
         (
+            admin.fails("jumpctl", "get", "lock/nosuch"),
+            "jumpctl: error: lock 'nosuch' not found: see jumpctl get locks",
+        ),
+        (
+            admin.fails("jumpctl", "rm", "lock"),
+            "jumpctl: error: name the resource: lock/NAME (jumpctl get locks lists them)",
+        ),
+        (
             admin.fails("jumpctl", "users", "update", "bob"),
             "jumpctl: error: say what to change: --set-roles, --set-logins or both",
         ),

@@ -389,7 +389,7 @@ def test_a_lock_document_is_shown_without_revision_and_its_target_as_words() -> 
     ("text", "message"),
     [
         ("widgets", "unknown kind 'widgets': use role, user, token, node or lock"),
-        ("role/", "name the resource: role/NAME (jumpctl get role lists them)"),
+        ("role/", "name the resource: role/NAME (jumpctl get roles lists them)"),
         ("all/x", "unknown kind 'all': use role, user, token, node or lock"),
     ],
     ids=["unknown", "no-name", "all-is-no-kind-to-remove"],
@@ -412,7 +412,7 @@ def test_a_resource_reference_is_kind_slash_name(text: str, message: str) -> Non
             ["edit", "lock/l-1"],
             "locks are not edited here: jumpctl edit takes role/NAME or user/NAME",
         ),
-        (["edit", "role"], "name the resource: role/NAME (jumpctl get role lists them)"),
+        (["edit", "role"], "name the resource: role/NAME (jumpctl get roles lists them)"),
         (["rm", "all"], "unknown kind 'all': use role, user, token, node or lock"),
     ],
     ids=["edit-a-lock", "edit-without-name", "rm-all"],

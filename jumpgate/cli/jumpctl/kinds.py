@@ -130,7 +130,7 @@ class Kind:
         for found in self.items(client):
             if name in self.names_of(found):
                 return found
-        raise CLIError(f"no {self.name} {name!r}: see jumpctl get {self.plural}")
+        raise CLIError(f"{self.name} {name!r} not found: see jumpctl get {self.plural}")
 
     def names_of(self, item: Any) -> Sequence[str]:
         return (self.document(item)["metadata"]["name"],)

@@ -109,7 +109,8 @@ def reference(text: str, *, need_name: bool) -> Reference:
     word, _, name = text.partition("/")
     kind = kind_named(word, allow_all=not need_name)
     if need_name and not name:
-        raise CLIError(f"name the resource: {word}/NAME (jumpctl get {word} lists them)")
+        plural = kind.plural if kind is not None else word
+        raise CLIError(f"name the resource: {word}/NAME (jumpctl get {plural} lists them)")
     if kind is None and name:
         raise CLIError("all takes no name: jumpctl get all")
     return Reference(kind, name)
