@@ -247,19 +247,22 @@ class _Base:
         cause: BaseException | None = exc
         while cause is not None:
             if isinstance(cause, ssl.SSLCertVerificationError):
-                failure = ClientError(
+                return _caused(
                     f"cannot verify the HTTPS certificate of {self.host_header}: "
-                    "pass --insecure for a local self-signed platform"
+                    "pass --insecure for a local self-signed platform",
+                    cause,
                 )
-                failure.__cause__ = cause
-                return failure
+            if isinstance(cause, ssl.SSLError) and cause.reason == "WRONG_VERSION_NUMBER":
+                return _caused(
+                    f"{self.host_header} does not speak HTTPS (an SSH port?): give the "
+                    "cluster's web address, e.g. acme.example.sh:3080",
+                    cause,
+                )
             cause = cause.__cause__ or cause.__context__
         reason = str(exc) or type(exc).__name__
-        failure = ClientError(
-            f"cannot reach {self.host_header} ({reason}): is jumpgate start running there?"
+        return _caused(
+            f"cannot reach {self.host_header} ({reason}): is jumpgate start running there?", exc
         )
-        failure.__cause__ = exc
-        return failure
 
     def _decode(self, call: Call[T], status: int, raw: bytes) -> T:
         payload: object = None
@@ -383,3 +386,10 @@ class AsyncClient(_Base):
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         await self.aclose()
+
+
+def _caused(message: str, cause: BaseException) -> ClientError:
+    """A ``ClientError`` saying ``message``, with ``cause`` as its ``__cause__``."""
+    failure = ClientError(message)
+    failure.__cause__ = cause
+    return failure

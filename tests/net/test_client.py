@@ -8,6 +8,7 @@ agent) are run through the same cases.
 
 import asyncio
 import base64
+import contextlib
 import json
 import socket
 import ssl
@@ -373,3 +374,29 @@ def test_an_audit_event_keeps_the_fields_of_its_type(server: Scripted, face: str
     [read] = page.events
     assert read.model_dump(mode="json")["method"] == "password+totp"
     assert read.time == datetime(2026, 12, 3, 10, 0, tzinfo=UTC)
+
+
+@FACES
+def test_an_ssh_port_given_for_the_web_address_says_so(face: str) -> None:
+    """``jump login --proxy=acme.localhost:3023`` (the SSH port): the answer was the TLS
+    library's "WRONG_VERSION_NUMBER", and "is jumpgate start running there?" (it is)."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+
+        def speak_ssh() -> None:
+            conn, _ = listener.accept()
+            with conn:
+                conn.sendall(b"SSH-2.0-OpenSSH_compatible Jumpgate\r\n")
+                conn.settimeout(5)
+                with contextlib.suppress(OSError):
+                    conn.recv(4096)
+
+        threading.Thread(target=speak_ssh, daemon=True).start()
+        with pytest.raises(ClientError) as raised:
+            send_one(face, f"127.0.0.1:{port}", calls.ping())
+    assert str(raised.value) == (
+        f"127.0.0.1:{port} does not speak HTTPS (an SSH port?): give the cluster's web "
+        "address, e.g. acme.example.sh:3080"
+    )
