@@ -200,9 +200,9 @@ def test_a_role_and_a_user_from_yaml_confine_the_user(
     )
     known = admin.ok("jumpctl", "lock", "--node=WEB-2", "--ttl", "1m")
     assert known.err == ""
-    for made in (typo, known):
-        found = re.match(r"Lock (\S+) in force", made.out)
-        assert found is not None, made.out
+    for node_lock in (typo, known):
+        found = re.match(r"Lock (\S+) in force", node_lock.out)
+        assert found is not None, node_lock.out
         admin.ok("jumpctl", "rm", f"lock/{found[1]}")
     listed_locks = admin.ok("jumpctl", "get", "locks", "--format", "json").json()
     assert [(lk["metadata"]["name"], lk["spec"]["target"]["user"]) for lk in listed_locks] == [
