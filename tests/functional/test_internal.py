@@ -32,7 +32,10 @@ def _routes_taking_a_tenant() -> list[str]:
         body = item.get("post", {}).get("requestBody")
         if body is None:
             continue
-        name = body["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[-1]
+        schema = body["content"]["application/json"]["schema"]
+        # an optional body (a proxy of an earlier release sends none) is anyOf [it, null]
+        ref = schema.get("$ref") or next(s["$ref"] for s in schema["anyOf"] if "$ref" in s)
+        name = ref.rsplit("/", 1)[-1]
         if "tenant" in models[name].get("properties", {}):
             routes.append(path)
     return routes
