@@ -8,6 +8,7 @@ IAM role may invoke. So its callers are trusted and it takes no user credentials
 import base64
 import binascii
 import logging
+from collections.abc import Iterable
 
 from jumpgate.control_plane import errors
 from jumpgate.control_plane.handlers.api import (
@@ -17,7 +18,7 @@ from jumpgate.control_plane.handlers.api import (
     signed_trust,
 )
 from jumpgate.control_plane.handlers.resolver import ConcurrentResolver
-from jumpgate.control_plane.locks import policy_revision
+from jumpgate.control_plane.locks import TenantLock, policy_revision
 from jumpgate.control_plane.nodes import NodeInfo
 from jumpgate.control_plane.plane import ControlPlane
 from jumpgate.control_plane.session_access import access_refusal
@@ -76,7 +77,7 @@ def build_internal_app(plane: ControlPlane) -> ConcurrentResolver:
         (docs/decisions/0035). A proxy of before 0035 sends no body: what it got before."""
         if body is None:
             return models.LockFeedBefore(
-                locks=[models.TenantLock(tenant=t.tenant, lock=t.lock) for t in plane.locks.feed()],
+                locks=_wire(plane.locks.feed()),
                 role_revisions=plane.roles.revisions(),
             )
         revision = policy_revision(plane.store)  # before the listing: see policy_moved
@@ -84,7 +85,7 @@ def build_internal_app(plane: ControlPlane) -> ConcurrentResolver:
             return models.LockFeed(locks=[], revision=revision, unchanged=True)
         page = plane.locks.feed_page(body.cursor)  # a cursor it did not give: 400
         return models.LockFeed(
-            locks=[models.TenantLock(tenant=t.tenant, lock=t.lock) for t in page.locks],
+            locks=_wire(page.locks),
             role_revisions={} if body.cursor else plane.roles.revisions(),
             revision=revision,
             next_cursor=page.cursor or "",
@@ -224,3 +225,8 @@ def _exists(plane: ControlPlane, tenant: str) -> bool:
     except errors.UnknownTenant:
         return False
     return True
+
+
+def _wire(locks: Iterable[TenantLock]) -> list[models.TenantLock]:
+    """The control plane's locks in force as the lock feed carries them."""
+    return [models.TenantLock(tenant=t.tenant, lock=t.lock) for t in locks]
